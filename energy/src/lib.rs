@@ -1,0 +1,1 @@
+//! kos energy: meters, readings, simulated homes, agent fuel budgets and dispatch. Not built yet: see issue 7.

@@ -1,0 +1,1 @@
+//! kos ledger: the replicated append-only ledger (BFT consensus, state machine, storage). Not built yet: see issue 5.

@@ -1,0 +1,1 @@
+//! kos market: liquidity pools, order books and matching mechanisms. Not built yet: see issue 6.

@@ -1,0 +1,279 @@
+//! The `kos` command line: subcommands split by concern, errors that say what to do.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use protocol::message::{Offer, PoolId, Side};
+use protocol::{Body, Draft, NetworkId, amount};
+
+use crate::keyfile;
+
+/// kos — a peer-to-peer market where homes and microgrids trade energy and other resources with their neighbours.
+#[derive(Debug, Parser)]
+#[command(name = "kos", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub paths: Paths,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the node keeps its files.
+#[derive(Debug, Args)]
+pub struct Paths {
+    /// The node's data directory (key, config, ledger).
+    #[arg(long, global = true, env = "KOS_DATA_DIR", default_value_os_t = default_data_dir())]
+    pub data_dir: PathBuf,
+    /// The key file; defaults to `<data-dir>/node.key`.
+    #[arg(long, global = true, env = "KOS_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Paths {
+    /// The key file in use.
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| self.data_dir.join("node.key"))
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".kos"), |home| PathBuf::from(home).join(".kos"))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or show the node's ed25519 key (it signs messages and is the node's peer id).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Make signed offers.
+    #[command(subcommand)]
+    Offer(OfferCommand),
+    /// Check signed messages.
+    #[command(subcommand)]
+    Message(MessageCommand),
+    /// The wire protocol's reference material.
+    #[command(subcommand)]
+    Protocol(ProtocolCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new key and write it to the key file (mode 0600).
+    Generate {
+        /// Replace an existing key file (its key is lost).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the public key and peer id of the key file.
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OfferCommand {
+    /// Sign an offer with the node's key and write its bytes (hex on stdout, or binary to --out).
+    Sign(OfferArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SideArg {
+    Bid,
+    Ask,
+}
+
+/// An offer's terms.
+#[derive(Debug, Args)]
+pub struct OfferArgs {
+    /// Network id the offer is for.
+    #[arg(long, default_value = "kos-devnet")]
+    pub network: NetworkId,
+    /// Pool as resource/token/cell/interval_s, `*` for the world cell: energy/credit/u33db/900.
+    #[arg(long)]
+    pub pool: PoolId,
+    #[arg(long, value_enum)]
+    pub side: SideArg,
+    /// Quantity in the resource's unit: Wh for energy, milli-units otherwise.
+    #[arg(long)]
+    pub quantity: u64,
+    /// Limit price in tokens per kWh (energy) or per unit, up to 3 decimals: 0.30.
+    #[arg(long)]
+    pub price: String,
+    /// Start of the delivery interval, Unix seconds; default: the next interval of the pool.
+    #[arg(long)]
+    pub delivery_start: Option<u64>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub expires_in: u64,
+    /// Per-author nonce; default: the current time in microseconds (increasing across runs).
+    #[arg(long)]
+    pub nonce: Option<u64>,
+    /// Write the binary message to this file instead of hex to stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessageCommand {
+    /// Validate a signed message (binary or hex, from a file or `-` for stdin) and print what it says.
+    Verify {
+        /// The message file, or `-` for stdin.
+        file: PathBuf,
+        /// The network id to validate against.
+        #[arg(long, default_value = "kos-devnet")]
+        network: NetworkId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProtocolCommand {
+    /// Print the test vectors of PROTOCOL.md.
+    Vectors,
+}
+
+/// Runs the command line and maps errors to a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        // A reader that stops early (`kos protocol vectors | head`) is not an error.
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Runs one command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keys(KeysCommand::Generate { force }) => keys_generate(&cli.paths.key_file(), force),
+        Command::Keys(KeysCommand::Show) => keys_show(&cli.paths.key_file()),
+        Command::Offer(OfferCommand::Sign(args)) => offer_sign(&cli.paths.key_file(), args),
+        Command::Message(MessageCommand::Verify { file, network }) => message_verify(&file, network),
+        Command::Protocol(ProtocolCommand::Vectors) => {
+            let mut out = std::io::stdout().lock();
+            for vector in protocol::vectors::all() {
+                writeln!(out, "```text\n{}```\n", vector.to_block())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn now_ms() -> anyhow::Result<u64> {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).context("the system clock is before 1970")?;
+    u64::try_from(since.as_millis()).context("the system clock is beyond the year 584 million")
+}
+
+fn keys_generate(path: &Path, force: bool) -> anyhow::Result<()> {
+    let keypair = protocol::Keypair::generate();
+    keyfile::write(path, &keypair, force)?;
+    println!("wrote {}", path.display());
+    print_key(&keypair)
+}
+
+fn keys_show(path: &Path) -> anyhow::Result<()> {
+    let keypair = keyfile::read(path)?;
+    print_key(&keypair)
+}
+
+fn print_key(keypair: &protocol::Keypair) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "public key: {}", keypair.public())?;
+    writeln!(out, "peer id:    {}", keyfile::peer_id(keypair))?;
+    Ok(())
+}
+
+fn offer_sign(key_file: &Path, args: OfferArgs) -> anyhow::Result<()> {
+    let keypair = keyfile::read(key_file)?;
+    let unit_price = amount::parse_milli(&args.price).context("--price")?;
+    let created_ms = now_ms()?;
+    let interval_s = u64::from(args.pool.interval_s);
+    let delivery_start_s = match (args.delivery_start, interval_s) {
+        (Some(start), _) => start,
+        (None, 0) => 0,
+        (None, interval) => (created_ms / 1000 / interval + 1) * interval,
+    };
+    let nonce = match args.nonce {
+        Some(nonce) => nonce,
+        None => u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros())?,
+    };
+    let expires_ms = created_ms.saturating_add(args.expires_in.saturating_mul(1000));
+    let side = match args.side {
+        SideArg::Bid => Side::Bid,
+        SideArg::Ask => Side::Ask,
+    };
+    let body = Body::Offer(Offer { pool: args.pool, side, quantity: args.quantity, unit_price, delivery_start_s });
+    let envelope = Draft { network: args.network.clone(), nonce, created_ms, expires_ms, body }.sign(&keypair);
+    // Check what we made with the same rules a receiver applies.
+    let config = protocol::Config::new(args.network);
+    protocol::validate(&envelope.to_bytes(), &config, created_ms).context("the offer is not valid")?;
+    eprintln!("offer {} signed by {}", envelope.id(), envelope.author);
+    match args.out {
+        Some(path) => std::fs::write(&path, envelope.to_bytes()).with_context(|| format!("writing {}", path.display())),
+        None => Ok(writeln!(std::io::stdout().lock(), "{}", hex::encode(envelope.to_bytes()))?),
+    }
+}
+
+/// Reads a message: hex text (whitespace ignored) or raw bytes, at most twice the envelope limit.
+fn read_message(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let limit = u64::try_from(2 * protocol::limits::ENVELOPE_BYTES_MAX + 2)?;
+    let mut raw = Vec::new();
+    if file == Path::new("-") {
+        std::io::stdin().take(limit).read_to_end(&mut raw).context("reading stdin")?;
+    } else {
+        std::fs::File::open(file)
+            .with_context(|| format!("opening {}", file.display()))?
+            .take(limit)
+            .read_to_end(&mut raw)
+            .with_context(|| format!("reading {}", file.display()))?;
+    }
+    let text: Vec<u8> = raw.iter().copied().filter(|byte| !byte.is_ascii_whitespace()).collect();
+    if !text.is_empty() && text.iter().all(u8::is_ascii_hexdigit) {
+        return hex::decode(&text).context("the input looks like hex but does not decode");
+    }
+    Ok(raw)
+}
+
+fn message_verify(file: &Path, network: NetworkId) -> anyhow::Result<()> {
+    let bytes = read_message(file)?;
+    let config = protocol::Config::new(network);
+    let validated = match protocol::validate(&bytes, &config, now_ms()?) {
+        Ok(validated) => validated,
+        Err(error) => bail!("invalid message: {error}"),
+    };
+    let envelope = &validated.envelope;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "valid {} {}", envelope.kind(), validated.id)?;
+    writeln!(out, "network:  {}", envelope.network)?;
+    writeln!(out, "author:   {}", envelope.author)?;
+    writeln!(out, "nonce:    {}", envelope.nonce)?;
+    writeln!(out, "created:  {} ms", envelope.created_ms)?;
+    writeln!(out, "expires:  {} ms", envelope.expires_ms)?;
+    if let Body::Offer(offer) = &envelope.body {
+        writeln!(out, "pool:     {} (digest {})", offer.pool, offer.pool.digest())?;
+        writeln!(out, "side:     {:?}", offer.side)?;
+        writeln!(out, "quantity: {}", offer.quantity)?;
+        writeln!(
+            out,
+            "price:    {} {} per {}",
+            amount::format_milli(offer.unit_price),
+            offer.pool.token,
+            offer.pool.resource.price_unit()
+        )?;
+        writeln!(out, "delivery: {} s", offer.delivery_start_s)?;
+    } else {
+        writeln!(out, "body:     {:#?}", envelope.body)?;
+    }
+    Ok(())
+}

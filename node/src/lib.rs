@@ -1,0 +1,4 @@
+//! The kos node: CLI, configuration, key files and (as they are built) the swarm, ledger, market and energy actors.
+
+pub mod cli;
+pub mod keyfile;

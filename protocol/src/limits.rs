@@ -1,0 +1,37 @@
+//! Hard limits of the wire format. Every length a peer can choose is capped here, in the unit its name ends with.
+//!
+//! Changing a limit is a protocol change: peers with a smaller limit would reject what peers with a larger one send.
+
+/// Largest encoded envelope, nested signed messages included.
+pub const ENVELOPE_BYTES_MAX: usize = 16 * 1024;
+/// Network id: 1 to this many bytes of `[a-z0-9-]`.
+pub const NETWORK_ID_BYTES_MAX: usize = 32;
+/// Token id: 1 to this many bytes of `[a-z0-9-]`.
+pub const TOKEN_ID_BYTES_MAX: usize = 16;
+/// Location cell: 0 to this many geohash characters (0 = the whole world).
+pub const CELL_CHARS_MAX: usize = 12;
+/// Meter id: 1 to this many bytes of `[A-Za-z0-9._:/-]`.
+pub const METER_ID_BYTES_MAX: usize = 64;
+/// Free-text memo on a transfer, UTF-8 bytes.
+pub const MEMO_BYTES_MAX: usize = 140;
+/// Governance proposal title, UTF-8 bytes.
+pub const PROPOSAL_TITLE_BYTES_MAX: usize = 120;
+/// Governance proposal text, UTF-8 bytes.
+pub const PROPOSAL_TEXT_BYTES_MAX: usize = 4096;
+/// Governance parameter name, bytes of `[a-z0-9._-]`.
+pub const PARAMETER_NAME_BYTES_MAX: usize = 64;
+/// Legs of one barter cycle (a cycle has at least 2).
+pub const BARTER_LEGS_MAX: usize = 8;
+/// Smallest barter cycle.
+pub const BARTER_LEGS_MIN: usize = 2;
+/// Signatures verified in one batch equation; larger inputs are split into chunks of this size.
+pub const BATCH_SIGNATURES_MAX: usize = 256;
+/// Delivery interval of an interval pool: at most one day.
+pub const INTERVAL_SECONDS_MAX: u32 = 86_400;
+/// Depth of nested CBOR arrays the decoder follows (an envelope nested in a settlement is about 5 deep).
+pub const CBOR_DEPTH_MAX: usize = 16;
+
+// The largest nested message must fit: a barter cycle of the most legs, each a full offer envelope.
+const _: () = assert!(BARTER_LEGS_MAX * 512 + 1024 <= ENVELOPE_BYTES_MAX);
+const _: () = assert!(PROPOSAL_TEXT_BYTES_MAX + PROPOSAL_TITLE_BYTES_MAX + 1024 <= ENVELOPE_BYTES_MAX);
+const _: () = assert!(BARTER_LEGS_MIN >= 2 && BARTER_LEGS_MIN <= BARTER_LEGS_MAX);

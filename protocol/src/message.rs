@@ -1,0 +1,505 @@
+//! The message kinds of kos and their payloads. Each payload is a CBOR array of its fields in declaration order.
+//!
+//! Amounts are integers in fixed units (no floats anywhere in a signed message):
+//! - energy quantities in watt-hours (Wh); other resources (compute, memory, bandwidth) in milli-units;
+//! - token amounts in milli-units of the token (1 credit = 1000);
+//! - prices (`unit_price`) in token milli-units per 1000 quantity units: per kWh for energy, per whole unit for
+//!   the other resources. A fill of `q` at price `p` is worth `q * p / 1000` token milli-units (see [`value_milli`]).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_repr::{Deserialize_repr, Serialize_repr};
+use serde_tuple::{Deserialize_tuple, Serialize_tuple};
+
+use crate::envelope::Envelope;
+use crate::limits::{
+    BARTER_LEGS_MAX, BARTER_LEGS_MIN, MEMO_BYTES_MAX, PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX,
+};
+use crate::types::{BoundedVec, Cell, Id, Invalid, MeterId, ParameterName, PublicKey, Text, TokenId};
+
+/// Serializes and deserializes an enum of newtype variants as the CBOR array `[code, payload]`.
+macro_rules! tagged_union {
+    ($name:ident, $what:literal, $kind:ident { $($code:literal => $variant:ident($payload:ty), $label:literal;)+ }) => {
+        /// The kind of each variant, with its code on the wire and its name in domain prefixes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $kind {
+            $(#[doc = $label] $variant,)+
+        }
+
+        impl $kind {
+            /// Every kind, in code order.
+            pub const ALL: &'static [$kind] = &[$($kind::$variant,)+];
+
+            /// The code of this kind on the wire.
+            pub fn code(self) -> u8 {
+                match self { $($kind::$variant => $code,)+ }
+            }
+
+            /// The kind with this code.
+            pub fn from_code(code: u8) -> Option<Self> {
+                match code { $($code => Some($kind::$variant),)+ _ => None }
+            }
+
+            /// The lowercase name of this kind, used in domain-separation prefixes.
+            pub fn name(self) -> &'static str {
+                match self { $($kind::$variant => $label,)+ }
+            }
+        }
+
+        impl fmt::Display for $kind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl $name {
+            /// The kind of this value.
+            pub fn kind(&self) -> $kind {
+                match self { $($name::$variant(_) => $kind::$variant,)+ }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut tuple = serializer.serialize_tuple(2)?;
+                tuple.serialize_element(&self.kind().code())?;
+                match self { $($name::$variant(payload) => tuple.serialize_element(payload)?,)+ }
+                tuple.end()
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct UnionVisitor;
+                impl<'de> Visitor<'de> for UnionVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {} as [code, payload]", $what)
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$name, A::Error> {
+                        let code: u8 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                        let kind = $kind::from_code(code)
+                            .ok_or_else(|| de::Error::custom(format!("unknown {} code {code}", $what)))?;
+                        let value = match kind {
+                            $($kind::$variant => $name::$variant(
+                                seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?,
+                            ),)+
+                        };
+                        Ok(value)
+                    }
+                }
+                deserializer.deserialize_tuple(2, UnionVisitor)
+            }
+        }
+    };
+}
+
+/// The body of a signed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    Offer(Offer),
+    Cancel(Cancel),
+    Reading(Reading),
+    Transfer(Transfer),
+    Settlement(Settlement),
+    BarterOffer(BarterOffer),
+    BarterCycle(BarterCycle),
+    Proposal(Proposal),
+    Vote(Vote),
+}
+
+tagged_union!(Body, "message body", Kind {
+    1 => Offer(Offer), "offer";
+    2 => Cancel(Cancel), "cancel";
+    3 => Reading(Reading), "reading";
+    4 => Transfer(Transfer), "transfer";
+    5 => Settlement(Settlement), "settlement";
+    6 => BarterOffer(BarterOffer), "barter-offer";
+    7 => BarterCycle(BarterCycle), "barter-cycle";
+    8 => Proposal(Proposal), "proposal";
+    9 => Vote(Vote), "vote";
+});
+
+/// A tradable resource and the unit of its quantities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum Resource {
+    /// Electric energy delivered in an interval; quantity in Wh.
+    Energy = 0,
+    /// Compute credits; quantity in milli-credits.
+    Compute = 1,
+    /// Memory blocks; quantity in milli-blocks.
+    Memory = 2,
+    /// Bandwidth units; quantity in milli-units.
+    Bandwidth = 3,
+}
+
+impl Resource {
+    /// Every resource, in code order.
+    pub const ALL: [Resource; 4] = [Resource::Energy, Resource::Compute, Resource::Memory, Resource::Bandwidth];
+
+    /// What a price is quoted per: 1000 quantity units, i.e. a kWh of energy or one whole unit of the others.
+    pub fn price_unit(self) -> &'static str {
+        match self {
+            Resource::Energy => "kWh",
+            Resource::Compute => "credit",
+            Resource::Memory => "block",
+            Resource::Bandwidth => "unit",
+        }
+    }
+
+    /// The lowercase name used in pool names and the CLI.
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Energy => "energy",
+            Resource::Compute => "compute",
+            Resource::Memory => "memory",
+            Resource::Bandwidth => "bandwidth",
+        }
+    }
+}
+
+impl FromStr for Resource {
+    type Err = Invalid;
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        Resource::ALL.into_iter().find(|resource| resource.name() == text).ok_or_else(|| Invalid {
+            what: "Resource",
+            reason: format!("{text:?} is not one of energy, compute, memory, bandwidth"),
+        })
+    }
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A liquidity pool: one resource, priced in one token, in one location cell, for one delivery interval length.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize_tuple, Deserialize_tuple)]
+pub struct PoolId {
+    pub resource: Resource,
+    pub token: TokenId,
+    pub cell: Cell,
+    /// Length of a delivery interval in seconds (900 for 15-minute energy products); 0 for continuous pools.
+    pub interval_s: u32,
+}
+
+impl PoolId {
+    /// The pool's digest: `blake3("kos/v1/pool" 0x00 || CBOR(pool))`. Keys the pool's DHT record and gossip topic.
+    pub fn digest(&self) -> Id {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(crate::envelope::POOL_DOMAIN);
+        hasher.update(&crate::codec::encode(self));
+        Id(*hasher.finalize().as_bytes())
+    }
+}
+
+impl fmt::Display for PoolId {
+    /// `resource/token/cell/interval_s`, with `*` for the world cell: `energy/credit/u33db/900`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cell = if self.cell.as_str().is_empty() { "*" } else { self.cell.as_str() };
+        write!(f, "{}/{}/{}/{}", self.resource, self.token, cell, self.interval_s)
+    }
+}
+
+impl FromStr for PoolId {
+    type Err = Invalid;
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let [resource, token, cell, interval] = parts.as_slice() else {
+            return Err(Invalid { what: "PoolId", reason: format!("{text:?} is not resource/token/cell/interval_s") });
+        };
+        let interval_s = interval
+            .parse::<u32>()
+            .map_err(|error| Invalid { what: "PoolId", reason: format!("interval {interval:?}: {error}") })?;
+        Ok(PoolId {
+            resource: resource.parse()?,
+            token: token.parse()?,
+            cell: Cell::new(if *cell == "*" { "" } else { *cell })?,
+            interval_s,
+        })
+    }
+}
+
+/// Which side of the book an offer is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum Side {
+    /// Wants to buy: `unit_price` is the most it pays.
+    Bid = 0,
+    /// Wants to sell: `unit_price` is the least it accepts.
+    Ask = 1,
+}
+
+/// A bid or ask in a pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Offer {
+    pub pool: PoolId,
+    pub side: Side,
+    /// Quantity in the resource's unit (Wh for energy); more than 0.
+    pub quantity: u64,
+    /// Limit price in token milli-units per 1000 quantity units (per kWh for energy).
+    pub unit_price: u64,
+    /// Start of the delivery interval (Unix seconds, a multiple of the pool's interval); 0 in continuous pools.
+    pub delivery_start_s: u64,
+}
+
+/// Withdraws an earlier offer of the same author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Cancel {
+    /// The id of the offer to withdraw.
+    pub offer: Id,
+}
+
+/// Where a reading came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum MeterSource {
+    Simulated = 0,
+    SunSpecModbus = 1,
+    Mqtt = 2,
+    Manual = 3,
+}
+
+/// A meter's energy flows over one delivery interval, signed by the meter's owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Reading {
+    pub meter: MeterId,
+    /// Start of the interval (Unix seconds, a multiple of `interval_s`).
+    pub interval_start_s: u64,
+    /// Length of the interval in seconds; more than 0.
+    pub interval_s: u32,
+    /// Energy taken from the grid in the interval, Wh.
+    pub import_wh: u64,
+    /// Energy fed into the grid in the interval, Wh.
+    pub export_wh: u64,
+    /// Energy generated on site (PV, wind) in the interval, Wh.
+    pub generation_wh: u64,
+    /// Energy consumed on site in the interval, Wh.
+    pub consumption_wh: u64,
+    /// The meter's lifetime import register at the end of the interval, Wh (never decreases).
+    pub import_counter_wh: u64,
+    /// The meter's lifetime export register at the end of the interval, Wh (never decreases).
+    pub export_counter_wh: u64,
+    pub source: MeterSource,
+}
+
+/// Moves tokens from the author's account to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Transfer {
+    pub to: PublicKey,
+    pub token: TokenId,
+    /// Amount in token milli-units; more than 0.
+    pub amount: u64,
+    pub memo: Text<MEMO_BYTES_MAX>,
+}
+
+/// How a match's price was set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum Mechanism {
+    ContinuousDoubleAuction = 0,
+    PayAsClear = 1,
+    PayAsBid = 2,
+    MidMarketRate = 3,
+    SupplyDemandRatio = 4,
+}
+
+/// A match of a bid and an ask, carrying both signed offers so that anyone can check it against them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Settlement {
+    /// The signed bid (an envelope whose body is an [`Offer`] with [`Side::Bid`]).
+    pub bid: Box<Envelope>,
+    /// The signed ask (an envelope whose body is an [`Offer`] with [`Side::Ask`]).
+    pub ask: Box<Envelope>,
+    /// Quantity traded, at most either offer's quantity.
+    pub quantity: u64,
+    /// Price in token milli-units per 1000 quantity units, between the ask's and the bid's limit.
+    pub unit_price: u64,
+    pub mechanism: Mechanism,
+}
+
+/// "Give `give_quantity` of `give`, want `want_quantity` of `want`" — a token-free exchange ratio.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct BarterOffer {
+    pub give: Resource,
+    pub give_quantity: u64,
+    pub want: Resource,
+    pub want_quantity: u64,
+    pub cell: Cell,
+}
+
+/// One participant of a barter cycle: its signed barter offer and how much of it this cycle uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct BarterLeg {
+    /// The signed barter offer (an envelope whose body is a [`BarterOffer`]).
+    pub offer: Envelope,
+    /// How much of the offer's `give` resource this leg hands to the next leg.
+    pub give_quantity: u64,
+}
+
+/// A closed cycle of barter offers: leg `i` gives to leg `i + 1`, the last leg gives to the first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct BarterCycle {
+    pub legs: BoundedVec<BarterLeg, BARTER_LEGS_MIN, BARTER_LEGS_MAX>,
+}
+
+/// A payload with no fields, encoded as the empty array `0x80`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Empty;
+
+impl Serialize for Empty {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_tuple(0)?.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Empty {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EmptyVisitor;
+        impl<'de> Visitor<'de> for EmptyVisitor {
+            type Value = Empty;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an empty array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<Empty, A::Error> {
+                Ok(Empty)
+            }
+        }
+        deserializer.deserialize_tuple(0, EmptyVisitor)
+    }
+}
+
+/// Sets a governance parameter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct SetParameter {
+    pub name: ParameterName,
+    pub value: u64,
+}
+
+/// Adds a validator (or changes its power).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct AddValidator {
+    pub key: PublicKey,
+    /// Voting power; more than 0.
+    pub power: u64,
+}
+
+/// Removes a validator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct RemoveValidator {
+    pub key: PublicKey,
+}
+
+/// What a governance proposal does if it passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Text(Empty),
+    SetParameter(SetParameter),
+    AddValidator(AddValidator),
+    RemoveValidator(RemoveValidator),
+}
+
+tagged_union!(Action, "proposal action", ActionKind {
+    0 => Text(Empty), "text";
+    1 => SetParameter(SetParameter), "set-parameter";
+    2 => AddValidator(AddValidator), "add-validator";
+    3 => RemoveValidator(RemoveValidator), "remove-validator";
+});
+
+/// A governance proposal, voted on for `voting_period_blocks` blocks after the one that includes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Proposal {
+    pub action: Action,
+    pub title: Text<PROPOSAL_TITLE_BYTES_MAX>,
+    pub text: Text<PROPOSAL_TEXT_BYTES_MAX>,
+    /// More than 0.
+    pub voting_period_blocks: u32,
+}
+
+/// A vote's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum Choice {
+    No = 0,
+    Yes = 1,
+    Abstain = 2,
+}
+
+/// A vote on a proposal (the proposal message's id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Vote {
+    pub proposal: Id,
+    pub choice: Choice,
+}
+
+/// The worth of `quantity` at `unit_price`, in token milli-units, rounded down: `quantity * unit_price / 1000`.
+/// `None` when it does not fit in 64 bits.
+pub fn value_milli(quantity: u64, unit_price: u64) -> Option<u64> {
+    let product = u128::from(quantity).checked_mul(u128::from(unit_price))?;
+    u64::try_from(product.checked_div(1000)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn pool_names_round_trip() {
+        let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
+        assert_eq!(pool.to_string(), "energy/credit/u33db/900");
+        let world: PoolId = "compute/credit/*/0".parse().unwrap();
+        assert_eq!(world.cell.as_str(), "");
+        assert_eq!(world.to_string(), "compute/credit/*/0");
+        assert!("energy/credit/u33db".parse::<PoolId>().is_err());
+        assert!("heat/credit/u33db/900".parse::<PoolId>().is_err());
+        assert_ne!(pool.digest(), world.digest());
+    }
+
+    #[test]
+    fn unknown_codes_and_extra_fields_are_rejected() {
+        let cancel = Body::Cancel(Cancel { offer: Id([3; 32]) });
+        let bytes = codec::encode(&cancel);
+        assert_eq!(bytes[..3], [0x82, 0x02, 0x81]);
+        assert_eq!(codec::decode::<Body>(&bytes, 1024), Ok(cancel));
+        let mut unknown = bytes.clone();
+        unknown[1] = 0x0a;
+        assert!(matches!(codec::decode::<Body>(&unknown, 1024), Err(codec::Error::Invalid(_))));
+        // The cancel payload with a second, unknown field.
+        let mut extra = bytes.clone();
+        extra[2] = 0x82;
+        extra.push(0x00);
+        assert!(matches!(codec::decode::<Body>(&extra, 1024), Err(codec::Error::Invalid(_))));
+        // An empty payload.
+        let missing = [0x82, 0x02, 0x80];
+        assert!(matches!(codec::decode::<Body>(&missing, 1024), Err(codec::Error::Invalid(_))));
+        // A body with a third element.
+        let mut three = bytes.clone();
+        three[0] = 0x83;
+        three.push(0x00);
+        assert!(matches!(codec::decode::<Body>(&three, 1024), Err(codec::Error::Invalid(_))));
+    }
+
+    #[test]
+    fn enum_fields_reject_unknown_values() {
+        let side = codec::encode(&Side::Ask);
+        assert_eq!(side, [0x01]);
+        assert!(codec::decode::<Side>(&[0x02], 8).is_err());
+        assert!(codec::decode::<Resource>(&[0x04], 8).is_err());
+        assert_eq!(codec::encode(&Empty), [0x80]);
+        assert!(codec::decode::<Empty>(&[0x81, 0x00], 8).is_err());
+    }
+
+    #[test]
+    fn value_is_rounded_down_and_checked() {
+        assert_eq!(value_milli(500, 45_000), Some(22_500));
+        assert_eq!(value_milli(1, 999), Some(0));
+        assert_eq!(value_milli(u64::MAX, u64::MAX), None);
+    }
+}

@@ -1,0 +1,311 @@
+//! Stateless validation of a message from the network: everything that can be checked from its bytes, the
+//! receiver's network id and the receiver's clock. Stateful checks (replayed nonces, balances, fills) belong to the
+//! node and the ledger.
+//!
+//! Order of checks, cheapest first: size, encoding, version, network, times, body, signature. A nested signed
+//! message (the offers inside a settlement, the barter offers of a cycle) passes the same checks, with the outer
+//! message's `created_ms` as its clock and strict signature verification.
+
+use crate::codec;
+use crate::envelope::{Envelope, VERSION, message_id_from_canonical, signing_digest};
+use crate::keys::{self, Item, SignatureError};
+use crate::limits::{ENVELOPE_BYTES_MAX, INTERVAL_SECONDS_MAX};
+use crate::message::{BarterCycle, BarterOffer, Body, Kind, Offer, Proposal, Settlement, Side, value_milli};
+use crate::types::{Id, NetworkId};
+
+/// The receiver's settings for stateless validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The network this node is on.
+    pub network: NetworkId,
+    /// How far a message's `created_ms` may be ahead of the receiver's clock.
+    pub clock_skew_ms_max: u64,
+    /// The longest lifetime (`expires_ms - created_ms`) a message may ask for.
+    pub lifetime_ms_max: u64,
+    /// The largest envelope accepted; at most [`ENVELOPE_BYTES_MAX`].
+    pub envelope_bytes_max: usize,
+}
+
+impl Config {
+    /// Default skew: 30 s, what NTP-less home devices usually stay within.
+    pub const CLOCK_SKEW_MS_MAX_DEFAULT: u64 = 30_000;
+    /// Default lifetime: 7 days, enough for day-ahead and week-ahead offers.
+    pub const LIFETIME_MS_MAX_DEFAULT: u64 = 7 * 24 * 3600 * 1000;
+
+    /// The defaults for a network.
+    pub fn new(network: NetworkId) -> Config {
+        Config {
+            network,
+            clock_skew_ms_max: Self::CLOCK_SKEW_MS_MAX_DEFAULT,
+            lifetime_ms_max: Self::LIFETIME_MS_MAX_DEFAULT,
+            envelope_bytes_max: ENVELOPE_BYTES_MAX,
+        }
+    }
+}
+
+/// Why a message is invalid. Each variant is one rule of PROTOCOL.md.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("message of {bytes} bytes exceeds the limit of {max}")]
+    TooLarge { bytes: usize, max: usize },
+    #[error("malformed message: {0}")]
+    Malformed(codec::Error),
+    #[error("unsupported envelope version {version}; this node speaks version {VERSION}")]
+    UnsupportedVersion { version: u8 },
+    #[error("message is for network {found}, this node is on {expected}")]
+    WrongNetwork { expected: NetworkId, found: NetworkId },
+    #[error("message expires ({expires_ms}) before it was created ({created_ms})")]
+    ExpiresBeforeCreated { created_ms: u64, expires_ms: u64 },
+    #[error("message lifetime of {lifetime_ms} ms exceeds the limit of {max} ms")]
+    LifetimeTooLong { lifetime_ms: u64, max: u64 },
+    #[error("message created at {created_ms}, more than {skew_ms_max} ms after now ({now_ms}): clock skew")]
+    FromFuture { created_ms: u64, now_ms: u64, skew_ms_max: u64 },
+    #[error("message expired at {expires_ms}, now is {now_ms}")]
+    Expired { expires_ms: u64, now_ms: u64 },
+    #[error("invalid {kind} body: {reason}")]
+    InvalidBody { kind: Kind, reason: String },
+    #[error("invalid {role} inside the {kind}: {source}")]
+    InvalidInner { kind: Kind, role: &'static str, source: Box<Error> },
+    #[error("bad signature: {0}")]
+    BadSignature(SignatureError),
+}
+
+impl From<codec::Error> for Error {
+    fn from(error: codec::Error) -> Error {
+        match error {
+            codec::Error::TooLarge { bytes, max } => Error::TooLarge { bytes, max },
+            other => Error::Malformed(other),
+        }
+    }
+}
+
+/// A message that passed stateless validation, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    pub envelope: Envelope,
+    pub id: Id,
+}
+
+/// Validates one message from its bytes at the receiver's time `now_ms`.
+pub fn validate(bytes: &[u8], config: &Config, now_ms: u64) -> Result<Validated, Error> {
+    let (envelope, id) = check_unsigned(bytes, config, now_ms)?;
+    verify_signature(&envelope, &id).map_err(Error::BadSignature)?;
+    Ok(Validated { envelope, id })
+}
+
+/// Validates many messages, verifying their outer signatures together ([`keys::verify_batch`]).
+/// Returns one result per message, in order, each equal to what [`validate`] returns for an honestly signed message.
+pub fn validate_batch(messages: &[&[u8]], config: &Config, now_ms: u64) -> Vec<Result<Validated, Error>> {
+    let checked: Vec<Result<(Envelope, Id), Error>> =
+        messages.iter().map(|bytes| check_unsigned(bytes, config, now_ms)).collect();
+    let digests: Vec<Option<[u8; 32]>> = checked
+        .iter()
+        .map(|result| result.as_ref().ok().map(|(envelope, id)| signing_digest(&envelope.network, id)))
+        .collect();
+    let items: Vec<Item<'_>> = checked
+        .iter()
+        .zip(&digests)
+        .filter_map(|(result, digest)| {
+            let (envelope, _) = result.as_ref().ok()?;
+            Some(Item { key: &envelope.author, digest: digest.as_ref()?, signature: &envelope.signature })
+        })
+        .collect();
+    let mut verdicts = keys::verify_batch(&items).into_iter();
+    checked
+        .into_iter()
+        .map(|result| {
+            let (envelope, id) = result?;
+            match verdicts.next() {
+                Some(Ok(())) => Ok(Validated { envelope, id }),
+                Some(Err(error)) => Err(Error::BadSignature(error)),
+                None => Err(Error::BadSignature(SignatureError::Mismatch)),
+            }
+        })
+        .collect()
+}
+
+/// Every check but the outer signature: returns the envelope and its id.
+fn check_unsigned(bytes: &[u8], config: &Config, now_ms: u64) -> Result<(Envelope, Id), Error> {
+    let bytes_max = config.envelope_bytes_max.min(ENVELOPE_BYTES_MAX);
+    let envelope: Envelope = codec::decode(bytes, bytes_max)?;
+    let id = message_id_from_canonical(envelope.kind(), bytes);
+    check_fields(&envelope, config, now_ms)?;
+    Ok((envelope, id))
+}
+
+fn verify_signature(envelope: &Envelope, id: &Id) -> Result<(), SignatureError> {
+    keys::verify(&envelope.author, &signing_digest(&envelope.network, id), &envelope.signature)
+}
+
+fn check_fields(envelope: &Envelope, config: &Config, now_ms: u64) -> Result<(), Error> {
+    if envelope.version != VERSION {
+        return Err(Error::UnsupportedVersion { version: envelope.version });
+    }
+    if envelope.network != config.network {
+        return Err(Error::WrongNetwork { expected: config.network.clone(), found: envelope.network.clone() });
+    }
+    check_times(envelope, config, now_ms)?;
+    check_body(envelope, config)
+}
+
+fn check_times(envelope: &Envelope, config: &Config, now_ms: u64) -> Result<(), Error> {
+    let (created_ms, expires_ms) = (envelope.created_ms, envelope.expires_ms);
+    let lifetime_ms = expires_ms
+        .checked_sub(created_ms)
+        .filter(|lifetime| *lifetime > 0)
+        .ok_or(Error::ExpiresBeforeCreated { created_ms, expires_ms })?;
+    if lifetime_ms > config.lifetime_ms_max {
+        return Err(Error::LifetimeTooLong { lifetime_ms, max: config.lifetime_ms_max });
+    }
+    if created_ms > now_ms.saturating_add(config.clock_skew_ms_max) {
+        return Err(Error::FromFuture { created_ms, now_ms, skew_ms_max: config.clock_skew_ms_max });
+    }
+    if now_ms >= expires_ms {
+        return Err(Error::Expired { expires_ms, now_ms });
+    }
+    Ok(())
+}
+
+fn body_error(kind: Kind, reason: impl Into<String>) -> Error {
+    Error::InvalidBody { kind, reason: reason.into() }
+}
+
+fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
+    let kind = envelope.kind();
+    let ensure = |condition: bool, reason: &str| if condition { Ok(()) } else { Err(body_error(kind, reason)) };
+    match &envelope.body {
+        Body::Offer(offer) => check_offer(offer).map_err(|reason| body_error(kind, reason)),
+        Body::Cancel(_) | Body::Vote(_) => Ok(()),
+        Body::Reading(reading) => {
+            ensure(reading.interval_s > 0 && reading.interval_s <= INTERVAL_SECONDS_MAX, "interval_s out of range")?;
+            ensure(
+                reading.interval_start_s.is_multiple_of(u64::from(reading.interval_s)),
+                "interval_start_s is not a multiple of interval_s",
+            )
+        }
+        Body::Transfer(transfer) => {
+            ensure(transfer.amount > 0, "amount is 0")?;
+            ensure(transfer.to != envelope.author, "transfer to the author itself")
+        }
+        Body::Settlement(settlement) => check_settlement(envelope, settlement, config),
+        Body::BarterOffer(offer) => check_barter_offer(offer).map_err(|reason| body_error(kind, reason)),
+        Body::BarterCycle(cycle) => check_barter_cycle(envelope, cycle, config),
+        Body::Proposal(proposal) => check_proposal(proposal).map_err(|reason| body_error(kind, reason)),
+    }
+}
+
+fn check_offer(offer: &Offer) -> Result<(), &'static str> {
+    let interval_s = offer.pool.interval_s;
+    if offer.quantity == 0 {
+        return Err("quantity is 0");
+    }
+    if value_milli(offer.quantity, offer.unit_price).is_none() {
+        return Err("quantity * unit_price overflows 64 bits");
+    }
+    if interval_s > INTERVAL_SECONDS_MAX {
+        return Err("pool interval_s out of range");
+    }
+    match interval_s {
+        0 if offer.delivery_start_s != 0 => Err("continuous pool with a delivery_start_s"),
+        0 => Ok(()),
+        _ if !offer.delivery_start_s.is_multiple_of(u64::from(interval_s)) => {
+            Err("delivery_start_s is not a multiple of the pool's interval_s")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_barter_offer(offer: &BarterOffer) -> Result<(), &'static str> {
+    if offer.give_quantity == 0 || offer.want_quantity == 0 {
+        return Err("a quantity is 0");
+    }
+    if offer.give == offer.want {
+        return Err("gives and wants the same resource");
+    }
+    Ok(())
+}
+
+fn check_proposal(proposal: &Proposal) -> Result<(), &'static str> {
+    if proposal.title.as_str().trim().is_empty() {
+        return Err("empty title");
+    }
+    if proposal.voting_period_blocks == 0 {
+        return Err("voting_period_blocks is 0");
+    }
+    if let crate::message::Action::AddValidator(add) = &proposal.action
+        && add.power == 0
+    {
+        return Err("validator power is 0");
+    }
+    Ok(())
+}
+
+/// Validates a signed message nested in `outer`, at the outer message's creation time, with strict signatures.
+fn check_inner(outer: &Envelope, inner: &Envelope, role: &'static str, config: &Config) -> Result<Id, Error> {
+    let wrap = |source: Error| Error::InvalidInner { kind: outer.kind(), role, source: Box::new(source) };
+    if matches!(inner.body, Body::Settlement(_) | Body::BarterCycle(_)) {
+        return Err(wrap(body_error(inner.kind(), "a nested message may not nest messages")));
+    }
+    check_fields(inner, config, outer.created_ms).map_err(wrap)?;
+    let id = inner.id();
+    verify_signature(inner, &id).map_err(|error| wrap(Error::BadSignature(error)))?;
+    Ok(id)
+}
+
+fn check_settlement(envelope: &Envelope, settlement: &Settlement, config: &Config) -> Result<(), Error> {
+    let kind = Kind::Settlement;
+    check_inner(envelope, &settlement.bid, "bid", config)?;
+    check_inner(envelope, &settlement.ask, "ask", config)?;
+    let (Body::Offer(bid), Body::Offer(ask)) = (&settlement.bid.body, &settlement.ask.body) else {
+        return Err(body_error(kind, "bid and ask must both be offers"));
+    };
+    let ensure = |condition: bool, reason: &str| if condition { Ok(()) } else { Err(body_error(kind, reason)) };
+    ensure(bid.side == Side::Bid && ask.side == Side::Ask, "bid must be a bid and ask an ask")?;
+    ensure(settlement.bid.author != settlement.ask.author, "an author cannot trade with itself")?;
+    ensure(bid.pool == ask.pool, "the offers are in different pools")?;
+    ensure(bid.delivery_start_s == ask.delivery_start_s, "the offers are for different delivery intervals")?;
+    ensure(settlement.quantity > 0, "quantity is 0")?;
+    ensure(settlement.quantity <= bid.quantity.min(ask.quantity), "quantity exceeds an offer's quantity")?;
+    ensure(
+        ask.unit_price <= settlement.unit_price && settlement.unit_price <= bid.unit_price,
+        "price outside the offers' limits",
+    )
+}
+
+fn check_barter_cycle(envelope: &Envelope, cycle: &BarterCycle, config: &Config) -> Result<(), Error> {
+    let kind = Kind::BarterCycle;
+    let legs = cycle.legs.as_slice();
+    let mut offers = Vec::with_capacity(legs.len());
+    for leg in legs {
+        check_inner(envelope, &leg.offer, "barter offer", config)?;
+        let Body::BarterOffer(offer) = &leg.offer.body else {
+            return Err(body_error(kind, "every leg must be a barter offer"));
+        };
+        if leg.give_quantity == 0 || leg.give_quantity > offer.give_quantity {
+            return Err(body_error(kind, "a leg gives 0 or more than its offer"));
+        }
+        offers.push(offer);
+    }
+    let mut authors: Vec<_> = legs.iter().map(|leg| leg.offer.author).collect();
+    authors.sort_unstable();
+    authors.dedup();
+    if authors.len() != legs.len() {
+        return Err(body_error(kind, "an author appears in two legs"));
+    }
+    for (index, (leg, offer)) in legs.iter().zip(&offers).enumerate() {
+        let (previous_leg, previous_offer) = match index.checked_sub(1) {
+            Some(previous) => (&legs[previous], offers[previous]),
+            None => (&legs[legs.len() - 1], offers[offers.len() - 1]),
+        };
+        if previous_offer.give != offer.want {
+            return Err(body_error(kind, "a leg does not receive the resource it wants"));
+        }
+        // received / given >= want_quantity / give_quantity, in integers.
+        let received = u128::from(previous_leg.give_quantity) * u128::from(offer.give_quantity);
+        let asked = u128::from(offer.want_quantity) * u128::from(leg.give_quantity);
+        if received < asked {
+            return Err(body_error(kind, "a leg receives less than its offer's ratio"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! Test vectors: one signed message of every kind, built from fixed seeds, so that implementations in other
+//! languages can check their encoding, ids, digests and signatures byte for byte. PROTOCOL.md lists them and a
+//! test keeps it in step with this code.
+
+use std::fmt::Write as _;
+
+use crate::envelope::{Draft, Envelope};
+use crate::keys::Keypair;
+use crate::message::{
+    Action, AddValidator, BarterCycle, BarterLeg, BarterOffer, Body, Cancel, Choice, Mechanism, MeterSource, Offer,
+    PoolId, Proposal, Reading, Resource, Settlement, Side, Transfer, Vote,
+};
+use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Text, TokenId};
+
+/// The network id of every vector.
+pub const NETWORK: &str = "kos-vectors";
+/// 2026-01-01T00:00:00Z: `created_ms` of every vector.
+pub const CREATED_MS: u64 = 1_767_225_600_000;
+/// Lifetime of every vector: 15 minutes.
+pub const LIFETIME_MS: u64 = 900_000;
+
+/// The secret seed of test author `n`: `blake3("kos test vector author " || decimal n)`.
+pub fn seed(author: u8) -> [u8; 32] {
+    *blake3::hash(format!("kos test vector author {author}").as_bytes()).as_bytes()
+}
+
+/// One vector: a name, its author's seed and the signed message.
+#[derive(Debug, Clone)]
+pub struct Vector {
+    pub name: &'static str,
+    pub author: u8,
+    pub envelope: Envelope,
+}
+
+impl Vector {
+    /// The vector as the text block PROTOCOL.md shows (and its test parses).
+    pub fn to_block(&self) -> String {
+        let envelope = &self.envelope;
+        let mut block = String::new();
+        let lines = [
+            ("vector", self.name.to_owned()),
+            ("secret-seed", hex::encode(seed(self.author))),
+            ("public-key", envelope.author.to_hex()),
+            ("unsigned", hex::encode(envelope.unsigned_bytes())),
+            ("id", envelope.id().to_hex()),
+            ("signing-digest", hex::encode(envelope.signing_digest())),
+            ("signature", envelope.signature.to_hex()),
+            ("envelope", hex::encode(envelope.to_bytes())),
+        ];
+        for (key, value) in lines {
+            let _ = writeln!(block, "{key}: {value}");
+        }
+        block
+    }
+}
+
+fn network() -> NetworkId {
+    NetworkId::new(NETWORK).unwrap_or_else(|error| unreachable!("{error}"))
+}
+
+fn sign(author: u8, nonce: u64, body: Body) -> Envelope {
+    Draft { network: network(), nonce, created_ms: CREATED_MS, expires_ms: CREATED_MS + LIFETIME_MS, body }
+        .sign(&Keypair::from_seed(&seed(author)))
+}
+
+fn pool() -> PoolId {
+    PoolId {
+        resource: Resource::Energy,
+        token: TokenId::new("credit").unwrap_or_else(|error| unreachable!("{error}")),
+        cell: Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}")),
+        interval_s: 900,
+    }
+}
+
+fn offer(side: Side, quantity: u64, unit_price: u64) -> Body {
+    Body::Offer(Offer { pool: pool(), side, quantity, unit_price, delivery_start_s: 1_767_226_500 })
+}
+
+fn barter(give: Resource, give_quantity: u64, want: Resource, want_quantity: u64) -> Body {
+    Body::BarterOffer(BarterOffer {
+        give,
+        give_quantity,
+        want,
+        want_quantity,
+        cell: Cell::new("u33d").unwrap_or_else(|error| unreachable!("{error}")),
+    })
+}
+
+fn text<const MAX: usize>(text: &str) -> Text<MAX> {
+    Text::new(text).unwrap_or_else(|error| unreachable!("{error}"))
+}
+
+/// Every vector, one or more per message kind.
+pub fn all() -> Vec<Vector> {
+    let bid = sign(1, 1, offer(Side::Bid, 2_000, 310));
+    let ask = sign(2, 1, offer(Side::Ask, 1_500, 240));
+    let barter_a = sign(1, 2, barter(Resource::Compute, 4_000, Resource::Bandwidth, 10_000));
+    let barter_b = sign(2, 2, barter(Resource::Bandwidth, 12_000, Resource::Memory, 3_000));
+    let barter_c = sign(3, 1, barter(Resource::Memory, 3_000, Resource::Compute, 4_000));
+    let proposal = sign(
+        3,
+        2,
+        Body::Proposal(Proposal {
+            action: Action::AddValidator(AddValidator { key: Keypair::from_seed(&seed(4)).public(), power: 10 }),
+            title: text("Add the school's battery as a validator"),
+            text: text("It has run a kos node for six months with 99.9% uptime."),
+            voting_period_blocks: 1_000,
+        }),
+    );
+    // Leg i gives to leg i + 1: compute 1 -> 3, memory 3 -> 2, bandwidth 2 -> 1.
+    let legs = vec![
+        BarterLeg { offer: barter_a.clone(), give_quantity: 4_000 },
+        BarterLeg { offer: barter_c.clone(), give_quantity: 3_000 },
+        BarterLeg { offer: barter_b.clone(), give_quantity: 10_000 },
+    ];
+    let vector = |name, author, envelope| Vector { name, author, envelope };
+    vec![
+        vector("offer-bid", 1, bid.clone()),
+        vector("offer-ask", 2, ask.clone()),
+        vector("cancel", 1, sign(1, 3, Body::Cancel(Cancel { offer: bid.id() }))),
+        vector(
+            "reading",
+            2,
+            sign(
+                2,
+                3,
+                Body::Reading(Reading {
+                    meter: MeterId::new("sim:home-2").unwrap_or_else(|error| unreachable!("{error}")),
+                    interval_start_s: 1_767_224_700,
+                    interval_s: 900,
+                    import_wh: 0,
+                    export_wh: 412,
+                    generation_wh: 655,
+                    consumption_wh: 243,
+                    import_counter_wh: 1_204_331,
+                    export_counter_wh: 3_310_207,
+                    source: MeterSource::Simulated,
+                }),
+            ),
+        ),
+        vector(
+            "transfer",
+            1,
+            sign(
+                1,
+                4,
+                Body::Transfer(Transfer {
+                    to: Keypair::from_seed(&seed(2)).public(),
+                    token: TokenId::new("credit").unwrap_or_else(|error| unreachable!("{error}")),
+                    amount: 12_500,
+                    memo: text("thanks for the sun"),
+                }),
+            ),
+        ),
+        vector(
+            "settlement",
+            3,
+            sign(
+                3,
+                3,
+                Body::Settlement(Settlement {
+                    bid: Box::new(bid),
+                    ask: Box::new(ask),
+                    quantity: 1_500,
+                    unit_price: 275,
+                    mechanism: Mechanism::MidMarketRate,
+                }),
+            ),
+        ),
+        vector("barter-offer", 1, barter_a),
+        vector(
+            "barter-cycle",
+            3,
+            sign(
+                3,
+                4,
+                Body::BarterCycle(BarterCycle {
+                    legs: BoundedVec::new(legs).unwrap_or_else(|error| unreachable!("{error}")),
+                }),
+            ),
+        ),
+        vector("proposal", 3, proposal.clone()),
+        vector("vote", 4, sign(4, 1, Body::Vote(Vote { proposal: proposal.id(), choice: Choice::Yes }))),
+    ]
+}
+
+/// The public key of test author `n`.
+pub fn public_key(author: u8) -> PublicKey {
+    Keypair::from_seed(&seed(author)).public()
+}
+
+/// The id of a vector by name.
+pub fn id(name: &str) -> Option<Id> {
+    all().into_iter().find(|vector| vector.name == name).map(|vector| vector.envelope.id())
+}
