@@ -1,0 +1,147 @@
+//! `kos keys`, `kos offer sign` and `kos message verify` end to end, through the real binary.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kos(data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kos"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env_remove("KOS_KEY_FILE")
+        .output()
+        .unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn field<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines().find_map(|line| line.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn keys_are_generated_private_and_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = kos(dir.path(), &["keys", "generate"]);
+    assert!(generated.status.success(), "{}", stderr(&generated));
+    let key_file = dir.path().join("node.key");
+    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let shown = kos(dir.path(), &["keys", "show"]);
+    assert!(shown.status.success());
+    let shown_text = stdout(&shown);
+    let public_key = field(&shown_text, "public key:");
+    assert_eq!(public_key, field(&stdout(&generated), "public key:"));
+    assert_eq!(public_key.len(), 64);
+    assert!(field(&shown_text, "peer id:").starts_with("12D3KooW"));
+
+    // A second generate does not silently replace the key.
+    let again = kos(dir.path(), &["keys", "generate"]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    assert_eq!(field(&stdout(&kos(dir.path(), &["keys", "show"])), "public key:"), public_key);
+    let forced = kos(dir.path(), &["keys", "generate", "--force"]);
+    assert!(forced.status.success());
+    assert_ne!(field(&stdout(&forced), "public key:"), public_key);
+}
+
+#[test]
+fn a_key_readable_by_others_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(kos(dir.path(), &["keys", "generate"]).status.success());
+    let key_file = dir.path().join("node.key");
+    for mode in [0o644, 0o604, 0o660] {
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let shown = kos(dir.path(), &["keys", "show"]);
+        assert!(!shown.status.success(), "mode {mode:o} accepted");
+        assert!(stderr(&shown).contains("chmod 600"), "{}", stderr(&shown));
+        let signed = kos(dir.path(), &["offer", "sign", "--pool", "energy/credit/u33db/900", "--side", "ask", "--quantity", "1", "--price", "0.3"]);
+        assert!(!signed.status.success(), "a too-open key signed an offer");
+    }
+}
+
+#[test]
+fn a_missing_key_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let shown = kos(dir.path(), &["keys", "show"]);
+    assert!(!shown.status.success());
+    assert!(stderr(&shown).contains("kos keys generate"), "{}", stderr(&shown));
+}
+
+#[test]
+fn signed_offers_verify_and_tampered_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(kos(dir.path(), &["keys", "generate"]).status.success());
+    let public_key = field(&stdout(&kos(dir.path(), &["keys", "show"])), "public key:").to_owned();
+    let out = dir.path().join("offer.cbor");
+    let signed = kos(
+        dir.path(),
+        &["offer", "sign", "--pool", "energy/credit/u33db/900", "--side", "ask", "--quantity", "500", "--price", "0.305"]
+            .into_iter()
+            .chain(["--network", "kos-devnet", "--out", out.to_str().unwrap()])
+            .collect::<Vec<_>>(),
+    );
+    assert!(signed.status.success(), "{}", stderr(&signed));
+
+    let verified = kos(dir.path(), &["message", "verify", out.to_str().unwrap()]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let text = stdout(&verified);
+    assert!(text.starts_with("valid offer "), "{text}");
+    assert_eq!(field(&text, "author:"), public_key);
+    assert_eq!(field(&text, "quantity:"), "500");
+    assert_eq!(field(&text, "price:"), "0.305 credit per kWh");
+
+    let wrong_network = kos(dir.path(), &["message", "verify", out.to_str().unwrap(), "--network", "kos-testnet-1"]);
+    assert!(!wrong_network.status.success());
+    assert!(stderr(&wrong_network).contains("network kos-devnet"), "{}", stderr(&wrong_network));
+
+    let mut bytes = std::fs::read(&out).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let tampered = dir.path().join("tampered.cbor");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let rejected = kos(dir.path(), &["message", "verify", tampered.to_str().unwrap()]);
+    assert!(!rejected.status.success());
+    assert!(stderr(&rejected).contains("invalid message"), "{}", stderr(&rejected));
+}
+
+#[test]
+fn hex_on_stdout_round_trips_and_garbage_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(kos(dir.path(), &["keys", "generate"]).status.success());
+    let signed = kos(
+        dir.path(),
+        &["offer", "sign", "--pool", "compute/credit/*/0", "--side", "bid", "--quantity", "8000", "--price", "1.5"],
+    );
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    let hex_file = dir.path().join("offer.hex");
+    std::fs::write(&hex_file, stdout(&signed)).unwrap();
+    let verified = kos(dir.path(), &["message", "verify", hex_file.to_str().unwrap()]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    assert_eq!(field(&stdout(&verified), "price:"), "1.5 credit per credit");
+
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, [0xff; 40]).unwrap();
+    let rejected = kos(dir.path(), &["message", "verify", garbage.to_str().unwrap()]);
+    assert!(!rejected.status.success());
+    assert!(stderr(&rejected).contains("malformed"), "{}", stderr(&rejected));
+
+    let bad_price = kos(dir.path(), &["offer", "sign", "--pool", "compute/credit/*/0", "--side", "bid", "--quantity", "1", "--price", "1.2345"]);
+    assert!(!bad_price.status.success());
+    assert!(stderr(&bad_price).contains("3 decimals"), "{}", stderr(&bad_price));
+}
+
+#[test]
+fn vectors_command_matches_protocol_md() {
+    let dir = tempfile::tempdir().unwrap();
+    let vectors = stdout(&kos(dir.path(), &["protocol", "vectors"]));
+    let protocol_md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
+    assert!(protocol_md.ends_with(&vectors), "PROTOCOL.md must end with the output of `kos protocol vectors`");
+}
