@@ -23,7 +23,10 @@ fn stderr(output: &Output) -> String {
 }
 
 fn field<'a>(text: &'a str, name: &str) -> &'a str {
-    text.lines().find_map(|line| line.strip_prefix(name)).map(str::trim).unwrap_or_else(|| panic!("no {name} in {text}"))
+    text.lines()
+        .find_map(|line| line.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[test]
@@ -62,7 +65,21 @@ fn a_key_readable_by_others_is_refused() {
         let shown = kos(dir.path(), &["keys", "show"]);
         assert!(!shown.status.success(), "mode {mode:o} accepted");
         assert!(stderr(&shown).contains("chmod 600"), "{}", stderr(&shown));
-        let signed = kos(dir.path(), &["offer", "sign", "--pool", "energy/credit/u33db/900", "--side", "ask", "--quantity", "1", "--price", "0.3"]);
+        let signed = kos(
+            dir.path(),
+            &[
+                "offer",
+                "sign",
+                "--pool",
+                "energy/credit/u33db/900",
+                "--side",
+                "ask",
+                "--quantity",
+                "1",
+                "--price",
+                "0.3",
+            ],
+        );
         assert!(!signed.status.success(), "a too-open key signed an offer");
     }
 }
@@ -83,10 +100,21 @@ fn signed_offers_verify_and_tampered_ones_do_not() {
     let out = dir.path().join("offer.cbor");
     let signed = kos(
         dir.path(),
-        &["offer", "sign", "--pool", "energy/credit/u33db/900", "--side", "ask", "--quantity", "500", "--price", "0.305"]
-            .into_iter()
-            .chain(["--network", "kos-devnet", "--out", out.to_str().unwrap()])
-            .collect::<Vec<_>>(),
+        &[
+            "offer",
+            "sign",
+            "--pool",
+            "energy/credit/u33db/900",
+            "--side",
+            "ask",
+            "--quantity",
+            "500",
+            "--price",
+            "0.305",
+        ]
+        .into_iter()
+        .chain(["--network", "kos-devnet", "--out", out.to_str().unwrap()])
+        .collect::<Vec<_>>(),
     );
     assert!(signed.status.success(), "{}", stderr(&signed));
 
@@ -133,7 +161,10 @@ fn hex_on_stdout_round_trips_and_garbage_is_an_error() {
     assert!(!rejected.status.success());
     assert!(stderr(&rejected).contains("malformed"), "{}", stderr(&rejected));
 
-    let bad_price = kos(dir.path(), &["offer", "sign", "--pool", "compute/credit/*/0", "--side", "bid", "--quantity", "1", "--price", "1.2345"]);
+    let bad_price = kos(
+        dir.path(),
+        &["offer", "sign", "--pool", "compute/credit/*/0", "--side", "bid", "--quantity", "1", "--price", "1.2345"],
+    );
     assert!(!bad_price.status.success());
     assert!(stderr(&bad_price).contains("3 decimals"), "{}", stderr(&bad_price));
 }
