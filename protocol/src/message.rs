@@ -199,6 +199,16 @@ impl PoolId {
     }
 }
 
+impl PoolId {
+    /// The start of the first delivery interval after `now_s` (Unix seconds); 0 in continuous pools.
+    pub fn next_delivery_start_s(&self, now_s: u64) -> u64 {
+        match u64::from(self.interval_s) {
+            0 => 0,
+            interval => now_s.checked_div(interval).unwrap_or(0).saturating_add(1).saturating_mul(interval),
+        }
+    }
+}
+
 impl fmt::Display for PoolId {
     /// `resource/token/cell/interval_s`, with `*` for the world cell: `energy/credit/u33db/900`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -460,6 +470,9 @@ mod tests {
         assert!("energy/credit/u33db".parse::<PoolId>().is_err());
         assert!("heat/credit/u33db/900".parse::<PoolId>().is_err());
         assert_ne!(pool.digest(), world.digest());
+        assert_eq!(pool.next_delivery_start_s(1_800_000_000), 1_800_000_900);
+        assert_eq!(pool.next_delivery_start_s(1_800_000_900), 1_800_001_800);
+        assert_eq!(world.next_delivery_start_s(1_800_000_000), 0);
     }
 
     #[test]

@@ -198,12 +198,7 @@ fn offer_sign(key_file: &Path, args: OfferArgs) -> anyhow::Result<()> {
     let keypair = keyfile::read(key_file)?;
     let unit_price = amount::parse_milli(&args.price).context("--price")?;
     let created_ms = now_ms()?;
-    let interval_s = u64::from(args.pool.interval_s);
-    let delivery_start_s = match (args.delivery_start, interval_s) {
-        (Some(start), _) => start,
-        (None, 0) => 0,
-        (None, interval) => (created_ms / 1000 / interval + 1) * interval,
-    };
+    let delivery_start_s = args.delivery_start.unwrap_or_else(|| args.pool.next_delivery_start_s(created_ms / 1000));
     let nonce = match args.nonce {
         Some(nonce) => nonce,
         None => u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros())?,

@@ -1,0 +1,267 @@
+//! The node's one libp2p swarm: transports (TCP with noise + yamux, QUIC v1), gossipsub with validation at the
+//! door, Kademlia pool discovery, identify, ping, mDNS, AutoNAT, relay client (and optional server), DCUtR and
+//! connection limits. Only this module touches the `Swarm`; the rest of the node talks to it through a [`Handle`]
+//! and receives validated messages on a bounded channel.
+//!
+//! What happens to a gossip message (PROTOCOL.md §10):
+//! 1. the sending peer's budget is charged (messages and bytes per second): over budget → ignored, and the peer's
+//!    application score goes down;
+//! 2. stateless validation (`protocol::validate`): expired or from the future → ignored; any other failure →
+//!    rejected (gossipsub lowers the sender's score through its invalid-message counter);
+//! 3. the message must belong on its topic (an offer on its own pool's topic) → else rejected;
+//! 4. replay guard: the same message again → ignored; another message with a used nonce → rejected;
+//! 5. accepted: forwarded by gossipsub and delivered to the node.
+
+pub mod budget;
+pub mod local;
+pub mod replay;
+mod swarm;
+pub mod topic;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use protocol::{Envelope, Id, NetworkId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use swarm::spawn;
+pub use topic::Topic;
+
+/// Everything the network needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub network: NetworkId,
+    /// Addresses to listen on: `/ip4/0.0.0.0/tcp/7070`, `/ip4/0.0.0.0/udp/7070/quic-v1`.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial at start (with `/p2p/<peer id>` to seed the DHT).
+    pub bootnodes: Vec<Multiaddr>,
+    /// Relays to reserve a slot on, so that peers can reach this node behind NAT (`<relay addr>/p2p/<id>`).
+    pub relays: Vec<Multiaddr>,
+    /// Serve as a relay for others (bootnodes with public addresses).
+    pub relay_server: bool,
+    /// Find peers on the local network by mDNS.
+    pub mdns: bool,
+    /// Run the Kademlia DHT (pool discovery, peer routing). Off only in tests of a fixed topology.
+    pub kademlia: bool,
+    /// AutoNAT: only trust global addresses (false on a LAN or devnet).
+    pub autonat_only_global: bool,
+    /// Most established connections.
+    pub peers_max: u32,
+    /// What each peer may send.
+    pub peer_limits: budget::Limits,
+    /// Most validated messages waiting for the node; more are dropped and counted.
+    pub delivery_queue_len_max: usize,
+    /// Receiver-side validation settings (clock skew, lifetime, size).
+    pub validation: protocol::Config,
+}
+
+impl Config {
+    /// Defaults for a network, listening on the given addresses.
+    pub fn new(network: NetworkId, listen: Vec<Multiaddr>) -> Config {
+        Config {
+            validation: protocol::Config::new(network.clone()),
+            network,
+            listen,
+            bootnodes: Vec::new(),
+            relays: Vec::new(),
+            relay_server: false,
+            mdns: false,
+            kademlia: true,
+            autonat_only_global: true,
+            peers_max: 64,
+            peer_limits: budget::Limits::default(),
+            delivery_queue_len_max: 4096,
+        }
+    }
+}
+
+/// A validated message from the network.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: Id,
+    pub envelope: Arc<Envelope>,
+    pub topic: Topic,
+    /// The peer that forwarded it to us (not necessarily its author).
+    pub source: PeerId,
+}
+
+/// Counters of what the network did, readable at any time (and exported as metrics).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub published: AtomicU64,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub ignored_duplicate: AtomicU64,
+    pub ignored_stale: AtomicU64,
+    pub throttled: AtomicU64,
+    pub delivery_dropped: AtomicU64,
+}
+
+impl Stats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A snapshot of one counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the network task has stopped")]
+    Stopped,
+    #[error("message not valid for publishing: {0}")]
+    Invalid(#[from] protocol::validate::Error),
+    #[error("publishing failed: {0}")]
+    Publish(String),
+    #[error("the DHT is off (kademlia = false)")]
+    NoDht,
+    #[error("too many DHT queries in flight ({0}); try again")]
+    Busy(usize),
+    #[error("dialing {0} failed: {1}")]
+    Dial(Multiaddr, String),
+}
+
+/// What the node knows about its place in the network.
+#[derive(Debug, Clone)]
+pub struct Info {
+    pub peer_id: PeerId,
+    pub listen: Vec<Multiaddr>,
+    pub peers: Vec<PeerId>,
+}
+
+pub(crate) enum Command {
+    Publish { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, Error>> },
+    Subscribe { topic: Topic, reply: oneshot::Sender<()> },
+    Provide { key: Id, reply: oneshot::Sender<Result<(), Error>> },
+    FindProviders { key: Id, reply: oneshot::Sender<Result<Vec<PeerId>, Error>> },
+    Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
+    Disconnect { peer: PeerId },
+    Info { reply: oneshot::Sender<Info> },
+    PeerScore { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
+    TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
+    OverBudget { peer: PeerId, reply: oneshot::Sender<u64> },
+    Shutdown,
+}
+
+/// A cloneable handle to the network task. Every call is a message to the task with a one-shot reply.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+    stats: Arc<Stats>,
+    network: NetworkId,
+    local_peer_id: PeerId,
+    validation: protocol::Config,
+}
+
+impl Handle {
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.local_peer_id
+    }
+
+    /// The network id.
+    pub fn network(&self) -> &NetworkId {
+        &self.network
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Validates a message as any receiver would, then publishes it on its topic (`topic` is needed for cancels,
+    /// which go to the topic of the offer they cancel).
+    pub async fn publish(&self, envelope: &Envelope, topic: Option<Topic>, now_ms: u64) -> Result<Id, Error> {
+        let bytes = envelope.to_bytes();
+        protocol::validate(&bytes, &self.validation, now_ms)?;
+        let topic =
+            topic.or_else(|| Topic::of(envelope)).ok_or(Error::Publish("a cancel needs its pool's topic".into()))?;
+        self.publish_bytes(topic, bytes).await
+    }
+
+    /// Publishes bytes as they are, without checking them: for tests and benchmarks of what peers do with
+    /// invalid or excessive traffic. Returns the gossip message id (blake3 of the bytes).
+    pub async fn publish_bytes(&self, topic: Topic, bytes: Vec<u8>) -> Result<Id, Error> {
+        self.ask(|reply| Command::Publish { topic, bytes, reply }).await?
+    }
+
+    /// Receives (and forwards) the messages of a topic.
+    pub async fn subscribe(&self, topic: Topic) -> Result<(), Error> {
+        self.ask(|reply| Command::Subscribe { topic, reply }).await
+    }
+
+    /// Announces in the DHT that this node serves a pool (a provider record keyed by the pool's digest).
+    pub async fn provide(&self, pool_digest: Id) -> Result<(), Error> {
+        self.ask(|reply| Command::Provide { key: pool_digest, reply }).await?
+    }
+
+    /// Finds the providers of a pool through the DHT.
+    pub async fn find_providers(&self, pool_digest: Id) -> Result<Vec<PeerId>, Error> {
+        self.ask(|reply| Command::FindProviders { key: pool_digest, reply }).await?
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, address: Multiaddr) -> Result<(), Error> {
+        self.ask(|reply| Command::Dial { address, reply }).await?
+    }
+
+    /// Closes every connection to a peer.
+    pub async fn disconnect(&self, peer: PeerId) -> Result<(), Error> {
+        self.commands.send(Command::Disconnect { peer }).await.map_err(|_| Error::Stopped)
+    }
+
+    /// Peer id, listen addresses and connected peers.
+    pub async fn info(&self) -> Result<Info, Error> {
+        self.ask(|reply| Command::Info { reply }).await
+    }
+
+    /// The gossipsub score this node gives a peer.
+    pub async fn peer_score(&self, peer: PeerId) -> Result<Option<f64>, Error> {
+        self.ask(|reply| Command::PeerScore { peer, reply }).await
+    }
+
+    /// The peers in this node's mesh for a topic.
+    pub async fn topic_peers(&self, topic: Topic) -> Result<Vec<PeerId>, Error> {
+        self.ask(|reply| Command::TopicPeers { topic, reply }).await
+    }
+
+    /// How many messages from a peer were dropped for being over its budget.
+    pub async fn over_budget(&self, peer: PeerId) -> Result<u64, Error> {
+        self.ask(|reply| Command::OverBudget { peer, reply }).await
+    }
+
+    /// Stops the network task (connections close).
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+    }
+}
+
+/// Waits until `condition` holds, polling every 50 ms, for at most `timeout`.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

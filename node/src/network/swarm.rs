@@ -1,0 +1,522 @@
+//! Building the swarm and running it: the network task's event loop.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use libp2p::futures::StreamExt as _;
+use libp2p::gossipsub::{self, MessageAcceptance, MessageId, TopicHash};
+use libp2p::kad::{self, RecordKey};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify, mdns, noise,
+    ping, relay, tcp, yamux,
+};
+use protocol::{Id, Keypair};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::budget::{Budgets, Uniform, Verdict as BudgetVerdict};
+use super::replay::{Guard, Verdict as ReplayVerdict};
+use super::{Command, Config, Delivery, Error, Handle, Info, Stats, Topic};
+
+/// Commands waiting for the network task.
+const COMMAND_QUEUE_LEN_MAX: usize = 256;
+/// DHT queries in flight at once.
+const QUERIES_MAX: usize = 64;
+/// Authors the replay guard remembers, and nonces per author.
+const REPLAY_AUTHORS_MAX: usize = 100_000;
+const REPLAY_WINDOW: usize = 64;
+/// Room for gossipsub's own fields (source, sequence number, signature, key) around our envelope.
+const GOSSIP_OVERHEAD_BYTES: usize = 1024;
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    relay_client: relay::client::Behaviour,
+    relay_server: Toggle<relay::Behaviour>,
+    ping: ping::Behaviour,
+    identify: identify::Behaviour,
+    kademlia: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    gossipsub: gossipsub::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    autonat: autonat::Behaviour,
+    dcutr: dcutr::Behaviour,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn kademlia_protocol(config: &Config) -> anyhow::Result<StreamProtocol> {
+    StreamProtocol::try_from_owned(format!("/kos/{}/kad/1.0.0", config.network)).context("kademlia protocol name")
+}
+
+/// Gossipsub scoring, set deliberately (PROTOCOL.md §10):
+/// - an invalid message costs its sender `-10 × count²` (3 invalid messages put it below the graylist at -80;
+///   the count decays by half every 10 minutes), so a faulty peer is cut off quickly and forgiven slowly;
+/// - over-budget traffic sets the application score to minus the (decaying) number of dropped messages;
+/// - mesh delivery deficits are not punished: kos topics are sparse, and quiet is not misbehaviour;
+/// - peers on loopback are exempt from the IP colocation penalty (devnets run many nodes on one host).
+fn score_parameters() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let mut params = gossipsub::PeerScoreParams {
+        app_specific_weight: 1.0,
+        ip_colocation_factor_threshold: 10.0,
+        ..Default::default()
+    };
+    params.ip_colocation_factor_whitelist.insert("127.0.0.1".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()));
+    params.ip_colocation_factor_whitelist.insert(std::net::Ipv6Addr::LOCALHOST.into());
+    let thresholds = gossipsub::PeerScoreThresholds {
+        gossip_threshold: -10.0,
+        publish_threshold: -50.0,
+        graylist_threshold: -80.0,
+        accept_px_threshold: 10.0,
+        opportunistic_graft_threshold: 5.0,
+    };
+    (params, thresholds)
+}
+
+fn topic_score_parameters() -> gossipsub::TopicScoreParams {
+    gossipsub::TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.01,
+        time_in_mesh_quantum: Duration::from_secs(1),
+        time_in_mesh_cap: 3600.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_decay: gossipsub::score_parameter_decay(Duration::from_secs(600)),
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -10.0,
+        invalid_message_deliveries_decay: gossipsub::score_parameter_decay(Duration::from_secs(600)),
+        ..Default::default()
+    }
+}
+
+fn gossipsub_behaviour(identity: &libp2p::identity::Keypair) -> anyhow::Result<gossipsub::Behaviour> {
+    let gossip_config = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        // A message's id is the blake3 digest of its bytes: two copies of one message are one message.
+        .message_id_fn(|message: &gossipsub::Message| MessageId::new(blake3::hash(&message.data).as_bytes()))
+        .max_transmit_size(protocol::limits::ENVELOPE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES)
+        .max_messages_per_rpc(Some(512))
+        .heartbeat_interval(Duration::from_millis(700))
+        .heartbeat_initial_delay(Duration::from_millis(100))
+        .build()
+        .map_err(|error| anyhow::anyhow!("gossipsub config: {error}"))?;
+    let mut behaviour =
+        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(identity.clone()), gossip_config)
+            .map_err(|error| anyhow::anyhow!("gossipsub: {error}"))?;
+    let (params, thresholds) = score_parameters();
+    behaviour.with_peer_score(params, thresholds).map_err(|error| anyhow::anyhow!("gossipsub scoring: {error}"))?;
+    Ok(behaviour)
+}
+
+fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behaviour>> {
+    let identity = libp2p::identity::Keypair::ed25519_from_bytes(*keypair.seed()).context("node key")?;
+    let local_peer_id = identity.public().to_peer_id();
+    let kademlia_protocol = kademlia_protocol(config)?;
+    let swarm = SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)?
+        .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)?
+        .with_behaviour(|identity, relay_client| -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
+            let kademlia = config.kademlia.then(|| {
+                let mut kad_config = kad::Config::new(kademlia_protocol.clone());
+                kad_config.set_query_timeout(Duration::from_secs(30));
+                let store_config = kad::store::MemoryStoreConfig {
+                    max_records: 1024,
+                    max_value_bytes: 16 * 1024,
+                    max_providers_per_key: 20,
+                    max_provided_keys: 1024,
+                };
+                let store = kad::store::MemoryStore::with_config(local_peer_id, store_config);
+                let mut kademlia = kad::Behaviour::with_config(local_peer_id, store, kad_config);
+                kademlia.set_mode(Some(kad::Mode::Server));
+                kademlia
+            });
+            let mdns = if config.mdns {
+                Some(mdns::tokio::Behaviour::new(mdns::Config::default(), local_peer_id)?)
+            } else {
+                None
+            };
+            let limits = connection_limits::ConnectionLimits::default()
+                .with_max_established(Some(config.peers_max))
+                .with_max_established_per_peer(Some(2))
+                .with_max_pending_incoming(Some(32))
+                .with_max_pending_outgoing(Some(32));
+            let autonat_config = autonat::Config { only_global_ips: config.autonat_only_global, ..Default::default() };
+            Ok(Behaviour {
+                limits: connection_limits::Behaviour::new(limits),
+                relay_client,
+                relay_server: Toggle::from(
+                    config.relay_server.then(|| relay::Behaviour::new(local_peer_id, relay::Config::default())),
+                ),
+                ping: ping::Behaviour::default(),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(format!("/kos/{}/1.0.0", config.network), identity.public())
+                        .with_agent_version(format!("kos/{}", env!("CARGO_PKG_VERSION"))),
+                ),
+                kademlia: Toggle::from(kademlia),
+                gossipsub: gossipsub_behaviour(identity)?,
+                mdns: Toggle::from(mdns),
+                autonat: autonat::Behaviour::new(local_peer_id, autonat_config),
+                dcutr: dcutr::Behaviour::new(local_peer_id),
+            })
+        })
+        .map_err(|error| anyhow::anyhow!("building the network behaviour: {error}"))?
+        .with_swarm_config(|swarm_config| swarm_config.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts the network: builds the swarm, listens, dials the bootnodes and spawns the network task. Returns once
+/// every listen address is bound, with the handle, the receiver of validated messages, and the task.
+pub async fn spawn(
+    config: Config,
+    keypair: &Keypair,
+) -> anyhow::Result<(Handle, mpsc::Receiver<Delivery>, JoinHandle<()>)> {
+    let mut swarm = build_swarm(&config, keypair)?;
+    let mut listeners = HashSet::new();
+    for address in &config.listen {
+        listeners.insert(swarm.listen_on(address.clone()).with_context(|| format!("listening on {address}"))?);
+    }
+    let mut listen = Vec::new();
+    let bound = tokio::time::timeout(Duration::from_secs(10), async {
+        while !listeners.is_empty() {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    listeners.remove(&listener_id);
+                    listen.push(address);
+                }
+                SwarmEvent::ListenerError { error, .. } => return Err(anyhow::anyhow!("listener failed: {error}")),
+                _ => {}
+            }
+        }
+        Ok(())
+    })
+    .await;
+    bound.context("timed out binding the listen addresses")??;
+    for address in &listen {
+        info!(%address, "listening");
+    }
+    for address in config.bootnodes.iter().chain(&config.relays) {
+        if let Some(Protocol::P2p(peer)) = address.iter().last()
+            && let Some(kademlia) = swarm.behaviour_mut().kademlia.as_mut()
+        {
+            kademlia.add_address(&peer, address.clone());
+        }
+        if let Err(error) = swarm.dial(address.clone()) {
+            warn!(%address, %error, "dialing bootnode failed");
+        }
+    }
+    for relay in &config.relays {
+        if let Err(error) = swarm.listen_on(relay.clone().with(Protocol::P2pCircuit)) {
+            warn!(%relay, %error, "reserving a relay slot failed");
+        }
+    }
+    let (commands, command_receiver) = mpsc::channel(COMMAND_QUEUE_LEN_MAX);
+    let (deliveries, delivery_receiver) = mpsc::channel(config.delivery_queue_len_max.max(1));
+    let stats = Arc::new(Stats::default());
+    let handle = Handle {
+        commands,
+        stats: stats.clone(),
+        network: config.network.clone(),
+        local_peer_id: *swarm.local_peer_id(),
+        validation: config.validation.clone(),
+    };
+    let task = Task {
+        budgets: Budgets::new(Uniform(config.peer_limits), usize::try_from(config.peers_max).unwrap_or(64)),
+        replay: Guard::new(REPLAY_AUTHORS_MAX, REPLAY_WINDOW),
+        kademlia_protocol: kademlia_protocol(&config)?,
+        swarm,
+        config,
+        stats,
+        deliveries,
+        listen,
+        topics: HashMap::new(),
+        penalties: HashMap::new(),
+        provider_queries: HashMap::new(),
+        find_queries: HashMap::new(),
+    };
+    let join = tokio::spawn(task.run(command_receiver));
+    Ok((handle, delivery_receiver, join))
+}
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    config: Config,
+    stats: Arc<Stats>,
+    deliveries: mpsc::Sender<Delivery>,
+    listen: Vec<Multiaddr>,
+    budgets: Budgets<PeerId, Uniform>,
+    replay: Guard,
+    kademlia_protocol: StreamProtocol,
+    /// Subscribed topics by gossipsub hash.
+    topics: HashMap<TopicHash, Topic>,
+    /// Decaying count of over-budget messages per connected peer (the application score is its negative).
+    penalties: HashMap<PeerId, f64>,
+    provider_queries: HashMap<kad::QueryId, oneshot::Sender<Result<(), Error>>>,
+    find_queries: HashMap<kad::QueryId, FindQuery>,
+}
+
+/// A provider search in flight: the providers found so far and who waits for them.
+type FindQuery = (HashSet<PeerId>, oneshot::Sender<Result<Vec<PeerId>, Error>>);
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = commands.recv() => match command {
+                    Some(Command::Shutdown) | None => break,
+                    Some(command) => self.on_command(command),
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        info!("network stopped");
+    }
+
+    fn gossip_topic(&self, topic: &Topic) -> gossipsub::IdentTopic {
+        gossipsub::IdentTopic::new(topic.name(&self.config.network))
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish { topic, bytes, reply } => {
+                let gossip_topic = self.gossip_topic(&topic);
+                let result = self.swarm.behaviour_mut().gossipsub.publish(gossip_topic, bytes);
+                let result = match result {
+                    Ok(message_id) => {
+                        Stats::bump(&self.stats.published);
+                        let mut id = [0u8; 32];
+                        id.copy_from_slice(&message_id.0[..32.min(message_id.0.len())]);
+                        Ok(Id(id))
+                    }
+                    Err(error) => Err(Error::Publish(error.to_string())),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Subscribe { topic, reply } => {
+                self.subscribe(topic);
+                let _ = reply.send(());
+            }
+            Command::Provide { key, reply } => match self.swarm.behaviour_mut().kademlia.as_mut() {
+                None => {
+                    let _ = reply.send(Err(Error::NoDht));
+                }
+                Some(_) if self.provider_queries.len() >= QUERIES_MAX => {
+                    let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
+                }
+                Some(kademlia) => match kademlia.start_providing(RecordKey::new(&key.0)) {
+                    Ok(query) => {
+                        self.provider_queries.insert(query, reply);
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(Error::Publish(error.to_string())));
+                    }
+                },
+            },
+            Command::FindProviders { key, reply } => match self.swarm.behaviour_mut().kademlia.as_mut() {
+                None => {
+                    let _ = reply.send(Err(Error::NoDht));
+                }
+                Some(_) if self.find_queries.len() >= QUERIES_MAX => {
+                    let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
+                }
+                Some(kademlia) => {
+                    let query = kademlia.get_providers(RecordKey::new(&key.0));
+                    self.find_queries.insert(query, (HashSet::new(), reply));
+                }
+            },
+            Command::Dial { address, reply } => {
+                let result = self.swarm.dial(address.clone()).map_err(|error| Error::Dial(address, error.to_string()));
+                let _ = reply.send(result);
+            }
+            Command::Disconnect { peer } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+            }
+            Command::Info { reply } => {
+                let _ = reply.send(Info {
+                    peer_id: *self.swarm.local_peer_id(),
+                    listen: self.listen.clone(),
+                    peers: self.swarm.connected_peers().copied().collect(),
+                });
+            }
+            Command::PeerScore { peer, reply } => {
+                let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
+            }
+            Command::TopicPeers { topic, reply } => {
+                let hash = self.gossip_topic(&topic).hash();
+                let _ = reply.send(self.swarm.behaviour().gossipsub.mesh_peers(&hash).copied().collect());
+            }
+            Command::OverBudget { peer, reply } => {
+                let _ = reply.send(self.budgets.over_total(&peer));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn subscribe(&mut self, topic: Topic) {
+        let gossip_topic = self.gossip_topic(&topic);
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        if let Err(error) = gossipsub.subscribe(&gossip_topic) {
+            warn!(topic = %gossip_topic, %error, "subscribing failed");
+            return;
+        }
+        if let Err(error) = gossipsub.set_topic_params(gossip_topic.clone(), topic_score_parameters()) {
+            warn!(topic = %gossip_topic, %error, "topic scoring");
+        }
+        self.topics.insert(gossip_topic.hash(), topic);
+    }
+
+    /// Once a second: decay the over-budget penalties and hand them to gossipsub as application scores.
+    fn on_tick(&mut self) {
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        self.penalties.retain(|peer, penalty| {
+            *penalty *= 0.9;
+            gossipsub.set_application_score(peer, -*penalty);
+            *penalty > 0.01
+        });
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                let serves_dht = info.protocols.contains(&self.kademlia_protocol);
+                if let (true, Some(kademlia)) = (serves_dht, self.swarm.behaviour_mut().kademlia.as_mut()) {
+                    for address in info.listen_addrs {
+                        kademlia.add_address(&peer_id, address);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kademlia(event)) => self.on_kademlia(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                for (peer, address) in found {
+                    if !self.swarm.is_connected(&peer) {
+                        debug!(%peer, %address, "found by mDNS");
+                        if let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() {
+                            kademlia.add_address(&peer, address.clone());
+                        }
+                        let _ = self.swarm.dial(address);
+                    }
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, endpoint, num_established, .. }
+                if num_established.get() == 1 =>
+            {
+                info!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                info!(peer = %peer_id, "disconnected");
+                self.budgets.remove(&peer_id);
+                self.penalties.remove(&peer_id);
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                info!(%address, "listening");
+                self.listen.push(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|known| *known != address),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                debug!(peer = ?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn report(&mut self, message_id: &MessageId, source: &PeerId, acceptance: MessageAcceptance) {
+        let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(message_id, source, acceptance);
+    }
+
+    fn on_gossip(&mut self, source: PeerId, message_id: MessageId, message: gossipsub::Message) {
+        let now_ms = now_ms();
+        let bytes = u64::try_from(message.data.len()).unwrap_or(u64::MAX);
+        if self.budgets.charge(&source, bytes, now_ms) == BudgetVerdict::Over {
+            Stats::bump(&self.stats.throttled);
+            *self.penalties.entry(source).or_insert(0.0) += 1.0;
+            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+        }
+        let Some(topic) = self.topics.get(&message.topic).copied() else {
+            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+        };
+        let validated = match protocol::validate(&message.data, &self.config.validation, now_ms) {
+            Ok(validated) => validated,
+            Err(error) => {
+                use protocol::validate::Error as Invalid;
+                let acceptance = match error {
+                    // Honest peers forward these when clocks differ a little: drop without blame.
+                    Invalid::Expired { .. } | Invalid::FromFuture { .. } => {
+                        Stats::bump(&self.stats.ignored_stale);
+                        MessageAcceptance::Ignore
+                    }
+                    _ => {
+                        Stats::bump(&self.stats.rejected);
+                        MessageAcceptance::Reject
+                    }
+                };
+                debug!(peer = %source, %error, "invalid gossip message");
+                return self.report(&message_id, &source, acceptance);
+            }
+        };
+        let envelope = validated.envelope;
+        if !topic.allows(&envelope) {
+            Stats::bump(&self.stats.rejected);
+            debug!(peer = %source, kind = %envelope.kind(), "message on the wrong topic");
+            return self.report(&message_id, &source, MessageAcceptance::Reject);
+        }
+        match self.replay.check(&envelope.author, envelope.nonce, &validated.id) {
+            ReplayVerdict::Fresh => {}
+            ReplayVerdict::Duplicate | ReplayVerdict::Stale => {
+                Stats::bump(&self.stats.ignored_duplicate);
+                return self.report(&message_id, &source, MessageAcceptance::Ignore);
+            }
+            ReplayVerdict::Replay => {
+                Stats::bump(&self.stats.rejected);
+                debug!(peer = %source, author = %envelope.author, nonce = envelope.nonce, "replayed nonce");
+                return self.report(&message_id, &source, MessageAcceptance::Reject);
+            }
+        }
+        Stats::bump(&self.stats.accepted);
+        self.report(&message_id, &source, MessageAcceptance::Accept);
+        let delivery = Delivery { id: validated.id, envelope: Arc::new(envelope), topic, source };
+        if self.deliveries.try_send(delivery).is_err() {
+            Stats::bump(&self.stats.delivery_dropped);
+        }
+    }
+
+    fn on_kademlia(&mut self, event: kad::Event) {
+        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event else { return };
+        match result {
+            kad::QueryResult::StartProviding(result) => {
+                if let Some(reply) = self.provider_queries.remove(&id) {
+                    let _ = reply.send(result.map(|_| ()).map_err(|error| Error::Publish(error.to_string())));
+                }
+            }
+            kad::QueryResult::GetProviders(result) => {
+                let finished = step.last
+                    || matches!(result, Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_));
+                if let (Some((found, _)), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
+                    (self.find_queries.get_mut(&id), &result)
+                {
+                    found.extend(providers.iter().copied());
+                }
+                if finished && let Some((found, reply)) = self.find_queries.remove(&id) {
+                    let _ = reply.send(Ok(found.into_iter().collect()));
+                }
+            }
+            _ => {}
+        }
+    }
+}

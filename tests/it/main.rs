@@ -1,0 +1,4 @@
+//! Multi-node tests: real libp2p swarms on loopback sockets, and real `kos` processes.
+#![allow(clippy::unwrap_used)]
+
+mod network;

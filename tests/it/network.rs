@@ -1,0 +1,281 @@
+//! The gossip network with real swarms on 127.0.0.1: propagation over many hops, validation at the door, peer
+//! scores, per-peer budgets, pool discovery through the DHT, QUIC and TCP.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kos::network::local::{self, Node, Transport, now_ms};
+use kos::network::{Stats, Topic, wait_for};
+use protocol::message::PoolId;
+use protocol::{Draft, Keypair, NetworkId};
+
+fn network() -> NetworkId {
+    NetworkId::new("kos-test").unwrap()
+}
+
+fn pool() -> PoolId {
+    "energy/credit/u33db/900".parse().unwrap()
+}
+
+/// Nodes with keys `first..first + count`, no DHT (the topology is exactly the links the test makes).
+async fn cluster(first: u64, count: u64, transport: Transport) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for seed in first..first + count {
+        nodes.push(local::start(seed, &network(), transport, |config| config.kademlia = false).await.unwrap());
+    }
+    for node in &nodes {
+        node.handle.subscribe(Topic::pool(&pool())).await.unwrap();
+    }
+    nodes
+}
+
+/// Waits until every node has each of its linked neighbours in its mesh for the pool topic.
+async fn wait_for_mesh(nodes: &[Node], links: &[(usize, usize)]) {
+    for (a, b) in links {
+        for (x, y) in [(a, b), (b, a)] {
+            let peer = nodes[*y].handle.peer_id();
+            let meshed = wait_for(Duration::from_secs(15), || async {
+                nodes[*x].handle.topic_peers(Topic::pool(&pool())).await.unwrap().contains(&peer)
+            })
+            .await;
+            assert!(meshed, "node {x} has no mesh link to node {y}");
+        }
+    }
+}
+
+/// Receives deliveries until one with `id` arrives; returns everything received before it.
+async fn receive_until(node: &mut Node, id: protocol::Id, timeout: Duration) -> Option<Vec<protocol::Id>> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let delivery = tokio::time::timeout_at(deadline, node.deliveries.recv()).await.ok()??;
+        if delivery.id == id {
+            return Some(seen);
+        }
+        seen.push(delivery.id);
+    }
+}
+
+async fn links(nodes: &[Node], links: &[(usize, usize)]) {
+    for (a, b) in links {
+        local::connect(&nodes[*a], &nodes[*b]).await.unwrap();
+    }
+    wait_for_mesh(nodes, links).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_crosses_a_line_of_ten_nodes() {
+    let mut nodes = cluster(100, 10, Transport::Tcp).await;
+    let line: Vec<(usize, usize)> = (0..9).map(|i| (i, i + 1)).collect();
+    links(&nodes, &line).await;
+    // Each node is connected to its neighbours only.
+    for (i, node) in nodes.iter().enumerate() {
+        let expected = if i == 0 || i == 9 { 1 } else { 2 };
+        assert_eq!(node.handle.info().await.unwrap().peers.len(), expected, "node {i}");
+    }
+    let offer = local::offer(&nodes[0].keypair, &network(), &pool(), 1, now_ms());
+    let id = nodes[0].handle.publish(&offer, None, now_ms()).await.unwrap();
+    assert_eq!(id.0, *blake3::hash(&offer.to_bytes()).as_bytes(), "gossip ids are blake3 of the message bytes");
+    for (i, node) in nodes.iter_mut().enumerate().skip(1) {
+        let before = receive_until(node, offer.id(), Duration::from_secs(20)).await;
+        assert_eq!(before, Some(vec![]), "node {i} did not receive the offer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_from_every_node_reach_every_node_of_a_ring() {
+    let mut nodes = cluster(200, 12, Transport::Tcp).await;
+    let ring: Vec<(usize, usize)> = (0..12).map(|i| (i, (i + 1) % 12)).collect();
+    links(&nodes, &ring).await;
+    let offers: Vec<_> = (0..12).map(|i| local::offer(&nodes[i].keypair, &network(), &pool(), 7, now_ms())).collect();
+    for (node, offer) in nodes.iter().zip(&offers) {
+        node.handle.publish(offer, None, now_ms()).await.unwrap();
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        let mut expected: HashSet<protocol::Id> = offers.iter().map(|offer| offer.id()).collect();
+        expected.remove(&offers[i].id());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !expected.is_empty() {
+            let delivery = tokio::time::timeout_at(deadline, node.deliveries.recv()).await;
+            let delivery = delivery.unwrap_or_else(|_| panic!("node {i} misses {} offers", expected.len())).unwrap();
+            assert!(expected.remove(&delivery.id), "node {i} got an unexpected or repeated message");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_are_rejected_not_forwarded_and_cost_the_sender() {
+    // a - b - c and d - b: a and d misbehave, b judges, c must never see their invalid messages.
+    let mut nodes = cluster(300, 4, Transport::Tcp).await;
+    links(&nodes, &[(0, 1), (1, 2), (3, 1)]).await;
+    let topic = Topic::pool(&pool());
+    let (a_peer, d_peer) = (nodes[0].handle.peer_id(), nodes[3].handle.peer_id());
+
+    // d's first offer, nonce 5, is valid and reaches c.
+    let first = local::offer(&nodes[3].keypair, &network(), &pool(), 5, now_ms());
+    nodes[3].handle.publish(&first, None, now_ms()).await.unwrap();
+    assert_eq!(receive_until(&mut nodes[2], first.id(), Duration::from_secs(10)).await, Some(vec![]));
+    let (a, b, d) = (&nodes[0], &nodes[1], &nodes[3]);
+    let rejected = || Stats::get(&b.handle.stats().rejected);
+    let score = |peer| async move { b.handle.peer_score(peer).await.unwrap().unwrap() };
+    assert!(score(a_peer).await > -1.0 && score(d_peer).await > -1.0);
+
+    // a: a bad signature, and an offer signed for another network.
+    let mut forged = local::offer(&a.keypair, &network(), &pool(), 6, now_ms());
+    forged.signature.0[5] ^= 1;
+    let foreign = Draft {
+        network: NetworkId::new("kos-other").unwrap(),
+        ..draft_of(&local::offer(&a.keypair, &network(), &pool(), 7, now_ms()))
+    }
+    .sign(&a.keypair);
+    // d: an oversized message (over the envelope limit, under gossipsub's transmit limit), and a replay: nonce 5
+    // again on another offer.
+    let mut oversized = vec![0x88u8];
+    oversized.resize(protocol::limits::ENVELOPE_BYTES_MAX + 100, 0x00);
+    let replay =
+        Draft { nonce: 5, ..draft_of(&local::offer(&d.keypair, &network(), &pool(), 8, now_ms())) }.sign(&d.keypair);
+    assert_ne!(replay.id(), first.id());
+    a.handle.publish_bytes(topic, forged.to_bytes()).await.unwrap();
+    a.handle.publish_bytes(topic, foreign.to_bytes()).await.unwrap();
+    d.handle.publish_bytes(topic, oversized).await.unwrap();
+    d.handle.publish_bytes(topic, replay.to_bytes()).await.unwrap();
+    assert!(wait_for(Duration::from_secs(10), || async { rejected() == 4 }).await, "b rejected {} of 4", rejected());
+    // Two invalid messages each: -10 x 2^2, below the gossip threshold (-10), above the graylist (-80).
+    for peer in [a_peer, d_peer] {
+        let score = score(peer).await;
+        assert!((-80.0..-10.0).contains(&score), "score of {peer}: {score}");
+    }
+    // A third from a puts it on the graylist: b ignores it from then on, even its valid offers.
+    let mut forged_again = local::offer(&a.keypair, &network(), &pool(), 9, now_ms());
+    forged_again.signature.0[9] ^= 1;
+    a.handle.publish_bytes(topic, forged_again.to_bytes()).await.unwrap();
+    assert!(wait_for(Duration::from_secs(10), || async { rejected() == 5 }).await);
+    assert!(score(a_peer).await < -80.0);
+    let ignored = local::offer(&a.keypair, &network(), &pool(), 10, now_ms());
+    a.handle.publish(&ignored, None, now_ms()).await.unwrap();
+
+    // b still forwards honest traffic, and c saw none of the invalid messages nor a's last offer.
+    let honest = local::offer(&b.keypair, &network(), &pool(), 1, now_ms());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    b.handle.publish(&honest, None, now_ms()).await.unwrap();
+    assert_eq!(receive_until(&mut nodes[2], honest.id(), Duration::from_secs(10)).await, Some(vec![]));
+    assert_eq!(Stats::get(&nodes[2].handle.stats().rejected), 0);
+    assert_eq!(Stats::get(&nodes[2].handle.stats().accepted), 2);
+    assert_eq!(Stats::get(&nodes[1].handle.stats().accepted), 1, "b accepted only d's first offer");
+}
+
+fn draft_of(envelope: &protocol::Envelope) -> Draft {
+    Draft {
+        network: envelope.network.clone(),
+        nonce: envelope.nonce,
+        created_ms: envelope.created_ms,
+        expires_ms: envelope.expires_ms,
+        body: envelope.body.clone(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_peer_is_throttled_while_honest_messages_arrive() {
+    use kos::network::budget::{Limits, Rate};
+    let network = network();
+    let judge = local::start(400, &network, Transport::Tcp, |config| {
+        config.kademlia = false;
+        config.peer_limits =
+            Limits { messages: Rate { per_s: 50, burst: 100 }, bytes: Rate { per_s: 1 << 20, burst: 1 << 22 } };
+    })
+    .await
+    .unwrap();
+    let flooder = local::start(401, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    let honest = local::start(402, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    let topic = Topic::pool(&pool());
+    for node in [&judge, &flooder, &honest] {
+        node.handle.subscribe(topic).await.unwrap();
+    }
+    local::connect(&flooder, &judge).await.unwrap();
+    local::connect(&honest, &judge).await.unwrap();
+    let nodes = [judge, flooder, honest];
+    wait_for_mesh(&nodes, &[(0, 1), (0, 2)]).await;
+    let [mut judge, flooder, honest] = nodes;
+
+    let start = tokio::time::Instant::now();
+    let flood: Vec<Vec<u8>> =
+        (0..3_000).map(|n| local::offer(&flooder.keypair, &network, &pool(), n, now_ms()).to_bytes()).collect();
+    let flooding = tokio::spawn({
+        let handle = flooder.handle.clone();
+        async move {
+            for bytes in flood {
+                let _ = handle.publish_bytes(topic, bytes).await;
+            }
+        }
+    });
+    let mut honest_ids = HashSet::new();
+    for n in 0..20 {
+        let offer = local::offer(&honest.keypair, &network, &pool(), n, now_ms());
+        honest_ids.insert(offer.id());
+        honest.handle.publish(&offer, None, now_ms()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    flooding.await.unwrap();
+    let (mut from_flooder, deadline) = (0u64, tokio::time::Instant::now() + Duration::from_secs(15));
+    while !honest_ids.is_empty() {
+        let delivery = tokio::time::timeout_at(deadline, judge.deliveries.recv()).await;
+        let delivery = delivery.unwrap_or_else(|_| panic!("{} honest offers never arrived", honest_ids.len())).unwrap();
+        if delivery.envelope.author == honest.keypair.public() {
+            honest_ids.remove(&delivery.id);
+        } else {
+            from_flooder += 1;
+        }
+    }
+    while let Ok(delivery) = judge.deliveries.try_recv() {
+        from_flooder += u64::from(delivery.envelope.author == flooder.keypair.public());
+    }
+    let elapsed_s = start.elapsed().as_secs() + 1;
+    assert!(from_flooder <= 100 + 50 * elapsed_s, "{from_flooder} flood messages in {elapsed_s} s passed the budget");
+    let over = judge.handle.over_budget(flooder.handle.peer_id()).await.unwrap();
+    assert!(over > 1_000, "only {over} messages were over budget");
+    let scored_down = wait_for(Duration::from_secs(5), || async {
+        judge.handle.peer_score(flooder.handle.peer_id()).await.unwrap().unwrap_or(0.0) < -80.0
+    })
+    .await;
+    assert!(scored_down, "the flooder was not scored down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_providers_are_found_through_the_dht() {
+    // a - b - c with the DHT on; c serves the pool; a finds c although they are not connected.
+    let network = network();
+    let mut nodes = Vec::new();
+    for seed in 500..503 {
+        nodes.push(local::start(seed, &network, Transport::Tcp, |_| {}).await.unwrap());
+    }
+    local::connect(&nodes[0], &nodes[1]).await.unwrap();
+    local::connect(&nodes[2], &nodes[1]).await.unwrap();
+    let digest = pool().digest();
+    nodes[2].handle.provide(digest).await.unwrap();
+    let (a, c) = (&nodes[0], &nodes[2].handle.peer_id());
+    // The DHT's own bootstrap may have connected a and c meanwhile: cut that link before asking.
+    a.handle.disconnect(*c).await.unwrap();
+    let apart = wait_for(Duration::from_secs(5), || async { !a.handle.info().await.unwrap().peers.contains(c) }).await;
+    assert!(apart);
+    let providers = a.handle.find_providers(digest).await.unwrap();
+    assert!(providers.contains(c), "providers found: {providers:?}");
+    let unknown = a.handle.find_providers(protocol::Id([9; 32])).await.unwrap();
+    assert!(unknown.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_carries_gossip_too() {
+    let mut nodes = cluster(600, 3, Transport::Quic).await;
+    assert!(nodes[0].address.to_string().contains("/quic-v1/"), "{}", nodes[0].address);
+    links(&nodes, &[(0, 1), (1, 2)]).await;
+    let offer = local::offer(&nodes[0].keypair, &network(), &pool(), 1, now_ms());
+    nodes[0].handle.publish(&offer, None, now_ms()).await.unwrap();
+    assert_eq!(receive_until(&mut nodes[2], offer.id(), Duration::from_secs(10)).await, Some(vec![]));
+}
+
+#[test]
+fn keypairs_of_the_harness_are_distinct() {
+    let a = Keypair::from_seed(blake3::hash(&1u64.to_le_bytes()).as_bytes());
+    let b = Keypair::from_seed(blake3::hash(&2u64.to_le_bytes()).as_bytes());
+    assert_ne!(a.public(), b.public());
+}
