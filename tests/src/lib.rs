@@ -1,1 +1,3 @@
-//! kos multi-node tests: helpers for running `kos` processes and seeded simulations (see `tests/it`).
+//! kos multi-node test helpers: running real `kos` processes and reading their logs.
+
+pub mod process;

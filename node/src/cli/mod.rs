@@ -46,6 +46,8 @@ fn default_data_dir() -> PathBuf {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the node: join the network and serve until Ctrl-C or SIGTERM.
+    Run(RunArgs),
     /// Create or show the node's ed25519 key (it signs messages and is the node's peer id).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -58,6 +60,32 @@ pub enum Command {
     /// The wire protocol's reference material.
     #[command(subcommand)]
     Protocol(ProtocolCommand),
+}
+
+/// Settings of `kos run`; each flag overrides the config file.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file; default `<data-dir>/config.toml` (defaults apply if it does not exist).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Network id to join.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Listen address (repeatable; replaces the config's list): /ip4/0.0.0.0/tcp/7070.
+    #[arg(long)]
+    pub listen: Vec<String>,
+    /// Bootnode to dial (repeatable; added to the config's list).
+    #[arg(long)]
+    pub bootnode: Vec<String>,
+    /// Pool this node serves (repeatable; added to the config's list): energy/credit/u33db/900.
+    #[arg(long)]
+    pub pool: Vec<String>,
+    /// Find peers on the local network by mDNS.
+    #[arg(long)]
+    pub mdns: Option<bool>,
+    /// Log filter, e.g. `info` or `kos=debug`.
+    #[arg(long)]
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +184,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run_node(&cli.paths, args),
         Command::Keys(KeysCommand::Generate { force }) => keys_generate(&cli.paths.key_file(), force),
         Command::Keys(KeysCommand::Show) => keys_show(&cli.paths.key_file()),
         Command::Offer(OfferCommand::Sign(args)) => offer_sign(&cli.paths.key_file(), args),
@@ -168,6 +197,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn run_node(paths: &Paths, args: RunArgs) -> anyhow::Result<()> {
+    let explicit = args.config.is_some();
+    let path = args.config.unwrap_or_else(|| crate::config::default_path(&paths.data_dir));
+    let mut config = crate::config::Config::load(&path, explicit)?;
+    if let Some(network) = args.network {
+        config.network = network;
+    }
+    if !args.listen.is_empty() {
+        config.p2p.listen = args.listen;
+    }
+    config.p2p.bootnodes.extend(args.bootnode);
+    config.p2p.pools.extend(args.pool);
+    if let Some(mdns) = args.mdns {
+        config.p2p.mdns = mdns;
+    }
+    if let Some(log) = args.log {
+        config.log = log;
+    }
+    let checked = config.validate().with_context(|| format!("invalid configuration ({})", path.display()))?;
+    let keypair = keyfile::read(&paths.key_file())?;
+    crate::run::run(checked, keypair)
 }
 
 fn now_ms() -> anyhow::Result<u64> {

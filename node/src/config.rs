@@ -1,0 +1,218 @@
+//! The node's TOML configuration (`<data-dir>/config.toml`): every field has a default, unknown fields are
+//! errors, and [`Config::validate`] turns it into the settings the subsystems take. Command-line flags override
+//! the file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use libp2p::Multiaddr;
+use protocol::NetworkId;
+use protocol::message::PoolId;
+use serde::{Deserialize, Serialize};
+
+use crate::network::{self, budget};
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The network to join: `kos-devnet`, `kos-testnet-1`.
+    pub network: String,
+    /// Log filter (`info`, `kos=debug,libp2p=info`); `RUST_LOG` overrides it.
+    pub log: String,
+    pub p2p: P2p,
+    pub limits: Limits,
+}
+
+/// Peer-to-peer settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2p {
+    /// Multiaddrs to listen on.
+    pub listen: Vec<String>,
+    /// Peers to dial at start: `/ip4/203.0.113.7/tcp/7070/p2p/12D3KooW...`.
+    pub bootnodes: Vec<String>,
+    /// Relays to reserve a slot on when this node is behind NAT.
+    pub relays: Vec<String>,
+    /// Relay for others (for bootnodes with a public address).
+    pub relay_server: bool,
+    /// Find peers on the local network by mDNS.
+    pub mdns: bool,
+    /// Run the DHT (pool discovery).
+    pub kademlia: bool,
+    /// AutoNAT trusts only global addresses (set false on a LAN-only network).
+    pub autonat_only_global: bool,
+    /// Most established connections.
+    pub peers_max: u32,
+    /// Pools this node serves: subscribed, and announced in the DHT (`energy/credit/u33db/900`).
+    pub pools: Vec<String>,
+}
+
+/// Limits on what peers may make this node do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub peer_messages_per_s: u64,
+    pub peer_messages_burst: u64,
+    pub peer_bytes_per_s: u64,
+    pub peer_bytes_burst: u64,
+    /// How far ahead of this node's clock a message may be dated.
+    pub clock_skew_ms_max: u64,
+    /// The longest lifetime a message may ask for.
+    pub message_lifetime_ms_max: u64,
+    /// Validated messages waiting for the node before new ones are dropped.
+    pub delivery_queue_len_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config { network: "kos-devnet".into(), log: "info".into(), p2p: P2p::default(), limits: Limits::default() }
+    }
+}
+
+impl Default for P2p {
+    fn default() -> P2p {
+        P2p {
+            listen: vec!["/ip4/0.0.0.0/tcp/7070".into(), "/ip4/0.0.0.0/udp/7070/quic-v1".into()],
+            bootnodes: Vec::new(),
+            relays: Vec::new(),
+            relay_server: false,
+            mdns: true,
+            kademlia: true,
+            autonat_only_global: true,
+            peers_max: 64,
+            pools: Vec::new(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        let peer = budget::Limits::default();
+        Limits {
+            peer_messages_per_s: peer.messages.per_s,
+            peer_messages_burst: peer.messages.burst,
+            peer_bytes_per_s: peer.bytes.per_s,
+            peer_bytes_burst: peer.bytes.burst,
+            clock_skew_ms_max: protocol::Config::CLOCK_SKEW_MS_MAX_DEFAULT,
+            message_lifetime_ms_max: protocol::Config::LIFETIME_MS_MAX_DEFAULT,
+            delivery_queue_len_max: 4096,
+        }
+    }
+}
+
+/// The settings a node runs with, checked.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub network: network::Config,
+    pub pools: Vec<PoolId>,
+    pub log: String,
+}
+
+fn addresses(what: &str, texts: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
+    texts.iter().map(|text| text.parse().with_context(|| format!("{what}: {text:?} is not a multiaddr"))).collect()
+}
+
+impl Config {
+    /// Reads a config file; a missing file at the default path is the default config.
+    pub fn load(path: &Path, required: bool) -> anyhow::Result<Config> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).with_context(|| format!("config file {}", path.display())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(error) => Err(error).with_context(|| format!("reading config file {}", path.display())),
+        }
+    }
+
+    /// Checks every field and builds the subsystems' settings.
+    pub fn validate(&self) -> anyhow::Result<Checked> {
+        let network_id = NetworkId::new(self.network.clone()).context("network")?;
+        let listen = addresses("p2p.listen", &self.p2p.listen)?;
+        if listen.is_empty() {
+            bail!("p2p.listen is empty: the node needs at least one address to listen on");
+        }
+        let limits = &self.limits;
+        let positive = [
+            ("limits.peer_messages_per_s", limits.peer_messages_per_s),
+            ("limits.peer_messages_burst", limits.peer_messages_burst),
+            ("limits.peer_bytes_per_s", limits.peer_bytes_per_s),
+            ("limits.peer_bytes_burst", limits.peer_bytes_burst),
+            ("limits.message_lifetime_ms_max", limits.message_lifetime_ms_max),
+            ("p2p.peers_max", u64::from(self.p2p.peers_max)),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            bail!("{name} must be more than 0");
+        }
+        let envelope_bytes = u64::try_from(protocol::limits::ENVELOPE_BYTES_MAX).unwrap_or(u64::MAX);
+        if limits.peer_bytes_burst < envelope_bytes {
+            bail!(
+                "limits.peer_bytes_burst ({}) must hold at least one message ({envelope_bytes} bytes)",
+                limits.peer_bytes_burst
+            );
+        }
+        let pools = self
+            .p2p
+            .pools
+            .iter()
+            .map(|text| text.parse::<PoolId>().with_context(|| format!("p2p.pools: {text:?}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut network = network::Config::new(network_id.clone(), listen);
+        network.bootnodes = addresses("p2p.bootnodes", &self.p2p.bootnodes)?;
+        network.relays = addresses("p2p.relays", &self.p2p.relays)?;
+        network.relay_server = self.p2p.relay_server;
+        network.mdns = self.p2p.mdns;
+        network.kademlia = self.p2p.kademlia;
+        network.autonat_only_global = self.p2p.autonat_only_global;
+        network.peers_max = self.p2p.peers_max;
+        network.peer_limits = budget::Limits {
+            messages: budget::Rate { per_s: limits.peer_messages_per_s, burst: limits.peer_messages_burst },
+            bytes: budget::Rate { per_s: limits.peer_bytes_per_s, burst: limits.peer_bytes_burst },
+        };
+        network.delivery_queue_len_max = limits.delivery_queue_len_max.max(1);
+        network.validation = protocol::Config {
+            network: network_id,
+            clock_skew_ms_max: limits.clock_skew_ms_max,
+            lifetime_ms_max: limits.message_lifetime_ms_max,
+            envelope_bytes_max: protocol::limits::ENVELOPE_BYTES_MAX,
+        };
+        Ok(Checked { network, pools, log: self.log.clone() })
+    }
+}
+
+/// The default config file of a data directory.
+pub fn default_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("config.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_is_valid_and_round_trips() {
+        let config = Config::default();
+        let checked = config.validate().unwrap();
+        assert_eq!(checked.network.listen.len(), 2);
+        let text = toml::to_string(&config).unwrap();
+        assert_eq!(toml::from_str::<Config>(&text).unwrap(), config);
+    }
+
+    #[test]
+    fn partial_files_take_defaults_and_bad_fields_are_errors() {
+        let config: Config = toml::from_str("network = \"kos-testnet-1\"\n[p2p]\nmdns = false\n").unwrap();
+        assert_eq!(config.network, "kos-testnet-1");
+        assert!(!config.p2p.mdns);
+        assert_eq!(config.p2p.peers_max, 64);
+        assert!(toml::from_str::<Config>("[p2p]\nmdsn = false\n").unwrap_err().to_string().contains("mdsn"));
+        let bad = |edit: fn(&mut Config)| {
+            let mut config = Config::default();
+            edit(&mut config);
+            config.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.network = "Bad Net".into()).contains("network"));
+        assert!(bad(|c| c.p2p.listen = vec!["tcp:7070".into()]).contains("p2p.listen"));
+        assert!(bad(|c| c.p2p.listen.clear()).contains("empty"));
+        assert!(bad(|c| c.p2p.pools = vec!["energy/credit".into()]).contains("p2p.pools"));
+        assert!(bad(|c| c.limits.peer_messages_per_s = 0).contains("peer_messages_per_s"));
+        assert!(bad(|c| c.limits.peer_bytes_burst = 100).contains("at least one message"));
+    }
+}
