@@ -48,6 +48,9 @@ fn default_data_dir() -> PathBuf {
 pub enum Command {
     /// Run the node: join the network and serve until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Measure real components on this machine (figures for BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Create or show the node's ed25519 key (it signs messages and is the node's peer id).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -86,6 +89,28 @@ pub struct RunArgs {
     /// Log filter, e.g. `info` or `kos=debug`.
     #[arg(long)]
     pub log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Start N nodes on loopback TCP, link them in a random graph and measure how fast offers reach 99 % of them.
+    Gossip {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 20)]
+        peers: usize,
+        /// Links per node (a ring plus random chords).
+        #[arg(long, default_value_t = 6)]
+        degree: usize,
+        /// Offers to publish.
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        /// Offers published per second, from random nodes.
+        #[arg(long, default_value_t = 20)]
+        rate: u64,
+        /// Seed of the topology and the choice of publishers.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,6 +210,28 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_node(&cli.paths, args),
+        Command::Bench(BenchCommand::Gossip { peers, degree, messages, rate, seed }) => {
+            let args = crate::bench::GossipArgs { peers, degree, messages, rate_per_s: rate, seed };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::bench::gossip(&args))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "peers {} links {} offers {} (reached 99% of peers: {})",
+                report.peers, report.links, report.messages, report.complete
+            )?;
+            writeln!(
+                out,
+                "latency to 99% of peers: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                report.latency_p50_ms, report.latency_p99_ms, report.latency_max_ms
+            )?;
+            writeln!(
+                out,
+                "offers published {:.1}/s; validated deliveries {:.0}/s across all nodes",
+                report.published_per_s, report.deliveries_per_s
+            )?;
+            Ok(())
+        }
         Command::Keys(KeysCommand::Generate { force }) => keys_generate(&cli.paths.key_file(), force),
         Command::Keys(KeysCommand::Show) => keys_show(&cli.paths.key_file()),
         Command::Offer(OfferCommand::Sign(args)) => offer_sign(&cli.paths.key_file(), args),
