@@ -3,7 +3,7 @@
 //! connection limits. Only this module touches the `Swarm`; the rest of the node talks to it through a [`Handle`]
 //! and receives validated messages on a bounded channel.
 //!
-//! What happens to a gossip message (PROTOCOL.md §10):
+//! What happens to a gossip message (PROTOCOL.md §9):
 //! 1. the sending peer's budget is charged (messages and bytes per second): over budget → ignored, and the peer's
 //!    application score goes down;
 //! 2. stateless validation (`protocol::validate`): expired or from the future → ignored; any other failure →

@@ -55,7 +55,7 @@ fn kademlia_protocol(config: &Config) -> anyhow::Result<StreamProtocol> {
     StreamProtocol::try_from_owned(format!("/kos/{}/kad/1.0.0", config.network)).context("kademlia protocol name")
 }
 
-/// Gossipsub scoring, set deliberately (PROTOCOL.md §10):
+/// Gossipsub scoring, set deliberately (PROTOCOL.md §9):
 /// - an invalid message costs its sender `-10 × count²` (3 invalid messages put it below the graylist at -80;
 ///   the count decays by half every 10 minutes), so a faulty peer is cut off quickly and forgiven slowly;
 /// - over-budget traffic sets the application score to minus the (decaying) number of dropped messages;
