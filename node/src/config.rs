@@ -20,6 +20,8 @@ pub struct Config {
     pub network: String,
     /// Log filter (`info`, `kos=debug,libp2p=info`); `RUST_LOG` overrides it.
     pub log: String,
+    /// The node's key file; default `<data-dir>/node.key`. `--key-file` overrides it.
+    pub key_file: Option<PathBuf>,
     pub p2p: P2p,
     pub limits: Limits,
 }
@@ -36,6 +38,8 @@ pub struct P2p {
     pub relays: Vec<String>,
     /// Relay for others (for bootnodes with a public address).
     pub relay_server: bool,
+    /// Addresses others reach this node at (public IP and port): `/ip4/203.0.113.7/tcp/7070`.
+    pub external_addresses: Vec<String>,
     /// Find peers on the local network by mDNS.
     pub mdns: bool,
     /// Run the DHT (pool discovery).
@@ -66,7 +70,13 @@ pub struct Limits {
 
 impl Default for Config {
     fn default() -> Config {
-        Config { network: "kos-devnet".into(), log: "info".into(), p2p: P2p::default(), limits: Limits::default() }
+        Config {
+            network: "kos-devnet".into(),
+            log: "info".into(),
+            key_file: None,
+            p2p: P2p::default(),
+            limits: Limits::default(),
+        }
     }
 }
 
@@ -77,6 +87,7 @@ impl Default for P2p {
             bootnodes: Vec::new(),
             relays: Vec::new(),
             relay_server: false,
+            external_addresses: Vec::new(),
             mdns: true,
             kademlia: true,
             autonat_only_global: true,
@@ -159,6 +170,7 @@ impl Config {
         network.bootnodes = addresses("p2p.bootnodes", &self.p2p.bootnodes)?;
         network.relays = addresses("p2p.relays", &self.p2p.relays)?;
         network.relay_server = self.p2p.relay_server;
+        network.external_addresses = addresses("p2p.external_addresses", &self.p2p.external_addresses)?;
         network.mdns = self.p2p.mdns;
         network.kademlia = self.p2p.kademlia;
         network.autonat_only_global = self.p2p.autonat_only_global;

@@ -279,3 +279,45 @@ fn keypairs_of_the_harness_are_distinct() {
     let b = Keypair::from_seed(blake3::hash(&2u64.to_le_bytes()).as_bytes());
     assert_ne!(a.public(), b.public());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_reachable_through_a_relay_circuit_and_upgraded_by_hole_punching() {
+    use kos::network::local::Node;
+    // A bootnode relays; a home reserves a slot on it (as a home behind NAT would); an outsider reaches the home
+    // by dialing its circuit address through the relay.
+    let network = network();
+    let relay: Node = local::start(700, &network, Transport::Tcp, |config| {
+        config.kademlia = false;
+        config.relay_server = true;
+    })
+    .await
+    .unwrap();
+    let relay_address = relay.address.clone();
+    let home = local::start(701, &network, Transport::Tcp, |config| {
+        config.kademlia = false;
+        config.relays = vec![relay_address.clone()];
+    })
+    .await
+    .unwrap();
+    let reserved = wait_for(Duration::from_secs(15), || async {
+        home.handle.info().await.unwrap().listen.iter().any(|address| address.to_string().contains("/p2p-circuit"))
+    })
+    .await;
+    assert!(reserved, "no relay reservation: {:?}", home.handle.info().await.unwrap().listen);
+    let outsider = local::start(702, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    let circuit: kos::network::Multiaddr =
+        format!("{relay_address}/p2p-circuit/p2p/{}", home.handle.peer_id()).parse().unwrap();
+    outsider.handle.dial(circuit).await.unwrap();
+    let home_peer = home.handle.peer_id();
+    let connected = wait_for(Duration::from_secs(15), || async {
+        outsider.handle.info().await.unwrap().peers.contains(&home_peer)
+    })
+    .await;
+    assert!(connected, "the outsider did not reach the home through the relay");
+    // Over the relayed connection the two run DCUtR and open a direct connection (trivially, on loopback).
+    let punched = wait_for(Duration::from_secs(15), || async {
+        Stats::get(&home.handle.stats().hole_punched) + Stats::get(&outsider.handle.stats().hole_punched) > 0
+    })
+    .await;
+    assert!(punched, "no direct connection upgrade (DCUtR) over the relayed connection");
+}

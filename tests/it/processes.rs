@@ -8,7 +8,18 @@ use kos_tests::process::{Process, kos_binary};
 const STARTUP: Duration = Duration::from_secs(20);
 
 fn keys(dir: &std::path::Path) -> String {
-    let output = Command::new(kos_binary()).arg("--data-dir").arg(dir).args(["keys", "generate"]).output().unwrap();
+    keys_at(dir, &dir.join("node.key"))
+}
+
+fn keys_at(dir: &std::path::Path, key_file: &std::path::Path) -> String {
+    let output = Command::new(kos_binary())
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--key-file")
+        .arg(key_file)
+        .args(["keys", "generate"])
+        .output()
+        .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8(output.stdout).unwrap();
     text.lines().find_map(|line| line.strip_prefix("peer id:")).unwrap().trim().to_owned()
@@ -50,12 +61,17 @@ fn kos_run_refuses_a_bad_config_with_a_clear_error() {
 fn two_processes_connect_through_a_bootnode_given_in_the_config_file() {
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a_peer = keys(a_dir.path());
-    let b_peer = keys(b_dir.path());
+    // b's key lives outside its data directory, named by the config file.
+    let b_key = b_dir.path().join("keys").join("home.key");
+    let b_peer = keys_at(b_dir.path(), &b_key);
     let a = run(a_dir.path(), &[]);
     let address = a.wait_for_field(STARTUP, "listening", "address").expect("a's listen address");
     std::fs::write(
         b_dir.path().join("config.toml"),
-        format!("network = \"kos-devnet\"\n[p2p]\nmdns = false\nbootnodes = [\"{address}/p2p/{a_peer}\"]\n"),
+        format!(
+            "network = \"kos-devnet\"\nkey_file = \"{}\"\n[p2p]\nmdns = false\nbootnodes = [\"{address}/p2p/{a_peer}\"]\n",
+            b_key.display()
+        ),
     )
     .unwrap();
     let b = run(b_dir.path(), &[]);

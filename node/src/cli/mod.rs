@@ -265,7 +265,11 @@ fn run_node(paths: &Paths, args: RunArgs) -> anyhow::Result<()> {
         config.log = log;
     }
     let checked = config.validate().with_context(|| format!("invalid configuration ({})", path.display()))?;
-    let keypair = keyfile::read(&paths.key_file())?;
+    let key_file = match (&paths.key_file, &config.key_file) {
+        (None, Some(from_config)) => from_config.clone(),
+        _ => paths.key_file(),
+    };
+    let keypair = keyfile::read(&key_file)?;
     crate::run::run(checked, keypair)
 }
 

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use libp2p::{Multiaddr, PeerId};
+pub use libp2p::{Multiaddr, PeerId};
 use protocol::{Envelope, Id, NetworkId};
 use tokio::sync::{mpsc, oneshot};
 
@@ -41,6 +41,9 @@ pub struct Config {
     pub relays: Vec<Multiaddr>,
     /// Serve as a relay for others (bootnodes with public addresses).
     pub relay_server: bool,
+    /// Addresses others can reach this node at (a public IP and port). A relay server with none advertises its
+    /// bound listen addresses, which suits a devnet or a LAN.
+    pub external_addresses: Vec<Multiaddr>,
     /// Find peers on the local network by mDNS.
     pub mdns: bool,
     /// Run the Kademlia DHT (pool discovery, peer routing). Off only in tests of a fixed topology.
@@ -67,6 +70,7 @@ impl Config {
             bootnodes: Vec::new(),
             relays: Vec::new(),
             relay_server: false,
+            external_addresses: Vec::new(),
             mdns: false,
             kademlia: true,
             autonat_only_global: true,
@@ -97,6 +101,8 @@ pub struct Stats {
     pub ignored_stale: AtomicU64,
     pub throttled: AtomicU64,
     pub delivery_dropped: AtomicU64,
+    /// Relayed connections upgraded to direct ones by DCUtR hole punching.
+    pub hole_punched: AtomicU64,
 }
 
 impl Stats {

@@ -205,19 +205,33 @@ pub async fn spawn(
     for address in &listen {
         info!(%address, "listening");
     }
+    let external = match (config.external_addresses.is_empty(), config.relay_server) {
+        (false, _) => config.external_addresses.clone(),
+        (true, true) => listen.clone(),
+        (true, false) => Vec::new(),
+    };
+    for address in external {
+        info!(%address, "external address");
+        swarm.add_external_address(address);
+    }
     for address in config.bootnodes.iter().chain(&config.relays) {
         if let Some(Protocol::P2p(peer)) = address.iter().last()
             && let Some(kademlia) = swarm.behaviour_mut().kademlia.as_mut()
         {
             kademlia.add_address(&peer, address.clone());
         }
-        if let Err(error) = swarm.dial(address.clone()) {
-            warn!(%address, %error, "dialing bootnode failed");
-        }
     }
+    // Listening on a relay's circuit address makes the relay client dial the relay and reserve a slot. The relay is
+    // not dialed here as well: the client dials only peers it is not connected to, and a reservation whose dial is
+    // refused is dropped.
     for relay in &config.relays {
         if let Err(error) = swarm.listen_on(relay.clone().with(Protocol::P2pCircuit)) {
             warn!(%relay, %error, "reserving a relay slot failed");
+        }
+    }
+    for address in config.bootnodes.iter().filter(|address| !config.relays.contains(address)) {
+        if let Err(error) = swarm.dial(address.clone()) {
+            warn!(%address, %error, "dialing bootnode failed");
         }
     }
     let (commands, command_receiver) = mpsc::channel(COMMAND_QUEUE_LEN_MAX);
@@ -429,6 +443,21 @@ impl Task {
                 self.listen.push(address);
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => self.listen.retain(|known| *known != address),
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                warn!(?addresses, ?reason, "listener closed");
+                self.listen.retain(|known| !addresses.contains(known));
+            }
+            SwarmEvent::ListenerError { error, .. } => warn!(%error, "listener error"),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(event)) => info!(?event, "relay"),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => {
+                if event.result.is_ok() {
+                    Stats::bump(&self.stats.hole_punched);
+                }
+                info!(?event, "hole punching");
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged { old, new })) => {
+                info!(?old, ?new, "NAT status");
+            }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, %error, "dial failed");
             }
