@@ -321,3 +321,53 @@ async fn a_node_is_reachable_through_a_relay_circuit_and_upgraded_by_hole_punchi
     .await;
     assert!(punched, "no direct connection upgrade (DCUtR) over the relayed connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_a_pool_finds_a_provider_and_fetches_its_recent_offers() {
+    // a - b - c: b and c serve the pool; offers flow; a (a newcomer, not in the pool yet) finds c through the DHT
+    // and asks it for the pool's recent offers over the sync protocol.
+    let network = network();
+    let mut nodes = Vec::new();
+    for seed in 800..803 {
+        nodes.push(local::start(seed, &network, Transport::Tcp, |_| {}).await.unwrap());
+    }
+    local::connect(&nodes[0], &nodes[1]).await.unwrap();
+    local::connect(&nodes[2], &nodes[1]).await.unwrap();
+    let topic = Topic::pool(&pool());
+    for node in &nodes[1..] {
+        node.handle.subscribe(topic).await.unwrap();
+    }
+    wait_for_mesh(&nodes, &[(1, 2)]).await;
+    let (b, c) = (&nodes[1], &nodes[2]);
+    let offers: Vec<_> = (0..3).map(|n| local::offer(&b.keypair, &network, &pool(), n, now_ms())).collect();
+    for offer in &offers {
+        b.handle.publish(offer, None, now_ms()).await.unwrap();
+    }
+    // c has them once gossip delivered them; then b cancels the first.
+    assert!(wait_for(Duration::from_secs(10), || async { Stats::get(&c.handle.stats().accepted) == 3 }).await);
+    let cancel = Draft {
+        network: network.clone(),
+        nonce: 10,
+        created_ms: now_ms(),
+        expires_ms: now_ms() + 60_000,
+        body: protocol::Body::Cancel(protocol::message::Cancel { offer: offers[0].id() }),
+    }
+    .sign(&b.keypair);
+    b.handle.publish(&cancel, Some(topic), now_ms()).await.unwrap();
+    assert!(wait_for(Duration::from_secs(10), || async { Stats::get(&c.handle.stats().accepted) == 4 }).await);
+    c.handle.provide(pool().digest()).await.unwrap();
+
+    let a = &nodes[0];
+    let providers = a.handle.find_providers(pool().digest()).await.unwrap();
+    let c_peer = c.handle.peer_id();
+    assert!(providers.contains(&c_peer), "{providers:?}");
+    let fetched = a.handle.recent_offers(c_peer, pool().digest(), 100, now_ms()).await.unwrap();
+    let fetched: Vec<protocol::Id> = fetched.iter().map(|validated| validated.id).collect();
+    assert_eq!(fetched, vec![offers[1].id(), offers[2].id()], "the cancelled offer is not served");
+    let limited = a.handle.recent_offers(c_peer, pool().digest(), 1, now_ms()).await.unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].id, offers[2].id(), "the newest first when limited");
+    // A pool c does not serve is refused with a reason.
+    let error = a.handle.recent_offers(c_peer, protocol::Id([7; 32]), 10, now_ms()).await.unwrap_err();
+    assert!(error.to_string().contains("does not serve"), "{error}");
+}

@@ -116,6 +116,28 @@ impl Stats {
     }
 }
 
+/// A request on `/kos/<network>/sync/1` (CBOR; at most 4 KiB). Ledger sync requests join this enum in issue 5.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Request {
+    /// The unexpired offers the peer has seen in a pool, newest last, at most `limit` (capped at
+    /// [`RECENT_OFFERS_PER_RESPONSE_MAX`]).
+    RecentOffers { pool: [u8; 32], limit: u32 },
+}
+
+/// The answer to a [`Request`] (CBOR; at most 4 MiB).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Response {
+    /// Signed envelopes as they were gossiped; the receiver validates each one.
+    RecentOffers { offers: Vec<serde_bytes::ByteBuf> },
+    /// The request was refused (over budget, unknown pool).
+    Refused { reason: String },
+}
+
+/// Most offers in one response.
+pub const RECENT_OFFERS_PER_RESPONSE_MAX: usize = 256;
+/// Most recent offers a node keeps per pool it serves.
+pub const RECENT_OFFERS_PER_POOL_MAX: usize = 1024;
+
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -131,6 +153,8 @@ pub enum Error {
     Busy(usize),
     #[error("dialing {0} failed: {1}")]
     Dial(Multiaddr, String),
+    #[error("request to {0} failed: {1}")]
+    Request(PeerId, String),
 }
 
 /// What the node knows about its place in the network.
@@ -152,6 +176,7 @@ pub(crate) enum Command {
     PeerScore { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
     TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
     OverBudget { peer: PeerId, reply: oneshot::Sender<u64> },
+    Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, Error>> },
     Shutdown,
 }
 
@@ -246,6 +271,36 @@ impl Handle {
     /// How many messages from a peer were dropped for being over its budget.
     pub async fn over_budget(&self, peer: PeerId) -> Result<u64, Error> {
         self.ask(|reply| Command::OverBudget { peer, reply }).await
+    }
+
+    /// Asks a peer for the recent offers of a pool (a provider found with [`Handle::find_providers`]) and returns
+    /// those that pass validation and belong to the pool; the others are counted as rejected.
+    pub async fn recent_offers(
+        &self,
+        peer: PeerId,
+        pool_digest: Id,
+        limit: u32,
+        now_ms: u64,
+    ) -> Result<Vec<protocol::Validated>, Error> {
+        let request = Request::RecentOffers { pool: pool_digest.0, limit };
+        let response = self.ask(|reply| Command::Request { peer, request, reply }).await??;
+        let offers = match response {
+            Response::RecentOffers { offers } => offers,
+            Response::Refused { reason } => return Err(Error::Request(peer, reason)),
+        };
+        let topic = Topic::Pool(pool_digest);
+        let mut valid = Vec::with_capacity(offers.len().min(RECENT_OFFERS_PER_RESPONSE_MAX));
+        for bytes in offers.iter().take(RECENT_OFFERS_PER_RESPONSE_MAX) {
+            match protocol::validate(bytes, &self.validation, now_ms) {
+                Ok(validated)
+                    if validated.envelope.kind() == protocol::Kind::Offer && topic.allows(&validated.envelope) =>
+                {
+                    valid.push(validated);
+                }
+                _ => Stats::bump(&self.stats.rejected),
+            }
+        }
+        Ok(valid)
     }
 
     /// Stops the network task (connections close).

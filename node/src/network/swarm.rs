@@ -1,6 +1,6 @@
 //! Building the swarm and running it: the network task's event loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,6 +9,7 @@ use libp2p::futures::StreamExt as _;
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId, TopicHash};
 use libp2p::kad::{self, RecordKey};
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder, autonat, connection_limits, dcutr, identify, mdns, noise,
@@ -21,7 +22,10 @@ use tracing::{debug, info, warn};
 
 use super::budget::{Budgets, Uniform, Verdict as BudgetVerdict};
 use super::replay::{Guard, Verdict as ReplayVerdict};
-use super::{Command, Config, Delivery, Error, Handle, Info, Stats, Topic};
+use super::{
+    Command, Config, Delivery, Error, Handle, Info, RECENT_OFFERS_PER_POOL_MAX, RECENT_OFFERS_PER_RESPONSE_MAX,
+    Request, Response, Stats, Topic,
+};
 
 /// Commands waiting for the network task.
 const COMMAND_QUEUE_LEN_MAX: usize = 256;
@@ -45,6 +49,23 @@ struct Behaviour {
     mdns: Toggle<mdns::tokio::Behaviour>,
     autonat: autonat::Behaviour,
     dcutr: dcutr::Behaviour,
+    sync: request_response::cbor::Behaviour<Request, Response>,
+}
+
+/// Largest request and response on the sync protocol.
+const REQUEST_BYTES_MAX: u64 = 4 * 1024;
+const RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+
+fn sync_behaviour(config: &Config) -> anyhow::Result<request_response::cbor::Behaviour<Request, Response>> {
+    let protocol =
+        StreamProtocol::try_from_owned(format!("/kos/{}/sync/1", config.network)).context("sync protocol")?;
+    let codec = request_response::cbor::codec::Codec::<Request, Response>::default()
+        .set_request_size_maximum(REQUEST_BYTES_MAX)
+        .set_response_size_maximum(RESPONSE_BYTES_MAX);
+    let settings = request_response::Config::default()
+        .with_request_timeout(Duration::from_secs(10))
+        .with_max_concurrent_streams(32);
+    Ok(request_response::Behaviour::with_codec(codec, [(protocol, ProtocolSupport::Full)], settings))
 }
 
 fn now_ms() -> u64 {
@@ -167,6 +188,7 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
                 mdns: Toggle::from(mdns),
                 autonat: autonat::Behaviour::new(local_peer_id, autonat_config),
                 dcutr: dcutr::Behaviour::new(local_peer_id),
+                sync: sync_behaviour(config)?,
             })
         })
         .map_err(|error| anyhow::anyhow!("building the network behaviour: {error}"))?
@@ -257,6 +279,8 @@ pub async fn spawn(
         penalties: HashMap::new(),
         provider_queries: HashMap::new(),
         find_queries: HashMap::new(),
+        requests: HashMap::new(),
+        recent: HashMap::new(),
     };
     let join = tokio::spawn(task.run(command_receiver));
     Ok((handle, delivery_receiver, join))
@@ -277,6 +301,11 @@ struct Task {
     penalties: HashMap<PeerId, f64>,
     provider_queries: HashMap<kad::QueryId, oneshot::Sender<Result<(), Error>>>,
     find_queries: HashMap<kad::QueryId, FindQuery>,
+    /// Our requests in flight (at most [`QUERIES_MAX`]).
+    requests: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Response, Error>>>,
+    /// Per pool we serve, the recent offers: (id, expires_ms, bytes), oldest first, at most
+    /// [`RECENT_OFFERS_PER_POOL_MAX`] each.
+    recent: HashMap<Id, VecDeque<(Id, u64, Vec<u8>)>>,
 }
 
 /// A provider search in flight: the providers found so far and who waits for them.
@@ -305,6 +334,9 @@ impl Task {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Publish { topic, bytes, reply } => {
+                if let Ok(envelope) = protocol::Envelope::from_bytes(&bytes) {
+                    self.remember(topic, &envelope, envelope.id(), &bytes);
+                }
                 let gossip_topic = self.gossip_topic(&topic);
                 let result = self.swarm.behaviour_mut().gossipsub.publish(gossip_topic, bytes);
                 let result = match result {
@@ -374,6 +406,14 @@ impl Task {
             Command::OverBudget { peer, reply } => {
                 let _ = reply.send(self.budgets.over_total(&peer));
             }
+            Command::Request { peer, request, reply } => {
+                if self.requests.len() >= QUERIES_MAX {
+                    let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
+                } else {
+                    let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                    self.requests.insert(id, reply);
+                }
+            }
             Command::Shutdown => {}
         }
     }
@@ -389,6 +429,80 @@ impl Task {
             warn!(topic = %gossip_topic, %error, "topic scoring");
         }
         self.topics.insert(gossip_topic.hash(), topic);
+        if let Topic::Pool(digest) = topic {
+            self.recent.entry(digest).or_default();
+        }
+    }
+
+    /// Keeps an offer (or applies a cancel) in the recent offers of a pool this node serves.
+    fn remember(&mut self, topic: Topic, envelope: &protocol::Envelope, id: Id, bytes: &[u8]) {
+        let Topic::Pool(digest) = topic else { return };
+        let Some(offers) = self.recent.get_mut(&digest) else { return };
+        match &envelope.body {
+            protocol::Body::Offer(_) => {
+                if offers.len() >= RECENT_OFFERS_PER_POOL_MAX {
+                    offers.pop_front();
+                }
+                offers.push_back((id, envelope.expires_ms, bytes.to_vec()));
+            }
+            protocol::Body::Cancel(cancel) => {
+                // Only the author may cancel its offer.
+                offers.retain(|(offer_id, _, offer_bytes)| {
+                    *offer_id != cancel.offer
+                        || protocol::Envelope::from_bytes(offer_bytes)
+                            .is_ok_and(|offer| offer.author != envelope.author)
+                });
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sync(&mut self, event: request_response::Event<Request, Response>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    let response = self.answer(&peer, request);
+                    let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+                }
+                request_response::Message::Response { request_id, response } => {
+                    if let Some(reply) = self.requests.remove(&request_id) {
+                        let _ = reply.send(Ok(response));
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                if let Some(reply) = self.requests.remove(&request_id) {
+                    let _ = reply.send(Err(Error::Request(peer, error.to_string())));
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                debug!(%peer, %error, "inbound request failed")
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Answers a peer's request; requests count against the peer's message budget like gossip does.
+    fn answer(&mut self, peer: &PeerId, request: Request) -> Response {
+        if self.budgets.charge(peer, REQUEST_BYTES_MAX, now_ms()) == BudgetVerdict::Over {
+            Stats::bump(&self.stats.throttled);
+            return Response::Refused { reason: "over budget".into() };
+        }
+        match request {
+            Request::RecentOffers { pool, limit } => {
+                let Some(offers) = self.recent.get(&Id(pool)) else {
+                    return Response::Refused { reason: "this node does not serve that pool".into() };
+                };
+                let now = now_ms();
+                let limit = usize::try_from(limit).unwrap_or(usize::MAX).min(RECENT_OFFERS_PER_RESPONSE_MAX);
+                let live: Vec<&Vec<u8>> =
+                    offers.iter().filter(|(_, expires_ms, _)| *expires_ms > now).map(|(_, _, bytes)| bytes).collect();
+                let skip = live.len().saturating_sub(limit);
+                let offers =
+                    live.into_iter().skip(skip).map(|bytes| serde_bytes::ByteBuf::from(bytes.clone())).collect();
+                Response::RecentOffers { offers }
+            }
+        }
     }
 
     /// Once a second: decay the over-budget penalties and hand them to gossipsub as application scores.
@@ -417,6 +531,7 @@ impl Task {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kademlia(event)) => self.on_kademlia(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, address) in found {
                     if !self.swarm.is_connected(&peer) {
@@ -519,6 +634,7 @@ impl Task {
         }
         Stats::bump(&self.stats.accepted);
         self.report(&message_id, &source, MessageAcceptance::Accept);
+        self.remember(topic, &envelope, validated.id, &message.data);
         let delivery = Delivery { id: validated.id, envelope: Arc::new(envelope), topic, source };
         if self.deliveries.try_send(delivery).is_err() {
             Stats::bump(&self.stats.delivery_dropped);
