@@ -371,3 +371,45 @@ async fn a_node_joining_a_pool_finds_a_provider_and_fetches_its_recent_offers() 
     let error = a.handle.recent_offers(c_peer, protocol::Id([7; 32]), 10, now_ms()).await.unwrap_err();
     assert!(error.to_string().contains("does not serve"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limits_hold() {
+    let network = network();
+    let hub = local::start(900, &network, Transport::Tcp, |config| {
+        config.kademlia = false;
+        config.peers_max = 2;
+    })
+    .await
+    .unwrap();
+    let mut spokes = Vec::new();
+    for seed in 901..905 {
+        let spoke = local::start(seed, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+        let _ = spoke.handle.dial(hub.address.clone()).await;
+        spokes.push(spoke);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(hub.handle.info().await.unwrap().peers.len(), 2, "the hub holds at most peers_max connections");
+    let mut refused = 0;
+    for spoke in &spokes {
+        refused += usize::from(!spoke.handle.info().await.unwrap().peers.contains(&hub.handle.peer_id()));
+    }
+    assert_eq!(refused, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autonat_confirms_a_reachable_address() {
+    // Each node asks the other to dial it back on its listen address and concludes it is reachable. (A dial-back
+    // once failed on the per-peer connection limit: this test keeps that limit honest.)
+    let network = network();
+    let client = local::start(950, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    let server = local::start(951, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    local::connect(&server, &client).await.unwrap();
+    let public =
+        wait_for(Duration::from_secs(60), || async { client.handle.info().await.unwrap().nat.starts_with("public") })
+            .await;
+    assert!(public, "NAT status: {}", client.handle.info().await.unwrap().nat);
+    let server_public =
+        wait_for(Duration::from_secs(60), || async { server.handle.info().await.unwrap().nat.starts_with("public") })
+            .await;
+    assert!(server_public, "NAT status: {}", server.handle.info().await.unwrap().nat);
+}

@@ -163,6 +163,8 @@ pub struct Info {
     pub peer_id: PeerId,
     pub listen: Vec<Multiaddr>,
     pub peers: Vec<PeerId>,
+    /// What AutoNAT concluded: `unknown`, `private`, or `public <address>`.
+    pub nat: String,
 }
 
 pub(crate) enum Command {

@@ -29,6 +29,8 @@ use super::{
 
 /// Commands waiting for the network task.
 const COMMAND_QUEUE_LEN_MAX: usize = 256;
+/// Connections to one peer at once.
+const CONNECTIONS_PER_PEER_MAX: u32 = 4;
 /// DHT queries in flight at once.
 const QUERIES_MAX: usize = 64;
 /// Authors the replay guard remembers, and nonces per author.
@@ -166,9 +168,11 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
             } else {
                 None
             };
+            // Per peer: the regular connection, AutoNAT dial-backs in both directions, and a relayed connection
+            // with its DCUtR upgrade can coexist for a moment; more than 4 is never needed.
             let limits = connection_limits::ConnectionLimits::default()
                 .with_max_established(Some(config.peers_max))
-                .with_max_established_per_peer(Some(2))
+                .with_max_established_per_peer(Some(CONNECTIONS_PER_PEER_MAX))
                 .with_max_pending_incoming(Some(32))
                 .with_max_pending_outgoing(Some(32));
             let autonat_config = autonat::Config { only_global_ips: config.autonat_only_global, ..Default::default() };
@@ -394,6 +398,11 @@ impl Task {
                     peer_id: *self.swarm.local_peer_id(),
                     listen: self.listen.clone(),
                     peers: self.swarm.connected_peers().copied().collect(),
+                    nat: match self.swarm.behaviour().autonat.nat_status() {
+                        autonat::NatStatus::Public(address) => format!("public {address}"),
+                        autonat::NatStatus::Private => "private".into(),
+                        autonat::NatStatus::Unknown => "unknown".into(),
+                    },
                 });
             }
             Command::PeerScore { peer, reply } => {
