@@ -22,6 +22,14 @@ fn stderr(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
+/// `kos offer sign` of an energy ask in the u33db pool, with extra arguments.
+fn sign_ask(data_dir: &Path, quantity: &str, price: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["offer", "sign", "--pool", "energy/credit/u33db/900", "--side", "ask"];
+    args.extend(["--quantity", quantity, "--price", price]);
+    args.extend_from_slice(extra);
+    kos(data_dir, &args)
+}
+
 fn field<'a>(text: &'a str, name: &str) -> &'a str {
     text.lines()
         .find_map(|line| line.strip_prefix(name))
@@ -65,21 +73,7 @@ fn a_key_readable_by_others_is_refused() {
         let shown = kos(dir.path(), &["keys", "show"]);
         assert!(!shown.status.success(), "mode {mode:o} accepted");
         assert!(stderr(&shown).contains("chmod 600"), "{}", stderr(&shown));
-        let signed = kos(
-            dir.path(),
-            &[
-                "offer",
-                "sign",
-                "--pool",
-                "energy/credit/u33db/900",
-                "--side",
-                "ask",
-                "--quantity",
-                "1",
-                "--price",
-                "0.3",
-            ],
-        );
+        let signed = sign_ask(dir.path(), "1", "0.3", &[]);
         assert!(!signed.status.success(), "a too-open key signed an offer");
     }
 }
@@ -98,24 +92,7 @@ fn signed_offers_verify_and_tampered_ones_do_not() {
     assert!(kos(dir.path(), &["keys", "generate"]).status.success());
     let public_key = field(&stdout(&kos(dir.path(), &["keys", "show"])), "public key:").to_owned();
     let out = dir.path().join("offer.cbor");
-    let signed = kos(
-        dir.path(),
-        &[
-            "offer",
-            "sign",
-            "--pool",
-            "energy/credit/u33db/900",
-            "--side",
-            "ask",
-            "--quantity",
-            "500",
-            "--price",
-            "0.305",
-        ]
-        .into_iter()
-        .chain(["--network", "kos-devnet", "--out", out.to_str().unwrap()])
-        .collect::<Vec<_>>(),
-    );
+    let signed = sign_ask(dir.path(), "500", "0.305", &["--network", "kos-devnet", "--out", out.to_str().unwrap()]);
     assert!(signed.status.success(), "{}", stderr(&signed));
 
     let verified = kos(dir.path(), &["message", "verify", out.to_str().unwrap()]);
