@@ -273,13 +273,6 @@ async fn quic_carries_gossip_too() {
     assert_eq!(receive_until(&mut nodes[2], offer.id(), Duration::from_secs(10)).await, Some(vec![]));
 }
 
-#[test]
-fn keypairs_of_the_harness_are_distinct() {
-    let a = Keypair::from_seed(blake3::hash(&1u64.to_le_bytes()).as_bytes());
-    let b = Keypair::from_seed(blake3::hash(&2u64.to_le_bytes()).as_bytes());
-    assert_ne!(a.public(), b.public());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_reachable_through_a_relay_circuit_and_upgraded_by_hole_punching() {
     use kos::network::local::Node;
