@@ -7,7 +7,7 @@ use std::time::Duration;
 use kos::network::local::{self, Node, Transport, now_ms};
 use kos::network::{Stats, Topic, wait_for};
 use protocol::message::PoolId;
-use protocol::{Draft, Keypair, NetworkId};
+use protocol::{Draft, NetworkId};
 
 fn network() -> NetworkId {
     NetworkId::new("kos-test").unwrap()
