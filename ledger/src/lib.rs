@@ -1,1 +1,20 @@
-//! kos ledger: the replicated append-only ledger (BFT consensus, state machine, storage). Not built yet: see issue 5.
+//! The replicated, append-only ledger: blocks of signed entries, the deterministic state machine that applies
+//! them, BFT consensus (the core of Malachite, driven here without IO), the mempool and storage.
+//!
+//! Everything in this crate is sans-IO except [`store::RocksStore`]: the consensus [`engine`] takes inputs
+//! (messages, timeouts, the time) and returns effects (messages to send, timers to set), so that seeded
+//! simulations can run it under virtual time and faults.
+
+pub mod block;
+pub mod consensus;
+pub mod genesis;
+pub mod hash;
+pub mod mempool;
+pub mod sim;
+pub mod state;
+pub mod store;
+
+pub use block::{Block, Header};
+pub use genesis::Genesis;
+pub use hash::Hash;
+pub use state::State;

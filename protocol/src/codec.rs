@@ -62,10 +62,20 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
 
 /// Decodes one value, requiring the input to be its canonical encoding and at most `bytes_max` long.
 pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], bytes_max: usize) -> Result<T, Error> {
+    decode_with(bytes, bytes_max, ARRAY_ITEMS_MAX)
+}
+
+/// Like [`decode`], for containers (blocks, certificates, exports) whose arrays may hold up to `array_items_max`
+/// items; every other rule of the subset is the same.
+pub fn decode_with<T: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    bytes_max: usize,
+    array_items_max: u64,
+) -> Result<T, Error> {
     if bytes.len() > bytes_max {
         return Err(Error::TooLarge { bytes: bytes.len(), max: bytes_max });
     }
-    scan(bytes)?;
+    scan_with(bytes, array_items_max)?;
     let value: T = serde_cbor::from_slice(bytes).map_err(|error| Error::Invalid(error.to_string()))?;
     let again = encode(&value);
     if again != bytes {
@@ -77,7 +87,12 @@ pub fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8], bytes_max: usize) -
 
 /// Checks that `bytes` is exactly one well-formed item of the kos CBOR subset, in canonical form.
 pub fn scan(bytes: &[u8]) -> Result<(), Error> {
-    let end = scan_item(bytes, 0, 0)?;
+    scan_with(bytes, ARRAY_ITEMS_MAX)
+}
+
+/// [`scan`] with another bound on array lengths.
+pub fn scan_with(bytes: &[u8], array_items_max: u64) -> Result<(), Error> {
+    let end = scan_item(bytes, 0, 0, array_items_max)?;
     match bytes.len().checked_sub(end) {
         Some(0) => Ok(()),
         Some(count) => Err(Error::TrailingBytes { count }),
@@ -116,7 +131,7 @@ fn read_head(bytes: &[u8], offset: usize) -> Result<(u8, u64, usize), Error> {
     Ok((major, argument, end))
 }
 
-fn scan_item(bytes: &[u8], offset: usize, depth: usize) -> Result<usize, Error> {
+fn scan_item(bytes: &[u8], offset: usize, depth: usize, array_items_max: u64) -> Result<usize, Error> {
     if depth > CBOR_DEPTH_MAX {
         return Err(Error::TooDeep { offset, max: CBOR_DEPTH_MAX });
     }
@@ -132,12 +147,12 @@ fn scan_item(bytes: &[u8], offset: usize, depth: usize) -> Result<usize, Error> 
             Ok(end)
         }
         4 => {
-            if argument > ARRAY_ITEMS_MAX {
-                return Err(Error::ArrayTooLong { items: argument, offset, max: ARRAY_ITEMS_MAX });
+            if argument > array_items_max {
+                return Err(Error::ArrayTooLong { items: argument, offset, max: array_items_max });
             }
             let mut cursor = after_head;
             for _ in 0..argument {
-                cursor = scan_item(bytes, cursor, depth.saturating_add(1))?;
+                cursor = scan_item(bytes, cursor, depth.saturating_add(1), array_items_max)?;
             }
             Ok(cursor)
         }

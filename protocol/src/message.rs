@@ -110,6 +110,8 @@ pub enum Body {
     BarterCycle(BarterCycle),
     Proposal(Proposal),
     Vote(Vote),
+    Mint(Mint),
+    Burn(Burn),
 }
 
 tagged_union!(Body, "message body", Kind {
@@ -122,6 +124,8 @@ tagged_union!(Body, "message body", Kind {
     7 => BarterCycle(BarterCycle), "barter-cycle";
     8 => Proposal(Proposal), "proposal";
     9 => Vote(Vote), "vote";
+    10 => Mint(Mint), "mint";
+    11 => Burn(Burn), "burn";
 });
 
 /// A tradable resource and the unit of its quantities.
@@ -303,6 +307,25 @@ pub struct Reading {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
 pub struct Transfer {
     pub to: PublicKey,
+    pub token: TokenId,
+    /// Amount in token milli-units; more than 0.
+    pub amount: u64,
+    pub memo: Text<MEMO_BYTES_MAX>,
+}
+
+/// Creates new tokens for an account; only an issuer the genesis names for the token may mint, within its cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Mint {
+    pub to: PublicKey,
+    pub token: TokenId,
+    /// Amount in token milli-units; more than 0.
+    pub amount: u64,
+    pub memo: Text<MEMO_BYTES_MAX>,
+}
+
+/// Destroys tokens of the author's account (e.g. when credits are redeemed off the ledger).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Burn {
     pub token: TokenId,
     /// Amount in token milli-units; more than 0.
     pub amount: u64,

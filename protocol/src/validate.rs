@@ -93,6 +93,14 @@ pub fn validate(bytes: &[u8], config: &Config, now_ms: u64) -> Result<Validated,
     Ok(Validated { envelope, id })
 }
 
+/// Every check of [`validate`] but the outer signature, for bytes whose signature this process has already verified
+/// (a caller keeps them keyed by a hash of the exact bytes): e.g. a block's entries that came through the mempool,
+/// checked again at the block's time.
+pub fn revalidate(bytes: &[u8], config: &Config, now_ms: u64) -> Result<Validated, Error> {
+    let (envelope, id) = check_unsigned(bytes, config, now_ms)?;
+    Ok(Validated { envelope, id })
+}
+
 /// Validates many messages, verifying their outer signatures together ([`keys::verify_batch`]).
 /// Returns one result per message, in order, each equal to what [`validate`] returns for an honestly signed message.
 pub fn validate_batch(messages: &[&[u8]], config: &Config, now_ms: u64) -> Vec<Result<Validated, Error>> {
@@ -187,6 +195,8 @@ fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
             ensure(transfer.amount > 0, "amount is 0")?;
             ensure(transfer.to != envelope.author, "transfer to the author itself")
         }
+        Body::Mint(mint) => ensure(mint.amount > 0, "amount is 0"),
+        Body::Burn(burn) => ensure(burn.amount > 0, "amount is 0"),
         Body::Settlement(settlement) => check_settlement(envelope, settlement, config),
         Body::BarterOffer(offer) => check_barter_offer(offer).map_err(|reason| body_error(kind, reason)),
         Body::BarterCycle(cycle) => check_barter_cycle(envelope, cycle, config),

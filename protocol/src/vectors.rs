@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use crate::envelope::{Draft, Envelope};
 use crate::keys::Keypair;
 use crate::message::{
-    Action, AddValidator, BarterCycle, BarterLeg, BarterOffer, Body, Cancel, Choice, Mechanism, MeterSource, Offer,
-    PoolId, Proposal, Reading, Resource, Settlement, Side, Transfer, Vote,
+    Action, AddValidator, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Mechanism, MeterSource,
+    Mint, Offer, PoolId, Proposal, Reading, Resource, Settlement, Side, Transfer, Vote,
 };
 use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Text, TokenId};
 
@@ -181,6 +181,33 @@ pub fn all() -> Vec<Vector> {
         ),
         vector("proposal", 3, proposal.clone()),
         vector("vote", 4, sign(4, 1, Body::Vote(Vote { proposal: proposal.id(), choice: Choice::Yes }))),
+        vector(
+            "mint",
+            4,
+            sign(
+                4,
+                2,
+                Body::Mint(Mint {
+                    to: Keypair::from_seed(&seed(1)).public(),
+                    token: TokenId::new("eco").unwrap_or_else(|error| unreachable!("{error}")),
+                    amount: 3_000,
+                    memo: text("community solar bonus"),
+                }),
+            ),
+        ),
+        vector(
+            "burn",
+            2,
+            sign(
+                2,
+                7,
+                Body::Burn(Burn {
+                    token: TokenId::new("credit").unwrap_or_else(|error| unreachable!("{error}")),
+                    amount: 1_000,
+                    memo: text("redeemed"),
+                }),
+            ),
+        ),
     ]
 }
 

@@ -56,9 +56,13 @@ impl Topic {
             Body::Cancel(_) => None,
             Body::BarterOffer(_) => Some(Topic::Barter),
             Body::Reading(_) => Some(Topic::Readings),
-            Body::Transfer(_) | Body::Settlement(_) | Body::BarterCycle(_) | Body::Proposal(_) | Body::Vote(_) => {
-                Some(Topic::Ledger)
-            }
+            Body::Transfer(_)
+            | Body::Settlement(_)
+            | Body::BarterCycle(_)
+            | Body::Proposal(_)
+            | Body::Vote(_)
+            | Body::Mint(_)
+            | Body::Burn(_) => Some(Topic::Ledger),
         }
     }
 

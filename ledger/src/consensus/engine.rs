@@ -1,0 +1,837 @@
+//! The consensus engine of one node: Malachite's Tendermint core driven step by step, with the ledger state,
+//! the mempool and a [`Store`]. No sockets, no clock, no threads: every call takes the time and returns effects
+//! (messages to gossip, timers to set, blocks committed), so the same code runs in the node and in seeded
+//! simulations.
+//!
+//! Safety rules kept here:
+//! - every vote and proposal is appended to the store's WAL and the WAL is synced before the message is
+//!   published (and at every new round and decision), and the WAL is replayed on restart, so a restarted
+//!   validator signs the same things again, never something conflicting;
+//! - a proposed block is executed against the state before the core sees it, and only if it is valid (parent,
+//!   height, time, validator set, every entry, state root);
+//! - a decided block is written with its commit certificate in one synced batch before the next height starts.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use malachite_consensus::{
+    Effect as CoreEffect, Input, LivenessMsg, Params, PeerId, ProposedValue, Resumable, Resume, SignedConsensusMsg,
+    State as CoreState, ThresholdParams, WalEntry,
+};
+use malachite_types::{
+    CommitCertificate, Round, SignedMessage, SigningProvider, SigningProviderExt, Timeout, TimeoutKind, Validity,
+    ValueOrigin, ValuePayload, ValueResponse,
+};
+use protocol::{Id, PublicKey};
+
+use super::context::{Address, Height, Kos, Proposal, Signer, ValidatorSet};
+use super::wire::{self, Message};
+use crate::block::{BLOCK_VERSION, Block, Header};
+use crate::genesis::Genesis;
+use crate::hash::Hash;
+use crate::mempool::{self, Mempool, Rejected};
+use crate::state::{BlockContext, Executed, State, validators_hash};
+use crate::store::{Store, Stored};
+
+/// Consensus timeouts, in milliseconds. Each grows by `step_ms` per round, so that a network slower than the
+/// base values still reaches a round long enough to decide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub propose_ms: u64,
+    pub prevote_ms: u64,
+    pub precommit_ms: u64,
+    pub rebroadcast_ms: u64,
+    pub step_ms: u64,
+}
+
+impl Default for Timeouts {
+    /// Sized for homes on ordinary links: a proposer has 3 s to get its block out, votes 1 s to gather; lost
+    /// messages are sent again every 2 s.
+    fn default() -> Timeouts {
+        Timeouts { propose_ms: 3_000, prevote_ms: 1_000, precommit_ms: 1_000, rebroadcast_ms: 2_000, step_ms: 500 }
+    }
+}
+
+impl Timeouts {
+    fn duration(&self, timeout: Timeout) -> u64 {
+        let round = u64::from(timeout.round.as_u32().unwrap_or(0));
+        let base = match timeout.kind {
+            TimeoutKind::Propose => self.propose_ms,
+            TimeoutKind::Prevote => self.prevote_ms,
+            TimeoutKind::Precommit => self.precommit_ms,
+            TimeoutKind::Rebroadcast => self.rebroadcast_ms,
+        };
+        base.saturating_add(self.step_ms.saturating_mul(round))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub timeouts: Timeouts,
+    /// How long a proposer with an empty mempool waits for entries before it proposes an empty block.
+    pub empty_block_ms: u64,
+    /// Pause after a commit before the next height starts (lets entries gather into fuller blocks).
+    pub commit_wait_ms: u64,
+    pub mempool: mempool::Config,
+    /// Consensus messages buffered for the next heights while this one finishes, at most.
+    pub future_messages_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            timeouts: Timeouts::default(),
+            empty_block_ms: 1_000,
+            commit_wait_ms: 0,
+            mempool: mempool::Config::default(),
+            future_messages_max: 4_096,
+        }
+    }
+}
+
+/// A timer the engine asks its driver to run; when it fires, call [`Engine::on_timer`] with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    Consensus(Timeout),
+    /// A proposer waiting for entries.
+    Build,
+    /// The pause after a commit.
+    NextHeight,
+}
+
+/// A committed block, as the engine reports it.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub height: u64,
+    pub block: Block,
+    pub certificate: Vec<u8>,
+    pub entry_ids: Vec<Id>,
+    pub events: Vec<crate::state::Event>,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Gossip on the consensus topic.
+    Broadcast(Vec<u8>),
+    StartTimer(Timer, u64),
+    CancelTimer(Timer),
+    CancelConsensusTimers,
+    Committed(Arc<Commit>),
+    /// Peers are at `height` or beyond: fetch certified blocks from this node's next height.
+    Behind {
+        height: u64,
+    },
+    /// A peer sent something provably invalid.
+    Misbehaved {
+        peer: PeerId,
+        reason: String,
+    },
+    /// Storage failed: the node must stop (it can no longer promise not to equivocate).
+    Fatal(String),
+}
+
+/// The engine of one node; see the module docs.
+pub struct Engine<S: Store> {
+    core: CoreState<Kos>,
+    shell: Shell<S>,
+}
+
+struct Shell<S: Store> {
+    ctx: Kos,
+    signer: Signer,
+    config: Config,
+    genesis: Arc<Genesis>,
+    store: S,
+    state: State,
+    mempool: Mempool,
+    /// The last committed block: (height, hash, time).
+    tip: (u64, Hash, u64),
+    validators: ValidatorSet,
+    height: u64,
+    round: Round,
+    /// Executions of blocks proposed at this height, by hash.
+    executed: HashMap<Hash, Executed>,
+    /// Blocks proposed at this height: by hash.
+    blocks: HashMap<Hash, Block>,
+    pending: VecDeque<Input<Kos>>,
+    future: BTreeMap<u64, Vec<(PeerId, Message)>>,
+    future_count: usize,
+    effects: Vec<Effect>,
+    replaying: bool,
+    wal_dirty: bool,
+    decided: Option<CommitCertificate<Kos>>,
+    awaiting_value: Option<(Height, Round)>,
+    now_ms: u64,
+    failed: bool,
+    /// The highest height peers were seen at, and when sync was last asked for.
+    behind_reported: (u64, u64),
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("storage: {0:#}")]
+    Store(#[from] anyhow::Error),
+    #[error("stored block {height} is unreadable: {reason}")]
+    Corrupt { height: u64, reason: String },
+}
+
+impl<S: Store> Engine<S> {
+    /// Opens the engine on a store: loads the state and tip, ready for [`Engine::start`].
+    pub fn new(
+        genesis: Arc<Genesis>,
+        seed: &[u8; 32],
+        store: S,
+        config: Config,
+        now_ms: u64,
+    ) -> Result<Engine<S>, StartError> {
+        let ctx = Kos { network: genesis.network.clone() };
+        let signer = Signer::new(genesis.network.clone(), seed);
+        let tip_height = store.tip()?;
+        let (state, tip) = if tip_height == 0 {
+            (State::genesis(genesis.clone()), (0, genesis.hash, genesis.time_ms))
+        } else {
+            let stored =
+                store.block(tip_height)?.ok_or(StartError::Corrupt { height: tip_height, reason: "missing".into() })?;
+            let block = Block::from_bytes(&stored.block)
+                .map_err(|error| StartError::Corrupt { height: tip_height, reason: error.to_string() })?;
+            let state = State::from_pairs(genesis.clone(), store.state()?);
+            if state.root() != block.header().state_root {
+                return Err(StartError::Corrupt {
+                    height: tip_height,
+                    reason: "state does not match the block's state root".into(),
+                });
+            }
+            (state, (tip_height, block.hash(), block.header().time_ms))
+        };
+        let validators = ValidatorSet::new(state.validators());
+        let address = signer.address();
+        let params = Params {
+            initial_height: Height(tip.0 + 1),
+            initial_validator_set: validators.clone(),
+            address,
+            threshold_params: ThresholdParams::default(),
+            value_payload: ValuePayload::ProposalOnly,
+        };
+        let core = CoreState::new(ctx.clone(), params, 8);
+        let shell = Shell {
+            ctx,
+            signer,
+            mempool: Mempool::new(config.mempool),
+            config,
+            genesis,
+            store,
+            state,
+            tip,
+            validators,
+            height: tip.0 + 1,
+            round: Round::Nil,
+            executed: HashMap::new(),
+            blocks: HashMap::new(),
+            pending: VecDeque::new(),
+            future: BTreeMap::new(),
+            future_count: 0,
+            effects: Vec::new(),
+            replaying: false,
+            wal_dirty: false,
+            decided: None,
+            awaiting_value: None,
+            now_ms,
+            failed: false,
+            behind_reported: (0, 0),
+        };
+        Ok(Engine { core, shell })
+    }
+
+    pub fn address(&self) -> PublicKey {
+        self.shell.signer.address().0
+    }
+
+    /// The height being decided (one above the last committed block).
+    pub fn height(&self) -> u64 {
+        self.shell.height
+    }
+
+    pub fn round(&self) -> Round {
+        self.shell.round
+    }
+
+    /// The last committed block's height and hash.
+    pub fn tip(&self) -> (u64, Hash) {
+        (self.shell.tip.0, self.shell.tip.1)
+    }
+
+    pub fn state(&self) -> &State {
+        &self.shell.state
+    }
+
+    pub fn store(&self) -> &S {
+        &self.shell.store
+    }
+
+    pub fn mempool(&self) -> &Mempool {
+        &self.shell.mempool
+    }
+
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.shell.validators
+    }
+
+    pub fn is_validator(&self) -> bool {
+        self.shell.validators.contains(&self.shell.signer.address())
+    }
+
+    /// Starts consensus at the next height, replaying this height's WAL first (after a restart).
+    pub fn start(&mut self, now_ms: u64) -> Vec<Effect> {
+        self.shell.now_ms = now_ms;
+        self.start_height();
+        self.drain()
+    }
+
+    fn start_height(&mut self) {
+        let height = Height(self.shell.height);
+        let records = match self.shell.store.wal(self.shell.height) {
+            Ok(records) => records,
+            Err(error) => {
+                self.shell.fail(format!("reading the WAL: {error:#}"));
+                Vec::new()
+            }
+        };
+        self.shell.replaying = !records.is_empty();
+        self.feed(Input::StartHeight(height, self.shell.validators.clone()));
+        if !records.is_empty() {
+            tracing::info!(height = height.0, records = records.len(), "replaying the consensus WAL");
+        }
+        for record in records {
+            match wire::wal_from_bytes(&record) {
+                Ok(WalEntry::ConsensusMsg(SignedConsensusMsg::Vote(vote))) => self.feed(Input::Vote(vote)),
+                Ok(WalEntry::ConsensusMsg(SignedConsensusMsg::Proposal(proposal))) => {
+                    self.shell.remember(&proposal.message.block);
+                    self.feed(Input::Proposal(proposal))
+                }
+                Ok(WalEntry::Timeout(timeout)) => {
+                    self.shell.effects.push(Effect::CancelTimer(Timer::Consensus(timeout)));
+                    self.feed(Input::TimeoutElapsed(timeout))
+                }
+                Ok(WalEntry::ProposedValue(value)) => {
+                    self.shell.remember(&value.value);
+                    let _ = self.shell.execute(&value.value);
+                    self.feed(Input::ProposedValue(value, ValueOrigin::Consensus))
+                }
+                Err(error) => tracing::warn!(%error, "skipping an unreadable WAL record"),
+            }
+        }
+        self.shell.replaying = false;
+        // Messages for this height that arrived early.
+        let early = self.shell.future.remove(&height.0).unwrap_or_default();
+        self.shell.future_count -= early.len();
+        for (peer, message) in early {
+            self.on_message_inner(peer, message);
+        }
+        self.shell.future.retain(|future_height, _| *future_height > height.0);
+    }
+
+    /// A message from the consensus topic.
+    pub fn on_message(&mut self, peer: PeerId, bytes: &[u8], now_ms: u64) -> Vec<Effect> {
+        self.shell.now_ms = now_ms;
+        match Message::from_bytes(bytes) {
+            Ok(message) => self.on_message_inner(peer, message),
+            Err(error) => self
+                .shell
+                .effects
+                .push(Effect::Misbehaved { peer, reason: format!("undecodable consensus message: {error}") }),
+        }
+        self.drain()
+    }
+
+    fn on_message_inner(&mut self, peer: PeerId, message: Message) {
+        let height = message.height().0;
+        let current = self.shell.height;
+        if height < current {
+            return;
+        }
+        if height > current {
+            // Peers work on a later height: this node missed a decision and must fetch it (the height's votes
+            // will not come again).
+            self.shell.report_behind(height);
+            if self.shell.future_count < self.shell.config.future_messages_max && height <= current + 2 {
+                self.shell.future.entry(height).or_default().push((peer, message));
+                self.shell.future_count += 1;
+            }
+            return;
+        }
+        match message {
+            Message::Proposal(proposal) => {
+                let block = proposal.message.block.clone();
+                if let Err(reason) = self.shell.check_block(&block, &proposal.message.proposer.0) {
+                    self.shell
+                        .effects
+                        .push(Effect::Misbehaved { peer, reason: format!("invalid block proposed: {reason}") });
+                    return;
+                }
+                self.shell.remember(&block);
+                self.feed(Input::Proposal(proposal));
+            }
+            Message::Vote(vote) => self.feed(Input::Vote(vote)),
+            Message::Polka(certificate) => self.feed(Input::PolkaCertificate(certificate)),
+            Message::Round(certificate) => self.feed(Input::RoundCertificate(certificate)),
+        }
+    }
+
+    /// A timer set by [`Effect::StartTimer`] fired.
+    pub fn on_timer(&mut self, timer: Timer, now_ms: u64) -> Vec<Effect> {
+        self.shell.now_ms = now_ms;
+        match timer {
+            Timer::Consensus(timeout) => self.feed(Input::TimeoutElapsed(timeout)),
+            Timer::Build => {
+                if let Some((height, round)) = self.shell.awaiting_value.take() {
+                    self.shell.propose(height, round);
+                }
+            }
+            Timer::NextHeight => self.start_height(),
+        }
+        self.drain()
+    }
+
+    /// A signed entry for the mempool (from gossip or a local client). Validates it; a proposer waiting for
+    /// entries proposes at once.
+    pub fn on_entry(&mut self, bytes: Vec<u8>, now_ms: u64) -> (Result<Id, Rejected>, Vec<Effect>) {
+        self.shell.now_ms = now_ms;
+        let result = self.shell.mempool.add(bytes, &self.shell.state, now_ms);
+        if result.is_ok()
+            && let Some((height, round)) = self.shell.awaiting_value.take()
+        {
+            self.shell.effects.push(Effect::CancelTimer(Timer::Build));
+            self.shell.propose(height, round);
+        }
+        let effects = self.drain();
+        (result, effects)
+    }
+
+    /// Admits entries validated elsewhere (the node validates gossip in batches).
+    pub fn on_validated_entries(
+        &mut self,
+        entries: Vec<(Vec<u8>, protocol::Validated)>,
+        now_ms: u64,
+    ) -> (usize, Vec<Effect>) {
+        self.shell.now_ms = now_ms;
+        let mut admitted = 0;
+        for (bytes, validated) in entries {
+            if self.shell.mempool.add_validated(bytes, validated, &self.shell.state).is_ok() {
+                admitted += 1;
+            }
+        }
+        if admitted > 0
+            && let Some((height, round)) = self.shell.awaiting_value.take()
+        {
+            self.shell.effects.push(Effect::CancelTimer(Timer::Build));
+            self.shell.propose(height, round);
+        }
+        (admitted, self.drain())
+    }
+
+    /// A certified block fetched from a peer by sync. Blocks must come in height order, starting at
+    /// [`Engine::height`]; others are ignored.
+    pub fn on_synced_block(&mut self, peer: PeerId, stored: &Stored, now_ms: u64) -> Vec<Effect> {
+        self.shell.now_ms = now_ms;
+        let certificate = match wire::certificate_from_bytes(&stored.certificate) {
+            Ok(certificate) => certificate,
+            Err(error) => {
+                self.shell.effects.push(Effect::Misbehaved { peer, reason: format!("bad certificate: {error}") });
+                return self.drain();
+            }
+        };
+        if certificate.height.0 != self.shell.height {
+            return self.drain();
+        }
+        let proposer = super::context::proposer(&self.shell.validators, certificate.height, certificate.round).address;
+        let response = ValueResponse::new(peer, proposer, bytes::Bytes::from(stored.block.clone()), certificate);
+        self.feed(Input::SyncValueResponse(response));
+        self.drain()
+    }
+
+    /// Certified blocks from `from` on, at most `max` (or fewer when their bytes pass `bytes_max`), to serve a
+    /// peer's sync request.
+    pub fn blocks_from(&self, from: u64, max: usize, bytes_max: usize) -> Vec<Stored> {
+        let mut blocks = Vec::new();
+        let mut bytes = 0;
+        for height in from..from.saturating_add(max as u64) {
+            match self.shell.store.block(height) {
+                Ok(Some(stored)) => {
+                    bytes += stored.block.len() + stored.certificate.len();
+                    if !blocks.is_empty() && bytes > bytes_max {
+                        break;
+                    }
+                    blocks.push(stored);
+                }
+                _ => break,
+            }
+        }
+        blocks
+    }
+
+    fn feed(&mut self, input: Input<Kos>) {
+        self.shell.pending.push_back(input);
+        while let Some(input) = self.shell.pending.pop_front() {
+            if self.shell.failed {
+                self.shell.pending.clear();
+                return;
+            }
+            let shell = &mut self.shell;
+            let result: Result<(), malachite_consensus::Error<Kos>> = malachite_consensus::process!(
+                input: input,
+                state: &mut self.core,
+                metrics: &(),
+                with: effect => shell.handle(effect)
+            );
+            if let Err(error) = result {
+                tracing::debug!(%error, "consensus input rejected");
+            }
+            if let Some(certificate) = self.shell.decided.take() {
+                let decided = self.core.decided_value();
+                self.commit(certificate, decided.map(|(_, block)| block));
+            }
+        }
+    }
+
+    fn commit(&mut self, certificate: CommitCertificate<Kos>, decided: Option<Block>) {
+        let shell = &mut self.shell;
+        let Some(block) = decided.or_else(|| shell.blocks.get(&certificate.value_id).cloned()) else {
+            shell.fail(format!("decided block {} is unknown", certificate.value_id));
+            return;
+        };
+        let executed = match shell.execute(&block) {
+            Ok(executed) => executed,
+            Err(reason) => {
+                // More than two thirds of the voting power signed a block this node cannot execute: its state or
+                // code differs from theirs. Stop rather than diverge.
+                shell.fail(format!("decided block {} does not execute here: {reason}", block.height()));
+                return;
+            }
+        };
+        let entry_ids: Vec<Id> = block
+            .entries()
+            .map(|bytes| protocol::Envelope::from_bytes(bytes).map(|envelope| envelope.id()).unwrap_or(Id([0; 32])))
+            .collect();
+        let stored = Stored { block: block.to_bytes(), certificate: wire::certificate_to_bytes(&certificate) };
+        // The store holds the whole state: block 1 writes the genesis pairs too.
+        let genesis_writes;
+        let writes = if block.height() == 1 {
+            let mut all: crate::state::Writes =
+                shell.state.pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect();
+            all.extend(executed.writes.iter().map(|(key, value)| (key.clone(), value.clone())));
+            genesis_writes = all;
+            &genesis_writes
+        } else {
+            &executed.writes
+        };
+        if let Err(error) = shell.store.commit(block.height(), &stored, writes, &entry_ids) {
+            shell.fail(format!("writing block {}: {error:#}", block.height()));
+            return;
+        }
+        shell.state.apply(executed.writes, executed.lattice);
+        shell.mempool.remove_all(&entry_ids);
+        shell.mempool.prune_expired(block.header().time_ms);
+        shell.tip = (block.height(), block.hash(), block.header().time_ms);
+        shell.height = block.height() + 1;
+        shell.round = Round::Nil;
+        shell.validators = ValidatorSet::new(shell.state.validators());
+        shell.executed.clear();
+        shell.blocks.clear();
+        shell.awaiting_value = None;
+        shell.effects.push(Effect::CancelTimer(Timer::Build));
+        shell.effects.push(Effect::CancelConsensusTimers);
+        shell.effects.push(Effect::Committed(Arc::new(Commit {
+            height: block.height(),
+            certificate: stored.certificate,
+            block: block.clone(),
+            entry_ids,
+            events: executed.events,
+        })));
+        if shell.config.commit_wait_ms > 0 {
+            shell.effects.push(Effect::StartTimer(Timer::NextHeight, shell.config.commit_wait_ms));
+        } else {
+            self.start_height();
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.shell.effects)
+    }
+
+    /// Storage failed or the node diverged: it must stop.
+    pub fn failed(&self) -> bool {
+        self.shell.failed
+    }
+}
+
+impl<S: Store> Shell<S> {
+    fn fail(&mut self, reason: String) {
+        tracing::error!(%reason, "consensus stopped");
+        if !self.failed {
+            self.failed = true;
+            self.effects.push(Effect::Fatal(reason));
+        }
+    }
+
+    /// Asks the driver to sync, at most once a second unless peers are seen at a new height.
+    fn report_behind(&mut self, height: u64) {
+        let (reported_height, reported_ms) = self.behind_reported;
+        if height > reported_height || self.now_ms >= reported_ms.saturating_add(1_000) {
+            self.behind_reported = (height.max(reported_height), self.now_ms);
+            self.effects.push(Effect::Behind { height });
+        }
+    }
+
+    fn remember(&mut self, block: &Block) {
+        if self.blocks.len() < 64 {
+            self.blocks.insert(block.hash(), block.clone());
+        }
+    }
+
+    fn context(&self, header: &Header) -> BlockContext {
+        BlockContext { height: header.height, time_ms: header.time_ms, proposer: header.proposer }
+    }
+
+    /// Executes a block of the current height (cached by hash); checks its state root.
+    fn execute(&mut self, block: &Block) -> Result<Executed, String> {
+        if let Some(executed) = self.executed.get(&block.hash()) {
+            return Ok(executed.clone());
+        }
+        let context = self.context(block.header());
+        let mempool = &self.mempool;
+        let executed = self
+            .state
+            .execute(context, block.entries(), &|bytes| mempool.verified(bytes))
+            .map_err(|(index, error)| format!("entry {index}: {error}"))?;
+        if executed.state_root != block.header().state_root {
+            return Err("state root does not match".into());
+        }
+        if self.executed.len() < 16 {
+            self.executed.insert(block.hash(), executed.clone());
+        }
+        Ok(executed)
+    }
+
+    /// Everything a validator checks before it lets the core vote for a proposed block.
+    fn check_block(&mut self, block: &Block, proposer: &PublicKey) -> Result<(), String> {
+        let header = block.header();
+        let params = &self.genesis.params;
+        let checks = [
+            (header.version == BLOCK_VERSION, "version"),
+            (header.network == self.genesis.network, "network"),
+            (header.height == self.height, "height"),
+            (header.parent == self.tip.1, "parent"),
+            // The builder of the block must be a validator; a later round may re-propose another's block.
+            (
+                self.validators.contains(&Address(header.proposer)) && self.validators.contains(&Address(*proposer)),
+                "proposer",
+            ),
+            (header.validators_hash == validators_hash(&self.validators.pairs()), "validator set"),
+            (header.time_ms > self.tip.2, "time not after the parent's"),
+            (header.time_ms <= self.now_ms.saturating_add(params.clock_skew_ms_max), "time ahead of this clock"),
+            (u64::from(header.entry_count) <= u64::from(params.block_entries_max), "too many entries"),
+        ];
+        if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err((*what).to_owned());
+        }
+        self.execute(block).map(|_| ())
+    }
+
+    /// Builds this node's block for (height, round) from the mempool and hands it to the core.
+    fn propose(&mut self, height: Height, round: Round) {
+        if height.0 != self.height {
+            return;
+        }
+        let time_ms = self.now_ms.max(self.tip.2.saturating_add(1));
+        let context = BlockContext { height: height.0, time_ms, proposer: self.signer.address().0 };
+        let max = usize::try_from(self.genesis.params.block_entries_max).unwrap_or(usize::MAX);
+        let candidates = self.mempool.candidates(max.saturating_mul(2));
+        let mempool = &self.mempool;
+        let crate::state::Built { entries, executed, rejected } =
+            self.state.build(context, candidates, &|bytes| mempool.verified(bytes));
+        let rejected_ids: Vec<Id> = rejected
+            .iter()
+            .filter_map(|(bytes, _)| protocol::Envelope::from_bytes(bytes).ok().map(|envelope| envelope.id()))
+            .collect();
+        if !rejected.is_empty() {
+            tracing::debug!(count = rejected.len(), first = %rejected[0].1, "dropping entries that no longer execute");
+        }
+        self.mempool.remove_all(&rejected_ids);
+        let header = Header {
+            version: BLOCK_VERSION,
+            network: self.genesis.network.clone(),
+            height: height.0,
+            time_ms,
+            parent: self.tip.1,
+            proposer: context.proposer,
+            entries_root: Hash::ZERO,
+            entry_count: 0,
+            state_root: executed.state_root,
+            validators_hash: validators_hash(&self.validators.pairs()),
+        };
+        let block = Block::new(header, entries);
+        self.executed.insert(block.hash(), executed);
+        self.remember(&block);
+        self.pending.push_back(Input::Propose(malachite_consensus::LocallyProposedValue::new(height, round, block)));
+    }
+
+    fn sync_wal(&mut self) -> bool {
+        if self.wal_dirty {
+            if let Err(error) = self.store.wal_sync() {
+                self.fail(format!("syncing the WAL: {error:#}"));
+                return false;
+            }
+            self.wal_dirty = false;
+        }
+        !self.failed
+    }
+
+    fn broadcast(&mut self, message: Message) {
+        if self.sync_wal() {
+            self.effects.push(Effect::Broadcast(message.to_bytes()));
+        }
+    }
+
+    fn handle(&mut self, effect: CoreEffect<Kos>) -> Result<Resume<Kos>, std::convert::Infallible> {
+        Ok(match effect {
+            CoreEffect::ResetTimeouts(r) => r.resume_with(()),
+            CoreEffect::CancelAllTimeouts(r) => {
+                self.effects.push(Effect::CancelConsensusTimers);
+                r.resume_with(())
+            }
+            CoreEffect::CancelTimeout(timeout, r) => {
+                self.effects.push(Effect::CancelTimer(Timer::Consensus(timeout)));
+                r.resume_with(())
+            }
+            CoreEffect::ScheduleTimeout(timeout, r) => {
+                let duration = self.config.timeouts.duration(timeout);
+                self.effects.push(Effect::StartTimer(Timer::Consensus(timeout), duration));
+                r.resume_with(())
+            }
+            CoreEffect::GetValidatorSet(height, r) => {
+                // Only the current height's set is known; future heights use it provisionally (their messages
+                // are checked again when that height starts).
+                let set = (height.0 >= self.height).then(|| self.validators.clone());
+                r.resume_with(set)
+            }
+            CoreEffect::StartRound(height, round, proposer, role, r) => {
+                tracing::debug!(height = height.0, round = %round, %proposer, ?role, "round started");
+                self.round = round;
+                self.sync_wal();
+                r.resume_with(())
+            }
+            CoreEffect::PublishConsensusMsg(message, r) => {
+                self.broadcast(Message::from_consensus(message));
+                r.resume_with(())
+            }
+            CoreEffect::PublishLivenessMsg(message, r) => {
+                self.broadcast(Message::from_liveness(message));
+                r.resume_with(())
+            }
+            CoreEffect::RepublishVote(vote, r) => {
+                self.broadcast(Message::from_liveness(LivenessMsg::Vote(vote)));
+                r.resume_with(())
+            }
+            CoreEffect::RepublishRoundCertificate(certificate, r) => {
+                self.broadcast(Message::Round(certificate));
+                r.resume_with(())
+            }
+            CoreEffect::GetValue(height, round, _timeout, r) => {
+                if self.mempool.is_empty() && self.config.empty_block_ms > 0 {
+                    self.awaiting_value = Some((height, round));
+                    self.effects.push(Effect::StartTimer(Timer::Build, self.config.empty_block_ms));
+                } else {
+                    self.propose(height, round);
+                }
+                r.resume_with(())
+            }
+            CoreEffect::RestreamProposal(_, _, _, _, _, r) => r.resume_with(()),
+            CoreEffect::SyncValue(response, r) => {
+                self.on_sync_value(response);
+                r.resume_with(())
+            }
+            CoreEffect::Decide(certificate, _extensions, r) => {
+                self.sync_wal();
+                self.decided = Some(certificate);
+                r.resume_with(())
+            }
+            CoreEffect::SignVote(vote, r) => r.resume_with(self.signer.sign_vote(vote)),
+            CoreEffect::SignProposal(proposal, r) => r.resume_with(self.signer.sign_proposal(proposal)),
+            CoreEffect::VerifySignature(message, public_key, r) => {
+                let valid = match &message.message {
+                    malachite_consensus::ConsensusMsg::Vote(vote) => {
+                        self.signer.verify_signed_vote(vote, &message.signature, &public_key)
+                    }
+                    malachite_consensus::ConsensusMsg::Proposal(proposal) => {
+                        self.signer.verify_signed_proposal(proposal, &message.signature, &public_key)
+                    }
+                };
+                r.resume_with(valid)
+            }
+            CoreEffect::VerifyCommitCertificate(certificate, validators, thresholds, r) => {
+                r.resume_with(self.signer.verify_commit_certificate(&self.ctx, &certificate, &validators, thresholds))
+            }
+            CoreEffect::VerifyPolkaCertificate(certificate, validators, thresholds, r) => {
+                r.resume_with(self.signer.verify_polka_certificate(&self.ctx, &certificate, &validators, thresholds))
+            }
+            CoreEffect::VerifyRoundCertificate(certificate, validators, thresholds, r) => {
+                r.resume_with(self.signer.verify_round_certificate(&self.ctx, &certificate, &validators, thresholds))
+            }
+            CoreEffect::WalAppend(entry, r) => {
+                if !self.replaying {
+                    match self.store.wal_append(self.height, wire::wal_to_bytes(&entry)) {
+                        Ok(()) => self.wal_dirty = true,
+                        Err(error) => self.fail(format!("appending to the WAL: {error:#}")),
+                    }
+                }
+                r.resume_with(())
+            }
+            CoreEffect::ExtendVote(_, _, _, r) => r.resume_with(None),
+            CoreEffect::VerifyVoteExtension(_, _, _, _, _, r) => {
+                r.resume_with(Err(malachite_consensus::VoteExtensionError::InvalidVoteExtension))
+            }
+        })
+    }
+
+    fn on_sync_value(&mut self, response: ValueResponse<Kos>) {
+        let certificate = &response.certificate;
+        if certificate.height.0 != self.height {
+            return;
+        }
+        let block = match Block::from_bytes(&response.value_bytes) {
+            Ok(block) if block.hash() == certificate.value_id => block,
+            _ => {
+                self.effects.push(Effect::Misbehaved {
+                    peer: response.peer,
+                    reason: "synced block does not match its certificate".into(),
+                });
+                return;
+            }
+        };
+        let validity = Validity::from_bool(self.execute(&block).is_ok());
+        self.remember(&block);
+        self.pending.push_back(Input::ProposedValue(
+            ProposedValue {
+                height: certificate.height,
+                round: certificate.round,
+                valid_round: Round::Nil,
+                proposer: response.proposer,
+                value: block,
+                validity,
+            },
+            ValueOrigin::Sync(response.peer),
+        ));
+    }
+}
+
+/// Signs a proposal as `signer` would: for tests of Byzantine behaviour.
+pub fn sign_proposal(signer: &Signer, proposal: Proposal) -> SignedMessage<Kos, Proposal> {
+    signer.sign_proposal(proposal)
+}
+
+/// The address of a key.
+pub fn address(key: PublicKey) -> Address {
+    Address(key)
+}

@@ -1,0 +1,9 @@
+//! Consensus: Malachite's Tendermint core with kos's types ([`context`]), byte formats ([`wire`]) and the
+//! sans-IO driver that connects it to the ledger state, mempool and store ([`engine`]).
+
+pub mod context;
+pub mod engine;
+pub mod wire;
+
+pub use context::{Address, Height, Kos, Signer, ValidatorSet};
+pub use engine::{Commit, Config, Effect, Engine, Timeouts, Timer};

@@ -1,0 +1,348 @@
+//! Storage behind one trait: RocksDB for nodes, memory for fast core tests and simulations.
+//!
+//! What is stored: each committed block with its commit certificate (by height), the state's key-value pairs, an
+//! index from entry id to (height, position), and the consensus write-ahead log of the height in progress. A
+//! commit writes the block, certificate, state changes and index in one atomic, synced batch and clears the WAL,
+//! so after `kill -9` a node has every block it acknowledged and a state that matches its last block.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use protocol::Id;
+
+use crate::state::Writes;
+
+/// A committed block as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub block: Vec<u8>,
+    pub certificate: Vec<u8>,
+}
+
+/// What the ledger needs from storage.
+pub trait Store: Send {
+    /// The height of the last committed block (0 before block 1).
+    fn tip(&self) -> anyhow::Result<u64>;
+    fn block(&self, height: u64) -> anyhow::Result<Option<Stored>>;
+    /// Every state pair, in key order.
+    fn state(&self) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// Where an entry is: (height, position in the block).
+    fn locate(&self, id: &Id) -> anyhow::Result<Option<(u64, u32)>>;
+    /// Writes a block, its certificate, the state changes and the entry index atomically and durably, and
+    /// clears the WAL.
+    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, entries: &[Id]) -> anyhow::Result<()>;
+    /// Adds a WAL record for `height` (buffered until [`Store::wal_sync`]).
+    fn wal_append(&mut self, height: u64, record: Vec<u8>) -> anyhow::Result<()>;
+    /// Makes every appended WAL record durable.
+    fn wal_sync(&mut self) -> anyhow::Result<()>;
+    /// The durable WAL records of `height`, in order (empty if the WAL belongs to another height).
+    fn wal(&self, height: u64) -> anyhow::Result<Vec<Vec<u8>>>;
+}
+
+/// Memory storage. Clones share the same data, so a simulation can "crash" a node (drop it) and restart it on
+/// what was durable: WAL records appended but not synced are lost in a crash ([`MemoryStore::crash`]).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore(Arc<Mutex<Memory>>);
+
+#[derive(Debug, Default)]
+struct Memory {
+    blocks: BTreeMap<u64, Stored>,
+    state: BTreeMap<Vec<u8>, Vec<u8>>,
+    index: BTreeMap<Id, (u64, u32)>,
+    wal_height: u64,
+    wal: Vec<Vec<u8>>,
+    wal_synced: usize,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets WAL records that were appended but never synced, as a power cut would.
+    pub fn crash(&self) {
+        let mut memory = self.lock();
+        let synced = memory.wal_synced;
+        memory.wal.truncate(synced);
+    }
+}
+
+impl Store for MemoryStore {
+    fn tip(&self) -> anyhow::Result<u64> {
+        Ok(self.lock().blocks.keys().next_back().copied().unwrap_or(0))
+    }
+
+    fn block(&self, height: u64) -> anyhow::Result<Option<Stored>> {
+        Ok(self.lock().blocks.get(&height).cloned())
+    }
+
+    fn state(&self) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self.lock().state.iter().map(|(key, value)| (key.clone(), value.clone())).collect())
+    }
+
+    fn locate(&self, id: &Id) -> anyhow::Result<Option<(u64, u32)>> {
+        Ok(self.lock().index.get(id).copied())
+    }
+
+    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, entries: &[Id]) -> anyhow::Result<()> {
+        let mut memory = self.lock();
+        memory.blocks.insert(height, stored.clone());
+        for (key, value) in writes {
+            match value {
+                Some(value) => memory.state.insert(key.clone(), value.clone()),
+                None => memory.state.remove(key),
+            };
+        }
+        for (position, id) in entries.iter().enumerate() {
+            memory.index.insert(*id, (height, u32::try_from(position).unwrap_or(u32::MAX)));
+        }
+        memory.wal.clear();
+        memory.wal_synced = 0;
+        memory.wal_height = height + 1;
+        Ok(())
+    }
+
+    fn wal_append(&mut self, height: u64, record: Vec<u8>) -> anyhow::Result<()> {
+        let mut memory = self.lock();
+        if memory.wal_height != height {
+            memory.wal.clear();
+            memory.wal_synced = 0;
+            memory.wal_height = height;
+        }
+        memory.wal.push(record);
+        Ok(())
+    }
+
+    fn wal_sync(&mut self) -> anyhow::Result<()> {
+        let mut memory = self.lock();
+        memory.wal_synced = memory.wal.len();
+        Ok(())
+    }
+
+    fn wal(&self, height: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+        let memory = self.lock();
+        Ok(if memory.wal_height == height { memory.wal[..memory.wal_synced].to_vec() } else { Vec::new() })
+    }
+}
+
+const CF_BLOCKS: &str = "blocks";
+const CF_STATE: &str = "state";
+const CF_INDEX: &str = "index";
+const CF_WAL: &str = "wal";
+const META_TIP: &[u8] = b"tip";
+const META_WAL_HEIGHT: &[u8] = b"wal-height";
+
+/// RocksDB storage: column families `blocks` (height → [block, certificate]), `state`, `index` (entry id →
+/// height, position) and `wal` (sequence → record), plus tip and WAL height in the default family.
+pub struct RocksStore {
+    db: rocksdb::DB,
+    wal_height: u64,
+    wal_next: u64,
+    wal_buffer: rocksdb::WriteBatch,
+}
+
+fn be(value: u64) -> [u8; 8] {
+    value.to_be_bytes()
+}
+
+fn read_u64(bytes: &[u8]) -> anyhow::Result<u64> {
+    Ok(u64::from_be_bytes(bytes.try_into().context("stored number is not 8 bytes")?))
+}
+
+impl RocksStore {
+    /// Opens (or creates) the store in `path`.
+    pub fn open(path: &Path) -> anyhow::Result<RocksStore> {
+        let mut options = rocksdb::Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.set_max_open_files(256);
+        let db = rocksdb::DB::open_cf(&options, path, [CF_BLOCKS, CF_STATE, CF_INDEX, CF_WAL])
+            .with_context(|| format!("opening the ledger database in {}", path.display()))?;
+        let wal_height = match db.get(META_WAL_HEIGHT)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 0,
+        };
+        let wal_cf = db.cf_handle(CF_WAL).context("wal column family")?;
+        let wal_next = match db.iterator_cf(wal_cf, rocksdb::IteratorMode::End).next() {
+            Some(item) => read_u64(&item?.0)? + 1,
+            None => 0,
+        };
+        Ok(RocksStore { db, wal_height, wal_next, wal_buffer: rocksdb::WriteBatch::default() })
+    }
+
+    fn cf(&self, name: &str) -> anyhow::Result<&rocksdb::ColumnFamily> {
+        self.db.cf_handle(name).with_context(|| format!("column family {name}"))
+    }
+
+    fn synced() -> rocksdb::WriteOptions {
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        options
+    }
+
+    fn clear_wal(&mut self, batch: &mut rocksdb::WriteBatch, height: u64) -> anyhow::Result<()> {
+        let wal = self.cf(CF_WAL)?;
+        batch.delete_range_cf(wal, be(0), be(u64::MAX));
+        batch.put(META_WAL_HEIGHT, be(height));
+        self.wal_buffer = rocksdb::WriteBatch::default();
+        self.wal_next = 0;
+        self.wal_height = height;
+        Ok(())
+    }
+}
+
+impl Store for RocksStore {
+    fn tip(&self) -> anyhow::Result<u64> {
+        match self.db.get(META_TIP)? {
+            Some(bytes) => read_u64(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    fn block(&self, height: u64) -> anyhow::Result<Option<Stored>> {
+        let Some(bytes) = self.db.get_cf(self.cf(CF_BLOCKS)?, be(height))? else { return Ok(None) };
+        let (block, certificate): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+            serde_cbor::from_slice(&bytes).context("stored block record")?;
+        Ok(Some(Stored { block: block.into_vec(), certificate: certificate.into_vec() }))
+    }
+
+    fn state(&self) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut pairs = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_STATE)?, rocksdb::IteratorMode::Start) {
+            let (key, value) = item?;
+            pairs.push((key.into_vec(), value.into_vec()));
+        }
+        Ok(pairs)
+    }
+
+    fn locate(&self, id: &Id) -> anyhow::Result<Option<(u64, u32)>> {
+        let Some(bytes) = self.db.get_cf(self.cf(CF_INDEX)?, id.as_bytes())? else { return Ok(None) };
+        let height = read_u64(bytes.get(..8).context("index record")?)?;
+        let position = u32::from_be_bytes(bytes.get(8..12).context("index record")?.try_into()?);
+        Ok(Some((height, position)))
+    }
+
+    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, entries: &[Id]) -> anyhow::Result<()> {
+        let mut batch = rocksdb::WriteBatch::default();
+        let record = serde_cbor::to_vec(&(
+            serde_bytes::Bytes::new(&stored.block),
+            serde_bytes::Bytes::new(&stored.certificate),
+        ))?;
+        batch.put_cf(self.cf(CF_BLOCKS)?, be(height), record);
+        let state = self.cf(CF_STATE)?;
+        for (key, value) in writes {
+            match value {
+                Some(value) => batch.put_cf(state, key, value),
+                None => batch.delete_cf(state, key),
+            }
+        }
+        let index = self.cf(CF_INDEX)?;
+        for (position, id) in entries.iter().enumerate() {
+            let mut location = be(height).to_vec();
+            location.extend_from_slice(&u32::try_from(position).unwrap_or(u32::MAX).to_be_bytes());
+            batch.put_cf(index, id.as_bytes(), location);
+        }
+        batch.put(META_TIP, be(height));
+        self.clear_wal(&mut batch, height + 1)?;
+        self.db.write_opt(batch, &RocksStore::synced()).context("writing a committed block")?;
+        Ok(())
+    }
+
+    fn wal_append(&mut self, height: u64, record: Vec<u8>) -> anyhow::Result<()> {
+        if height != self.wal_height {
+            let mut batch = rocksdb::WriteBatch::default();
+            self.clear_wal(&mut batch, height)?;
+            self.db.write_opt(batch, &RocksStore::synced())?;
+        }
+        let wal = self.db.cf_handle(CF_WAL).context("column family wal")?;
+        self.wal_buffer.put_cf(wal, be(self.wal_next), record);
+        self.wal_next += 1;
+        Ok(())
+    }
+
+    fn wal_sync(&mut self) -> anyhow::Result<()> {
+        if self.wal_buffer.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.wal_buffer);
+        self.db.write_opt(batch, &RocksStore::synced()).context("syncing the consensus WAL")?;
+        Ok(())
+    }
+
+    fn wal(&self, height: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+        if height != self.wal_height {
+            return Ok(Vec::new());
+        }
+        let mut records = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_WAL)?, rocksdb::IteratorMode::Start) {
+            records.push(item?.1.into_vec());
+        }
+        Ok(records)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exercise(store: &mut dyn Store) {
+        assert_eq!(store.tip().unwrap(), 0);
+        store.wal_append(1, b"a".to_vec()).unwrap();
+        store.wal_append(1, b"b".to_vec()).unwrap();
+        store.wal_sync().unwrap();
+        assert_eq!(store.wal(1).unwrap(), vec![b"a".to_vec(), b"b".to_vec()]);
+        assert!(store.wal(2).unwrap().is_empty());
+        let mut writes = Writes::new();
+        writes.insert(b"k1".to_vec(), Some(b"v1".to_vec()));
+        writes.insert(b"k2".to_vec(), Some(b"v2".to_vec()));
+        let stored = Stored { block: b"block-1".to_vec(), certificate: b"cert-1".to_vec() };
+        store.commit(1, &stored, &writes, &[Id([5; 32])]).unwrap();
+        assert_eq!(store.tip().unwrap(), 1);
+        assert_eq!(store.block(1).unwrap(), Some(stored));
+        assert!(store.wal(1).unwrap().is_empty(), "a commit clears the WAL");
+        assert_eq!(store.locate(&Id([5; 32])).unwrap(), Some((1, 0)));
+        let mut writes = Writes::new();
+        writes.insert(b"k1".to_vec(), None);
+        store.commit(2, &Stored { block: vec![2], certificate: vec![2] }, &writes, &[]).unwrap();
+        assert_eq!(store.state().unwrap(), vec![(b"k2".to_vec(), b"v2".to_vec())]);
+    }
+
+    #[test]
+    fn memory_store_behaves() {
+        exercise(&mut MemoryStore::new());
+    }
+
+    #[test]
+    fn memory_store_loses_unsynced_wal_in_a_crash() {
+        let mut store = MemoryStore::new();
+        store.wal_append(1, b"synced".to_vec()).unwrap();
+        store.wal_sync().unwrap();
+        store.wal_append(1, b"lost".to_vec()).unwrap();
+        store.crash();
+        assert_eq!(store.wal(1).unwrap(), vec![b"synced".to_vec()]);
+    }
+
+    #[test]
+    fn rocks_store_behaves_and_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut store = RocksStore::open(dir.path()).unwrap();
+            exercise(&mut store);
+            store.wal_append(3, b"x".to_vec()).unwrap();
+            store.wal_sync().unwrap();
+            store.wal_append(3, b"unsynced".to_vec()).unwrap();
+        }
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.tip().unwrap(), 2);
+        assert_eq!(store.block(2).unwrap().unwrap().block, vec![2]);
+        assert_eq!(store.wal(3).unwrap(), vec![b"x".to_vec()]);
+        assert_eq!(store.state().unwrap(), vec![(b"k2".to_vec(), b"v2".to_vec())]);
+    }
+}
