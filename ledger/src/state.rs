@@ -140,6 +140,8 @@ pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// The result of executing a block: its writes and the state root after them.
 #[derive(Debug, Clone)]
 pub struct Executed {
+    /// The ids of the entries executed, in block order.
+    pub ids: Vec<Id>,
     pub writes: Writes,
     pub state_root: Hash,
     pub lattice: Lattice,
@@ -479,11 +481,12 @@ struct Pending<'s> {
     writes: Writes,
     undo: Vec<Undo>,
     events: Vec<Event>,
+    ids: Vec<Id>,
 }
 
 impl<'s> Pending<'s> {
     fn new(base: &'s State, context: BlockContext) -> Pending<'s> {
-        Pending { base, context, writes: Writes::new(), undo: Vec::new(), events: Vec::new() }
+        Pending { base, context, writes: Writes::new(), undo: Vec::new(), events: Vec::new(), ids: Vec::new() }
     }
 
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
@@ -618,8 +621,9 @@ impl<'s> Pending<'s> {
     fn run(&mut self, envelope: &Envelope) -> Result<(), EntryError> {
         let mark = self.undo.len();
         let result = self.run_inner(envelope);
-        if result.is_err() {
-            self.rollback(mark);
+        match result {
+            Ok(()) => self.ids.push(envelope.id()),
+            Err(_) => self.rollback(mark),
         }
         result
     }
@@ -933,7 +937,7 @@ impl<'s> Pending<'s> {
         let writes: Writes =
             self.writes.into_iter().filter(|(key, value)| base.map.get(key) != value.as_ref()).collect();
         let lattice = base.lattice_after(&writes);
-        Executed { state_root: lattice.root(), lattice, writes, events: self.events }
+        Executed { state_root: lattice.root(), lattice, writes, events: self.events, ids: self.ids }
     }
 }
 

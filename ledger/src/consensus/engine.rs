@@ -19,12 +19,12 @@ use malachite_consensus::{
     State as CoreState, ThresholdParams, WalEntry,
 };
 use malachite_types::{
-    CommitCertificate, Round, SignedMessage, SigningProvider, SigningProviderExt, Timeout, TimeoutKind, Validity,
-    ValueOrigin, ValuePayload, ValueResponse,
+    CommitCertificate, Round, SigningProvider, SigningProviderExt, Timeout, TimeoutKind, Validity, ValueOrigin,
+    ValuePayload, ValueResponse,
 };
 use protocol::{Id, PublicKey};
 
-use super::context::{Address, Height, Kos, Proposal, Signer, ValidatorSet};
+use super::context::{Address, Height, Kos, Signer, ValidatorSet};
 use super::wire::{self, Message};
 use crate::block::{BLOCK_VERSION, Block, Header};
 use crate::genesis::Genesis;
@@ -501,7 +501,9 @@ impl<S: Store> Engine<S> {
             shell.fail(format!("decided block {} is unknown", certificate.value_id));
             return;
         };
-        let executed = match shell.execute(&block) {
+        // The execution cached when the block was checked or built; taken, not cloned.
+        let cached = shell.executed.remove(&block.hash());
+        let executed = match cached.map_or_else(|| shell.execute(&block), Ok) {
             Ok(executed) => executed,
             Err(reason) => {
                 // More than two thirds of the voting power signed a block this node cannot execute: its state or
@@ -510,10 +512,7 @@ impl<S: Store> Engine<S> {
                 return;
             }
         };
-        let entry_ids: Vec<Id> = block
-            .entries()
-            .map(|bytes| protocol::Envelope::from_bytes(bytes).map(|envelope| envelope.id()).unwrap_or(Id([0; 32])))
-            .collect();
+        let entry_ids = executed.ids.clone();
         let stored = Stored { block: block.to_bytes(), certificate: wire::certificate_to_bytes(&certificate) };
         // The store holds the whole state: block 1 writes the genesis pairs too.
         let genesis_writes;
@@ -824,14 +823,4 @@ impl<S: Store> Shell<S> {
             ValueOrigin::Sync(response.peer),
         ));
     }
-}
-
-/// Signs a proposal as `signer` would: for tests of Byzantine behaviour.
-pub fn sign_proposal(signer: &Signer, proposal: Proposal) -> SignedMessage<Kos, Proposal> {
-    signer.sign_proposal(proposal)
-}
-
-/// The address of a key.
-pub fn address(key: PublicKey) -> Address {
-    Address(key)
 }

@@ -11,7 +11,6 @@
 //! `round` fields of votes, proposals and certificates are plain round numbers; `pol_round` and `valid_round` are
 //! `round + 1`, with 0 for none.
 
-use bytes::Bytes;
 use malachite_consensus::{LivenessMsg, ProposedValue, SignedConsensusMsg, WalEntry};
 use malachite_types::{
     CommitCertificate, CommitSignature, PolkaCertificate, PolkaSignature, Round, RoundCertificate,
@@ -358,9 +357,4 @@ pub fn wal_from_bytes(bytes: &[u8]) -> Result<WalEntry<Kos>, WireError> {
         }
         other => Err(WireError::Kind(other)),
     }
-}
-
-/// The bytes of a synced block, as the core's sync input wants them.
-pub fn block_bytes(block: &Block) -> Bytes {
-    Bytes::from(block.to_bytes())
 }
