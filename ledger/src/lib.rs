@@ -13,6 +13,7 @@ pub mod mempool;
 pub mod sim;
 pub mod state;
 pub mod store;
+pub mod verify;
 
 pub use block::{Block, Header};
 pub use genesis::Genesis;

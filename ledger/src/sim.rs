@@ -19,17 +19,15 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use malachite_consensus::PeerId;
-use malachite_types::{NilOrVal, SignedMessage, SigningProvider, SigningProviderExt, ThresholdParams};
+use malachite_types::{NilOrVal, SignedMessage, SigningProvider};
 use protocol::message::{Body, Transfer};
 use protocol::types::{Text, TokenId};
 use protocol::{Draft, Id, Keypair, NetworkId};
 
-use crate::block::Block;
-use crate::consensus::context::{Kos, Signer, ValidatorSet};
+use crate::consensus::context::Signer;
 use crate::consensus::engine::{Config, Effect, Engine, Timeouts, Timer};
-use crate::consensus::wire::{self, Message};
+use crate::consensus::wire::Message;
 use crate::genesis::Genesis;
-use crate::state::{BlockContext, State};
 use crate::store::{MemoryStore, Store};
 
 /// A small deterministic generator (SplitMix64).
@@ -608,7 +606,7 @@ impl Sim {
         }
         // Validity: replay the longest chain from genesis; check every certificate.
         if let Some(longest) = self.nodes.iter().max_by_key(|node| node.store.tip().unwrap_or(0))
-            && let Err(violation) = replay(&self.genesis, &longest.store)
+            && let Err(violation) = crate::verify::verify_store(&self.genesis, &longest.store)
         {
             self.violations.push(format!("validity: {violation}"));
         }
@@ -639,42 +637,4 @@ impl Sim {
             }
         }
     }
-}
-
-/// Replays a store's chain from genesis: every block's parent, certificate (more than 2/3 of the voting power of
-/// the validators of its height, valid signatures) and state root. Returns the first violation.
-pub fn replay(genesis: &Arc<Genesis>, store: &dyn Store) -> Result<u64, String> {
-    let ctx = Kos { network: genesis.network.clone() };
-    let verifier = Signer::new(genesis.network.clone(), &[0; 32]);
-    let mut state = State::genesis(genesis.clone());
-    let mut parent = genesis.hash;
-    let tip = store.tip().map_err(|error| error.to_string())?;
-    for height in 1..=tip {
-        let stored =
-            store.block(height).map_err(|error| error.to_string())?.ok_or(format!("block {height} missing"))?;
-        let block = Block::from_bytes(&stored.block).map_err(|error| format!("block {height}: {error}"))?;
-        let certificate = wire::certificate_from_bytes(&stored.certificate)
-            .map_err(|error| format!("certificate {height}: {error}"))?;
-        let validators = ValidatorSet::new(state.validators());
-        if block.header().parent != parent {
-            return Err(format!("block {height} does not follow its parent"));
-        }
-        if certificate.value_id != block.hash() || certificate.height.0 != height {
-            return Err(format!("certificate {height} is for another block"));
-        }
-        verifier
-            .verify_commit_certificate(&ctx, &certificate, &validators, ThresholdParams::default())
-            .map_err(|error| format!("certificate {height}: {error}"))?;
-        let header = block.header();
-        let context = BlockContext { height, time_ms: header.time_ms, proposer: header.proposer };
-        let executed = state
-            .execute(context, block.entries(), &|_| false)
-            .map_err(|(index, error)| format!("block {height} entry {index}: {error}"))?;
-        if executed.state_root != header.state_root {
-            return Err(format!("block {height}: replayed state root differs"));
-        }
-        state.apply(executed.writes, executed.lattice);
-        parent = block.hash();
-    }
-    Ok(tip)
 }

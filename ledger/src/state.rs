@@ -378,6 +378,21 @@ impl State {
         })
     }
 
+    /// One account's balances, by token.
+    pub fn account_balances(&self, account: &PublicKey) -> Vec<(TokenId, u64)> {
+        let mut start = vec![BALANCE];
+        start.extend_from_slice(account.as_bytes());
+        let mut end = start.clone();
+        end.push(0xff);
+        self.map
+            .range(start..end)
+            .filter_map(|(key, value)| {
+                let token = TokenId::new(std::str::from_utf8(key.get(33..)?).ok()?).ok()?;
+                Some((token, decode(value)?))
+            })
+            .collect()
+    }
+
     pub fn escrows(&self) -> impl Iterator<Item = (Id, Escrow)> + '_ {
         self.map
             .range(vec![ESCROW]..vec![ESCROW + 1])

@@ -141,7 +141,7 @@ const META_WAL_HEIGHT: &[u8] = b"wal-height";
 /// RocksDB storage: column families `blocks` (height → [block, certificate]), `state`, `index` (entry id →
 /// height, position) and `wal` (sequence → record), plus tip and WAL height in the default family.
 pub struct RocksStore {
-    db: rocksdb::DB,
+    db: Arc<rocksdb::DB>,
     wal_height: u64,
     wal_next: u64,
     wal_buffer: rocksdb::WriteBatch,
@@ -174,7 +174,21 @@ impl RocksStore {
             Some(item) => read_u64(&item?.0)? + 1,
             None => 0,
         };
-        Ok(RocksStore { db, wal_height, wal_next, wal_buffer: rocksdb::WriteBatch::default() })
+        Ok(RocksStore { db: Arc::new(db), wal_height, wal_next, wal_buffer: rocksdb::WriteBatch::default() })
+    }
+
+    /// Opens a store read-only (also while a node has it open): for export and verification.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<RocksReader> {
+        let options = rocksdb::Options::default();
+        let db = rocksdb::DB::open_cf_for_read_only(&options, path, [CF_BLOCKS, CF_STATE, CF_INDEX, CF_WAL], false)
+            .with_context(|| format!("opening the ledger database in {} to read", path.display()))?;
+        Ok(RocksReader { db: Arc::new(db) })
+    }
+
+    /// A read-only view of the committed blocks and the entry index that other threads can use (to serve sync
+    /// requests and queries) while the engine writes.
+    pub fn reader(&self) -> RocksReader {
+        RocksReader { db: self.db.clone() }
     }
 
     fn cf(&self, name: &str) -> anyhow::Result<&rocksdb::ColumnFamily> {
@@ -198,19 +212,88 @@ impl RocksStore {
     }
 }
 
+/// Reads of a RocksDB store shared between threads (see [`RocksStore::reader`]).
+#[derive(Clone)]
+pub struct RocksReader {
+    db: Arc<rocksdb::DB>,
+}
+
+fn rocks_tip(db: &rocksdb::DB) -> anyhow::Result<u64> {
+    match db.get(META_TIP)? {
+        Some(bytes) => read_u64(&bytes),
+        None => Ok(0),
+    }
+}
+
+fn rocks_block(db: &rocksdb::DB, height: u64) -> anyhow::Result<Option<Stored>> {
+    let cf = db.cf_handle(CF_BLOCKS).context("column family blocks")?;
+    let Some(bytes) = db.get_cf(cf, be(height))? else { return Ok(None) };
+    let (block, certificate): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+        serde_cbor::from_slice(&bytes).context("stored block record")?;
+    Ok(Some(Stored { block: block.into_vec(), certificate: certificate.into_vec() }))
+}
+
+fn rocks_locate(db: &rocksdb::DB, id: &Id) -> anyhow::Result<Option<(u64, u32)>> {
+    let cf = db.cf_handle(CF_INDEX).context("column family index")?;
+    let Some(bytes) = db.get_cf(cf, id.as_bytes())? else { return Ok(None) };
+    let height = read_u64(bytes.get(..8).context("index record")?)?;
+    let position = u32::from_be_bytes(bytes.get(8..12).context("index record")?.try_into()?);
+    Ok(Some((height, position)))
+}
+
+impl RocksReader {
+    /// The height of the last committed block.
+    pub fn tip(&self) -> anyhow::Result<u64> {
+        rocks_tip(&self.db)
+    }
+
+    pub fn block(&self, height: u64) -> anyhow::Result<Option<Stored>> {
+        rocks_block(&self.db, height)
+    }
+
+    /// Where a committed entry is: (height, position in the block).
+    pub fn locate(&self, id: &Id) -> anyhow::Result<Option<(u64, u32)>> {
+        rocks_locate(&self.db, id)
+    }
+
+    /// Certified blocks from `from` on (see [`blocks_from`]).
+    pub fn blocks_from(&self, from: u64, max: usize, bytes_max: usize) -> Vec<Stored> {
+        blocks_from(|height| self.block(height), from, max, bytes_max)
+    }
+}
+
+/// Blocks from `from` on, in height order, at most `max`, stopping before their bytes pass `bytes_max` (but at
+/// least one), or at the first height `block` has not (or fails to read).
+pub fn blocks_from(
+    block: impl Fn(u64) -> anyhow::Result<Option<Stored>>,
+    from: u64,
+    max: usize,
+    bytes_max: usize,
+) -> Vec<Stored> {
+    let mut blocks = Vec::new();
+    let mut bytes = 0;
+    for height in from..from.saturating_add(max as u64) {
+        match block(height) {
+            Ok(Some(stored)) => {
+                bytes += stored.block.len() + stored.certificate.len();
+                if !blocks.is_empty() && bytes > bytes_max {
+                    break;
+                }
+                blocks.push(stored);
+            }
+            _ => break,
+        }
+    }
+    blocks
+}
+
 impl Store for RocksStore {
     fn tip(&self) -> anyhow::Result<u64> {
-        match self.db.get(META_TIP)? {
-            Some(bytes) => read_u64(&bytes),
-            None => Ok(0),
-        }
+        rocks_tip(&self.db)
     }
 
     fn block(&self, height: u64) -> anyhow::Result<Option<Stored>> {
-        let Some(bytes) = self.db.get_cf(self.cf(CF_BLOCKS)?, be(height))? else { return Ok(None) };
-        let (block, certificate): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
-            serde_cbor::from_slice(&bytes).context("stored block record")?;
-        Ok(Some(Stored { block: block.into_vec(), certificate: certificate.into_vec() }))
+        rocks_block(&self.db, height)
     }
 
     fn state(&self) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
@@ -223,10 +306,7 @@ impl Store for RocksStore {
     }
 
     fn locate(&self, id: &Id) -> anyhow::Result<Option<(u64, u32)>> {
-        let Some(bytes) = self.db.get_cf(self.cf(CF_INDEX)?, id.as_bytes())? else { return Ok(None) };
-        let height = read_u64(bytes.get(..8).context("index record")?)?;
-        let position = u32::from_be_bytes(bytes.get(8..12).context("index record")?.try_into()?);
-        Ok(Some((height, position)))
+        rocks_locate(&self.db, id)
     }
 
     fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, entries: &[Id]) -> anyhow::Result<()> {

@@ -454,21 +454,7 @@ impl<S: Store> Engine<S> {
     /// Certified blocks from `from` on, at most `max` (or fewer when their bytes pass `bytes_max`), to serve a
     /// peer's sync request.
     pub fn blocks_from(&self, from: u64, max: usize, bytes_max: usize) -> Vec<Stored> {
-        let mut blocks = Vec::new();
-        let mut bytes = 0;
-        for height in from..from.saturating_add(max as u64) {
-            match self.shell.store.block(height) {
-                Ok(Some(stored)) => {
-                    bytes += stored.block.len() + stored.certificate.len();
-                    if !blocks.is_empty() && bytes > bytes_max {
-                        break;
-                    }
-                    blocks.push(stored);
-                }
-                _ => break,
-            }
-        }
-        blocks
+        crate::store::blocks_from(|height| self.shell.store.block(height), from, max, bytes_max)
     }
 
     fn feed(&mut self, input: Input<Kos>) {

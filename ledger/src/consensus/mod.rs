@@ -7,3 +7,5 @@ pub mod wire;
 
 pub use context::{Address, Height, Kos, Signer, ValidatorSet};
 pub use engine::{Commit, Config, Effect, Engine, Timeouts, Timer};
+/// The peer ids Malachite's core names senders by (the same bytes as libp2p's).
+pub use malachite_consensus::PeerId;
