@@ -58,6 +58,39 @@ pub struct Config {
     pub delivery_queue_len_max: usize,
     /// Receiver-side validation settings (clock skew, lifetime, size).
     pub validation: protocol::Config,
+    /// Where consensus messages go (the ledger validates them and reports back with
+    /// [`Handle::report_consensus`]); `None`: the node does not follow consensus.
+    pub consensus: Option<mpsc::Sender<ConsensusDelivery>>,
+    /// The committed blocks this node serves to peers that sync; `None`: it serves none.
+    pub blocks: Option<BlockSource>,
+}
+
+/// Committed blocks a node serves to syncing peers (read from another thread than the engine's).
+#[derive(Clone)]
+pub struct BlockSource(pub Arc<dyn Fn(u64, usize, usize) -> (u64, Vec<ledger::store::Stored>) + Send + Sync>);
+
+impl std::fmt::Debug for BlockSource {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("BlockSource")
+    }
+}
+
+impl BlockSource {
+    /// Serves the blocks of a RocksDB ledger.
+    pub fn rocks(reader: ledger::store::RocksReader) -> BlockSource {
+        BlockSource(Arc::new(move |from, max, bytes_max| {
+            (reader.tip().unwrap_or(0), reader.blocks_from(from, max, bytes_max))
+        }))
+    }
+}
+
+/// A consensus message from the network, not yet forwarded: the ledger decides whether it is valid.
+#[derive(Debug, Clone)]
+pub struct ConsensusDelivery {
+    pub bytes: Vec<u8>,
+    /// The peer that forwarded it.
+    pub source: PeerId,
+    pub message_id: libp2p::gossipsub::MessageId,
 }
 
 impl Config {
@@ -77,6 +110,8 @@ impl Config {
             peers_max: 64,
             peer_limits: budget::Limits::default(),
             delivery_queue_len_max: 4096,
+            consensus: None,
+            blocks: None,
         }
     }
 }
@@ -86,6 +121,8 @@ impl Config {
 pub struct Delivery {
     pub id: Id,
     pub envelope: Arc<Envelope>,
+    /// The envelope's bytes as they were signed.
+    pub bytes: Arc<[u8]>,
     pub topic: Topic,
     /// The peer that forwarded it to us (not necessarily its author).
     pub source: PeerId,
@@ -116,19 +153,28 @@ impl Stats {
     }
 }
 
-/// A request on `/kos/<network>/sync/1` (CBOR; at most 4 KiB). Ledger sync requests join this enum in issue 5.
+/// A request on `/kos/<network>/sync/1` (CBOR; at most 4 KiB).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Request {
     /// The unexpired offers the peer has seen in a pool, newest last, at most `limit` (capped at
     /// [`RECENT_OFFERS_PER_RESPONSE_MAX`]).
     RecentOffers { pool: [u8; 32], limit: u32 },
+    /// Committed blocks with their certificates from height `from` on, at most `max` (capped at
+    /// [`BLOCKS_PER_RESPONSE_MAX`] and [`BLOCKS_RESPONSE_BYTES_MAX`]).
+    Blocks { from: u64, max: u32 },
 }
+
+/// A block and its commit certificate, as sync carries them.
+pub type SyncedBlock = (serde_bytes::ByteBuf, serde_bytes::ByteBuf);
 
 /// The answer to a [`Request`] (CBOR; at most 4 MiB).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Response {
     /// Signed envelopes as they were gossiped; the receiver validates each one.
     RecentOffers { offers: Vec<serde_bytes::ByteBuf> },
+    /// The responder's last committed height, and its blocks from the requested height on (none if it has
+    /// none); the receiver verifies each certificate and block.
+    Blocks { tip: u64, blocks: Vec<SyncedBlock> },
     /// The request was refused (over budget, unknown pool).
     Refused { reason: String },
 }
@@ -137,6 +183,10 @@ pub enum Response {
 pub const RECENT_OFFERS_PER_RESPONSE_MAX: usize = 256;
 /// Most recent offers a node keeps per pool it serves.
 pub const RECENT_OFFERS_PER_POOL_MAX: usize = 1024;
+/// Most blocks in one sync response.
+pub const BLOCKS_PER_RESPONSE_MAX: usize = 256;
+/// Most bytes of blocks and certificates in one sync response (more only when a single block is larger).
+pub const BLOCKS_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +229,9 @@ pub(crate) enum Command {
     TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
     OverBudget { peer: PeerId, reply: oneshot::Sender<u64> },
     Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, Error>> },
+    Respond { channel: libp2p::request_response::ResponseChannel<Response>, response: Response },
+    ReportConsensus { message_id: libp2p::gossipsub::MessageId, source: PeerId, valid: bool },
+    Penalize { peer: PeerId, reason: String },
     Shutdown,
 }
 
@@ -289,6 +342,7 @@ impl Handle {
         let offers = match response {
             Response::RecentOffers { offers } => offers,
             Response::Refused { reason } => return Err(Error::Request(peer, reason)),
+            Response::Blocks { .. } => return Err(Error::Request(peer, "answered another request".into())),
         };
         let topic = Topic::Pool(pool_digest);
         let mut valid = Vec::with_capacity(offers.len().min(RECENT_OFFERS_PER_RESPONSE_MAX));
@@ -303,6 +357,38 @@ impl Handle {
             }
         }
         Ok(valid)
+    }
+
+    /// Asks a peer for committed blocks from height `from` on. Returns the peer's tip and the blocks, unverified:
+    /// the ledger verifies every certificate.
+    pub async fn blocks(&self, peer: PeerId, from: u64, max: u32) -> Result<(u64, Vec<ledger::store::Stored>), Error> {
+        let request = Request::Blocks { from, max };
+        match self.ask(|reply| Command::Request { peer, request, reply }).await?? {
+            Response::Blocks { tip, blocks } => Ok((
+                tip,
+                blocks
+                    .into_iter()
+                    .take(BLOCKS_PER_RESPONSE_MAX)
+                    .map(|(block, certificate)| ledger::store::Stored {
+                        block: block.into_vec(),
+                        certificate: certificate.into_vec(),
+                    })
+                    .collect(),
+            )),
+            Response::Refused { reason } => Err(Error::Request(peer, reason)),
+            Response::RecentOffers { .. } => Err(Error::Request(peer, "answered another request".into())),
+        }
+    }
+
+    /// Tells gossipsub whether a consensus message is valid: valid ones are forwarded, invalid ones count against
+    /// the peer that sent them.
+    pub async fn report_consensus(&self, message_id: libp2p::gossipsub::MessageId, source: PeerId, valid: bool) {
+        let _ = self.commands.send(Command::ReportConsensus { message_id, source, valid }).await;
+    }
+
+    /// Lowers a peer's score for something provably wrong it sent outside gossip validation (a bad synced block).
+    pub async fn penalize(&self, peer: PeerId, reason: String) {
+        let _ = self.commands.send(Command::Penalize { peer, reason }).await;
     }
 
     /// Stops the network task (connections close).

@@ -27,6 +27,9 @@ use super::{
     Request, Response, Stats, Topic,
 };
 
+/// What a proven fault (an invalid synced block, say) adds to a peer's penalty; the application score is minus
+/// the penalty, so this alone puts the peer past the publish threshold until it decays.
+const PENALTY_PROVEN_FAULT: f64 = 60.0;
 /// Commands waiting for the network task.
 const COMMAND_QUEUE_LEN_MAX: usize = 256;
 /// Connections to one peer at once.
@@ -38,6 +41,11 @@ const REPLAY_AUTHORS_MAX: usize = 100_000;
 const REPLAY_WINDOW: usize = 64;
 /// Room for gossipsub's own fields (source, sequence number, signature, key) around our envelope.
 const GOSSIP_OVERHEAD_BYTES: usize = 1024;
+/// Largest consensus message: a proposal carrying a block of up to the genesis' default `block_bytes_max`
+/// (4 MiB), with room for its header and signature.
+pub const CONSENSUS_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024 + 64 * 1024;
+/// Block reads for syncing peers running at once; more requests are refused as busy.
+const BLOCK_READS_MAX: usize = 4;
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -56,7 +64,7 @@ struct Behaviour {
 
 /// Largest request and response on the sync protocol.
 const REQUEST_BYTES_MAX: u64 = 4 * 1024;
-const RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+const RESPONSE_BYTES_MAX: u64 = 2 * super::BLOCKS_RESPONSE_BYTES_MAX as u64;
 
 fn sync_behaviour(config: &Config) -> anyhow::Result<request_response::cbor::Behaviour<Request, Response>> {
     let protocol =
@@ -119,13 +127,23 @@ fn topic_score_parameters() -> gossipsub::TopicScoreParams {
     }
 }
 
-fn gossipsub_behaviour(identity: &libp2p::identity::Keypair) -> anyhow::Result<gossipsub::Behaviour> {
-    let gossip_config = gossipsub::ConfigBuilder::default()
+fn gossipsub_behaviour(
+    identity: &libp2p::identity::Keypair,
+    network: &protocol::NetworkId,
+) -> anyhow::Result<gossipsub::Behaviour> {
+    let mut builder = gossipsub::ConfigBuilder::default();
+    // Consensus proposals carry whole blocks; the envelope topics known in advance keep the envelope limit
+    // (pool topics are checked by envelope validation, which rejects anything larger).
+    builder.max_transmit_size(CONSENSUS_MESSAGE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES);
+    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter] {
+        let hash = gossipsub::IdentTopic::new(topic.name(network)).hash();
+        builder.max_transmit_size_for_topic(protocol::limits::ENVELOPE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES, hash);
+    }
+    let gossip_config = builder
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
         // A message's id is the blake3 digest of its bytes: two copies of one message are one message.
         .message_id_fn(|message: &gossipsub::Message| MessageId::new(blake3::hash(&message.data).as_bytes()))
-        .max_transmit_size(protocol::limits::ENVELOPE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES)
         .max_messages_per_rpc(Some(512))
         .heartbeat_interval(Duration::from_millis(700))
         .heartbeat_initial_delay(Duration::from_millis(100))
@@ -188,7 +206,7 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
                         .with_agent_version(format!("kos/{}", env!("CARGO_PKG_VERSION"))),
                 ),
                 kademlia: Toggle::from(kademlia),
-                gossipsub: gossipsub_behaviour(identity)?,
+                gossipsub: gossipsub_behaviour(identity, &config.network)?,
                 mdns: Toggle::from(mdns),
                 autonat: autonat::Behaviour::new(local_peer_id, autonat_config),
                 dcutr: dcutr::Behaviour::new(local_peer_id),
@@ -271,6 +289,8 @@ pub async fn spawn(
         validation: config.validation.clone(),
     };
     let task = Task {
+        commands: handle.commands.downgrade(),
+        block_reads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         budgets: Budgets::new(Uniform(config.peer_limits), usize::try_from(config.peers_max).unwrap_or(64)),
         replay: Guard::new(REPLAY_AUTHORS_MAX, REPLAY_WINDOW),
         kademlia_protocol: kademlia_protocol(&config)?,
@@ -292,6 +312,10 @@ pub async fn spawn(
 
 struct Task {
     swarm: Swarm<Behaviour>,
+    /// For work finished off the task (block reads) to come back as commands.
+    commands: mpsc::WeakSender<Command>,
+    /// Block reads for syncing peers in flight.
+    block_reads: Arc<std::sync::atomic::AtomicUsize>,
     config: Config,
     stats: Arc<Stats>,
     deliveries: mpsc::Sender<Delivery>,
@@ -338,7 +362,9 @@ impl Task {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Publish { topic, bytes, reply } => {
-                if let Ok(envelope) = protocol::Envelope::from_bytes(&bytes) {
+                if let Topic::Pool(_) = topic
+                    && let Ok(envelope) = protocol::Envelope::from_bytes(&bytes)
+                {
                     self.remember(topic, &envelope, envelope.id(), &bytes);
                 }
                 let gossip_topic = self.gossip_topic(&topic);
@@ -423,6 +449,19 @@ impl Task {
                     self.requests.insert(id, reply);
                 }
             }
+            Command::Respond { channel, response } => {
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+            }
+            Command::ReportConsensus { message_id, source, valid } => {
+                Stats::bump(if valid { &self.stats.accepted } else { &self.stats.rejected });
+                let acceptance = if valid { MessageAcceptance::Accept } else { MessageAcceptance::Reject };
+                self.report(&message_id, &source, acceptance);
+            }
+            Command::Penalize { peer, reason } => {
+                debug!(%peer, %reason, "peer penalized");
+                Stats::bump(&self.stats.rejected);
+                *self.penalties.entry(peer).or_insert(0.0) += PENALTY_PROVEN_FAULT;
+            }
             Command::Shutdown => {}
         }
     }
@@ -469,6 +508,9 @@ impl Task {
     fn on_sync(&mut self, event: request_response::Event<Request, Response>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request: Request::Blocks { from, max }, channel, .. } => {
+                    self.serve_blocks(&peer, from, max, channel)
+                }
                 request_response::Message::Request { request, channel, .. } => {
                     let response = self.answer(&peer, request);
                     let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
@@ -491,6 +533,48 @@ impl Task {
         }
     }
 
+    /// Answers a request for blocks off the task (reading them may take a while), bounded by [`BLOCK_READS_MAX`].
+    fn serve_blocks(
+        &mut self,
+        peer: &PeerId,
+        from: u64,
+        max: u32,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let refuse = |reason: &str| Response::Refused { reason: reason.into() };
+        let refusal = if self.budgets.charge(peer, REQUEST_BYTES_MAX, now_ms()) == BudgetVerdict::Over {
+            Stats::bump(&self.stats.throttled);
+            Some(refuse("over budget"))
+        } else if self.config.blocks.is_none() {
+            Some(refuse("this node serves no blocks"))
+        } else if self.block_reads.load(Ordering::Relaxed) >= BLOCK_READS_MAX {
+            Some(refuse("busy"))
+        } else {
+            None
+        };
+        let (Some(source), Some(commands), None) = (self.config.blocks.clone(), self.commands.upgrade(), &refusal)
+        else {
+            let response = refusal.unwrap_or_else(|| refuse("shutting down"));
+            let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+            return;
+        };
+        let reads = self.block_reads.clone();
+        reads.fetch_add(1, Ordering::Relaxed);
+        let max = usize::try_from(max).unwrap_or(usize::MAX).min(super::BLOCKS_PER_RESPONSE_MAX);
+        tokio::task::spawn_blocking(move || {
+            let (tip, blocks) = (source.0)(from, max, super::BLOCKS_RESPONSE_BYTES_MAX);
+            let blocks = blocks
+                .into_iter()
+                .map(|stored| {
+                    (serde_bytes::ByteBuf::from(stored.block), serde_bytes::ByteBuf::from(stored.certificate))
+                })
+                .collect();
+            reads.fetch_sub(1, Ordering::Relaxed);
+            let _ = commands.blocking_send(Command::Respond { channel, response: Response::Blocks { tip, blocks } });
+        });
+    }
+
     /// Answers a peer's request; requests count against the peer's message budget like gossip does.
     fn answer(&mut self, peer: &PeerId, request: Request) -> Response {
         if self.budgets.charge(peer, REQUEST_BYTES_MAX, now_ms()) == BudgetVerdict::Over {
@@ -511,6 +595,7 @@ impl Task {
                     live.into_iter().skip(skip).map(|bytes| serde_bytes::ByteBuf::from(bytes.clone())).collect();
                 Response::RecentOffers { offers }
             }
+            Request::Blocks { .. } => Response::Refused { reason: "blocks are served apart".into() },
         }
     }
 
@@ -595,15 +680,25 @@ impl Task {
 
     fn on_gossip(&mut self, source: PeerId, message_id: MessageId, message: gossipsub::Message) {
         let now_ms = now_ms();
-        let bytes = u64::try_from(message.data.len()).unwrap_or(u64::MAX);
+        let topic = self.topics.get(&message.topic).copied();
+        // A consensus message is charged as one message of at most an envelope's size: proposals are large by
+        // nature, and an invalid one costs its sender far more through the ledger's verdict.
+        let charged = match topic {
+            Some(Topic::Consensus) => message.data.len().min(protocol::limits::ENVELOPE_BYTES_MAX),
+            _ => message.data.len(),
+        };
+        let bytes = u64::try_from(charged).unwrap_or(u64::MAX);
         if self.budgets.charge(&source, bytes, now_ms) == BudgetVerdict::Over {
             Stats::bump(&self.stats.throttled);
             *self.penalties.entry(source).or_insert(0.0) += 1.0;
             return self.report(&message_id, &source, MessageAcceptance::Ignore);
         }
-        let Some(topic) = self.topics.get(&message.topic).copied() else {
+        let Some(topic) = topic else {
             return self.report(&message_id, &source, MessageAcceptance::Ignore);
         };
+        if topic == Topic::Consensus {
+            return self.on_consensus(source, message_id, message.data);
+        }
         let validated = match protocol::validate(&message.data, &self.config.validation, now_ms) {
             Ok(validated) => validated,
             Err(error) => {
@@ -644,9 +739,22 @@ impl Task {
         Stats::bump(&self.stats.accepted);
         self.report(&message_id, &source, MessageAcceptance::Accept);
         self.remember(topic, &envelope, validated.id, &message.data);
-        let delivery = Delivery { id: validated.id, envelope: Arc::new(envelope), topic, source };
+        let delivery =
+            Delivery { id: validated.id, envelope: Arc::new(envelope), bytes: message.data.into(), topic, source };
         if self.deliveries.try_send(delivery).is_err() {
             Stats::bump(&self.stats.delivery_dropped);
+        }
+    }
+
+    /// Hands a consensus message to the ledger, which reports whether it is valid; until then gossipsub holds it.
+    fn on_consensus(&mut self, source: PeerId, message_id: MessageId, bytes: Vec<u8>) {
+        let Some(ledger) = &self.config.consensus else {
+            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+        };
+        let delivery = super::ConsensusDelivery { bytes, source, message_id: message_id.clone() };
+        if ledger.try_send(delivery).is_err() {
+            Stats::bump(&self.stats.delivery_dropped);
+            self.report(&message_id, &source, MessageAcceptance::Ignore);
         }
     }
 

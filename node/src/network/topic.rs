@@ -6,6 +6,7 @@
 //! | `/kos/<network>/barter/1` | barter offers |
 //! | `/kos/<network>/readings/1` | meter readings |
 //! | `/kos/<network>/ledger/1` | entries for the ledger: transfers, settlements, barter cycles, proposals, votes |
+//! | `/kos/<network>/consensus/1` | consensus messages (proposals with their blocks, votes, certificates), not envelopes |
 
 use protocol::message::{Body, PoolId};
 use protocol::{Envelope, Id, Kind, NetworkId};
@@ -18,6 +19,8 @@ pub enum Topic {
     Barter,
     Readings,
     Ledger,
+    /// Consensus messages (PROTOCOL.md §11); validated by the ledger, not by envelope rules.
+    Consensus,
 }
 
 impl Topic {
@@ -33,6 +36,7 @@ impl Topic {
             Topic::Barter => format!("/kos/{network}/barter/1"),
             Topic::Readings => format!("/kos/{network}/readings/1"),
             Topic::Ledger => format!("/kos/{network}/ledger/1"),
+            Topic::Consensus => format!("/kos/{network}/consensus/1"),
         }
     }
 
@@ -44,6 +48,7 @@ impl Topic {
             "barter" => Some(Topic::Barter),
             "readings" => Some(Topic::Readings),
             "ledger" => Some(Topic::Ledger),
+            "consensus" => Some(Topic::Consensus),
             _ => Id::from_hex(rest.strip_prefix("pool/")?).ok().map(Topic::Pool),
         }
     }
@@ -84,7 +89,7 @@ mod tests {
     fn names_round_trip_and_are_bound_to_the_network() {
         let network = NetworkId::new("kos-devnet").unwrap();
         let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
-        for topic in [Topic::pool(&pool), Topic::Barter, Topic::Readings, Topic::Ledger] {
+        for topic in [Topic::pool(&pool), Topic::Barter, Topic::Readings, Topic::Ledger, Topic::Consensus] {
             let name = topic.name(&network);
             assert_eq!(Topic::parse(&name, &network), Some(topic), "{name}");
             assert_eq!(Topic::parse(&name, &NetworkId::new("kos-other").unwrap()), None);
