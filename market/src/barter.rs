@@ -1,0 +1,273 @@
+//! Token-free barter: closed cycles of "give X of A, want Y of B" offers in which every participant receives at
+//! least its asked ratio.
+//!
+//! Leg `i` of a cycle gives `g_i` of its resource to leg `i + 1` (the last leg gives to the first), so leg `i`
+//! receives `g_{i−1}`. A leg's ratio holds when `g_{i−1} · give_quantity_i ≥ want_quantity_i · g_i` — the same
+//! integer condition the ledger checks — and a leg never gives more than it has left.
+//!
+//! # Search
+//! Offer `i` can give to offer `j` when `i` gives the resource `j` wants. Cycles are searched shortest first
+//! (iterative deepening from 2 legs to `legs_max`), each from its lowest-index offer through higher-index offers
+//! only (so each cycle is met once), depth first in index order, with no author twice. The first cycle whose
+//! quantities are all positive is taken, the offers' quantities are reduced, and the search goes on. Everything
+//! follows the order of the offers given, so callers that pass them sorted (by message id) all find the same cycles.
+//! A budget of expansions bounds the work on hostile input.
+//!
+//! # Quantities
+//! For a cycle, the largest feasible `g_0` is found by descending iteration: start from what leg 0 has left, push
+//! it round the cycle with `g_i = min(left_i, ⌊g_{i−1} · give_i / want_i⌋)`, and set `g_0` to what comes back
+//! (`⌊g_{k−1} · give_0 / want_0⌋`) until it no longer shrinks. The map is monotone, so the descent stops at the
+//! greatest feasible `g_0`; cycles whose ratios multiply to less than 1 are refused before it starts (they are
+//! feasible only at 0), and a descent longer than [`DESCENT_STEPS_MAX`] steps is given up.
+
+/// A barter offer open for matching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer<K, A, R> {
+    pub id: K,
+    pub author: A,
+    pub give: R,
+    pub give_quantity: u64,
+    pub want: R,
+    pub want_quantity: u64,
+    /// How much of `give_quantity` is still unmatched.
+    pub left: u64,
+}
+
+/// One leg of a found cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leg<K> {
+    pub offer: K,
+    /// What this leg gives to the next.
+    pub give_quantity: u64,
+}
+
+/// A closed cycle: leg `i` gives to leg `i + 1`, the last to the first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cycle<K> {
+    pub legs: Vec<Leg<K>>,
+}
+
+/// Steps of the quantity descent before a cycle is given up.
+pub const DESCENT_STEPS_MAX: usize = 128;
+
+/// Finds disjoint-in-quantity barter cycles of 2 to `legs_max` legs among `offers`, within `expansions_max` search
+/// steps.
+pub fn find_cycles<K: Clone, A: Eq, R: Eq>(
+    offers: &[Offer<K, A, R>],
+    legs_max: usize,
+    expansions_max: usize,
+) -> Vec<Cycle<K>> {
+    let mut left: Vec<u64> = offers.iter().map(|o| o.left.min(o.give_quantity)).collect();
+    let mut budget = expansions_max;
+    let mut cycles = Vec::new();
+    for legs in 2..=legs_max.max(2) {
+        for start in 0..offers.len() {
+            while left[start] > 0 {
+                let mut path = vec![start];
+                let Some(gives) = search(offers, &left, legs, &mut path, &mut budget) else { break };
+                for (index, give) in path.iter().zip(&gives) {
+                    left[*index] -= give;
+                }
+                cycles.push(Cycle {
+                    legs: path
+                        .iter()
+                        .zip(gives)
+                        .map(|(index, give_quantity)| Leg { offer: offers[*index].id.clone(), give_quantity })
+                        .collect(),
+                });
+            }
+            if budget == 0 {
+                return cycles;
+            }
+        }
+    }
+    cycles
+}
+
+/// Depth-first search for a feasible cycle of exactly `legs` legs extending `path`; leaves the cycle in `path`.
+fn search<K, A: Eq, R: Eq>(
+    offers: &[Offer<K, A, R>],
+    left: &[u64],
+    legs: usize,
+    path: &mut Vec<usize>,
+    budget: &mut usize,
+) -> Option<Vec<u64>> {
+    let start = path[0];
+    let last = path[path.len() - 1];
+    if path.len() == legs {
+        if offers[last].give != offers[start].want {
+            return None;
+        }
+        return quantities(offers, left, path);
+    }
+    for next in start + 1..offers.len() {
+        if *budget == 0 {
+            return None;
+        }
+        *budget -= 1;
+        let candidate = &offers[next];
+        if left[next] == 0
+            || offers[last].give != candidate.want
+            || path.iter().any(|index| offers[*index].author == candidate.author)
+        {
+            continue;
+        }
+        path.push(next);
+        if let Some(gives) = search(offers, left, legs, path, budget) {
+            return Some(gives);
+        }
+        path.pop();
+    }
+    None
+}
+
+/// The greatest feasible gives around `cycle`, or `None` if some leg would give 0.
+fn quantities<K, A, R>(offers: &[Offer<K, A, R>], left: &[u64], cycle: &[usize]) -> Option<Vec<u64>> {
+    let ratio = |index: usize| (offers[index].give_quantity, offers[index].want_quantity);
+    if !product_at_least(cycle.iter().map(|i| ratio(*i).0), cycle.iter().map(|i| ratio(*i).1)) {
+        return None;
+    }
+    let pass = |quantity: u64, index: usize| {
+        let (give, want) = ratio(index);
+        let scaled = u128::from(quantity) * u128::from(give) / u128::from(want.max(1));
+        u64::try_from(scaled).unwrap_or(u64::MAX).min(left[index])
+    };
+    let mut first = left[cycle[0]];
+    for _ in 0..DESCENT_STEPS_MAX {
+        let mut gives = Vec::with_capacity(cycle.len());
+        gives.push(first);
+        let mut quantity = first;
+        for index in &cycle[1..] {
+            quantity = pass(quantity, *index);
+            gives.push(quantity);
+        }
+        let back = pass(quantity, cycle[0]);
+        if back == 0 {
+            return None;
+        }
+        if back >= first {
+            return gives.iter().all(|give| *give > 0).then_some(gives);
+        }
+        first = back;
+    }
+    None
+}
+
+/// `Π left ≥ Π right` exactly, with products of up to 8 u64 factors in 512-bit limbs.
+fn product_at_least(left: impl Iterator<Item = u64>, right: impl Iterator<Item = u64>) -> bool {
+    let product = |factors: &mut dyn Iterator<Item = u64>| {
+        let mut limbs = vec![1u64];
+        for factor in factors {
+            let mut carry = 0u128;
+            for limb in &mut limbs {
+                let value = u128::from(*limb) * u128::from(factor) + carry;
+                *limb = value as u64; // the low 64 bits; the high bits carry on
+                carry = value >> 64;
+            }
+            if carry > 0 {
+                limbs.push(carry as u64);
+            }
+        }
+        while limbs.len() > 1 && limbs.last() == Some(&0) {
+            limbs.pop();
+        }
+        limbs
+    };
+    let (mut left, mut right) = (left, right);
+    let (a, b) = (product(&mut left), product(&mut right));
+    if a.len() != b.len() {
+        return a.len() > b.len();
+    }
+    a.iter().rev().cmp(b.iter().rev()) != std::cmp::Ordering::Less
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn offer(id: u32, author: u8, give: u8, give_quantity: u64, want: u8, want_quantity: u64) -> Offer<u32, u8, u8> {
+        Offer { id, author, give, give_quantity, want, want_quantity, left: give_quantity }
+    }
+
+    #[test]
+    fn a_three_party_cycle_is_found() {
+        // Energy (0) → compute (1) → bandwidth (2) → energy.
+        let offers = [
+            offer(1, 1, 0, 1_000, 2, 100), // gives 1000 energy, wants 100 bandwidth
+            offer(2, 2, 1, 50, 0, 1_000),  // gives 50 compute, wants 1000 energy
+            offer(3, 3, 2, 100, 1, 50),    // gives 100 bandwidth, wants 50 compute
+        ];
+        let cycles = find_cycles(&offers, 8, 10_000);
+        assert_eq!(cycles.len(), 1);
+        let legs: Vec<(u32, u64)> = cycles[0].legs.iter().map(|l| (l.offer, l.give_quantity)).collect();
+        assert_eq!(legs, vec![(1, 1_000), (2, 50), (3, 100)]);
+    }
+
+    #[test]
+    fn greedy_ratios_do_not_close() {
+        // Each wants more than the previous gives: the ratios multiply to less than 1.
+        let offers = [offer(1, 1, 0, 100, 1, 101), offer(2, 2, 1, 100, 0, 100)];
+        assert!(find_cycles(&offers, 8, 10_000).is_empty());
+        // The same author on both sides is never matched with itself.
+        let own = [offer(1, 1, 0, 100, 1, 100), offer(2, 1, 1, 100, 0, 100)];
+        assert!(find_cycles(&own, 8, 10_000).is_empty());
+    }
+
+    #[test]
+    fn the_largest_exchange_is_taken() {
+        // Leg 2 would take 50 energy for 100 compute; leg 1 gives up to 100 energy at 1:1. The cycle trades the
+        // most leg 0 can give (100), which leaves leg 2 above its ratio.
+        let offers = [offer(1, 1, 0, 100, 1, 100), offer(2, 2, 1, 100, 0, 50)];
+        let cycles = find_cycles(&offers, 2, 100);
+        let legs: Vec<(u32, u64)> = cycles[0].legs.iter().map(|l| (l.offer, l.give_quantity)).collect();
+        assert_eq!(legs, vec![(1, 100), (2, 100)]);
+    }
+
+    #[test]
+    fn products_compare_exactly() {
+        assert!(product_at_least([u64::MAX; 8].into_iter(), [u64::MAX; 8].into_iter()));
+        assert!(!product_at_least([u64::MAX - 1, u64::MAX].into_iter(), [u64::MAX, u64::MAX].into_iter()));
+        assert!(product_at_least([3, 4].into_iter(), [2, 6].into_iter()));
+        assert!(!product_at_least([3, 4].into_iter(), [13].into_iter()));
+    }
+
+    proptest! {
+        #[test]
+        fn cycles_respect_every_ratio_and_quantity(
+            raw in prop::collection::vec((0u8..5, 0u8..3, 1u64..60, 0u8..3, 1u64..60), 2..12),
+            legs_max in 2usize..5,
+        ) {
+            let offers: Vec<Offer<u32, u8, u8>> = raw
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.1 != r.3)
+                .map(|(i, r)| offer(i as u32, r.0, r.1, r.2, r.3, r.4))
+                .collect();
+            let cycles = find_cycles(&offers, legs_max, 100_000);
+            prop_assert_eq!(&cycles, &find_cycles(&offers, legs_max, 100_000), "deterministic");
+            let mut given = std::collections::HashMap::new();
+            for cycle in &cycles {
+                let k = cycle.legs.len();
+                prop_assert!((2..=legs_max).contains(&k));
+                let legs: Vec<&Offer<u32, u8, u8>> = cycle.legs.iter().map(|l| &offers[l.offer as usize]).collect();
+                let mut authors: Vec<u8> = legs.iter().map(|o| o.author).collect();
+                authors.sort_unstable();
+                authors.dedup();
+                prop_assert_eq!(authors.len(), k, "an author twice");
+                for i in 0..k {
+                    let previous = (i + k - 1) % k;
+                    prop_assert!(legs[previous].give == legs[i].want);
+                    let received = u128::from(cycle.legs[previous].give_quantity) * u128::from(legs[i].give_quantity);
+                    let asked = u128::from(legs[i].want_quantity) * u128::from(cycle.legs[i].give_quantity);
+                    prop_assert!(received >= asked, "ratio violated");
+                    prop_assert!(cycle.legs[i].give_quantity > 0);
+                    *given.entry(cycle.legs[i].offer).or_insert(0u64) += cycle.legs[i].give_quantity;
+                }
+            }
+            for (id, total) in given {
+                prop_assert!(total <= offers[id as usize].give_quantity);
+            }
+        }
+    }
+}
