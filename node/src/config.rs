@@ -24,6 +24,58 @@ pub struct Config {
     pub key_file: Option<PathBuf>,
     pub p2p: P2p,
     pub limits: Limits,
+    pub ledger: Ledger,
+    pub api: Api,
+}
+
+/// The replicated ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ledger {
+    /// The network's genesis file (validators, tokens, parameters); default `<data-dir>/genesis.toml`. Without
+    /// one the node only gossips and keeps no ledger.
+    pub genesis: Option<PathBuf>,
+    /// The RocksDB directory; default `<data-dir>/ledger`.
+    pub path: Option<PathBuf>,
+    /// How long a proposer with nothing to include waits before proposing an empty block.
+    pub empty_block_ms: u64,
+    /// Pause after each commit so that entries gather into fuller blocks.
+    pub commit_wait_ms: u64,
+    /// The consensus propose timeout (the others scale with it: prevote and precommit a third of it).
+    pub propose_timeout_ms: u64,
+    /// Most entries waiting in the mempool, and per author.
+    pub mempool_entries_max: usize,
+    pub mempool_entries_per_author_max: usize,
+}
+
+/// The HTTP API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Api {
+    /// Address to serve on; loopback by default (write endpoints need the token in `<data-dir>/api.token`).
+    /// Empty: no API.
+    pub listen: String,
+}
+
+impl Default for Api {
+    fn default() -> Api {
+        Api { listen: "127.0.0.1:7080".into() }
+    }
+}
+
+impl Default for Ledger {
+    fn default() -> Ledger {
+        let engine = ledger::consensus::Config::default();
+        Ledger {
+            genesis: None,
+            path: None,
+            empty_block_ms: engine.empty_block_ms,
+            commit_wait_ms: engine.commit_wait_ms,
+            propose_timeout_ms: engine.timeouts.propose_ms,
+            mempool_entries_max: engine.mempool.entries_max,
+            mempool_entries_per_author_max: engine.mempool.per_author_max,
+        }
+    }
 }
 
 /// Peer-to-peer settings.
@@ -76,6 +128,8 @@ impl Default for Config {
             key_file: None,
             p2p: P2p::default(),
             limits: Limits::default(),
+            ledger: Ledger::default(),
+            api: Api::default(),
         }
     }
 }
@@ -118,6 +172,11 @@ pub struct Checked {
     pub network: network::Config,
     pub pools: Vec<PoolId>,
     pub log: String,
+    /// `None`: no genesis file, no ledger.
+    pub ledger: Option<crate::ledger::Settings>,
+    /// `None`: no API.
+    pub api: Option<std::net::SocketAddr>,
+    pub data_dir: PathBuf,
 }
 
 fn addresses(what: &str, texts: &[String]) -> anyhow::Result<Vec<Multiaddr>> {
@@ -134,7 +193,57 @@ impl Config {
         }
     }
 
-    /// Checks every field and builds the subsystems' settings.
+    /// The ledger's settings: `None` when there is no genesis file (none configured and none in the data
+    /// directory).
+    pub fn ledger_settings(&self, data_dir: &Path) -> anyhow::Result<Option<crate::ledger::Settings>> {
+        let default_genesis = data_dir.join("genesis.toml");
+        let genesis_path = match &self.ledger.genesis {
+            Some(path) => path.clone(),
+            None if default_genesis.exists() => default_genesis,
+            None => return Ok(None),
+        };
+        let genesis = ledger::Genesis::load(&genesis_path)
+            .with_context(|| format!("ledger.genesis: reading {}", genesis_path.display()))?;
+        if genesis.network.as_str() != self.network {
+            bail!(
+                "the genesis file {} is for network {:?}, the config joins {:?}: use the genesis of the network \
+                 you join",
+                genesis_path.display(),
+                genesis.network.as_str(),
+                self.network
+            );
+        }
+        let ledger = &self.ledger;
+        if ledger.propose_timeout_ms < 100
+            || ledger.mempool_entries_max == 0
+            || ledger.mempool_entries_per_author_max == 0
+        {
+            bail!("ledger: propose_timeout_ms must be at least 100 and the mempool limits more than 0");
+        }
+        let mut engine = ledger::consensus::Config {
+            empty_block_ms: ledger.empty_block_ms,
+            commit_wait_ms: ledger.commit_wait_ms,
+            ..Default::default()
+        };
+        let third = (ledger.propose_timeout_ms / 3).max(50);
+        engine.timeouts = ledger::consensus::Timeouts {
+            propose_ms: ledger.propose_timeout_ms,
+            prevote_ms: third,
+            precommit_ms: third,
+            rebroadcast_ms: ledger.propose_timeout_ms * 2 / 3,
+            step_ms: (third / 2).max(25),
+        };
+        engine.mempool.entries_max = ledger.mempool_entries_max;
+        engine.mempool.per_author_max = ledger.mempool_entries_per_author_max;
+        Ok(Some(crate::ledger::Settings {
+            genesis: std::sync::Arc::new(genesis),
+            path: ledger.path.clone().unwrap_or_else(|| data_dir.join("ledger")),
+            engine,
+        }))
+    }
+
+    /// Checks every field and builds the subsystems' settings; the ledger's come from
+    /// [`Config::ledger_settings`].
     pub fn validate(&self) -> anyhow::Result<Checked> {
         let network_id = NetworkId::new(self.network.clone()).context("network")?;
         let listen = addresses("p2p.listen", &self.p2p.listen)?;
@@ -186,7 +295,12 @@ impl Config {
             lifetime_ms_max: limits.message_lifetime_ms_max,
             envelope_bytes_max: protocol::limits::ENVELOPE_BYTES_MAX,
         };
-        Ok(Checked { network, pools, log: self.log.clone() })
+        let api = if self.api.listen.is_empty() {
+            None
+        } else {
+            Some(self.api.listen.parse().with_context(|| format!("api.listen: {:?} is not ip:port", self.api.listen))?)
+        };
+        Ok(Checked { network, pools, log: self.log.clone(), ledger: None, api, data_dir: PathBuf::new() })
     }
 }
 

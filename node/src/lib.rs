@@ -1,8 +1,12 @@
 //! The kos node: CLI, configuration, key files and (as they are built) the swarm, ledger, market and energy actors.
 
+pub mod api;
 pub mod bench;
+pub mod bench_ledger;
+pub mod bench_market;
 pub mod cli;
 pub mod config;
 pub mod keyfile;
+pub mod ledger;
 pub mod network;
 pub mod run;

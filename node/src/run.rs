@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use protocol::Keypair;
-use tracing::{debug, info, warn};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Checked;
@@ -31,7 +32,16 @@ pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
 }
 
 async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
-    let (handle, mut deliveries, task) = network::spawn(checked.network.clone(), &keypair).await?;
+    let mut network_config = checked.network.clone();
+    let opened = checked.ledger.as_ref().map(|settings| crate::ledger::open(settings, &keypair)).transpose()?;
+    let (consensus_sender, consensus) = mpsc::channel(crate::ledger::CONSENSUS_QUEUE_LEN_MAX);
+    if let Some(opened) = &opened {
+        network_config.consensus = Some(consensus_sender);
+        network_config.blocks = Some(network::BlockSource::rocks(opened.reader()));
+    } else {
+        warn!("no genesis file (ledger.genesis, or genesis.toml in the data directory): this node keeps no ledger");
+    }
+    let (handle, mut deliveries, task) = network::spawn(network_config, &keypair).await?;
     info!(peer_id = %handle.peer_id(), network = %handle.network(), author = %keypair.public(), "kos node started");
     for topic in [Topic::Ledger, Topic::Readings, Topic::Barter] {
         handle.subscribe(topic).await?;
@@ -40,17 +50,47 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         handle.subscribe(Topic::pool(pool)).await?;
         info!(%pool, digest = %pool.digest(), "serving pool");
     }
+    let (ledger, mut ledger_done) = match opened {
+        Some(opened) => {
+            handle.subscribe(Topic::Consensus).await?;
+            let started = crate::ledger::start(opened, handle.clone(), consensus)?;
+            (Some(started.handle), Some(started.done))
+        }
+        None => (None, None),
+    };
+    let api = match checked.api {
+        Some(address) => {
+            let token = crate::api::token(&checked.data_dir)?;
+            let context = crate::api::Context { network: handle.clone(), ledger: ledger.clone(), token: token.into() };
+            Some(crate::api::serve(address, context).await?)
+        }
+        None => None,
+    };
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     let mut provide = tokio::time::interval(PROVIDE_INTERVAL);
+    let mut entries_dropped = 0u64;
+    let mut outcome = Ok(());
+    let mut ledger_ended = false;
     loop {
         tokio::select! {
             signal = &mut shutdown => {
                 info!(signal = signal?, "shutting down");
                 break;
             }
+            result = wait_done(&mut ledger_done) => {
+                ledger_ended = true;
+                outcome = result.unwrap_or_else(|| Err(anyhow::anyhow!("the ledger thread ended unexpectedly")));
+                break;
+            }
             Some(delivery) = deliveries.recv() => {
                 debug!(id = %delivery.id, kind = %delivery.envelope.kind(), author = %delivery.envelope.author, "message");
+                if delivery.topic == Topic::Ledger && let Some(ledger) = &ledger && !ledger.entries(vec![delivery]) {
+                    entries_dropped += 1;
+                    if entries_dropped.is_power_of_two() {
+                        warn!(entries_dropped, "the ledger is behind; gossiped entries are being dropped");
+                    }
+                }
             }
             _ = provide.tick(), if checked.network.kademlia => {
                 for pool in &checked.pools {
@@ -65,20 +105,43 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
             _ = status.tick() => {
                 let stats = handle.stats();
                 let peers = handle.info().await.map(|info| info.peers.len()).unwrap_or(0);
+                let ledger = ledger.as_ref().map(|ledger| ledger.status());
                 info!(
                     peers,
                     accepted = Stats::get(&stats.accepted),
                     rejected = Stats::get(&stats.rejected),
                     throttled = Stats::get(&stats.throttled),
+                    height = ledger.as_ref().map(|status| status.height),
+                    mempool = ledger.as_ref().map(|status| status.mempool_entries),
                     "status"
                 );
             }
         }
     }
+    if let Some(ledger) = &ledger {
+        ledger.shutdown().await;
+        if !ledger_ended && let Some(done) = ledger_done {
+            let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
+        }
+    }
+    if let Some(api) = api {
+        api.abort();
+    }
     handle.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    info!("kos node stopped");
-    Ok(())
+    match &outcome {
+        Ok(()) => info!("kos node stopped"),
+        Err(error) => error!(error = %format!("{error:#}"), "kos node stopped on an error"),
+    }
+    outcome
+}
+
+/// Resolves when the ledger thread ends (`None` if it ended without a word); never without a ledger.
+async fn wait_done(done: &mut Option<oneshot::Receiver<anyhow::Result<()>>>) -> Option<anyhow::Result<()>> {
+    match done {
+        Some(receiver) => receiver.await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves with the signal's name on SIGINT (Ctrl-C) or SIGTERM.

@@ -12,6 +12,9 @@ use protocol::{Body, Draft, NetworkId, amount};
 
 use crate::keyfile;
 
+mod ledger;
+mod market;
+
 /// kos — a peer-to-peer market where homes and microgrids trade energy and other resources with their neighbours.
 #[derive(Debug, Parser)]
 #[command(name = "kos", version, about, long_about = None)]
@@ -63,6 +66,22 @@ pub enum Command {
     /// The wire protocol's reference material.
     #[command(subcommand)]
     Protocol(ProtocolCommand),
+    /// The replicated ledger: genesis files, export, verification.
+    #[command(subcommand)]
+    Ledger(ledger::LedgerCommand),
+    /// Matching mechanisms on their own: clear a file of bids and asks.
+    #[command(subcommand)]
+    Market(market::MarketCommand),
+    /// Run seeded simulations of four validators under faults (drops, partitions, crashes, a Byzantine
+    /// validator) and check agreement, validity, durability and liveness.
+    Sim {
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// How many seeds.
+        #[arg(long, default_value_t = 1000)]
+        seeds: u64,
+    },
 }
 
 /// Settings of `kos run`; each flag overrides the config file.
@@ -89,10 +108,45 @@ pub struct RunArgs {
     /// Log filter, e.g. `info` or `kos=debug`.
     #[arg(long)]
     pub log: Option<String>,
+    /// The network's genesis file (default `<data-dir>/genesis.toml`); without one the node keeps no ledger.
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
+    /// Address of the HTTP API (default 127.0.0.1:7080); `""` turns it off.
+    #[arg(long)]
+    pub api: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Start 4 validators on loopback (real swarms, RocksDB in temporary directories), submit signed transfers
+    /// and measure committed entries/s, finality latency and the sync speed of a fresh node.
+    Ledger {
+        /// Entries per second submitted across the validators; 0: as fast as they take them.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Signing accounts.
+        #[arg(long, default_value_t = 256)]
+        clients: usize,
+    },
+    /// Order operations/s of the continuous double auction on one core, and the time to clear an interval
+    /// auction of many orders.
+    Market {
+        /// Order operations (two thirds places, one third cancels).
+        #[arg(long, default_value_t = 2_000_000)]
+        operations: usize,
+        /// Orders in the interval auction.
+        #[arg(long, default_value_t = 100_000)]
+        auction_orders: usize,
+        /// Auction repetitions (the median is reported).
+        #[arg(long, default_value_t = 21)]
+        repetitions: usize,
+        /// Seed of the generated orders.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Start N nodes on loopback TCP, link them in a random graph and measure how fast offers reach 99 % of them.
     Gossip {
         /// Number of nodes.
@@ -232,10 +286,53 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             Ok(())
         }
+        Command::Bench(BenchCommand::Ledger { rate, seconds, clients }) => {
+            crate::run::init_logging("warn");
+            let args = crate::bench_ledger::LedgerArgs { rate_per_s: rate, seconds, clients };
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::bench_ledger::ledger(&args))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "submitted {} ({} refused), committed {} in {:.1} s: {:.0} entries/s over {} blocks",
+                report.submitted,
+                report.refused,
+                report.committed,
+                report.seconds,
+                report.committed_per_s,
+                report.blocks
+            )?;
+            writeln!(out, "finality p50 {:.0} ms, p99 {:.0} ms", report.finality_p50_ms, report.finality_p99_ms)?;
+            writeln!(
+                out,
+                "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
+                report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
+            )?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Market { operations, auction_orders, repetitions, seed }) => {
+            let args = crate::bench_market::MarketArgs { operations, auction_orders, repetitions, seed };
+            let report = crate::bench_market::market(&args);
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "continuous double auction: {} operations ({} fills, {} resting at the end): {:.0} operations/s",
+                report.operations, report.fills, report.resting_at_end, report.operations_per_s
+            )?;
+            writeln!(
+                out,
+                "interval auction (pay-as-clear) of {} orders, {} trades: median {:.2} ms, best {:.2} ms",
+                report.auction_orders, report.auction_trades, report.auction_median_ms, report.auction_best_ms
+            )?;
+            Ok(())
+        }
+        Command::Market(command) => market::run(command),
         Command::Keys(KeysCommand::Generate { force }) => keys_generate(&cli.paths.key_file(), force),
         Command::Keys(KeysCommand::Show) => keys_show(&cli.paths.key_file()),
         Command::Offer(OfferCommand::Sign(args)) => offer_sign(&cli.paths.key_file(), args),
         Command::Message(MessageCommand::Verify { file, network }) => message_verify(&file, network),
+        Command::Ledger(command) => ledger::run(&cli.paths, command),
+        Command::Sim { first, seeds } => ledger::sim(first, seeds),
         Command::Protocol(ProtocolCommand::Vectors) => {
             let mut out = std::io::stdout().lock();
             for vector in protocol::vectors::all() {
@@ -264,7 +361,15 @@ fn run_node(paths: &Paths, args: RunArgs) -> anyhow::Result<()> {
     if let Some(log) = args.log {
         config.log = log;
     }
-    let checked = config.validate().with_context(|| format!("invalid configuration ({})", path.display()))?;
+    if let Some(genesis) = args.genesis {
+        config.ledger.genesis = Some(genesis);
+    }
+    if let Some(api) = args.api {
+        config.api.listen = api;
+    }
+    let mut checked = config.validate().with_context(|| format!("invalid configuration ({})", path.display()))?;
+    checked.ledger = config.ledger_settings(&paths.data_dir)?;
+    checked.data_dir = paths.data_dir.clone();
     let key_file = match (&paths.key_file, &config.key_file) {
         (None, Some(from_config)) => from_config.clone(),
         _ => paths.key_file(),

@@ -1,0 +1,298 @@
+//! `kos bench ledger`: four validators in this process, each with its own libp2p swarm on 127.0.0.1 TCP and its
+//! own RocksDB in a temporary directory, fully meshed. Clients sign transfers beforehand; during the run each
+//! client submits to one validator (which gossips to the others) at a fixed rate, or as fast as the validators
+//! take them. Measured: committed entries per second over the run, finality latency (submission to commit at
+//! the submitting validator) and, afterwards, how fast a fresh node syncs the whole ledger from the validators.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ledger::Genesis;
+use protocol::message::Transfer;
+use protocol::types::{Text, TokenId};
+use protocol::{Body, Draft, Id, Keypair, NetworkId};
+
+use crate::ledger::{self as node_ledger, Settings};
+use crate::network::local::{Transport, loopback, now_ms};
+use crate::network::{self, Multiaddr, Topic, budget, wait_for};
+
+/// What `kos bench ledger` runs.
+#[derive(Debug, Clone)]
+pub struct LedgerArgs {
+    /// Entries submitted per second across all validators; 0: as fast as they are taken.
+    pub rate_per_s: u64,
+    /// How long entries are submitted.
+    pub seconds: u64,
+    /// Signing accounts.
+    pub clients: usize,
+}
+
+/// The results of one run.
+#[derive(Debug, Clone)]
+pub struct LedgerReport {
+    pub submitted: usize,
+    pub refused: usize,
+    pub committed: usize,
+    pub seconds: f64,
+    pub committed_per_s: f64,
+    pub finality_p50_ms: f64,
+    pub finality_p99_ms: f64,
+    pub blocks: u64,
+    pub synced_blocks: u64,
+    pub synced_entries: u64,
+    pub sync_seconds: f64,
+    pub sync_entries_per_s: f64,
+}
+
+struct Node {
+    network: network::Handle,
+    ledger: node_ledger::Handle,
+    address: Multiaddr,
+    _dir: tempfile::TempDir,
+}
+
+fn network_config(id: &NetworkId) -> network::Config {
+    let mut config = network::Config::new(id.clone(), vec![loopback(Transport::Tcp)]);
+    config.autonat_only_global = false;
+    config.kademlia = false;
+    config.delivery_queue_len_max = 65_536;
+    // The benchmark's validators trust each other's volume; real limits come from the fuel model.
+    let unlimited = budget::Rate { per_s: 10_000_000, burst: 10_000_000 };
+    config.peer_limits = budget::Limits { messages: unlimited, bytes: budget::Rate { per_s: 1 << 32, burst: 1 << 32 } };
+    config
+}
+
+async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> anyhow::Result<Node> {
+    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let mut engine = ledger::consensus::Config { empty_block_ms: 200, ..Default::default() };
+    engine.mempool.per_author_max = 1_000_000;
+    engine.mempool.entries_max = 1_000_000;
+    let settings = Settings { genesis: genesis.clone(), path: dir.path().join("ledger"), engine };
+    let opened = node_ledger::open(&settings, keypair)?;
+    let (consensus_sender, consensus) = tokio::sync::mpsc::channel(node_ledger::CONSENSUS_QUEUE_LEN_MAX);
+    let mut config = network_config(&genesis.network);
+    config.consensus = Some(consensus_sender);
+    config.blocks = Some(network::BlockSource::rocks(opened.reader()));
+    let (network, mut deliveries, _task) = network::spawn(config, keypair).await?;
+    for topic in [Topic::Ledger, Topic::Consensus] {
+        network.subscribe(topic).await?;
+    }
+    let started = node_ledger::start(opened, network.clone(), consensus)?;
+    let ledger = started.handle;
+    let forward = ledger.clone();
+    tokio::spawn(async move {
+        while let Some(delivery) = deliveries.recv().await {
+            if delivery.topic == Topic::Ledger {
+                let mut batch = vec![delivery];
+                while batch.len() < 1024
+                    && let Ok(more) = deliveries.try_recv()
+                {
+                    batch.push(more);
+                }
+                forward.entries(batch);
+            }
+        }
+    });
+    let info = network.info().await?;
+    let address =
+        info.listen.first().cloned().context("not listening")?.with(libp2p::multiaddr::Protocol::P2p(info.peer_id));
+    Ok(Node { network, ledger, address, _dir: dir })
+}
+
+async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
+    from.network.dial(to.address.clone()).await?;
+    let peer = to.network.peer_id();
+    let connected = wait_for(Duration::from_secs(10), || async {
+        from.network.info().await.is_ok_and(|info| info.peers.contains(&peer))
+    })
+    .await;
+    anyhow::ensure!(connected, "nodes did not connect");
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// Runs the benchmark.
+pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
+    let network = NetworkId::new("kos-bench").context("network id")?;
+    let validators: Vec<Keypair> =
+        (0..4u8).map(|index| Keypair::from_seed(blake3::hash(&[b'v', index]).as_bytes())).collect();
+    let clients: Vec<Keypair> = (0..args.clients.max(1))
+        .map(|index| Keypair::from_seed(blake3::hash(format!("client {index}").as_bytes()).as_bytes()))
+        .collect();
+    let keys: Vec<_> = validators.iter().map(Keypair::public).collect();
+    let funded: Vec<_> = clients.iter().map(Keypair::public).collect();
+    let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, &funded, 1_000_000_000_000);
+    let genesis = Arc::new(Genesis::parse(&text)?);
+    let mut nodes = Vec::new();
+    for keypair in &validators {
+        nodes.push(start_node(&genesis, keypair).await?);
+    }
+    for (index, from) in nodes.iter().enumerate() {
+        for to in &nodes[index + 1..] {
+            connect(from, to).await?;
+        }
+    }
+    // Let the meshes form and the first blocks commit.
+    let ready =
+        wait_for(Duration::from_secs(30), || async { nodes.iter().all(|node| node.ledger.status().height >= 2) }).await;
+    anyhow::ensure!(ready, "the validators did not start committing blocks");
+
+    // Sign every entry before the clock starts.
+    let rate = args.rate_per_s;
+    let total = if rate == 0 { 2_000_000usize } else { usize::try_from(rate * args.seconds).unwrap_or(usize::MAX) };
+    let token = TokenId::new("credit")?;
+    let memo = Text::new("bench")?;
+    let created_ms = now_ms();
+    let sign = |index: usize| -> (Id, Vec<u8>) {
+        let from = &clients[index % clients.len()];
+        let envelope = Draft {
+            network: network.clone(),
+            nonce: (index / clients.len()) as u64 + 1,
+            created_ms,
+            expires_ms: created_ms + 600_000,
+            body: Body::Transfer(Transfer {
+                to: funded[(index + 1) % funded.len()],
+                token: token.clone(),
+                amount: 1,
+                memo: memo.clone(),
+            }),
+        }
+        .sign(from);
+        (envelope.id(), envelope.to_bytes())
+    };
+    let presigned: Vec<(Id, Vec<u8>)> = if rate == 0 { Vec::new() } else { (0..total).map(sign).collect() };
+
+    // Commits at each validator, timed as they happen.
+    let (commit_sender, mut commit_stream) = tokio::sync::mpsc::unbounded_channel();
+    for (node, handle) in nodes.iter().enumerate() {
+        let mut commits = handle.ledger.commits();
+        let sender = commit_sender.clone();
+        tokio::spawn(async move {
+            while let Ok(commit) = commits.recv().await {
+                if sender.send((node, Instant::now(), commit)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let submitted_at: Arc<std::sync::Mutex<HashMap<Id, (Instant, usize)>>> = Arc::default();
+    let mut submitted = 0usize;
+    let mut refused = 0usize;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(args.seconds);
+    let start_height = nodes[0].ledger.status().height;
+    let mut latencies = Vec::new();
+    let mut committed = 0usize;
+    let mut index = 0usize;
+    let in_flight_max = 40_000usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let due = if rate == 0 {
+            in_flight_max.saturating_sub(submitted - committed - refused).min(4_000)
+        } else {
+            let elapsed = start.elapsed().as_secs_f64();
+            ((elapsed * rate as f64) as usize).min(presigned.len()).saturating_sub(index)
+        };
+        let mut submissions = Vec::with_capacity(due);
+        for _ in 0..due {
+            let (id, bytes) = if rate == 0 { sign(index) } else { presigned[index].clone() };
+            let client = index % clients.len();
+            index += 1;
+            submissions.push((id, bytes, client % nodes.len()));
+        }
+        let now = Instant::now();
+        let mut futures = Vec::with_capacity(submissions.len());
+        for (id, bytes, node) in submissions {
+            submitted_at.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert(id, (now, node));
+            let ledger = nodes[node].ledger.clone();
+            futures.push(tokio::spawn(async move { ledger.submit(bytes).await.is_ok() }));
+        }
+        for future in futures {
+            submitted += 1;
+            if !future.await.unwrap_or(false) {
+                refused += 1;
+            }
+        }
+        committed += drain_commits(&mut commit_stream, &submitted_at, &mut latencies)?;
+    }
+    // Let what was submitted commit (bounded wait).
+    let settle = Instant::now() + Duration::from_secs(30);
+    while committed + refused < submitted && Instant::now() < settle {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        committed += drain_commits(&mut commit_stream, &submitted_at, &mut latencies)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let end_height = nodes[0].ledger.status().height;
+    latencies.sort_by(f64::total_cmp);
+
+    // Sync: a fresh node fetches the whole ledger from the validators.
+    let follower_key = Keypair::from_seed(blake3::hash(b"follower").as_bytes());
+    let tip = nodes[0].ledger.status().height;
+    let sync_start = Instant::now();
+    let follower = start_node(&genesis, &follower_key).await?;
+    for node in &nodes {
+        connect(&follower, node).await?;
+    }
+    let synced = wait_for(Duration::from_secs(600), || async { follower.ledger.status().height >= tip }).await;
+    let sync_seconds = sync_start.elapsed().as_secs_f64();
+    anyhow::ensure!(synced, "the follower did not catch up in 10 minutes");
+    let synced_height = follower.ledger.status().height;
+    let mut entries = 0u64;
+    for height in 1..=synced_height {
+        if let Some(stored) = follower.ledger.reader().block(height)? {
+            entries += ledger::Block::from_bytes(&stored.block).map(|block| block.entries().len() as u64).unwrap_or(0);
+        }
+    }
+    for node in nodes.iter().chain(std::iter::once(&follower)) {
+        node.ledger.shutdown().await;
+        node.network.shutdown().await;
+    }
+    Ok(LedgerReport {
+        submitted,
+        refused,
+        committed,
+        seconds,
+        committed_per_s: committed as f64 / seconds,
+        finality_p50_ms: percentile(&latencies, 0.5),
+        finality_p99_ms: percentile(&latencies, 0.99),
+        blocks: end_height - start_height,
+        synced_blocks: synced_height,
+        synced_entries: entries,
+        sync_seconds,
+        sync_entries_per_s: entries as f64 / sync_seconds,
+    })
+}
+
+type Submitted = Arc<std::sync::Mutex<HashMap<Id, (Instant, usize)>>>;
+
+/// Takes the commits seen so far; an entry counts when the validator it was submitted to commits it.
+fn drain_commits(
+    stream: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, Instant, Arc<ledger::consensus::Commit>)>,
+    submitted: &Submitted,
+    latencies: &mut Vec<f64>,
+) -> anyhow::Result<usize> {
+    let mut count = 0;
+    let mut submitted = submitted.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    while let Ok((node, at, commit)) = stream.try_recv() {
+        for id in &commit.entry_ids {
+            if let Some((sent, submitted_to)) = submitted.get(id).copied()
+                && submitted_to == node
+            {
+                submitted.remove(id);
+                latencies.push(at.duration_since(sent).as_secs_f64() * 1000.0);
+                count += 1;
+            }
+        }
+    }
+    Ok(count)
+}

@@ -1,0 +1,540 @@
+//! The ledger in a running node: one thread owns the consensus [`Engine`] over a RocksDB store and drives it with
+//! the network's messages, real timers and block sync. The engine is sans-IO; everything here is the IO around
+//! it:
+//! - entries from the ledger topic (already validated by the network) and from local clients go to the mempool
+//!   (local ones are then gossiped);
+//! - consensus messages go to the engine, which says whether they are valid: gossipsub forwards only those;
+//! - the engine's timers run on tokio's clock;
+//! - when peers are at a later height, blocks with their certificates are fetched by request-response and fed
+//!   to the engine, which verifies each certificate and re-executes each block;
+//! - a storage failure stops the node: a validator that cannot persist its votes must not go on signing.
+//!
+//! The engine runs on its own thread, so that synced RocksDB writes and block execution never hold up the
+//! network.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ledger::consensus::engine::{self, Commit, Effect, Engine, Timer};
+use ledger::store::{RocksReader, RocksStore, Stored};
+use ledger::{Genesis, State};
+use protocol::{Id, Keypair};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tracing::{debug, error, info, warn};
+
+use crate::network::{self, ConsensusDelivery, Delivery, PeerId, Topic};
+
+/// Inputs waiting for the ledger thread (entries, client requests, sync results).
+const INPUT_QUEUE_LEN_MAX: usize = 16_384;
+/// Consensus messages waiting for the engine; more are ignored (not forwarded) until it catches up.
+pub const CONSENSUS_QUEUE_LEN_MAX: usize = 4_096;
+/// Gossiped entries admitted to the mempool in one batch.
+const ENTRY_BATCH_MAX: usize = 1_024;
+/// Blocks asked for in one sync request.
+const SYNC_BLOCKS_PER_REQUEST: u32 = 128;
+/// How long one sync request may take before the next peer is asked.
+const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often sync progress is logged.
+const SYNC_LOG_INTERVAL: Duration = Duration::from_secs(2);
+/// Commits kept for slow subscribers (the API's event stream) before they miss some.
+const COMMIT_CHANNEL_LEN: usize = 256;
+
+/// What the ledger needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub genesis: Arc<Genesis>,
+    /// The RocksDB directory.
+    pub path: PathBuf,
+    pub engine: engine::Config,
+}
+
+/// The ledger's state as the rest of the node sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    /// The last committed height and its block hash (hex).
+    pub height: u64,
+    pub hash: String,
+    /// The round of the height being decided.
+    pub round: i64,
+    pub mempool_entries: usize,
+    pub validator: bool,
+    pub validators: usize,
+    /// Entries committed since this node started.
+    pub committed_entries: u64,
+    /// While syncing: the height peers are at.
+    pub syncing_to: Option<u64>,
+}
+
+enum Input {
+    Entries(Vec<Delivery>),
+    Submit { bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, String>> },
+    Synced { peer: Option<PeerId>, from: u64, tip: u64, blocks: Vec<Stored> },
+    Read(Box<dyn FnOnce(&State, u64) + Send>),
+    Shutdown,
+}
+
+/// A cloneable handle to the ledger thread.
+#[derive(Clone)]
+pub struct Handle {
+    inputs: mpsc::Sender<Input>,
+    status: watch::Receiver<Status>,
+    commits: broadcast::Sender<Arc<Commit>>,
+    reader: RocksReader,
+    genesis: Arc<Genesis>,
+}
+
+/// Why the ledger refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the ledger has stopped")]
+    Stopped,
+    #[error("the ledger is busy; try again")]
+    Busy,
+    #[error("entry refused: {0}")]
+    Refused(String),
+}
+
+impl Handle {
+    /// Adds a signed entry to the mempool (validating it as a block would) and gossips it to the validators.
+    pub async fn submit(&self, bytes: Vec<u8>) -> Result<Id, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.inputs.try_send(Input::Submit { bytes, reply }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => Error::Busy,
+            mpsc::error::TrySendError::Closed(_) => Error::Stopped,
+        })?;
+        answer.await.map_err(|_| Error::Stopped)?.map_err(Error::Refused)
+    }
+
+    /// Gossiped entries from the ledger topic; dropped (and counted by the caller) when the ledger is behind.
+    pub fn entries(&self, deliveries: Vec<Delivery>) -> bool {
+        self.inputs.try_send(Input::Entries(deliveries)).is_ok()
+    }
+
+    /// Reads the committed state: `read` gets the state and its height.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&State, u64) -> T + Send + 'static,
+    ) -> Result<T, Error> {
+        let (reply, answer) = oneshot::channel();
+        let input = Input::Read(Box::new(move |state, height| {
+            let _ = reply.send(read(state, height));
+        }));
+        self.inputs.send(input).await.map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of status changes.
+    pub fn watch(&self) -> watch::Receiver<Status> {
+        self.status.clone()
+    }
+
+    /// Every block committed from now on.
+    pub fn commits(&self) -> broadcast::Receiver<Arc<Commit>> {
+        self.commits.subscribe()
+    }
+
+    /// Reads of committed blocks and the entry index (any thread).
+    pub fn reader(&self) -> &RocksReader {
+        &self.reader
+    }
+
+    pub fn genesis(&self) -> &Arc<Genesis> {
+        &self.genesis
+    }
+
+    /// Stops the ledger thread after the input it is handling.
+    pub async fn shutdown(&self) {
+        let _ = self.inputs.send(Input::Shutdown).await;
+    }
+}
+
+/// A started ledger: its handle, the block source for the network, and the thread's result.
+pub struct Started {
+    pub handle: Handle,
+    /// Resolves when the ledger thread ends: `Err` when it stopped on a fatal error.
+    pub done: oneshot::Receiver<anyhow::Result<()>>,
+}
+
+/// An opened ledger, not yet running: the network needs its block reader before the ledger needs the network.
+pub struct Opened {
+    engine: Engine<RocksStore>,
+    genesis: Arc<Genesis>,
+    reader: RocksReader,
+}
+
+impl Opened {
+    /// Reads of committed blocks, for the network to serve syncing peers.
+    pub fn reader(&self) -> RocksReader {
+        self.reader.clone()
+    }
+}
+
+/// Opens the store and the engine, failing early with the reason.
+pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
+    std::fs::create_dir_all(&settings.path)
+        .with_context(|| format!("creating the ledger directory {}", settings.path.display()))?;
+    let store = RocksStore::open(&settings.path)?;
+    let reader = store.reader();
+    let engine = Engine::new(settings.genesis.clone(), keypair.seed(), store, settings.engine.clone(), now_ms())
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "{error}: the ledger in {} does not match the genesis file or is damaged; move it aside and the \
+                 node will sync the ledger again from its peers",
+                settings.path.display()
+            )
+        })?;
+    Ok(Opened { engine, genesis: settings.genesis.clone(), reader })
+}
+
+/// Starts the ledger thread.
+pub fn start(
+    opened: Opened,
+    network: network::Handle,
+    consensus: mpsc::Receiver<ConsensusDelivery>,
+) -> anyhow::Result<Started> {
+    let Opened { engine, genesis, reader } = opened;
+    let (inputs, input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
+    let (status_sender, status) = watch::channel(Status::default());
+    let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
+    let handle = Handle { inputs: inputs.clone(), status, commits: commits.clone(), reader, genesis };
+    let (done_sender, done) = oneshot::channel();
+    let actor = Actor {
+        engine,
+        network,
+        inputs,
+        status: status_sender,
+        commits,
+        timers: HashMap::new(),
+        sync: Sync::default(),
+        committed_entries: 0,
+    };
+    std::thread::Builder::new()
+        .name("kos-ledger".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the ledger runtime")
+                .and_then(|runtime| runtime.block_on(actor.run(input_receiver, consensus)));
+            let _ = done_sender.send(result);
+        })
+        .context("starting the ledger thread")?;
+    Ok(Started { handle, done })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn to_malachite(peer: &PeerId) -> Option<ledger::consensus::PeerId> {
+    ledger::consensus::PeerId::from_bytes(&peer.to_bytes()).ok()
+}
+
+fn from_malachite(peer: ledger::consensus::PeerId) -> Option<PeerId> {
+    PeerId::from_bytes(&peer.to_bytes()).ok()
+}
+
+/// Block sync in progress.
+#[derive(Default)]
+struct Sync {
+    /// A request is out.
+    in_flight: bool,
+    /// The highest height peers are known to have committed.
+    target: u64,
+    /// Rotates the peer asked first.
+    attempt: usize,
+    /// Height and time of the last progress log.
+    logged: Option<(u64, Instant)>,
+    started: Option<(u64, Instant)>,
+}
+
+struct Actor {
+    engine: Engine<RocksStore>,
+    network: network::Handle,
+    inputs: mpsc::Sender<Input>,
+    status: watch::Sender<Status>,
+    commits: broadcast::Sender<Arc<Commit>>,
+    timers: HashMap<Timer, Instant>,
+    sync: Sync,
+    committed_entries: u64,
+}
+
+impl Actor {
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<Input>,
+        mut consensus: mpsc::Receiver<ConsensusDelivery>,
+    ) -> anyhow::Result<()> {
+        let (height, hash) = self.engine.tip();
+        info!(
+            height,
+            %hash,
+            validator = self.engine.is_validator(),
+            validators = self.engine.validators().validators.len(),
+            "ledger opened"
+        );
+        let effects = self.engine.start(now_ms());
+        self.apply(effects, None).await?;
+        loop {
+            let deadline = self.timers.values().min().copied();
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    None | Some(Input::Shutdown) => break,
+                    Some(input) => self.on_input(input, &mut inputs).await?,
+                },
+                Some(delivery) = consensus.recv() => {
+                    let peer = to_malachite(&delivery.source);
+                    let effects = match peer {
+                        Some(peer) => self.engine.on_message(peer, &delivery.bytes, now_ms()),
+                        None => Vec::new(),
+                    };
+                    let valid = peer.is_some()
+                        && !effects.iter().any(|effect| matches!(effect, Effect::Misbehaved { peer: bad, .. } if Some(*bad) == peer));
+                    self.network.report_consensus(delivery.message_id, delivery.source, valid).await;
+                    self.apply(effects, Some(delivery.source)).await?;
+                }
+                () = sleep_until(deadline) => {
+                    let now = Instant::now();
+                    let due: Vec<Timer> =
+                        self.timers.iter().filter(|(_, at)| **at <= now).map(|(timer, _)| *timer).collect();
+                    for timer in due {
+                        self.timers.remove(&timer);
+                        let effects = self.engine.on_timer(timer, now_ms());
+                        self.apply(effects, None).await?;
+                    }
+                }
+            }
+        }
+        info!(height = self.engine.tip().0, "ledger stopped");
+        Ok(())
+    }
+
+    async fn on_input(&mut self, input: Input, inputs: &mut mpsc::Receiver<Input>) -> anyhow::Result<()> {
+        match input {
+            Input::Entries(first) => {
+                // Take whatever else is queued, so a busy mempool is fed in batches.
+                let mut deliveries = first;
+                while deliveries.len() < ENTRY_BATCH_MAX {
+                    match inputs.try_recv() {
+                        Ok(Input::Entries(more)) => deliveries.extend(more),
+                        Ok(other) => {
+                            self.admit(deliveries).await?;
+                            return Box::pin(self.on_input(other, inputs)).await;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.admit(deliveries).await
+            }
+            Input::Submit { bytes, reply } => {
+                let (result, effects) = self.engine.on_entry(bytes.clone(), now_ms());
+                let result = result.map_err(|rejected| rejected.to_string());
+                if result.is_ok()
+                    && let Err(error) = self.network.publish_bytes(Topic::Ledger, bytes).await
+                {
+                    // A lone validator has no peers to gossip to; its own mempool has the entry.
+                    debug!(%error, "gossiping a submitted entry");
+                }
+                let _ = reply.send(result);
+                self.apply(effects, None).await
+            }
+            Input::Synced { peer, from, tip, blocks } => self.on_synced(peer, from, tip, blocks).await,
+            Input::Read(read) => {
+                read(self.engine.state(), self.engine.tip().0);
+                Ok(())
+            }
+            Input::Shutdown => Ok(()),
+        }
+    }
+
+    async fn admit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        let entries = deliveries
+            .into_iter()
+            .map(|delivery| {
+                let envelope = Arc::unwrap_or_clone(delivery.envelope);
+                (delivery.bytes.to_vec(), protocol::Validated { envelope, id: delivery.id })
+            })
+            .collect();
+        let (_, effects) = self.engine.on_validated_entries(entries, now_ms());
+        self.apply(effects, None).await
+    }
+
+    async fn apply(&mut self, effects: Vec<Effect>, source: Option<PeerId>) -> anyhow::Result<()> {
+        for effect in effects {
+            match effect {
+                Effect::Broadcast(bytes) => {
+                    if let Err(error) = self.network.publish_bytes(Topic::Consensus, bytes).await {
+                        debug!(%error, "publishing a consensus message");
+                    }
+                }
+                Effect::StartTimer(timer, ms) => {
+                    self.timers.insert(timer, Instant::now() + Duration::from_millis(ms));
+                }
+                Effect::CancelTimer(timer) => {
+                    self.timers.remove(&timer);
+                }
+                Effect::CancelConsensusTimers => self.timers.retain(|timer, _| !matches!(timer, Timer::Consensus(_))),
+                Effect::Committed(commit) => self.on_commit(commit),
+                Effect::Behind { height } => {
+                    self.sync.target = self.sync.target.max(height.saturating_sub(1));
+                    self.request_sync();
+                }
+                Effect::Misbehaved { peer, reason } => {
+                    let peer = from_malachite(peer);
+                    debug!(?peer, %reason, "peer misbehaved");
+                    // A consensus message's verdict goes to gossipsub, which scores its sender.
+                    if let Some(peer) = peer
+                        && Some(peer) != source
+                    {
+                        self.network.penalize(peer, reason).await;
+                    }
+                }
+                Effect::Fatal(reason) => {
+                    error!(%reason, "the ledger stopped; the node shuts down");
+                    anyhow::bail!("the ledger stopped: {reason}");
+                }
+            }
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn on_commit(&mut self, commit: Arc<Commit>) {
+        let entries = commit.entry_ids.len();
+        self.committed_entries += entries as u64;
+        if entries > 0 || commit.height.is_multiple_of(60) {
+            info!(height = commit.height, entries, hash = %commit.block.hash(), "committed");
+        } else {
+            debug!(height = commit.height, hash = %commit.block.hash(), "committed an empty block");
+        }
+        let _ = self.commits.send(commit);
+    }
+
+    fn publish_status(&self) {
+        let (height, hash) = self.engine.tip();
+        let status = Status {
+            height,
+            hash: hash.to_string(),
+            round: self.engine.round().as_i64(),
+            mempool_entries: self.engine.mempool().len(),
+            validator: self.engine.is_validator(),
+            validators: self.engine.validators().validators.len(),
+            committed_entries: self.committed_entries,
+            syncing_to: (self.sync.target > height).then_some(self.sync.target),
+        };
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+    }
+
+    /// Asks peers, one after the other, for the blocks after this node's tip; the answer comes back as an input.
+    fn request_sync(&mut self) {
+        if self.sync.in_flight {
+            return;
+        }
+        self.sync.in_flight = true;
+        self.sync.attempt = self.sync.attempt.wrapping_add(1);
+        let from = self.engine.height();
+        if self.sync.started.is_none() {
+            self.sync.started = Some((from, Instant::now()));
+        }
+        let (network, inputs, attempt) = (self.network.clone(), self.inputs.clone(), self.sync.attempt);
+        tokio::spawn(async move {
+            let mut peers = network.info().await.map(|info| info.peers).unwrap_or_default();
+            if !peers.is_empty() {
+                let start = attempt % peers.len();
+                peers.rotate_left(start);
+            }
+            let mut best_tip = 0;
+            for peer in peers {
+                match tokio::time::timeout(SYNC_REQUEST_TIMEOUT, network.blocks(peer, from, SYNC_BLOCKS_PER_REQUEST))
+                    .await
+                {
+                    Ok(Ok((tip, blocks))) if !blocks.is_empty() => {
+                        let _ = inputs.send(Input::Synced { peer: Some(peer), from, tip, blocks }).await;
+                        return;
+                    }
+                    Ok(Ok((tip, _))) => best_tip = best_tip.max(tip),
+                    Ok(Err(error)) => debug!(%peer, %error, "sync request failed"),
+                    Err(_) => debug!(%peer, "sync request timed out"),
+                }
+            }
+            // Nobody had the next block yet: wait a little before asking again.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = inputs.send(Input::Synced { peer: None, from, tip: best_tip, blocks: Vec::new() }).await;
+        });
+    }
+
+    async fn on_synced(
+        &mut self,
+        peer: Option<PeerId>,
+        from: u64,
+        tip: u64,
+        blocks: Vec<Stored>,
+    ) -> anyhow::Result<()> {
+        self.sync.in_flight = false;
+        self.sync.target = self.sync.target.max(tip);
+        if let Some(peer) = peer
+            && from == self.engine.height()
+        {
+            let malachite = to_malachite(&peer);
+            for stored in &blocks {
+                let before = self.engine.height();
+                let effects = match malachite {
+                    Some(malachite) => self.engine.on_synced_block(malachite, stored, now_ms()),
+                    None => Vec::new(),
+                };
+                self.apply(effects, None).await?;
+                if self.engine.height() == before {
+                    warn!(%peer, height = before, "a synced block was not accepted; asking another peer");
+                    break;
+                }
+            }
+        }
+        let height = self.engine.tip().0;
+        self.log_sync(height);
+        if height < self.sync.target {
+            self.request_sync();
+        } else if let Some((start, since)) = self.sync.started.take() {
+            let blocks = height.saturating_sub(start.saturating_sub(1));
+            info!(height, blocks, seconds = since.elapsed().as_secs_f64(), "caught up");
+            self.sync.logged = None;
+        }
+        self.publish_status();
+        Ok(())
+    }
+
+    fn log_sync(&mut self, height: u64) {
+        let now = Instant::now();
+        match self.sync.logged {
+            Some((_, at)) if now.duration_since(at) < SYNC_LOG_INTERVAL => {}
+            Some((last, at)) => {
+                let rate = height.saturating_sub(last) as f64 / now.duration_since(at).as_secs_f64().max(1e-3);
+                info!(height, target = self.sync.target, blocks_per_s = rate.round(), "syncing");
+                self.sync.logged = Some((height, now));
+            }
+            None => {
+                info!(height, target = self.sync.target, "syncing");
+                self.sync.logged = Some((height, now));
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
