@@ -26,7 +26,8 @@ fn keys_at(dir: &std::path::Path, key_file: &std::path::Path) -> String {
 }
 
 fn run(dir: &std::path::Path, extra: &[&str]) -> Process {
-    let mut args = vec!["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--log", "info"];
+    let mut args =
+        vec!["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--log", "info", "--api", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     Process::kos(&kos_binary(), dir, &args).unwrap()
 }
@@ -102,7 +103,7 @@ fn two_processes_find_each_other_by_mdns_in_a_private_network_namespace() {
     let kos = kos_binary();
     let node = |dir: &std::path::Path, ip: &str| {
         format!(
-            "timeout --foreground 60 {} --data-dir {} run --listen /ip4/{ip}/tcp/0 --mdns true --log info,libp2p_mdns=debug",
+            "timeout --foreground 60 {} --data-dir {} run --listen /ip4/{ip}/tcp/0 --mdns true --api '' --log info,libp2p_mdns=debug",
             kos.display(),
             dir.display()
         )

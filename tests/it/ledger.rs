@@ -1,0 +1,279 @@
+//! The ledger with real processes: four `kos run` validators on loopback, each with its own RocksDB. One is
+//! killed with SIGKILL while transfers flow, then restarted on the same data directory: it must catch up, and
+//! every node's ledger must be the same chain, holding every entry a node acknowledged as committed. The ledger
+//! is then exported and verified end to end with `kos ledger export|verify`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kos_tests::http;
+use kos_tests::process::{Process, kos_binary};
+use protocol::message::Transfer;
+use protocol::types::{Text, TokenId};
+use protocol::{Body, Draft, Keypair, NetworkId};
+
+const STARTUP: Duration = Duration::from_secs(30);
+
+fn kos(args: &[&str]) -> String {
+    let output = Command::new(kos_binary()).args(args).env_remove("KOS_KEY_FILE").output().unwrap();
+    assert!(output.status.success(), "kos {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Generates a node key; returns (public key hex, peer id).
+fn keys(dir: &Path) -> (String, String) {
+    let text = kos(&["--data-dir", dir.to_str().unwrap(), "keys", "generate"]);
+    let field = |name: &str| {
+        text.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).unwrap()
+    };
+    (field("public key:"), field("peer id:"))
+}
+
+struct Validator {
+    dir: PathBuf,
+    peer: String,
+    process: Option<Process>,
+    api: String,
+    p2p: String,
+}
+
+fn start(dir: &Path, bootnodes: &[String]) -> (Process, String, String) {
+    let mut args = vec![
+        "run",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--mdns",
+        "false",
+        "--api",
+        "127.0.0.1:0",
+        "--log",
+        "info,kos::ledger=debug",
+    ];
+    for bootnode in bootnodes {
+        args.push("--bootnode");
+        args.push(bootnode);
+    }
+    let process = Process::kos(&kos_binary(), dir, &args).unwrap();
+    let api = process.wait_for_field(STARTUP, "API listening", "address").unwrap_or_else(|| {
+        panic!("no API address: {:#?}", process.lines());
+    });
+    let p2p = process.wait_for_field(STARTUP, "listening", "address").unwrap();
+    (process, api, p2p)
+}
+
+fn height(api: &str) -> Option<u64> {
+    let response = http::get(api, "/status").ok()?;
+    let text = response.text();
+    let start = text.find("\"height\":")? + "\"height\":".len();
+    text[start..].split([',', '}']).next()?.trim().parse().ok()
+}
+
+fn block_hash(api: &str, height: u64) -> Option<String> {
+    let response = http::get(api, &format!("/blocks/{height}")).ok()?;
+    if response.status != 200 {
+        return None;
+    }
+    let text = response.text();
+    let start = text.find("\"hash\":\"")? + "\"hash\":\"".len();
+    Some(text[start..start + 64].to_owned())
+}
+
+fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn four_validators_survive_a_kill_9_and_agree_on_every_acknowledged_entry() {
+    let root = tempfile::tempdir().unwrap();
+    let mut validators = Vec::new();
+    let mut keys_hex = Vec::new();
+    for index in 0..4 {
+        let dir = root.path().join(format!("v{index}"));
+        let (key, peer) = keys(&dir);
+        keys_hex.push(key);
+        validators.push(Validator { dir, peer, process: None, api: String::new(), p2p: String::new() });
+    }
+    let client = Keypair::from_seed(&[7; 32]);
+    let genesis = root.path().join("genesis.toml");
+    let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
+    for key in &keys_hex {
+        args.extend(["--validator", key]);
+    }
+    let client_hex = client.public().to_hex();
+    args.extend(["--fund", &client_hex]);
+    kos(&args);
+    for validator in &validators {
+        std::fs::copy(&genesis, validator.dir.join("genesis.toml")).unwrap();
+    }
+    // Validator 0 first; each later one dials all before it.
+    let mut bootnodes = Vec::new();
+    for validator in &mut validators {
+        let (process, api, p2p) = start(&validator.dir, &bootnodes);
+        bootnodes.push(format!("{p2p}/p2p/{}", validator.peer));
+        (validator.process, validator.api, validator.p2p) = (Some(process), api, p2p);
+    }
+    let apis: Vec<String> = validators.iter().map(|validator| validator.api.clone()).collect();
+    assert!(
+        wait_until(STARTUP, || apis.iter().all(|api| height(api).is_some_and(|height| height >= 2))),
+        "the validators did not start committing: {:#?}",
+        validators[0].process.as_ref().unwrap().lines()
+    );
+
+    // A client submits transfers to the live validators and records those acknowledged as committed.
+    let tokens: Vec<String> =
+        validators.iter().map(|validator| std::fs::read_to_string(validator.dir.join("api.token")).unwrap()).collect();
+    let down = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
+    let submitted = Arc::new(Mutex::new(0usize));
+    let load = {
+        let (apis, tokens, down, stop) = (apis.clone(), tokens.clone(), down.clone(), stop.clone());
+        let (acknowledged, submitted) = (acknowledged.clone(), submitted.clone());
+        std::thread::spawn(move || {
+            let network = NetworkId::new("kos-devnet").unwrap();
+            let mut pending: Vec<(String, usize)> = Vec::new();
+            let mut nonce = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..5 {
+                    nonce += 1;
+                    let node = (nonce as usize) % if down.load(Ordering::Relaxed) { 3 } else { 4 };
+                    let now = kos_tests::now_ms();
+                    let envelope = Draft {
+                        network: network.clone(),
+                        nonce,
+                        created_ms: now,
+                        expires_ms: now + 600_000,
+                        body: Body::Transfer(Transfer {
+                            to: protocol::PublicKey([9; 32]),
+                            token: TokenId::new("credit").unwrap(),
+                            amount: nonce,
+                            memo: Text::new("kill -9 test").unwrap(),
+                        }),
+                    }
+                    .sign(&client);
+                    let authorization = format!("Bearer {}", tokens[node].trim());
+                    let response = http::request(
+                        &apis[node],
+                        "POST",
+                        "/entries",
+                        &[("Authorization", &authorization), ("Content-Type", "application/octet-stream")],
+                        &envelope.to_bytes(),
+                    );
+                    if let Ok(response) = response
+                        && response.status == 202
+                    {
+                        *submitted.lock().unwrap() += 1;
+                        pending.push((envelope.id().to_hex(), node));
+                    }
+                }
+                // Acknowledged: the node it was submitted to answers that it is committed.
+                pending.retain(|(id, node)| {
+                    if down.load(Ordering::Relaxed) && *node == 3 {
+                        return true;
+                    }
+                    match http::get(&apis[*node], &format!("/entries/{id}")) {
+                        Ok(response) if response.status == 200 => {
+                            acknowledged.lock().unwrap().insert(id.clone());
+                            false
+                        }
+                        _ => true,
+                    }
+                });
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
+    std::thread::sleep(Duration::from_secs(4));
+    // Kill validator 3 mid-load, without a chance to clean up.
+    down.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(300));
+    let killed_at = height(&apis[3]).unwrap_or(0);
+    validators[3].process.as_ref().unwrap().signal("KILL").unwrap();
+    validators[3].process.as_mut().unwrap().wait(Duration::from_secs(10)).expect("kill -9 did not stop it");
+    validators[3].process = None;
+    std::thread::sleep(Duration::from_secs(5));
+    let others = height(&apis[0]).unwrap();
+    assert!(others > killed_at + 2, "the other three stopped committing ({killed_at} -> {others})");
+
+    // Restart on the same data directory; it must catch up by sync.
+    let (process, api, _) = start(&validators[3].dir, &bootnodes[..3]);
+    // Every block it had committed before the kill is still there.
+    let reopened: u64 = process.wait_for_field(STARTUP, "ledger opened", "height").unwrap().parse().unwrap();
+    assert!(reopened >= killed_at, "it reopened at height {reopened}, had committed {killed_at}");
+    validators[3].process = Some(process);
+    validators[3].api = api.clone();
+    let mut apis = apis;
+    apis[3] = api;
+    // The load thread keeps the old address of validator 3; it only submits to 0..3 while `down` stays set.
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let target = height(&apis[0]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || apis.iter().all(|api| height(api).is_some_and(|h| h >= target + 2))),
+        "not every validator reached height {}: {:?}\n{:#?}",
+        target + 2,
+        apis.iter().map(|api| height(api)).collect::<Vec<_>>(),
+        validators[3].process.as_ref().unwrap().lines()
+    );
+
+    // It caught up by fetching certified blocks from its peers.
+    let restarted = validators[3].process.as_ref().unwrap();
+    assert!(
+        restarted.wait_for_line(Duration::from_secs(5), |line| line.contains("caught up")).is_some(),
+        "{:#?}",
+        restarted.lines()
+    );
+    eprintln!(
+        "killed at height {killed_at}, reopened at {reopened}, chain compared up to {target}; {} of {} entries \
+         acknowledged",
+        acknowledged.lock().unwrap().len(),
+        submitted.lock().unwrap()
+    );
+
+    // One chain: the same block at every height on every node.
+    for height in 1..=target {
+        let hashes: Vec<Option<String>> = apis.iter().map(|api| block_hash(api, height)).collect();
+        assert!(hashes[0].is_some(), "no block {height}");
+        assert!(hashes.iter().all(|hash| *hash == hashes[0]), "the ledgers differ at height {height}: {hashes:?}");
+    }
+    // Every acknowledged entry is in every ledger.
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    let submitted = *submitted.lock().unwrap();
+    assert!(acknowledged.len() >= 20, "too few entries were acknowledged: {} of {submitted}", acknowledged.len());
+    for id in &acknowledged {
+        for api in &apis {
+            let response = http::get(api, &format!("/entries/{id}")).unwrap();
+            assert_eq!(response.status, 200, "entry {id} missing on {api}: {}", response.text());
+        }
+    }
+
+    // Export a ledger and verify it end to end, as someone else would.
+    let export = root.path().join("ledger.export");
+    let v0 = validators[0].dir.to_str().unwrap();
+    kos(&["--data-dir", v0, "ledger", "export", "--out", export.to_str().unwrap()]);
+    let verified = kos(&["ledger", "verify", export.to_str().unwrap(), "--genesis", genesis.to_str().unwrap()]);
+    let blocks: u64 = verified.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(blocks >= target, "{verified}");
+    let entries: usize = verified.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(entries >= acknowledged.len(), "{verified}");
+    // A flipped byte anywhere in a block is caught.
+    let mut bytes = std::fs::read(&export).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&export, &bytes).unwrap();
+    let output = Command::new(kos_binary()).args(["ledger", "verify", export.to_str().unwrap()]).output().unwrap();
+    assert!(!output.status.success(), "a tampered export verified: {}", String::from_utf8_lossy(&output.stdout));
+}
