@@ -102,12 +102,13 @@ pub fn clear<K: Clone>(bids: &[Order<K>], asks: &[Order<K>], mechanism: Mechanis
         bids.iter().filter(|bid| bid.quantity > 0).filter_map(|bid| Some((fee.net_price(bid.price)?, bid))).collect();
     let mut asks: Vec<&Order<K>> = asks.iter().filter(|ask| ask.quantity > 0).collect();
     // Stable sorts keep the caller's order among equal prices.
-    bids.sort_by(|a, b| b.0.cmp(&a.0));
-    asks.sort_by(|a, b| a.price.cmp(&b.price));
+    bids.sort_by_key(|bid| std::cmp::Reverse(bid.0));
+    asks.sort_by_key(|ask| ask.price);
 
     let mut pairs = Vec::new();
     let (mut i, mut j) = (0, 0);
-    let (mut bid_left, mut ask_left) = (bids.first().map_or(0, |b| b.1.quantity), asks.first().map_or(0, |a| a.quantity));
+    let (mut bid_left, mut ask_left) =
+        (bids.first().map_or(0, |b| b.1.quantity), asks.first().map_or(0, |a| a.quantity));
     while let (Some(&(net, _)), Some(ask)) = (bids.get(i), asks.get(j)) {
         if net < ask.price {
             break;

@@ -96,11 +96,17 @@ pub struct Resting<O> {
     pub expires_ms: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Level<K> {
     queue: VecDeque<(u64, K)>,
     live: usize,
     quantity: u64,
+}
+
+impl<K> Default for Level<K> {
+    fn default() -> Self {
+        Level { queue: VecDeque::new(), live: 0, quantity: 0 }
+    }
 }
 
 /// A limit order book for one pool.

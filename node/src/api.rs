@@ -123,15 +123,16 @@ async fn status(State(context): State<Context>) -> Response {
 fn stored_block(
     context: &Context,
     height: u64,
-) -> Result<(ledger_crate::Block, ledger_crate::store::Stored), Response> {
-    let ledger = context.ledger.as_ref().ok_or_else(no_ledger)?;
+) -> Result<(ledger_crate::Block, ledger_crate::store::Stored), Box<Response>> {
+    let ledger = context.ledger.as_ref().ok_or_else(|| Box::new(no_ledger()))?;
     let stored = ledger
         .reader()
         .block(height)
-        .map_err(|error| error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}")))?
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no block at height {height} yet")))?;
-    let block = ledger_crate::Block::from_bytes(&stored.block)
-        .map_err(|problem| error(StatusCode::INTERNAL_SERVER_ERROR, format!("stored block {height}: {problem}")))?;
+        .map_err(|error| Box::new(error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))))?
+        .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, format!("no block at height {height} yet"))))?;
+    let block = ledger_crate::Block::from_bytes(&stored.block).map_err(|problem| {
+        Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, format!("stored block {height}: {problem}")))
+    })?;
     Ok((block, stored))
 }
 
@@ -144,7 +145,7 @@ use ::ledger as ledger_crate;
 async fn block(State(context): State<Context>, UrlPath(height): UrlPath<u64>) -> Response {
     let (block, _) = match stored_block(&context, height) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let header = block.header();
     let entries: Vec<String> = block
@@ -174,7 +175,7 @@ async fn block_raw(State(context): State<Context>, UrlPath(height): UrlPath<u64>
             "certificate": hex::encode(&stored.certificate),
         }))
         .into_response(),
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 

@@ -72,9 +72,12 @@ enum Input {
     Entries(Vec<Delivery>),
     Submit { bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, String>> },
     Synced { peer: Option<PeerId>, from: u64, tip: u64, blocks: Vec<Stored> },
-    Read(Box<dyn FnOnce(&State, u64) + Send>),
+    Read(Reader),
     Shutdown,
 }
+
+/// A read of the state at a height, run on the ledger thread.
+type Reader = Box<dyn FnOnce(&State, u64) + Send>;
 
 /// A cloneable handle to the ledger thread.
 #[derive(Clone)]

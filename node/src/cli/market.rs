@@ -204,12 +204,9 @@ fn continuous(bids: &[Order], asks: &[Order], fee: Fee) -> anyhow::Result<Trades
             )
             .or_else(|error| match error {
                 // A bid below a constant fee can never trade; it simply does not enter the book.
-                market::book::Reject::BelowFee => Ok(market::book::Placed {
-                    fills: Vec::new(),
-                    resting: 0,
-                    dropped: 0,
-                    expired: Vec::new(),
-                }),
+                market::book::Reject::BelowFee => {
+                    Ok(market::book::Placed { fills: Vec::new(), resting: 0, dropped: 0, expired: Vec::new() })
+                }
                 other => Err(other),
             })
             .with_context(|| format!("order {:?}", order.id))?;
@@ -271,7 +268,7 @@ fn fee(document: &Value) -> anyhow::Result<Fee> {
 /// A decimal with at most 3 decimals as milli-units.
 fn milli(value: f64) -> anyhow::Result<u64> {
     let scaled = value * 1000.0;
-    if !scaled.is_finite() || scaled < 0.0 || scaled > 1e15 {
+    if !scaled.is_finite() || !(0.0..=1e15).contains(&scaled) {
         bail!("{value} is not a price from 0 to 10¹²");
     }
     let rounded = scaled.round();
@@ -334,7 +331,9 @@ mod tests {
         assert!(error(r#"{"asks":[{"quantity":1,"price":-1}]}"#).contains("asks[0].price"));
         assert!(error(r#"{"asks":[{"quantity":1,"price":0.0001}]}"#).contains("asks[0].price"));
         assert!(error(r#"{"divider":2}"#).contains("divider"));
-        assert!(error(r#"{"bids":[{"id":"x","quantity":1,"price":1}],"asks":[{"id":"x","quantity":1,"price":1}]}"#)
-            .contains("twice"));
+        assert!(
+            error(r#"{"bids":[{"id":"x","quantity":1,"price":1}],"asks":[{"id":"x","quantity":1,"price":1}]}"#)
+                .contains("twice")
+        );
     }
 }

@@ -65,9 +65,12 @@ pub struct Config {
     pub blocks: Option<BlockSource>,
 }
 
+/// Reads `(tip, blocks)` from a height: `(from, blocks_max, bytes_max)`.
+pub type ReadBlocks = dyn Fn(u64, usize, usize) -> (u64, Vec<ledger::store::Stored>) + Send + Sync;
+
 /// Committed blocks a node serves to syncing peers (read from another thread than the engine's).
 #[derive(Clone)]
-pub struct BlockSource(pub Arc<dyn Fn(u64, usize, usize) -> (u64, Vec<ledger::store::Stored>) + Send + Sync>);
+pub struct BlockSource(pub Arc<ReadBlocks>);
 
 impl std::fmt::Debug for BlockSource {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
