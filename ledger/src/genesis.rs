@@ -26,6 +26,21 @@
 //! amount = 100000000
 //!
 //! [params]                   # every field optional; defaults below
+//!
+//! [[pools]]                  # market rules per pool pattern; the first that matches applies
+//! pool = "energy/credit/*/*" # resource/token/cell-prefix/interval_s, `*` for any
+//! grid_fee_per_kwh = 20      # constant grid fee per 1000 units (milli-units), or
+//! grid_fee_ppm = 0           # a share of the seller's price (parts per million)
+//! royalty_ppm = 0            # a share of each trade's value to `royalty_account` (a licence owner)
+//! royalty_account = "<64 hex>"
+//! tier_min = 0               # the lowest reputation tier (index in [[tiers]]) allowed to trade in the pool
+//!
+//! [[tiers]]                  # reputation tiers, lowest first; the first must ask nothing
+//! name = "new"
+//! score_min_ppm = 0          # fulfilled / (fulfilled + failed) obligations, with one of each as a prior
+//! deliveries_min = 0
+//! collateral_ppm = 100000    # collateral locked per energy settlement, as a share of its value
+//! fee_discount_ppm = 0       # discount on the grid fee
 //! ```
 
 use std::collections::BTreeSet;
@@ -60,6 +75,23 @@ pub struct Params {
     pub clock_skew_ms_max: u64,
     /// Longest lifetime of an entry.
     pub entry_lifetime_ms_max: u64,
+    /// Grid fee per 1000 units of pools without a `[[pools]]` rule, milli-units (governable).
+    pub grid_fee_per_kwh: u64,
+    /// Grid fee as a share of the seller's price, ppm, for pools without a rule (governable).
+    pub grid_fee_ppm: u64,
+    /// Share of each trade's value the seller pays to the commons account, ppm (governable).
+    pub commons_tax_ppm: u64,
+    /// Penalty per kWh an energy trade's party under-delivers or under-consumes, milli-units (governable).
+    pub penalty_per_kwh: u64,
+    /// Anti-hoarding: most energy an account may buy for one delivery interval, Wh; 0: no limit (governable).
+    pub bought_per_interval_max_wh: u64,
+    /// Every this many blocks the commons' balance of the fee token is shared among members below
+    /// `redistribution_balance_max`; 0: never (governable).
+    pub redistribution_epoch_blocks: u64,
+    /// Members holding less than this (milli-units of the fee token) receive a share (governable).
+    pub redistribution_balance_max: u64,
+    /// Most accounts paid in one redistribution (the poorest first).
+    pub redistribution_accounts_max: u32,
 }
 
 impl Default for Params {
@@ -74,24 +106,67 @@ impl Default for Params {
             voting_period_blocks_max: 100_000,
             clock_skew_ms_max: protocol::validate::Config::CLOCK_SKEW_MS_MAX_DEFAULT,
             entry_lifetime_ms_max: protocol::validate::Config::LIFETIME_MS_MAX_DEFAULT,
+            grid_fee_per_kwh: 0,
+            grid_fee_ppm: 0,
+            commons_tax_ppm: 0,
+            penalty_per_kwh: 100,
+            bought_per_interval_max_wh: 0,
+            redistribution_epoch_blocks: 0,
+            redistribution_balance_max: 0,
+            redistribution_accounts_max: 256,
         }
     }
 }
 
 impl Params {
     /// The parameters governance may change, by name.
-    pub const GOVERNABLE: &'static [&'static str] =
-        &["fee_per_entry", "settlement_grace_ms", "governance_threshold_percent"];
+    pub const GOVERNABLE: &'static [&'static str] = &[
+        "fee_per_entry",
+        "settlement_grace_ms",
+        "governance_threshold_percent",
+        "grid_fee_per_kwh",
+        "grid_fee_ppm",
+        "commons_tax_ppm",
+        "penalty_per_kwh",
+        "bought_per_interval_max_wh",
+        "redistribution_epoch_blocks",
+        "redistribution_balance_max",
+    ];
 
     /// Applies a governance change; `false` when the name is not governable or the value is out of range.
     pub fn set(&mut self, name: &str, value: u64) -> bool {
+        let ppm = u64::from(market::PPM);
         match name {
             "fee_per_entry" => self.fee_per_entry = value,
             "settlement_grace_ms" => self.settlement_grace_ms = value,
             "governance_threshold_percent" if (51..=100).contains(&value) => self.governance_threshold_percent = value,
+            "grid_fee_per_kwh" => self.grid_fee_per_kwh = value,
+            "grid_fee_ppm" if value <= 10 * ppm => self.grid_fee_ppm = value,
+            "commons_tax_ppm" if value <= ppm / 2 => self.commons_tax_ppm = value,
+            "penalty_per_kwh" => self.penalty_per_kwh = value,
+            "bought_per_interval_max_wh" => self.bought_per_interval_max_wh = value,
+            "redistribution_epoch_blocks" => self.redistribution_epoch_blocks = value,
+            "redistribution_balance_max" => self.redistribution_balance_max = value,
             _ => return false,
         }
         true
+    }
+
+    /// The value of a governable parameter by name.
+    pub fn get(&self, name: &str) -> Option<u64> {
+        Some(match name {
+            "fee_per_entry" => self.fee_per_entry,
+            "settlement_grace_ms" => self.settlement_grace_ms,
+            "governance_threshold_percent" => self.governance_threshold_percent,
+            "grid_fee_per_kwh" => self.grid_fee_per_kwh,
+            "grid_fee_ppm" => self.grid_fee_ppm,
+            "commons_tax_ppm" => self.commons_tax_ppm,
+            "penalty_per_kwh" => self.penalty_per_kwh,
+            "bought_per_interval_max_wh" => self.bought_per_interval_max_wh,
+            "redistribution_epoch_blocks" => self.redistribution_epoch_blocks,
+            "redistribution_balance_max" => self.redistribution_balance_max,
+            _ => return None,
+        })
     }
 }
 
@@ -133,6 +208,44 @@ pub struct BalanceFile {
     pub amount: u64,
 }
 
+/// Market rules of the pools a pattern matches, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolRuleFile {
+    pub pool: String,
+    #[serde(default)]
+    pub grid_fee_per_kwh: Option<u64>,
+    #[serde(default)]
+    pub grid_fee_ppm: Option<u32>,
+    #[serde(default)]
+    pub royalty_ppm: u32,
+    #[serde(default)]
+    pub royalty_account: Option<String>,
+    #[serde(default)]
+    pub tier_min: u32,
+    /// The auction of interval pools: `pay-as-clear` (default), `pay-as-bid`, `mmr`, `sdr`.
+    #[serde(default)]
+    pub mechanism: Option<String>,
+    /// The MMR divider in parts per million (default 500000: the mid-market rate).
+    #[serde(default)]
+    pub divider_ppm: Option<u32>,
+}
+
+/// A reputation tier, as written in the file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    pub name: String,
+    #[serde(default)]
+    pub score_min_ppm: u32,
+    #[serde(default)]
+    pub deliveries_min: u64,
+    #[serde(default)]
+    pub collateral_ppm: u32,
+    #[serde(default)]
+    pub fee_discount_ppm: u32,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GenesisFile {
@@ -145,6 +258,94 @@ struct GenesisFile {
     balances: Vec<BalanceFile>,
     #[serde(default)]
     params: Params,
+    #[serde(default)]
+    pools: Vec<PoolRuleFile>,
+    #[serde(default)]
+    tiers: Vec<TierFile>,
+}
+
+/// A pool pattern: each part is `None` for `*`; the cell is a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolPattern {
+    pub resource: Option<protocol::message::Resource>,
+    pub token: Option<TokenId>,
+    pub cell_prefix: Option<String>,
+    pub interval_s: Option<u32>,
+}
+
+impl PoolPattern {
+    /// Parses `resource/token/cell-prefix/interval_s` with `*` for any part.
+    pub fn parse(text: &str) -> anyhow::Result<PoolPattern> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let [resource, token, cell, interval] = parts.as_slice() else {
+            bail!("pool pattern {text:?} is not resource/token/cell/interval_s (use * for any)");
+        };
+        let any = |part: &str| part == "*";
+        Ok(PoolPattern {
+            resource: if any(resource) { None } else { Some(resource.parse().map_err(|e| anyhow::anyhow!("{e}"))?) },
+            token: if any(token) { None } else { Some(TokenId::new(*token).map_err(|e| anyhow::anyhow!("{e}"))?) },
+            cell_prefix: if any(cell) {
+                None
+            } else {
+                Some(protocol::types::Cell::new(*cell).map_err(|e| anyhow::anyhow!("{e}"))?.as_str().to_owned())
+            },
+            interval_s: if any(interval) { None } else { Some(interval.parse().context("pool pattern interval_s")?) },
+        })
+    }
+
+    /// Whether a pool matches.
+    pub fn matches(&self, pool: &protocol::message::PoolId) -> bool {
+        self.resource.is_none_or(|resource| resource == pool.resource)
+            && self.token.as_ref().is_none_or(|token| *token == pool.token)
+            && self.cell_prefix.as_ref().is_none_or(|prefix| pool.cell.as_str().starts_with(prefix.as_str()))
+            && self.interval_s.is_none_or(|interval| interval == pool.interval_s)
+    }
+}
+
+/// The market rules of matching pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRule {
+    pub pattern: PoolPattern,
+    /// The grid fee; `None`: the governable default of the params.
+    pub grid_fee: Option<market::Fee>,
+    pub royalty_ppm: u32,
+    pub royalty_account: Option<PublicKey>,
+    pub tier_min: u32,
+    /// The auction of interval pools.
+    pub mechanism: market::auction::Mechanism,
+}
+
+/// A reputation tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    pub name: String,
+    pub score_min_ppm: u32,
+    pub deliveries_min: u64,
+    pub collateral_ppm: u32,
+    pub fee_discount_ppm: u32,
+}
+
+impl Tier {
+    /// The tiers of a genesis without `[[tiers]]`: newcomers lock 10 % collateral; accounts with 10 fulfilled
+    /// deliveries at a 95 % score lock 2.5 % and get 10 % off grid fees.
+    pub fn defaults() -> Vec<Tier> {
+        vec![
+            Tier {
+                name: "new".into(),
+                score_min_ppm: 0,
+                deliveries_min: 0,
+                collateral_ppm: 100_000,
+                fee_discount_ppm: 0,
+            },
+            Tier {
+                name: "trusted".into(),
+                score_min_ppm: 950_000,
+                deliveries_min: 10,
+                collateral_ppm: 25_000,
+                fee_discount_ppm: 100_000,
+            },
+        ]
+    }
 }
 
 /// A validator of the genesis.
@@ -177,6 +378,10 @@ pub struct Genesis {
     pub tokens: Vec<Token>,
     pub balances: Vec<(PublicKey, TokenId, u64)>,
     pub params: Params,
+    /// Market rules by pool pattern, first match wins.
+    pub pools: Vec<PoolRule>,
+    /// Reputation tiers, lowest first (never empty).
+    pub tiers: Vec<Tier>,
     /// `blake3("kos/v1/genesis" || 0x00 || file bytes)`: the parent hash of block 1.
     pub hash: Hash,
     /// The file's text, as read (exports carry it).
@@ -241,6 +446,76 @@ impl Genesis {
                 params.fee_token
             );
         }
+        ensure!(params.grid_fee_ppm <= 10 * u64::from(market::PPM), "params.grid_fee_ppm: at most 10000000");
+        ensure!(params.commons_tax_ppm <= u64::from(market::PPM) / 2, "params.commons_tax_ppm: at most 500000");
+        let ppm_ok = |value: u32| value <= market::PPM;
+        let mut pools = Vec::new();
+        for rule in &file.pools {
+            let context = || format!("pool rule {:?}", rule.pool);
+            let pattern = PoolPattern::parse(&rule.pool).with_context(context)?;
+            let grid_fee = match (rule.grid_fee_per_kwh, rule.grid_fee_ppm) {
+                (Some(_), Some(_)) => bail!("{}: give grid_fee_per_kwh or grid_fee_ppm, not both", context()),
+                (Some(constant), None) => Some(market::Fee::Constant(constant)),
+                (None, Some(ppm)) => Some(market::Fee::Ppm(ppm)),
+                (None, None) => None,
+            };
+            ensure!(rule.royalty_ppm <= market::PPM / 2, "{}: royalty_ppm at most 500000", context());
+            let royalty_account = rule.royalty_account.as_deref().map(parse_key).transpose().with_context(context)?;
+            ensure!(
+                rule.royalty_ppm == 0 || royalty_account.is_some(),
+                "{}: royalty_ppm needs a royalty_account",
+                context()
+            );
+            let divider_ppm = rule.divider_ppm.unwrap_or(market::PPM / 2);
+            ensure!(ppm_ok(divider_ppm), "{}: divider_ppm at most 1000000", context());
+            let mechanism = match rule.mechanism.as_deref().unwrap_or("pay-as-clear") {
+                "pay-as-clear" => market::auction::Mechanism::PayAsClear,
+                "pay-as-bid" => market::auction::Mechanism::PayAsBid,
+                "mmr" => market::auction::Mechanism::MidMarketRate { divider_ppm },
+                "sdr" => market::auction::Mechanism::SupplyDemandRatio,
+                other => bail!("{}: mechanism {other:?} is not pay-as-clear, pay-as-bid, mmr or sdr", context()),
+            };
+            pools.push(PoolRule {
+                pattern,
+                grid_fee,
+                royalty_ppm: rule.royalty_ppm,
+                royalty_account,
+                tier_min: rule.tier_min,
+                mechanism,
+            });
+        }
+        let tiers = if file.tiers.is_empty() {
+            Tier::defaults()
+        } else {
+            file.tiers
+                .iter()
+                .map(|tier| {
+                    ensure!(
+                        ppm_ok(tier.score_min_ppm) && ppm_ok(tier.collateral_ppm) && ppm_ok(tier.fee_discount_ppm),
+                        "tier {}: ppm values are at most 1000000",
+                        tier.name
+                    );
+                    Ok(Tier {
+                        name: tier.name.clone(),
+                        score_min_ppm: tier.score_min_ppm,
+                        deliveries_min: tier.deliveries_min,
+                        collateral_ppm: tier.collateral_ppm,
+                        fee_discount_ppm: tier.fee_discount_ppm,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        };
+        ensure!(
+            tiers[0].score_min_ppm == 0 && tiers[0].deliveries_min == 0,
+            "the first tier must ask nothing (score_min_ppm = 0, deliveries_min = 0): every newcomer is in it"
+        );
+        for rule in &pools {
+            ensure!(
+                usize::try_from(rule.tier_min).is_ok_and(|tier| tier < tiers.len()),
+                "pool rule: tier_min {} names no tier",
+                rule.tier_min
+            );
+        }
         let hash = hash::tagged("kos/v1/genesis", &[text.as_bytes()]);
         Ok(Genesis {
             network,
@@ -249,6 +524,8 @@ impl Genesis {
             tokens,
             balances,
             params,
+            pools,
+            tiers,
             hash,
             text: text.to_owned(),
         })
@@ -288,6 +565,11 @@ impl Genesis {
     /// The token rules by id.
     pub fn token(&self, id: &TokenId) -> Option<&Token> {
         self.tokens.iter().find(|token| &token.id == id)
+    }
+
+    /// The market rule of a pool: the first `[[pools]]` pattern that matches it.
+    pub fn pool_rule(&self, pool: &protocol::message::PoolId) -> Option<&PoolRule> {
+        self.pools.iter().find(|rule| rule.pattern.matches(pool))
     }
 }
 

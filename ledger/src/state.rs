@@ -71,6 +71,12 @@ pub enum EntryError {
     VotingPeriod(u32),
     #[error("amount overflows")]
     Overflow,
+    #[error("{account} is in reputation tier {tier}; the pool needs tier {needed} or higher")]
+    Tier { account: PublicKey, tier: usize, needed: usize },
+    #[error("the delivery interval is over")]
+    DeliveryOver,
+    #[error("{account} would buy {wanted} Wh for one interval; the limit is {limit} Wh")]
+    HoardingLimit { account: PublicKey, wanted: u64, limit: u64 },
 }
 
 /// What a block executes in: fixed by its header.
@@ -151,7 +157,26 @@ pub struct Executed {
 /// Something a block did, for indexes, the API and reputation (not part of consensus).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    EscrowReleased { settlement: Id, to: PublicKey, amount: u64 },
+    /// An escrow was settled: `amount` went to the seller (payment less tax and royalty, plus its collateral and
+    /// any penalty the buyer paid).
+    EscrowReleased {
+        settlement: Id,
+        to: PublicKey,
+        amount: u64,
+    },
+    /// A party of an energy trade under-delivered or under-consumed and paid `amount` from its collateral.
+    Penalty {
+        settlement: Id,
+        account: PublicKey,
+        shortfall_wh: u64,
+        amount: u64,
+    },
+    /// The commons' balance of `token` was shared: `share` to each of `accounts` accounts.
+    Redistributed {
+        token: TokenId,
+        accounts: u64,
+        share: u64,
+    },
     ProposalPassed(Id),
     ProposalRejected(Id),
 }
@@ -194,6 +219,14 @@ const REPUTATION: u8 = b'r';
 const PROPOSAL: u8 = b'g';
 const PROPOSAL_BY_END: u8 = b'G';
 const BALLOT: u8 = b'w';
+const FLOW: u8 = b'l';
+const SOLD: u8 = b'o';
+const BOUGHT: u8 = b'u';
+const FORGET: u8 = b'z';
+const PRICE_INDEX: u8 = b'i';
+
+/// How long the per-interval energy counters (readings' flows, energy sold and bought) outlive their interval.
+const INTERVAL_RECORDS_RETENTION_MS: u64 = 2 * 86_400_000;
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let mut key = Vec::with_capacity(1 + parts.iter().map(|part| part.len()).sum::<usize>());
@@ -208,14 +241,74 @@ fn balance_key(account: &PublicKey, token: &TokenId) -> Vec<u8> {
     key(BALANCE, &[account.as_bytes(), token.as_str().as_bytes()])
 }
 
-/// An escrowed payment of an energy settlement, released to the seller after the delivery interval.
+fn price_index_key(pool: &protocol::message::PoolId, period_s: u64) -> Vec<u8> {
+    key(PRICE_INDEX, &[pool.digest().as_bytes(), &period_s.to_be_bytes()])
+}
+
+fn interval_key(prefix: u8, account: &PublicKey, start_s: u64) -> Vec<u8> {
+    key(prefix, &[account.as_bytes(), &start_s.to_be_bytes()])
+}
+
+fn pool_fee(rule: Option<&crate::genesis::PoolRule>, per_kwh: u64, ppm: u64) -> market::Fee {
+    match rule.and_then(|rule| rule.grid_fee) {
+        Some(fee) => fee,
+        None if per_kwh > 0 => market::Fee::Constant(per_kwh),
+        None if ppm > 0 => market::Fee::Ppm(u32::try_from(ppm).unwrap_or(u32::MAX)),
+        None => market::Fee::None,
+    }
+}
+
+/// `value · ppm / 10⁶`, rounded down.
+fn share(value: u64, ppm: u64) -> u64 {
+    u64::try_from(u128::from(value) * u128::from(ppm) / u128::from(market::PPM)).unwrap_or(u64::MAX)
+}
+
+/// What a settlement of a delivery-interval pool holds until the interval is over: the buyer's payment and both
+/// parties' collateral. At `release_ms` an energy trade is checked against both parties' anchored readings.
 #[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
 pub struct Escrow {
     pub buyer: PublicKey,
     pub seller: PublicKey,
     pub token: TokenId,
+    /// The payment, `quantity · price / 1000`.
     pub amount: u64,
     pub release_ms: u64,
+    pub quantity: u64,
+    pub delivery_start_s: u64,
+    pub interval_s: u32,
+    /// 1 when delivery is checked against meter readings (energy pools), else 0 (the codec has no booleans).
+    pub metered: u8,
+    pub buyer_collateral: u64,
+    pub seller_collateral: u64,
+    /// Commons tax taken from the payment at release.
+    pub tax: u64,
+    /// Royalty taken from the payment at release, to `royalty_account`.
+    pub royalty: u64,
+    pub royalty_account: PublicKey,
+}
+
+impl Escrow {
+    /// Everything the escrow holds.
+    pub fn held(&self) -> u64 {
+        self.amount.saturating_add(self.buyer_collateral).saturating_add(self.seller_collateral)
+    }
+}
+
+/// A pool's trades in one period (a delivery interval, or an hour of block time in continuous pools).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct PriceIndex {
+    /// Σ quantity.
+    pub volume: u64,
+    /// Σ payment (token milli-units).
+    pub value: u64,
+    pub trades: u64,
+}
+
+impl PriceIndex {
+    /// The volume-weighted average price per 1000 units: `value · 1000 / volume`.
+    pub fn vwap(&self) -> Option<u64> {
+        (u128::from(self.value) * 1000).checked_div(u128::from(self.volume)).and_then(|price| u64::try_from(price).ok())
+    }
 }
 
 /// A meter's last anchored reading.
@@ -234,7 +327,29 @@ pub struct Reputation {
     pub traded_value: u64,
     pub readings: u64,
     pub barters: u64,
+    /// Obligations fulfilled: energy delivered as sold, consumed as bought, other escrows completed.
     pub deliveries: u64,
+    /// Obligations failed: energy under-delivered or under-consumed.
+    pub failures: u64,
+}
+
+impl Reputation {
+    /// The trust score in parts per million: `(deliveries + 1) / (deliveries + failures + 2)` (one fulfilled and one
+    /// failed obligation as a prior, so a newcomer scores 500 000).
+    pub fn score_ppm(&self) -> u32 {
+        let fulfilled = u128::from(self.deliveries) + 1;
+        let total = fulfilled + u128::from(self.failures) + 1;
+        u32::try_from(fulfilled * u128::from(market::PPM) / total).unwrap_or(market::PPM)
+    }
+
+    /// The index of the highest tier whose thresholds this record meets (tier 0 asks nothing).
+    pub fn tier(&self, tiers: &[crate::genesis::Tier]) -> usize {
+        let score = self.score_ppm();
+        tiers
+            .iter()
+            .rposition(|tier| score >= tier.score_min_ppm && self.deliveries >= tier.deliveries_min)
+            .unwrap_or(0)
+    }
 }
 
 /// An open or closed governance proposal.
@@ -282,11 +397,7 @@ impl State {
             writes.insert(balance_key, Some(encode(&amount)));
         }
         for name in Params::GOVERNABLE {
-            let value = match *name {
-                "fee_per_entry" => genesis.params.fee_per_entry,
-                "settlement_grace_ms" => genesis.params.settlement_grace_ms,
-                _ => genesis.params.governance_threshold_percent,
-            };
+            let value = genesis.params.get(name).unwrap_or(0);
             writes.insert(key(PARAM, &[name.as_bytes()]), Some(encode(&value)));
         }
         let lattice = state.lattice_after(&writes);
@@ -401,6 +512,44 @@ impl State {
 
     pub fn reputation(&self, account: &PublicKey) -> Reputation {
         self.map.get(&key(REPUTATION, &[account.as_bytes()])).and_then(|bytes| decode(bytes)).unwrap_or_default()
+    }
+
+    /// An account's reputation tier (index into the genesis tiers).
+    pub fn tier(&self, account: &PublicKey) -> usize {
+        self.reputation(account).tier(&self.genesis.tiers)
+    }
+
+    /// The grid fee of a pool: its `[[pools]]` rule, else the governable defaults (a constant fee if set, else a
+    /// share).
+    pub fn pool_fee(&self, pool: &protocol::message::PoolId) -> market::Fee {
+        pool_fee(self.genesis.pool_rule(pool), self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm"))
+    }
+
+    /// How a pool matches: its auction mechanism (pay-as-clear without a rule) and grid fee.
+    pub fn pool_rules(&self, pool: &protocol::message::PoolId) -> market::pools::Rules {
+        let mechanism =
+            self.genesis.pool_rule(pool).map_or(market::auction::Mechanism::PayAsClear, |rule| rule.mechanism);
+        market::pools::Rules { mechanism, fee: self.pool_fee(pool) }
+    }
+
+    /// A pool's price index for one period (`delivery_start_s`, or the hour's start in continuous pools).
+    pub fn price_index(&self, pool: &protocol::message::PoolId, period_s: u64) -> Option<PriceIndex> {
+        self.map.get(&price_index_key(pool, period_s)).and_then(|bytes| decode(bytes))
+    }
+
+    /// A pool's price indices for periods `from_s..to_s`, oldest first.
+    pub fn price_indices(&self, pool: &protocol::message::PoolId, from_s: u64, to_s: u64) -> Vec<(u64, PriceIndex)> {
+        let (start, end) = (price_index_key(pool, from_s), price_index_key(pool, to_s));
+        if start >= end {
+            return Vec::new();
+        }
+        self.map
+            .range(start..end)
+            .filter_map(|(key, value)| {
+                let period = u64::from_be_bytes(key.get(33..41)?.try_into().ok()?);
+                Some((period, decode(value)?))
+            })
+            .collect()
     }
 
     pub fn proposal(&self, id: &Id) -> Option<ProposalState> {
@@ -559,6 +708,27 @@ impl<'s> Pending<'s> {
         keys.sort();
         keys.dedup();
         keys
+    }
+
+    /// The pairs with keys in `start..end`, over the base and the writes.
+    fn scan(&self, start: Vec<u8>, end: Vec<u8>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        if start >= end {
+            return Vec::new();
+        }
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.base.map.range(start.clone()..end.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (key, value) in self.writes.range(start..end) {
+            match value {
+                Some(value) => merged.insert(key.clone(), value.clone()),
+                None => merged.remove(key),
+            };
+        }
+        merged.into_iter().collect()
+    }
+
+    /// Deletes `target` at the first block at or after `at_ms`.
+    fn forget_at(&mut self, at_ms: u64, target: &[u8]) {
+        self.put(key(FORGET, &[&at_ms.to_be_bytes(), target]), Some(Vec::new()));
     }
 
     fn balance(&self, account: &PublicKey, token: &TokenId) -> u64 {
@@ -749,6 +919,17 @@ impl<'s> Pending<'s> {
                 reading: *id,
             },
         );
+        // The account's energy flows per interval start, summed over its meters: what trades are checked against.
+        let flow_key = interval_key(FLOW, author, reading.interval_start_s);
+        let (import_wh, export_wh): (u64, u64) = self.read(&flow_key).unwrap_or((0, 0));
+        if import_wh == 0 && export_wh == 0 && self.get(&flow_key).is_none() {
+            let end_ms = reading.interval_start_s.saturating_add(u64::from(reading.interval_s)).saturating_mul(1000);
+            self.forget_at(end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &flow_key);
+        }
+        self.write(
+            flow_key,
+            &(import_wh.saturating_add(reading.import_wh), export_wh.saturating_add(reading.export_wh)),
+        );
         let anchor_key = key(ANCHOR, &[&reading.interval_start_s.to_be_bytes()]);
         let previous: Hash = self.read(&anchor_key).unwrap_or(Hash::ZERO);
         self.write(anchor_key, &hash::tagged("kos/v1/anchor", &[previous.as_bytes(), id.as_bytes()]));
@@ -793,41 +974,237 @@ impl<'s> Pending<'s> {
         Ok(())
     }
 
+    /// Settles a matched bid and ask: checks both offers, the pool's tier rule, the grid fee and the anti-hoarding
+    /// limit, then pays at once (continuous pools) or escrows payment and collateral until the delivery interval
+    /// is over (interval pools), and adds the trade to the pool's price index.
     fn settle(&mut self, id: &Id, settlement: &Settlement) -> Result<(), EntryError> {
         let (Body::Offer(bid), Body::Offer(ask)) = (&settlement.bid.body, &settlement.ask.body) else {
             return Err(EntryError::Invalid("settlement offers are not offers".into()));
         };
         check_offer_pair(bid, ask, settlement)?;
-        self.fill(&settlement.bid, bid.quantity, settlement.quantity)?;
-        self.fill(&settlement.ask, ask.quantity, settlement.quantity)?;
+        let genesis = &self.base.genesis;
+        let pool = &bid.pool;
+        let token = &pool.token;
+        if genesis.token(token).is_none() {
+            return Err(EntryError::UnknownToken(token.clone()));
+        }
         let buyer = settlement.bid.author;
         let seller = settlement.ask.author;
-        let token = &bid.pool.token;
-        let amount =
-            protocol::message::value_milli(settlement.quantity, settlement.unit_price).ok_or(EntryError::Overflow)?;
-        if bid.pool.interval_s == 0 {
-            self.move_tokens(&buyer, &seller, token, amount)?;
-        } else {
-            // Energy for a delivery interval: the payment waits in escrow until the interval is over (issue 6 checks
-            // it against both parties' readings before release).
-            if self.base.genesis.token(token).is_none() {
-                return Err(EntryError::UnknownToken(token.clone()));
+        let rule = genesis.pool_rule(pool);
+        let tier_min = rule.map_or(0, |rule| usize::try_from(rule.tier_min).unwrap_or(usize::MAX));
+        let mut tiers = [0usize; 2];
+        for (slot, party) in tiers.iter_mut().zip([buyer, seller]) {
+            let reputation: Reputation = self.read(&key(REPUTATION, &[party.as_bytes()])).unwrap_or_default();
+            *slot = reputation.tier(&genesis.tiers);
+            if *slot < tier_min {
+                return Err(EntryError::Tier { account: party, tier: *slot, needed: tier_min });
             }
-            self.debit(&buyer, token, amount)?;
-            let delivery_end_ms =
-                bid.delivery_start_s.saturating_add(u64::from(bid.pool.interval_s)).saturating_mul(1000);
+        }
+        let [buyer_tier, seller_tier] = tiers.map(|tier| &genesis.tiers[tier.min(genesis.tiers.len() - 1)]);
+        let fee = pool_fee(rule, self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm"));
+        let full_fee = fee.on(settlement.unit_price);
+        let fee_per_unit = full_fee - share(full_fee, u64::from(buyer_tier.fee_discount_ppm));
+        if settlement.unit_price.checked_add(fee_per_unit).is_none_or(|gross| gross > bid.unit_price) {
+            return Err(EntryError::Price);
+        }
+        let interval_s = u64::from(pool.interval_s);
+        let delivery_end_ms = bid.delivery_start_s.saturating_add(interval_s).saturating_mul(1000);
+        if interval_s > 0 && delivery_end_ms <= self.context.time_ms {
+            return Err(EntryError::DeliveryOver);
+        }
+        self.fill(&settlement.bid, bid.quantity, settlement.quantity)?;
+        self.fill(&settlement.ask, ask.quantity, settlement.quantity)?;
+        let quantity = settlement.quantity;
+        let value = protocol::message::value_milli(quantity, settlement.unit_price).ok_or(EntryError::Overflow)?;
+        let fee_amount = protocol::message::value_milli(quantity, fee_per_unit).ok_or(EntryError::Overflow)?;
+        let tax = share(value, self.param("commons_tax_ppm"));
+        let (royalty, royalty_account) = match rule {
+            Some(rule) if rule.royalty_ppm > 0 => {
+                (share(value, u64::from(rule.royalty_ppm)), rule.royalty_account.unwrap_or(COMMONS))
+            }
+            _ => (0, COMMONS),
+        };
+        if fee_amount > 0 {
+            self.move_tokens(&buyer, &COMMONS, token, fee_amount)?;
+        }
+        if interval_s == 0 {
+            self.move_tokens(&buyer, &seller, token, value)?;
+            self.move_tokens(&seller, &COMMONS, token, tax)?;
+            self.move_tokens(&seller, &royalty_account, token, royalty)?;
+        } else {
+            let metered = pool.resource == protocol::message::Resource::Energy;
             let release_ms = delivery_end_ms.saturating_add(self.param("settlement_grace_ms"));
-            let escrow = Escrow { buyer, seller, token: token.clone(), amount, release_ms };
+            let (buyer_collateral, seller_collateral) = if metered {
+                self.count_energy(&buyer, &seller, bid.delivery_start_s, quantity, release_ms)?;
+                (
+                    share(value, u64::from(buyer_tier.collateral_ppm)),
+                    share(value, u64::from(seller_tier.collateral_ppm)),
+                )
+            } else {
+                (0, 0)
+            };
+            self.debit(&buyer, token, value.checked_add(buyer_collateral).ok_or(EntryError::Overflow)?)?;
+            self.debit(&seller, token, seller_collateral)?;
+            let escrow = Escrow {
+                buyer,
+                seller,
+                token: token.clone(),
+                amount: value,
+                release_ms,
+                quantity,
+                delivery_start_s: bid.delivery_start_s,
+                interval_s: pool.interval_s,
+                metered: u8::from(metered),
+                buyer_collateral,
+                seller_collateral,
+                tax,
+                royalty,
+                royalty_account,
+            };
             self.write(key(ESCROW, &[id.as_bytes()]), &escrow);
             self.put(key(ESCROW_BY_RELEASE, &[&release_ms.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
         }
+        let period_s = if interval_s == 0 { self.context.time_ms / 1000 / 3600 * 3600 } else { bid.delivery_start_s };
+        let index_key = price_index_key(pool, period_s);
+        let mut index: PriceIndex = self.read(&index_key).unwrap_or_default();
+        index.volume = index.volume.saturating_add(quantity);
+        index.value = index.value.saturating_add(value);
+        index.trades = index.trades.saturating_add(1);
+        self.write(index_key, &index);
         for party in [buyer, seller] {
             self.reputation(&party, |reputation| {
                 reputation.trades += 1;
-                reputation.traded_value = reputation.traded_value.saturating_add(amount);
+                reputation.traded_value = reputation.traded_value.saturating_add(value);
             });
         }
         Ok(())
+    }
+
+    /// Adds an energy trade to the buyer's and seller's totals for the interval, refusing a buyer over the
+    /// anti-hoarding limit. The totals are what delivery is checked against, and are forgotten after release.
+    fn count_energy(
+        &mut self,
+        buyer: &PublicKey,
+        seller: &PublicKey,
+        start_s: u64,
+        quantity: u64,
+        release_ms: u64,
+    ) -> Result<(), EntryError> {
+        let limit = self.param("bought_per_interval_max_wh");
+        for (prefix, account) in [(BOUGHT, buyer), (SOLD, seller)] {
+            let total_key = interval_key(prefix, account, start_s);
+            let before: Option<u64> = self.read(&total_key);
+            let total = before.unwrap_or(0).checked_add(quantity).ok_or(EntryError::Overflow)?;
+            if prefix == BOUGHT && limit > 0 && total > limit {
+                return Err(EntryError::HoardingLimit { account: *account, wanted: total, limit });
+            }
+            if before.is_none() {
+                self.forget_at(release_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &total_key);
+            }
+            self.write(total_key, &total);
+        }
+        Ok(())
+    }
+
+    /// An account's shortfall on one energy trade of `quantity` Wh: its measured flow (export for a seller, import
+    /// for a buyer, summed over the readings it anchored for the interval) is shared pro rata over everything it
+    /// traded for the interval; what this trade does not get is the shortfall. No reading counts as nothing
+    /// measured.
+    fn shortfall_wh(&self, account: &PublicKey, escrow: &Escrow, seller: bool) -> u64 {
+        let end_s = escrow.delivery_start_s.saturating_add(u64::from(escrow.interval_s));
+        let flows = self.scan(interval_key(FLOW, account, escrow.delivery_start_s), interval_key(FLOW, account, end_s));
+        let measured: u64 = flows
+            .iter()
+            .filter_map(|(_, value)| decode::<(u64, u64)>(value))
+            .map(|(import_wh, export_wh)| if seller { export_wh } else { import_wh })
+            .fold(0u64, u64::saturating_add);
+        let prefix = if seller { SOLD } else { BOUGHT };
+        let traded: u64 = self.read(&interval_key(prefix, account, escrow.delivery_start_s)).unwrap_or(escrow.quantity);
+        let traded = traded.max(escrow.quantity);
+        let met = u128::from(escrow.quantity) * u128::from(measured.min(traded)) / u128::from(traded);
+        escrow.quantity - u64::try_from(met).unwrap_or(escrow.quantity)
+    }
+
+    /// Releases an escrow: checks an energy trade's delivery, takes penalties from collateral, pays tax and
+    /// royalty, pays the seller and returns what is left to each party.
+    fn release(&mut self, id: Id, escrow: &Escrow) {
+        let rate = self.param("penalty_per_kwh");
+        let (seller_short, buyer_short) = if escrow.metered == 1 {
+            (self.shortfall_wh(&escrow.seller, escrow, true), self.shortfall_wh(&escrow.buyer, escrow, false))
+        } else {
+            (0, 0)
+        };
+        let penalty = |short: u64, collateral: u64| {
+            protocol::message::value_milli(short, rate).unwrap_or(u64::MAX).min(collateral)
+        };
+        let seller_penalty = penalty(seller_short, escrow.seller_collateral);
+        let buyer_penalty = penalty(buyer_short, escrow.buyer_collateral);
+        // Every amount below is part of what the escrow holds, so the credits cannot overflow a supply.
+        let to_seller =
+            (escrow.amount - escrow.tax - escrow.royalty) + (escrow.seller_collateral - seller_penalty) + buyer_penalty;
+        let to_buyer = (escrow.buyer_collateral - buyer_penalty) + seller_penalty;
+        for (account, amount) in [
+            (escrow.seller, to_seller),
+            (escrow.buyer, to_buyer),
+            (COMMONS, escrow.tax),
+            (escrow.royalty_account, escrow.royalty),
+        ] {
+            if amount > 0 {
+                let _ = self.credit(&account, &escrow.token, amount);
+            }
+        }
+        for (account, short, paid, checked) in [
+            (escrow.seller, seller_short, seller_penalty, true),
+            (escrow.buyer, buyer_short, buyer_penalty, escrow.metered == 1),
+        ] {
+            if !checked {
+                continue;
+            }
+            self.reputation(&account, |reputation| {
+                if short == 0 {
+                    reputation.deliveries += 1;
+                } else {
+                    reputation.failures += 1;
+                }
+            });
+            if short > 0 {
+                self.events.push(Event::Penalty { settlement: id, account, shortfall_wh: short, amount: paid });
+            }
+        }
+        self.events.push(Event::EscrowReleased { settlement: id, to: escrow.seller, amount: to_seller });
+    }
+
+    /// Shares the commons' balance of the fee token equally among the poorest members (accounts with a track
+    /// record) below the threshold, at most `redistribution_accounts_max` of them; the remainder stays.
+    fn redistribute(&mut self) {
+        let epoch = self.param("redistribution_epoch_blocks");
+        if epoch == 0 || !self.context.height.is_multiple_of(epoch) {
+            return;
+        }
+        let Ok(token) = TokenId::new(self.base.genesis.params.fee_token.clone()) else { return };
+        let pot = self.balance(&COMMONS, &token);
+        let threshold = self.param("redistribution_balance_max");
+        let accounts_max = usize::try_from(self.base.genesis.params.redistribution_accounts_max).unwrap_or(0);
+        if pot == 0 || accounts_max == 0 {
+            return;
+        }
+        let mut members: Vec<(u64, PublicKey)> = self
+            .scan(vec![REPUTATION], vec![REPUTATION + 1])
+            .into_iter()
+            .filter_map(|(key, _)| Some(PublicKey(key.get(1..33)?.try_into().ok()?)))
+            .filter(|account| *account != COMMONS)
+            .map(|account| (self.balance(&account, &token), account))
+            .filter(|(balance, _)| *balance < threshold)
+            .collect();
+        members.sort();
+        members.truncate(accounts_max);
+        let Some(share) = pot.checked_div(members.len() as u64).filter(|share| *share > 0) else { return };
+        for (_, account) in &members {
+            if self.move_tokens(&COMMONS, account, &token, share).is_err() {
+                return;
+            }
+        }
+        self.events.push(Event::Redistributed { token, accounts: members.len() as u64, share });
     }
 
     fn vote(&mut self, voter: &PublicKey, proposal_id: &Id, choice: Choice) -> Result<(), EntryError> {
@@ -913,12 +1290,16 @@ impl<'s> Pending<'s> {
             let escrow_key = key(ESCROW, &[id.as_bytes()]);
             if let Some(escrow) = self.read::<Escrow>(&escrow_key) {
                 self.delete(escrow_key);
-                // Credit cannot overflow: the amount was debited from the same token's supply.
-                let _ = self.credit(&escrow.seller, &escrow.token, escrow.amount);
-                self.reputation(&escrow.seller, |reputation| reputation.deliveries += 1);
-                self.events.push(Event::EscrowReleased { settlement: id, to: escrow.seller, amount: escrow.amount });
+                self.release(id, &escrow);
             }
         }
+        for index_key in self.due(FORGET, now) {
+            self.delete(index_key.clone());
+            if let Some(target) = index_key.get(9..) {
+                self.delete(target.to_vec());
+            }
+        }
+        self.redistribute();
         for index_key in self.due(PROPOSAL_BY_END, self.context.height) {
             self.delete(index_key.clone());
             let Some(id) = index_key.get(9..41).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id) else {

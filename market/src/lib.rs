@@ -7,6 +7,7 @@ pub mod auction;
 pub mod barter;
 pub mod book;
 pub mod index;
+pub mod pools;
 
 /// Parts per million: the unit of percentages and dividers.
 pub const PPM: u32 = 1_000_000;

@@ -1,4 +1,5 @@
 #![allow(clippy::unwrap_used)]
 
+mod market;
 mod sim;
 mod state;

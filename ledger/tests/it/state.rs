@@ -125,7 +125,7 @@ fn check_conservation(state: &State) -> Result<(), TestCaseError> {
         *held.entry(token).or_default() += u128::from(amount);
     }
     for (_, escrow) in state.escrows() {
-        *held.entry(escrow.token).or_default() += u128::from(escrow.amount);
+        *held.entry(escrow.token.clone()).or_default() += u128::from(escrow.held());
     }
     for token in ["credit", "eco"] {
         let token = TokenId::new(token).unwrap();

@@ -1,0 +1,250 @@
+//! The market rules of the state machine: grid fees, commons tax, royalties, escrow with collateral checked against
+//! meter readings, anti-hoarding, reputation tiers, price indices and redistribution.
+
+use std::sync::Arc;
+
+use ledger::Genesis;
+use ledger::state::{BlockContext, COMMONS, EntryError, Event, State};
+use protocol::message::{Body, Mechanism, MeterSource, Offer, PoolId, Reading, Resource, Settlement, Side, Transfer};
+use protocol::types::{Cell, MeterId, Text, TokenId};
+use protocol::{Draft, Envelope, Keypair, NetworkId, PublicKey};
+
+const START_MS: u64 = 1_767_225_600_000;
+const FUNDS: u64 = 1_000_000;
+
+struct Market {
+    keys: Vec<Keypair>,
+    state: State,
+    height: u64,
+    now_ms: u64,
+    nonce: u64,
+    events: Vec<Event>,
+}
+
+fn credit() -> TokenId {
+    TokenId::new("credit").unwrap()
+}
+
+fn pool(interval_s: u32, resource: Resource) -> PoolId {
+    PoolId { resource, token: credit(), cell: Cell::new("u33db").unwrap(), interval_s }
+}
+
+impl Market {
+    /// Accounts 0..4 funded with `FUNDS` credits; `extra` is appended to the genesis text.
+    fn new(extra: &str) -> Market {
+        let keys: Vec<Keypair> = (0..5u8).map(|index| Keypair::from_seed(&[index + 40; 32])).collect();
+        let public: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
+        let text = format!("{}{extra}", Genesis::devnet_text("kos-market", START_MS, &public[..1], &public, FUNDS));
+        let genesis = Arc::new(Genesis::parse(&text).unwrap());
+        Market { keys, state: State::genesis(genesis), height: 0, now_ms: START_MS, nonce: 0, events: Vec::new() }
+    }
+
+    fn key(&self, index: usize) -> PublicKey {
+        self.keys[index].public()
+    }
+
+    fn sign(&mut self, author: usize, body: Body) -> Envelope {
+        self.nonce += 1;
+        Draft {
+            network: NetworkId::new("kos-market").unwrap(),
+            nonce: self.nonce,
+            created_ms: self.now_ms,
+            expires_ms: self.now_ms + 86_400_000,
+            body,
+        }
+        .sign(&self.keys[author])
+    }
+
+    fn offer(&mut self, author: usize, pool: &PoolId, side: Side, quantity: u64, price: u64) -> Envelope {
+        let delivery_start_s = pool.next_delivery_start_s(self.now_ms / 1000);
+        self.sign(
+            author,
+            Body::Offer(Offer { pool: pool.clone(), side, quantity, unit_price: price, delivery_start_s }),
+        )
+    }
+
+    /// A settlement of `quantity` at `price` between a fresh bid of `buyer` (limit `bid`) and ask of `seller`.
+    #[allow(clippy::too_many_arguments)]
+    fn trade(
+        &mut self,
+        pool: &PoolId,
+        buyer: usize,
+        seller: usize,
+        quantity: u64,
+        bid: u64,
+        ask: u64,
+        price: u64,
+    ) -> Vec<u8> {
+        let bid = self.offer(buyer, pool, Side::Bid, quantity, bid);
+        let ask = self.offer(seller, pool, Side::Ask, quantity, ask);
+        let settlement = Settlement {
+            bid: Box::new(bid),
+            ask: Box::new(ask),
+            quantity,
+            unit_price: price,
+            mechanism: Mechanism::PayAsClear,
+        };
+        self.sign(seller, Body::Settlement(settlement)).to_bytes()
+    }
+
+    fn reading(&mut self, author: usize, interval_start_s: u64, import_wh: u64, export_wh: u64) -> Vec<u8> {
+        let reading = Reading {
+            meter: MeterId::new("home-1").unwrap(),
+            interval_start_s,
+            interval_s: 900,
+            import_wh,
+            export_wh,
+            generation_wh: export_wh,
+            consumption_wh: import_wh,
+            import_counter_wh: 10_000 + import_wh,
+            export_counter_wh: 10_000 + export_wh,
+            source: MeterSource::Simulated,
+        };
+        self.sign(author, Body::Reading(reading)).to_bytes()
+    }
+
+    /// Executes a block at `now_ms`; returns the errors of refused candidates.
+    fn block(&mut self, candidates: Vec<Vec<u8>>) -> Vec<EntryError> {
+        self.height += 1;
+        let context = BlockContext { height: self.height, time_ms: self.now_ms, proposer: self.key(0) };
+        let built = self.state.build(context, candidates, &|_| false);
+        self.events.extend(built.executed.events.iter().cloned());
+        self.state.apply(built.executed.writes, built.executed.lattice);
+        built.rejected.into_iter().map(|(_, error)| error).collect()
+    }
+
+    fn balance(&self, account: &PublicKey) -> u64 {
+        self.state.balance(account, &credit())
+    }
+}
+
+#[test]
+fn continuous_trades_pay_fee_tax_and_royalty() {
+    let market = Market::new("");
+    let licence_owner = market.key(4).to_hex();
+    let mut market = Market::new(&format!(
+        "\n[params]\ncommons_tax_ppm = 10000\n\n[[pools]]\npool = \"memory/credit/*/*\"\ngrid_fee_per_kwh = 2000\nroyalty_ppm = 50000\nroyalty_account = \"{licence_owner}\"\n"
+    ));
+    let memory = pool(0, Resource::Memory);
+    let (buyer, seller, owner) = (market.key(1), market.key(2), market.key(4));
+    // 3 blocks (3000 milli-blocks) at 40 credits each, fee 2 credits per block: the bid must cover 42.
+    let too_low = market.trade(&memory, 1, 2, 3_000, 41_000, 40_000, 40_000);
+    let trade = market.trade(&memory, 1, 2, 3_000, 42_000, 40_000, 40_000);
+    let refused = market.block(vec![too_low, trade]);
+    assert_eq!(refused, vec![EntryError::Price]);
+    let value = 120_000;
+    assert_eq!(market.balance(&buyer), FUNDS - value - 6_000);
+    assert_eq!(market.balance(&seller), FUNDS + value - 1_200 - 6_000);
+    assert_eq!(market.balance(&owner), FUNDS + 6_000);
+    assert_eq!(market.balance(&COMMONS), 6_000 + 1_200);
+    let hour = START_MS / 1000 / 3600 * 3600;
+    let index = market.state.price_index(&memory, hour).unwrap();
+    assert_eq!((index.volume, index.value, index.trades, index.vwap()), (3_000, value, 1, Some(40_000)));
+}
+
+#[test]
+fn energy_trades_are_escrowed_and_checked_against_readings() {
+    let mut market = Market::new("\n[params]\npenalty_per_kwh = 100000\nsettlement_grace_ms = 60000\n");
+    let energy = pool(900, Resource::Energy);
+    let start_s = energy.next_delivery_start_s(market.now_ms / 1000);
+    // Two trades for the same interval: 1 kWh from 2 to 1 (1 delivers), 1 kWh from 3 to 4 (3 delivers nothing).
+    let good = market.trade(&energy, 1, 2, 1_000, 300_000, 100_000, 200_000);
+    let bad = market.trade(&energy, 4, 3, 1_000, 300_000, 100_000, 200_000);
+    assert!(market.block(vec![good, bad]).is_empty());
+    // Value 200 credits; newcomers lock 10 % collateral.
+    assert_eq!(market.balance(&market.key(1)), FUNDS - 200_000 - 20_000);
+    assert_eq!(market.balance(&market.key(2)), FUNDS - 20_000);
+    assert_eq!(market.state.escrows().count(), 2);
+
+    // During the interval the homes anchor their readings.
+    market.now_ms = start_s * 1000 + 900_000;
+    let readings = vec![
+        market.reading(2, start_s, 0, 1_000), // sold 1 kWh, exported 1 kWh
+        market.reading(1, start_s, 1_200, 0), // bought 1 kWh, imported 1.2
+        market.reading(4, start_s, 1_000, 0), // bought 1 kWh, imported 1
+        market.reading(3, start_s, 0, 250),   // sold 1 kWh, exported 0.25
+    ];
+    assert!(market.block(readings).is_empty());
+    assert_eq!(market.state.escrows().count(), 2, "not released before the grace period");
+
+    market.now_ms += 60_001;
+    assert!(market.block(vec![]).is_empty());
+    assert_eq!(market.state.escrows().count(), 0);
+    // Delivered as traded: payment and collateral back; the reading's eco reward is another token.
+    assert_eq!(market.balance(&market.key(1)), FUNDS - 200_000);
+    assert_eq!(market.balance(&market.key(2)), FUNDS + 200_000);
+    // Under-delivery of 750 Wh at 100 credits/kWh = 75 credits, capped by the seller's 20 credit collateral.
+    assert_eq!(market.balance(&market.key(3)), FUNDS + 200_000 - 20_000);
+    assert_eq!(market.balance(&market.key(4)), FUNDS - 200_000 + 20_000);
+    let penalties: Vec<(PublicKey, u64, u64)> = market
+        .events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Penalty { account, shortfall_wh, amount, .. } => Some((*account, *shortfall_wh, *amount)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(penalties, vec![(market.key(3), 750, 20_000)]);
+    assert_eq!(market.state.reputation(&market.key(2)).deliveries, 1);
+    assert_eq!(market.state.reputation(&market.key(3)).failures, 1);
+    assert!(market.state.reputation(&market.key(3)).score_ppm() < market.state.reputation(&market.key(2)).score_ppm());
+    let index = market.state.price_index(&energy, start_s).unwrap();
+    assert_eq!((index.volume, index.vwap()), (2_000, Some(200_000)));
+}
+
+#[test]
+fn hoarding_late_trades_and_low_tiers_are_refused() {
+    let mut market = Market::new(
+        "\n[params]\nbought_per_interval_max_wh = 1500\n\n[[pools]]\npool = \"energy/credit/u3/*\"\ntier_min = 1\n\n[[pools]]\npool = \"energy/*/*/*\"\n\n[[tiers]]\nname = \"new\"\n\n[[tiers]]\nname = \"known\"\nscore_min_ppm = 0\ndeliveries_min = 1\n",
+    );
+    let gated = pool(900, Resource::Energy);
+    let refused = market.trade(&gated, 1, 2, 1_000, 300_000, 100_000, 200_000);
+    assert!(matches!(market.block(vec![refused])[..], [EntryError::Tier { needed: 1, tier: 0, .. }]));
+
+    let open = PoolId { cell: Cell::new("sp3e").unwrap(), ..pool(900, Resource::Energy) };
+    let first = market.trade(&open, 1, 2, 1_000, 300_000, 100_000, 200_000);
+    let second = market.trade(&open, 1, 3, 1_000, 300_000, 100_000, 200_000);
+    let errors = market.block(vec![first, second]);
+    assert!(matches!(errors[..], [EntryError::HoardingLimit { wanted: 2_000, limit: 1_500, .. }]), "{errors:?}");
+
+    market.now_ms = open.next_delivery_start_s(market.now_ms / 1000) * 1000 + 900_000;
+    let late = market.trade(&open, 4, 3, 100, 300_000, 100_000, 200_000);
+    // Offers made now are for the next interval; a settlement for an interval already over is refused.
+    let Body::Settlement(mut settlement) = Envelope::from_bytes(&late).unwrap().body else { unreachable!() };
+    let past = pool(900, Resource::Energy).next_delivery_start_s(START_MS / 1000);
+    for offer in [&mut settlement.bid, &mut settlement.ask] {
+        let Body::Offer(mut terms) = offer.body.clone() else { unreachable!() };
+        terms.delivery_start_s = past;
+        terms.pool = open.clone();
+        **offer = market.sign(if terms.side == Side::Bid { 4 } else { 3 }, Body::Offer(terms));
+    }
+    let late = market.sign(3, Body::Settlement(settlement)).to_bytes();
+    assert_eq!(market.block(vec![late]), vec![EntryError::DeliveryOver]);
+}
+
+#[test]
+fn the_commons_is_shared_among_the_poorest_members() {
+    let mut market = Market::new("\n[params]\nredistribution_epoch_blocks = 2\nredistribution_balance_max = 1000000\n");
+    // Accounts 1 and 2 get a track record; account 1 gives 10 credits to the commons, 2 moves its funds away.
+    let gift = market.sign(
+        1,
+        Body::Transfer(Transfer { to: COMMONS, token: credit(), amount: 10_001, memo: Text::new("").unwrap() }),
+    );
+    let away = market.sign(
+        2,
+        Body::Transfer(Transfer { to: market.key(3), token: credit(), amount: 500_000, memo: Text::new("").unwrap() }),
+    );
+    let reading_1 = market.reading(1, 1_767_225_600, 1, 0);
+    let reading_2 = market.reading(2, 1_767_225_600, 1, 0);
+    let reading_3 = market.reading(3, 1_767_225_600, 1, 0);
+    assert!(market.block(vec![gift.to_bytes(), away.to_bytes(), reading_1, reading_2, reading_3]).is_empty());
+    assert_eq!(market.balance(&COMMONS), 10_001);
+    market.now_ms += 1_000;
+    assert!(market.block(vec![]).is_empty());
+    // Members below 1000 credits: 1 (989.999) and 2 (500); 3 holds 1500. Each gets 5.0005 → 5000 milli, 1 stays.
+    assert_eq!(market.balance(&COMMONS), 1);
+    assert_eq!(market.balance(&market.key(1)), FUNDS - 10_001 + 5_000);
+    assert_eq!(market.balance(&market.key(2)), FUNDS - 500_000 + 5_000);
+    assert_eq!(market.balance(&market.key(3)), FUNDS + 500_000);
+    assert!(market.events.contains(&Event::Redistributed { token: credit(), accounts: 2, share: 5_000 }));
+}

@@ -1,0 +1,617 @@
+//! The matching engine of a node: the pools it serves, fed with validated offers and cancels, told of the fills the
+//! ledger committed, and ticked with the time. It returns matches to settle. No IO, no clock: the caller passes
+//! `now_ms`, and the same inputs give the same outputs.
+//!
+//! - **Continuous pools** (interval 0) keep a [`Book`]: an offer trades on arrival at the resting order's price.
+//! - **Interval pools** collect the offers of each delivery interval and clear them together when the interval's
+//!   gate closes (`gate_lead_ms` before it starts) with the pool's auction mechanism. Orders enter the auction
+//!   sorted by offer id, so every node that saw the same offers computes the same trades.
+//!
+//! Bounds: at most `pools_max` pools, `orders_per_pool_max` open offers per pool and `orders_per_owner_max` per
+//! author and pool; what would exceed them is refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use protocol::message::{Body, Offer, PoolId, Side};
+use protocol::{Envelope, Id, PublicKey};
+
+use crate::Fee;
+use crate::auction::{self, Mechanism};
+use crate::book::{Book, Order};
+
+/// Most offers whose local matches await the ledger's report (beyond it a reported fill may be taken off twice).
+pub const MATCHED_MAX: usize = 1_000_000;
+
+/// How a pool matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// The auction of an interval pool (ignored in continuous pools).
+    pub mechanism: Mechanism,
+    pub fee: Fee,
+}
+
+/// The engine's bounds and timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub pools_max: usize,
+    pub orders_per_pool_max: usize,
+    pub orders_per_owner_max: usize,
+    /// How long before a delivery interval starts its auction clears.
+    pub gate_lead_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { pools_max: 64, orders_per_pool_max: 100_000, orders_per_owner_max: 256, gate_lead_ms: 5_000 }
+    }
+}
+
+/// What happens to the engine.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A validated offer (an envelope whose body is an [`Offer`]), with the rules of its pool.
+    Offer { envelope: Arc<Envelope>, rules: Rules },
+    /// The author withdraws an offer.
+    Cancel { offer: Id, author: PublicKey },
+    /// The ledger settled `quantity` of an offer (whoever's settlement it was).
+    Filled { offer: Id, quantity: u64 },
+    /// Time passed: clear the auctions whose gate closed and drop expired offers.
+    Tick,
+}
+
+/// A matched bid and ask, to be settled on the ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Match {
+    pub bid: Arc<Envelope>,
+    pub ask: Arc<Envelope>,
+    pub quantity: u64,
+    /// What the seller receives per 1000 units (the ledger adds the grid fee for the buyer).
+    pub unit_price: u64,
+    pub mechanism: protocol::message::Mechanism,
+}
+
+/// Why an offer was not taken in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not an offer")]
+    NotAnOffer,
+    #[error("the node serves too many pools")]
+    TooManyPools,
+    #[error("the pool is full")]
+    PoolFull,
+    #[error("the author has too many open offers in the pool")]
+    OwnerFull,
+    #[error("the offer is already known")]
+    Duplicate,
+    #[error("the offer has expired")]
+    Expired,
+    #[error("the auction of its delivery interval has closed")]
+    GateClosed,
+    #[error("the bid does not cover the grid fee")]
+    BelowFee,
+}
+
+/// What the engine asks of its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "matches must be settled"]
+pub enum Output {
+    /// Settle this match (a settlement entry carrying both signed offers).
+    Match(Match),
+    /// An offer was refused.
+    Refused { offer: Id, reason: Refusal },
+    /// An interval auction cleared (for logs, metrics and the API).
+    Cleared { pool: PoolId, delivery_start_s: u64, price: Option<u64>, volume: u64, trades: usize },
+}
+
+/// An offer of an interval auction.
+#[derive(Debug, Clone)]
+struct Pending {
+    envelope: Arc<Envelope>,
+    left: u64,
+}
+
+#[derive(Debug)]
+enum Pool {
+    Continuous {
+        book: Book<Id, PublicKey>,
+        offers: HashMap<Id, Arc<Envelope>>,
+    },
+    Interval {
+        rules: Rules,
+        /// Open offers by delivery interval start, then by offer id.
+        intervals: BTreeMap<u64, BTreeMap<Id, Pending>>,
+        /// The latest delivery interval start whose auction closed.
+        closed_through_s: Option<u64>,
+        per_owner: HashMap<PublicKey, usize>,
+        count: usize,
+    },
+}
+
+/// A pool's open offers, for the API: price levels `(price, quantity)` of bids (best first) and asks (best first)
+/// of the continuous book or of the next interval to clear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Depth {
+    pub delivery_start_s: Option<u64>,
+    pub bids: Vec<(u64, u64)>,
+    pub asks: Vec<(u64, u64)>,
+    pub offers: usize,
+}
+
+/// The matching engine.
+#[derive(Debug)]
+pub struct Market {
+    limits: Limits,
+    pools: BTreeMap<PoolId, Pool>,
+    /// Which pool each open offer is in.
+    located: HashMap<Id, PoolId>,
+    /// Quantity of continuous offers matched here whose settlement the ledger has not yet reported, and when the
+    /// offer expires: a fill the ledger reports is first set against it, so a match is not taken off twice.
+    matched: HashMap<Id, (u64, u64)>,
+}
+
+fn offer_of(envelope: &Envelope) -> Option<&Offer> {
+    match &envelope.body {
+        Body::Offer(offer) => Some(offer),
+        _ => None,
+    }
+}
+
+impl Market {
+    pub fn new(limits: Limits) -> Market {
+        Market { limits, pools: BTreeMap::new(), located: HashMap::new(), matched: HashMap::new() }
+    }
+
+    /// Handles one input at `now_ms`.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        match input {
+            Input::Offer { envelope, rules } => {
+                let id = envelope.id();
+                match self.offer(now_ms, envelope, rules) {
+                    Ok(outputs) => outputs,
+                    Err(reason) => vec![Output::Refused { offer: id, reason }],
+                }
+            }
+            Input::Cancel { offer, author } => {
+                self.cancel(&offer, &author);
+                Vec::new()
+            }
+            Input::Filled { offer, quantity } => {
+                self.filled(&offer, quantity);
+                Vec::new()
+            }
+            Input::Tick => self.tick(now_ms),
+        }
+    }
+
+    fn offer(&mut self, now_ms: u64, envelope: Arc<Envelope>, rules: Rules) -> Result<Vec<Output>, Refusal> {
+        let offer = offer_of(&envelope).ok_or(Refusal::NotAnOffer)?.clone();
+        let id = envelope.id();
+        if self.located.contains_key(&id) {
+            return Err(Refusal::Duplicate);
+        }
+        if envelope.expires_ms <= now_ms {
+            return Err(Refusal::Expired);
+        }
+        if !self.pools.contains_key(&offer.pool) {
+            if self.pools.len() >= self.limits.pools_max {
+                return Err(Refusal::TooManyPools);
+            }
+            let pool = if offer.pool.interval_s == 0 {
+                Pool::Continuous {
+                    book: Book::new(rules.fee, self.limits.orders_per_pool_max, self.limits.orders_per_owner_max),
+                    offers: HashMap::new(),
+                }
+            } else {
+                Pool::Interval {
+                    rules,
+                    intervals: BTreeMap::new(),
+                    closed_through_s: None,
+                    per_owner: HashMap::new(),
+                    count: 0,
+                }
+            };
+            self.pools.insert(offer.pool.clone(), pool);
+        }
+        let limits = self.limits;
+        let Some(pool) = self.pools.get_mut(&offer.pool) else { return Ok(Vec::new()) };
+        match pool {
+            Pool::Continuous { book, offers } => {
+                let placed = book
+                    .place(
+                        now_ms,
+                        Order {
+                            id,
+                            owner: envelope.author,
+                            side: offer.side,
+                            quantity: offer.quantity,
+                            price: offer.unit_price,
+                            expires_ms: envelope.expires_ms,
+                        },
+                    )
+                    .map_err(|reject| match reject {
+                        crate::book::Reject::Duplicate => Refusal::Duplicate,
+                        crate::book::Reject::Expired => Refusal::Expired,
+                        crate::book::Reject::ZeroQuantity => Refusal::NotAnOffer,
+                        crate::book::Reject::BelowFee => Refusal::BelowFee,
+                    })?;
+                for gone in &placed.expired {
+                    offers.remove(gone);
+                    self.located.remove(gone);
+                }
+                let mut outputs = Vec::new();
+                for fill in &placed.fills {
+                    let Some(maker) = offers.get(&fill.maker).cloned() else { continue };
+                    let maker_expires_ms = maker.expires_ms;
+                    let (bid, ask) = match fill.taker_side {
+                        Side::Bid => (envelope.clone(), maker),
+                        Side::Ask => (maker, envelope.clone()),
+                    };
+                    if book.get(&fill.maker).is_none() {
+                        offers.remove(&fill.maker);
+                        self.located.remove(&fill.maker);
+                    }
+                    for (party, expires_ms) in [(fill.maker, maker_expires_ms), (id, envelope.expires_ms)] {
+                        if self.matched.len() >= MATCHED_MAX && !self.matched.contains_key(&party) {
+                            continue;
+                        }
+                        let entry = self.matched.entry(party).or_insert((0, expires_ms));
+                        entry.0 = entry.0.saturating_add(fill.quantity);
+                    }
+                    outputs.push(Output::Match(Match {
+                        bid,
+                        ask,
+                        quantity: fill.quantity,
+                        unit_price: fill.price,
+                        mechanism: protocol::message::Mechanism::ContinuousDoubleAuction,
+                    }));
+                }
+                if placed.resting > 0 {
+                    offers.insert(id, envelope);
+                    self.located.insert(id, offer.pool.clone());
+                } else if placed.dropped > 0 && placed.fills.is_empty() {
+                    return Err(if book.len() >= limits.orders_per_pool_max {
+                        Refusal::PoolFull
+                    } else {
+                        Refusal::OwnerFull
+                    });
+                }
+                Ok(outputs)
+            }
+            Pool::Interval { rules: pool_rules, intervals, closed_through_s, per_owner, count } => {
+                *pool_rules = rules;
+                if closed_through_s.is_some_and(|closed| offer.delivery_start_s <= closed)
+                    || gate_ms(offer.delivery_start_s, limits.gate_lead_ms) <= now_ms
+                {
+                    return Err(Refusal::GateClosed);
+                }
+                if *count >= limits.orders_per_pool_max {
+                    return Err(Refusal::PoolFull);
+                }
+                let owned = per_owner.entry(envelope.author).or_insert(0);
+                if *owned >= limits.orders_per_owner_max {
+                    return Err(Refusal::OwnerFull);
+                }
+                *owned += 1;
+                *count += 1;
+                let left = offer.quantity;
+                intervals.entry(offer.delivery_start_s).or_default().insert(id, Pending { envelope, left });
+                self.located.insert(id, offer.pool);
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    fn cancel(&mut self, id: &Id, author: &PublicKey) {
+        let Some(pool_id) = self.located.get(id).cloned() else { return };
+        let Some(pool) = self.pools.get_mut(&pool_id) else { return };
+        let removed = match pool {
+            Pool::Continuous { book, offers } => {
+                if offers.get(id).is_some_and(|envelope| envelope.author == *author) {
+                    book.cancel(id);
+                    offers.remove(id);
+                    true
+                } else {
+                    false
+                }
+            }
+            Pool::Interval { intervals, per_owner, count, .. } => {
+                let mut removed = false;
+                for orders in intervals.values_mut() {
+                    if orders.get(id).is_some_and(|pending| pending.envelope.author == *author) {
+                        orders.remove(id);
+                        release(per_owner, author);
+                        *count -= 1;
+                        removed = true;
+                        break;
+                    }
+                }
+                removed
+            }
+        };
+        if removed {
+            self.located.remove(id);
+        }
+    }
+
+    fn filled(&mut self, id: &Id, quantity: u64) {
+        let mut quantity = quantity;
+        if let Some(entry) = self.matched.get_mut(id) {
+            let known = entry.0.min(quantity);
+            entry.0 -= known;
+            quantity -= known;
+            if entry.0 == 0 {
+                self.matched.remove(id);
+            }
+        }
+        if quantity == 0 {
+            return;
+        }
+        let Some(pool_id) = self.located.get(id).cloned() else { return };
+        let Some(pool) = self.pools.get_mut(&pool_id) else { return };
+        let gone = match pool {
+            Pool::Continuous { book, offers } => {
+                book.reduce(id, quantity);
+                let gone = book.get(id).is_none();
+                if gone {
+                    offers.remove(id);
+                }
+                gone
+            }
+            Pool::Interval { intervals, .. } => {
+                for orders in intervals.values_mut() {
+                    if let Some(pending) = orders.get_mut(id) {
+                        pending.left = pending.left.saturating_sub(quantity);
+                    }
+                }
+                false
+            }
+        };
+        if gone {
+            self.located.remove(id);
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        self.matched.retain(|_, (_, expires_ms)| *expires_ms > now_ms);
+        let gate_lead_ms = self.limits.gate_lead_ms;
+        for (pool_id, pool) in &mut self.pools {
+            match pool {
+                Pool::Continuous { book, offers } => {
+                    for gone in book.expire(now_ms) {
+                        offers.remove(&gone);
+                        self.located.remove(&gone);
+                    }
+                }
+                Pool::Interval { rules, intervals, closed_through_s, per_owner, count } => {
+                    while let Some(entry) = intervals.first_entry() {
+                        let start_s = *entry.key();
+                        if gate_ms(start_s, gate_lead_ms) > now_ms {
+                            break;
+                        }
+                        let orders = entry.remove();
+                        *closed_through_s = Some(closed_through_s.map_or(start_s, |closed| closed.max(start_s)));
+                        for (id, pending) in &orders {
+                            self.located.remove(id);
+                            release(per_owner, &pending.envelope.author);
+                            *count -= 1;
+                        }
+                        let (trades, cleared) = clear_interval(&orders, *rules, now_ms);
+                        outputs.push(Output::Cleared {
+                            pool: pool_id.clone(),
+                            delivery_start_s: start_s,
+                            price: cleared.price,
+                            volume: cleared.volume,
+                            trades: trades.len(),
+                        });
+                        outputs.extend(trades.into_iter().map(Output::Match));
+                    }
+                }
+            }
+        }
+        outputs
+    }
+
+    /// A pool's open offers, `levels` price levels a side.
+    pub fn depth(&self, pool: &PoolId, levels: usize) -> Option<Depth> {
+        match self.pools.get(pool)? {
+            Pool::Continuous { book, offers } => Some(Depth {
+                delivery_start_s: None,
+                bids: book.depth(Side::Bid, levels),
+                asks: book.depth(Side::Ask, levels),
+                offers: offers.len(),
+            }),
+            Pool::Interval { intervals, .. } => {
+                let (start_s, orders) = intervals.first_key_value()?;
+                let mut bids: BTreeMap<u64, u64> = BTreeMap::new();
+                let mut asks: BTreeMap<u64, u64> = BTreeMap::new();
+                for pending in orders.values() {
+                    let Some(offer) = offer_of(&pending.envelope) else { continue };
+                    let side = if offer.side == Side::Bid { &mut bids } else { &mut asks };
+                    *side.entry(offer.unit_price).or_default() += pending.left;
+                }
+                Some(Depth {
+                    delivery_start_s: Some(*start_s),
+                    bids: bids.into_iter().rev().take(levels).collect(),
+                    asks: asks.into_iter().take(levels).collect(),
+                    offers: orders.len(),
+                })
+            }
+        }
+    }
+
+    /// The pools with open offers or a book, in order.
+    pub fn pools(&self) -> impl Iterator<Item = &PoolId> {
+        self.pools.keys()
+    }
+
+    /// Open offers across all pools.
+    pub fn open_offers(&self) -> usize {
+        self.located.len()
+    }
+}
+
+/// When the auction of the interval starting at `start_s` closes.
+fn gate_ms(start_s: u64, lead_ms: u64) -> u64 {
+    start_s.saturating_mul(1000).saturating_sub(lead_ms)
+}
+
+fn release(per_owner: &mut HashMap<PublicKey, usize>, author: &PublicKey) {
+    if let Some(count) = per_owner.get_mut(author) {
+        *count -= 1;
+        if *count == 0 {
+            per_owner.remove(author);
+        }
+    }
+}
+
+/// Runs one interval's auction over the unexpired offers with quantity left, in offer-id order. An author's bid
+/// and ask are never matched with each other: its asks leave the auction when it also bids (a home that needs
+/// energy in an interval does not sell it).
+fn clear_interval(orders: &BTreeMap<Id, Pending>, rules: Rules, now_ms: u64) -> (Vec<Match>, auction::Clearing<Id>) {
+    let live = || orders.iter().filter(|(_, pending)| pending.left > 0 && pending.envelope.expires_ms > now_ms);
+    let bidders: std::collections::HashSet<PublicKey> = live()
+        .filter(|(_, pending)| offer_of(&pending.envelope).is_some_and(|offer| offer.side == Side::Bid))
+        .map(|(_, pending)| pending.envelope.author)
+        .collect();
+    let mut bids = Vec::new();
+    let mut asks = Vec::new();
+    for (id, pending) in live() {
+        let Some(offer) = offer_of(&pending.envelope) else { continue };
+        let order = auction::Order { id: *id, quantity: pending.left, price: offer.unit_price };
+        match offer.side {
+            Side::Bid => bids.push(order),
+            Side::Ask if !bidders.contains(&pending.envelope.author) => asks.push(order),
+            Side::Ask => {}
+        }
+    }
+    let clearing = auction::clear(&bids, &asks, rules.mechanism, rules.fee);
+    let trades = clearing
+        .trades
+        .iter()
+        .filter_map(|trade| {
+            Some(Match {
+                bid: orders.get(&trade.bid)?.envelope.clone(),
+                ask: orders.get(&trade.ask)?.envelope.clone(),
+                quantity: trade.quantity,
+                unit_price: trade.price,
+                mechanism: rules.mechanism.wire(),
+            })
+        })
+        .collect();
+    (trades, clearing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::message::Resource;
+    use protocol::types::{Cell, TokenId};
+    use protocol::{Draft, Keypair, NetworkId};
+
+    const NOW_MS: u64 = 1_800_000_000_000;
+
+    fn pool(interval_s: u32) -> PoolId {
+        PoolId {
+            resource: Resource::Energy,
+            token: TokenId::new("credit").unwrap(),
+            cell: Cell::new("u33db").unwrap(),
+            interval_s,
+        }
+    }
+
+    fn offer(key: u8, pool: &PoolId, side: Side, quantity: u64, price: u64) -> Arc<Envelope> {
+        let delivery_start_s = pool.next_delivery_start_s(NOW_MS / 1000);
+        let body = Body::Offer(Offer { pool: pool.clone(), side, quantity, unit_price: price, delivery_start_s });
+        let draft = Draft {
+            network: NetworkId::new("kos-test").unwrap(),
+            nonce: u64::from(key) * 1000 + quantity,
+            created_ms: NOW_MS,
+            expires_ms: NOW_MS + 3_600_000,
+            body,
+        };
+        Arc::new(draft.sign(&Keypair::from_seed(&[key; 32])))
+    }
+
+    const RULES: Rules = Rules { mechanism: Mechanism::PayAsClear, fee: Fee::None };
+
+    fn matches(outputs: &[Output]) -> Vec<(u64, u64)> {
+        outputs
+            .iter()
+            .filter_map(|output| match output {
+                Output::Match(found) => Some((found.quantity, found.unit_price)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn continuous_offers_match_on_arrival() {
+        let mut market = Market::new(Limits::default());
+        let pool = pool(0);
+        let ask = offer(1, &pool, Side::Ask, 500, 10_000);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES }).is_empty());
+        let bid = offer(2, &pool, Side::Bid, 300, 12_000);
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: bid.clone(), rules: RULES });
+        assert_eq!(matches(&outputs), vec![(300, 10_000)]);
+        let Output::Match(found) = &outputs[0] else { panic!("{outputs:?}") };
+        assert_eq!((found.bid.id(), found.ask.id()), (bid.id(), ask.id()));
+        assert_eq!(market.depth(&pool, 5).unwrap().asks, vec![(10_000, 200)]);
+        // The ledger commits this match: nothing more comes off the ask.
+        let _ = market.handle(NOW_MS, Input::Filled { offer: ask.id(), quantity: 300 });
+        let _ = market.handle(NOW_MS, Input::Filled { offer: bid.id(), quantity: 300 });
+        assert_eq!(market.depth(&pool, 5).unwrap().asks, vec![(10_000, 200)]);
+        // The ledger settles 200 more of the ask (someone else's match): it leaves the book.
+        let _ = market.handle(NOW_MS, Input::Filled { offer: ask.id(), quantity: 200 });
+        assert_eq!(market.open_offers(), 0);
+    }
+
+    #[test]
+    fn interval_offers_clear_together_at_the_gate() {
+        let mut market = Market::new(Limits { gate_lead_ms: 60_000, ..Limits::default() });
+        let pool = pool(900);
+        let start_s = pool.next_delivery_start_s(NOW_MS / 1000);
+        for envelope in [
+            offer(1, &pool, Side::Ask, 400, 10_000),
+            offer(2, &pool, Side::Ask, 400, 20_000),
+            offer(3, &pool, Side::Bid, 300, 40_000),
+            offer(4, &pool, Side::Bid, 200, 30_000),
+        ] {
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES }).is_empty());
+        }
+        assert_eq!(market.depth(&pool, 5).unwrap().bids, vec![(40_000, 300), (30_000, 200)]);
+        assert!(market.handle(start_s * 1000 - 60_001, Input::Tick).is_empty(), "gate not yet closed");
+        let outputs = market.handle(start_s * 1000 - 60_000, Input::Tick);
+        // Demand 500 against supply 800: the marginal ask (20) sets the uniform price.
+        assert_eq!(matches(&outputs), vec![(300, 20_000), (100, 20_000), (100, 20_000)]);
+        assert!(outputs.contains(&Output::Cleared {
+            pool: pool.clone(),
+            delivery_start_s: start_s,
+            price: Some(20_000),
+            volume: 500,
+            trades: 3
+        }));
+        // The interval is closed: a late offer for it is refused.
+        let late = offer(5, &pool, Side::Bid, 100, 50_000);
+        let outputs = market.handle(start_s * 1000 - 1_000, Input::Offer { envelope: late.clone(), rules: RULES });
+        assert_eq!(outputs, vec![Output::Refused { offer: late.id(), reason: Refusal::GateClosed }]);
+        assert_eq!(market.open_offers(), 0);
+    }
+
+    #[test]
+    fn cancels_need_the_author_and_bounds_hold() {
+        let mut market = Market::new(Limits { orders_per_owner_max: 1, ..Limits::default() });
+        let pool = pool(900);
+        let first = offer(1, &pool, Side::Ask, 100, 10_000);
+        let second = offer(1, &pool, Side::Ask, 200, 10_000);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: first.clone(), rules: RULES }).is_empty());
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: second.clone(), rules: RULES });
+        assert_eq!(outputs, vec![Output::Refused { offer: second.id(), reason: Refusal::OwnerFull }]);
+        let _ = market.handle(NOW_MS, Input::Cancel { offer: first.id(), author: PublicKey([9; 32]) });
+        assert_eq!(market.open_offers(), 1, "a stranger cannot cancel");
+        let _ = market.handle(NOW_MS, Input::Cancel { offer: first.id(), author: first.author });
+        assert_eq!(market.open_offers(), 0);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: second, rules: RULES }).is_empty());
+    }
+}
