@@ -9,6 +9,10 @@
 //! | GET | `/entries/{id}` | where a committed entry is (404 while it is not committed) |
 //! | POST | `/entries` | a signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped |
 //! | GET | `/accounts/{key}/balances` | an account's balances by token (milli-units) |
+//! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, gossiped on the pool's topic and put in the node's market |
+//! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
+//! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
+//! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -21,7 +25,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use protocol::{Id, PublicKey};
+use protocol::message::{Offer, PoolId, Side};
+use protocol::{Body, Draft, Id, Keypair, PublicKey};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -37,6 +42,9 @@ const BODY_BYTES_MAX: usize = protocol::limits::ENVELOPE_BYTES_MAX;
 pub struct Context {
     pub network: network::Handle,
     pub ledger: Option<ledger::Handle>,
+    pub market: Option<crate::market::Handle>,
+    /// The node's key: it signs the offers posted through the API.
+    pub keypair: Arc<Keypair>,
     pub token: Arc<str>,
 }
 
@@ -83,6 +91,10 @@ pub fn router(context: Context) -> Router {
         .route("/entries", axum::routing::post(submit))
         .route("/entries/{id}", get(entry))
         .route("/accounts/{key}/balances", get(balances))
+        .route("/offers", axum::routing::post(post_offer))
+        .route("/pools", get(pools))
+        .route("/pools/book", get(book))
+        .route("/pools/index", get(price_index))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(context)
 }
@@ -229,4 +241,186 @@ async fn balances(State(context): State<Context>, UrlPath(key): UrlPath<String>)
         }
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
     }
+}
+
+fn no_market() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "this node runs no market (it needs a ledger: a genesis file)")
+}
+
+/// An offer to make, as posted to `/offers`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferRequest {
+    /// `resource/token/cell/interval_s`.
+    pool: String,
+    /// `bid` or `ask`.
+    side: String,
+    /// In the resource's unit (Wh for energy).
+    quantity: u64,
+    /// Per kWh (energy) or per unit, in the pool's token, as a decimal string with up to 3 decimals.
+    price: String,
+    /// Start of the delivery interval (Unix seconds); default: the pool's next interval.
+    delivery_start: Option<u64>,
+    /// Lifetime in seconds; default 900.
+    expires_in_s: Option<u64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let Some(market) = context.market.as_ref() else { return no_market() };
+    let request: OfferRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not an offer request: {problem}")),
+    };
+    let pool: PoolId = match request.pool.parse() {
+        Ok(pool) => pool,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
+    };
+    let side = match request.side.as_str() {
+        "bid" => Side::Bid,
+        "ask" => Side::Ask,
+        other => return error(StatusCode::BAD_REQUEST, format!("side: {other:?} is not bid or ask")),
+    };
+    let unit_price = match protocol::amount::parse_milli(&request.price) {
+        Ok(price) => price,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("price: {problem}")),
+    };
+    let created_ms = now_ms();
+    let delivery_start_s = request.delivery_start.unwrap_or_else(|| pool.next_delivery_start_s(created_ms / 1000));
+    let lifetime_ms = request.expires_in_s.unwrap_or(900).saturating_mul(1000);
+    let offer = Offer { pool: pool.clone(), side, quantity: request.quantity, unit_price, delivery_start_s };
+    let envelope = Draft {
+        network: context.network.network().clone(),
+        // Microseconds: increasing across restarts, distinct for offers made in one millisecond.
+        nonce: created_ms
+            .saturating_mul(1000)
+            .saturating_add(u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000)),
+        created_ms,
+        expires_ms: created_ms.saturating_add(lifetime_ms),
+        body: Body::Offer(offer),
+    }
+    .sign(&context.keypair);
+    let topic = network::Topic::pool(&pool);
+    if let Err(problem) = context.network.subscribe(topic).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("joining the pool's topic: {problem}"));
+    }
+    // Checked as every receiver checks it; an offer without peers in the pool yet still stands in this node's book.
+    let published = match context.network.publish(&envelope, Some(topic), created_ms).await {
+        Ok(_) => true,
+        Err(network::Error::Invalid(problem)) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid offer: {problem}"));
+        }
+        Err(problem) => {
+            tracing::debug!(%problem, "the offer was not gossiped");
+            false
+        }
+    };
+    let id = envelope.id();
+    if !market.offer(Arc::new(envelope)) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the market is busy; try again");
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "id": id.to_hex(), "pool": pool.to_string(), "delivery_start": delivery_start_s, "published": published })),
+    )
+        .into_response()
+}
+
+fn depth_json(depth: &::market::pools::Depth) -> serde_json::Value {
+    let levels = |levels: &[(u64, u64)]| -> Vec<serde_json::Value> {
+        levels.iter().map(|(price, quantity)| json!({ "price": price, "quantity": quantity })).collect()
+    };
+    json!({
+        "delivery_start": depth.delivery_start_s,
+        "offers": depth.offers,
+        "bids": levels(&depth.bids),
+        "asks": levels(&depth.asks),
+    })
+}
+
+async fn pools(State(context): State<Context>) -> Response {
+    let Some(market) = context.market.as_ref() else { return no_market() };
+    let mut list = Vec::new();
+    for pool in market.pools().await {
+        let depth = market.depth(pool.clone(), 5).await;
+        list.push(json!({
+            "pool": pool.to_string(),
+            "digest": pool.digest().to_hex(),
+            "book": depth.as_ref().map(depth_json),
+        }));
+    }
+    let stats = market.stats();
+    Json(json!({
+        "pools": list,
+        "offers": stats.offers,
+        "refused": stats.refused,
+        "matches": stats.matches,
+        "matched_quantity": stats.matched_quantity,
+        "settlements_submitted": stats.settlements_submitted,
+        "settlements_refused": stats.settlements_refused,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PoolQuery {
+    pool: String,
+    from: Option<u64>,
+    to: Option<u64>,
+    levels: Option<usize>,
+}
+
+async fn book(
+    State(context): State<Context>,
+    axum::extract::Query(query): axum::extract::Query<PoolQuery>,
+) -> Response {
+    let Some(market) = context.market.as_ref() else { return no_market() };
+    let pool: PoolId = match query.pool.parse() {
+        Ok(pool) => pool,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
+    };
+    match market.depth(pool.clone(), query.levels.unwrap_or(20).min(1000)).await {
+        Some(depth) => Json(json!({ "pool": pool.to_string(), "book": depth_json(&depth) })).into_response(),
+        None => error(StatusCode::NOT_FOUND, "this node's market has no open offers in that pool"),
+    }
+}
+
+async fn price_index(
+    State(context): State<Context>,
+    axum::extract::Query(query): axum::extract::Query<PoolQuery>,
+) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let pool: PoolId = match query.pool.parse() {
+        Ok(pool) => pool,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
+    };
+    let to = query.to.unwrap_or(u64::MAX);
+    let from = query.from.unwrap_or(0);
+    let key = pool.clone();
+    let read = ledger.read(move |state, height| (height, state.price_indices(&key, from, to))).await;
+    let Ok((height, indices)) = read else { return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped") };
+    let periods: Vec<serde_json::Value> = indices
+        .iter()
+        .rev()
+        .take(1000)
+        .rev()
+        .map(|(period, index)| {
+            json!({
+                "period": period,
+                "volume": index.volume,
+                "value": index.value,
+                "trades": index.trades,
+                "vwap": index.vwap(),
+            })
+        })
+        .collect();
+    Json(json!({ "pool": pool.to_string(), "height": height, "periods": periods })).into_response()
 }

@@ -8,5 +8,6 @@ pub mod cli;
 pub mod config;
 pub mod keyfile;
 pub mod ledger;
+pub mod market;
 pub mod network;
 pub mod run;

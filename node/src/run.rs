@@ -58,14 +58,26 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
+    let keypair = std::sync::Arc::new(keypair);
+    // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
+    let market = ledger
+        .as_ref()
+        .map(|ledger| crate::market::spawn(keypair.clone(), ledger.clone(), market::pools::Limits::default()));
     let api = match checked.api {
         Some(address) => {
             let token = crate::api::token(&checked.data_dir)?;
-            let context = crate::api::Context { network: handle.clone(), ledger: ledger.clone(), token: token.into() };
+            let context = crate::api::Context {
+                network: handle.clone(),
+                ledger: ledger.clone(),
+                market: market.as_ref().map(|(market, _)| market.clone()),
+                keypair: keypair.clone(),
+                token: token.into(),
+            };
             Some(crate::api::serve(address, context).await?)
         }
         None => None,
     };
+    let mut market_dropped = 0u64;
     let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     let mut provide = tokio::time::interval(PROVIDE_INTERVAL);
@@ -85,7 +97,19 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
             }
             Some(delivery) = deliveries.recv() => {
                 debug!(id = %delivery.id, kind = %delivery.envelope.kind(), author = %delivery.envelope.author, "message");
-                if delivery.topic == Topic::Ledger && let Some(ledger) = &ledger && !ledger.entries(vec![delivery]) {
+                if let (Topic::Pool(_), Some((market, _))) = (delivery.topic, &market) {
+                    let taken = match &delivery.envelope.body {
+                        protocol::Body::Offer(_) => market.offer(delivery.envelope.clone()),
+                        protocol::Body::Cancel(cancel) => market.cancel(cancel.offer, delivery.envelope.author),
+                        _ => true,
+                    };
+                    if !taken {
+                        market_dropped += 1;
+                        if market_dropped.is_power_of_two() {
+                            warn!(market_dropped, "the market is behind; gossiped offers are being dropped");
+                        }
+                    }
+                } else if delivery.topic == Topic::Ledger && let Some(ledger) = &ledger && !ledger.entries(vec![delivery]) {
                     entries_dropped += 1;
                     if entries_dropped.is_power_of_two() {
                         warn!(entries_dropped, "the ledger is behind; gossiped entries are being dropped");
@@ -126,6 +150,9 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     }
     if let Some(api) = api {
         api.abort();
+    }
+    if let Some((_, task)) = market {
+        task.abort();
     }
     handle.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

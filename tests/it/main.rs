@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod ledger;
+mod market;
 mod network;
 mod processes;

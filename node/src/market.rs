@@ -1,0 +1,228 @@
+//! The market actor: owns the matching engine ([`market::pools::Market`]), feeds it the offers and cancels of the
+//! pools the node serves (gossiped or its own), ticks it once a second, keeps it in step with the fills the ledger
+//! commits, and settles the matches in which this node is the seller.
+//!
+//! Who settles: every node that serves a pool computes the same matches from the same offers, so exactly one
+//! party submits each — the seller (the ask's author). When nodes saw different offers their settlements may
+//! collide; the ledger refuses a fill beyond an offer's quantity, so nothing is settled twice, and the fills it
+//! commits reduce every node's books.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::ledger as ledger_crate;
+use ::market::pools::{Depth, Input, Limits, Market, Output};
+use protocol::message::{Body, PoolId, Settlement};
+use protocol::{Draft, Envelope, Id, Keypair, PublicKey};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::ledger;
+
+/// Commands queued to the actor before it refuses more.
+pub const MAILBOX_LEN_MAX: usize = 4096;
+/// How often interval auctions are checked for their gate and expired offers dropped.
+const TICK: Duration = Duration::from_secs(1);
+/// Lifetime of a settlement entry.
+const SETTLEMENT_LIFETIME_MS: u64 = 10 * 60 * 1000;
+
+enum Command {
+    Offer(Arc<Envelope>),
+    Cancel { offer: Id, author: PublicKey },
+    Depth { pool: PoolId, levels: usize, reply: oneshot::Sender<Option<Depth>> },
+    Pools { reply: oneshot::Sender<Vec<PoolId>> },
+}
+
+/// What the actor has done, for the API and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub offers: u64,
+    pub refused: u64,
+    pub matches: u64,
+    pub settlements_submitted: u64,
+    pub settlements_refused: u64,
+    pub matched_quantity: u64,
+}
+
+/// A cloneable handle to the market actor.
+#[derive(Clone)]
+pub struct Handle {
+    commands: mpsc::Sender<Command>,
+    stats: tokio::sync::watch::Receiver<Stats>,
+}
+
+impl Handle {
+    /// A validated offer of a served pool (gossiped, or this node's own). `false` when the actor is overloaded.
+    pub fn offer(&self, envelope: Arc<Envelope>) -> bool {
+        self.commands.try_send(Command::Offer(envelope)).is_ok()
+    }
+
+    /// A validated cancel.
+    pub fn cancel(&self, offer: Id, author: PublicKey) -> bool {
+        self.commands.try_send(Command::Cancel { offer, author }).is_ok()
+    }
+
+    /// A pool's open offers by price level.
+    pub async fn depth(&self, pool: PoolId, levels: usize) -> Option<Depth> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(Command::Depth { pool, levels, reply }).await.ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// The pools with offers or books.
+    pub async fn pools(&self) -> Vec<PoolId> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::Pools { reply }).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.borrow().clone()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Starts the actor on the current tokio runtime.
+pub fn spawn(keypair: Arc<Keypair>, ledger: ledger::Handle, limits: Limits) -> (Handle, tokio::task::JoinHandle<()>) {
+    let (commands, inbox) = mpsc::channel(MAILBOX_LEN_MAX);
+    let (stats_sender, stats) = tokio::sync::watch::channel(Stats::default());
+    let actor = Actor { keypair, ledger, market: Market::new(limits), stats: Stats::default(), nonce: 0 };
+    let task = tokio::spawn(actor.run(inbox, stats_sender));
+    (Handle { commands, stats }, task)
+}
+
+struct Actor {
+    keypair: Arc<Keypair>,
+    ledger: ledger::Handle,
+    market: Market,
+    stats: Stats,
+    nonce: u64,
+}
+
+impl Actor {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Command>, stats: tokio::sync::watch::Sender<Stats>) {
+        self.nonce = now_ms().saturating_mul(1000);
+        let mut commits = self.ledger.commits();
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = inbox.recv() => {
+                    let Some(command) = command else { break };
+                    self.command(command).await;
+                }
+                commit = commits.recv() => match commit {
+                    Ok(commit) => self.committed(&commit),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(missed, "the market missed committed blocks; its books may hold filled offers until they expire");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tick.tick() => {
+                    let outputs = self.market.handle(now_ms(), Input::Tick);
+                    self.act(outputs).await;
+                }
+            }
+            stats.send_if_modified(|published| {
+                let changed = *published != self.stats;
+                *published = self.stats.clone();
+                changed
+            });
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Offer(envelope) => {
+                let Body::Offer(offer) = &envelope.body else { return };
+                let pool = offer.pool.clone();
+                let Ok(rules) = self.ledger.read(move |state, _| state.pool_rules(&pool)).await else { return };
+                self.stats.offers += 1;
+                let outputs = self.market.handle(now_ms(), Input::Offer { envelope, rules });
+                self.act(outputs).await;
+            }
+            Command::Cancel { offer, author } => {
+                let outputs = self.market.handle(now_ms(), Input::Cancel { offer, author });
+                self.act(outputs).await;
+            }
+            Command::Depth { pool, levels, reply } => {
+                let _ = reply.send(self.market.depth(&pool, levels));
+            }
+            Command::Pools { reply } => {
+                let _ = reply.send(self.market.pools().cloned().collect());
+            }
+        }
+    }
+
+    /// Fills the ledger committed reduce the books, whoever settled them.
+    fn committed(&mut self, commit: &ledger_crate::consensus::engine::Commit) {
+        for bytes in commit.block.entries() {
+            let Ok(envelope) = Envelope::from_bytes(bytes) else { continue };
+            if let Body::Settlement(settlement) = &envelope.body {
+                for offer in [settlement.bid.id(), settlement.ask.id()] {
+                    let _ = self.market.handle(now_ms(), Input::Filled { offer, quantity: settlement.quantity });
+                }
+            }
+        }
+    }
+
+    async fn act(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Match(found) => {
+                    self.stats.matches += 1;
+                    self.stats.matched_quantity = self.stats.matched_quantity.saturating_add(found.quantity);
+                    if found.ask.author != self.keypair.public() {
+                        continue;
+                    }
+                    self.settle(found).await;
+                }
+                Output::Refused { offer, reason } => {
+                    self.stats.refused += 1;
+                    debug!(%offer, %reason, "offer not taken into the market");
+                }
+                Output::Cleared { pool, delivery_start_s, price, volume, trades } => {
+                    info!(%pool, delivery_start_s, ?price, volume, trades, "interval auction cleared");
+                }
+            }
+        }
+    }
+
+    async fn settle(&mut self, found: ::market::pools::Match) {
+        let created_ms = now_ms();
+        self.nonce = self.nonce.max(created_ms.saturating_mul(1000)).saturating_add(1);
+        let (quantity, unit_price) = (found.quantity, found.unit_price);
+        let settlement = Settlement {
+            bid: Box::new((*found.bid).clone()),
+            ask: Box::new((*found.ask).clone()),
+            quantity,
+            unit_price,
+            mechanism: found.mechanism,
+        };
+        let envelope = Draft {
+            network: found.ask.network.clone(),
+            nonce: self.nonce,
+            created_ms,
+            expires_ms: created_ms.saturating_add(SETTLEMENT_LIFETIME_MS),
+            body: Body::Settlement(settlement),
+        }
+        .sign(&self.keypair);
+        match self.ledger.submit(envelope.to_bytes()).await {
+            Ok(id) => {
+                self.stats.settlements_submitted += 1;
+                info!(settlement = %id, buyer = %found.bid.author, quantity, unit_price, "settling a sale");
+            }
+            Err(error) => {
+                self.stats.settlements_refused += 1;
+                warn!(%error, quantity, unit_price, "a settlement was refused");
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The market with real processes: four `kos run` validators on loopback serving a compute pool (continuous double
+//! auction) and an energy pool (15-second interval auctions). Homes post offers through their node's API; the
+//! matches end as settlement entries on every node's ledger, with balances moved and the grid fee and commons tax
+//! applied, and the energy trade's escrow held and released.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kos_tests::http;
+use kos_tests::process::{Process, kos_binary};
+
+const STARTUP: Duration = Duration::from_secs(30);
+const FUNDS: u64 = 1_000_000_000;
+const COMPUTE: &str = "compute/credit/*/0";
+const ENERGY: &str = "energy/credit/u33db/15";
+const COMMONS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+fn kos(args: &[&str]) -> String {
+    let output = Command::new(kos_binary()).args(args).env_remove("KOS_KEY_FILE").output().unwrap();
+    assert!(output.status.success(), "kos {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+struct Node {
+    dir: PathBuf,
+    key: String,
+    peer: String,
+    process: Option<Process>,
+    api: String,
+    token: String,
+}
+
+fn keys(dir: &Path) -> (String, String) {
+    let text = kos(&["--data-dir", dir.to_str().unwrap(), "keys", "generate"]);
+    let field = |name: &str| {
+        text.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).unwrap()
+    };
+    (field("public key:"), field("peer id:"))
+}
+
+fn json(api: &str, path: &str) -> Option<serde_json::Value> {
+    let response = http::get(api, path).ok()?;
+    if response.status != 200 {
+        return None;
+    }
+    serde_json::from_slice(&response.body).ok()
+}
+
+fn balance(api: &str, account: &str) -> Option<u64> {
+    let value = json(api, &format!("/accounts/{account}/balances"))?;
+    Some(value["balances"]["credit"].as_u64().unwrap_or(0))
+}
+
+fn post_offer(node: &Node, body: serde_json::Value) -> serde_json::Value {
+    let authorization = format!("Bearer {}", node.token);
+    let response = http::request(
+        &node.api,
+        "POST",
+        "/offers",
+        &[("Authorization", &authorization), ("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(response.status, 202, "{}", response.text());
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Waits until every node reports `expected` credits for each account; returns what they report.
+fn balances_settle(nodes: &[Node], expected: &[(&str, u64)], timeout: Duration) -> Vec<Vec<Option<u64>>> {
+    let read = || -> Vec<Vec<Option<u64>>> {
+        nodes.iter().map(|node| expected.iter().map(|(account, _)| balance(&node.api, account)).collect()).collect()
+    };
+    wait_until(timeout, || {
+        read().iter().all(|row| row.iter().zip(expected).all(|(got, (_, want))| *got == Some(*want)))
+    });
+    read()
+}
+
+#[test]
+fn homes_offers_end_as_settled_entries_on_every_ledger() {
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for index in 0..4 {
+        let dir = root.path().join(format!("home{index}"));
+        let (key, peer) = keys(&dir);
+        nodes.push(Node { dir, key, peer, process: None, api: String::new(), token: String::new() });
+    }
+    let genesis = root.path().join("genesis.toml");
+    let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
+    for node in &nodes {
+        args.extend(["--validator", &node.key, "--fund", &node.key]);
+    }
+    kos(&args);
+    // Market rules: a constant grid fee of 1 credit per compute unit, 1 % commons tax, quick escrow release.
+    let mut text = std::fs::read_to_string(&genesis).unwrap();
+    let params_at = text.find("[params]");
+    let params = "commons_tax_ppm = 10000\nsettlement_grace_ms = 2000\n";
+    match params_at {
+        Some(at) => text.insert_str(at + "[params]\n".len(), params),
+        None => text.push_str(&format!("\n[params]\n{params}")),
+    }
+    text.push_str(&format!("\n[[pools]]\npool = \"{COMPUTE}\"\ngrid_fee_per_kwh = 1000\n"));
+    std::fs::write(&genesis, text).unwrap();
+    let mut bootnodes: Vec<String> = Vec::new();
+    for node in &mut nodes {
+        std::fs::copy(&genesis, node.dir.join("genesis.toml")).unwrap();
+        let mut args = vec![
+            "run",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--mdns",
+            "false",
+            "--api",
+            "127.0.0.1:0",
+            "--pool",
+            COMPUTE,
+            "--pool",
+            ENERGY,
+            "--log",
+            "info",
+        ];
+        for bootnode in &bootnodes {
+            args.extend(["--bootnode", bootnode]);
+        }
+        let process = Process::kos(&kos_binary(), &node.dir, &args).unwrap();
+        node.api = process.wait_for_field(STARTUP, "API listening", "address").expect("no API address");
+        let p2p = process.wait_for_field(STARTUP, "listening", "address").unwrap();
+        bootnodes.push(format!("{p2p}/p2p/{}", node.peer));
+        node.token = std::fs::read_to_string(node.dir.join("api.token")).unwrap().trim().to_owned();
+        node.process = Some(process);
+    }
+    assert!(
+        wait_until(STARTUP, || nodes.iter().all(|node| json(&node.api, "/status")
+            .is_some_and(|status| status["ledger"]["height"].as_u64().unwrap_or(0) >= 2))),
+        "the validators did not start committing: {:#?}",
+        nodes[0].process.as_ref().unwrap().lines()
+    );
+    // Gossipsub meshes form on heartbeats: give the pool topics a moment.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Compute: home 1 sells 2 units at 5 credits; home 2 bids 7 for them. The ask rests; the bid takes it at 5.
+    let (seller, buyer) = (&nodes[1], &nodes[2]);
+    post_offer(seller, serde_json::json!({"pool": COMPUTE, "side": "ask", "quantity": 2000, "price": "5"}));
+    std::thread::sleep(Duration::from_secs(2));
+    post_offer(buyer, serde_json::json!({"pool": COMPUTE, "side": "bid", "quantity": 2000, "price": "7"}));
+    // Value 10 credits; the buyer also pays the 2 credit grid fee; the seller pays 1 % tax (0.1).
+    let expected = [(buyer.key.as_str(), FUNDS - 12_000), (seller.key.as_str(), FUNDS + 9_900), (COMMONS, 2_100)];
+    let seen = balances_settle(&nodes, &expected, Duration::from_secs(30));
+    assert!(
+        seen.iter().all(|row| row.iter().zip(&expected).all(|(got, (_, want))| *got == Some(*want))),
+        "balances after the compute trade: {seen:?}, want {expected:?}\nseller log: {:#?}",
+        seller.process.as_ref().unwrap().lines()
+    );
+    let index = json(&nodes[0].api, &format!("/pools/index?pool={COMPUTE}")).unwrap();
+    assert_eq!(index["periods"][0]["vwap"], 5_000, "{index}");
+    assert_eq!(index["periods"][0]["volume"], 2_000, "{index}");
+
+    // Energy: home 3 offers 1 kWh at 100 credits/kWh, home 0 bids 300 for the next 15 s interval that leaves time
+    // to gossip before its gate closes (5 s before it starts). Pay-as-clear: 200.
+    let (seller, buyer) = (&nodes[3], &nodes[0]);
+    let now_s = kos_tests::now_ms() / 1000;
+    let delivery_start = (now_s + 12).div_ceil(15) * 15;
+    let offer = |side: &str, price: &str| serde_json::json!({"pool": ENERGY, "side": side, "quantity": 1000, "price": price, "delivery_start": delivery_start});
+    post_offer(seller, offer("ask", "100"));
+    post_offer(buyer, offer("bid", "300"));
+    let book = json(&buyer.api, &format!("/pools/book?pool={ENERGY}"));
+    assert!(book.is_some_and(|book| book["book"]["offers"].as_u64().unwrap_or(0) >= 1));
+    // Cleared at the gate and settled by the seller: the value (200) and 10 % collateral from each party wait in
+    // escrow until the interval is over (plus 2 s grace).
+    let escrowed = [(buyer.key.as_str(), FUNDS - 220_000), (seller.key.as_str(), FUNDS - 20_000)];
+    let deadline = Duration::from_secs(delivery_start.saturating_sub(now_s) + 10);
+    let seen = balances_settle(&nodes, &escrowed, deadline);
+    let released = [(buyer.key.as_str(), FUNDS - 200_000), (seller.key.as_str(), FUNDS + 198_000)];
+    if !seen.iter().all(|row| row.iter().zip(&escrowed).all(|(got, (_, want))| *got == Some(*want))) {
+        // The release may already have happened when the escrowed balances were first read.
+        let now = balances_settle(&nodes, &released, Duration::from_secs(1));
+        assert!(
+            now.iter().all(|row| row.iter().zip(&released).all(|(got, (_, want))| *got == Some(*want))),
+            "balances while escrowed: {seen:?}, want {escrowed:?}\nseller log: {:#?}",
+            seller.process.as_ref().unwrap().lines()
+        );
+    }
+    // Neither home anchored readings, so each under-delivered (or under-consumed) the full kWh: each pays the
+    // other 0.1 credit from its collateral (1 kWh × 0.1 credit/kWh), which cancels out. The seller pays 1 % tax.
+    let seen = balances_settle(&nodes, &released, Duration::from_secs(30));
+    assert!(
+        seen.iter().all(|row| row.iter().zip(&released).all(|(got, (_, want))| *got == Some(*want))),
+        "balances after release: {seen:?}, want {released:?}"
+    );
+    let commons = balance(&nodes[2].api, COMMONS);
+    assert_eq!(commons, Some(2_100 + 2_000), "grid fee and tax of both trades");
+    let index = json(&nodes[2].api, &format!("/pools/index?pool={ENERGY}")).unwrap();
+    assert_eq!(index["periods"][0]["period"], delivery_start, "{index}");
+    assert_eq!(index["periods"][0]["vwap"], 200_000, "{index}");
+    assert!(seller.process.as_ref().unwrap().lines().iter().any(|line| line.contains("interval auction cleared")));
+}
