@@ -57,14 +57,23 @@ pub fn find_cycles<K: Clone, A: Eq, R: Eq>(
     legs_max: usize,
     expansions_max: usize,
 ) -> Vec<Cycle<K>> {
-    let mut left: Vec<u64> = offers.iter().map(|o| o.left.min(o.give_quantity)).collect();
     let mut budget = expansions_max;
+    find_cycles_within(offers, legs_max, &mut budget)
+}
+
+/// [`find_cycles`] with a budget shared across calls: what the search uses is taken off `budget`.
+pub fn find_cycles_within<K: Clone, A: Eq, R: Eq>(
+    offers: &[Offer<K, A, R>],
+    legs_max: usize,
+    budget: &mut usize,
+) -> Vec<Cycle<K>> {
+    let mut left: Vec<u64> = offers.iter().map(|o| o.left.min(o.give_quantity)).collect();
     let mut cycles = Vec::new();
     for legs in 2..=legs_max.max(2) {
         for start in 0..offers.len() {
             while left[start] > 0 {
                 let mut path = vec![start];
-                let Some(gives) = search(offers, &left, legs, &mut path, &mut budget) else { break };
+                let Some(gives) = search(offers, &left, legs, &mut path, budget) else { break };
                 for (index, give) in path.iter().zip(&gives) {
                     left[*index] -= give;
                 }
@@ -76,7 +85,7 @@ pub fn find_cycles<K: Clone, A: Eq, R: Eq>(
                         .collect(),
                 });
             }
-            if budget == 0 {
+            if *budget == 0 {
                 return cycles;
             }
         }
@@ -181,6 +190,137 @@ fn product_at_least(left: impl Iterator<Item = u64>, right: impl Iterator<Item =
     a.iter().rev().cmp(b.iter().rev()) != std::cmp::Ordering::Less
 }
 
+/// The open barter offers a node knows (signed envelopes whose body is a barter offer), searched for cycles in
+/// offer-id order within each location cell. Cycles found here are held back from later searches until the ledger
+/// reports their legs filled or the offers expire; at most `offers_max` offers are kept.
+#[derive(Debug)]
+pub struct Board {
+    offers_max: usize,
+    offers: std::collections::BTreeMap<protocol::Id, Open>,
+}
+
+#[derive(Debug, Clone)]
+struct Open {
+    envelope: std::sync::Arc<protocol::Envelope>,
+    /// What is left to give after fills the ledger reported.
+    left: u64,
+    /// What cycles found here take, until the ledger reports them.
+    promised: u64,
+}
+
+/// Why a barter offer was not taken onto the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("not a barter offer")]
+    NotABarterOffer,
+    #[error("the offer is already on the board")]
+    Duplicate,
+    #[error("the offer has expired")]
+    Expired,
+    #[error("the board is full")]
+    Full,
+}
+
+/// A cycle found on the board: each leg's signed offer and what it gives to the next.
+pub type FoundCycle = Vec<(std::sync::Arc<protocol::Envelope>, u64)>;
+
+impl Board {
+    pub fn new(offers_max: usize) -> Board {
+        Board { offers_max, offers: std::collections::BTreeMap::new() }
+    }
+
+    /// Puts a validated barter offer on the board.
+    pub fn offer(&mut self, now_ms: u64, envelope: std::sync::Arc<protocol::Envelope>) -> Result<(), Refusal> {
+        let protocol::Body::BarterOffer(offer) = &envelope.body else { return Err(Refusal::NotABarterOffer) };
+        let id = envelope.id();
+        if self.offers.contains_key(&id) {
+            return Err(Refusal::Duplicate);
+        }
+        if envelope.expires_ms <= now_ms {
+            return Err(Refusal::Expired);
+        }
+        if self.offers.len() >= self.offers_max {
+            return Err(Refusal::Full);
+        }
+        let left = offer.give_quantity;
+        self.offers.insert(id, Open { envelope, left, promised: 0 });
+        Ok(())
+    }
+
+    /// The ledger settled a leg giving `quantity` of an offer.
+    pub fn filled(&mut self, id: &protocol::Id, quantity: u64) {
+        if let Some(open) = self.offers.get_mut(id) {
+            open.left = open.left.saturating_sub(quantity);
+            open.promised = open.promised.saturating_sub(quantity);
+            if open.left == 0 {
+                self.offers.remove(id);
+            }
+        }
+    }
+
+    /// Offers on the board.
+    pub fn len(&self) -> usize {
+        self.offers.len()
+    }
+
+    /// No offers on the board.
+    pub fn is_empty(&self) -> bool {
+        self.offers.is_empty()
+    }
+
+    /// Drops expired offers, then finds cycles of 2 to `legs_max` legs per cell within `expansions_max` steps in
+    /// all. The quantities found are promised until the ledger reports them.
+    pub fn search(&mut self, now_ms: u64, legs_max: usize, expansions_max: usize) -> Vec<FoundCycle> {
+        self.offers.retain(|_, open| open.envelope.expires_ms > now_ms);
+        let mut cells: std::collections::BTreeMap<&str, Vec<(protocol::Id, &Open)>> = std::collections::BTreeMap::new();
+        for (id, open) in &self.offers {
+            if let protocol::Body::BarterOffer(offer) = &open.envelope.body {
+                cells.entry(offer.cell.as_str()).or_default().push((*id, open));
+            }
+        }
+        let mut found = Vec::new();
+        let mut budget = expansions_max;
+        for offers in cells.values() {
+            let candidates: Vec<Offer<protocol::Id, protocol::PublicKey, protocol::message::Resource>> = offers
+                .iter()
+                .filter_map(|(id, open)| {
+                    let protocol::Body::BarterOffer(offer) = &open.envelope.body else { return None };
+                    Some(Offer {
+                        id: *id,
+                        author: open.envelope.author,
+                        give: offer.give,
+                        give_quantity: offer.give_quantity,
+                        want: offer.want,
+                        want_quantity: offer.want_quantity,
+                        left: open.left.saturating_sub(open.promised),
+                    })
+                })
+                .collect();
+            let cycles = find_cycles_within(&candidates, legs_max, &mut budget);
+            for cycle in cycles {
+                let legs: FoundCycle = cycle
+                    .legs
+                    .iter()
+                    .filter_map(|leg| {
+                        Some((offers.iter().find(|(id, _)| *id == leg.offer)?.1.envelope.clone(), leg.give_quantity))
+                    })
+                    .collect();
+                found.push((cycle, legs));
+            }
+        }
+        let mut cycles = Vec::with_capacity(found.len());
+        for (cycle, legs) in found {
+            for leg in &cycle.legs {
+                if let Some(open) = self.offers.get_mut(&leg.offer) {
+                    open.promised = open.promised.saturating_add(leg.give_quantity);
+                }
+            }
+            cycles.push(legs);
+        }
+        cycles
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +372,54 @@ mod tests {
         assert!(!product_at_least([3, 4].into_iter(), [13].into_iter()));
     }
 
+    #[test]
+    fn the_board_finds_cycles_per_cell_and_holds_them_back() {
+        use protocol::message::{BarterOffer, Resource};
+        use protocol::types::Cell;
+        use protocol::{Body, Draft, Keypair, NetworkId};
+        let sign = |key: u8, give: Resource, want: Resource, cell: &str| {
+            let body = Body::BarterOffer(BarterOffer {
+                give,
+                give_quantity: 100,
+                want,
+                want_quantity: 100,
+                cell: Cell::new(cell).unwrap(),
+            });
+            let draft = Draft {
+                network: NetworkId::new("kos-test").unwrap(),
+                nonce: u64::from(key),
+                created_ms: 1_000,
+                expires_ms: 100_000,
+                body,
+            };
+            std::sync::Arc::new(draft.sign(&Keypair::from_seed(&[key; 32])))
+        };
+        let mut board = Board::new(3);
+        board.offer(1_000, sign(1, Resource::Energy, Resource::Compute, "u33")).unwrap();
+        board.offer(1_000, sign(2, Resource::Compute, Resource::Energy, "u33")).unwrap();
+        // The same exchange in another cell does not close a cycle with the first two.
+        board.offer(1_000, sign(3, Resource::Compute, Resource::Energy, "sp3")).unwrap();
+        assert_eq!(board.offer(1_000, sign(4, Resource::Energy, Resource::Memory, "u33")), Err(Refusal::Full));
+        let cycles = board.search(2_000, 8, 10_000);
+        assert_eq!(cycles.len(), 1);
+        let mut authors: Vec<u8> = cycles[0]
+            .iter()
+            .map(|(envelope, give)| {
+                assert_eq!(*give, 100);
+                if envelope.author == Keypair::from_seed(&[1; 32]).public() { 1 } else { 2 }
+            })
+            .collect();
+        authors.sort_unstable();
+        assert_eq!(authors, vec![1, 2]);
+        assert!(board.search(2_000, 8, 10_000).is_empty(), "promised quantities are held back");
+        for (envelope, give) in &cycles[0] {
+            board.filled(&envelope.id(), *give);
+        }
+        assert_eq!(board.len(), 1);
+        assert!(board.search(200_000, 8, 10_000).is_empty());
+        assert!(board.is_empty(), "expired offers leave the board");
+    }
+
     proptest! {
         #[test]
         fn cycles_respect_every_ratio_and_quantity(
@@ -240,8 +428,8 @@ mod tests {
         ) {
             let offers: Vec<Offer<u32, u8, u8>> = raw
                 .iter()
+                .filter(|r| r.1 != r.3)
                 .enumerate()
-                .filter(|(_, r)| r.1 != r.3)
                 .map(|(i, r)| offer(i as u32, r.0, r.1, r.2, r.3, r.4))
                 .collect();
             let cycles = find_cycles(&offers, legs_max, 100_000);
