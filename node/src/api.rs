@@ -10,6 +10,7 @@
 //! | POST | `/entries` | a signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped |
 //! | GET | `/accounts/{key}/balances` | an account's balances by token (milli-units) |
 //! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, gossiped on the pool's topic and put in the node's market |
+//! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
@@ -92,6 +93,7 @@ pub fn router(context: Context) -> Router {
         .route("/entries/{id}", get(entry))
         .route("/accounts/{key}/balances", get(balances))
         .route("/offers", axum::routing::post(post_offer))
+        .route("/barter", axum::routing::post(post_barter))
         .route("/pools", get(pools))
         .route("/pools/book", get(book))
         .route("/pools/index", get(price_index))
@@ -366,6 +368,9 @@ async fn pools(State(context): State<Context>) -> Response {
         "matched_quantity": stats.matched_quantity,
         "settlements_submitted": stats.settlements_submitted,
         "settlements_refused": stats.settlements_refused,
+        "barter_offers": stats.barter_offers,
+        "barter_cycles_found": stats.barter_cycles_found,
+        "barter_cycles_submitted": stats.barter_cycles_submitted,
     }))
     .into_response()
 }
@@ -423,4 +428,69 @@ async fn price_index(
         })
         .collect();
     Json(json!({ "pool": pool.to_string(), "height": height, "periods": periods })).into_response()
+}
+
+/// A barter offer to make, as posted to `/barter`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BarterRequest {
+    /// The resource given: energy, compute, memory or bandwidth.
+    give: String,
+    give_quantity: u64,
+    want: String,
+    want_quantity: u64,
+    /// Geohash cell where the exchange happens; default the whole world.
+    cell: Option<String>,
+    /// Lifetime in seconds; default 3600.
+    expires_in_s: Option<u64>,
+}
+
+async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let Some(market) = context.market.as_ref() else { return no_market() };
+    let request: BarterRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a barter request: {problem}")),
+    };
+    let parsed = (|| -> Result<protocol::message::BarterOffer, protocol::types::Invalid> {
+        Ok(protocol::message::BarterOffer {
+            give: request.give.parse()?,
+            give_quantity: request.give_quantity,
+            want: request.want.parse()?,
+            want_quantity: request.want_quantity,
+            cell: protocol::types::Cell::new(request.cell.clone().unwrap_or_default())?,
+        })
+    })();
+    let offer = match parsed {
+        Ok(offer) => offer,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
+    };
+    let created_ms = now_ms();
+    let envelope = Draft {
+        network: context.network.network().clone(),
+        nonce: created_ms
+            .saturating_mul(1000)
+            .saturating_add(u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000)),
+        created_ms,
+        expires_ms: created_ms.saturating_add(request.expires_in_s.unwrap_or(3600).saturating_mul(1000)),
+        body: Body::BarterOffer(offer),
+    }
+    .sign(&context.keypair);
+    let published = match context.network.publish(&envelope, Some(network::Topic::Barter), created_ms).await {
+        Ok(_) => true,
+        Err(network::Error::Invalid(problem)) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid barter offer: {problem}"));
+        }
+        Err(problem) => {
+            tracing::debug!(%problem, "the barter offer was not gossiped");
+            false
+        }
+    };
+    let id = envelope.id();
+    if !market.barter(Arc::new(envelope)) {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the market is busy; try again");
+    }
+    (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response()
 }

@@ -1,6 +1,7 @@
 //! The market actor: owns the matching engine ([`market::pools::Market`]), feeds it the offers and cancels of the
 //! pools the node serves (gossiped or its own), ticks it once a second, keeps it in step with the fills the ledger
-//! commits, and settles the matches in which this node is the seller.
+//! commits, and settles the matches in which this node is the seller. It also keeps the board of open barter offers
+//! and submits the cycles whose first leg (lowest offer id) is this node's.
 //!
 //! Who settles: every node that serves a pool computes the same matches from the same offers, so exactly one
 //! party submits each — the seller (the ask's author). When nodes saw different offers their settlements may
@@ -12,7 +13,8 @@ use std::time::Duration;
 
 use ::ledger as ledger_crate;
 use ::market::pools::{Depth, Input, Limits, Market, Output};
-use protocol::message::{Body, PoolId, Settlement};
+use protocol::message::{BarterCycle, BarterLeg, Body, PoolId, Settlement};
+use protocol::types::BoundedVec;
 use protocol::{Draft, Envelope, Id, Keypair, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -23,11 +25,16 @@ use crate::ledger;
 pub const MAILBOX_LEN_MAX: usize = 4096;
 /// How often interval auctions are checked for their gate and expired offers dropped.
 const TICK: Duration = Duration::from_secs(1);
+/// Barter offers kept on the board.
+const BARTER_OFFERS_MAX: usize = 10_000;
+/// Search steps for barter cycles per tick.
+const BARTER_EXPANSIONS_MAX: usize = 200_000;
 /// Lifetime of a settlement entry.
 const SETTLEMENT_LIFETIME_MS: u64 = 10 * 60 * 1000;
 
 enum Command {
     Offer(Arc<Envelope>),
+    Barter(Arc<Envelope>),
     Cancel { offer: Id, author: PublicKey },
     Depth { pool: PoolId, levels: usize, reply: oneshot::Sender<Option<Depth>> },
     Pools { reply: oneshot::Sender<Vec<PoolId>> },
@@ -42,6 +49,9 @@ pub struct Stats {
     pub settlements_submitted: u64,
     pub settlements_refused: u64,
     pub matched_quantity: u64,
+    pub barter_offers: u64,
+    pub barter_cycles_found: u64,
+    pub barter_cycles_submitted: u64,
 }
 
 /// A cloneable handle to the market actor.
@@ -55,6 +65,11 @@ impl Handle {
     /// A validated offer of a served pool (gossiped, or this node's own). `false` when the actor is overloaded.
     pub fn offer(&self, envelope: Arc<Envelope>) -> bool {
         self.commands.try_send(Command::Offer(envelope)).is_ok()
+    }
+
+    /// A validated barter offer. `false` when the actor is overloaded.
+    pub fn barter(&self, envelope: Arc<Envelope>) -> bool {
+        self.commands.try_send(Command::Barter(envelope)).is_ok()
     }
 
     /// A validated cancel.
@@ -93,7 +108,14 @@ fn now_ms() -> u64 {
 pub fn spawn(keypair: Arc<Keypair>, ledger: ledger::Handle, limits: Limits) -> (Handle, tokio::task::JoinHandle<()>) {
     let (commands, inbox) = mpsc::channel(MAILBOX_LEN_MAX);
     let (stats_sender, stats) = tokio::sync::watch::channel(Stats::default());
-    let actor = Actor { keypair, ledger, market: Market::new(limits), stats: Stats::default(), nonce: 0 };
+    let actor = Actor {
+        keypair,
+        ledger,
+        market: Market::new(limits),
+        board: ::market::barter::Board::new(BARTER_OFFERS_MAX),
+        stats: Stats::default(),
+        nonce: 0,
+    };
     let task = tokio::spawn(actor.run(inbox, stats_sender));
     (Handle { commands, stats }, task)
 }
@@ -102,6 +124,7 @@ struct Actor {
     keypair: Arc<Keypair>,
     ledger: ledger::Handle,
     market: Market,
+    board: ::market::barter::Board,
     stats: Stats,
     nonce: u64,
 }
@@ -128,6 +151,13 @@ impl Actor {
                 _ = tick.tick() => {
                     let outputs = self.market.handle(now_ms(), Input::Tick);
                     self.act(outputs).await;
+                    let cycles = self.board.search(now_ms(), protocol::limits::BARTER_LEGS_MAX, BARTER_EXPANSIONS_MAX);
+                    for cycle in cycles {
+                        self.stats.barter_cycles_found += 1;
+                        if cycle.first().is_some_and(|(first, _)| first.author == self.keypair.public()) {
+                            self.submit_cycle(cycle).await;
+                        }
+                    }
                 }
             }
             stats.send_if_modified(|published| {
@@ -148,6 +178,13 @@ impl Actor {
                 let outputs = self.market.handle(now_ms(), Input::Offer { envelope, rules });
                 self.act(outputs).await;
             }
+            Command::Barter(envelope) => {
+                if let Err(reason) = self.board.offer(now_ms(), envelope) {
+                    debug!(%reason, "barter offer not taken onto the board");
+                } else {
+                    self.stats.barter_offers += 1;
+                }
+            }
             Command::Cancel { offer, author } => {
                 let outputs = self.market.handle(now_ms(), Input::Cancel { offer, author });
                 self.act(outputs).await;
@@ -165,10 +202,18 @@ impl Actor {
     fn committed(&mut self, commit: &ledger_crate::consensus::engine::Commit) {
         for bytes in commit.block.entries() {
             let Ok(envelope) = Envelope::from_bytes(bytes) else { continue };
-            if let Body::Settlement(settlement) = &envelope.body {
-                for offer in [settlement.bid.id(), settlement.ask.id()] {
-                    let _ = self.market.handle(now_ms(), Input::Filled { offer, quantity: settlement.quantity });
+            match &envelope.body {
+                Body::Settlement(settlement) => {
+                    for offer in [settlement.bid.id(), settlement.ask.id()] {
+                        let _ = self.market.handle(now_ms(), Input::Filled { offer, quantity: settlement.quantity });
+                    }
                 }
+                Body::BarterCycle(cycle) => {
+                    for leg in cycle.legs.as_slice() {
+                        self.board.filled(&leg.offer.id(), leg.give_quantity);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -195,9 +240,41 @@ impl Actor {
         }
     }
 
+    fn next_nonce(&mut self, created_ms: u64) -> u64 {
+        self.nonce = self.nonce.max(created_ms.saturating_mul(1000)).saturating_add(1);
+        self.nonce
+    }
+
+    /// Submits a barter cycle found on the board, all legs at once (the ledger settles it atomically).
+    async fn submit_cycle(&mut self, cycle: ::market::barter::FoundCycle) {
+        let legs: Vec<BarterLeg> = cycle
+            .iter()
+            .map(|(offer, give_quantity)| BarterLeg { offer: (**offer).clone(), give_quantity: *give_quantity })
+            .collect();
+        let count = legs.len();
+        let Ok(legs) = BoundedVec::new(legs) else { return };
+        let Some(network) = cycle.first().map(|(offer, _)| offer.network.clone()) else { return };
+        let created_ms = now_ms();
+        let envelope = Draft {
+            network,
+            nonce: self.next_nonce(created_ms),
+            created_ms,
+            expires_ms: created_ms.saturating_add(SETTLEMENT_LIFETIME_MS),
+            body: Body::BarterCycle(BarterCycle { legs }),
+        }
+        .sign(&self.keypair);
+        match self.ledger.submit(envelope.to_bytes()).await {
+            Ok(id) => {
+                self.stats.barter_cycles_submitted += 1;
+                info!(cycle = %id, legs = count, "settling a barter cycle");
+            }
+            Err(error) => warn!(%error, legs = count, "a barter cycle was refused"),
+        }
+    }
+
     async fn settle(&mut self, found: ::market::pools::Match) {
         let created_ms = now_ms();
-        self.nonce = self.nonce.max(created_ms.saturating_mul(1000)).saturating_add(1);
+        let nonce = self.next_nonce(created_ms);
         let (quantity, unit_price) = (found.quantity, found.unit_price);
         let settlement = Settlement {
             bid: Box::new((*found.bid).clone()),
@@ -208,7 +285,7 @@ impl Actor {
         };
         let envelope = Draft {
             network: found.ask.network.clone(),
-            nonce: self.nonce,
+            nonce,
             created_ms,
             expires_ms: created_ms.saturating_add(SETTLEMENT_LIFETIME_MS),
             body: Body::Settlement(settlement),

@@ -109,6 +109,10 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                             warn!(market_dropped, "the market is behind; gossiped offers are being dropped");
                         }
                     }
+                } else if let (Topic::Barter, Some((market, _))) = (delivery.topic, &market) {
+                    if !market.barter(delivery.envelope.clone()) {
+                        market_dropped += 1;
+                    }
                 } else if delivery.topic == Topic::Ledger && let Some(ledger) = &ledger && !ledger.entries(vec![delivery]) {
                     entries_dropped += 1;
                     if entries_dropped.is_power_of_two() {

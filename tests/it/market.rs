@@ -1,7 +1,8 @@
 //! The market with real processes: four `kos run` validators on loopback serving a compute pool (continuous double
 //! auction) and an energy pool (15-second interval auctions). Homes post offers through their node's API; the
 //! matches end as settlement entries on every node's ledger, with balances moved and the grid fee and commons tax
-//! applied, and the energy trade's escrow held and released.
+//! applied, and the energy trade's escrow held and released. Two homes' barter offers close a cycle that is
+//! settled on every ledger.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -205,4 +206,47 @@ fn homes_offers_end_as_settled_entries_on_every_ledger() {
     assert_eq!(index["periods"][0]["period"], delivery_start, "{index}");
     assert_eq!(index["periods"][0]["vwap"], 200_000, "{index}");
     assert!(seller.process.as_ref().unwrap().lines().iter().any(|line| line.contains("interval auction cleared")));
+
+    // Barter without tokens: home 0 gives 1 kWh for 0.5 compute units, home 1 the reverse. The node of the cycle's
+    // first leg (lowest offer id) submits it; it lands on every ledger.
+    let barter = |node: &Node, give: &str, give_quantity: u64, want: &str, want_quantity: u64| {
+        let authorization = format!("Bearer {}", node.token);
+        let body = serde_json::json!({"give": give, "give_quantity": give_quantity, "want": want,
+            "want_quantity": want_quantity, "cell": "u33db"});
+        let response = http::request(
+            &node.api,
+            "POST",
+            "/barter",
+            &[("Authorization", &authorization), ("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(response.status, 202, "{}", response.text());
+    };
+    barter(&nodes[0], "energy", 1000, "compute", 500);
+    barter(&nodes[1], "compute", 500, "energy", 1000);
+    let mut cycle_id = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            cycle_id = nodes[..2].iter().find_map(|node| {
+                node.process.as_ref().unwrap().lines().iter().find_map(|line| {
+                    let at = line.find("settling a barter cycle")?;
+                    let rest = &line[at..];
+                    let start = rest.find("cycle=")? + "cycle=".len();
+                    Some(rest[start..start + 64].to_owned())
+                })
+            });
+            cycle_id.is_some()
+        }),
+        "no barter cycle was submitted"
+    );
+    let cycle_id = cycle_id.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || nodes.iter().all(|node| http::get(
+            &node.api,
+            &format!("/entries/{cycle_id}")
+        )
+        .is_ok_and(|r| r.status == 200))),
+        "barter cycle {cycle_id} is not on every ledger"
+    );
 }
