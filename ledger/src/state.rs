@@ -841,8 +841,12 @@ impl<'s> Pending<'s> {
                         .entry_lifetime_ms_max
                         .max(protocol::validate::Config::LIFETIME_MS_MAX_DEFAULT),
                 );
-                self.write(key(CANCELLED, &[cancel.offer.as_bytes()]), &author);
-                self.put(key(CANCELLED_BY_EXPIRY, &[&until.to_be_bytes(), cancel.offer.as_bytes()]), Some(Vec::new()));
+                // Keyed by offer and canceller: only the offer's author's cancel counts, and nobody can undo it.
+                self.write(key(CANCELLED, &[cancel.offer.as_bytes(), author.as_bytes()]), &author);
+                self.put(
+                    key(CANCELLED_BY_EXPIRY, &[&until.to_be_bytes(), cancel.offer.as_bytes(), author.as_bytes()]),
+                    Some(Vec::new()),
+                );
                 Ok(())
             }
             Body::Transfer(transfer) => self.move_tokens(&author, &transfer.to, &transfer.token, transfer.amount),
@@ -958,7 +962,9 @@ impl<'s> Pending<'s> {
         if offer.expires_ms <= self.context.time_ms {
             return Err(EntryError::OfferExpired(offer_id));
         }
-        if self.get(&key(CANCELLED, &[offer_id.as_bytes()])).is_some() {
+        // Only the offer's author can cancel it: a cancel by anyone else (the ledger cannot know whose offer an id is
+        // until a settlement shows it) has no effect.
+        if self.get(&key(CANCELLED, &[offer_id.as_bytes(), offer.author.as_bytes()])).is_some() {
             return Err(EntryError::OfferCancelled(offer_id));
         }
         let filled_key = key(FILLED, &[offer_id.as_bytes()]);
@@ -1319,8 +1325,9 @@ impl<'s> Pending<'s> {
         {
             for index_key in self.due(index, now) {
                 self.delete(index_key.clone());
-                if let Some(id) = index_key.get(9..41) {
-                    self.delete(key(marker, &[id]));
+                // What follows the time: the entry or offer id (and, for cancels, the canceller).
+                if let Some(target) = index_key.get(9..) {
+                    self.delete(key(marker, &[target]));
                 }
             }
         }

@@ -10,6 +10,7 @@
 //! | POST | `/entries` | a signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped |
 //! | GET | `/accounts/{key}/balances` | an account's balances by token (milli-units) |
 //! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, gossiped on the pool's topic and put in the node's market |
+//! | POST | `/offers/{id}/cancel?pool=...` | withdraws one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no later settlement can fill it) |
 //! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
@@ -93,6 +94,7 @@ pub fn router(context: Context) -> Router {
         .route("/entries/{id}", get(entry))
         .route("/accounts/{key}/balances", get(balances))
         .route("/offers", axum::routing::post(post_offer))
+        .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
         .route("/barter", axum::routing::post(post_barter))
         .route("/pools", get(pools))
         .route("/pools/book", get(book))
@@ -493,4 +495,45 @@ async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: B
         return error(StatusCode::SERVICE_UNAVAILABLE, "the market is busy; try again");
     }
     (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct CancelQuery {
+    pool: String,
+}
+
+async fn cancel_offer(
+    State(context): State<Context>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    axum::extract::Query(query): axum::extract::Query<CancelQuery>,
+) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let (Some(market), Some(ledger)) = (context.market.as_ref(), context.ledger.as_ref()) else { return no_market() };
+    let Ok(offer) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an offer id is 64 hex digits") };
+    let pool: PoolId = match query.pool.parse() {
+        Ok(pool) => pool,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
+    };
+    let created_ms = now_ms();
+    let envelope = Draft {
+        network: context.network.network().clone(),
+        nonce: created_ms
+            .saturating_mul(1000)
+            .saturating_add(u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000)),
+        created_ms,
+        expires_ms: created_ms.saturating_add(3_600_000),
+        body: Body::Cancel(protocol::message::Cancel { offer }),
+    }
+    .sign(&context.keypair);
+    // Peers' books drop the offer; the ledger refuses later settlements of it.
+    let published = context.network.publish(&envelope, Some(network::Topic::pool(&pool)), created_ms).await.is_ok();
+    market.cancel(offer, context.keypair.public());
+    match ledger.submit(envelope.to_bytes()).await {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response(),
+        Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
+        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
+    }
 }

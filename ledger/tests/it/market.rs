@@ -248,3 +248,34 @@ fn the_commons_is_shared_among_the_poorest_members() {
     assert_eq!(market.balance(&market.key(3)), FUNDS + 500_000);
     assert!(market.events.contains(&Event::Redistributed { token: credit(), accounts: 2, share: 5_000 }));
 }
+
+#[test]
+fn only_an_offers_author_can_cancel_it_on_the_ledger() {
+    let mut market = Market::new("");
+    let compute = pool(0, Resource::Compute);
+    let settle = |market: &mut Market, bid: &Envelope, ask: &Envelope| {
+        let settlement = Settlement {
+            bid: Box::new(bid.clone()),
+            ask: Box::new(ask.clone()),
+            quantity: 100,
+            unit_price: 1_000,
+            mechanism: Mechanism::ContinuousDoubleAuction,
+        };
+        market.sign(2, Body::Settlement(settlement)).to_bytes()
+    };
+    let bid = market.offer(1, &compute, Side::Bid, 200, 1_000);
+    let ask = market.offer(2, &compute, Side::Ask, 200, 1_000);
+    let cancel = |market: &mut Market, by: usize, offer: &Envelope| {
+        market.sign(by, Body::Cancel(protocol::message::Cancel { offer: offer.id() })).to_bytes()
+    };
+    // A stranger's cancel of the ask changes nothing: the first half settles.
+    let stranger = cancel(&mut market, 3, &ask);
+    let first = settle(&mut market, &bid, &ask);
+    assert!(market.block(vec![stranger, first]).is_empty());
+    // The seller's own cancel stops the second half.
+    let own = cancel(&mut market, 2, &ask);
+    let second = settle(&mut market, &bid, &ask);
+    let errors = market.block(vec![own, second]);
+    assert_eq!(errors, vec![EntryError::OfferCancelled(ask.id())]);
+    assert_eq!(market.balance(&market.key(2)), FUNDS + 100);
+}
