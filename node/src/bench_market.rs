@@ -26,6 +26,7 @@ pub struct MarketReport {
     pub fills: usize,
     pub operations_per_s: f64,
     pub resting_at_end: usize,
+    pub resting_max: usize,
     pub auction_orders: usize,
     pub auction_trades: usize,
     pub auction_median_ms: f64,
@@ -57,12 +58,15 @@ enum Operation {
 /// Runs the benchmark on the calling thread.
 pub fn market(args: &MarketArgs) -> MarketReport {
     let mut random = Random(args.seed);
-    // A market around 250 milli-credits/kWh: prices 200..300, so about a third of the orders cross.
+    // A steady-state market around 245 credits/kWh: bids 190..250, asks 240..300, so the orders near the spread
+    // cross; one operation in three cancels one of the 20,000 most recent orders; orders live 10 to 50 seconds
+    // of a clock that advances 1 ms per operation, so the book stays at some tens of thousands of orders.
     let mut operations = Vec::with_capacity(args.operations);
     let mut next_id = 0u64;
     for _ in 0..args.operations {
         if next_id > 0 && random.below(3) == 0 {
-            operations.push(Operation::Cancel(random.below(next_id)));
+            let window = next_id.min(20_000);
+            operations.push(Operation::Cancel(next_id - 1 - random.below(window)));
         } else {
             let side = if random.below(2) == 0 { Side::Bid } else { Side::Ask };
             let offset = random.below(60);
@@ -76,18 +80,19 @@ pub fn market(args: &MarketArgs) -> MarketReport {
                 side,
                 quantity: 100 + random.below(900),
                 price: price * 1_000,
-                expires_ms: u64::MAX,
+                expires_ms: operations.len() as u64 + 10_000 + random.below(40_000),
             }));
             next_id += 1;
         }
     }
     let mut book: Book<u64, u32> = Book::new(Fee::None, 1_000_000, 1_000);
     let mut fills = 0usize;
+    let mut book_max = 0usize;
     let started = Instant::now();
-    for operation in operations {
+    for (now_ms, operation) in operations.into_iter().enumerate() {
         match operation {
             Operation::Place(order) => {
-                if let Ok(placed) = book.place(0, order) {
+                if let Ok(placed) = book.place(now_ms as u64, order) {
                     fills += placed.fills.len();
                 }
             }
@@ -95,6 +100,7 @@ pub fn market(args: &MarketArgs) -> MarketReport {
                 book.cancel(&id);
             }
         }
+        book_max = book_max.max(book.len());
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -123,6 +129,7 @@ pub fn market(args: &MarketArgs) -> MarketReport {
         fills,
         operations_per_s: args.operations as f64 / seconds.max(1e-9),
         resting_at_end: book.len(),
+        resting_max: book_max,
         auction_orders: args.auction_orders,
         auction_trades: trades,
         auction_median_ms: times[times.len() / 2],

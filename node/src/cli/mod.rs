@@ -316,8 +316,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
-                "continuous double auction: {} operations ({} fills, {} resting at the end): {:.0} operations/s",
-                report.operations, report.fills, report.resting_at_end, report.operations_per_s
+                "continuous double auction: {} operations ({} fills, at most {} resting, {} at the end): {:.0} operations/s",
+                report.operations, report.fills, report.resting_max, report.resting_at_end, report.operations_per_s
             )?;
             writeln!(
                 out,
