@@ -275,6 +275,21 @@ fn now_ms() -> u64 {
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Signs a body with the node's key, now, for `lifetime_ms`; the nonce is the time in microseconds plus a random
+/// part, increasing across restarts and distinct for messages made in one millisecond.
+fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> protocol::Envelope {
+    let created_ms = now_ms();
+    let jitter = u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000);
+    Draft {
+        network: context.network.network().clone(),
+        nonce: created_ms.saturating_mul(1000).saturating_add(jitter),
+        created_ms,
+        expires_ms: created_ms.saturating_add(lifetime_ms),
+        body,
+    }
+    .sign(&context.keypair)
+}
+
 async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
         return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
@@ -301,17 +316,7 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
     let delivery_start_s = request.delivery_start.unwrap_or_else(|| pool.next_delivery_start_s(created_ms / 1000));
     let lifetime_ms = request.expires_in_s.unwrap_or(900).saturating_mul(1000);
     let offer = Offer { pool: pool.clone(), side, quantity: request.quantity, unit_price, delivery_start_s };
-    let envelope = Draft {
-        network: context.network.network().clone(),
-        // Microseconds: increasing across restarts, distinct for offers made in one millisecond.
-        nonce: created_ms
-            .saturating_mul(1000)
-            .saturating_add(u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000)),
-        created_ms,
-        expires_ms: created_ms.saturating_add(lifetime_ms),
-        body: Body::Offer(offer),
-    }
-    .sign(&context.keypair);
+    let envelope = sign_now(&context, Body::Offer(offer), lifetime_ms);
     let topic = network::Topic::pool(&pool);
     if let Err(problem) = context.network.subscribe(topic).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("joining the pool's topic: {problem}"));
@@ -469,17 +474,9 @@ async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: B
         Ok(offer) => offer,
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
     };
-    let created_ms = now_ms();
-    let envelope = Draft {
-        network: context.network.network().clone(),
-        nonce: created_ms
-            .saturating_mul(1000)
-            .saturating_add(u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000)),
-        created_ms,
-        expires_ms: created_ms.saturating_add(request.expires_in_s.unwrap_or(3600).saturating_mul(1000)),
-        body: Body::BarterOffer(offer),
-    }
-    .sign(&context.keypair);
+    let lifetime_ms = request.expires_in_s.unwrap_or(3600).saturating_mul(1000);
+    let envelope = sign_now(&context, Body::BarterOffer(offer), lifetime_ms);
+    let created_ms = envelope.created_ms;
     let published = match context.network.publish(&envelope, Some(network::Topic::Barter), created_ms).await {
         Ok(_) => true,
         Err(network::Error::Invalid(problem)) => {
@@ -517,17 +514,8 @@ async fn cancel_offer(
         Ok(pool) => pool,
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
     };
-    let created_ms = now_ms();
-    let envelope = Draft {
-        network: context.network.network().clone(),
-        nonce: created_ms
-            .saturating_mul(1000)
-            .saturating_add(u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000)),
-        created_ms,
-        expires_ms: created_ms.saturating_add(3_600_000),
-        body: Body::Cancel(protocol::message::Cancel { offer }),
-    }
-    .sign(&context.keypair);
+    let envelope = sign_now(&context, Body::Cancel(protocol::message::Cancel { offer }), 3_600_000);
+    let created_ms = envelope.created_ms;
     // Peers' books drop the offer; the ledger refuses later settlements of it.
     let published = context.network.publish(&envelope, Some(network::Topic::pool(&pool)), created_ms).await.is_ok();
     market.cancel(offer, context.keypair.public());

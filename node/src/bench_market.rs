@@ -33,20 +33,12 @@ pub struct MarketReport {
     pub auction_best_ms: f64,
 }
 
-/// SplitMix64: a small seeded generator, enough for benchmark inputs.
-struct Random(u64);
+/// The shared benchmark generator, with `u64` bounds.
+struct Random(crate::bench::SplitMix);
 
 impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound.max(1)
+        self.0.next() % bound.max(1)
     }
 }
 
@@ -57,7 +49,7 @@ enum Operation {
 
 /// Runs the benchmark on the calling thread.
 pub fn market(args: &MarketArgs) -> MarketReport {
-    let mut random = Random(args.seed);
+    let mut random = Random(crate::bench::SplitMix(args.seed));
     // A steady-state market around 245 credits/kWh: bids 190..250, asks 240..300, so the orders near the spread
     // cross; one operation in three cancels one of the 20,000 most recent orders; orders live 10 to 50 seconds
     // of a clock that advances 1 ms per operation, so the book stays at some tens of thousands of orders.
