@@ -117,8 +117,8 @@ pub struct Book<K, O> {
     owner_orders_max: usize,
     bids: BTreeMap<u64, Level<K>>,
     asks: BTreeMap<u64, Level<K>>,
-    orders: HashMap<K, Resting<O>>,
-    per_owner: HashMap<O, usize>,
+    orders: HashMap<K, Resting<O>, ahash::RandomState>,
+    per_owner: HashMap<O, usize, ahash::RandomState>,
     expiry: BTreeMap<(u64, u64), K>,
     sequence: u64,
 }
@@ -132,8 +132,8 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
             owner_orders_max: owner_orders_max.max(1),
             bids: BTreeMap::new(),
             asks: BTreeMap::new(),
-            orders: HashMap::new(),
-            per_owner: HashMap::new(),
+            orders: HashMap::default(),
+            per_owner: HashMap::default(),
             expiry: BTreeMap::new(),
             sequence: 0,
         }
@@ -346,7 +346,7 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
     }
 }
 
-fn release_owner<O: Eq + Hash>(per_owner: &mut HashMap<O, usize>, owner: &O) {
+fn release_owner<O: Eq + Hash, S: std::hash::BuildHasher>(per_owner: &mut HashMap<O, usize, S>, owner: &O) {
     if let Some(count) = per_owner.get_mut(owner) {
         *count -= 1;
         if *count == 0 {
@@ -356,7 +356,11 @@ fn release_owner<O: Eq + Hash>(per_owner: &mut HashMap<O, usize>, owner: &O) {
 }
 
 /// Drops stale entries at a level's front, compacts it when stale entries dominate, removes it when empty.
-fn tidy<K: Eq + Hash, O>(levels: &mut BTreeMap<u64, Level<K>>, price: u64, orders: &HashMap<K, Resting<O>>) {
+fn tidy<K: Eq + Hash, O, S: std::hash::BuildHasher>(
+    levels: &mut BTreeMap<u64, Level<K>>,
+    price: u64,
+    orders: &HashMap<K, Resting<O>, S>,
+) {
     let Some(level) = levels.get_mut(&price) else { return };
     if level.live == 0 {
         levels.remove(&price);
