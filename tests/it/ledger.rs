@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use kos_tests::cli::{keys, kos, wait_until};
 use kos_tests::http;
 use kos_tests::process::{Process, kos_binary};
 use protocol::message::Transfer;
@@ -17,21 +18,6 @@ use protocol::types::{Text, TokenId};
 use protocol::{Body, Draft, Keypair, NetworkId};
 
 const STARTUP: Duration = Duration::from_secs(30);
-
-fn kos(args: &[&str]) -> String {
-    let output = Command::new(kos_binary()).args(args).env_remove("KOS_KEY_FILE").output().unwrap();
-    assert!(output.status.success(), "kos {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// Generates a node key; returns (public key hex, peer id).
-fn keys(dir: &Path) -> (String, String) {
-    let text = kos(&["--data-dir", dir.to_str().unwrap(), "keys", "generate"]);
-    let field = |name: &str| {
-        text.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).unwrap()
-    };
-    (field("public key:"), field("peer id:"))
-}
 
 struct Validator {
     dir: PathBuf,
@@ -80,17 +66,6 @@ fn block_hash(api: &str, height: u64) -> Option<String> {
     let text = response.text();
     let start = text.find("\"hash\":\"")? + "\"hash\":\"".len();
     Some(text[start..start + 64].to_owned())
-}
-
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[test]

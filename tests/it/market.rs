@@ -4,10 +4,10 @@
 //! applied, and the energy trade's escrow held and released. Two homes' barter offers close a cycle that is
 //! settled on every ledger.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
+use kos_tests::cli::{keys, kos, wait_until};
 use kos_tests::http;
 use kos_tests::process::{Process, kos_binary};
 
@@ -17,12 +17,6 @@ const COMPUTE: &str = "compute/credit/*/0";
 const ENERGY: &str = "energy/credit/u33db/15";
 const COMMONS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-fn kos(args: &[&str]) -> String {
-    let output = Command::new(kos_binary()).args(args).env_remove("KOS_KEY_FILE").output().unwrap();
-    assert!(output.status.success(), "kos {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
-}
-
 struct Node {
     dir: PathBuf,
     key: String,
@@ -30,14 +24,6 @@ struct Node {
     process: Option<Process>,
     api: String,
     token: String,
-}
-
-fn keys(dir: &Path) -> (String, String) {
-    let text = kos(&["--data-dir", dir.to_str().unwrap(), "keys", "generate"]);
-    let field = |name: &str| {
-        text.lines().find_map(|line| line.strip_prefix(name)).map(|value| value.trim().to_owned()).unwrap()
-    };
-    (field("public key:"), field("peer id:"))
 }
 
 fn json(api: &str, path: &str) -> Option<serde_json::Value> {
@@ -65,17 +51,6 @@ fn post_offer(node: &Node, body: serde_json::Value) -> serde_json::Value {
     .unwrap();
     assert_eq!(response.status, 202, "{}", response.text());
     serde_json::from_slice(&response.body).unwrap()
-}
-
-fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 /// Waits until every node reports `expected` credits for each account; returns what they report.
