@@ -59,8 +59,12 @@ pub enum EntryError {
     Price,
     #[error("only the author of an offer may cancel it")]
     NotYourOffer,
-    #[error("reading for {meter} does not follow the last one (interval or counters go backwards)")]
+    #[error(
+        "reading for {meter} does not follow the last one (its interval or registers go back, or its registers do not account for its energy)"
+    )]
     ReadingOutOfOrder { meter: String },
+    #[error("reading for {meter} is physically impossible: {reason}")]
+    ReadingImplausible { meter: String, reason: String },
     #[error("proposal {0} is unknown or closed")]
     ProposalClosed(Id),
     #[error("{0} is not a validator and may not vote")]
@@ -907,12 +911,26 @@ impl<'s> Pending<'s> {
         reading: &protocol::message::Reading,
     ) -> Result<(), EntryError> {
         let meter_key = key(METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]);
-        if let Some(last) = self.read::<MeterState>(&meter_key)
-            && (reading.interval_start_s <= last.interval_start_s
-                || reading.import_counter_wh < last.import_counter_wh
-                || reading.export_counter_wh < last.export_counter_wh)
-        {
-            return Err(EntryError::ReadingOutOfOrder { meter: reading.meter.as_str().to_owned() });
+        // The previous reading's interval is taken to be this one's (a meter keeps its interval length).
+        let previous = self.read::<MeterState>(&meter_key).map(|last| energy::reading::Previous {
+            interval_start_s: last.interval_start_s,
+            interval_s: reading.interval_s,
+            import_counter_wh: last.import_counter_wh,
+            export_counter_wh: last.export_counter_wh,
+        });
+        let now_s = self.context.time_ms / 1000;
+        let capacity = energy::reading::Capacity::RESIDENTIAL;
+        match energy::reading::check(reading, previous.as_ref(), &capacity, now_s) {
+            Ok(()) => {}
+            Err(energy::reading::Invalid::NotAfterPrevious | energy::reading::Invalid::Register { .. }) => {
+                return Err(EntryError::ReadingOutOfOrder { meter: reading.meter.as_str().to_owned() });
+            }
+            Err(invalid) => {
+                return Err(EntryError::ReadingImplausible {
+                    meter: reading.meter.as_str().to_owned(),
+                    reason: invalid.to_string(),
+                });
+            }
         }
         self.write(
             meter_key,

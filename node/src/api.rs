@@ -45,6 +45,7 @@ pub struct Context {
     pub network: network::Handle,
     pub ledger: Option<ledger::Handle>,
     pub market: Option<crate::market::Handle>,
+    pub meter: Option<crate::meter::Handle>,
     /// The node's key: it signs the offers posted through the API.
     pub keypair: Arc<Keypair>,
     pub token: Arc<str>,
@@ -96,6 +97,7 @@ pub fn router(context: Context) -> Router {
         .route("/offers", axum::routing::post(post_offer))
         .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
         .route("/barter", axum::routing::post(post_barter))
+        .route("/meter", get(meter))
         .route("/pools", get(pools))
         .route("/pools/book", get(book))
         .route("/pools/index", get(price_index))
@@ -353,6 +355,14 @@ fn depth_json(depth: &::market::pools::Depth) -> serde_json::Value {
         "bids": levels(&depth.bids),
         "asks": levels(&depth.asks),
     })
+}
+
+/// The home meter's latest registers, its latest signed reading and its counters.
+async fn meter(State(context): State<Context>) -> Response {
+    match context.meter.as_ref() {
+        Some(meter) => Json(meter.status()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "this node reads no meter (set [meter] kind in its config)"),
+    }
 }
 
 async fn pools(State(context): State<Context>) -> Response {

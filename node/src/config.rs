@@ -26,6 +26,185 @@ pub struct Config {
     pub limits: Limits,
     pub ledger: Ledger,
     pub api: Api,
+    pub meter: Meter,
+}
+
+/// Which meter the node reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MeterKind {
+    /// No meter: this node signs no readings.
+    None,
+    /// A simulated home (`[meter.simulated]`).
+    Simulated,
+    /// A SunSpec inverter and/or meter over Modbus TCP (`[meter.sunspec]`).
+    Sunspec,
+    /// A meter that publishes to an MQTT broker (`[meter.mqtt]`).
+    Mqtt,
+}
+
+/// The home's meter, whose readings this node signs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Meter {
+    pub kind: MeterKind,
+    /// The meter's name in readings: `main`, `modbus:192.168.1.50/1`.
+    pub id: String,
+    /// Length of a reading's interval, seconds: the energy pools' delivery interval.
+    pub interval_s: u32,
+    /// How often the meter is read, ms.
+    pub poll_ms: u64,
+    /// What the site can do, W; readings beyond it are not signed (and refused by peers).
+    pub capacity: energy::reading::Capacity,
+    pub simulated: energy::home::HomeConfig,
+    pub sunspec: SunSpec,
+    pub mqtt: Mqtt,
+}
+
+/// A SunSpec device over Modbus TCP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SunSpec {
+    /// `host:port` of the device (or its Modbus TCP gateway).
+    pub address: String,
+    /// Modbus unit id.
+    pub unit: u8,
+    pub timeout_ms: u64,
+}
+
+/// A meter reporting over MQTT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Mqtt {
+    /// `host:port` of the broker.
+    pub broker: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// A device preset (`tasmota-plug`, `tasmota-sml`, `shelly-em`, `shelly-pro-em`) and the device's name.
+    pub preset: Option<energy::mqtt::Preset>,
+    pub device: String,
+    /// Topic and field of each register, for devices without a preset (added to the preset's).
+    pub mappings: Vec<energy::mqtt::Mapping>,
+}
+
+impl Default for Meter {
+    fn default() -> Meter {
+        Meter {
+            kind: MeterKind::None,
+            id: "main".into(),
+            interval_s: 900,
+            poll_ms: 5_000,
+            capacity: energy::reading::Capacity::RESIDENTIAL,
+            simulated: energy::home::HomeConfig::default(),
+            sunspec: SunSpec::default(),
+            mqtt: Mqtt::default(),
+        }
+    }
+}
+
+impl Default for SunSpec {
+    fn default() -> SunSpec {
+        SunSpec { address: String::new(), unit: 1, timeout_ms: 3_000 }
+    }
+}
+
+impl Default for Mqtt {
+    fn default() -> Mqtt {
+        Mqtt {
+            broker: "127.0.0.1:1883".into(),
+            username: None,
+            password: None,
+            preset: None,
+            device: String::new(),
+            mappings: Vec::new(),
+        }
+    }
+}
+
+/// The meter's checked settings.
+#[derive(Debug, Clone)]
+pub struct MeterChecked {
+    pub id: protocol::types::MeterId,
+    pub interval_s: u32,
+    pub poll: std::time::Duration,
+    pub capacity: energy::reading::Capacity,
+    pub source: MeterSourceSettings,
+}
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub enum MeterSourceSettings {
+    Simulated(energy::home::HomeConfig),
+    SunSpec(crate::meter::sunspec::Settings),
+    Mqtt(crate::meter::mqtt::Settings),
+}
+
+impl Meter {
+    /// `None` when the node has no meter.
+    pub fn validate(&self) -> anyhow::Result<Option<MeterChecked>> {
+        let source = match self.kind {
+            MeterKind::None => return Ok(None),
+            MeterKind::Simulated => {
+                self.simulated.validate().context("meter.simulated")?;
+                MeterSourceSettings::Simulated(self.simulated.clone())
+            }
+            MeterKind::Sunspec => {
+                let address = self.sunspec.address.parse().with_context(|| {
+                    format!("meter.sunspec.address: {:?} is not ip:port (e.g. 192.168.1.50:502)", self.sunspec.address)
+                })?;
+                MeterSourceSettings::SunSpec(crate::meter::sunspec::Settings {
+                    address,
+                    unit: self.sunspec.unit,
+                    timeout: std::time::Duration::from_millis(self.sunspec.timeout_ms.max(100)),
+                })
+            }
+            MeterKind::Mqtt => {
+                let mqtt = &self.mqtt;
+                let (host, port) = mqtt
+                    .broker
+                    .rsplit_once(':')
+                    .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+                    .with_context(|| format!("meter.mqtt.broker: {:?} is not host:port", mqtt.broker))?;
+                let mut mappings = match mqtt.preset {
+                    Some(_) if mqtt.device.is_empty() => bail!("meter.mqtt.device: a preset needs the device name"),
+                    Some(preset) => preset.mappings(&mqtt.device),
+                    None => Vec::new(),
+                };
+                mappings.extend(mqtt.mappings.iter().cloned());
+                if mappings.is_empty() {
+                    bail!("meter.mqtt: set a preset and device, or mappings (register, topic, pointer, scale)");
+                }
+                if mappings.iter().any(|mapping| mapping.topic.contains(['+', '#']) || mapping.topic.is_empty()) {
+                    bail!("meter.mqtt.mappings: topics must be exact (no + or # wildcards)");
+                }
+                let credentials = match (&mqtt.username, &mqtt.password) {
+                    (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+                    (None, None) => None,
+                    _ => bail!("meter.mqtt: username and password go together"),
+                };
+                MeterSourceSettings::Mqtt(crate::meter::mqtt::Settings {
+                    host,
+                    port,
+                    client_id: format!("kos-{}", std::process::id()),
+                    credentials,
+                    mappings,
+                })
+            }
+        };
+        if self.interval_s == 0 || self.interval_s > protocol::limits::INTERVAL_SECONDS_MAX {
+            bail!("meter.interval_s must be between 1 and {}", protocol::limits::INTERVAL_SECONDS_MAX);
+        }
+        if self.poll_ms < 100 || self.poll_ms > u64::from(self.interval_s) * 1000 {
+            bail!("meter.poll_ms must be at least 100 and at most the interval");
+        }
+        Ok(Some(MeterChecked {
+            id: protocol::types::MeterId::new(self.id.clone()).context("meter.id")?,
+            interval_s: self.interval_s,
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            capacity: self.capacity,
+            source,
+        }))
+    }
 }
 
 /// The replicated ledger.
@@ -130,6 +309,7 @@ impl Default for Config {
             limits: Limits::default(),
             ledger: Ledger::default(),
             api: Api::default(),
+            meter: Meter::default(),
         }
     }
 }
@@ -176,6 +356,8 @@ pub struct Checked {
     pub ledger: Option<crate::ledger::Settings>,
     /// `None`: no API.
     pub api: Option<std::net::SocketAddr>,
+    /// `None`: no meter.
+    pub meter: Option<MeterChecked>,
     pub data_dir: PathBuf,
 }
 
@@ -300,7 +482,8 @@ impl Config {
         } else {
             Some(self.api.listen.parse().with_context(|| format!("api.listen: {:?} is not ip:port", self.api.listen))?)
         };
-        Ok(Checked { network, pools, log: self.log.clone(), ledger: None, api, data_dir: PathBuf::new() })
+        let meter = self.meter.validate()?;
+        Ok(Checked { network, pools, log: self.log.clone(), ledger: None, api, meter, data_dir: PathBuf::new() })
     }
 }
 

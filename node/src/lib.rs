@@ -9,5 +9,6 @@ pub mod config;
 pub mod keyfile;
 pub mod ledger;
 pub mod market;
+pub mod meter;
 pub mod network;
 pub mod run;

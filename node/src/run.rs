@@ -63,6 +63,20 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     let market = ledger
         .as_ref()
         .map(|ledger| crate::market::spawn(keypair.clone(), ledger.clone(), market::pools::Limits::default()));
+    let meter = match &checked.meter {
+        Some(settings) => {
+            let source = crate::meter::open(settings)?;
+            let actor = crate::meter::Settings {
+                id: settings.id.clone(),
+                interval_s: settings.interval_s,
+                poll: settings.poll,
+                capacity: settings.capacity,
+                network: handle.network().clone(),
+            };
+            Some(crate::meter::spawn(source, actor, keypair.clone(), handle.clone(), ledger.clone()))
+        }
+        None => None,
+    };
     let api = match checked.api {
         Some(address) => {
             let token = crate::api::token(&checked.data_dir)?;
@@ -70,6 +84,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 network: handle.clone(),
                 ledger: ledger.clone(),
                 market: market.as_ref().map(|(market, _)| market.clone()),
+                meter: meter.as_ref().map(|(meter, _)| meter.clone()),
                 keypair: keypair.clone(),
                 token: token.into(),
             };
@@ -113,7 +128,10 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                     if !market.barter(delivery.envelope.clone()) {
                         market_dropped += 1;
                     }
-                } else if delivery.topic == Topic::Ledger && let Some(ledger) = &ledger && !ledger.entries(vec![delivery]) {
+                } else if matches!(delivery.topic, Topic::Ledger | Topic::Readings)
+                    && let Some(ledger) = &ledger
+                    && !ledger.entries(vec![delivery])
+                {
                     entries_dropped += 1;
                     if entries_dropped.is_power_of_two() {
                         warn!(entries_dropped, "the ledger is behind; gossiped entries are being dropped");

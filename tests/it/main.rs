@@ -3,5 +3,6 @@
 
 mod ledger;
 mod market;
+mod meters;
 mod network;
 mod processes;

@@ -234,9 +234,9 @@ fn the_commons_is_shared_among_the_poorest_members() {
         2,
         Body::Transfer(Transfer { to: market.key(3), token: credit(), amount: 500_000, memo: Text::new("").unwrap() }),
     );
-    let reading_1 = market.reading(1, 1_767_225_600, 1, 0);
-    let reading_2 = market.reading(2, 1_767_225_600, 1, 0);
-    let reading_3 = market.reading(3, 1_767_225_600, 1, 0);
+    let reading_1 = market.reading(1, 1_767_224_700, 1, 0);
+    let reading_2 = market.reading(2, 1_767_224_700, 1, 0);
+    let reading_3 = market.reading(3, 1_767_224_700, 1, 0);
     assert!(market.block(vec![gift.to_bytes(), away.to_bytes(), reading_1, reading_2, reading_3]).is_empty());
     assert_eq!(market.balance(&COMMONS), 10_001);
     market.now_ms += 1_000;
@@ -278,4 +278,49 @@ fn only_an_offers_author_can_cancel_it_on_the_ledger() {
     let errors = market.block(vec![own, second]);
     assert_eq!(errors, vec![EntryError::OfferCancelled(ask.id())]);
     assert_eq!(market.balance(&market.key(2)), FUNDS + 100);
+}
+
+#[test]
+fn impossible_readings_are_refused_and_counters_must_account_for_energy() {
+    let mut market = Market::new("");
+    let start_s = START_MS / 1000;
+    market.now_ms = START_MS + 1_800_000;
+    let first = market.reading(1, start_s, 500, 0);
+    assert!(market.block(vec![first]).is_empty());
+    // The next interval: 100 Wh imported, but the register claims 300 more.
+    let draft = |market: &mut Market, edit: &dyn Fn(&mut Reading)| {
+        let mut reading = Reading {
+            meter: MeterId::new("home-1").unwrap(),
+            interval_start_s: start_s + 900,
+            interval_s: 900,
+            import_wh: 100,
+            export_wh: 0,
+            generation_wh: 0,
+            consumption_wh: 100,
+            import_counter_wh: 10_600,
+            export_counter_wh: 10_000,
+            source: MeterSource::Simulated,
+        };
+        edit(&mut reading);
+        market.sign(1, Body::Reading(reading)).to_bytes()
+    };
+    let inflated = draft(&mut market, &|reading| reading.import_counter_wh = 10_900);
+    let huge = draft(&mut market, &|reading| {
+        reading.import_wh = 50_000;
+        reading.consumption_wh = 50_000;
+        reading.import_counter_wh = 60_500;
+    });
+    let unbalanced = draft(&mut market, &|reading| reading.generation_wh = 7_000);
+    let early = draft(&mut market, &|reading| reading.interval_start_s = start_s + 2_700);
+    let refused = market.block(vec![inflated, huge, unbalanced, early]);
+    assert_eq!(refused.len(), 4, "{refused:?}");
+    assert!(matches!(refused[0], EntryError::ReadingOutOfOrder { .. }));
+    for error in &refused[1..] {
+        assert!(matches!(error, EntryError::ReadingImplausible { .. }), "{error}");
+    }
+    assert!(refused[1].to_string().contains("import"), "{}", refused[1]);
+    assert!(refused[3].to_string().contains("not ended"), "{}", refused[3]);
+    // The right reading is anchored.
+    let right = draft(&mut market, &|_| {});
+    assert!(market.block(vec![right]).is_empty());
 }

@@ -1,0 +1,287 @@
+//! The meter actor: polls the home's meter (simulated, SunSpec over Modbus TCP, or MQTT), turns its registers
+//! into one reading per delivery interval, checks the reading is physically possible, signs it with the node's
+//! key, gossips it on the readings topic and submits it to the ledger, where it is anchored and energy trades are
+//! checked against it.
+
+pub mod mqtt;
+pub mod sunspec;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use energy::meter::{Intervals, Meter, Push, Sample};
+use energy::reading::{Capacity, Previous};
+use protocol::message::{Body, Reading};
+use protocol::types::MeterId;
+use protocol::{Draft, Keypair, NetworkId};
+use serde::Serialize;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::network::{self, Topic};
+
+/// How long a signed reading may wait to be anchored.
+const READING_LIFETIME_MS: u64 = 10 * 60 * 1000;
+
+/// Where the readings come from.
+pub enum Source {
+    Simulated(Box<energy::home::Home>),
+    SunSpec(Box<sunspec::Device>),
+    Mqtt(mqtt::Meter),
+}
+
+impl Source {
+    fn kind(&self) -> &'static str {
+        match self {
+            Source::Simulated(_) => "simulated",
+            Source::SunSpec(_) => "sunspec",
+            Source::Mqtt(_) => "mqtt",
+        }
+    }
+}
+
+impl Meter for Source {
+    fn source(&self) -> protocol::message::MeterSource {
+        match self {
+            Source::Simulated(home) => home.as_ref().source(),
+            Source::SunSpec(device) => device.as_ref().source(),
+            Source::Mqtt(meter) => meter.source(),
+        }
+    }
+
+    async fn sample(&mut self, now_ms: u64) -> Result<Sample, energy::meter::Error> {
+        match self {
+            Source::Simulated(home) => Meter::sample(home.as_mut(), now_ms).await,
+            Source::SunSpec(device) => device.as_mut().sample(now_ms).await,
+            Source::Mqtt(meter) => meter.sample(now_ms).await,
+        }
+    }
+}
+
+/// Opens the configured meter: a simulated home starts now (at its own speed), a SunSpec device connects on its
+/// first sample, an MQTT meter connects in the background.
+pub fn open(settings: &crate::config::MeterChecked) -> anyhow::Result<Source> {
+    use anyhow::Context as _;
+    Ok(match &settings.source {
+        crate::config::MeterSourceSettings::Simulated(config) => {
+            let mut config = config.clone();
+            let now = now_ms();
+            if config.simulated_origin_s == 0 && config.wall_origin_s == 0 {
+                // Accelerated time starts from the present.
+                let now_s = i64::try_from(now / 1000).unwrap_or(0);
+                (config.simulated_origin_s, config.wall_origin_s) = (now_s, now_s);
+            }
+            let profile = Arc::new(energy::profile::LoadProfile::h25().context("the load profile")?);
+            Source::Simulated(Box::new(energy::home::Home::new(config, profile, now).context("meter.simulated")?))
+        }
+        crate::config::MeterSourceSettings::SunSpec(device) => {
+            Source::SunSpec(Box::new(sunspec::Device::new(device.clone())))
+        }
+        crate::config::MeterSourceSettings::Mqtt(broker) => Source::Mqtt(mqtt::Meter::spawn(broker.clone())),
+    })
+}
+
+/// The actor's settings.
+pub struct Settings {
+    pub id: MeterId,
+    pub interval_s: u32,
+    pub poll: Duration,
+    pub capacity: Capacity,
+    pub network: NetworkId,
+}
+
+/// What the meter did, for the API and the logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Status {
+    pub meter: String,
+    pub source: String,
+    pub interval_s: u32,
+    /// The latest registers, Wh.
+    pub sample: Option<SampleView>,
+    /// The latest reading this node signed.
+    pub last_reading: Option<ReadingView>,
+    pub samples: u64,
+    pub sample_errors: u64,
+    pub last_error: Option<String>,
+    pub readings_published: u64,
+    /// Readings this node would not sign (physically impossible) or the ledger refused.
+    pub readings_refused: u64,
+    /// Intervals without a reading because the meter was silent through them.
+    pub intervals_missed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleView {
+    pub at_ms: u64,
+    pub import_wh: u64,
+    pub export_wh: u64,
+    pub generation_wh: u64,
+    pub consumption_wh: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadingView {
+    pub id: String,
+    pub interval_start_s: u64,
+    pub interval_s: u32,
+    pub import_wh: u64,
+    pub export_wh: u64,
+    pub generation_wh: u64,
+    pub consumption_wh: u64,
+}
+
+/// Reads the actor's status.
+#[derive(Clone)]
+pub struct Handle {
+    status: watch::Receiver<Status>,
+}
+
+impl Handle {
+    #[must_use]
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Starts the actor on the current runtime.
+pub fn spawn(
+    source: Source,
+    settings: Settings,
+    keypair: Arc<Keypair>,
+    network: network::Handle,
+    ledger: Option<crate::ledger::Handle>,
+) -> (Handle, tokio::task::JoinHandle<()>) {
+    let status = Status {
+        meter: settings.id.as_str().to_owned(),
+        source: source.kind().to_owned(),
+        interval_s: settings.interval_s,
+        ..Status::default()
+    };
+    let (sender, receiver) = watch::channel(status.clone());
+    let actor = Actor {
+        intervals: Intervals::new(settings.interval_s),
+        settings,
+        source,
+        keypair,
+        network,
+        ledger,
+        previous: None,
+        nonce: 0,
+        status,
+    };
+    (Handle { status: receiver }, tokio::spawn(actor.run(sender)))
+}
+
+struct Actor {
+    settings: Settings,
+    source: Source,
+    intervals: Intervals,
+    keypair: Arc<Keypair>,
+    network: network::Handle,
+    ledger: Option<crate::ledger::Handle>,
+    previous: Option<Previous>,
+    nonce: u64,
+    status: Status,
+}
+
+impl Actor {
+    async fn run(mut self, status: watch::Sender<Status>) {
+        self.nonce = now_ms().saturating_mul(1000);
+        let mut poll = tokio::time::interval(self.settings.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        info!(meter = %self.settings.id, source = self.source.kind(), interval_s = self.settings.interval_s, "meter started");
+        loop {
+            poll.tick().await;
+            self.poll().await;
+            status.send_replace(self.status.clone());
+        }
+    }
+
+    async fn poll(&mut self) {
+        let now = now_ms();
+        let sample = match self.source.sample(now).await {
+            Ok(sample) => sample,
+            Err(error) => {
+                self.status.sample_errors += 1;
+                if self.status.last_error.as_deref() != Some(&error.to_string()) {
+                    warn!(%error, meter = %self.settings.id, "meter");
+                }
+                self.status.last_error = Some(error.to_string());
+                return;
+            }
+        };
+        self.status.samples += 1;
+        self.status.last_error = None;
+        self.status.sample = Some(SampleView {
+            at_ms: sample.at_ms,
+            import_wh: sample.import_wh,
+            export_wh: sample.export_wh,
+            generation_wh: sample.generation_wh,
+            consumption_wh: sample.consumption_wh,
+        });
+        match self.intervals.push(sample) {
+            Push::Inside | Push::Stale => {}
+            Push::Closed(interval) => {
+                let reading = interval.reading(self.settings.id.clone(), self.source.source());
+                self.publish(reading, now).await;
+            }
+            Push::Gap { missed } => {
+                self.status.intervals_missed += missed;
+                warn!(missed, meter = %self.settings.id, "the meter was silent for whole intervals; no readings for them");
+            }
+            Push::Reset => {
+                warn!(meter = %self.settings.id, "a meter register went back (reset or replaced); counting restarts");
+                self.previous = None;
+            }
+        }
+    }
+
+    async fn publish(&mut self, reading: Reading, now: u64) {
+        if let Err(invalid) =
+            energy::reading::check(&reading, self.previous.as_ref(), &self.settings.capacity, now / 1000)
+        {
+            self.status.readings_refused += 1;
+            warn!(%invalid, meter = %self.settings.id, start = reading.interval_start_s, "not signing an impossible reading");
+            return;
+        }
+        self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
+        let envelope = Draft {
+            network: self.settings.network.clone(),
+            nonce: self.nonce,
+            created_ms: now,
+            expires_ms: now.saturating_add(READING_LIFETIME_MS),
+            body: Body::Reading(reading.clone()),
+        }
+        .sign(&self.keypair);
+        let id = envelope.id();
+        // Neighbours see it on the readings topic; the ledger anchors it (and gossips it to the validators).
+        if let Err(error) = self.network.publish(&envelope, Some(Topic::Readings), now).await {
+            debug!(%error, "publishing a reading (no peers yet?)");
+        }
+        if let Some(ledger) = &self.ledger
+            && let Err(error) = ledger.submit(envelope.to_bytes()).await
+        {
+            self.status.readings_refused += 1;
+            warn!(%error, meter = %self.settings.id, "the ledger refused a reading");
+            return;
+        }
+        self.previous = Some(Previous::from(&reading));
+        self.status.readings_published += 1;
+        debug!(reading = %id, start = reading.interval_start_s, import_wh = reading.import_wh, export_wh = reading.export_wh, "reading signed");
+        self.status.last_reading = Some(ReadingView {
+            id: id.to_hex(),
+            interval_start_s: reading.interval_start_s,
+            interval_s: reading.interval_s,
+            import_wh: reading.import_wh,
+            export_wh: reading.export_wh,
+            generation_wh: reading.generation_wh,
+            consumption_wh: reading.consumption_wh,
+        });
+    }
+}

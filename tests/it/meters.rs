@@ -1,0 +1,250 @@
+//! Meters against real servers: the SunSpec adapter reads a Modbus TCP server (pymodbus, from Debian's packages)
+//! serving a SunSpec map; the MQTT adapter reads Shelly and Tasmota payloads through a real mosquitto broker; and
+//! a `kos run` node with a simulated home signs readings that are anchored on its ledger.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use energy::meter::{Error, Meter as _, Sample};
+use energy::mqtt::Preset;
+use kos::meter::{mqtt, sunspec};
+use kos_tests::cli::{keys, kos, wait_until};
+use kos_tests::http;
+use kos_tests::process::{Process, kos_binary};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// Debian's Python, which has python3-pymodbus (a `python3` on PATH may be another installation).
+fn python() -> &'static str {
+    if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
+}
+
+fn sunspec_server(port: u16) -> Process {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sunspec_server.py");
+    let mut command = Command::new(python());
+    command.arg(script).arg(port.to_string());
+    let server = Process::start(command).expect("starting the pymodbus server (scripts/deps installs it)");
+    assert!(
+        wait_until(Duration::from_secs(20), || listening(port)),
+        "the Modbus server did not start: {:#?}",
+        server.lines()
+    );
+    server
+}
+
+fn mosquitto(port: u16) -> Process {
+    let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .unwrap_or("mosquitto");
+    let mut command = Command::new(binary);
+    command.args(["-p", &port.to_string()]);
+    let broker = Process::start(command).expect("starting mosquitto (scripts/deps installs it)");
+    assert!(wait_until(Duration::from_secs(20), || listening(port)), "mosquitto did not start: {:#?}", broker.lines());
+    broker
+}
+
+/// Samples until the meter answers, for at most `timeout`.
+async fn sample_until(meter: &mut impl energy::meter::Meter, timeout: Duration) -> Result<Sample, Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let result = meter.sample(kos_tests::now_ms()).await;
+        if result.is_ok() || tokio::time::Instant::now() >= deadline {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn write_acc32(address: SocketAddr, register: u16, value: u32) {
+    use tokio_modbus::client::Writer as _;
+    let mut context = tokio_modbus::client::tcp::connect_slave(address, tokio_modbus::slave::Slave(1)).await.unwrap();
+    context.write_multiple_registers(register, &[(value >> 16) as u16, value as u16]).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sunspec_registers_are_read_from_a_modbus_tcp_server() {
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut server = Some(sunspec_server(port));
+    let mut device = sunspec::Device::new(sunspec::Settings { address, unit: 1, timeout: Duration::from_secs(2) });
+
+    let first = sample_until(&mut device, Duration::from_secs(20)).await.unwrap();
+    let layout = device.layout().unwrap().clone();
+    assert_eq!(layout.common.manufacturer, "kos-test");
+    assert_eq!(layout.common.model, "SimInverter");
+    assert_eq!(layout.common.serial, "SN-0042");
+    assert_eq!(layout.inverter.map(|model| (model.id, model.address)), Some((103, 40_072)));
+    assert_eq!(layout.meter.map(|model| (model.id, model.address)), Some((203, 40_124)));
+    // Imported and exported are stored ×10 with a scale factor of −1.
+    assert_eq!((first.import_wh, first.export_wh, first.generation_wh), (250_000, 70_000, 1_234_567));
+    assert_eq!(first.consumption_wh, 1_234_567 + 250_000 - 70_000);
+
+    // The device's counters move: the inverter made 1 kWh, the house took 500 Wh from the grid.
+    write_acc32(address, 40_072 + 22, 1_235_567).await;
+    write_acc32(address, 40_124 + 44, 2_505_000).await;
+    let second = device.sample(kos_tests::now_ms()).await.unwrap();
+    assert_eq!((second.import_wh, second.export_wh, second.generation_wh), (250_500, 70_000, 1_235_567));
+    assert_eq!(second.consumption_wh - first.consumption_wh, 1_500);
+
+    // The device goes away: the sample is an error, not stale numbers; it comes back and is read again.
+    server.take();
+    assert!(wait_until(Duration::from_secs(10), || !listening(port)));
+    assert!(matches!(device.sample(kos_tests::now_ms()).await, Err(Error::Unreachable(_))));
+    let _server = sunspec_server(port);
+    let again = sample_until(&mut device, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(again.import_wh, 250_000, "a restarted device serves its initial registers");
+}
+
+async fn publish(client: &rumqttc::AsyncClient, topic: &str, payload: &str) {
+    client.publish(topic, rumqttc::QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shelly_and_tasmota_meters_are_read_through_a_mosquitto_broker() {
+    let port = free_port();
+    let mut broker = Some(mosquitto(port));
+    let settings = |client_id: &str, preset: Preset, device: &str| mqtt::Settings {
+        host: "127.0.0.1".into(),
+        port,
+        client_id: client_id.into(),
+        credentials: None,
+        mappings: preset.mappings(device),
+    };
+    let mut shelly = mqtt::Meter::spawn(settings("kos-test-shelly", Preset::ShellyEm, "shellyem-1"));
+    let mut tasmota = mqtt::Meter::spawn(settings("kos-test-tasmota", Preset::TasmotaSml, "meter-2"));
+
+    // A device publishing, as Shellys and Tasmotas do, every few seconds.
+    let (publisher, mut events) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("kos-test-device", "127.0.0.1", port), 16);
+    let pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let mut shelly_sample = None;
+    let mut tasmota_sample = None;
+    for _ in 0..100 {
+        publish(&publisher, "shellies/shellyem-1/emeter/0/total", "81234.5").await;
+        publish(&publisher, "shellies/shellyem-1/emeter/0/total_returned", "100").await;
+        publish(
+            &publisher,
+            "tele/meter-2/SENSOR",
+            r#"{"Time":"2026-11-27T10:00:00","SML":{"Total_in":12345.678,"Total_out":2345.6,"Power_curr":512}}"#,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shelly_sample = shelly.sample(kos_tests::now_ms()).await.ok();
+        tasmota_sample = tasmota.sample(kos_tests::now_ms()).await.ok();
+        if shelly_sample.is_some() && tasmota_sample.is_some() {
+            break;
+        }
+    }
+    let shelly_sample = shelly_sample.expect("the Shelly meter never got its registers");
+    assert_eq!((shelly_sample.import_wh, shelly_sample.export_wh), (81_235, 100));
+    let tasmota_sample = tasmota_sample.expect("the Tasmota meter never got its registers");
+    assert_eq!((tasmota_sample.import_wh, tasmota_sample.export_wh), (12_345_678, 2_345_600));
+
+    // A malformed payload is refused and counted; the registers keep their last good values.
+    let (_, refused_before) = tasmota.counts();
+    publish(&publisher, "tele/meter-2/SENSOR", "{not json").await;
+    assert!(wait_until_async(Duration::from_secs(10), || tasmota.counts().1 > refused_before).await);
+    assert_eq!(tasmota.sample(kos_tests::now_ms()).await.unwrap().import_wh, 12_345_678);
+
+    // The broker goes away: samples are errors (no stale numbers); when it is back the meter resubscribes.
+    broker.take();
+    pump.abort();
+    assert!(wait_until_async(Duration::from_secs(10), || !listening(port)).await);
+    let mut down = false;
+    for _ in 0..50 {
+        if matches!(shelly.sample(kos_tests::now_ms()).await, Err(Error::Unreachable(_))) {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "the meter kept reporting while its broker was gone");
+    let _broker = mosquitto(port);
+    let (publisher, mut events) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("kos-test-device-2", "127.0.0.1", port), 16);
+    let _pump = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let mut back = None;
+    for _ in 0..100 {
+        publish(&publisher, "shellies/shellyem-1/emeter/0/total", "81300").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(sample) = shelly.sample(kos_tests::now_ms()).await
+            && sample.import_wh == 81_300
+        {
+            back = Some(sample);
+            break;
+        }
+    }
+    assert!(back.is_some(), "the meter did not come back with its broker");
+}
+
+async fn wait_until_async(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn json(api: &str, path: &str) -> Option<serde_json::Value> {
+    let response = http::get(api, path).ok()?;
+    (response.status == 200).then(|| serde_json::from_slice(&response.body).ok()).flatten()
+}
+
+#[test]
+fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("home");
+    let (key, _) = keys(&dir);
+    let genesis = dir.join("genesis.toml");
+    kos(&["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap(), "--validator", &key]);
+    // A midsummer day near Potsdam from 10:00 UTC, 180 times faster than the wall clock: each 5-second interval
+    // is 15 simulated minutes of a sunny roof.
+    let start = energy::calendar::days(2025, 6, 21) * 86_400 + 10 * 3600;
+    let now_s = kos_tests::now_ms() / 1000;
+    let config = format!(
+        "[meter]\nkind = \"simulated\"\ninterval_s = 5\npoll_ms = 500\n\n[meter.simulated]\npv_kwp = 8.0\n\
+         speed = 180\nsimulated_origin_s = {start}\nwall_origin_s = {now_s}\n"
+    );
+    std::fs::write(dir.join("config.toml"), config).unwrap();
+    let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
+    let node = Process::kos(&kos_binary(), &dir, &args).unwrap();
+    let api = node.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API address");
+
+    let mut meter = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            meter = json(&api, "/meter").unwrap_or_default();
+            meter["readings_published"].as_u64().unwrap_or(0) >= 3
+        }),
+        "no readings: {meter:#}\n{:#?}",
+        node.lines()
+    );
+    assert_eq!(meter["source"], "simulated");
+    assert_eq!(meter["readings_refused"], 0, "{meter:#}");
+    let reading = &meter["last_reading"];
+    assert_eq!(reading["interval_s"], 5);
+    // 8 kWp at a summer noon make several kW: 5 wall seconds of it is a few Wh; the house uses some.
+    assert!(reading["generation_wh"].as_u64().unwrap() >= 3, "{reading:#}");
+    let id = reading["id"].as_str().unwrap().to_owned();
+    let mut anchored = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            anchored = json(&api, &format!("/entries/{id}")).unwrap_or_default();
+            anchored["height"].as_u64().is_some()
+        }),
+        "the reading {id} was not committed: {:#?}",
+        node.lines()
+    );
+}
