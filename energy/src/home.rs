@@ -34,8 +34,10 @@ pub struct HomeConfig {
     /// Household consumption a year, kWh (the load profile is scaled to it).
     pub annual_kwh: f64,
     pub battery: Option<BatteryConfig>,
-    /// Weather and load noise seed.
+    /// Weather seed: homes of one neighbourhood share it (one sky).
     pub seed: u64,
+    /// The household's own load-noise seed; 0 takes the weather seed.
+    pub load_seed: u64,
     /// Local time minus UTC in seconds, for the load profile (3600 for CET).
     pub utc_offset_s: i64,
     /// Simulated seconds per wall-clock second (1 in a real home; 96 plays a day in 15 minutes).
@@ -55,6 +57,7 @@ impl Default for HomeConfig {
             annual_kwh: 4_000.0,
             battery: None,
             seed: 1,
+            load_seed: 0,
             utc_offset_s: 3600,
             speed: 1,
             simulated_origin_s: 0,
@@ -195,7 +198,8 @@ impl Home {
     #[must_use]
     pub fn load_power_w(&self, simulated_s: f64) -> f64 {
         let local_s = simulated_s as i64 + self.config.utc_offset_s;
-        let noise = 0.5 + solar::uniform(self.config.seed, 3, local_s.div_euclid(60));
+        let seed = if self.config.load_seed == 0 { self.config.seed } else { self.config.load_seed };
+        let noise = 0.5 + solar::uniform(seed, 3, local_s.div_euclid(60));
         self.profile.power_w(local_s, self.config.annual_kwh) * noise
     }
 

@@ -34,7 +34,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::ledger;
-use crate::network;
+use crate::network::{self, Stats};
 
 /// Largest request body (one envelope).
 const BODY_BYTES_MAX: usize = protocol::limits::ENVELOPE_BYTES_MAX;
@@ -94,6 +94,7 @@ pub fn router(context: Context) -> Router {
         .route("/entries", axum::routing::post(submit))
         .route("/entries/{id}", get(entry))
         .route("/accounts/{key}/balances", get(balances))
+        .route("/accounts/{key}/fuel", get(fuel))
         .route("/offers", axum::routing::post(post_offer))
         .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
         .route("/barter", axum::routing::post(post_barter))
@@ -134,8 +135,34 @@ async fn status(State(context): State<Context>) -> Response {
         "peers": info.as_ref().map_or(0, |info| info.peers.len()),
         "listen": info.map(|info| info.listen.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
         "ledger": ledger,
+        "gossip": {
+            "accepted": Stats::get(&context.network.stats().accepted),
+            "rejected": Stats::get(&context.network.stats().rejected),
+            "throttled": Stats::get(&context.network.stats().throttled),
+            "fuel_throttled": Stats::get(&context.network.stats().fuel_throttled),
+        },
     }))
     .into_response()
+}
+
+/// An author's fuel as this node counts it: levels per class (compute, bandwidth, memory), standing, refusals.
+async fn fuel(State(context): State<Context>, UrlPath(key): UrlPath<String>) -> Response {
+    let Ok(author) = PublicKey::from_hex(&key) else {
+        return error(StatusCode::BAD_REQUEST, "an account is a public key of 64 hex digits");
+    };
+    match context.network.fuel(author).await {
+        Ok(Some(status)) => Json(json!({
+            "account": key,
+            "standing": status.standing,
+            "compute": status.levels[0],
+            "bandwidth": status.levels[1],
+            "memory": status.levels[2],
+            "throttled": status.throttled,
+        }))
+        .into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "this node has seen nothing from that account lately"),
+        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
+    }
 }
 
 fn stored_block(

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bench_energy;
 pub mod bench_ledger;
 pub mod bench_market;
 pub mod cli;

@@ -24,6 +24,34 @@ pub fn init_logging(filter: &str) {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }
 
+/// Recharges authors' fuel from what the ledger commits: a released escrow is a completed delivery (a quest), an
+/// anchored reading's export is energy contributed to the grid.
+async fn credit_fuel(
+    mut commits: tokio::sync::broadcast::Receiver<std::sync::Arc<::ledger::consensus::engine::Commit>>,
+    network: network::Handle,
+) {
+    loop {
+        let commit = match commits.recv().await {
+            Ok(commit) => commit,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        for event in &commit.events {
+            if let ::ledger::state::Event::EscrowReleased { to, .. } = event {
+                network.credit(*to, network::Credit::Quest);
+            }
+        }
+        for bytes in commit.block.entries() {
+            if let Ok(envelope) = protocol::Envelope::from_bytes(bytes)
+                && let protocol::Body::Reading(reading) = &envelope.body
+                && reading.export_wh > 0
+            {
+                network.credit(envelope.author, network::Credit::Energy(reading.export_wh));
+            }
+        }
+    }
+}
+
 /// Runs a node until a shutdown signal.
 pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     init_logging(&checked.log);
@@ -33,6 +61,15 @@ pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
 
 async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     let mut network_config = checked.network.clone();
+    if let Some(settings) = &checked.ledger {
+        // The genesis validators get more room: four times a newcomer's per-peer limits and fuel.
+        for validator in &settings.genesis.validators {
+            network_config.trusted_authors.push(validator.key);
+            if let Ok(key) = libp2p_identity::ed25519::PublicKey::try_from_bytes(validator.key.as_bytes()) {
+                network_config.trusted_peers.push(libp2p_identity::PublicKey::from(key).to_peer_id());
+            }
+        }
+    }
     let opened = checked.ledger.as_ref().map(|settings| crate::ledger::open(settings, &keypair)).transpose()?;
     let (consensus_sender, consensus) = mpsc::channel(crate::ledger::CONSENSUS_QUEUE_LEN_MAX);
     if let Some(opened) = &opened {
@@ -59,6 +96,9 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         None => (None, None),
     };
     let keypair = std::sync::Arc::new(keypair);
+    if let Some(ledger) = &ledger {
+        tokio::spawn(credit_fuel(ledger.commits(), handle.clone()));
+    }
     // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
     let market = ledger
         .as_ref()

@@ -116,6 +116,10 @@ pub struct RunArgs {
     pub api: Option<String>,
 }
 
+fn args_day(args: &crate::bench_energy::EnergyArgs) -> String {
+    format!("{:04}-{:02}-{:02}", args.day.0, args.day.1, args.day.2)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Start 4 validators on loopback (real swarms, RocksDB in temporary directories), submit signed transfers
@@ -130,6 +134,27 @@ pub enum BenchCommand {
         /// Signing accounts.
         #[arg(long, default_value_t = 256)]
         clients: usize,
+    },
+    /// Readings validated and anchored per second, and a simulated day of neighbourhoods of N homes with and
+    /// without a local energy market (self-sufficiency, share of energy traded between neighbours).
+    Energy {
+        /// Neighbourhood sizes (repeat the flag).
+        #[arg(long = "homes", default_values_t = [10usize, 100])]
+        homes: Vec<usize>,
+        /// The simulated day, YYYY-MM-DD.
+        #[arg(long, default_value = "2025-06-21")]
+        day: String,
+        /// Homes signing readings in the readings benchmark.
+        #[arg(long, default_value_t = 1000)]
+        reading_homes: usize,
+        /// 15-minute intervals each of them signs.
+        #[arg(long, default_value_t = 24)]
+        reading_intervals: usize,
+        /// Readings per block when anchoring.
+        #[arg(long, default_value_t = 1000)]
+        block_entries: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Order operations/s of the continuous double auction on one core, and the time to clear an interval
     /// auction of many orders.
@@ -308,6 +333,68 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
                 report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
             )?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Energy { homes, day, reading_homes, reading_intervals, block_entries, seed }) => {
+            let parts: Vec<&str> = day.split('-').collect();
+            let parsed = match parts.as_slice() {
+                [year, month, day] => Some((year.parse().ok(), month.parse().ok(), day.parse().ok())),
+                _ => None,
+            };
+            let Some((Some(year), Some(month), Some(date))) = parsed else {
+                anyhow::bail!("--day {day:?}: give the day as YYYY-MM-DD");
+            };
+            let args = crate::bench_energy::EnergyArgs {
+                homes: homes.clone(),
+                day: (year, month, date),
+                reading_homes,
+                reading_intervals,
+                block_entries,
+                seed,
+            };
+            let mut out = std::io::stdout().lock();
+            let report = crate::bench_energy::readings(&args)?;
+            writeln!(
+                out,
+                "readings: {} from {} homes, {} blocks ({} refused): validated {:.0}/s, anchored {:.0}/s, both {:.0}/s",
+                report.readings,
+                reading_homes,
+                report.blocks,
+                report.refused,
+                report.validate_per_s,
+                report.anchor_per_s,
+                report.end_to_end_per_s
+            )?;
+            for count in homes {
+                let day = crate::bench_energy::day(count, &args)?;
+                writeln!(
+                    out,
+                    "{} homes ({} with PV, {} with a battery) on {}: consumption {:.0} kWh, generation {:.0} kWh, \
+                     import {:.0} kWh, export {:.0} kWh, traded between neighbours {:.0} kWh at {:.3} credits/kWh",
+                    day.homes,
+                    day.with_pv,
+                    day.with_battery,
+                    args_day(&args),
+                    day.consumption_kwh,
+                    day.generation_kwh,
+                    day.import_kwh,
+                    day.export_kwh,
+                    day.traded_kwh,
+                    day.mean_price
+                )?;
+                writeln!(
+                    out,
+                    "  self-sufficiency {:.1} % alone, {:.1} % with the market; surplus sold locally {:.1} %, \
+                     demand met locally {:.1} %; bill {:.2} credits alone, {:.2} with the market ({:.2} s)",
+                    day.self_sufficiency_alone * 100.0,
+                    day.self_sufficiency_market * 100.0,
+                    day.surplus_sold_locally * 100.0,
+                    day.demand_met_locally * 100.0,
+                    day.bill_alone,
+                    day.bill_market,
+                    day.seconds
+                )?;
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::Market { operations, auction_orders, repetitions, seed }) => {

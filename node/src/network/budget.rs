@@ -1,6 +1,6 @@
 //! Per-peer budgets: token buckets of messages and bytes per second for each remote peer (sans-IO: the caller
 //! passes the time). Traffic over budget is dropped and counted against the peer; the node keeps serving everyone
-//! else. The limits come from a [`Policy`], so the agent fuel model (energy crate) can set them per peer later.
+//! else. The limits come from a [`Policy`]: the node's is [`ByStanding`], the agent fuel model's standings.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -32,7 +32,7 @@ impl Default for Limits {
     }
 }
 
-/// Sets each peer's limits. The default gives every peer the same; the fuel model will give each its own.
+/// Sets each peer's limits.
 pub trait Policy<K> {
     fn limits(&self, peer: &K) -> Limits;
 }
@@ -44,6 +44,23 @@ pub struct Uniform(pub Limits);
 impl<K> Policy<K> for Uniform {
     fn limits(&self, _peer: &K) -> Limits {
         self.0
+    }
+}
+
+/// Limits by standing in the agent fuel model ([`energy::fuel::Standing`]): a newcomer gets the base limits, a
+/// member twice, a trusted peer (a genesis validator) four times.
+#[derive(Debug, Clone, Default)]
+pub struct ByStanding<K> {
+    pub base: Limits,
+    pub standings: HashMap<K, energy::fuel::Standing>,
+}
+
+impl<K: Hash + Eq> Policy<K> for ByStanding<K> {
+    fn limits(&self, peer: &K) -> Limits {
+        let standing = self.standings.get(peer).copied().unwrap_or(energy::fuel::Standing::Newcomer);
+        let times = standing.multiplier();
+        let scale = |rate: Rate| Rate { per_s: rate.per_s.saturating_mul(times), burst: rate.burst.saturating_mul(times) };
+        Limits { messages: scale(self.base.messages), bytes: scale(self.base.bytes) }
     }
 }
 
@@ -165,6 +182,21 @@ mod tests {
 
     fn limits(per_s: u64, burst: u64) -> Limits {
         Limits { messages: Rate { per_s, burst }, bytes: Rate { per_s: 1_000_000, burst: 1_000_000 } }
+    }
+
+    #[test]
+    fn trusted_peers_get_four_times_a_newcomers_room() {
+        let policy = ByStanding {
+            base: limits(10, 5),
+            standings: [(1u8, energy::fuel::Standing::Trusted), (2, energy::fuel::Standing::Member)].into(),
+        };
+        let mut budgets = Budgets::new(policy, 8);
+        let sent = |budgets: &mut Budgets<u8, ByStanding<u8>>, peer| {
+            (0..100).take_while(|_| budgets.charge(&peer, 1, 0) == Verdict::Within).count()
+        };
+        assert_eq!(sent(&mut budgets, 0), 5);
+        assert_eq!(sent(&mut budgets, 2), 10);
+        assert_eq!(sent(&mut budgets, 1), 20);
     }
 
     #[test]

@@ -54,6 +54,13 @@ pub struct Config {
     pub peers_max: u32,
     /// What each peer may send.
     pub peer_limits: budget::Limits,
+    /// Peers with more room (the genesis validators): four times the per-peer limits.
+    pub trusted_peers: Vec<PeerId>,
+    /// Authors whose messages cost fuel at trusted rates (the genesis validators' keys).
+    pub trusted_authors: Vec<protocol::PublicKey>,
+    /// Every message an author publishes costs it fuel (bandwidth class); out of fuel, its messages are not
+    /// forwarded until it recharges.
+    pub fuel: energy::fuel::Config,
     /// Most validated messages waiting for the node; more are dropped and counted.
     pub delivery_queue_len_max: usize,
     /// Receiver-side validation settings (clock skew, lifetime, size).
@@ -112,6 +119,9 @@ impl Config {
             autonat_only_global: true,
             peers_max: 64,
             peer_limits: budget::Limits::default(),
+            trusted_peers: Vec::new(),
+            trusted_authors: Vec::new(),
+            fuel: energy::fuel::Config::default(),
             delivery_queue_len_max: 4096,
             consensus: None,
             blocks: None,
@@ -140,6 +150,8 @@ pub struct Stats {
     pub ignored_duplicate: AtomicU64,
     pub ignored_stale: AtomicU64,
     pub throttled: AtomicU64,
+    /// Messages not forwarded because their author was out of fuel.
+    pub fuel_throttled: AtomicU64,
     pub delivery_dropped: AtomicU64,
     /// Relayed connections upgraded to direct ones by DCUtR hole punching.
     pub hole_punched: AtomicU64,
@@ -235,7 +247,18 @@ pub(crate) enum Command {
     Respond { channel: libp2p::request_response::ResponseChannel<Response>, response: Response },
     ReportConsensus { message_id: libp2p::gossipsub::MessageId, source: PeerId, valid: bool },
     Penalize { peer: PeerId, reason: String },
+    Credit { author: protocol::PublicKey, credit: Credit },
+    Fuel { author: protocol::PublicKey, reply: oneshot::Sender<Option<energy::fuel::Status>> },
     Shutdown,
+}
+
+/// Fuel an author earned on the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credit {
+    /// A completed delivery (an escrow released to it).
+    Quest,
+    /// Energy it exported to the grid, Wh.
+    Energy(u64),
 }
 
 /// A cloneable handle to the network task. Every call is a message to the task with a one-shot reply.
@@ -253,6 +276,16 @@ impl Handle {
         let (reply, answer) = oneshot::channel();
         self.commands.send(command(reply)).await.map_err(|_| Error::Stopped)?;
         answer.await.map_err(|_| Error::Stopped)
+    }
+
+    /// Recharges an author's fuel for what it did for the network (dropped when the task is busy).
+    pub fn credit(&self, author: protocol::PublicKey, credit: Credit) {
+        let _ = self.commands.try_send(Command::Credit { author, credit });
+    }
+
+    /// An author's fuel as this node counts it (`None`: it sent nothing lately).
+    pub async fn fuel(&self, author: protocol::PublicKey) -> Result<Option<energy::fuel::Status>, Error> {
+        self.ask(|reply| Command::Fuel { author, reply }).await
     }
 
     /// This node's peer id.

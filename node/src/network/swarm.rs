@@ -20,7 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::budget::{Budgets, Uniform, Verdict as BudgetVerdict};
+use super::budget::{Budgets, ByStanding, Verdict as BudgetVerdict};
+use energy::fuel::{Class, Fuel, Priority, Standing, Verdict as FuelVerdict};
 use super::replay::{Guard, Verdict as ReplayVerdict};
 use super::{
     Command, Config, Delivery, Error, Handle, Info, RECENT_OFFERS_PER_POOL_MAX, RECENT_OFFERS_PER_RESPONSE_MAX,
@@ -291,7 +292,20 @@ pub async fn spawn(
     let task = Task {
         commands: handle.commands.downgrade(),
         block_reads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        budgets: Budgets::new(Uniform(config.peer_limits), usize::try_from(config.peers_max).unwrap_or(64)),
+        budgets: Budgets::new(
+            ByStanding {
+                base: config.peer_limits,
+                standings: config.trusted_peers.iter().map(|peer| (*peer, Standing::Trusted)).collect(),
+            },
+            usize::try_from(config.peers_max).unwrap_or(64),
+        ),
+        fuel: {
+            let mut fuel = Fuel::new(config.fuel.clone());
+            for author in &config.trusted_authors {
+                fuel.set_standing(author, Standing::Trusted, now_ms());
+            }
+            fuel
+        },
         replay: Guard::new(REPLAY_AUTHORS_MAX, REPLAY_WINDOW),
         kademlia_protocol: kademlia_protocol(&config)?,
         swarm,
@@ -310,6 +324,16 @@ pub async fn spawn(
     Ok((handle, delivery_receiver, join))
 }
 
+/// What a message's carriage costs: readings are background work, offers and cancels are time-critical (interval
+/// auctions close), everything else normal.
+fn priority_of(body: &protocol::Body) -> Priority {
+    match body {
+        protocol::Body::Reading(_) | protocol::Body::Vote(_) => Priority::Background,
+        protocol::Body::Offer(_) | protocol::Body::Cancel(_) => Priority::RealTime,
+        _ => Priority::Normal,
+    }
+}
+
 struct Task {
     swarm: Swarm<Behaviour>,
     /// For work finished off the task (block reads) to come back as commands.
@@ -320,7 +344,9 @@ struct Task {
     stats: Arc<Stats>,
     deliveries: mpsc::Sender<Delivery>,
     listen: Vec<Multiaddr>,
-    budgets: Budgets<PeerId, Uniform>,
+    budgets: Budgets<PeerId, ByStanding<PeerId>>,
+    /// Authors' fuel: what their messages cost, and what they earned on the ledger.
+    fuel: Fuel<protocol::PublicKey>,
     replay: Guard,
     kademlia_protocol: StreamProtocol,
     /// Subscribed topics by gossipsub hash.
@@ -461,6 +487,13 @@ impl Task {
                 debug!(%peer, %reason, "peer penalized");
                 Stats::bump(&self.stats.rejected);
                 *self.penalties.entry(peer).or_insert(0.0) += PENALTY_PROVEN_FAULT;
+            }
+            Command::Credit { author, credit } => match credit {
+                super::Credit::Quest => self.fuel.quest_completed(&author, now_ms()),
+                super::Credit::Energy(wh) => self.fuel.energy_contributed(&author, wh, now_ms()),
+            },
+            Command::Fuel { author, reply } => {
+                let _ = reply.send(self.fuel.status(&author, now_ms()));
             }
             Command::Shutdown => {}
         }
@@ -735,6 +768,16 @@ impl Task {
                 debug!(peer = %source, author = %envelope.author, nonce = envelope.nonce, "replayed nonce");
                 return self.report(&message_id, &source, MessageAcceptance::Reject);
             }
+        }
+        // The author pays fuel for the network's work of carrying its message: one unit per started KiB, at its
+        // kind's priority. Out of fuel, the message is not forwarded (no blame on the forwarding peer).
+        let units = u64::try_from(message.data.len().div_ceil(1024)).unwrap_or(u64::MAX).max(1);
+        let priority = priority_of(&envelope.body);
+        if let FuelVerdict::Throttled { .. } = self.fuel.spend(&envelope.author, Class::Bandwidth, priority, units, now_ms)
+        {
+            Stats::bump(&self.stats.fuel_throttled);
+            debug!(author = %envelope.author, "author out of fuel; message not forwarded");
+            return self.report(&message_id, &source, MessageAcceptance::Ignore);
         }
         Stats::bump(&self.stats.accepted);
         self.report(&message_id, &source, MessageAcceptance::Accept);
