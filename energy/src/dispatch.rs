@@ -75,6 +75,24 @@ impl Plan {
         }
     }
 
+    /// The battery command for the first slot as a home battery takes it: where the plan only absorbs the slot's
+    /// surplus or covers its deficit, the battery is left to follow the load minute by minute (self-consumption),
+    /// which a fixed power cannot; it is held idle where the plan saves its energy or room for later; it is
+    /// driven at a fixed power only to charge from the grid or to discharge into it.
+    #[must_use]
+    pub fn first_command_for(&self, slot: &Slot, slot_s: u32) -> BatteryCommand {
+        let planned_wh = self.battery_w.first().copied().unwrap_or(0.0) * f64::from(slot_s) / 3600.0;
+        let surplus_wh = slot.pv_wh - slot.load_wh + self.flexible_wh.first().copied().unwrap_or(0.0) * -1.0;
+        // A tenth of the slot's flows or 50 Wh, whichever is larger, counts as "the same".
+        let tolerance = (0.1 * (slot.pv_wh + slot.load_wh)).max(50.0);
+        if planned_wh.abs() < 1.0 {
+            return BatteryCommand::Idle;
+        }
+        let follows_surplus = planned_wh > 0.0 && surplus_wh > 0.0 && planned_wh <= surplus_wh + tolerance;
+        let follows_deficit = planned_wh < 0.0 && surplus_wh < 0.0 && -planned_wh <= -surplus_wh + tolerance;
+        if follows_surplus || follows_deficit { BatteryCommand::SelfConsumption } else { self.first_command() }
+    }
+
     /// The flexible load's power in the first slot, W.
     #[must_use]
     pub fn first_flexible_w(&self, slot_s: u32) -> u64 {

@@ -46,6 +46,7 @@ pub struct Context {
     pub ledger: Option<ledger::Handle>,
     pub market: Option<crate::market::Handle>,
     pub meter: Option<crate::meter::Handle>,
+    pub island: Option<crate::island::Handle>,
     /// The node's key: it signs the offers posted through the API.
     pub keypair: Arc<Keypair>,
     pub token: Arc<str>,
@@ -99,6 +100,7 @@ pub fn router(context: Context) -> Router {
         .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
         .route("/barter", axum::routing::post(post_barter))
         .route("/meter", get(meter))
+        .route("/island", get(island).post(island_grid))
         .route("/pools", get(pools))
         .route("/pools/book", get(book))
         .route("/pools/index", get(price_index))
@@ -389,6 +391,39 @@ async fn meter(State(context): State<Context>) -> Response {
     match context.meter.as_ref() {
         Some(meter) => Json(meter.status()).into_response(),
         None => error(StatusCode::NOT_FOUND, "this node reads no meter (set [meter] kind in its config)"),
+    }
+}
+
+/// The microgrid controller: mode (grid or island) and the last interval's allocation.
+async fn island(State(context): State<Context>) -> Response {
+    match context.island.as_ref() {
+        Some(island) => Json(island.status()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "this node controls no microgrid (set [island] enabled in its config)"),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GridSignal {
+    grid_present: bool,
+}
+
+/// Tells the microgrid controller whether the grid is present: `{"grid_present": false}` islands at once; the
+/// grid must be present for `return_intervals` intervals before grid mode returns.
+async fn island_grid(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let Some(island) = context.island.as_ref() else {
+        return error(StatusCode::NOT_FOUND, "this node controls no microgrid");
+    };
+    let Ok(signal) = serde_json::from_slice::<GridSignal>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "expected {\"grid_present\": true|false}");
+    };
+    if island.grid(signal.grid_present).await {
+        (StatusCode::ACCEPTED, Json(island.status())).into_response()
+    } else {
+        error(StatusCode::SERVICE_UNAVAILABLE, "the microgrid controller stopped")
     }
 }
 

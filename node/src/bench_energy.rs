@@ -102,13 +102,17 @@ pub fn neighbourhood(count: usize, seed: u64, day_start_s: i64, profile: &Arc<Lo
         .collect()
 }
 
-/// Simulates one day of `count` homes in 15-minute intervals.
+/// Simulates one day of `count` homes in 15-minute intervals (after a day of warm-up).
 pub fn day(count: usize, args: &EnergyArgs) -> anyhow::Result<DayReport> {
     let started = Instant::now();
     let profile = Arc::new(LoadProfile::h25()?);
     let (year, month, day) = args.day;
     let day_start_s = energy::calendar::days(year, month, day) * 86_400;
-    let mut homes = neighbourhood(count, args.seed, day_start_s, &profile);
+    // The day before warms the batteries up, so that the day starts with the charge the evening left.
+    let mut homes = neighbourhood(count, args.seed, day_start_s - 86_400, &profile);
+    for home in &mut homes {
+        home.advance(u64::try_from(day_start_s).unwrap_or(0) * 1000);
+    }
     let mut previous: Vec<energy::meter::Sample> = homes.iter().map(Home::sample).collect();
     let (mut consumption, mut generation, mut import, mut export, mut traded) = (0u64, 0u64, 0u64, 0u64, 0u64);
     let (mut traded_value, mut bill_market_milli) = (0u128, 0i128);

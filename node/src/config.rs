@@ -27,6 +27,69 @@ pub struct Config {
     pub ledger: Ledger,
     pub api: Api,
     pub meter: Meter,
+    pub island: Island,
+}
+
+/// The microgrid controller (island mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Island {
+    /// This node controls a microgrid.
+    pub enabled: bool,
+    /// The members and what their essential loads need per interval.
+    pub members: Vec<IslandMember>,
+    /// Force island mode (the grid connection is known to be down).
+    pub forced: bool,
+    /// Intervals the grid must be back before grid mode returns.
+    pub return_intervals: u32,
+    /// Allocation interval, seconds (the members' reading interval).
+    pub interval_s: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IslandMember {
+    /// The member's account (public key, hex).
+    pub account: String,
+    /// Wh per interval of loads that must run.
+    #[serde(default)]
+    pub essential_wh: u64,
+}
+
+impl Default for Island {
+    fn default() -> Island {
+        Island { enabled: false, members: Vec::new(), forced: false, return_intervals: 4, interval_s: 900 }
+    }
+}
+
+impl Island {
+    /// `None` when this node controls no microgrid.
+    pub fn validate(&self) -> anyhow::Result<Option<crate::island::Settings>> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        if self.members.is_empty() || self.members.len() > 10_000 {
+            bail!("island.members: name 1 to 10,000 members");
+        }
+        if self.interval_s == 0 || self.interval_s > protocol::limits::INTERVAL_SECONDS_MAX {
+            bail!("island.interval_s must be between 1 and {}", protocol::limits::INTERVAL_SECONDS_MAX);
+        }
+        let members = self
+            .members
+            .iter()
+            .map(|member| {
+                let account = protocol::PublicKey::from_hex(&member.account)
+                    .map_err(|_| anyhow::anyhow!("island.members: {:?} is not a public key", member.account))?;
+                Ok(crate::island::Member { account, essential_wh: member.essential_wh })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(crate::island::Settings {
+            members,
+            interval_s: self.interval_s,
+            forced: self.forced,
+            return_intervals: self.return_intervals,
+        }))
+    }
 }
 
 /// Which meter the node reads.
@@ -59,6 +122,34 @@ pub struct Meter {
     pub simulated: energy::home::HomeConfig,
     pub sunspec: SunSpec,
     pub mqtt: Mqtt,
+    pub dispatch: Dispatch,
+}
+
+/// The home controller: plans the home battery every interval from forecasts and prices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dispatch {
+    /// Off: the battery follows self-consumption on its own.
+    pub enabled: bool,
+    /// `cost` (lowest bill) or `self-consumption` (least energy from the grid).
+    pub objective: energy::dispatch::Objective,
+    /// Grid tariff and feed-in tariff, milli-credits per kWh.
+    pub buy_per_kwh: u64,
+    pub sell_per_kwh: u64,
+    /// The energy pool whose clearing prices move the tariff toward the local market (`energy/credit/u33db/900`).
+    pub pool: Option<String>,
+}
+
+impl Default for Dispatch {
+    fn default() -> Dispatch {
+        Dispatch {
+            enabled: true,
+            objective: energy::dispatch::Objective::Cost,
+            buy_per_kwh: 300,
+            sell_per_kwh: 80,
+            pool: None,
+        }
+    }
 }
 
 /// A SunSpec device over Modbus TCP.
@@ -98,6 +189,7 @@ impl Default for Meter {
             simulated: energy::home::HomeConfig::default(),
             sunspec: SunSpec::default(),
             mqtt: Mqtt::default(),
+            dispatch: Dispatch::default(),
         }
     }
 }
@@ -129,6 +221,7 @@ pub struct MeterChecked {
     pub poll: std::time::Duration,
     pub capacity: energy::reading::Capacity,
     pub source: MeterSourceSettings,
+    pub dispatch: Option<Dispatch>,
 }
 
 /// What to read.
@@ -191,6 +284,9 @@ impl Meter {
                 })
             }
         };
+        if let Some(pool) = &self.dispatch.pool {
+            pool.parse::<PoolId>().with_context(|| format!("meter.dispatch.pool: {pool:?}"))?;
+        }
         if self.interval_s == 0 || self.interval_s > protocol::limits::INTERVAL_SECONDS_MAX {
             bail!("meter.interval_s must be between 1 and {}", protocol::limits::INTERVAL_SECONDS_MAX);
         }
@@ -203,6 +299,7 @@ impl Meter {
             poll: std::time::Duration::from_millis(self.poll_ms),
             capacity: self.capacity,
             source,
+            dispatch: self.dispatch.enabled.then(|| self.dispatch.clone()),
         }))
     }
 }
@@ -310,6 +407,7 @@ impl Default for Config {
             ledger: Ledger::default(),
             api: Api::default(),
             meter: Meter::default(),
+            island: Island::default(),
         }
     }
 }
@@ -358,6 +456,8 @@ pub struct Checked {
     pub api: Option<std::net::SocketAddr>,
     /// `None`: no meter.
     pub meter: Option<MeterChecked>,
+    /// `None`: not a microgrid controller.
+    pub island: Option<crate::island::Settings>,
     pub data_dir: PathBuf,
 }
 
@@ -483,7 +583,17 @@ impl Config {
             Some(self.api.listen.parse().with_context(|| format!("api.listen: {:?} is not ip:port", self.api.listen))?)
         };
         let meter = self.meter.validate()?;
-        Ok(Checked { network, pools, log: self.log.clone(), ledger: None, api, meter, data_dir: PathBuf::new() })
+        let island = self.island.validate()?;
+        Ok(Checked {
+            network,
+            pools,
+            log: self.log.clone(),
+            ledger: None,
+            api,
+            meter,
+            island,
+            data_dir: PathBuf::new(),
+        })
     }
 }
 

@@ -7,6 +7,7 @@ pub mod bench_ledger;
 pub mod bench_market;
 pub mod cli;
 pub mod config;
+pub mod island;
 pub mod keyfile;
 pub mod ledger;
 pub mod market;

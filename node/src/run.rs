@@ -112,11 +112,13 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 poll: settings.poll,
                 capacity: settings.capacity,
                 network: handle.network().clone(),
+                dispatch: settings.dispatch.clone(),
             };
             Some(crate::meter::spawn(source, actor, keypair.clone(), handle.clone(), ledger.clone()))
         }
         None => None,
     };
+    let island = checked.island.clone().map(crate::island::spawn);
     let api = match checked.api {
         Some(address) => {
             let token = crate::api::token(&checked.data_dir)?;
@@ -125,6 +127,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 ledger: ledger.clone(),
                 market: market.as_ref().map(|(market, _)| market.clone()),
                 meter: meter.as_ref().map(|(meter, _)| meter.clone()),
+                island: island.as_ref().map(|(island, _)| island.clone()),
                 keypair: keypair.clone(),
                 token: token.into(),
             };
@@ -168,7 +171,13 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                     if !market.barter(delivery.envelope.clone()) {
                         market_dropped += 1;
                     }
-                } else if matches!(delivery.topic, Topic::Ledger | Topic::Readings)
+                }
+                if delivery.topic == Topic::Readings
+                    && let (Some((island, _)), protocol::Body::Reading(reading)) = (&island, &delivery.envelope.body)
+                {
+                    island.reading(delivery.envelope.author, reading.clone());
+                }
+                if matches!(delivery.topic, Topic::Ledger | Topic::Readings)
                     && let Some(ledger) = &ledger
                     && !ledger.entries(vec![delivery])
                 {

@@ -215,7 +215,8 @@ fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
     let now_s = kos_tests::now_ms() / 1000;
     let config = format!(
         "[meter]\nkind = \"simulated\"\ninterval_s = 5\npoll_ms = 500\n\n[meter.simulated]\npv_kwp = 8.0\n\
-         speed = 180\nsimulated_origin_s = {start}\nwall_origin_s = {now_s}\n"
+         speed = 180\nsimulated_origin_s = {start}\nwall_origin_s = {now_s}\n\
+         battery = {{ capacity_wh = 500, power_w = 3000, efficiency_ppm = 900000 }}\n"
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();
     let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
@@ -232,6 +233,9 @@ fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
         node.lines()
     );
     assert_eq!(meter["source"], "simulated");
+    // The home controller planned the battery (tariff only: no pool configured).
+    assert!(meter["battery"]["command"].is_string(), "{meter:#}");
+    assert_eq!(meter["battery"]["buy_per_kwh"], 300);
     assert_eq!(meter["readings_refused"], 0, "{meter:#}");
     let reading = &meter["last_reading"];
     assert_eq!(reading["interval_s"], 5);
@@ -247,4 +251,88 @@ fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
         "the reading {id} was not committed: {:#?}",
         node.lines()
     );
+}
+
+fn post(api: &str, token: &str, path: &str, body: &serde_json::Value) -> http::Response {
+    let authorization = format!("Bearer {token}");
+    http::request(
+        api,
+        "POST",
+        path,
+        &[("Authorization", &authorization), ("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_microgrid_controller_shares_local_supply_when_the_grid_is_lost() {
+    let root = tempfile::tempdir().unwrap();
+    let (home_dir, controller_dir) = (root.path().join("home"), root.path().join("controller"));
+    let (home_key, _) = keys(&home_dir);
+    let (_, controller_peer) = keys(&controller_dir);
+    // A member that never reports: its essential need still counts.
+    let silent = "11".repeat(32);
+    std::fs::write(
+        controller_dir.join("config.toml"),
+        format!(
+            "[island]\nenabled = true\ninterval_s = 5\nreturn_intervals = 2\n\
+             members = [{{ account = \"{home_key}\", essential_wh = 1 }}, {{ account = \"{silent}\", essential_wh = 2 }}]\n"
+        ),
+    )
+    .unwrap();
+    let start = energy::calendar::days(2025, 6, 21) * 86_400 + 10 * 3600;
+    let now_s = kos_tests::now_ms() / 1000;
+    std::fs::write(
+        home_dir.join("config.toml"),
+        format!(
+            "[meter]\nkind = \"simulated\"\ninterval_s = 5\npoll_ms = 500\n\n[meter.simulated]\npv_kwp = 8.0\n\
+             speed = 180\nsimulated_origin_s = {start}\nwall_origin_s = {now_s}\n"
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
+    let controller = Process::kos(&kos_binary(), &controller_dir, &args).unwrap();
+    let api = controller.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API");
+    let p2p = controller.wait_for_field(Duration::from_secs(30), "listening", "address").unwrap();
+    let token = std::fs::read_to_string(controller_dir.join("api.token")).unwrap().trim().to_owned();
+    let bootnode = format!("{p2p}/p2p/{controller_peer}");
+    let mut home_args = args.to_vec();
+    home_args.extend(["--bootnode", &bootnode]);
+    let home = Process::kos(&kos_binary(), &home_dir, &home_args).unwrap();
+
+    assert_eq!(json(&api, "/island").unwrap()["mode"], "grid");
+    let answer = post(&api, &token, "/island", &serde_json::json!({"grid_present": false}));
+    assert_eq!(answer.status, 202, "{}", answer.text());
+    let mut island = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            island = json(&api, "/island").unwrap_or_default();
+            island["mode"] == "island" && island["reporting"] == 1 && island["supply_wh"].as_u64().unwrap_or(0) > 3
+        }),
+        "no island allocation from the home's readings: {island:#}\ncontroller: {:#?}\nhome: {:#?}",
+        controller.lines(),
+        home.lines()
+    );
+    // Midsummer noon: more supply than need. Everyone gets what they need; nothing is hoarded; energy is conserved.
+    let allocations = island["allocations"].as_array().unwrap();
+    let given: u64 =
+        allocations.iter().map(|a| a["essential_wh"].as_u64().unwrap() + a["other_wh"].as_u64().unwrap()).sum();
+    assert_eq!(given + island["unallocated_wh"].as_u64().unwrap(), island["supply_wh"].as_u64().unwrap(), "{island:#}");
+    for allocation in allocations {
+        assert_eq!(allocation["essential_wh"], allocation["need_essential_wh"], "{island:#}");
+        assert_eq!(allocation["other_wh"], allocation["need_other_wh"], "{island:#}");
+    }
+    let silent_member = allocations.iter().find(|a| a["account"] == silent.as_str()).unwrap();
+    assert_eq!(silent_member["essential_wh"], 2);
+
+    // The grid comes back: after two intervals with it, grid mode returns.
+    let answer = post(&api, &token, "/island", &serde_json::json!({"grid_present": true}));
+    assert_eq!(answer.status, 202);
+    assert!(
+        wait_until(Duration::from_secs(30), || json(&api, "/island").is_some_and(|island| island["mode"] == "grid")),
+        "grid mode did not return: {:#}",
+        json(&api, "/island").unwrap_or_default()
+    );
+    assert_eq!(post(&api, "wrong", "/island", &serde_json::json!({"grid_present": false})).status, 401);
 }

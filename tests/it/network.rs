@@ -406,3 +406,60 @@ async fn autonat_confirms_a_reachable_address() {
             .await;
     assert!(server_public, "NAT status: {}", server.handle.info().await.unwrap().nat);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_author_out_of_fuel_is_held_back_until_it_recharges() {
+    use kos::network::Credit;
+    use kos::network::budget::{Limits, Rate};
+    let network = network();
+    // A judge whose per-peer budget is generous: only the author's fuel limits what passes. Its fuel recharges
+    // slowly (10 bandwidth units a second) so that a credit stands out.
+    let judge = local::start(500, &network, Transport::Tcp, |config| {
+        config.kademlia = false;
+        config.fuel.bandwidth.recharge_per_s = 10;
+        config.peer_limits =
+            Limits { messages: Rate { per_s: 10_000, burst: 10_000 }, bytes: Rate { per_s: 1 << 24, burst: 1 << 24 } };
+    })
+    .await
+    .unwrap();
+    let author = local::start(501, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    let topic = Topic::pool(&pool());
+    for node in [&judge, &author] {
+        node.handle.subscribe(topic).await.unwrap();
+    }
+    local::connect(&author, &judge).await.unwrap();
+    let nodes = [judge, author];
+    wait_for_mesh(&nodes, &[(0, 1)]).await;
+    let [mut judge, author] = nodes;
+
+    // 400 offers as fast as the author can publish them. A newcomer starts with 250 bandwidth units and regains
+    // 10 a second here; an offer is real-time work, 4 units.
+    let start = tokio::time::Instant::now();
+    for n in 0..400 {
+        let offer = local::offer(&author.keypair, &network, &pool(), n, now_ms());
+        author.handle.publish(&offer, None, now_ms()).await.unwrap();
+    }
+    let elapsed_s = start.elapsed().as_secs_f64();
+    let mut passed = 0u64;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), judge.deliveries.recv()).await {
+        passed += 1;
+    }
+    let allowed = 62.0 + 2.5 * (elapsed_s + 2.5) + 1.0;
+    assert!(passed as f64 <= allowed, "{passed} offers passed in {elapsed_s:.1} s, fuel allows {allowed:.0}");
+    assert!(passed >= 50, "only {passed} offers passed");
+    let throttled = Stats::get(&judge.handle.stats().fuel_throttled);
+    assert!(throttled > 0 && throttled + passed >= 390, "{throttled} throttled, {passed} passed");
+    let status = judge.handle.fuel(author.keypair.public()).await.unwrap().unwrap();
+    assert!(status.throttled > 0);
+
+    // Exported energy recharges it: 10 kWh at 50 units/kWh (bounded by the capacity of 1,000).
+    let before = status.levels[1];
+    judge.handle.credit(author.keypair.public(), Credit::Energy(10_000));
+    let recharged = wait_for(Duration::from_secs(5), || async {
+        judge.handle.fuel(author.keypair.public()).await.unwrap().is_some_and(|s| s.levels[1] >= before + 450)
+    })
+    .await;
+    assert!(recharged, "exported energy did not recharge the author's fuel");
+    let after = judge.handle.fuel(author.keypair.public()).await.unwrap().unwrap();
+    assert!(after.levels[1] <= 1_000);
+}

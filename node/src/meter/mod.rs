@@ -88,7 +88,12 @@ pub struct Settings {
     pub poll: Duration,
     pub capacity: Capacity,
     pub network: NetworkId,
+    /// Plan the home battery every interval (simulated homes with a battery).
+    pub dispatch: Option<crate::config::Dispatch>,
 }
+
+/// Slots the home controller looks ahead.
+const DISPATCH_SLOTS: usize = 96;
 
 /// What the meter did, for the API and the logs.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -108,6 +113,20 @@ pub struct Status {
     pub readings_refused: u64,
     /// Intervals without a reading because the meter was silent through them.
     pub intervals_missed: u64,
+    /// The home battery, when this node controls one.
+    pub battery: Option<BatteryView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BatteryView {
+    pub stored_wh: u64,
+    /// What the controller told it for the current interval: `self-consumption`, `charge 2000 W`, `idle`...
+    pub command: String,
+    /// Prices the plan used, milli-credits per kWh.
+    pub buy_per_kwh: u64,
+    pub sell_per_kwh: u64,
+    /// The local market's latest price, when the pool has traded.
+    pub local_price_per_kwh: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -230,6 +249,7 @@ impl Actor {
             Push::Closed(interval) => {
                 let reading = interval.reading(self.settings.id.clone(), self.source.source());
                 self.publish(reading, now).await;
+                self.dispatch(now).await;
             }
             Push::Gap { missed } => {
                 self.status.intervals_missed += missed;
@@ -240,6 +260,64 @@ impl Actor {
                 self.previous = None;
             }
         }
+    }
+
+    /// The home controller: plans the battery over the coming intervals from the simulator's forecast and the
+    /// prices (the tariff, moved toward the local market's latest price), and applies the first step.
+    async fn dispatch(&mut self, now: u64) {
+        let Some(dispatch) = self.settings.dispatch.clone() else { return };
+        let Source::Simulated(home) = &mut self.source else { return };
+        let Some(battery) = home.config().battery else { return };
+        let pool = dispatch.pool.as_deref().and_then(|pool| pool.parse::<protocol::message::PoolId>().ok());
+        let local_price = match (pool, &self.ledger) {
+            (Some(pool), Some(ledger)) => {
+                let to_s = now / 1000 + 1;
+                let from_s = to_s.saturating_sub(6 * 3600);
+                ledger
+                    .read(move |state, _| {
+                        state.price_indices(&pool, from_s, to_s).last().and_then(|(_, index)| index.vwap())
+                    })
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            _ => None,
+        };
+        // Energy bought from neighbours costs the local price instead of the grid's; energy sold earns it
+        // instead of the feed-in tariff.
+        let buy = local_price.map_or(dispatch.buy_per_kwh, |price| price.min(dispatch.buy_per_kwh));
+        let sell = local_price.map_or(dispatch.sell_per_kwh, |price| price.max(dispatch.sell_per_kwh));
+        let interval_ms = u64::from(self.settings.interval_s) * 1000;
+        let start_ms = now / interval_ms * interval_ms;
+        let slots: Vec<energy::dispatch::Slot> = (0..DISPATCH_SLOTS as u64)
+            .map(|slot| {
+                let (from, to) = (start_ms + slot * interval_ms, start_ms + (slot + 1) * interval_ms);
+                let hours = interval_ms as f64 / 3_600_000.0;
+                let middle = home.simulated_s((from + to) / 2);
+                energy::dispatch::Slot {
+                    pv_wh: home.pv_power_w(middle) * hours,
+                    load_wh: home.load_power_w(middle) * hours,
+                    buy_per_kwh: buy as f64,
+                    sell_per_kwh: sell as f64,
+                }
+            })
+            .collect();
+        let state = energy::dispatch::Battery { config: battery, stored_wh: home.soc_wh() as f64 };
+        let plan = energy::dispatch::plan(&slots, self.settings.interval_s, Some(state), None, dispatch.objective, 51);
+        let command = plan.first_command_for(&slots[0], self.settings.interval_s);
+        home.set_battery(command);
+        self.status.battery = Some(BatteryView {
+            stored_wh: home.soc_wh(),
+            command: match command {
+                energy::home::BatteryCommand::SelfConsumption => "self-consumption".into(),
+                energy::home::BatteryCommand::Charge(w) => format!("charge {w} W"),
+                energy::home::BatteryCommand::Discharge(w) => format!("discharge {w} W"),
+                energy::home::BatteryCommand::Idle => "idle".into(),
+            },
+            buy_per_kwh: buy,
+            sell_per_kwh: sell,
+            local_price_per_kwh: local_price,
+        });
     }
 
     async fn publish(&mut self, reading: Reading, now: u64) {

@@ -59,7 +59,8 @@ impl<K: Hash + Eq> Policy<K> for ByStanding<K> {
     fn limits(&self, peer: &K) -> Limits {
         let standing = self.standings.get(peer).copied().unwrap_or(energy::fuel::Standing::Newcomer);
         let times = standing.multiplier();
-        let scale = |rate: Rate| Rate { per_s: rate.per_s.saturating_mul(times), burst: rate.burst.saturating_mul(times) };
+        let scale =
+            |rate: Rate| Rate { per_s: rate.per_s.saturating_mul(times), burst: rate.burst.saturating_mul(times) };
         Limits { messages: scale(self.base.messages), bytes: scale(self.base.bytes) }
     }
 }

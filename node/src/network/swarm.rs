@@ -21,12 +21,12 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::budget::{Budgets, ByStanding, Verdict as BudgetVerdict};
-use energy::fuel::{Class, Fuel, Priority, Standing, Verdict as FuelVerdict};
 use super::replay::{Guard, Verdict as ReplayVerdict};
 use super::{
     Command, Config, Delivery, Error, Handle, Info, RECENT_OFFERS_PER_POOL_MAX, RECENT_OFFERS_PER_RESPONSE_MAX,
     Request, Response, Stats, Topic,
 };
+use energy::fuel::{Class, Fuel, Priority, Standing, Verdict as FuelVerdict};
 
 /// What a proven fault (an invalid synced block, say) adds to a peer's penalty; the application score is minus
 /// the penalty, so this alone puts the peer past the publish threshold until it decays.
@@ -773,7 +773,8 @@ impl Task {
         // kind's priority. Out of fuel, the message is not forwarded (no blame on the forwarding peer).
         let units = u64::try_from(message.data.len().div_ceil(1024)).unwrap_or(u64::MAX).max(1);
         let priority = priority_of(&envelope.body);
-        if let FuelVerdict::Throttled { .. } = self.fuel.spend(&envelope.author, Class::Bandwidth, priority, units, now_ms)
+        if let FuelVerdict::Throttled { .. } =
+            self.fuel.spend(&envelope.author, Class::Bandwidth, priority, units, now_ms)
         {
             Stats::bump(&self.stats.fuel_throttled);
             debug!(author = %envelope.author, "author out of fuel; message not forwarded");
