@@ -82,7 +82,7 @@ impl Plan {
     #[must_use]
     pub fn first_command_for(&self, slot: &Slot, slot_s: u32) -> BatteryCommand {
         let planned_wh = self.battery_w.first().copied().unwrap_or(0.0) * f64::from(slot_s) / 3600.0;
-        let surplus_wh = slot.pv_wh - slot.load_wh + self.flexible_wh.first().copied().unwrap_or(0.0) * -1.0;
+        let surplus_wh = slot.pv_wh - slot.load_wh - self.flexible_wh.first().copied().unwrap_or(0.0);
         // A tenth of the slot's flows or 50 Wh, whichever is larger, counts as "the same".
         let tolerance = (0.1 * (slot.pv_wh + slot.load_wh)).max(50.0);
         if planned_wh.abs() < 1.0 {

@@ -185,7 +185,7 @@ fn value(mapping: &Mapping, payload: &[u8]) -> Result<u64, Error> {
         Some(pointer) => Error::Field { topic: topic(), pointer: pointer.clone() },
     })?;
     let wh = number * mapping.scale;
-    if !wh.is_finite() || wh < 0.0 || wh >= 1e18 {
+    if !wh.is_finite() || !(0.0..1e18).contains(&wh) {
         return Err(Error::Value { topic: topic() });
     }
     Ok(wh.round() as u64)

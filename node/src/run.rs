@@ -167,10 +167,10 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                             warn!(market_dropped, "the market is behind; gossiped offers are being dropped");
                         }
                     }
-                } else if let (Topic::Barter, Some((market, _))) = (delivery.topic, &market) {
-                    if !market.barter(delivery.envelope.clone()) {
-                        market_dropped += 1;
-                    }
+                } else if let (Topic::Barter, Some((market, _))) = (delivery.topic, &market)
+                    && !market.barter(delivery.envelope.clone())
+                {
+                    market_dropped += 1;
                 }
                 if delivery.topic == Topic::Readings
                     && let (Some((island, _)), protocol::Body::Reading(reading)) = (&island, &delivery.envelope.body)
