@@ -463,3 +463,58 @@ async fn an_author_out_of_fuel_is_held_back_until_it_recharges() {
     let after = judge.handle.fuel(author.keypair.public()).await.unwrap().unwrap();
     assert!(after.levels[1] <= 1_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_readings_are_rejected_at_the_door() {
+    use protocol::message::{Body, MeterSource, Reading};
+    use protocol::types::MeterId;
+    let network = network();
+    let home = local::start(510, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    let mut judge = local::start(511, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    for node in [&home, &judge] {
+        node.handle.subscribe(Topic::Readings).await.unwrap();
+    }
+    local::connect(&home, &judge).await.unwrap();
+    let judge_peer = judge.handle.peer_id();
+    assert!(
+        wait_for(Duration::from_secs(15), || async {
+            home.handle.topic_peers(Topic::Readings).await.unwrap().contains(&judge_peer)
+        })
+        .await
+    );
+    let now_s = now_ms() / 1000;
+    let last_interval = now_s / 900 * 900 - 900;
+    let reading = |nonce: u64, start_s: u64, generation_wh: u64| {
+        let reading = Reading {
+            meter: MeterId::new("main").unwrap(),
+            interval_start_s: start_s,
+            interval_s: 900,
+            import_wh: 100,
+            export_wh: 0,
+            generation_wh,
+            consumption_wh: 600,
+            import_counter_wh: 5_000,
+            export_counter_wh: 0,
+            source: MeterSource::Simulated,
+        };
+        Draft {
+            network: network.clone(),
+            nonce,
+            created_ms: now_ms(),
+            expires_ms: now_ms() + 600_000,
+            body: Body::Reading(reading),
+        }
+        .sign(&home.keypair)
+    };
+    // 500 Wh generated + 100 imported = 600 used: plausible. 7,000 generated with the same use: 6,400 Wh
+    // unaccounted for, more than 20 kW of storage takes in 15 minutes. And one for an interval not over yet.
+    let plausible = reading(1, last_interval, 500);
+    let impossible = reading(2, last_interval - 900, 7_000);
+    let early = reading(3, last_interval + 1_800, 500);
+    for envelope in [&impossible, &early, &plausible] {
+        home.handle.publish_bytes(Topic::Readings, envelope.to_bytes()).await.unwrap();
+    }
+    assert_eq!(receive_until(&mut judge, plausible.id(), Duration::from_secs(10)).await, Some(vec![]));
+    assert!(wait_for(Duration::from_secs(5), || async { Stats::get(&judge.handle.stats().rejected) == 1 }).await);
+    assert_eq!(Stats::get(&judge.handle.stats().ignored_stale), 1);
+}

@@ -757,6 +757,21 @@ impl Task {
             debug!(peer = %source, kind = %envelope.kind(), "message on the wrong topic");
             return self.report(&message_id, &source, MessageAcceptance::Reject);
         }
+        // A reading must be physically possible on its own (the ledger also checks it against the meter's
+        // previous reading): impossible flows are rejected like any invalid message; a reading whose interval has
+        // not ended yet is dropped without blame (clocks differ).
+        if let protocol::Body::Reading(reading) = &envelope.body
+            && let Err(invalid) =
+                energy::reading::check(reading, None, &energy::reading::Capacity::RESIDENTIAL, now_ms / 1000)
+        {
+            debug!(peer = %source, author = %envelope.author, %invalid, "impossible reading");
+            if invalid == energy::reading::Invalid::InTheFuture {
+                Stats::bump(&self.stats.ignored_stale);
+                return self.report(&message_id, &source, MessageAcceptance::Ignore);
+            }
+            Stats::bump(&self.stats.rejected);
+            return self.report(&message_id, &source, MessageAcceptance::Reject);
+        }
         match self.replay.check(&envelope.author, envelope.nonce, &validated.id) {
             ReplayVerdict::Fresh => {}
             ReplayVerdict::Duplicate | ReplayVerdict::Stale => {
