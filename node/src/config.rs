@@ -123,6 +123,26 @@ pub struct Meter {
     pub sunspec: SunSpec,
     pub mqtt: Mqtt,
     pub dispatch: Dispatch,
+    pub trade: Trade,
+}
+
+/// The home's trader: each interval it offers the next delivery interval's forecast surplus (an ask at the
+/// feed-in tariff) or deficit (a bid at the grid tariff) in an energy pool (simulated homes for now).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Trade {
+    /// The energy pool, whose delivery interval must be the meter's interval (`energy/credit/u33db/900`); none:
+    /// no trading.
+    pub pool: Option<String>,
+    /// Share of the forecast surplus or deficit offered, parts per million (forecasts err; under-delivery costs
+    /// a penalty).
+    pub share_ppm: u32,
+}
+
+impl Default for Trade {
+    fn default() -> Trade {
+        Trade { pool: None, share_ppm: 500_000 }
+    }
 }
 
 /// The home controller: plans the home battery every interval from forecasts and prices.
@@ -190,6 +210,7 @@ impl Default for Meter {
             sunspec: SunSpec::default(),
             mqtt: Mqtt::default(),
             dispatch: Dispatch::default(),
+            trade: Trade::default(),
         }
     }
 }
@@ -222,6 +243,10 @@ pub struct MeterChecked {
     pub capacity: energy::reading::Capacity,
     pub source: MeterSourceSettings,
     pub dispatch: Option<Dispatch>,
+    /// The energy pool the home trades in, and the share of its forecast it offers.
+    pub trade: Option<(PoolId, u32)>,
+    /// Feed-in and grid tariffs (the trader's ask and bid prices), milli-credits per kWh.
+    pub tariffs: (u64, u64),
 }
 
 /// What to read.
@@ -233,6 +258,10 @@ pub enum MeterSourceSettings {
 }
 
 impl Meter {
+    fn source_kind_simulated(&self) -> bool {
+        self.kind == MeterKind::Simulated
+    }
+
     /// `None` when the node has no meter.
     pub fn validate(&self) -> anyhow::Result<Option<MeterChecked>> {
         let source = match self.kind {
@@ -287,6 +316,19 @@ impl Meter {
         if let Some(pool) = &self.dispatch.pool {
             pool.parse::<PoolId>().with_context(|| format!("meter.dispatch.pool: {pool:?}"))?;
         }
+        let trade = match &self.trade.pool {
+            Some(pool) => {
+                let pool: PoolId = pool.parse().with_context(|| format!("meter.trade.pool: {pool:?}"))?;
+                if pool.interval_s != self.interval_s {
+                    bail!("meter.trade.pool: its interval ({} s) must be meter.interval_s ({} s)", pool.interval_s, self.interval_s);
+                }
+                if !matches!(self.source_kind_simulated(), true) {
+                    bail!("meter.trade: only simulated homes forecast their flows yet");
+                }
+                Some((pool, self.trade.share_ppm.min(1_000_000)))
+            }
+            None => None,
+        };
         if self.interval_s == 0 || self.interval_s > protocol::limits::INTERVAL_SECONDS_MAX {
             bail!("meter.interval_s must be between 1 and {}", protocol::limits::INTERVAL_SECONDS_MAX);
         }
@@ -300,6 +342,8 @@ impl Meter {
             capacity: self.capacity,
             source,
             dispatch: self.dispatch.enabled.then(|| self.dispatch.clone()),
+            trade,
+            tariffs: (self.dispatch.sell_per_kwh, self.dispatch.buy_per_kwh),
         }))
     }
 }

@@ -113,8 +113,11 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 capacity: settings.capacity,
                 network: handle.network().clone(),
                 dispatch: settings.dispatch.clone(),
+                trade: settings.trade.clone(),
+                tariffs: settings.tariffs,
             };
-            Some(crate::meter::spawn(source, actor, keypair.clone(), handle.clone(), ledger.clone()))
+            let market = market.as_ref().map(|(market, _)| market.clone());
+            Some(crate::meter::spawn(source, actor, keypair.clone(), handle.clone(), ledger.clone(), market))
         }
         None => None,
     };

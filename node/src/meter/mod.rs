@@ -90,6 +90,10 @@ pub struct Settings {
     pub network: NetworkId,
     /// Plan the home battery every interval (simulated homes with a battery).
     pub dispatch: Option<crate::config::Dispatch>,
+    /// Offer the forecast surplus or deficit in this pool, this share of it (ppm).
+    pub trade: Option<(protocol::message::PoolId, u32)>,
+    /// Ask (feed-in) and bid (grid) prices, milli-credits per kWh.
+    pub tariffs: (u64, u64),
 }
 
 /// Slots the home controller looks ahead.
@@ -111,6 +115,9 @@ pub struct Status {
     pub readings_published: u64,
     /// Readings this node would not sign (physically impossible) or the ledger refused.
     pub readings_refused: u64,
+    /// Offers the home's trader placed (asks for surplus, bids for deficit).
+    pub asks: u64,
+    pub bids: u64,
     /// Intervals without a reading because the meter was silent through them.
     pub intervals_missed: u64,
     /// The home battery, when this node controls one.
@@ -175,6 +182,7 @@ pub fn spawn(
     keypair: Arc<Keypair>,
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
+    market: Option<crate::market::Handle>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let status = Status {
         meter: settings.id.as_str().to_owned(),
@@ -190,6 +198,7 @@ pub fn spawn(
         keypair,
         network,
         ledger,
+        market,
         previous: None,
         nonce: 0,
         status,
@@ -204,6 +213,7 @@ struct Actor {
     keypair: Arc<Keypair>,
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
+    market: Option<crate::market::Handle>,
     previous: Option<Previous>,
     nonce: u64,
     status: Status,
@@ -250,6 +260,7 @@ impl Actor {
                 let reading = interval.reading(self.settings.id.clone(), self.source.source());
                 self.publish(reading, now).await;
                 self.dispatch(now).await;
+                self.trade(now).await;
             }
             Push::Gap { missed } => {
                 self.status.intervals_missed += missed;
@@ -318,6 +329,60 @@ impl Actor {
             sell_per_kwh: sell,
             local_price_per_kwh: local_price,
         });
+    }
+
+    /// The home's trader: offers the next delivery interval's forecast surplus (ask at the feed-in tariff) or
+    /// deficit (bid at the grid tariff), a share of it, in the configured energy pool.
+    async fn trade(&mut self, now: u64) {
+        let (Some((pool, share_ppm)), Some(market)) = (self.settings.trade.clone(), self.market.clone()) else {
+            return;
+        };
+        let Source::Simulated(home) = &self.source else { return };
+        let start_s = pool.next_delivery_start_s(now / 1000);
+        let interval_ms = u64::from(pool.interval_s) * 1000;
+        let hours = interval_ms as f64 / 3_600_000.0;
+        // The mean of four instants across the interval, in simulated time.
+        let (mut pv_wh, mut load_wh) = (0.0, 0.0);
+        for quarter in 0..4u64 {
+            let at = home.simulated_s(start_s * 1000 + interval_ms * (2 * quarter + 1) / 8);
+            pv_wh += home.pv_power_w(at) * hours / 4.0;
+            load_wh += home.load_power_w(at) * hours / 4.0;
+        }
+        let net_wh = pv_wh - load_wh;
+        let quantity = (net_wh.abs() * f64::from(share_ppm) / 1e6).floor() as u64;
+        if quantity == 0 {
+            return;
+        }
+        let (side, unit_price) = if net_wh > 0.0 {
+            (protocol::message::Side::Ask, self.settings.tariffs.0)
+        } else {
+            (protocol::message::Side::Bid, self.settings.tariffs.1)
+        };
+        self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
+        let offer = protocol::message::Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s: start_s };
+        let envelope = Draft {
+            network: self.settings.network.clone(),
+            nonce: self.nonce,
+            created_ms: now,
+            // Until its delivery interval ends (the ledger refuses settlements after that anyway).
+            expires_ms: start_s.saturating_add(u64::from(pool.interval_s)).saturating_mul(1000),
+            body: Body::Offer(offer),
+        }
+        .sign(&self.keypair);
+        let topic = Topic::pool(&pool);
+        if let Err(error) = self.network.subscribe(topic).await {
+            debug!(%error, "joining the pool's topic");
+        }
+        if let Err(error) = self.network.publish(&envelope, Some(topic), now).await {
+            debug!(%error, "publishing an offer (no peers in the pool yet?)");
+        }
+        if market.offer(Arc::new(envelope)) {
+            match side {
+                protocol::message::Side::Ask => self.status.asks += 1,
+                protocol::message::Side::Bid => self.status.bids += 1,
+            }
+            debug!(?side, quantity, unit_price, start_s, "offered the next interval's forecast");
+        }
     }
 
     async fn publish(&mut self, reading: Reading, now: u64) {
