@@ -320,9 +320,13 @@ impl Meter {
             Some(pool) => {
                 let pool: PoolId = pool.parse().with_context(|| format!("meter.trade.pool: {pool:?}"))?;
                 if pool.interval_s != self.interval_s {
-                    bail!("meter.trade.pool: its interval ({} s) must be meter.interval_s ({} s)", pool.interval_s, self.interval_s);
+                    bail!(
+                        "meter.trade.pool: its interval ({} s) must be meter.interval_s ({} s)",
+                        pool.interval_s,
+                        self.interval_s
+                    );
                 }
-                if !matches!(self.source_kind_simulated(), true) {
+                if !self.source_kind_simulated() {
                     bail!("meter.trade: only simulated homes forecast their flows yet");
                 }
                 Some((pool, self.trade.share_ppm.min(1_000_000)))

@@ -359,7 +359,8 @@ impl Actor {
             (protocol::message::Side::Bid, self.settings.tariffs.1)
         };
         self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
-        let offer = protocol::message::Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s: start_s };
+        let offer =
+            protocol::message::Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s: start_s };
         let envelope = Draft {
             network: self.settings.network.clone(),
             nonce: self.nonce,
