@@ -241,7 +241,38 @@ fn rocks_locate(db: &rocksdb::DB, id: &Id) -> anyhow::Result<Option<(u64, u32)>>
     Ok(Some((height, position)))
 }
 
+/// The size of one column family of the ledger database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FamilySize {
+    pub name: &'static str,
+    /// Bytes in SST files.
+    pub sst_bytes: u64,
+    /// RocksDB's estimate of the live data, bytes.
+    pub live_bytes: u64,
+    /// Bytes in memtables (not yet flushed).
+    pub memtable_bytes: u64,
+}
+
 impl RocksReader {
+    /// The size of each column family (RocksDB's properties; 0 where one is not available).
+    pub fn sizes(&self) -> Vec<FamilySize> {
+        let property = |cf: &rocksdb::ColumnFamily, name: &str| -> u64 {
+            self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0)
+        };
+        ["default", CF_BLOCKS, CF_STATE, CF_INDEX, CF_WAL]
+            .into_iter()
+            .filter_map(|name| {
+                let cf = self.db.cf_handle(name)?;
+                Some(FamilySize {
+                    name,
+                    sst_bytes: property(cf, "rocksdb.total-sst-files-size"),
+                    live_bytes: property(cf, "rocksdb.estimate-live-data-size"),
+                    memtable_bytes: property(cf, "rocksdb.cur-size-all-mem-tables"),
+                })
+            })
+            .collect()
+    }
+
     /// The height of the last committed block.
     pub fn tip(&self) -> anyhow::Result<u64> {
         rocks_tip(&self.db)

@@ -122,6 +122,11 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         None => None,
     };
     let island = checked.island.clone().map(crate::island::spawn);
+    let metrics = crate::metrics::Metrics::default();
+    let feed = match &ledger {
+        Some(ledger) => crate::feed::Feed::spawn(ledger, metrics.clone()),
+        None => crate::feed::Feed::empty(),
+    };
     let api = match checked.api {
         Some(address) => {
             let token = crate::api::token(&checked.data_dir)?;
@@ -133,6 +138,9 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 island: island.as_ref().map(|(island, _)| island.clone()),
                 keypair: keypair.clone(),
                 token: token.into(),
+                feed,
+                metrics,
+                event_streams: Default::default(),
             };
             Some(crate::api::serve(address, context).await?)
         }
@@ -246,7 +254,7 @@ async fn wait_done(done: &mut Option<oneshot::Receiver<anyhow::Result<()>>>) -> 
 }
 
 /// Resolves with the signal's name on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+pub(crate) async fn shutdown_signal() -> anyhow::Result<&'static str> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {

@@ -14,6 +14,7 @@ use crate::keyfile;
 
 mod ledger;
 mod market;
+pub mod node;
 
 /// kos — a peer-to-peer market where homes and microgrids trade energy and other resources with their neighbours.
 #[derive(Debug, Parser)]
@@ -49,8 +50,22 @@ fn default_data_dir() -> PathBuf {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Prepare a data directory to join a network: key, genesis file, bootnodes, config, API token.
+    Init(node::InitArgs),
     /// Run the node: join the network and serve until Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Start a local devnet: 4 validators and N simulated homes as separate processes on loopback, trading a
+    /// simulated day at accelerated time; prints a live summary and serves the dashboard.
+    Devnet(crate::devnet::DevnetArgs),
+    /// The running node's status (through its API).
+    Status(ApiArgs),
+    /// An account's balances on the ledger (through the node's API); the node's own account by default.
+    Balance {
+        /// The account (public key, 64 hex digits).
+        account: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Measure real components on this machine (figures for BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -206,8 +221,18 @@ pub enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum OfferCommand {
-    /// Sign an offer with the node's key and write its bytes (hex on stdout, or binary to --out).
+    /// Sign an offer with the node's key and write its bytes (hex on stdout, or binary to --out); offline.
     Sign(OfferArgs),
+    #[command(flatten)]
+    Node(node::OfferAction),
+}
+
+/// Where the running node's API is.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The API's address (default: the config's api.listen, else 127.0.0.1:7080).
+    #[arg(long)]
+    pub api: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -288,7 +313,14 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// Runs one command.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init(args) => node::init(&cli.paths, args),
         Command::Run(args) => run_node(&cli.paths, args),
+        Command::Devnet(args) => crate::devnet::run(&args),
+        Command::Status(api) => node::status(&node::Client::new(&cli.paths, api.api)?),
+        Command::Balance { account, api } => {
+            node::balance(&node::Client::new(&cli.paths, api.api)?, &cli.paths, account)
+        }
+        Command::Offer(OfferCommand::Node(action)) => node::offer(&node::Client::new(&cli.paths, None)?, action),
         Command::Bench(BenchCommand::Gossip { peers, degree, messages, rate, seed }) => {
             let args = crate::bench::GossipArgs { peers, degree, messages, rate_per_s: rate, seed };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -319,6 +319,7 @@ pub async fn spawn(
         find_queries: HashMap::new(),
         requests: HashMap::new(),
         recent: HashMap::new(),
+        ticks: 0,
     };
     let join = tokio::spawn(task.run(command_receiver));
     Ok((handle, delivery_receiver, join))
@@ -360,7 +361,12 @@ struct Task {
     /// Per pool we serve, the recent offers: (id, expires_ms, bytes), oldest first, at most
     /// [`RECENT_OFFERS_PER_POOL_MAX`] each.
     recent: HashMap<Id, VecDeque<(Id, u64, Vec<u8>)>>,
+    /// Seconds ticked, for work done every few ticks.
+    ticks: u64,
 }
+
+/// How often the node dials the bootnodes it is not connected to (after a restart of theirs, or a partition).
+const REDIAL_BOOTNODES_TICKS: u64 = 10;
 
 /// A provider search in flight: the providers found so far and who waits for them.
 type FindQuery = (HashSet<PeerId>, oneshot::Sender<Result<Vec<PeerId>, Error>>);
@@ -634,12 +640,35 @@ impl Task {
 
     /// Once a second: decay the over-budget penalties and hand them to gossipsub as application scores.
     fn on_tick(&mut self) {
+        self.ticks += 1;
+        if self.ticks.is_multiple_of(REDIAL_BOOTNODES_TICKS) {
+            self.redial_bootnodes();
+        }
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         self.penalties.retain(|peer, penalty| {
             *penalty *= 0.9;
             gossipsub.set_application_score(peer, -*penalty);
             *penalty > 0.01
         });
+    }
+
+    /// Dials each bootnode that names its peer id and is neither connected nor being dialed: a node whose link to
+    /// the network broke finds its way back without a restart.
+    fn redial_bootnodes(&mut self) {
+        let local = *self.swarm.local_peer_id();
+        for address in &self.config.bootnodes {
+            let Some(Protocol::P2p(peer)) = address.iter().last() else { continue };
+            if peer == local || self.swarm.is_connected(&peer) {
+                continue;
+            }
+            let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(vec![address.clone()])
+                .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(error) = self.swarm.dial(options) {
+                debug!(%address, %error, "redialing a bootnode");
+            }
+        }
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {

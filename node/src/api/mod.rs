@@ -15,6 +15,16 @@
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
+//! | GET | `/blocks?limit=` | the newest committed blocks |
+//! | GET | `/trades?pool=&limit=` | the newest settled trades |
+//! | GET | `/readings?author=&limit=` | the newest anchored meter readings |
+//! | GET | `/accounts?after=&limit=` | accounts: balances, change since genesis, reputation (paged by key) |
+//! | GET | `/validators` | the validator set |
+//! | GET | `/peers` | connected peers and their gossip scores |
+//! | GET | `/events` | server-sent events: `block`, `trade`, `reading` as they commit |
+//! | GET | `/metrics` | Prometheus metrics (OpenMetrics text) |
+//! | GET | `/openapi.json` | this API as an OpenAPI 3.1 document |
+//! | GET | `/` | the live dashboard |
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,6 +44,8 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::ledger;
+
+pub mod live;
 use crate::network::{self, Stats};
 
 /// Largest request body (one envelope).
@@ -50,6 +62,11 @@ pub struct Context {
     /// The node's key: it signs the offers posted through the API.
     pub keypair: Arc<Keypair>,
     pub token: Arc<str>,
+    /// Recent blocks, trades and readings, and their stream.
+    pub feed: crate::feed::Feed,
+    pub metrics: crate::metrics::Metrics,
+    /// Event streams open now (bounded by [`live::EVENT_STREAMS_MAX`]).
+    pub event_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Reads the API token of a data directory, creating it if missing.
@@ -89,6 +106,16 @@ pub async fn serve(address: SocketAddr, context: Context) -> anyhow::Result<toki
 
 pub fn router(context: Context) -> Router {
     Router::new()
+        .route("/", get(live::dashboard))
+        .route("/openapi.json", get(live::openapi))
+        .route("/metrics", get(live::metrics))
+        .route("/events", get(live::events))
+        .route("/blocks", get(live::blocks))
+        .route("/trades", get(live::trades))
+        .route("/readings", get(live::readings))
+        .route("/accounts", get(live::accounts))
+        .route("/validators", get(live::validators))
+        .route("/peers", get(live::peers))
         .route("/status", get(status))
         .route("/blocks/{height}", get(block))
         .route("/blocks/{height}/raw", get(block_raw))
@@ -108,11 +135,11 @@ pub fn router(context: Context) -> Router {
         .with_state(context)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn no_ledger() -> Response {
+pub(crate) fn no_ledger() -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "this node keeps no ledger (no genesis file)")
 }
 
@@ -134,6 +161,8 @@ async fn status(State(context): State<Context>) -> Response {
     Json(json!({
         "network": context.network.network().as_str(),
         "peer_id": context.network.peer_id().to_string(),
+        "account": context.keypair.public().to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
         "peers": info.as_ref().map_or(0, |info| info.peers.len()),
         "listen": info.map(|info| info.listen.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
         "ledger": ledger,
@@ -300,7 +329,7 @@ struct OfferRequest {
     expires_in_s: Option<u64>,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))

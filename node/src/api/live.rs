@@ -1,0 +1,289 @@
+//! The API's views of what happens: recent blocks, trades and readings, accounts, validators, peers, a stream of
+//! server-sent events, Prometheus metrics, the OpenAPI document and the dashboard.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use libp2p::futures::stream::{self, Stream};
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use super::{Context, error, no_ledger};
+use crate::metrics::{self, LedgerSnapshot, MeterSnapshot, Snapshot};
+
+/// Event streams served at once; more wait for one to close (503).
+pub const EVENT_STREAMS_MAX: usize = 64;
+/// Most items one list answers.
+pub const LIST_LEN_MAX: usize = 500;
+/// Accounts one `/accounts` page lists at most.
+pub const ACCOUNTS_PAGE_MAX: usize = 1000;
+
+/// The dashboard: one page, its script and style inline, nothing fetched from elsewhere.
+const DASHBOARD: &str = include_str!("dashboard.html");
+/// The OpenAPI 3.1 document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    limit: Option<usize>,
+    pool: Option<String>,
+    author: Option<String>,
+}
+
+fn limit(query: &ListQuery, default: usize) -> usize {
+    query.limit.unwrap_or(default).min(LIST_LEN_MAX)
+}
+
+pub async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        DASHBOARD,
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Recent blocks, newest first.
+pub async fn blocks(State(context): State<Context>, Query(query): Query<ListQuery>) -> Response {
+    if context.ledger.is_none() {
+        return no_ledger();
+    }
+    Json(json!({ "blocks": context.feed.blocks(limit(&query, 20)) })).into_response()
+}
+
+/// Recent settled trades, newest first; `pool` filters.
+pub async fn trades(State(context): State<Context>, Query(query): Query<ListQuery>) -> Response {
+    if context.ledger.is_none() {
+        return no_ledger();
+    }
+    Json(json!({ "trades": context.feed.trades(limit(&query, 50), query.pool.as_deref()) })).into_response()
+}
+
+/// Recent anchored readings, newest first; `author` filters.
+pub async fn readings(State(context): State<Context>, Query(query): Query<ListQuery>) -> Response {
+    if context.ledger.is_none() {
+        return no_ledger();
+    }
+    Json(json!({ "readings": context.feed.readings(limit(&query, 50), query.author.as_deref()) })).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct AccountsQuery {
+    /// Start after this account (paging).
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Accounts with their balances, their change since genesis, and their reputation: the agents' equity.
+pub async fn accounts(State(context): State<Context>, Query(query): Query<AccountsQuery>) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let after = match query.after.as_deref().map(protocol::PublicKey::from_hex).transpose() {
+        Ok(after) => after,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "after: an account is 64 hex digits"),
+    };
+    let page = query.limit.unwrap_or(100).min(ACCOUNTS_PAGE_MAX);
+    let read = ledger
+        .read(move |state, height| {
+            let mut accounts: std::collections::BTreeMap<protocol::PublicKey, Vec<(String, u64)>> = Default::default();
+            for (account, token, amount) in state.balances() {
+                if after.is_some_and(|after| account <= after) {
+                    continue;
+                }
+                if accounts.len() == page && !accounts.contains_key(&account) {
+                    break;
+                }
+                accounts.entry(account).or_default().push((token.as_str().to_string(), amount));
+            }
+            let genesis = state.genesis_info().clone();
+            let list: Vec<serde_json::Value> = accounts
+                .into_iter()
+                .map(|(account, balances)| {
+                    let reputation = state.reputation(&account);
+                    let change: serde_json::Map<String, serde_json::Value> = balances
+                        .iter()
+                        .map(|(token, amount)| {
+                            let start: u64 = genesis
+                                .balances
+                                .iter()
+                                .filter(|(key, id, _)| *key == account && id.as_str() == token)
+                                .map(|(_, _, amount)| *amount)
+                                .sum();
+                            (token.clone(), json!(i128::from(*amount) - i128::from(start)))
+                        })
+                        .collect();
+                    let balances: serde_json::Map<String, serde_json::Value> =
+                        balances.into_iter().map(|(token, amount)| (token, json!(amount))).collect();
+                    json!({
+                        "account": account.to_string(),
+                        "balances": balances,
+                        "change_since_genesis": change,
+                        "reputation": {
+                            "trades": reputation.trades,
+                            "traded_value": reputation.traded_value,
+                            "readings": reputation.readings,
+                            "deliveries": reputation.deliveries,
+                            "failures": reputation.failures,
+                            "score_ppm": reputation.score_ppm(),
+                        },
+                        "tier": state.tier(&account),
+                    })
+                })
+                .collect();
+            (height, list)
+        })
+        .await;
+    match read {
+        Ok((height, list)) => Json(json!({ "height": height, "accounts": list })).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+    }
+}
+
+/// The validator set that certifies the next block.
+pub async fn validators(State(context): State<Context>) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let me = context.keypair.public();
+    let names: Vec<(protocol::PublicKey, String)> =
+        ledger.genesis().validators.iter().map(|validator| (validator.key, validator.name.clone())).collect();
+    match ledger.read(|state, height| (height, state.validators())).await {
+        Ok((height, set)) => {
+            let list: Vec<serde_json::Value> = set
+                .iter()
+                .map(|(key, power)| {
+                    json!({
+                        "key": key.to_string(),
+                        "power": power,
+                        "name": names.iter().find(|(name_key, _)| name_key == key).map(|(_, name)| name.clone()),
+                        "this_node": *key == me,
+                    })
+                })
+                .collect();
+            Json(json!({ "height": height, "validators": list })).into_response()
+        }
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+    }
+}
+
+/// Connected peers with their gossip scores.
+pub async fn peers(State(context): State<Context>) -> Response {
+    let info = match context.network.info().await {
+        Ok(info) => info,
+        Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
+    };
+    let mut list = Vec::new();
+    for peer in info.peers.iter().take(LIST_LEN_MAX) {
+        let score = context.network.peer_score(*peer).await.ok().flatten();
+        list.push(json!({ "peer_id": peer.to_string(), "score": score }));
+    }
+    Json(json!({
+        "peer_id": info.peer_id.to_string(),
+        "listen": info.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "nat": info.nat,
+        "peers": list,
+    }))
+    .into_response()
+}
+
+/// Counts open event streams and gives the place back when a stream ends.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Server-sent events: `block`, `trade` and `reading` as they commit (JSON `data`), and `lagged` with how many
+/// events a slow reader missed.
+pub async fn events(State(context): State<Context>) -> Response {
+    let open = context.event_streams.fetch_add(1, Ordering::Relaxed);
+    let slot = StreamSlot(context.event_streams.clone());
+    if open >= EVENT_STREAMS_MAX {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many event streams are open; try again later");
+    }
+    let receiver = context.feed.subscribe();
+    Sse::new(event_stream(receiver, slot))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+fn event_stream(
+    receiver: broadcast::Receiver<Arc<crate::feed::Event>>,
+    slot: StreamSlot,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    stream::unfold((receiver, slot), |(mut receiver, slot)| async move {
+        let event = match receiver.recv().await {
+            Ok(event) => {
+                let data = serde_json::to_string(&*event).unwrap_or_else(|_| "{}".into());
+                SseEvent::default().event(event.name()).data(data)
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                SseEvent::default().event("lagged").data(json!({ "missed": missed }).to_string())
+            }
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok(event), (receiver, slot)))
+    })
+}
+
+/// Prometheus metrics (OpenMetrics text).
+pub async fn metrics(State(context): State<Context>) -> Response {
+    let peers = context.network.info().await.map(|info| info.peers.len() as u64).unwrap_or(0);
+    let ledger = context.ledger.as_ref().map(|ledger| {
+        let status = ledger.status();
+        LedgerSnapshot {
+            height: status.height,
+            round: status.round,
+            mempool_entries: status.mempool_entries as u64,
+            validators: status.validators as u64,
+            validator: status.validator,
+            committed_entries: status.committed_entries,
+            syncing: status.syncing_to.is_some(),
+        }
+    });
+    let meter = context.meter.as_ref().map(|meter| {
+        let status = meter.status();
+        MeterSnapshot {
+            samples: status.samples,
+            sample_errors: status.sample_errors,
+            readings_published: status.readings_published,
+            readings_refused: status.readings_refused,
+            intervals_missed: status.intervals_missed,
+        }
+    });
+    let rocksdb = match context.ledger.as_ref() {
+        Some(ledger) => {
+            let reader = ledger.reader().clone();
+            tokio::task::spawn_blocking(move || reader.sizes()).await.unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let snapshot = Snapshot {
+        peers,
+        gossip: metrics::gossip(context.network.stats()),
+        ledger,
+        market: context.market.as_ref().map(crate::market::Handle::stats),
+        meter,
+        rocksdb,
+    };
+    match metrics::render(&context.metrics, snapshot) {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            .into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed"),
+    }
+}

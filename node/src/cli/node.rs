@@ -1,0 +1,340 @@
+//! Commands for a person running a node: `kos init` prepares a data directory to join a network; `kos status`,
+//! `kos balance` and `kos offer place|cancel` talk to the running node's API on loopback.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::Paths;
+use crate::keyfile;
+
+/// Settings of `kos init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The network's genesis file (network id, validators, tokens, policies): copied into the data directory.
+    /// Without it the node only gossips until a genesis file is put there.
+    #[arg(long, value_name = "GENESIS_FILE")]
+    pub network: Option<PathBuf>,
+    /// A file of bootnodes, one multiaddr per line (`#` comments); default `bootnodes.txt` beside the genesis file.
+    #[arg(long)]
+    pub bootnodes: Option<PathBuf>,
+    /// A bootnode to dial (repeatable; added to the file's).
+    #[arg(long)]
+    pub bootnode: Vec<String>,
+    /// The p2p listen address.
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/7070")]
+    pub listen: String,
+    /// The API address (keep it on loopback unless a reverse proxy guards it).
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    pub api: String,
+    /// Pool to serve (repeatable): energy/credit/u33db/900.
+    #[arg(long)]
+    pub pool: Vec<String>,
+    /// Add a simulated home (PV, household load) as the node's meter, trading in the first pool.
+    #[arg(long)]
+    pub simulated_home: bool,
+    /// Replace an existing config and genesis (the key and the ledger are kept).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Reads the bootnodes file: one multiaddr per line, blank lines and `#` comments ignored.
+pub fn read_bootnodes(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading bootnodes {}", path.display()))?;
+    let mut list = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        line.parse::<libp2p::Multiaddr>()
+            .with_context(|| format!("{} line {}: {line:?} is not a multiaddr", path.display(), number + 1))?;
+        list.push(line.to_string());
+    }
+    Ok(list)
+}
+
+fn toml_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| format!("{item:?}")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
+/// `kos init`: key, genesis, bootnodes and config in the data directory.
+pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
+    let data_dir = &paths.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let key_file = paths.key_file();
+    let keypair = if key_file.exists() {
+        keyfile::read(&key_file)?
+    } else {
+        let keypair = protocol::Keypair::generate();
+        keyfile::write(&key_file, &keypair, false)?;
+        keypair
+    };
+    let config_path = crate::config::default_path(data_dir);
+    if config_path.exists() && !args.force {
+        bail!("{} exists; pass --force to replace it (the key and the ledger are kept)", config_path.display());
+    }
+    let mut network = "kos-local".to_string();
+    let mut validator = false;
+    let mut bootnodes = Vec::new();
+    if let Some(genesis_path) = &args.network {
+        let genesis = ::ledger::genesis::Genesis::load(genesis_path)
+            .with_context(|| format!("{} is not a kos genesis file", genesis_path.display()))?;
+        let target = data_dir.join("genesis.toml");
+        if target.exists() && !args.force {
+            let existing = std::fs::read_to_string(&target).unwrap_or_default();
+            if existing != genesis.text {
+                bail!("{} holds another genesis; pass --force to replace it", target.display());
+            }
+        }
+        // The file's bytes, not a re-encoding: its hash is the parent of block 1.
+        std::fs::write(&target, genesis.text.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
+        network = genesis.network.as_str().to_string();
+        validator = genesis.validators.iter().any(|member| member.key == keypair.public());
+        let list = match &args.bootnodes {
+            Some(path) => Some(path.clone()),
+            None => genesis_path.parent().map(|dir| dir.join("bootnodes.txt")).filter(|path| path.exists()),
+        };
+        if let Some(path) = list {
+            bootnodes = read_bootnodes(&path)?;
+        }
+    } else if let Some(path) = &args.bootnodes {
+        bootnodes = read_bootnodes(path)?;
+    }
+    for bootnode in &args.bootnode {
+        bootnode.parse::<libp2p::Multiaddr>().with_context(|| format!("--bootnode {bootnode:?} is not a multiaddr"))?;
+        bootnodes.push(bootnode.clone());
+    }
+    for pool in &args.pool {
+        pool.parse::<protocol::message::PoolId>().map_err(|problem| anyhow::anyhow!("--pool {pool:?}: {problem}"))?;
+    }
+    let meter = if args.simulated_home {
+        let trade = args.pool.first().map_or(String::new(), |pool| format!("\n[meter.trade]\npool = {pool:?}\n"));
+        let interval = args
+            .pool
+            .first()
+            .and_then(|pool| pool.parse::<protocol::message::PoolId>().ok())
+            .map_or(900, |pool| pool.interval_s);
+        format!(
+            "\n# A simulated home: PV and a household load (BDEW H25), read every second, a reading per interval.\n\
+             [meter]\nkind = \"simulated\"\ninterval_s = {interval}\n\n[meter.simulated]\npv_kwp = 6.0\n\
+             annual_kwh = 4000.0\n{trade}"
+        )
+    } else {
+        "\n# The home's meter: kind = \"simulated\", \"sunspec\" (Modbus TCP) or \"mqtt\"; see README.md.\n\
+         # [meter]\n# kind = \"sunspec\"\n# [meter.sunspec]\n# address = \"192.168.1.50:502\"\n"
+            .to_string()
+    };
+    let config = format!(
+        "# kos node configuration, written by `kos init`; every setting is described in README.md.\n\
+         network = {network:?}\nlog = \"info\"\n\n[p2p]\nlisten = [{listen:?}]\nbootnodes = {bootnodes}\n\
+         pools = {pools}\n# Addresses others reach this node at, when it has a public one:\n\
+         # external_addresses = [\"/ip4/203.0.113.7/tcp/7070\"]\n\n[api]\nlisten = {api:?}\n{meter}",
+        listen = args.listen,
+        bootnodes = toml_list(&bootnodes),
+        pools = toml_list(&args.pool),
+        api = args.api,
+    );
+    // Check what was written is a config `kos run` takes.
+    let parsed: crate::config::Config = toml::from_str(&config).context("the config kos init wrote")?;
+    parsed.validate().context("the config kos init wrote")?;
+    std::fs::write(&config_path, config).with_context(|| format!("writing {}", config_path.display()))?;
+    crate::api::token(data_dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "data directory: {}", data_dir.display())?;
+    writeln!(out, "account (public key): {}", keypair.public())?;
+    writeln!(out, "peer id: {}", keyfile::peer_id(&keypair))?;
+    writeln!(out, "network: {network}{}", if validator { " (this key is one of its validators)" } else { "" })?;
+    writeln!(out, "bootnodes: {}", bootnodes.len())?;
+    writeln!(out, "config: {}", config_path.display())?;
+    if args.network.is_none() {
+        writeln!(out, "no genesis file given: the node will gossip but keep no ledger (use --network GENESIS_FILE)")?;
+    }
+    writeln!(out, "next: kos --data-dir {} run", data_dir.display())?;
+    Ok(())
+}
+
+/// Where the running node's API is, with the data directory's token.
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    /// The API of the node of `paths`: `--api`, else the config's `api.listen`, else 127.0.0.1:7080.
+    pub fn new(paths: &Paths, api: Option<String>) -> anyhow::Result<Client> {
+        let address = match api {
+            Some(address) => address,
+            None => crate::config::Config::load(&crate::config::default_path(&paths.data_dir), false)?.api.listen,
+        };
+        if address.is_empty() {
+            bail!("the node's config turns its API off (api.listen = \"\"); pass --api ADDRESS");
+        }
+        let token = std::fs::read_to_string(paths.data_dir.join("api.token")).ok().map(|text| text.trim().to_string());
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(15)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Client { base: format!("http://{address}"), token, agent })
+    }
+
+    fn answer(
+        &self,
+        path: &str,
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Value> {
+        let mut response = result.map_err(|problem| {
+            anyhow::anyhow!("{}{path}: {problem}; is the node running (`kos run`) with its API there?", self.base)
+        })?;
+        let status = response.status();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = value.get("error").and_then(Value::as_str).map_or_else(|| value.to_string(), str::to_string);
+            bail!("the node answered {status}: {message}");
+        }
+        Ok(value)
+    }
+
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.answer(path, self.agent.get(format!("{}{path}", self.base)).call())
+    }
+
+    pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let Some(token) = &self.token else {
+            bail!("no API token: writes need the running node's data directory (its api.token); pass --data-dir");
+        };
+        let request = self
+            .agent
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {token}"))
+            .content_type("application/json");
+        self.answer(path, request.send(body.to_string()))
+    }
+}
+
+/// `kos status`.
+pub fn status(client: &Client) -> anyhow::Result<()> {
+    let status = client.get("/status")?;
+    let mut out = std::io::stdout().lock();
+    let text = |value: &Value| value.as_str().map_or_else(|| value.to_string(), str::to_string);
+    writeln!(out, "network {}  peer id {}", text(&status["network"]), text(&status["peer_id"]))?;
+    writeln!(out, "account {}", text(&status["account"]))?;
+    writeln!(out, "peers {}", status["peers"])?;
+    match status.get("ledger").filter(|ledger| !ledger.is_null()) {
+        Some(ledger) => {
+            writeln!(
+                out,
+                "ledger height {} (round {}), mempool {}, {} validators{}",
+                ledger["height"],
+                ledger["round"],
+                ledger["mempool_entries"],
+                ledger["validators"],
+                if ledger["validator"] == json!(true) { ", this node validates" } else { "" }
+            )?;
+            if let Some(tip) = ledger.get("syncing_to").filter(|tip| !tip.is_null()) {
+                writeln!(out, "catching up with peers at height {tip}")?;
+            }
+        }
+        None => writeln!(out, "no ledger (no genesis file in the data directory)")?,
+    }
+    let gossip = &status["gossip"];
+    writeln!(
+        out,
+        "gossip: accepted {}, rejected {}, throttled {}, fuel-throttled {}",
+        gossip["accepted"], gossip["rejected"], gossip["throttled"], gossip["fuel_throttled"]
+    )?;
+    Ok(())
+}
+
+/// `kos balance [ACCOUNT]`: the node's own account by default.
+pub fn balance(client: &Client, paths: &Paths, account: Option<String>) -> anyhow::Result<()> {
+    let account = match account {
+        Some(account) => account,
+        None => keyfile::read(&paths.key_file())?.public().to_string(),
+    };
+    let answer = client.get(&format!("/accounts/{account}/balances"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "account {account} at height {}", answer["height"])?;
+    let balances = answer["balances"].as_object().cloned().unwrap_or_default();
+    if balances.is_empty() {
+        writeln!(out, "  no balance")?;
+    }
+    for (token, amount) in balances {
+        let milli = amount.as_u64().unwrap_or(0);
+        writeln!(out, "  {token:<12} {}", protocol::amount::format_milli(milli))?;
+    }
+    Ok(())
+}
+
+/// `kos offer place|cancel`: through the running node, which signs with its key.
+#[derive(Debug, Subcommand)]
+pub enum OfferAction {
+    /// Place a bid or ask in a pool through the running node (signed with its key, gossiped, in its book).
+    Place {
+        /// Pool as resource/token/cell/interval_s: energy/credit/u33db/900.
+        #[arg(long)]
+        pool: String,
+        #[arg(long, value_enum)]
+        side: super::SideArg,
+        /// Quantity in the resource's unit: Wh for energy, milli-units otherwise.
+        #[arg(long)]
+        quantity: u64,
+        /// Limit price per kWh (energy) or unit, up to 3 decimals: 0.30.
+        #[arg(long)]
+        price: String,
+        /// Start of the delivery interval (Unix seconds); default the pool's next one.
+        #[arg(long)]
+        delivery_start: Option<u64>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 900)]
+        expires_in: u64,
+    },
+    /// Withdraw one of the node's offers (a signed cancel, gossiped and put on the ledger).
+    Cancel {
+        /// The offer's id (64 hex digits, as `kos offer place` printed it).
+        id: String,
+        /// The offer's pool.
+        #[arg(long)]
+        pool: String,
+    },
+}
+
+pub fn offer(client: &Client, action: OfferAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        OfferAction::Place { pool, side, quantity, price, delivery_start, expires_in } => {
+            let side = match side {
+                super::SideArg::Bid => "bid",
+                super::SideArg::Ask => "ask",
+            };
+            let mut body = json!({ "pool": pool, "side": side, "quantity": quantity, "price": price,
+                                   "expires_in_s": expires_in });
+            if let Some(start) = delivery_start {
+                body["delivery_start"] = json!(start);
+            }
+            let answer = client.post("/offers", &body)?;
+            writeln!(
+                out,
+                "offer {} placed in {} for delivery from {}{}",
+                answer["id"].as_str().unwrap_or(""),
+                answer["pool"].as_str().unwrap_or(""),
+                answer["delivery_start"],
+                if answer["published"] == json!(true) { "" } else { " (no peer in the pool yet: in this node's book)" }
+            )?;
+        }
+        OfferAction::Cancel { id, pool } => {
+            let encoded: String = pool.replace('*', "%2A").replace('/', "%2F");
+            let answer = client.post(&format!("/offers/{id}/cancel?pool={encoded}"), &json!({}))?;
+            writeln!(out, "cancel {} submitted", answer["id"].as_str().unwrap_or(""))?;
+        }
+    }
+    Ok(())
+}

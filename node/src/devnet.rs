@@ -1,0 +1,343 @@
+//! `kos devnet`: a local network in one command. Four validators and N simulated homes, each a `kos run` process
+//! of this same binary with its own data directory and RocksDB, on loopback. A simulated day runs faster than the
+//! clock: each home signs a meter reading per interval, which the ledger anchors, and offers its forecast surplus or
+//! deficit in the neighbourhood's energy pool; the pool clears, the ledger settles the trades in escrow and checks
+//! them against the readings. A live summary prints every few seconds; every node serves the dashboard.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use serde_json::Value;
+
+use crate::keyfile;
+
+/// The neighbourhood's energy pool: 15-second delivery intervals (a simulated quarter hour at 60×).
+pub const POOL: &str = "energy/credit/u33db/15";
+/// Validators of the devnet.
+pub const VALIDATORS: usize = 4;
+/// Most homes `kos devnet` starts (each is a process).
+pub const HOMES_MAX: usize = 64;
+
+/// Settings of `kos devnet`.
+#[derive(Debug, Clone, Args)]
+pub struct DevnetArgs {
+    /// Simulated homes besides the 4 validators.
+    #[arg(long, default_value_t = 8)]
+    pub homes: usize,
+    /// Stop after this many seconds; 0 runs until Ctrl-C.
+    #[arg(long, default_value_t = 0)]
+    pub seconds: u64,
+    /// The directory for the nodes' data; default a temporary one, removed at the end.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// First p2p port (the nodes take the ones after it); API ports start 100 above.
+    #[arg(long, default_value_t = 7170)]
+    pub port: u16,
+    /// How many times faster than the clock the simulated day runs.
+    #[arg(long, default_value_t = 60)]
+    pub speed: u32,
+    /// Hour of the simulated day (UTC, midsummer) the devnet starts at: 4 is sunrise near Potsdam.
+    #[arg(long, default_value_t = 4)]
+    pub hour: u32,
+    /// Seconds between summaries.
+    #[arg(long, default_value_t = 5)]
+    pub every: u64,
+    /// Only write the nodes' data directories for `devnet/docker-compose.yml` into `--dir` (node i at
+    /// 172.29.0.(10+i), p2p port 7070, API 7080) and exit; `devnet/compose` runs them.
+    #[arg(long, requires = "dir")]
+    pub compose: bool,
+}
+
+/// The first address of the compose network's nodes (`devnet/docker-compose.yml`).
+pub const COMPOSE_SUBNET_PREFIX: &str = "172.29.0";
+const COMPOSE_FIRST_HOST: usize = 10;
+
+/// One node of the devnet.
+#[derive(Debug, Clone)]
+struct Node {
+    name: String,
+    dir: PathBuf,
+    account: String,
+    peer_id: String,
+    api: String,
+}
+
+/// A home's equipment, by index: PV peak kW, annual consumption kWh, and whether it has a battery.
+fn home_profile(index: usize) -> (f64, f64, bool) {
+    const PV: [f64; 8] = [10.0, 0.0, 6.0, 8.0, 0.0, 5.0, 0.0, 12.0];
+    const ANNUAL: [f64; 8] = [3500.0, 4500.0, 3000.0, 5000.0, 2500.0, 4000.0, 6000.0, 3500.0];
+    (PV[index % 8], ANNUAL[index % 8], index % 3 == 2)
+}
+
+fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
+}
+
+/// `hour`:00 UTC on midsummer day of the current year.
+fn midsummer(hour: u32) -> u64 {
+    let year = energy::calendar::date(i64::try_from(now_s() / 86_400).unwrap_or(0)).year;
+    let days = energy::calendar::days(year, 6, 21);
+    u64::try_from(days).unwrap_or(0) * 86_400 + u64::from(hour) * 3600
+}
+
+fn config_text(args: &DevnetArgs, index: usize, home: Option<usize>, origins: (u64, u64), bootnode: &str) -> String {
+    let mut text = if args.compose {
+        // Each container has its own address on the compose network; the API is published on the host's loopback.
+        let host = COMPOSE_FIRST_HOST + index;
+        let bootnodes = if index == 0 { String::new() } else { format!("{bootnode:?}") };
+        format!(
+            "network = \"kos-devnet\"\nlog = \"info\"\n\n[p2p]\nlisten = [\"/ip4/0.0.0.0/tcp/7070\"]\n\
+             external_addresses = [\"/ip4/{COMPOSE_SUBNET_PREFIX}.{host}/tcp/7070\"]\nbootnodes = [{bootnodes}]\n\
+             mdns = false\nautonat_only_global = false\npools = [\"{POOL}\"]\n\n[api]\nlisten = \"0.0.0.0:7080\"\n"
+        )
+    } else {
+        let port = u32::from(args.port) + u32::try_from(index).unwrap_or(0);
+        let api = port + 100;
+        format!(
+            "network = \"kos-devnet\"\nlog = \"info\"\n\n[p2p]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\nmdns = false\n\
+             pools = [\"{POOL}\"]\n\n[api]\nlisten = \"127.0.0.1:{api}\"\n"
+        )
+    };
+    if let Some(home) = home {
+        let (pv, annual, battery) = home_profile(home);
+        let battery = if battery {
+            // Energy is power × wall time, so a 15-second interval moves Wh, not kWh: batteries are sized to match.
+            "battery = { capacity_wh = 200, power_w = 3000, efficiency_ppm = 900000 }\n"
+        } else {
+            ""
+        };
+        text.push_str(&format!(
+            "\n[meter]\nkind = \"simulated\"\ninterval_s = 15\npoll_ms = 1000\n\n[meter.simulated]\npv_kwp = {pv:.1}\n\
+             annual_kwh = {annual:.1}\nseed = 7\nload_seed = {load_seed}\nspeed = {speed}\nsimulated_origin_s = {sim}\n\
+             wall_origin_s = {wall}\n{battery}\n\
+             # Devnet credits are play money: tariffs of 300 and 80 credits per kWh make the Wh-sized trades visible.\n\
+             [meter.dispatch]\nbuy_per_kwh = 300000\nsell_per_kwh = 80000\n\n[meter.trade]\npool = \"{POOL}\"\n",
+            load_seed = home + 1,
+            speed = args.speed,
+            sim = origins.0,
+            wall = origins.1,
+        ));
+    }
+    text
+}
+
+/// Writes the devnet's keys, genesis and configs into `dir`.
+fn prepare(args: &DevnetArgs, dir: &Path) -> anyhow::Result<Vec<Node>> {
+    let count = VALIDATORS + args.homes;
+    let mut nodes = Vec::with_capacity(count);
+    for index in 0..count {
+        let (name, node_dir) = if index < VALIDATORS {
+            (format!("validator-{index}"), dir.join(format!("validator-{index}")))
+        } else {
+            (format!("home-{}", index - VALIDATORS), dir.join(format!("home-{}", index - VALIDATORS)))
+        };
+        std::fs::create_dir_all(&node_dir).with_context(|| format!("creating {}", node_dir.display()))?;
+        let keypair = protocol::Keypair::generate();
+        keyfile::write(&node_dir.join("node.key"), &keypair, true)?;
+        nodes.push(Node {
+            name,
+            dir: node_dir,
+            account: keypair.public().to_string(),
+            peer_id: keyfile::peer_id(&keypair).to_string(),
+            api: format!("127.0.0.1:{}", u32::from(args.port) + 100 + u32::try_from(index).unwrap_or(0)),
+        });
+    }
+    let validators: Vec<protocol::PublicKey> = nodes[..VALIDATORS]
+        .iter()
+        .map(|node| protocol::PublicKey::from_hex(&node.account))
+        .collect::<Result<_, _>>()
+        .map_err(|problem| anyhow::anyhow!("a generated key: {problem}"))?;
+    let funded: Vec<protocol::PublicKey> = nodes
+        .iter()
+        .map(|node| protocol::PublicKey::from_hex(&node.account))
+        .collect::<Result<_, _>>()
+        .map_err(|problem| anyhow::anyhow!("a generated key: {problem}"))?;
+    let mut genesis = ::ledger::Genesis::devnet_text("kos-devnet", now_s() * 1000, &validators, &funded, 1_000_000_000);
+    // Settle soon after delivery: the day runs fast.
+    genesis.push_str("\n[params]\nsettlement_grace_ms = 5000\n");
+    ::ledger::Genesis::parse(&genesis).context("the devnet genesis")?;
+    std::fs::write(dir.join("genesis.toml"), &genesis)?;
+    let origins = (midsummer(args.hour), now_s());
+    let bootnode = format!("/ip4/{COMPOSE_SUBNET_PREFIX}.{COMPOSE_FIRST_HOST}/tcp/7070/p2p/{}", nodes[0].peer_id);
+    for (index, node) in nodes.iter().enumerate() {
+        std::fs::write(node.dir.join("genesis.toml"), &genesis)?;
+        let home = index.checked_sub(VALIDATORS);
+        std::fs::write(node.dir.join("config.toml"), config_text(args, index, home, origins, &bootnode))?;
+    }
+    Ok(nodes)
+}
+
+fn start(node: &Node, bootnode: Option<&str>) -> anyhow::Result<Child> {
+    let exe = std::env::current_exe().context("finding the kos binary")?;
+    let log = std::fs::File::create(node.dir.join("log")).context("creating a node's log")?;
+    let mut command = Command::new(exe);
+    command.arg("--data-dir").arg(&node.dir).arg("run");
+    if let Some(bootnode) = bootnode {
+        command.arg("--bootnode").arg(bootnode);
+    }
+    command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    command.spawn().with_context(|| format!("starting {}", node.name))
+}
+
+/// Stops the nodes as Ctrl-C would (SIGTERM: they close their databases), killing any still running after 10 s.
+fn stop(children: Vec<Child>) {
+    for child in &children {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for mut child in children {
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn get(agent: &ureq::Agent, api: &str, path: &str) -> Option<Value> {
+    let mut response = agent.get(format!("http://{api}{path}")).call().ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
+}
+
+fn number(value: &Value) -> u64 {
+    value.as_u64().unwrap_or(0)
+}
+
+/// Prints one summary of the devnet; returns (height, trades settled).
+fn summary(agent: &ureq::Agent, nodes: &[Node], started: Instant, args: &DevnetArgs, origin: u64) -> (u64, u64) {
+    let status = get(agent, &nodes[0].api, "/status").unwrap_or(Value::Null);
+    let height = number(&status["ledger"]["height"]);
+    let trades =
+        get(agent, &nodes[0].api, "/trades?limit=500").map_or(0, |t| t["trades"].as_array().map_or(0, Vec::len));
+    let accounts = get(agent, &nodes[0].api, "/accounts?limit=1000").unwrap_or(Value::Null);
+    let elapsed = started.elapsed().as_secs();
+    let simulated = (origin + elapsed * u64::from(args.speed)) % 86_400;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "\n== devnet {elapsed:>4} s, simulated {:02}:{:02} UTC: height {height}, committed entries {}, peers {}, \
+         trades settled {trades}",
+        simulated / 3600,
+        simulated % 3600 / 60,
+        status["ledger"]["committed_entries"],
+        status["peers"],
+    );
+    for node in &nodes[VALIDATORS..] {
+        let meter = get(agent, &node.api, "/meter").unwrap_or(Value::Null);
+        let reading = &meter["last_reading"];
+        let credit = accounts["accounts"]
+            .as_array()
+            .and_then(|list| list.iter().find(|account| account["account"].as_str() == Some(node.account.as_str())))
+            .map_or(0, |account| number(&account["balances"]["credit"]));
+        let battery = &meter["battery"];
+        let battery = if battery.is_null() {
+            String::new()
+        } else {
+            format!("  battery {} Wh ({})", battery["stored_wh"], battery["command"].as_str().unwrap_or(""))
+        };
+        let _ = writeln!(
+            out,
+            "  {:<8} readings {:>4}  asks {:>3} bids {:>3}  last: PV {:>4} Wh use {:>4} Wh import {:>4} export {:>4}  \
+             credit {:>12}{battery}",
+            node.name,
+            number(&meter["readings_published"]),
+            number(&meter["asks"]),
+            number(&meter["bids"]),
+            number(&reading["generation_wh"]),
+            number(&reading["consumption_wh"]),
+            number(&reading["import_wh"]),
+            number(&reading["export_wh"]),
+            protocol::amount::format_milli(credit),
+        );
+    }
+    (height, u64::try_from(trades).unwrap_or(0))
+}
+
+/// Runs the devnet until `--seconds` pass or Ctrl-C / SIGTERM.
+pub fn run(args: &DevnetArgs) -> anyhow::Result<()> {
+    if args.homes > HOMES_MAX {
+        bail!("--homes {}: at most {HOMES_MAX} (each home is a process)", args.homes);
+    }
+    if args.hour > 23 {
+        bail!("--hour must be between 0 and 23");
+    }
+    if args.speed == 0 || args.speed > 3600 {
+        bail!("--speed must be between 1 and 3600");
+    }
+    let count = VALIDATORS + args.homes;
+    if u32::from(args.port) + 100 + u32::try_from(count).unwrap_or(0) > u32::from(u16::MAX) {
+        bail!("--port {} leaves no room for {count} nodes' ports", args.port);
+    }
+    let (dir, _temporary) = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let temporary = tempfile::Builder::new().prefix("kos-devnet-").tempdir()?;
+            (temporary.path().to_path_buf(), Some(temporary))
+        }
+    };
+    let nodes = std::sync::Arc::new(prepare(args, &dir)?);
+    if args.compose {
+        for node in nodes.iter() {
+            println!("{} {} {}", node.name, node.account, node.peer_id);
+        }
+        return Ok(());
+    }
+    let origin = midsummer(args.hour) % 86_400;
+    let bootnode = format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", args.port, nodes[0].peer_id);
+    let mut children = Vec::with_capacity(nodes.len());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcome = runtime.block_on(async {
+        for (index, node) in nodes.iter().enumerate() {
+            children.push(start(node, (index > 0).then_some(bootnode.as_str()))?);
+        }
+        let first_home = nodes.get(VALIDATORS).map_or(&nodes[0].api, |home| &home.api);
+        println!(
+            "devnet: {} validators and {} homes in {}; logs in */log\ndashboard: http://{first_home}/  \
+             (every node serves one: APIs on 127.0.0.1:{}..{})\nCtrl-C stops it.",
+            VALIDATORS,
+            args.homes,
+            dir.display(),
+            u32::from(args.port) + 100,
+            u32::from(args.port) + 99 + u32::try_from(count).unwrap_or(0),
+        );
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3))).build().into();
+        let started = Instant::now();
+        let mut every = tokio::time::interval(Duration::from_secs(args.every.max(1)));
+        every.tick().await;
+        let mut shutdown = std::pin::pin!(crate::run::shutdown_signal());
+        loop {
+            tokio::select! {
+                signal = &mut shutdown => {
+                    println!("devnet: {} received, stopping the nodes", signal?);
+                    return Ok(());
+                }
+                _ = every.tick() => {}
+            }
+            for (node, child) in nodes.iter().zip(children.iter_mut()) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!("{} stopped ({status}); see {}", node.name, node.dir.join("log").display());
+                }
+            }
+            let (agent, view, args_copy) = (agent.clone(), nodes.clone(), args.clone());
+            tokio::task::spawn_blocking(move || summary(&agent, &view, started, &args_copy, origin)).await?;
+            if args.seconds > 0 && started.elapsed().as_secs() >= args.seconds {
+                return Ok(());
+            }
+        }
+    });
+    stop(children);
+    outcome
+}

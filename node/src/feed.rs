@@ -1,0 +1,286 @@
+//! What the ledger commits, as the API, the dashboard and the metrics see it: recent blocks, settled trades and
+//! anchored readings in bounded rings, and a broadcast of each as it commits (the API's server-sent events).
+//!
+//! The feed follows the ledger's commits; at start it fills its rings from the last blocks in the store, so a
+//! restarted node shows its recent history at once.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use ::ledger::consensus::engine::Commit;
+use protocol::message::{Mechanism, Side};
+use protocol::{Body, Envelope};
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::ledger;
+use crate::metrics::Metrics;
+
+/// Blocks kept for `/blocks`.
+pub const RECENT_BLOCKS_MAX: usize = 128;
+/// Trades kept for `/trades`.
+pub const RECENT_TRADES_MAX: usize = 512;
+/// Readings kept for `/readings`.
+pub const RECENT_READINGS_MAX: usize = 512;
+/// Events queued per subscriber; a subscriber further behind skips the oldest (it is told how many).
+pub const EVENTS_QUEUE_LEN: usize = 1024;
+/// Blocks read from the store at start.
+const BACKFILL_BLOCKS: u64 = 64;
+
+/// A committed block, briefly.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockView {
+    pub height: u64,
+    pub hash: String,
+    /// The proposer's clock when it proposed the block, Unix ms.
+    pub time_ms: u64,
+    pub proposer: String,
+    pub entries: u32,
+}
+
+/// A settled trade: a bid matched with an ask and put in escrow by the ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct TradeView {
+    /// The settlement entry's id.
+    pub id: String,
+    pub height: u64,
+    pub time_ms: u64,
+    pub pool: String,
+    pub resource: String,
+    pub token: String,
+    pub buyer: String,
+    pub seller: String,
+    /// In the resource's unit (Wh for energy, milli-units otherwise).
+    pub quantity: u64,
+    /// Token milli-units per 1000 quantity units (per kWh for energy).
+    pub unit_price: u64,
+    pub mechanism: &'static str,
+    pub delivery_start: u64,
+}
+
+/// A meter reading anchored in the ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadingView {
+    pub id: String,
+    pub height: u64,
+    pub author: String,
+    pub meter: String,
+    pub interval_start_s: u64,
+    pub interval_s: u32,
+    pub import_wh: u64,
+    pub export_wh: u64,
+    pub generation_wh: u64,
+    pub consumption_wh: u64,
+}
+
+/// One event of the stream.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Block(BlockView),
+    Trade(TradeView),
+    Reading(ReadingView),
+}
+
+impl Event {
+    /// The server-sent event's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Block(_) => "block",
+            Event::Trade(_) => "trade",
+            Event::Reading(_) => "reading",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Recent {
+    blocks: VecDeque<BlockView>,
+    trades: VecDeque<TradeView>,
+    readings: VecDeque<ReadingView>,
+    /// The last height taken in.
+    height: u64,
+}
+
+fn push<T>(ring: &mut VecDeque<T>, item: T, max: usize) {
+    if ring.len() == max {
+        ring.pop_front();
+    }
+    ring.push_back(item);
+}
+
+/// A cloneable handle to the feed.
+#[derive(Clone)]
+pub struct Feed {
+    recent: Arc<Mutex<Recent>>,
+    events: broadcast::Sender<Arc<Event>>,
+}
+
+fn mechanism_name(mechanism: Mechanism) -> &'static str {
+    match mechanism {
+        Mechanism::ContinuousDoubleAuction => "continuous-double-auction",
+        Mechanism::PayAsClear => "pay-as-clear",
+        Mechanism::PayAsBid => "pay-as-bid",
+        Mechanism::MidMarketRate => "mid-market-rate",
+        Mechanism::SupplyDemandRatio => "supply-demand-ratio",
+    }
+}
+
+/// The events of one block: itself, then its trades and readings in block order.
+pub fn events_of(height: u64, block: &::ledger::Block) -> Vec<Event> {
+    let header = block.header();
+    let mut events = vec![Event::Block(BlockView {
+        height,
+        hash: block.hash().to_string(),
+        time_ms: header.time_ms,
+        proposer: header.proposer.to_string(),
+        entries: header.entry_count,
+    })];
+    for bytes in block.entries() {
+        let Ok(envelope) = Envelope::from_bytes(bytes) else { continue };
+        match &envelope.body {
+            Body::Settlement(settlement) => {
+                let Body::Offer(bid) = &settlement.bid.body else { continue };
+                if bid.side != Side::Bid {
+                    continue;
+                }
+                events.push(Event::Trade(TradeView {
+                    id: envelope.id().to_hex(),
+                    height,
+                    time_ms: header.time_ms,
+                    pool: bid.pool.to_string(),
+                    resource: bid.pool.resource.to_string(),
+                    token: bid.pool.token.to_string(),
+                    buyer: settlement.bid.author.to_string(),
+                    seller: settlement.ask.author.to_string(),
+                    quantity: settlement.quantity,
+                    unit_price: settlement.unit_price,
+                    mechanism: mechanism_name(settlement.mechanism),
+                    delivery_start: bid.delivery_start_s,
+                }));
+            }
+            Body::Reading(reading) => events.push(Event::Reading(ReadingView {
+                id: envelope.id().to_hex(),
+                height,
+                author: envelope.author.to_string(),
+                meter: reading.meter.to_string(),
+                interval_start_s: reading.interval_start_s,
+                interval_s: reading.interval_s,
+                import_wh: reading.import_wh,
+                export_wh: reading.export_wh,
+                generation_wh: reading.generation_wh,
+                consumption_wh: reading.consumption_wh,
+            })),
+            _ => {}
+        }
+    }
+    events
+}
+
+impl Feed {
+    /// An empty feed (a node without a ledger has nothing to show).
+    pub fn empty() -> Feed {
+        let (events, _) = broadcast::channel(EVENTS_QUEUE_LEN);
+        Feed { recent: Arc::new(Mutex::new(Recent::default())), events }
+    }
+
+    /// Starts following the ledger's commits, after filling the rings from the store's last blocks.
+    pub fn spawn(ledger: &ledger::Handle, metrics: Metrics) -> Feed {
+        let feed = Feed::empty();
+        // Subscribe before reading the store, so no commit falls between the two.
+        let commits = ledger.commits();
+        let reader = ledger.reader().clone();
+        if let Ok(tip) = reader.tip() {
+            for height in tip.saturating_sub(BACKFILL_BLOCKS - 1).max(1)..=tip {
+                let Ok(Some(stored)) = reader.block(height) else { continue };
+                let Ok(block) = ::ledger::Block::from_bytes(&stored.block) else { continue };
+                feed.take(height, &events_of(height, &block));
+            }
+        }
+        tokio::spawn(feed.clone().follow(commits, ledger.clone(), metrics));
+        feed
+    }
+
+    fn take(&self, height: u64, events: &[Event]) -> bool {
+        let Ok(mut recent) = self.recent.lock() else { return false };
+        if height <= recent.height {
+            return false;
+        }
+        recent.height = height;
+        for event in events {
+            match event {
+                Event::Block(block) => push(&mut recent.blocks, block.clone(), RECENT_BLOCKS_MAX),
+                Event::Trade(trade) => push(&mut recent.trades, trade.clone(), RECENT_TRADES_MAX),
+                Event::Reading(reading) => push(&mut recent.readings, reading.clone(), RECENT_READINGS_MAX),
+            }
+        }
+        true
+    }
+
+    async fn follow(self, mut commits: broadcast::Receiver<Arc<Commit>>, ledger: ledger::Handle, metrics: Metrics) {
+        loop {
+            let commit = match commits.recv().await {
+                Ok(commit) => commit,
+                Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                    tracing::debug!(skipped, "the feed fell behind the ledger's commits");
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let events = events_of(commit.height, &commit.block);
+            if !self.take(commit.height, &events) {
+                continue;
+            }
+            let live = ledger.status().syncing_to.is_none();
+            metrics.committed(&events, live, crate::api::now_ms());
+            for event in events {
+                // No subscriber is not an error.
+                let _ = self.events.send(Arc::new(event));
+            }
+        }
+    }
+
+    /// New events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// The newest blocks, newest first.
+    pub fn blocks(&self, limit: usize) -> Vec<BlockView> {
+        self.recent.lock().map(|recent| recent.blocks.iter().rev().take(limit).cloned().collect()).unwrap_or_default()
+    }
+
+    /// The newest trades, newest first, of one pool or all.
+    pub fn trades(&self, limit: usize, pool: Option<&str>) -> Vec<TradeView> {
+        self.recent
+            .lock()
+            .map(|recent| {
+                recent
+                    .trades
+                    .iter()
+                    .rev()
+                    .filter(|trade| pool.is_none_or(|pool| trade.pool == pool))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The newest readings, newest first, of one author or all.
+    pub fn readings(&self, limit: usize, author: Option<&str>) -> Vec<ReadingView> {
+        self.recent
+            .lock()
+            .map(|recent| {
+                recent
+                    .readings
+                    .iter()
+                    .rev()
+                    .filter(|reading| author.is_none_or(|author| reading.author == author))
+                    .take(limit)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
