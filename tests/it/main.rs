@@ -5,4 +5,5 @@ mod ledger;
 mod market;
 mod meters;
 mod network;
+mod operate;
 mod processes;

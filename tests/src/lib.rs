@@ -1,5 +1,6 @@
 //! kos multi-node test helpers: running real `kos` processes and reading their logs.
 
+pub mod browser;
 pub mod cli;
 pub mod http;
 pub mod process;

@@ -1,0 +1,438 @@
+//! Running kos as people do: `kos devnet` in one command with the dashboard loaded in headless Chromium, the API's
+//! lists, event stream, OpenAPI document and Prometheus metrics against it, and a peer that joins a network with
+//! `kos init --network` and then talks to its node through `kos status`, `kos balance` and `kos offer`.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kos_tests::browser::Browser;
+use kos_tests::cli::{keys, kos, wait_until};
+use kos_tests::http;
+use kos_tests::process::{Process, kos_binary};
+
+fn json(api: &str, path: &str) -> Option<serde_json::Value> {
+    let response = http::get(api, path).ok()?;
+    (response.status == 200).then(|| serde_json::from_slice(&response.body).ok()).flatten()
+}
+
+/// A base port with `count` free ports after it and `count` free ports 100 above (the devnet's layout).
+fn free_ports(count: u16) -> u16 {
+    let seed = u16::try_from(std::process::id() % 1000).unwrap();
+    for attempt in 0..200u16 {
+        let base = 20_000 + (seed * 17 + attempt * 211) % 30_000;
+        let free = (0..count).all(|i| {
+            TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+/// Reads server-sent events from `path` until one named `name` arrives; returns its data.
+fn next_event(api: &str, path: &str, name: &str, timeout: Duration) -> Option<serde_json::Value> {
+    let mut stream = TcpStream::connect(api).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {api}\r\nAccept: text/event-stream\r\n\r\n").ok()?;
+    let mut reader = BufReader::new(stream);
+    let deadline = Instant::now() + timeout;
+    let mut event = String::new();
+    let mut line = String::new();
+    while Instant::now() < deadline {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        // Chunked framing puts size lines between the event lines; they never start with a field name.
+        let text = line.trim_end();
+        if let Some(value) = text.strip_prefix("event:") {
+            event = value.trim().to_owned();
+        } else if let Some(value) = text.strip_prefix("data:")
+            && event == name
+        {
+            return serde_json::from_str(value.trim()).ok();
+        }
+    }
+    None
+}
+
+#[test]
+fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_ports(6);
+    let dir = root.path().join("devnet");
+    let port_text = port.to_string();
+    // Two homes from 10:00 on midsummer day: home-0 has 10 kWp of PV and sells, home-1 has none and buys.
+    let args = [
+        "devnet",
+        "--homes",
+        "2",
+        "--hour",
+        "10",
+        "--every",
+        "2",
+        "--port",
+        &port_text,
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let mut devnet = Process::start({
+        let mut command = Command::new(kos_binary());
+        command.args(args).env_remove("RUST_LOG");
+        command
+    })
+    .unwrap();
+    let dashboard = devnet
+        .wait_for_line(Duration::from_secs(30), |line| line.starts_with("dashboard: http://"))
+        .expect("kos devnet prints the dashboard's address");
+    let validator = format!("127.0.0.1:{}", port + 100);
+    let home = format!("127.0.0.1:{}", port + 104);
+    assert!(dashboard.contains(&home), "{dashboard}");
+
+    // Trades settle on the ledger.
+    let mut trades = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(150), || {
+            trades = json(&validator, "/trades").unwrap_or_default();
+            trades["trades"].as_array().is_some_and(|list| !list.is_empty())
+        }),
+        "no trade settled: {trades:#}\n{}",
+        devnet.lines().join("\n")
+    );
+    let trade = &trades["trades"][0];
+    assert_eq!(trade["pool"], "energy/credit/u33db/15");
+    assert_eq!(trade["resource"], "energy");
+    assert!(trade["quantity"].as_u64().unwrap() > 0);
+    assert_ne!(trade["buyer"], trade["seller"]);
+    // The live summary prints heights and trades.
+    assert!(
+        devnet
+            .wait_for_line(Duration::from_secs(10), |line| line.contains("trades settled")
+                && !line.contains("height 0,"))
+            .is_some(),
+        "{}",
+        devnet.lines().join("\n")
+    );
+
+    // Lists.
+    let readings = json(&home, "/readings?limit=5").unwrap();
+    assert!(!readings["readings"].as_array().unwrap().is_empty(), "{readings:#}");
+    let validators = json(&home, "/validators").unwrap();
+    assert_eq!(validators["validators"].as_array().unwrap().len(), 4, "{validators:#}");
+    let accounts = json(&home, "/accounts").unwrap();
+    assert_eq!(accounts["accounts"].as_array().unwrap().len(), 6, "{accounts:#}");
+    let peers = json(&home, "/peers").unwrap();
+    assert!(!peers["peers"].as_array().unwrap().is_empty(), "{peers:#}");
+    let blocks = json(&home, "/blocks?limit=3").unwrap();
+    assert_eq!(blocks["blocks"].as_array().unwrap().len(), 3, "{blocks:#}");
+    assert!(blocks["blocks"][0]["height"].as_u64() > blocks["blocks"][1]["height"].as_u64());
+
+    // The event stream carries new blocks as they commit.
+    let height_before = json(&home, "/status").unwrap()["ledger"]["height"].as_u64().unwrap();
+    let block = next_event(&home, "/events", "block", Duration::from_secs(30)).expect("no block event");
+    assert!(block["height"].as_u64().unwrap() >= height_before, "{block:#}");
+
+    // The OpenAPI document is JSON and lists every path the node answers; every plain GET answers.
+    let openapi = json(&home, "/openapi.json").unwrap();
+    assert_eq!(openapi["openapi"], "3.1.0");
+    let paths = openapi["paths"].as_object().unwrap();
+    for path in [
+        "/status",
+        "/blocks",
+        "/trades",
+        "/readings",
+        "/accounts",
+        "/validators",
+        "/peers",
+        "/metrics",
+        "/meter",
+        "/pools",
+        "/events",
+        "/",
+    ] {
+        assert!(paths.contains_key(path), "{path} is not in the OpenAPI document");
+    }
+    for (path, item) in paths {
+        if item.get("get").is_some() && !path.contains('{') && path != "/events" && path != "/island" {
+            let response = http::get(&home, path).unwrap();
+            let needs_query = item["get"]["parameters"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|parameter| parameter["required"] == true));
+            let expected = if needs_query { 400 } else { 200 };
+            assert_eq!(response.status, expected, "GET {path}: {}", response.text());
+        }
+    }
+
+    // Metrics: help text, units, and values that follow the devnet.
+    let metrics = http::get(&home, "/metrics").unwrap();
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text();
+    let value = |name: &str| -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(name) && line[name.len()..].starts_with([' ', '{']))
+            .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+    };
+    for name in [
+        "kos_peers",
+        "kos_ledger_height",
+        "kos_mempool_entries",
+        "kos_trades",
+        "kos_finality_latency_seconds",
+        "kos_gossip_messages",
+        "kos_fuel_throttled_messages",
+        "kos_rocksdb_sst_files_bytes",
+        "kos_readings_exported_watt_hours",
+    ] {
+        assert!(text.contains(&format!("# HELP {name} ")), "no help for {name}:\n{text}");
+    }
+    assert!(text.contains("# UNIT kos_finality_latency_seconds seconds"), "{text}");
+    assert!(value("kos_peers").unwrap() >= 1.0, "{text}");
+    assert!(value("kos_ledger_height").unwrap() >= height_before as f64, "{text}");
+    assert!(value("kos_trades_total").unwrap() >= 1.0, "{text}");
+    assert!(value("kos_finality_latency_seconds_count").unwrap() >= 1.0, "{text}");
+    assert!(value("kos_gossip_messages_total").unwrap() >= 1.0, "{text}");
+    assert!(
+        value("kos_rocksdb_sst_files_bytes").is_some() || value("kos_rocksdb_memtables_bytes").unwrap() > 0.0,
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
+
+    // The dashboard, in a real browser: the home's and the neighbourhood's flows, pools, trades and balances
+    // appear, and the height and the event count go up while it is open.
+    let browser = Browser::open(&format!("http://{home}/")).unwrap();
+    let view = r##"(() => {
+        const text = (id) => document.getElementById(id).textContent;
+        const rows = (id) => document.querySelectorAll("#" + id + " tbody tr").length;
+        return { network: text("network"), height: Number(text("height")), events: Number(text("events")),
+                 live: document.getElementById("live").className, generation: text("home-generation"),
+                 neighbours: Number(text("nb-homes")), trades: rows("trades"), homes: rows("homes"),
+                 accounts: rows("accounts"), pools: rows("pool-table"), blocks: rows("blocks") };
+    })()"##;
+    let mut shown = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            shown = browser.evaluate(view).unwrap_or_default();
+            shown["height"].as_u64() > Some(0)
+                && shown["trades"].as_u64() > Some(0)
+                && shown["homes"].as_u64() >= Some(2)
+                && shown["accounts"].as_u64() >= Some(6)
+                && shown["pools"].as_u64() >= Some(1)
+                && shown["blocks"].as_u64() > Some(0)
+        }),
+        "the dashboard shows no live data: {shown:#}"
+    );
+    assert_eq!(shown["network"], "kos-devnet", "{shown:#}");
+    assert!(shown["generation"].as_str().unwrap().replace(',', "").parse::<u64>().is_ok(), "{shown:#}");
+    assert_eq!(shown["neighbours"], 2, "{shown:#}");
+    let first = shown["height"].as_u64().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            shown = browser.evaluate(view).unwrap_or_default();
+            shown["height"].as_u64() > Some(first) && shown["events"].as_u64() > Some(0) && shown["live"] == "on"
+        }),
+        "the dashboard does not follow the ledger live (it showed height {first}): {shown:#}"
+    );
+    drop(browser);
+
+    // SIGTERM stops the devnet and its nodes.
+    devnet.signal("TERM").unwrap();
+    let status = devnet.wait(Duration::from_secs(30)).expect("kos devnet did not stop");
+    assert!(status.success(), "{status:?}\n{}", devnet.lines().join("\n"));
+    assert!(
+        wait_until(Duration::from_secs(5), || TcpListener::bind(("127.0.0.1", port + 100)).is_ok()),
+        "a node outlived the devnet"
+    );
+}
+
+fn kos_in(dir: &Path, args: &[&str]) -> String {
+    let mut all = vec!["--data-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    kos(&all)
+}
+
+#[test]
+fn a_peer_joins_with_kos_init_and_is_run_through_the_cli() {
+    let root = tempfile::tempdir().unwrap();
+    // The network's validator.
+    let validator_dir = root.path().join("validator");
+    let (validator_key, validator_peer) = keys(&validator_dir);
+    let network = root.path().join("network");
+    std::fs::create_dir_all(&network).unwrap();
+    let genesis = network.join("genesis.toml");
+    let joiner_dir = root.path().join("joiner");
+    let joiner_key = {
+        let printed = kos_in(&joiner_dir, &["keys", "generate"]);
+        printed.lines().find_map(|line| line.strip_prefix("public key:")).unwrap().trim().to_owned()
+    };
+    kos(&[
+        "ledger",
+        "genesis",
+        "--network",
+        "kos-testnet-x",
+        "--out",
+        genesis.to_str().unwrap(),
+        "--validator",
+        &validator_key,
+        "--fund",
+        &joiner_key,
+    ]);
+    std::fs::copy(&genesis, validator_dir.join("genesis.toml")).unwrap();
+    let validator = Process::kos(
+        &kos_binary(),
+        &validator_dir,
+        &[
+            "run",
+            "--network",
+            "kos-testnet-x",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--mdns",
+            "false",
+            "--api",
+            "127.0.0.1:0",
+        ],
+    )
+    .unwrap();
+    let listen = validator
+        .wait_for_line(Duration::from_secs(30), |line| line.contains("listening") && line.contains("/tcp/"))
+        .expect("the validator listens");
+    let port: u16 =
+        listen.split("/tcp/").nth(1).unwrap().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap();
+    let validator_api =
+        validator.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API address");
+    assert!(wait_until(Duration::from_secs(30), || {
+        json(&validator_api, "/status").is_some_and(|status| status["ledger"]["height"].as_u64() >= Some(3))
+    }));
+
+    // The bootnodes list beside the genesis file, as a network publishes them.
+    std::fs::write(
+        network.join("bootnodes.txt"),
+        format!("# kos-testnet-x bootnodes\n/ip4/127.0.0.1/tcp/{port}/p2p/{validator_peer}\n"),
+    )
+    .unwrap();
+    let api_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let api = format!("127.0.0.1:{api_port}");
+    let printed = kos_in(
+        &joiner_dir,
+        &[
+            "init",
+            "--network",
+            genesis.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--api",
+            &api,
+            "--pool",
+            "energy/credit/u33db/900",
+        ],
+    );
+    assert!(printed.contains("network: kos-testnet-x"), "{printed}");
+    assert!(printed.contains("bootnodes: 1"), "{printed}");
+    assert!(printed.contains(&joiner_key), "{printed}");
+    // A second init does not overwrite the config silently.
+    let again = Command::new(kos_binary())
+        .args(["--data-dir", joiner_dir.to_str().unwrap(), "init", "--network", genesis.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"), "{again:?}");
+
+    let joiner = Process::kos(&kos_binary(), &joiner_dir, &["run", "--mdns", "false"]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let tip = json(&validator_api, "/status").and_then(|status| status["ledger"]["height"].as_u64());
+            let mine = json(&api, "/status").and_then(|status| status["ledger"]["height"].as_u64());
+            matches!((tip, mine), (Some(tip), Some(mine)) if mine >= 3 && mine + 2 >= tip)
+        }),
+        "the joiner did not sync:\n{}",
+        joiner.lines().join("\n")
+    );
+
+    let status = kos_in(&joiner_dir, &["status"]);
+    assert!(status.contains("network kos-testnet-x"), "{status}");
+    assert!(status.contains("peers 1"), "{status}");
+    assert!(status.contains("ledger height"), "{status}");
+    let balance = kos_in(&joiner_dir, &["balance"]);
+    assert!(balance.contains(&joiner_key), "{balance}");
+    assert!(balance.lines().any(|line| line.split_whitespace().eq(["credit", "1000000"])), "{balance}");
+
+    let placed = kos_in(
+        &joiner_dir,
+        &[
+            "offer",
+            "place",
+            "--pool",
+            "energy/credit/u33db/900",
+            "--side",
+            "ask",
+            "--quantity",
+            "500",
+            "--price",
+            "0.25",
+        ],
+    );
+    let id = placed.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(id.len(), 64, "{placed}");
+    let book = json(&api, "/pools/book?pool=energy/credit/u33db/900").unwrap();
+    assert_eq!(book["book"]["asks"][0]["price"], 250, "{book:#}");
+    let cancelled = kos_in(&joiner_dir, &["offer", "cancel", &id, "--pool", "energy/credit/u33db/900"]);
+    assert!(cancelled.starts_with("cancel "), "{cancelled}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            json(&api, "/pools/book?pool=energy/credit/u33db/900")
+                .is_none_or(|book| book["book"]["asks"].as_array().is_none_or(Vec::is_empty))
+        }),
+        "the offer is still in the book: {:#}",
+        json(&api, "/pools/book?pool=energy/credit/u33db/900").unwrap_or_default()
+    );
+
+    // Without a running node, the CLI says what to do.
+    drop(joiner);
+    let output =
+        Command::new(kos_binary()).args(["--data-dir", joiner_dir.to_str().unwrap(), "status"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is the node running"), "{output:?}");
+}
+
+/// `devnet/compose test` on this machine's Docker engine: 4 validators and 2 homes in containers with their own
+/// addresses, from the FROM-scratch image of this build's `kos`; blocks and trades, a stopped and restarted
+/// validator, a validator cut off the network and reconnected. Without a Docker engine it is skipped, saying so.
+#[test]
+fn the_compose_devnet_survives_a_stopped_and_a_partitioned_validator() {
+    let engine = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();
+    if !matches!(&engine, Ok(output) if output.status.success()) {
+        eprintln!("SKIPPED: no Docker engine here (docker info failed), so the compose devnet is not run");
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let port = free_ports(6);
+    let mut command = Command::new(root.join("devnet/compose"));
+    command
+        .arg("test")
+        .env("KOS_BINARY", kos_binary())
+        .env("KOS_COMPOSE_PROJECT", format!("kos-test-{}", std::process::id()));
+    for i in 0..6u16 {
+        command.env(format!("KOS_API_{i}"), (port + i).to_string());
+    }
+    let output = command.output().expect("running devnet/compose");
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "devnet/compose test failed:\n{printed}");
+    for step in [
+        "ok: all four validators commit blocks",
+        "ok: trades between the homes settle",
+        "ok: validators 0-2 go on without validator-3",
+        "ok: validator-3 catches up after its restart",
+        "ok: validators 0, 1 and 3 go on without validator-2",
+        "ok: validator-2 catches up after the partition heals",
+        "PASS",
+    ] {
+        assert!(printed.contains(step), "{step:?} missing:\n{printed}");
+    }
+}
