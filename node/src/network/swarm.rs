@@ -201,7 +201,9 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
                 relay_server: Toggle::from(
                     config.relay_server.then(|| relay::Behaviour::new(local_peer_id, relay::Config::default())),
                 ),
-                ping: ping::Behaviour::default(),
+                // A link that stops answering pings is closed (below), so a node cut off the network notices within
+                // seconds and its peers redial it when it is back.
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT)),
                 identify: identify::Behaviour::new(
                     identify::Config::new(format!("/kos/{}/1.0.0", config.network), identity.public())
                         .with_agent_version(format!("kos/{}", env!("CARGO_PKG_VERSION"))),
@@ -364,6 +366,10 @@ struct Task {
     /// Seconds ticked, for work done every few ticks.
     ticks: u64,
 }
+
+/// How often each connection is pinged, and how long a ping may take before the connection is closed.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+const PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the node dials the bootnodes it is not connected to (after a restart of theirs, or a partition).
 const REDIAL_BOOTNODES_TICKS: u64 = 10;
@@ -687,6 +693,13 @@ impl Task {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kademlia(event)) => self.on_kademlia(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(failure) })) => {
+                // A peer without the ping protocol is not dead; a timeout or a broken stream is.
+                if !matches!(failure, ping::Failure::Unsupported) {
+                    info!(%peer, %failure, "ping failed: closing the connection");
+                    self.swarm.close_connection(connection);
+                }
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 for (peer, address) in found {
