@@ -363,6 +363,23 @@ fn a_peer_joins_with_kos_init_and_is_run_through_the_cli() {
     assert!(balance.contains(&joiner_key), "{balance}");
     assert!(balance.lines().any(|line| line.split_whitespace().eq(["credit", "1000000"])), "{balance}");
 
+    // A transfer from the node's account, signed by the node, committed by the network.
+    let sent = kos_in(&joiner_dir, &["transfer", "--to", &validator_key, "--amount", "12.5", "--memo", "thanks"]);
+    assert!(sent.starts_with("transfer "), "{sent}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            json(&validator_api, &format!("/accounts/{validator_key}/balances"))
+                .is_some_and(|answer| answer["balances"]["credit"] == 12_500)
+        }),
+        "the transfer did not arrive"
+    );
+    let refused = Command::new(kos_binary())
+        .args(["--data-dir", joiner_dir.to_str().unwrap(), "transfer", "--to", &validator_key, "--amount", "99999999"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("insufficient balance"), "{refused:?}");
+
     let placed = kos_in(
         &joiner_dir,
         &[

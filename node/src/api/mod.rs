@@ -12,6 +12,7 @@
 //! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, gossiped on the pool's topic and put in the node's market |
 //! | POST | `/offers/{id}/cancel?pool=...` | withdraws one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no later settlement can fill it) |
 //! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
+//! | POST | `/transfers` | JSON `{to, token, amount, memo?}` (amount a decimal string, up to 3 decimals): a transfer from the node's account, signed and submitted to the ledger |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
@@ -126,6 +127,7 @@ pub fn router(context: Context) -> Router {
         .route("/offers", axum::routing::post(post_offer))
         .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
         .route("/barter", axum::routing::post(post_barter))
+        .route("/transfers", axum::routing::post(post_transfer))
         .route("/meter", get(meter))
         .route("/island", get(island).post(island_grid))
         .route("/pools", get(pools))
@@ -624,5 +626,65 @@ async fn cancel_offer(
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response(),
         Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
         Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
+    }
+}
+
+/// A transfer from the node's account, as posted to `/transfers`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferRequest {
+    /// The receiving account (public key, hex).
+    to: String,
+    token: String,
+    /// In tokens, as a decimal string with up to 3 decimals.
+    amount: String,
+    memo: Option<String>,
+}
+
+async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let request: TransferRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a transfer request: {problem}")),
+    };
+    let parsed = (|| -> Result<protocol::message::Transfer, String> {
+        Ok(protocol::message::Transfer {
+            to: PublicKey::from_hex(&request.to).map_err(|_| "to: an account is 64 hex digits".to_string())?,
+            token: protocol::types::TokenId::new(request.token.clone())
+                .map_err(|problem| format!("token: {problem}"))?,
+            amount: protocol::amount::parse_milli(&request.amount).map_err(|problem| format!("amount: {problem}"))?,
+            memo: protocol::types::Text::new(request.memo.clone().unwrap_or_default())
+                .map_err(|problem| format!("memo: {problem}"))?,
+        })
+    })();
+    let transfer = match parsed {
+        Ok(transfer) => transfer,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
+    };
+    // The ledger would refuse it at execution; say so now, with the balance.
+    let (me, token, amount) = (context.keypair.public(), transfer.token.clone(), transfer.amount);
+    match ledger.read(move |state, _| state.balance(&me, &token)).await {
+        Ok(balance) if balance < amount => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "insufficient balance: the node's account holds {} {}",
+                    protocol::amount::format_milli(balance),
+                    transfer.token.as_str()
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+    }
+    let envelope = sign_now(&context, Body::Transfer(transfer), 600_000);
+    match ledger.submit(envelope.to_bytes()).await {
+        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
+        Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
+        Err(ledger::Error::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger is busy; try again"),
+        Err(ledger::Error::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
     }
 }

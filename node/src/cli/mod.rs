@@ -66,6 +66,23 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Send tokens from the node's account (through the node's API, signed with its key).
+    Transfer {
+        /// The receiving account (public key, 64 hex digits).
+        #[arg(long)]
+        to: String,
+        /// The token id: credit, eco...
+        #[arg(long, default_value = "credit")]
+        token: String,
+        /// The amount in tokens, up to 3 decimals: 12.5.
+        #[arg(long)]
+        amount: String,
+        /// A note for the receiver.
+        #[arg(long)]
+        memo: Option<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Measure real components on this machine (figures for BENCHMARKS.md).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -231,7 +248,7 @@ pub enum OfferCommand {
 #[derive(Debug, Args)]
 pub struct ApiArgs {
     /// The API's address (default: the config's api.listen, else 127.0.0.1:7080).
-    #[arg(long)]
+    #[arg(long, env = "KOS_API")]
     pub api: Option<String>,
 }
 
@@ -320,7 +337,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Balance { account, api } => {
             node::balance(&node::Client::new(&cli.paths, api.api)?, &cli.paths, account)
         }
-        Command::Offer(OfferCommand::Node(action)) => node::offer(&node::Client::new(&cli.paths, None)?, action),
+        Command::Transfer { to, token, amount, memo, api } => {
+            node::transfer(&node::Client::new(&cli.paths, api.api)?, &to, &token, &amount, memo)
+        }
+        Command::Offer(OfferCommand::Node(action)) => {
+            node::offer(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action)
+        }
         Command::Bench(BenchCommand::Gossip { peers, degree, messages, rate, seed }) => {
             let args = crate::bench::GossipArgs { peers, degree, messages, rate_per_s: rate, seed };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -338,3 +338,18 @@ pub fn offer(client: &Client, action: OfferAction) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `kos transfer`: tokens from the node's account, through the running node.
+pub fn transfer(client: &Client, to: &str, token: &str, amount: &str, memo: Option<String>) -> anyhow::Result<()> {
+    let mut body = json!({ "to": to, "token": token, "amount": amount });
+    if let Some(memo) = memo {
+        body["memo"] = json!(memo);
+    }
+    let answer = client.post("/transfers", &body)?;
+    writeln!(
+        std::io::stdout().lock(),
+        "transfer {} submitted: {amount} {token} to {to}",
+        answer["id"].as_str().unwrap_or("")
+    )?;
+    Ok(())
+}
