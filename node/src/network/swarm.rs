@@ -693,12 +693,12 @@ impl Task {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kademlia(event)) => self.on_kademlia(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(failure) })) => {
-                // A peer without the ping protocol is not dead; a timeout or a broken stream is.
-                if !matches!(failure, ping::Failure::Unsupported) {
-                    info!(%peer, %failure, "ping failed: closing the connection");
-                    self.swarm.close_connection(connection);
-                }
+            // A peer without the ping protocol is not dead; a timeout or a broken stream is.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, connection, result: Err(failure) }))
+                if !matches!(failure, ping::Failure::Unsupported) =>
+            {
+                info!(%peer, %failure, "ping failed: closing the connection");
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(event)) => self.on_sync(event),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
