@@ -68,7 +68,7 @@ pub struct Mempool {
 fn class(kind: Kind) -> u8 {
     match kind {
         Kind::Settlement | Kind::Reading | Kind::BarterCycle => 3,
-        Kind::Transfer | Kind::Mint | Kind::Burn => 2,
+        Kind::Transfer | Kind::Mint | Kind::Burn | Kind::GuildSpend | Kind::GuildApproval => 2,
         _ => 1,
     }
 }

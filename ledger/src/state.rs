@@ -75,6 +75,14 @@ pub enum EntryError {
     VotingPeriod(u32),
     #[error("amount overflows")]
     Overflow,
+    #[error("{0} is not a guild's account")]
+    NotAGuild(PublicKey),
+    #[error("{0} is not a member of the guild")]
+    NotAGuildMember(PublicKey),
+    #[error("guild spend {0} is unknown or already done")]
+    SpendClosed(Id),
+    #[error("{0} has already approved this spend")]
+    AlreadyApproved(PublicKey),
     #[error("{account} is in reputation tier {tier}; the pool needs tier {needed} or higher")]
     Tier { account: PublicKey, tier: usize, needed: usize },
     #[error("the delivery interval is over")]
@@ -183,6 +191,14 @@ pub enum Event {
     },
     ProposalPassed(Id),
     ProposalRejected(Id),
+    /// A guild spend reached its threshold: `amount` of `token` moved from the guild's account to `to`.
+    GuildSpent {
+        spend: Id,
+        guild: PublicKey,
+        to: PublicKey,
+        token: TokenId,
+        amount: u64,
+    },
 }
 
 /// A block built from candidates: the entries kept, their execution, and the candidates refused with why.
@@ -228,6 +244,9 @@ const SOLD: u8 = b'o';
 const BOUGHT: u8 = b'u';
 const FORGET: u8 = b'z';
 const PRICE_INDEX: u8 = b'i';
+const GUILD: u8 = b'k';
+const GUILD_SPEND: u8 = b'd';
+const GUILD_APPROVAL: u8 = b'y';
 
 /// How long the per-interval energy counters (readings' flows, energy sold and bought) outlive their interval.
 const INTERVAL_RECORDS_RETENTION_MS: u64 = 2 * 86_400_000;
@@ -354,6 +373,28 @@ impl Reputation {
             .rposition(|tier| score >= tier.score_min_ppm && self.deliveries >= tier.deliveries_min)
             .unwrap_or(0)
     }
+}
+
+/// A guild: its members (in increasing byte order) and how many of them must approve a spend.
+#[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct GuildState {
+    pub name: String,
+    pub members: Vec<PublicKey>,
+    pub threshold: u32,
+    /// The entry that created it.
+    pub created_by: Id,
+}
+
+/// A spend from a guild's account, pending until `threshold` members approved it.
+#[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct GuildSpendState {
+    pub guild: PublicKey,
+    pub to: PublicKey,
+    pub token: TokenId,
+    pub amount: u64,
+    pub approvals: u32,
+    /// 0 pending, 1 done (the tokens moved).
+    pub status: u8,
 }
 
 /// An open or closed governance proposal.
@@ -573,6 +614,16 @@ impl State {
     /// ledger order, starting from 32 zero bytes.
     pub fn anchor(&self, interval_start_s: u64) -> Option<Hash> {
         self.map.get(&key(ANCHOR, &[&interval_start_s.to_be_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// The guild whose account is `account`.
+    pub fn guild(&self, account: &PublicKey) -> Option<GuildState> {
+        self.map.get(&key(GUILD, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// A guild spend by the id of the entry that asked for it.
+    pub fn guild_spend(&self, spend: &Id) -> Option<GuildSpendState> {
+        self.map.get(&key(GUILD_SPEND, &[spend.as_bytes()])).and_then(|bytes| decode(bytes))
     }
 
     /// The validators (key, power) that certify the next block, in key order.
@@ -901,7 +952,68 @@ impl<'s> Pending<'s> {
                 Ok(())
             }
             Body::Vote(vote) => self.vote(&author, &vote.proposal, vote.choice),
+            Body::Guild(guild) => {
+                let account = protocol::message::guild_account(&id);
+                let record = GuildState {
+                    name: guild.name.as_str().to_string(),
+                    members: guild.members.as_slice().to_vec(),
+                    threshold: guild.threshold,
+                    created_by: id,
+                };
+                self.write(key(GUILD, &[account.as_bytes()]), &record);
+                Ok(())
+            }
+            Body::GuildSpend(spend) => {
+                if self.base.genesis.token(&spend.token).is_none() {
+                    return Err(EntryError::UnknownToken(spend.token.clone()));
+                }
+                let record = GuildSpendState {
+                    guild: spend.guild,
+                    to: spend.to,
+                    token: spend.token.clone(),
+                    amount: spend.amount,
+                    approvals: 0,
+                    status: 0,
+                };
+                self.write(key(GUILD_SPEND, &[id.as_bytes()]), &record);
+                self.approve(&author, &id)
+            }
+            Body::GuildApproval(approval) => self.approve(&author, &approval.spend),
         }
+    }
+
+    /// Counts a member's approval of a pending spend; the approval that reaches the guild's threshold moves the
+    /// tokens (and fails, leaving the spend pending, when the guild's balance does not cover them).
+    fn approve(&mut self, member: &PublicKey, spend_id: &Id) -> Result<(), EntryError> {
+        let spend_key = key(GUILD_SPEND, &[spend_id.as_bytes()]);
+        let mut spend: GuildSpendState = self
+            .read(&spend_key)
+            .filter(|spend: &GuildSpendState| spend.status == 0)
+            .ok_or(EntryError::SpendClosed(*spend_id))?;
+        let guild: GuildState =
+            self.read(&key(GUILD, &[spend.guild.as_bytes()])).ok_or(EntryError::NotAGuild(spend.guild))?;
+        if !guild.members.contains(member) {
+            return Err(EntryError::NotAGuildMember(*member));
+        }
+        let approval_key = key(GUILD_APPROVAL, &[spend_id.as_bytes(), member.as_bytes()]);
+        if self.get(&approval_key).is_some() {
+            return Err(EntryError::AlreadyApproved(*member));
+        }
+        self.write(approval_key, &1u8);
+        spend.approvals = spend.approvals.saturating_add(1);
+        if spend.approvals >= guild.threshold {
+            self.move_tokens(&spend.guild, &spend.to, &spend.token, spend.amount)?;
+            spend.status = 1;
+            self.events.push(Event::GuildSpent {
+                spend: *spend_id,
+                guild: spend.guild,
+                to: spend.to,
+                token: spend.token.clone(),
+                amount: spend.amount,
+            });
+        }
+        self.write(spend_key, &spend);
+        Ok(())
     }
 
     fn anchor_reading(

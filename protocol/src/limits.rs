@@ -22,6 +22,10 @@ pub const PROPOSAL_TEXT_BYTES_MAX: usize = 4096;
 pub const PARAMETER_NAME_BYTES_MAX: usize = 64;
 /// Legs of one barter cycle (a cycle has at least 2).
 pub const BARTER_LEGS_MAX: usize = 8;
+/// Members of one guild.
+pub const GUILD_MEMBERS_MAX: usize = 32;
+/// A guild's name, UTF-8 bytes.
+pub const GUILD_NAME_BYTES_MAX: usize = 64;
 /// Smallest barter cycle.
 pub const BARTER_LEGS_MIN: usize = 2;
 /// Signatures verified in one batch equation; larger inputs are split into chunks of this size.
@@ -34,4 +38,5 @@ pub const CBOR_DEPTH_MAX: usize = 16;
 // The largest nested message must fit: a barter cycle of the most legs, each a full offer envelope.
 const _: () = assert!(BARTER_LEGS_MAX * 512 + 1024 <= ENVELOPE_BYTES_MAX);
 const _: () = assert!(PROPOSAL_TEXT_BYTES_MAX + PROPOSAL_TITLE_BYTES_MAX + 1024 <= ENVELOPE_BYTES_MAX);
+const _: () = assert!(GUILD_MEMBERS_MAX * 34 + GUILD_NAME_BYTES_MAX + 1024 <= ENVELOPE_BYTES_MAX);
 const _: () = assert!(BARTER_LEGS_MIN >= 2 && BARTER_LEGS_MIN <= BARTER_LEGS_MAX);

@@ -17,7 +17,8 @@ use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 use crate::envelope::Envelope;
 use crate::limits::{
-    BARTER_LEGS_MAX, BARTER_LEGS_MIN, MEMO_BYTES_MAX, PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX,
+    BARTER_LEGS_MAX, BARTER_LEGS_MIN, GUILD_MEMBERS_MAX, GUILD_NAME_BYTES_MAX, MEMO_BYTES_MAX, PROPOSAL_TEXT_BYTES_MAX,
+    PROPOSAL_TITLE_BYTES_MAX,
 };
 use crate::types::{BoundedVec, Cell, Id, Invalid, MeterId, ParameterName, PublicKey, Text, TokenId};
 
@@ -112,6 +113,9 @@ pub enum Body {
     Vote(Vote),
     Mint(Mint),
     Burn(Burn),
+    Guild(Guild),
+    GuildSpend(GuildSpend),
+    GuildApproval(GuildApproval),
 }
 
 tagged_union!(Body, "message body", Kind {
@@ -126,6 +130,9 @@ tagged_union!(Body, "message body", Kind {
     9 => Vote(Vote), "vote";
     10 => Mint(Mint), "mint";
     11 => Burn(Burn), "burn";
+    12 => Guild(Guild), "guild";
+    13 => GuildSpend(GuildSpend), "guild-spend";
+    14 => GuildApproval(GuildApproval), "guild-approval";
 });
 
 /// A tradable resource and the unit of its quantities.
@@ -469,6 +476,45 @@ pub enum Choice {
 pub struct Vote {
     pub proposal: Id,
     pub choice: Choice,
+}
+
+/// A guild: a shared account of its members, from which tokens move only when `threshold` of them approve.
+/// Its account is [`guild_account`] of this message's id; anyone funds it with an ordinary transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Guild {
+    pub name: Text<GUILD_NAME_BYTES_MAX>,
+    /// In strictly increasing byte order (so each member appears once).
+    pub members: BoundedVec<PublicKey, 1, GUILD_MEMBERS_MAX>,
+    /// Approvals a spend needs: 1 to the number of members.
+    pub threshold: u32,
+}
+
+/// A member's request to move tokens from a guild's account; it counts as the requester's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct GuildSpend {
+    /// The guild's account.
+    pub guild: PublicKey,
+    pub to: PublicKey,
+    pub token: TokenId,
+    /// Token milli-units; more than 0.
+    pub amount: u64,
+    pub memo: Text<MEMO_BYTES_MAX>,
+}
+
+/// A member's approval of a pending spend (the spend message's id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct GuildApproval {
+    pub spend: Id,
+}
+
+/// The account of the guild created by the message with id `guild`: `blake3("kos/v1/guild" || 0x00 || id)`. No key
+/// signs for it: only approved spends move its tokens.
+pub fn guild_account(guild: &Id) -> PublicKey {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kos/v1/guild");
+    hasher.update(&[0]);
+    hasher.update(guild.as_bytes());
+    PublicKey(*hasher.finalize().as_bytes())
 }
 
 /// The worth of `quantity` at `unit_price`, in token milli-units, rounded down: `quantity * unit_price / 1000`.

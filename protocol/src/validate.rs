@@ -183,7 +183,23 @@ fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
     let ensure = |condition: bool, reason: &str| if condition { Ok(()) } else { Err(body_error(kind, reason)) };
     match &envelope.body {
         Body::Offer(offer) => check_offer(offer).map_err(|reason| body_error(kind, reason)),
-        Body::Cancel(_) | Body::Vote(_) => Ok(()),
+        Body::Cancel(_) | Body::Vote(_) | Body::GuildApproval(_) => Ok(()),
+        Body::Guild(guild) => {
+            ensure(!guild.name.as_str().trim().is_empty(), "empty name")?;
+            let members = guild.members.as_slice();
+            ensure(
+                members.windows(2).all(|pair| pair[0].as_bytes() < pair[1].as_bytes()),
+                "members not in strictly increasing order",
+            )?;
+            ensure(
+                guild.threshold >= 1 && guild.threshold as usize <= members.len(),
+                "threshold not between 1 and the number of members",
+            )
+        }
+        Body::GuildSpend(spend) => {
+            ensure(spend.amount > 0, "amount is 0")?;
+            ensure(spend.to != spend.guild, "spend to the guild itself")
+        }
         Body::Reading(reading) => {
             ensure(reading.interval_s > 0 && reading.interval_s <= INTERVAL_SECONDS_MAX, "interval_s out of range")?;
             ensure(

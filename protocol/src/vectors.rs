@@ -7,8 +7,9 @@ use std::fmt::Write as _;
 use crate::envelope::{Draft, Envelope};
 use crate::keys::Keypair;
 use crate::message::{
-    Action, AddValidator, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Mechanism, MeterSource,
-    Mint, Offer, PoolId, Proposal, Reading, Resource, Settlement, Side, Transfer, Vote,
+    Action, AddValidator, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Guild, GuildApproval,
+    GuildSpend, Mechanism, MeterSource, Mint, Offer, PoolId, Proposal, Reading, Resource, Settlement, Side, Transfer,
+    Vote, guild_account,
 };
 use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Text, TokenId};
 
@@ -105,6 +106,29 @@ pub fn all() -> Vec<Vector> {
             title: text("Add the school's battery as a validator"),
             text: text("It has run a kos node for six months with 99.9% uptime."),
             voting_period_blocks: 1_000,
+        }),
+    );
+    // Authors 1, 2 and 3 form a guild in which any two may spend.
+    let mut members = vec![public_key(1), public_key(2), public_key(3)];
+    members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let guild = sign(
+        1,
+        8,
+        Body::Guild(Guild {
+            name: text("Solar roof co-op"),
+            members: BoundedVec::new(members).unwrap_or_else(|error| unreachable!("{error}")),
+            threshold: 2,
+        }),
+    );
+    let spend = sign(
+        2,
+        8,
+        Body::GuildSpend(GuildSpend {
+            guild: guild_account(&guild.id()),
+            to: public_key(4),
+            token: TokenId::new("credit").unwrap_or_else(|error| unreachable!("{error}")),
+            amount: 25_000,
+            memo: text("inverter repair"),
         }),
     );
     // Leg i gives to leg i + 1: compute 1 -> 3, memory 3 -> 2, bandwidth 2 -> 1.
@@ -208,6 +232,9 @@ pub fn all() -> Vec<Vector> {
                 }),
             ),
         ),
+        vector("guild", 1, guild.clone()),
+        vector("guild-spend", 2, spend.clone()),
+        vector("guild-approval", 3, sign(3, 3, Body::GuildApproval(GuildApproval { spend: spend.id() }))),
     ]
 }
 

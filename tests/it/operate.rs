@@ -380,6 +380,60 @@ fn a_peer_joins_with_kos_init_and_is_run_through_the_cli() {
     assert!(!refused.status.success(), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("insufficient balance"), "{refused:?}");
 
+    // A guild of the joiner and the validator, in which both must approve a spend.
+    let created = kos_in(
+        &joiner_dir,
+        &[
+            "guild",
+            "create",
+            "--name",
+            "Street battery",
+            "--member",
+            &joiner_key,
+            "--member",
+            &validator_key,
+            "--threshold",
+            "2",
+        ],
+    );
+    let guild = created.split_whitespace().nth(1).unwrap().to_owned();
+    assert_eq!(guild.len(), 64, "{created}");
+    assert!(wait_until(Duration::from_secs(30), || json(&api, &format!("/guilds/{guild}")).is_some()), "no guild");
+    kos_in(&joiner_dir, &["transfer", "--to", &guild, "--amount", "50"]);
+    assert!(wait_until(Duration::from_secs(30), || {
+        json(&api, &format!("/guilds/{guild}")).is_some_and(|answer| answer["balances"]["credit"] == 50_000)
+    }));
+    let asked =
+        kos_in(&joiner_dir, &["guild", "spend", &guild, "--to", &validator_key, "--amount", "20", "--memo", "battery"]);
+    let spend = asked.split_whitespace().nth(1).unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(30), || json(&api, &format!("/guild-spends/{spend}")).is_some()));
+    let pending = json(&api, &format!("/guild-spends/{spend}")).unwrap();
+    assert_eq!((pending["approvals"].as_u64(), pending["status"].as_str()), (Some(1), Some("pending")), "{pending:#}");
+    let credit_of = |account: &str| {
+        json(&api, &format!("/accounts/{account}/balances")).and_then(|answer| answer["balances"]["credit"].as_u64())
+    };
+    assert_eq!(credit_of(&validator_key), Some(12_500), "one approval of two moved tokens");
+    // The validator's node approves through its own API.
+    let approved = Command::new(kos_binary())
+        .args(["--data-dir", validator_dir.to_str().unwrap(), "guild", "approve", &spend])
+        .env("KOS_API", &validator_api)
+        .output()
+        .unwrap();
+    assert!(approved.status.success(), "{approved:?}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            json(&api, &format!("/guild-spends/{spend}")).is_some_and(|answer| answer["status"] == "done")
+        }),
+        "the second approval did not complete the spend"
+    );
+    assert_eq!(credit_of(&validator_key), Some(32_500));
+    let shown = kos_in(&joiner_dir, &["guild", "show", &guild]);
+    assert!(
+        shown.contains("spends need 2 of 2 members")
+            && shown.lines().any(|line| line.split_whitespace().eq(["credit", "30"])),
+        "{shown}"
+    );
+
     let placed = kos_in(
         &joiner_dir,
         &[

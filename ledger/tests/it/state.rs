@@ -217,3 +217,99 @@ fn a_replayed_or_unfunded_entry_is_refused_and_mints_need_an_issuer() {
     // A block carrying an invalid entry is invalid as a whole.
     assert!(state.execute(context, [transfer.as_slice(), transfer.as_slice()], &|_| false).is_err());
 }
+
+/// A guild of three in which any two may spend: funded by a transfer, a spend moves tokens only once a second member
+/// approves, never for an outsider, never twice, and not beyond the guild's balance (the spend then stays pending).
+#[test]
+fn a_guild_spends_only_with_enough_of_its_members_approvals() {
+    use protocol::message::{Guild, GuildApproval, GuildSpend, guild_account};
+    use protocol::types::BoundedVec;
+
+    let mut world = World::new();
+    let mut state = State::genesis(world.genesis.clone());
+    let credit = TokenId::new("credit").unwrap();
+    let mut height = 0;
+    let mut block = |world: &mut World, state: &mut State, entries: Vec<Vec<u8>>| {
+        height += 1;
+        let context = BlockContext { height, time_ms: START_MS + height * 1_000, proposer: world.keys[0].public() };
+        let built = state.build(context, entries, &|_| false);
+        let rejected: Vec<String> = built.rejected.iter().map(|(_, error)| error.to_string()).collect();
+        let events = built.executed.events.clone();
+        state.apply(built.executed.writes, built.executed.lattice);
+        check_conservation(state).unwrap();
+        (built.entries.len(), rejected, events)
+    };
+    let mut members: Vec<PublicKey> = (1..4).map(|i| world.keys[i].public()).collect();
+    members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let guild = world.sign(
+        1,
+        Body::Guild(Guild {
+            name: Text::new("roof co-op").unwrap(),
+            members: BoundedVec::new(members).unwrap(),
+            threshold: 2,
+        }),
+        START_MS,
+    );
+    let account = guild_account(&guild.id());
+    let fund = world.sign(
+        0,
+        Body::Transfer(Transfer { to: account, token: credit.clone(), amount: 300_000, memo: Text::new("").unwrap() }),
+        START_MS,
+    );
+    let (kept, rejected, _) = block(&mut world, &mut state, vec![guild.to_bytes(), fund.to_bytes()]);
+    assert_eq!((kept, rejected.len()), (2, 0), "{rejected:?}");
+    let recorded = state.guild(&account).unwrap();
+    assert_eq!((recorded.threshold, recorded.members.len(), recorded.created_by), (2, 3, guild.id()));
+    assert_eq!(state.balance(&account, &credit), 300_000);
+
+    let spend_to = |world: &mut World, by: usize, to: usize, amount: u64| {
+        world.sign(
+            by,
+            Body::GuildSpend(GuildSpend {
+                guild: account,
+                to: world.keys[to].public(),
+                token: TokenId::new("credit").unwrap(),
+                amount,
+                memo: Text::new("mission").unwrap(),
+            }),
+            START_MS,
+        )
+    };
+    let approve = |world: &mut World, by: usize, spend: &Envelope| {
+        world.sign(by, Body::GuildApproval(GuildApproval { spend: spend.id() }), START_MS).to_bytes()
+    };
+    // Member 1 asks for 100 credits to account 0: one approval of two, nothing moves; an outsider cannot spend.
+    let spend = spend_to(&mut world, 1, 0, 100_000);
+    let outsider = spend_to(&mut world, 0, 0, 100_000);
+    let (kept, rejected, _) = block(&mut world, &mut state, vec![spend.to_bytes(), outsider.to_bytes()]);
+    assert_eq!(kept, 1);
+    assert!(rejected[0].contains("not a member"), "{rejected:?}");
+    assert_eq!(state.guild_spend(&spend.id()).unwrap().approvals, 1);
+    assert_eq!(state.balance(&account, &credit), 300_000);
+    let before = state.balance(&world.keys[0].public(), &credit);
+    // The requester cannot approve twice, an outsider not at all; a second member's approval moves the tokens.
+    let twice = approve(&mut world, 1, &spend);
+    let stranger = approve(&mut world, 0, &spend);
+    let second = approve(&mut world, 2, &spend);
+    let (kept, rejected, events) = block(&mut world, &mut state, vec![twice, stranger, second]);
+    assert_eq!(kept, 1, "{rejected:?}");
+    assert!(rejected[0].contains("already approved") && rejected[1].contains("not a member"), "{rejected:?}");
+    assert!(events.iter().any(|event| matches!(event, Event::GuildSpent { amount: 100_000, .. })), "{events:?}");
+    assert_eq!(state.balance(&account, &credit), 200_000);
+    assert_eq!(state.balance(&world.keys[0].public(), &credit), before + 100_000);
+    assert_eq!(state.guild_spend(&spend.id()).unwrap().status, 1);
+    // Done is done.
+    let late = approve(&mut world, 3, &spend);
+    let (_, rejected, _) = block(&mut world, &mut state, vec![late]);
+    assert!(rejected[0].contains("already done"), "{rejected:?}");
+    // A spend beyond the balance stays pending: the approval that would move it fails.
+    let big = spend_to(&mut world, 3, 2, 250_000);
+    let (kept, _, _) = block(&mut world, &mut state, vec![big.to_bytes()]);
+    assert_eq!(kept, 1);
+    let over = approve(&mut world, 1, &big);
+    let (kept, rejected, _) = block(&mut world, &mut state, vec![over]);
+    assert_eq!(kept, 0);
+    assert!(rejected[0].contains("needs 250000"), "{rejected:?}");
+    assert_eq!(state.guild_spend(&big.id()).unwrap().approvals, 1);
+    assert_eq!(state.balance(&account, &credit), 200_000);
+}

@@ -13,6 +13,11 @@
 //! | POST | `/offers/{id}/cancel?pool=...` | withdraws one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no later settlement can fill it) |
 //! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
 //! | POST | `/transfers` | JSON `{to, token, amount, memo?}` (amount a decimal string, up to 3 decimals): a transfer from the node's account, signed and submitted to the ledger |
+//! | POST | `/guilds` | JSON `{name, members, threshold}`: a guild (shared account, k-of-n spending) signed by the node |
+//! | GET | `/guilds/{account}` | a guild: members, threshold, balances |
+//! | POST | `/guilds/{account}/spends` | JSON `{to, token, amount, memo?}`: the node (a member) asks to spend; counts as its approval |
+//! | GET | `/guild-spends/{id}` | a spend: approvals, status |
+//! | POST | `/guild-spends/{id}/approve` | the node (a member) approves a pending spend |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
@@ -128,6 +133,11 @@ pub fn router(context: Context) -> Router {
         .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
         .route("/barter", axum::routing::post(post_barter))
         .route("/transfers", axum::routing::post(post_transfer))
+        .route("/guilds", axum::routing::post(post_guild))
+        .route("/guilds/{account}", get(guild))
+        .route("/guilds/{account}/spends", axum::routing::post(post_guild_spend))
+        .route("/guild-spends/{id}", get(guild_spend))
+        .route("/guild-spends/{id}/approve", axum::routing::post(approve_guild_spend))
         .route("/meter", get(meter))
         .route("/island", get(island).post(island_grid))
         .route("/pools", get(pools))
@@ -680,11 +690,158 @@ async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body:
         Ok(_) => {}
         Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
     }
-    let envelope = sign_now(&context, Body::Transfer(transfer), 600_000);
+    sign_and_submit(&context, Body::Transfer(transfer)).await
+}
+
+/// Signs `body` with the node's key and submits it to the ledger: 202 with the entry's id, or why not.
+async fn sign_and_submit(context: &Context, body: Body) -> Response {
+    sign_and_submit_envelope(context, sign_now(context, body, 600_000)).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GuildRequest {
+    name: String,
+    /// Members' accounts (hex); any order, the node sorts them.
+    members: Vec<String>,
+    threshold: u32,
+}
+
+async fn post_guild(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let request: GuildRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a guild request: {problem}")),
+    };
+    let mut members = Vec::with_capacity(request.members.len());
+    for member in &request.members {
+        match PublicKey::from_hex(member) {
+            Ok(key) => members.push(key),
+            Err(_) => return error(StatusCode::BAD_REQUEST, format!("member {member:?} is not 64 hex digits")),
+        }
+    }
+    members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    members.dedup();
+    let guild = (|| -> Result<protocol::message::Guild, protocol::types::Invalid> {
+        Ok(protocol::message::Guild {
+            name: protocol::types::Text::new(request.name.clone())?,
+            members: protocol::types::BoundedVec::new(members)?,
+            threshold: request.threshold,
+        })
+    })();
+    let guild = match guild {
+        Ok(guild) => guild,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
+    };
+    let envelope = sign_now(&context, Body::Guild(guild.clone()), 600_000);
+    let account = protocol::message::guild_account(&envelope.id());
+    let response = sign_and_submit_envelope(&context, envelope).await;
+    if response.status() == StatusCode::ACCEPTED {
+        return (StatusCode::ACCEPTED, Json(json!({ "account": account.to_string() }))).into_response();
+    }
+    response
+}
+
+async fn sign_and_submit_envelope(context: &Context, envelope: protocol::Envelope) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     match ledger.submit(envelope.to_bytes()).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
         Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
         Err(ledger::Error::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger is busy; try again"),
         Err(ledger::Error::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
     }
+}
+
+async fn guild(State(context): State<Context>, UrlPath(account): UrlPath<String>) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let Ok(account) = PublicKey::from_hex(&account) else {
+        return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
+    };
+    let read =
+        ledger.read(move |state, height| (height, state.guild(&account), state.account_balances(&account))).await;
+    match read {
+        Ok((height, Some(guild), balances)) => {
+            let balances: serde_json::Map<String, serde_json::Value> =
+                balances.into_iter().map(|(token, amount)| (token.as_str().to_string(), json!(amount))).collect();
+            Json(json!({
+                "account": account.to_string(),
+                "height": height,
+                "name": guild.name,
+                "members": guild.members.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "threshold": guild.threshold,
+                "created_by": guild.created_by.to_hex(),
+                "balances": balances,
+            }))
+            .into_response()
+        }
+        Ok((_, None, _)) => error(StatusCode::NOT_FOUND, "no guild has that account (yet)"),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+    }
+}
+
+async fn post_guild_spend(
+    State(context): State<Context>,
+    headers: HeaderMap,
+    UrlPath(account): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let Ok(guild) = PublicKey::from_hex(&account) else {
+        return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
+    };
+    let request: TransferRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a spend request: {problem}")),
+    };
+    let spend = (|| -> Result<protocol::message::GuildSpend, String> {
+        Ok(protocol::message::GuildSpend {
+            guild,
+            to: PublicKey::from_hex(&request.to).map_err(|_| "to: an account is 64 hex digits".to_string())?,
+            token: protocol::types::TokenId::new(request.token.clone())
+                .map_err(|problem| format!("token: {problem}"))?,
+            amount: protocol::amount::parse_milli(&request.amount).map_err(|problem| format!("amount: {problem}"))?,
+            memo: protocol::types::Text::new(request.memo.clone().unwrap_or_default())
+                .map_err(|problem| format!("memo: {problem}"))?,
+        })
+    })();
+    match spend {
+        Ok(spend) => sign_and_submit(&context, Body::GuildSpend(spend)).await,
+        Err(problem) => error(StatusCode::BAD_REQUEST, problem),
+    }
+}
+
+async fn guild_spend(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
+    match ledger.read(move |state, height| (height, state.guild_spend(&id))).await {
+        Ok((height, Some(spend))) => Json(json!({
+            "id": id.to_hex(),
+            "height": height,
+            "guild": spend.guild.to_string(),
+            "to": spend.to.to_string(),
+            "token": spend.token.as_str(),
+            "amount": spend.amount,
+            "approvals": spend.approvals,
+            "status": if spend.status == 1 { "done" } else { "pending" },
+        }))
+        .into_response(),
+        Ok((_, None)) => error(StatusCode::NOT_FOUND, "no such spend on the ledger (yet)"),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+    }
+}
+
+async fn approve_guild_spend(
+    State(context): State<Context>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> Response {
+    if !authorized(&context, &headers) {
+        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+    }
+    let Ok(spend) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
+    sign_and_submit(&context, Body::GuildApproval(protocol::message::GuildApproval { spend })).await
 }

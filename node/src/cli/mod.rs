@@ -66,6 +66,9 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Guilds: shared accounts whose spending needs k of n members' approvals (through the node's API).
+    #[command(subcommand)]
+    Guild(node::GuildAction),
     /// Send tokens from the node's account (through the node's API, signed with its key).
     Transfer {
         /// The receiving account (public key, 64 hex digits).
@@ -337,6 +340,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Balance { account, api } => {
             node::balance(&node::Client::new(&cli.paths, api.api)?, &cli.paths, account)
         }
+        Command::Guild(action) => node::guild(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Transfer { to, token, amount, memo, api } => {
             node::transfer(&node::Client::new(&cli.paths, api.api)?, &to, &token, &amount, memo)
         }

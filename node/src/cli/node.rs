@@ -353,3 +353,96 @@ pub fn transfer(client: &Client, to: &str, token: &str, amount: &str, memo: Opti
     )?;
     Ok(())
 }
+
+/// `kos guild ...`: shared accounts whose spending needs k of n members' approvals, through the running node.
+#[derive(Debug, Subcommand)]
+pub enum GuildAction {
+    /// Create a guild (the node signs; it need not be a member) and print its account.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// A member's account (repeatable; 1 to 32).
+        #[arg(long = "member", required = true)]
+        members: Vec<String>,
+        /// Approvals a spend needs.
+        #[arg(long)]
+        threshold: u32,
+    },
+    /// A guild's members, threshold and balances.
+    Show { account: String },
+    /// Ask to spend from a guild the node is a member of; counts as its approval.
+    Spend {
+        /// The guild's account.
+        account: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long, default_value = "credit")]
+        token: String,
+        /// In tokens, up to 3 decimals.
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        memo: Option<String>,
+    },
+    /// Approve a pending spend (its id, as `kos guild spend` printed it).
+    Approve { spend: String },
+    /// A spend's approvals and status.
+    Status { spend: String },
+}
+
+pub fn guild(client: &Client, action: GuildAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        GuildAction::Create { name, members, threshold } => {
+            let answer =
+                client.post("/guilds", &json!({ "name": name, "members": members, "threshold": threshold }))?;
+            writeln!(
+                out,
+                "guild {} submitted: fund it with kos transfer --to {}",
+                answer["account"].as_str().unwrap_or(""),
+                answer["account"].as_str().unwrap_or("")
+            )?;
+        }
+        GuildAction::Show { account } => {
+            let answer = client.get(&format!("/guilds/{account}"))?;
+            writeln!(out, "guild {:?} {account}", answer["name"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "  spends need {} of {} members",
+                answer["threshold"],
+                answer["members"].as_array().map_or(0, Vec::len)
+            )?;
+            for member in answer["members"].as_array().into_iter().flatten() {
+                writeln!(out, "  member {}", member.as_str().unwrap_or(""))?;
+            }
+            for (token, amount) in answer["balances"].as_object().into_iter().flatten() {
+                writeln!(out, "  {token:<12} {}", protocol::amount::format_milli(amount.as_u64().unwrap_or(0)))?;
+            }
+        }
+        GuildAction::Spend { account, to, token, amount, memo } => {
+            let mut body = json!({ "to": to, "token": token, "amount": amount });
+            if let Some(memo) = memo {
+                body["memo"] = json!(memo);
+            }
+            let answer = client.post(&format!("/guilds/{account}/spends"), &body)?;
+            writeln!(out, "spend {} submitted with this node's approval", answer["id"].as_str().unwrap_or(""))?;
+        }
+        GuildAction::Approve { spend } => {
+            client.post(&format!("/guild-spends/{spend}/approve"), &json!({}))?;
+            writeln!(out, "approval of {spend} submitted")?;
+        }
+        GuildAction::Status { spend } => {
+            let answer = client.get(&format!("/guild-spends/{spend}"))?;
+            writeln!(
+                out,
+                "spend {spend}: {} {} to {}, {} approvals, {}",
+                protocol::amount::format_milli(answer["amount"].as_u64().unwrap_or(0)),
+                answer["token"].as_str().unwrap_or(""),
+                answer["to"].as_str().unwrap_or(""),
+                answer["approvals"],
+                answer["status"].as_str().unwrap_or("")
+            )?;
+        }
+    }
+    Ok(())
+}

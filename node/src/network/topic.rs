@@ -67,7 +67,10 @@ impl Topic {
             | Body::Proposal(_)
             | Body::Vote(_)
             | Body::Mint(_)
-            | Body::Burn(_) => Some(Topic::Ledger),
+            | Body::Burn(_)
+            | Body::Guild(_)
+            | Body::GuildSpend(_)
+            | Body::GuildApproval(_) => Some(Topic::Ledger),
         }
     }
 

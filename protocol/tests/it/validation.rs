@@ -309,3 +309,42 @@ fn barter_cycles_respect_every_ratio() {
     bytes[position] = 0x81;
     assert!(matches!(Envelope::from_bytes(&bytes), Err(codec::Error::Invalid(_) | codec::Error::TrailingBytes { .. })));
 }
+
+#[test]
+fn guilds_need_sorted_distinct_members_and_a_reachable_threshold() {
+    let mut keys: Vec<PublicKey> = (1..=3).map(|n| key(n).public()).collect();
+    keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let guild = |name: &str, members: Vec<PublicKey>, threshold| {
+        Body::Guild(protocol::message::Guild {
+            name: Text::new(name).unwrap(),
+            members: BoundedVec::new(members).unwrap(),
+            threshold,
+        })
+    };
+    assert_eq!(check(&signed(1, guild("co-op", keys.clone(), 2))), Ok(()));
+    assert_eq!(check(&signed(1, guild("co-op", keys.clone(), 3))), Ok(()));
+    assert_eq!(body_reason(check(&signed(1, guild(" ", keys.clone(), 2)))), "empty name");
+    let threshold = "threshold not between 1 and the number of members";
+    assert_eq!(body_reason(check(&signed(1, guild("co-op", keys.clone(), 0)))), threshold);
+    assert_eq!(body_reason(check(&signed(1, guild("co-op", keys.clone(), 4)))), threshold);
+    let order = "members not in strictly increasing order";
+    let reversed: Vec<PublicKey> = keys.iter().rev().copied().collect();
+    assert_eq!(body_reason(check(&signed(1, guild("co-op", reversed, 2)))), order);
+    let twice = vec![keys[0], keys[0], keys[1]];
+    assert_eq!(body_reason(check(&signed(1, guild("co-op", twice, 2)))), order);
+    // More than 32 members do not even decode.
+    let many: Vec<PublicKey> = (0..33u8).map(|n| PublicKey([n; 32])).collect();
+    assert!(BoundedVec::<PublicKey, 1, 32>::new(many).is_err());
+    let spend = |to: PublicKey, amount| {
+        Body::GuildSpend(protocol::message::GuildSpend {
+            guild: PublicKey([9; 32]),
+            to,
+            token: TokenId::new("credit").unwrap(),
+            amount,
+            memo: Text::new("").unwrap(),
+        })
+    };
+    assert_eq!(check(&signed(1, spend(keys[0], 5))), Ok(()));
+    assert_eq!(body_reason(check(&signed(1, spend(keys[0], 0)))), "amount is 0");
+    assert_eq!(body_reason(check(&signed(1, spend(PublicKey([9; 32]), 5)))), "spend to the guild itself");
+}
