@@ -122,6 +122,8 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         None => None,
     };
     let island = checked.island.clone().map(crate::island::spawn);
+    let served_pools: crate::api::ServedPools =
+        std::sync::Arc::new(std::sync::Mutex::new(checked.pools.iter().cloned().collect()));
     let metrics = crate::metrics::Metrics::default();
     let feed = match &ledger {
         Some(ledger) => crate::feed::Feed::spawn(ledger, metrics.clone()),
@@ -141,6 +143,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 feed,
                 metrics,
                 event_streams: Default::default(),
+                served_pools: served_pools.clone(),
             };
             Some(crate::api::serve(address, context).await?)
         }
@@ -199,7 +202,8 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 }
             }
             _ = provide.tick(), if checked.network.kademlia => {
-                for pool in &checked.pools {
+                let pools: Vec<_> = served_pools.lock().map(|pools| pools.iter().cloned().collect()).unwrap_or_default();
+                for pool in &pools {
                     let (handle, pool) = (handle.clone(), pool.clone());
                     tokio::spawn(async move {
                         if let Err(error) = handle.provide(pool.digest()).await {

@@ -464,6 +464,24 @@ fn a_peer_joins_with_kos_init_and_is_run_through_the_cli() {
         json(&api, "/pools/book?pool=energy/credit/u33db/900").unwrap_or_default()
     );
 
+    // A pool the node first trades in through its API (not in its config) is announced in the DHT: the validator
+    // finds the joiner among its providers.
+    let joiner_peer = json(&api, "/status").unwrap()["peer_id"].as_str().unwrap().to_owned();
+    kos_in(
+        &joiner_dir,
+        &["offer", "place", "--pool", "compute/credit/*/0", "--side", "bid", "--quantity", "1000", "--price", "2"],
+    );
+    let mut found = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            found = json(&validator_api, "/pools/providers?pool=compute/credit/*/0").unwrap_or_default();
+            found["providers"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|peer| peer == &serde_json::json!(joiner_peer)))
+        }),
+        "the joiner is not a provider of the pool it trades in: {found:#}"
+    );
+
     // Without a running node, the CLI says what to do.
     drop(joiner);
     let output =

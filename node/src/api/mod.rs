@@ -21,6 +21,7 @@
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
+//! | GET | `/pools/providers?pool=...` | the peers that announce the pool in the DHT (a Kademlia query) |
 //! | GET | `/blocks?limit=` | the newest committed blocks |
 //! | GET | `/trades?pool=&limit=` | the newest settled trades |
 //! | GET | `/readings?author=&limit=` | the newest anchored meter readings |
@@ -73,6 +74,24 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// Event streams open now (bounded by [`live::EVENT_STREAMS_MAX`]).
     pub event_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The pools this node serves: its config's, and those it first trades in through the API. The node announces
+    /// them in the DHT (again every few minutes).
+    pub served_pools: ServedPools,
+}
+
+/// Most pools a node serves (announces in the DHT).
+pub const SERVED_POOLS_MAX: usize = 256;
+
+/// The pools a node serves, shared by the API and the node's announce loop.
+pub type ServedPools = Arc<std::sync::Mutex<std::collections::BTreeSet<PoolId>>>;
+
+/// Adds a pool to the served set; `true` when it is new there (and fits).
+pub fn serve_pool(pools: &ServedPools, pool: &PoolId) -> bool {
+    let Ok(mut pools) = pools.lock() else { return false };
+    if pools.contains(pool) || pools.len() >= SERVED_POOLS_MAX {
+        return false;
+    }
+    pools.insert(pool.clone())
 }
 
 /// Reads the API token of a data directory, creating it if missing.
@@ -143,6 +162,7 @@ pub fn router(context: Context) -> Router {
         .route("/pools", get(pools))
         .route("/pools/book", get(book))
         .route("/pools/index", get(price_index))
+        .route("/pools/providers", get(providers))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(context)
 }
@@ -392,6 +412,16 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
     let topic = network::Topic::pool(&pool);
     if let Err(problem) = context.network.subscribe(topic).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, format!("joining the pool's topic: {problem}"));
+    }
+    // A pool the node trades in for the first time is announced in the DHT, so that its peers find this node.
+    if serve_pool(&context.served_pools, &pool) {
+        let (network, digest, name) = (context.network.clone(), pool.digest(), pool.to_string());
+        tokio::spawn(async move {
+            match network.provide(digest).await {
+                Ok(()) => tracing::info!(pool = %name, "serving pool (announced in the DHT)"),
+                Err(problem) => tracing::debug!(pool = %name, %problem, "announcing the pool in the DHT"),
+            }
+        });
     }
     // Checked as every receiver checks it; an offer without peers in the pool yet still stands in this node's book.
     let published = match context.network.publish(&envelope, Some(topic), created_ms).await {
@@ -844,4 +874,24 @@ async fn approve_guild_spend(
     }
     let Ok(spend) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
     sign_and_submit(&context, Body::GuildApproval(protocol::message::GuildApproval { spend })).await
+}
+
+/// The peers that serve a pool, found in the DHT.
+async fn providers(
+    State(context): State<Context>,
+    axum::extract::Query(query): axum::extract::Query<PoolQuery>,
+) -> Response {
+    let pool: PoolId = match query.pool.parse() {
+        Ok(pool) => pool,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
+    };
+    match context.network.find_providers(pool.digest()).await {
+        Ok(peers) => Json(json!({
+            "pool": pool.to_string(),
+            "digest": pool.digest().to_hex(),
+            "providers": peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
+    }
 }
