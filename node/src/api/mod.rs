@@ -313,15 +313,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn submit(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
+    submit_bytes(&context, body.to_vec()).await
+}
+
+/// Submits an entry's bytes to the ledger: 202 with its id, or why not.
+async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    match ledger.submit(body.to_vec()).await {
+    match ledger.submit(bytes).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
         Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
         Err(ledger::Error::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger is busy; try again"),
         Err(ledger::Error::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
     }
+}
+
+/// Gossips a message the node signed, checked as every receiver checks it: `Ok(false)` when it could not be
+/// gossiped (no peers in the topic yet), 400 when it is invalid.
+async fn gossip(
+    context: &Context,
+    envelope: &protocol::Envelope,
+    topic: network::Topic,
+    what: &str,
+) -> Result<bool, Box<Response>> {
+    match context.network.publish(envelope, Some(topic), envelope.created_ms).await {
+        Ok(_) => Ok(true),
+        Err(network::Error::Invalid(problem)) => {
+            Err(Box::new(error(StatusCode::BAD_REQUEST, format!("invalid {what}: {problem}"))))
+        }
+        Err(problem) => {
+            tracing::debug!(%problem, "the {what} was not gossiped");
+            Ok(false)
+        }
+    }
+}
+
+fn unauthorized() -> Response {
+    error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`")
 }
 
 async fn balances(State(context): State<Context>, UrlPath(key): UrlPath<String>) -> Response {
@@ -384,7 +413,7 @@ fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> protocol::Envelo
 
 async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let Some(market) = context.market.as_ref() else { return no_market() };
     let request: OfferRequest = match serde_json::from_slice(&body) {
@@ -424,15 +453,9 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
         });
     }
     // Checked as every receiver checks it; an offer without peers in the pool yet still stands in this node's book.
-    let published = match context.network.publish(&envelope, Some(topic), created_ms).await {
-        Ok(_) => true,
-        Err(network::Error::Invalid(problem)) => {
-            return error(StatusCode::BAD_REQUEST, format!("invalid offer: {problem}"));
-        }
-        Err(problem) => {
-            tracing::debug!(%problem, "the offer was not gossiped");
-            false
-        }
+    let published = match gossip(&context, &envelope, topic, "offer").await {
+        Ok(published) => published,
+        Err(response) => return *response,
     };
     let id = envelope.id();
     if !market.offer(Arc::new(envelope)) {
@@ -483,7 +506,7 @@ struct GridSignal {
 /// grid must be present for `return_intervals` intervals before grid mode returns.
 async fn island_grid(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let Some(island) = context.island.as_ref() else {
         return error(StatusCode::NOT_FOUND, "this node controls no microgrid");
@@ -597,7 +620,7 @@ struct BarterRequest {
 
 async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let Some(market) = context.market.as_ref() else { return no_market() };
     let request: BarterRequest = match serde_json::from_slice(&body) {
@@ -619,16 +642,9 @@ async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: B
     };
     let lifetime_ms = request.expires_in_s.unwrap_or(3600).saturating_mul(1000);
     let envelope = sign_now(&context, Body::BarterOffer(offer), lifetime_ms);
-    let created_ms = envelope.created_ms;
-    let published = match context.network.publish(&envelope, Some(network::Topic::Barter), created_ms).await {
-        Ok(_) => true,
-        Err(network::Error::Invalid(problem)) => {
-            return error(StatusCode::BAD_REQUEST, format!("invalid barter offer: {problem}"));
-        }
-        Err(problem) => {
-            tracing::debug!(%problem, "the barter offer was not gossiped");
-            false
-        }
+    let published = match gossip(&context, &envelope, network::Topic::Barter, "barter offer").await {
+        Ok(published) => published,
+        Err(response) => return *response,
     };
     let id = envelope.id();
     if !market.barter(Arc::new(envelope)) {
@@ -649,7 +665,7 @@ async fn cancel_offer(
     axum::extract::Query(query): axum::extract::Query<CancelQuery>,
 ) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let (Some(market), Some(ledger)) = (context.market.as_ref(), context.ledger.as_ref()) else { return no_market() };
     let Ok(offer) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an offer id is 64 hex digits") };
@@ -683,7 +699,7 @@ struct TransferRequest {
 
 async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let request: TransferRequest = match serde_json::from_slice(&body) {
@@ -725,7 +741,7 @@ async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body:
 
 /// Signs `body` with the node's key and submits it to the ledger: 202 with the entry's id, or why not.
 async fn sign_and_submit(context: &Context, body: Body) -> Response {
-    sign_and_submit_envelope(context, sign_now(context, body, 600_000)).await
+    submit_bytes(context, sign_now(context, body, 600_000).to_bytes()).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -739,7 +755,7 @@ struct GuildRequest {
 
 async fn post_guild(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let request: GuildRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -767,21 +783,11 @@ async fn post_guild(State(context): State<Context>, headers: HeaderMap, body: By
     };
     let envelope = sign_now(&context, Body::Guild(guild.clone()), 600_000);
     let account = protocol::message::guild_account(&envelope.id());
-    let response = sign_and_submit_envelope(&context, envelope).await;
+    let response = submit_bytes(&context, envelope.to_bytes()).await;
     if response.status() == StatusCode::ACCEPTED {
         return (StatusCode::ACCEPTED, Json(json!({ "account": account.to_string() }))).into_response();
     }
     response
-}
-
-async fn sign_and_submit_envelope(context: &Context, envelope: protocol::Envelope) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    match ledger.submit(envelope.to_bytes()).await {
-        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
-        Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
-        Err(ledger::Error::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger is busy; try again"),
-        Err(ledger::Error::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
-    }
 }
 
 async fn guild(State(context): State<Context>, UrlPath(account): UrlPath<String>) -> Response {
@@ -818,7 +824,7 @@ async fn post_guild_spend(
     body: Bytes,
 ) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let Ok(guild) = PublicKey::from_hex(&account) else {
         return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
@@ -870,7 +876,7 @@ async fn approve_guild_spend(
     UrlPath(id): UrlPath<String>,
 ) -> Response {
     if !authorized(&context, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`");
+        return unauthorized();
     }
     let Ok(spend) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
     sign_and_submit(&context, Body::GuildApproval(protocol::message::GuildApproval { spend })).await
