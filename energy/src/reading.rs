@@ -41,6 +41,19 @@ impl Capacity {
     };
 }
 
+impl Capacity {
+    /// What the gossip door holds every reading to before any ledger state is known: 10 MW each way, far above a
+    /// household and above any asset a microgrid registers, so only absurd readings are turned away there; the
+    /// ledger then holds a meter to its asset's declared limits (or [`Capacity::RESIDENTIAL`]).
+    pub const CEILING: Capacity = Capacity {
+        generation_w_max: 10_000_000,
+        import_w_max: 10_000_000,
+        export_w_max: 10_000_000,
+        consumption_w_max: 10_000_000,
+        storage_w_max: 10_000_000,
+    };
+}
+
 /// The register values of the meter's previous anchored reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Previous {

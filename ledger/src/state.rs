@@ -247,6 +247,8 @@ const PRICE_INDEX: u8 = b'i';
 const GUILD: u8 = b'k';
 const GUILD_SPEND: u8 = b'd';
 const GUILD_APPROVAL: u8 = b'y';
+const ASSET: u8 = b'n';
+const ASSET_BY_METER: u8 = b'N';
 
 /// How long the per-interval energy counters (readings' flows, energy sold and bought) outlive their interval.
 const INTERVAL_RECORDS_RETENTION_MS: u64 = 2 * 86_400_000;
@@ -383,6 +385,32 @@ pub struct GuildState {
     pub threshold: u32,
     /// The entry that created it.
     pub created_by: Id,
+}
+
+/// A registered asset: its manifest, who registered it, and the readings anchored for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct AssetState {
+    /// The manifest's author: the account whose readings of the asset's meters are checked against its limits.
+    pub author: PublicKey,
+    pub manifest: protocol::message::Asset,
+    /// Readings anchored for the asset's meters since it was registered.
+    pub readings: u64,
+    /// The interval start of the latest of them (0: none yet).
+    pub last_interval_start_s: u64,
+}
+
+impl AssetState {
+    /// The asset's limits as the reading check takes them.
+    pub fn capacity(&self) -> energy::reading::Capacity {
+        let limits = &self.manifest.limits;
+        energy::reading::Capacity {
+            generation_w_max: limits.generation_w_max,
+            import_w_max: limits.import_w_max,
+            export_w_max: limits.export_w_max,
+            consumption_w_max: limits.consumption_w_max,
+            storage_w_max: limits.storage_w_max,
+        }
+    }
 }
 
 /// A spend from a guild's account, pending until `threshold` members approved it.
@@ -619,6 +647,16 @@ impl State {
     /// The guild whose account is `account`.
     pub fn guild(&self, account: &PublicKey) -> Option<GuildState> {
         self.map.get(&key(GUILD, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// A registered asset by id (the id of its first manifest).
+    pub fn asset(&self, id: &Id) -> Option<AssetState> {
+        self.map.get(&key(ASSET, &[id.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// The asset a meter of `author` belongs to.
+    pub fn asset_of_meter(&self, author: &PublicKey, meter: &str) -> Option<Id> {
+        self.map.get(&key(ASSET_BY_METER, &[author.as_bytes(), meter.as_bytes()])).and_then(|bytes| decode(bytes))
     }
 
     /// A guild spend by the id of the entry that asked for it.
@@ -979,6 +1017,14 @@ impl<'s> Pending<'s> {
                 self.approve(&author, &id)
             }
             Body::GuildApproval(approval) => self.approve(&author, &approval.spend),
+            Body::Asset(asset) => {
+                let record = AssetState { author, manifest: asset.clone(), readings: 0, last_interval_start_s: 0 };
+                self.write(key(ASSET, &[id.as_bytes()]), &record);
+                for meter in asset.meters.as_slice() {
+                    self.write(key(ASSET_BY_METER, &[author.as_bytes(), meter.as_str().as_bytes()]), &id);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -1031,7 +1077,12 @@ impl<'s> Pending<'s> {
             export_counter_wh: last.export_counter_wh,
         });
         let now_s = self.context.time_ms / 1000;
-        let capacity = energy::reading::Capacity::RESIDENTIAL;
+        // A meter bound to a registered asset is held to the asset's rated limits; others to a household's.
+        let asset_key = self
+            .read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]))
+            .map(|asset| key(ASSET, &[asset.as_bytes()]));
+        let mut asset = asset_key.as_ref().and_then(|asset_key| self.read::<AssetState>(asset_key));
+        let capacity = asset.as_ref().map_or(energy::reading::Capacity::RESIDENTIAL, AssetState::capacity);
         match energy::reading::check(reading, previous.as_ref(), &capacity, now_s) {
             Ok(()) => {}
             Err(energy::reading::Invalid::NotAfterPrevious | energy::reading::Invalid::Register { .. }) => {
@@ -1053,6 +1104,11 @@ impl<'s> Pending<'s> {
                 reading: *id,
             },
         );
+        if let (Some(asset_key), Some(asset)) = (asset_key, asset.as_mut()) {
+            asset.readings = asset.readings.saturating_add(1);
+            asset.last_interval_start_s = reading.interval_start_s;
+            self.write(asset_key, asset);
+        }
         // The account's energy flows per interval start, summed over its meters: what trades are checked against.
         let flow_key = interval_key(FLOW, author, reading.interval_start_s);
         let (import_wh, export_wh): (u64, u64) = self.read(&flow_key).unwrap_or((0, 0));

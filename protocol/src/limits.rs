@@ -26,6 +26,8 @@ pub const BARTER_LEGS_MAX: usize = 8;
 pub const GUILD_MEMBERS_MAX: usize = 32;
 /// A guild's name, UTF-8 bytes.
 pub const GUILD_NAME_BYTES_MAX: usize = 64;
+/// Meters one asset manifest binds.
+pub const ASSET_METERS_MAX: usize = 4;
 /// Smallest barter cycle.
 pub const BARTER_LEGS_MIN: usize = 2;
 /// Signatures verified in one batch equation; larger inputs are split into chunks of this size.

@@ -17,8 +17,8 @@ use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 use crate::envelope::Envelope;
 use crate::limits::{
-    BARTER_LEGS_MAX, BARTER_LEGS_MIN, GUILD_MEMBERS_MAX, GUILD_NAME_BYTES_MAX, MEMO_BYTES_MAX, PROPOSAL_TEXT_BYTES_MAX,
-    PROPOSAL_TITLE_BYTES_MAX,
+    ASSET_METERS_MAX, BARTER_LEGS_MAX, BARTER_LEGS_MIN, GUILD_MEMBERS_MAX, GUILD_NAME_BYTES_MAX, MEMO_BYTES_MAX,
+    PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX,
 };
 use crate::types::{BoundedVec, Cell, Id, Invalid, MeterId, ParameterName, PublicKey, Text, TokenId};
 
@@ -116,6 +116,7 @@ pub enum Body {
     Guild(Guild),
     GuildSpend(GuildSpend),
     GuildApproval(GuildApproval),
+    Asset(Asset),
 }
 
 tagged_union!(Body, "message body", Kind {
@@ -133,6 +134,7 @@ tagged_union!(Body, "message body", Kind {
     12 => Guild(Guild), "guild";
     13 => GuildSpend(GuildSpend), "guild-spend";
     14 => GuildApproval(GuildApproval), "guild-approval";
+    15 => Asset(Asset), "asset";
 });
 
 /// A tradable resource and the unit of its quantities.
@@ -505,6 +507,49 @@ pub struct GuildSpend {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
 pub struct GuildApproval {
     pub spend: Id,
+}
+
+/// What kind of thing an asset is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum AssetKind {
+    Meter = 0,
+    Inverter = 1,
+    Battery = 2,
+    CommunityStorage = 3,
+    /// An infrastructure pod: a shelter, a data-centre rack, a water pump.
+    Pod = 4,
+    Other = 5,
+}
+
+/// An asset's rated limits, W and Wh; 0 where it has none (no storage, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Limits {
+    pub generation_w_max: u64,
+    pub import_w_max: u64,
+    pub export_w_max: u64,
+    pub consumption_w_max: u64,
+    pub storage_w_max: u64,
+    pub storage_wh: u64,
+}
+
+/// An asset's manifest (its "infrastructure DNA"): what it is, who owns it, what it is rated for, where, since when
+/// and how often it needs maintenance. Readings its author signs for one of `meters` are checked against `limits`.
+/// The asset's id is the id of its first manifest; a later manifest from the same author naming the same meter
+/// replaces the binding of that meter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Asset {
+    pub kind: AssetKind,
+    pub purpose: Text<MEMO_BYTES_MAX>,
+    /// The owning account or guild.
+    pub owner: PublicKey,
+    pub meters: BoundedVec<MeterId, 0, ASSET_METERS_MAX>,
+    pub limits: Limits,
+    pub cell: Cell,
+    /// When it went into service, Unix seconds.
+    pub commissioned_s: u64,
+    /// How often it needs maintenance, seconds; 0: never.
+    pub maintenance_interval_s: u64,
 }
 
 /// The account of the guild created by the message with id `guild`: `blake3("kos/v1/guild" || 0x00 || id)`. No key

@@ -196,6 +196,11 @@ fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
                 "threshold not between 1 and the number of members",
             )
         }
+        Body::Asset(asset) => {
+            ensure(!asset.purpose.as_str().trim().is_empty(), "empty purpose")?;
+            let meters = asset.meters.as_slice();
+            ensure(meters.iter().enumerate().all(|(i, meter)| !meters[..i].contains(meter)), "a meter is named twice")
+        }
         Body::GuildSpend(spend) => {
             ensure(spend.amount > 0, "amount is 0")?;
             ensure(spend.to != spend.guild, "spend to the guild itself")

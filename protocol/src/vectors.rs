@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use crate::envelope::{Draft, Envelope};
 use crate::keys::Keypair;
 use crate::message::{
-    Action, AddValidator, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Guild, GuildApproval,
-    GuildSpend, Mechanism, MeterSource, Mint, Offer, PoolId, Proposal, Reading, Resource, Settlement, Side, Transfer,
-    Vote, guild_account,
+    Action, AddValidator, Asset, AssetKind, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Guild,
+    GuildApproval, GuildSpend, Limits, Mechanism, MeterSource, Mint, Offer, PoolId, Proposal, Reading, Resource,
+    Settlement, Side, Transfer, Vote, guild_account,
 };
 use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Text, TokenId};
 
@@ -235,6 +235,34 @@ pub fn all() -> Vec<Vector> {
         vector("guild", 1, guild.clone()),
         vector("guild-spend", 2, spend.clone()),
         vector("guild-approval", 3, sign(3, 3, Body::GuildApproval(GuildApproval { spend: spend.id() }))),
+        vector(
+            "asset",
+            1,
+            sign(
+                1,
+                9,
+                Body::Asset(Asset {
+                    kind: AssetKind::Battery,
+                    purpose: text("street battery, 10 kWh"),
+                    owner: guild_account(&guild.id()),
+                    meters: BoundedVec::new(vec![
+                        MeterId::new("battery-1").unwrap_or_else(|error| unreachable!("{error}")),
+                    ])
+                    .unwrap_or_else(|error| unreachable!("{error}")),
+                    limits: Limits {
+                        generation_w_max: 0,
+                        import_w_max: 5_000,
+                        export_w_max: 5_000,
+                        consumption_w_max: 5_000,
+                        storage_w_max: 5_000,
+                        storage_wh: 10_000,
+                    },
+                    cell: Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}")),
+                    commissioned_s: 1_767_225_600,
+                    maintenance_interval_s: 31_536_000,
+                }),
+            ),
+        ),
     ]
 }
 

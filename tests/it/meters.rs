@@ -251,6 +251,59 @@ fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
         "the reading {id} was not committed: {:#?}",
         node.lines()
     );
+    // The home registers its meter as an asset (8 kWp, a household connection, a 3 kW battery): the ledger holds
+    // its readings to those limits and counts them in the asset's history.
+    let data_dir = dir.to_str().unwrap();
+    let registered = std::process::Command::new(kos_binary())
+        .args([
+            "--data-dir",
+            data_dir,
+            "asset",
+            "register",
+            "--kind",
+            "meter",
+            "--purpose",
+            "home meter",
+            "--meter",
+            "main",
+            "--generation-w",
+            "8000",
+            "--import-w",
+            "43470",
+            "--export-w",
+            "43470",
+            "--consumption-w",
+            "63470",
+            "--storage-w",
+            "3000",
+            "--storage-wh",
+            "500",
+            "--cell",
+            "u33db",
+            "--maintenance-days",
+            "365",
+        ])
+        .env("KOS_API", &api)
+        .output()
+        .unwrap();
+    assert!(registered.status.success(), "{registered:?}");
+    let asset = String::from_utf8_lossy(&registered.stdout).split_whitespace().nth(1).unwrap().to_owned();
+    let mut shown = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            shown = json(&api, &format!("/assets/{asset}")).unwrap_or_default();
+            shown["readings"].as_u64() >= Some(2)
+        }),
+        "the asset's readings are not counted: {shown:#}\n{:#?}",
+        node.lines()
+    );
+    assert_eq!(shown["kind"], "meter");
+    assert_eq!(shown["limits"]["generation_w_max"], 8000);
+    assert_eq!(shown["meters"][0], "main");
+    assert_eq!(shown["maintenance_interval_s"], 365 * 86_400);
+    assert!(!shown["recent_readings"].as_array().unwrap().is_empty(), "{shown:#}");
+    let status = json(&api, "/meter").unwrap();
+    assert_eq!(status["readings_refused"], 0, "{status:#}");
 }
 
 fn post(api: &str, token: &str, path: &str, body: &serde_json::Value) -> http::Response {

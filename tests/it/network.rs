@@ -506,10 +506,10 @@ async fn impossible_readings_are_rejected_at_the_door() {
         }
         .sign(&home.keypair)
     };
-    // 500 Wh generated + 100 imported = 600 used: plausible. 7,000 generated with the same use: 6,400 Wh
-    // unaccounted for, more than 20 kW of storage takes in 15 minutes. And one for an interval not over yet.
+    // 500 Wh generated + 100 imported = 600 used: plausible. 7 MWh generated in 15 minutes: more than the door's
+    // 10 MW ceiling makes (the ledger holds a meter to its own asset's limits). And one for an interval not over yet.
     let plausible = reading(1, last_interval, 500);
-    let impossible = reading(2, last_interval - 900, 7_000);
+    let impossible = reading(2, last_interval - 900, 7_000_000);
     let early = reading(3, last_interval + 1_800, 500);
     for envelope in [&impossible, &early, &plausible] {
         home.handle.publish_bytes(Topic::Readings, envelope.to_bytes()).await.unwrap();

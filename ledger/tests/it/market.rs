@@ -324,3 +324,53 @@ fn impossible_readings_are_refused_and_counters_must_account_for_energy() {
     let right = draft(&mut market, &|_| {});
     assert!(market.block(vec![right]).is_empty());
 }
+
+/// A meter bound to a registered asset is held to the asset's rated limits, not a household's: a 2 kW heat pump
+/// meter may not report 1 kWh in a quarter hour, nor generation; its readings count in the asset's history.
+#[test]
+fn readings_of_a_registered_asset_are_held_to_its_rated_limits() {
+    use protocol::message::{Asset, AssetKind, Limits};
+    let mut market = Market::new("");
+    let start_s = START_MS / 1000;
+    market.now_ms = START_MS + 3_600_000;
+    let manifest = market.sign(
+        1,
+        Body::Asset(Asset {
+            kind: AssetKind::Meter,
+            purpose: protocol::types::Text::new("heat pump sub-meter").unwrap(),
+            owner: market.key(1),
+            meters: protocol::types::BoundedVec::new(vec![MeterId::new("home-1").unwrap()]).unwrap(),
+            limits: Limits {
+                generation_w_max: 0,
+                import_w_max: 2_000,
+                export_w_max: 0,
+                consumption_w_max: 2_000,
+                storage_w_max: 0,
+                storage_wh: 0,
+            },
+            cell: Cell::new("u33db").unwrap(),
+            commissioned_s: start_s - 86_400,
+            maintenance_interval_s: 365 * 86_400,
+        }),
+    );
+    let asset = manifest.id();
+    assert!(market.block(vec![manifest.to_bytes()]).is_empty());
+    assert_eq!(market.state.asset_of_meter(&market.key(1), "home-1"), Some(asset));
+    // 2 kW for 15 minutes is at most 500 Wh (+1 for rounding): 400 Wh passes, 1,000 Wh does not; nor any export.
+    let too_much = market.reading(1, start_s, 1_000, 0);
+    let exports = market.reading(1, start_s, 0, 10);
+    let refused = market.block(vec![too_much, exports]);
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for error in &refused {
+        assert!(matches!(error, EntryError::ReadingImplausible { .. }), "{error}");
+    }
+    let fine = market.reading(1, start_s, 400, 0);
+    assert!(market.block(vec![fine]).is_empty());
+    let recorded = market.state.asset(&asset).unwrap();
+    assert_eq!((recorded.readings, recorded.last_interval_start_s), (1, start_s));
+    assert_eq!(recorded.manifest.limits.import_w_max, 2_000);
+    // Another account's meter of the same name is not bound: a household's limits apply to it.
+    let other = market.reading(2, start_s, 1_000, 0);
+    assert!(market.block(vec![other]).is_empty());
+    assert_eq!(market.state.asset(&asset).unwrap().readings, 1);
+}

@@ -13,6 +13,8 @@
 //! | POST | `/offers/{id}/cancel?pool=...` | withdraws one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no later settlement can fill it) |
 //! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
 //! | POST | `/transfers` | JSON `{to, token, amount, memo?}` (amount a decimal string, up to 3 decimals): a transfer from the node's account, signed and submitted to the ledger |
+//! | POST | `/assets` | JSON manifest `{kind, purpose, owner?, meters, limits, cell?, commissioned_s?, maintenance_interval_s?}`: registers an asset, signed by the node |
+//! | GET | `/assets/{id}` | an asset's manifest, readings anchored for it and the latest of them |
 //! | POST | `/guilds` | JSON `{name, members, threshold}`: a guild (shared account, k-of-n spending) signed by the node |
 //! | GET | `/guilds/{account}` | a guild: members, threshold, balances |
 //! | POST | `/guilds/{account}/spends` | JSON `{to, token, amount, memo?}`: the node (a member) asks to spend; counts as its approval |
@@ -152,6 +154,8 @@ pub fn router(context: Context) -> Router {
         .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
         .route("/barter", axum::routing::post(post_barter))
         .route("/transfers", axum::routing::post(post_transfer))
+        .route("/assets", axum::routing::post(post_asset))
+        .route("/assets/{id}", get(asset))
         .route("/guilds", axum::routing::post(post_guild))
         .route("/guilds/{account}", get(guild))
         .route("/guilds/{account}/spends", axum::routing::post(post_guild_spend))
@@ -899,5 +903,158 @@ async fn providers(
         }))
         .into_response(),
         Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
+    }
+}
+
+/// An asset's rated limits as posted, W and Wh; absent: 0 (none).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct LimitsRequest {
+    generation_w_max: u64,
+    import_w_max: u64,
+    export_w_max: u64,
+    consumption_w_max: u64,
+    storage_w_max: u64,
+    storage_wh: u64,
+}
+
+/// An asset's manifest as posted to `/assets`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssetRequest {
+    /// meter, inverter, battery, community-storage, pod, other.
+    kind: String,
+    purpose: String,
+    /// The owning account or guild; default the node's account.
+    owner: Option<String>,
+    /// The node's meters whose readings are this asset's.
+    #[serde(default)]
+    meters: Vec<String>,
+    limits: LimitsRequest,
+    /// Geohash cell; default the whole world.
+    cell: Option<String>,
+    /// Default now.
+    commissioned_s: Option<u64>,
+    #[serde(default)]
+    maintenance_interval_s: u64,
+}
+
+fn asset_kind(name: &str) -> Option<protocol::message::AssetKind> {
+    use protocol::message::AssetKind;
+    Some(match name {
+        "meter" => AssetKind::Meter,
+        "inverter" => AssetKind::Inverter,
+        "battery" => AssetKind::Battery,
+        "community-storage" => AssetKind::CommunityStorage,
+        "pod" => AssetKind::Pod,
+        "other" => AssetKind::Other,
+        _ => return None,
+    })
+}
+
+fn asset_kind_name(kind: protocol::message::AssetKind) -> &'static str {
+    use protocol::message::AssetKind;
+    match kind {
+        AssetKind::Meter => "meter",
+        AssetKind::Inverter => "inverter",
+        AssetKind::Battery => "battery",
+        AssetKind::CommunityStorage => "community-storage",
+        AssetKind::Pod => "pod",
+        AssetKind::Other => "other",
+    }
+}
+
+async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return unauthorized();
+    }
+    let request: AssetRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not an asset manifest: {problem}")),
+    };
+    let parsed = (|| -> Result<protocol::message::Asset, String> {
+        let limits = &request.limits;
+        let meters = request
+            .meters
+            .iter()
+            .map(|meter| protocol::types::MeterId::new(meter.clone()).map_err(|problem| format!("meter: {problem}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(protocol::message::Asset {
+            kind: asset_kind(&request.kind).ok_or_else(|| {
+                format!("kind {:?}: meter, inverter, battery, community-storage, pod or other", request.kind)
+            })?,
+            purpose: protocol::types::Text::new(request.purpose.clone())
+                .map_err(|problem| format!("purpose: {problem}"))?,
+            owner: match &request.owner {
+                Some(owner) => {
+                    PublicKey::from_hex(owner).map_err(|_| "owner: an account is 64 hex digits".to_string())?
+                }
+                None => context.keypair.public(),
+            },
+            meters: protocol::types::BoundedVec::new(meters).map_err(|problem| format!("meters: {problem}"))?,
+            limits: protocol::message::Limits {
+                generation_w_max: limits.generation_w_max,
+                import_w_max: limits.import_w_max,
+                export_w_max: limits.export_w_max,
+                consumption_w_max: limits.consumption_w_max,
+                storage_w_max: limits.storage_w_max,
+                storage_wh: limits.storage_wh,
+            },
+            cell: protocol::types::Cell::new(request.cell.clone().unwrap_or_default())
+                .map_err(|problem| format!("cell: {problem}"))?,
+            commissioned_s: request.commissioned_s.unwrap_or(now_ms() / 1000),
+            maintenance_interval_s: request.maintenance_interval_s,
+        })
+    })();
+    match parsed {
+        Ok(asset) => submit_bytes(&context, sign_now(&context, Body::Asset(asset), 600_000).to_bytes()).await,
+        Err(problem) => error(StatusCode::BAD_REQUEST, problem),
+    }
+}
+
+async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an asset id is 64 hex digits") };
+    match ledger.read(move |state, height| (height, state.asset(&id))).await {
+        Ok((height, Some(asset))) => {
+            let manifest = &asset.manifest;
+            let limits = &manifest.limits;
+            let author = asset.author.to_string();
+            let meters: Vec<String> =
+                manifest.meters.as_slice().iter().map(|meter| meter.as_str().to_string()).collect();
+            let recent: Vec<_> = context
+                .feed
+                .readings(live::LIST_LEN_MAX, Some(&author))
+                .into_iter()
+                .filter(|reading| meters.contains(&reading.meter))
+                .take(20)
+                .collect();
+            Json(json!({
+                "id": id.to_hex(),
+                "height": height,
+                "author": author,
+                "kind": asset_kind_name(manifest.kind),
+                "purpose": manifest.purpose.as_str(),
+                "owner": manifest.owner.to_string(),
+                "meters": meters,
+                "limits": {
+                    "generation_w_max": limits.generation_w_max,
+                    "import_w_max": limits.import_w_max,
+                    "export_w_max": limits.export_w_max,
+                    "consumption_w_max": limits.consumption_w_max,
+                    "storage_w_max": limits.storage_w_max,
+                    "storage_wh": limits.storage_wh,
+                },
+                "cell": manifest.cell.as_str(),
+                "commissioned_s": manifest.commissioned_s,
+                "maintenance_interval_s": manifest.maintenance_interval_s,
+                "readings": asset.readings,
+                "last_interval_start_s": asset.last_interval_start_s,
+                "recent_readings": recent,
+            }))
+            .into_response()
+        }
+        Ok((_, None)) => error(StatusCode::NOT_FOUND, "no asset with that id on the ledger (yet)"),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
     }
 }

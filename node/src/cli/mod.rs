@@ -66,6 +66,9 @@ pub enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Assets: manifests of meters, batteries, shared storage and pods, whose rated limits hold their readings.
+    #[command(subcommand)]
+    Asset(node::AssetAction),
     /// Guilds: shared accounts whose spending needs k of n members' approvals (through the node's API).
     #[command(subcommand)]
     Guild(node::GuildAction),
@@ -340,6 +343,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Balance { account, api } => {
             node::balance(&node::Client::new(&cli.paths, api.api)?, &cli.paths, account)
         }
+        Command::Asset(action) => node::asset(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Guild(action) => node::guild(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Transfer { to, token, amount, memo, api } => {
             node::transfer(&node::Client::new(&cli.paths, api.api)?, &to, &token, &amount, memo)

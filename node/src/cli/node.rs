@@ -446,3 +446,93 @@ pub fn guild(client: &Client, action: GuildAction) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `kos asset ...`: an asset's manifest (its rated limits hold its meters' readings), through the running node.
+#[derive(Debug, Subcommand)]
+pub enum AssetAction {
+    /// Register an asset, signed by the node; its meters' readings are then held to its limits.
+    Register {
+        /// meter, inverter, battery, community-storage, pod or other.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        purpose: String,
+        /// The owning account or guild; default the node's account.
+        #[arg(long)]
+        owner: Option<String>,
+        /// A meter of this node whose readings are the asset's (repeatable, up to 4): `main`.
+        #[arg(long = "meter")]
+        meters: Vec<String>,
+        /// Rated limits, W (0: none).
+        #[arg(long, default_value_t = 0)]
+        generation_w: u64,
+        #[arg(long, default_value_t = 0)]
+        import_w: u64,
+        #[arg(long, default_value_t = 0)]
+        export_w: u64,
+        #[arg(long, default_value_t = 0)]
+        consumption_w: u64,
+        #[arg(long, default_value_t = 0)]
+        storage_w: u64,
+        /// Storage capacity, Wh.
+        #[arg(long, default_value_t = 0)]
+        storage_wh: u64,
+        /// Geohash cell.
+        #[arg(long)]
+        cell: Option<String>,
+        /// Days between maintenance visits (0: none).
+        #[arg(long, default_value_t = 0)]
+        maintenance_days: u64,
+    },
+    /// An asset's manifest and the readings anchored for it.
+    Show { id: String },
+}
+
+pub fn asset(client: &Client, action: AssetAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        AssetAction::Register {
+            kind,
+            purpose,
+            owner,
+            meters,
+            generation_w,
+            import_w,
+            export_w,
+            consumption_w,
+            storage_w,
+            storage_wh,
+            cell,
+            maintenance_days,
+        } => {
+            let mut body = json!({
+                "kind": kind, "purpose": purpose, "meters": meters,
+                "limits": { "generation_w_max": generation_w, "import_w_max": import_w, "export_w_max": export_w,
+                            "consumption_w_max": consumption_w, "storage_w_max": storage_w, "storage_wh": storage_wh },
+                "maintenance_interval_s": maintenance_days.saturating_mul(86_400),
+            });
+            if let Some(owner) = owner {
+                body["owner"] = json!(owner);
+            }
+            if let Some(cell) = cell {
+                body["cell"] = json!(cell);
+            }
+            let answer = client.post("/assets", &body)?;
+            writeln!(out, "asset {} submitted", answer["id"].as_str().unwrap_or(""))?;
+        }
+        AssetAction::Show { id } => {
+            let answer = client.get(&format!("/assets/{id}"))?;
+            writeln!(
+                out,
+                "asset {id}: {} — {}",
+                answer["kind"].as_str().unwrap_or(""),
+                answer["purpose"].as_str().unwrap_or("")
+            )?;
+            writeln!(out, "  owner {}", answer["owner"].as_str().unwrap_or(""))?;
+            writeln!(out, "  meters {}", answer["meters"])?;
+            writeln!(out, "  limits {}", answer["limits"])?;
+            writeln!(out, "  readings anchored {}", answer["readings"])?;
+        }
+    }
+    Ok(())
+}

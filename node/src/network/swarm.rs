@@ -804,7 +804,7 @@ impl Task {
         // not ended yet is dropped without blame (clocks differ).
         if let protocol::Body::Reading(reading) = &envelope.body
             && let Err(invalid) =
-                energy::reading::check(reading, None, &energy::reading::Capacity::RESIDENTIAL, now_ms / 1000)
+                energy::reading::check(reading, None, &energy::reading::Capacity::CEILING, now_ms / 1000)
         {
             debug!(peer = %source, author = %envelope.author, %invalid, "impossible reading");
             if invalid == energy::reading::Invalid::InTheFuture {

@@ -70,7 +70,8 @@ impl Topic {
             | Body::Burn(_)
             | Body::Guild(_)
             | Body::GuildSpend(_)
-            | Body::GuildApproval(_) => Some(Topic::Ledger),
+            | Body::GuildApproval(_)
+            | Body::Asset(_) => Some(Topic::Ledger),
         }
     }
 
