@@ -19,7 +19,8 @@
 //! its front, and a level is compacted when stale entries outnumber live ones, so every operation is amortised
 //! `O(log levels)` plus the fills it makes.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::hash::Hash;
 use std::ops::Bound;
 
@@ -119,11 +120,16 @@ pub struct Book<K, O> {
     asks: BTreeMap<u64, Level<K>>,
     orders: HashMap<K, Resting<O>, ahash::RandomState>,
     per_owner: HashMap<O, usize, ahash::RandomState>,
-    expiry: BTreeMap<(u64, u64), K>,
+    /// Orders by expiry, soonest first: (expires_ms, sequence, id). Entries of orders that left the book earlier
+    /// (filled, cancelled) stay until they surface or until they outnumber the live ones, when they are swept.
+    expiry: BinaryHeap<Reverse<(u64, u64, K)>>,
     sequence: u64,
 }
 
-impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
+/// Stale expiry entries tolerated beyond twice the live orders before a sweep.
+const EXPIRY_SLACK: usize = 1024;
+
+impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
     /// An empty book with a grid fee and its bounds (both at least 1).
     pub fn new(fee: Fee, orders_max: usize, owner_orders_max: usize) -> Self {
         Book {
@@ -134,7 +140,7 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
             asks: BTreeMap::new(),
             orders: HashMap::default(),
             per_owner: HashMap::default(),
-            expiry: BTreeMap::new(),
+            expiry: BinaryHeap::new(),
             sequence: 0,
         }
     }
@@ -173,7 +179,8 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
         level.queue.push_back((sequence, order.id.clone()));
         level.live += 1;
         level.quantity += left;
-        self.expiry.insert((order.expires_ms, sequence), order.id.clone());
+        self.expiry.push(Reverse((order.expires_ms, sequence, order.id.clone())));
+        self.sweep_expiry();
         *self.per_owner.entry(order.owner.clone()).or_insert(0) += 1;
         self.orders.insert(
             order.id,
@@ -224,7 +231,7 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
             Side::Ask => &mut self.asks,
             Side::Bid => &mut self.bids,
         };
-        let (orders, per_owner, expiry) = (&mut self.orders, &mut self.per_owner, &mut self.expiry);
+        let (orders, per_owner) = (&mut self.orders, &mut self.per_owner);
         let Some(level) = levels.get_mut(&level_price) else { return };
         let mut position = 0;
         while *left > 0 && position < level.queue.len() {
@@ -247,10 +254,8 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
                 buyer_price: fee.gross_price(level_price),
             });
             if maker.left == 0 {
-                let expires_ms = maker.expires_ms;
                 let owner = maker.owner.clone();
                 orders.remove(id);
-                expiry.remove(&(expires_ms, *sequence));
                 release_owner(per_owner, &owner);
                 level.live -= 1;
             }
@@ -261,7 +266,6 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
     /// Removes a resting order; returns what it had left, or `None` if it is not in the book.
     pub fn cancel(&mut self, id: &K) -> Option<u64> {
         let resting = self.orders.remove(id)?;
-        self.expiry.remove(&(resting.expires_ms, resting.sequence));
         release_owner(&mut self.per_owner, &resting.owner);
         let levels = match resting.side {
             Side::Bid => &mut self.bids,
@@ -298,15 +302,25 @@ impl<K: Clone + Eq + Hash, O: Clone + Eq + Hash> Book<K, O> {
     /// Removes every order that expires at or before `now_ms`; returns their ids in expiry order.
     pub fn expire(&mut self, now_ms: u64) -> Vec<K> {
         let mut expired = Vec::new();
-        while let Some(entry) = self.expiry.first_entry() {
-            if entry.key().0 > now_ms {
-                break;
+        while self.expiry.peek().is_some_and(|Reverse((expires_ms, _, _))| *expires_ms <= now_ms) {
+            let Some(Reverse((_, sequence, id))) = self.expiry.pop() else { break };
+            // Only the order this entry was made for: an id that left and came back has a new sequence.
+            if self.orders.get(&id).is_some_and(|resting| resting.sequence == sequence) {
+                self.cancel(&id);
+                expired.push(id);
             }
-            let id = entry.remove();
-            self.cancel(&id);
-            expired.push(id);
         }
         expired
+    }
+
+    /// Drops the expiry entries of orders no longer in the book once they outnumber the live ones.
+    fn sweep_expiry(&mut self) {
+        if self.expiry.len() <= 2 * self.orders.len() + EXPIRY_SLACK {
+            return;
+        }
+        let orders = &self.orders;
+        self.expiry
+            .retain(|Reverse((_, sequence, id))| orders.get(id).is_some_and(|resting| resting.sequence == *sequence));
     }
 
     /// The best `levels` price levels of a side, best first, as `(price, quantity)`; bid prices are net of the fee.
@@ -397,6 +411,30 @@ mod tests {
         assert_eq!(placed.resting, 0);
         assert_eq!(book.get(&1).map(|r| r.left), Some(50));
         assert_eq!(book.depth(Side::Ask, 5), vec![(12_000, 50)]);
+    }
+
+    #[test]
+    fn an_order_placed_again_after_a_cancel_keeps_its_own_expiry() {
+        let mut book = Book::new(Fee::None, 100, 100);
+        let _ = book.place(0, order(1, 1, Side::Ask, 100, 10_000)).unwrap();
+        assert_eq!(book.cancel(&1), Some(100));
+        let again = Order { expires_ms: 5_000, ..order(1, 1, Side::Ask, 60, 10_000) };
+        assert_eq!(book.place(10, again).unwrap().resting, 60);
+        // The first placement's expiry (1,000) passes: the order placed again stays.
+        assert!(book.expire(1_500).is_empty());
+        assert_eq!(book.get(&1).map(|resting| resting.left), Some(60));
+        assert_eq!(book.expire(5_000), vec![1]);
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn many_cancels_do_not_grow_the_expiry_index_without_bound() {
+        let mut book = Book::new(Fee::None, 10, 10);
+        for id in 0..100_000u32 {
+            let _ = book.place(0, Order { expires_ms: u64::MAX, ..order(id, 1, Side::Bid, 1, 10_000) }).unwrap();
+            book.cancel(&id);
+        }
+        assert!(book.expiry.len() <= EXPIRY_SLACK + 1, "{}", book.expiry.len());
     }
 
     #[test]

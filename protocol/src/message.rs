@@ -250,7 +250,7 @@ impl FromStr for PoolId {
 }
 
 /// Which side of the book an offer is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize_repr, Deserialize_repr)]
 #[repr(u8)]
 pub enum Side {
     /// Wants to buy: `unit_price` is the most it pays.
