@@ -107,7 +107,9 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Config {
         Config {
-            compute: Budget { capacity: 1_000, recharge_per_s: 50 },
+            // One unit per signature a node verifies for the agent: as many as bandwidth units, so that a message
+            // with nested offers (a settlement, a barter cycle) is what runs out first.
+            compute: Budget { capacity: 1_000, recharge_per_s: 200 },
             // 200 messages/s with a burst of 1,000, as the network's default per-peer limit.
             bandwidth: Budget { capacity: 1_000, recharge_per_s: 200 },
             memory: Budget { capacity: 500, recharge_per_s: 5 },
@@ -341,12 +343,12 @@ mod tests {
         let Verdict::Throttled { retry_after_ms } = fuel.spend(&1, Class::Compute, Priority::Normal, 1, 0) else {
             panic!("out of fuel")
         };
-        // 50 units/s: one unit after 20 ms.
-        assert_eq!(retry_after_ms, 20);
-        assert_eq!(fuel.spend(&1, Class::Compute, Priority::Normal, 1, 20), Verdict::Allowed);
-        // Background work costs half: 10 ms of recharge pays for one unit.
-        assert_eq!(fuel.spend(&1, Class::Compute, Priority::Background, 1, 30), Verdict::Allowed);
-        assert!(matches!(fuel.spend(&1, Class::Compute, Priority::RealTime, 1, 30), Verdict::Throttled { .. }));
+        // 200 units/s: one unit after 5 ms.
+        assert_eq!(retry_after_ms, 5);
+        assert_eq!(fuel.spend(&1, Class::Compute, Priority::Normal, 1, 5), Verdict::Allowed);
+        // Background work costs half: 2.5 ms of recharge pays for one unit; real-time work four times as much.
+        assert_eq!(fuel.spend(&1, Class::Compute, Priority::Background, 1, 8), Verdict::Allowed);
+        assert!(matches!(fuel.spend(&1, Class::Compute, Priority::RealTime, 1, 8), Verdict::Throttled { .. }));
         // Other classes and agents are untouched.
         assert_eq!(fuel.spend(&1, Class::Memory, Priority::Normal, 1, 30), Verdict::Allowed);
         assert_eq!(fuel.spend(&2, Class::Compute, Priority::Normal, 1, 30), Verdict::Allowed);

@@ -518,3 +518,71 @@ async fn impossible_readings_are_rejected_at_the_door() {
     assert!(wait_for(Duration::from_secs(5), || async { Stats::get(&judge.handle.stats().rejected) == 1 }).await);
     assert_eq!(Stats::get(&judge.handle.stats().ignored_stale), 1);
 }
+
+/// Offers are state a node keeps for their author, so each costs its author memory fuel; other messages do not.
+/// With ten memory units and no recharge, the judge takes ten offers and then holds the author's offers back,
+/// while the same author's transfers still pass (they cost bandwidth and compute, of which it has plenty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_cost_memory_fuel_and_transfers_do_not() {
+    use kos::network::budget::{Limits, Rate};
+    let network = network();
+    let judge = local::start(520, &network, Transport::Tcp, |config| {
+        config.kademlia = false;
+        // A newcomer starts with a quarter of the capacity: 10 units, never recharged here.
+        config.fuel.memory = energy::fuel::Budget { capacity: 40, recharge_per_s: 0 };
+        config.peer_limits =
+            Limits { messages: Rate { per_s: 10_000, burst: 10_000 }, bytes: Rate { per_s: 1 << 24, burst: 1 << 24 } };
+    })
+    .await
+    .unwrap();
+    let author = local::start(521, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    let topic = Topic::pool(&pool());
+    for node in [&judge, &author] {
+        node.handle.subscribe(topic).await.unwrap();
+        node.handle.subscribe(Topic::Ledger).await.unwrap();
+    }
+    local::connect(&author, &judge).await.unwrap();
+    let nodes = [judge, author];
+    wait_for_mesh(&nodes, &[(0, 1)]).await;
+    let [mut judge, author] = nodes;
+    let mut transfers = HashSet::new();
+    for n in 0..20u64 {
+        let offer = local::offer(&author.keypair, &network, &pool(), n, now_ms());
+        author.handle.publish(&offer, None, now_ms()).await.unwrap();
+        if n % 4 == 0 {
+            let transfer = Draft {
+                network: network.clone(),
+                nonce: 1_000 + n,
+                created_ms: now_ms(),
+                expires_ms: now_ms() + 600_000,
+                body: protocol::Body::Transfer(protocol::message::Transfer {
+                    to: protocol::PublicKey([7; 32]),
+                    token: protocol::types::TokenId::new("credit").unwrap(),
+                    amount: 1,
+                    memo: protocol::types::Text::new("").unwrap(),
+                }),
+            }
+            .sign(&author.keypair);
+            transfers.insert(transfer.id());
+            author.handle.publish(&transfer, None, now_ms()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut offers, mut passed_transfers) = (0, 0);
+    while let Ok(Some(delivery)) = tokio::time::timeout(Duration::from_secs(2), judge.deliveries.recv()).await {
+        match delivery.envelope.body {
+            protocol::Body::Offer(_) => offers += 1,
+            protocol::Body::Transfer(_) => passed_transfers += usize::from(transfers.contains(&delivery.id)),
+            _ => {}
+        }
+    }
+    assert_eq!(offers, 10, "offers beyond the author's memory fuel passed");
+    assert_eq!(passed_transfers, 5, "transfers were held back");
+    assert_eq!(Stats::get(&judge.handle.stats().fuel_throttled), 10);
+    let status = judge.handle.fuel(author.keypair.public()).await.unwrap().unwrap();
+    assert_eq!(status.levels[2], 0, "{status:?}");
+    // Each message here is under 1 KiB with one signature: compute was charged exactly as bandwidth (both
+    // recharge at 200 units/s), and neither is back to its capacity yet.
+    assert_eq!(status.levels[0], status.levels[1], "{status:?}");
+    assert!(status.levels[0] < 1_000, "compute was not charged: {status:?}");
+}

@@ -329,6 +329,15 @@ pub async fn spawn(
 
 /// What a message's carriage costs: readings are background work, offers and cancels are time-critical (interval
 /// auctions close), everything else normal.
+/// Signatures inside a message besides its own: the offers a settlement or barter cycle carries.
+fn nested_signatures(body: &protocol::Body) -> u64 {
+    match body {
+        protocol::Body::Settlement(_) => 2,
+        protocol::Body::BarterCycle(cycle) => cycle.legs.as_slice().len() as u64,
+        _ => 0,
+    }
+}
+
 fn priority_of(body: &protocol::Body) -> Priority {
     match body {
         protocol::Body::Reading(_) | protocol::Body::Vote(_) => Priority::Background,
@@ -835,6 +844,22 @@ impl Task {
         {
             Stats::bump(&self.stats.fuel_throttled);
             debug!(author = %envelope.author, "author out of fuel; message not forwarded");
+            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+        }
+        // Compute: one unit per signature this node verified for it (a settlement or barter cycle carries its
+        // offers' signatures too). Memory: an offer or barter offer is state this node keeps for its author (the
+        // pool's recent offers, the market's books) until it expires.
+        let signatures = 1 + nested_signatures(&envelope.body);
+        let held = matches!(envelope.body, protocol::Body::Offer(_) | protocol::Body::BarterOffer(_));
+        let compute = self.fuel.spend(&envelope.author, Class::Compute, priority, signatures, now_ms);
+        let memory = if held && matches!(compute, FuelVerdict::Allowed) {
+            self.fuel.spend(&envelope.author, Class::Memory, Priority::Normal, 1, now_ms)
+        } else {
+            FuelVerdict::Allowed
+        };
+        if matches!(compute, FuelVerdict::Throttled { .. }) || matches!(memory, FuelVerdict::Throttled { .. }) {
+            Stats::bump(&self.stats.fuel_throttled);
+            debug!(author = %envelope.author, "author out of compute or memory fuel; message not forwarded");
             return self.report(&message_id, &source, MessageAcceptance::Ignore);
         }
         Stats::bump(&self.stats.accepted);
