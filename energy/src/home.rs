@@ -259,6 +259,8 @@ impl Home {
             export_wh: self.registers.export as u64,
             generation_wh: self.registers.generation as u64,
             consumption_wh: self.registers.consumption as u64,
+            // The simulation has no grid connection to watch.
+            grid_present: None,
         }
     }
 }

@@ -20,6 +20,9 @@ pub struct Sample {
     pub generation_wh: u64,
     /// Energy used on site.
     pub consumption_wh: u64,
+    /// Whether the grid connection is live, for meters that tell (a voltage at the connection point); `None`
+    /// when the meter does not say.
+    pub grid_present: Option<bool>,
 }
 
 /// Why a meter gave no sample.
@@ -201,7 +204,14 @@ mod tests {
     use super::*;
 
     fn sample(at_s: u64, import_wh: u64, export_wh: u64) -> Sample {
-        Sample { at_ms: at_s * 1000, import_wh, export_wh, generation_wh: export_wh * 2, consumption_wh: import_wh }
+        Sample {
+            at_ms: at_s * 1000,
+            import_wh,
+            export_wh,
+            generation_wh: export_wh * 2,
+            consumption_wh: import_wh,
+            grid_present: None,
+        }
     }
 
     #[test]

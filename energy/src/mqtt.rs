@@ -9,7 +9,8 @@
 //!   `total_act_energy` and `total_act_ret_energy` in Wh.
 //!
 //! A field is found by a JSON pointer (RFC 6901, `/ENERGY/Total`); a payload that is a plain number needs none.
-//! Its value times `scale` is the register in Wh.
+//! Its value times `scale` is the register in Wh — or, for `grid-voltage`, the voltage at the connection point in
+//! V: the grid counts as present at [`GRID_VOLTS_MIN`] or more (the Shelly presets map it).
 
 use crate::meter::Sample;
 
@@ -21,7 +22,13 @@ pub enum Register {
     Export,
     Generation,
     Consumption,
+    /// The voltage at the grid connection point, V (optional: it only tells whether the grid is there).
+    GridVoltage,
 }
+
+/// The lowest voltage at the connection point at which the grid counts as present (a 230 V grid browns out well
+/// above it; a lost grid reads near 0).
+pub const GRID_VOLTS_MIN: u64 = 100;
 
 /// Where one register is found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -77,10 +84,12 @@ impl Preset {
             Preset::ShellyEm => vec![
                 map(Register::Import, format!("shellies/{device}/emeter/0/total"), None, 1.0),
                 map(Register::Export, format!("shellies/{device}/emeter/0/total_returned"), None, 1.0),
+                map(Register::GridVoltage, format!("shellies/{device}/emeter/0/voltage"), None, 1.0),
             ],
             Preset::ShellyProEm => vec![
                 map(Register::Import, format!("{device}/status/em1data:0"), Some("/total_act_energy"), 1.0),
                 map(Register::Export, format!("{device}/status/em1data:0"), Some("/total_act_ret_energy"), 1.0),
+                map(Register::GridVoltage, format!("{device}/status/em1:0"), Some("/voltage"), 1.0),
             ],
         }
     }
@@ -106,14 +115,14 @@ pub const PAYLOAD_BYTES_MAX: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct Registers {
     mappings: Vec<Mapping>,
-    values: [Option<u64>; 4],
+    values: [Option<u64>; 5],
     derived: crate::meter::Derived,
 }
 
 impl Registers {
     #[must_use]
     pub fn new(mappings: Vec<Mapping>) -> Registers {
-        Registers { mappings, values: [None; 4], derived: crate::meter::Derived::default() }
+        Registers { mappings, values: [None; 5], derived: crate::meter::Derived::default() }
     }
 
     /// The topics to subscribe to.
@@ -144,11 +153,11 @@ impl Registers {
     /// consumption, when not mapped, is derived as generation + import − export.
     pub fn sample(&mut self, at_ms: u64) -> Result<Sample, Error> {
         for mapping in &self.mappings {
-            if self.values[mapping.register as usize].is_none() {
+            if mapping.register != Register::GridVoltage && self.values[mapping.register as usize].is_none() {
                 return Err(Error::NotReady(mapping.register));
             }
         }
-        let [import, export, generation, consumption] = self.values;
+        let [import, export, generation, consumption, voltage] = self.values;
         let consumption_mapped = consumption.is_some();
         let import = match (import, consumption) {
             (Some(import), _) => import,
@@ -162,6 +171,7 @@ impl Registers {
             export_wh: export.unwrap_or(0),
             generation_wh: generation.unwrap_or(0),
             consumption_wh: consumption.unwrap_or(0),
+            grid_present: voltage.map(|volts| volts >= GRID_VOLTS_MIN),
         };
         if !consumption_mapped {
             sample.consumption_wh = self.derived.consumption(&sample);
@@ -194,6 +204,23 @@ fn value(mapping: &Mapping, payload: &[u8]) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shelly_voltage_tells_whether_the_grid_is_there() {
+        let mut shelly = Registers::new(Preset::ShellyEm.mappings("em"));
+        assert_eq!(shelly.message("shellies/em/emeter/0/total", b"1000"), Ok(1));
+        assert_eq!(shelly.message("shellies/em/emeter/0/total_returned", b"0"), Ok(1));
+        // The voltage is optional: without it the meter is ready and says nothing about the grid.
+        assert_eq!(shelly.sample(0).map(|sample| sample.grid_present), Ok(None));
+        assert_eq!(shelly.message("shellies/em/emeter/0/voltage", b"231.4"), Ok(1));
+        assert_eq!(shelly.sample(1).map(|sample| sample.grid_present), Ok(Some(true)));
+        assert_eq!(shelly.message("shellies/em/emeter/0/voltage", b"0.8"), Ok(1));
+        assert_eq!(shelly.sample(2).map(|sample| sample.grid_present), Ok(Some(false)));
+        let mut pro = Registers::new(Preset::ShellyProEm.mappings("pro"));
+        assert_eq!(pro.message("pro/status/em1:0", br#"{"id":0,"voltage":229.9,"current":1.2}"#), Ok(1));
+        assert_eq!(pro.message("pro/status/em1data:0", br#"{"total_act_energy":5,"total_act_ret_energy":1}"#), Ok(2));
+        assert_eq!(pro.sample(0).map(|sample| sample.grid_present), Ok(Some(true)));
+    }
 
     #[test]
     fn tasmota_sml_and_shelly_payloads_give_registers() {

@@ -1,5 +1,5 @@
-//! The microgrid controller: when the grid connection is lost (configuration, or a signal posted to the API by
-//! whatever watches the grid), it shares the microgrid's local supply among its members every interval — essential
+//! The microgrid controller: when the grid connection is lost (configuration; the node's own meter seeing no
+//! voltage at the connection point; or a signal posted to the API by whatever else watches the grid), it shares the microgrid's local supply among its members every interval — essential
 //! loads first, max-min fair (`energy::island`) — from the members' latest signed readings; when the grid has been
 //! back for a few intervals it returns to grid mode, where the market trades.
 

@@ -103,6 +103,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     let market = ledger
         .as_ref()
         .map(|ledger| crate::market::spawn(keypair.clone(), ledger.clone(), market::pools::Limits::default()));
+    let island = checked.island.clone().map(crate::island::spawn);
     let meter = match &checked.meter {
         Some(settings) => {
             let source = crate::meter::open(settings)?;
@@ -117,11 +118,11 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 tariffs: settings.tariffs,
             };
             let market = market.as_ref().map(|(market, _)| market.clone());
-            Some(crate::meter::spawn(source, actor, keypair.clone(), handle.clone(), ledger.clone(), market))
+            let island = island.as_ref().map(|(island, _)| island.clone());
+            Some(crate::meter::spawn(source, actor, keypair.clone(), handle.clone(), ledger.clone(), market, island))
         }
         None => None,
     };
-    let island = checked.island.clone().map(crate::island::spawn);
     let served_pools: crate::api::ServedPools =
         std::sync::Arc::new(std::sync::Mutex::new(checked.pools.iter().cloned().collect()));
     let metrics = crate::metrics::Metrics::default();

@@ -389,3 +389,78 @@ fn a_microgrid_controller_shares_local_supply_when_the_grid_is_lost() {
     );
     assert_eq!(post(&api, "wrong", "/island", &serde_json::json!({"grid_present": false})).status, 401);
 }
+
+/// A microgrid controller whose own meter (a Shelly EM through mosquitto) reports the voltage at the connection
+/// point: when the voltage drops the controller islands by itself, with no signal posted to its API, and when the
+/// grid has been back for its return intervals it returns to grid mode.
+#[test]
+fn the_grid_lost_at_the_meter_islands_the_microgrid() {
+    let port = free_port();
+    let _broker = mosquitto(port);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("controller");
+    let (key, _) = keys(&dir);
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[meter]\nkind = \"mqtt\"\ninterval_s = 5\npoll_ms = 300\n\n[meter.mqtt]\nbroker = \"127.0.0.1:{port}\"\n\
+             preset = \"shelly-em\"\ndevice = \"grid-em\"\n\n[island]\nenabled = true\ninterval_s = 5\nreturn_intervals = 1\n\
+             members = [{{ account = \"{key}\", essential_wh = 1 }}]\n"
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
+    let node = Process::kos(&kos_binary(), &dir, &args).unwrap();
+    let api = node.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API address");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (publisher, mut events) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("kos-test-grid", "127.0.0.1", port), 16);
+    let pump = runtime.spawn(async move { while events.poll().await.is_ok() {} });
+    let mut counter = 1_000u64;
+    let mut publish_state = |volts: &str| {
+        counter += 1;
+        let total = counter.to_string();
+        runtime.block_on(async {
+            publish(&publisher, "shellies/grid-em/emeter/0/total", &total).await;
+            publish(&publisher, "shellies/grid-em/emeter/0/total_returned", "0").await;
+            publish(&publisher, "shellies/grid-em/emeter/0/voltage", volts).await;
+        });
+    };
+    let mode = |api: &str| json(api, "/island").map(|island| island["mode"].as_str().unwrap_or("").to_owned());
+    let sees = |api: &str, present: bool| {
+        json(api, "/meter").is_some_and(|meter| meter["sample"]["grid_present"] == serde_json::json!(present))
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            publish_state("230.1");
+            std::thread::sleep(Duration::from_millis(200));
+            sees(&api, true)
+        }),
+        "the meter never saw the grid: {:#?}",
+        node.lines()
+    );
+    assert_eq!(mode(&api).as_deref(), Some("grid"));
+    // The grid goes: the voltage at the connection point drops to nothing.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            publish_state("0");
+            std::thread::sleep(Duration::from_millis(200));
+            mode(&api).as_deref() == Some("island")
+        }),
+        "the controller did not island when the meter lost the grid: {:?}\n{:#?}",
+        json(&api, "/island"),
+        node.lines()
+    );
+    assert!(sees(&api, false));
+    // It comes back: after its return interval the microgrid is on the grid again.
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            publish_state("229.8");
+            std::thread::sleep(Duration::from_millis(200));
+            mode(&api).as_deref() == Some("grid")
+        }),
+        "the controller did not return to the grid: {:?}",
+        json(&api, "/island")
+    );
+    pump.abort();
+}

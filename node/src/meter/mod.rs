@@ -143,6 +143,8 @@ pub struct SampleView {
     pub export_wh: u64,
     pub generation_wh: u64,
     pub consumption_wh: u64,
+    /// Whether the meter sees the grid (a voltage at the connection point), when it tells.
+    pub grid_present: Option<bool>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -183,6 +185,7 @@ pub fn spawn(
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
     market: Option<crate::market::Handle>,
+    island: Option<crate::island::Handle>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let status = Status {
         meter: settings.id.as_str().to_owned(),
@@ -199,6 +202,8 @@ pub fn spawn(
         network,
         ledger,
         market,
+        island,
+        grid_present: None,
         previous: None,
         nonce: 0,
         status,
@@ -214,6 +219,9 @@ struct Actor {
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
     market: Option<crate::market::Handle>,
+    /// The microgrid controller on this node, told when the meter sees the grid go or come back.
+    island: Option<crate::island::Handle>,
+    grid_present: Option<bool>,
     previous: Option<Previous>,
     nonce: u64,
     status: Status,
@@ -253,7 +261,17 @@ impl Actor {
             export_wh: sample.export_wh,
             generation_wh: sample.generation_wh,
             consumption_wh: sample.consumption_wh,
+            grid_present: sample.grid_present,
         });
+        if let Some(present) = sample.grid_present
+            && self.grid_present != Some(present)
+        {
+            self.grid_present = Some(present);
+            info!(meter = %self.settings.id, present, "the meter sees the grid {}", if present { "present" } else { "lost" });
+            if let Some(island) = &self.island {
+                island.grid(present).await;
+            }
+        }
         match self.intervals.push(sample) {
             Push::Inside | Push::Stale => {}
             Push::Closed(interval) => {

@@ -158,6 +158,8 @@ impl energy::meter::Meter for Device {
             export_wh: meter.exported_wh,
             generation_wh,
             consumption_wh: 0,
+            // SunSpec meters report voltages too; kos does not read them yet.
+            grid_present: None,
         };
         sample.consumption_wh = self.derived.consumption(&sample);
         Ok(sample)
