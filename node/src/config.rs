@@ -158,6 +158,21 @@ pub struct Dispatch {
     pub sell_per_kwh: u64,
     /// The energy pool whose clearing prices move the tariff toward the local market (`energy/credit/u33db/900`).
     pub pool: Option<String>,
+    /// A load that must run once a day but may be shifted (a dishwasher, a car's charge, a water heater): the
+    /// controller places it where energy is cheapest before its deadline (simulated homes).
+    pub flexible: Option<FlexibleLoad>,
+}
+
+/// A daily flexible load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlexibleLoad {
+    /// Energy it needs each day, Wh (as the meter counts it: power × wall time).
+    pub energy_wh: u64,
+    /// Its power while it runs, W.
+    pub power_w: u64,
+    /// Local hour of the day (1 to 24) by which it must be done.
+    pub deadline_hour: u32,
 }
 
 impl Default for Dispatch {
@@ -168,6 +183,7 @@ impl Default for Dispatch {
             buy_per_kwh: 300,
             sell_per_kwh: 80,
             pool: None,
+            flexible: None,
         }
     }
 }
@@ -264,6 +280,11 @@ impl Meter {
 
     /// `None` when the node has no meter.
     pub fn validate(&self) -> anyhow::Result<Option<MeterChecked>> {
+        if let Some(load) = &self.dispatch.flexible
+            && (load.energy_wh == 0 || load.power_w == 0 || !(1..=24).contains(&load.deadline_hour))
+        {
+            bail!("meter.dispatch.flexible: energy_wh and power_w above 0, deadline_hour from 1 to 24");
+        }
         let source = match self.kind {
             MeterKind::None => return Ok(None),
             MeterKind::Simulated => {

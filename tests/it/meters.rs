@@ -216,7 +216,8 @@ fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
     let config = format!(
         "[meter]\nkind = \"simulated\"\ninterval_s = 5\npoll_ms = 500\n\n[meter.simulated]\npv_kwp = 8.0\n\
          speed = 180\nsimulated_origin_s = {start}\nwall_origin_s = {now_s}\n\
-         battery = {{ capacity_wh = 500, power_w = 3000, efficiency_ppm = 900000 }}\n"
+         battery = {{ capacity_wh = 500, power_w = 3000, efficiency_ppm = 900000 }}\n\n\
+         [meter.dispatch]\nflexible = {{ energy_wh = 10, power_w = 2000, deadline_hour = 13 }}\n"
     );
     std::fs::write(dir.join("config.toml"), config).unwrap();
     let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
@@ -304,6 +305,17 @@ fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
     assert!(!shown["recent_readings"].as_array().unwrap().is_empty(), "{shown:#}");
     let status = json(&api, "/meter").unwrap();
     assert_eq!(status["readings_refused"], 0, "{status:#}");
+    // The flexible load (10 Wh at 2 kW, due by 13:00 local, two simulated hours after the start) ran in the sunny
+    // late morning and is done (its energy counts only what it was switched on for).
+    let mut flexible = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(90), || {
+            flexible = json(&api, "/meter").unwrap_or_default()["flexible"].clone();
+            flexible["done_wh"].as_u64() >= Some(10) && flexible["running_w"] == 0
+        }),
+        "the flexible load did not run to completion: {flexible:#}"
+    );
+    assert_eq!(flexible["energy_wh"], 10);
 }
 
 fn post(api: &str, token: &str, path: &str, body: &serde_json::Value) -> http::Response {

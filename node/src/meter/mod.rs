@@ -122,6 +122,19 @@ pub struct Status {
     pub intervals_missed: u64,
     /// The home battery, when this node controls one.
     pub battery: Option<BatteryView>,
+    /// The home's flexible load, when it has one.
+    pub flexible: Option<FlexibleView>,
+}
+
+/// Today's run of the flexible load.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlexibleView {
+    pub energy_wh: u64,
+    /// Energy it has had today, Wh.
+    pub done_wh: u64,
+    /// Power it runs at in the current interval, W (0: waiting for a cheaper one, or done).
+    pub running_w: u64,
+    pub deadline_hour: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -204,6 +217,8 @@ pub fn spawn(
         market,
         island,
         grid_present: None,
+        flexible_day: i64::MIN,
+        flexible_done_wh: 0.0,
         previous: None,
         nonce: 0,
         status,
@@ -222,6 +237,9 @@ struct Actor {
     /// The microgrid controller on this node, told when the meter sees the grid go or come back.
     island: Option<crate::island::Handle>,
     grid_present: Option<bool>,
+    /// The simulated day of the flexible load's run and the energy it has had that day, Wh.
+    flexible_day: i64,
+    flexible_done_wh: f64,
     previous: Option<Previous>,
     nonce: u64,
     status: Status,
@@ -291,12 +309,16 @@ impl Actor {
         }
     }
 
-    /// The home controller: plans the battery over the coming intervals from the simulator's forecast and the
-    /// prices (the tariff, moved toward the local market's latest price), and applies the first step.
+    /// The home controller: plans the battery and the flexible load over the coming intervals from the simulator's
+    /// forecast and the prices (the tariff, moved toward the local market's latest price), and applies the first
+    /// step of each.
     async fn dispatch(&mut self, now: u64) {
         let Some(dispatch) = self.settings.dispatch.clone() else { return };
         let Source::Simulated(home) = &mut self.source else { return };
-        let Some(battery) = home.config().battery else { return };
+        let battery = home.config().battery;
+        if battery.is_none() && dispatch.flexible.is_none() {
+            return;
+        }
         let pool = dispatch.pool.as_deref().and_then(|pool| pool.parse::<protocol::message::PoolId>().ok());
         let local_price = match (pool, &self.ledger) {
             (Some(pool), Some(ledger)) => {
@@ -331,8 +353,49 @@ impl Actor {
                 }
             })
             .collect();
-        let state = energy::dispatch::Battery { config: battery, stored_wh: home.soc_wh() as f64 };
-        let plan = energy::dispatch::plan(&slots, self.settings.interval_s, Some(state), None, dispatch.objective, 51);
+        let state = battery.map(|config| energy::dispatch::Battery { config, stored_wh: home.soc_wh() as f64 });
+        // The flexible load: what is left of today's run, and the slots until its deadline (simulated time).
+        let flexible = dispatch.flexible.map(|load| {
+            let simulated_s = home.simulated_s(now);
+            let local_s = simulated_s + home.config().utc_offset_s as f64;
+            let day = (local_s / 86_400.0).floor() as i64;
+            if day != self.flexible_day {
+                self.flexible_day = day;
+                self.flexible_done_wh = 0.0;
+            }
+            let deadline_local_s = day as f64 * 86_400.0 + f64::from(load.deadline_hour.clamp(1, 24)) * 3600.0;
+            let slot_simulated_s = f64::from(self.settings.interval_s) * f64::from(home.config().speed.max(1));
+            let slots_left = ((deadline_local_s - local_s) / slot_simulated_s).floor().max(1.0) as usize;
+            (
+                load,
+                energy::dispatch::Flexible {
+                    energy_wh: (load.energy_wh as f64 - self.flexible_done_wh).max(0.0),
+                    power_w: load.power_w as f64,
+                    deadline: slots_left.min(DISPATCH_SLOTS),
+                },
+            )
+        });
+        let plan = energy::dispatch::plan(
+            &slots,
+            self.settings.interval_s,
+            state,
+            flexible.map(|(_, flexible)| flexible).filter(|flexible| flexible.energy_wh >= 0.5),
+            dispatch.objective,
+            51,
+        );
+        if let Some((load, _)) = flexible {
+            let running_w = plan.first_flexible_w(self.settings.interval_s);
+            home.set_flexible_load(running_w);
+            // It runs at that power through the next interval.
+            self.flexible_done_wh += running_w as f64 * f64::from(self.settings.interval_s) / 3600.0;
+            self.status.flexible = Some(FlexibleView {
+                energy_wh: load.energy_wh,
+                done_wh: self.flexible_done_wh.round() as u64,
+                running_w,
+                deadline_hour: load.deadline_hour,
+            });
+        }
+        let Some(_) = battery else { return };
         let command = plan.first_command_for(&slots[0], self.settings.interval_s);
         home.set_battery(command);
         self.status.battery = Some(BatteryView {
