@@ -353,6 +353,12 @@ async fn gossip(
     }
 }
 
+/// A JSON request body, or a 400 that says what is wrong with it.
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body)
+        .map_err(|problem| Box::new(error(StatusCode::BAD_REQUEST, format!("not {what}: {problem}"))))
+}
+
 fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`")
 }
@@ -420,9 +426,9 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
         return unauthorized();
     }
     let Some(market) = context.market.as_ref() else { return no_market() };
-    let request: OfferRequest = match serde_json::from_slice(&body) {
+    let request: OfferRequest = match parse(&body, "an offer request") {
         Ok(request) => request,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not an offer request: {problem}")),
+        Err(response) => return *response,
     };
     let pool: PoolId = match request.pool.parse() {
         Ok(pool) => pool,
@@ -627,9 +633,9 @@ async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: B
         return unauthorized();
     }
     let Some(market) = context.market.as_ref() else { return no_market() };
-    let request: BarterRequest = match serde_json::from_slice(&body) {
+    let request: BarterRequest = match parse(&body, "a barter request") {
         Ok(request) => request,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a barter request: {problem}")),
+        Err(response) => return *response,
     };
     let parsed = (|| -> Result<protocol::message::BarterOffer, protocol::types::Invalid> {
         Ok(protocol::message::BarterOffer {
@@ -701,25 +707,32 @@ struct TransferRequest {
     memo: Option<String>,
 }
 
+type Payment = (PublicKey, protocol::types::TokenId, u64, protocol::types::Text<{ protocol::limits::MEMO_BYTES_MAX }>);
+
+impl TransferRequest {
+    /// Receiver, token, amount (milli-units) and memo, checked.
+    fn payment(&self) -> Result<Payment, String> {
+        Ok((
+            PublicKey::from_hex(&self.to).map_err(|_| "to: an account is 64 hex digits".to_string())?,
+            protocol::types::TokenId::new(self.token.clone()).map_err(|problem| format!("token: {problem}"))?,
+            protocol::amount::parse_milli(&self.amount).map_err(|problem| format!("amount: {problem}"))?,
+            protocol::types::Text::new(self.memo.clone().unwrap_or_default())
+                .map_err(|problem| format!("memo: {problem}"))?,
+        ))
+    }
+}
+
 async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
     if !authorized(&context, &headers) {
         return unauthorized();
     }
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let request: TransferRequest = match serde_json::from_slice(&body) {
+    let request: TransferRequest = match parse(&body, "a transfer request") {
         Ok(request) => request,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a transfer request: {problem}")),
+        Err(response) => return *response,
     };
-    let parsed = (|| -> Result<protocol::message::Transfer, String> {
-        Ok(protocol::message::Transfer {
-            to: PublicKey::from_hex(&request.to).map_err(|_| "to: an account is 64 hex digits".to_string())?,
-            token: protocol::types::TokenId::new(request.token.clone())
-                .map_err(|problem| format!("token: {problem}"))?,
-            amount: protocol::amount::parse_milli(&request.amount).map_err(|problem| format!("amount: {problem}"))?,
-            memo: protocol::types::Text::new(request.memo.clone().unwrap_or_default())
-                .map_err(|problem| format!("memo: {problem}"))?,
-        })
-    })();
+    let parsed =
+        request.payment().map(|(to, token, amount, memo)| protocol::message::Transfer { to, token, amount, memo });
     let transfer = match parsed {
         Ok(transfer) => transfer,
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
@@ -761,9 +774,9 @@ async fn post_guild(State(context): State<Context>, headers: HeaderMap, body: By
     if !authorized(&context, &headers) {
         return unauthorized();
     }
-    let request: GuildRequest = match serde_json::from_slice(&body) {
+    let request: GuildRequest = match parse(&body, "a guild request") {
         Ok(request) => request,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a guild request: {problem}")),
+        Err(response) => return *response,
     };
     let mut members = Vec::with_capacity(request.members.len());
     for member in &request.members {
@@ -833,21 +846,17 @@ async fn post_guild_spend(
     let Ok(guild) = PublicKey::from_hex(&account) else {
         return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
     };
-    let request: TransferRequest = match serde_json::from_slice(&body) {
+    let request: TransferRequest = match parse(&body, "a spend request") {
         Ok(request) => request,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not a spend request: {problem}")),
+        Err(response) => return *response,
     };
-    let spend = (|| -> Result<protocol::message::GuildSpend, String> {
-        Ok(protocol::message::GuildSpend {
-            guild,
-            to: PublicKey::from_hex(&request.to).map_err(|_| "to: an account is 64 hex digits".to_string())?,
-            token: protocol::types::TokenId::new(request.token.clone())
-                .map_err(|problem| format!("token: {problem}"))?,
-            amount: protocol::amount::parse_milli(&request.amount).map_err(|problem| format!("amount: {problem}"))?,
-            memo: protocol::types::Text::new(request.memo.clone().unwrap_or_default())
-                .map_err(|problem| format!("memo: {problem}"))?,
-        })
-    })();
+    let spend = request.payment().map(|(to, token, amount, memo)| protocol::message::GuildSpend {
+        guild,
+        to,
+        token,
+        amount,
+        memo,
+    });
     match spend {
         Ok(spend) => sign_and_submit(&context, Body::GuildSpend(spend)).await,
         Err(problem) => error(StatusCode::BAD_REQUEST, problem),
@@ -968,9 +977,9 @@ async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: By
     if !authorized(&context, &headers) {
         return unauthorized();
     }
-    let request: AssetRequest = match serde_json::from_slice(&body) {
+    let request: AssetRequest = match parse(&body, "an asset manifest") {
         Ok(request) => request,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("not an asset manifest: {problem}")),
+        Err(response) => return *response,
     };
     let parsed = (|| -> Result<protocol::message::Asset, String> {
         let limits = &request.limits;
