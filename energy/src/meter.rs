@@ -25,6 +25,10 @@ pub struct Sample {
     pub grid_present: Option<bool>,
 }
 
+/// The lowest voltage at the connection point at which the grid counts as present (a 230 V grid browns out well
+/// above it; a lost grid reads near 0).
+pub const GRID_VOLTS_MIN: u64 = 100;
+
 /// Why a meter gave no sample.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -26,9 +26,7 @@ pub enum Register {
     GridVoltage,
 }
 
-/// The lowest voltage at the connection point at which the grid counts as present (a 230 V grid browns out well
-/// above it; a lost grid reads near 0).
-pub const GRID_VOLTS_MIN: u64 = 100;
+pub use crate::meter::GRID_VOLTS_MIN;
 
 /// Where one register is found.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

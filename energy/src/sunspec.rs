@@ -66,6 +66,8 @@ pub struct Meter {
     pub imported_wh: u64,
     /// Lifetime energy fed into the grid, Wh.
     pub exported_wh: u64,
+    /// Average line-to-neutral voltage, V, when the meter implements it (`PhV`).
+    pub voltage_v: Option<u64>,
 }
 
 /// Is this a model kos reads?
@@ -141,10 +143,13 @@ pub fn meter(id: u16, data: &[u16]) -> Result<Meter, Error> {
     let power = scaled(id, "W", int16(id, "W", data[16])?, data[20])?;
     let exported = scaled(id, "TotWhExp", acc32(id, "TotWhExp", data[36], data[37]).unwrap_or(0), data[52])?;
     let imported = scaled(id, "TotWhImp", acc32(id, "TotWhImp", data[44], data[45])?, data[52])?;
+    // PhV with V_SF; optional (a meter may not implement it).
+    let voltage = int16(id, "PhV", data[5]).and_then(|volts| scaled(id, "PhV", volts, data[13])).ok();
     Ok(Meter {
         power_w: i64::try_from(power).unwrap_or(0),
         imported_wh: watt_hours(imported),
         exported_wh: watt_hours(exported),
+        voltage_v: voltage.map(|volts| u64::try_from(volts.max(0)).unwrap_or(0)),
     })
 }
 
@@ -193,7 +198,17 @@ mod tests {
         meter_data[36..38].copy_from_slice(&encode::acc32(700_000));
         meter_data[44..46].copy_from_slice(&encode::acc32(2_500_000));
         meter_data[52] = (-1i16) as u16; // ÷10
-        assert_eq!(meter(203, &meter_data), Ok(Meter { power_w: -1_500, imported_wh: 250_000, exported_wh: 70_000 }));
+        // PhV 0 with V_SF 0: the meter measures 0 V (no grid).
+        assert_eq!(
+            meter(203, &meter_data),
+            Ok(Meter { power_w: -1_500, imported_wh: 250_000, exported_wh: 70_000, voltage_v: Some(0) })
+        );
+        meter_data[5] = 2_301;
+        meter_data[13] = (-1i16) as u16;
+        assert_eq!(meter(203, &meter_data).map(|meter| meter.voltage_v), Ok(Some(230)));
+        // A meter that does not implement PhV says nothing about the grid.
+        meter_data[5] = 0x8000;
+        assert_eq!(meter(203, &meter_data).map(|meter| meter.voltage_v), Ok(None));
     }
 
     #[test]

@@ -64,6 +64,12 @@ async fn sample_until(meter: &mut impl energy::meter::Meter, timeout: Duration) 
     }
 }
 
+async fn write_register(address: SocketAddr, register: u16, value: u16) {
+    use tokio_modbus::client::Writer as _;
+    let mut context = tokio_modbus::client::tcp::connect_slave(address, tokio_modbus::slave::Slave(1)).await.unwrap();
+    context.write_single_register(register, value).await.unwrap().unwrap();
+}
+
 async fn write_acc32(address: SocketAddr, register: u16, value: u32) {
     use tokio_modbus::client::Writer as _;
     let mut context = tokio_modbus::client::tcp::connect_slave(address, tokio_modbus::slave::Slave(1)).await.unwrap();
@@ -87,12 +93,16 @@ async fn sunspec_registers_are_read_from_a_modbus_tcp_server() {
     // Imported and exported are stored ×10 with a scale factor of −1.
     assert_eq!((first.import_wh, first.export_wh, first.generation_wh), (250_000, 70_000, 1_234_567));
     assert_eq!(first.consumption_wh, 1_234_567 + 250_000 - 70_000);
+    // The meter's PhV (230.1 V) says the grid is there; when it reads 0 V the grid is gone.
+    assert_eq!(first.grid_present, Some(true));
 
     // The device's counters move: the inverter made 1 kWh, the house took 500 Wh from the grid.
     write_acc32(address, 40_072 + 22, 1_235_567).await;
     write_acc32(address, 40_124 + 44, 2_505_000).await;
     let second = device.sample(kos_tests::now_ms()).await.unwrap();
     assert_eq!((second.import_wh, second.export_wh, second.generation_wh), (250_500, 70_000, 1_235_567));
+    write_register(address, 40_124 + 5, 0).await;
+    assert_eq!(device.sample(kos_tests::now_ms()).await.unwrap().grid_present, Some(false));
     assert_eq!(second.consumption_wh - first.consumption_wh, 1_500);
 
     // The device goes away: the sample is an error, not stale numbers; it comes back and is read again.

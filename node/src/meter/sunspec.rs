@@ -158,8 +158,7 @@ impl energy::meter::Meter for Device {
             export_wh: meter.exported_wh,
             generation_wh,
             consumption_wh: 0,
-            // SunSpec meters report voltages too; kos does not read them yet.
-            grid_present: None,
+            grid_present: meter.voltage_v.map(|volts| volts >= energy::meter::GRID_VOLTS_MIN),
         };
         sample.consumption_wh = self.derived.consumption(&sample);
         Ok(sample)
