@@ -40,8 +40,9 @@ pub struct DevnetArgs {
     /// How many times faster than the clock the simulated day runs.
     #[arg(long, default_value_t = 60)]
     pub speed: u32,
-    /// Hour of the simulated day (UTC, midsummer) the devnet starts at: 4 is sunrise near Potsdam.
-    #[arg(long, default_value_t = 4)]
+    /// Hour of the simulated day (UTC, midsummer) the devnet starts at: 4 is sunrise near Potsdam; by 6 the roofs
+    /// make enough for neighbours to trade within the first minute.
+    #[arg(long, default_value_t = 6)]
     pub hour: u32,
     /// Seconds between summaries.
     #[arg(long, default_value_t = 5)]
