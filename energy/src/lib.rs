@@ -7,10 +7,12 @@
 //! - [`reading`]: whether a reading is physically possible for the declared capacity;
 //! - [`fuel`]: agents' fuel budgets per resource class, which also set the network's per-peer limits;
 //! - [`dispatch`]: the home controller that plans battery and flexible load from forecasts and prices;
+//! - [`forecast`]: a real home's PV and load forecast from its own measured history;
 //! - [`island`]: fair allocation of a microgrid's supply when the grid is lost.
 
 pub mod calendar;
 pub mod dispatch;
+pub mod forecast;
 pub mod fuel;
 pub mod home;
 pub mod island;

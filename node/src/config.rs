@@ -127,7 +127,7 @@ pub struct Meter {
 }
 
 /// The home's trader: each interval it offers the next delivery interval's forecast surplus (an ask at the
-/// feed-in tariff) or deficit (a bid at the grid tariff) in an energy pool (simulated homes for now).
+/// feed-in tariff) or deficit (a bid at the grid tariff) in an energy pool (a real home from its learnt forecast).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Trade {
@@ -159,12 +159,15 @@ pub struct Dispatch {
     /// The energy pool whose clearing prices move the tariff toward the local market (`energy/credit/u33db/900`).
     pub pool: Option<String>,
     /// A load that must run once a day but may be shifted (a dishwasher, a car's charge, a water heater): the
-    /// controller places it where energy is cheapest before its deadline (simulated homes).
+    /// controller places it where energy is cheapest before its deadline. A simulated home runs it; a real home
+    /// switches it through an MQTT relay (`switch_topic`).
     pub flexible: Option<FlexibleLoad>,
+    /// Local time minus UTC, seconds, for a real home's flexible-load deadline (a simulated home has its own).
+    pub utc_offset_s: i64,
 }
 
 /// A daily flexible load.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlexibleLoad {
     /// Energy it needs each day, Wh (as the meter counts it: power × wall time).
@@ -173,6 +176,10 @@ pub struct FlexibleLoad {
     pub power_w: u64,
     /// Local hour of the day (1 to 24) by which it must be done.
     pub deadline_hour: u32,
+    /// For a real home with an MQTT meter: the relay's command topic, which gets `ON` while the load should run
+    /// and `OFF` otherwise (a Tasmota or Shelly plug: `cmnd/wallbox/POWER`).
+    #[serde(default)]
+    pub switch_topic: Option<String>,
 }
 
 impl Default for Dispatch {
@@ -184,6 +191,7 @@ impl Default for Dispatch {
             sell_per_kwh: 80,
             pool: None,
             flexible: None,
+            utc_offset_s: 3600,
         }
     }
 }
@@ -197,6 +205,9 @@ pub struct SunSpec {
     /// Modbus unit id.
     pub unit: u8,
     pub timeout_ms: u64,
+    /// The battery behind the device's storage model (124), for the home controller to drive; the device does
+    /// not tell its capacity.
+    pub battery: Option<crate::meter::sunspec::Battery>,
 }
 
 /// A meter reporting over MQTT.
@@ -233,7 +244,7 @@ impl Default for Meter {
 
 impl Default for SunSpec {
     fn default() -> SunSpec {
-        SunSpec { address: String::new(), unit: 1, timeout_ms: 3_000 }
+        SunSpec { address: String::new(), unit: 1, timeout_ms: 3_000, battery: None }
     }
 }
 
@@ -274,16 +285,27 @@ pub enum MeterSourceSettings {
 }
 
 impl Meter {
-    fn source_kind_simulated(&self) -> bool {
-        self.kind == MeterKind::Simulated
-    }
-
     /// `None` when the node has no meter.
     pub fn validate(&self) -> anyhow::Result<Option<MeterChecked>> {
-        if let Some(load) = &self.dispatch.flexible
-            && (load.energy_wh == 0 || load.power_w == 0 || !(1..=24).contains(&load.deadline_hour))
-        {
-            bail!("meter.dispatch.flexible: energy_wh and power_w above 0, deadline_hour from 1 to 24");
+        if let Some(load) = &self.dispatch.flexible {
+            if load.energy_wh == 0 || load.power_w == 0 || !(1..=24).contains(&load.deadline_hour) {
+                bail!("meter.dispatch.flexible: energy_wh and power_w above 0, deadline_hour from 1 to 24");
+            }
+            match (&load.switch_topic, self.kind) {
+                (Some(topic), MeterKind::Mqtt) if topic.is_empty() || topic.contains(['+', '#']) => {
+                    bail!("meter.dispatch.flexible.switch_topic: an exact topic (no + or #)")
+                }
+                (Some(_), MeterKind::Mqtt) | (None, MeterKind::Simulated | MeterKind::None) => {}
+                (Some(_), _) => {
+                    bail!("meter.dispatch.flexible.switch_topic: relays are switched over MQTT meters only")
+                }
+                (None, _) => bail!(
+                    "meter.dispatch.flexible: a real home's flexible load needs switch_topic (an MQTT relay) to be run"
+                ),
+            }
+        }
+        if !(-14 * 3600..=14 * 3600).contains(&self.dispatch.utc_offset_s) {
+            bail!("meter.dispatch.utc_offset_s: within ±14 hours");
         }
         let source = match self.kind {
             MeterKind::None => return Ok(None),
@@ -295,10 +317,16 @@ impl Meter {
                 let address = self.sunspec.address.parse().with_context(|| {
                     format!("meter.sunspec.address: {:?} is not ip:port (e.g. 192.168.1.50:502)", self.sunspec.address)
                 })?;
+                if let Some(battery) = &self.sunspec.battery
+                    && (battery.capacity_wh == 0 || !(1..=1_000_000).contains(&battery.efficiency_ppm))
+                {
+                    bail!("meter.sunspec.battery: capacity_wh above 0, efficiency_ppm in 1..=1,000,000");
+                }
                 MeterSourceSettings::SunSpec(crate::meter::sunspec::Settings {
                     address,
                     unit: self.sunspec.unit,
                     timeout: std::time::Duration::from_millis(self.sunspec.timeout_ms.max(100)),
+                    battery: self.sunspec.battery,
                 })
             }
             MeterKind::Mqtt => {
@@ -346,9 +374,6 @@ impl Meter {
                         pool.interval_s,
                         self.interval_s
                     );
-                }
-                if !self.source_kind_simulated() {
-                    bail!("meter.trade: only simulated homes forecast their flows yet");
                 }
                 Some((pool, self.trade.share_ppm.min(1_000_000)))
             }
@@ -702,5 +727,27 @@ mod tests {
         assert!(bad(|c| c.p2p.pools = vec!["energy/credit".into()]).contains("p2p.pools"));
         assert!(bad(|c| c.limits.peer_messages_per_s = 0).contains("peer_messages_per_s"));
         assert!(bad(|c| c.limits.peer_bytes_burst = 100).contains("at least one message"));
+    }
+
+    #[test]
+    fn a_real_homes_dispatch_settings_are_checked() {
+        let home = |text: &str| -> anyhow::Result<Option<MeterChecked>> {
+            let config: Config = toml::from_str(text)?;
+            config.meter.validate()
+        };
+        let mqtt = "[meter]\nkind = \"mqtt\"\n[meter.mqtt]\npreset = \"shelly-em\"\ndevice = \"em\"\n";
+        let flexible = "[meter.dispatch.flexible]\nenergy_wh = 5000\npower_w = 3700\ndeadline_hour = 7\n";
+        let error = |text: &str| home(text).map(|_| ()).unwrap_err().to_string();
+        // A real home's flexible load needs its relay; the relay is switched over the MQTT meter's broker.
+        assert!(error(&format!("{mqtt}{flexible}")).contains("switch_topic"));
+        assert!(home(&format!("{mqtt}{flexible}switch_topic = \"cmnd/car/POWER\"\n")).unwrap().is_some());
+        assert!(error(&format!("{mqtt}{flexible}switch_topic = \"cmnd/+/POWER\"\n")).contains("exact topic"));
+        let sunspec = "[meter]\nkind = \"sunspec\"\n[meter.sunspec]\naddress = \"127.0.0.1:502\"\n";
+        assert!(error(&format!("{sunspec}{flexible}switch_topic = \"a\"\n")).contains("MQTT meters only"));
+        // A SunSpec battery needs its capacity (the device does not tell it); efficiency defaults to 90 %.
+        let battery = home(&format!("{sunspec}battery = {{ capacity_wh = 10000 }}\n")).unwrap().unwrap();
+        let MeterSourceSettings::SunSpec(settings) = battery.source else { panic!("not SunSpec") };
+        assert_eq!(settings.battery.map(|b| (b.capacity_wh, b.efficiency_ppm)), Some((10_000, 900_000)));
+        assert!(error(&format!("{sunspec}battery = {{ capacity_wh = 0 }}\n")).contains("capacity_wh"));
     }
 }

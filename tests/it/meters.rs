@@ -81,7 +81,8 @@ async fn sunspec_registers_are_read_from_a_modbus_tcp_server() {
     let port = free_port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut server = Some(sunspec_server(port));
-    let mut device = sunspec::Device::new(sunspec::Settings { address, unit: 1, timeout: Duration::from_secs(2) });
+    let settings = sunspec::Settings { address, unit: 1, timeout: Duration::from_secs(2), battery: None };
+    let mut device = sunspec::Device::new(settings);
 
     let first = sample_until(&mut device, Duration::from_secs(20)).await.unwrap();
     let layout = device.layout().unwrap().clone();
@@ -90,6 +91,7 @@ async fn sunspec_registers_are_read_from_a_modbus_tcp_server() {
     assert_eq!(layout.common.serial, "SN-0042");
     assert_eq!(layout.inverter.map(|model| (model.id, model.address)), Some((103, 40_072)));
     assert_eq!(layout.meter.map(|model| (model.id, model.address)), Some((203, 40_124)));
+    assert_eq!(layout.storage.map(|model| (model.id, model.address)), Some((124, 40_231)));
     // Imported and exported are stored ×10 with a scale factor of −1.
     assert_eq!((first.import_wh, first.export_wh, first.generation_wh), (250_000, 70_000, 1_234_567));
     assert_eq!(first.consumption_wh, 1_234_567 + 250_000 - 70_000);
@@ -112,6 +114,54 @@ async fn sunspec_registers_are_read_from_a_modbus_tcp_server() {
     let _server = sunspec_server(port);
     let again = sample_until(&mut device, Duration::from_secs(20)).await.unwrap();
     assert_eq!(again.import_wh, 250_000, "a restarted device serves its initial registers");
+}
+
+async fn read_registers(address: SocketAddr, register: u16, count: u16) -> Vec<u16> {
+    use tokio_modbus::client::Reader as _;
+    let mut context = tokio_modbus::client::tcp::connect_slave(address, tokio_modbus::slave::Slave(1)).await.unwrap();
+    context.read_holding_registers(register, count).await.unwrap().unwrap()
+}
+
+/// Model 124's points in the fixture's map.
+const STORAGE: u16 = 40_231;
+
+/// The battery's control points as the device holds them: StorCtl_Mod, (OutWRte, InWRte, WinTms, RvrtTms),
+/// ChaGriSet.
+async fn storage_controls(address: SocketAddr) -> (u16, [i16; 4], u16) {
+    let registers = read_registers(address, STORAGE, 24).await;
+    let limits = [registers[10] as i16, registers[11] as i16, registers[12] as i16, registers[13] as i16];
+    (registers[3], limits, registers[15])
+}
+
+/// The storage model's battery is read (state of charge, power) and driven: each command of the home controller
+/// becomes the limits it should in the device's registers, as read back from the Modbus server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sunspec_battery_is_read_and_commanded_through_its_storage_model() {
+    use energy::home::BatteryCommand;
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _server = sunspec_server(port);
+    let battery = sunspec::Battery { capacity_wh: 10_000, efficiency_ppm: 900_000 };
+    let settings = sunspec::Settings { address, unit: 1, timeout: Duration::from_secs(2), battery: Some(battery) };
+    let mut device = sunspec::Device::new(settings);
+    sample_until(&mut device, Duration::from_secs(20)).await.unwrap();
+    let storage = device.storage().await.unwrap().expect("the fixture has a storage model");
+    assert_eq!((storage.max_charge_w, storage.charge_ppm, storage.reserve_ppm), (5_000, 500_000, 100_000));
+    // What an earlier controller left: both limits at 100 %.
+    assert_eq!(storage_controls(address).await, (3, [1_000, 1_000, 0, 0], 0));
+
+    device.command(BatteryCommand::Charge(2_000), &storage, 2_700).await.unwrap();
+    assert_eq!(storage_controls(address).await, (3, [-400, 400, 0, 2_700], 1), "charge at 40.0 % of 5 kW");
+    device.command(BatteryCommand::Discharge(1_000), &storage, 2_700).await.unwrap();
+    assert_eq!(storage_controls(address).await, (3, [200, -200, 0, 2_700], 1), "discharge at 20.0 %");
+    device.command(BatteryCommand::Idle, &storage, 60).await.unwrap();
+    assert_eq!(storage_controls(address).await, (3, [0, 0, 0, 60], 1));
+    device.command(BatteryCommand::SelfConsumption, &storage, 60).await.unwrap();
+    assert_eq!(storage_controls(address).await.0, 0, "self-consumption: no limits, the battery follows the home");
+
+    // The battery charges: the next read says so.
+    write_register(address, STORAGE + 6, 8_125).await;
+    assert_eq!(device.storage().await.unwrap().map(|storage| storage.charge_ppm), Some(812_500));
 }
 
 async fn publish(client: &rumqttc::AsyncClient, topic: &str, payload: &str) {
@@ -485,4 +535,163 @@ fn the_grid_lost_at_the_meter_islands_the_microgrid() {
         json(&api, "/island")
     );
     pump.abort();
+}
+
+/// A real home — a SunSpec inverter, meter and battery on Modbus TCP, no simulator — under `kos run`: the node
+/// learns the home's PV and load from the intervals it measures and plans the battery on that forecast, writing
+/// each decision into the device's storage controls (with a revert timeout) and telling it on `/meter`.
+#[test]
+fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU8, Ordering};
+    const DEFICIT: u8 = 0;
+    const SURPLUS: u8 = 1;
+    let port = free_port();
+    let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _server = sunspec_server(port);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The home's flows, written into the device's counters every 250 ms: 2 Wh/s from the grid (deficit), or
+    // 8 Wh/s of PV with 6 Wh/s exported (surplus).
+    let phase = Arc::new(AtomicU8::new(DEFICIT));
+    let flows = phase.clone();
+    let counters = runtime.spawn(async move {
+        let (mut generation, mut imported, mut exported) = (1_234_567u32, 2_500_000u32, 700_000u32);
+        loop {
+            if flows.load(Ordering::Relaxed) == DEFICIT {
+                imported += 5; // ×10 in the register: 0.5 Wh
+            } else {
+                generation += 2;
+                exported += 15;
+            }
+            write_acc32(address, 40_072 + 22, generation).await;
+            write_acc32(address, 40_124 + 36, exported).await;
+            write_acc32(address, 40_124 + 44, imported).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("home");
+    keys(&dir);
+    // A small battery, so that a 2-second interval moves it by whole planning steps.
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[meter]\nkind = \"sunspec\"\ninterval_s = 2\npoll_ms = 250\n\n[meter.sunspec]\naddress = \"{address}\"\n\
+             battery = {{ capacity_wh = 100 }}\n\n[meter.dispatch]\nbuy_per_kwh = 300\nsell_per_kwh = 80\n"
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
+    let node = Process::kos(&kos_binary(), &dir, &args).unwrap();
+    let api = node.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API address");
+    let controls = || runtime.block_on(storage_controls(address));
+    let battery = |api: &str| json(api, "/meter").map(|meter| meter["battery"].clone()).unwrap_or_default();
+
+    // Half full, the home drawing from the grid: the battery covers the load by itself (no limits), instead of
+    // the mode an earlier controller left.
+    assert_eq!(controls().0, 3);
+    assert!(
+        wait_until(Duration::from_secs(30), || controls().0 == 0),
+        "the controller never released the battery to self-consumption: {:?} {:?}\n{:#?}",
+        controls(),
+        json(&api, "/meter"),
+        node.lines()
+    );
+    assert_eq!(battery(&api)["command"], "self-consumption");
+    assert_eq!(battery(&api)["stored_wh"], 50, "ChaState 50 % of 100 Wh");
+    let meter = json(&api, "/meter").unwrap();
+    assert_eq!(meter["source"], "sunspec");
+    assert!(meter["forecast"]["history_intervals"].as_u64().unwrap() >= 1, "{meter}");
+    assert!(meter["forecast"]["load_wh"].as_u64().unwrap() >= 2, "the load is learnt: {meter}");
+    assert_eq!(meter["forecast"]["pv_wh"], 0);
+
+    // Empty, still in deficit: nothing to discharge and nothing worth charging from the grid at a flat tariff:
+    // held idle — both limits at 0, reverting after three intervals should the node stop.
+    runtime.block_on(write_register(address, STORAGE + 6, 0));
+    assert!(
+        wait_until(Duration::from_secs(30), || controls() == (3, [0, 0, 0, 6], 0)),
+        "the empty battery was not held idle: {:?} {:?}",
+        controls(),
+        json(&api, "/meter")
+    );
+    assert_eq!(battery(&api)["command"], "idle");
+    assert_eq!(battery(&api)["stored_wh"], 0);
+
+    // The sun comes out: the learnt forecast turns to surplus and the battery is let to soak it up.
+    phase.store(SURPLUS, Ordering::Relaxed);
+    assert!(
+        wait_until(Duration::from_secs(30), || controls().0 == 0),
+        "the battery was not released for the surplus: {:?} {:?}",
+        controls(),
+        json(&api, "/meter")
+    );
+    let meter = json(&api, "/meter").unwrap();
+    assert!(meter["forecast"]["pv_wh"].as_u64().unwrap() >= 8, "PV is learnt: {meter}");
+    assert!(meter["readings_published"].as_u64().unwrap() >= 3, "{meter}");
+    counters.abort();
+}
+
+/// A real home's flexible load behind a relay: a node with a Shelly EM meter on mosquitto runs its daily
+/// flexible load (here 4 Wh at 3.6 kW: two 2-second intervals) by switching the relay's command topic `ON`
+/// when the plan places it and `OFF` once its energy is done.
+#[test]
+fn a_real_home_switches_its_flexible_load_through_an_mqtt_relay() {
+    let port = free_port();
+    let _broker = mosquitto(port);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    // The relay: every command it is sent, in order.
+    let commands = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut options = rumqttc::MqttOptions::new("kos-test-relay", "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (relay, mut relay_events) = rumqttc::AsyncClient::new(options, 16);
+    let heard = commands.clone();
+    runtime.spawn(async move {
+        while let Ok(event) = relay_events.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Packet::Publish(publish)) = event {
+                heard.lock().unwrap().push(String::from_utf8_lossy(&publish.payload).into_owned());
+            }
+        }
+    });
+    runtime.block_on(relay.subscribe("cmnd/wallbox/POWER", rumqttc::QoS::AtLeastOnce)).unwrap();
+    // The meter: the home draws from the grid, 1 Wh every 250 ms.
+    let (meter, mut meter_events) =
+        rumqttc::AsyncClient::new(rumqttc::MqttOptions::new("kos-test-em", "127.0.0.1", port), 16);
+    runtime.spawn(async move { while meter_events.poll().await.is_ok() {} });
+    let counters = runtime.spawn(async move {
+        for total in 1_000u64.. {
+            publish(&meter, "shellies/home-em/emeter/0/total", &total.to_string()).await;
+            publish(&meter, "shellies/home-em/emeter/0/total_returned", "0").await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("home");
+    keys(&dir);
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "[meter]\nkind = \"mqtt\"\ninterval_s = 2\npoll_ms = 250\n\n[meter.mqtt]\nbroker = \"127.0.0.1:{port}\"\n\
+             preset = \"shelly-em\"\ndevice = \"home-em\"\n\n[meter.dispatch.flexible]\nenergy_wh = 4\npower_w = 3600\n\
+             deadline_hour = 24\nswitch_topic = \"cmnd/wallbox/POWER\"\n"
+        ),
+    )
+    .unwrap();
+    let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
+    let node = Process::kos(&kos_binary(), &dir, &args).unwrap();
+    let api = node.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API address");
+    let flexible = || json(&api, "/meter").map(|meter| meter["flexible"].clone()).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(40), || flexible()["done_wh"] == 4 && flexible()["running_w"] == 0),
+        "the flexible load did not run its 4 Wh: {:?} {:?}\n{:#?}",
+        flexible(),
+        commands.lock().unwrap(),
+        node.lines()
+    );
+    // The relay was switched on for two intervals (3.6 kW × 2 s = 2 Wh each), then off, and stays off.
+    assert!(wait_until(Duration::from_secs(10), || commands.lock().unwrap().len() >= 3));
+    let heard = commands.lock().unwrap().clone();
+    let first_on = heard.iter().position(|command| command == "ON").expect("never switched on");
+    assert_eq!(heard[first_on..first_on + 3], ["ON", "ON", "OFF"], "{heard:?}");
+    assert!(heard[first_on + 2..].iter().all(|command| command == "OFF"), "{heard:?}");
+    counters.abort();
 }

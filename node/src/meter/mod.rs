@@ -98,6 +98,10 @@ pub struct Settings {
 
 /// Slots the home controller looks ahead.
 const DISPATCH_SLOTS: usize = 96;
+/// Days of measured history a real home's forecast learns from.
+const FORECAST_DAYS: u32 = 7;
+/// A driven battery goes back to its own control after this many intervals without a new command.
+const BATTERY_REVERT_INTERVALS: u32 = 3;
 
 /// What the meter did, for the API and the logs.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -124,6 +128,18 @@ pub struct Status {
     pub battery: Option<BatteryView>,
     /// The home's flexible load, when it has one.
     pub flexible: Option<FlexibleView>,
+    /// A real home's forecast, learnt from its own history.
+    pub forecast: Option<ForecastView>,
+}
+
+/// What a real home's forecaster knows and expects.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastView {
+    /// Intervals of history it learns from (up to a week).
+    pub history_intervals: usize,
+    /// Expected PV and load in the current interval, Wh.
+    pub pv_wh: u64,
+    pub load_wh: u64,
 }
 
 /// Today's run of the flexible load.
@@ -207,6 +223,7 @@ pub fn spawn(
         ..Status::default()
     };
     let (sender, receiver) = watch::channel(status.clone());
+    let interval_s = settings.interval_s;
     let actor = Actor {
         intervals: Intervals::new(settings.interval_s),
         settings,
@@ -219,6 +236,8 @@ pub fn spawn(
         grid_present: None,
         flexible_day: i64::MIN,
         flexible_done_wh: 0.0,
+        forecaster: energy::forecast::Forecaster::new(interval_s, FORECAST_DAYS),
+        stored_wh: None,
         previous: None,
         nonce: 0,
         status,
@@ -240,6 +259,10 @@ struct Actor {
     /// The simulated day of the flexible load's run and the energy it has had that day, Wh.
     flexible_day: i64,
     flexible_done_wh: f64,
+    /// A real home's forecast from its measured intervals.
+    forecaster: energy::forecast::Forecaster,
+    /// A real home battery's stored energy at the last interval's close, Wh.
+    stored_wh: Option<f64>,
     previous: Option<Previous>,
     nonce: u64,
     status: Status,
@@ -295,7 +318,9 @@ impl Actor {
             Push::Closed(interval) => {
                 let reading = interval.reading(self.settings.id.clone(), self.source.source());
                 self.publish(reading, now).await;
-                self.dispatch(now).await;
+                let storage = self.storage().await;
+                self.learn(&interval, storage.map(|(_, stored)| stored), now);
+                self.dispatch(now, storage).await;
                 self.trade(now).await;
             }
             Push::Gap { missed } => {
@@ -309,14 +334,78 @@ impl Actor {
         }
     }
 
-    /// The home controller: plans the battery and the flexible load over the coming intervals from the simulator's
-    /// forecast and the prices (the tariff, moved toward the local market's latest price), and applies the first
-    /// step of each.
-    async fn dispatch(&mut self, now: u64) {
+    /// A real home's battery, when the controller drives one: what the device's storage model says, and the
+    /// stored energy that makes with the configured capacity, Wh.
+    async fn storage(&mut self) -> Option<(energy::sunspec::Storage, f64)> {
+        self.settings.dispatch.as_ref()?;
+        let Source::SunSpec(device) = &mut self.source else { return None };
+        let battery = device.settings().battery?;
+        match device.storage().await {
+            Ok(Some(storage)) => Some((storage, battery.capacity_wh as f64 * f64::from(storage.charge_ppm) / 1e6)),
+            Ok(None) => {
+                if self.status.battery.is_none() {
+                    warn!(meter = %self.settings.id, "meter.sunspec.battery is set but the device has no storage model (124)");
+                }
+                None
+            }
+            Err(error) => {
+                warn!(%error, meter = %self.settings.id, "reading the battery's storage model");
+                self.status.last_error = Some(format!("battery: {error}"));
+                None
+            }
+        }
+    }
+
+    /// Teaches a real home's forecaster the interval just closed: PV is what was generated; the household's
+    /// load is what was consumed less what went into the battery (a meter behind the battery counts its charge
+    /// as consumption and its discharge as less of it).
+    fn learn(&mut self, interval: &energy::meter::Interval, stored_wh: Option<f64>, now: u64) {
+        if matches!(self.source, Source::Simulated(_)) {
+            return;
+        }
+        let into_battery = match (self.stored_wh, stored_wh) {
+            (Some(before), Some(after)) => after - before,
+            _ => 0.0,
+        };
+        self.stored_wh = stored_wh;
+        let flows = energy::forecast::Flows {
+            pv_wh: interval.generation_wh as f64,
+            load_wh: interval.consumption_wh as f64 - into_battery,
+        };
+        self.forecaster.observe(interval.start_s, flows);
+        let interval_s = u64::from(self.settings.interval_s);
+        let current = self.forecaster.forecast(now / 1000 / interval_s * interval_s, 1);
+        self.status.forecast = current.first().map(|flows| ForecastView {
+            history_intervals: self.forecaster.len(),
+            pv_wh: flows.pv_wh.round() as u64,
+            load_wh: flows.load_wh.round() as u64,
+        });
+    }
+
+    /// The home controller: plans the battery and the flexible load over the coming intervals from the forecast
+    /// (the simulator's, or a real home's learnt from its history) and the prices (the tariff, moved toward the
+    /// local market's latest price), and applies the first step of each — to the simulated home, to a SunSpec
+    /// battery through its storage model, to a flexible load's MQTT relay.
+    async fn dispatch(&mut self, now: u64, storage: Option<(energy::sunspec::Storage, f64)>) {
         let Some(dispatch) = self.settings.dispatch.clone() else { return };
-        let Source::Simulated(home) = &mut self.source else { return };
-        let battery = home.config().battery;
-        if battery.is_none() && dispatch.flexible.is_none() {
+        let (battery, stored_wh) = match (&self.source, storage) {
+            (Source::Simulated(home), _) => (home.config().battery, home.soc_wh() as f64),
+            (Source::SunSpec(device), Some((storage, stored))) => (
+                device.settings().battery.map(|battery| energy::home::BatteryConfig {
+                    capacity_wh: battery.capacity_wh,
+                    power_w: storage.max_charge_w,
+                    efficiency_ppm: battery.efficiency_ppm,
+                }),
+                stored,
+            ),
+            _ => (None, 0.0),
+        };
+        let flexible_runs = match (&self.source, &dispatch.flexible) {
+            (Source::Simulated(_), Some(_)) => true,
+            (Source::Mqtt(_), Some(load)) => load.switch_topic.is_some(),
+            _ => false,
+        };
+        if battery.is_none() && !flexible_runs {
             return;
         }
         let pool = dispatch.pool.as_deref().and_then(|pool| pool.parse::<protocol::message::PoolId>().ok());
@@ -340,52 +429,92 @@ impl Actor {
         let sell = local_price.map_or(dispatch.sell_per_kwh, |price| price.max(dispatch.sell_per_kwh));
         let interval_ms = u64::from(self.settings.interval_s) * 1000;
         let start_ms = now / interval_ms * interval_ms;
-        let slots: Vec<energy::dispatch::Slot> = (0..DISPATCH_SLOTS as u64)
-            .map(|slot| {
-                let (from, to) = (start_ms + slot * interval_ms, start_ms + (slot + 1) * interval_ms);
-                let hours = interval_ms as f64 / 3_600_000.0;
-                let middle = home.simulated_s((from + to) / 2);
-                energy::dispatch::Slot {
-                    pv_wh: home.pv_power_w(middle) * hours,
-                    load_wh: home.load_power_w(middle) * hours,
+        let slots: Vec<energy::dispatch::Slot> = match &self.source {
+            Source::Simulated(home) => (0..DISPATCH_SLOTS as u64)
+                .map(|slot| {
+                    let (from, to) = (start_ms + slot * interval_ms, start_ms + (slot + 1) * interval_ms);
+                    let hours = interval_ms as f64 / 3_600_000.0;
+                    let middle = home.simulated_s((from + to) / 2);
+                    energy::dispatch::Slot {
+                        pv_wh: home.pv_power_w(middle) * hours,
+                        load_wh: home.load_power_w(middle) * hours,
+                        buy_per_kwh: buy as f64,
+                        sell_per_kwh: sell as f64,
+                    }
+                })
+                .collect(),
+            _ => self
+                .forecaster
+                .forecast(start_ms / 1000, DISPATCH_SLOTS)
+                .into_iter()
+                .map(|flows| energy::dispatch::Slot {
+                    pv_wh: flows.pv_wh,
+                    load_wh: flows.load_wh,
                     buy_per_kwh: buy as f64,
                     sell_per_kwh: sell as f64,
-                }
-            })
-            .collect();
-        let state = battery.map(|config| energy::dispatch::Battery { config, stored_wh: home.soc_wh() as f64 });
-        // The flexible load: what is left of today's run, and the slots until its deadline (simulated time).
-        let flexible = dispatch.flexible.map(|load| {
-            let simulated_s = home.simulated_s(now);
-            let local_s = simulated_s + home.config().utc_offset_s as f64;
+                })
+                .collect(),
+        };
+        let state = battery.map(|config| energy::dispatch::Battery { config, stored_wh });
+        // The flexible load: what is left of today's run, and the slots until its deadline (in the home's time:
+        // simulated, or the wall clock's).
+        let (local_s, slot_home_s) = match &self.source {
+            Source::Simulated(home) => (
+                home.simulated_s(now) + home.config().utc_offset_s as f64,
+                f64::from(self.settings.interval_s) * f64::from(home.config().speed.max(1)),
+            ),
+            _ => (now as f64 / 1000.0 + dispatch.utc_offset_s as f64, f64::from(self.settings.interval_s)),
+        };
+        let flexible = dispatch.flexible.clone().filter(|_| flexible_runs).map(|load| {
             let day = (local_s / 86_400.0).floor() as i64;
             if day != self.flexible_day {
                 self.flexible_day = day;
                 self.flexible_done_wh = 0.0;
             }
             let deadline_local_s = day as f64 * 86_400.0 + f64::from(load.deadline_hour.clamp(1, 24)) * 3600.0;
-            let slot_simulated_s = f64::from(self.settings.interval_s) * f64::from(home.config().speed.max(1));
-            let slots_left = ((deadline_local_s - local_s) / slot_simulated_s).floor().max(1.0) as usize;
-            (
-                load,
-                energy::dispatch::Flexible {
-                    energy_wh: (load.energy_wh as f64 - self.flexible_done_wh).max(0.0),
-                    power_w: load.power_w as f64,
-                    deadline: slots_left.min(DISPATCH_SLOTS),
-                },
-            )
+            let slots_left = ((deadline_local_s - local_s) / slot_home_s).floor().max(1.0) as usize;
+            let flexible = energy::dispatch::Flexible {
+                energy_wh: (load.energy_wh as f64 - self.flexible_done_wh).max(0.0),
+                power_w: load.power_w as f64,
+                deadline: slots_left.min(DISPATCH_SLOTS),
+            };
+            (load, flexible)
         });
         let plan = energy::dispatch::plan(
             &slots,
             self.settings.interval_s,
             state,
-            flexible.map(|(_, flexible)| flexible).filter(|flexible| flexible.energy_wh >= 0.5),
+            flexible.as_ref().map(|(_, flexible)| *flexible).filter(|flexible| flexible.energy_wh >= 0.5),
             dispatch.objective,
             51,
         );
         if let Some((load, _)) = flexible {
-            let running_w = plan.first_flexible_w(self.settings.interval_s);
-            home.set_flexible_load(running_w);
+            let planned_w = plan.first_flexible_w(self.settings.interval_s);
+            let running_w = match &mut self.source {
+                Source::Simulated(home) => {
+                    home.set_flexible_load(planned_w);
+                    planned_w
+                }
+                Source::Mqtt(meter) => {
+                    // A relay is on or off: on when the plan gives the load at least half the interval.
+                    let on = planned_w * 2 >= load.power_w;
+                    let topic = load.switch_topic.as_deref().unwrap_or_default();
+                    match meter.switch(topic, on) {
+                        Ok(()) => {
+                            if on {
+                                load.power_w
+                            } else {
+                                0
+                            }
+                        }
+                        Err(error) => {
+                            warn!(%error, topic, "switching the flexible load");
+                            0
+                        }
+                    }
+                }
+                Source::SunSpec(_) => 0,
+            };
             // It runs at that power through the next interval.
             self.flexible_done_wh += running_w as f64 * f64::from(self.settings.interval_s) / 3600.0;
             self.status.flexible = Some(FlexibleView {
@@ -395,11 +524,32 @@ impl Actor {
                 deadline_hour: load.deadline_hour,
             });
         }
-        let Some(_) = battery else { return };
-        let command = plan.first_command_for(&slots[0], self.settings.interval_s);
-        home.set_battery(command);
+        if battery.is_none() {
+            return;
+        }
+        let Some(first) = slots.first() else { return };
+        let command = plan.first_command_for(first, self.settings.interval_s);
+        let applied = match (&mut self.source, storage) {
+            (Source::Simulated(home), _) => {
+                home.set_battery(command);
+                Ok(home.soc_wh())
+            }
+            (Source::SunSpec(device), Some((storage, stored))) => {
+                let revert_s = (self.settings.interval_s * BATTERY_REVERT_INTERVALS).min(u32::from(u16::MAX)) as u16;
+                device.command(command, &storage, revert_s).await.map(|()| stored.round() as u64)
+            }
+            _ => return,
+        };
+        let stored_wh = match applied {
+            Ok(stored_wh) => stored_wh,
+            Err(error) => {
+                warn!(%error, meter = %self.settings.id, "commanding the battery");
+                self.status.last_error = Some(format!("battery: {error}"));
+                return;
+            }
+        };
         self.status.battery = Some(BatteryView {
-            stored_wh: home.soc_wh(),
+            stored_wh,
             command: match command {
                 energy::home::BatteryCommand::SelfConsumption => "self-consumption".into(),
                 energy::home::BatteryCommand::Charge(w) => format!("charge {w} W"),
@@ -412,22 +562,33 @@ impl Actor {
         });
     }
 
-    /// The home's trader: offers the next delivery interval's forecast surplus (ask at the feed-in tariff) or
+    /// The home's trader: offers the next delivery interval's forecast (the simulator's, or learnt from a real
+    /// home's history) surplus (ask at the feed-in tariff) or
     /// deficit (bid at the grid tariff), a share of it, in the configured energy pool.
     async fn trade(&mut self, now: u64) {
         let (Some((pool, share_ppm)), Some(market)) = (self.settings.trade.clone(), self.market.clone()) else {
             return;
         };
-        let Source::Simulated(home) = &self.source else { return };
         let start_s = pool.next_delivery_start_s(now / 1000);
         let interval_ms = u64::from(pool.interval_s) * 1000;
         let hours = interval_ms as f64 / 3_600_000.0;
-        // The mean of four instants across the interval, in simulated time.
         let (mut pv_wh, mut load_wh) = (0.0, 0.0);
-        for quarter in 0..4u64 {
-            let at = home.simulated_s(start_s * 1000 + interval_ms * (2 * quarter + 1) / 8);
-            pv_wh += home.pv_power_w(at) * hours / 4.0;
-            load_wh += home.load_power_w(at) * hours / 4.0;
+        match &self.source {
+            Source::Simulated(home) => {
+                // The mean of four instants across the interval, in simulated time.
+                for quarter in 0..4u64 {
+                    let at = home.simulated_s(start_s * 1000 + interval_ms * (2 * quarter + 1) / 8);
+                    pv_wh += home.pv_power_w(at) * hours / 4.0;
+                    load_wh += home.load_power_w(at) * hours / 4.0;
+                }
+            }
+            // A real home offers what its history forecasts; nothing before it has measured an interval.
+            _ if self.forecaster.is_empty() => return,
+            _ => {
+                let flows = self.forecaster.forecast(start_s, 1);
+                let flows = flows.first().copied().unwrap_or_default();
+                (pv_wh, load_wh) = (flows.pv_wh, flows.load_wh);
+            }
         }
         let net_wh = pv_wh - load_wh;
         let quantity = (net_wh.abs() * f64::from(share_ppm) / 1e6).floor() as u64;

@@ -1,5 +1,6 @@
 //! An MQTT meter (rumqttc): a task keeps a session with the broker, subscribes to the mapped topics (again after
-//! every reconnect) and hands each message to the energy crate's decoder; a sample is the latest registers.
+//! every reconnect) and hands each message to the energy crate's decoder; a sample is the latest registers. The
+//! same session switches the home's flexible-load relay for the home controller.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,6 +33,7 @@ struct Shared {
 /// An MQTT meter. Dropping it stops its task.
 pub struct Meter {
     shared: Arc<Mutex<Shared>>,
+    client: AsyncClient,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -61,6 +63,7 @@ impl Meter {
         }
         let (client, mut events) = AsyncClient::new(options, QUEUE_LEN_MAX);
         let task_shared = shared.clone();
+        let task_client = client.clone();
         let task = tokio::spawn(async move {
             loop {
                 match events.poll().await {
@@ -68,7 +71,7 @@ impl Meter {
                         debug!(topics = ?topics, "MQTT meter connected; subscribing");
                         lock(&task_shared).connected = true;
                         for topic in &topics {
-                            if let Err(error) = client.try_subscribe(topic.clone(), QoS::AtMostOnce) {
+                            if let Err(error) = task_client.try_subscribe(topic.clone(), QoS::AtMostOnce) {
                                 warn!(%error, topic, "MQTT meter: subscribing");
                             }
                         }
@@ -98,7 +101,17 @@ impl Meter {
                 }
             }
         });
-        Meter { shared, task }
+        Meter { shared, client, task }
+    }
+
+    /// Switches a relay on the same broker: `ON` or `OFF` to its command topic (Tasmota and Shelly plugs take
+    /// these), at least once. Fails at once when the broker is not connected or the queue is full.
+    pub fn switch(&self, topic: &str, on: bool) -> Result<(), String> {
+        if !lock(&self.shared).connected {
+            return Err("the MQTT broker is not connected".into());
+        }
+        let payload = if on { "ON" } else { "OFF" };
+        self.client.try_publish(topic, QoS::AtLeastOnce, false, payload).map_err(|error| error.to_string())
     }
 
     /// Messages received and refused so far.

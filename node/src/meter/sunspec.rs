@@ -1,5 +1,6 @@
 //! A SunSpec device over Modbus TCP (tokio-modbus): finds the SunSpec map, walks its models once, then reads the
-//! inverter (101–103) and meter (201–204) models on every sample. Decoding is the energy crate's.
+//! inverter (101–103) and meter (201–204) models on every sample, and drives a battery through the basic
+//! storage controls (124) for the home controller. Decoding and encoding are the energy crate's.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use energy::meter::{Derived, Error, Sample};
 use energy::sunspec::{self, ModelHeader};
 use protocol::message::MeterSource;
-use tokio_modbus::client::{Context, Reader as _};
+use tokio_modbus::client::{Context, Reader as _, Writer as _};
 use tokio_modbus::slave::Slave;
 
 /// Where the device is.
@@ -17,6 +18,25 @@ pub struct Settings {
     pub unit: u8,
     /// Most time for one request.
     pub timeout: Duration,
+    /// The battery behind the storage model (124), when the home controller drives it.
+    pub battery: Option<Battery>,
+}
+
+/// What the device does not tell of its battery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Battery {
+    /// Usable capacity, Wh.
+    pub capacity_wh: u64,
+    /// Round-trip efficiency, parts per million.
+    #[serde(default = "Battery::efficiency_default")]
+    pub efficiency_ppm: u32,
+}
+
+impl Battery {
+    fn efficiency_default() -> u32 {
+        900_000
+    }
 }
 
 /// The models found on the device.
@@ -25,6 +45,8 @@ pub struct Layout {
     pub common: sunspec::Common,
     pub inverter: Option<ModelHeader>,
     pub meter: Option<ModelHeader>,
+    /// Basic storage controls (124): a battery kos can drive.
+    pub storage: Option<ModelHeader>,
 }
 
 /// A SunSpec device; reconnects on the next sample after any error.
@@ -41,6 +63,11 @@ impl Device {
         Device { settings, context: None, layout: None, derived: Derived::default() }
     }
 
+    #[must_use]
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The models found, once the device was read.
     #[must_use]
     pub fn layout(&self) -> Option<&Layout> {
@@ -48,20 +75,12 @@ impl Device {
     }
 
     async fn read(&mut self, address: u16, count: u16) -> Result<Vec<u16>, Error> {
-        let unreachable = |what: String| Error::Unreachable(what);
-        if self.context.is_none() {
-            let connect = tokio_modbus::client::tcp::connect_slave(self.settings.address, Slave(self.settings.unit));
-            let context = tokio::time::timeout(self.settings.timeout, connect)
-                .await
-                .map_err(|_| unreachable(format!("connecting to {} timed out", self.settings.address)))?
-                .map_err(|error| unreachable(format!("connecting to {}: {error}", self.settings.address)))?;
-            self.context = Some(context);
-        }
-        let Some(context) = self.context.as_mut() else { return Err(unreachable("not connected".into())) };
-        let answer = tokio::time::timeout(self.settings.timeout, context.read_holding_registers(address, count)).await;
+        let timeout = self.settings.timeout;
+        let context = self.connected().await?;
+        let answer = tokio::time::timeout(timeout, context.read_holding_registers(address, count)).await;
         let result = match answer {
-            Err(_) => Err(unreachable(format!("reading {count} registers at {address} timed out"))),
-            Ok(Err(error)) => Err(unreachable(format!("reading registers at {address}: {error}"))),
+            Err(_) => Err(Error::Unreachable(format!("reading {count} registers at {address} timed out"))),
+            Ok(Err(error)) => Err(Error::Unreachable(format!("reading registers at {address}: {error}"))),
             Ok(Ok(Err(exception))) => {
                 return Err(Error::Unreadable(format!("registers at {address}: Modbus exception {exception}")));
             }
@@ -88,6 +107,64 @@ impl Device {
             offset += count;
         }
         Ok(registers)
+    }
+
+    async fn connected(&mut self) -> Result<&mut Context, Error> {
+        if self.context.is_none() {
+            let connect = tokio_modbus::client::tcp::connect_slave(self.settings.address, Slave(self.settings.unit));
+            let context = tokio::time::timeout(self.settings.timeout, connect)
+                .await
+                .map_err(|_| Error::Unreachable(format!("connecting to {} timed out", self.settings.address)))?
+                .map_err(|error| Error::Unreachable(format!("connecting to {}: {error}", self.settings.address)))?;
+            self.context = Some(context);
+        }
+        self.context.as_mut().ok_or_else(|| Error::Unreachable("not connected".into()))
+    }
+
+    async fn write(&mut self, address: u16, values: &[u16]) -> Result<(), Error> {
+        let timeout = self.settings.timeout;
+        let context = self.connected().await?;
+        let answer = tokio::time::timeout(timeout, context.write_multiple_registers(address, values)).await;
+        let result = match answer {
+            Err(_) => Err(Error::Unreachable(format!("writing registers at {address} timed out"))),
+            Ok(Err(error)) => Err(Error::Unreachable(format!("writing registers at {address}: {error}"))),
+            Ok(Ok(Err(exception))) => {
+                return Err(Error::Unreadable(format!("writing registers at {address}: Modbus exception {exception}")));
+            }
+            Ok(Ok(Ok(()))) => Ok(()),
+        };
+        if result.is_err() {
+            self.context = None;
+        }
+        result
+    }
+
+    /// The battery behind the storage model, when the device has one.
+    pub async fn storage(&mut self) -> Result<Option<sunspec::Storage>, Error> {
+        let layout = match &self.layout {
+            Some(layout) => layout.clone(),
+            None => self.discover().await?,
+        };
+        let Some(header) = layout.storage else { return Ok(None) };
+        let registers = self.model(header).await?;
+        sunspec::storage(&registers).map(Some).map_err(|error| Error::Unreadable(error.to_string()))
+    }
+
+    /// Puts the battery under `command` for the next `revert_s` seconds (then the device takes over again).
+    pub async fn command(
+        &mut self,
+        command: energy::home::BatteryCommand,
+        storage: &sunspec::Storage,
+        revert_s: u16,
+    ) -> Result<(), Error> {
+        let Some(header) = self.layout.as_ref().and_then(|layout| layout.storage) else {
+            return Err(Error::NotReady("the device has no storage model (124)".into()));
+        };
+        for (offset, values) in sunspec::storage_writes(command, storage, revert_s) {
+            let address = header.address.checked_add(offset).ok_or(Error::Unreadable("model beyond 65535".into()))?;
+            self.write(address, &values).await?;
+        }
+        Ok(())
     }
 
     /// Finds the map and its models.
@@ -121,6 +198,8 @@ impl Device {
                 layout.inverter = Some(model);
             } else if sunspec::is_meter(id) && layout.meter.is_none() {
                 layout.meter = Some(model);
+            } else if sunspec::is_storage(id) && layout.storage.is_none() {
+                layout.storage = Some(model);
             }
             address = address
                 .checked_add(2 + length)
