@@ -571,13 +571,17 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     });
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("home");
-    keys(&dir);
-    // A small battery, so that a 2-second interval moves it by whole planning steps.
+    let (key, _) = keys(&dir);
+    let genesis = dir.join("genesis.toml");
+    kos(&["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap(), "--validator", &key]);
+    // A small battery, so that a 2-second interval moves it by whole planning steps; the home trades its
+    // forecast in a 2-second energy pool.
     std::fs::write(
         dir.join("config.toml"),
         format!(
             "[meter]\nkind = \"sunspec\"\ninterval_s = 2\npoll_ms = 250\n\n[meter.sunspec]\naddress = \"{address}\"\n\
-             battery = {{ capacity_wh = 100 }}\n\n[meter.dispatch]\nbuy_per_kwh = 300\nsell_per_kwh = 80\n"
+             battery = {{ capacity_wh = 100 }}\n\n[meter.dispatch]\nbuy_per_kwh = 300\nsell_per_kwh = 80\n\n\
+             [meter.trade]\npool = \"energy/credit/u33db/2\"\n"
         ),
     )
     .unwrap();
@@ -604,6 +608,13 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     assert!(meter["forecast"]["history_intervals"].as_u64().unwrap() >= 1, "{meter}");
     assert!(meter["forecast"]["load_wh"].as_u64().unwrap() >= 2, "the load is learnt: {meter}");
     assert_eq!(meter["forecast"]["pv_wh"], 0);
+    // The forecast deficit is bid for in the pool.
+    assert!(
+        wait_until(Duration::from_secs(20), || json(&api, "/meter").is_some_and(|meter| meter["bids"] != 0)),
+        "no bid for the forecast deficit: {:?}",
+        json(&api, "/meter")
+    );
+    assert_eq!(json(&api, "/meter").unwrap()["asks"], 0);
 
     // Empty, still in deficit: nothing to discharge and nothing worth charging from the grid at a flat tariff:
     // held idle — both limits at 0, reverting after three intervals should the node stop.
@@ -627,7 +638,15 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     );
     let meter = json(&api, "/meter").unwrap();
     assert!(meter["forecast"]["pv_wh"].as_u64().unwrap() >= 8, "PV is learnt: {meter}");
+    assert!(
+        wait_until(Duration::from_secs(20), || json(&api, "/meter").is_some_and(|meter| meter["asks"] != 0)),
+        "no ask for the forecast surplus: {:?}",
+        json(&api, "/meter")
+    );
+    // Every reading was signed and anchored on the ledger.
+    let meter = json(&api, "/meter").unwrap();
     assert!(meter["readings_published"].as_u64().unwrap() >= 3, "{meter}");
+    assert_eq!(meter["readings_refused"], 0, "{meter}");
     counters.abort();
 }
 
