@@ -41,9 +41,22 @@
 //! deliveries_min = 0
 //! collateral_ppm = 100000    # collateral locked per energy settlement, as a share of its value
 //! fee_discount_ppm = 0       # discount on the grid fee
+//!
+//! [governance]               # every field optional
+//! members = ["<64 hex>"]     # one account, one vote (more are admitted by `admit-member` proposals)
+//! stewards = ["<64 hex>"]    # the emergency rule: `emergency_approvals` of them pass an emergency override
+//! emergency_approvals = 2
+//! emergency_blocks_max = 600 # longest an emergency override lasts
+//! validator_change_delay_blocks = 2   # a validator change passed at height h certifies from h + this
+//!
+//! [[governance.rules]]       # per proposal kind (text, set-parameter, add-validator, remove-validator,
+//! kind = "set-parameter"     # override, admit-member); without one: validators, quorum 100, threshold
+//! weight = "members"         # `governance_threshold_percent`. Weight: validators, members or stake:TOKEN
+//! quorum_percent = 50        # share of all the weight that must vote (abstain counts) by the period's end
+//! threshold_percent = 60     # share of yes among yes and no (or of all the weight, to pass early)
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::{Context as _, bail, ensure};
@@ -262,6 +275,89 @@ struct GenesisFile {
     pools: Vec<PoolRuleFile>,
     #[serde(default)]
     tiers: Vec<TierFile>,
+    #[serde(default, skip_serializing_if = "GovernanceFile::is_empty")]
+    governance: GovernanceFile,
+}
+
+impl GovernanceFile {
+    fn is_empty(&self) -> bool {
+        self == &GovernanceFile::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GovernanceFile {
+    #[serde(default)]
+    members: Vec<String>,
+    #[serde(default)]
+    stewards: Vec<String>,
+    #[serde(default)]
+    emergency_approvals: u32,
+    #[serde(default)]
+    emergency_blocks_max: u32,
+    validator_change_delay_blocks: Option<u64>,
+    #[serde(default)]
+    rules: Vec<RuleFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    kind: String,
+    weight: String,
+    quorum_percent: u64,
+    threshold_percent: u64,
+}
+
+/// Whose votes count on a kind of proposal, and how much.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Weight {
+    /// Validators, by voting power.
+    Validators,
+    /// Members (of the genesis, or admitted by vote), one vote each.
+    Members,
+    /// Holders of a token, by the balance they lock into the vote until the proposal closes.
+    Stake(TokenId),
+}
+
+/// How a kind of proposal is decided. A proposal passes as soon as its yes votes reach `threshold_percent` of
+/// all the weight that could vote; otherwise, when its period ends, it passes if the weight that voted (abstain
+/// included) reaches `quorum_percent` of all and yes reaches `threshold_percent` of yes and no.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub weight: Weight,
+    pub quorum_percent: u64,
+    pub threshold_percent: u64,
+}
+
+/// The community's governance rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Governance {
+    /// One-account-one-vote members at genesis.
+    pub members: BTreeSet<PublicKey>,
+    /// Who may decide emergency overrides, and how many of them must.
+    pub stewards: BTreeSet<PublicKey>,
+    pub emergency_approvals: u32,
+    /// Longest an emergency override lasts, blocks.
+    pub emergency_blocks_max: u32,
+    /// A validator set change passed at height h certifies blocks from h + this (at least 1).
+    pub validator_change_delay_blocks: u64,
+    /// Rules by proposal kind (`set-parameter`, ...); kinds without one take [`Governance::default_rule`].
+    pub rules: BTreeMap<protocol::message::ActionKind, Rule>,
+}
+
+impl Governance {
+    /// The rule of a kind of proposal. Without a `[[governance.rules]]` entry: validators by power, every one of
+    /// them counted for the quorum, and the governable `governance_threshold_percent` of their power.
+    #[must_use]
+    pub fn rule(&self, kind: protocol::message::ActionKind, threshold_percent: u64) -> Rule {
+        self.rules.get(&kind).cloned().unwrap_or(Rule {
+            weight: Weight::Validators,
+            quorum_percent: 100,
+            threshold_percent,
+        })
+    }
 }
 
 /// A pool pattern: each part is `None` for `*`; the cell is a prefix.
@@ -382,6 +478,7 @@ pub struct Genesis {
     pub pools: Vec<PoolRule>,
     /// Reputation tiers, lowest first (never empty).
     pub tiers: Vec<Tier>,
+    pub governance: Governance,
     /// `blake3("kos/v1/genesis" || 0x00 || file bytes)`: the parent hash of block 1.
     pub hash: Hash,
     /// The file's text, as read (exports carry it).
@@ -516,6 +613,7 @@ impl Genesis {
                 rule.tier_min
             );
         }
+        let governance = governance(&file.governance, &tokens)?;
         let hash = hash::tagged("kos/v1/genesis", &[text.as_bytes()]);
         Ok(Genesis {
             network,
@@ -526,6 +624,7 @@ impl Genesis {
             params,
             pools,
             tiers,
+            governance,
             hash,
             text: text.to_owned(),
         })
@@ -572,6 +671,80 @@ impl Genesis {
         self.pools.iter().find(|rule| rule.pattern.matches(pool))
     }
 }
+
+fn governance(file: &GovernanceFile, tokens: &[Token]) -> anyhow::Result<Governance> {
+    use protocol::message::ActionKind;
+    let keys = |list: &[String], what: &str| -> anyhow::Result<BTreeSet<PublicKey>> {
+        let keys = list.iter().map(|key| parse_key(key)).collect::<anyhow::Result<BTreeSet<_>>>()?;
+        ensure!(keys.len() == list.len(), "governance.{what}: a key is listed twice");
+        ensure!(keys.len() <= MEMBERS_MAX, "governance.{what}: at most {MEMBERS_MAX}");
+        Ok(keys)
+    };
+    let members = keys(&file.members, "members")?;
+    let stewards = keys(&file.stewards, "stewards")?;
+    if !stewards.is_empty() {
+        ensure!(
+            (1..=stewards.len()).contains(&usize::try_from(file.emergency_approvals).unwrap_or(usize::MAX)),
+            "governance.emergency_approvals: from 1 to the number of stewards"
+        );
+        ensure!(file.emergency_blocks_max > 0, "governance.emergency_blocks_max: more than 0");
+    }
+    let delay = file.validator_change_delay_blocks.unwrap_or(2);
+    ensure!((1..=10_000).contains(&delay), "governance.validator_change_delay_blocks: 1 to 10000");
+    let mut rules = BTreeMap::new();
+    for rule in &file.rules {
+        let kind = ActionKind::ALL
+            .iter()
+            .copied()
+            .find(|kind| kind.name() == rule.kind)
+            .with_context(|| format!("governance.rules: no proposal kind {:?}", rule.kind))?;
+        ensure!(kind != ActionKind::Emergency, "governance.rules: emergencies follow the stewards' rule");
+        let weight = match rule.weight.as_str() {
+            "validators" => Weight::Validators,
+            "members" => Weight::Members,
+            other => {
+                let token = other.strip_prefix("stake:").with_context(|| {
+                    format!("governance.rules {}: weight is validators, members or stake:TOKEN", rule.kind)
+                })?;
+                let token = TokenId::new(token).map_err(|error| anyhow::anyhow!("{error}"))?;
+                ensure!(tokens.iter().any(|known| known.id == token), "governance.rules {}: unknown token", rule.kind);
+                Weight::Stake(token)
+            }
+        };
+        ensure!(rule.quorum_percent <= 100, "governance.rules {}: quorum_percent at most 100", rule.kind);
+        ensure!(
+            (51..=100).contains(&rule.threshold_percent),
+            "governance.rules {}: threshold_percent 51..=100",
+            rule.kind
+        );
+        ensure!(
+            !matches!(kind, ActionKind::AddValidator | ActionKind::RemoveValidator) || weight == Weight::Validators,
+            "governance.rules {}: validator changes are decided by the validators",
+            rule.kind
+        );
+        ensure!(
+            rules
+                .insert(
+                    kind,
+                    Rule { weight, quorum_percent: rule.quorum_percent, threshold_percent: rule.threshold_percent }
+                )
+                .is_none(),
+            "governance.rules: {} is listed twice",
+            rule.kind
+        );
+    }
+    Ok(Governance {
+        members,
+        stewards,
+        emergency_approvals: file.emergency_approvals,
+        emergency_blocks_max: file.emergency_blocks_max,
+        validator_change_delay_blocks: delay,
+        rules,
+    })
+}
+
+/// Most members (or stewards) a genesis may name.
+pub const MEMBERS_MAX: usize = 4096;
 
 fn parse_key(text: &str) -> anyhow::Result<PublicKey> {
     let key = PublicKey::from_hex(text).map_err(|error| anyhow::anyhow!("key {text:?}: {error}"))?;

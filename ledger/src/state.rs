@@ -18,13 +18,13 @@ use std::sync::Arc;
 
 use protocol::codec;
 use protocol::envelope::Envelope;
-use protocol::message::{Action, Body, Choice, Kind, Offer, Settlement, Side};
+use protocol::message::{Action, Body, Choice, Kind, Measure, Offer, Settlement, Side};
 use protocol::types::TokenId;
 use protocol::{Id, PublicKey};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::genesis::{Genesis, Params, VALIDATORS_MAX};
+use crate::genesis::{self, Genesis, Params, VALIDATORS_MAX};
 use crate::hash::{self, Hash};
 
 /// The account that receives fees and escrow penalties: the all-zero key, for which nobody can sign.
@@ -89,6 +89,10 @@ pub enum EntryError {
     DeliveryOver,
     #[error("{account} would buy {wanted} Wh for one interval; the limit is {limit} Wh")]
     HoardingLimit { account: PublicKey, wanted: u64, limit: u64 },
+    #[error("{account}'s trading is frozen by override {by} until height {until_height}")]
+    Frozen { account: PublicKey, by: Id, until_height: u64 },
+    #[error("{0}")]
+    Governance(&'static str),
 }
 
 /// What a block executes in: fixed by its header.
@@ -191,6 +195,17 @@ pub enum Event {
     },
     ProposalPassed(Id),
     ProposalRejected(Id),
+    /// A passed validator change: the set certifying blocks from `at_height` on changes.
+    ValidatorsChanging {
+        proposal: Id,
+        at_height: u64,
+    },
+    /// An override passed: in force until the end of block `until_height`.
+    OverrideInForce {
+        proposal: Id,
+        until_height: u64,
+    },
+    OverrideExpired(Id),
     /// A guild spend reached its threshold: `amount` of `token` moved from the guild's account to `to`.
     GuildSpent {
         spend: Id,
@@ -249,6 +264,31 @@ const GUILD_SPEND: u8 = b'd';
 const GUILD_APPROVAL: u8 = b'y';
 const ASSET: u8 = b'n';
 const ASSET_BY_METER: u8 = b'N';
+const MEMBER: u8 = b'M';
+const VALIDATOR_PENDING: u8 = b'P';
+const OVERRIDE: u8 = b'O';
+const OVERRIDE_BY_END: u8 = b'Q';
+const FROZEN: u8 = b'Z';
+const FUEL_CAP: u8 = b'U';
+const DEVICE_CAP: u8 = b'D';
+const ISLAND_ORDER: u8 = b'I';
+/// Longest an override lasts, blocks.
+pub const OVERRIDE_BLOCKS_MAX: u32 = 1_000_000;
+
+/// Whose votes count on a proposal.
+enum Weight {
+    Validators,
+    Members,
+    Stewards,
+    Stake(TokenId),
+}
+
+/// The account that holds the stakes voted on a proposal until it closes: `blake3("kos/v1/vote-lock" || 0 ||
+/// proposal id)`, an account no key signs for.
+#[must_use]
+pub fn vote_lock_account(proposal: &Id) -> PublicKey {
+    PublicKey(*hash::tagged("kos/v1/vote-lock", &[proposal.as_bytes()]).as_bytes())
+}
 
 /// How long the per-interval energy counters (readings' flows, energy sold and bought) outlive their interval.
 const INTERVAL_RECORDS_RETENTION_MS: u64 = 2 * 86_400_000;
@@ -425,6 +465,27 @@ pub struct GuildSpendState {
     pub status: u8,
 }
 
+/// An override in force: what it does, and the last block it holds for.
+#[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct OverrideState {
+    pub measure: protocol::message::Measure,
+    /// The block whose execution passed it.
+    pub from_height: u64,
+    pub until_height: u64,
+    /// 1 when decided by the emergency rule.
+    pub emergency: u8,
+}
+
+/// A lookup of an override in force on an account, device or cell: the override's id and last block, and its
+/// limits (for caps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct InForce {
+    pub by: Id,
+    pub until_height: u64,
+    pub first: u64,
+    pub second: u64,
+}
+
 /// An open or closed governance proposal.
 #[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
 pub struct ProposalState {
@@ -468,6 +529,9 @@ impl State {
         }
         for (balance_key, amount) in balances {
             writes.insert(balance_key, Some(encode(&amount)));
+        }
+        for member in &genesis.governance.members {
+            writes.insert(key(MEMBER, &[member.as_bytes()]), Some(encode(&1u8)));
         }
         for name in Params::GOVERNABLE {
             let value = genesis.params.get(name).unwrap_or(0);
@@ -627,6 +691,64 @@ impl State {
 
     pub fn proposal(&self, id: &Id) -> Option<ProposalState> {
         self.map.get(&key(PROPOSAL, &[id.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// Every proposal the state holds (open and closed), by id.
+    pub fn proposals(&self) -> impl Iterator<Item = (Id, ProposalState)> + '_ {
+        self.map
+            .range(vec![PROPOSAL]..vec![PROPOSAL + 1])
+            .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
+    }
+
+    /// The ballots cast on a proposal: voter, choice (0 no, 1 yes, 2 abstain) and weight.
+    pub fn ballots(&self, proposal: &Id) -> Vec<(PublicKey, u8, u64)> {
+        let start = key(BALLOT, &[proposal.as_bytes()]);
+        let end = key(BALLOT, &[proposal.as_bytes(), &[0xff; 33]]);
+        self.map
+            .range(start..end)
+            .filter_map(|(key, value)| {
+                let (choice, weight): (u8, u64) = decode(value)?;
+                Some((PublicKey(key.get(33..65)?.try_into().ok()?), choice, weight))
+            })
+            .collect()
+    }
+
+    /// The overrides in force, by the id of the proposal that passed them.
+    pub fn overrides(&self) -> impl Iterator<Item = (Id, OverrideState)> + '_ {
+        self.map
+            .range(vec![OVERRIDE]..vec![OVERRIDE + 1])
+            .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
+    }
+
+    /// Whether an account's trading is frozen by an override in force.
+    pub fn frozen(&self, account: &PublicKey) -> Option<InForce> {
+        self.map.get(&key(FROZEN, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// The fuel cap (units per second in every class) an override puts on an agent.
+    pub fn fuel_cap(&self, account: &PublicKey) -> Option<InForce> {
+        self.map.get(&key(FUEL_CAP, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// Whether an override orders a cell's microgrid into island mode.
+    pub fn island_ordered(&self, cell: &str) -> Option<InForce> {
+        self.map.get(&key(ISLAND_ORDER, &[cell.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
+    /// Whether an account is a one-account-one-vote member.
+    pub fn is_member(&self, account: &PublicKey) -> bool {
+        self.map.contains_key(&key(MEMBER, &[account.as_bytes()]))
+    }
+
+    /// Validator changes passed and waiting for their height: (height, key, power; 0 removes).
+    pub fn validator_changes(&self) -> Vec<(u64, PublicKey, u64)> {
+        self.map
+            .range(vec![VALIDATOR_PENDING]..vec![VALIDATOR_PENDING + 1])
+            .filter_map(|(key, value)| {
+                let height = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+                Some((height, PublicKey(key.get(9..41)?.try_into().ok()?), decode(value)?))
+            })
+            .collect()
     }
 
     pub fn param(&self, name: &str) -> u64 {
@@ -965,6 +1087,7 @@ impl<'s> Pending<'s> {
                     let Body::BarterOffer(offer) = &leg.offer.body else {
                         return Err(EntryError::Invalid("barter leg is not a barter offer".into()));
                     };
+                    self.check_not_frozen(&leg.offer.author)?;
                     self.fill(&leg.offer, offer.give_quantity, leg.give_quantity)?;
                     self.reputation(&leg.offer.author, |reputation| reputation.barters += 1);
                 }
@@ -974,6 +1097,21 @@ impl<'s> Pending<'s> {
                 let period_max = self.base.genesis.params.voting_period_blocks_max;
                 if proposal.voting_period_blocks == 0 || proposal.voting_period_blocks > period_max {
                     return Err(EntryError::VotingPeriod(period_max));
+                }
+                match &proposal.action {
+                    Action::Emergency(measure) => {
+                        let governance = &self.base.genesis.governance;
+                        if governance.stewards.is_empty() {
+                            return Err(EntryError::Governance("the genesis names no stewards for emergencies"));
+                        }
+                        if measure.duration_blocks > governance.emergency_blocks_max {
+                            return Err(EntryError::Governance("an emergency override lasts longer than allowed"));
+                        }
+                    }
+                    Action::Override(measure) if measure.duration_blocks > OVERRIDE_BLOCKS_MAX => {
+                        return Err(EntryError::Governance("an override lasts at most 1000000 blocks"));
+                    }
+                    _ => {}
                 }
                 let end_height = self.context.height.saturating_add(u64::from(proposal.voting_period_blocks));
                 let record = ProposalState {
@@ -1082,7 +1220,14 @@ impl<'s> Pending<'s> {
             .read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]))
             .map(|asset| key(ASSET, &[asset.as_bytes()]));
         let mut asset = asset_key.as_ref().and_then(|asset_key| self.read::<AssetState>(asset_key));
-        let capacity = asset.as_ref().map_or(energy::reading::Capacity::RESIDENTIAL, AssetState::capacity);
+        let mut capacity = asset.as_ref().map_or(energy::reading::Capacity::RESIDENTIAL, AssetState::capacity);
+        // An override may cap the device's import and export below what it is rated for.
+        if let Some(cap) =
+            self.read::<InForce>(&key(DEVICE_CAP, &[author.as_bytes(), reading.meter.as_str().as_bytes()]))
+        {
+            capacity.import_w_max = capacity.import_w_max.min(cap.first);
+            capacity.export_w_max = capacity.export_w_max.min(cap.second);
+        }
         match energy::reading::check(reading, previous.as_ref(), &capacity, now_s) {
             Ok(()) => {}
             Err(energy::reading::Invalid::NotAfterPrevious | energy::reading::Invalid::Register { .. }) => {
@@ -1182,6 +1327,8 @@ impl<'s> Pending<'s> {
         }
         let buyer = settlement.bid.author;
         let seller = settlement.ask.author;
+        self.check_not_frozen(&buyer)?;
+        self.check_not_frozen(&seller)?;
         let rule = genesis.pool_rule(pool);
         let tier_min = rule.map_or(0, |rule| usize::try_from(rule.tier_min).unwrap_or(usize::MAX));
         let mut tiers = [0usize; 2];
@@ -1399,32 +1546,90 @@ impl<'s> Pending<'s> {
         self.events.push(Event::Redistributed { token, accounts: members.len() as u64, share });
     }
 
+    /// The rule a proposal is decided by: who votes, the weight of all who could, the quorum and the threshold
+    /// in percent (an emergency: the stewards, one each, and all of `emergency_approvals` must say yes).
+    fn rule_of(&self, action: &Action) -> (Weight, u64, u64, u64) {
+        let governance = &self.base.genesis.governance;
+        if let Action::Emergency(_) = action {
+            // Passed when k stewards said yes (100 % of k); never by the end of the period (no quorum reaches 101 %).
+            return (Weight::Stewards, u64::from(governance.emergency_approvals), 101, 100);
+        }
+        let rule = governance.rule(action.kind(), self.param("governance_threshold_percent"));
+        let total = match &rule.weight {
+            genesis::Weight::Validators => self.validators().iter().map(|(_, power)| power).sum(),
+            genesis::Weight::Members => self.scan(vec![MEMBER], vec![MEMBER + 1]).len() as u64,
+            genesis::Weight::Stake(token) => self.read(&key(SUPPLY, &[token.as_str().as_bytes()])).unwrap_or(0),
+        };
+        let weight = match rule.weight {
+            genesis::Weight::Validators => Weight::Validators,
+            genesis::Weight::Members => Weight::Members,
+            genesis::Weight::Stake(token) => Weight::Stake(token),
+        };
+        (weight, total, rule.quorum_percent, rule.threshold_percent)
+    }
+
     fn vote(&mut self, voter: &PublicKey, proposal_id: &Id, choice: Choice) -> Result<(), EntryError> {
         let proposal_key = key(PROPOSAL, &[proposal_id.as_bytes()]);
         let mut proposal: ProposalState = self
             .read(&proposal_key)
             .filter(|p: &ProposalState| p.status == 0)
             .ok_or(EntryError::ProposalClosed(*proposal_id))?;
-        let power: u64 = self.read(&key(VALIDATOR, &[voter.as_bytes()])).ok_or(EntryError::NotAVoter(*voter))?;
         let ballot_key = key(BALLOT, &[proposal_id.as_bytes(), voter.as_bytes()]);
         if self.get(&ballot_key).is_some() {
             return Err(EntryError::AlreadyVoted(*voter));
         }
-        self.write(ballot_key, &(choice as u8));
+        let (weight, total, _, threshold) = self.rule_of(&proposal.action);
+        let power: u64 = match &weight {
+            Weight::Validators => self.read(&key(VALIDATOR, &[voter.as_bytes()])),
+            Weight::Members => self.get(&key(MEMBER, &[voter.as_bytes()])).map(|_| 1),
+            Weight::Stewards => self.base.genesis.governance.stewards.contains(voter).then_some(1),
+            Weight::Stake(token) => {
+                // The stake votes locked: it returns to the voter when the proposal closes, so no token votes twice.
+                let stake = self.balance(voter, token);
+                if stake > 0 {
+                    self.move_tokens(voter, &vote_lock_account(proposal_id), token, stake)?;
+                }
+                (stake > 0).then_some(stake)
+            }
+        }
+        .ok_or(EntryError::NotAVoter(*voter))?;
+        self.write(ballot_key, &(choice as u8, power));
         match choice {
             Choice::Yes => proposal.yes = proposal.yes.saturating_add(power),
             Choice::No => proposal.no = proposal.no.saturating_add(power),
             Choice::Abstain => proposal.abstain = proposal.abstain.saturating_add(power),
         }
-        let total: u64 = self.validators().iter().map(|(_, power)| power).sum();
-        let threshold = self.param("governance_threshold_percent");
-        if u128::from(proposal.yes) * 100 >= u128::from(total) * u128::from(threshold) {
-            proposal.status = 1;
-            self.enact(&proposal.action);
-            self.events.push(Event::ProposalPassed(*proposal_id));
+        // Passed already when its yes votes alone are the threshold of all who could vote.
+        if total > 0 && u128::from(proposal.yes) * 100 >= u128::from(total) * u128::from(threshold) {
+            self.close(proposal_id, &mut proposal, true);
         }
         self.write(proposal_key, &proposal);
         Ok(())
+    }
+
+    /// Closes a proposal: passed (its action is enacted now) or rejected; staked votes return to their voters.
+    fn close(&mut self, id: &Id, proposal: &mut ProposalState, passed: bool) {
+        proposal.status = if passed { 1 } else { 2 };
+        if passed {
+            self.enact(id, &proposal.action);
+            self.events.push(Event::ProposalPassed(*id));
+        } else {
+            self.events.push(Event::ProposalRejected(*id));
+        }
+        if let (Weight::Stake(token), _, _, _) = self.rule_of(&proposal.action) {
+            let start = key(BALLOT, &[id.as_bytes()]);
+            let end = key(BALLOT, &[id.as_bytes(), &[0xff; 33]]);
+            for (ballot, value) in self.scan(start, end) {
+                let (Some(voter), Some((_, stake))) = (
+                    ballot.get(33..65).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(PublicKey),
+                    decode::<(u8, u64)>(&value),
+                ) else {
+                    continue;
+                };
+                // The lock holds exactly the stakes voted; a failure here would be a bug, and leaves them locked.
+                let _ = self.move_tokens(&vote_lock_account(id), &voter, &token, stake);
+            }
+        }
     }
 
     fn validators(&self) -> Vec<(PublicKey, u64)> {
@@ -1439,9 +1644,11 @@ impl<'s> Pending<'s> {
         validators.into_iter().collect()
     }
 
-    /// Applies a passed proposal's action. Validator changes that would leave no validator, or too many, or a
-    /// total power that overflows, are ignored (the proposal still passes; its effect is void).
-    fn enact(&mut self, action: &Action) {
+    /// Applies a passed proposal's action. A validator change is scheduled for `validator_change_delay_blocks`
+    /// later (announced by an event), and then applied unless it would leave no validator, too many, or a total
+    /// power that overflows (the proposal still passed; its effect is void).
+    fn enact(&mut self, id: &Id, action: &Action) {
+        let height = self.context.height;
         match action {
             Action::Text(_) => {}
             Action::SetParameter(set) => {
@@ -1450,24 +1657,107 @@ impl<'s> Pending<'s> {
                     self.write(key(PARAM, &[set.name.as_str().as_bytes()]), &set.value);
                 }
             }
-            Action::AddValidator(add) => {
-                let validators = self.validators();
-                let known = validators.iter().any(|(key, _)| *key == add.key);
-                let total: u128 =
-                    validators.iter().map(|(_, power)| u128::from(*power)).sum::<u128>() + u128::from(add.power);
-                if (known || validators.len() < VALIDATORS_MAX)
-                    && total <= u128::from(u64::MAX / 1000)
-                    && protocol::keys::verifying_key(&add.key).is_ok()
-                {
-                    self.write(key(VALIDATOR, &[add.key.as_bytes()]), &add.power);
+            Action::AddValidator(_) | Action::RemoveValidator(_) => {
+                let at_height = height.saturating_add(self.base.genesis.governance.validator_change_delay_blocks);
+                let (validator, power) = match action {
+                    Action::AddValidator(add) => (add.key, add.power),
+                    Action::RemoveValidator(remove) => (remove.key, 0),
+                    _ => return,
+                };
+                self.write(key(VALIDATOR_PENDING, &[&at_height.to_be_bytes(), validator.as_bytes()]), &power);
+                self.events.push(Event::ValidatorsChanging { proposal: *id, at_height });
+            }
+            Action::AdmitMember(admit) => {
+                if self.scan(vec![MEMBER], vec![MEMBER + 1]).len() < genesis::MEMBERS_MAX * 4 {
+                    self.write(key(MEMBER, &[admit.key.as_bytes()]), &1u8);
                 }
             }
-            Action::RemoveValidator(remove) => {
-                let validators = self.validators();
-                if validators.len() > 1 && validators.iter().any(|(key, _)| *key == remove.key) {
-                    self.delete(key(VALIDATOR, &[remove.key.as_bytes()]));
-                }
+            Action::Override(measure) | Action::Emergency(measure) => {
+                let until_height = height.saturating_add(u64::from(measure.duration_blocks));
+                let in_force = |first, second| InForce { by: *id, until_height, first, second };
+                let (lookup, value) = match &measure.measure {
+                    Measure::Freeze(freeze) => (key(FROZEN, &[freeze.account.as_bytes()]), in_force(0, 0)),
+                    Measure::FuelCap(cap) => (key(FUEL_CAP, &[cap.account.as_bytes()]), in_force(cap.per_s, 0)),
+                    Measure::DeviceCap(cap) => (
+                        key(DEVICE_CAP, &[cap.account.as_bytes(), cap.meter.as_str().as_bytes()]),
+                        in_force(cap.import_w_max, cap.export_w_max),
+                    ),
+                    Measure::Island(order) => (key(ISLAND_ORDER, &[order.cell.as_str().as_bytes()]), in_force(0, 0)),
+                };
+                // The latest override on the same target replaces an earlier one.
+                self.write(lookup, &value);
+                let record = OverrideState {
+                    measure: measure.measure.clone(),
+                    from_height: height,
+                    until_height,
+                    emergency: u8::from(matches!(action, Action::Emergency(_))),
+                };
+                self.write(key(OVERRIDE, &[id.as_bytes()]), &record);
+                self.put(key(OVERRIDE_BY_END, &[&until_height.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
+                self.events.push(Event::OverrideInForce { proposal: *id, until_height });
             }
+        }
+    }
+
+    /// Applies the validator changes due at the next height.
+    fn change_validators(&mut self) {
+        for pending in self.due(VALIDATOR_PENDING, self.context.height.saturating_add(1)) {
+            let power: u64 = self.read(&pending).unwrap_or(0);
+            self.delete(pending.clone());
+            let Some(validator) = pending.get(9..41).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(PublicKey)
+            else {
+                continue;
+            };
+            let validators = self.validators();
+            let known = validators.iter().any(|(key, _)| *key == validator);
+            if power == 0 {
+                if validators.len() > 1 && known {
+                    self.delete(key(VALIDATOR, &[validator.as_bytes()]));
+                }
+                continue;
+            }
+            let others: u128 =
+                validators.iter().filter(|(key, _)| *key != validator).map(|(_, power)| u128::from(*power)).sum();
+            if (known || validators.len() < VALIDATORS_MAX)
+                && others + u128::from(power) <= u128::from(u64::MAX / 1000)
+                && protocol::keys::verifying_key(&validator).is_ok()
+            {
+                self.write(key(VALIDATOR, &[validator.as_bytes()]), &power);
+            }
+        }
+    }
+
+    /// Lifts the overrides whose last block this is.
+    fn expire_overrides(&mut self) {
+        for index_key in self.due(OVERRIDE_BY_END, self.context.height) {
+            self.delete(index_key.clone());
+            let Some(id) = index_key.get(9..41).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id) else {
+                continue;
+            };
+            let override_key = key(OVERRIDE, &[id.as_bytes()]);
+            let Some(record) = self.read::<OverrideState>(&override_key) else { continue };
+            self.delete(override_key);
+            let lookup = match &record.measure {
+                Measure::Freeze(freeze) => key(FROZEN, &[freeze.account.as_bytes()]),
+                Measure::FuelCap(cap) => key(FUEL_CAP, &[cap.account.as_bytes()]),
+                Measure::DeviceCap(cap) => key(DEVICE_CAP, &[cap.account.as_bytes(), cap.meter.as_str().as_bytes()]),
+                Measure::Island(order) => key(ISLAND_ORDER, &[order.cell.as_str().as_bytes()]),
+            };
+            // Only if no later override on the same target replaced it.
+            if self.read::<InForce>(&lookup).is_some_and(|in_force| in_force.by == id) {
+                self.delete(lookup);
+            }
+            self.events.push(Event::OverrideExpired(id));
+        }
+    }
+
+    /// Refuses trading by an account an override froze.
+    fn check_not_frozen(&self, account: &PublicKey) -> Result<(), EntryError> {
+        match self.read::<InForce>(&key(FROZEN, &[account.as_bytes()])) {
+            Some(in_force) => {
+                Err(EntryError::Frozen { account: *account, by: in_force.by, until_height: in_force.until_height })
+            }
+            None => Ok(()),
         }
     }
 
@@ -1492,6 +1782,7 @@ impl<'s> Pending<'s> {
             }
         }
         self.redistribute();
+        self.expire_overrides();
         for index_key in self.due(PROPOSAL_BY_END, self.context.height) {
             self.delete(index_key.clone());
             let Some(id) = index_key.get(9..41).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id) else {
@@ -1501,11 +1792,19 @@ impl<'s> Pending<'s> {
             if let Some(mut proposal) = self.read::<ProposalState>(&proposal_key)
                 && proposal.status == 0
             {
-                proposal.status = 2;
+                // The period is over: quorum of all the weight voted, and the threshold of yes among yes and no.
+                let (_, total, quorum, threshold) = self.rule_of(&proposal.action);
+                let turnout = u128::from(proposal.yes) + u128::from(proposal.no) + u128::from(proposal.abstain);
+                let decided = u128::from(proposal.yes) + u128::from(proposal.no);
+                let passed = quorum <= 100
+                    && proposal.yes > 0
+                    && turnout * 100 >= u128::from(total) * u128::from(quorum)
+                    && u128::from(proposal.yes) * 100 >= decided * u128::from(threshold);
+                self.close(&id, &mut proposal, passed);
                 self.write(proposal_key, &proposal);
-                self.events.push(Event::ProposalRejected(id));
             }
         }
+        self.change_validators();
         for (index, marker) in
             [(INCLUDED_BY_EXPIRY, INCLUDED), (CANCELLED_BY_EXPIRY, CANCELLED), (FILLED_BY_EXPIRY, FILLED)]
         {

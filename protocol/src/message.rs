@@ -438,6 +438,64 @@ pub struct RemoveValidator {
     pub key: PublicKey,
 }
 
+/// Admits an account to the members who vote one account, one vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct AdmitMember {
+    pub key: PublicKey,
+}
+
+/// A fail-safe override: a measure in force for `duration_blocks` blocks from the block where it passes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Override {
+    pub measure: Measure,
+    /// More than 0.
+    pub duration_blocks: u32,
+}
+
+/// Stops an account's trading: its offers, barter offers and settlements are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Freeze {
+    pub account: PublicKey,
+}
+
+/// Caps an agent's fuel: its recharge in every class, units per second.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct FuelCap {
+    pub account: PublicKey,
+    pub per_s: u64,
+}
+
+/// Caps what a device (a meter of an account) may import and export, W: readings beyond are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct DeviceCap {
+    pub account: PublicKey,
+    pub meter: MeterId,
+    pub import_w_max: u64,
+    pub export_w_max: u64,
+}
+
+/// Puts the microgrid of a location cell into island mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct IslandOrder {
+    pub cell: Cell,
+}
+
+/// What an override does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Measure {
+    Freeze(Freeze),
+    FuelCap(FuelCap),
+    DeviceCap(DeviceCap),
+    Island(IslandOrder),
+}
+
+tagged_union!(Measure, "override measure", MeasureKind {
+    0 => Freeze(Freeze), "freeze";
+    1 => FuelCap(FuelCap), "fuel-cap";
+    2 => DeviceCap(DeviceCap), "device-cap";
+    3 => Island(IslandOrder), "island";
+});
+
 /// What a governance proposal does if it passes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -445,6 +503,11 @@ pub enum Action {
     SetParameter(SetParameter),
     AddValidator(AddValidator),
     RemoveValidator(RemoveValidator),
+    /// An override decided by the community's vote.
+    Override(Override),
+    AdmitMember(AdmitMember),
+    /// An override decided by the emergency rule (k of n stewards), for a short bounded time.
+    Emergency(Override),
 }
 
 tagged_union!(Action, "proposal action", ActionKind {
@@ -452,6 +515,9 @@ tagged_union!(Action, "proposal action", ActionKind {
     1 => SetParameter(SetParameter), "set-parameter";
     2 => AddValidator(AddValidator), "add-validator";
     3 => RemoveValidator(RemoveValidator), "remove-validator";
+    4 => Override(Override), "override";
+    5 => AdmitMember(AdmitMember), "admit-member";
+    6 => Emergency(Override), "emergency";
 });
 
 /// A governance proposal, voted on for `voting_period_blocks` blocks after the one that includes it.

@@ -263,10 +263,13 @@ fn check_proposal(proposal: &Proposal) -> Result<(), &'static str> {
     if proposal.voting_period_blocks == 0 {
         return Err("voting_period_blocks is 0");
     }
-    if let crate::message::Action::AddValidator(add) = &proposal.action
-        && add.power == 0
-    {
-        return Err("validator power is 0");
+    use crate::message::Action;
+    match &proposal.action {
+        Action::AddValidator(add) if add.power == 0 => return Err("validator power is 0"),
+        Action::Override(measure) | Action::Emergency(measure) if measure.duration_blocks == 0 => {
+            return Err("override duration_blocks is 0");
+        }
+        _ => {}
     }
     Ok(())
 }

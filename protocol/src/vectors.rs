@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use crate::envelope::{Draft, Envelope};
 use crate::keys::Keypair;
 use crate::message::{
-    Action, AddValidator, Asset, AssetKind, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Guild,
-    GuildApproval, GuildSpend, Limits, Mechanism, MeterSource, Mint, Offer, PoolId, Proposal, Reading, Resource,
-    Settlement, Side, Transfer, Vote, guild_account,
+    Action, AddValidator, Asset, AssetKind, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Freeze,
+    Guild, GuildApproval, GuildSpend, Limits, Measure, Mechanism, MeterSource, Mint, Offer, Override, PoolId, Proposal,
+    Reading, Resource, Settlement, Side, Transfer, Vote, guild_account,
 };
 use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Text, TokenId};
 
@@ -205,6 +205,23 @@ pub fn all() -> Vec<Vector> {
         ),
         vector("proposal", 3, proposal.clone()),
         vector("vote", 4, sign(4, 1, Body::Vote(Vote { proposal: proposal.id(), choice: Choice::Yes }))),
+        vector(
+            "proposal-override",
+            1,
+            sign(
+                1,
+                9,
+                Body::Proposal(Proposal {
+                    action: Action::Override(Override {
+                        measure: Measure::Freeze(Freeze { account: public_key(2) }),
+                        duration_blocks: 600,
+                    }),
+                    title: text("Freeze the runaway trading agent"),
+                    text: text("It has placed thousands of offers it never settles."),
+                    voting_period_blocks: 100,
+                }),
+            ),
+        ),
         vector(
             "mint",
             4,

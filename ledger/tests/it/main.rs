@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
+mod governance;
 mod market;
 mod sim;
 mod state;

@@ -1,0 +1,331 @@
+//! Governance on the state machine: proposals decided by the rule genesis sets for their kind (validators by
+//! power, members one vote each, or locked stake), with quorum and threshold; effects applied by the state machine
+//! at the block where a proposal passes; validator changes scheduled for a later height; overrides (freeze, caps,
+//! island) in force for their duration and lifted on time; the stewards' emergency rule.
+
+use std::sync::Arc;
+
+use ledger::Genesis;
+use ledger::state::{BlockContext, EntryError, Event, State, vote_lock_account};
+use protocol::message::{
+    Action, AddValidator, Body, Choice, DeviceCap, Empty, Freeze, Measure, Mechanism, Offer, Override, PoolId,
+    Proposal, Reading, Resource, SetParameter, Settlement, Side, Transfer, Vote,
+};
+use protocol::types::{Cell, MeterId, ParameterName, Text, TokenId};
+use protocol::{Draft, Envelope, Keypair, NetworkId, PublicKey};
+
+const START_MS: u64 = 1_767_225_600_000;
+
+/// Six keys: 0 is the one validator; 1, 2, 3 are members and stewards; all hold credits.
+struct World {
+    keys: Vec<Keypair>,
+    state: State,
+    height: u64,
+    nonce: u64,
+}
+
+struct Block {
+    kept: usize,
+    rejected: Vec<EntryError>,
+    events: Vec<Event>,
+}
+
+impl World {
+    fn new(governance: &str) -> World {
+        let keys: Vec<Keypair> = (0..6u8).map(|index| Keypair::from_seed(&[index + 40; 32])).collect();
+        let public: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
+        let mut text = Genesis::devnet_text("kos-gov", START_MS, &public[..1], &public, 1_000_000);
+        let list = |range: std::ops::Range<usize>| {
+            public[range].iter().map(|key| format!("\"{}\"", key.to_hex())).collect::<Vec<_>>().join(", ")
+        };
+        text.push_str(&format!(
+            "\n[governance]\nmembers = [{}]\nstewards = [{}]\nemergency_approvals = 2\nemergency_blocks_max = 10\n{governance}",
+            list(1..4),
+            list(1..4)
+        ));
+        let genesis = Arc::new(Genesis::parse(&text).unwrap());
+        World { keys, state: State::genesis(genesis), height: 0, nonce: 0 }
+    }
+
+    fn key(&self, index: usize) -> PublicKey {
+        self.keys[index].public()
+    }
+
+    fn sign(&mut self, author: usize, body: Body) -> Envelope {
+        self.nonce += 1;
+        let now = START_MS + self.height * 1_000;
+        Draft {
+            network: NetworkId::new("kos-gov").unwrap(),
+            nonce: self.nonce,
+            created_ms: now,
+            expires_ms: now + 86_400_000,
+            body,
+        }
+        .sign(&self.keys[author])
+    }
+
+    fn block(&mut self, entries: Vec<Envelope>) -> Block {
+        self.height += 1;
+        let context =
+            BlockContext { height: self.height, time_ms: START_MS + self.height * 1_000 + 500, proposer: self.key(0) };
+        let built = self.state.build(context, entries.iter().map(Envelope::to_bytes).collect(), &|_| false);
+        let block = Block {
+            kept: built.entries.len(),
+            rejected: built.rejected.into_iter().map(|(_, error)| error).collect(),
+            events: built.executed.events.clone(),
+        };
+        self.state.apply(built.executed.writes, built.executed.lattice);
+        block
+    }
+
+    fn propose(&mut self, author: usize, action: Action, period: u32) -> Envelope {
+        let proposal = Proposal {
+            action,
+            title: Text::new("a change").unwrap(),
+            text: Text::new("").unwrap(),
+            voting_period_blocks: period,
+        };
+        self.sign(author, Body::Proposal(proposal))
+    }
+
+    fn vote(&mut self, voter: usize, proposal: &Envelope, choice: Choice) -> Envelope {
+        self.sign(voter, Body::Vote(Vote { proposal: proposal.id(), choice }))
+    }
+
+    /// A matched bid of `buyer` and ask of `seller` for 1 kWh in a continuous pool.
+    fn trade(&mut self, buyer: usize, seller: usize) -> Envelope {
+        let pool = PoolId {
+            resource: Resource::Energy,
+            token: TokenId::new("credit").unwrap(),
+            cell: Cell::new("u33db").unwrap(),
+            interval_s: 0,
+        };
+        let offer = |side, price| {
+            Body::Offer(Offer { pool: pool.clone(), side, quantity: 1_000, unit_price: price, delivery_start_s: 0 })
+        };
+        let bid = self.sign(buyer, offer(Side::Bid, 200));
+        let ask = self.sign(seller, offer(Side::Ask, 100));
+        let settlement = Settlement {
+            bid: Box::new(bid),
+            ask: Box::new(ask),
+            quantity: 1_000,
+            unit_price: 150,
+            mechanism: Mechanism::ContinuousDoubleAuction,
+        };
+        self.sign(buyer, Body::Settlement(settlement))
+    }
+}
+
+fn grid_fee(value: u64) -> Action {
+    Action::SetParameter(SetParameter { name: ParameterName::new("grid_fee_per_kwh").unwrap(), value })
+}
+
+const MEMBERS_DECIDE_FEES: &str = "\n[[governance.rules]]\nkind = \"set-parameter\"\nweight = \"members\"\nquorum_percent = 50\nthreshold_percent = 60\n";
+
+#[test]
+fn members_decide_a_fee_with_quorum_and_threshold_and_it_takes_effect_where_it_passes() {
+    let mut world = World::new(MEMBERS_DECIDE_FEES);
+    assert_eq!(world.state.param("grid_fee_per_kwh"), 0);
+    // Two yes of three members: two thirds of all, past the 60 % threshold, so it passes in the block of the vote.
+    let early = world.propose(1, grid_fee(20), 5);
+    assert_eq!(world.block(vec![early.clone()]).kept, 1);
+    let yes = [world.vote(1, &early, Choice::Yes), world.vote(2, &early, Choice::Yes)];
+    let outsider = world.vote(4, &early, Choice::Yes);
+    let first = world.block(vec![yes[0].clone(), outsider]);
+    assert!(matches!(first.rejected[..], [EntryError::NotAVoter(_)]), "{:?}", first.rejected);
+    assert_eq!(world.state.param("grid_fee_per_kwh"), 0, "one of three is not 60 % of all");
+    let second = world.block(vec![yes[1].clone()]);
+    assert!(second.events.contains(&Event::ProposalPassed(early.id())), "{:?}", second.events);
+    assert_eq!(world.state.param("grid_fee_per_kwh"), 20);
+    assert_eq!(world.state.proposal(&early.id()).unwrap().status, 1);
+
+    // One yes, one no: at the end of the period the quorum is there but yes is 50 % of yes and no: rejected.
+    let split = world.propose(2, grid_fee(99), 3);
+    world.block(vec![split.clone()]);
+    let votes = vec![world.vote(1, &split, Choice::Yes), world.vote(3, &split, Choice::No)];
+    world.block(votes);
+    world.block(vec![]);
+    let end = world.block(vec![]);
+    assert!(end.events.contains(&Event::ProposalRejected(split.id())), "{:?}", end.events);
+    assert_eq!(world.state.param("grid_fee_per_kwh"), 20);
+
+    // One yes, two abstain: quorum met, yes is all of yes and no — it passes at the end of its period, and not a
+    // block before.
+    let quiet = world.propose(3, grid_fee(35), 3);
+    world.block(vec![quiet.clone()]);
+    let passing_height = world.height + 3;
+    let votes = vec![
+        world.vote(1, &quiet, Choice::Yes),
+        world.vote(2, &quiet, Choice::Abstain),
+        world.vote(3, &quiet, Choice::Abstain),
+    ];
+    world.block(votes);
+    world.block(vec![]);
+    assert_eq!(world.state.param("grid_fee_per_kwh"), 20);
+    let end = world.block(vec![]);
+    assert_eq!(world.height, passing_height);
+    assert!(end.events.contains(&Event::ProposalPassed(quiet.id())), "{:?}", end.events);
+    assert_eq!(world.state.param("grid_fee_per_kwh"), 35);
+
+    // A single yes without quorum (one of three): rejected at the end.
+    let lonely = world.propose(1, grid_fee(1), 2);
+    world.block(vec![lonely.clone()]);
+    let vote = world.vote(1, &lonely, Choice::Yes);
+    world.block(vec![vote]);
+    let end = world.block(vec![]);
+    assert!(end.events.contains(&Event::ProposalRejected(lonely.id())), "{:?}", end.events);
+    assert_eq!(world.state.param("grid_fee_per_kwh"), 35);
+}
+
+#[test]
+fn a_stake_vote_locks_the_tokens_until_the_proposal_closes() {
+    let rules = "\n[[governance.rules]]\nkind = \"text\"\nweight = \"stake:credit\"\nquorum_percent = 10\nthreshold_percent = 51\n";
+    let mut world = World::new(rules);
+    let credit = TokenId::new("credit").unwrap();
+    let proposal = world.propose(4, Action::Text(Empty), 3);
+    world.block(vec![proposal.clone()]);
+    let holder = world.key(4);
+    let vote = world.vote(4, &proposal, Choice::Yes);
+    world.block(vec![vote]);
+    // The voter's whole balance is locked: it cannot move it and vote again from another account.
+    assert_eq!(world.state.balance(&holder, &credit), 0);
+    assert_eq!(world.state.balance(&vote_lock_account(&proposal.id()), &credit), 1_000_000);
+    let dodge = world.sign(
+        4,
+        Body::Transfer(Transfer { to: world.key(5), token: credit.clone(), amount: 1, memo: Text::new("").unwrap() }),
+    );
+    assert_eq!(world.block(vec![dodge]).kept, 0);
+    let ballots = world.state.ballots(&proposal.id());
+    assert_eq!(ballots, vec![(holder, 1, 1_000_000)]);
+    // 1,000,000 of the 6,000,000 credits voted: the 10 % quorum, and all yes: passes at the end; the stake returns.
+    let end = world.block(vec![]);
+    assert!(end.events.contains(&Event::ProposalPassed(proposal.id())), "{:?}", end.events);
+    assert_eq!(world.state.balance(&holder, &credit), 1_000_000);
+    assert_eq!(world.state.balance(&vote_lock_account(&proposal.id()), &credit), 0);
+}
+
+#[test]
+fn a_validator_change_takes_effect_at_the_height_announced_in_the_passing_block() {
+    let mut world = World::new("validator_change_delay_blocks = 3\n");
+    let newcomer = world.key(5);
+    let add = world.propose(1, Action::AddValidator(AddValidator { key: newcomer, power: 1 }), 10);
+    world.block(vec![add.clone()]);
+    // The one validator (key 0) votes yes: all of the power, so it passes now, effective three blocks on.
+    let vote = world.vote(0, &add, Choice::Yes);
+    let passed = world.block(vec![vote]);
+    let at_height = world.height + 3;
+    assert!(
+        passed.events.contains(&Event::ValidatorsChanging { proposal: add.id(), at_height }),
+        "{:?}",
+        passed.events
+    );
+    assert_eq!(world.state.validator_changes(), vec![(at_height, newcomer, 1)]);
+    // The set that certifies the next block is the state's after this one: unchanged until block at_height − 1.
+    for _ in 0..2 {
+        assert_eq!(world.state.validators().len(), 1, "changed early at height {}", world.height);
+        world.block(vec![]);
+    }
+    assert_eq!(world.height, at_height - 1);
+    assert_eq!(world.state.validators().len(), 2, "block {at_height} is certified by the new set");
+    assert!(world.state.validator_changes().is_empty());
+}
+
+#[test]
+fn an_override_freezes_an_accounts_trading_until_it_expires() {
+    let mut world = World::new("");
+    let frozen = world.key(2);
+    let freeze = world.propose(
+        1,
+        Action::Override(Override { measure: Measure::Freeze(Freeze { account: frozen }), duration_blocks: 3 }),
+        5,
+    );
+    world.block(vec![freeze.clone()]);
+    let before = world.trade(1, 2);
+    assert_eq!(world.block(vec![before]).kept, 1, "not frozen yet");
+    let vote = world.vote(0, &freeze, Choice::Yes);
+    let passed = world.block(vec![vote]);
+    let until_height = world.height + 3;
+    assert!(passed.events.contains(&Event::OverrideInForce { proposal: freeze.id(), until_height }));
+    assert_eq!(world.state.frozen(&frozen).map(|in_force| in_force.until_height), Some(until_height));
+    // Its trades are refused, as seller or buyer; others trade on.
+    for _ in 0..3 {
+        let sells = world.trade(1, 2);
+        let buys = world.trade(2, 3);
+        let others = world.trade(3, 1);
+        let block = world.block(vec![sells, buys, others]);
+        assert_eq!(block.kept, 1, "height {}", world.height);
+        assert!(
+            block
+                .rejected
+                .iter()
+                .all(|error| matches!(error, EntryError::Frozen { account, .. } if *account == frozen)),
+            "{:?}",
+            block.rejected
+        );
+        if world.height == until_height {
+            assert!(block.events.contains(&Event::OverrideExpired(freeze.id())), "{:?}", block.events);
+        }
+    }
+    assert_eq!(world.state.frozen(&frozen), None);
+    assert_eq!(world.state.overrides().count(), 0);
+    let after = world.trade(1, 2);
+    assert_eq!(world.block(vec![after]).kept, 1, "the freeze expired");
+}
+
+#[test]
+fn stewards_pass_a_short_emergency_cap_on_a_device() {
+    let mut world = World::new("");
+    let meter = MeterId::new("main").unwrap();
+    let cap = |duration_blocks| Override {
+        measure: Measure::DeviceCap(DeviceCap {
+            account: world_key(4),
+            meter: meter.clone(),
+            import_w_max: 1_000,
+            export_w_max: 500,
+        }),
+        duration_blocks,
+    };
+    // Longer than the emergency rule allows: refused.
+    let long = world.propose(1, Action::Emergency(cap(11)), 5);
+    assert!(matches!(world.block(vec![long]).rejected[..], [EntryError::Governance(_)]));
+    let emergency = world.propose(1, Action::Emergency(cap(10)), 5);
+    world.block(vec![emergency.clone()]);
+    // A validator is not a steward; one steward is not two.
+    let votes = vec![world.vote(0, &emergency, Choice::Yes), world.vote(1, &emergency, Choice::Yes)];
+    let block = world.block(votes);
+    assert!(matches!(block.rejected[..], [EntryError::NotAVoter(_)]), "{:?}", block.rejected);
+    assert_eq!(world.state.overrides().count(), 0);
+    let second = world.vote(3, &emergency, Choice::Yes);
+    let block = world.block(vec![second]);
+    assert!(block.events.iter().any(|event| matches!(event, Event::OverrideInForce { .. })), "{:?}", block.events);
+    let (_, record) = world.state.overrides().next().unwrap();
+    assert_eq!(record.emergency, 1);
+    // The capped meter's reading of 2 kW export over 15 minutes (500 Wh) is beyond its 500 W cap.
+    // The quarter hour that ended before the network started.
+    let interval_start_s = (START_MS / 1000) / 900 * 900 - 900;
+    let reading = |export_wh| Reading {
+        meter: meter.clone(),
+        interval_start_s,
+        interval_s: 900,
+        import_wh: 0,
+        export_wh,
+        generation_wh: export_wh,
+        consumption_wh: 0,
+        import_counter_wh: 0,
+        export_counter_wh: export_wh,
+        source: protocol::message::MeterSource::Simulated,
+    };
+    let over = world.sign(4, Body::Reading(reading(500)));
+    let block = world.block(vec![over]);
+    assert!(
+        matches!(&block.rejected[..], [EntryError::ReadingImplausible { reason, .. }] if reason.contains("export")),
+        "{:?}",
+        block.rejected
+    );
+    let within = world.sign(4, Body::Reading(reading(100)));
+    assert_eq!(world.block(vec![within]).kept, 1);
+}
+
+fn world_key(index: u8) -> PublicKey {
+    Keypair::from_seed(&[index + 40; 32]).public()
+}
