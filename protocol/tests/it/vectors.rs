@@ -63,8 +63,9 @@ fn vectors_verify_from_the_spec_alone() {
         assert_eq!(unsigned[0], 0x87, "{name}");
         assert_eq!(&envelope[1..envelope.len() - 66], &unsigned[1..], "{name}");
         assert_eq!(&envelope[envelope.len() - 66..envelope.len() - 64], &[0x58, 0x40], "{name}");
-        // id = blake3("kos/v1/id/" || kind || 0x00 || unsigned); the kind is the name up to a '-side' suffix.
-        let kind = name.trim_end_matches("-bid").trim_end_matches("-ask");
+        // id = blake3("kos/v1/id/" || kind || 0x00 || unsigned); the kind is the name up to a '-side' or
+        // '-override' suffix.
+        let kind = name.trim_end_matches("-bid").trim_end_matches("-ask").trim_end_matches("-override");
         let mut preimage = format!("kos/v1/id/{kind}\0").into_bytes();
         preimage.extend_from_slice(&unsigned);
         assert_eq!(blake3::hash(&preimage).to_hex().as_str(), block["id"], "{name}");
