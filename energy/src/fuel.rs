@@ -155,6 +155,8 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 struct Agent {
     standing: Standing,
+    /// A cap on recharge (and capacity), units per second, set by a governance override.
+    cap_per_s: Option<u64>,
     /// Fuel per class, milli-units, as of `updated_ms`.
     levels_milli: [u64; 3],
     updated_ms: u64,
@@ -176,13 +178,15 @@ pub struct Status {
 pub struct Fuel<K> {
     config: Config,
     agents: HashMap<K, Agent>,
+    /// Agents whose fuel an override caps, units per second (kept apart so a forgotten agent stays capped).
+    caps: HashMap<K, u64>,
     throttled_total: u64,
 }
 
 impl<K: Hash + Eq + Clone> Fuel<K> {
     #[must_use]
     pub fn new(config: Config) -> Fuel<K> {
-        Fuel { config, agents: HashMap::new(), throttled_total: 0 }
+        Fuel { config, agents: HashMap::new(), caps: HashMap::new(), throttled_total: 0 }
     }
 
     #[must_use]
@@ -225,8 +229,30 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
         })
     }
 
-    fn capacity_milli(&self, class: Class, standing: Standing) -> u64 {
-        self.config.budget_for(class, standing).capacity.saturating_mul(1000)
+    fn capacity_milli(&self, class: Class, standing: Standing, cap: Option<u64>) -> u64 {
+        capped(self.config.budget_for(class, standing), cap).capacity.saturating_mul(1000)
+    }
+
+    /// Replaces the fuel caps overrides put on agents (units per second in every class; the capacity becomes a
+    /// second of it): a capped agent's fuel is cut to the cap at once and recharges no faster.
+    pub fn set_caps(&mut self, caps: impl IntoIterator<Item = (K, u64)>, now_ms: u64) {
+        let caps: HashMap<K, u64> = caps.into_iter().collect();
+        for (key, state) in &mut self.agents {
+            recharge(&self.config, state, now_ms);
+            state.cap_per_s = caps.get(key).copied();
+            for class in Class::ALL {
+                let capacity = capped(self.config.budget_for(class, state.standing), state.cap_per_s).capacity;
+                let level = &mut state.levels_milli[class as usize];
+                *level = (*level).min(capacity.saturating_mul(1000));
+            }
+        }
+        self.caps = caps;
+    }
+
+    /// The cap on an agent, if an override put one.
+    #[must_use]
+    pub fn cap(&self, agent: &K) -> Option<u64> {
+        self.caps.get(agent).copied()
     }
 
     /// The agent's entry, recharged to `now_ms`; a new agent gets a quarter of its capacity, and if the table is
@@ -239,9 +265,12 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
             self.agents.remove(&idle);
         }
         let config = &self.config;
+        let cap_per_s = self.caps.get(agent).copied();
         let state = self.agents.entry(agent.clone()).or_insert_with(|| Agent {
             standing: Standing::Newcomer,
-            levels_milli: Class::ALL.map(|class| config.budget(class).capacity.saturating_mul(1000) / 4),
+            cap_per_s,
+            levels_milli: Class::ALL
+                .map(|class| capped(config.budget(class), cap_per_s).capacity.saturating_mul(1000) / 4),
             updated_ms: now_ms,
             throttled: 0,
         });
@@ -251,7 +280,8 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
 
     /// Sets the agent's standing (from the ledger's reputation or the validator set).
     pub fn set_standing(&mut self, agent: &K, standing: Standing, now_ms: u64) {
-        let capacities = Class::ALL.map(|class| self.capacity_milli(class, standing));
+        let cap = self.cap(agent);
+        let capacities = Class::ALL.map(|class| self.capacity_milli(class, standing, cap));
         let state = self.agent(agent, now_ms);
         state.standing = standing;
         for (level, capacity) in state.levels_milli.iter_mut().zip(capacities) {
@@ -264,6 +294,7 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
         let cost = units.saturating_mul(priority.cost_milli());
         let state = self.agent(agent, now_ms);
         let standing = state.standing;
+        let cap = state.cap_per_s;
         let level = state.levels_milli[class as usize];
         if let Some(left) = level.checked_sub(cost) {
             state.levels_milli[class as usize] = left;
@@ -271,7 +302,7 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
         }
         state.throttled = state.throttled.saturating_add(1);
         self.throttled_total = self.throttled_total.saturating_add(1);
-        let budget = self.config.budget_for(class, standing);
+        let budget = capped(self.config.budget_for(class, standing), cap);
         let retry_after_ms = if cost > budget.capacity.saturating_mul(1000) || budget.recharge_per_s == 0 {
             u64::MAX
         } else {
@@ -284,7 +315,8 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
     fn credit(&mut self, agent: &K, units: u64, now_ms: u64) {
         let capacities = {
             let standing = self.standing(agent);
-            Class::ALL.map(|class| self.capacity_milli(class, standing))
+            let cap = self.cap(agent);
+            Class::ALL.map(|class| self.capacity_milli(class, standing, cap))
         };
         let state = self.agent(agent, now_ms);
         for (level, capacity) in state.levels_milli.iter_mut().zip(capacities) {
@@ -307,7 +339,7 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
     /// (bytes per second, burst), from its bandwidth budget (a unit is one message or one KiB).
     #[must_use]
     pub fn network_limits(&self, agent: &K) -> ((u64, u64), (u64, u64)) {
-        let budget = self.config.budget_for(Class::Bandwidth, self.standing(agent));
+        let budget = capped(self.config.budget_for(Class::Bandwidth, self.standing(agent)), self.cap(agent));
         // Bytes: one KiB per unit, with the burst 4 MiB per newcomer at least so that one block proposal fits.
         let bytes_per_s = budget.recharge_per_s.saturating_mul(5 * 1024);
         let bytes_burst = budget.capacity.saturating_mul(4 * 1024).max(4 * 1024 * 1024);
@@ -315,11 +347,22 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
     }
 }
 
+/// A budget under a cap of `per_s` units per second: no faster recharge, and a second of it as capacity (at
+/// least one unit).
+fn capped(budget: Budget, cap: Option<u64>) -> Budget {
+    match cap {
+        None => budget,
+        Some(per_s) => {
+            Budget { capacity: budget.capacity.min(per_s.max(1)), recharge_per_s: budget.recharge_per_s.min(per_s) }
+        }
+    }
+}
+
 /// Refills an agent's budgets for the time since it was last updated.
 fn recharge(config: &Config, agent: &mut Agent, now_ms: u64) {
     let elapsed_ms = now_ms.saturating_sub(agent.updated_ms);
     for class in Class::ALL {
-        let budget = config.budget_for(class, agent.standing);
+        let budget = capped(config.budget_for(class, agent.standing), agent.cap_per_s);
         // recharge_per_s units per second is recharge_per_s milli-units per millisecond.
         let added = elapsed_ms.saturating_mul(budget.recharge_per_s);
         let level = &mut agent.levels_milli[class as usize];
@@ -332,6 +375,32 @@ fn recharge(config: &Config, agent: &mut Agent, now_ms: u64) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_override_caps_an_agents_fuel_and_lifting_it_restores_the_budget() {
+        let mut fuel = Fuel::new(Config::default());
+        assert_eq!(fuel.spend(&1, Class::Compute, Priority::Normal, 100, 0), Verdict::Allowed);
+        // Capped at 2 units a second: the level is cut to 2 units and recharges at 2 a second, even after idling.
+        fuel.set_caps([(1, 2)], 0);
+        assert_eq!(fuel.status(&1, 60_000).map(|status| status.levels[Class::Compute as usize]), Some(2));
+        assert_eq!(fuel.spend(&1, Class::Compute, Priority::Normal, 2, 60_000), Verdict::Allowed);
+        assert_eq!(
+            fuel.spend(&1, Class::Compute, Priority::Normal, 1, 60_000),
+            Verdict::Throttled { retry_after_ms: 500 }
+        );
+        // A newcomer that arrives capped starts within the cap; another agent is not touched.
+        fuel.set_caps([(1, 2), (2, 1)], 60_000);
+        assert_eq!(fuel.status(&1, 60_000).map(|status| status.levels[0]), Some(0));
+        assert_eq!(
+            fuel.spend(&2, Class::Compute, Priority::Normal, 2, 60_000),
+            Verdict::Throttled { retry_after_ms: u64::MAX }
+        );
+        assert_eq!(fuel.spend(&3, Class::Compute, Priority::Normal, 200, 60_000), Verdict::Allowed);
+        // The override expires: the full budget recharges again.
+        fuel.set_caps([], 60_000);
+        assert_eq!(fuel.cap(&1), None);
+        assert_eq!(fuel.status(&1, 120_000).map(|status| status.levels[Class::Compute as usize]), Some(1_000));
+    }
 
     #[test]
     fn spending_throttles_and_idle_time_recharges() {

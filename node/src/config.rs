@@ -44,6 +44,9 @@ pub struct Island {
     pub return_intervals: u32,
     /// Allocation interval, seconds (the members' reading interval).
     pub interval_s: u32,
+    /// The microgrid's location cell: an `island` override passed for it by governance islands the microgrid
+    /// for the override's duration.
+    pub cell: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +61,7 @@ pub struct IslandMember {
 
 impl Default for Island {
     fn default() -> Island {
-        Island { enabled: false, members: Vec::new(), forced: false, return_intervals: 4, interval_s: 900 }
+        Island { enabled: false, members: Vec::new(), forced: false, return_intervals: 4, interval_s: 900, cell: None }
     }
 }
 
@@ -83,11 +86,19 @@ impl Island {
                 Ok(crate::island::Member { account, essential_wh: member.essential_wh })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let cell = match &self.cell {
+            Some(cell) => Some(
+                protocol::types::Cell::new(cell.clone())
+                    .map_err(|error| anyhow::anyhow!("island.cell: {cell:?}: {error}"))?,
+            ),
+            None => None,
+        };
         Ok(Some(crate::island::Settings {
             members,
             interval_s: self.interval_s,
             forced: self.forced,
             return_intervals: self.return_intervals,
+            cell,
         }))
     }
 }

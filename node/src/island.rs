@@ -30,12 +30,16 @@ pub struct Settings {
     pub forced: bool,
     /// Intervals the grid must be seen back before leaving island mode.
     pub return_intervals: u32,
+    /// The microgrid's cell, which governance may order into island mode.
+    pub cell: Option<protocol::types::Cell>,
 }
 
 /// What the controller shows.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     pub mode: String,
+    /// Governance ordered island mode (an `island` override in force for the microgrid's cell).
+    pub ordered: bool,
     pub members: usize,
     /// Members whose reading arrived for the last interval.
     pub reporting: usize,
@@ -57,6 +61,7 @@ pub struct MemberAllocation {
 enum Input {
     Reading(PublicKey, Reading),
     Grid(bool),
+    Ordered(bool),
 }
 
 /// Feeds the controller and reads its status.
@@ -75,6 +80,11 @@ impl Handle {
     /// Whether the grid is present (from whatever watches the connection point).
     pub async fn grid(&self, present: bool) -> bool {
         self.inputs.send(Input::Grid(present)).await.is_ok()
+    }
+
+    /// Whether an override in force orders the microgrid into island mode.
+    pub async fn ordered(&self, island: bool) -> bool {
+        self.inputs.send(Input::Ordered(island)).await.is_ok()
     }
 
     #[must_use]
@@ -116,6 +126,7 @@ async fn run(settings: Settings, mut inputs: mpsc::Receiver<Input>, status: watc
     let mut tick = tokio::time::interval(Duration::from_secs(u64::from(settings.interval_s.max(1))));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut grid_present = true;
+    let mut ordered = false;
     loop {
         tokio::select! {
             input = inputs.recv() => match input {
@@ -127,6 +138,16 @@ async fn run(settings: Settings, mut inputs: mpsc::Receiver<Input>, status: watc
                         latest[position] = Some((reading.interval_start_s, reading.generation_wh, reading.consumption_wh));
                     }
                 }
+                Some(Input::Ordered(island)) if island != ordered => {
+                    ordered = island;
+                    if let Some(mode) = grid.signal(Signal::Configured(island || settings.forced)) {
+                        switches += 1;
+                        warn!(mode = mode_name(mode), ordered = island, "island mode ordered by governance");
+                    } else {
+                        info!(ordered = island, "island order by governance changed");
+                    }
+                }
+                Some(Input::Ordered(_)) => {}
                 Some(Input::Grid(present)) => {
                     grid_present = present;
                     if !present && let Some(mode) = grid.signal(Signal::Meter { grid_present: false }) {
@@ -159,6 +180,7 @@ async fn run(settings: Settings, mut inputs: mpsc::Receiver<Input>, status: watc
                     .collect();
                 let mut next = Status {
                     mode: mode_name(grid.mode()).into(),
+                    ordered,
                     members: settings.members.len(),
                     reporting: current.iter().flatten().count(),
                     supply_wh: supply,

@@ -50,6 +50,8 @@ pub struct Stats {
     pub settlements_refused: u64,
     pub matched_quantity: u64,
     pub barter_offers: u64,
+    /// Offers and barter offers refused because an override froze their author's trading.
+    pub frozen: u64,
     pub barter_cycles_found: u64,
     pub barter_cycles_submitted: u64,
 }
@@ -173,12 +175,26 @@ impl Actor {
             Command::Offer(envelope) => {
                 let Body::Offer(offer) = &envelope.body else { return };
                 let pool = offer.pool.clone();
-                let Ok(rules) = self.ledger.read(move |state, _| state.pool_rules(&pool)).await else { return };
+                let author = envelope.author;
+                let read = move |state: &::ledger::State, _| (state.pool_rules(&pool), state.frozen(&author));
+                let Ok((rules, frozen)) = self.ledger.read(read).await else { return };
+                // An override froze the author's trading: every honest node refuses its offers.
+                if let Some(in_force) = frozen {
+                    self.stats.frozen += 1;
+                    debug!(%author, by = %in_force.by, until = in_force.until_height, "offer of a frozen account refused");
+                    return;
+                }
                 self.stats.offers += 1;
                 let outputs = self.market.handle(now_ms(), Input::Offer { envelope, rules });
                 self.act(outputs).await;
             }
             Command::Barter(envelope) => {
+                let author = envelope.author;
+                if self.ledger.read(move |state, _| state.frozen(&author)).await.ok().flatten().is_some() {
+                    self.stats.frozen += 1;
+                    debug!(%author, "barter offer of a frozen account refused");
+                    return;
+                }
                 if let Err(reason) = self.board.offer(now_ms(), envelope) {
                     debug!(%reason, "barter offer not taken onto the board");
                 } else {

@@ -214,6 +214,7 @@ impl Collector for Scrape {
                 ),
                 ("market_settlements_refused", "Settlements the ledger refused.", market.settlements_refused),
                 ("market_barter_offers", "Barter offers on this node's board.", market.barter_offers),
+                ("market_frozen", "Offers refused because an override froze their author.", market.frozen),
                 ("market_barter_cycles", "Barter cycles this node submitted.", market.barter_cycles_submitted),
             ] {
                 counter(&mut encoder, name, help, None, value)?;

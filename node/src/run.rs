@@ -52,6 +52,56 @@ async fn credit_fuel(
     }
 }
 
+/// Enforces the overrides in force on the ledger at the node's edges: fuel caps in the network's fuel model, an
+/// island order for the microgrid this node controls. Read at start (a restarted node keeps enforcing) and again
+/// at every commit that puts an override in force or lifts one. (Freezes and device caps are enforced where
+/// offers and readings are checked: the market actor and the ledger's state machine.)
+async fn enforce_overrides(
+    mut commits: tokio::sync::broadcast::Receiver<std::sync::Arc<::ledger::consensus::engine::Commit>>,
+    ledger: crate::ledger::Handle,
+    network: network::Handle,
+    island: Option<(crate::island::Handle, protocol::types::Cell)>,
+) {
+    let mut changed = true;
+    loop {
+        if changed {
+            let cell = island.as_ref().map(|(_, cell)| cell.as_str().to_owned());
+            let read = ledger
+                .read(move |state, _| {
+                    let caps: Vec<(protocol::PublicKey, u64)> = state
+                        .overrides()
+                        .filter_map(|(_, record)| match record.measure {
+                            protocol::message::Measure::FuelCap(cap) => {
+                                state.fuel_cap(&cap.account).map(|in_force| (cap.account, in_force.first))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    (caps, cell.is_some_and(|cell| state.island_ordered(&cell).is_some()))
+                })
+                .await;
+            let Ok((caps, ordered)) = read else { return };
+            if network.set_fuel_caps(caps).await.is_err() {
+                return;
+            }
+            if let Some((island, _)) = &island {
+                island.ordered(ordered).await;
+            }
+        }
+        let commit = match commits.recv().await {
+            Ok(commit) => commit,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                changed = true;
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        changed = commit.events.iter().any(|event| {
+            matches!(event, ::ledger::state::Event::OverrideInForce { .. } | ::ledger::state::Event::OverrideExpired(_))
+        });
+    }
+}
+
 /// Runs a node until a shutdown signal.
 pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     init_logging(&checked.log);
@@ -104,6 +154,13 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         .as_ref()
         .map(|ledger| crate::market::spawn(keypair.clone(), ledger.clone(), market::pools::Limits::default()));
     let island = checked.island.clone().map(crate::island::spawn);
+    if let Some(ledger) = &ledger {
+        let ordered = match (&island, checked.island.as_ref().and_then(|settings| settings.cell.clone())) {
+            (Some((island, _)), Some(cell)) => Some((island.clone(), cell)),
+            _ => None,
+        };
+        tokio::spawn(enforce_overrides(ledger.commits(), ledger.clone(), handle.clone(), ordered));
+    }
     let meter = match &checked.meter {
         Some(settings) => {
             let source = crate::meter::open(settings)?;

@@ -4,20 +4,19 @@
 //! is then exported and verified end to end with `kos ledger export|verify`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kos_tests::cli::{keys, kos, wait_until};
+use kos_tests::cluster::{STARTUP, start};
 use kos_tests::http;
 use kos_tests::process::{Process, kos_binary};
 use protocol::message::Transfer;
 use protocol::types::{Text, TokenId};
 use protocol::{Body, Draft, Keypair, NetworkId};
-
-const STARTUP: Duration = Duration::from_secs(30);
 
 struct Validator {
     dir: PathBuf,
@@ -25,30 +24,6 @@ struct Validator {
     process: Option<Process>,
     api: String,
     p2p: String,
-}
-
-fn start(dir: &Path, bootnodes: &[String]) -> (Process, String, String) {
-    let mut args = vec![
-        "run",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--mdns",
-        "false",
-        "--api",
-        "127.0.0.1:0",
-        "--log",
-        "info,kos::ledger=debug",
-    ];
-    for bootnode in bootnodes {
-        args.push("--bootnode");
-        args.push(bootnode);
-    }
-    let process = Process::kos(&kos_binary(), dir, &args).unwrap();
-    let api = process.wait_for_field(STARTUP, "API listening", "address").unwrap_or_else(|| {
-        panic!("no API address: {:#?}", process.lines());
-    });
-    let p2p = process.wait_for_field(STARTUP, "listening", "address").unwrap();
-    (process, api, p2p)
 }
 
 fn height(api: &str) -> Option<u64> {
@@ -94,7 +69,7 @@ fn four_validators_survive_a_kill_9_and_agree_on_every_acknowledged_entry() {
     // Validator 0 first; each later one dials all before it.
     let mut bootnodes = Vec::new();
     for validator in &mut validators {
-        let (process, api, p2p) = start(&validator.dir, &bootnodes);
+        let (process, api, p2p) = start(&validator.dir, &bootnodes, &["--log", "info,kos::ledger=debug"]);
         bootnodes.push(format!("{p2p}/p2p/{}", validator.peer));
         (validator.process, validator.api, validator.p2p) = (Some(process), api, p2p);
     }
@@ -187,7 +162,7 @@ fn four_validators_survive_a_kill_9_and_agree_on_every_acknowledged_entry() {
     assert!(going_on, "the other three stopped committing ({killed_at} -> {others})");
 
     // Restart on the same data directory; it must catch up by sync.
-    let (process, api, _) = start(&validators[3].dir, &bootnodes[..3]);
+    let (process, api, _) = start(&validators[3].dir, &bootnodes[..3], &["--log", "info,kos::ledger=debug"]);
     // Every block it had committed before the kill is still there.
     let reopened: u64 = process.wait_for_field(STARTUP, "ledger opened", "height").unwrap().parse().unwrap();
     assert!(reopened >= killed_at, "it reopened at height {reopened}, had committed {killed_at}");

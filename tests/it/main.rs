@@ -1,6 +1,7 @@
 //! Multi-node tests: real libp2p swarms on loopback sockets, and real `kos` processes.
 #![allow(clippy::unwrap_used)]
 
+mod governance;
 mod ledger;
 mod market;
 mod meters;

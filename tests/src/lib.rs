@@ -2,6 +2,7 @@
 
 pub mod browser;
 pub mod cli;
+pub mod cluster;
 pub mod http;
 pub mod process;
 

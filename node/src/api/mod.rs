@@ -20,6 +20,9 @@
 //! | POST | `/guilds/{account}/spends` | JSON `{to, token, amount, memo?}`: the node (a member) asks to spend; counts as its approval |
 //! | GET | `/guild-spends/{id}` | a spend: approvals, status |
 //! | POST | `/guild-spends/{id}/approve` | the node (a member) approves a pending spend |
+//! | GET | `/governance` | proposals with their ballots, overrides in force, scheduled validator changes, parameters |
+//! | POST | `/proposals` | JSON `{title, text?, voting_period_blocks, action}` (action `{kind: text | set-parameter | add-validator | remove-validator | admit-member | override | emergency, ...}`): a proposal signed by the node |
+//! | POST | `/proposals/{id}/votes` | JSON `{choice: yes | no | abstain}`: the node's vote |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
@@ -54,6 +57,7 @@ use tracing::info;
 
 use crate::ledger;
 
+pub mod governance;
 pub mod live;
 use crate::network::{self, Stats};
 
@@ -161,6 +165,9 @@ pub fn router(context: Context) -> Router {
         .route("/guilds/{account}/spends", axum::routing::post(post_guild_spend))
         .route("/guild-spends/{id}", get(guild_spend))
         .route("/guild-spends/{id}/approve", axum::routing::post(approve_guild_spend))
+        .route("/governance", get(governance::overview))
+        .route("/proposals", axum::routing::post(governance::propose))
+        .route("/proposals/{id}/votes", axum::routing::post(governance::vote))
         .route("/meter", get(meter))
         .route("/island", get(island).post(island_grid))
         .route("/pools", get(pools))
@@ -443,6 +450,20 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
         Ok(price) => price,
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("price: {problem}")),
     };
+    // An override froze this node's trading: say so rather than gossip an offer every peer refuses.
+    if let Some(ledger) = context.ledger.as_ref() {
+        let account = context.keypair.public();
+        if let Ok(Some(in_force)) = ledger.read(move |state, _| state.frozen(&account)).await {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this account's trading is frozen by override {} until height {}",
+                    in_force.by.to_hex(),
+                    in_force.until_height
+                ),
+            );
+        }
+    }
     let created_ms = now_ms();
     let delivery_start_s = request.delivery_start.unwrap_or_else(|| pool.next_delivery_start_s(created_ms / 1000));
     let lifetime_ms = request.expires_in_s.unwrap_or(900).saturating_mul(1000);
@@ -552,6 +573,7 @@ async fn pools(State(context): State<Context>) -> Response {
         "settlements_submitted": stats.settlements_submitted,
         "settlements_refused": stats.settlements_refused,
         "barter_offers": stats.barter_offers,
+        "frozen": stats.frozen,
         "barter_cycles_found": stats.barter_cycles_found,
         "barter_cycles_submitted": stats.barter_cycles_submitted,
     }))

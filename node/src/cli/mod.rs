@@ -72,6 +72,9 @@ pub enum Command {
     /// Guilds: shared accounts whose spending needs k of n members' approvals (through the node's API).
     #[command(subcommand)]
     Guild(node::GuildAction),
+    /// Governance: proposals, votes, overrides (through the node's API, signed with its key).
+    #[command(subcommand)]
+    Gov(node::GovAction),
     /// Send tokens from the node's account (through the node's API, signed with its key).
     Transfer {
         /// The receiving account (public key, 64 hex digits).
@@ -345,6 +348,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Asset(action) => node::asset(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Guild(action) => node::guild(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
+        Command::Gov(action) => node::gov(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Transfer { to, token, amount, memo, api } => {
             node::transfer(&node::Client::new(&cli.paths, api.api)?, &to, &token, &amount, memo)
         }

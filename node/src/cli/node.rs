@@ -447,6 +447,84 @@ pub fn guild(client: &Client, action: GuildAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kos gov ...`: the community's proposals, votes and overrides, through the running node.
+#[derive(Debug, Subcommand)]
+pub enum GovAction {
+    /// Open proposals with their votes, overrides in force, scheduled validator changes.
+    Show,
+    /// Propose; the action is JSON as `POST /proposals` takes it, e.g.
+    /// `{"kind":"set-parameter","name":"grid_fee_per_kwh","value":20}` or
+    /// `{"kind":"override","measure":"freeze","account":"<hex>","duration_blocks":600}`.
+    Propose {
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        text: String,
+        /// Blocks the vote stays open.
+        #[arg(long, default_value_t = 100)]
+        period: u32,
+        #[arg(long)]
+        action: String,
+    },
+    /// Vote on a proposal: yes, no or abstain.
+    Vote { proposal: String, choice: String },
+}
+
+pub fn gov(client: &Client, action: GovAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match action {
+        GovAction::Show => {
+            let answer = client.get("/governance")?;
+            writeln!(out, "height {}", answer["height"])?;
+            for proposal in answer["proposals"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "proposal {} {} until {}: {} yes {} no {} abstain ({} ballots)  {}",
+                    proposal["id"].as_str().unwrap_or(""),
+                    proposal["status"].as_str().unwrap_or(""),
+                    proposal["end_height"],
+                    proposal["yes"],
+                    proposal["no"],
+                    proposal["abstain"],
+                    proposal["ballots"].as_array().map_or(0, Vec::len),
+                    proposal["action"]
+                )?;
+            }
+            for measure in answer["overrides"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "override {} {} until height {}{}",
+                    measure["id"].as_str().unwrap_or(""),
+                    measure["measure"].as_str().unwrap_or(""),
+                    measure["until_height"],
+                    if measure["emergency"] == true { " (emergency)" } else { "" }
+                )?;
+            }
+            for change in answer["validator_changes"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "validator {} power {} from height {}",
+                    change["key"].as_str().unwrap_or(""),
+                    change["power"],
+                    change["height"]
+                )?;
+            }
+        }
+        GovAction::Propose { title, text, period, action } => {
+            let action: serde_json::Value =
+                serde_json::from_str(&action).map_err(|error| anyhow::anyhow!("--action is not JSON: {error}"))?;
+            let body = json!({ "title": title, "text": text, "voting_period_blocks": period, "action": action });
+            let answer = client.post("/proposals", &body)?;
+            writeln!(out, "proposal {} submitted", answer["id"].as_str().unwrap_or(""))?;
+        }
+        GovAction::Vote { proposal, choice } => {
+            let answer = client.post(&format!("/proposals/{proposal}/votes"), &json!({ "choice": choice }))?;
+            writeln!(out, "vote {} submitted", answer["id"].as_str().unwrap_or(""))?;
+        }
+    }
+    Ok(())
+}
+
 /// `kos asset ...`: an asset's manifest (its rated limits hold its meters' readings), through the running node.
 #[derive(Debug, Subcommand)]
 pub enum AssetAction {

@@ -248,6 +248,7 @@ pub(crate) enum Command {
     ReportConsensus { message_id: libp2p::gossipsub::MessageId, source: PeerId, valid: bool },
     Penalize { peer: PeerId, reason: String },
     Credit { author: protocol::PublicKey, credit: Credit },
+    FuelCaps(Vec<(protocol::PublicKey, u64)>),
     Fuel { author: protocol::PublicKey, reply: oneshot::Sender<Option<energy::fuel::Status>> },
     Shutdown,
 }
@@ -281,6 +282,11 @@ impl Handle {
     /// Recharges an author's fuel for what it did for the network (dropped when the task is busy).
     pub fn credit(&self, author: protocol::PublicKey, credit: Credit) {
         let _ = self.commands.try_send(Command::Credit { author, credit });
+    }
+
+    /// Replaces the fuel caps that overrides in force put on authors (units per second in every class).
+    pub async fn set_fuel_caps(&self, caps: Vec<(protocol::PublicKey, u64)>) -> Result<(), Error> {
+        self.commands.send(Command::FuelCaps(caps)).await.map_err(|_| Error::Stopped)
     }
 
     /// An author's fuel as this node counts it (`None`: it sent nothing lately).

@@ -513,6 +513,12 @@ impl Task {
                 super::Credit::Quest => self.fuel.quest_completed(&author, now_ms()),
                 super::Credit::Energy(wh) => self.fuel.energy_contributed(&author, wh, now_ms()),
             },
+            Command::FuelCaps(caps) => {
+                if !caps.is_empty() {
+                    info!(authors = caps.len(), "fuel capped by overrides");
+                }
+                self.fuel.set_caps(caps, now_ms());
+            }
             Command::Fuel { author, reply } => {
                 let _ = reply.send(self.fuel.status(&author, now_ms()));
             }

@@ -1,0 +1,281 @@
+//! Governance on the API: the proposals with their votes, the overrides in force and the validator changes
+//! scheduled (`GET /governance`), and the node's own proposals and votes, signed with its key and submitted to the
+//! ledger (`POST /proposals`, `POST /proposals/{id}/votes`).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use protocol::message::{
+    Action, AddValidator, AdmitMember, Choice, DeviceCap, Empty, Freeze, FuelCap, IslandOrder, Measure, Override,
+    Proposal, RemoveValidator, SetParameter, Vote,
+};
+use protocol::types::{Cell, MeterId, ParameterName, Text};
+use protocol::{Body, Id, PublicKey};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Context, authorized, error, no_ledger, parse, sign_now, submit_bytes, unauthorized};
+
+/// A proposal asked of the node.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalRequest {
+    pub title: String,
+    #[serde(default)]
+    pub text: String,
+    pub voting_period_blocks: u32,
+    pub action: ActionRequest,
+}
+
+/// A proposal's action as JSON: `{"kind": "set-parameter", "name": "grid_fee_per_kwh", "value": 20}`, ...
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum ActionRequest {
+    Text,
+    SetParameter { name: String, value: u64 },
+    AddValidator { key: String, power: u64 },
+    RemoveValidator { key: String },
+    AdmitMember { key: String },
+    Override(OverrideRequest),
+    Emergency(OverrideRequest),
+}
+
+/// An override: what it does (`measure`) to whom, for how many blocks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideRequest {
+    /// `freeze`, `fuel-cap`, `device-cap` or `island`.
+    pub measure: String,
+    pub account: Option<String>,
+    pub per_s: Option<u64>,
+    pub meter: Option<String>,
+    pub import_w_max: Option<u64>,
+    pub export_w_max: Option<u64>,
+    pub cell: Option<String>,
+    pub duration_blocks: u32,
+}
+
+fn key(text: &str, what: &str) -> Result<PublicKey, String> {
+    PublicKey::from_hex(text).map_err(|_| format!("{what}: {text:?} is not 64 hex digits"))
+}
+
+impl OverrideRequest {
+    fn to_override(&self) -> Result<Override, String> {
+        let account = || key(self.account.as_deref().ok_or("account is needed")?, "account");
+        let measure = match self.measure.as_str() {
+            "freeze" => Measure::Freeze(Freeze { account: account()? }),
+            "fuel-cap" => {
+                Measure::FuelCap(FuelCap { account: account()?, per_s: self.per_s.ok_or("per_s is needed")? })
+            }
+            "device-cap" => Measure::DeviceCap(DeviceCap {
+                account: account()?,
+                meter: MeterId::new(self.meter.clone().ok_or("meter is needed")?).map_err(|error| error.to_string())?,
+                import_w_max: self.import_w_max.ok_or("import_w_max is needed")?,
+                export_w_max: self.export_w_max.ok_or("export_w_max is needed")?,
+            }),
+            "island" => Measure::Island(IslandOrder {
+                cell: Cell::new(self.cell.clone().ok_or("cell is needed")?).map_err(|error| error.to_string())?,
+            }),
+            other => return Err(format!("measure {other:?} is not freeze, fuel-cap, device-cap or island")),
+        };
+        Ok(Override { measure, duration_blocks: self.duration_blocks })
+    }
+}
+
+impl ActionRequest {
+    /// The action, or what is wrong with the request.
+    pub fn to_action(&self) -> Result<Action, String> {
+        Ok(match self {
+            ActionRequest::Text => Action::Text(Empty),
+            ActionRequest::SetParameter { name, value } => Action::SetParameter(SetParameter {
+                name: ParameterName::new(name.clone()).map_err(|error| error.to_string())?,
+                value: *value,
+            }),
+            ActionRequest::AddValidator { key: validator, power } => {
+                Action::AddValidator(AddValidator { key: key(validator, "key")?, power: *power })
+            }
+            ActionRequest::RemoveValidator { key: validator } => {
+                Action::RemoveValidator(RemoveValidator { key: key(validator, "key")? })
+            }
+            ActionRequest::AdmitMember { key: member } => Action::AdmitMember(AdmitMember { key: key(member, "key")? }),
+            ActionRequest::Override(request) => Action::Override(request.to_override()?),
+            ActionRequest::Emergency(request) => Action::Emergency(request.to_override()?),
+        })
+    }
+}
+
+/// A measure as JSON, in the request's shape.
+pub fn measure_json(measure: &Measure) -> Value {
+    match measure {
+        Measure::Freeze(freeze) => json!({ "measure": "freeze", "account": freeze.account.to_string() }),
+        Measure::FuelCap(cap) => {
+            json!({ "measure": "fuel-cap", "account": cap.account.to_string(), "per_s": cap.per_s })
+        }
+        Measure::DeviceCap(cap) => json!({
+            "measure": "device-cap",
+            "account": cap.account.to_string(),
+            "meter": cap.meter.as_str(),
+            "import_w_max": cap.import_w_max,
+            "export_w_max": cap.export_w_max,
+        }),
+        Measure::Island(order) => json!({ "measure": "island", "cell": order.cell.as_str() }),
+    }
+}
+
+/// An action as JSON, in the request's shape.
+pub fn action_json(action: &Action) -> Value {
+    let with_kind = |kind: &str, mut value: Value| {
+        if let Some(object) = value.as_object_mut() {
+            object.insert("kind".into(), json!(kind));
+        }
+        value
+    };
+    match action {
+        Action::Text(_) => json!({ "kind": "text" }),
+        Action::SetParameter(set) => json!({ "kind": "set-parameter", "name": set.name.as_str(), "value": set.value }),
+        Action::AddValidator(add) => json!({ "kind": "add-validator", "key": add.key.to_string(), "power": add.power }),
+        Action::RemoveValidator(remove) => json!({ "kind": "remove-validator", "key": remove.key.to_string() }),
+        Action::AdmitMember(admit) => json!({ "kind": "admit-member", "key": admit.key.to_string() }),
+        Action::Override(measure) | Action::Emergency(measure) => {
+            let mut value = measure_json(&measure.measure);
+            if let Some(object) = value.as_object_mut() {
+                object.insert("duration_blocks".into(), json!(measure.duration_blocks));
+            }
+            with_kind(if matches!(action, Action::Override(_)) { "override" } else { "emergency" }, value)
+        }
+    }
+}
+
+fn status_name(status: u8) -> &'static str {
+    match status {
+        0 => "open",
+        1 => "passed",
+        _ => "rejected",
+    }
+}
+
+/// `GET /governance`: proposals (newest end first) with their ballots, overrides in force, validator changes.
+pub async fn overview(State(context): State<Context>) -> Response {
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let read = ledger
+        .read(|state, height| {
+            let mut proposals: Vec<Value> = state
+                .proposals()
+                .map(|(id, proposal)| {
+                    let ballots: Vec<Value> = state
+                        .ballots(&id)
+                        .into_iter()
+                        .map(|(voter, choice, weight)| {
+                            let choice = match choice {
+                                0 => "no",
+                                1 => "yes",
+                                _ => "abstain",
+                            };
+                            json!({ "voter": voter.to_string(), "choice": choice, "weight": weight })
+                        })
+                        .collect();
+                    json!({
+                        "id": id.to_hex(),
+                        "author": proposal.author.to_string(),
+                        "action": action_json(&proposal.action),
+                        "end_height": proposal.end_height,
+                        "yes": proposal.yes,
+                        "no": proposal.no,
+                        "abstain": proposal.abstain,
+                        "status": status_name(proposal.status),
+                        "ballots": ballots,
+                    })
+                })
+                .collect();
+            proposals.sort_by_key(|proposal| std::cmp::Reverse(proposal["end_height"].as_u64().unwrap_or(0)));
+            proposals.truncate(200);
+            let overrides: Vec<Value> = state
+                .overrides()
+                .map(|(id, record)| {
+                    let mut value = measure_json(&record.measure);
+                    if let Some(object) = value.as_object_mut() {
+                        object.insert("id".into(), json!(id.to_hex()));
+                        object.insert("from_height".into(), json!(record.from_height));
+                        object.insert("until_height".into(), json!(record.until_height));
+                        object.insert("emergency".into(), json!(record.emergency == 1));
+                    }
+                    value
+                })
+                .collect();
+            let changes: Vec<Value> = state
+                .validator_changes()
+                .into_iter()
+                .map(|(at, key, power)| json!({ "height": at, "key": key.to_string(), "power": power }))
+                .collect();
+            let params: serde_json::Map<String, Value> = ledger::genesis::Params::GOVERNABLE
+                .iter()
+                .map(|name| ((*name).to_string(), json!(state.param(name))))
+                .collect();
+            json!({
+                "height": height,
+                "proposals": proposals,
+                "overrides": overrides,
+                "validator_changes": changes,
+                "params": params,
+            })
+        })
+        .await;
+    match read {
+        Ok(value) => Json(value).into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+    }
+}
+
+/// `POST /proposals`: the node proposes.
+pub async fn propose(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return unauthorized();
+    }
+    let request: ProposalRequest = match parse(&body, "a proposal") {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let action = match request.action.to_action() {
+        Ok(action) => action,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("action: {problem}")),
+    };
+    let (Ok(title), Ok(text)) = (Text::new(request.title.clone()), Text::new(request.text.clone())) else {
+        return error(StatusCode::BAD_REQUEST, "title at most 120 bytes, text at most 4096");
+    };
+    let proposal = Proposal { action, title, text, voting_period_blocks: request.voting_period_blocks };
+    submit_bytes(&context, sign_now(&context, Body::Proposal(proposal), 600_000).to_bytes()).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteRequest {
+    choice: String,
+}
+
+/// `POST /proposals/{id}/votes`: the node votes.
+pub async fn vote(
+    State(context): State<Context>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&context, &headers) {
+        return unauthorized();
+    }
+    let Ok(proposal) = Id::from_hex(&id) else {
+        return error(StatusCode::BAD_REQUEST, "a proposal id is 64 hex digits");
+    };
+    let request: VoteRequest = match parse(&body, "a vote") {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let choice = match request.choice.as_str() {
+        "yes" => Choice::Yes,
+        "no" => Choice::No,
+        "abstain" => Choice::Abstain,
+        other => return error(StatusCode::BAD_REQUEST, format!("choice {other:?} is not yes, no or abstain")),
+    };
+    submit_bytes(&context, sign_now(&context, Body::Vote(Vote { proposal, choice }), 600_000).to_bytes()).await
+}

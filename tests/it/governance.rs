@@ -1,0 +1,285 @@
+//! Governance on the real ledger: four `kos run` validators on loopback, each with RocksDB, deciding through
+//! their APIs. A fee change passes with its quorum and takes effect at the block of the deciding vote on every
+//! node; one without quorum is rejected at its end; a validator set change adds a fifth validator and removes one
+//! while blocks keep coming; an override freezes the trading of a home (validator 3, whose simulated home offers
+//! its forecast every interval): every node's market refuses its offers until the override expires on time.
+
+use std::time::Duration;
+
+use kos_tests::cli::{keys, kos, wait_until};
+use kos_tests::cluster::{Node, STARTUP};
+
+const POOL: &str = "energy/credit/u33db/3";
+
+fn proposal(node: &Node, title: &str, period: u32, action: serde_json::Value) -> String {
+    let body = serde_json::json!({ "title": title, "voting_period_blocks": period, "action": action });
+    let (status, answer) = node.post("/proposals", &body);
+    assert_eq!(status, 202, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+/// Votes from `voters` and returns the vote entries' ids.
+fn vote(voters: &[&Node], proposal: &str, choice: &str) -> Vec<String> {
+    voters
+        .iter()
+        .map(|node| {
+            let (status, answer) =
+                node.post(&format!("/proposals/{proposal}/votes"), &serde_json::json!({ "choice": choice }));
+            assert_eq!(status, 202, "{answer}");
+            answer["id"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+/// Waits until every node has committed the entry; returns the height it is in (the same on every node).
+fn committed(nodes: &[&Node], entry: &str) -> u64 {
+    let mut heights = Vec::new();
+    for node in nodes {
+        let mut height = None;
+        assert!(
+            wait_until(Duration::from_secs(60), || {
+                height = node.get(&format!("/entries/{entry}")).and_then(|answer| answer["height"].as_u64());
+                height.is_some()
+            }),
+            "entry {entry} not committed on {}",
+            node.api
+        );
+        heights.extend(height);
+    }
+    assert!(heights.windows(2).all(|pair| pair[0] == pair[1]), "{heights:?}");
+    heights[0]
+}
+
+fn governance(node: &Node) -> serde_json::Value {
+    node.get("/governance").unwrap_or_default()
+}
+
+fn status_of(node: &Node, proposal: &str) -> String {
+    governance(node)["proposals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|candidate| candidate["id"] == proposal)
+        .map(|candidate| candidate["status"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default()
+}
+
+fn grid_fee(node: &Node) -> Option<u64> {
+    governance(node)["params"]["grid_fee_per_kwh"].as_u64()
+}
+
+fn market(node: &Node, field: &str) -> u64 {
+    node.get("/pools").and_then(|pools| pools[field].as_u64()).unwrap_or(0)
+}
+
+fn validators(node: &Node) -> usize {
+    node.get("/validators").and_then(|answer| answer["validators"].as_array().map(Vec::len)).unwrap_or(0)
+}
+
+/// Every node's height moves at least `blocks` past where it is.
+fn advancing(nodes: &[&Node], blocks: u64) -> bool {
+    let start: Vec<u64> = nodes.iter().map(|node| node.height().unwrap_or(0)).collect();
+    wait_until(Duration::from_secs(60), || {
+        nodes.iter().zip(&start).all(|(node, from)| node.height().is_some_and(|height| height >= from + blocks))
+    })
+}
+
+#[test]
+fn proposals_overrides_and_validator_changes_take_effect_on_every_node() {
+    let root = tempfile::tempdir().unwrap();
+    let mut identities = Vec::new();
+    for index in 0..5 {
+        let dir = root.path().join(format!("v{index}"));
+        let (key, peer) = keys(&dir);
+        identities.push((dir, key, peer));
+    }
+    // Four genesis validators; the fifth joins as a follower and is added by governance.
+    let genesis = root.path().join("genesis.toml");
+    let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
+    for (_, key, _) in &identities[..4] {
+        args.extend(["--validator", key.as_str()]);
+    }
+    kos(&args);
+    // Fee changes need three quarters of the validators' power to vote and two thirds of it yes; overrides a
+    // simple majority.
+    let mut text = std::fs::read_to_string(&genesis).unwrap();
+    text.push_str(
+        "\n[governance]\nvalidator_change_delay_blocks = 3\n\n[[governance.rules]]\nkind = \"set-parameter\"\n\
+         weight = \"validators\"\nquorum_percent = 75\nthreshold_percent = 67\n\n[[governance.rules]]\n\
+         kind = \"override\"\nweight = \"validators\"\nquorum_percent = 50\nthreshold_percent = 51\n",
+    );
+    std::fs::write(&genesis, text).unwrap();
+    for (dir, _, _) in &identities {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+    }
+    // Validator 3 runs a simulated home near noon, 180 times faster than the clock, that offers its forecast
+    // surplus or deficit every 3-second interval in the pool.
+    let noon = energy::calendar::days(2025, 6, 21) * 86_400 + 11 * 3600;
+    let now_s = kos_tests::now_ms() / 1000;
+    std::fs::write(
+        identities[3].0.join("config.toml"),
+        format!(
+            "[meter]\nkind = \"simulated\"\ninterval_s = 3\npoll_ms = 500\n\n[meter.simulated]\npv_kwp = 8.0\n\
+             speed = 180\nsimulated_origin_s = {noon}\nwall_origin_s = {now_s}\n\n[meter.trade]\npool = \"{POOL}\"\n"
+        ),
+    )
+    .unwrap();
+    let mut nodes: Vec<Node> = Vec::new();
+    for (dir, key, peer) in &identities[..4] {
+        let bootnodes: Vec<String> = nodes.iter().map(Node::bootnode).collect();
+        nodes.push(Node::start(dir, key, peer, &bootnodes, &["--pool", POOL]));
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    assert!(
+        wait_until(STARTUP, || all.iter().all(|node| node.height().is_some_and(|height| height >= 2))),
+        "the validators did not start committing: {:#?}",
+        nodes[0].process.lines()
+    );
+
+    // A fee change: two yes votes are not yet two thirds of the power; the third passes it, in its own block,
+    // on every node.
+    assert_eq!(grid_fee(&nodes[0]), Some(0));
+    let fee = proposal(
+        &nodes[0],
+        "Grid fee 20 per kWh",
+        200,
+        serde_json::json!({"kind": "set-parameter", "name": "grid_fee_per_kwh", "value": 20}),
+    );
+    committed(&all, &fee);
+    let first = vote(&[&nodes[0], &nodes[1]], &fee, "yes");
+    for id in &first {
+        committed(&all, id);
+    }
+    assert!(all.iter().all(|node| grid_fee(node) == Some(0) && status_of(node, &fee) == "open"));
+    let third = vote(&[&nodes[2]], &fee, "yes");
+    let passing_height = committed(&all, &third[0]);
+    for node in &all {
+        assert_eq!(grid_fee(node), Some(20), "{}", node.api);
+        assert_eq!(status_of(node, &fee), "passed");
+    }
+    // The blocks before and at the passing height are the same on every node.
+    let hashes: Vec<Option<String>> = all
+        .iter()
+        .map(|node| node.get(&format!("/blocks/{passing_height}")).map(|block| block["hash"].to_string()))
+        .collect();
+    assert!(hashes.iter().all(|hash| hash.is_some() && *hash == hashes[0]), "{hashes:?}");
+
+    // Without quorum (one validator of four votes) a change is rejected when its period ends.
+    let lonely = proposal(
+        &nodes[1],
+        "Grid fee 99",
+        6,
+        serde_json::json!({"kind": "set-parameter", "name": "grid_fee_per_kwh", "value": 99}),
+    );
+    committed(&all, &lonely);
+    let only = vote(&[&nodes[1]], &lonely, "yes");
+    committed(&all, &only[0]);
+    assert!(
+        wait_until(Duration::from_secs(60), || all.iter().all(|node| status_of(node, &lonely) == "rejected")),
+        "{:?}",
+        governance(&nodes[0])
+    );
+    assert!(all.iter().all(|node| grid_fee(node) == Some(20)));
+
+    // The home's offers reach every validator's market.
+    assert!(
+        wait_until(Duration::from_secs(60), || all.iter().all(|node| market(node, "offers") >= 2)),
+        "the home's offers did not reach the markets: {:?}\n{:#?}",
+        all.iter().map(|node| node.get("/pools")).collect::<Vec<_>>(),
+        nodes[3].process.lines()
+    );
+    // Freeze its trading for 20 blocks: three of four validators say yes, past the majority rule at once.
+    let home = identities[3].1.clone();
+    let freeze = proposal(
+        &nodes[0],
+        "Freeze the runaway home",
+        50,
+        serde_json::json!({"kind": "override", "measure": "freeze", "account": home, "duration_blocks": 20}),
+    );
+    committed(&all, &freeze);
+    let yes = vote(&[&nodes[0], &nodes[1], &nodes[2]], &freeze, "yes");
+    let in_force_at = yes.iter().map(|id| committed(&all, id)).max().unwrap();
+    let overrides = governance(&nodes[0])["overrides"].clone();
+    let until_height = overrides[0]["until_height"].as_u64().expect("an override in force");
+    assert_eq!(overrides[0]["measure"], "freeze");
+    assert!(until_height <= in_force_at + 20 && until_height >= in_force_at, "{overrides} at {in_force_at}");
+    // Every node's market refuses the home's next offers, its own included, and its API says why.
+    let refused_before: Vec<u64> = all.iter().map(|node| market(node, "frozen")).collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || all
+            .iter()
+            .zip(&refused_before)
+            .all(|(node, before)| market(node, "frozen") > *before)),
+        "not every node refused the frozen home's offers: {:?}",
+        all.iter().map(|node| node.get("/pools")).collect::<Vec<_>>()
+    );
+    let (status, answer) =
+        nodes[3].post("/offers", &serde_json::json!({"pool": POOL, "side": "ask", "quantity": 10, "price": "0.1"}));
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("frozen"), "{answer}");
+    // It expires on time: after its last block, every node takes the home's offers again.
+    assert!(
+        wait_until(Duration::from_secs(90), || all.iter().all(|node| node.height().is_some_and(|h| h > until_height))),
+        "the chain stopped before the override's end"
+    );
+    assert!(all.iter().all(|node| governance(node)["overrides"].as_array().is_some_and(Vec::is_empty)));
+    let accepted: Vec<u64> = all.iter().map(|node| market(node, "offers")).collect();
+    assert!(
+        wait_until(Duration::from_secs(30), || all
+            .iter()
+            .zip(&accepted)
+            .all(|(node, before)| market(node, "offers") > *before)),
+        "the home's offers were not taken again after the override expired"
+    );
+
+    // A fifth validator: it joins as a follower, governance adds it, and it certifies from the announced height.
+    let (dir, key, peer) = &identities[4];
+    let bootnodes: Vec<String> = nodes.iter().map(Node::bootnode).collect();
+    nodes.push(Node::start(dir, key, peer, &bootnodes, &["--pool", POOL]));
+    let all: Vec<&Node> = nodes.iter().collect();
+    let add = proposal(
+        &nodes[0],
+        "Add the school's node",
+        100,
+        serde_json::json!({"kind": "add-validator", "key": key, "power": 1}),
+    );
+    committed(&all[..4], &add);
+    let yes = vote(&[&nodes[0], &nodes[1], &nodes[2]], &add, "yes");
+    let passed_at = yes.iter().map(|id| committed(&all[..4], id)).max().unwrap();
+    // Announced for three blocks later (unless it already happened).
+    let change = governance(&nodes[0]);
+    if let Some(pending) = change["validator_changes"].as_array().and_then(|changes| changes.first()) {
+        assert_eq!(pending["height"], passed_at + 3, "{change}");
+        assert_eq!(validators(&nodes[0]), 4, "{change}");
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || all.iter().all(|node| validators(node) == 5)),
+        "the fifth validator was not added on every node"
+    );
+    assert!(advancing(&all, 5), "blocks stopped after the fifth validator was added");
+    // Remove validator 3 (the home): four of five must say yes; blocks go on with the four left.
+    let remove =
+        proposal(&nodes[4], "Retire validator 3", 100, serde_json::json!({"kind": "remove-validator", "key": home}));
+    committed(&all, &remove);
+    let yes = vote(&[&nodes[0], &nodes[1], &nodes[2], &nodes[4]], &remove, "yes");
+    for id in &yes {
+        committed(&all, id);
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || all.iter().all(|node| validators(node) == 4)),
+        "validator 3 was not removed on every node"
+    );
+    let validator_keys: Vec<String> = nodes[4].get("/validators").unwrap()["validators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|validator| validator["key"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(validator_keys.contains(key) && !validator_keys.contains(&home), "{validator_keys:?}");
+    assert!(advancing(&all, 5), "blocks stopped after validator 3 was removed");
+    // Every node holds the same chain.
+    let tip = all.iter().filter_map(|node| node.height()).min().unwrap();
+    let hashes: Vec<Option<String>> =
+        all.iter().map(|node| node.get(&format!("/blocks/{tip}")).map(|block| block["hash"].to_string())).collect();
+    assert!(hashes.iter().all(|hash| hash.is_some() && *hash == hashes[0]), "{hashes:?}");
+}
