@@ -8,7 +8,8 @@
 //! - [`fuel`]: agents' fuel budgets per resource class, which also set the network's per-peer limits;
 //! - [`dispatch`]: the home controller that plans battery and flexible load from forecasts and prices;
 //! - [`forecast`]: a real home's PV and load forecast from its own measured history;
-//! - [`island`]: fair allocation of a microgrid's supply when the grid is lost.
+//! - [`island`]: fair allocation of a microgrid's supply when the grid is lost;
+//! - [`maintenance`]: rules over an asset's intervals that raise alerts (wear, depletion, misuse, silence).
 
 pub mod calendar;
 pub mod dispatch;
@@ -16,6 +17,7 @@ pub mod forecast;
 pub mod fuel;
 pub mod home;
 pub mod island;
+pub mod maintenance;
 pub mod meter;
 pub mod mqtt;
 pub mod profile;

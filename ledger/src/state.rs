@@ -93,6 +93,8 @@ pub enum EntryError {
     Frozen { account: PublicKey, by: Id, until_height: u64 },
     #[error("{0}")]
     Governance(&'static str),
+    #[error("no asset {0} is registered")]
+    UnknownAsset(Id),
 }
 
 /// What a block executes in: fixed by its header.
@@ -206,6 +208,17 @@ pub enum Event {
         until_height: u64,
     },
     OverrideExpired(Id),
+    /// A maintenance alert about an asset.
+    AlertRaised {
+        alert: Id,
+        asset: Id,
+        rule: protocol::message::AlertRule,
+    },
+    /// A citizen's report.
+    Reported {
+        report: Id,
+        severity: protocol::message::Severity,
+    },
     /// A guild spend reached its threshold: `amount` of `token` moved from the guild's account to `to`.
     GuildSpent {
         spend: Id,
@@ -272,6 +285,10 @@ const FROZEN: u8 = b'Z';
 const FUEL_CAP: u8 = b'U';
 const DEVICE_CAP: u8 = b'D';
 const ISLAND_ORDER: u8 = b'I';
+const ALERT: u8 = b'A';
+const REPORT: u8 = b'R';
+/// How long alerts and reports stay on the ledger's state (the blocks keep them for ever).
+const NOTICE_RETENTION_MS: u64 = 30 * 86_400_000;
 /// Longest an override lasts, blocks.
 pub const OVERRIDE_BLOCKS_MAX: u32 = 1_000_000;
 
@@ -463,6 +480,24 @@ pub struct GuildSpendState {
     pub approvals: u32,
     /// 0 pending, 1 done (the tokens moved).
     pub status: u8,
+}
+
+/// A maintenance alert as the ledger keeps it (for 30 days), under its asset.
+#[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct AlertState {
+    pub id: Id,
+    pub author: PublicKey,
+    pub alert: protocol::message::Alert,
+    pub height: u64,
+}
+
+/// A citizen's report as the ledger keeps it (for 30 days).
+#[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct ReportState {
+    pub author: PublicKey,
+    pub report: protocol::message::Report,
+    pub height: u64,
+    pub time_ms: u64,
 }
 
 /// An override in force: what it does, and the last block it holds for.
@@ -717,6 +752,25 @@ impl State {
     pub fn overrides(&self) -> impl Iterator<Item = (Id, OverrideState)> + '_ {
         self.map
             .range(vec![OVERRIDE]..vec![OVERRIDE + 1])
+            .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
+    }
+
+    /// An asset's alerts (of the last 30 days), oldest first.
+    pub fn alerts_of(&self, asset: &Id) -> Vec<AlertState> {
+        let start = key(ALERT, &[asset.as_bytes()]);
+        let end = key(ALERT, &[asset.as_bytes(), &[0xff; 41]]);
+        self.map.range(start..end).filter_map(|(_, value)| decode(value)).collect()
+    }
+
+    /// Every alert of the last 30 days, by asset.
+    pub fn alerts(&self) -> impl Iterator<Item = AlertState> + '_ {
+        self.map.range(vec![ALERT]..vec![ALERT + 1]).filter_map(|(_, value)| decode(value))
+    }
+
+    /// Every report of the last 30 days, by id.
+    pub fn reports(&self) -> impl Iterator<Item = (Id, ReportState)> + '_ {
+        self.map
+            .range(vec![REPORT]..vec![REPORT + 1])
             .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
     }
 
@@ -1155,6 +1209,36 @@ impl<'s> Pending<'s> {
                 self.approve(&author, &id)
             }
             Body::GuildApproval(approval) => self.approve(&author, &approval.spend),
+            Body::Alert(alert) => {
+                if self.get(&key(ASSET, &[alert.asset.as_bytes()])).is_none() {
+                    return Err(EntryError::UnknownAsset(alert.asset));
+                }
+                let alert_key =
+                    key(ALERT, &[alert.asset.as_bytes(), &self.context.height.to_be_bytes(), id.as_bytes()]);
+                let record = AlertState { id, author, alert: alert.clone(), height: self.context.height };
+                self.write(alert_key.clone(), &record);
+                self.forget_at(self.context.time_ms.saturating_add(NOTICE_RETENTION_MS), &alert_key);
+                self.events.push(Event::AlertRaised { alert: id, asset: alert.asset, rule: alert.rule });
+                Ok(())
+            }
+            Body::Report(report) => {
+                if let Some(asset) = report.asset.as_slice().first()
+                    && self.get(&key(ASSET, &[asset.as_bytes()])).is_none()
+                {
+                    return Err(EntryError::UnknownAsset(*asset));
+                }
+                let report_key = key(REPORT, &[id.as_bytes()]);
+                let record = ReportState {
+                    author,
+                    report: report.clone(),
+                    height: self.context.height,
+                    time_ms: self.context.time_ms,
+                };
+                self.write(report_key.clone(), &record);
+                self.forget_at(self.context.time_ms.saturating_add(NOTICE_RETENTION_MS), &report_key);
+                self.events.push(Event::Reported { report: id, severity: report.severity });
+                Ok(())
+            }
             Body::Asset(asset) => {
                 let record = AssetState { author, manifest: asset.clone(), readings: 0, last_interval_start_s: 0 };
                 self.write(key(ASSET, &[id.as_bytes()]), &record);

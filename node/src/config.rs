@@ -135,6 +135,9 @@ pub struct Meter {
     pub mqtt: Mqtt,
     pub dispatch: Dispatch,
     pub trade: Trade,
+    /// Maintenance rules over the meter's intervals, for the asset its meter is bound to on the ledger (an
+    /// asset manifest naming the meter): alerts are signed and anchored under the asset.
+    pub maintenance: energy::maintenance::Rules,
 }
 
 /// The home's trader: each interval it offers the next delivery interval's forecast surplus (an ask at the
@@ -249,6 +252,7 @@ impl Default for Meter {
             mqtt: Mqtt::default(),
             dispatch: Dispatch::default(),
             trade: Trade::default(),
+            maintenance: energy::maintenance::Rules::default(),
         }
     }
 }
@@ -281,6 +285,7 @@ pub struct MeterChecked {
     pub capacity: energy::reading::Capacity,
     pub source: MeterSourceSettings,
     pub dispatch: Option<Dispatch>,
+    pub maintenance: energy::maintenance::Rules,
     /// The energy pool the home trades in, and the share of its forecast it offers.
     pub trade: Option<(PoolId, u32)>,
     /// Feed-in and grid tariffs (the trader's ask and bid prices), milli-credits per kWh.
@@ -390,6 +395,14 @@ impl Meter {
             }
             None => None,
         };
+        let rules = &self.maintenance;
+        let factor_ok = rules.misuse_factor.is_finite() && rules.misuse_factor > 1.0;
+        if rules.window == 0 || rules.window > 10_000 || !factor_ok || rules.silent_intervals == 0 {
+            bail!("meter.maintenance: window 1 to 10,000, misuse_factor above 1, silent_intervals above 0");
+        }
+        if rules.efficiency_min_ppm > 1_000_000 || rules.reserve_ppm > 1_000_000 {
+            bail!("meter.maintenance: efficiency_min_ppm and reserve_ppm at most 1,000,000");
+        }
         if self.interval_s == 0 || self.interval_s > protocol::limits::INTERVAL_SECONDS_MAX {
             bail!("meter.interval_s must be between 1 and {}", protocol::limits::INTERVAL_SECONDS_MAX);
         }
@@ -403,6 +416,7 @@ impl Meter {
             capacity: self.capacity,
             source,
             dispatch: self.dispatch.enabled.then(|| self.dispatch.clone()),
+            maintenance: self.maintenance,
             trade,
             tariffs: (self.dispatch.sell_per_kwh, self.dispatch.buy_per_kwh),
         }))

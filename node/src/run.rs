@@ -171,6 +171,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 capacity: settings.capacity,
                 network: handle.network().clone(),
                 dispatch: settings.dispatch.clone(),
+                maintenance: settings.maintenance,
                 trade: settings.trade.clone(),
                 tariffs: settings.tariffs,
             };

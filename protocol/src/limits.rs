@@ -14,6 +14,8 @@ pub const CELL_CHARS_MAX: usize = 12;
 pub const METER_ID_BYTES_MAX: usize = 64;
 /// Free-text memo on a transfer, UTF-8 bytes.
 pub const MEMO_BYTES_MAX: usize = 140;
+/// A citizen's report, UTF-8 bytes.
+pub const REPORT_TEXT_BYTES_MAX: usize = 1024;
 /// Governance proposal title, UTF-8 bytes.
 pub const PROPOSAL_TITLE_BYTES_MAX: usize = 120;
 /// Governance proposal text, UTF-8 bytes.

@@ -18,7 +18,7 @@ use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 use crate::envelope::Envelope;
 use crate::limits::{
     ASSET_METERS_MAX, BARTER_LEGS_MAX, BARTER_LEGS_MIN, GUILD_MEMBERS_MAX, GUILD_NAME_BYTES_MAX, MEMO_BYTES_MAX,
-    PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX,
+    PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX, REPORT_TEXT_BYTES_MAX,
 };
 use crate::types::{BoundedVec, Cell, Id, Invalid, MeterId, ParameterName, PublicKey, Text, TokenId};
 
@@ -117,6 +117,8 @@ pub enum Body {
     GuildSpend(GuildSpend),
     GuildApproval(GuildApproval),
     Asset(Asset),
+    Alert(Alert),
+    Report(Report),
 }
 
 tagged_union!(Body, "message body", Kind {
@@ -135,6 +137,8 @@ tagged_union!(Body, "message body", Kind {
     13 => GuildSpend(GuildSpend), "guild-spend";
     14 => GuildApproval(GuildApproval), "guild-approval";
     15 => Asset(Asset), "asset";
+    16 => Alert(Alert), "alert";
+    17 => Report(Report), "report";
 });
 
 /// A tradable resource and the unit of its quantities.
@@ -616,6 +620,54 @@ pub struct Asset {
     pub commissioned_s: u64,
     /// How often it needs maintenance, seconds; 0: never.
     pub maintenance_interval_s: u64,
+}
+
+/// Which maintenance rule raised an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum AlertRule {
+    /// A battery's round-trip efficiency fell below the threshold (ppm).
+    Wear = 0,
+    /// Stored energy fell below the reserve (ppm of capacity).
+    Depletion = 1,
+    /// Consumption far above the asset's usual (Wh).
+    Misuse = 2,
+    /// The meter went silent (intervals).
+    Silent = 3,
+}
+
+/// A maintenance alert about a registered asset, raised by a watcher's rules over its readings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Alert {
+    /// The asset (its manifest's id).
+    pub asset: Id,
+    pub rule: AlertRule,
+    pub measured: u64,
+    pub threshold: u64,
+    /// The interval where the rule fired.
+    pub interval_start_s: u64,
+}
+
+/// How serious a citizen's report is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize_repr, Deserialize_repr)]
+#[repr(u8)]
+pub enum Severity {
+    Info = 0,
+    Warning = 1,
+    Fault = 2,
+}
+
+/// A citizen's status report about an asset or an area (a feedback port), optionally with a signed reading as
+/// evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Report {
+    /// The asset reported on; none: the area of `cell`.
+    pub asset: BoundedVec<Id, 0, 1>,
+    pub cell: Cell,
+    pub severity: Severity,
+    pub text: Text<REPORT_TEXT_BYTES_MAX>,
+    /// A signed reading of the reporter's (an envelope whose body is a [`Reading`]).
+    pub reading: BoundedVec<Envelope, 0, 1>,
 }
 
 /// The account of the guild created by the message with id `guild`: `blake3("kos/v1/guild" || 0x00 || id)`. No key

@@ -222,6 +222,16 @@ fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
         Body::BarterOffer(offer) => check_barter_offer(offer).map_err(|reason| body_error(kind, reason)),
         Body::BarterCycle(cycle) => check_barter_cycle(envelope, cycle, config),
         Body::Proposal(proposal) => check_proposal(proposal).map_err(|reason| body_error(kind, reason)),
+        Body::Alert(alert) => ensure(alert.interval_start_s > 0, "interval_start_s is 0"),
+        Body::Report(report) => {
+            ensure(!report.text.as_str().trim().is_empty(), "empty text")?;
+            if let Some(reading) = report.reading.as_slice().first() {
+                check_inner(envelope, reading, "reading", config)?;
+                ensure(matches!(reading.body, Body::Reading(_)), "the attached message is not a reading")?;
+                ensure(reading.author == envelope.author, "the attached reading is someone else's")?;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use crate::envelope::{Draft, Envelope};
 use crate::keys::Keypair;
 use crate::message::{
-    Action, AddValidator, Asset, AssetKind, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel, Choice, Freeze,
-    Guild, GuildApproval, GuildSpend, Limits, Measure, Mechanism, MeterSource, Mint, Offer, Override, PoolId, Proposal,
-    Reading, Resource, Settlement, Side, Transfer, Vote, guild_account,
+    Action, AddValidator, Alert, AlertRule, Asset, AssetKind, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel,
+    Choice, Freeze, Guild, GuildApproval, GuildSpend, Limits, Measure, Mechanism, MeterSource, Mint, Offer, Override,
+    PoolId, Proposal, Reading, Report, Resource, Settlement, Severity, Side, Transfer, Vote, guild_account,
 };
 use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Text, TokenId};
 
@@ -138,7 +138,7 @@ pub fn all() -> Vec<Vector> {
         BarterLeg { offer: barter_b.clone(), give_quantity: 10_000 },
     ];
     let vector = |name, author, envelope| Vector { name, author, envelope };
-    vec![
+    let mut vectors = vec![
         vector("offer-bid", 1, bid.clone()),
         vector("offer-ask", 2, ask.clone()),
         vector("cancel", 1, sign(1, 3, Body::Cancel(Cancel { offer: bid.id() }))),
@@ -210,7 +210,7 @@ pub fn all() -> Vec<Vector> {
             1,
             sign(
                 1,
-                9,
+                10,
                 Body::Proposal(Proposal {
                     action: Action::Override(Override {
                         measure: Measure::Freeze(Freeze { account: public_key(2) }),
@@ -280,7 +280,33 @@ pub fn all() -> Vec<Vector> {
                 }),
             ),
         ),
-    ]
+    ];
+    let envelope_of = |name: &str| {
+        vectors
+            .iter()
+            .find(|vector| vector.name == name)
+            .map(|vector| vector.envelope.clone())
+            .unwrap_or_else(|| unreachable!("vector {name}"))
+    };
+    let (asset, reading) = (envelope_of("asset"), envelope_of("reading"));
+    // The street battery's round trip fell to 71 %; a neighbour reports on it, with her reading as evidence.
+    let alert = Alert {
+        asset: asset.id(),
+        rule: AlertRule::Wear,
+        measured: 712_000,
+        threshold: 800_000,
+        interval_start_s: 1_767_224_700,
+    };
+    vectors.push(vector("alert", 1, sign(1, 11, Body::Alert(alert))));
+    let report = Report {
+        asset: BoundedVec::new(vec![asset.id()]).unwrap_or_else(|error| unreachable!("{error}")),
+        cell: Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}")),
+        severity: Severity::Warning,
+        text: text("The street battery hums loudly at night and its fan runs all day."),
+        reading: BoundedVec::new(vec![reading]).unwrap_or_else(|error| unreachable!("{error}")),
+    };
+    vectors.push(vector("report", 2, sign(2, 4, Body::Report(report))));
+    vectors
 }
 
 /// The public key of test author `n`.

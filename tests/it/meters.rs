@@ -539,7 +539,9 @@ fn the_grid_lost_at_the_meter_islands_the_microgrid() {
 
 /// A real home — a SunSpec inverter, meter and battery on Modbus TCP, no simulator — under `kos run`: the node
 /// learns the home's PV and load from the intervals it measures and plans the battery on that forecast, writing
-/// each decision into the device's storage controls (with a revert timeout) and telling it on `/meter`.
+/// each decision into the device's storage controls (with a revert timeout) and telling it on `/meter`. Its
+/// meter is registered as an asset; when the device goes silent the maintenance rules put an alert on the
+/// ledger under the asset, and a neighbour's report about the asset becomes a proposal.
 #[test]
 fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     use std::sync::Arc;
@@ -548,7 +550,7 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     const SURPLUS: u8 = 1;
     let port = free_port();
     let address: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let _server = sunspec_server(port);
+    let server = sunspec_server(port);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     // The home's flows, written into the device's counters every 250 ms: 2 Wh/s from the grid (deficit), or
     // 8 Wh/s of PV with 6 Wh/s exported (surplus).
@@ -647,7 +649,68 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     let meter = json(&api, "/meter").unwrap();
     assert!(meter["readings_published"].as_u64().unwrap() >= 3, "{meter}");
     assert_eq!(meter["readings_refused"], 0, "{meter}");
+
+    // The meter registered as an asset: the node's maintenance rules watch it.
+    let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+    let limits = serde_json::json!({"generation_w_max": 30000, "import_w_max": 43470, "export_w_max": 43470,
+        "consumption_w_max": 63470, "storage_w_max": 20000, "storage_wh": 100});
+    let manifest = serde_json::json!({"kind": "meter", "purpose": "the home's grid meter and battery",
+        "meters": ["main"], "limits": limits, "cell": "u33db"});
+    let registered = post(&api, token.trim(), "/assets", &manifest);
+    assert_eq!(registered.status, 202, "{}", registered.text());
+    let asset =
+        serde_json::from_slice::<serde_json::Value>(&registered.body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(
+        wait_until(Duration::from_secs(30), || json(&api, "/meter")
+            .is_some_and(|meter| meter["asset"] == asset.as_str())),
+        "the maintenance rules did not pick up the asset: {:?}",
+        json(&api, "/meter")
+    );
+    // The device goes silent: after four whole intervals without a sample, an alert, on the ledger, under the
+    // asset.
     counters.abort();
+    drop(server);
+    let silent = |api: &str| {
+        json(api, &format!("/assets/{asset}")).is_some_and(|answer| {
+            answer["alerts"].as_array().is_some_and(|alerts| alerts.iter().any(|alert| alert["rule"] == "silent"))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(40), || silent(&api)),
+        "no silence alert: {:?} {:?}",
+        json(&api, "/meter"),
+        json(&api, &format!("/assets/{asset}"))
+    );
+    let governance = json(&api, "/governance").unwrap();
+    assert_eq!(governance["alerts"][0]["asset"], asset.as_str(), "{governance}");
+    assert!(governance["alerts"][0]["measured"].as_u64().unwrap() >= 4, "{governance}");
+    assert_eq!(json(&api, "/meter").unwrap()["alerts"], 1, "one alert, not one per poll");
+    // A neighbour (here the node itself) reports on the asset, and the report becomes a proposal.
+    let report = serde_json::json!({"asset": asset, "cell": "u33db", "severity": "fault",
+        "text": "The inverter's display is dark and the meter cabinet smells burnt."});
+    let reported = post(&api, token.trim(), "/reports", &report);
+    assert_eq!(reported.status, 202, "{}", reported.text());
+    let report_id =
+        serde_json::from_slice::<serde_json::Value>(&reported.body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(20), || json(&api, "/governance").is_some_and(|g| g["reports"]
+        .as_array()
+        .is_some_and(|reports| reports.iter().any(|r| r["id"] == report_id.as_str())))));
+    let proposed = post(&api, token.trim(), &format!("/reports/{report_id}/propose"), &serde_json::json!({}));
+    assert_eq!(proposed.status, 202, "{}", proposed.text());
+    let proposal_id =
+        serde_json::from_slice::<serde_json::Value>(&proposed.body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(
+        wait_until(Duration::from_secs(20), || json(&api, "/governance").is_some_and(|g| g["proposals"]
+            .as_array()
+            .is_some_and(|list| list
+                .iter()
+                .any(|p| p["id"] == proposal_id.as_str() && p["action"]["kind"] == "text")))),
+        "{:?}",
+        json(&api, "/governance")
+    );
+    // A report about an asset nobody registered is refused.
+    let unknown = serde_json::json!({"asset": "00".repeat(32), "cell": "u33db", "severity": "info", "text": "hello"});
+    assert_eq!(post(&api, token.trim(), "/reports", &unknown).status, 400);
 }
 
 /// A real home's flexible load behind a relay: a node with a Shelly EM meter on mosquitto runs its daily

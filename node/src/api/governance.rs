@@ -1,6 +1,7 @@
-//! Governance on the API: the proposals with their votes, the overrides in force and the validator changes
-//! scheduled (`GET /governance`), and the node's own proposals and votes, signed with its key and submitted to the
-//! ledger (`POST /proposals`, `POST /proposals/{id}/votes`).
+//! The commons on the API: the proposals with their votes, the overrides in force, the validator changes
+//! scheduled, maintenance alerts and citizens' reports (`GET /governance`); the node's own proposals, votes and
+//! reports, signed with its key and submitted to the ledger (`POST /proposals`, `POST /proposals/{id}/votes`,
+//! `POST /reports`, `POST /reports/{id}/propose`).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -213,8 +214,16 @@ pub async fn overview(State(context): State<Context>) -> Response {
                 .iter()
                 .map(|name| ((*name).to_string(), json!(state.param(name))))
                 .collect();
+            let mut alerts: Vec<ledger::state::AlertState> = state.alerts().collect();
+            alerts.sort_by_key(|alert| std::cmp::Reverse(alert.height));
+            let alerts: Vec<Value> = alerts.iter().take(100).map(alert_json).collect();
+            let mut reports: Vec<(Id, ledger::state::ReportState)> = state.reports().collect();
+            reports.sort_by_key(|(_, report)| std::cmp::Reverse(report.height));
+            let reports: Vec<Value> = reports.iter().take(100).map(|(id, report)| report_json(id, report)).collect();
             json!({
                 "height": height,
+                "alerts": alerts,
+                "reports": reports,
                 "proposals": proposals,
                 "overrides": overrides,
                 "validator_changes": changes,
@@ -278,4 +287,158 @@ pub async fn vote(
         other => return error(StatusCode::BAD_REQUEST, format!("choice {other:?} is not yes, no or abstain")),
     };
     submit_bytes(&context, sign_now(&context, Body::Vote(Vote { proposal, choice }), 600_000).to_bytes()).await
+}
+
+/// An alert as JSON.
+pub fn alert_json(alert: &ledger::state::AlertState) -> Value {
+    let rule = match alert.alert.rule {
+        protocol::message::AlertRule::Wear => "wear",
+        protocol::message::AlertRule::Depletion => "depletion",
+        protocol::message::AlertRule::Misuse => "misuse",
+        protocol::message::AlertRule::Silent => "silent",
+    };
+    json!({
+        "id": alert.id.to_hex(),
+        "asset": alert.alert.asset.to_hex(),
+        "author": alert.author.to_string(),
+        "rule": rule,
+        "measured": alert.alert.measured,
+        "threshold": alert.alert.threshold,
+        "interval_start_s": alert.alert.interval_start_s,
+        "height": alert.height,
+    })
+}
+
+fn severity_name(severity: protocol::message::Severity) -> &'static str {
+    match severity {
+        protocol::message::Severity::Info => "info",
+        protocol::message::Severity::Warning => "warning",
+        protocol::message::Severity::Fault => "fault",
+    }
+}
+
+/// A report as JSON.
+pub fn report_json(id: &Id, report: &ledger::state::ReportState) -> Value {
+    json!({
+        "id": id.to_hex(),
+        "author": report.author.to_string(),
+        "asset": report.report.asset.as_slice().first().map(Id::to_hex),
+        "cell": report.report.cell.as_str(),
+        "severity": severity_name(report.report.severity),
+        "text": report.report.text.as_str(),
+        "reading": report.report.reading.as_slice().first().map(|reading| reading.id().to_hex()),
+        "height": report.height,
+        "time_ms": report.time_ms,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportRequest {
+    asset: Option<String>,
+    cell: String,
+    severity: String,
+    text: String,
+    /// A signed reading of the node's, hex.
+    reading: Option<String>,
+}
+
+/// `POST /reports`: a citizen's report, signed by the node.
+pub async fn report(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&context, &headers) {
+        return unauthorized();
+    }
+    let request: ReportRequest = match parse(&body, "a report") {
+        Ok(request) => request,
+        Err(response) => return *response,
+    };
+    let built = (|| -> Result<protocol::message::Report, String> {
+        let asset = match &request.asset {
+            Some(asset) => vec![Id::from_hex(asset).map_err(|_| "asset: 64 hex digits".to_owned())?],
+            None => Vec::new(),
+        };
+        let severity = match request.severity.as_str() {
+            "info" => protocol::message::Severity::Info,
+            "warning" => protocol::message::Severity::Warning,
+            "fault" => protocol::message::Severity::Fault,
+            other => return Err(format!("severity {other:?} is not info, warning or fault")),
+        };
+        let reading = match &request.reading {
+            Some(text) => {
+                let bytes = hex::decode(text).map_err(|_| "reading: hex of a signed envelope".to_owned())?;
+                vec![protocol::Envelope::from_bytes(&bytes).map_err(|error| format!("reading: {error}"))?]
+            }
+            None => Vec::new(),
+        };
+        Ok(protocol::message::Report {
+            asset: protocol::types::BoundedVec::new(asset).map_err(|error| error.to_string())?,
+            cell: Cell::new(request.cell.clone()).map_err(|error| format!("cell: {error}"))?,
+            severity,
+            text: Text::new(request.text.clone()).map_err(|error| format!("text: {error}"))?,
+            reading: protocol::types::BoundedVec::new(reading).map_err(|error| error.to_string())?,
+        })
+    })();
+    let report = match built {
+        Ok(report) => report,
+        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
+    };
+    // A report on an asset the ledger does not know would only be dropped when blocks are built: say so now.
+    if let (Some(ledger), Some(asset)) = (context.ledger.as_ref(), report.asset.as_slice().first().copied())
+        && ledger.read(move |state, _| state.asset(&asset).is_none()).await.unwrap_or(false)
+    {
+        return error(StatusCode::BAD_REQUEST, format!("no asset {} is registered", asset.to_hex()));
+    }
+    submit_bytes(&context, sign_now(&context, Body::Report(report), 600_000).to_bytes()).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportProposalRequest {
+    action: Option<ActionRequest>,
+    voting_period_blocks: Option<u32>,
+}
+
+/// `POST /reports/{id}/propose`: turns a report into a proposal that cites it.
+pub async fn propose_report(
+    State(context): State<Context>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !authorized(&context, &headers) {
+        return unauthorized();
+    }
+    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    let Ok(report_id) = Id::from_hex(&id) else {
+        return error(StatusCode::BAD_REQUEST, "a report id is 64 hex digits");
+    };
+    let request: ReportProposalRequest = if body.is_empty() {
+        ReportProposalRequest { action: None, voting_period_blocks: None }
+    } else {
+        match parse(&body, "a proposal from a report") {
+            Ok(request) => request,
+            Err(response) => return *response,
+        }
+    };
+    let found =
+        ledger.read(move |state, _| state.reports().find(|(id, _)| *id == report_id).map(|(_, report)| report)).await;
+    let Ok(Some(report)) = found else { return error(StatusCode::NOT_FOUND, "no such report (or older than 30 days)") };
+    let action = match request.action.as_ref().map(ActionRequest::to_action).transpose() {
+        Ok(action) => action.unwrap_or(Action::Text(Empty)),
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("action: {problem}")),
+    };
+    let summary: String = report.report.text.as_str().chars().take(80).collect();
+    let (Ok(title), Ok(text)) = (
+        Text::new(format!("Report {}: {summary}", &id[..8])),
+        Text::new(format!(
+            "From report {id} by {} in cell {}:\n{}",
+            report.author,
+            report.report.cell.as_str(),
+            report.report.text.as_str()
+        )),
+    ) else {
+        return error(StatusCode::BAD_REQUEST, "the report does not fit a proposal's title and text");
+    };
+    let proposal = Proposal { action, title, text, voting_period_blocks: request.voting_period_blocks.unwrap_or(100) };
+    submit_bytes(&context, sign_now(&context, Body::Proposal(proposal), 600_000).to_bytes()).await
 }

@@ -20,9 +20,11 @@
 //! | POST | `/guilds/{account}/spends` | JSON `{to, token, amount, memo?}`: the node (a member) asks to spend; counts as its approval |
 //! | GET | `/guild-spends/{id}` | a spend: approvals, status |
 //! | POST | `/guild-spends/{id}/approve` | the node (a member) approves a pending spend |
-//! | GET | `/governance` | proposals with their ballots, overrides in force, scheduled validator changes, parameters |
+//! | GET | `/governance` | proposals with their ballots, overrides in force, scheduled validator changes, parameters, maintenance alerts and open reports |
 //! | POST | `/proposals` | JSON `{title, text?, voting_period_blocks, action}` (action `{kind: text | set-parameter | add-validator | remove-validator | admit-member | override | emergency, ...}`): a proposal signed by the node |
 //! | POST | `/proposals/{id}/votes` | JSON `{choice: yes | no | abstain}`: the node's vote |
+//! | POST | `/reports` | JSON `{asset?, cell, severity: info | warning | fault, text, reading?}`: a citizen's status report, signed by the node, with a signed reading of its own (envelope hex) as evidence if given |
+//! | POST | `/reports/{id}/propose` | JSON `{action?, voting_period_blocks?}`: turns a report into a proposal (a text proposal unless an action is given) |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
@@ -168,6 +170,8 @@ pub fn router(context: Context) -> Router {
         .route("/governance", get(governance::overview))
         .route("/proposals", axum::routing::post(governance::propose))
         .route("/proposals/{id}/votes", axum::routing::post(governance::vote))
+        .route("/reports", axum::routing::post(governance::report))
+        .route("/reports/{id}/propose", axum::routing::post(governance::propose_report))
         .route("/meter", get(meter))
         .route("/island", get(island).post(island_grid))
         .route("/pools", get(pools))
@@ -1046,8 +1050,10 @@ async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: By
 async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an asset id is 64 hex digits") };
-    match ledger.read(move |state, height| (height, state.asset(&id))).await {
-        Ok((height, Some(asset))) => {
+    match ledger.read(move |state, height| (height, state.asset(&id).map(|asset| (asset, state.alerts_of(&id))))).await
+    {
+        Ok((height, Some((asset, alerts)))) => {
+            let alerts: Vec<serde_json::Value> = alerts.iter().map(governance::alert_json).collect();
             let manifest = &asset.manifest;
             let limits = &manifest.limits;
             let author = asset.author.to_string();
@@ -1082,6 +1088,7 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
                 "readings": asset.readings,
                 "last_interval_start_s": asset.last_interval_start_s,
                 "recent_readings": recent,
+                "alerts": alerts,
             }))
             .into_response()
         }

@@ -94,6 +94,8 @@ pub struct Settings {
     pub trade: Option<(protocol::message::PoolId, u32)>,
     /// Ask (feed-in) and bid (grid) prices, milli-credits per kWh.
     pub tariffs: (u64, u64),
+    /// Maintenance rules for the asset the meter is bound to.
+    pub maintenance: energy::maintenance::Rules,
 }
 
 /// Slots the home controller looks ahead.
@@ -130,6 +132,11 @@ pub struct Status {
     pub flexible: Option<FlexibleView>,
     /// A real home's forecast, learnt from its own history.
     pub forecast: Option<ForecastView>,
+    /// The asset the meter is bound to on the ledger, whose maintenance rules this node runs.
+    pub asset: Option<String>,
+    /// Maintenance alerts this node signed for it, and the latest.
+    pub alerts: u64,
+    pub last_alert: Option<String>,
 }
 
 /// What a real home's forecaster knows and expects.
@@ -238,6 +245,7 @@ pub fn spawn(
         flexible_done_wh: 0.0,
         forecaster: energy::forecast::Forecaster::new(interval_s, FORECAST_DAYS),
         stored_wh: None,
+        watch: None,
         previous: None,
         nonce: 0,
         status,
@@ -263,6 +271,8 @@ struct Actor {
     forecaster: energy::forecast::Forecaster,
     /// A real home battery's stored energy at the last interval's close, Wh.
     stored_wh: Option<f64>,
+    /// The maintenance watch over the meter's asset, once the ledger binds the meter to one.
+    watch: Option<(protocol::Id, energy::maintenance::Watch)>,
     previous: Option<Previous>,
     nonce: u64,
     status: Status,
@@ -286,6 +296,9 @@ impl Actor {
         let sample = match self.source.sample(now).await {
             Ok(sample) => sample,
             Err(error) => {
+                // A silent meter is itself a maintenance matter.
+                let alerts = self.watch.as_mut().map(|(_, watch)| watch.tick(now / 1000)).unwrap_or_default();
+                self.alert(alerts, now).await;
                 self.status.sample_errors += 1;
                 if self.status.last_error.as_deref() != Some(&error.to_string()) {
                     warn!(%error, meter = %self.settings.id, "meter");
@@ -320,6 +333,7 @@ impl Actor {
                 self.publish(reading, now).await;
                 let storage = self.storage().await;
                 self.learn(&interval, storage.map(|(_, stored)| stored), now);
+                self.maintain(&interval, storage.map(|(_, stored)| stored), now).await;
                 self.dispatch(now, storage).await;
                 self.trade(now).await;
             }
@@ -352,6 +366,87 @@ impl Actor {
                 warn!(%error, meter = %self.settings.id, "reading the battery's storage model");
                 self.status.last_error = Some(format!("battery: {error}"));
                 None
+            }
+        }
+    }
+
+    /// Runs the maintenance rules of the meter's asset over the interval just closed, and signs their alerts.
+    async fn maintain(&mut self, interval: &energy::meter::Interval, stored_wh: Option<f64>, now: u64) {
+        let Some(ledger) = &self.ledger else { return };
+        if self.watch.is_none() {
+            // The asset the ledger binds this node's meter to, and its battery's capacity.
+            let (author, meter) = (self.keypair.public(), self.settings.id.as_str().to_owned());
+            let found = ledger
+                .read(move |state, _| {
+                    let id = state.asset_of_meter(&author, &meter)?;
+                    Some((id, state.asset(&id)?.manifest.limits.storage_wh))
+                })
+                .await
+                .ok()
+                .flatten();
+            let Some((asset, storage_wh)) = found else { return };
+            let capacity_wh = match (&self.source, storage_wh) {
+                (_, declared) if declared > 0 => declared,
+                (Source::Simulated(home), _) => home.config().battery.map_or(0, |battery| battery.capacity_wh),
+                (Source::SunSpec(device), _) => device.settings().battery.map_or(0, |battery| battery.capacity_wh),
+                _ => 0,
+            };
+            info!(asset = %asset, capacity_wh, "maintenance rules watch the meter's asset");
+            self.status.asset = Some(asset.to_hex());
+            let watch = energy::maintenance::Watch::new(self.settings.maintenance, interval.interval_s, capacity_wh);
+            self.watch = Some((asset, watch));
+        }
+        let stored_wh = match &self.source {
+            Source::Simulated(home) => Some(home.soc_wh() as f64),
+            _ => stored_wh,
+        };
+        let Some((_, watch)) = self.watch.as_mut() else { return };
+        let alerts = watch.observe(energy::maintenance::Observation {
+            interval_start_s: interval.start_s,
+            generation_wh: interval.generation_wh,
+            import_wh: interval.import_wh,
+            export_wh: interval.export_wh,
+            consumption_wh: interval.consumption_wh,
+            stored_wh,
+        });
+        self.alert(alerts, now).await;
+    }
+
+    /// Signs the alerts about the meter's asset and puts them on the ledger.
+    async fn alert(&mut self, alerts: Vec<energy::maintenance::Alert>, now: u64) {
+        let (Some(ledger), Some((asset, _))) = (&self.ledger, &self.watch) else { return };
+        for alert in alerts {
+            use energy::maintenance::Rule;
+            let rule = match alert.rule {
+                Rule::Wear => protocol::message::AlertRule::Wear,
+                Rule::Depletion => protocol::message::AlertRule::Depletion,
+                Rule::Misuse => protocol::message::AlertRule::Misuse,
+                Rule::Silent => protocol::message::AlertRule::Silent,
+            };
+            let body = Body::Alert(protocol::message::Alert {
+                asset: *asset,
+                rule,
+                measured: alert.measured,
+                threshold: alert.threshold,
+                interval_start_s: alert.interval_start_s,
+            });
+            self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
+            let envelope = Draft {
+                network: self.settings.network.clone(),
+                nonce: self.nonce,
+                created_ms: now,
+                expires_ms: now.saturating_add(READING_LIFETIME_MS),
+                body,
+            }
+            .sign(&self.keypair);
+            let text = format!("{rule:?}: measured {} against {}", alert.measured, alert.threshold).to_lowercase();
+            warn!(meter = %self.settings.id, asset = %asset, alert = %text, "maintenance alert");
+            match ledger.submit(envelope.to_bytes()).await {
+                Ok(_) => {
+                    self.status.alerts += 1;
+                    self.status.last_alert = Some(text);
+                }
+                Err(error) => warn!(%error, "the ledger refused a maintenance alert"),
             }
         }
     }

@@ -327,17 +327,19 @@ pub async fn spawn(
     Ok((handle, delivery_receiver, join))
 }
 
-/// What a message's carriage costs: readings are background work, offers and cancels are time-critical (interval
-/// auctions close), everything else normal.
-/// Signatures inside a message besides its own: the offers a settlement or barter cycle carries.
+/// Signatures inside a message besides its own: the offers a settlement or barter cycle carries, the reading a
+/// report attaches.
 fn nested_signatures(body: &protocol::Body) -> u64 {
     match body {
         protocol::Body::Settlement(_) => 2,
         protocol::Body::BarterCycle(cycle) => cycle.legs.as_slice().len() as u64,
+        protocol::Body::Report(report) => report.reading.as_slice().len() as u64,
         _ => 0,
     }
 }
 
+/// What a message's carriage costs: readings are background work, offers and cancels are time-critical (interval
+/// auctions close), everything else normal.
 fn priority_of(body: &protocol::Body) -> Priority {
     match body {
         protocol::Body::Reading(_) | protocol::Body::Vote(_) => Priority::Background,

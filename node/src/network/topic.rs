@@ -71,7 +71,9 @@ impl Topic {
             | Body::Guild(_)
             | Body::GuildSpend(_)
             | Body::GuildApproval(_)
-            | Body::Asset(_) => Some(Topic::Ledger),
+            | Body::Asset(_)
+            | Body::Alert(_)
+            | Body::Report(_) => Some(Topic::Ledger),
         }
     }
 
