@@ -34,6 +34,8 @@
 //! royalty_ppm = 0            # a share of each trade's value to `royalty_account` (a licence owner)
 //! royalty_account = "<64 hex>"
 //! tier_min = 0               # the lowest reputation tier (index in [[tiers]]) allowed to trade in the pool
+//! dynamic = { base = 200, min = 100, max = 400, capacity = 10000, target_ppm = 800000, step_ppm = 50000 }
+//!                            # a base price (floor) that follows usage per period (market::pricing)
 //!
 //! [[tiers]]                  # reputation tiers, lowest first; the first must ask nothing
 //! name = "new"
@@ -242,6 +244,9 @@ pub struct PoolRuleFile {
     /// The MMR divider in parts per million (default 500000: the mid-market rate).
     #[serde(default)]
     pub divider_ppm: Option<u32>,
+    /// A dynamic base price that follows the pool's usage (`market::pricing`).
+    #[serde(default)]
+    pub dynamic: Option<market::pricing::Policy>,
 }
 
 /// A reputation tier, as written in the file.
@@ -409,6 +414,8 @@ pub struct PoolRule {
     pub tier_min: u32,
     /// The auction of interval pools.
     pub mechanism: market::auction::Mechanism,
+    /// The pool's dynamic base price, if it has one.
+    pub dynamic: Option<market::pricing::Policy>,
 }
 
 /// A reputation tier.
@@ -579,7 +586,11 @@ impl Genesis {
                 royalty_account,
                 tier_min: rule.tier_min,
                 mechanism,
+                dynamic: rule.dynamic,
             });
+            if let Some(policy) = &rule.dynamic {
+                policy.check().map_err(|problem| anyhow::anyhow!("{}: dynamic: {problem}", context()))?;
+            }
         }
         let tiers = if file.tiers.is_empty() {
             Tier::defaults()

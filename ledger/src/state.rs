@@ -95,6 +95,8 @@ pub enum EntryError {
     Governance(&'static str),
     #[error("no asset {0} is registered")]
     UnknownAsset(Id),
+    #[error("price {price} is below the pool's base price {base}")]
+    BelowBasePrice { price: u64, base: u64 },
 }
 
 /// What a block executes in: fixed by its header.
@@ -286,6 +288,10 @@ const FUEL_CAP: u8 = b'U';
 const DEVICE_CAP: u8 = b'D';
 const ISLAND_ORDER: u8 = b'I';
 const ALERT: u8 = b'A';
+const BASE_PRICE: u8 = b'B';
+const BASE_PRICE_HISTORY: u8 = b'H';
+/// Most periods a dynamic base price is rolled over at once (after that many quiet periods it has settled).
+const BASE_PRICE_ROLL_MAX: u64 = 10_000;
 const REPORT: u8 = b'R';
 /// How long alerts and reports stay on the ledger's state (the blocks keep them for ever).
 const NOTICE_RETENTION_MS: u64 = 30 * 86_400_000;
@@ -321,6 +327,25 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
 
 fn balance_key(account: &PublicKey, token: &TokenId) -> Vec<u8> {
     key(BALANCE, &[account.as_bytes(), token.as_str().as_bytes()])
+}
+
+/// A pool's period length for prices: its delivery interval, or an hour in continuous pools.
+fn period_len_s(pool: &protocol::message::PoolId) -> u64 {
+    if pool.interval_s == 0 { 3600 } else { u64::from(pool.interval_s) }
+}
+
+/// A dynamic pool's base price for `period_s`: rolled from the anchor (the period and price of the pool's latest
+/// settlement) over the volumes of the periods since; the policy's base before any settlement.
+fn roll_base_price(
+    policy: &market::pricing::Policy,
+    anchor: Option<(u64, u64)>,
+    period_len_s: u64,
+    period_s: u64,
+    volume: impl Fn(u64) -> u64,
+) -> u64 {
+    let Some((from, price)) = anchor else { return policy.base };
+    let steps = period_s.saturating_sub(from) / period_len_s.max(1);
+    policy.roll(price, (0..steps.min(BASE_PRICE_ROLL_MAX)).map(|step| volume(from + step * period_len_s)))
 }
 
 fn price_index_key(pool: &protocol::message::PoolId, period_s: u64) -> Vec<u8> {
@@ -701,7 +726,34 @@ impl State {
     pub fn pool_rules(&self, pool: &protocol::message::PoolId) -> market::pools::Rules {
         let mechanism =
             self.genesis.pool_rule(pool).map_or(market::auction::Mechanism::PayAsClear, |rule| rule.mechanism);
-        market::pools::Rules { mechanism, fee: self.pool_fee(pool) }
+        market::pools::Rules { mechanism, fee: self.pool_fee(pool), floor: 0 }
+    }
+
+    /// A dynamic pool's base price for a period (`None`: the pool has no dynamic price).
+    pub fn base_price(&self, pool: &protocol::message::PoolId, period_s: u64) -> Option<u64> {
+        let policy = self.genesis.pool_rule(pool)?.dynamic?;
+        let anchor = self.map.get(&key(BASE_PRICE, &[pool.digest().as_bytes()])).and_then(|bytes| decode(bytes));
+        let volume = |period| self.price_index(pool, period).map_or(0, |index| index.volume);
+        Some(roll_base_price(&policy, anchor, period_len_s(pool), period_s, volume))
+    }
+
+    /// The base prices a dynamic pool's settlements met, by period, for periods `from_s..to_s`.
+    pub fn base_prices(&self, pool: &protocol::message::PoolId, from_s: u64, to_s: u64) -> Vec<(u64, u64)> {
+        let digest = pool.digest();
+        let start = key(BASE_PRICE_HISTORY, &[digest.as_bytes(), &from_s.to_be_bytes()]);
+        let end = key(BASE_PRICE_HISTORY, &[digest.as_bytes(), &to_s.to_be_bytes()]);
+        if start >= end {
+            return Vec::new();
+        }
+        self.map
+            .range(start..end)
+            .filter_map(|(key, value)| Some((u64::from_be_bytes(key.get(33..41)?.try_into().ok()?), decode(value)?)))
+            .collect()
+    }
+
+    /// A pool's rules for offers of a period: [`State::pool_rules`] with the dynamic base price as floor.
+    pub fn pool_rules_for(&self, pool: &protocol::message::PoolId, period_s: u64) -> market::pools::Rules {
+        market::pools::Rules { floor: self.base_price(pool, period_s).unwrap_or(0), ..self.pool_rules(pool) }
     }
 
     /// A pool's price index for one period (`delivery_start_s`, or the hour's start in continuous pools).
@@ -1435,6 +1487,22 @@ impl<'s> Pending<'s> {
         if interval_s > 0 && delivery_end_ms <= self.context.time_ms {
             return Err(EntryError::DeliveryOver);
         }
+        let period_s = if interval_s == 0 { self.context.time_ms / 1000 / 3600 * 3600 } else { bid.delivery_start_s };
+        if let Some(policy) = rule.and_then(|rule| rule.dynamic) {
+            // The pool's base price for the period is its floor; the anchor moves to the latest period settled.
+            let anchor_key = key(BASE_PRICE, &[pool.digest().as_bytes()]);
+            let anchor: Option<(u64, u64)> = self.read(&anchor_key);
+            let volume =
+                |period| self.read::<PriceIndex>(&price_index_key(pool, period)).map_or(0, |index| index.volume);
+            let base = roll_base_price(&policy, anchor, period_len_s(pool), period_s, volume);
+            if settlement.unit_price < base {
+                return Err(EntryError::BelowBasePrice { price: settlement.unit_price, base });
+            }
+            if anchor.is_none_or(|(from, _)| period_s > from) {
+                self.write(anchor_key, &(period_s, base));
+            }
+            self.write(key(BASE_PRICE_HISTORY, &[pool.digest().as_bytes(), &period_s.to_be_bytes()]), &base);
+        }
         self.fill(&settlement.bid, bid.quantity, settlement.quantity)?;
         self.fill(&settlement.ask, ask.quantity, settlement.quantity)?;
         let quantity = settlement.quantity;
@@ -1487,7 +1555,6 @@ impl<'s> Pending<'s> {
             self.write(key(ESCROW, &[id.as_bytes()]), &escrow);
             self.put(key(ESCROW_BY_RELEASE, &[&release_ms.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
         }
-        let period_s = if interval_s == 0 { self.context.time_ms / 1000 / 3600 * 3600 } else { bid.delivery_start_s };
         let index_key = price_index_key(pool, period_s);
         let mut index: PriceIndex = self.read(&index_key).unwrap_or_default();
         index.volume = index.volume.saturating_add(quantity);

@@ -114,6 +114,8 @@ impl<K> Default for Level<K> {
 #[derive(Debug)]
 pub struct Book<K, O> {
     fee: Fee,
+    /// The pool's base price: asks below it rest at it (see [`crate::pricing`]); 0: none.
+    floor: u64,
     orders_max: usize,
     owner_orders_max: usize,
     bids: BTreeMap<u64, Level<K>>,
@@ -131,9 +133,15 @@ const EXPIRY_SLACK: usize = 1024;
 
 impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
     /// An empty book with a grid fee and its bounds (both at least 1).
+    /// Sets the pool's base price (asks placed from now on rest at least at it).
+    pub fn set_floor(&mut self, floor: u64) {
+        self.floor = floor;
+    }
+
     pub fn new(fee: Fee, orders_max: usize, owner_orders_max: usize) -> Self {
         Book {
             fee,
+            floor: 0,
             orders_max: orders_max.max(1),
             owner_orders_max: owner_orders_max.max(1),
             bids: BTreeMap::new(),
@@ -159,7 +167,7 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
         }
         let price = match order.side {
             Side::Bid => self.fee.net_price(order.price).ok_or(Reject::BelowFee)?,
-            Side::Ask => order.price,
+            Side::Ask => order.price.max(self.floor),
         };
         let mut left = order.quantity;
         let mut fills = Vec::new();

@@ -8,6 +8,7 @@ pub mod barter;
 pub mod book;
 pub mod index;
 pub mod pools;
+pub mod pricing;
 
 /// Parts per million: the unit of percentages and dividers.
 pub const PPM: u32 = 1_000_000;

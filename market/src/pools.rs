@@ -29,6 +29,8 @@ pub struct Rules {
     /// The auction of an interval pool (ignored in continuous pools).
     pub mechanism: Mechanism,
     pub fee: Fee,
+    /// The pool's dynamic base price for the offer's period: asks below it count at it; 0: none.
+    pub floor: u64,
 }
 
 /// The engine's bounds and timing.
@@ -217,6 +219,7 @@ impl Market {
         let Some(pool) = self.pools.get_mut(&offer.pool) else { return Ok(Vec::new()) };
         match pool {
             Pool::Continuous { book, offers } => {
+                book.set_floor(rules.floor);
                 let placed = book
                     .place(
                         now_ms,
@@ -479,7 +482,12 @@ fn clear_interval(orders: &BTreeMap<Id, Pending>, rules: Rules, now_ms: u64) -> 
     let mut asks = Vec::new();
     for (id, pending) in live() {
         let Some(offer) = offer_of(&pending.envelope) else { continue };
-        let order = auction::Order { id: *id, quantity: pending.left, price: offer.unit_price };
+        // An ask below the pool's base price counts at it.
+        let price = match offer.side {
+            Side::Ask => offer.unit_price.max(rules.floor),
+            Side::Bid => offer.unit_price,
+        };
+        let order = auction::Order { id: *id, quantity: pending.left, price };
         match offer.side {
             Side::Bid => bids.push(order),
             Side::Ask if !bidders.contains(&pending.envelope.author) => asks.push(order),
@@ -534,7 +542,7 @@ mod tests {
         Arc::new(draft.sign(&Keypair::from_seed(&[key; 32])))
     }
 
-    const RULES: Rules = Rules { mechanism: Mechanism::PayAsClear, fee: Fee::None };
+    const RULES: Rules = Rules { mechanism: Mechanism::PayAsClear, fee: Fee::None, floor: 0 };
 
     fn matches(outputs: &[Output]) -> Vec<(u64, u64)> {
         outputs

@@ -94,6 +94,11 @@ impl World {
 
     /// A matched bid of `buyer` and ask of `seller` for 1 kWh in a continuous pool.
     fn trade(&mut self, buyer: usize, seller: usize) -> Envelope {
+        self.trade_at(buyer, seller, 150)
+    }
+
+    /// A matched bid (price + 50) and ask (price − 50) for 1 kWh in a continuous pool, settled at `price`.
+    fn trade_at(&mut self, buyer: usize, seller: usize, price: u64) -> Envelope {
         let pool = PoolId {
             resource: Resource::Energy,
             token: TokenId::new("credit").unwrap(),
@@ -103,13 +108,13 @@ impl World {
         let offer = |side, price| {
             Body::Offer(Offer { pool: pool.clone(), side, quantity: 1_000, unit_price: price, delivery_start_s: 0 })
         };
-        let bid = self.sign(buyer, offer(Side::Bid, 200));
-        let ask = self.sign(seller, offer(Side::Ask, 100));
+        let bid = self.sign(buyer, offer(Side::Bid, price + 50));
+        let ask = self.sign(seller, offer(Side::Ask, price - 50));
         let settlement = Settlement {
             bid: Box::new(bid),
             ask: Box::new(ask),
             quantity: 1_000,
-            unit_price: 150,
+            unit_price: price,
             mechanism: Mechanism::ContinuousDoubleAuction,
         };
         self.sign(buyer, Body::Settlement(settlement))
@@ -328,4 +333,50 @@ fn stewards_pass_a_short_emergency_cap_on_a_device() {
 
 fn world_key(index: u8) -> PublicKey {
     Keypair::from_seed(&[index + 40; 32]).public()
+}
+
+#[test]
+fn a_dynamic_pool_price_follows_usage_within_its_bounds_and_is_the_floor() {
+    // Continuous energy pools: base 100 per kWh, between 50 and 400, 2 kWh an hour of capacity, a target of half
+    // of it, at most 10 % a period.
+    let pools = "\n[[pools]]\npool = \"energy/credit/*/0\"\ndynamic = { base = 100, min = 50, max = 400, \
+                 capacity = 2000, target_ppm = 500000, step_ppm = 100000 }\n";
+    let mut world = World::new(pools);
+    let pool: PoolId = "energy/credit/u33db/0".parse().unwrap();
+    let hour_s = |world: &World| (START_MS + world.height * 1_000 + 500) / 1000 / 3600 * 3600;
+    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(100));
+    // A busy hour: two trades, 2 kWh, all the capacity (twice the target): the next hour's base is 10 % higher.
+    let trades = vec![world.trade_at(1, 2, 150), world.trade_at(3, 4, 120)];
+    let first_hour = hour_s(&world);
+    assert_eq!(world.block(trades).kept, 2);
+    world.height += 3_600;
+    let second_hour = hour_s(&world);
+    assert_eq!(world.state.base_price(&pool, second_hour), Some(110));
+    // The floor: below the base price a settlement is refused; at it, it settles.
+    let low = world.trade_at(1, 2, 105);
+    let block = world.block(vec![low]);
+    assert!(
+        matches!(block.rejected[..], [EntryError::BelowBasePrice { price: 105, base: 110 }]),
+        "{:?}",
+        block.rejected
+    );
+    let at = world.trade_at(1, 2, 110);
+    assert_eq!(world.block(vec![at]).kept, 1);
+    // Quiet hours after it (1 kWh at the target, then nothing): down 10 % an hour, to the minimum and no lower.
+    world.height += 3_600;
+    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(110));
+    world.height += 3_600;
+    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(99));
+    world.height += 100 * 3_600;
+    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(50));
+    let cheap = world.trade_at(1, 2, 60);
+    assert_eq!(world.block(vec![cheap]).kept, 1);
+    // The history of base prices the pool's trades met, as the API and dashboard show it.
+    let history = world.state.base_prices(&pool, 0, u64::MAX);
+    assert_eq!(history.iter().map(|(_, price)| *price).collect::<Vec<_>>(), vec![100, 110, 50]);
+    assert_eq!((history[0].0, history[1].0), (first_hour, second_hour));
+    // The market gets the base price as its floor for the period's offers; a pool without a policy has none.
+    assert_eq!(world.state.pool_rules_for(&pool, hour_s(&world)).floor, 50);
+    let plain: PoolId = "energy/credit/u33db/900".parse().unwrap();
+    assert_eq!(world.state.pool_rules_for(&plain, hour_s(&world)).floor, 0);
 }

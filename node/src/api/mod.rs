@@ -27,7 +27,7 @@
 //! | POST | `/reports/{id}/propose` | JSON `{action?, voting_period_blocks?}`: turns a report into a proposal (a text proposal unless an action is given) |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
-//! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger |
+//! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger, with the dynamic base price each period's trades met |
 //! | GET | `/pools/providers?pool=...` | the peers that announce the pool in the DHT (a Kademlia query) |
 //! | GET | `/blocks?limit=` | the newest committed blocks |
 //! | GET | `/trades?pool=&limit=` | the newest settled trades |
@@ -619,8 +619,15 @@ async fn price_index(
     let to = query.to.unwrap_or(u64::MAX);
     let from = query.from.unwrap_or(0);
     let key = pool.clone();
-    let read = ledger.read(move |state, height| (height, state.price_indices(&key, from, to))).await;
-    let Ok((height, indices)) = read else { return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped") };
+    let read = ledger
+        .read(move |state, height| {
+            let bases: std::collections::BTreeMap<u64, u64> = state.base_prices(&key, from, to).into_iter().collect();
+            (height, state.price_indices(&key, from, to), bases)
+        })
+        .await;
+    let Ok((height, indices, bases)) = read else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped");
+    };
     let periods: Vec<serde_json::Value> = indices
         .iter()
         .rev()
@@ -633,6 +640,7 @@ async fn price_index(
                 "value": index.value,
                 "trades": index.trades,
                 "vwap": index.vwap(),
+                "base_price": bases.get(period),
             })
         })
         .collect();
