@@ -4,7 +4,8 @@
 //! of supply is allocated while anyone still needs it.
 //!
 //! With integers, the last few Wh that do not divide evenly go one each to members in an order that rotates with
-//! the interval, so no member is always first.
+//! the interval, so no member is always first. The allocator is the one every essential pool uses
+//! (`market::fairness`).
 
 /// One member's need in an interval, Wh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -29,41 +30,7 @@ impl Allocation {
     }
 }
 
-/// Max-min fair shares of `supply` for `needs`, remainders starting at member `rotation % len`.
-/// Returns the shares and what is left over (supply beyond every need).
-#[must_use]
-pub fn fair_shares(supply: u64, needs: &[u64], rotation: usize) -> (Vec<u64>, u64) {
-    let mut shares = vec![0u64; needs.len()];
-    let mut left = supply;
-    let mut open: Vec<usize> = (0..needs.len()).filter(|&member| needs[member] > 0).collect();
-    while left > 0 && !open.is_empty() {
-        let count = open.len() as u64;
-        let equal = left / count;
-        if equal == 0 {
-            // Fewer Wh than members still in need: one each, in rotating order.
-            let start = rotation % needs.len();
-            open.sort_by_key(|&member| (member + needs.len() - start) % needs.len());
-            for &member in open.iter().take(usize::try_from(left).unwrap_or(usize::MAX)) {
-                shares[member] += 1;
-            }
-            left = 0;
-            break;
-        }
-        // Everyone still in need gets `equal`, or what they still need if that is less.
-        let mut still_open = Vec::with_capacity(open.len());
-        for &member in &open {
-            let want = needs[member] - shares[member];
-            let given = want.min(equal);
-            shares[member] += given;
-            left -= given;
-            if shares[member] < needs[member] {
-                still_open.push(member);
-            }
-        }
-        open = still_open;
-    }
-    (shares, left)
-}
+pub use market::fairness::fair_shares;
 
 /// Shares an island's supply: essential needs first, then the rest, each by max-min fairness.
 /// Returns each member's allocation and the unallocated supply (more than everyone needs).

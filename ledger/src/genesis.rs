@@ -36,6 +36,9 @@
 //! tier_min = 0               # the lowest reputation tier (index in [[tiers]]) allowed to trade in the pool
 //! dynamic = { base = 200, min = 100, max = 400, capacity = 10000, target_ppm = 800000, step_ppm = 50000 }
 //!                            # a base price (floor) that follows usage per period (market::pricing)
+//! essential = { essential_per_account = 500, per_account_max = 2000 }
+//!                            # short supply shared fairly, essential needs first (market::fairness); the share of
+//!                            # supply one account may get is the governable params.essential_share_max_ppm
 //!
 //! [[tiers]]                  # reputation tiers, lowest first; the first must ask nothing
 //! name = "new"
@@ -107,6 +110,8 @@ pub struct Params {
     pub redistribution_balance_max: u64,
     /// Most accounts paid in one redistribution (the poorest first).
     pub redistribution_accounts_max: u32,
+    /// In essential pools, most of an interval's supply one account gets, ppm; 0: no limit (governable).
+    pub essential_share_max_ppm: u64,
 }
 
 impl Default for Params {
@@ -129,6 +134,7 @@ impl Default for Params {
             redistribution_epoch_blocks: 0,
             redistribution_balance_max: 0,
             redistribution_accounts_max: 256,
+            essential_share_max_ppm: 0,
         }
     }
 }
@@ -146,6 +152,7 @@ impl Params {
         "bought_per_interval_max_wh",
         "redistribution_epoch_blocks",
         "redistribution_balance_max",
+        "essential_share_max_ppm",
     ];
 
     /// Applies a governance change; `false` when the name is not governable or the value is out of range.
@@ -162,6 +169,7 @@ impl Params {
             "bought_per_interval_max_wh" => self.bought_per_interval_max_wh = value,
             "redistribution_epoch_blocks" => self.redistribution_epoch_blocks = value,
             "redistribution_balance_max" => self.redistribution_balance_max = value,
+            "essential_share_max_ppm" if value <= ppm => self.essential_share_max_ppm = value,
             _ => return false,
         }
         true
@@ -180,6 +188,7 @@ impl Params {
             "bought_per_interval_max_wh" => self.bought_per_interval_max_wh,
             "redistribution_epoch_blocks" => self.redistribution_epoch_blocks,
             "redistribution_balance_max" => self.redistribution_balance_max,
+            "essential_share_max_ppm" => self.essential_share_max_ppm,
             _ => return None,
         })
     }
@@ -247,6 +256,20 @@ pub struct PoolRuleFile {
     /// A dynamic base price that follows the pool's usage (`market::pricing`).
     #[serde(default)]
     pub dynamic: Option<market::pricing::Policy>,
+    /// The pool's resource is essential: short supply is shared fairly (`market::fairness`).
+    #[serde(default)]
+    pub essential: Option<EssentialFile>,
+}
+
+/// An essential pool's fairness rule, as written in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EssentialFile {
+    /// Of each account's bids in an interval, this much is essential need, met first.
+    pub essential_per_account: u64,
+    /// Most one account gets in an interval; 0: no maximum.
+    #[serde(default)]
+    pub per_account_max: u64,
 }
 
 /// A reputation tier, as written in the file.
@@ -416,6 +439,8 @@ pub struct PoolRule {
     pub mechanism: market::auction::Mechanism,
     /// The pool's dynamic base price, if it has one.
     pub dynamic: Option<market::pricing::Policy>,
+    /// The pool's fairness rule, if its resource is essential.
+    pub essential: Option<EssentialFile>,
 }
 
 /// A reputation tier.
@@ -557,6 +582,11 @@ impl Genesis {
         for rule in &file.pools {
             let context = || format!("pool rule {:?}", rule.pool);
             let pattern = PoolPattern::parse(&rule.pool).with_context(context)?;
+            ensure!(
+                rule.essential.is_none() || pattern.interval_s.is_some_and(|interval| interval > 0),
+                "{}: essential pools are interval pools (their supply is shared per interval)",
+                context()
+            );
             let grid_fee = match (rule.grid_fee_per_kwh, rule.grid_fee_ppm) {
                 (Some(_), Some(_)) => bail!("{}: give grid_fee_per_kwh or grid_fee_ppm, not both", context()),
                 (Some(constant), None) => Some(market::Fee::Constant(constant)),
@@ -587,7 +617,9 @@ impl Genesis {
                 tier_min: rule.tier_min,
                 mechanism,
                 dynamic: rule.dynamic,
+                essential: rule.essential,
             });
+
             if let Some(policy) = &rule.dynamic {
                 policy.check().map_err(|problem| anyhow::anyhow!("{}: dynamic: {problem}", context()))?;
             }

@@ -290,6 +290,7 @@ const ISLAND_ORDER: u8 = b'I';
 const ALERT: u8 = b'A';
 const BASE_PRICE: u8 = b'B';
 const BASE_PRICE_HISTORY: u8 = b'H';
+const ESSENTIAL_BOUGHT: u8 = b'E';
 /// Most periods a dynamic base price is rolled over at once (after that many quiet periods it has settled).
 const BASE_PRICE_ROLL_MAX: u64 = 10_000;
 const REPORT: u8 = b'R';
@@ -726,7 +727,13 @@ impl State {
     pub fn pool_rules(&self, pool: &protocol::message::PoolId) -> market::pools::Rules {
         let mechanism =
             self.genesis.pool_rule(pool).map_or(market::auction::Mechanism::PayAsClear, |rule| rule.mechanism);
-        market::pools::Rules { mechanism, fee: self.pool_fee(pool), floor: 0 }
+        let essential =
+            self.genesis.pool_rule(pool).and_then(|rule| rule.essential).map(|essential| market::fairness::Essential {
+                essential_per_account: essential.essential_per_account,
+                per_account_max: essential.per_account_max,
+                share_max_ppm: u32::try_from(self.param("essential_share_max_ppm")).unwrap_or(market::PPM),
+            });
+        market::pools::Rules { mechanism, fee: self.pool_fee(pool), floor: 0, essential }
     }
 
     /// A dynamic pool's base price for a period (`None`: the pool has no dynamic price).
@@ -1502,6 +1509,22 @@ impl<'s> Pending<'s> {
                 self.write(anchor_key, &(period_s, base));
             }
             self.write(key(BASE_PRICE_HISTORY, &[pool.digest().as_bytes(), &period_s.to_be_bytes()]), &base);
+        }
+        if let Some(essential) = rule.and_then(|rule| rule.essential)
+            && essential.per_account_max > 0
+        {
+            // No hoarding of an essential resource: an account's purchases in an interval stay within the rule.
+            let bought_key =
+                key(ESSENTIAL_BOUGHT, &[buyer.as_bytes(), pool.digest().as_bytes(), &period_s.to_be_bytes()]);
+            let bought: u64 = self.read(&bought_key).unwrap_or(0);
+            let wanted = bought.saturating_add(settlement.quantity);
+            if wanted > essential.per_account_max {
+                return Err(EntryError::HoardingLimit { account: buyer, wanted, limit: essential.per_account_max });
+            }
+            if bought == 0 {
+                self.forget_at(delivery_end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &bought_key);
+            }
+            self.write(bought_key, &wanted);
         }
         self.fill(&settlement.bid, bid.quantity, settlement.quantity)?;
         self.fill(&settlement.ask, ask.quantity, settlement.quantity)?;

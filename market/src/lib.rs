@@ -6,6 +6,7 @@
 pub mod auction;
 pub mod barter;
 pub mod book;
+pub mod fairness;
 pub mod index;
 pub mod pools;
 pub mod pricing;

@@ -31,6 +31,8 @@ pub struct Rules {
     pub fee: Fee,
     /// The pool's dynamic base price for the offer's period: asks below it count at it; 0: none.
     pub floor: u64,
+    /// An essential pool shares short supply fairly instead of by price (interval pools).
+    pub essential: Option<crate::fairness::Essential>,
 }
 
 /// The engine's bounds and timing.
@@ -479,6 +481,7 @@ fn clear_interval(orders: &BTreeMap<Id, Pending>, rules: Rules, now_ms: u64) -> 
         .map(|(_, pending)| pending.envelope.author)
         .collect();
     let mut bids = Vec::new();
+    let mut owned_bids = Vec::new();
     let mut asks = Vec::new();
     for (id, pending) in live() {
         let Some(offer) = offer_of(&pending.envelope) else { continue };
@@ -489,12 +492,23 @@ fn clear_interval(orders: &BTreeMap<Id, Pending>, rules: Rules, now_ms: u64) -> 
         };
         let order = auction::Order { id: *id, quantity: pending.left, price };
         match offer.side {
-            Side::Bid => bids.push(order),
+            Side::Bid => {
+                owned_bids.push((pending.envelope.author, order.clone()));
+                bids.push(order);
+            }
             Side::Ask if !bidders.contains(&pending.envelope.author) => asks.push(order),
             Side::Ask => {}
         }
     }
-    let clearing = auction::clear(&bids, &asks, rules.mechanism, rules.fee);
+    let clearing = match &rules.essential {
+        // Remainders rotate with the interval, so no account is always first.
+        Some(essential) => {
+            let rotation = usize::try_from(now_ms / 1000).unwrap_or(0);
+            crate::fairness::clear(&owned_bids, &asks, rules.fee, essential, rotation)
+        }
+        None => auction::clear(&bids, &asks, rules.mechanism, rules.fee),
+    };
+    let mechanism = if rules.essential.is_some() { Mechanism::PayAsClear.wire() } else { rules.mechanism.wire() };
     let trades = clearing
         .trades
         .iter()
@@ -504,7 +518,7 @@ fn clear_interval(orders: &BTreeMap<Id, Pending>, rules: Rules, now_ms: u64) -> 
                 ask: orders.get(&trade.ask)?.envelope.clone(),
                 quantity: trade.quantity,
                 unit_price: trade.price,
-                mechanism: rules.mechanism.wire(),
+                mechanism,
             })
         })
         .collect();
@@ -542,7 +556,7 @@ mod tests {
         Arc::new(draft.sign(&Keypair::from_seed(&[key; 32])))
     }
 
-    const RULES: Rules = Rules { mechanism: Mechanism::PayAsClear, fee: Fee::None, floor: 0 };
+    const RULES: Rules = Rules { mechanism: Mechanism::PayAsClear, fee: Fee::None, floor: 0, essential: None };
 
     fn matches(outputs: &[Output]) -> Vec<(u64, u64)> {
         outputs
@@ -605,6 +619,29 @@ mod tests {
         let outputs = market.handle(start_s * 1000 - 1_000, Input::Offer { envelope: late.clone(), rules: RULES });
         assert_eq!(outputs, vec![Output::Refused { offer: late.id(), reason: Refusal::GateClosed }]);
         assert_eq!(market.open_offers(), 0);
+    }
+
+    #[test]
+    fn an_essential_pool_shares_short_supply_by_need_and_a_floor_lifts_cheap_asks() {
+        let mut market = Market::new(Limits { gate_lead_ms: 60_000, ..Limits::default() });
+        let pool = pool(900);
+        let start_s = pool.next_delivery_start_s(NOW_MS / 1000);
+        let essential = crate::fairness::Essential { essential_per_account: 100, per_account_max: 0, share_max_ppm: 0 };
+        let rules = Rules { essential: Some(essential), floor: 15_000, ..RULES };
+        // 300 units at 10 (lifted to the floor of 15); a big bid at 90 for 1,000, two neighbours at 20 for 150.
+        for envelope in [
+            offer(1, &pool, Side::Ask, 300, 10_000),
+            offer(2, &pool, Side::Bid, 1_000, 90_000),
+            offer(3, &pool, Side::Bid, 150, 20_000),
+            offer(4, &pool, Side::Bid, 150, 20_000),
+        ] {
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules }).is_empty());
+        }
+        let outputs = market.handle(start_s * 1000 - 60_000, Input::Tick);
+        // Essentials (100 each) first, then equal shares of the rest: 100 each, at the supply's price (the floor).
+        let mut got = matches(&outputs);
+        got.sort_unstable();
+        assert_eq!(got, vec![(100, 15_000); 3]);
     }
 
     #[test]

@@ -380,3 +380,51 @@ fn a_dynamic_pool_price_follows_usage_within_its_bounds_and_is_the_floor() {
     let plain: PoolId = "energy/credit/u33db/900".parse().unwrap();
     assert_eq!(world.state.pool_rules_for(&plain, hour_s(&world)).floor, 0);
 }
+
+#[test]
+fn an_essential_pool_caps_each_account_and_governance_sets_the_share() {
+    let pools = "\n[[pools]]\npool = \"energy/credit/*/900\"\nessential = { essential_per_account = 500, per_account_max = 1500 }\n";
+    let mut world = World::new(pools);
+    let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
+    let rules = world.state.pool_rules(&pool).essential.unwrap();
+    assert_eq!((rules.essential_per_account, rules.per_account_max, rules.share_max_ppm), (500, 1_500, 0));
+    // One account buys 1 kWh of the interval, then another 1 kWh: beyond its 1.5 kWh, refused as hoarding.
+    let now_s = (START_MS + 1_000) / 1000;
+    let delivery_start_s = pool.next_delivery_start_s(now_s);
+    let trade = |world: &mut World, buyer: usize, seller: usize| {
+        let offer = |side, price| {
+            Body::Offer(Offer { pool: pool.clone(), side, quantity: 1_000, unit_price: price, delivery_start_s })
+        };
+        let bid = world.sign(buyer, offer(Side::Bid, 200));
+        let ask = world.sign(seller, offer(Side::Ask, 100));
+        let settlement = Settlement {
+            bid: Box::new(bid),
+            ask: Box::new(ask),
+            quantity: 1_000,
+            unit_price: 150,
+            mechanism: Mechanism::PayAsClear,
+        };
+        world.sign(buyer, Body::Settlement(settlement))
+    };
+    let first = trade(&mut world, 1, 2);
+    assert_eq!(world.block(vec![first]).kept, 1);
+    let second = trade(&mut world, 1, 3);
+    let other = trade(&mut world, 4, 3);
+    let block = world.block(vec![second, other]);
+    assert_eq!(block.kept, 1, "another account still buys");
+    assert!(
+        matches!(block.rejected[..], [EntryError::HoardingLimit { wanted: 2_000, limit: 1_500, .. }]),
+        "{:?}",
+        block.rejected
+    );
+    // The share of an interval's supply one account may get is governed: the validator sets it to 25 %.
+    let share = Action::SetParameter(SetParameter {
+        name: ParameterName::new("essential_share_max_ppm").unwrap(),
+        value: 250_000,
+    });
+    let proposal = world.propose(1, share, 5);
+    world.block(vec![proposal.clone()]);
+    let vote = world.vote(0, &proposal, Choice::Yes);
+    world.block(vec![vote]);
+    assert_eq!(world.state.pool_rules(&pool).essential.unwrap().share_max_ppm, 250_000);
+}
