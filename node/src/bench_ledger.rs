@@ -46,9 +46,9 @@ pub struct LedgerReport {
     pub sync_entries_per_s: f64,
 }
 
-struct Node {
-    network: network::Handle,
-    ledger: node_ledger::Handle,
+pub(crate) struct Node {
+    pub(crate) network: network::Handle,
+    pub(crate) ledger: node_ledger::Handle,
     address: Multiaddr,
     _dir: tempfile::TempDir,
 }
@@ -64,7 +64,7 @@ fn network_config(id: &NetworkId) -> network::Config {
     config
 }
 
-async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> anyhow::Result<Node> {
+pub(crate) async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> anyhow::Result<Node> {
     let dir = tempfile::tempdir().context("a temporary directory")?;
     let mut engine = ledger::consensus::Config { empty_block_ms: 200, ..Default::default() };
     engine.mempool.per_author_max = 1_000_000;
@@ -101,7 +101,7 @@ async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> anyhow::Result
     Ok(Node { network, ledger, address, _dir: dir })
 }
 
-async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
+pub(crate) async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
     from.network.dial(to.address.clone()).await?;
     let peer = to.network.peer_id();
     let connected = wait_for(Duration::from_secs(10), || async {
@@ -112,7 +112,7 @@ async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bench;
 pub mod bench_energy;
+pub mod bench_governance;
 pub mod bench_ledger;
 pub mod bench_market;
 pub mod cli;

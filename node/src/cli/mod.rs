@@ -176,6 +176,13 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         clients: usize,
     },
+    /// Governance on 4 validators on loopback (real swarms and RocksDB): from a proposal's passing block to its
+    /// effect on every node, and from a freeze passing to every node refusing the frozen account's offers.
+    Governance {
+        /// Rounds of each measurement.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
     /// Readings validated and anchored per second, and a simulated day of neighbourhoods of N homes with and
     /// without a local energy market (self-sufficiency, share of energy traded between neighbours).
     Energy {
@@ -398,6 +405,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
                 "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
                 report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
+            )?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Governance { rounds }) => {
+            crate::run::init_logging("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::bench_governance::governance(rounds.max(1)))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{} rounds; a passing block's effect: on every node {:.0} ms (p50) / {:.0} ms (max) after the first, \
+                 {:.0} / {:.0} ms after the block's time",
+                report.rounds,
+                report.effect_spread_p50_ms,
+                report.effect_spread_max_ms,
+                report.effect_from_block_p50_ms,
+                report.effect_from_block_max_ms
+            )?;
+            writeln!(
+                out,
+                "a freeze passing to the frozen account's next offer refused, slowest node: p50 {:.0} ms, max {:.0} ms",
+                report.freeze_to_refusal_p50_ms, report.freeze_to_refusal_max_ms
             )?;
             Ok(())
         }
