@@ -37,8 +37,7 @@ pub struct GovernanceReport {
 fn sign(keypair: &Keypair, network: &NetworkId, nonce: &mut u64, body: Body) -> protocol::Envelope {
     *nonce += 1;
     let now = now_ms();
-    Draft { network: network.clone(), nonce: *nonce, created_ms: now, expires_ms: now + 600_000, body }
-        .sign(keypair)
+    Draft { network: network.clone(), nonce: *nonce, created_ms: now, expires_ms: now + 600_000, body }.sign(keypair)
 }
 
 /// Runs `rounds` rounds of each measurement.
@@ -80,7 +79,9 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
         let watchers: Vec<_> = commits
             .drain(..)
             .map(|mut receiver| {
-                tokio::spawn(async move { wait_event(&mut receiver, |event| *event == Event::ProposalPassed(passed)).await })
+                tokio::spawn(
+                    async move { wait_event(&mut receiver, |event| *event == Event::ProposalPassed(passed)).await },
+                )
             })
             .collect();
         let mut times = Vec::new();
@@ -105,7 +106,8 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
                 let pool: PoolId = "energy/credit/u33db/0".parse().unwrap_or_else(|_| unreachable!());
                 let mut nonce = now_ms() * 1000 + 500_000;
                 loop {
-                    let offer = Offer { pool: pool.clone(), side: Side::Ask, quantity: 1, unit_price: 1, delivery_start_s: 0 };
+                    let offer =
+                        Offer { pool: pool.clone(), side: Side::Ask, quantity: 1, unit_price: 1, delivery_start_s: 0 };
                     let envelope = Arc::new(sign(&trader, &network, &mut nonce, Body::Offer(offer)));
                     for market in &markets {
                         market.offer(envelope.clone());
@@ -126,15 +128,17 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
             .zip(before)
             .map(|((mut receiver, market), before)| {
                 tokio::spawn(async move {
-                    let in_force = |event: &Event| {
-                        matches!(event, Event::OverrideInForce { proposal, .. } if *proposal == passed)
-                    };
+                    let in_force =
+                        |event: &Event| matches!(event, Event::OverrideInForce { proposal, .. } if *proposal == passed);
                     let (at, _) = wait_event(&mut receiver, in_force).await?;
                     let deadline = Instant::now() + Duration::from_secs(10);
                     while market.stats().frozen <= before && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    anyhow::ensure!(market.stats().frozen > before, "a node did not refuse the frozen account's offers");
+                    anyhow::ensure!(
+                        market.stats().frozen > before,
+                        "a node did not refuse the frozen account's offers"
+                    );
                     Ok(at.elapsed().as_secs_f64() * 1000.0)
                 })
             })
