@@ -291,6 +291,8 @@ const ALERT: u8 = b'A';
 const BASE_PRICE: u8 = b'B';
 const BASE_PRICE_HISTORY: u8 = b'H';
 const ESSENTIAL_BOUGHT: u8 = b'E';
+const ISSUANCE: u8 = b'T';
+const REDISTRIBUTION: u8 = b'J';
 /// Most periods a dynamic base price is rolled over at once (after that many quiet periods it has settled).
 const BASE_PRICE_ROLL_MAX: u64 = 10_000;
 const REPORT: u8 = b'R';
@@ -848,6 +850,23 @@ impl State {
         self.map.get(&key(ISLAND_ORDER, &[cell.as_bytes()])).and_then(|bytes| decode(bytes))
     }
 
+    /// The redistributions of the last 30 days, oldest first: (height, token, accounts paid, share each, time).
+    pub fn redistributions(&self) -> Vec<(u64, String, u64, u64, u64)> {
+        self.map
+            .range(vec![REDISTRIBUTION]..vec![REDISTRIBUTION + 1])
+            .filter_map(|(key, value)| {
+                let height = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+                let (token, accounts, share, time_ms): (String, u64, u64, u64) = decode(value)?;
+                Some((height, token, accounts, share, time_ms))
+            })
+            .collect()
+    }
+
+    /// A token's issuance rule as governance last changed it (`None`: the genesis' holds).
+    pub fn issuance(&self, token: &TokenId) -> Option<protocol::message::IssuanceRule> {
+        self.map.get(&key(ISSUANCE, &[token.as_str().as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
     /// Whether an account is a one-account-one-vote member.
     pub fn is_member(&self, account: &PublicKey) -> bool {
         self.map.contains_key(&key(MEMBER, &[account.as_bytes()]))
@@ -1107,8 +1126,21 @@ impl<'s> Pending<'s> {
         Ok(())
     }
 
+    /// A token's issuance rule: the genesis', or the latest governance changed it to.
+    fn token_rules(&self, token: &TokenId) -> Option<crate::genesis::Token> {
+        let mut rules = self.base.genesis.token(token)?.clone();
+        if let Some(changed) =
+            self.read::<protocol::message::IssuanceRule>(&key(ISSUANCE, &[token.as_str().as_bytes()]))
+        {
+            rules.issuers = changed.issuers.as_slice().iter().copied().collect();
+            rules.supply_max = (changed.supply_max > 0).then_some(changed.supply_max);
+            rules.export_reward_per_kwh = changed.export_reward_per_kwh;
+        }
+        Some(rules)
+    }
+
     fn mint(&mut self, to: &PublicKey, token: &TokenId, amount: u64) -> Result<(), EntryError> {
-        let rules = self.base.genesis.token(token).ok_or_else(|| EntryError::UnknownToken(token.clone()))?;
+        let rules = self.token_rules(token).ok_or_else(|| EntryError::UnknownToken(token.clone()))?;
         if let Some(cap) = rules.supply_max {
             let supply: u64 = self.read(&key(SUPPLY, &[token.as_str().as_bytes()])).unwrap_or(0);
             if supply.checked_add(amount).is_none_or(|total| total > cap) {
@@ -1180,7 +1212,7 @@ impl<'s> Pending<'s> {
             Body::Transfer(transfer) => self.move_tokens(&author, &transfer.to, &transfer.token, transfer.amount),
             Body::Mint(mint) => {
                 let rules =
-                    self.base.genesis.token(&mint.token).ok_or_else(|| EntryError::UnknownToken(mint.token.clone()))?;
+                    self.token_rules(&mint.token).ok_or_else(|| EntryError::UnknownToken(mint.token.clone()))?;
                 if !rules.issuers.contains(&author) {
                     return Err(EntryError::NotIssuer(author));
                 }
@@ -1413,7 +1445,9 @@ impl<'s> Pending<'s> {
         self.write(anchor_key, &hash::tagged("kos/v1/anchor", &[previous.as_bytes(), id.as_bytes()]));
         self.reputation(author, |reputation| reputation.readings += 1);
         // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows.
-        for token in &self.base.genesis.tokens {
+        let tokens: Vec<crate::genesis::Token> =
+            self.base.genesis.tokens.iter().filter_map(|token| self.token_rules(&token.id)).collect();
+        for token in &tokens {
             if token.export_reward_per_kwh == 0 || reading.export_wh == 0 {
                 continue;
             }
@@ -1717,6 +1751,11 @@ impl<'s> Pending<'s> {
                 return;
             }
         }
+        // The record of it, for the commons to see (kept 30 days).
+        let record_key = key(REDISTRIBUTION, &[&self.context.height.to_be_bytes()]);
+        let record = (token.as_str().to_owned(), members.len() as u64, share, self.context.time_ms);
+        self.write(record_key.clone(), &record);
+        self.forget_at(self.context.time_ms.saturating_add(NOTICE_RETENTION_MS), &record_key);
         self.events.push(Event::Redistributed { token, accounts: members.len() as u64, share });
     }
 
@@ -1840,6 +1879,12 @@ impl<'s> Pending<'s> {
                 };
                 self.write(key(VALIDATOR_PENDING, &[&at_height.to_be_bytes(), validator.as_bytes()]), &power);
                 self.events.push(Event::ValidatorsChanging { proposal: *id, at_height });
+            }
+            Action::IssuanceRule(rule) => {
+                // Only a token of the genesis; a new token is a new network.
+                if self.base.genesis.token(&rule.token).is_some() {
+                    self.write(key(ISSUANCE, &[rule.token.as_str().as_bytes()]), rule);
+                }
             }
             Action::AdmitMember(admit) => {
                 if self.scan(vec![MEMBER], vec![MEMBER + 1]).len() < genesis::MEMBERS_MAX * 4 {

@@ -448,6 +448,21 @@ pub struct AdmitMember {
     pub key: PublicKey,
 }
 
+/// Changes a token's issuance rule: who may mint it, its supply cap and its reward per kWh exported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct IssuanceRule {
+    pub token: TokenId,
+    /// In strictly increasing byte order.
+    pub issuers: BoundedVec<PublicKey, 0, ISSUERS_MAX>,
+    /// Largest total supply, milli-units; 0: no cap.
+    pub supply_max: u64,
+    /// Milli-units minted to a meter's owner per kWh its anchored readings export.
+    pub export_reward_per_kwh: u64,
+}
+
+/// Most issuers an issuance rule names.
+pub const ISSUERS_MAX: usize = 16;
+
 /// A fail-safe override: a measure in force for `duration_blocks` blocks from the block where it passes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
 pub struct Override {
@@ -512,6 +527,7 @@ pub enum Action {
     AdmitMember(AdmitMember),
     /// An override decided by the emergency rule (k of n stewards), for a short bounded time.
     Emergency(Override),
+    IssuanceRule(IssuanceRule),
 }
 
 tagged_union!(Action, "proposal action", ActionKind {
@@ -522,6 +538,7 @@ tagged_union!(Action, "proposal action", ActionKind {
     4 => Override(Override), "override";
     5 => AdmitMember(AdmitMember), "admit-member";
     6 => Emergency(Override), "emergency";
+    7 => IssuanceRule(IssuanceRule), "issuance-rule";
 });
 
 /// A governance proposal, voted on for `voting_period_blocks` blocks after the one that includes it.
@@ -655,6 +672,8 @@ pub enum Severity {
     Info = 0,
     Warning = 1,
     Fault = 2,
+    /// Maintenance was done on the asset: the report is its log entry.
+    Done = 3,
 }
 
 /// A citizen's status report about an asset or an area (a feedback port), optionally with a signed reading as

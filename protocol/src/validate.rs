@@ -279,6 +279,11 @@ fn check_proposal(proposal: &Proposal) -> Result<(), &'static str> {
         Action::Override(measure) | Action::Emergency(measure) if measure.duration_blocks == 0 => {
             return Err("override duration_blocks is 0");
         }
+        Action::IssuanceRule(rule)
+            if !rule.issuers.as_slice().windows(2).all(|pair| pair[0].as_bytes() < pair[1].as_bytes()) =>
+        {
+            return Err("issuers not in strictly increasing order");
+        }
         _ => {}
     }
     Ok(())

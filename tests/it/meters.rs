@@ -695,6 +695,19 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     assert!(wait_until(Duration::from_secs(20), || json(&api, "/governance").is_some_and(|g| g["reports"]
         .as_array()
         .is_some_and(|reports| reports.iter().any(|r| r["id"] == report_id.as_str())))));
+    // The asset's history holds the report, and the repair logged afterwards.
+    let done = serde_json::json!({"asset": asset, "cell": "u33db", "severity": "maintenance-done",
+        "text": "Replaced the inverter's fan and the cabinet's fuse."});
+    assert_eq!(post(&api, token.trim(), "/reports", &done).status, 202);
+    assert!(
+        wait_until(Duration::from_secs(20), || json(&api, &format!("/assets/{asset}")).is_some_and(|answer| {
+            let severities: Vec<&str> =
+                answer["reports"].as_array().into_iter().flatten().filter_map(|r| r["severity"].as_str()).collect();
+            severities.contains(&"fault") && severities.contains(&"maintenance-done")
+        })),
+        "{:?}",
+        json(&api, &format!("/assets/{asset}"))
+    );
     let proposed = post(&api, token.trim(), &format!("/reports/{report_id}/propose"), &serde_json::json!({}));
     assert_eq!(proposed.status, 202, "{}", proposed.text());
     let proposal_id =

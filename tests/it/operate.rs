@@ -154,6 +154,7 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
         "/metrics",
         "/meter",
         "/pools",
+        "/governance",
         "/events",
         "/",
     ] {

@@ -428,3 +428,75 @@ fn an_essential_pool_caps_each_account_and_governance_sets_the_share() {
     world.block(vec![vote]);
     assert_eq!(world.state.pool_rules(&pool).essential.unwrap().share_max_ppm, 250_000);
 }
+
+#[test]
+fn an_issuance_rule_passed_by_governance_changes_who_mints_and_the_export_reward() {
+    let mut world = World::new("");
+    let credit = TokenId::new("credit").unwrap();
+    let eco = TokenId::new("eco").unwrap();
+    let mint = |world: &mut World, by: usize, amount: u64| {
+        let to = world.key(by);
+        world.sign(
+            by,
+            Body::Mint(protocol::message::Mint {
+                to,
+                token: TokenId::new("credit").unwrap(),
+                amount,
+                memo: Text::new("").unwrap(),
+            }),
+        )
+    };
+    // Genesis: only validator 0 mints credits; eco is rewarded at 1,000 per kWh exported.
+    let refused = mint(&mut world, 2, 5_000);
+    assert!(matches!(world.block(vec![refused]).rejected[..], [EntryError::NotIssuer(_)]));
+    // Governance names account 2 the issuer, with a cap, and halves the eco reward.
+    let mut issuers = vec![world.key(2)];
+    issuers.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let credit_rule = Action::IssuanceRule(protocol::message::IssuanceRule {
+        token: credit.clone(),
+        issuers: protocol::types::BoundedVec::new(issuers).unwrap(),
+        supply_max: world.state.supply(&credit) + 10_000,
+        export_reward_per_kwh: 0,
+    });
+    let eco_rule = Action::IssuanceRule(protocol::message::IssuanceRule {
+        token: eco.clone(),
+        issuers: protocol::types::BoundedVec::new(vec![]).unwrap(),
+        supply_max: 0,
+        export_reward_per_kwh: 500,
+    });
+    for action in [credit_rule, eco_rule] {
+        let proposal = world.propose(1, action, 5);
+        world.block(vec![proposal.clone()]);
+        let vote = world.vote(0, &proposal, Choice::Yes);
+        world.block(vec![vote]);
+        assert_eq!(world.state.proposal(&proposal.id()).unwrap().status, 1);
+    }
+    assert_eq!(world.state.issuance(&credit).unwrap().supply_max, world.state.supply(&credit) + 10_000);
+    let old_issuer = mint(&mut world, 0, 1);
+    let new_issuer = mint(&mut world, 2, 5_000);
+    let over_cap = mint(&mut world, 2, 5_001);
+    let block = world.block(vec![old_issuer, new_issuer, over_cap]);
+    assert_eq!(block.kept, 1, "{:?}", block.rejected);
+    assert!(
+        matches!(block.rejected[..], [EntryError::NotIssuer(_), EntryError::SupplyCap { .. }]),
+        "{:?}",
+        block.rejected
+    );
+    // An exported kWh now earns 500 eco.
+    let interval_start_s = (START_MS / 1000) / 900 * 900 - 900;
+    let reading = Reading {
+        meter: MeterId::new("main").unwrap(),
+        interval_start_s,
+        interval_s: 900,
+        import_wh: 0,
+        export_wh: 1_000,
+        generation_wh: 1_000,
+        consumption_wh: 0,
+        import_counter_wh: 0,
+        export_counter_wh: 1_000,
+        source: protocol::message::MeterSource::Simulated,
+    };
+    let reading = world.sign(3, Body::Reading(reading));
+    assert_eq!(world.block(vec![reading]).kept, 1);
+    assert_eq!(world.state.balance(&world.key(3), &eco), 500);
+}

@@ -247,6 +247,10 @@ fn the_commons_is_shared_among_the_poorest_members() {
     assert_eq!(market.balance(&market.key(2)), FUNDS - 500_000 + 5_000);
     assert_eq!(market.balance(&market.key(3)), FUNDS + 500_000);
     assert!(market.events.contains(&Event::Redistributed { token: credit(), accounts: 2, share: 5_000 }));
+    // Its record stays on the state for the commons to see (the API's /governance, the dashboard).
+    let history = market.state.redistributions();
+    assert_eq!(history.len(), 1);
+    assert_eq!((history[0].1.as_str(), history[0].2, history[0].3), ("credit", 2, 5_000));
 }
 
 #[test]

@@ -39,6 +39,7 @@ pub enum ActionRequest {
     AddValidator { key: String, power: u64 },
     RemoveValidator { key: String },
     AdmitMember { key: String },
+    IssuanceRule { token: String, issuers: Vec<String>, supply_max: u64, export_reward_per_kwh: u64 },
     Override(OverrideRequest),
     Emergency(OverrideRequest),
 }
@@ -101,6 +102,17 @@ impl ActionRequest {
                 Action::RemoveValidator(RemoveValidator { key: key(validator, "key")? })
             }
             ActionRequest::AdmitMember { key: member } => Action::AdmitMember(AdmitMember { key: key(member, "key")? }),
+            ActionRequest::IssuanceRule { token, issuers, supply_max, export_reward_per_kwh } => {
+                let mut keys = issuers.iter().map(|issuer| key(issuer, "issuer")).collect::<Result<Vec<_>, _>>()?;
+                keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+                keys.dedup();
+                Action::IssuanceRule(protocol::message::IssuanceRule {
+                    token: protocol::types::TokenId::new(token.clone()).map_err(|error| error.to_string())?,
+                    issuers: protocol::types::BoundedVec::new(keys).map_err(|error| error.to_string())?,
+                    supply_max: *supply_max,
+                    export_reward_per_kwh: *export_reward_per_kwh,
+                })
+            }
             ActionRequest::Override(request) => Action::Override(request.to_override()?),
             ActionRequest::Emergency(request) => Action::Emergency(request.to_override()?),
         })
@@ -139,6 +151,13 @@ pub fn action_json(action: &Action) -> Value {
         Action::AddValidator(add) => json!({ "kind": "add-validator", "key": add.key.to_string(), "power": add.power }),
         Action::RemoveValidator(remove) => json!({ "kind": "remove-validator", "key": remove.key.to_string() }),
         Action::AdmitMember(admit) => json!({ "kind": "admit-member", "key": admit.key.to_string() }),
+        Action::IssuanceRule(rule) => json!({
+            "kind": "issuance-rule",
+            "token": rule.token.as_str(),
+            "issuers": rule.issuers.as_slice().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "supply_max": rule.supply_max,
+            "export_reward_per_kwh": rule.export_reward_per_kwh,
+        }),
         Action::Override(measure) | Action::Emergency(measure) => {
             let mut value = measure_json(&measure.measure);
             if let Some(object) = value.as_object_mut() {
@@ -220,8 +239,18 @@ pub async fn overview(State(context): State<Context>) -> Response {
             let mut reports: Vec<(Id, ledger::state::ReportState)> = state.reports().collect();
             reports.sort_by_key(|(_, report)| std::cmp::Reverse(report.height));
             let reports: Vec<Value> = reports.iter().take(100).map(|(id, report)| report_json(id, report)).collect();
+            let redistributions: Vec<Value> = state
+                .redistributions()
+                .into_iter()
+                .rev()
+                .take(100)
+                .map(|(height, token, accounts, share, time_ms)| {
+                    json!({ "height": height, "token": token, "accounts": accounts, "share": share, "time_ms": time_ms })
+                })
+                .collect();
             json!({
                 "height": height,
+                "redistributions": redistributions,
                 "alerts": alerts,
                 "reports": reports,
                 "proposals": proposals,
@@ -314,6 +343,7 @@ fn severity_name(severity: protocol::message::Severity) -> &'static str {
         protocol::message::Severity::Info => "info",
         protocol::message::Severity::Warning => "warning",
         protocol::message::Severity::Fault => "fault",
+        protocol::message::Severity::Done => "maintenance-done",
     }
 }
 
@@ -361,7 +391,8 @@ pub async fn report(State(context): State<Context>, headers: HeaderMap, body: By
             "info" => protocol::message::Severity::Info,
             "warning" => protocol::message::Severity::Warning,
             "fault" => protocol::message::Severity::Fault,
-            other => return Err(format!("severity {other:?} is not info, warning or fault")),
+            "maintenance-done" => protocol::message::Severity::Done,
+            other => return Err(format!("severity {other:?} is not info, warning, fault or maintenance-done")),
         };
         let reading = match &request.reading {
             Some(text) => {

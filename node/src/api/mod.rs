@@ -1058,9 +1058,38 @@ async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: By
 async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an asset id is 64 hex digits") };
-    match ledger.read(move |state, height| (height, state.asset(&id).map(|asset| (asset, state.alerts_of(&id))))).await
-    {
-        Ok((height, Some((asset, alerts)))) => {
+    let read = ledger.read(move |state, height| {
+        let Some(asset) = state.asset(&id) else { return (height, None) };
+        // Its history beyond readings: alerts, reports and maintenance logged, overrides on it.
+        let reports: Vec<serde_json::Value> = state
+            .reports()
+            .filter(|(_, report)| report.report.asset.as_slice().first() == Some(&id))
+            .map(|(report_id, report)| governance::report_json(&report_id, &report))
+            .collect();
+        let meters: Vec<String> =
+            asset.manifest.meters.as_slice().iter().map(|meter| meter.as_str().to_owned()).collect();
+        let interventions: Vec<serde_json::Value> = state
+            .overrides()
+            .filter(|(_, record)| match &record.measure {
+                protocol::message::Measure::DeviceCap(cap) => {
+                    cap.account == asset.author && meters.iter().any(|meter| meter == cap.meter.as_str())
+                }
+                protocol::message::Measure::Freeze(freeze) => freeze.account == asset.manifest.owner,
+                protocol::message::Measure::Island(order) => order.cell == asset.manifest.cell,
+                protocol::message::Measure::FuelCap(_) => false,
+            })
+            .map(|(override_id, record)| {
+                let mut value = governance::measure_json(&record.measure);
+                value["id"] = json!(override_id.to_hex());
+                value["until_height"] = json!(record.until_height);
+                value
+            })
+            .collect();
+        let alerts = state.alerts_of(&id);
+        (height, Some((asset, alerts, reports, interventions)))
+    });
+    match read.await {
+        Ok((height, Some((asset, alerts, reports, interventions)))) => {
             let alerts: Vec<serde_json::Value> = alerts.iter().map(governance::alert_json).collect();
             let manifest = &asset.manifest;
             let limits = &manifest.limits;
@@ -1097,6 +1126,8 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
                 "last_interval_start_s": asset.last_interval_start_s,
                 "recent_readings": recent,
                 "alerts": alerts,
+                "reports": reports,
+                "interventions": interventions,
             }))
             .into_response()
         }
