@@ -14,7 +14,7 @@
 //! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
 //! | POST | `/transfers` | JSON `{to, token, amount, memo?}` (amount a decimal string, up to 3 decimals): a transfer from the node's account, signed and submitted to the ledger |
 //! | POST | `/assets` | JSON manifest `{kind, purpose, owner?, meters, limits, cell?, commissioned_s?, maintenance_interval_s?}`: registers an asset, signed by the node |
-//! | GET | `/assets/{id}` | an asset's manifest, readings anchored for it and the latest of them |
+//! | GET | `/assets/{id}` | an asset's manifest and history: readings anchored for it and the latest of them, its author's recent energy trades, alerts, reports and maintenance logged, overrides on it |
 //! | POST | `/guilds` | JSON `{name, members, threshold}`: a guild (shared account, k-of-n spending) signed by the node |
 //! | GET | `/guilds/{account}` | a guild: members, threshold, balances |
 //! | POST | `/guilds/{account}/spends` | JSON `{to, token, amount, memo?}`: the node (a member) asks to spend; counts as its approval |
@@ -1103,6 +1103,14 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
                 .filter(|reading| meters.contains(&reading.meter))
                 .take(20)
                 .collect();
+            // The energy its author traded lately (what its meters' readings are checked against).
+            let trades: Vec<_> = context
+                .feed
+                .trades(crate::feed::RECENT_TRADES_MAX, None)
+                .into_iter()
+                .filter(|trade| trade.resource == "energy" && (trade.buyer == author || trade.seller == author))
+                .take(20)
+                .collect();
             Json(json!({
                 "id": id.to_hex(),
                 "height": height,
@@ -1125,6 +1133,7 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
                 "readings": asset.readings,
                 "last_interval_start_s": asset.last_interval_start_s,
                 "recent_readings": recent,
+                "recent_trades": trades,
                 "alerts": alerts,
                 "reports": reports,
                 "interventions": interventions,

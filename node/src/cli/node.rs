@@ -610,6 +610,33 @@ pub fn asset(client: &Client, action: AssetAction) -> anyhow::Result<()> {
             writeln!(out, "  meters {}", answer["meters"])?;
             writeln!(out, "  limits {}", answer["limits"])?;
             writeln!(out, "  readings anchored {}", answer["readings"])?;
+            for alert in answer["alerts"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "  alert {} at height {}: measured {} against {}",
+                    alert["rule"].as_str().unwrap_or(""),
+                    alert["height"],
+                    alert["measured"],
+                    alert["threshold"]
+                )?;
+            }
+            for report in answer["reports"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "  {} at height {}: {}",
+                    report["severity"].as_str().unwrap_or(""),
+                    report["height"],
+                    report["text"].as_str().unwrap_or("")
+                )?;
+            }
+            for intervention in answer["interventions"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "  override {} until height {}",
+                    intervention["measure"].as_str().unwrap_or(""),
+                    intervention["until_height"]
+                )?;
+            }
         }
     }
     Ok(())
