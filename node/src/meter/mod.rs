@@ -370,6 +370,13 @@ impl Actor {
         }
     }
 
+    /// Signs a message of this node's, with a nonce above every earlier one.
+    fn sign(&mut self, body: Body, now: u64, expires_ms: u64) -> protocol::Envelope {
+        self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
+        Draft { network: self.settings.network.clone(), nonce: self.nonce, created_ms: now, expires_ms, body }
+            .sign(&self.keypair)
+    }
+
     /// Runs the maintenance rules of the meter's asset over the interval just closed, and signs their alerts.
     async fn maintain(&mut self, interval: &energy::meter::Interval, stored_wh: Option<f64>, now: u64) {
         let Some(ledger) = &self.ledger else { return };
@@ -414,7 +421,8 @@ impl Actor {
 
     /// Signs the alerts about the meter's asset and puts them on the ledger.
     async fn alert(&mut self, alerts: Vec<energy::maintenance::Alert>, now: u64) {
-        let (Some(ledger), Some((asset, _))) = (&self.ledger, &self.watch) else { return };
+        let (Some(ledger), Some((asset, _))) = (self.ledger.clone(), self.watch.as_ref()) else { return };
+        let asset = *asset;
         for alert in alerts {
             use energy::maintenance::Rule;
             let rule = match alert.rule {
@@ -424,21 +432,13 @@ impl Actor {
                 Rule::Silent => protocol::message::AlertRule::Silent,
             };
             let body = Body::Alert(protocol::message::Alert {
-                asset: *asset,
+                asset,
                 rule,
                 measured: alert.measured,
                 threshold: alert.threshold,
                 interval_start_s: alert.interval_start_s,
             });
-            self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
-            let envelope = Draft {
-                network: self.settings.network.clone(),
-                nonce: self.nonce,
-                created_ms: now,
-                expires_ms: now.saturating_add(READING_LIFETIME_MS),
-                body,
-            }
-            .sign(&self.keypair);
+            let envelope = self.sign(body, now, now.saturating_add(READING_LIFETIME_MS));
             let text = format!("{rule:?}: measured {} against {}", alert.measured, alert.threshold).to_lowercase();
             warn!(meter = %self.settings.id, asset = %asset, alert = %text, "maintenance alert");
             match ledger.submit(envelope.to_bytes()).await {
@@ -695,18 +695,11 @@ impl Actor {
         } else {
             (protocol::message::Side::Bid, self.settings.tariffs.1)
         };
-        self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
         let offer =
             protocol::message::Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s: start_s };
-        let envelope = Draft {
-            network: self.settings.network.clone(),
-            nonce: self.nonce,
-            created_ms: now,
-            // Until its delivery interval ends (the ledger refuses settlements after that anyway).
-            expires_ms: start_s.saturating_add(u64::from(pool.interval_s)).saturating_mul(1000),
-            body: Body::Offer(offer),
-        }
-        .sign(&self.keypair);
+        // Until its delivery interval ends (the ledger refuses settlements after that anyway).
+        let expires_ms = start_s.saturating_add(u64::from(pool.interval_s)).saturating_mul(1000);
+        let envelope = self.sign(Body::Offer(offer), now, expires_ms);
         let topic = Topic::pool(&pool);
         if let Err(error) = self.network.subscribe(topic).await {
             debug!(%error, "joining the pool's topic");
@@ -731,15 +724,7 @@ impl Actor {
             warn!(%invalid, meter = %self.settings.id, start = reading.interval_start_s, "not signing an impossible reading");
             return;
         }
-        self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
-        let envelope = Draft {
-            network: self.settings.network.clone(),
-            nonce: self.nonce,
-            created_ms: now,
-            expires_ms: now.saturating_add(READING_LIFETIME_MS),
-            body: Body::Reading(reading.clone()),
-        }
-        .sign(&self.keypair);
+        let envelope = self.sign(Body::Reading(reading.clone()), now, now.saturating_add(READING_LIFETIME_MS));
         let id = envelope.id();
         // Neighbours see it on the readings topic; the ledger anchors it (and gossips it to the validators).
         if let Err(error) = self.network.publish(&envelope, Some(Topic::Readings), now).await {
