@@ -111,6 +111,17 @@ pub struct Battery {
 /// Most slots a plan covers (two days of quarter hours).
 pub const SLOTS_MAX: usize = 192;
 
+/// A cap on the grid connection (a governance override on the device), W each way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridCap {
+    pub import_w_max: u64,
+    pub export_w_max: u64,
+}
+
+/// What a Wh beyond a grid cap costs the plan, in multiples of the dearest price: the battery takes or gives
+/// whatever keeps the home within its cap before anything else.
+const CAP_PENALTY_FACTOR: f64 = 1_000.0;
+
 /// Plans the coming slots of `slot_s` seconds each.
 #[must_use]
 pub fn plan(
@@ -120,6 +131,21 @@ pub fn plan(
     flexible: Option<Flexible>,
     objective: Objective,
     levels: usize,
+) -> Plan {
+    plan_within(slots, slot_s, battery, flexible, objective, levels, None)
+}
+
+/// [`plan`] for a home whose grid connection is capped: energy beyond the cap is avoided first (charging the
+/// battery from an export the cap forbids, discharging it into an import beyond it), then the bill.
+#[must_use]
+pub fn plan_within(
+    slots: &[Slot],
+    slot_s: u32,
+    battery: Option<Battery>,
+    flexible: Option<Flexible>,
+    objective: Objective,
+    levels: usize,
+    cap: Option<GridCap>,
 ) -> Plan {
     let slots: Vec<Slot> = slots
         .iter()
@@ -132,8 +158,14 @@ pub fn plan(
     let hours = f64::from(slot_s) / 3600.0;
     let flexible_wh = place_flexible(&slots, hours, flexible);
     let loads: Vec<f64> = slots.iter().zip(&flexible_wh).map(|(slot, flexible)| slot.load_wh + flexible).collect();
+    let dearest = slots.iter().map(|slot| slot.buy_per_kwh.max(slot.sell_per_kwh)).fold(1.0, f64::max);
+    let (import_max, export_max) = cap.map_or((f64::INFINITY, f64::INFINITY), |cap| {
+        (cap.import_w_max as f64 * hours, cap.export_w_max as f64 * hours)
+    });
     let grid_cost = |slot: &Slot, grid_wh: f64| {
-        if grid_wh > 0.0 { grid_wh * slot.buy_per_kwh / 1000.0 } else { grid_wh * slot.sell_per_kwh / 1000.0 }
+        let beyond = (grid_wh - import_max).max(0.0) + (-grid_wh - export_max).max(0.0);
+        let penalty = beyond * dearest * CAP_PENALTY_FACTOR / 1000.0;
+        penalty + if grid_wh > 0.0 { grid_wh * slot.buy_per_kwh / 1000.0 } else { grid_wh * slot.sell_per_kwh / 1000.0 }
     };
     let Some(battery) = battery.filter(|battery| battery.config.capacity_wh > 0) else {
         let cost = slots.iter().zip(&loads).map(|(slot, load)| grid_cost(slot, load - slot.pv_wh)).sum();
@@ -248,6 +280,23 @@ mod tests {
         // 3,500 Wh surplus, about 3,300 Wh comes back out after losses; the evening needs 2,000.
         assert!(plan.battery_w[0] > 2_000.0, "{plan:?}");
         assert!(plan.battery_w[1] < -1_900.0, "{plan:?}");
+    }
+
+    #[test]
+    fn an_export_cap_makes_the_battery_soak_up_the_surplus_first() {
+        // A sunny hour with a feed-in worth more than the battery's stored value later: unconstrained, the plan sells.
+        let slots = [
+            Slot { pv_wh: 4_000.0, load_wh: 500.0, buy_per_kwh: 100.0, sell_per_kwh: 90.0 },
+            Slot { pv_wh: 0.0, load_wh: 100.0, buy_per_kwh: 100.0, sell_per_kwh: 10.0 },
+        ];
+        let free = plan(&slots, 3600, Some(battery()), None, Objective::Cost, 101);
+        assert!(free.battery_w[0] < 100.0, "{free:?}");
+        // Capped at 1 kW of export: 2.5 kWh of the 3.5 kWh surplus goes into the battery.
+        let cap = GridCap { import_w_max: 10_000, export_w_max: 1_000 };
+        let capped = plan_within(&slots, 3600, Some(battery()), None, Objective::Cost, 101, Some(cap));
+        assert!(capped.battery_w[0] >= 2_500.0 - 100.0, "{capped:?}");
+        let exported = 3_500.0 - capped.battery_w[0];
+        assert!(exported <= 1_000.0 + 1e-6, "{capped:?}");
     }
 
     #[test]

@@ -845,6 +845,11 @@ impl State {
         self.map.get(&key(FUEL_CAP, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
     }
 
+    /// The import and export cap (W, in `first` and `second`) an override puts on a meter of an account.
+    pub fn device_cap(&self, account: &PublicKey, meter: &str) -> Option<InForce> {
+        self.map.get(&key(DEVICE_CAP, &[account.as_bytes(), meter.as_bytes()])).and_then(|bytes| decode(bytes))
+    }
+
     /// Whether an override orders a cell's microgrid into island mode.
     pub fn island_ordered(&self, cell: &str) -> Option<InForce> {
         self.map.get(&key(ISLAND_ORDER, &[cell.as_bytes()])).and_then(|bytes| decode(bytes))

@@ -376,6 +376,32 @@ fn a_simulated_home_signs_readings_that_are_anchored_on_the_ledger() {
         "the flexible load did not run to completion: {flexible:#}"
     );
     assert_eq!(flexible["energy_wh"], 10);
+    // Governance caps the home's export at 500 W (the node is the network's only validator: its vote passes
+    // it): the home controller plans within the cap from the next interval on.
+    let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+    let cap = serde_json::json!({"title": "Cap the home's feed-in", "voting_period_blocks": 20,
+        "action": {"kind": "override", "measure": "device-cap", "account": key, "meter": "main",
+            "import_w_max": 43470, "export_w_max": 500, "duration_blocks": 1000}});
+    let proposed = post(&api, token.trim(), "/proposals", &cap);
+    assert_eq!(proposed.status, 202, "{}", proposed.text());
+    let proposal =
+        serde_json::from_slice::<serde_json::Value>(&proposed.body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(wait_until(Duration::from_secs(30), || json(&api, "/governance").is_some_and(|g| g["proposals"]
+        .as_array()
+        .is_some_and(|list| list.iter().any(|p| p["id"] == proposal.as_str())))));
+    let voted =
+        post(&api, token.trim(), &format!("/proposals/{proposal}/votes"), &serde_json::json!({"choice": "yes"}));
+    assert_eq!(voted.status, 202, "{}", voted.text());
+    assert!(
+        wait_until(Duration::from_secs(60), || json(&api, "/meter")
+            .is_some_and(|meter| meter["battery"]["grid_cap_w"] == serde_json::json!([43470, 500]))),
+        "the controller did not take the cap: {:?} {:?}",
+        json(&api, "/meter"),
+        json(&api, "/governance")
+    );
+    let governance = json(&api, "/governance").unwrap();
+    assert_eq!(governance["overrides"][0]["measure"], "device-cap", "{governance}");
+    assert_eq!(json(&api, &format!("/assets/{asset}")).unwrap()["interventions"][0]["measure"], "device-cap");
 }
 
 fn post(api: &str, token: &str, path: &str, body: &serde_json::Value) -> http::Response {

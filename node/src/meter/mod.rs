@@ -170,6 +170,8 @@ pub struct BatteryView {
     pub sell_per_kwh: u64,
     /// The local market's latest price, when the pool has traded.
     pub local_price_per_kwh: Option<u64>,
+    /// An override's cap on the home's import and export, W, which the plan keeps within.
+    pub grid_cap_w: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -503,6 +505,16 @@ impl Actor {
         if battery.is_none() && !flexible_runs {
             return;
         }
+        // A device cap an override put on this meter: the plan keeps the home within it.
+        let cap = match &self.ledger {
+            Some(ledger) => {
+                let (account, meter) = (self.keypair.public(), self.settings.id.as_str().to_owned());
+                ledger.read(move |state, _| state.device_cap(&account, &meter)).await.ok().flatten().map(|in_force| {
+                    energy::dispatch::GridCap { import_w_max: in_force.first, export_w_max: in_force.second }
+                })
+            }
+            None => None,
+        };
         let pool = dispatch.pool.as_deref().and_then(|pool| pool.parse::<protocol::message::PoolId>().ok());
         let local_price = match (pool, &self.ledger) {
             (Some(pool), Some(ledger)) => {
@@ -575,13 +587,14 @@ impl Actor {
             };
             (load, flexible)
         });
-        let plan = energy::dispatch::plan(
+        let plan = energy::dispatch::plan_within(
             &slots,
             self.settings.interval_s,
             state,
             flexible.as_ref().map(|(_, flexible)| *flexible).filter(|flexible| flexible.energy_wh >= 0.5),
             dispatch.objective,
             51,
+            cap,
         );
         if let Some((load, _)) = flexible {
             let planned_w = plan.first_flexible_w(self.settings.interval_s);
@@ -654,6 +667,7 @@ impl Actor {
             buy_per_kwh: buy,
             sell_per_kwh: sell,
             local_price_per_kwh: local_price,
+            grid_cap_w: cap.map(|cap| (cap.import_w_max, cap.export_w_max)),
         });
     }
 
