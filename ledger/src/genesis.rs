@@ -55,8 +55,8 @@
 //! validator_change_delay_blocks = 2   # a validator change passed at height h certifies from h + this
 //!
 //! [[governance.rules]]       # per proposal kind (text, set-parameter, add-validator, remove-validator,
-//! kind = "set-parameter"     # override, admit-member, issuance-rule); without one: validators, quorum 100, threshold
-//! weight = "members"         # `governance_threshold_percent`. Weight: validators, members or stake:TOKEN
+//! kind = "set-parameter"     # override, admit-member, issuance-rule, pool-fee); without one: validators,
+//! weight = "members"         # quorum 100, `governance_threshold_percent`. Weight: validators, members, stake:TOKEN
 //! quorum_percent = 50        # share of all the weight that must vote (abstain counts) by the period's end
 //! threshold_percent = 60     # share of yes among yes and no (or of all the weight, to pass early)
 //! ```

@@ -293,6 +293,7 @@ const BASE_PRICE_HISTORY: u8 = b'H';
 const ESSENTIAL_BOUGHT: u8 = b'E';
 const ISSUANCE: u8 = b'T';
 const REDISTRIBUTION: u8 = b'J';
+const POOL_FEE: u8 = b'K';
 /// Most periods a dynamic base price is rolled over at once (after that many quiet periods it has settled).
 const BASE_PRICE_ROLL_MAX: u64 = 10_000;
 const REPORT: u8 = b'R';
@@ -357,6 +358,15 @@ fn price_index_key(pool: &protocol::message::PoolId, period_s: u64) -> Vec<u8> {
 
 fn interval_key(prefix: u8, account: &PublicKey, start_s: u64) -> Vec<u8> {
     key(prefix, &[account.as_bytes(), &start_s.to_be_bytes()])
+}
+
+/// A governance-set pool fee as the market applies it.
+fn fee_of(fee: &protocol::message::PoolFee) -> market::Fee {
+    match (fee.fee_per_kwh, fee.fee_ppm) {
+        (0, 0) => market::Fee::None,
+        (0, ppm) => market::Fee::Ppm(ppm),
+        (constant, _) => market::Fee::Constant(constant),
+    }
 }
 
 fn pool_fee(rule: Option<&crate::genesis::PoolRule>, per_kwh: u64, ppm: u64) -> market::Fee {
@@ -722,6 +732,9 @@ impl State {
     /// The grid fee of a pool: its `[[pools]]` rule, else the governable defaults (a constant fee if set, else a
     /// share).
     pub fn pool_fee(&self, pool: &protocol::message::PoolId) -> market::Fee {
+        if let Some(fee) = self.map.get(&key(POOL_FEE, &[pool.digest().as_bytes()])).and_then(|bytes| decode(bytes)) {
+            return fee_of(&fee);
+        }
         pool_fee(self.genesis.pool_rule(pool), self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm"))
     }
 
@@ -1522,7 +1535,10 @@ impl<'s> Pending<'s> {
             }
         }
         let [buyer_tier, seller_tier] = tiers.map(|tier| &genesis.tiers[tier.min(genesis.tiers.len() - 1)]);
-        let fee = pool_fee(rule, self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm"));
+        let fee = match self.read::<protocol::message::PoolFee>(&key(POOL_FEE, &[pool.digest().as_bytes()])) {
+            Some(fee) => fee_of(&fee),
+            None => pool_fee(rule, self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm")),
+        };
         let full_fee = fee.on(settlement.unit_price);
         let fee_per_unit = full_fee - share(full_fee, u64::from(buyer_tier.fee_discount_ppm));
         if settlement.unit_price.checked_add(fee_per_unit).is_none_or(|gross| gross > bid.unit_price) {
@@ -1885,6 +1901,7 @@ impl<'s> Pending<'s> {
                 self.write(key(VALIDATOR_PENDING, &[&at_height.to_be_bytes(), validator.as_bytes()]), &power);
                 self.events.push(Event::ValidatorsChanging { proposal: *id, at_height });
             }
+            Action::PoolFee(fee) => self.write(key(POOL_FEE, &[fee.pool.digest().as_bytes()]), fee),
             Action::IssuanceRule(rule) => {
                 // Only a token of the genesis; a new token is a new network.
                 if self.base.genesis.token(&rule.token).is_some() {

@@ -460,6 +460,15 @@ pub struct IssuanceRule {
     pub export_reward_per_kwh: u64,
 }
 
+/// Sets one pool's grid fee, replacing its genesis rule's and the governable defaults: a constant per 1000
+/// units, or a share of the seller's price (ppm); both 0: no fee. Not both above 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct PoolFee {
+    pub pool: PoolId,
+    pub fee_per_kwh: u64,
+    pub fee_ppm: u32,
+}
+
 /// Most issuers an issuance rule names.
 pub const ISSUERS_MAX: usize = 16;
 
@@ -528,6 +537,7 @@ pub enum Action {
     /// An override decided by the emergency rule (k of n stewards), for a short bounded time.
     Emergency(Override),
     IssuanceRule(IssuanceRule),
+    PoolFee(PoolFee),
 }
 
 tagged_union!(Action, "proposal action", ActionKind {
@@ -539,6 +549,7 @@ tagged_union!(Action, "proposal action", ActionKind {
     5 => AdmitMember(AdmitMember), "admit-member";
     6 => Emergency(Override), "emergency";
     7 => IssuanceRule(IssuanceRule), "issuance-rule";
+    8 => PoolFee(PoolFee), "pool-fee";
 });
 
 /// A governance proposal, voted on for `voting_period_blocks` blocks after the one that includes it.

@@ -279,6 +279,10 @@ fn check_proposal(proposal: &Proposal) -> Result<(), &'static str> {
         Action::Override(measure) | Action::Emergency(measure) if measure.duration_blocks == 0 => {
             return Err("override duration_blocks is 0");
         }
+        Action::PoolFee(fee) if fee.fee_per_kwh > 0 && fee.fee_ppm > 0 => {
+            return Err("a pool fee is a constant or a share, not both");
+        }
+        Action::PoolFee(fee) if fee.fee_ppm > 10_000_000 => return Err("fee_ppm above 10000000"),
         Action::IssuanceRule(rule)
             if !rule.issuers.as_slice().windows(2).all(|pair| pair[0].as_bytes() < pair[1].as_bytes()) =>
         {

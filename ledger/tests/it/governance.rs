@@ -500,3 +500,35 @@ fn an_issuance_rule_passed_by_governance_changes_who_mints_and_the_export_reward
     assert_eq!(world.block(vec![reading]).kept, 1);
     assert_eq!(world.state.balance(&world.key(3), &eco), 500);
 }
+
+#[test]
+fn a_pool_fee_passed_by_governance_applies_to_that_pool_from_its_block() {
+    let mut world = World::new("");
+    let pool: PoolId = "energy/credit/u33db/0".parse().unwrap();
+    let elsewhere: PoolId = "energy/credit/u33dc/0".parse().unwrap();
+    assert_eq!(world.state.pool_fee(&pool), market::Fee::None);
+    let fee = Action::PoolFee(protocol::message::PoolFee { pool: pool.clone(), fee_per_kwh: 60, fee_ppm: 0 });
+    let proposal = world.propose(1, fee, 5);
+    world.block(vec![proposal.clone()]);
+    let before = world.trade_at(1, 2, 150);
+    assert_eq!(world.block(vec![before]).kept, 1, "no fee yet");
+    let vote = world.vote(0, &proposal, Choice::Yes);
+    world.block(vec![vote]);
+    assert_eq!(world.state.pool_fee(&pool), market::Fee::Constant(60));
+    assert_eq!(world.state.pool_fee(&elsewhere), market::Fee::None);
+    // A bid of 200 cannot pay 150 plus a fee of 60.
+    let after = world.trade_at(1, 2, 150);
+    assert!(matches!(world.block(vec![after]).rejected[..], [EntryError::Price]));
+    // Governance lowers it to 40: the same trade goes through, and the fee goes to the commons.
+    let lower = Action::PoolFee(protocol::message::PoolFee { pool: pool.clone(), fee_per_kwh: 40, fee_ppm: 0 });
+    let proposal = world.propose(1, lower, 5);
+    world.block(vec![proposal.clone()]);
+    let vote = world.vote(0, &proposal, Choice::Yes);
+    world.block(vec![vote]);
+    let commons = ledger::state::COMMONS;
+    let credit = TokenId::new("credit").unwrap();
+    let pot = world.state.balance(&commons, &credit);
+    let again = world.trade_at(1, 2, 150);
+    assert_eq!(world.block(vec![again]).kept, 1);
+    assert_eq!(world.state.balance(&commons, &credit), pot + 40);
+}

@@ -35,11 +35,33 @@ pub struct ProposalRequest {
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ActionRequest {
     Text,
-    SetParameter { name: String, value: u64 },
-    AddValidator { key: String, power: u64 },
-    RemoveValidator { key: String },
-    AdmitMember { key: String },
-    IssuanceRule { token: String, issuers: Vec<String>, supply_max: u64, export_reward_per_kwh: u64 },
+    SetParameter {
+        name: String,
+        value: u64,
+    },
+    AddValidator {
+        key: String,
+        power: u64,
+    },
+    RemoveValidator {
+        key: String,
+    },
+    AdmitMember {
+        key: String,
+    },
+    IssuanceRule {
+        token: String,
+        issuers: Vec<String>,
+        supply_max: u64,
+        export_reward_per_kwh: u64,
+    },
+    PoolFee {
+        pool: String,
+        #[serde(default)]
+        fee_per_kwh: u64,
+        #[serde(default)]
+        fee_ppm: u32,
+    },
     Override(OverrideRequest),
     Emergency(OverrideRequest),
 }
@@ -102,6 +124,11 @@ impl ActionRequest {
                 Action::RemoveValidator(RemoveValidator { key: key(validator, "key")? })
             }
             ActionRequest::AdmitMember { key: member } => Action::AdmitMember(AdmitMember { key: key(member, "key")? }),
+            ActionRequest::PoolFee { pool, fee_per_kwh, fee_ppm } => Action::PoolFee(protocol::message::PoolFee {
+                pool: pool.parse().map_err(|error| format!("pool: {error}"))?,
+                fee_per_kwh: *fee_per_kwh,
+                fee_ppm: *fee_ppm,
+            }),
             ActionRequest::IssuanceRule { token, issuers, supply_max, export_reward_per_kwh } => {
                 let mut keys = issuers.iter().map(|issuer| key(issuer, "issuer")).collect::<Result<Vec<_>, _>>()?;
                 keys.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
@@ -151,6 +178,12 @@ pub fn action_json(action: &Action) -> Value {
         Action::AddValidator(add) => json!({ "kind": "add-validator", "key": add.key.to_string(), "power": add.power }),
         Action::RemoveValidator(remove) => json!({ "kind": "remove-validator", "key": remove.key.to_string() }),
         Action::AdmitMember(admit) => json!({ "kind": "admit-member", "key": admit.key.to_string() }),
+        Action::PoolFee(fee) => json!({
+            "kind": "pool-fee",
+            "pool": fee.pool.to_string(),
+            "fee_per_kwh": fee.fee_per_kwh,
+            "fee_ppm": fee.fee_ppm,
+        }),
         Action::IssuanceRule(rule) => json!({
             "kind": "issuance-rule",
             "token": rule.token.as_str(),
