@@ -55,8 +55,9 @@
 //! validator_change_delay_blocks = 2   # a validator change passed at height h certifies from h + this
 //!
 //! [[governance.rules]]       # per proposal kind (text, set-parameter, add-validator, remove-validator,
-//! kind = "set-parameter"     # override, admit-member, issuance-rule, pool-fee); without one: validators,
-//! weight = "members"         # quorum 100, `governance_threshold_percent`. Weight: validators, members, stake:TOKEN
+//! kind = "set-parameter"     # override, admit-member, issuance-rule, pool-fee); without one: validators, with
+//! weight = "members"         # `governance_threshold_percent` as quorum and threshold. Weight: validators,
+//!                            # members or stake:TOKEN
 //! quorum_percent = 50        # share of all the weight that must vote (abstain counts) by the period's end
 //! threshold_percent = 60     # share of yes among yes and no (or of all the weight, to pass early)
 //! ```
@@ -376,13 +377,13 @@ pub struct Governance {
 }
 
 impl Governance {
-    /// The rule of a kind of proposal. Without a `[[governance.rules]]` entry: validators by power, every one of
-    /// them counted for the quorum, and the governable `governance_threshold_percent` of their power.
+    /// The rule of a kind of proposal. Without a `[[governance.rules]]` entry: validators by power, with the
+    /// governable `governance_threshold_percent` as both quorum and threshold.
     #[must_use]
     pub fn rule(&self, kind: protocol::message::ActionKind, threshold_percent: u64) -> Rule {
         self.rules.get(&kind).cloned().unwrap_or(Rule {
             weight: Weight::Validators,
-            quorum_percent: 100,
+            quorum_percent: threshold_percent,
             threshold_percent,
         })
     }

@@ -292,6 +292,9 @@ const BASE_PRICE: u8 = b'B';
 const BASE_PRICE_HISTORY: u8 = b'H';
 const ESSENTIAL_BOUGHT: u8 = b'E';
 const ISSUANCE: u8 = b'T';
+const MEMBER_COUNT: u8 = b'S';
+/// Most one-account-one-vote members (genesis and admitted).
+const MEMBERS_MAX: u64 = 16_384;
 const REDISTRIBUTION: u8 = b'J';
 const POOL_FEE: u8 = b'K';
 /// Most periods a dynamic base price is rolled over at once (after that many quiet periods it has settled).
@@ -301,6 +304,25 @@ const REPORT: u8 = b'R';
 const NOTICE_RETENTION_MS: u64 = 30 * 86_400_000;
 /// Longest an override lasts, blocks.
 pub const OVERRIDE_BLOCKS_MAX: u32 = 1_000_000;
+
+/// Where an override's measure is looked up by the layers that enforce it.
+fn lookup_key(measure: &Measure) -> Vec<u8> {
+    match measure {
+        Measure::Freeze(freeze) => key(FROZEN, &[freeze.account.as_bytes()]),
+        Measure::FuelCap(cap) => key(FUEL_CAP, &[cap.account.as_bytes()]),
+        Measure::DeviceCap(cap) => key(DEVICE_CAP, &[cap.account.as_bytes(), cap.meter.as_str().as_bytes()]),
+        Measure::Island(order) => key(ISLAND_ORDER, &[order.cell.as_str().as_bytes()]),
+    }
+}
+
+/// The limits an override's lookup carries (`first`, `second`).
+fn limits_of(measure: &Measure) -> (u64, u64) {
+    match measure {
+        Measure::FuelCap(cap) => (cap.per_s, 0),
+        Measure::DeviceCap(cap) => (cap.import_w_max, cap.export_w_max),
+        Measure::Freeze(_) | Measure::Island(_) => (0, 0),
+    }
+}
 
 /// Whose votes count on a proposal.
 enum Weight {
@@ -336,6 +358,13 @@ fn balance_key(account: &PublicKey, token: &TokenId) -> Vec<u8> {
 /// A pool's period length for prices: its delivery interval, or an hour in continuous pools.
 fn period_len_s(pool: &protocol::message::PoolId) -> u64 {
     if pool.interval_s == 0 { 3600 } else { u64::from(pool.interval_s) }
+}
+
+/// The period a base price is computed for: `period_s`, but no later than the period after the one containing
+/// `now_s` (a settlement for a far future interval must not move the pool's price into that future).
+fn priced_period(period_s: u64, now_s: u64, period_len_s: u64) -> u64 {
+    let len = period_len_s.max(1);
+    period_s.min((now_s / len).saturating_add(1).saturating_mul(len))
 }
 
 /// A dynamic pool's base price for `period_s`: rolled from the anchor (the period and price of the pool's latest
@@ -606,6 +635,9 @@ impl State {
         for member in &genesis.governance.members {
             writes.insert(key(MEMBER, &[member.as_bytes()]), Some(encode(&1u8)));
         }
+        if !genesis.governance.members.is_empty() {
+            writes.insert(key(MEMBER_COUNT, &[]), Some(encode(&(genesis.governance.members.len() as u64))));
+        }
         for name in Params::GOVERNABLE {
             let value = genesis.params.get(name).unwrap_or(0);
             writes.insert(key(PARAM, &[name.as_bytes()]), Some(encode(&value)));
@@ -751,11 +783,12 @@ impl State {
         market::pools::Rules { mechanism, fee: self.pool_fee(pool), floor: 0, essential }
     }
 
-    /// A dynamic pool's base price for a period (`None`: the pool has no dynamic price).
-    pub fn base_price(&self, pool: &protocol::message::PoolId, period_s: u64) -> Option<u64> {
+    /// A dynamic pool's base price for a period, at time `now_s` (`None`: the pool has no dynamic price).
+    pub fn base_price(&self, pool: &protocol::message::PoolId, period_s: u64, now_s: u64) -> Option<u64> {
         let policy = self.genesis.pool_rule(pool)?.dynamic?;
         let anchor = self.map.get(&key(BASE_PRICE, &[pool.digest().as_bytes()])).and_then(|bytes| decode(bytes));
         let volume = |period| self.price_index(pool, period).map_or(0, |index| index.volume);
+        let period_s = priced_period(period_s, now_s, period_len_s(pool));
         Some(roll_base_price(&policy, anchor, period_len_s(pool), period_s, volume))
     }
 
@@ -774,8 +807,8 @@ impl State {
     }
 
     /// A pool's rules for offers of a period: [`State::pool_rules`] with the dynamic base price as floor.
-    pub fn pool_rules_for(&self, pool: &protocol::message::PoolId, period_s: u64) -> market::pools::Rules {
-        market::pools::Rules { floor: self.base_price(pool, period_s).unwrap_or(0), ..self.pool_rules(pool) }
+    pub fn pool_rules_for(&self, pool: &protocol::message::PoolId, period_s: u64, now_s: u64) -> market::pools::Rules {
+        market::pools::Rules { floor: self.base_price(pool, period_s, now_s).unwrap_or(0), ..self.pool_rules(pool) }
     }
 
     /// A pool's price index for one period (`delivery_start_s`, or the hour's start in continuous pools).
@@ -1290,7 +1323,7 @@ impl<'s> Pending<'s> {
                 self.put(key(PROPOSAL_BY_END, &[&end_height.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
                 Ok(())
             }
-            Body::Vote(vote) => self.vote(&author, &vote.proposal, vote.choice),
+            Body::Vote(vote) => self.vote(&author, vote),
             Body::Guild(guild) => {
                 let account = protocol::message::guild_account(&id);
                 let record = GuildState {
@@ -1556,12 +1589,13 @@ impl<'s> Pending<'s> {
             let anchor: Option<(u64, u64)> = self.read(&anchor_key);
             let volume =
                 |period| self.read::<PriceIndex>(&price_index_key(pool, period)).map_or(0, |index| index.volume);
-            let base = roll_base_price(&policy, anchor, period_len_s(pool), period_s, volume);
+            let priced = priced_period(period_s, self.context.time_ms / 1000, period_len_s(pool));
+            let base = roll_base_price(&policy, anchor, period_len_s(pool), priced, volume);
             if settlement.unit_price < base {
                 return Err(EntryError::BelowBasePrice { price: settlement.unit_price, base });
             }
-            if anchor.is_none_or(|(from, _)| period_s > from) {
-                self.write(anchor_key, &(period_s, base));
+            if anchor.is_none_or(|(from, _)| priced > from) {
+                self.write(anchor_key, &(priced, base));
             }
             self.write(key(BASE_PRICE_HISTORY, &[pool.digest().as_bytes(), &period_s.to_be_bytes()]), &base);
         }
@@ -1791,8 +1825,12 @@ impl<'s> Pending<'s> {
         let rule = governance.rule(action.kind(), self.param("governance_threshold_percent"));
         let total = match &rule.weight {
             genesis::Weight::Validators => self.validators().iter().map(|(_, power)| power).sum(),
-            genesis::Weight::Members => self.scan(vec![MEMBER], vec![MEMBER + 1]).len() as u64,
-            genesis::Weight::Stake(token) => self.read(&key(SUPPLY, &[token.as_str().as_bytes()])).unwrap_or(0),
+            genesis::Weight::Members => self.read(&key(MEMBER_COUNT, &[])).unwrap_or(0),
+            // Tokens that can vote: the supply less the commons' (no key signs for it).
+            genesis::Weight::Stake(token) => {
+                let supply: u64 = self.read(&key(SUPPLY, &[token.as_str().as_bytes()])).unwrap_or(0);
+                supply.saturating_sub(self.balance(&COMMONS, token))
+            }
         };
         let weight = match rule.weight {
             genesis::Weight::Validators => Weight::Validators,
@@ -1802,7 +1840,8 @@ impl<'s> Pending<'s> {
         (weight, total, rule.quorum_percent, rule.threshold_percent)
     }
 
-    fn vote(&mut self, voter: &PublicKey, proposal_id: &Id, choice: Choice) -> Result<(), EntryError> {
+    fn vote(&mut self, voter: &PublicKey, vote: &protocol::message::Vote) -> Result<(), EntryError> {
+        let (proposal_id, choice) = (&vote.proposal, vote.choice);
         let proposal_key = key(PROPOSAL, &[proposal_id.as_bytes()]);
         let mut proposal: ProposalState = self
             .read(&proposal_key)
@@ -1812,18 +1851,18 @@ impl<'s> Pending<'s> {
         if self.get(&ballot_key).is_some() {
             return Err(EntryError::AlreadyVoted(*voter));
         }
-        let (weight, total, _, threshold) = self.rule_of(&proposal.action);
+        let (weight, total, quorum, threshold) = self.rule_of(&proposal.action);
         let power: u64 = match &weight {
             Weight::Validators => self.read(&key(VALIDATOR, &[voter.as_bytes()])),
             Weight::Members => self.get(&key(MEMBER, &[voter.as_bytes()])).map(|_| 1),
             Weight::Stewards => self.base.genesis.governance.stewards.contains(voter).then_some(1),
             Weight::Stake(token) => {
-                // The stake votes locked: it returns to the voter when the proposal closes, so no token votes twice.
-                let stake = self.balance(voter, token);
-                if stake > 0 {
-                    self.move_tokens(voter, &vote_lock_account(proposal_id), token, stake)?;
+                // The stake the vote names is locked: it returns to the voter when the proposal closes, so no token
+                // votes twice (the rest of the balance stays free for fees and trades).
+                if vote.stake > 0 {
+                    self.move_tokens(voter, &vote_lock_account(proposal_id), token, vote.stake)?;
                 }
-                (stake > 0).then_some(stake)
+                (vote.stake > 0).then_some(vote.stake)
             }
         }
         .ok_or(EntryError::NotAVoter(*voter))?;
@@ -1833,8 +1872,9 @@ impl<'s> Pending<'s> {
             Choice::No => proposal.no = proposal.no.saturating_add(power),
             Choice::Abstain => proposal.abstain = proposal.abstain.saturating_add(power),
         }
-        // Passed already when its yes votes alone are the threshold of all who could vote.
-        if total > 0 && u128::from(proposal.yes) * 100 >= u128::from(total) * u128::from(threshold) {
+        // Passed already when its yes votes alone are the threshold, and the quorum, of all who could vote.
+        let early = u128::from(threshold.max(quorum.min(100)));
+        if total > 0 && u128::from(proposal.yes) * 100 >= u128::from(total) * early {
             self.close(proposal_id, &mut proposal, true);
         }
         self.write(proposal_key, &proposal);
@@ -1909,24 +1949,18 @@ impl<'s> Pending<'s> {
                 }
             }
             Action::AdmitMember(admit) => {
-                if self.scan(vec![MEMBER], vec![MEMBER + 1]).len() < genesis::MEMBERS_MAX * 4 {
-                    self.write(key(MEMBER, &[admit.key.as_bytes()]), &1u8);
+                let member_key = key(MEMBER, &[admit.key.as_bytes()]);
+                let count: u64 = self.read(&key(MEMBER_COUNT, &[])).unwrap_or(0);
+                if self.get(&member_key).is_none() && count < MEMBERS_MAX {
+                    self.write(member_key, &1u8);
+                    self.write(key(MEMBER_COUNT, &[]), &(count + 1));
                 }
             }
             Action::Override(measure) | Action::Emergency(measure) => {
                 let until_height = height.saturating_add(u64::from(measure.duration_blocks));
-                let in_force = |first, second| InForce { by: *id, until_height, first, second };
-                let (lookup, value) = match &measure.measure {
-                    Measure::Freeze(freeze) => (key(FROZEN, &[freeze.account.as_bytes()]), in_force(0, 0)),
-                    Measure::FuelCap(cap) => (key(FUEL_CAP, &[cap.account.as_bytes()]), in_force(cap.per_s, 0)),
-                    Measure::DeviceCap(cap) => (
-                        key(DEVICE_CAP, &[cap.account.as_bytes(), cap.meter.as_str().as_bytes()]),
-                        in_force(cap.import_w_max, cap.export_w_max),
-                    ),
-                    Measure::Island(order) => (key(ISLAND_ORDER, &[order.cell.as_str().as_bytes()]), in_force(0, 0)),
-                };
-                // The latest override on the same target replaces an earlier one.
-                self.write(lookup, &value);
+                let (first, second) = limits_of(&measure.measure);
+                // The latest override on the same target replaces an earlier one (which returns if it outlives it).
+                self.write(lookup_key(&measure.measure), &InForce { by: *id, until_height, first, second });
                 let record = OverrideState {
                     measure: measure.measure.clone(),
                     from_height: height,
@@ -1978,15 +2012,28 @@ impl<'s> Pending<'s> {
             let override_key = key(OVERRIDE, &[id.as_bytes()]);
             let Some(record) = self.read::<OverrideState>(&override_key) else { continue };
             self.delete(override_key);
-            let lookup = match &record.measure {
-                Measure::Freeze(freeze) => key(FROZEN, &[freeze.account.as_bytes()]),
-                Measure::FuelCap(cap) => key(FUEL_CAP, &[cap.account.as_bytes()]),
-                Measure::DeviceCap(cap) => key(DEVICE_CAP, &[cap.account.as_bytes(), cap.meter.as_str().as_bytes()]),
-                Measure::Island(order) => key(ISLAND_ORDER, &[order.cell.as_str().as_bytes()]),
-            };
-            // Only if no later override on the same target replaced it.
+            let lookup = lookup_key(&record.measure);
+            // Only if no later override on the same target replaced it; then the latest other one still in force on
+            // the target (a long community freeze outlives a short emergency one) takes its place.
             if self.read::<InForce>(&lookup).is_some_and(|in_force| in_force.by == id) {
-                self.delete(lookup);
+                let same_target = |other: &OverrideState| lookup_key(&other.measure) == lookup;
+                let successor = self
+                    .scan(vec![OVERRIDE], vec![OVERRIDE + 1])
+                    .into_iter()
+                    .filter_map(|(key, value)| {
+                        let other_id = Id(key.get(1..33)?.try_into().ok()?);
+                        let other: OverrideState = decode(&value)?;
+                        (same_target(&other) && other.until_height > self.context.height).then_some((other_id, other))
+                    })
+                    .max_by_key(|(other_id, other)| (other.from_height, *other_id));
+                match successor {
+                    Some((other_id, other)) => {
+                        let (first, second) = limits_of(&other.measure);
+                        let value = InForce { by: other_id, until_height: other.until_height, first, second };
+                        self.write(lookup, &value);
+                    }
+                    None => self.delete(lookup),
+                }
             }
             self.events.push(Event::OverrideExpired(id));
         }

@@ -133,6 +133,11 @@ const EXPIRY_SLACK: usize = 1024;
 
 impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
     /// An empty book with a grid fee and its bounds (both at least 1).
+    /// Sets the pool's grid fee (bids placed from now on are netted by it).
+    pub fn set_fee(&mut self, fee: Fee) {
+        self.fee = fee;
+    }
+
     /// Sets the pool's base price (asks placed from now on rest at least at it).
     pub fn set_floor(&mut self, floor: u64) {
         self.floor = floor;

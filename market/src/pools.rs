@@ -127,6 +127,8 @@ enum Pool {
         intervals: BTreeMap<u64, BTreeMap<Id, Pending>>,
         /// The latest delivery interval start whose auction closed.
         closed_through_s: Option<u64>,
+        /// Each open interval's floor: the dynamic base price its latest offer came with.
+        floors: BTreeMap<u64, u64>,
         per_owner: HashMap<PublicKey, usize>,
         count: usize,
     },
@@ -211,6 +213,7 @@ impl Market {
                     rules,
                     intervals: BTreeMap::new(),
                     closed_through_s: None,
+                    floors: BTreeMap::new(),
                     per_owner: HashMap::new(),
                     count: 0,
                 }
@@ -221,6 +224,8 @@ impl Market {
         let Some(pool) = self.pools.get_mut(&offer.pool) else { return Ok(Vec::new()) };
         match pool {
             Pool::Continuous { book, offers } => {
+                // Governance may have changed the pool's fee, and its base price moves: new orders take both.
+                book.set_fee(rules.fee);
                 book.set_floor(rules.floor);
                 let placed = book
                     .place(
@@ -283,7 +288,7 @@ impl Market {
                 }
                 Ok(outputs)
             }
-            Pool::Interval { rules: pool_rules, intervals, closed_through_s, per_owner, count } => {
+            Pool::Interval { rules: pool_rules, intervals, closed_through_s, floors, per_owner, count } => {
                 *pool_rules = rules;
                 if closed_through_s.is_some_and(|closed| offer.delivery_start_s <= closed)
                     || gate_ms(offer.delivery_start_s, limits.gate_lead_ms) <= now_ms
@@ -301,6 +306,7 @@ impl Market {
                 *count += 1;
                 let left = offer.quantity;
                 intervals.entry(offer.delivery_start_s).or_default().insert(id, Pending { envelope, left });
+                floors.insert(offer.delivery_start_s, rules.floor);
                 self.located.insert(id, offer.pool);
                 Ok(Vec::new())
             }
@@ -389,7 +395,7 @@ impl Market {
                         self.located.remove(&gone);
                     }
                 }
-                Pool::Interval { rules, intervals, closed_through_s, per_owner, count } => {
+                Pool::Interval { rules, intervals, closed_through_s, floors, per_owner, count } => {
                     while let Some(entry) = intervals.first_entry() {
                         let start_s = *entry.key();
                         if gate_ms(start_s, gate_lead_ms) > now_ms {
@@ -402,7 +408,9 @@ impl Market {
                             release(per_owner, &pending.envelope.author);
                             *count -= 1;
                         }
-                        let (trades, cleared) = clear_interval(&orders, *rules, now_ms);
+                        // The interval clears with its own floor, not the one of a later interval's offers.
+                        let floor = floors.remove(&start_s).unwrap_or(rules.floor);
+                        let (trades, cleared) = clear_interval(&orders, Rules { floor, ..*rules }, now_ms);
                         outputs.push(Output::Cleared {
                             pool: pool_id.clone(),
                             delivery_start_s: start_s,

@@ -190,7 +190,7 @@ async fn pass(
     .await;
     anyhow::ensure!(open, "the proposal was not committed");
     for (index, keypair) in validators.iter().enumerate().take(3) {
-        let vote = sign(keypair, network, nonce, Body::Vote(Vote { proposal: id, choice: Choice::Yes }));
+        let vote = sign(keypair, network, nonce, Body::Vote(Vote { proposal: id, choice: Choice::Yes, stake: 0 }));
         nodes[index].ledger.submit(vote.to_bytes()).await.map_err(|error| anyhow::anyhow!("{error:?}"))?;
     }
     Ok(id)

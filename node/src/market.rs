@@ -179,8 +179,10 @@ impl Actor {
                 // The period whose base price is the offer's floor: its delivery interval, or this hour.
                 let period_s =
                     if pool.interval_s == 0 { now_ms() / 1000 / 3600 * 3600 } else { offer.delivery_start_s };
-                let read =
-                    move |state: &::ledger::State, _| (state.pool_rules_for(&pool, period_s), state.frozen(&author));
+                let now_s = now_ms() / 1000;
+                let read = move |state: &::ledger::State, _| {
+                    (state.pool_rules_for(&pool, period_s, now_s), state.frozen(&author))
+                };
                 let Ok((rules, frozen)) = self.ledger.read(read).await else { return };
                 // An override froze the author's trading: every honest node refuses its offers.
                 if let Some(in_force) = frozen {

@@ -576,6 +576,9 @@ pub enum Choice {
 pub struct Vote {
     pub proposal: Id,
     pub choice: Choice,
+    /// On a proposal decided by stake: the token milli-units the voter locks into its vote until the proposal
+    /// closes (its weight); 0 otherwise.
+    pub stake: u64,
 }
 
 /// A guild: a shared account of its members, from which tokens move only when `threshold` of them approve.

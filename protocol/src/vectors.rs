@@ -204,7 +204,7 @@ pub fn all() -> Vec<Vector> {
             ),
         ),
         vector("proposal", 3, proposal.clone()),
-        vector("vote", 4, sign(4, 1, Body::Vote(Vote { proposal: proposal.id(), choice: Choice::Yes }))),
+        vector("vote", 4, sign(4, 1, Body::Vote(Vote { proposal: proposal.id(), choice: Choice::Yes, stake: 0 }))),
         vector(
             "proposal-override",
             1,

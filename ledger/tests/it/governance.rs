@@ -89,7 +89,11 @@ impl World {
     }
 
     fn vote(&mut self, voter: usize, proposal: &Envelope, choice: Choice) -> Envelope {
-        self.sign(voter, Body::Vote(Vote { proposal: proposal.id(), choice }))
+        self.sign(voter, Body::Vote(Vote { proposal: proposal.id(), choice, stake: 0 }))
+    }
+
+    fn vote_staking(&mut self, voter: usize, proposal: &Envelope, choice: Choice, stake: u64) -> Envelope {
+        self.sign(voter, Body::Vote(Vote { proposal: proposal.id(), choice, stake }))
     }
 
     /// A matched bid of `buyer` and ask of `seller` for 1 kWh in a continuous pool.
@@ -187,22 +191,37 @@ fn a_stake_vote_locks_the_tokens_until_the_proposal_closes() {
     let rules = "\n[[governance.rules]]\nkind = \"text\"\nweight = \"stake:credit\"\nquorum_percent = 10\nthreshold_percent = 51\n";
     let mut world = World::new(rules);
     let credit = TokenId::new("credit").unwrap();
-    let proposal = world.propose(4, Action::Text(Empty), 3);
+    let proposal = world.propose(4, Action::Text(Empty), 4);
     world.block(vec![proposal.clone()]);
     let holder = world.key(4);
-    let vote = world.vote(4, &proposal, Choice::Yes);
+    // A stake beyond the balance is refused; a stake of 0 is no vote.
+    let too_much = world.vote_staking(4, &proposal, Choice::Yes, 1_000_001);
+    let nothing = world.vote_staking(5, &proposal, Choice::Yes, 0);
+    let block = world.block(vec![too_much, nothing]);
+    assert!(
+        matches!(block.rejected[..], [EntryError::InsufficientFunds { .. }, EntryError::NotAVoter(_)]),
+        "{:?}",
+        block.rejected
+    );
+    let vote = world.vote_staking(4, &proposal, Choice::Yes, 700_000);
     world.block(vec![vote]);
-    // The voter's whole balance is locked: it cannot move it and vote again from another account.
-    assert_eq!(world.state.balance(&holder, &credit), 0);
-    assert_eq!(world.state.balance(&vote_lock_account(&proposal.id()), &credit), 1_000_000);
+    // The stake is locked until the vote closes: it cannot be moved to vote again from another account; the
+    // rest of the balance stays free.
+    assert_eq!(world.state.balance(&holder, &credit), 300_000);
+    assert_eq!(world.state.balance(&vote_lock_account(&proposal.id()), &credit), 700_000);
     let dodge = world.sign(
         4,
-        Body::Transfer(Transfer { to: world.key(5), token: credit.clone(), amount: 1, memo: Text::new("").unwrap() }),
+        Body::Transfer(Transfer {
+            to: world.key(5),
+            token: credit.clone(),
+            amount: 300_001,
+            memo: Text::new("").unwrap(),
+        }),
     );
     assert_eq!(world.block(vec![dodge]).kept, 0);
     let ballots = world.state.ballots(&proposal.id());
-    assert_eq!(ballots, vec![(holder, 1, 1_000_000)]);
-    // 1,000,000 of the 6,000,000 credits voted: the 10 % quorum, and all yes: passes at the end; the stake returns.
+    assert_eq!(ballots, vec![(holder, 1, 700_000)]);
+    // 700,000 of the 6,000,000 credits voted: past the 10 % quorum, and all yes: passes at the end; the stake returns.
     let end = world.block(vec![]);
     assert!(end.events.contains(&Event::ProposalPassed(proposal.id())), "{:?}", end.events);
     assert_eq!(world.state.balance(&holder, &credit), 1_000_000);
@@ -344,14 +363,14 @@ fn a_dynamic_pool_price_follows_usage_within_its_bounds_and_is_the_floor() {
     let mut world = World::new(pools);
     let pool: PoolId = "energy/credit/u33db/0".parse().unwrap();
     let hour_s = |world: &World| (START_MS + world.height * 1_000 + 500) / 1000 / 3600 * 3600;
-    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(100));
+    assert_eq!(world.state.base_price(&pool, hour_s(&world), hour_s(&world)), Some(100));
     // A busy hour: two trades, 2 kWh, all the capacity (twice the target): the next hour's base is 10 % higher.
     let trades = vec![world.trade_at(1, 2, 150), world.trade_at(3, 4, 120)];
     let first_hour = hour_s(&world);
     assert_eq!(world.block(trades).kept, 2);
     world.height += 3_600;
     let second_hour = hour_s(&world);
-    assert_eq!(world.state.base_price(&pool, second_hour), Some(110));
+    assert_eq!(world.state.base_price(&pool, second_hour, second_hour), Some(110));
     // The floor: below the base price a settlement is refused; at it, it settles.
     let low = world.trade_at(1, 2, 105);
     let block = world.block(vec![low]);
@@ -364,11 +383,11 @@ fn a_dynamic_pool_price_follows_usage_within_its_bounds_and_is_the_floor() {
     assert_eq!(world.block(vec![at]).kept, 1);
     // Quiet hours after it (1 kWh at the target, then nothing): down 10 % an hour, to the minimum and no lower.
     world.height += 3_600;
-    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(110));
+    assert_eq!(world.state.base_price(&pool, hour_s(&world), hour_s(&world)), Some(110));
     world.height += 3_600;
-    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(99));
+    assert_eq!(world.state.base_price(&pool, hour_s(&world), hour_s(&world)), Some(99));
     world.height += 100 * 3_600;
-    assert_eq!(world.state.base_price(&pool, hour_s(&world)), Some(50));
+    assert_eq!(world.state.base_price(&pool, hour_s(&world), hour_s(&world)), Some(50));
     let cheap = world.trade_at(1, 2, 60);
     assert_eq!(world.block(vec![cheap]).kept, 1);
     // The history of base prices the pool's trades met, as the API and dashboard show it.
@@ -376,9 +395,9 @@ fn a_dynamic_pool_price_follows_usage_within_its_bounds_and_is_the_floor() {
     assert_eq!(history.iter().map(|(_, price)| *price).collect::<Vec<_>>(), vec![100, 110, 50]);
     assert_eq!((history[0].0, history[1].0), (first_hour, second_hour));
     // The market gets the base price as its floor for the period's offers; a pool without a policy has none.
-    assert_eq!(world.state.pool_rules_for(&pool, hour_s(&world)).floor, 50);
+    assert_eq!(world.state.pool_rules_for(&pool, hour_s(&world), hour_s(&world)).floor, 50);
     let plain: PoolId = "energy/credit/u33db/900".parse().unwrap();
-    assert_eq!(world.state.pool_rules_for(&plain, hour_s(&world)).floor, 0);
+    assert_eq!(world.state.pool_rules_for(&plain, hour_s(&world), hour_s(&world)).floor, 0);
 }
 
 #[test]
@@ -531,4 +550,30 @@ fn a_pool_fee_passed_by_governance_applies_to_that_pool_from_its_block() {
     let again = world.trade_at(1, 2, 150);
     assert_eq!(world.block(vec![again]).kept, 1);
     assert_eq!(world.state.balance(&commons, &credit), pot + 40);
+}
+
+#[test]
+fn a_short_emergency_freeze_does_not_lift_a_longer_community_freeze() {
+    let mut world = World::new("");
+    let frozen = world.key(4);
+    let freeze = |duration_blocks| Override { measure: Measure::Freeze(Freeze { account: frozen }), duration_blocks };
+    let community = world.propose(1, Action::Override(freeze(20)), 5);
+    world.block(vec![community.clone()]);
+    let vote = world.vote(0, &community, Choice::Yes);
+    world.block(vec![vote]);
+    let long_until = world.state.frozen(&frozen).unwrap().until_height;
+    // Two stewards pass a 2-block emergency freeze of the same account: it takes the lookup, then expires.
+    let emergency = world.propose(1, Action::Emergency(freeze(2)), 5);
+    world.block(vec![emergency.clone()]);
+    let votes = vec![world.vote(1, &emergency, Choice::Yes), world.vote(2, &emergency, Choice::Yes)];
+    world.block(votes);
+    assert_eq!(world.state.frozen(&frozen).unwrap().by, emergency.id());
+    world.block(vec![]);
+    let expired = world.block(vec![]);
+    assert!(expired.events.contains(&Event::OverrideExpired(emergency.id())), "{:?}", expired.events);
+    // The community's freeze is enforced again, to its own end.
+    let in_force = world.state.frozen(&frozen).expect("still frozen");
+    assert_eq!((in_force.by, in_force.until_height), (community.id(), long_until));
+    let trade = world.trade(1, 4);
+    assert!(matches!(world.block(vec![trade]).rejected[..], [EntryError::Frozen { .. }]));
 }

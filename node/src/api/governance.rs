@@ -323,6 +323,8 @@ pub async fn propose(State(context): State<Context>, headers: HeaderMap, body: B
 #[serde(deny_unknown_fields)]
 struct VoteRequest {
     choice: String,
+    /// On a proposal decided by stake: the tokens to lock into the vote (a decimal, up to 3 places).
+    stake: Option<String>,
 }
 
 /// `POST /proposals/{id}/votes`: the node votes.
@@ -348,7 +350,11 @@ pub async fn vote(
         "abstain" => Choice::Abstain,
         other => return error(StatusCode::BAD_REQUEST, format!("choice {other:?} is not yes, no or abstain")),
     };
-    submit_bytes(&context, sign_now(&context, Body::Vote(Vote { proposal, choice }), 600_000).to_bytes()).await
+    let stake = match request.stake.as_deref().map(protocol::amount::parse_milli).transpose() {
+        Ok(stake) => stake.unwrap_or(0),
+        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("stake: {problem}")),
+    };
+    submit_bytes(&context, sign_now(&context, Body::Vote(Vote { proposal, choice, stake }), 600_000).to_bytes()).await
 }
 
 /// An alert as JSON.

@@ -467,7 +467,13 @@ pub enum GovAction {
         action: String,
     },
     /// Vote on a proposal: yes, no or abstain.
-    Vote { proposal: String, choice: String },
+    Vote {
+        proposal: String,
+        choice: String,
+        /// On a proposal decided by stake: the tokens to lock into the vote until it closes.
+        #[arg(long)]
+        stake: Option<String>,
+    },
 }
 
 pub fn gov(client: &Client, action: GovAction) -> anyhow::Result<()> {
@@ -517,8 +523,12 @@ pub fn gov(client: &Client, action: GovAction) -> anyhow::Result<()> {
             let answer = client.post("/proposals", &body)?;
             writeln!(out, "proposal {} submitted", answer["id"].as_str().unwrap_or(""))?;
         }
-        GovAction::Vote { proposal, choice } => {
-            let answer = client.post(&format!("/proposals/{proposal}/votes"), &json!({ "choice": choice }))?;
+        GovAction::Vote { proposal, choice, stake } => {
+            let mut body = json!({ "choice": choice });
+            if let Some(stake) = stake {
+                body["stake"] = json!(stake);
+            }
+            let answer = client.post(&format!("/proposals/{proposal}/votes"), &body)?;
             writeln!(out, "vote {} submitted", answer["id"].as_str().unwrap_or(""))?;
         }
     }

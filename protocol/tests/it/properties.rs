@@ -131,7 +131,7 @@ pub fn body() -> impl Strategy<Value = Body> {
             }
         ),
         (any::<[u8; 32]>(), prop_oneof![Just(Choice::No), Just(Choice::Yes), Just(Choice::Abstain)])
-            .prop_map(|(proposal, choice)| Body::Vote(Vote { proposal: Id(proposal), choice })),
+            .prop_map(|(proposal, choice)| Body::Vote(Vote { proposal: Id(proposal), choice, stake: 0 })),
     ]
 }
 
