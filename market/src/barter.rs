@@ -193,7 +193,7 @@ fn product_at_least(left: impl Iterator<Item = u64>, right: impl Iterator<Item =
 /// The open barter offers a node knows (signed envelopes whose body is a barter offer), searched for cycles in
 /// offer-id order within each location cell. Cycles found here are held back from later searches until the ledger
 /// reports their legs filled or the offers expire; at most `offers_max` offers are kept.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Board {
     offers_max: usize,
     offers: std::collections::BTreeMap<protocol::Id, Open>,
@@ -248,6 +248,11 @@ impl Board {
     }
 
     /// The ledger settled a leg giving `quantity` of an offer.
+    /// Takes every open barter offer of `author` off the board (an override froze its trading).
+    pub fn withdraw(&mut self, author: &protocol::PublicKey) {
+        self.offers.retain(|_, open| open.envelope.author != *author);
+    }
+
     pub fn filled(&mut self, id: &protocol::Id, quantity: u64) {
         if let Some(open) = self.offers.get_mut(id) {
             open.left = open.left.saturating_sub(quantity);
@@ -400,6 +405,11 @@ mod tests {
         // The same exchange in another cell does not close a cycle with the first two.
         board.offer(1_000, sign(3, Resource::Compute, Resource::Energy, "sp3")).unwrap();
         assert_eq!(board.offer(1_000, sign(4, Resource::Energy, Resource::Memory, "u33")), Err(Refusal::Full));
+        // A frozen account's offers leave the board: no cycle with it, and room for others.
+        let mut frozen = board.clone();
+        frozen.withdraw(&Keypair::from_seed(&[2; 32]).public());
+        assert_eq!(frozen.len(), 2);
+        assert!(frozen.search(2_000, 8, 10_000).is_empty());
         let cycles = board.search(2_000, 8, 10_000);
         assert_eq!(cycles.len(), 1);
         let mut authors: Vec<u8> = cycles[0]

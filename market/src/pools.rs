@@ -58,6 +58,8 @@ pub enum Input {
     Offer { envelope: Arc<Envelope>, rules: Rules },
     /// The author withdraws an offer.
     Cancel { offer: Id, author: PublicKey },
+    /// Every open offer of an account leaves the pools (an override froze its trading).
+    Withdraw { author: PublicKey },
     /// The ledger settled `quantity` of an offer (whoever's settlement it was).
     Filled { offer: Id, quantity: u64 },
     /// Time passed: clear the auctions whose gate closed and drop expired offers.
@@ -180,6 +182,26 @@ impl Market {
             }
             Input::Cancel { offer, author } => {
                 self.cancel(&offer, &author);
+                Vec::new()
+            }
+            Input::Withdraw { author } => {
+                let mut theirs: Vec<Id> = Vec::new();
+                for pool in self.pools.values() {
+                    match pool {
+                        Pool::Continuous { offers, .. } => theirs
+                            .extend(offers.iter().filter(|(_, envelope)| envelope.author == author).map(|(id, _)| *id)),
+                        Pool::Interval { intervals, .. } => theirs.extend(
+                            intervals
+                                .values()
+                                .flatten()
+                                .filter(|(_, pending)| pending.envelope.author == author)
+                                .map(|(id, _)| *id),
+                        ),
+                    }
+                }
+                for id in theirs {
+                    self.cancel(&id, &author);
+                }
                 Vec::new()
             }
             Input::Filled { offer, quantity } => {
@@ -650,6 +672,22 @@ mod tests {
         let mut got = matches(&outputs);
         got.sort_unstable();
         assert_eq!(got, vec![(100, 15_000); 3]);
+    }
+
+    #[test]
+    fn a_frozen_accounts_offers_all_leave_the_pools() {
+        let mut market = Market::new(Limits { gate_lead_ms: 60_000, ..Limits::default() });
+        let (continuous, interval) = (pool(0), pool(900));
+        let frozen = [offer(1, &continuous, Side::Ask, 100, 50_000), offer(1, &interval, Side::Ask, 100, 10_000)];
+        for envelope in frozen.iter().cloned().chain([offer(2, &interval, Side::Ask, 50, 10_000)]) {
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES }).is_empty());
+        }
+        assert_eq!(market.open_offers(), 3);
+        let _ = market.handle(NOW_MS, Input::Withdraw { author: frozen[0].author });
+        assert_eq!(market.open_offers(), 1, "only the other account's offer is left");
+        // Nothing of the frozen account's matches any more.
+        let bid = offer(3, &continuous, Side::Bid, 100, 60_000);
+        assert!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })).is_empty());
     }
 
     #[test]

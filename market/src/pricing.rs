@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! change = clamp((u − target) / target, −1, 1) × step        (all in ppm, integer arithmetic)
-//! next   = clamp(price + ⌊price × change / 10⁶⌋, min, max)
+//! next   = clamp(price + ⌊price × change / 10⁶⌋ (at least ±1 when change ≠ 0), min, max)
 //! ```
 //!
 //! The base price is the pool's floor: a settlement below it is refused, and the market raises asks below it to
@@ -34,8 +34,8 @@ pub struct Policy {
 impl Policy {
     /// Whether the policy is usable: min ≤ base ≤ max, a capacity and a target above 0, a step of at most 100 %.
     pub fn check(&self) -> Result<(), &'static str> {
-        if !(self.min <= self.base && self.base <= self.max) {
-            return Err("min ≤ base ≤ max is needed");
+        if !(1 <= self.min && self.min <= self.base && self.base <= self.max) {
+            return Err("1 ≤ min ≤ base ≤ max is needed");
         }
         if self.capacity == 0 || self.target_ppm == 0 || self.target_ppm > PPM {
             return Err("capacity above 0 and target_ppm from 1 to 1000000");
@@ -54,7 +54,12 @@ impl Policy {
         // (u − target) / target in ppm, within ±100 %.
         let pressure = ((utilisation - target) * i128::from(PPM) / target).clamp(-i128::from(PPM), i128::from(PPM));
         let change = pressure * i128::from(self.step_ppm) / i128::from(PPM);
-        let moved = i128::from(price) + i128::from(price) * change / i128::from(PPM);
+        // At least one unit whenever there is pressure, so that a low price is never stuck by rounding.
+        let delta = match i128::from(price) * change / i128::from(PPM) {
+            0 => change.signum(),
+            delta => delta,
+        };
+        let moved = i128::from(price) + delta;
         let bounded = moved.clamp(i128::from(self.min), i128::from(self.max));
         u64::try_from(bounded).unwrap_or(self.max)
     }
@@ -89,6 +94,10 @@ mod tests {
         assert_eq!(POLICY.roll(200, [0; 100]), 100);
         assert_eq!(POLICY.roll(390, [1_000_000; 10]), 400);
         assert!(POLICY.check().is_ok());
+        // A low price still moves (by at least one unit), and a floor of 0 is refused (it could never rise again).
+        let low = Policy { base: 10, min: 1, max: 100, ..POLICY };
+        assert_eq!((low.next(10, 0), low.next(10, 100_000)), (9, 11));
+        assert!(Policy { min: 0, ..POLICY }.check().is_err());
         assert!(Policy { min: 300, ..POLICY }.check().is_err());
     }
 

@@ -144,7 +144,10 @@ impl Actor {
                     self.command(command).await;
                 }
                 commit = commits.recv() => match commit {
-                    Ok(commit) => self.committed(&commit),
+                    Ok(commit) => {
+                        self.committed(&commit);
+                        self.withdraw_frozen(&commit).await;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         warn!(missed, "the market missed committed blocks; its books may hold filled offers until they expire");
                     }
@@ -217,6 +220,36 @@ impl Actor {
             Command::Pools { reply } => {
                 let _ = reply.send(self.market.pools().cloned().collect());
             }
+        }
+    }
+
+    /// An override that froze an account's trading takes its resting offers out of the books at once.
+    async fn withdraw_frozen(&mut self, commit: &ledger_crate::consensus::engine::Commit) {
+        let passed: Vec<protocol::Id> = commit
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                ledger_crate::state::Event::OverrideInForce { proposal, .. } => Some(*proposal),
+                _ => None,
+            })
+            .collect();
+        if passed.is_empty() {
+            return;
+        }
+        let read = self.ledger.read(move |state, _| {
+            state
+                .overrides()
+                .filter(|(id, _)| passed.contains(id))
+                .filter_map(|(_, record)| match record.measure {
+                    protocol::message::Measure::Freeze(freeze) => Some(freeze.account),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        });
+        for author in read.await.unwrap_or_default() {
+            let _ = self.market.handle(now_ms(), Input::Withdraw { author });
+            self.board.withdraw(&author);
+            debug!(%author, "a frozen account's offers left the books");
         }
     }
 
