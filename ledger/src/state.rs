@@ -302,6 +302,8 @@ const BASE_PRICE_ROLL_MAX: u64 = 10_000;
 const REPORT: u8 = b'R';
 /// How long alerts and reports stay on the ledger's state (the blocks keep them for ever).
 const NOTICE_RETENTION_MS: u64 = 30 * 86_400_000;
+/// Most proposals that may end at one height.
+pub const PROPOSALS_ENDING_MAX: usize = 64;
 /// Longest an override lasts, blocks.
 pub const OVERRIDE_BLOCKS_MAX: u32 = 1_000_000;
 
@@ -1310,6 +1312,12 @@ impl<'s> Pending<'s> {
                     _ => {}
                 }
                 let end_height = self.context.height.saturating_add(u64::from(proposal.voting_period_blocks));
+                // Closing proposals is end-of-block work: a bounded number may end at one height.
+                let ending = key(PROPOSAL_BY_END, &[&end_height.to_be_bytes()]);
+                let after = key(PROPOSAL_BY_END, &[&end_height.saturating_add(1).to_be_bytes()]);
+                if self.scan(ending, after).len() >= PROPOSALS_ENDING_MAX {
+                    return Err(EntryError::Governance("too many proposals end at that height; choose another period"));
+                }
                 let record = ProposalState {
                     author,
                     action: proposal.action.clone(),

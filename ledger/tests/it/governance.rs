@@ -577,3 +577,17 @@ fn a_short_emergency_freeze_does_not_lift_a_longer_community_freeze() {
     let trade = world.trade(1, 4);
     assert!(matches!(world.block(vec![trade]).rejected[..], [EntryError::Frozen { .. }]));
 }
+
+#[test]
+fn a_bounded_number_of_proposals_end_at_one_height() {
+    let mut world = World::new("");
+    // All proposed in one block with the same period: they would all close at one height.
+    let proposals: Vec<Envelope> =
+        (0..ledger::state::PROPOSALS_ENDING_MAX + 1).map(|_| world.propose(1, Action::Text(Empty), 10)).collect();
+    let block = world.block(proposals);
+    assert_eq!(block.kept, ledger::state::PROPOSALS_ENDING_MAX);
+    assert!(matches!(block.rejected[..], [EntryError::Governance(_)]), "{:?}", block.rejected);
+    // Another period is fine.
+    let other = world.propose(1, Action::Text(Empty), 11);
+    assert_eq!(world.block(vec![other]).kept, 1);
+}
