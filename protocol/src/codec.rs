@@ -13,8 +13,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::limits::CBOR_DEPTH_MAX;
 
-/// Largest number of items in any CBOR array of the kos format (the longest record has 10 fields).
-pub const ARRAY_ITEMS_MAX: u64 = 16;
+/// Largest number of items in any CBOR array of the kos format: the longest list is a guild's 32 members, the
+/// longest record a job posting's 18 fields.
+pub const ARRAY_ITEMS_MAX: u64 = 32;
 
 /// Why bytes are not a valid encoding.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -196,7 +197,7 @@ mod tests {
         assert_eq!(scan(&[0x5b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), Err(Error::Truncated { offset: 0 }));
         let deep: Vec<u8> = std::iter::repeat_n(0x81, CBOR_DEPTH_MAX + 2).chain([0x00]).collect();
         assert!(matches!(scan(&deep), Err(Error::TooDeep { .. })));
-        assert!(matches!(scan(&[0x91]), Err(Error::ArrayTooLong { items: 17, .. })));
+        assert!(matches!(scan(&[0x98, 0x21]), Err(Error::ArrayTooLong { items: 33, .. })));
     }
 
     #[test]

@@ -30,6 +30,24 @@ pub const GUILD_MEMBERS_MAX: usize = 32;
 pub const GUILD_NAME_BYTES_MAX: usize = 64;
 /// Meters one asset manifest binds.
 pub const ASSET_METERS_MAX: usize = 4;
+/// A skill or device class named by a job, bytes of `[a-z0-9-]`.
+pub const SKILL_BYTES_MAX: usize = 32;
+/// Job title, UTF-8 bytes.
+pub const JOB_TITLE_BYTES_MAX: usize = 120;
+/// Job description and dispute reasons, UTF-8 bytes.
+pub const JOB_TEXT_BYTES_MAX: usize = 1024;
+/// Resources one job needs.
+pub const JOB_NEEDS_MAX: usize = 8;
+/// Skills or device classes one job asks for.
+pub const JOB_SKILLS_MAX: usize = 8;
+/// Units of a compute job's task (so a Merkle path has at most 16 steps).
+pub const COMPUTE_UNITS_MAX: u32 = 65_536;
+/// Hash rounds of one compute unit (bounds the ledger's re-execution of a sample).
+pub const COMPUTE_ROUNDS_MAX: u32 = 4096;
+/// Units of a compute job re-executed to check its result.
+pub const COMPUTE_SAMPLES_MAX: usize = 16;
+/// Steps of a Merkle path over compute units.
+pub const MERKLE_PATH_MAX: usize = 16;
 /// Smallest barter cycle.
 pub const BARTER_LEGS_MIN: usize = 2;
 /// Signatures verified in one batch equation; larger inputs are split into chunks of this size.
@@ -43,4 +61,7 @@ pub const CBOR_DEPTH_MAX: usize = 16;
 const _: () = assert!(BARTER_LEGS_MAX * 512 + 1024 <= ENVELOPE_BYTES_MAX);
 const _: () = assert!(PROPOSAL_TEXT_BYTES_MAX + PROPOSAL_TITLE_BYTES_MAX + 1024 <= ENVELOPE_BYTES_MAX);
 const _: () = assert!(GUILD_MEMBERS_MAX * 34 + GUILD_NAME_BYTES_MAX + 1024 <= ENVELOPE_BYTES_MAX);
+// A compute opening of the most samples, each with the longest path, fits.
+const _: () = assert!(COMPUTE_SAMPLES_MAX * (MERKLE_PATH_MAX * 34 + 48) + 1024 <= ENVELOPE_BYTES_MAX);
+const _: () = assert!(1u64 << MERKLE_PATH_MAX == COMPUTE_UNITS_MAX as u64);
 const _: () = assert!(BARTER_LEGS_MIN >= 2 && BARTER_LEGS_MIN <= BARTER_LEGS_MAX);

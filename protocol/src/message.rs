@@ -99,6 +99,13 @@ macro_rules! tagged_union {
     };
 }
 
+mod job;
+pub use job::{
+    Award, AwardRule, Bid, ComputeTask, Deliver, Dispute, Evidence, EvidenceKind, Job, JobKind, Need, Opening, Outcome,
+    Proof, ProofKind, Verdict, merkle_levels, merkle_parent, merkle_path, merkle_root, run_task, sample_indices,
+    unit_output, verify_path,
+};
+
 /// The body of a signed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
@@ -119,6 +126,12 @@ pub enum Body {
     Asset(Asset),
     Alert(Alert),
     Report(Report),
+    Job(Job),
+    Bid(Bid),
+    Award(Award),
+    Deliver(Deliver),
+    Verdict(Verdict),
+    Dispute(Dispute),
 }
 
 tagged_union!(Body, "message body", Kind {
@@ -139,6 +152,12 @@ tagged_union!(Body, "message body", Kind {
     15 => Asset(Asset), "asset";
     16 => Alert(Alert), "alert";
     17 => Report(Report), "report";
+    18 => Job(Job), "job";
+    19 => Bid(Bid), "bid";
+    20 => Award(Award), "award";
+    21 => Deliver(Deliver), "deliver";
+    22 => Verdict(Verdict), "verdict";
+    23 => Dispute(Dispute), "dispute";
 });
 
 /// A tradable resource and the unit of its quantities.
@@ -538,6 +557,8 @@ pub enum Action {
     Emergency(Override),
     IssuanceRule(IssuanceRule),
     PoolFee(PoolFee),
+    /// A quest: a job the commons posts (its reward paid from the commons' account, with fuel and eco-tokens).
+    Quest(Job),
 }
 
 tagged_union!(Action, "proposal action", ActionKind {
@@ -550,6 +571,7 @@ tagged_union!(Action, "proposal action", ActionKind {
     6 => Emergency(Override), "emergency";
     7 => IssuanceRule(IssuanceRule), "issuance-rule";
     8 => PoolFee(PoolFee), "pool-fee";
+    9 => Quest(Job), "quest";
 });
 
 /// A governance proposal, voted on for `voting_period_blocks` blocks after the one that includes it.

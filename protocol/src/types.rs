@@ -10,7 +10,8 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::limits::{
-    CELL_CHARS_MAX, METER_ID_BYTES_MAX, NETWORK_ID_BYTES_MAX, PARAMETER_NAME_BYTES_MAX, TOKEN_ID_BYTES_MAX,
+    CELL_CHARS_MAX, METER_ID_BYTES_MAX, NETWORK_ID_BYTES_MAX, PARAMETER_NAME_BYTES_MAX, SKILL_BYTES_MAX,
+    TOKEN_ID_BYTES_MAX,
 };
 
 /// A value outside its type's limits.
@@ -204,6 +205,11 @@ text_id!(
     allowed = |byte| is_lower_alnum_dash(byte) || byte == b'.' || byte == b'_', describe = "a-z 0-9 . _ -"
 );
 
+text_id!(
+    /// A skill or device class a job asks for (`electrician`, `3d-printer`, `battery`).
+    Skill, min = 1, max = SKILL_BYTES_MAX, allowed = is_lower_alnum_dash, describe = "a-z 0-9 -"
+);
+
 /// UTF-8 text of at most `MAX` bytes (memos, titles).
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Text<const MAX: usize>(String);
@@ -269,6 +275,13 @@ impl<T, const MIN: usize, const MAX: usize> BoundedVec<T, MIN, MAX> {
     /// Never true when `MIN > 0`.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+/// The empty list, where a list may be empty.
+impl<T, const MAX: usize> Default for BoundedVec<T, 0, MAX> {
+    fn default() -> Self {
+        Self(Vec::new())
     }
 }
 

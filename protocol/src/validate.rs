@@ -9,8 +9,12 @@
 use crate::codec;
 use crate::envelope::{Envelope, VERSION, message_id_from_canonical, signing_digest};
 use crate::keys::{self, Item, SignatureError};
-use crate::limits::{ENVELOPE_BYTES_MAX, INTERVAL_SECONDS_MAX};
-use crate::message::{BarterCycle, BarterOffer, Body, Kind, Offer, Proposal, Settlement, Side, value_milli};
+use crate::limits::{
+    COMPUTE_ROUNDS_MAX, COMPUTE_SAMPLES_MAX, COMPUTE_UNITS_MAX, ENVELOPE_BYTES_MAX, INTERVAL_SECONDS_MAX,
+};
+use crate::message::{
+    BarterCycle, BarterOffer, Body, Evidence, Job, JobKind, Kind, Offer, Proof, Proposal, Settlement, Side, value_milli,
+};
 use crate::types::{Id, NetworkId};
 
 /// The receiver's settings for stateless validation.
@@ -223,6 +227,21 @@ fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
         Body::BarterCycle(cycle) => check_barter_cycle(envelope, cycle, config),
         Body::Proposal(proposal) => check_proposal(proposal).map_err(|reason| body_error(kind, reason)),
         Body::Alert(alert) => ensure(alert.interval_start_s > 0, "interval_start_s is 0"),
+        Body::Job(job) => check_job(job).map_err(|reason| body_error(kind, reason)),
+        Body::Bid(bid) => ensure(bid.collateral.checked_add(bid.price).is_some(), "price + collateral overflows"),
+        Body::Award(_) | Body::Verdict(_) => Ok(()),
+        Body::Dispute(dispute) => ensure(!dispute.text.as_str().trim().is_empty(), "empty text"),
+        Body::Deliver(deliver) => match &deliver.proof {
+            Proof::Reading(reading) => {
+                check_inner(envelope, reading, "reading", config)?;
+                ensure(matches!(reading.body, Body::Reading(_)), "the attached message is not a reading")
+            }
+            Proof::Openings(openings) => ensure(
+                openings.as_slice().iter().all(|opening| opening.index < COMPUTE_UNITS_MAX),
+                "an opening's index is out of range",
+            ),
+            Proof::Claim(_) | Proof::Meter(_) | Proof::Result(_) => Ok(()),
+        },
         Body::Report(report) => {
             ensure(!report.text.as_str().trim().is_empty(), "empty text")?;
             if let Some(reading) = report.reading.as_slice().first() {
@@ -266,6 +285,51 @@ fn check_barter_offer(offer: &BarterOffer) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The form of a job posting (what the ledger checks against its state is in `ledger::state`).
+pub fn check_job(job: &Job) -> Result<(), &'static str> {
+    if job.title.as_str().trim().is_empty() {
+        return Err("empty title");
+    }
+    if job.reward == 0 {
+        return Err("reward is 0");
+    }
+    if job.reward.checked_add(job.collateral).is_none() {
+        return Err("reward + collateral overflows");
+    }
+    if job.slash_ppm > 1_000_000 {
+        return Err("slash_ppm above 1000000");
+    }
+    if job.bids_until_ms >= job.deadline_ms {
+        return Err("bids_until_ms is not before deadline_ms");
+    }
+    if job.needs.as_slice().iter().any(|need| need.quantity == 0 || need.hours == 0) {
+        return Err("a need has no quantity or no hours");
+    }
+    let skills = job.skills.as_slice();
+    if skills.iter().enumerate().any(|(i, skill)| skills[..i].contains(skill)) {
+        return Err("a skill is named twice");
+    }
+    match &job.evidence {
+        Evidence::Compute(task) => {
+            if job.kind != JobKind::Compute {
+                return Err("compute evidence on a job that is not a compute job");
+            }
+            if task.units == 0 || task.units > COMPUTE_UNITS_MAX {
+                return Err("compute units out of range");
+            }
+            if task.rounds == 0 || task.rounds > COMPUTE_ROUNDS_MAX {
+                return Err("compute rounds out of range");
+            }
+            if task.samples == 0 || task.samples as usize > COMPUTE_SAMPLES_MAX {
+                return Err("compute samples out of range");
+            }
+        }
+        Evidence::Energy(0) => return Err("energy evidence of 0 Wh"),
+        _ => {}
+    }
+    Ok(())
+}
+
 fn check_proposal(proposal: &Proposal) -> Result<(), &'static str> {
     if proposal.title.as_str().trim().is_empty() {
         return Err("empty title");
@@ -283,6 +347,7 @@ fn check_proposal(proposal: &Proposal) -> Result<(), &'static str> {
             return Err("a pool fee is a constant or a share, not both");
         }
         Action::PoolFee(fee) if fee.fee_ppm > 10_000_000 => return Err("fee_ppm above 10000000"),
+        Action::Quest(job) => check_job(job)?,
         Action::IssuanceRule(rule)
             if !rule.issuers.as_slice().windows(2).all(|pair| pair[0].as_bytes() < pair[1].as_bytes()) =>
         {

@@ -11,7 +11,11 @@ use crate::message::{
     Choice, Freeze, Guild, GuildApproval, GuildSpend, Limits, Measure, Mechanism, MeterSource, Mint, Offer, Override,
     PoolId, Proposal, Reading, Report, Resource, Settlement, Severity, Side, Transfer, Vote, guild_account,
 };
-use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Text, TokenId};
+use crate::message::{
+    Award, AwardRule, Bid, ComputeTask, Deliver, Dispute, Evidence, Job, JobKind, Need, Opening, Outcome, Proof,
+    Verdict, merkle_path, run_task, sample_indices,
+};
+use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Skill, Text, TokenId};
 
 /// The network id of every vector.
 pub const NETWORK: &str = "kos-vectors";
@@ -306,7 +310,87 @@ pub fn all() -> Vec<Vector> {
         reading: BoundedVec::new(vec![reading]).unwrap_or_else(|error| unreachable!("{error}")),
     };
     vectors.push(vector("report", 2, sign(2, 4, Body::Report(report))));
+    vectors.extend(job_vectors());
     vectors
+}
+
+/// A compute job from its posting to its sampled openings, a dispute and a verdict.
+fn job_vectors() -> Vec<Vector> {
+    let vector = |name, author, envelope| Vector { name, author, envelope };
+    let cell = || Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}"));
+    let task = ComputeTask { seed: Id(*blake3::hash(b"kos vector task").as_bytes()), units: 8, rounds: 16, samples: 2 };
+    let job = Job {
+        kind: JobKind::Compute,
+        title: text("Train the street's load forecaster"),
+        text: text("8 units of the forecaster's hash task; results sampled twice."),
+        needs: BoundedVec::new(vec![Need { resource: Resource::Compute, quantity: 8_000, hours: 3 }])
+            .unwrap_or_else(|error| unreachable!("{error}")),
+        skills: BoundedVec::new(vec![Skill::new("gpu").unwrap_or_else(|error| unreachable!("{error}"))])
+            .unwrap_or_else(|error| unreachable!("{error}")),
+        cell: Cell::new("").unwrap_or_else(|error| unreachable!("{error}")),
+        radius_m: 0,
+        token: TokenId::new("credit").unwrap_or_else(|error| unreachable!("{error}")),
+        reward: 24_000,
+        collateral: 5_000,
+        slash_ppm: 500_000,
+        tier: 0,
+        guild: BoundedVec::default(),
+        rule: AwardRule::BestScore,
+        per_km: 0,
+        evidence: Evidence::Compute(task),
+        bids_until_ms: CREATED_MS + 600_000,
+        deadline_ms: CREATED_MS + 14_400_000,
+    };
+    let posting = sign(1, 20, Body::Job(job));
+    let job_id = posting.id();
+    let bid = sign(
+        2,
+        20,
+        Body::Bid(Bid {
+            job: job_id,
+            price: 21_000,
+            start_ms: CREATED_MS + 660_000,
+            collateral: 5_000,
+            cell: cell(),
+            distance_m: 0,
+        }),
+    );
+    let award = sign(1, 21, Body::Award(Award { job: job_id, bid: bid.id() }));
+    let levels = run_task(&task);
+    let root = levels.last().and_then(|level| level.first()).copied().unwrap_or(Id([0; 32]));
+    let result = sign(2, 21, Body::Deliver(Deliver { job: job_id, proof: Proof::Result(root) }));
+    // The sample as a block at height 7 with time CREATED_MS + 720 000 fixes it.
+    let openings: Vec<Opening> = sample_indices(&task, &job_id, &root, 7, CREATED_MS + 720_000)
+        .into_iter()
+        .map(|index| Opening {
+            index,
+            leaf: levels[0][index as usize],
+            path: BoundedVec::new(merkle_path(&levels, index)).unwrap_or_else(|error| unreachable!("{error}")),
+        })
+        .collect();
+    let openings = sign(
+        2,
+        22,
+        Body::Deliver(Deliver {
+            job: job_id,
+            proof: Proof::Openings(BoundedVec::new(openings).unwrap_or_else(|error| unreachable!("{error}"))),
+        }),
+    );
+    let dispute = sign(
+        1,
+        22,
+        Body::Dispute(Dispute { job: job_id, text: text("The forecaster's output is garbage on real data.") }),
+    );
+    let verdict = sign(3, 1, Body::Verdict(Verdict { job: job_id, outcome: Outcome::Done }));
+    vec![
+        vector("job", 1, posting),
+        vector("bid", 2, bid),
+        vector("award", 1, award),
+        vector("deliver-result", 2, result),
+        vector("deliver-openings", 2, openings),
+        vector("dispute", 1, dispute),
+        vector("verdict", 3, verdict),
+    ]
 }
 
 /// The public key of test author `n`.

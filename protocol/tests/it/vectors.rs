@@ -63,9 +63,11 @@ fn vectors_verify_from_the_spec_alone() {
         assert_eq!(unsigned[0], 0x87, "{name}");
         assert_eq!(&envelope[1..envelope.len() - 66], &unsigned[1..], "{name}");
         assert_eq!(&envelope[envelope.len() - 66..envelope.len() - 64], &[0x58, 0x40], "{name}");
-        // id = blake3("kos/v1/id/" || kind || 0x00 || unsigned); the kind is the name up to a '-side' or
-        // '-override' suffix.
-        let kind = name.trim_end_matches("-bid").trim_end_matches("-ask").trim_end_matches("-override");
+        // id = blake3("kos/v1/id/" || kind || 0x00 || unsigned); the kind is the name up to a '-side',
+        // '-override' or '-proof' suffix.
+        let kind = ["-bid", "-ask", "-override", "-result", "-openings"]
+            .iter()
+            .fold(name.as_str(), |name, suffix| name.strip_suffix(suffix).unwrap_or(name));
         let mut preimage = format!("kos/v1/id/{kind}\0").into_bytes();
         preimage.extend_from_slice(&unsigned);
         assert_eq!(blake3::hash(&preimage).to_hex().as_str(), block["id"], "{name}");
