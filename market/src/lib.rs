@@ -3,11 +3,14 @@
 //! Nothing here does IO or reads a clock: callers pass `now_ms` and orders in a deterministic order, and get
 //! fills, clearings and cycles back. The node turns them into settlement entries on the ledger.
 
+pub mod assign;
 pub mod auction;
 pub mod barter;
 pub mod book;
 pub mod fairness;
+pub mod geo;
 pub mod index;
+pub mod jobs;
 pub mod pools;
 pub mod pricing;
 
