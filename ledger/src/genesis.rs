@@ -113,6 +113,23 @@ pub struct Params {
     pub redistribution_accounts_max: u32,
     /// In essential pools, most of an interval's supply one account gets, ppm; 0: no limit (governable).
     pub essential_share_max_ppm: u64,
+    /// Jurors drawn for a disputed job, 1 to 15 (governable).
+    pub jury_size: u64,
+    /// How long a jury has to decide, ms (governable).
+    pub jury_period_ms: u64,
+    /// The least reputation score (ppm) a juror must have (governable).
+    pub jury_score_min_ppm: u64,
+    /// The mission token a completed quest mints to its worker ("": none).
+    pub quest_eco_token: String,
+    /// How much of it, milli-units (governable).
+    pub quest_eco_amount: u64,
+    /// Reward of the maintenance quest an alert opens, milli-units of the fee token paid from the commons' account;
+    /// 0: alerts open no quest (governable).
+    pub maintenance_quest_reward: u64,
+    /// How long a maintenance quest takes bids, ms (governable).
+    pub maintenance_quest_bids_ms: u64,
+    /// How long its worker then has to make the asset healthy, ms (governable).
+    pub maintenance_quest_work_ms: u64,
 }
 
 impl Default for Params {
@@ -136,6 +153,14 @@ impl Default for Params {
             redistribution_balance_max: 0,
             redistribution_accounts_max: 256,
             essential_share_max_ppm: 0,
+            jury_size: 3,
+            jury_period_ms: 3_600_000,
+            jury_score_min_ppm: 500_000,
+            quest_eco_token: String::new(),
+            quest_eco_amount: 0,
+            maintenance_quest_reward: 0,
+            maintenance_quest_bids_ms: 600_000,
+            maintenance_quest_work_ms: 7 * 86_400_000,
         }
     }
 }
@@ -154,6 +179,13 @@ impl Params {
         "redistribution_epoch_blocks",
         "redistribution_balance_max",
         "essential_share_max_ppm",
+        "jury_size",
+        "jury_period_ms",
+        "jury_score_min_ppm",
+        "quest_eco_amount",
+        "maintenance_quest_reward",
+        "maintenance_quest_bids_ms",
+        "maintenance_quest_work_ms",
     ];
 
     /// Applies a governance change; `false` when the name is not governable or the value is out of range.
@@ -171,6 +203,13 @@ impl Params {
             "redistribution_epoch_blocks" => self.redistribution_epoch_blocks = value,
             "redistribution_balance_max" => self.redistribution_balance_max = value,
             "essential_share_max_ppm" if value <= ppm => self.essential_share_max_ppm = value,
+            "jury_size" if (1..=15).contains(&value) => self.jury_size = value,
+            "jury_period_ms" if value > 0 => self.jury_period_ms = value,
+            "jury_score_min_ppm" if value <= ppm => self.jury_score_min_ppm = value,
+            "quest_eco_amount" => self.quest_eco_amount = value,
+            "maintenance_quest_reward" => self.maintenance_quest_reward = value,
+            "maintenance_quest_bids_ms" if value > 0 => self.maintenance_quest_bids_ms = value,
+            "maintenance_quest_work_ms" if value > 0 => self.maintenance_quest_work_ms = value,
             _ => return false,
         }
         true
@@ -190,6 +229,13 @@ impl Params {
             "redistribution_epoch_blocks" => self.redistribution_epoch_blocks,
             "redistribution_balance_max" => self.redistribution_balance_max,
             "essential_share_max_ppm" => self.essential_share_max_ppm,
+            "jury_size" => self.jury_size,
+            "jury_period_ms" => self.jury_period_ms,
+            "jury_score_min_ppm" => self.jury_score_min_ppm,
+            "quest_eco_amount" => self.quest_eco_amount,
+            "maintenance_quest_reward" => self.maintenance_quest_reward,
+            "maintenance_quest_bids_ms" => self.maintenance_quest_bids_ms,
+            "maintenance_quest_work_ms" => self.maintenance_quest_work_ms,
             _ => return None,
         })
     }
@@ -576,6 +622,13 @@ impl Genesis {
                 params.fee_token
             );
         }
+        ensure!(
+            params.quest_eco_token.is_empty() || tokens.iter().any(|token| token.id.as_str() == params.quest_eco_token),
+            "quest eco token {} is not a token of the genesis",
+            params.quest_eco_token
+        );
+        ensure!((1..=15).contains(&params.jury_size), "params.jury_size: 1..=15");
+        ensure!(params.jury_score_min_ppm <= u64::from(market::PPM), "params.jury_score_min_ppm: at most 1000000");
         ensure!(params.grid_fee_ppm <= 10 * u64::from(market::PPM), "params.grid_fee_ppm: at most 10000000");
         ensure!(params.commons_tax_ppm <= u64::from(market::PPM) / 2, "params.commons_tax_ppm: at most 500000");
         let ppm_ok = |value: u32| value <= market::PPM;

@@ -27,6 +27,12 @@ use serde::de::DeserializeOwned;
 use crate::genesis::{self, Genesis, Params, VALIDATORS_MAX};
 use crate::hash::{self, Hash};
 
+mod jobs;
+pub use jobs::{
+    BIDS_PER_JOB_MAX, BidState, JOBS_DUE_PER_BLOCK, JOBS_PER_POSTER_MAX, JobState, bid_cost, job_escrow_account,
+    status as job_status, winner,
+};
+
 /// The account that receives fees and escrow penalties: the all-zero key, for which nobody can sign.
 pub const COMMONS: PublicKey = PublicKey([0; 32]);
 
@@ -97,6 +103,10 @@ pub enum EntryError {
     UnknownAsset(Id),
     #[error("price {price} is below the pool's base price {base}")]
     BelowBasePrice { price: u64, base: u64 },
+    #[error("no job {0} is on the ledger")]
+    UnknownJob(Id),
+    #[error("{0}")]
+    Job(&'static str),
 }
 
 /// What a block executes in: fixed by its header.
@@ -220,6 +230,47 @@ pub enum Event {
     Reported {
         report: Id,
         severity: protocol::message::Severity,
+    },
+    /// A job was posted (by the commons: a quest).
+    JobPosted {
+        job: Id,
+        kind: protocol::message::JobKind,
+        quest: u8,
+    },
+    JobBid {
+        job: Id,
+        bid: Id,
+        worker: PublicKey,
+    },
+    /// The job was awarded: `price` moved to its escrow.
+    JobAwarded {
+        job: Id,
+        worker: PublicKey,
+        price: u64,
+    },
+    /// The worker delivered (a claim, its meter, or a result to be sampled).
+    JobDelivered {
+        job: Id,
+    },
+    /// The work was done and paid.
+    JobDone {
+        job: Id,
+        worker: PublicKey,
+        quest: u8,
+    },
+    /// The work was not done: the price went back, `slashed` of the worker's collateral to the poster.
+    JobFailed {
+        job: Id,
+        worker: PublicKey,
+        slashed: u64,
+    },
+    JobDisputed {
+        job: Id,
+        jurors: Vec<PublicKey>,
+    },
+    /// Ended unawarded (no bid, withdrawn, or a quest the commons could not pay).
+    JobClosed {
+        job: Id,
     },
     /// A guild spend reached its threshold: `amount` of `token` moved from the guild's account to `to`.
     GuildSpent {
@@ -1369,6 +1420,7 @@ impl<'s> Pending<'s> {
                 self.write(alert_key.clone(), &record);
                 self.forget_at(self.context.time_ms.saturating_add(NOTICE_RETENTION_MS), &alert_key);
                 self.events.push(Event::AlertRaised { alert: id, asset: alert.asset, rule: alert.rule });
+                self.maintenance_quest(&id, alert);
                 Ok(())
             }
             Body::Report(report) => {
@@ -1389,6 +1441,12 @@ impl<'s> Pending<'s> {
                 self.events.push(Event::Reported { report: id, severity: report.severity });
                 Ok(())
             }
+            Body::Job(job) => self.post_job(&author, &id, job, false),
+            Body::Bid(bid) => self.bid(&author, &id, bid),
+            Body::Award(award) => self.award_entry(&author, award),
+            Body::Deliver(deliver) => self.deliver(&author, deliver),
+            Body::Verdict(verdict) => self.verdict(&author, verdict),
+            Body::Dispute(dispute) => self.dispute(&author, dispute),
             Body::Asset(asset) => {
                 let record = AssetState { author, manifest: asset.clone(), readings: 0, last_interval_start_s: 0 };
                 self.write(key(ASSET, &[id.as_bytes()]), &record);
@@ -1503,6 +1561,7 @@ impl<'s> Pending<'s> {
         let previous: Hash = self.read(&anchor_key).unwrap_or(Hash::ZERO);
         self.write(anchor_key, &hash::tagged("kos/v1/anchor", &[previous.as_bytes(), id.as_bytes()]));
         self.reputation(author, |reputation| reputation.readings += 1);
+        self.check_energy_job(author, reading.meter.as_str(), reading.export_counter_wh)?;
         // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows.
         let tokens: Vec<crate::genesis::Token> =
             self.base.genesis.tokens.iter().filter_map(|token| self.token_rules(&token.id)).collect();
@@ -1950,6 +2009,14 @@ impl<'s> Pending<'s> {
                 self.events.push(Event::ValidatorsChanging { proposal: *id, at_height });
             }
             Action::PoolFee(fee) => self.write(key(POOL_FEE, &[fee.pool.digest().as_bytes()]), fee),
+            Action::Quest(job) => {
+                // The job is the proposal's: its id, the commons its poster. A quest that can no longer be posted
+                // (its bidding over, say) is void.
+                let mark = self.undo.len();
+                if self.post_job(&COMMONS, id, job, true).is_err() {
+                    self.rollback(mark);
+                }
+            }
             Action::IssuanceRule(rule) => {
                 // Only a token of the genesis; a new token is a new network.
                 if self.base.genesis.token(&rule.token).is_some() {
@@ -2079,6 +2146,7 @@ impl<'s> Pending<'s> {
         }
         self.redistribute();
         self.expire_overrides();
+        self.jobs_due();
         for index_key in self.due(PROPOSAL_BY_END, self.context.height) {
             self.delete(index_key.clone());
             let Some(id) = index_key.get(9..41).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id) else {
