@@ -197,7 +197,7 @@ async fn pass(
 }
 
 /// Waits for a commit carrying an event; returns when it arrived and the block's time.
-async fn wait_event(
+pub(crate) async fn wait_event(
     commits: &mut tokio::sync::broadcast::Receiver<Arc<ledger::consensus::engine::Commit>>,
     wanted: impl Fn(&Event) -> bool,
 ) -> anyhow::Result<(Instant, u64)> {

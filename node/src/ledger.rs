@@ -341,8 +341,15 @@ impl Actor {
             Input::Submit { bytes, reply } => {
                 let (result, effects) = self.engine.on_entry(bytes.clone(), now_ms());
                 let result = result.map_err(|rejected| rejected.to_string());
+                // Entries travel on the ledger topic, job postings and bids on the jobs topic (which every node
+                // also feeds to its mempool).
+                let topic = protocol::Envelope::from_bytes(&bytes)
+                    .ok()
+                    .and_then(|envelope| Topic::of(&envelope))
+                    .filter(|topic| *topic == Topic::Jobs)
+                    .unwrap_or(Topic::Ledger);
                 if result.is_ok()
-                    && let Err(error) = self.network.publish_bytes(Topic::Ledger, bytes).await
+                    && let Err(error) = self.network.publish_bytes(topic, bytes).await
                 {
                     // A lone validator has no peers to gossip to; its own mempool has the entry.
                     debug!(%error, "gossiping a submitted entry");

@@ -37,8 +37,15 @@ async fn credit_fuel(
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         };
         for event in &commit.events {
-            if let ::ledger::state::Event::EscrowReleased { to, .. } = event {
-                network.credit(*to, network::Credit::Quest);
+            match event {
+                ::ledger::state::Event::EscrowReleased { to, .. } => network.credit(*to, network::Credit::Quest),
+                // A job done recharges its worker like a delivery; a quest of the commons twice over.
+                ::ledger::state::Event::JobDone { worker, quest, .. } => {
+                    for _ in 0..=*quest {
+                        network.credit(*worker, network::Credit::Quest);
+                    }
+                }
+                _ => {}
             }
         }
         for bytes in commit.block.entries() {
@@ -130,7 +137,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     }
     let (handle, mut deliveries, task) = network::spawn(network_config, &keypair).await?;
     info!(peer_id = %handle.peer_id(), network = %handle.network(), author = %keypair.public(), "kos node started");
-    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter] {
+    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter, Topic::Jobs] {
         handle.subscribe(topic).await?;
     }
     for pool in &checked.pools {
@@ -146,8 +153,10 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         None => (None, None),
     };
     let keypair = std::sync::Arc::new(keypair);
+    let jobs = crate::jobs::Index::new();
     if let Some(ledger) = &ledger {
         tokio::spawn(credit_fuel(ledger.commits(), handle.clone()));
+        tokio::spawn(crate::jobs::follow(jobs.clone(), ledger.clone(), ledger.commits()));
     }
     // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
     let market = ledger
@@ -203,6 +212,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 metrics,
                 event_streams: Default::default(),
                 served_pools: served_pools.clone(),
+                jobs: jobs.clone(),
             };
             Some(crate::api::serve(address, context).await?)
         }
@@ -250,7 +260,12 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 {
                     island.reading(delivery.envelope.author, reading.clone());
                 }
-                if matches!(delivery.topic, Topic::Ledger | Topic::Readings)
+                if delivery.topic == Topic::Jobs
+                    && let protocol::Body::Job(job) = &delivery.envelope.body
+                {
+                    jobs.insert(delivery.envelope.id(), delivery.envelope.author, job.clone(), crate::api::now_ms());
+                }
+                if matches!(delivery.topic, Topic::Ledger | Topic::Readings | Topic::Jobs)
                     && let Some(ledger) = &ledger
                     && !ledger.entries(vec![delivery])
                 {

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod governance;
+mod jobs;
 mod ledger;
 mod market;
 mod meters;

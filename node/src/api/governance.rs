@@ -64,6 +64,10 @@ pub enum ActionRequest {
     },
     Override(OverrideRequest),
     Emergency(OverrideRequest),
+    /// A job the commons posts if the proposal passes (its bidding must end after the vote).
+    Quest {
+        job: Box<super::jobs::JobRequest>,
+    },
 }
 
 /// An override: what it does (`measure`) to whom, for how many blocks.
@@ -142,6 +146,7 @@ impl ActionRequest {
             }
             ActionRequest::Override(request) => Action::Override(request.to_override()?),
             ActionRequest::Emergency(request) => Action::Emergency(request.to_override()?),
+            ActionRequest::Quest { job } => Action::Quest(super::jobs::build_job((**job).clone(), "credit")?),
         })
     }
 }
@@ -198,6 +203,18 @@ pub fn action_json(action: &Action) -> Value {
             }
             with_kind(if matches!(action, Action::Override(_)) { "override" } else { "emergency" }, value)
         }
+        Action::Quest(job) => json!({
+            "kind": "quest",
+            "job": {
+                "kind": job.kind.name(),
+                "title": job.title.as_str(),
+                "reward": job.reward,
+                "token": job.token.as_str(),
+                "cell": job.cell.as_str(),
+                "bids_until_ms": job.bids_until_ms,
+                "deadline_ms": job.deadline_ms,
+            },
+        }),
     }
 }
 

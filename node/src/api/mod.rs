@@ -25,6 +25,12 @@
 //! | POST | `/proposals/{id}/votes` | JSON `{choice: yes | no | abstain}`: the node's vote |
 //! | POST | `/reports` | JSON `{asset?, cell, severity: info | warning | fault, text, reading?}`: a citizen's status report, signed by the node, with a signed reading of its own (envelope hex) as evidence if given |
 //! | POST | `/reports/{id}/propose` | JSON `{action?, voting_period_blocks?}`: turns a report into a proposal (a text proposal unless an action is given) |
+//! | GET | `/jobs` | jobs on the ledger, newest first (`?status=&kind=&cell=`), with their escrow |
+//! | GET | `/jobs/{id}` | a job with its bids and what each costs under its rule, the rule's pick, its award, escrow, jury and votes |
+//! | GET | `/jobs/match` | open jobs a worker could take (`?kinds=&skills=&cell=&radius_m=`), best paid first, from the node's bounded index |
+//! | GET | `/jobs/providers` | peers announcing open jobs of `?kind=` near `?cell=` in the DHT |
+//! | POST | `/jobs` | JSON job (kind, title, reward, rule, evidence...): posted by the node |
+//! | POST | `/jobs/{id}/bids`, `/award`, `/deliver`, `/verdict`, `/dispute` | the node bids, awards (the rule's pick), delivers (claim, meter, compute, reading), accepts or votes, disputes |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger, with the dynamic base price each period's trades met |
@@ -60,6 +66,7 @@ use tracing::info;
 use crate::ledger;
 
 pub mod governance;
+pub mod jobs;
 pub mod live;
 use crate::network::{self, Stats};
 
@@ -85,6 +92,8 @@ pub struct Context {
     /// The pools this node serves: its config's, and those it first trades in through the API. The node announces
     /// them in the DHT (again every few minutes).
     pub served_pools: ServedPools,
+    /// Open jobs heard on the jobs topic or committed.
+    pub jobs: crate::jobs::Index,
 }
 
 /// Most pools a node serves (announces in the DHT).
@@ -172,6 +181,15 @@ pub fn router(context: Context) -> Router {
         .route("/proposals/{id}/votes", axum::routing::post(governance::vote))
         .route("/reports", axum::routing::post(governance::report))
         .route("/reports/{id}/propose", axum::routing::post(governance::propose_report))
+        .route("/jobs", get(jobs::list).post(jobs::post))
+        .route("/jobs/match", get(jobs::matching))
+        .route("/jobs/providers", get(jobs::providers))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/bids", axum::routing::post(jobs::bid))
+        .route("/jobs/{id}/award", axum::routing::post(jobs::award))
+        .route("/jobs/{id}/deliver", axum::routing::post(jobs::deliver))
+        .route("/jobs/{id}/verdict", axum::routing::post(jobs::verdict))
+        .route("/jobs/{id}/dispute", axum::routing::post(jobs::dispute))
         .route("/meter", get(meter))
         .route("/island", get(island).post(island_grid))
         .route("/pools", get(pools))

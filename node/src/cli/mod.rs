@@ -75,6 +75,9 @@ pub enum Command {
     /// Governance: proposals, votes, overrides (through the node's API, signed with its key).
     #[command(subcommand)]
     Gov(node::GovAction),
+    /// Jobs: post, bid, award, deliver, accept or dispute (through the node's API, signed with its key).
+    #[command(subcommand)]
+    Job(node::JobAction),
     /// Send tokens from the node's account (through the node's API, signed with its key).
     Transfer {
         /// The receiving account (public key, 64 hex digits).
@@ -180,6 +183,19 @@ pub enum BenchCommand {
     /// effect on every node, and from a freeze passing to every node refusing the frozen account's offers.
     Governance {
         /// Rounds of each measurement.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+    },
+    /// The job marketplace: open jobs indexed and searched per second, assigning 1,000 requests to 100 providers
+    /// (time and gap to the exact optimum), and award to escrow on 4 validators on loopback.
+    Jobs {
+        /// Open jobs indexed.
+        #[arg(long, default_value_t = 10_000)]
+        jobs: usize,
+        /// Worker searches.
+        #[arg(long, default_value_t = 10_000)]
+        searches: usize,
+        /// Awards measured.
         #[arg(long, default_value_t = 10)]
         rounds: usize,
     },
@@ -356,6 +372,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Asset(action) => node::asset(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Guild(action) => node::guild(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Gov(action) => node::gov(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
+        Command::Job(action) => node::job(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action),
         Command::Transfer { to, token, amount, memo, api } => {
             node::transfer(&node::Client::new(&cli.paths, api.api)?, &to, &token, &amount, memo)
         }
@@ -427,6 +444,34 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 out,
                 "a freeze passing to the frozen account's next offer refused, slowest node: p50 {:.0} ms, max {:.0} ms",
                 report.freeze_to_refusal_p50_ms, report.freeze_to_refusal_max_ms
+            )?;
+            Ok(())
+        }
+        Command::Bench(BenchCommand::Jobs { jobs, searches, rounds }) => {
+            crate::run::init_logging("warn");
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let report = runtime.block_on(crate::bench_jobs::jobs(jobs.max(1), searches.max(1), rounds.max(1)))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "index: {} open jobs indexed at {:.0}/s; {} searches at {:.0}/s ({:.1} jobs found per search)",
+                report.jobs, report.indexed_per_s, report.searches, report.searches_per_s, report.found_per_search
+            )?;
+            writeln!(
+                out,
+                "assignment of {} requests to {} providers: heuristic {:.1} ms, {} m; exact {:.1} ms, {} m; gap {:.2} %",
+                report.requests,
+                report.providers,
+                report.solve_ms,
+                report.solve_total_m,
+                report.exact_ms,
+                report.exact_total_m,
+                report.gap_percent
+            )?;
+            writeln!(
+                out,
+                "{} awards: submitted to escrow committed on every node p50 {:.0} ms, max {:.0} ms (spread between                  nodes p50 {:.0} ms)",
+                report.rounds, report.award_to_escrow_p50_ms, report.award_to_escrow_max_ms, report.award_spread_p50_ms
             )?;
             Ok(())
         }

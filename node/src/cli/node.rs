@@ -535,6 +535,229 @@ pub fn gov(client: &Client, action: GovAction) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kos job ...`: the job marketplace, through the running node.
+#[derive(Debug, Subcommand)]
+pub enum JobAction {
+    /// Jobs on the ledger (newest first), or one job with its bids, award, escrow and jury.
+    Show {
+        /// A job's id; none: the list.
+        id: Option<String>,
+        /// open, awarded, disputed, done, failed or closed.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Post a job. The reward is escrowed when it is awarded.
+    Post {
+        /// compute, storage, bandwidth, build, delivery, maintenance or text.
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        text: String,
+        /// The most the node pays, in tokens: 24 or 2.5.
+        #[arg(long)]
+        reward: String,
+        /// The collateral each bid locks, in tokens.
+        #[arg(long)]
+        collateral: Option<String>,
+        /// Share of the collateral a failing worker loses, ppm.
+        #[arg(long, default_value_t = 0)]
+        slash_ppm: u32,
+        /// lowest-price, best-score or first-qualified.
+        #[arg(long, default_value = "lowest-price")]
+        rule: String,
+        /// Where the work is (geohash); empty: anywhere.
+        #[arg(long, default_value = "")]
+        cell: String,
+        /// A skill or device class a worker needs (repeatable).
+        #[arg(long = "skill")]
+        skills: Vec<String>,
+        /// The lowest reputation tier of a bidder.
+        #[arg(long, default_value_t = 0)]
+        tier: u32,
+        /// What completes it besides acceptance, as JSON: {"kind":"compute","units":64,"rounds":256,"samples":4},
+        /// {"kind":"energy","wh":2000}, {"kind":"healthy","asset":"<id>"}, {"kind":"receipt","recipient":"<key>"}.
+        #[arg(long)]
+        evidence: Option<String>,
+        /// Seconds bids are taken.
+        #[arg(long, default_value_t = 60)]
+        bids_for: u64,
+        /// Seconds the work may take after bidding.
+        #[arg(long, default_value_t = 3600)]
+        work_for: u64,
+    },
+    /// Bid on a job.
+    Bid {
+        job: String,
+        /// The price asked, in tokens.
+        #[arg(long)]
+        price: String,
+        /// Collateral to lock; default what the job asks.
+        #[arg(long)]
+        collateral: Option<String>,
+        #[arg(long, default_value = "")]
+        cell: String,
+        /// Route distance to the job, m.
+        #[arg(long, default_value_t = 0)]
+        distance_m: u32,
+    },
+    /// Award a job you posted to the bid its rule picks (closes bidding early).
+    Award { job: String },
+    /// Deliver an awarded job: claim, meter (with --meter), compute (runs the task here), or reading (--reading hex).
+    Deliver {
+        job: String,
+        #[arg(long, default_value = "claim")]
+        proof: String,
+        #[arg(long)]
+        meter: Option<String>,
+        #[arg(long)]
+        reading: Option<String>,
+    },
+    /// Accept the work (the poster, or a receipt's recipient), or as a juror vote: done or failed.
+    Complete {
+        job: String,
+        #[arg(long, default_value = "done")]
+        outcome: String,
+    },
+    /// Dispute an awarded job (the poster or the worker): a jury decides.
+    Dispute {
+        job: String,
+        #[arg(long)]
+        text: String,
+    },
+}
+
+pub fn job(client: &Client, action: JobAction) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let submitted = |out: &mut std::io::StdoutLock<'_>, what: &str, answer: &serde_json::Value| {
+        writeln!(out, "{what} {} submitted", answer["id"].as_str().unwrap_or(""))
+    };
+    match action {
+        JobAction::Show { id: Some(id), .. } => {
+            let job = client.get(&format!("/jobs/{id}"))?;
+            writeln!(
+                out,
+                "{} {} {} \"{}\" reward {} {} rule {} status {}{}",
+                job["id"].as_str().unwrap_or(""),
+                if job["quest"] == true { "quest" } else { "job" },
+                job["kind"].as_str().unwrap_or(""),
+                job["title"].as_str().unwrap_or(""),
+                protocol::amount::format_milli(job["reward"].as_u64().unwrap_or(0)),
+                job["token"].as_str().unwrap_or(""),
+                job["rule"].as_str().unwrap_or(""),
+                job["status"].as_str().unwrap_or(""),
+                job["reason"]
+                    .as_str()
+                    .filter(|reason| !reason.is_empty())
+                    .map(|reason| format!(" ({reason})"))
+                    .unwrap_or_default(),
+            )?;
+            for bid in job["bids"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "  bid {} by {} price {} collateral {} distance {} m cost {}",
+                    bid["id"].as_str().unwrap_or(""),
+                    bid["worker"].as_str().unwrap_or(""),
+                    protocol::amount::format_milli(bid["price"].as_u64().unwrap_or(0)),
+                    protocol::amount::format_milli(bid["collateral"].as_u64().unwrap_or(0)),
+                    bid["distance_m"],
+                    bid["cost"],
+                )?;
+            }
+            if let Some(award) = job["award"].as_object() {
+                writeln!(
+                    out,
+                    "  awarded to {} at {} (height {}); escrow {}",
+                    award["worker"].as_str().unwrap_or(""),
+                    protocol::amount::format_milli(award["price"].as_u64().unwrap_or(0)),
+                    award["height"],
+                    protocol::amount::format_milli(job["escrow"].as_u64().unwrap_or(0)),
+                )?;
+            }
+            for juror in job["jurors"].as_array().into_iter().flatten() {
+                writeln!(out, "  juror {}", juror.as_str().unwrap_or(""))?;
+            }
+        }
+        JobAction::Show { id: None, status } => {
+            let path = match status {
+                Some(status) => format!("/jobs?status={status}"),
+                None => "/jobs".to_owned(),
+            };
+            let answer = client.get(&path)?;
+            for job in answer["jobs"].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{} {:<9} {:<11} {:>10} {} {}  {}",
+                    job["id"].as_str().unwrap_or(""),
+                    job["status"].as_str().unwrap_or(""),
+                    job["kind"].as_str().unwrap_or(""),
+                    protocol::amount::format_milli(job["reward"].as_u64().unwrap_or(0)),
+                    job["token"].as_str().unwrap_or(""),
+                    if job["quest"] == true { "quest" } else { "" },
+                    job["title"].as_str().unwrap_or(""),
+                )?;
+            }
+        }
+        JobAction::Post {
+            kind,
+            title,
+            text,
+            reward,
+            collateral,
+            slash_ppm,
+            rule,
+            cell,
+            skills,
+            tier,
+            evidence,
+            bids_for,
+            work_for,
+        } => {
+            let mut body = json!({
+                "kind": kind, "title": title, "text": text, "reward": reward, "slash_ppm": slash_ppm, "rule": rule,
+                "cell": cell, "skills": skills, "tier": tier, "bids_for_s": bids_for, "work_for_s": work_for,
+            });
+            if let Some(collateral) = collateral {
+                body["collateral"] = json!(collateral);
+            }
+            if let Some(evidence) = evidence {
+                body["evidence"] = serde_json::from_str(&evidence)
+                    .map_err(|error| anyhow::anyhow!("--evidence is not JSON: {error}"))?;
+            }
+            submitted(&mut out, "job", &client.post("/jobs", &body)?)?;
+        }
+        JobAction::Bid { job, price, collateral, cell, distance_m } => {
+            let mut body = json!({ "price": price, "cell": cell, "distance_m": distance_m });
+            if let Some(collateral) = collateral {
+                body["collateral"] = json!(collateral);
+            }
+            submitted(&mut out, "bid", &client.post(&format!("/jobs/{job}/bids"), &body)?)?;
+        }
+        JobAction::Award { job } => {
+            submitted(&mut out, "award", &client.post(&format!("/jobs/{job}/award"), &json!({}))?)?;
+        }
+        JobAction::Deliver { job, proof, meter, reading } => {
+            let mut body = json!({ "proof": proof });
+            if let Some(meter) = meter {
+                body["meter"] = json!(meter);
+            }
+            if let Some(reading) = reading {
+                body["reading"] = json!(reading);
+            }
+            submitted(&mut out, "delivery", &client.post(&format!("/jobs/{job}/deliver"), &body)?)?;
+        }
+        JobAction::Complete { job, outcome } => {
+            let answer = client.post(&format!("/jobs/{job}/verdict"), &json!({ "outcome": outcome }))?;
+            submitted(&mut out, "verdict", &answer)?;
+        }
+        JobAction::Dispute { job, text } => {
+            submitted(&mut out, "dispute", &client.post(&format!("/jobs/{job}/dispute"), &json!({ "text": text }))?)?;
+        }
+    }
+    Ok(())
+}
+
 /// `kos asset ...`: an asset's manifest (its rated limits hold its meters' readings), through the running node.
 #[derive(Debug, Subcommand)]
 pub enum AssetAction {

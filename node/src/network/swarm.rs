@@ -136,7 +136,7 @@ fn gossipsub_behaviour(
     // Consensus proposals carry whole blocks; the envelope topics known in advance keep the envelope limit
     // (pool topics are checked by envelope validation, which rejects anything larger).
     builder.max_transmit_size(CONSENSUS_MESSAGE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES);
-    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter] {
+    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter, Topic::Jobs] {
         let hash = gossipsub::IdentTopic::new(topic.name(network)).hash();
         builder.max_transmit_size_for_topic(protocol::limits::ENVELOPE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES, hash);
     }
@@ -334,6 +334,7 @@ fn nested_signatures(body: &protocol::Body) -> u64 {
         protocol::Body::Settlement(_) => 2,
         protocol::Body::BarterCycle(cycle) => cycle.legs.as_slice().len() as u64,
         protocol::Body::Report(report) => report.reading.as_slice().len() as u64,
+        protocol::Body::Deliver(deliver) => u64::from(matches!(deliver.proof, protocol::message::Proof::Reading(_))),
         _ => 0,
     }
 }

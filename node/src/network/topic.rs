@@ -6,6 +6,7 @@
 //! | `/kos/<network>/barter/1` | barter offers |
 //! | `/kos/<network>/readings/1` | meter readings |
 //! | `/kos/<network>/ledger/1` | entries for the ledger: transfers, settlements, barter cycles, proposals, votes |
+//! | `/kos/<network>/jobs/1` | job postings and bids (ledger entries that job indexes also read) |
 //! | `/kos/<network>/consensus/1` | consensus messages (proposals with their blocks, votes, certificates), not envelopes |
 
 use protocol::message::{Body, PoolId};
@@ -19,6 +20,8 @@ pub enum Topic {
     Barter,
     Readings,
     Ledger,
+    /// Job postings and bids.
+    Jobs,
     /// Consensus messages (PROTOCOL.md §11); validated by the ledger, not by envelope rules.
     Consensus,
 }
@@ -36,6 +39,7 @@ impl Topic {
             Topic::Barter => format!("/kos/{network}/barter/1"),
             Topic::Readings => format!("/kos/{network}/readings/1"),
             Topic::Ledger => format!("/kos/{network}/ledger/1"),
+            Topic::Jobs => format!("/kos/{network}/jobs/1"),
             Topic::Consensus => format!("/kos/{network}/consensus/1"),
         }
     }
@@ -48,6 +52,7 @@ impl Topic {
             "barter" => Some(Topic::Barter),
             "readings" => Some(Topic::Readings),
             "ledger" => Some(Topic::Ledger),
+            "jobs" => Some(Topic::Jobs),
             "consensus" => Some(Topic::Consensus),
             _ => Id::from_hex(rest.strip_prefix("pool/")?).ok().map(Topic::Pool),
         }
@@ -73,7 +78,12 @@ impl Topic {
             | Body::GuildApproval(_)
             | Body::Asset(_)
             | Body::Alert(_)
-            | Body::Report(_) => Some(Topic::Ledger),
+            | Body::Report(_)
+            | Body::Award(_)
+            | Body::Deliver(_)
+            | Body::Verdict(_)
+            | Body::Dispute(_) => Some(Topic::Ledger),
+            Body::Job(_) | Body::Bid(_) => Some(Topic::Jobs),
         }
     }
 
@@ -95,7 +105,8 @@ mod tests {
     fn names_round_trip_and_are_bound_to_the_network() {
         let network = NetworkId::new("kos-devnet").unwrap();
         let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
-        for topic in [Topic::pool(&pool), Topic::Barter, Topic::Readings, Topic::Ledger, Topic::Consensus] {
+        for topic in [Topic::pool(&pool), Topic::Barter, Topic::Readings, Topic::Ledger, Topic::Jobs, Topic::Consensus]
+        {
             let name = topic.name(&network);
             assert_eq!(Topic::parse(&name, &network), Some(topic), "{name}");
             assert_eq!(Topic::parse(&name, &NetworkId::new("kos-other").unwrap()), None);
