@@ -100,6 +100,18 @@ fn jobs_are_awarded_escrowed_completed_slashed_and_judged_alike_on_every_node() 
     // Every node's index finds it for a worker nearby.
     let found = nodes[2].get("/jobs/match?kinds=delivery&cell=u33db&radius_m=5000").unwrap();
     assert!(found["jobs"].as_array().unwrap().iter().any(|open| open["id"] == delivery.as_str()), "{found}");
+    // The poster announced it in the DHT under its kind and cell: another node finds the poster there.
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            nodes[3].get("/jobs/providers?kind=delivery&cell=u33db").is_some_and(|answer| {
+                answer["providers"]
+                    .as_array()
+                    .is_some_and(|peers| peers.iter().any(|peer| peer == nodes[0].peer.as_str()))
+            })
+        }),
+        "the job's poster is not found in the DHT: {:?}",
+        nodes[3].get("/jobs/providers?kind=delivery&cell=u33db")
+    );
     post(&nodes[1], &format!("/jobs/{delivery}/bids"), &json!({ "price": "9", "distance_m": 800 }));
     post(&nodes[2], &format!("/jobs/{delivery}/bids"), &json!({ "price": "7", "distance_m": 2500 }));
     let views = settled(&all, &delivery, "awarded");

@@ -198,7 +198,9 @@ impl super::State {
     /// The bid the job's rule awards among its bids so far.
     pub fn job_winner(&self, job: &Id) -> Option<BidState> {
         let state = self.job(job)?;
-        winner(&state.job, &self.job_bids(job)).cloned()
+        let mut bids = self.job_bids(job);
+        bids.retain(|bid| self.tier(&bid.worker) as u64 >= u64::from(state.job.tier));
+        winner(&state.job, &bids).cloned()
     }
 
     /// The jurors' votes on a disputed job: (juror, outcome code).
@@ -380,6 +382,17 @@ impl Pending<'_> {
         bids
     }
 
+    /// The bids whose workers are still in the job's tier (a failure since bidding may have lowered it).
+    fn eligible_bids(&self, id: &Id, job: &Job) -> Vec<BidState> {
+        let mut bids = self.bids_of(id);
+        bids.retain(|bid| {
+            let reputation: super::Reputation =
+                self.read(&key(super::REPUTATION, &[bid.worker.as_bytes()])).unwrap_or_default();
+            reputation.tier(&self.base.genesis.tiers) as u64 >= u64::from(job.tier)
+        });
+        bids
+    }
+
     /// Returns every bid's collateral except `keep`'s and forgets the bids.
     fn release_bids(&mut self, job: &Id, token: &TokenId, keep: Option<&Id>) -> Result<(), EntryError> {
         for bid in self.bids_of(job) {
@@ -404,7 +417,7 @@ impl Pending<'_> {
         if state.status != status::OPEN {
             return Err(EntryError::Job("the job is not open"));
         }
-        let bids = self.bids_of(&award.job);
+        let bids = self.eligible_bids(&award.job, &state.job);
         let pick = winner(&state.job, &bids).cloned().ok_or(EntryError::Job("the job has no bid"))?;
         if pick.id != award.bid {
             return Err(EntryError::Job("the job's rule awards another bid"));
@@ -804,7 +817,7 @@ impl Pending<'_> {
             };
             let mark = self.undo.len();
             let result = match state.status {
-                status::OPEN => match winner(&state.job, &self.bids_of(&id)).cloned() {
+                status::OPEN => match winner(&state.job, &self.eligible_bids(&id, &state.job)).cloned() {
                     Some(bid) => match self.award(&id, state.clone(), &bid) {
                         Ok(()) => Ok(()),
                         Err(_) => {
