@@ -27,6 +27,8 @@ pub struct Open {
     pub job: Job,
     /// The distance from the searching worker, m (set in search results when both have a cell).
     pub distance_m: Option<u64>,
+    /// The centre of the job's cell (none: done anywhere).
+    pub at: Option<Point>,
 }
 
 /// What a worker offers.
@@ -156,7 +158,8 @@ impl JobIndex {
         }
         self.by_place.insert((job.kind, job.cell.as_str().to_owned(), id));
         self.by_end.insert((job.bids_until_ms, id));
-        self.jobs.insert(id, Open { id, poster, job, distance_m: None });
+        let at = (!job.cell.as_str().is_empty()).then(|| geo::centre(job.cell.as_str())).flatten();
+        self.jobs.insert(id, Open { id, poster, job, distance_m: None, at });
         true
     }
 
@@ -192,7 +195,8 @@ impl JobIndex {
             (Some(at), reach) if reach > 0 => block_around(at, profile.cell.as_str().len(), reach),
             _ => None,
         };
-        let mut found: Vec<Open> = Vec::new();
+        // (reward, id, job, distance): cloned only for the `limit` best.
+        let mut found: Vec<(u64, Id, &Open, Option<u64>)> = Vec::new();
         let mut kinds = profile.kinds.clone();
         kinds.sort();
         kinds.dedup();
@@ -215,8 +219,8 @@ impl JobIndex {
                 {
                     continue;
                 }
-                let distance_m = match (worker, job.cell.as_str()) {
-                    (Some(at), cell) if !cell.is_empty() => geo::centre(cell).map(|place| geo::distance_m(at, place)),
+                let distance_m = match (worker, open.at) {
+                    (Some(at), Some(place)) => Some(geo::distance_m(at, place)),
                     _ => None,
                 };
                 if let Some(distance) = distance_m
@@ -225,13 +229,13 @@ impl JobIndex {
                 {
                     continue;
                 }
-                found.push(Open { distance_m, ..open.clone() });
+                found.push((job.reward, open.id, open, distance_m));
             }
         }
-        found.sort_by(|a, b| b.job.reward.cmp(&a.job.reward).then(a.id.cmp(&b.id)));
-        found.dedup_by_key(|open| open.id);
+        found.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        found.dedup_by_key(|(_, id, _, _)| *id);
         found.truncate(limit);
-        found
+        found.into_iter().map(|(_, _, open, distance_m)| Open { distance_m, ..open.clone() }).collect()
     }
 }
 

@@ -131,23 +131,53 @@ fn jobs_are_awarded_escrowed_completed_slashed_and_judged_alike_on_every_node() 
         assert_eq!(credit(node, &key(2)), FUNDS + 7_000, "the reward landed on {}", node.api);
     }
 
-    // A job whose worker does nothing: at its deadline the poster gets the price back and half the collateral.
-    let idle = post(
+    // A job whose worker does nothing, posted and bid on with the CLI: at its deadline the poster gets the price
+    // back and half the collateral.
+    let cli = |node: &Node, args: &[&str]| -> String {
+        let output = std::process::Command::new(kos_tests::process::kos_binary())
+            .args(["--data-dir", node.dir.to_str().unwrap()])
+            .args(args)
+            .env("KOS_API", &node.api)
+            .env_remove("KOS_KEY_FILE")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "kos {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let printed = cli(
         &nodes[0],
-        "/jobs",
-        &json!({
-            "kind": "build", "title": "Print a valve handle", "reward": "5", "collateral": "4", "slash_ppm": 500_000,
-            "rule": "first-qualified", "bids_for_s": 60, "work_for_s": 8,
-        }),
+        &[
+            "job",
+            "post",
+            "--kind",
+            "build",
+            "--title",
+            "Print a valve handle",
+            "--reward",
+            "5",
+            "--collateral",
+            "4",
+            "--slash-ppm",
+            "500000",
+            "--rule",
+            "first-qualified",
+            "--bids-for",
+            "60",
+            "--work-for",
+            "8",
+        ],
     );
+    let idle = printed.split_whitespace().nth(1).unwrap().to_owned();
     settled(&all, &idle, "open");
-    post(&nodes[1], &format!("/jobs/{idle}/bids"), &json!({ "price": "5" }));
+    cli(&nodes[1], &["job", "bid", &idle, "--price", "5"]);
     let views = settled(&all, &idle, "failed");
     assert_eq!(same(&views, "slashed"), 2_000);
     for node in &all {
         assert_eq!(credit(node, &key(1)), FUNDS - 2_000);
         assert_eq!(credit(node, &key(0)), FUNDS - 7_000 + 2_000);
     }
+    let shown = cli(&nodes[2], &["job", "show", &idle]);
+    assert!(shown.contains("status failed (the deadline passed)") && shown.contains("awarded to"), "{shown}");
 
     // Compute: the honest worker's node runs the task and opens the sample; it is paid.
     let task = json!({ "kind": "compute", "units": 256, "rounds": 64, "samples": 8 });

@@ -470,7 +470,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             writeln!(
                 out,
-                "{} awards: submitted to escrow committed on every node p50 {:.0} ms, max {:.0} ms (spread between                  nodes p50 {:.0} ms)",
+                "{} awards: submitted to escrow committed on every node p50 {:.0} ms, max {:.0} ms (spread between nodes p50 {:.0} ms)",
                 report.rounds, report.award_to_escrow_p50_ms, report.award_to_escrow_max_ms, report.award_spread_p50_ms
             )?;
             Ok(())
