@@ -16,7 +16,7 @@ use protocol::message::{Action, Choice, Freeze, Measure, Offer, Override, PoolId
 use protocol::types::{ParameterName, Text};
 use protocol::{Body, Draft, Keypair, NetworkId};
 
-use crate::bench_ledger::{connect, percentile, start_node};
+use crate::bench_ledger::{percentile, start_cluster};
 use crate::network::local::now_ms;
 
 /// The results of a run, milliseconds.
@@ -49,15 +49,7 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
     let keys: Vec<protocol::PublicKey> = validators.iter().map(|keypair| keypair.public()).collect();
     let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, &[trader.public()], 1_000_000);
     let genesis = Arc::new(Genesis::parse(&text)?);
-    let mut nodes = Vec::new();
-    for keypair in &validators {
-        nodes.push(start_node(&genesis, keypair).await?);
-    }
-    for (index, node) in nodes.iter().enumerate() {
-        for other in &nodes[index + 1..] {
-            connect(node, other).await?;
-        }
-    }
+    let nodes = start_cluster(&genesis, validators.iter().map(|keypair| keypair.as_ref())).await?;
     let markets: Vec<crate::market::Handle> = nodes
         .iter()
         .zip(&validators)

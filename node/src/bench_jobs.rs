@@ -23,7 +23,7 @@ use protocol::types::{BoundedVec, Cell, Skill, Text, TokenId};
 use protocol::{Body, Draft, Id, Keypair, NetworkId, PublicKey};
 
 use crate::bench_governance::wait_event;
-use crate::bench_ledger::{connect, percentile, start_node};
+use crate::bench_ledger::{percentile, start_cluster};
 use crate::network::local::now_ms;
 
 /// The results of a run.
@@ -186,15 +186,7 @@ async fn award_to_escrow(rounds: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
     let keys: Vec<PublicKey> = validators.iter().map(|keypair| keypair.public()).collect();
     let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, &keys, 1_000_000_000);
     let genesis = Arc::new(Genesis::parse(&text)?);
-    let mut nodes = Vec::new();
-    for keypair in &validators {
-        nodes.push(start_node(&genesis, keypair).await?);
-    }
-    for (index, node) in nodes.iter().enumerate() {
-        for other in &nodes[index + 1..] {
-            connect(node, other).await?;
-        }
-    }
+    let nodes = start_cluster(&genesis, validators.iter().map(|keypair| keypair.as_ref())).await?;
     let mut nonce = now_ms() * 1000;
     let (mut to_escrow, mut spreads) = (Vec::new(), Vec::new());
     let mut random = Random(11);

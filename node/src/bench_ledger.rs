@@ -112,6 +112,23 @@ pub(crate) async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Starts a validator node for each key and connects every pair of them.
+pub(crate) async fn start_cluster<'k>(
+    genesis: &Arc<Genesis>,
+    keys: impl IntoIterator<Item = &'k Keypair>,
+) -> anyhow::Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    for keypair in keys {
+        nodes.push(start_node(genesis, keypair).await?);
+    }
+    for (index, from) in nodes.iter().enumerate() {
+        for to in &nodes[index + 1..] {
+            connect(from, to).await?;
+        }
+    }
+    Ok(nodes)
+}
+
 pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -132,15 +149,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let funded: Vec<_> = clients.iter().map(Keypair::public).collect();
     let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, &funded, 1_000_000_000_000);
     let genesis = Arc::new(Genesis::parse(&text)?);
-    let mut nodes = Vec::new();
-    for keypair in &validators {
-        nodes.push(start_node(&genesis, keypair).await?);
-    }
-    for (index, from) in nodes.iter().enumerate() {
-        for to in &nodes[index + 1..] {
-            connect(from, to).await?;
-        }
-    }
+    let nodes = start_cluster(&genesis, &validators).await?;
     // Let the meshes form and the first blocks commit.
     let ready =
         wait_for(Duration::from_secs(30), || async { nodes.iter().all(|node| node.ledger.status().height >= 2) }).await;
