@@ -75,6 +75,10 @@ pub struct Interval {
     pub consumption_wh: u64,
     pub import_counter_wh: u64,
     pub export_counter_wh: u64,
+    /// Counting began at the interval's boundary (with the sample that closed the interval before). `false` for
+    /// the first interval after the meter is started, after a gap or after a reset: its energy is real and is
+    /// published, but it covers only part of the interval, so it says nothing about a whole interval's flows.
+    pub whole: bool,
 }
 
 impl Interval {
@@ -121,6 +125,8 @@ pub struct Intervals {
     interval_s: u32,
     /// The registers at the start of the current interval and that interval's start.
     start: Option<(u64, Sample)>,
+    /// Whether counting in the current interval began at its boundary.
+    whole: bool,
     last: Option<Sample>,
 }
 
@@ -128,7 +134,7 @@ impl Intervals {
     /// Intervals of `interval_s` seconds (more than 0) aligned to the Unix epoch.
     #[must_use]
     pub fn new(interval_s: u32) -> Intervals {
-        Intervals { interval_s: interval_s.max(1), start: None, last: None }
+        Intervals { interval_s: interval_s.max(1), start: None, whole: false, last: None }
     }
 
     #[must_use]
@@ -154,6 +160,7 @@ impl Intervals {
             if back {
                 self.last = Some(sample);
                 self.start = Some((self.interval_of(sample.at_ms), sample));
+                self.whole = false;
                 return Push::Reset;
             }
         }
@@ -168,6 +175,7 @@ impl Intervals {
         }
         self.start = Some((current, sample));
         let next_s = start_s.saturating_add(u64::from(self.interval_s));
+        let whole = std::mem::replace(&mut self.whole, current == next_s);
         if current != next_s {
             return Push::Gap { missed: (current - next_s) / u64::from(self.interval_s) };
         }
@@ -180,6 +188,7 @@ impl Intervals {
             consumption_wh: sample.consumption_wh - start.consumption_wh,
             import_counter_wh: sample.import_wh,
             export_counter_wh: sample.export_wh,
+            whole,
         })
     }
 }
@@ -235,19 +244,26 @@ mod tests {
                 consumption_wh: 80,
                 import_counter_wh: 180,
                 export_counter_wh: 30,
+                // Counting began at 9 001 s, after the boundary.
+                whole: false,
             }
         );
         assert_eq!(intervals.push(sample(10_000, 190, 30)), Push::Inside);
         assert_eq!(intervals.push(sample(9_990, 190, 30)), Push::Stale);
-        // A silent meter: no reading for the intervals it missed.
-        assert_eq!(intervals.push(sample(13_000, 400, 40)), Push::Gap { missed: 2 });
+        // The next interval is counted from the sample that closed the one before: whole.
         assert!(
-            matches!(intervals.push(sample(13_500, 410, 40)), Push::Closed(i) if i.start_s == 12_600 && i.import_wh == 10)
+            matches!(intervals.push(sample(10_801, 200, 30)), Push::Closed(i) if i.start_s == 9_900 && i.import_wh == 20 && i.whole)
+        );
+        // A silent meter: no reading for the intervals it missed.
+        assert_eq!(intervals.push(sample(13_000, 400, 40)), Push::Gap { missed: 1 });
+        assert!(
+            matches!(intervals.push(sample(13_500, 410, 40)), Push::Closed(i) if i.start_s == 12_600 && i.import_wh == 10 && !i.whole)
         );
         // A reset meter restarts counting.
-        assert_eq!(intervals.push(sample(13_600, 5, 0)), Push::Reset);
+        assert!(matches!(intervals.push(sample(14_400, 420, 40)), Push::Closed(i) if i.whole));
+        assert_eq!(intervals.push(sample(14_500, 5, 0)), Push::Reset);
         assert!(
-            matches!(intervals.push(sample(14_400, 25, 0)), Push::Closed(i) if i.start_s == 13_500 && i.import_wh == 20)
+            matches!(intervals.push(sample(15_300, 25, 0)), Push::Closed(i) if i.start_s == 14_400 && i.import_wh == 20 && !i.whole)
         );
     }
 }

@@ -455,7 +455,8 @@ impl Actor {
 
     /// Teaches a real home's forecaster the interval just closed: PV is what was generated; the household's
     /// load is what was consumed less what went into the battery (a meter behind the battery counts its charge
-    /// as consumption and its discharge as less of it).
+    /// as consumption and its discharge as less of it). An interval counted from partway through (the first after
+    /// a start, a gap or a reset) is not learnt: it would teach a fraction of the interval's flows as the whole.
     fn learn(&mut self, interval: &energy::meter::Interval, stored_wh: Option<f64>, now: u64) {
         if matches!(self.source, Source::Simulated(_)) {
             return;
@@ -465,6 +466,9 @@ impl Actor {
             _ => 0.0,
         };
         self.stored_wh = stored_wh;
+        if !interval.whole {
+            return;
+        }
         let flows = energy::forecast::Flows {
             pv_wh: interval.generation_wh as f64,
             load_wh: interval.consumption_wh as f64 - into_battery,
