@@ -92,11 +92,17 @@ fn kademlia_protocol(config: &Config) -> anyhow::Result<StreamProtocol> {
 ///   the count decays by half every 10 minutes), so a faulty peer is cut off quickly and forgiven slowly;
 /// - over-budget traffic sets the application score to minus the (decaying) number of dropped messages;
 /// - mesh delivery deficits are not punished: kos topics are sparse, and quiet is not misbehaviour;
+/// - neither are broken gossip promises (a message advertised by IHAVE and not sent in time for the IWANT): a busy
+///   honest node breaks them by the hundred — messages wait for validation, and a validator executing a block
+///   answers late — and with gossipsub's default weight (−10 × count²) four validators under load greylisted
+///   each other within seconds and consensus stalled. A peer that advertises without delivering only wastes its
+///   IWANTs, which gossipsub bounds per heartbeat;
 /// - peers on loopback are exempt from the IP colocation penalty (devnets run many nodes on one host).
 fn score_parameters() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
     let mut params = gossipsub::PeerScoreParams {
         app_specific_weight: 1.0,
         ip_colocation_factor_threshold: 10.0,
+        behaviour_penalty_weight: 0.0,
         ..Default::default()
     };
     params.ip_colocation_factor_whitelist.insert("127.0.0.1".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()));
@@ -140,11 +146,25 @@ fn gossipsub_behaviour(
         let hash = gossipsub::IdentTopic::new(topic.name(network)).hash();
         builder.max_transmit_size_for_topic(protocol::limits::ENVELOPE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES, hash);
     }
+    let consensus = gossipsub::IdentTopic::new(Topic::Consensus.name(network)).hash();
     let gossip_config = builder
         .validation_mode(gossipsub::ValidationMode::Strict)
         .validate_messages()
-        // A message's id is the blake3 digest of its bytes: two copies of one message are one message.
-        .message_id_fn(|message: &gossipsub::Message| MessageId::new(blake3::hash(&message.data).as_bytes()))
+        // A message's id is the blake3 digest of its bytes: two copies of one message are one message. A consensus
+        // message's id also covers its publisher and sequence number: copies forwarded along different paths are
+        // still one message, but a validator's rebroadcast of a vote or certificate the others missed (Malachite's
+        // liveness messages) is a new one — with ids by content alone gossipsub refused it as already published.
+        .message_id_fn(move |message: &gossipsub::Message| {
+            if message.topic == consensus {
+                let mut hasher = blake3::Hasher::new();
+                hasher.update(&message.data);
+                hasher.update(&message.source.map(|peer| peer.to_bytes()).unwrap_or_default());
+                hasher.update(&message.sequence_number.unwrap_or(0).to_be_bytes());
+                MessageId::new(hasher.finalize().as_bytes())
+            } else {
+                MessageId::new(blake3::hash(&message.data).as_bytes())
+            }
+        })
         .max_messages_per_rpc(Some(512))
         .heartbeat_interval(Duration::from_millis(700))
         .heartbeat_initial_delay(Duration::from_millis(100))
