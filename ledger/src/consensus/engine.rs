@@ -387,7 +387,6 @@ impl<S: Store> Engine<S> {
             Timer::Build => {
                 if let Some((height, round)) = self.shell.awaiting_value.take() {
                     self.shell.propose(height, round);
-                    self.process();
                 }
             }
             Timer::NextHeight => self.start_height(),
@@ -405,7 +404,6 @@ impl<S: Store> Engine<S> {
         {
             self.shell.effects.push(Effect::CancelTimer(Timer::Build));
             self.shell.propose(height, round);
-            self.process();
         }
         let effects = self.drain();
         (result, effects)
@@ -429,7 +427,6 @@ impl<S: Store> Engine<S> {
         {
             self.shell.effects.push(Effect::CancelTimer(Timer::Build));
             self.shell.propose(height, round);
-            self.process();
         }
         (admitted, self.drain())
     }
@@ -462,11 +459,6 @@ impl<S: Store> Engine<S> {
 
     fn feed(&mut self, input: Input<Kos>) {
         self.shell.pending.push_back(input);
-        self.process();
-    }
-
-    /// Runs the core over the pending inputs (a block this node built is one: see [`Shell::propose`]).
-    fn process(&mut self) {
         while let Some(input) = self.shell.pending.pop_front() {
             if self.shell.failed {
                 self.shell.pending.clear();
@@ -632,8 +624,7 @@ impl<S: Store> Shell<S> {
         self.execute(block).map(|_| ())
     }
 
-    /// Builds this node's block for (height, round) from the mempool and queues it for the core; the caller then
-    /// runs [`Engine::process`] (inside the core's `GetValue` effect, [`Engine::feed`] is already running it).
+    /// Builds this node's block for (height, round) from the mempool and hands it to the core.
     fn propose(&mut self, height: Height, round: Round) {
         if height.0 != self.height {
             return;

@@ -1,6 +1,5 @@
 #![allow(clippy::unwrap_used)]
 
-mod engine;
 mod governance;
 mod jobs;
 mod market;
