@@ -324,6 +324,17 @@ impl Sim {
     }
 
     fn handle(&mut self, event: Event) {
+        // Log lines (of the engine and of Malachite's core) name the node and the virtual time.
+        let node = match &event {
+            Event::Deliver { to: node, .. }
+            | Event::Timer { node, .. }
+            | Event::Crash { node }
+            | Event::Restart { node }
+            | Event::Sync { node } => Some(*node),
+            // A submission reaches every reachable node: each gets its own span below.
+            Event::Submit { .. } | Event::Partition { .. } | Event::Heal => None,
+        };
+        let _span = tracing::debug_span!("sim", t = self.now - GENESIS_MS, node).entered();
         match event {
             Event::Deliver { to, from, bytes } => {
                 let now = self.now;
@@ -410,6 +421,7 @@ impl Sim {
                     if target != node && !self.reachable(node, target) {
                         continue;
                     }
+                    let _span = tracing::debug_span!("sim", t = now - GENESIS_MS, node = target).entered();
                     if let Some(engine) = self.nodes[target].engine.as_mut() {
                         let (result, effects) = engine.on_entry(bytes.clone(), now);
                         if let Err(error) = result

@@ -10,6 +10,11 @@
 //! - a proposed block is executed against the state before the core sees it, and only if it is valid (parent,
 //!   height, time, validator set, every entry, state root);
 //! - a decided block is written with its commit certificate in one synced batch before the next height starts.
+//!
+//! Liveness rules kept here:
+//! - every input, including those the shell queues itself (the block this validator built), runs through the core
+//!   before the call returns: nothing waits for the next message or timeout;
+//! - at each rebroadcast the validator relays the votes of others it holds (see `relay_votes`).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,8 +24,8 @@ use malachite_consensus::{
     State as CoreState, ThresholdParams, WalEntry,
 };
 use malachite_types::{
-    CommitCertificate, Round, SigningProvider, SigningProviderExt, Timeout, TimeoutKind, Validity, ValueOrigin,
-    ValuePayload, ValueResponse,
+    CommitCertificate, Round, RoundCertificate, RoundCertificateType, SignedVote, SigningProvider, SigningProviderExt,
+    Timeout, TimeoutKind, ValidatorSet as _, Validity, ValueOrigin, ValuePayload, ValueResponse, Vote as _, VoteType,
 };
 use protocol::{Id, PublicKey};
 
@@ -383,10 +388,16 @@ impl<S: Store> Engine<S> {
     pub fn on_timer(&mut self, timer: Timer, now_ms: u64) -> Vec<Effect> {
         self.shell.now_ms = now_ms;
         match timer {
-            Timer::Consensus(timeout) => self.feed(Input::TimeoutElapsed(timeout)),
+            Timer::Consensus(timeout) => {
+                self.feed(Input::TimeoutElapsed(timeout));
+                if timeout.kind == TimeoutKind::Rebroadcast && timeout.round == self.core.round() {
+                    self.relay_votes();
+                }
+            }
             Timer::Build => {
                 if let Some((height, round)) = self.shell.awaiting_value.take() {
                     self.shell.propose(height, round);
+                    self.process();
                 }
             }
             Timer::NextHeight => self.start_height(),
@@ -404,6 +415,7 @@ impl<S: Store> Engine<S> {
         {
             self.shell.effects.push(Effect::CancelTimer(Timer::Build));
             self.shell.propose(height, round);
+            self.process();
         }
         let effects = self.drain();
         (result, effects)
@@ -427,6 +439,7 @@ impl<S: Store> Engine<S> {
         {
             self.shell.effects.push(Effect::CancelTimer(Timer::Build));
             self.shell.propose(height, round);
+            self.process();
         }
         (admitted, self.drain())
     }
@@ -457,8 +470,79 @@ impl<S: Store> Engine<S> {
         crate::store::blocks_from(|height| self.shell.store.block(height), from, max, bytes_max)
     }
 
+    /// At each rebroadcast, besides its own votes and round certificate (which the core republishes), a validator
+    /// relays the votes of others that it holds for its round and the round before:
+    /// - the previous round's precommits, as one round certificate when they reach a quorum. The core keeps a
+    ///   certificate only when it entered the round on "precommits for anything"; a validator that entered it on
+    ///   the timeout after precommits *for one value* (whose proposal it never received) had nothing to show, and
+    ///   the validators still in that round could wait for a third precommit forever;
+    /// - the current round's votes, one by one: a Byzantine validator may send a valid vote to some validators
+    ///   only, then move on (it decided with their votes) and never send it again.
+    ///
+    /// Found by seeded simulations 124 and 136: a Byzantine proposer whose precommit reached one honest validator,
+    /// which had missed the proposal; the two that had it waited in round 1 for good. At most two rounds of votes
+    /// are relayed, so the traffic is bounded by four votes per validator.
+    fn relay_votes(&mut self) {
+        let round = self.core.round();
+        let height = self.core.height();
+        let own = self.shell.signer.address();
+        let keeper = self.core.driver.votes();
+        let mut messages = Vec::new();
+        let previous = round.as_u32().and_then(|round| round.checked_sub(1)).map(Round::new);
+        // (The core keeps its last certificate across heights: one from an earlier height does not count.)
+        let certified = self.core.round_certificate().is_some_and(|certificate| {
+            certificate.certificate.height == height
+                && certificate.enter_round == round
+                && certificate.certificate.cert_type == RoundCertificateType::Precommit
+        });
+        if let (Some(previous), false) = (previous, certified)
+            && let Some(votes) = keeper.per_round(previous)
+        {
+            let mut seen = std::collections::BTreeSet::new();
+            let precommits: Vec<SignedVote<Kos>> = votes
+                .received_votes()
+                .iter()
+                .filter(|vote| vote.vote_type() == VoteType::Precommit && seen.insert(*vote.validator_address()))
+                .cloned()
+                .collect();
+            let weight: u64 = precommits
+                .iter()
+                .filter_map(|vote| self.shell.validators.get_by_address(vote.validator_address()))
+                .map(|validator| validator.power)
+                .sum();
+            let total = self.shell.validators.total_voting_power();
+            if ThresholdParams::default().quorum.is_met(weight, total) {
+                let certificate =
+                    RoundCertificate::new_from_votes(height, previous, RoundCertificateType::Precommit, precommits);
+                messages.push(Message::Round(certificate));
+            } else {
+                messages
+                    .extend(precommits.into_iter().filter(|vote| *vote.validator_address() != own).map(Message::Vote));
+            }
+        }
+        if let Some(votes) = keeper.per_round(round) {
+            messages.extend(
+                votes
+                    .received_votes()
+                    .iter()
+                    .filter(|vote| *vote.validator_address() != own)
+                    .cloned()
+                    .map(Message::Vote),
+            );
+        }
+        for message in messages {
+            self.shell.broadcast(message);
+        }
+    }
+
     fn feed(&mut self, input: Input<Kos>) {
         self.shell.pending.push_back(input);
+        self.process();
+    }
+
+    /// Runs the queued inputs through the core (inputs queued by the shell, such as a block this node built,
+    /// included: they must not wait for the next message or timeout).
+    fn process(&mut self) {
         while let Some(input) = self.shell.pending.pop_front() {
             if self.shell.failed {
                 self.shell.pending.clear();

@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
+mod engine;
 mod governance;
 mod jobs;
 mod market;

@@ -8,8 +8,18 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
 }
 
+/// With `KOS_SIM_DEBUG` set, the engine's and Malachite's logs go to stderr (`RUST_LOG` filters them).
+fn debug_logs() {
+    if std::env::var_os("KOS_SIM_DEBUG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).without_time().with_ansi(false).try_init();
+    }
+}
+
 #[test]
 fn seeded_simulations_keep_agreement_validity_durability_and_liveness() {
+    debug_logs();
     let first = env("KOS_SIM_FIRST", 0);
     let count = env("KOS_SIM_SEEDS", 200);
     let mut failures = Vec::new();

@@ -134,6 +134,20 @@ fn topic_score_parameters() -> gossipsub::TopicScoreParams {
     }
 }
 
+/// A gossip message's id (PROTOCOL.md §9): blake3 of its bytes; on the consensus topic, of its bytes, publisher and
+/// sequence number.
+fn message_id(consensus: &gossipsub::TopicHash, message: &gossipsub::Message) -> MessageId {
+    if message.topic == *consensus {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&message.data);
+        hasher.update(&message.source.map(|peer| peer.to_bytes()).unwrap_or_default());
+        hasher.update(&message.sequence_number.unwrap_or(0).to_be_bytes());
+        MessageId::new(hasher.finalize().as_bytes())
+    } else {
+        MessageId::new(blake3::hash(&message.data).as_bytes())
+    }
+}
+
 fn gossipsub_behaviour(
     identity: &libp2p::identity::Keypair,
     network: &protocol::NetworkId,
@@ -154,17 +168,7 @@ fn gossipsub_behaviour(
         // message's id also covers its publisher and sequence number: copies forwarded along different paths are
         // still one message, but a validator's rebroadcast of a vote or certificate the others missed (Malachite's
         // liveness messages) is a new one — with ids by content alone gossipsub refused it as already published.
-        .message_id_fn(move |message: &gossipsub::Message| {
-            if message.topic == consensus {
-                let mut hasher = blake3::Hasher::new();
-                hasher.update(&message.data);
-                hasher.update(&message.source.map(|peer| peer.to_bytes()).unwrap_or_default());
-                hasher.update(&message.sequence_number.unwrap_or(0).to_be_bytes());
-                MessageId::new(hasher.finalize().as_bytes())
-            } else {
-                MessageId::new(blake3::hash(&message.data).as_bytes())
-            }
-        })
+        .message_id_fn(move |message: &gossipsub::Message| message_id(&consensus, message))
         .max_messages_per_rpc(Some(512))
         .heartbeat_interval(Duration::from_millis(700))
         .heartbeat_initial_delay(Duration::from_millis(100))
@@ -935,5 +939,41 @@ impl Task {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(topic: &gossipsub::TopicHash, source: PeerId, sequence_number: u64, data: &[u8]) -> gossipsub::Message {
+        gossipsub::Message {
+            source: Some(source),
+            data: data.to_vec(),
+            sequence_number: Some(sequence_number),
+            topic: topic.clone(),
+        }
+    }
+
+    #[test]
+    fn a_rebroadcast_consensus_message_is_a_new_message_and_a_forwarded_copy_is_not() {
+        let consensus = gossipsub::IdentTopic::new("/kos/test/consensus/1").hash();
+        let ledger = gossipsub::IdentTopic::new("/kos/test/ledger/1").hash();
+        let validator = PeerId::random();
+        let other = PeerId::random();
+        let vote = b"a signed vote".as_slice();
+        let first = message_id(&consensus, &message(&consensus, validator, 7, vote));
+        // The same publication reaching a node along two paths is one message.
+        assert_eq!(first, message_id(&consensus, &message(&consensus, validator, 7, vote)));
+        // Malachite's rebroadcast of the same vote is published again, with a new sequence number: gossipsub must
+        // deliver it to the peers that missed the first one, so its id differs.
+        assert_ne!(first, message_id(&consensus, &message(&consensus, validator, 8, vote)));
+        assert_ne!(first, message_id(&consensus, &message(&consensus, other, 7, vote)));
+        assert_ne!(first, message_id(&consensus, &message(&consensus, validator, 7, b"another vote")));
+        // Entries are content-addressed: the same signed entry published twice, by anyone, is one message.
+        let entry = b"a signed entry".as_slice();
+        let id = message_id(&consensus, &message(&ledger, validator, 1, entry));
+        assert_eq!(id, MessageId::new(blake3::hash(entry).as_bytes()));
+        assert_eq!(id, message_id(&consensus, &message(&ledger, other, 99, entry)));
     }
 }
