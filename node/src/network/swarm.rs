@@ -162,7 +162,13 @@ fn gossipsub_behaviour(
     }
     let consensus = gossipsub::IdentTopic::new(Topic::Consensus.name(network)).hash();
     let gossip_config = builder
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        // Gossipsub does not sign (PROTOCOL.md §9): every kos message is signed already — an envelope by its
+        // author, a consensus message by its validator — and checked at the door, while a libp2p signature by the
+        // publishing node's key proves nothing kos relies on (any node can make a key). It cost every node one
+        // more ed25519 verification per message received and one signature per message published. Messages still
+        // carry `from` and `seqno` (the consensus topic's message ids use them); a message that does carry a
+        // signature has it checked.
+        .validation_mode(gossipsub::ValidationMode::Permissive)
         .validate_messages()
         // A message's id is the blake3 digest of its bytes: two copies of one message are one message. A consensus
         // message's id also covers its publisher and sequence number: copies forwarded along different paths are
@@ -174,9 +180,11 @@ fn gossipsub_behaviour(
         .heartbeat_initial_delay(Duration::from_millis(100))
         .build()
         .map_err(|error| anyhow::anyhow!("gossipsub config: {error}"))?;
-    let mut behaviour =
-        gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(identity.clone()), gossip_config)
-            .map_err(|error| anyhow::anyhow!("gossipsub: {error}"))?;
+    let mut behaviour = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Author(identity.public().to_peer_id()),
+        gossip_config,
+    )
+    .map_err(|error| anyhow::anyhow!("gossipsub: {error}"))?;
     let (params, thresholds) = score_parameters();
     behaviour.with_peer_score(params, thresholds).map_err(|error| anyhow::anyhow!("gossipsub scoring: {error}"))?;
     Ok(behaviour)
