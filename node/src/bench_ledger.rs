@@ -246,7 +246,9 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
 
     // Sync: a fresh node fetches the whole ledger from the validators.
     let follower_key = Keypair::from_seed(blake3::hash(b"follower").as_bytes());
-    let tip = nodes[0].ledger.status().height;
+    // The highest validator's tip: validator 0 may still be a block behind the others, and the follower syncs
+    // from all of them.
+    let tip = nodes.iter().map(|node| node.ledger.status().height).max().unwrap_or(0);
     let sync_start = Instant::now();
     let follower = start_node(&genesis, &follower_key).await?;
     for node in &nodes {
