@@ -480,8 +480,8 @@ impl<S: Store> Engine<S> {
     ///   only, then move on (it decided with their votes) and never send it again.
     ///
     /// Found by seeded simulations 124 and 136: a Byzantine proposer whose precommit reached one honest validator,
-    /// which had missed the proposal; the two that had it waited in round 1 for good. At most two rounds of votes
-    /// are relayed, so the traffic is bounded by four votes per validator.
+    /// which had missed the proposal; the two that had it waited in round 1 for good. Only two rounds are relayed:
+    /// at most three votes per other validator (or a certificate and two) at each rebroadcast.
     fn relay_votes(&mut self) {
         let round = self.core.round();
         let height = self.core.height();
