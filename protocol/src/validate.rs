@@ -106,7 +106,8 @@ pub fn revalidate(bytes: &[u8], config: &Config, now_ms: u64) -> Result<Validate
 }
 
 /// Validates many messages, verifying their outer signatures together ([`keys::verify_batch`]).
-/// Returns one result per message, in order, each equal to what [`validate`] returns for an honestly signed message.
+/// Returns one result per message, in order, each equal to what [`validate`] returns for it (the batch equation and
+/// single verification give the same verdicts; PROTOCOL.md §3).
 pub fn validate_batch(messages: &[&[u8]], config: &Config, now_ms: u64) -> Vec<Result<Validated, Error>> {
     let checked: Vec<Result<(Envelope, Id), Error>> =
         messages.iter().map(|bytes| check_unsigned(bytes, config, now_ms)).collect();

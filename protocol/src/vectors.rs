@@ -15,7 +15,7 @@ use crate::message::{
     Award, AwardRule, Bid, ComputeTask, Deliver, Dispute, Evidence, Job, JobKind, Need, Opening, Outcome, Proof,
     Verdict, merkle_path, run_task, sample_indices,
 };
-use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Skill, Text, TokenId};
+use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Signature, Skill, Text, TokenId};
 
 /// The network id of every vector.
 pub const NETWORK: &str = "kos-vectors";
@@ -401,4 +401,90 @@ pub fn public_key(author: u8) -> PublicKey {
 /// The id of a vector by name.
 pub fn id(name: &str) -> Option<Id> {
     all().into_iter().find(|vector| vector.name == name).map(|vector| vector.envelope.id())
+}
+
+/// A case of the signature rule (PROTOCOL.md §3 and §12): a key, a digest and a signature, with the rule's verdict.
+/// The crafted cases are what a standard signer never makes; they pin down the rule where Ed25519 verifiers
+/// differ (cofactored or not, small-order points, `S ≥ ℓ`).
+#[derive(Debug, Clone)]
+pub struct SignatureCase {
+    pub name: &'static str,
+    pub key: PublicKey,
+    pub digest: [u8; 32],
+    pub signature: Signature,
+    pub valid: bool,
+}
+
+impl SignatureCase {
+    /// The case as the text block PROTOCOL.md shows (and its test parses).
+    pub fn to_block(&self) -> String {
+        let verdict = if self.valid { "valid" } else { "invalid" };
+        format!(
+            "signature-case: {}\npublic-key: {}\ndigest: {}\nsignature: {}\nverdict: {verdict}\n",
+            self.name,
+            self.key.to_hex(),
+            hex::encode(self.digest),
+            self.signature.to_hex()
+        )
+    }
+}
+
+/// ℓ, the order of the base point, little-endian.
+const ELL: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// The signature cases: an honest signature, and signatures built from a known secret scalar `a` and nonce `r`
+/// with a point `T` of order 8 mixed into R or the key.
+pub fn signature_cases() -> Vec<SignatureCase> {
+    use curve25519_dalek::constants::EIGHT_TORSION;
+    use curve25519_dalek::edwards::EdwardsPoint;
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest as _, Sha512};
+
+    let scalar = |label: &str| Scalar::from_bytes_mod_order(*blake3::hash(label.as_bytes()).as_bytes());
+    let digest = *blake3::hash(b"kos signature case digest").as_bytes();
+    let (a, r) = (scalar("kos signature case secret"), scalar("kos signature case nonce"));
+    let torsion = EIGHT_TORSION[1];
+    // s = r + k·a for the given R and key encodings.
+    let sign = |r_point: EdwardsPoint, r: Scalar, key_point: EdwardsPoint, a: Scalar, digest: &[u8; 32]| {
+        let (r_bytes, key_bytes) = (r_point.compress().to_bytes(), key_point.compress().to_bytes());
+        let hash = Sha512::new().chain_update(r_bytes).chain_update(key_bytes).chain_update(digest).finalize();
+        let mut wide = [0u8; 64];
+        wide.copy_from_slice(&hash);
+        let s = r + Scalar::from_bytes_mod_order_wide(&wide) * a;
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&r_bytes);
+        signature[32..].copy_from_slice(s.as_bytes());
+        (PublicKey(key_bytes), Signature(signature))
+    };
+    let case = |name, (key, signature): (PublicKey, Signature), digest, valid| SignatureCase {
+        name,
+        key,
+        digest,
+        signature,
+        valid,
+    };
+    let base = EdwardsPoint::mul_base;
+    let honest = Keypair::from_seed(&seed(1));
+    let honest_signature = honest.sign_digest(&digest);
+    // S + ℓ: the same S modulo ℓ, not reduced.
+    let mut unreduced = honest_signature;
+    let mut carry = 0u16;
+    for (byte, ell) in unreduced.0[32..].iter_mut().zip(ELL) {
+        let sum = u16::from(*byte) + u16::from(ell) + carry;
+        *byte = sum as u8;
+        carry = sum >> 8;
+    }
+    let other_digest = *blake3::hash(b"kos signature case other digest").as_bytes();
+    vec![
+        case("honest", (honest.public(), honest_signature), digest, true),
+        case("wrong-digest", (honest.public(), honest_signature), other_digest, false),
+        case("s-not-reduced", (honest.public(), unreduced), digest, false),
+        case("mixed-order-r", sign(base(&r) + torsion, r, base(&a), a, &digest), digest, true),
+        case("mixed-order-key", sign(base(&r), r, base(&a) + torsion, a, &digest), digest, true),
+        case("small-order-r", sign(torsion, Scalar::ZERO, base(&a), a, &digest), digest, false),
+        case("small-order-key", sign(base(&r), r, torsion, Scalar::ZERO, &digest), digest, false),
+    ]
 }

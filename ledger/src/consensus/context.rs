@@ -98,7 +98,7 @@ impl Ord for Sig {
     }
 }
 
-/// Ed25519 by ed25519-dalek, strict verification (RFC 8032 with canonical encodings, no small-order keys).
+/// Ed25519: signing by ed25519-dalek, verification by kos's rule (PROTOCOL.md §3, `protocol::keys::verify`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ed25519;
 
@@ -423,8 +423,10 @@ impl Signer {
     }
 }
 
+/// Votes and proposals are verified by the rule of every kos signature (PROTOCOL.md §3).
 fn verify(digest: &Hash, signature: &Sig, key: &VerifyingKey) -> bool {
-    key.verify_strict(digest.as_bytes(), &signature.0).is_ok()
+    let key = protocol::PublicKey(key.to_bytes());
+    protocol::keys::verify(&key, &digest.0, &protocol::Signature(signature.0.to_bytes())).is_ok()
 }
 
 impl SigningProvider<Kos> for Signer {

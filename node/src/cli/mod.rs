@@ -565,10 +565,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for vector in protocol::vectors::all() {
                 writeln!(out, "```text\n{}```\n", vector.to_block())?;
             }
+            writeln!(out, "{SIGNATURE_CASES_INTRO}\n")?;
+            for case in protocol::vectors::signature_cases() {
+                writeln!(out, "```text\n{}```\n", case.to_block())?;
+            }
             Ok(())
         }
     }
 }
+
+/// What `kos protocol vectors` prints before the signature cases (PROTOCOL.md §12 ends with its output).
+const SIGNATURE_CASES_INTRO: &str = "### Signature cases
+
+Each case is a public key, a digest (the 32-byte message `M`), a signature and its verdict under the rule of §3.
+The crafted ones use a secret scalar `a = BLAKE3(\"kos signature case secret\") mod ℓ`, a nonce
+`r = BLAKE3(\"kos signature case nonce\") mod ℓ` (the 32 hash bytes read little-endian) and `T`, a point of order 8
+(encoded `c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a`), with `S = r + k·a`: *mixed-order-r* has
+`R = [r]B + T` and *mixed-order-key* the key `[a]B + T`, both valid under the cofactored equation and refused by
+`verify_strict`; *small-order-r* (`R = T`, `S = k·a`) and *small-order-key* (the key `T`, `S = r`) pass the
+cofactored equation but are refused for their small-order point; *s-not-reduced* is the honest signature with
+`S + ℓ`.";
 
 fn run_node(paths: &Paths, args: RunArgs) -> anyhow::Result<()> {
     let explicit = args.config.is_some();

@@ -99,3 +99,57 @@ fn vector_ids_are_pinned() {
         "555bc65f4374ed0b92fc453add25e891a737ddeb0ff346d205f1f2f5251ce821"
     );
 }
+
+/// The `signature-case` blocks of PROTOCOL.md §12, as key → value maps.
+fn documented_signature_cases() -> Vec<BTreeMap<String, String>> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
+    let text = std::fs::read_to_string(path).expect("PROTOCOL.md at the repository root");
+    let mut blocks = Vec::new();
+    let mut current: Option<BTreeMap<String, String>> = None;
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("signature-case: ") {
+            current = Some(BTreeMap::from([("signature-case".to_owned(), name.to_owned())]));
+        } else if line.starts_with("```") {
+            blocks.extend(current.take());
+        } else if let (Some(block), Some((key, value))) = (current.as_mut(), line.split_once(": ")) {
+            block.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    blocks
+}
+
+#[test]
+fn protocol_md_lists_the_signature_cases_and_each_gets_its_verdict() {
+    use protocol::keys::{Item, verify, verify_batch};
+    use protocol::types::{PublicKey, Signature};
+
+    let documented = documented_signature_cases();
+    let generated = vectors::signature_cases();
+    assert_eq!(documented.len(), generated.len());
+    let mut parsed = Vec::new();
+    for (block, case) in documented.iter().zip(&generated) {
+        let expected: BTreeMap<String, String> = case
+            .to_block()
+            .lines()
+            .map(|line| line.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
+            .collect();
+        assert_eq!(block, &expected, "signature case {} differs from PROTOCOL.md", case.name);
+        let key = PublicKey(unhex(&block["public-key"]).try_into().unwrap());
+        let digest: [u8; 32] = unhex(&block["digest"]).try_into().unwrap();
+        let signature = Signature(unhex(&block["signature"]).try_into().unwrap());
+        let valid = match block["verdict"].as_str() {
+            "valid" => true,
+            "invalid" => false,
+            other => panic!("verdict {other}"),
+        };
+        assert_eq!(verify(&key, &digest, &signature).is_ok(), valid, "{}", case.name);
+        parsed.push((key, digest, signature, valid));
+    }
+    // Both verdicts occur, and a batch of all the cases gives each its own.
+    assert!(parsed.iter().any(|case| case.3) && parsed.iter().any(|case| !case.3));
+    let items: Vec<Item<'_>> =
+        parsed.iter().map(|(key, digest, signature, _)| Item { key, digest, signature }).collect();
+    for (result, case) in verify_batch(&items).iter().zip(&parsed) {
+        assert_eq!(result.is_ok(), case.3);
+    }
+}
