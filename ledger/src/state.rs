@@ -1038,12 +1038,36 @@ impl State {
         entries: impl IntoIterator<Item = &'e [u8]>,
         verified: &dyn Fn(&[u8]) -> bool,
     ) -> Result<Executed, (usize, EntryError)> {
+        let entries: Vec<&[u8]> = entries.into_iter().collect();
+        let checked = self.verify_in_batches(&entries, context, verified);
         let mut pending = Pending::new(self, context);
-        for (index, bytes) in entries.into_iter().enumerate() {
-            let envelope = self.check_entry(bytes, context, verified).map_err(|error| (index, error))?;
+        for (index, (bytes, checked)) in entries.into_iter().zip(checked).enumerate() {
+            let envelope = self.check_entry(bytes, context, checked).map_err(|error| (index, error))?;
             pending.run(&envelope).map_err(|error| (index, error))?;
         }
         Ok(pending.finish())
+    }
+
+    /// For each entry, whether its signature is known good: `verified` by this process before, or verified here
+    /// with the other unverified entries in batches (which give each signature the verdict of single verification,
+    /// PROTOCOL.md §3). An entry that fails here is checked again alone, for its exact error.
+    fn verify_in_batches(
+        &self,
+        entries: &[&[u8]],
+        context: BlockContext,
+        verified: &dyn Fn(&[u8]) -> bool,
+    ) -> Vec<bool> {
+        let mut checked: Vec<bool> = entries.iter().map(|bytes| verified(bytes)).collect();
+        let unverified: Vec<usize> = (0..entries.len()).filter(|index| !checked[*index]).collect();
+        if unverified.is_empty() {
+            return checked;
+        }
+        let slices: Vec<&[u8]> = unverified.iter().map(|index| entries[*index]).collect();
+        let results = protocol::validate_batch(&slices, &self.entry_config(), context.time_ms);
+        for (index, result) in unverified.into_iter().zip(results) {
+            checked[index] = result.is_ok();
+        }
+        checked
     }
 
     /// Builds a block's entries from candidates in order: keeps those that execute (and fit the limits), and
@@ -1060,7 +1084,8 @@ impl State {
             if kept.len() >= entries_max || bytes_total.saturating_add(bytes.len() + 5) > bytes_max {
                 break;
             }
-            let result = self.check_entry(&bytes, context, verified).and_then(|envelope| pending.run(&envelope));
+            let result =
+                self.check_entry(&bytes, context, verified(&bytes)).and_then(|envelope| pending.run(&envelope));
             match result {
                 Ok(()) => {
                     bytes_total += bytes.len() + 5;
@@ -1072,14 +1097,10 @@ impl State {
         Built { entries: kept, executed: pending.finish(), rejected }
     }
 
-    fn check_entry(
-        &self,
-        bytes: &[u8],
-        context: BlockContext,
-        verified: &dyn Fn(&[u8]) -> bool,
-    ) -> Result<Envelope, EntryError> {
+    /// Validates an entry at the block's time; `verified`: its signature is known good.
+    fn check_entry(&self, bytes: &[u8], context: BlockContext, verified: bool) -> Result<Envelope, EntryError> {
         let config = self.entry_config();
-        let validated = if verified(bytes) {
+        let validated = if verified {
             protocol::validate::revalidate(bytes, &config, context.time_ms)
         } else {
             protocol::validate(bytes, &config, context.time_ms)

@@ -70,11 +70,14 @@ pub struct Status {
 
 enum Input {
     Entries(Vec<Delivery>),
-    Submit { bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, String>> },
+    Submit { bytes: Vec<u8>, reply: Reply },
     Synced { peer: Option<PeerId>, from: u64, tip: u64, blocks: Vec<Stored> },
     Read(Reader),
     Shutdown,
 }
+
+/// The answer to a submitted entry: its id, or why it was refused.
+type Reply = oneshot::Sender<Result<Id, String>>;
 
 /// A read of the state at a height, run on the ledger thread.
 type Reader = Box<dyn FnOnce(&State, u64) + Send>;
@@ -339,23 +342,24 @@ impl Actor {
                 self.admit(deliveries).await
             }
             Input::Submit { bytes, reply } => {
-                let (result, effects) = self.engine.on_entry(bytes.clone(), now_ms());
-                let result = result.map_err(|rejected| rejected.to_string());
-                // Entries travel on the ledger topic, job postings and bids on the jobs topic (which every node
-                // also feeds to its mempool).
-                let topic = protocol::Envelope::from_bytes(&bytes)
-                    .ok()
-                    .and_then(|envelope| Topic::of(&envelope))
-                    .filter(|topic| *topic == Topic::Jobs)
-                    .unwrap_or(Topic::Ledger);
-                if result.is_ok()
-                    && let Err(error) = self.network.publish_bytes(topic, bytes).await
-                {
-                    // A lone validator has no peers to gossip to; its own mempool has the entry.
-                    debug!(%error, "gossiping a submitted entry");
+                // Take the other submissions queued behind this one, so their signatures are verified together.
+                let mut submissions = vec![(bytes, reply)];
+                let mut next = None;
+                while submissions.len() < ENTRY_BATCH_MAX {
+                    match inputs.try_recv() {
+                        Ok(Input::Submit { bytes, reply }) => submissions.push((bytes, reply)),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
                 }
-                let _ = reply.send(result);
-                self.apply(effects, None).await
+                self.submit(submissions).await?;
+                match next {
+                    Some(input) => Box::pin(self.on_input(input, inputs)).await,
+                    None => Ok(()),
+                }
             }
             Input::Synced { peer, from, tip, blocks } => self.on_synced(peer, from, tip, blocks).await,
             Input::Read(read) => {
@@ -364,6 +368,30 @@ impl Actor {
             }
             Input::Shutdown => Ok(()),
         }
+    }
+
+    /// Admits entries submitted by local clients, gossips the accepted ones and answers each client.
+    async fn submit(&mut self, submissions: Vec<(Vec<u8>, Reply)>) -> anyhow::Result<()> {
+        let (entries, replies): (Vec<Vec<u8>>, Vec<Reply>) = submissions.into_iter().unzip();
+        let (results, effects) = self.engine.on_entries(entries.clone(), now_ms());
+        for ((bytes, result), reply) in entries.into_iter().zip(results).zip(replies) {
+            let result = result.map_err(|rejected| rejected.to_string());
+            // Entries travel on the ledger topic, job postings and bids on the jobs topic (which every node also
+            // feeds to its mempool).
+            let topic = protocol::Envelope::from_bytes(&bytes)
+                .ok()
+                .and_then(|envelope| Topic::of(&envelope))
+                .filter(|topic| *topic == Topic::Jobs)
+                .unwrap_or(Topic::Ledger);
+            if result.is_ok()
+                && let Err(error) = self.network.publish_bytes(topic, bytes).await
+            {
+                // A lone validator has no peers to gossip to; its own mempool has the entry.
+                debug!(%error, "gossiping a submitted entry");
+            }
+            let _ = reply.send(result);
+        }
+        self.apply(effects, None).await
     }
 
     async fn admit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {

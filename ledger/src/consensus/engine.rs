@@ -408,17 +408,32 @@ impl<S: Store> Engine<S> {
     /// A signed entry for the mempool (from gossip or a local client). Validates it; a proposer waiting for
     /// entries proposes at once.
     pub fn on_entry(&mut self, bytes: Vec<u8>, now_ms: u64) -> (Result<Id, Rejected>, Vec<Effect>) {
+        let (mut results, effects) = self.on_entries(vec![bytes], now_ms);
+        (results.pop().unwrap_or(Err(Rejected::Full)), effects)
+    }
+
+    /// Validates entries together (their signatures in batches) and admits the valid ones to the mempool; one
+    /// result per entry, in order.
+    pub fn on_entries(&mut self, entries: Vec<Vec<u8>>, now_ms: u64) -> (Vec<Result<Id, Rejected>>, Vec<Effect>) {
         self.shell.now_ms = now_ms;
-        let result = self.shell.mempool.add(bytes, &self.shell.state, now_ms);
-        if result.is_ok()
+        let slices: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        let validated = protocol::validate_batch(&slices, &self.shell.state.entry_config(), now_ms);
+        let results: Vec<Result<Id, Rejected>> = entries
+            .into_iter()
+            .zip(validated)
+            .map(|(bytes, validated)| {
+                let validated = validated.map_err(Rejected::Invalid)?;
+                self.shell.mempool.add_validated(bytes, validated, &self.shell.state)
+            })
+            .collect();
+        if results.iter().any(Result::is_ok)
             && let Some((height, round)) = self.shell.awaiting_value.take()
         {
             self.shell.effects.push(Effect::CancelTimer(Timer::Build));
             self.shell.propose(height, round);
             self.process();
         }
-        let effects = self.drain();
-        (result, effects)
+        (results, self.drain())
     }
 
     /// Admits entries validated elsewhere (the node validates gossip in batches).

@@ -313,3 +313,25 @@ fn a_guild_spends_only_with_enough_of_its_members_approvals() {
     assert_eq!(state.guild_spend(&big.id()).unwrap().approvals, 1);
     assert_eq!(state.balance(&account, &credit), 200_000);
 }
+
+/// Entries this process has not verified are verified together in batches when a block executes: a block of good
+/// entries executes, and one whose entry carries a broken signature is refused at that entry, with the signature
+/// as the reason.
+#[test]
+fn a_block_s_unverified_entries_are_verified_together_and_a_bad_signature_is_named() {
+    let mut world = World::new();
+    let state = State::genesis(world.genesis.clone());
+    let context = BlockContext { height: 1, time_ms: START_MS + 10, proposer: world.keys[0].public() };
+    let mut entries: Vec<Vec<u8>> = (0..40)
+        .map(|index| world.entry(&Op::Transfer { from: index % 4, to: (index + 1) % 4, amount: 10 }, START_MS, &None))
+        .map(Option::unwrap)
+        .collect();
+    let executed = state.execute(context, entries.iter().map(Vec::as_slice), &|_| false).unwrap();
+    assert_eq!(executed.ids.len(), 40);
+    // Flip one bit of the S half of entry 23's signature (the envelope's last 32 bytes).
+    let last = entries[23].len() - 1;
+    entries[23][last - 5] ^= 0x01;
+    let (index, error) = state.execute(context, entries.iter().map(Vec::as_slice), &|_| false).unwrap_err();
+    assert_eq!(index, 23);
+    assert!(error.to_string().contains("signature"), "{error}");
+}

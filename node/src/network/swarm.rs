@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use libp2p::futures::StreamExt as _;
+use libp2p::futures::{FutureExt as _, StreamExt as _};
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId, TopicHash};
 use libp2p::kad::{self, RecordKey};
 use libp2p::multiaddr::Protocol;
@@ -421,12 +421,35 @@ const REDIAL_BOOTNODES_TICKS: u64 = 10;
 /// A provider search in flight: the providers found so far and who waits for them.
 type FindQuery = (HashSet<PeerId>, oneshot::Sender<Result<Vec<PeerId>, Error>>);
 
+/// A gossip message past its sender's budget, waiting for its batch to be validated.
+struct Gossip {
+    source: PeerId,
+    message_id: MessageId,
+    data: Vec<u8>,
+    topic: Topic,
+}
+
+/// Most gossip messages validated together.
+const GOSSIP_BATCH_MAX: usize = protocol::limits::BATCH_SIGNATURES_MAX;
+
 impl Task {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    // Take the events that are ready as well, so that gossip messages have their signatures
+                    // verified together (one multiscalar equation per batch; PROTOCOL.md §3).
+                    let mut gossip = Vec::new();
+                    self.on_swarm_event(event, &mut gossip);
+                    while gossip.len() < GOSSIP_BATCH_MAX {
+                        match self.swarm.select_next_some().now_or_never() {
+                            Some(event) => self.on_swarm_event(event, &mut gossip),
+                            None => break,
+                        }
+                    }
+                    self.on_gossip_batch(gossip);
+                }
                 command = commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                     Some(command) => self.on_command(command),
@@ -727,13 +750,14 @@ impl Task {
         }
     }
 
-    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+    /// Handles one event; a gossip message that passes the cheap checks joins `gossip`, to be validated in a batch.
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>, gossip: &mut Vec<Gossip>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
                 message_id,
                 message,
-            })) => self.on_gossip(propagation_source, message_id, message),
+            })) => gossip.extend(self.on_gossip(propagation_source, message_id, message)),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 let serves_dht = info.protocols.contains(&self.kademlia_protocol);
                 if let (true, Some(kademlia)) = (serves_dht, self.swarm.behaviour_mut().kademlia.as_mut()) {
@@ -803,7 +827,9 @@ impl Task {
         let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(message_id, source, acceptance);
     }
 
-    fn on_gossip(&mut self, source: PeerId, message_id: MessageId, message: gossipsub::Message) {
+    /// The checks before a gossip message's signature: its sender's budget and its topic. Consensus messages go
+    /// to the ledger; the others are returned to be validated.
+    fn on_gossip(&mut self, source: PeerId, message_id: MessageId, message: gossipsub::Message) -> Option<Gossip> {
         let now_ms = now_ms();
         let topic = self.topics.get(&message.topic).copied();
         // A consensus message is charged as one message of at most an envelope's size: proposals are large by
@@ -816,15 +842,41 @@ impl Task {
         if self.budgets.charge(&source, bytes, now_ms) == BudgetVerdict::Over {
             Stats::bump(&self.stats.throttled);
             *self.penalties.entry(source).or_insert(0.0) += 1.0;
-            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+            self.report(&message_id, &source, MessageAcceptance::Ignore);
+            return None;
         }
         let Some(topic) = topic else {
-            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+            self.report(&message_id, &source, MessageAcceptance::Ignore);
+            return None;
         };
         if topic == Topic::Consensus {
-            return self.on_consensus(source, message_id, message.data);
+            self.on_consensus(source, message_id, message.data);
+            return None;
         }
-        let validated = match protocol::validate(&message.data, &self.config.validation, now_ms) {
+        Some(Gossip { source, message_id, data: message.data, topic })
+    }
+
+    /// Validates gossip messages together, then takes each through the rest of the door in order.
+    fn on_gossip_batch(&mut self, gossip: Vec<Gossip>) {
+        if gossip.is_empty() {
+            return;
+        }
+        let now_ms = now_ms();
+        let slices: Vec<&[u8]> = gossip.iter().map(|message| message.data.as_slice()).collect();
+        let results = protocol::validate_batch(&slices, &self.config.validation, now_ms);
+        for (message, result) in gossip.into_iter().zip(results) {
+            self.on_validated(message, result, now_ms);
+        }
+    }
+
+    fn on_validated(
+        &mut self,
+        message: Gossip,
+        result: Result<protocol::Validated, protocol::validate::Error>,
+        now_ms: u64,
+    ) {
+        let Gossip { source, message_id, data, topic } = message;
+        let validated = match result {
             Ok(validated) => validated,
             Err(error) => {
                 use protocol::validate::Error as Invalid;
@@ -878,7 +930,7 @@ impl Task {
         }
         // The author pays fuel for the network's work of carrying its message: one unit per started KiB, at its
         // kind's priority. Out of fuel, the message is not forwarded (no blame on the forwarding peer).
-        let units = u64::try_from(message.data.len().div_ceil(1024)).unwrap_or(u64::MAX).max(1);
+        let units = u64::try_from(data.len().div_ceil(1024)).unwrap_or(u64::MAX).max(1);
         let priority = priority_of(&envelope.body);
         if let FuelVerdict::Throttled { .. } =
             self.fuel.spend(&envelope.author, Class::Bandwidth, priority, units, now_ms)
@@ -905,9 +957,8 @@ impl Task {
         }
         Stats::bump(&self.stats.accepted);
         self.report(&message_id, &source, MessageAcceptance::Accept);
-        self.remember(topic, &envelope, validated.id, &message.data);
-        let delivery =
-            Delivery { id: validated.id, envelope: Arc::new(envelope), bytes: message.data.into(), topic, source };
+        self.remember(topic, &envelope, validated.id, &data);
+        let delivery = Delivery { id: validated.id, envelope: Arc::new(envelope), bytes: data.into(), topic, source };
         if self.deliveries.try_send(delivery).is_err() {
             Stats::bump(&self.stats.delivery_dropped);
         }
