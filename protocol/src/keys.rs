@@ -315,4 +315,48 @@ mod tests {
         signature.0[..32].copy_from_slice(&high);
         assert_eq!(signature_parts(&signature).err(), Some(SignatureError::Mismatch));
     }
+
+    proptest::proptest! {
+        /// Signatures with any small-order component mixed into R and the key: valid exactly when nothing was
+        /// changed after signing, alone and in a batch among honest signatures.
+        #[test]
+        fn mixed_order_signatures_get_one_verdict_alone_and_in_batches(
+            a in proptest::array::uniform32(proptest::num::u8::ANY),
+            r in proptest::array::uniform32(proptest::num::u8::ANY),
+            digest in proptest::array::uniform32(proptest::num::u8::ANY),
+            torsion_r in 0..8usize,
+            torsion_a in 0..8usize,
+            change in 0..4u8,
+            bit in 0..256usize,
+        ) {
+            use curve25519_dalek::constants::EIGHT_TORSION;
+            let (a, r) = (Scalar::from_bytes_mod_order(a), Scalar::from_bytes_mod_order(r));
+            let r_point = EdwardsPoint::mul_base(&r) + EIGHT_TORSION[torsion_r];
+            let key = PublicKey((EdwardsPoint::mul_base(&a) + EIGHT_TORSION[torsion_a]).compress().to_bytes());
+            let mut signature = Signature([0; 64]);
+            signature.0[..32].copy_from_slice(&r_point.compress().to_bytes());
+            let s = r + challenge(&signature, &key, &digest) * a;
+            signature.0[32..].copy_from_slice(s.as_bytes());
+            let mut digest = digest;
+            // 0: unchanged; 1: a bit of S; 2: a bit of the digest; 3: a bit of R.
+            match change {
+                1 => signature.0[32 + bit / 8] ^= 1 << (bit % 8),
+                2 => digest[bit / 8] ^= 1 << (bit % 8),
+                3 => signature.0[bit / 8] ^= 1 << (bit % 8),
+                _ => {}
+            }
+            let alone = verify(&key, &digest, &signature);
+            proptest::prop_assert_eq!(alone.is_ok(), change == 0);
+            let honest = Keypair::from_seed(&[7; 32]);
+            let honest_digest = [9u8; 32];
+            let honest_signature = honest.sign_digest(&honest_digest);
+            let public = honest.public();
+            let items = [
+                Item { key: &public, digest: &honest_digest, signature: &honest_signature },
+                Item { key: &key, digest: &digest, signature: &signature },
+                Item { key: &public, digest: &honest_digest, signature: &honest_signature },
+            ];
+            proptest::prop_assert_eq!(verify_batch(&items), vec![Ok(()), alone, Ok(())]);
+        }
+    }
 }
