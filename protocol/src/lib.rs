@@ -4,6 +4,7 @@
 //! PROTOCOL.md at the repository root specifies every byte; [`vectors`] produces its test vectors.
 
 pub mod amount;
+pub mod bundle;
 pub mod codec;
 pub mod envelope;
 pub mod keys;

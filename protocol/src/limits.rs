@@ -65,3 +65,9 @@ const _: () = assert!(GUILD_MEMBERS_MAX * 34 + GUILD_NAME_BYTES_MAX + 1024 <= EN
 const _: () = assert!(COMPUTE_SAMPLES_MAX * (MERKLE_PATH_MAX * 34 + 48) + 1024 <= ENVELOPE_BYTES_MAX);
 const _: () = assert!(1u64 << MERKLE_PATH_MAX == COMPUTE_UNITS_MAX as u64);
 const _: () = assert!(BARTER_LEGS_MIN >= 2 && BARTER_LEGS_MIN <= BARTER_LEGS_MAX);
+
+/// Most entries in one bundle (PROTOCOL.md §9).
+pub const BUNDLE_ENTRIES_MAX: usize = 256;
+/// Most bytes of one bundle.
+pub const BUNDLE_BYTES_MAX: usize = 512 * 1024;
+const _: () = assert!(ENVELOPE_BYTES_MAX + 8 <= BUNDLE_BYTES_MAX);

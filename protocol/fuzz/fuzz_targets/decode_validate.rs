@@ -1,4 +1,5 @@
-//! Any bytes through decode and validation: never a panic; whatever validates must re-encode to the same bytes.
+//! Any bytes through decode and validation, as an envelope and as a bundle: never a panic; whatever validates or
+//! decodes must re-encode to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,4 +19,14 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(batch.len(), 1);
     assert_eq!(batch[0].is_ok(), single.is_ok());
     let _ = protocol::codec::decode::<protocol::Body>(data, protocol::limits::ENVELOPE_BYTES_MAX);
+    // The same bytes as a bundle: whatever decodes re-encodes to its input, and its entries validate alone as they
+    // do together.
+    if let Ok(entries) = protocol::bundle::decode(data) {
+        let slices: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+        assert_eq!(protocol::bundle::encode(&slices), data, "a decoded bundle re-encodes to its input");
+        let together = validate_batch(&slices, &config, vectors::CREATED_MS);
+        for (entry, result) in slices.iter().zip(&together) {
+            assert_eq!(result.is_ok(), validate(entry, &config, vectors::CREATED_MS).is_ok());
+        }
+    }
 });
