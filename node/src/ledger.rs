@@ -374,22 +374,27 @@ impl Actor {
     async fn submit(&mut self, submissions: Vec<(Vec<u8>, Reply)>) -> anyhow::Result<()> {
         let (entries, replies): (Vec<Vec<u8>>, Vec<Reply>) = submissions.into_iter().unzip();
         let (results, effects) = self.engine.on_entries(entries.clone(), now_ms());
+        // Entries travel on the ledger topic (several at once in bundles), job postings and bids on the jobs topic
+        // (which every node also feeds to its mempool).
+        let mut ledger_entries = Vec::new();
         for ((bytes, result), reply) in entries.into_iter().zip(results).zip(replies) {
             let result = result.map_err(|rejected| rejected.to_string());
-            // Entries travel on the ledger topic, job postings and bids on the jobs topic (which every node also
-            // feeds to its mempool).
-            let topic = protocol::Envelope::from_bytes(&bytes)
-                .ok()
-                .and_then(|envelope| Topic::of(&envelope))
-                .filter(|topic| *topic == Topic::Jobs)
-                .unwrap_or(Topic::Ledger);
-            if result.is_ok()
-                && let Err(error) = self.network.publish_bytes(topic, bytes).await
-            {
-                // A lone validator has no peers to gossip to; its own mempool has the entry.
-                debug!(%error, "gossiping a submitted entry");
+            if result.is_ok() {
+                let jobs = protocol::Envelope::from_bytes(&bytes)
+                    .ok()
+                    .and_then(|envelope| Topic::of(&envelope))
+                    .is_some_and(|topic| topic == Topic::Jobs);
+                if !jobs {
+                    ledger_entries.push(bytes);
+                } else if let Err(error) = self.network.publish_bytes(Topic::Jobs, bytes).await {
+                    debug!(%error, "gossiping a submitted entry");
+                }
             }
             let _ = reply.send(result);
+        }
+        if let Err(error) = self.network.publish_entries(&ledger_entries).await {
+            // A lone validator has no peers to gossip to; its own mempool has the entries.
+            debug!(%error, "gossiping submitted entries");
         }
         self.apply(effects, None).await
     }

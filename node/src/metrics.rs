@@ -111,6 +111,7 @@ pub fn gossip(stats: &Stats) -> Vec<(&'static str, &'static str, u64)> {
         ("throttled", "messages over their sender's rate limit, not forwarded", Stats::get(&stats.throttled)),
         ("fuel_throttled", "messages whose author was out of fuel, not forwarded", Stats::get(&stats.fuel_throttled)),
         ("delivery_dropped", "valid messages dropped because the node was behind", Stats::get(&stats.delivery_dropped)),
+        ("bundles", "bundles of ledger entries received and accepted", Stats::get(&stats.bundles)),
     ]
 }
 

@@ -586,3 +586,88 @@ async fn offers_cost_memory_fuel_and_transfers_do_not() {
     assert_eq!(status.levels[0], status.levels[1], "{status:?}");
     assert!(status.levels[0] < 1_000, "compute was not charged: {status:?}");
 }
+
+fn transfer(keypair: &protocol::Keypair, nonce: u64) -> protocol::Envelope {
+    Draft {
+        network: network(),
+        nonce,
+        created_ms: now_ms(),
+        expires_ms: now_ms() + 600_000,
+        body: protocol::Body::Transfer(protocol::message::Transfer {
+            to: protocol::PublicKey([7; 32]),
+            token: protocol::types::TokenId::new("credit").unwrap(),
+            amount: 1,
+            memo: protocol::types::Text::new("").unwrap(),
+        }),
+    }
+    .sign(keypair)
+}
+
+/// Entries a node passes on together travel as one bundle (PROTOCOL.md §9) and arrive one by one, each checked as if
+/// it had come alone. A bundle holding one invalid entry is rejected as a whole and goes no further, a malformed one
+/// too, and one with nothing new is dropped without blame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_travel_in_bundles_and_a_bundle_with_an_invalid_entry_goes_no_further() {
+    // a - b - c: a bundles, b judges, c sees only what b forwards.
+    let mut nodes = Vec::new();
+    for seed in 600..603 {
+        let node = local::start(seed, &network(), Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+        node.handle.subscribe(Topic::Ledger).await.unwrap();
+        nodes.push(node);
+    }
+    for (x, y) in [(0, 1), (1, 2)] {
+        local::connect(&nodes[x], &nodes[y]).await.unwrap();
+    }
+    for (x, y) in [(0, 1), (1, 0), (1, 2), (2, 1)] {
+        let peer = nodes[y].handle.peer_id();
+        let meshed = wait_for(Duration::from_secs(15), || async {
+            nodes[x].handle.topic_peers(Topic::Bundles).await.unwrap().contains(&peer)
+        })
+        .await;
+        assert!(meshed, "node {x} has no bundle mesh link to node {y}");
+    }
+    let stats = |node: &Node| {
+        let stats = node.handle.stats();
+        (Stats::get(&stats.accepted), Stats::get(&stats.rejected), Stats::get(&stats.bundles))
+    };
+
+    // 50 transfers in one bundle reach c, one delivery each, on the ledger topic.
+    let transfers: Vec<protocol::Envelope> = (0..50).map(|nonce| transfer(&nodes[0].keypair, nonce + 1)).collect();
+    let bytes: Vec<Vec<u8>> = transfers.iter().map(protocol::Envelope::to_bytes).collect();
+    assert_eq!(nodes[0].handle.publish_entries(&bytes).await.unwrap(), 1);
+    let mut expected: HashSet<protocol::Id> = transfers.iter().map(protocol::Envelope::id).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !expected.is_empty() {
+        let delivery = tokio::time::timeout_at(deadline, nodes[2].deliveries.recv()).await;
+        let delivery = delivery.unwrap_or_else(|_| panic!("c misses {} entries", expected.len())).unwrap();
+        assert_eq!(delivery.topic, Topic::Ledger);
+        assert!(expected.remove(&delivery.id), "an unexpected or repeated entry");
+    }
+    assert_eq!(stats(&nodes[1]), (50, 0, 1));
+    assert_eq!(stats(&nodes[2]), (50, 0, 1));
+
+    // Ten new transfers, one with a broken signature: b rejects the bundle, c never sees any of them.
+    let mut bad: Vec<Vec<u8>> = (0..10).map(|nonce| transfer(&nodes[0].keypair, nonce + 100).to_bytes()).collect();
+    let last = bad[4].len() - 1;
+    bad[4][last - 3] ^= 1;
+    let slices: Vec<&[u8]> = bad.iter().map(Vec::as_slice).collect();
+    nodes[0].handle.publish_bytes(Topic::Bundles, protocol::bundle::encode(&slices)).await.unwrap();
+    // Malformed: an integer where an entry should be.
+    nodes[0].handle.publish_bytes(Topic::Bundles, vec![0x81, 0x01]).await.unwrap();
+    // Nothing new: 49 of the first 50 again.
+    let again: Vec<&[u8]> = bytes[..49].iter().map(Vec::as_slice).collect();
+    nodes[0].handle.publish_bytes(Topic::Bundles, protocol::bundle::encode(&again)).await.unwrap();
+    let judged = wait_for(Duration::from_secs(10), || async {
+        Stats::get(&nodes[1].handle.stats().rejected) == 2
+            && Stats::get(&nodes[1].handle.stats().ignored_duplicate) == 49
+    })
+    .await;
+    assert!(judged, "b: {:?}, {} duplicates", stats(&nodes[1]), Stats::get(&nodes[1].handle.stats().ignored_duplicate));
+    // b delivered the nine valid entries of the rejected bundle to its own node, and forwarded nothing.
+    assert_eq!(stats(&nodes[1]), (59, 2, 1));
+    let score = nodes[1].handle.peer_score(nodes[0].handle.peer_id()).await.unwrap().unwrap();
+    assert!(score < -10.0, "a's score at b: {score}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(nodes[2].deliveries.try_recv().is_err(), "c received something b should not have forwarded");
+    assert_eq!(stats(&nodes[2]), (50, 0, 1));
+}

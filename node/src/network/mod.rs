@@ -153,6 +153,8 @@ pub struct Stats {
     /// Messages not forwarded because their author was out of fuel.
     pub fuel_throttled: AtomicU64,
     pub delivery_dropped: AtomicU64,
+    /// Bundles of entries accepted (PROTOCOL.md §9); their entries count in `accepted` one by one.
+    pub bundles: AtomicU64,
     /// Relayed connections upgraded to direct ones by DCUtR hole punching.
     pub hole_punched: AtomicU64,
 }
@@ -323,6 +325,24 @@ impl Handle {
     /// invalid or excessive traffic. Returns the gossip message id (blake3 of the bytes).
     pub async fn publish_bytes(&self, topic: Topic, bytes: Vec<u8>) -> Result<Id, Error> {
         self.ask(|reply| Command::Publish { topic, bytes, reply }).await?
+    }
+
+    /// Publishes ledger-topic entries this node has validated: one alone on [`Topic::Ledger`], several in bundles on
+    /// [`Topic::Bundles`] (PROTOCOL.md §9), which peers take apart and check entry by entry. Returns how many gossip
+    /// messages were published.
+    pub async fn publish_entries(&self, entries: &[Vec<u8>]) -> Result<usize, Error> {
+        match entries {
+            [] => Ok(0),
+            [entry] => self.publish_bytes(Topic::Ledger, entry.clone()).await.map(|_| 1),
+            _ => {
+                let bundles = protocol::bundle::pack(entries.iter().map(Vec::as_slice));
+                let count = bundles.len();
+                for bundle in bundles {
+                    self.publish_bytes(Topic::Bundles, bundle).await?;
+                }
+                Ok(count)
+            }
+        }
     }
 
     /// Receives (and forwards) the messages of a topic.

@@ -160,6 +160,8 @@ fn gossipsub_behaviour(
         let hash = gossipsub::IdentTopic::new(topic.name(network)).hash();
         builder.max_transmit_size_for_topic(protocol::limits::ENVELOPE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES, hash);
     }
+    let bundles = gossipsub::IdentTopic::new(Topic::Bundles.name(network)).hash();
+    builder.max_transmit_size_for_topic(protocol::limits::BUNDLE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES, bundles);
     let consensus = gossipsub::IdentTopic::new(Topic::Consensus.name(network)).hash();
     let gossip_config = builder
         // Gossipsub does not sign (PROTOCOL.md §9): every kos message is signed already — an envelope by its
@@ -427,6 +429,8 @@ struct Gossip {
     message_id: MessageId,
     data: Vec<u8>,
     topic: Topic,
+    /// A bundle's entries (PROTOCOL.md §9); `data` is then empty.
+    entries: Option<Vec<Vec<u8>>>,
 }
 
 /// Most gossip messages validated together.
@@ -595,8 +599,13 @@ impl Task {
             warn!(topic = %gossip_topic, %error, "topic scoring");
         }
         self.topics.insert(gossip_topic.hash(), topic);
-        if let Topic::Pool(digest) = topic {
-            self.recent.entry(digest).or_default();
+        match topic {
+            Topic::Pool(digest) => {
+                self.recent.entry(digest).or_default();
+            }
+            // Ledger entries also travel in bundles: a node that takes them takes both.
+            Topic::Ledger => self.subscribe(Topic::Bundles),
+            _ => {}
         }
     }
 
@@ -853,29 +862,77 @@ impl Task {
             self.on_consensus(source, message_id, message.data);
             return None;
         }
-        Some(Gossip { source, message_id, data: message.data, topic })
+        if topic == Topic::Bundles {
+            return match protocol::bundle::decode(&message.data) {
+                Ok(entries) => Some(Gossip { source, message_id, data: Vec::new(), topic, entries: Some(entries) }),
+                Err(error) => {
+                    Stats::bump(&self.stats.rejected);
+                    debug!(peer = %source, %error, "malformed bundle");
+                    self.report(&message_id, &source, MessageAcceptance::Reject);
+                    None
+                }
+            };
+        }
+        Some(Gossip { source, message_id, data: message.data, topic, entries: None })
     }
 
-    /// Validates gossip messages together, then takes each through the rest of the door in order.
+    /// Validates gossip messages together (a bundle's entries with them), then takes each through the rest of the
+    /// door in order.
     fn on_gossip_batch(&mut self, gossip: Vec<Gossip>) {
         if gossip.is_empty() {
             return;
         }
         let now_ms = now_ms();
-        let slices: Vec<&[u8]> = gossip.iter().map(|message| message.data.as_slice()).collect();
-        let results = protocol::validate_batch(&slices, &self.config.validation, now_ms);
-        for (message, result) in gossip.into_iter().zip(results) {
-            self.on_validated(message, result, now_ms);
+        let slices: Vec<&[u8]> = gossip
+            .iter()
+            .flat_map(|message| match &message.entries {
+                Some(entries) => entries.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                None => vec![message.data.as_slice()],
+            })
+            .collect();
+        let mut results = protocol::validate_batch(&slices, &self.config.validation, now_ms).into_iter();
+        for message in gossip {
+            let Gossip { source, message_id, data, topic, entries } = message;
+            let Some(entries) = entries else {
+                let Some(result) = results.next() else { return };
+                let acceptance = self.door(source, data, topic, result, now_ms);
+                self.report(&message_id, &source, acceptance);
+                continue;
+            };
+            // A bundle: each entry goes through the door as if it had come alone, and is delivered when accepted. The
+            // bundle is forwarded when one of its entries was new here; an entry an honest node would never have
+            // bundled (invalid, or not a ledger entry) rejects the whole bundle and counts against its sender.
+            let (mut fresh, mut invalid) = (false, false);
+            for entry in entries {
+                let Some(result) = results.next() else { return };
+                match self.door(source, entry, Topic::Ledger, result, now_ms) {
+                    MessageAcceptance::Accept => fresh = true,
+                    MessageAcceptance::Reject => invalid = true,
+                    MessageAcceptance::Ignore => {}
+                }
+            }
+            let verdict = if invalid {
+                MessageAcceptance::Reject
+            } else if fresh {
+                Stats::bump(&self.stats.bundles);
+                MessageAcceptance::Accept
+            } else {
+                MessageAcceptance::Ignore
+            };
+            self.report(&message_id, &source, verdict);
         }
     }
 
-    fn on_validated(
+    /// The door's checks after validation, for one message (or one entry of a bundle) from `source`: delivers it to
+    /// the node when accepted, and says what gossipsub should do with it.
+    fn door(
         &mut self,
-        message: Gossip,
+        source: PeerId,
+        data: Vec<u8>,
+        topic: Topic,
         result: Result<protocol::Validated, protocol::validate::Error>,
         now_ms: u64,
-    ) {
-        let Gossip { source, message_id, data, topic } = message;
+    ) -> MessageAcceptance {
         let validated = match result {
             Ok(validated) => validated,
             Err(error) => {
@@ -892,14 +949,14 @@ impl Task {
                     }
                 };
                 debug!(peer = %source, %error, "invalid gossip message");
-                return self.report(&message_id, &source, acceptance);
+                return acceptance;
             }
         };
         let envelope = validated.envelope;
         if !topic.allows(&envelope) {
             Stats::bump(&self.stats.rejected);
             debug!(peer = %source, kind = %envelope.kind(), "message on the wrong topic");
-            return self.report(&message_id, &source, MessageAcceptance::Reject);
+            return MessageAcceptance::Reject;
         }
         // A reading must be physically possible on its own (the ledger also checks it against the meter's
         // previous reading): impossible flows are rejected like any invalid message; a reading whose interval has
@@ -911,21 +968,21 @@ impl Task {
             debug!(peer = %source, author = %envelope.author, %invalid, "impossible reading");
             if invalid == energy::reading::Invalid::InTheFuture {
                 Stats::bump(&self.stats.ignored_stale);
-                return self.report(&message_id, &source, MessageAcceptance::Ignore);
+                return MessageAcceptance::Ignore;
             }
             Stats::bump(&self.stats.rejected);
-            return self.report(&message_id, &source, MessageAcceptance::Reject);
+            return MessageAcceptance::Reject;
         }
         match self.replay.check(&envelope.author, envelope.nonce, &validated.id) {
             ReplayVerdict::Fresh => {}
             ReplayVerdict::Duplicate | ReplayVerdict::Stale => {
                 Stats::bump(&self.stats.ignored_duplicate);
-                return self.report(&message_id, &source, MessageAcceptance::Ignore);
+                return MessageAcceptance::Ignore;
             }
             ReplayVerdict::Replay => {
                 Stats::bump(&self.stats.rejected);
                 debug!(peer = %source, author = %envelope.author, nonce = envelope.nonce, "replayed nonce");
-                return self.report(&message_id, &source, MessageAcceptance::Reject);
+                return MessageAcceptance::Reject;
             }
         }
         // The author pays fuel for the network's work of carrying its message: one unit per started KiB, at its
@@ -937,7 +994,7 @@ impl Task {
         {
             Stats::bump(&self.stats.fuel_throttled);
             debug!(author = %envelope.author, "author out of fuel; message not forwarded");
-            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+            return MessageAcceptance::Ignore;
         }
         // Compute: one unit per signature this node verified for it (a settlement or barter cycle carries its
         // offers' signatures too). Memory: an offer or barter offer is state this node keeps for its author (the
@@ -953,15 +1010,15 @@ impl Task {
         if matches!(compute, FuelVerdict::Throttled { .. }) || matches!(memory, FuelVerdict::Throttled { .. }) {
             Stats::bump(&self.stats.fuel_throttled);
             debug!(author = %envelope.author, "author out of compute or memory fuel; message not forwarded");
-            return self.report(&message_id, &source, MessageAcceptance::Ignore);
+            return MessageAcceptance::Ignore;
         }
         Stats::bump(&self.stats.accepted);
-        self.report(&message_id, &source, MessageAcceptance::Accept);
         self.remember(topic, &envelope, validated.id, &data);
         let delivery = Delivery { id: validated.id, envelope: Arc::new(envelope), bytes: data.into(), topic, source };
         if self.deliveries.try_send(delivery).is_err() {
             Stats::bump(&self.stats.delivery_dropped);
         }
+        MessageAcceptance::Accept
     }
 
     /// Hands a consensus message to the ledger, which reports whether it is valid; until then gossipsub holds it.

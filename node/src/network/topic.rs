@@ -6,6 +6,7 @@
 //! | `/kos/<network>/barter/1` | barter offers |
 //! | `/kos/<network>/readings/1` | meter readings |
 //! | `/kos/<network>/ledger/1` | entries for the ledger: transfers, settlements, barter cycles, proposals, votes |
+//! | `/kos/<network>/bundles/1` | bundles of ledger-topic entries (PROTOCOL.md §9), not envelopes |
 //! | `/kos/<network>/jobs/1` | job postings and bids (ledger entries that job indexes also read) |
 //! | `/kos/<network>/consensus/1` | consensus messages (proposals with their blocks, votes, certificates), not envelopes |
 
@@ -20,6 +21,8 @@ pub enum Topic {
     Barter,
     Readings,
     Ledger,
+    /// Bundles of ledger-topic entries (PROTOCOL.md §9); each entry is delivered as a message of [`Topic::Ledger`].
+    Bundles,
     /// Job postings and bids.
     Jobs,
     /// Consensus messages (PROTOCOL.md §11); validated by the ledger, not by envelope rules.
@@ -39,6 +42,7 @@ impl Topic {
             Topic::Barter => format!("/kos/{network}/barter/1"),
             Topic::Readings => format!("/kos/{network}/readings/1"),
             Topic::Ledger => format!("/kos/{network}/ledger/1"),
+            Topic::Bundles => format!("/kos/{network}/bundles/1"),
             Topic::Jobs => format!("/kos/{network}/jobs/1"),
             Topic::Consensus => format!("/kos/{network}/consensus/1"),
         }
@@ -52,6 +56,7 @@ impl Topic {
             "barter" => Some(Topic::Barter),
             "readings" => Some(Topic::Readings),
             "ledger" => Some(Topic::Ledger),
+            "bundles" => Some(Topic::Bundles),
             "jobs" => Some(Topic::Jobs),
             "consensus" => Some(Topic::Consensus),
             _ => Id::from_hex(rest.strip_prefix("pool/")?).ok().map(Topic::Pool),
@@ -105,8 +110,16 @@ mod tests {
     fn names_round_trip_and_are_bound_to_the_network() {
         let network = NetworkId::new("kos-devnet").unwrap();
         let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
-        for topic in [Topic::pool(&pool), Topic::Barter, Topic::Readings, Topic::Ledger, Topic::Jobs, Topic::Consensus]
-        {
+        let topics = [
+            Topic::pool(&pool),
+            Topic::Barter,
+            Topic::Readings,
+            Topic::Ledger,
+            Topic::Bundles,
+            Topic::Jobs,
+            Topic::Consensus,
+        ];
+        for topic in topics {
             let name = topic.name(&network);
             assert_eq!(Topic::parse(&name, &network), Some(topic), "{name}");
             assert_eq!(Topic::parse(&name, &NetworkId::new("kos-other").unwrap()), None);
