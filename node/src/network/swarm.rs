@@ -433,7 +433,15 @@ struct Gossip {
     entries: Option<Vec<Vec<u8>>>,
 }
 
-/// Most gossip messages validated together.
+impl Gossip {
+    /// The signatures its validation checks: one, or one per entry of a bundle.
+    fn signatures(&self) -> usize {
+        self.entries.as_ref().map_or(1, Vec::len)
+    }
+}
+
+/// The swarm stops taking ready events into a batch once it holds this many signatures to check (so a batch holds
+/// at most this many plus one bundle's).
 const GOSSIP_BATCH_MAX: usize = protocol::limits::BATCH_SIGNATURES_MAX;
 
 impl Task {
@@ -446,7 +454,7 @@ impl Task {
                     // verified together (one multiscalar equation per batch; PROTOCOL.md §3).
                     let mut gossip = Vec::new();
                     self.on_swarm_event(event, &mut gossip);
-                    while gossip.len() < GOSSIP_BATCH_MAX {
+                    while gossip.iter().map(Gossip::signatures).sum::<usize>() < GOSSIP_BATCH_MAX {
                         match self.swarm.select_next_some().now_or_never() {
                             Some(event) => self.on_swarm_event(event, &mut gossip),
                             None => break,
