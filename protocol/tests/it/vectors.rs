@@ -6,14 +6,16 @@ use std::collections::BTreeMap;
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use protocol::{Config, Envelope, NetworkId, validate, vectors};
 
-fn documented() -> Vec<BTreeMap<String, String>> {
+/// The text blocks of PROTOCOL.md §12 that start with `first_key: name`, as key → value maps.
+fn blocks(first_key: &str) -> Vec<BTreeMap<String, String>> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
     let text = std::fs::read_to_string(path).expect("PROTOCOL.md at the repository root");
+    let prefix = format!("{first_key}: ");
     let mut blocks = Vec::new();
     let mut current: Option<BTreeMap<String, String>> = None;
     for line in text.lines() {
-        if let Some(name) = line.strip_prefix("vector: ") {
-            current = Some(BTreeMap::from([("vector".to_owned(), name.to_owned())]));
+        if let Some(name) = line.strip_prefix(&prefix) {
+            current = Some(BTreeMap::from([(first_key.to_owned(), name.to_owned())]));
         } else if line.starts_with("```") {
             blocks.extend(current.take());
         } else if let (Some(block), Some((key, value))) = (current.as_mut(), line.split_once(": ")) {
@@ -21,6 +23,10 @@ fn documented() -> Vec<BTreeMap<String, String>> {
         }
     }
     blocks
+}
+
+fn documented() -> Vec<BTreeMap<String, String>> {
+    blocks("vector")
 }
 
 #[test]
@@ -100,30 +106,12 @@ fn vector_ids_are_pinned() {
     );
 }
 
-/// The `signature-case` blocks of PROTOCOL.md §12, as key → value maps.
-fn documented_signature_cases() -> Vec<BTreeMap<String, String>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
-    let text = std::fs::read_to_string(path).expect("PROTOCOL.md at the repository root");
-    let mut blocks = Vec::new();
-    let mut current: Option<BTreeMap<String, String>> = None;
-    for line in text.lines() {
-        if let Some(name) = line.strip_prefix("signature-case: ") {
-            current = Some(BTreeMap::from([("signature-case".to_owned(), name.to_owned())]));
-        } else if line.starts_with("```") {
-            blocks.extend(current.take());
-        } else if let (Some(block), Some((key, value))) = (current.as_mut(), line.split_once(": ")) {
-            block.insert(key.to_owned(), value.to_owned());
-        }
-    }
-    blocks
-}
-
 #[test]
 fn protocol_md_lists_the_signature_cases_and_each_gets_its_verdict() {
     use protocol::keys::{Item, verify, verify_batch};
     use protocol::types::{PublicKey, Signature};
 
-    let documented = documented_signature_cases();
+    let documented = blocks("signature-case");
     let generated = vectors::signature_cases();
     assert_eq!(documented.len(), generated.len());
     let mut parsed = Vec::new();
