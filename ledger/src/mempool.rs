@@ -103,13 +103,8 @@ impl Mempool {
         self.verified.contains(&digest(bytes))
     }
 
-    /// Validates and admits an entry at `now_ms`, returning its id.
-    pub fn add(&mut self, bytes: Vec<u8>, state: &State, now_ms: u64) -> Result<Id, Rejected> {
-        let validated = protocol::validate(&bytes, &state.entry_config(), now_ms).map_err(Rejected::Invalid)?;
-        self.add_validated(bytes, validated, state)
-    }
-
-    /// Admits entries validated elsewhere (e.g. in a batch) with [`protocol::validate`] or `validate_batch`.
+    /// Admits an entry validated by the caller ([`protocol::validate`] or `validate_batch`, at the state's
+    /// `entry_config`), returning its id.
     pub fn add_validated(
         &mut self,
         bytes: Vec<u8>,
