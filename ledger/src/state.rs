@@ -13,7 +13,7 @@
 //! zero (balances are `u64` and every debit is checked); an escrow is released exactly once.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use protocol::codec;
@@ -299,6 +299,9 @@ pub struct State {
     genesis: Arc<Genesis>,
     map: BTreeMap<Vec<u8>, Vec<u8>>,
     lattice: Lattice,
+    /// The ids under `x` (replay guards), mirrored from `map` for the check every entry needs: a hash lookup
+    /// instead of a search among all the keys.
+    included: HashSet<Id>,
 }
 
 // Key prefixes (PROTOCOL.md §10).
@@ -402,6 +405,14 @@ fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
         key.extend_from_slice(part);
     }
     key
+}
+
+/// The entry id of a replay guard's key (`x` ‖ id).
+fn included_id(key: &[u8]) -> Option<Id> {
+    match key {
+        [INCLUDED, id @ ..] => <[u8; 32]>::try_from(id).ok().map(Id),
+        _ => None,
+    }
 }
 
 fn balance_key(account: &PublicKey, token: &TokenId) -> Vec<u8> {
@@ -665,7 +676,12 @@ fn decode<T: Serialize + DeserializeOwned>(bytes: &[u8]) -> Option<T> {
 impl State {
     /// The state before block 1.
     pub fn genesis(genesis: Arc<Genesis>) -> State {
-        let mut state = State { genesis: genesis.clone(), map: BTreeMap::new(), lattice: Lattice::default() };
+        let mut state = State {
+            genesis: genesis.clone(),
+            map: BTreeMap::new(),
+            lattice: Lattice::default(),
+            included: HashSet::new(),
+        };
         let mut writes = Writes::new();
         for validator in &genesis.validators {
             writes.insert(key(VALIDATOR, &[validator.key.as_bytes()]), Some(encode(&validator.power)));
@@ -704,10 +720,14 @@ impl State {
     pub fn from_pairs(genesis: Arc<Genesis>, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> State {
         let mut lattice = Lattice::default();
         let map: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
+        let mut included = HashSet::new();
         for (key, value) in &map {
             lattice.add(key, value);
+            if let Some(id) = included_id(key) {
+                included.insert(id);
+            }
         }
-        State { genesis, map, lattice }
+        State { genesis, map, lattice, included }
     }
 
     pub fn genesis_info(&self) -> &Arc<Genesis> {
@@ -746,6 +766,13 @@ impl State {
     /// Applies a block's writes (from [`State::execute`]).
     pub fn apply(&mut self, writes: Writes, lattice: Lattice) {
         for (key, value) in writes {
+            if let Some(id) = included_id(&key) {
+                if value.is_some() {
+                    self.included.insert(id);
+                } else {
+                    self.included.remove(&id);
+                }
+            }
             match value {
                 Some(value) => {
                     self.map.insert(key, value);
@@ -993,7 +1020,7 @@ impl State {
 
     /// Whether an entry with this id is on the ledger (within its lifetime; afterwards it could not be included).
     pub fn includes(&self, id: &Id) -> bool {
-        self.map.contains_key(&key(INCLUDED, &[id.as_bytes()]))
+        self.included.contains(id)
     }
 
     /// The anchor of an interval's readings: `blake3("kos/v1/anchor" || 0 || previous || reading id)` chained in
@@ -1040,9 +1067,10 @@ impl State {
     ) -> Result<Executed, (usize, EntryError)> {
         let entries: Vec<&[u8]> = entries.into_iter().collect();
         let checked = self.verify_in_batches(&entries, context, verified);
+        let config = self.entry_config();
         let mut pending = Pending::new(self, context);
         for (index, (bytes, checked)) in entries.into_iter().zip(checked).enumerate() {
-            let envelope = self.check_entry(bytes, context, checked).map_err(|error| (index, error))?;
+            let envelope = State::check_entry(bytes, &config, context, checked).map_err(|error| (index, error))?;
             pending.run(&envelope).map_err(|error| (index, error))?;
         }
         Ok(pending.finish())
@@ -1076,6 +1104,7 @@ impl State {
         let params = &self.genesis.params;
         let entries_max = usize::try_from(params.block_entries_max).unwrap_or(usize::MAX);
         let bytes_max = usize::try_from(params.block_bytes_max).unwrap_or(usize::MAX).saturating_sub(4096);
+        let config = self.entry_config();
         let mut pending = Pending::new(self, context);
         let mut kept = Vec::new();
         let mut rejected = Vec::new();
@@ -1084,8 +1113,8 @@ impl State {
             if kept.len() >= entries_max || bytes_total.saturating_add(bytes.len() + 5) > bytes_max {
                 break;
             }
-            let result =
-                self.check_entry(&bytes, context, verified(&bytes)).and_then(|envelope| pending.run(&envelope));
+            let result = State::check_entry(&bytes, &config, context, verified(&bytes))
+                .and_then(|envelope| pending.run(&envelope));
             match result {
                 Ok(()) => {
                     bytes_total += bytes.len() + 5;
@@ -1098,12 +1127,16 @@ impl State {
     }
 
     /// Validates an entry at the block's time; `verified`: its signature is known good.
-    fn check_entry(&self, bytes: &[u8], context: BlockContext, verified: bool) -> Result<Envelope, EntryError> {
-        let config = self.entry_config();
+    fn check_entry(
+        bytes: &[u8],
+        config: &protocol::Config,
+        context: BlockContext,
+        verified: bool,
+    ) -> Result<Envelope, EntryError> {
         let validated = if verified {
-            protocol::validate::revalidate(bytes, &config, context.time_ms)
+            protocol::validate::revalidate(bytes, config, context.time_ms)
         } else {
-            protocol::validate(bytes, &config, context.time_ms)
+            protocol::validate(bytes, config, context.time_ms)
         }
         .map_err(|error| EntryError::Invalid(error.to_string()))?;
         Ok(validated.envelope)
@@ -1301,7 +1334,11 @@ impl<'s> Pending<'s> {
     fn run_inner(&mut self, envelope: &Envelope) -> Result<(), EntryError> {
         let id = envelope.id();
         let included_key = key(INCLUDED, &[id.as_bytes()]);
-        if self.get(&included_key).is_some() {
+        let included = match self.writes.get(&included_key) {
+            Some(value) => value.is_some(),
+            None => self.base.includes(&id),
+        };
+        if included {
             return Err(EntryError::Duplicate(id));
         }
         self.write(included_key, &envelope.expires_ms);

@@ -588,7 +588,7 @@ impl<S: Store> Engine<S> {
         };
         // The execution cached when the block was checked or built; taken, not cloned.
         let cached = shell.executed.remove(&block.hash());
-        let executed = match cached.map_or_else(|| shell.execute(&block), Ok) {
+        let executed = match cached.map_or_else(|| shell.run_block(&block), Ok) {
             Ok(executed) => executed,
             Err(reason) => {
                 // More than two thirds of the voting power signed a block this node cannot execute: its state or
@@ -678,11 +678,22 @@ impl<S: Store> Shell<S> {
         BlockContext { height: header.height, time_ms: header.time_ms, proposer: header.proposer }
     }
 
-    /// Executes a block of the current height (cached by hash); checks its state root.
-    fn execute(&mut self, block: &Block) -> Result<Executed, String> {
-        if let Some(executed) = self.executed.get(&block.hash()) {
-            return Ok(executed.clone());
+    /// Executes a block of the current height and checks its state root; the execution is cached by hash for the
+    /// commit.
+    fn execute(&mut self, block: &Block) -> Result<(), String> {
+        let hash = block.hash();
+        if self.executed.contains_key(&hash) {
+            return Ok(());
         }
+        let executed = self.run_block(block)?;
+        if self.executed.len() < 16 {
+            self.executed.insert(hash, executed);
+        }
+        Ok(())
+    }
+
+    /// Executes a block of the current height; checks its state root.
+    fn run_block(&self, block: &Block) -> Result<Executed, String> {
         let context = self.context(block.header());
         let mempool = &self.mempool;
         let executed = self
@@ -691,9 +702,6 @@ impl<S: Store> Shell<S> {
             .map_err(|(index, error)| format!("entry {index}: {error}"))?;
         if executed.state_root != block.header().state_root {
             return Err("state root does not match".into());
-        }
-        if self.executed.len() < 16 {
-            self.executed.insert(block.hash(), executed.clone());
         }
         Ok(executed)
     }
@@ -720,7 +728,7 @@ impl<S: Store> Shell<S> {
         if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
             return Err((*what).to_owned());
         }
-        self.execute(block).map(|_| ())
+        self.execute(block)
     }
 
     /// Builds this node's block for (height, round) from the mempool and hands it to the core.

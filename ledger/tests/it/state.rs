@@ -218,6 +218,45 @@ fn a_replayed_or_unfunded_entry_is_refused_and_mints_need_an_issuer() {
     assert!(state.execute(context, [transfer.as_slice(), transfer.as_slice()], &|_| false).is_err());
 }
 
+/// The replay guard of an entry lasts until the entry expires, and holds the same after the state is rebuilt from
+/// its pairs (a restart): a replay is refused while it lasts, and the guard's keys are gone from the state after.
+#[test]
+fn a_replay_guard_lasts_until_the_entry_expires_and_survives_a_rebuild() {
+    let mut world = World::new();
+    let mut state = State::genesis(world.genesis.clone());
+    let transfer = world.entry(&Op::Transfer { from: 1, to: 2, amount: 1_000 }, START_MS, &None).unwrap();
+    let envelope = Envelope::from_bytes(&transfer).unwrap();
+    let id = envelope.id();
+    let context = |height: u64, time_ms: u64| BlockContext { height, time_ms, proposer: world.keys[0].public() };
+    let guards = |state: &State| state.pairs().filter(|(key, _)| key.ends_with(id.as_bytes())).count();
+
+    let built = state.build(context(1, START_MS + 10), vec![transfer.clone()], &|_| false);
+    assert_eq!(built.entries.len(), 1);
+    state.apply(built.executed.writes, built.executed.lattice);
+    assert!(state.includes(&id));
+    assert_eq!(guards(&state), 2, "the guard and its expiry index");
+
+    let replay = state.build(context(2, START_MS + 20), vec![transfer.clone()], &|_| false);
+    assert!(replay.entries.is_empty());
+    assert!(matches!(replay.rejected[0].1, ledger::state::EntryError::Duplicate(_)));
+
+    // A restart rebuilds the state from its pairs: same root, same guard.
+    let rebuilt = State::from_pairs(world.genesis.clone(), state.pairs().map(|(k, v)| (k.clone(), v.clone())));
+    assert_eq!(rebuilt.root(), state.root());
+    assert!(rebuilt.includes(&id));
+    let replay = rebuilt.build(context(2, START_MS + 20), vec![transfer.clone()], &|_| false);
+    assert!(replay.entries.is_empty(), "a rebuilt state lets a replay through");
+
+    // The first block at or after the entry's expiry forgets the guard.
+    let empty = state.build(context(2, envelope.expires_ms), Vec::new(), &|_| false);
+    state.apply(empty.executed.writes, empty.executed.lattice);
+    assert!(!state.includes(&id));
+    assert_eq!(guards(&state), 0);
+    let rebuilt = State::from_pairs(world.genesis.clone(), state.pairs().map(|(k, v)| (k.clone(), v.clone())));
+    assert!(!rebuilt.includes(&id));
+    assert_eq!(rebuilt.root(), state.root());
+}
+
 /// A guild of three in which any two may spend: funded by a transfer, a spend moves tokens only once a second member
 /// approves, never for an outsider, never twice, and not beyond the guild's balance (the spend then stays pending).
 #[test]
