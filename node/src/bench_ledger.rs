@@ -34,6 +34,11 @@ pub struct LedgerArgs {
 pub struct LedgerReport {
     pub submitted: usize,
     pub refused: usize,
+    /// Of the refused, those the ledger answered `Busy`: its input queue was full (back-pressure, not an error).
+    pub refused_busy: usize,
+    /// The lowest gossipsub score one validator gave another, sampled every second of the run and after it (the
+    /// graylist, at which a node ignores a peer, is at -80).
+    pub lowest_peer_score: f64,
     pub committed: usize,
     pub seconds: f64,
     pub committed_per_s: f64,
@@ -196,6 +201,9 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let submitted_at: Arc<std::sync::Mutex<HashMap<Id, (Instant, usize)>>> = Arc::default();
     let mut submitted = 0usize;
     let mut refused = 0usize;
+    let mut refused_busy = 0usize;
+    let mut lowest_peer_score = f64::INFINITY;
+    let mut scores_sampled = Instant::now();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(args.seconds);
     let start_height = nodes[0].ledger.status().height;
@@ -224,15 +232,24 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         for (id, bytes, node) in submissions {
             submitted_at.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert(id, (now, node));
             let ledger = nodes[node].ledger.clone();
-            futures.push(tokio::spawn(async move { ledger.submit(bytes).await.is_ok() }));
+            futures.push(tokio::spawn(async move { ledger.submit(bytes).await }));
         }
         for future in futures {
             submitted += 1;
-            if !future.await.unwrap_or(false) {
-                refused += 1;
+            match future.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(node_ledger::Error::Busy)) => {
+                    refused += 1;
+                    refused_busy += 1;
+                }
+                _ => refused += 1,
             }
         }
         committed += drain_commits(&mut commit_stream, &submitted_at, &mut latencies)?;
+        if scores_sampled.elapsed() >= Duration::from_secs(1) {
+            lowest_peer_score = lowest_peer_score.min(lowest_score(&nodes).await);
+            scores_sampled = Instant::now();
+        }
     }
     // Let what was submitted commit (bounded wait).
     let settle = Instant::now() + Duration::from_secs(30);
@@ -241,6 +258,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         committed += drain_commits(&mut commit_stream, &submitted_at, &mut latencies)?;
     }
     let seconds = start.elapsed().as_secs_f64();
+    lowest_peer_score = lowest_peer_score.min(lowest_score(&nodes).await);
     let end_height = nodes[0].ledger.status().height;
     latencies.sort_by(f64::total_cmp);
 
@@ -271,6 +289,8 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     Ok(LedgerReport {
         submitted,
         refused,
+        refused_busy,
+        lowest_peer_score,
         committed,
         seconds,
         committed_per_s: committed as f64 / seconds,
@@ -282,6 +302,20 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         sync_seconds,
         sync_entries_per_s: entries as f64 / sync_seconds,
     })
+}
+
+/// The lowest gossipsub score any validator gives another (a peer it has no score for counts as 0).
+async fn lowest_score(nodes: &[Node]) -> f64 {
+    let mut lowest = f64::INFINITY;
+    for node in nodes {
+        for other in nodes {
+            let peer = other.network.peer_id();
+            if peer != node.network.peer_id() {
+                lowest = lowest.min(node.network.peer_score(peer).await.ok().flatten().unwrap_or(0.0));
+            }
+        }
+    }
+    lowest
 }
 
 type Submitted = Arc<std::sync::Mutex<HashMap<Id, (Instant, usize)>>>;

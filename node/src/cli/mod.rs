@@ -420,6 +420,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(out, "finality p50 {:.0} ms, p99 {:.0} ms", report.finality_p50_ms, report.finality_p99_ms)?;
             writeln!(
                 out,
+                "refused as busy (the ledger's input queue full): {}; lowest gossip score between validators: {:.1} (graylist at -80)",
+                report.refused_busy, report.lowest_peer_score
+            )?;
+            writeln!(
+                out,
                 "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
                 report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
             )?;
