@@ -39,6 +39,9 @@ pub struct LedgerReport {
     /// The lowest gossipsub score one validator gave another, sampled every second of the run and after it (the
     /// graylist, at which a node ignores a peer, is at -80).
     pub lowest_peer_score: f64,
+    /// CPU time this process spent (all threads: the four validators and the submitting clients) from the start of
+    /// the load until the last entry committed, per committed entry, µs.
+    pub cpu_us_per_entry: f64,
     pub committed: usize,
     pub seconds: f64,
     pub committed_per_s: f64,
@@ -205,6 +208,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let mut lowest_peer_score = f64::INFINITY;
     let mut scores_sampled = Instant::now();
     let start = Instant::now();
+    let cpu_start = cpu_seconds();
     let deadline = start + Duration::from_secs(args.seconds);
     let start_height = nodes[0].ledger.status().height;
     let mut latencies = Vec::new();
@@ -258,6 +262,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         committed += drain_commits(&mut commit_stream, &submitted_at, &mut latencies)?;
     }
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_us_per_entry = (cpu_seconds() - cpu_start) * 1e6 / committed.max(1) as f64;
     lowest_peer_score = lowest_peer_score.min(lowest_score(&nodes).await);
     let end_height = nodes[0].ledger.status().height;
     latencies.sort_by(f64::total_cmp);
@@ -291,6 +296,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         refused,
         refused_busy,
         lowest_peer_score,
+        cpu_us_per_entry,
         committed,
         seconds,
         committed_per_s: committed as f64 / seconds,
@@ -302,6 +308,18 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         sync_seconds,
         sync_entries_per_s: entries as f64 / sync_seconds,
     })
+}
+
+/// User and system CPU time of this process so far, seconds (NaN where it cannot be read).
+fn cpu_seconds() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let seconds = |time: nix::sys::time::TimeVal| time.tv_sec() as f64 + time.tv_usec() as f64 / 1e6;
+            seconds(usage.user_time()) + seconds(usage.system_time())
+        }
+        Err(_) => f64::NAN,
+    }
 }
 
 /// The lowest gossipsub score any validator gives another (a peer it has no score for counts as 0).

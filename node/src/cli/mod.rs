@@ -420,6 +420,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             writeln!(out, "finality p50 {:.0} ms, p99 {:.0} ms", report.finality_p50_ms, report.finality_p99_ms)?;
             writeln!(
                 out,
+                "CPU: {:.0} µs per committed entry, all four validators and the clients together",
+                report.cpu_us_per_entry
+            )?;
+            writeln!(
+                out,
                 "refused as busy (the ledger's input queue full): {}; lowest gossip score between validators: {:.1} (graylist at -80)",
                 report.refused_busy, report.lowest_peer_score
             )?;
