@@ -118,6 +118,8 @@ pub struct Report {
     pub heights: Vec<u64>,
     pub committed_entries: usize,
     pub messages: u64,
+    /// How many times an honest node reported the Byzantine validator as misbehaving.
+    pub byzantine_reported: u64,
     pub violations: Vec<String>,
 }
 
@@ -166,6 +168,7 @@ pub struct Sim {
     decided: BTreeMap<u64, crate::hash::Hash>,
     timer_ids: u64,
     messages: u64,
+    byzantine_reported: u64,
     violations: Vec<String>,
 }
 
@@ -192,6 +195,7 @@ impl Sim {
             heights: sim.nodes.iter().map(|node| node.store.tip().unwrap_or(0)).collect(),
             committed_entries: sim.acknowledged.len(),
             messages: sim.messages,
+            byzantine_reported: sim.byzantine_reported,
             violations: sim.violations,
             scenario: sim.scenario,
         }
@@ -259,6 +263,7 @@ impl Sim {
             decided: BTreeMap::new(),
             timer_ids: 0,
             messages: 0,
+            byzantine_reported: 0,
             violations: Vec::new(),
         };
         sim.plan();
@@ -509,9 +514,19 @@ impl Sim {
                     let at = self.now + 1 + self.rng.below(50);
                     self.schedule(at, Event::Sync { node });
                 }
-                Effect::Misbehaved { reason, .. } => {
+                Effect::Misbehaved { peer, reason } => {
                     if std::env::var_os("KOS_SIM_DEBUG").is_some() {
                         eprintln!("t={} node {node}: peer misbehaved: {reason}", self.now - GENESIS_MS);
+                    }
+                    // A node penalises the peer that sent the message; in the simulation that is its signer. An
+                    // honest validator must never be reported (a real node would score it down and, past the
+                    // graylist, stop hearing it).
+                    let reported = self.nodes.iter().position(|other| other.peer == peer);
+                    if reported.is_some() && reported == self.byzantine_index() {
+                        self.byzantine_reported += 1;
+                    } else if Some(node) != self.byzantine_index() {
+                        self.violations
+                            .push(format!("node {node} reported peer {reported:?} as misbehaving: {reason}"));
                     }
                 }
                 Effect::Fatal(reason) => self.violations.push(format!("node {node} stopped: {reason}")),

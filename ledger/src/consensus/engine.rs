@@ -16,7 +16,7 @@
 //!   before the call returns: nothing waits for the next message or timeout;
 //! - at each rebroadcast the validator relays the votes of others it holds (see `relay_votes`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use malachite_consensus::{
@@ -29,7 +29,7 @@ use malachite_types::{
 };
 use protocol::{Id, PublicKey};
 
-use super::context::{Address, Height, Kos, Signer, ValidatorSet};
+use super::context::{Address, Height, Kos, Sig, Signer, ValidatorSet, proposal_digest, vote_digest};
 use super::wire::{self, Message};
 use crate::block::{BLOCK_VERSION, Block, Header};
 use crate::genesis::Genesis;
@@ -171,6 +171,8 @@ struct Shell<S: Store> {
     failed: bool,
     /// The highest height peers were seen at, and when sync was last asked for.
     behind_reported: (u64, u64),
+    /// Keys of the signatures and certificates verified at this height ([`signature_key`], [`commit_key`]).
+    verified: HashSet<Hash>,
 }
 
 /// Why the engine could not start.
@@ -245,6 +247,7 @@ impl<S: Store> Engine<S> {
             now_ms,
             failed: false,
             behind_reported: (0, 0),
+            verified: HashSet::new(),
         };
         Ok(Engine { core, shell })
     }
@@ -368,6 +371,13 @@ impl<S: Store> Engine<S> {
         }
         match message {
             Message::Proposal(proposal) => {
+                // The signature before the block: executing a block is the costliest check, and a forged proposal
+                // must not buy it (nor fill the caches of executed blocks).
+                let digest = proposal_digest(&self.shell.genesis.network, &proposal.message);
+                if let Err(reason) = self.shell.check_signed(digest, &proposal.message.proposer, &proposal.signature) {
+                    self.shell.effects.push(Effect::Misbehaved { peer, reason: format!("proposal {reason}") });
+                    return;
+                }
                 let block = proposal.message.block.clone();
                 if let Err(reason) = self.shell.check_block(&block, &proposal.message.proposer.0) {
                     self.shell
@@ -378,9 +388,46 @@ impl<S: Store> Engine<S> {
                 self.shell.remember(&block);
                 self.feed(Input::Proposal(proposal));
             }
-            Message::Vote(vote) => self.feed(Input::Vote(vote)),
-            Message::Polka(certificate) => self.feed(Input::PolkaCertificate(certificate)),
-            Message::Round(certificate) => self.feed(Input::RoundCertificate(certificate)),
+            Message::Vote(vote) => {
+                let digest = vote_digest(&self.shell.genesis.network, &vote.message);
+                if let Err(reason) = self.shell.check_signed(digest, &vote.message.validator, &vote.signature) {
+                    self.shell.effects.push(Effect::Misbehaved { peer, reason: format!("vote {reason}") });
+                    return;
+                }
+                self.feed(Input::Vote(vote))
+            }
+            Message::Polka(certificate) => {
+                let shell = &self.shell;
+                let checked = shell.signer.verify_polka_certificate(
+                    &shell.ctx,
+                    &certificate,
+                    &shell.validators,
+                    ThresholdParams::default(),
+                );
+                if let Err(error) = checked {
+                    self.shell
+                        .effects
+                        .push(Effect::Misbehaved { peer, reason: format!("bad polka certificate: {error}") });
+                    return;
+                }
+                self.feed(Input::PolkaCertificate(certificate))
+            }
+            Message::Round(certificate) => {
+                let shell = &self.shell;
+                let checked = shell.signer.verify_round_certificate(
+                    &shell.ctx,
+                    &certificate,
+                    &shell.validators,
+                    ThresholdParams::default(),
+                );
+                if let Err(error) = checked {
+                    self.shell
+                        .effects
+                        .push(Effect::Misbehaved { peer, reason: format!("bad round certificate: {error}") });
+                    return;
+                }
+                self.feed(Input::RoundCertificate(certificate))
+            }
         }
     }
 
@@ -473,6 +520,22 @@ impl<S: Store> Engine<S> {
         if certificate.height.0 != self.shell.height {
             return self.drain();
         }
+        // Checked here as well as by the core, which drops a bad certificate without saying so: the peer that served
+        // it must be penalised. The verdict is remembered, so the core's check that follows is a lookup.
+        let shell = &mut self.shell;
+        let checked = shell.signer.verify_commit_certificate(
+            &shell.ctx,
+            &certificate,
+            &shell.validators,
+            ThresholdParams::default(),
+        );
+        if let Err(error) = checked {
+            self.shell
+                .effects
+                .push(Effect::Misbehaved { peer, reason: format!("synced block's certificate: {error}") });
+            return self.drain();
+        }
+        shell.remember_verified(commit_key(&certificate));
         let proposer = super::context::proposer(&self.shell.validators, certificate.height, certificate.round).address;
         let response = ValueResponse::new(peer, proposer, bytes::Bytes::from(stored.block.clone()), certificate);
         self.feed(Input::SyncValueResponse(response));
@@ -623,6 +686,8 @@ impl<S: Store> Engine<S> {
         shell.validators = ValidatorSet::new(shell.state.validators());
         shell.executed.clear();
         shell.blocks.clear();
+        // The validator set may have changed.
+        shell.verified.clear();
         shell.awaiting_value = None;
         shell.effects.push(Effect::CancelTimer(Timer::Build));
         shell.effects.push(Effect::CancelConsensusTimers);
@@ -650,7 +715,59 @@ impl<S: Store> Engine<S> {
     }
 }
 
+/// How many verified signatures and certificates a node remembers within a height (past it, it forgets them all and
+/// verifies again: the memory is bounded, whatever peers send).
+const VERIFIED_MAX: usize = 4_096;
+
+/// The key under which a verified signature is remembered: everything the verdict depends on.
+fn signature_key(digest: &Hash, signer: &Address, signature: &Sig) -> Hash {
+    crate::hash::tagged(
+        "kos/v1/consensus/verified-signature",
+        &[digest.as_bytes(), signer.0.as_bytes(), &signature.0.to_bytes()],
+    )
+}
+
+/// The key under which a verified commit certificate is remembered.
+fn commit_key(certificate: &CommitCertificate<Kos>) -> Hash {
+    crate::hash::tagged("kos/v1/consensus/verified-commit", &[&wire::certificate_to_bytes(certificate)])
+}
+
 impl<S: Store> Shell<S> {
+    /// Checks a peer's vote or proposal before the core sees it: signed by a validator of this height, with a good
+    /// signature. The core drops a bad one without saying so; checked here, its sender is penalised and gossip does
+    /// not relay it.
+    fn check_signed(&mut self, digest: Hash, signer: &Address, signature: &Sig) -> Result<(), &'static str> {
+        if !self.validators.contains(signer) {
+            return Err("signed by a key outside this height's validator set");
+        }
+        if !self.verified_signature(digest, signer, signature) {
+            return Err("with a bad signature");
+        }
+        Ok(())
+    }
+
+    /// Verifies a consensus signature, remembering good ones until the next commit: a message checked on arrival
+    /// is checked again by the core, and that second check is a lookup.
+    fn verified_signature(&mut self, digest: Hash, signer: &Address, signature: &Sig) -> bool {
+        let key = signature_key(&digest, signer, signature);
+        if self.verified.contains(&key) {
+            return true;
+        }
+        let valid =
+            protocol::keys::verify(&signer.0, digest.as_bytes(), &protocol::Signature(signature.0.to_bytes())).is_ok();
+        if valid {
+            self.remember_verified(key);
+        }
+        valid
+    }
+
+    fn remember_verified(&mut self, key: Hash) {
+        if self.verified.len() >= VERIFIED_MAX {
+            self.verified.clear();
+        }
+        self.verified.insert(key);
+    }
+
     fn fail(&mut self, reason: String) {
         tracing::error!(%reason, "consensus stopped");
         if !self.failed {
@@ -852,18 +969,22 @@ impl<S: Store> Shell<S> {
             CoreEffect::SignVote(vote, r) => r.resume_with(self.signer.sign_vote(vote)),
             CoreEffect::SignProposal(proposal, r) => r.resume_with(self.signer.sign_proposal(proposal)),
             CoreEffect::VerifySignature(message, public_key, r) => {
-                let valid = match &message.message {
-                    malachite_consensus::ConsensusMsg::Vote(vote) => {
-                        self.signer.verify_signed_vote(vote, &message.signature, &public_key)
-                    }
+                let digest = match &message.message {
+                    malachite_consensus::ConsensusMsg::Vote(vote) => vote_digest(&self.genesis.network, vote),
                     malachite_consensus::ConsensusMsg::Proposal(proposal) => {
-                        self.signer.verify_signed_proposal(proposal, &message.signature, &public_key)
+                        proposal_digest(&self.genesis.network, proposal)
                     }
                 };
-                r.resume_with(valid)
+                let signer = Address(PublicKey(public_key.to_bytes()));
+                r.resume_with(self.verified_signature(digest, &signer, &message.signature))
             }
             CoreEffect::VerifyCommitCertificate(certificate, validators, thresholds, r) => {
-                r.resume_with(self.signer.verify_commit_certificate(&self.ctx, &certificate, &validators, thresholds))
+                let result = if self.verified.contains(&commit_key(&certificate)) {
+                    Ok(())
+                } else {
+                    self.signer.verify_commit_certificate(&self.ctx, &certificate, &validators, thresholds)
+                };
+                r.resume_with(result)
             }
             CoreEffect::VerifyPolkaCertificate(certificate, validators, thresholds, r) => {
                 r.resume_with(self.signer.verify_polka_certificate(&self.ctx, &certificate, &validators, thresholds))

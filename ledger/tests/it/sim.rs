@@ -2,7 +2,7 @@
 //! (default 200), `KOS_SIM_FIRST` the first; a failing seed is printed and replays exactly with
 //! `KOS_SIM_FIRST=<seed> KOS_SIM_SEEDS=1`.
 
-use ledger::sim::Sim;
+use ledger::sim::{Byzantine, Sim};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
@@ -24,16 +24,24 @@ fn seeded_simulations_keep_agreement_validity_durability_and_liveness() {
     let count = env("KOS_SIM_SEEDS", 200);
     let mut failures = Vec::new();
     let mut blocks = 0;
+    // Runs whose Byzantine validator forges signatures, and those of them in which an honest node reported it.
+    let mut forging = (0, 0);
     for seed in first..first + count {
         let report = Sim::run(seed);
         blocks += report.heights.iter().max().copied().unwrap_or(0);
+        if report.scenario.byzantine == Some(Byzantine::BadSignatures) {
+            forging.0 += 1;
+            forging.1 += u64::from(report.byzantine_reported > 0);
+        }
         if !report.ok() {
             eprintln!("seed {seed} failed: {:?}\n  scenario {:?}", report.violations, report.scenario);
             failures.push(seed);
         }
     }
-    eprintln!("{count} seeds, {blocks} blocks committed");
+    eprintln!("{count} seeds, {blocks} blocks committed; {} of {} forging validators reported", forging.1, forging.0);
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
+    // Honest nodes never report one another (a violation above); a validator that forges is reported.
+    assert_eq!(forging.1, forging.0, "a validator that forged signatures went unreported");
 }
 
 #[test]
