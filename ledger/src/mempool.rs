@@ -1,7 +1,9 @@
 //! The mempool: signed entries waiting for a block. Bounded in entries, bytes and entries per author; deduplicates
 //! by id; admits only entries that validate (signature included) and are not already on the ledger; hands them to
-//! the proposer by priority: higher fee class first, then the kinds that are due soonest (settlements and readings
-//! belong to delivery intervals), then arrival order.
+//! the proposer by priority: the kinds that are due soonest first (settlements and readings belong to delivery
+//! intervals), then token movements, then the rest, each in arrival order. Every entry pays the same fee (the
+//! genesis' `fee_per_entry`), so fees do not order them. When full, an entry that ranks higher evicts the
+//! lowest-ranked one.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -4,5 +4,6 @@ mod engine;
 mod governance;
 mod jobs;
 mod market;
+mod mempool;
 mod sim;
 mod state;
