@@ -224,6 +224,13 @@ fn four_validators_survive_a_kill_9_and_agree_on_every_acknowledged_entry() {
     assert!(blocks >= target, "{verified}");
     let entries: usize = verified.split_whitespace().nth(3).unwrap().parse().unwrap();
     assert!(entries >= acknowledged.len(), "{verified}");
+    // Without `--genesis` the export's own genesis is used, and the report says so and names it for comparison.
+    let genesis_line = |text: &str| text.lines().find(|line| line.starts_with("network ")).map(str::to_owned);
+    assert!(genesis_line(&verified).is_some_and(|line| line.contains(", genesis ")), "{verified}");
+    assert!(!verified.contains("the export's own"), "{verified}");
+    let unchecked = kos(&["ledger", "verify", export.to_str().unwrap()]);
+    assert_eq!(genesis_line(&unchecked), genesis_line(&verified));
+    assert!(unchecked.contains("the genesis is the export's own"), "{unchecked}");
     // A flipped byte anywhere in a block is caught.
     let mut bytes = std::fs::read(&export).unwrap();
     let middle = bytes.len() / 2;

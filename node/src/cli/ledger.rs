@@ -126,6 +126,7 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
                 Box::new(std::io::BufReader::new(opened))
             };
             let (exported, mut reader) = ExportReader::open(&mut input)?;
+            let compared = genesis.is_some();
             if let Some(path) = genesis {
                 let expected = Genesis::load(&path).with_context(|| format!("reading {}", path.display()))?;
                 if expected.hash != exported.hash {
@@ -141,7 +142,7 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
             while let Some(stored) = reader.next_block()? {
                 verifier.push(&stored).map_err(|problem| anyhow::anyhow!("verification failed: {problem}"))?;
             }
-            report(&verifier)
+            report(&verifier, compared)
         }
         LedgerCommand::Verify { file: None, genesis, ledger } => {
             let (genesis, path) = local_ledger(paths, genesis, ledger)?;
@@ -151,16 +152,26 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
                 let stored = reader.block(height)?.with_context(|| format!("block {height} is missing"))?;
                 verifier.push(&stored).map_err(|problem| anyhow::anyhow!("verification failed: {problem}"))?;
             }
-            report(&verifier)
+            report(&verifier, true)
         }
     }
 }
 
-fn report(verifier: &Verifier) -> anyhow::Result<()> {
+/// What was verified. An export carries its own genesis, so a ledger verified without `--genesis` proves only that
+/// it follows from *a* genesis: the report names that genesis' hash for the reader to compare with their network's.
+fn report(verifier: &Verifier, genesis_compared: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
+    let genesis = verifier.state().genesis_info();
     writeln!(out, "verified {} blocks, {} entries", verifier.height(), verifier.entries())?;
     writeln!(out, "tip {}", verifier.tip_hash())?;
     writeln!(out, "state root {}", verifier.state().root())?;
+    writeln!(out, "network {}, genesis {}", genesis.network, genesis.hash)?;
+    if !genesis_compared {
+        writeln!(
+            out,
+            "the genesis is the export's own: compare its hash with your network's genesis file (or pass --genesis)"
+        )?;
+    }
     Ok(())
 }
 
