@@ -390,43 +390,27 @@ impl<S: Store> Engine<S> {
             }
             Message::Vote(vote) => {
                 let digest = vote_digest(&self.shell.genesis.network, &vote.message);
-                if let Err(reason) = self.shell.check_signed(digest, &vote.message.validator, &vote.signature) {
-                    self.shell.effects.push(Effect::Misbehaved { peer, reason: format!("vote {reason}") });
-                    return;
-                }
-                self.feed(Input::Vote(vote))
+                let checked = self
+                    .shell
+                    .check_signed(digest, &vote.message.validator, &vote.signature)
+                    .map_err(|reason| format!("vote {reason}"));
+                self.feed_checked(peer, checked, Input::Vote(vote));
             }
             Message::Polka(certificate) => {
                 let shell = &self.shell;
-                let checked = shell.signer.verify_polka_certificate(
-                    &shell.ctx,
-                    &certificate,
-                    &shell.validators,
-                    ThresholdParams::default(),
-                );
-                if let Err(error) = checked {
-                    self.shell
-                        .effects
-                        .push(Effect::Misbehaved { peer, reason: format!("bad polka certificate: {error}") });
-                    return;
-                }
-                self.feed(Input::PolkaCertificate(certificate))
+                let checked = shell
+                    .signer
+                    .verify_polka_certificate(&shell.ctx, &certificate, &shell.validators, ThresholdParams::default())
+                    .map_err(|error| format!("bad polka certificate: {error}"));
+                self.feed_checked(peer, checked, Input::PolkaCertificate(certificate));
             }
             Message::Round(certificate) => {
                 let shell = &self.shell;
-                let checked = shell.signer.verify_round_certificate(
-                    &shell.ctx,
-                    &certificate,
-                    &shell.validators,
-                    ThresholdParams::default(),
-                );
-                if let Err(error) = checked {
-                    self.shell
-                        .effects
-                        .push(Effect::Misbehaved { peer, reason: format!("bad round certificate: {error}") });
-                    return;
-                }
-                self.feed(Input::RoundCertificate(certificate))
+                let checked = shell
+                    .signer
+                    .verify_round_certificate(&shell.ctx, &certificate, &shell.validators, ThresholdParams::default())
+                    .map_err(|error| format!("bad round certificate: {error}"));
+                self.feed_checked(peer, checked, Input::RoundCertificate(certificate));
             }
         }
     }
@@ -610,6 +594,14 @@ impl<S: Store> Engine<S> {
         }
         for message in messages {
             self.shell.broadcast(message);
+        }
+    }
+
+    /// Feeds a peer's message to the core if it passed the engine's check; otherwise reports the peer.
+    fn feed_checked(&mut self, peer: PeerId, checked: Result<(), String>, input: Input<Kos>) {
+        match checked {
+            Ok(()) => self.feed(input),
+            Err(reason) => self.shell.effects.push(Effect::Misbehaved { peer, reason }),
         }
     }
 
