@@ -8,9 +8,12 @@
 //!   sorted by offer id, so every node that saw the same offers computes the same trades.
 //!
 //! Bounds: at most `pools_max` pools, `orders_per_pool_max` open offers per pool and `orders_per_owner_max` per
-//! author and pool; what would exceed them is refused.
+//! author and pool; what would exceed them is refused. An offer holds its place only while it lives: expired offers
+//! leave at the next tick (continuous and interval pools alike) and give their places back, and an interval pool
+//! takes only offers whose delivery obeys the protocol's delivery rule ([`protocol::validate::check_delivery`]:
+//! not after the offer expires, not beyond the delivery horizon).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use protocol::message::{Body, Offer, PoolId, Side};
@@ -96,6 +99,9 @@ pub enum Refusal {
     GateClosed,
     #[error("the bid does not cover the grid fee")]
     BelowFee,
+    /// The offer breaks the delivery rule (PROTOCOL.md §5, Offer).
+    #[error("{0}")]
+    Delivery(&'static str),
 }
 
 /// What the engine asks of its caller.
@@ -119,21 +125,146 @@ struct Pending {
 
 #[derive(Debug)]
 enum Pool {
-    Continuous {
-        book: Book<Id, PublicKey>,
-        offers: HashMap<Id, Arc<Envelope>>,
-    },
-    Interval {
+    Continuous { book: Book<Id, PublicKey>, offers: HashMap<Id, Arc<Envelope>> },
+    Interval(Auctions),
+}
+
+/// The open offers of an interval pool, by delivery interval, with their expiries and the places they hold.
+#[derive(Debug)]
+struct Auctions {
+    rules: Rules,
+    /// Open offers by delivery interval start, then by offer id.
+    intervals: BTreeMap<u64, BTreeMap<Id, Pending>>,
+    /// Each open offer's delivery interval start.
+    starts: HashMap<Id, u64>,
+    /// Open offers by expiry: `(expires_ms, id)`.
+    expiries: BTreeSet<(u64, Id)>,
+    /// The latest delivery interval start whose auction closed.
+    closed_through_s: Option<u64>,
+    /// Each open interval's floor: the dynamic base price its latest offer came with.
+    floors: BTreeMap<u64, u64>,
+    per_owner: HashMap<PublicKey, usize>,
+}
+
+impl Auctions {
+    fn new(rules: Rules) -> Auctions {
+        Auctions {
+            rules,
+            intervals: BTreeMap::new(),
+            starts: HashMap::new(),
+            expiries: BTreeSet::new(),
+            closed_through_s: None,
+            floors: BTreeMap::new(),
+            per_owner: HashMap::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// Takes an offer in, or says why not.
+    fn insert(
+        &mut self,
+        now_ms: u64,
+        limits: &Limits,
+        id: Id,
+        envelope: Arc<Envelope>,
+        offer: &Offer,
         rules: Rules,
-        /// Open offers by delivery interval start, then by offer id.
-        intervals: BTreeMap<u64, BTreeMap<Id, Pending>>,
-        /// The latest delivery interval start whose auction closed.
-        closed_through_s: Option<u64>,
-        /// Each open interval's floor: the dynamic base price its latest offer came with.
-        floors: BTreeMap<u64, u64>,
-        per_owner: HashMap<PublicKey, usize>,
-        count: usize,
-    },
+    ) -> Result<(), Refusal> {
+        self.rules = rules;
+        let start_s = offer.delivery_start_s;
+        if self.closed_through_s.is_some_and(|closed| start_s <= closed)
+            || gate_ms(start_s, limits.gate_lead_ms) <= now_ms
+        {
+            return Err(Refusal::GateClosed);
+        }
+        if self.len() >= limits.orders_per_pool_max {
+            return Err(Refusal::PoolFull);
+        }
+        let owned = self.per_owner.entry(envelope.author).or_insert(0);
+        if *owned >= limits.orders_per_owner_max {
+            return Err(Refusal::OwnerFull);
+        }
+        *owned += 1;
+        self.starts.insert(id, start_s);
+        self.expiries.insert((envelope.expires_ms, id));
+        self.floors.insert(start_s, rules.floor);
+        let left = offer.quantity;
+        self.intervals.entry(start_s).or_default().insert(id, Pending { envelope, left });
+        Ok(())
+    }
+
+    /// Takes an open offer out (when `author` is given, only if it is the offer's author); gives its place back.
+    fn remove(&mut self, id: &Id, author: Option<&PublicKey>) -> bool {
+        let Some(start_s) = self.starts.get(id).copied() else { return false };
+        let Some(orders) = self.intervals.get_mut(&start_s) else { return false };
+        let Some(pending) = orders.get(id) else { return false };
+        if author.is_some_and(|author| pending.envelope.author != *author) {
+            return false;
+        }
+        let (owner, expires_ms) = (pending.envelope.author, pending.envelope.expires_ms);
+        orders.remove(id);
+        if orders.is_empty() {
+            self.intervals.remove(&start_s);
+            self.floors.remove(&start_s);
+        }
+        self.starts.remove(id);
+        self.expiries.remove(&(expires_ms, *id));
+        release(&mut self.per_owner, &owner);
+        true
+    }
+
+    /// The ledger settled `quantity` of an open offer; a filled offer leaves. Returns whether it left.
+    fn reduce(&mut self, id: &Id, quantity: u64) -> bool {
+        let Some(start_s) = self.starts.get(id) else { return false };
+        let Some(pending) = self.intervals.get_mut(start_s).and_then(|orders| orders.get_mut(id)) else {
+            return false;
+        };
+        pending.left = pending.left.saturating_sub(quantity);
+        pending.left == 0 && self.remove(id, None)
+    }
+
+    /// Takes out the offers that expired by `now_ms`; returns their ids.
+    fn expire(&mut self, now_ms: u64) -> Vec<Id> {
+        let mut expired = Vec::new();
+        while let Some((_, id)) = self.expiries.first().copied().filter(|(expires_ms, _)| *expires_ms <= now_ms) {
+            if !self.remove(&id, None) {
+                // Not open any more (cannot happen: every removal takes its expiry out too); do not loop on it.
+                self.expiries.pop_first();
+            }
+            expired.push(id);
+        }
+        expired
+    }
+
+    /// Takes out the first interval whose gate closed by `now_ms`: its start, offers and floor.
+    fn close_next(&mut self, now_ms: u64, gate_lead_ms: u64) -> Option<(u64, BTreeMap<Id, Pending>, u64)> {
+        let start_s = *self.intervals.keys().next()?;
+        if gate_ms(start_s, gate_lead_ms) > now_ms {
+            return None;
+        }
+        let orders = self.intervals.remove(&start_s).unwrap_or_default();
+        self.closed_through_s = Some(self.closed_through_s.map_or(start_s, |closed| closed.max(start_s)));
+        for (id, pending) in &orders {
+            self.starts.remove(id);
+            self.expiries.remove(&(pending.envelope.expires_ms, *id));
+            release(&mut self.per_owner, &pending.envelope.author);
+        }
+        // The interval clears with its own floor, not the one of a later interval's offers.
+        let floor = self.floors.remove(&start_s).unwrap_or(self.rules.floor);
+        Some((start_s, orders, floor))
+    }
+
+    /// The open offers of an author.
+    fn of(&self, author: PublicKey) -> impl Iterator<Item = Id> + '_ {
+        self.intervals
+            .values()
+            .flatten()
+            .filter(move |(_, pending)| pending.envelope.author == author)
+            .map(|(id, _)| *id)
+    }
 }
 
 /// A pool's open offers, for the API: price levels `(price, quantity)` of bids (best first) and asks (best first)
@@ -190,13 +321,7 @@ impl Market {
                     match pool {
                         Pool::Continuous { offers, .. } => theirs
                             .extend(offers.iter().filter(|(_, envelope)| envelope.author == author).map(|(id, _)| *id)),
-                        Pool::Interval { intervals, .. } => theirs.extend(
-                            intervals
-                                .values()
-                                .flatten()
-                                .filter(|(_, pending)| pending.envelope.author == author)
-                                .map(|(id, _)| *id),
-                        ),
+                        Pool::Interval(auctions) => theirs.extend(auctions.of(author)),
                     }
                 }
                 for id in theirs {
@@ -221,6 +346,8 @@ impl Market {
         if envelope.expires_ms <= now_ms {
             return Err(Refusal::Expired);
         }
+        protocol::validate::check_delivery(&offer, envelope.created_ms, envelope.expires_ms)
+            .map_err(Refusal::Delivery)?;
         if !self.pools.contains_key(&offer.pool) {
             if self.pools.len() >= self.limits.pools_max {
                 return Err(Refusal::TooManyPools);
@@ -231,14 +358,7 @@ impl Market {
                     offers: HashMap::new(),
                 }
             } else {
-                Pool::Interval {
-                    rules,
-                    intervals: BTreeMap::new(),
-                    closed_through_s: None,
-                    floors: BTreeMap::new(),
-                    per_owner: HashMap::new(),
-                    count: 0,
-                }
+                Pool::Interval(Auctions::new(rules))
             };
             self.pools.insert(offer.pool.clone(), pool);
         }
@@ -310,25 +430,8 @@ impl Market {
                 }
                 Ok(outputs)
             }
-            Pool::Interval { rules: pool_rules, intervals, closed_through_s, floors, per_owner, count } => {
-                *pool_rules = rules;
-                if closed_through_s.is_some_and(|closed| offer.delivery_start_s <= closed)
-                    || gate_ms(offer.delivery_start_s, limits.gate_lead_ms) <= now_ms
-                {
-                    return Err(Refusal::GateClosed);
-                }
-                if *count >= limits.orders_per_pool_max {
-                    return Err(Refusal::PoolFull);
-                }
-                let owned = per_owner.entry(envelope.author).or_insert(0);
-                if *owned >= limits.orders_per_owner_max {
-                    return Err(Refusal::OwnerFull);
-                }
-                *owned += 1;
-                *count += 1;
-                let left = offer.quantity;
-                intervals.entry(offer.delivery_start_s).or_default().insert(id, Pending { envelope, left });
-                floors.insert(offer.delivery_start_s, rules.floor);
+            Pool::Interval(auctions) => {
+                auctions.insert(now_ms, &limits, id, envelope, &offer, rules)?;
                 self.located.insert(id, offer.pool);
                 Ok(Vec::new())
             }
@@ -348,19 +451,7 @@ impl Market {
                     false
                 }
             }
-            Pool::Interval { intervals, per_owner, count, .. } => {
-                let mut removed = false;
-                for orders in intervals.values_mut() {
-                    if orders.get(id).is_some_and(|pending| pending.envelope.author == *author) {
-                        orders.remove(id);
-                        release(per_owner, author);
-                        *count -= 1;
-                        removed = true;
-                        break;
-                    }
-                }
-                removed
-            }
+            Pool::Interval(auctions) => auctions.remove(id, Some(author)),
         };
         if removed {
             self.located.remove(id);
@@ -391,14 +482,7 @@ impl Market {
                 }
                 gone
             }
-            Pool::Interval { intervals, .. } => {
-                for orders in intervals.values_mut() {
-                    if let Some(pending) = orders.get_mut(id) {
-                        pending.left = pending.left.saturating_sub(quantity);
-                    }
-                }
-                false
-            }
+            Pool::Interval(auctions) => auctions.reduce(id, quantity),
         };
         if gone {
             self.located.remove(id);
@@ -417,22 +501,17 @@ impl Market {
                         self.located.remove(&gone);
                     }
                 }
-                Pool::Interval { rules, intervals, closed_through_s, floors, per_owner, count } => {
-                    while let Some(entry) = intervals.first_entry() {
-                        let start_s = *entry.key();
-                        if gate_ms(start_s, gate_lead_ms) > now_ms {
-                            break;
-                        }
-                        let orders = entry.remove();
-                        *closed_through_s = Some(closed_through_s.map_or(start_s, |closed| closed.max(start_s)));
-                        for (id, pending) in &orders {
+                Pool::Interval(auctions) => {
+                    // Expired offers leave first and give their places back: an offer that cannot trade any more
+                    // must not keep its author or others out of the pool until its interval's gate.
+                    for gone in auctions.expire(now_ms) {
+                        self.located.remove(&gone);
+                    }
+                    while let Some((start_s, orders, floor)) = auctions.close_next(now_ms, gate_lead_ms) {
+                        for id in orders.keys() {
                             self.located.remove(id);
-                            release(per_owner, &pending.envelope.author);
-                            *count -= 1;
                         }
-                        // The interval clears with its own floor, not the one of a later interval's offers.
-                        let floor = floors.remove(&start_s).unwrap_or(rules.floor);
-                        let (trades, cleared) = clear_interval(&orders, Rules { floor, ..*rules }, now_ms);
+                        let (trades, cleared) = clear_interval(&orders, Rules { floor, ..auctions.rules }, now_ms);
                         outputs.push(Output::Cleared {
                             pool: pool_id.clone(),
                             delivery_start_s: start_s,
@@ -457,14 +536,15 @@ impl Market {
                 asks: book.depth(Side::Ask, levels),
                 offers: offers.len(),
             }),
-            Pool::Interval { intervals, .. } => {
-                let (start_s, orders) = intervals.first_key_value()?;
+            Pool::Interval(auctions) => {
+                let (start_s, orders) = auctions.intervals.first_key_value()?;
                 let mut bids: BTreeMap<u64, u64> = BTreeMap::new();
                 let mut asks: BTreeMap<u64, u64> = BTreeMap::new();
                 for pending in orders.values() {
                     let Some(offer) = offer_of(&pending.envelope) else { continue };
                     let side = if offer.side == Side::Bid { &mut bids } else { &mut asks };
-                    *side.entry(offer.unit_price).or_default() += pending.left;
+                    let level = side.entry(offer.unit_price).or_default();
+                    *level = level.saturating_add(pending.left);
                 }
                 Some(Depth {
                     delivery_start_s: Some(*start_s),
@@ -688,6 +768,120 @@ mod tests {
         // Nothing of the frozen account's matches any more.
         let bid = offer(3, &continuous, Side::Bid, 100, 60_000);
         assert!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })).is_empty());
+    }
+
+    /// Issue 25, defect 1: 256 bids with a 20 s lifetime for a later interval filled their author's places in an
+    /// interval pool, and after they expired every new offer of that author was still refused (they left only at
+    /// their interval's gate). Such bids break the delivery rule (delivered after they expire) and take no place now;
+    /// an offer that can be delivered still gets in.
+    #[test]
+    fn offers_that_expire_before_their_delivery_take_no_place() {
+        let limits = Limits { orders_per_owner_max: 256, ..Limits::default() };
+        let mut market = Market::new(limits);
+        let pool = pool(900);
+        let start_s = pool.next_delivery_start_s(NOW_MS / 1000) + 900;
+        let keypair = Keypair::from_seed(&[1; 32]);
+        let bid = |nonce: u64, expires_ms: u64| {
+            let body = Body::Offer(Offer {
+                pool: pool.clone(),
+                side: Side::Bid,
+                quantity: 10,
+                unit_price: 1_000,
+                delivery_start_s: start_s,
+            });
+            let draft =
+                Draft { network: NetworkId::new("kos-test").unwrap(), nonce, created_ms: NOW_MS, expires_ms, body };
+            Arc::new(draft.sign(&keypair))
+        };
+        for nonce in 0..256 {
+            let outputs = market.handle(NOW_MS, Input::Offer { envelope: bid(nonce, NOW_MS + 20_000), rules: RULES });
+            assert!(matches!(&outputs[..], [Output::Refused { reason: Refusal::Delivery(_), .. }]), "{outputs:?}");
+        }
+        assert_eq!(market.open_offers(), 0);
+        let good = bid(1_000, start_s * 1000);
+        assert!(market.handle(NOW_MS + 1_000, Input::Offer { envelope: good, rules: RULES }).is_empty());
+        assert_eq!(market.depth(&pool, 5).unwrap().bids, vec![(1_000, 10)]);
+    }
+
+    /// The second line behind the delivery rule: an interval pool's offer that expires while it waits for its gate
+    /// leaves at the next tick and gives its places back (the pool's and its author's).
+    #[test]
+    fn expired_interval_offers_leave_and_give_their_places_back() {
+        let limits =
+            Limits { orders_per_owner_max: 2, orders_per_pool_max: 3, gate_lead_ms: 60_000, ..Limits::default() };
+        let pool = pool(900);
+        let start_s = pool.next_delivery_start_s(NOW_MS / 1000) + 900;
+        let mut auctions = Auctions::new(RULES);
+        let offer_of = |key: u8, nonce: u64, expires_ms: u64| {
+            let offer = Offer {
+                pool: pool.clone(),
+                side: Side::Bid,
+                quantity: 10,
+                unit_price: 1_000,
+                delivery_start_s: start_s,
+            };
+            let draft = Draft {
+                network: NetworkId::new("kos-test").unwrap(),
+                nonce,
+                created_ms: NOW_MS,
+                expires_ms,
+                body: Body::Offer(offer.clone()),
+            };
+            (Arc::new(draft.sign(&Keypair::from_seed(&[key; 32]))), offer)
+        };
+        for (key, nonce) in [(1, 1), (1, 2), (2, 3)] {
+            let (envelope, offer) = offer_of(key, nonce, NOW_MS + 20_000);
+            auctions.insert(NOW_MS, &limits, envelope.id(), envelope, &offer, RULES).unwrap();
+        }
+        let (late, offer) = offer_of(1, 4, start_s * 1000);
+        assert_eq!(auctions.insert(NOW_MS, &limits, late.id(), late.clone(), &offer, RULES), Err(Refusal::PoolFull));
+        assert!(auctions.expire(NOW_MS + 19_999).is_empty());
+        assert_eq!(auctions.expire(NOW_MS + 20_000).len(), 3);
+        assert_eq!((auctions.len(), auctions.per_owner.len(), auctions.intervals.len()), (0, 0, 0));
+        assert_eq!(auctions.insert(NOW_MS + 20_000, &limits, late.id(), late, &offer, RULES), Ok(()));
+    }
+
+    /// The delivery rule of the protocol holds in the market too: an offer delivered after it expires, or beyond
+    /// the horizon, takes no place.
+    #[test]
+    fn interval_offers_obey_the_delivery_rule() {
+        let mut market = Market::new(Limits::default());
+        let pool = pool(900);
+        let keypair = Keypair::from_seed(&[1; 32]);
+        let bid = |start_s: u64, expires_ms: u64| {
+            let body = Body::Offer(Offer {
+                pool: pool.clone(),
+                side: Side::Bid,
+                quantity: 10,
+                unit_price: 1_000,
+                delivery_start_s: start_s,
+            });
+            let draft =
+                Draft { network: NetworkId::new("kos-test").unwrap(), nonce: 1, created_ms: NOW_MS, expires_ms, body };
+            Arc::new(draft.sign(&keypair))
+        };
+        let next_s = pool.next_delivery_start_s(NOW_MS / 1000);
+        let after_expiry = bid(next_s + 900, next_s * 1000);
+        let beyond = bid((u64::MAX / 1000) / 900 * 900, NOW_MS + 20_000);
+        for envelope in [after_expiry, beyond] {
+            let outputs = market.handle(NOW_MS, Input::Offer { envelope: envelope.clone(), rules: RULES });
+            assert!(matches!(&outputs[..], [Output::Refused { reason: Refusal::Delivery(_), .. }]), "{outputs:?}");
+        }
+        assert_eq!(market.open_offers(), 0);
+    }
+
+    #[test]
+    fn a_filled_interval_offer_leaves_its_pool() {
+        let mut market = Market::new(Limits { orders_per_owner_max: 1, ..Limits::default() });
+        let pool = pool(900);
+        let first = offer(1, &pool, Side::Ask, 100, 10_000);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: first.clone(), rules: RULES }).is_empty());
+        let _ = market.handle(NOW_MS, Input::Filled { offer: first.id(), quantity: 60 });
+        assert_eq!(market.open_offers(), 1);
+        let _ = market.handle(NOW_MS, Input::Filled { offer: first.id(), quantity: 40 });
+        assert_eq!(market.open_offers(), 0, "filled: its place is free");
+        let second = offer(1, &pool, Side::Ask, 200, 10_000);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: second, rules: RULES }).is_empty());
     }
 
     #[test]

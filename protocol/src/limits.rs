@@ -54,6 +54,10 @@ pub const BARTER_LEGS_MIN: usize = 2;
 pub const BATCH_SIGNATURES_MAX: usize = 256;
 /// Delivery interval of an interval pool: at most one day.
 pub const INTERVAL_SECONDS_MAX: u32 = 86_400;
+/// How far ahead of its creation an offer's delivery may start: a week, for day-ahead and week-ahead offers. An
+/// offer for a later interval would hold a slot of its pool (on every node that serves it) until that interval's
+/// auction, which may be never.
+pub const DELIVERY_HORIZON_SECONDS_MAX: u64 = 7 * 86_400;
 /// Depth of nested CBOR arrays the decoder follows (an envelope nested in a settlement is about 5 deep).
 pub const CBOR_DEPTH_MAX: usize = 16;
 
@@ -65,6 +69,8 @@ const _: () = assert!(GUILD_MEMBERS_MAX * 34 + GUILD_NAME_BYTES_MAX + 1024 <= EN
 const _: () = assert!(COMPUTE_SAMPLES_MAX * (MERKLE_PATH_MAX * 34 + 48) + 1024 <= ENVELOPE_BYTES_MAX);
 const _: () = assert!(1u64 << MERKLE_PATH_MAX == COMPUTE_UNITS_MAX as u64);
 const _: () = assert!(BARTER_LEGS_MIN >= 2 && BARTER_LEGS_MIN <= BARTER_LEGS_MAX);
+// A delivery interval fits within the horizon, so every interval pool has an interval an offer may name.
+const _: () = assert!(INTERVAL_SECONDS_MAX as u64 <= DELIVERY_HORIZON_SECONDS_MAX);
 
 /// Most entries in one bundle (PROTOCOL.md §9).
 pub const BUNDLE_ENTRIES_MAX: usize = 256;

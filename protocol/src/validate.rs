@@ -10,7 +10,8 @@ use crate::codec;
 use crate::envelope::{Envelope, VERSION, message_id_from_canonical, signing_digest};
 use crate::keys::{self, Item, SignatureError};
 use crate::limits::{
-    COMPUTE_ROUNDS_MAX, COMPUTE_SAMPLES_MAX, COMPUTE_UNITS_MAX, ENVELOPE_BYTES_MAX, INTERVAL_SECONDS_MAX,
+    COMPUTE_ROUNDS_MAX, COMPUTE_SAMPLES_MAX, COMPUTE_UNITS_MAX, DELIVERY_HORIZON_SECONDS_MAX, ENVELOPE_BYTES_MAX,
+    INTERVAL_SECONDS_MAX,
 };
 use crate::message::{
     BarterCycle, BarterOffer, Body, Evidence, Job, JobKind, Kind, Offer, Proof, Proposal, Settlement, Side, value_milli,
@@ -187,7 +188,9 @@ fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
     let kind = envelope.kind();
     let ensure = |condition: bool, reason: &str| if condition { Ok(()) } else { Err(body_error(kind, reason)) };
     match &envelope.body {
-        Body::Offer(offer) => check_offer(offer).map_err(|reason| body_error(kind, reason)),
+        Body::Offer(offer) => check_offer(offer)
+            .and_then(|()| check_delivery(offer, envelope.created_ms, envelope.expires_ms))
+            .map_err(|reason| body_error(kind, reason)),
         Body::Cancel(_) | Body::Vote(_) | Body::GuildApproval(_) => Ok(()),
         Body::Guild(guild) => {
             ensure(!guild.name.as_str().trim().is_empty(), "empty name")?;
@@ -274,6 +277,23 @@ fn check_offer(offer: &Offer) -> Result<(), &'static str> {
         }
         _ => Ok(()),
     }
+}
+
+/// The delivery rule of an offer in an interval pool (PROTOCOL.md §5, Offer): its delivery starts no later than the
+/// offer expires (an offer that expires before its interval can never be delivered, yet would hold a place in the
+/// pool until the interval's auction) and at most [`DELIVERY_HORIZON_SECONDS_MAX`] after the offer was created.
+/// Checked at the gossip door (stateless validation) and by the market before an offer takes a place in a pool.
+pub fn check_delivery(offer: &Offer, created_ms: u64, expires_ms: u64) -> Result<(), &'static str> {
+    if offer.pool.interval_s == 0 {
+        return Ok(());
+    }
+    if offer.delivery_start_s > (created_ms / 1000).saturating_add(DELIVERY_HORIZON_SECONDS_MAX) {
+        return Err("delivery starts beyond the horizon of 7 days after the offer's creation");
+    }
+    if offer.delivery_start_s.saturating_mul(1000) > expires_ms {
+        return Err("delivery starts after the offer expires");
+    }
+    Ok(())
 }
 
 fn check_barter_offer(offer: &BarterOffer) -> Result<(), &'static str> {

@@ -36,7 +36,10 @@ fn pool() -> impl Strategy<Value = PoolId> {
 
 fn offer_for(pool: PoolId, side: Side) -> impl Strategy<Value = Offer> {
     (1..=u64::from(u32::MAX), 0..=10_000_000u64, 0..=100_000u64).prop_map(move |(quantity, unit_price, slot)| {
-        let delivery_start_s = slot * u64::from(pool.interval_s);
+        // Any interval delivered before the offer expires (PROTOCOL.md §5, the delivery rule).
+        let interval = u64::from(pool.interval_s);
+        let last_slot = (NOW_MS + 60_000) / 1000 / interval.max(1);
+        let delivery_start_s = (slot % (last_slot + 1)) * interval;
         Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s }
     })
 }

@@ -33,7 +33,7 @@ fn offer(side: Side, quantity: u64, unit_price: u64) -> Body {
 }
 
 fn draft(body: Body) -> Draft {
-    Draft { network: network(), nonce: 7, created_ms: NOW_MS - 1_000, expires_ms: NOW_MS + 60_000, body }
+    Draft { network: network(), nonce: 7, created_ms: NOW_MS - 1_000, expires_ms: NOW_MS + 3_600_000, body }
 }
 
 fn signed(n: u8, body: Body) -> Envelope {
@@ -101,8 +101,12 @@ fn messages_of_another_network_are_rejected() {
 
 #[test]
 fn times_are_checked() {
+    // A continuous pool's offer: no delivery interval ties its lifetime (see the delivery rule's test).
+    let continuous: PoolId = "energy/credit/u33db/0".parse().unwrap();
+    let body =
+        Body::Offer(Offer { pool: continuous, side: Side::Ask, quantity: 500, unit_price: 300, delivery_start_s: 0 });
     let at = |created_ms: u64, expires_ms: u64| {
-        let mut draft = draft(offer(Side::Ask, 500, 300));
+        let mut draft = draft(body.clone());
         draft.created_ms = created_ms;
         draft.expires_ms = expires_ms;
         check(&draft.sign(&key(1)))
@@ -164,6 +168,55 @@ fn offer_bodies_are_checked() {
     let dated =
         Body::Offer(Offer { pool: continuous, side: Side::Bid, quantity: 1, unit_price: 1, delivery_start_s: 5 });
     assert!(body_reason(check(&signed(1, dated))).contains("continuous"));
+}
+
+/// An interval pool's offer must be deliverable while it lives, and not beyond the delivery horizon: otherwise it
+/// holds a place in its pool until an auction that may never come (issue 25: 256 bids with a 20 s lifetime filled
+/// an owner's slots for good).
+#[test]
+fn an_offers_delivery_starts_before_it_expires_and_within_the_horizon() {
+    let at = |delivery_start_s: u64, created_ms: u64, expires_ms: u64| {
+        let body = Body::Offer(Offer { pool: pool(), side: Side::Bid, quantity: 1, unit_price: 1, delivery_start_s });
+        Draft { network: network(), nonce: 7, created_ms, expires_ms, body }.sign(&key(1))
+    };
+    // Expiring exactly when delivery starts is allowed; a second earlier is not.
+    let start_s = 1_800_000_900;
+    assert_eq!(check(&at(start_s, NOW_MS - 1_000, start_s * 1000)), Ok(()));
+    assert_eq!(
+        body_reason(check(&at(start_s, NOW_MS - 1_000, start_s * 1000 - 1_000))),
+        "delivery starts after the offer expires"
+    );
+    // The horizon counts from the offer's creation, in whole seconds.
+    let horizon_s = protocol::limits::DELIVERY_HORIZON_SECONDS_MAX;
+    let config = Config { lifetime_ms_max: 30 * 86_400_000, ..config() };
+    let created_ms = NOW_MS - 1_000;
+    let last_s = (created_ms / 1000 + horizon_s) / 900 * 900;
+    let far = |start_s: u64| at(start_s, created_ms, start_s * 1000 + 1);
+    assert_eq!(validate(&far(last_s).to_bytes(), &config, NOW_MS).map(|_| ()), Ok(()));
+    let beyond = validate(&far(last_s + 900).to_bytes(), &config, NOW_MS).map(|_| ());
+    assert!(body_reason(beyond).starts_with("delivery starts beyond the horizon"));
+    // The attack of the issue: a delivery in the year 584,942,417,355 (u64::MAX ms).
+    let end_of_time = (u64::MAX / 1000) / 900 * 900;
+    assert!(check(&at(end_of_time, NOW_MS - 1_000, NOW_MS + 20_000)).is_err());
+    // Continuous pools have no delivery interval.
+    let continuous: PoolId = "compute/credit/*/0".parse().unwrap();
+    let body =
+        Body::Offer(Offer { pool: continuous, side: Side::Bid, quantity: 1, unit_price: 1, delivery_start_s: 0 });
+    assert_eq!(check(&signed(1, body)), Ok(()));
+    // A settlement nesting such an offer is invalid too.
+    let late_ask = at(start_s, NOW_MS - 1_000, NOW_MS + 20_000);
+    let bid = at(start_s, NOW_MS - 1_000, start_s * 1000);
+    let Body::Offer(mut ask_offer) = late_ask.body.clone() else { unreachable!() };
+    ask_offer.side = Side::Ask;
+    let ask = Draft {
+        network: network(),
+        nonce: 8,
+        created_ms: NOW_MS - 1_000,
+        expires_ms: NOW_MS + 20_000,
+        body: Body::Offer(ask_offer),
+    }
+    .sign(&key(2));
+    assert!(matches!(check(&signed(3, settlement(bid, ask, 1, 1))), Err(Error::InvalidInner { .. })));
 }
 
 #[test]
