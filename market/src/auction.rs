@@ -85,7 +85,8 @@ pub struct Clearing<K> {
     /// The uniform price (before the grid fee), or `None` for pay-as-bid and when nothing trades.
     pub price: Option<u64>,
     pub trades: Vec<Trade<K>>,
-    /// Total quantity traded.
+    /// Total quantity traded. An auction trades at most `u64::MAX` units in all (matching stops there), so the
+    /// total always fits.
     pub volume: u64,
 }
 
@@ -109,11 +110,14 @@ pub fn clear<K: Clone>(bids: &[Order<K>], asks: &[Order<K>], mechanism: Mechanis
     let (mut i, mut j) = (0, 0);
     let (mut bid_left, mut ask_left) =
         (bids.first().map_or(0, |b| b.1.quantity), asks.first().map_or(0, |a| a.quantity));
+    // What may still trade before the total volume would pass 64 bits (only absurd quantities get there).
+    let mut room = u64::MAX;
     while let (Some(&(net, _)), Some(ask)) = (bids.get(i), asks.get(j)) {
-        if net < ask.price {
+        if net < ask.price || room == 0 {
             break;
         }
-        let quantity = bid_left.min(ask_left);
+        let quantity = bid_left.min(ask_left).min(room);
+        room -= quantity;
         pairs.push(Pair { bid: i, ask: j, quantity });
         bid_left -= quantity;
         ask_left -= quantity;
@@ -160,12 +164,11 @@ pub fn clear<K: Clone>(bids: &[Order<K>], asks: &[Order<K>], mechanism: Mechanis
         }
     };
 
-    let mut volume = 0u64;
+    let volume = u64::MAX - room;
     let trades = pairs
         .into_iter()
         .map(|pair| {
             let price = uniform.unwrap_or(bids[pair.bid].0);
-            volume += pair.quantity;
             Trade {
                 bid: bids[pair.bid].1.id.clone(),
                 ask: asks[pair.ask].id.clone(),
@@ -357,6 +360,42 @@ mod tests {
                 // Determinism: clearing again gives the same result.
                 prop_assert_eq!(&clear(&bids, &asks, mechanism, fee), &clearing);
             }
+        }
+
+        /// Issue 25, defect 8: quantities near 2^64 − 1 made the volume wrap (two trades of 2^64 − 1 Wh were
+        /// reported as a volume of 2^64 − 2). Every mechanism now trades at most 2^64 − 1 units in all, and the
+        /// volume it reports is exactly what its trades add up to.
+        #[test]
+        fn extreme_quantities_never_wrap_the_volume(
+            bids in prop::collection::vec((u64::MAX - 3..=u64::MAX, 1u64..=5), 1..=4),
+            asks in prop::collection::vec((u64::MAX - 3..=u64::MAX, 0u64..=3), 1..=4),
+            fee in prop_oneof![Just(Fee::None), Just(Fee::Constant(500)), Just(Fee::Ppm(100_000))],
+        ) {
+            let to_orders = |orders: &[(u64, u64)], offset: u32| -> Vec<Order<u32>> {
+                orders.iter().enumerate().map(|(index, (quantity, price))| order(offset + index as u32, *quantity, price * 1_000)).collect()
+            };
+            let (bids, asks) = (to_orders(&bids, 0), to_orders(&asks, 100));
+            for mechanism in MECHANISMS {
+                let clearing = clear(&bids, &asks, mechanism, fee);
+                let traded: u128 = clearing.trades.iter().map(|trade| u128::from(trade.quantity)).sum();
+                prop_assert_eq!(traded, u128::from(clearing.volume), "{:?}", mechanism);
+                for bid in &bids {
+                    let bought: u128 = clearing.trades.iter().filter(|t| t.bid == bid.id).map(|t| u128::from(t.quantity)).sum();
+                    prop_assert!(bought <= u128::from(bid.quantity));
+                }
+                for ask in &asks {
+                    let sold: u128 = clearing.trades.iter().filter(|t| t.ask == ask.id).map(|t| u128::from(t.quantity)).sum();
+                    prop_assert!(sold <= u128::from(ask.quantity));
+                }
+                // When bids and asks cross, something trades.
+                let crossing = bids.iter().any(|b| fee.net_price(b.price).is_some_and(|net| asks.iter().any(|a| a.price <= net)));
+                prop_assert_eq!(crossing, clearing.volume > 0, "{:?}", mechanism);
+            }
+            let essential = crate::fairness::Essential { essential_per_account: 1 << 62, per_account_max: 0, share_max_ppm: 0 };
+            let owned: Vec<(u32, Order<u32>)> = bids.iter().map(|bid| (bid.id, bid.clone())).collect();
+            let fair = crate::fairness::clear(&owned, &asks, fee, &essential, 0);
+            let traded: u128 = fair.trades.iter().map(|trade| u128::from(trade.quantity)).sum();
+            prop_assert_eq!(traded, u128::from(fair.volume));
         }
 
         #[test]

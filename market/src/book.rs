@@ -101,7 +101,8 @@ pub struct Resting<O> {
 struct Level<K> {
     queue: VecDeque<(u64, K)>,
     live: usize,
-    quantity: u64,
+    /// The level's total quantity: a sum of up to `orders_max` quantities of 64 bits, so 128 bits wide.
+    quantity: u128,
 }
 
 impl<K> Default for Level<K> {
@@ -191,7 +192,7 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
         let level = self.side_mut(order.side).entry(price).or_default();
         level.queue.push_back((sequence, order.id.clone()));
         level.live += 1;
-        level.quantity += left;
+        level.quantity += u128::from(left);
         self.expiry.push(Reverse((order.expires_ms, sequence, order.id.clone())));
         self.sweep_expiry();
         *self.per_owner.entry(order.owner.clone()).or_insert(0) += 1;
@@ -257,7 +258,7 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
             let quantity = (*left).min(maker.left);
             *left -= quantity;
             maker.left -= quantity;
-            level.quantity -= quantity;
+            level.quantity -= u128::from(quantity);
             fills.push(Fill {
                 maker: id.clone(),
                 taker: taker.id.clone(),
@@ -286,7 +287,7 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
         };
         if let Some(level) = levels.get_mut(&resting.price) {
             level.live -= 1;
-            level.quantity -= resting.left;
+            level.quantity -= u128::from(resting.left);
         }
         tidy(levels, resting.price, &self.orders);
         Some(resting.left)
@@ -307,7 +308,7 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
             Side::Ask => &mut self.asks,
         };
         if let Some(level) = levels.get_mut(&resting.price) {
-            level.quantity -= taken;
+            level.quantity -= u128::from(taken);
         }
         taken
     }
@@ -336,9 +337,10 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
             .retain(|Reverse((_, sequence, id))| orders.get(id).is_some_and(|resting| resting.sequence == *sequence));
     }
 
-    /// The best `levels` price levels of a side, best first, as `(price, quantity)`; bid prices are net of the fee.
+    /// The best `levels` price levels of a side, best first, as `(price, quantity)`; bid prices are net of the fee,
+    /// and a level holding more than 2^64 − 1 units in all shows that many.
     pub fn depth(&self, side: Side, levels: usize) -> Vec<(u64, u64)> {
-        let level = |(price, level): (&u64, &Level<K>)| (*price, level.quantity);
+        let level = |(price, level): (&u64, &Level<K>)| (*price, u64::try_from(level.quantity).unwrap_or(u64::MAX));
         match side {
             Side::Bid => self.bids.iter().rev().take(levels).map(level).collect(),
             Side::Ask => self.asks.iter().take(levels).map(level).collect(),
@@ -471,6 +473,22 @@ mod tests {
         let placed = book.place(0, order(3, 7, Side::Bid, 100, 10_000)).unwrap();
         assert_eq!(placed.fills.iter().map(|f| f.maker).collect::<Vec<_>>(), vec![2]);
         assert_eq!(book.get(&1).map(|r| r.left), Some(100));
+    }
+
+    /// Issue 25, defect 8 (the book's share of it): a price level's total of two orders of 2^64 − 1 wrapped (a panic
+    /// in debug builds). Levels add in 128 bits; depth shows at most 2^64 − 1.
+    #[test]
+    fn extreme_quantities_at_one_price_neither_wrap_nor_panic() {
+        let mut book = Book::new(Fee::None, 10, 10);
+        let _ = book.place(0, order(1, 1, Side::Ask, u64::MAX, 10_000)).unwrap();
+        let _ = book.place(0, order(2, 2, Side::Ask, u64::MAX, 10_000)).unwrap();
+        assert_eq!(book.depth(Side::Ask, 1), vec![(10_000, u64::MAX)]);
+        let placed = book.place(0, order(3, 3, Side::Bid, u64::MAX, 10_000)).unwrap();
+        assert_eq!(placed.fills.iter().map(|fill| fill.quantity).sum::<u64>(), u64::MAX);
+        assert_eq!(book.depth(Side::Ask, 1), vec![(10_000, u64::MAX)]);
+        let placed = book.place(0, order(4, 4, Side::Bid, 5, 10_000)).unwrap();
+        assert_eq!(placed.fills.len(), 1);
+        assert_eq!(book.depth(Side::Ask, 1), vec![(10_000, u64::MAX - 5)]);
     }
 
     #[test]

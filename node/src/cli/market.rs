@@ -73,15 +73,23 @@ pub fn run(command: MarketCommand) -> anyhow::Result<()> {
 }
 
 fn read_input(path: &Path) -> anyhow::Result<String> {
-    let mut text = String::new();
     if path == Path::new("-") {
-        std::io::stdin().take(INPUT_BYTES_MAX).read_to_string(&mut text).context("reading stdin")?;
+        read_limited(std::io::stdin(), INPUT_BYTES_MAX).context("reading stdin")
     } else {
-        std::fs::File::open(path)
-            .with_context(|| format!("opening {}", path.display()))?
-            .take(INPUT_BYTES_MAX)
-            .read_to_string(&mut text)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        read_limited(file, INPUT_BYTES_MAX).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+/// Reads all of `input` as text, refusing more than `bytes_max` bytes (never cutting it short in silence).
+fn read_limited(input: impl std::io::Read, bytes_max: u64) -> anyhow::Result<String> {
+    let mut text = String::new();
+    input.take(bytes_max.saturating_add(1)).read_to_string(&mut text)?;
+    if text.len() as u64 > bytes_max {
+        anyhow::bail!(
+            "input too large: more than {bytes_max} bytes ({} MiB), the most `kos market clear` reads",
+            bytes_max >> 20
+        );
     }
     Ok(text)
 }
@@ -146,7 +154,11 @@ pub fn clear_json(mechanism: MechanismArg, text: &str) -> anyhow::Result<Value> 
             (clearing.price, trades)
         }
     };
-    let volume: u64 = trades.iter().map(|trade| trade.2).sum();
+    // Continuous matching can fill more than 2^64 − 1 units in all (the auctions stop there): say so, never wrap.
+    let volume = trades
+        .iter()
+        .try_fold(0u64, |volume, trade| volume.checked_add(trade.2))
+        .context("the traded volume exceeds 18446744073709551615 units")?;
     let trades: Vec<Value> = trades
         .into_iter()
         .map(|(bid, ask, quantity, price, buyer_price)| {
@@ -335,5 +347,31 @@ mod tests {
             error(r#"{"bids":[{"id":"x","quantity":1,"price":1}],"asks":[{"id":"x","quantity":1,"price":1}]}"#)
                 .contains("twice")
         );
+    }
+
+    /// Issue 25, defect 9: input past the limit was cut off in silence and the rest cleared as if it were all.
+    #[test]
+    fn input_past_the_limit_is_refused_not_cut() {
+        let text = "x".repeat(100);
+        assert_eq!(read_limited(text.as_bytes(), 100).unwrap().len(), 100);
+        let error = read_limited(text.as_bytes(), 99).unwrap_err().to_string();
+        assert!(error.starts_with("input too large: more than 99 bytes"), "{error}");
+        assert!(read_limited(std::io::repeat(b' ').take(INPUT_BYTES_MAX + 1), INPUT_BYTES_MAX).is_err());
+    }
+
+    /// Issue 25, defect 8: two trades of 2^64 − 1 Wh printed a volume of 18446744073709551614.
+    #[test]
+    fn volumes_past_64_bits_are_refused_not_wrapped() {
+        let max = u64::MAX;
+        let auction = format!(
+            r#"{{"bids":[{{"id":"b1","quantity":{max},"price":5}},{{"id":"b2","quantity":{max},"price":5}}],
+                "asks":[{{"id":"a1","quantity":{max},"price":1}},{{"id":"a2","quantity":{max},"price":1}}]}}"#
+        );
+        // An auction trades at most 2^64 − 1 units in all.
+        let result = clear_json(MechanismArg::PayAsClear, &auction).unwrap();
+        assert_eq!(result["volume"], max);
+        // Continuous matching fills both pairs: the total does not fit, and says so.
+        let error = clear_json(MechanismArg::Cda, &auction).unwrap_err().to_string();
+        assert!(error.contains("exceeds"), "{error}");
     }
 }
