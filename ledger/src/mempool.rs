@@ -2,8 +2,9 @@
 //! by id; admits only entries that validate (signature included) and are not already on the ledger; hands them to
 //! the proposer by priority: the kinds that are due soonest first (settlements and readings belong to delivery
 //! intervals), then token movements, then the rest, each in arrival order. Every entry pays the same fee (the
-//! genesis' `fee_per_entry`), so fees do not order them. When full, an entry that ranks higher evicts the
-//! lowest-ranked one.
+//! genesis' `fee_per_entry`), so fees do not order them, but an author must be able to pay them: its committed
+//! balance of the fee token must cover the fees of its waiting entries and the new one. When full, an entry that
+//! ranks higher evicts the lowest-ranked one.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -42,6 +43,9 @@ pub enum Rejected {
     Full,
     #[error("this author has {0} entries waiting, the most allowed")]
     AuthorFull(usize),
+    /// The author's balance does not cover the fee of this entry and of those it has waiting.
+    #[error("the author cannot pay the fee: {owed} {token} for this and its waiting entries, its balance is {balance}")]
+    CannotPay { token: protocol::types::TokenId, owed: u64, balance: u64 },
 }
 
 #[derive(Debug)]
@@ -128,6 +132,15 @@ impl Mempool {
         let author_count = self.per_author.get(&envelope.author).copied().unwrap_or(0);
         if author_count >= self.config.per_author_max {
             return Err(Rejected::AuthorFull(author_count));
+        }
+        // Every entry pays the fee when it executes; one its author cannot pay would only take a place (and the
+        // network's work) and then fail. The author's committed balance must cover its waiting entries' fees too.
+        if let Some((token, fee)) = state.entry_fee() {
+            let owed = fee.saturating_mul(u64::try_from(author_count).unwrap_or(u64::MAX).saturating_add(1));
+            let balance = state.balance(&envelope.author, &token);
+            if balance < owed {
+                return Err(Rejected::CannotPay { token, owed, balance });
+            }
         }
         let key = (Reverse(class(kind)), self.sequence, id);
         while self.items.len() >= self.config.entries_max || self.bytes + bytes.len() > self.config.bytes_max {

@@ -1018,6 +1018,14 @@ impl State {
         self.map.get(&key(PARAM, &[name.as_bytes()])).and_then(|bytes| decode(bytes)).unwrap_or(0)
     }
 
+    /// The fee every entry's author pays (PROTOCOL.md §10): `fee_per_entry` milli-units of the fee token, or `None`
+    /// when entries are free.
+    pub fn entry_fee(&self) -> Option<(TokenId, u64)> {
+        let fee = self.param("fee_per_entry");
+        let token = TokenId::new(self.genesis.params.fee_token.clone()).ok()?;
+        (fee > 0).then_some((token, fee))
+    }
+
     /// Whether an entry with this id is on the ledger (within its lifetime; afterwards it could not be included).
     pub fn includes(&self, id: &Id) -> bool {
         self.included.contains(id)

@@ -110,7 +110,7 @@ fn duplicates_and_entries_already_on_the_ledger_are_refused() {
             side: protocol::message::Side::Ask,
             quantity: 1_000,
             unit_price: 200,
-            delivery_start_s: 1_767_226_500,
+            delivery_start_s: START_MS / 1000,
         }),
         START_MS + 60_000,
     );
@@ -195,4 +195,39 @@ fn expired_entries_are_pruned_and_release_their_author_s_share() {
     assert!(mempool.is_empty());
     assert_eq!(mempool.bytes(), 0);
     assert_eq!(world.add(&mut mempool, &long), Ok(long.id()));
+}
+
+/// Issue 25, defect 9: the mempool admitted entries whose author could not pay the entry fee; they took places (and
+/// every validator's work) only to fail in a block. An author's committed balance of the fee token must now cover
+/// the fees of its waiting entries and the new one.
+#[test]
+fn an_author_who_cannot_pay_the_fee_is_refused() {
+    let keys: Vec<Keypair> = (1..=3u8).map(|index| Keypair::from_seed(&[index; 32])).collect();
+    let publics: Vec<_> = keys.iter().map(Keypair::public).collect();
+    // Key 2 holds 2,500 milli-credits, key 3 nothing; each entry costs 1,000.
+    let mut text = Genesis::devnet_text("kos-mempool", START_MS, &publics[..1], &publics[1..2], 2_500);
+    text.push_str("\n[params]\nfee_per_entry = 1000\n");
+    let genesis = Arc::new(Genesis::parse(&text).unwrap());
+    let mut world =
+        World { state: State::genesis(genesis), network: NetworkId::new("kos-mempool").unwrap(), keys, nonce: 0 };
+    let mut mempool = Mempool::new(Config::default());
+    let credit = TokenId::new("credit").unwrap();
+    let broke = world.cancel(2);
+    assert_eq!(
+        world.add(&mut mempool, &broke),
+        Err(Rejected::CannotPay { token: credit.clone(), owed: 1_000, balance: 0 })
+    );
+    let first = world.cancel(1);
+    world.add(&mut mempool, &first).unwrap();
+    let second = world.cancel(1);
+    world.add(&mut mempool, &second).unwrap();
+    let third = world.cancel(1);
+    assert_eq!(
+        world.add(&mut mempool, &third),
+        Err(Rejected::CannotPay { token: credit, owed: 3_000, balance: 2_500 })
+    );
+    assert_eq!(mempool.len(), 2);
+    // Once a waiting entry leaves (committed or pruned), the next one fits again.
+    mempool.remove_all(&[second.id()]);
+    assert!(world.add(&mut mempool, &third).is_ok());
 }
