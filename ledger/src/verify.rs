@@ -117,6 +117,8 @@ pub fn verify_store(genesis: &Arc<Genesis>, store: &dyn Store) -> Result<u64, St
 
 /// The first record of an export file.
 pub const EXPORT_MAGIC: &str = "kos/v1/ledger-export";
+/// The first item of the last record of an export file (its trailer).
+pub const EXPORT_END_MAGIC: &str = "kos/v1/ledger-export-end";
 /// Largest record of an export file (a block of at most 32 MiB and its certificate).
 pub const EXPORT_RECORD_BYTES_MAX: usize = 40 * 1024 * 1024;
 
@@ -128,20 +130,24 @@ fn write_record(out: &mut dyn Write, record: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Writes an export: `u32be length ‖ CBOR` records, first `[magic, genesis text]`, then `[height, block,
-/// certificate]` for every height in order.
+/// certificate]` for every height in order, and last the trailer `[end magic, tip height, tip block hash]`
+/// ([`ExportWriter::finish`]): without it, an export cut at a record boundary would look whole.
 pub struct ExportWriter<'a> {
     out: &'a mut dyn Write,
     next: u64,
+    tip: Hash,
 }
 
 impl<'a> ExportWriter<'a> {
     pub fn new(out: &'a mut dyn Write, genesis: &Genesis) -> anyhow::Result<ExportWriter<'a>> {
         let header = serde_cbor::to_vec(&(EXPORT_MAGIC, genesis.text.as_str()))?;
         write_record(out, &header)?;
-        Ok(ExportWriter { out, next: 1 })
+        Ok(ExportWriter { out, next: 1, tip: genesis.hash })
     }
 
     pub fn block(&mut self, stored: &Stored) -> anyhow::Result<()> {
+        let hash =
+            Block::from_bytes(&stored.block).map_err(|error| anyhow::anyhow!("block {}: {error}", self.next))?.hash();
         let record = serde_cbor::to_vec(&(
             self.next,
             serde_bytes::Bytes::new(&stored.block),
@@ -149,29 +155,46 @@ impl<'a> ExportWriter<'a> {
         ))?;
         write_record(self.out, &record)?;
         self.next += 1;
+        self.tip = hash;
         Ok(())
+    }
+
+    /// Writes the trailer: the height and hash of the last block written (0 and the genesis hash for none).
+    pub fn finish(self) -> anyhow::Result<()> {
+        let record =
+            serde_cbor::to_vec(&(EXPORT_END_MAGIC, self.next - 1, serde_bytes::Bytes::new(self.tip.as_bytes())))?;
+        write_record(self.out, &record)
     }
 }
 
-/// Reads an export: the genesis first, then the blocks one by one (bounded records; heights must be 1, 2, ...).
+/// Reads an export: the genesis first, then the blocks one by one (bounded records; heights must be 1, 2, ...), then
+/// the trailer, which must be there and be the file's last record.
 pub struct ExportReader<'a> {
     input: &'a mut dyn Read,
     next: u64,
+    /// The trailer's tip, once read.
+    end: Option<(u64, Hash)>,
 }
 
+/// Reads one record; `None` at the end of the file, when it ends exactly between records.
 fn read_record(input: &mut dyn Read) -> anyhow::Result<Option<Vec<u8>>> {
     let mut length = [0u8; 4];
-    match input.read_exact(&mut length) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error.into()),
+    let mut filled = 0;
+    while filled < length.len() {
+        match input.read(&mut length[filled..]) {
+            Ok(0) if filled == 0 => return Ok(None),
+            Ok(0) => bail!("the file ends inside a record's length ({filled} of 4 bytes): it is truncated"),
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(error.into()),
+        }
     }
     let length = u32::from_be_bytes(length) as usize;
     if length > EXPORT_RECORD_BYTES_MAX {
         bail!("a record of {length} bytes is larger than allowed ({EXPORT_RECORD_BYTES_MAX})");
     }
     let mut record = vec![0u8; length];
-    input.read_exact(&mut record).context("the file ends inside a record")?;
+    input.read_exact(&mut record).context("the file ends inside a record: it is truncated")?;
     Ok(Some(record))
 }
 
@@ -185,12 +208,37 @@ impl<'a> ExportReader<'a> {
             bail!("not a kos ledger export (it starts with {magic:?})");
         }
         let genesis = Genesis::parse(&text).context("the export's genesis")?;
-        Ok((genesis, ExportReader { input, next: 1 }))
+        Ok((genesis, ExportReader { input, next: 1, end: None }))
     }
 
-    /// The next block, or `None` at the end of the file.
+    /// The next block, or `None` after the trailer (which must end the file). A file that ends without its trailer,
+    /// or inside a record, is an error.
     pub fn next_block(&mut self) -> anyhow::Result<Option<Stored>> {
-        let Some(record) = read_record(self.input)? else { return Ok(None) };
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        let last = self.next - 1;
+        let Some(record) = read_record(self.input)? else {
+            bail!("the export ends after block {last} without its trailer: it is truncated");
+        };
+        let value: serde_cbor::Value =
+            serde_cbor::from_slice(&record).with_context(|| format!("the record after block {last}"))?;
+        if let serde_cbor::Value::Array(items) = &value
+            && matches!(items.first(), Some(serde_cbor::Value::Text(magic)) if magic == EXPORT_END_MAGIC)
+        {
+            let (_, height, hash): (String, u64, serde_bytes::ByteBuf) =
+                serde_cbor::from_slice(&record).context("the export's trailer")?;
+            let hash =
+                Hash(hash.as_ref().try_into().map_err(|_| anyhow::anyhow!("the trailer's hash is not 32 bytes"))?);
+            if height != last {
+                bail!("the trailer names tip {height}, but the export holds blocks up to {last}");
+            }
+            if read_record(self.input)?.is_some() {
+                bail!("the export goes on after its trailer");
+            }
+            self.end = Some((height, hash));
+            return Ok(None);
+        }
         let (height, block, certificate): (u64, serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
             serde_cbor::from_slice(&record).with_context(|| format!("record of block {}", self.next))?;
         if height != self.next {
@@ -199,4 +247,33 @@ impl<'a> ExportReader<'a> {
         self.next += 1;
         Ok(Some(Stored { block: block.into_vec(), certificate: certificate.into_vec() }))
     }
+
+    /// The tip the trailer names (height and block hash), once [`ExportReader::next_block`] has returned `None`.
+    pub fn end(&self) -> Option<(u64, Hash)> {
+        self.end
+    }
+}
+
+/// Verifies a whole export (PROTOCOL.md §10): its genesis (against `expected` when given), every block, and its
+/// trailer against the last block verified. Returns the verifier, at the export's tip.
+pub fn verify_export(input: &mut dyn Read, expected: Option<&Genesis>) -> anyhow::Result<Verifier> {
+    let (exported, mut reader) = ExportReader::open(input)?;
+    if let Some(expected) = expected
+        && expected.hash != exported.hash
+    {
+        bail!("the export starts from genesis {}, not from the expected {}", exported.hash, expected.hash);
+    }
+    let mut verifier = Verifier::new(Arc::new(exported));
+    while let Some(stored) = reader.next_block()? {
+        verifier.push(&stored).map_err(|problem| anyhow::anyhow!("verification failed: {problem}"))?;
+    }
+    let (height, hash) = reader.end().context("the export has no trailer")?;
+    if (height, hash) != (verifier.height(), verifier.tip_hash()) {
+        bail!(
+            "the trailer names tip {height} {hash}, but the blocks end at {} {}",
+            verifier.height(),
+            verifier.tip_hash()
+        );
+    }
+    Ok(verifier)
 }

@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod engine;
+mod export;
 mod governance;
 mod jobs;
 mod market;

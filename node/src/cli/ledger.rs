@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use ledger::Genesis;
-use ledger::verify::{ExportReader, ExportWriter, Verifier};
+use ledger::verify::{ExportWriter, Verifier, verify_export};
 use protocol::{NetworkId, PublicKey};
 
 use super::Paths;
@@ -114,6 +114,7 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
                 let stored = reader.block(height)?.with_context(|| format!("block {height} is missing"))?;
                 writer.block(&stored)?;
             }
+            writer.finish()?;
             file.flush()?;
             eprintln!("exported {tip} blocks of {} (genesis {})", genesis.network, genesis.hash);
             Ok(())
@@ -125,24 +126,12 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
                 let opened = std::fs::File::open(&file).with_context(|| format!("opening {}", file.display()))?;
                 Box::new(std::io::BufReader::new(opened))
             };
-            let (exported, mut reader) = ExportReader::open(&mut input)?;
-            let compared = genesis.is_some();
-            if let Some(path) = genesis {
-                let expected = Genesis::load(&path).with_context(|| format!("reading {}", path.display()))?;
-                if expected.hash != exported.hash {
-                    bail!(
-                        "the export starts from genesis {}, not from {} ({})",
-                        exported.hash,
-                        path.display(),
-                        expected.hash
-                    );
-                }
-            }
-            let mut verifier = Verifier::new(Arc::new(exported));
-            while let Some(stored) = reader.next_block()? {
-                verifier.push(&stored).map_err(|problem| anyhow::anyhow!("verification failed: {problem}"))?;
-            }
-            report(&verifier, compared)
+            let expected = match &genesis {
+                Some(path) => Some(Genesis::load(path).with_context(|| format!("reading {}", path.display()))?),
+                None => None,
+            };
+            let verifier = verify_export(&mut input, expected.as_ref())?;
+            report(&verifier, expected.is_some())
         }
         LedgerCommand::Verify { file: None, genesis, ledger } => {
             let (genesis, path) = local_ledger(paths, genesis, ledger)?;
