@@ -25,7 +25,7 @@ use protocol::types::{Text, TokenId};
 use protocol::{Draft, Id, Keypair, NetworkId};
 
 use crate::consensus::context::Signer;
-use crate::consensus::engine::{Config, Effect, Engine, Timeouts, Timer};
+use crate::consensus::engine::{Config, Effect, Engine, Timeouts, Timer, Verdict};
 use crate::consensus::wire::Message;
 use crate::genesis::Genesis;
 use crate::store::{MemoryStore, Store};
@@ -120,6 +120,8 @@ pub struct Report {
     pub messages: u64,
     /// How many times an honest node reported the Byzantine validator as misbehaving.
     pub byzantine_reported: u64,
+    /// How many times an honest node reported the Byzantine validator's two blocks for one round.
+    pub equivocations_reported: u64,
     pub violations: Vec<String>,
 }
 
@@ -169,6 +171,7 @@ pub struct Sim {
     timer_ids: u64,
     messages: u64,
     byzantine_reported: u64,
+    equivocations_reported: u64,
     violations: Vec<String>,
 }
 
@@ -196,6 +199,7 @@ impl Sim {
             committed_entries: sim.acknowledged.len(),
             messages: sim.messages,
             byzantine_reported: sim.byzantine_reported,
+            equivocations_reported: sim.equivocations_reported,
             violations: sim.violations,
             scenario: sim.scenario,
         }
@@ -264,6 +268,7 @@ impl Sim {
             timer_ids: 0,
             messages: 0,
             byzantine_reported: 0,
+            equivocations_reported: 0,
             violations: Vec::new(),
         };
         sim.plan();
@@ -345,7 +350,10 @@ impl Sim {
                 let now = self.now;
                 let peer = self.nodes[from].peer;
                 if let Some(engine) = self.nodes[to].engine.as_mut() {
-                    let effects = engine.on_message(peer, &bytes, now);
+                    let (verdict, effects) = engine.on_message(peer, &bytes, now);
+                    if let Verdict::Reject(reason) = verdict {
+                        self.reported(to, peer, &reason);
+                    }
                     self.apply(to, effects);
                 }
             }
@@ -514,19 +522,18 @@ impl Sim {
                     let at = self.now + 1 + self.rng.below(50);
                     self.schedule(at, Event::Sync { node });
                 }
-                Effect::Misbehaved { peer, reason } => {
-                    if std::env::var_os("KOS_SIM_DEBUG").is_some() {
-                        eprintln!("t={} node {node}: peer misbehaved: {reason}", self.now - GENESIS_MS);
-                    }
-                    // A node penalises the peer that sent the message; in the simulation that is its signer. An
-                    // honest validator must never be reported (a real node would score it down and, past the
-                    // graylist, stop hearing it).
-                    let reported = self.nodes.iter().position(|other| other.peer == peer);
-                    if reported.is_some() && reported == self.byzantine_index() {
+                Effect::Misbehaved { peer, reason } => self.reported(node, peer, &reason),
+                Effect::Equivocated { proposer, height, round, .. } => {
+                    // Only the Byzantine validator signs two blocks for one round.
+                    let signer =
+                        self.nodes.iter().position(|other| Keypair::from_seed(&other.seed).public() == proposer);
+                    if signer.is_some() && signer == self.byzantine_index() {
                         self.byzantine_reported += 1;
+                        self.equivocations_reported += 1;
                     } else if Some(node) != self.byzantine_index() {
-                        self.violations
-                            .push(format!("node {node} reported peer {reported:?} as misbehaving: {reason}"));
+                        self.violations.push(format!(
+                            "node {node} reported validator {signer:?} as equivocating at height {height}, round {round}"
+                        ));
                     }
                 }
                 Effect::Fatal(reason) => self.violations.push(format!("node {node} stopped: {reason}")),
@@ -534,48 +541,71 @@ impl Sim {
         }
     }
 
+    /// Node `node` penalised `peer` (the sender of a message; in the simulation, its signer). An honest validator
+    /// must never be reported: a real node would score it down and, past the graylist, stop hearing it.
+    fn reported(&mut self, node: usize, peer: PeerId, reason: &str) {
+        if std::env::var_os("KOS_SIM_DEBUG").is_some() {
+            eprintln!("t={} node {node}: peer misbehaved: {reason}", self.now - GENESIS_MS);
+        }
+        let reported = self.nodes.iter().position(|other| other.peer == peer);
+        if reported.is_some() && reported == self.byzantine_index() {
+            self.byzantine_reported += 1;
+        } else if Some(node) != self.byzantine_index() {
+            self.violations.push(format!("node {node} reported peer {reported:?} as misbehaving: {reason}"));
+        }
+    }
+
     fn broadcast(&mut self, from: usize, bytes: Vec<u8>) {
         let byzantine = self.byzantine_index() == Some(from);
         let targets: Vec<usize> = (0..self.nodes.len()).filter(|to| *to != from).collect();
         for (position, to) in targets.into_iter().enumerate() {
-            let mut message = bytes.clone();
-            if byzantine && let Some(mode) = self.scenario.byzantine {
-                match self.misbehave(mode, from, &bytes, position) {
-                    Some(replacement) => message = replacement,
-                    None => continue,
-                }
+            let messages = match self.scenario.byzantine {
+                Some(mode) if byzantine => self.misbehave(mode, from, &bytes, position),
+                _ => vec![bytes.clone()],
+            };
+            for message in messages {
+                self.send(from, to, message);
             }
-            self.send(from, to, message);
         }
     }
 
-    /// The Byzantine validator's version of a message for the `position`-th peer (`None`: withheld).
-    fn misbehave(&mut self, mode: Byzantine, from: usize, bytes: &[u8], position: usize) -> Option<Vec<u8>> {
-        let Ok(message) = Message::from_bytes(bytes) else { return Some(bytes.to_vec()) };
+    /// The Byzantine validator's versions of a message for the `position`-th peer (none: withheld).
+    fn misbehave(&mut self, mode: Byzantine, from: usize, bytes: &[u8], position: usize) -> Vec<Vec<u8>> {
+        let Ok(message) = Message::from_bytes(bytes) else { return vec![bytes.to_vec()] };
         let signer = Signer::new(self.genesis.network.clone(), &self.nodes[from].seed);
+        let one = |message: Option<Vec<u8>>| message.into_iter().collect();
         match (mode, message) {
-            (Byzantine::Withhold, Message::Vote(_)) => None,
+            (Byzantine::Withhold, Message::Vote(_)) => Vec::new(),
             (Byzantine::Equivocate, Message::Vote(vote)) if position % 2 == 1 => {
                 let mut other = vote.message.clone();
                 other.value = match other.value {
                     NilOrVal::Nil => NilOrVal::Val(crate::hash::Hash([0xee; 32])),
                     NilOrVal::Val(_) => NilOrVal::Nil,
                 };
-                Some(Message::Vote(signer.sign_vote(other)).to_bytes())
+                one(Some(Message::Vote(signer.sign_vote(other)).to_bytes()))
+            }
+            // A second block for the same round (a later time, the same entries): every other peer gets it as well
+            // as the first, in an order the network's delays decide.
+            (Byzantine::Equivocate, Message::Proposal(proposal)) if position % 2 == 1 => {
+                let mut other = proposal.message.clone();
+                let mut header = other.block.header().clone();
+                header.time_ms += 1;
+                other.block = crate::Block::new(header, other.block.entries().map(<[u8]>::to_vec).collect());
+                vec![bytes.to_vec(), Message::Proposal(signer.sign_proposal(other)).to_bytes()]
             }
             (Byzantine::BadSignatures, Message::Vote(vote)) if self.rng.chance(50) => {
                 let mut signature = vote.signature.0.to_bytes();
                 signature[5] ^= 0x40;
                 let bad = crate::consensus::context::Sig(ed25519_dalek::Signature::from_bytes(&signature));
-                Some(Message::Vote(SignedMessage::new(vote.message, bad)).to_bytes())
+                one(Some(Message::Vote(SignedMessage::new(vote.message, bad)).to_bytes()))
             }
             (Byzantine::BadSignatures, Message::Proposal(proposal)) if self.rng.chance(50) => {
                 let mut signature = proposal.signature.0.to_bytes();
                 signature[9] ^= 0x01;
                 let bad = crate::consensus::context::Sig(ed25519_dalek::Signature::from_bytes(&signature));
-                Some(Message::Proposal(SignedMessage::new(proposal.message, bad)).to_bytes())
+                one(Some(Message::Proposal(SignedMessage::new(proposal.message, bad)).to_bytes()))
             }
-            (_, message) => Some(message.to_bytes()),
+            (_, message) => vec![message.to_bytes()],
         }
     }
 

@@ -25,7 +25,9 @@ use protocol::{Id, Keypair};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use crate::network::{self, ConsensusDelivery, Delivery, PeerId, Topic};
+use crate::network::{self, Acceptance, ConsensusDelivery, Delivery, PeerId, Topic};
+
+mod sync;
 
 /// Inputs waiting for the ledger thread (entries, client requests, sync results).
 const INPUT_QUEUE_LEN_MAX: usize = 16_384;
@@ -66,12 +68,23 @@ pub struct Status {
     pub committed_entries: u64,
     /// While syncing: the height peers are at.
     pub syncing_to: Option<u64>,
+    /// Proposers seen signing two blocks for one round since this node started.
+    pub equivocations: u64,
 }
 
 enum Input {
     Entries(Vec<Delivery>),
-    Submit { bytes: Vec<u8>, reply: Reply },
-    Synced { peer: Option<PeerId>, from: u64, tip: u64, blocks: Vec<Stored> },
+    Submit {
+        bytes: Vec<u8>,
+        reply: Reply,
+    },
+    /// A round of sync requests from height `from` ended: `served` is the first peer that sent blocks (with its
+    /// claimed tip), `empty` the peers asked before it that sent none, with the tips they claimed.
+    Synced {
+        from: u64,
+        served: Option<(PeerId, u64, Vec<Stored>)>,
+        empty: Vec<(PeerId, u64)>,
+    },
     Read(Reader),
     Shutdown,
 }
@@ -220,6 +233,7 @@ pub fn start(
         timers: HashMap::new(),
         sync: Sync::default(),
         committed_entries: 0,
+        equivocations: 0,
     };
     std::thread::Builder::new()
         .name("kos-ledger".into())
@@ -254,8 +268,8 @@ fn from_malachite(peer: ledger::consensus::PeerId) -> Option<PeerId> {
 struct Sync {
     /// A request is out.
     in_flight: bool,
-    /// The highest height peers are known to have committed.
-    target: u64,
+    /// The height peers are known to have committed, from checked evidence only.
+    target: sync::Target,
     /// Rotates the peer asked first.
     attempt: usize,
     /// Height and time of the last progress log.
@@ -272,6 +286,7 @@ struct Actor {
     timers: HashMap<Timer, Instant>,
     sync: Sync,
     committed_entries: u64,
+    equivocations: u64,
 }
 
 impl Actor {
@@ -289,7 +304,7 @@ impl Actor {
             "ledger opened"
         );
         let effects = self.engine.start(now_ms());
-        self.apply(effects, None).await?;
+        self.apply(effects).await?;
         loop {
             let deadline = self.timers.values().min().copied();
             tokio::select! {
@@ -298,15 +313,15 @@ impl Actor {
                     Some(input) => self.on_input(input, &mut inputs).await?,
                 },
                 Some(delivery) = consensus.recv() => {
-                    let peer = to_malachite(&delivery.source);
-                    let effects = match peer {
-                        Some(peer) => self.engine.on_message(peer, &delivery.bytes, now_ms()),
-                        None => Vec::new(),
+                    let (acceptance, effects) = match to_malachite(&delivery.source) {
+                        Some(peer) => {
+                            let (verdict, effects) = self.engine.on_message(peer, &delivery.bytes, now_ms());
+                            (acceptance(&delivery.source, verdict), effects)
+                        }
+                        None => (Acceptance::Ignore, Vec::new()),
                     };
-                    let valid = peer.is_some()
-                        && !effects.iter().any(|effect| matches!(effect, Effect::Misbehaved { peer: bad, .. } if Some(*bad) == peer));
-                    self.network.report_consensus(delivery.message_id, delivery.source, valid).await;
-                    self.apply(effects, Some(delivery.source)).await?;
+                    self.network.report_consensus(delivery.message_id, delivery.source, acceptance).await;
+                    self.apply(effects).await?;
                 }
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
@@ -315,7 +330,7 @@ impl Actor {
                     for timer in due {
                         self.timers.remove(&timer);
                         let effects = self.engine.on_timer(timer, now_ms());
-                        self.apply(effects, None).await?;
+                        self.apply(effects).await?;
                     }
                 }
             }
@@ -361,7 +376,7 @@ impl Actor {
                     None => Ok(()),
                 }
             }
-            Input::Synced { peer, from, tip, blocks } => self.on_synced(peer, from, tip, blocks).await,
+            Input::Synced { from, served, empty } => self.on_synced(from, served, empty).await,
             Input::Read(read) => {
                 read(self.engine.state(), self.engine.tip().0);
                 Ok(())
@@ -396,7 +411,7 @@ impl Actor {
             // A lone validator has no peers to gossip to; its own mempool has the entries.
             debug!(%error, "gossiping submitted entries");
         }
-        self.apply(effects, None).await
+        self.apply(effects).await
     }
 
     async fn admit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
@@ -408,10 +423,10 @@ impl Actor {
             })
             .collect();
         let (_, effects) = self.engine.on_validated_entries(entries, now_ms());
-        self.apply(effects, None).await
+        self.apply(effects).await
     }
 
-    async fn apply(&mut self, effects: Vec<Effect>, source: Option<PeerId>) -> anyhow::Result<()> {
+    async fn apply(&mut self, effects: Vec<Effect>) -> anyhow::Result<()> {
         for effect in effects {
             match effect {
                 Effect::Broadcast(bytes) => {
@@ -428,18 +443,19 @@ impl Actor {
                 Effect::CancelConsensusTimers => self.timers.retain(|timer, _| !matches!(timer, Timer::Consensus(_))),
                 Effect::Committed(commit) => self.on_commit(commit),
                 Effect::Behind { height } => {
-                    self.sync.target = self.sync.target.max(height.saturating_sub(1));
+                    self.sync.target.behind(height);
                     self.request_sync();
                 }
                 Effect::Misbehaved { peer, reason } => {
                     let peer = from_malachite(peer);
                     debug!(?peer, %reason, "peer misbehaved");
-                    // A consensus message's verdict goes to gossipsub, which scores its sender.
-                    if let Some(peer) = peer
-                        && Some(peer) != source
-                    {
+                    if let Some(peer) = peer {
                         self.network.penalize(peer, reason).await;
                     }
+                }
+                Effect::Equivocated { proposer, height, round, first, second } => {
+                    warn!(%proposer, height, round, %first, %second, "a validator proposed two blocks for one round");
+                    self.equivocations += 1;
                 }
                 Effect::Fatal(reason) => {
                     error!(%reason, "the ledger stopped; the node shuts down");
@@ -472,7 +488,8 @@ impl Actor {
             validator: self.engine.is_validator(),
             validators: self.engine.validators().validators.len(),
             committed_entries: self.committed_entries,
-            syncing_to: (self.sync.target > height).then_some(self.sync.target),
+            syncing_to: self.sync.target.syncing(height),
+            equivocations: self.equivocations,
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;
@@ -495,59 +512,70 @@ impl Actor {
         let (network, inputs, attempt) = (self.network.clone(), self.inputs.clone(), self.sync.attempt);
         tokio::spawn(async move {
             let mut peers = network.info().await.map(|info| info.peers).unwrap_or_default();
+            peers.truncate(sync::PEERS_PER_ROUND_MAX);
             if !peers.is_empty() {
                 let start = attempt % peers.len();
                 peers.rotate_left(start);
             }
-            let mut best_tip = 0;
+            let mut empty = Vec::new();
             for peer in peers {
                 match tokio::time::timeout(SYNC_REQUEST_TIMEOUT, network.blocks(peer, from, SYNC_BLOCKS_PER_REQUEST))
                     .await
                 {
                     Ok(Ok((tip, blocks))) if !blocks.is_empty() => {
-                        let _ = inputs.send(Input::Synced { peer: Some(peer), from, tip, blocks }).await;
+                        let _ = inputs.send(Input::Synced { from, served: Some((peer, tip, blocks)), empty }).await;
                         return;
                     }
-                    Ok(Ok((tip, _))) => best_tip = best_tip.max(tip),
+                    Ok(Ok((tip, _))) => empty.push((peer, tip)),
                     Ok(Err(error)) => debug!(%peer, %error, "sync request failed"),
                     Err(_) => debug!(%peer, "sync request timed out"),
                 }
             }
             // Nobody had the next block yet: wait a little before asking again.
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let _ = inputs.send(Input::Synced { peer: None, from, tip: best_tip, blocks: Vec::new() }).await;
+            let _ = inputs.send(Input::Synced { from, served: None, empty }).await;
         });
     }
 
     async fn on_synced(
         &mut self,
-        peer: Option<PeerId>,
         from: u64,
-        tip: u64,
-        blocks: Vec<Stored>,
+        served: Option<(PeerId, u64, Vec<Stored>)>,
+        empty: Vec<(PeerId, u64)>,
     ) -> anyhow::Result<()> {
         self.sync.in_flight = false;
-        self.sync.target = self.sync.target.max(tip);
-        if let Some(peer) = peer
-            && from == self.engine.height()
-        {
-            let malachite = to_malachite(&peer);
-            for stored in &blocks {
-                let before = self.engine.height();
-                let effects = match malachite {
-                    Some(malachite) => self.engine.on_synced_block(malachite, stored, now_ms()),
-                    None => Vec::new(),
-                };
-                self.apply(effects, None).await?;
-                if self.engine.height() == before {
-                    warn!(%peer, height = before, "a synced block was not accepted; asking another peer");
-                    break;
+        // A peer that claims to have committed the height asked for, yet sends no block of it, lies (an honest
+        // server sends at least one block whenever its tip reaches `from`).
+        for (peer, tip) in empty {
+            if let Some(reason) = self.sync.target.answered(from, tip, 0) {
+                warn!(%peer, tip, from, "a peer claimed blocks it does not serve");
+                self.network.penalize(peer, reason).await;
+            }
+        }
+        match served {
+            Some((peer, tip, blocks)) if from == self.engine.height() => {
+                let _ = self.sync.target.answered(from, tip, blocks.len());
+                let malachite = to_malachite(&peer);
+                for stored in &blocks {
+                    let before = self.engine.height();
+                    let effects = match malachite {
+                        Some(malachite) => self.engine.on_synced_block(malachite, stored, now_ms()),
+                        None => Vec::new(),
+                    };
+                    self.apply(effects).await?;
+                    if self.engine.height() == before {
+                        warn!(%peer, height = before, "a synced block was not accepted; asking another peer");
+                        break;
+                    }
                 }
             }
+            Some(_) => {}
+            // No peer had a block past this node's tip: whatever a peer claimed, there is nothing to sync now.
+            None => self.sync.target.nothing_served(self.engine.tip().0),
         }
         let height = self.engine.tip().0;
         self.log_sync(height);
-        if height < self.sync.target {
+        if self.sync.target.syncing(height).is_some() {
             self.request_sync();
         } else if let Some((start, since)) = self.sync.started.take() {
             let blocks = height.saturating_sub(start.saturating_sub(1));
@@ -564,13 +592,28 @@ impl Actor {
             Some((_, at)) if now.duration_since(at) < SYNC_LOG_INTERVAL => {}
             Some((last, at)) => {
                 let rate = height.saturating_sub(last) as f64 / now.duration_since(at).as_secs_f64().max(1e-3);
-                info!(height, target = self.sync.target, blocks_per_s = rate.round(), "syncing");
+                info!(height, target = self.sync.target.height(), blocks_per_s = rate.round(), "syncing");
                 self.sync.logged = Some((height, now));
             }
             None => {
-                info!(height, target = self.sync.target, "syncing");
+                info!(height, target = self.sync.target.height(), "syncing");
                 self.sync.logged = Some((height, now));
             }
+        }
+    }
+}
+
+/// What gossipsub does with a consensus message, from the engine's verdict.
+fn acceptance(source: &PeerId, verdict: engine::Verdict) -> Acceptance {
+    match verdict {
+        engine::Verdict::Accept => Acceptance::Accept,
+        engine::Verdict::Ignore(reason) => {
+            debug!(peer = %source, reason, "consensus message not forwarded");
+            Acceptance::Ignore
+        }
+        engine::Verdict::Reject(reason) => {
+            debug!(peer = %source, %reason, "invalid consensus message");
+            Acceptance::Reject
         }
     }
 }

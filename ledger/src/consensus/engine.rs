@@ -132,9 +132,37 @@ pub enum Effect {
         peer: PeerId,
         reason: String,
     },
+    /// A validator signed two different blocks as its proposal for one height and round (evidence for governance;
+    /// the second block is never executed).
+    Equivocated {
+        proposer: PublicKey,
+        height: u64,
+        round: u32,
+        first: Hash,
+        second: Hash,
+    },
     /// Storage failed: the node must stop (it can no longer promise not to equivocate).
     Fatal(String),
 }
+
+/// What gossip should do with a consensus message from a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use = "gossip must be told whether to forward the message"]
+pub enum Verdict {
+    /// Valid (or valid as far as this node can tell at its height): forward it.
+    Accept,
+    /// Not useful here and not provably wrong (an old height, a round too far ahead, a signer this node cannot
+    /// judge, the same proposal again, a proposer's second block): drop it without blame.
+    Ignore(&'static str),
+    /// Provably invalid (a bad signature, a signer outside the validator set, a proposal from a validator that is
+    /// not the round's proposer, an invalid block): drop it and count it against the peer that sent it.
+    Reject(String),
+}
+
+/// Rounds ahead of the current one whose proposals a validator executes; a proposal for a later round is dropped
+/// without blame (an honest proposer is never that far ahead of a validator that follows the round timeouts). With
+/// one block executed per round, this bounds the blocks a height can make a validator execute.
+pub const PROPOSAL_ROUNDS_AHEAD_MAX: u32 = 8;
 
 /// The engine of one node; see the module docs.
 pub struct Engine<S: Store> {
@@ -159,9 +187,12 @@ struct Shell<S: Store> {
     executed: HashMap<Hash, Executed>,
     /// Blocks proposed at this height: by hash.
     blocks: HashMap<Hash, Block>,
+    /// The block proposed for each round of this height (the first this node saw signed by the round's proposer),
+    /// and whether it was valid: at most one block is executed per round.
+    proposed: HashMap<u32, (Hash, bool)>,
     pending: VecDeque<Input<Kos>>,
+    /// Checked messages of the next heights, by height (at most `future_messages_max` in all).
     future: BTreeMap<u64, Vec<(PeerId, Message)>>,
-    future_count: usize,
     effects: Vec<Effect>,
     replaying: bool,
     wal_dirty: bool,
@@ -236,9 +267,9 @@ impl<S: Store> Engine<S> {
             round: Round::Nil,
             executed: HashMap::new(),
             blocks: HashMap::new(),
+            proposed: HashMap::new(),
             pending: VecDeque::new(),
             future: BTreeMap::new(),
-            future_count: 0,
             effects: Vec::new(),
             replaying: false,
             wal_dirty: false,
@@ -307,6 +338,19 @@ impl<S: Store> Engine<S> {
             }
         };
         self.shell.replaying = !records.is_empty();
+        // This validator's own proposals of the height, known before anything is replayed: the core may ask for a
+        // value for a round it already proposed in before the record of that proposal comes (a round certificate in
+        // the WAL moves it there first), and a new block would then be a second proposal for the round.
+        let own = self.shell.signer.address();
+        for record in &records {
+            if let Ok(WalEntry::ConsensusMsg(SignedConsensusMsg::Proposal(proposal))) = wire::wal_from_bytes(record)
+                && proposal.message.proposer == own
+            {
+                let round = proposal.message.round.as_u32().unwrap_or(0);
+                self.shell.proposed.entry(round).or_insert((proposal.message.block.hash(), true));
+                self.shell.remember(&proposal.message.block);
+            }
+        }
         self.feed(Input::StartHeight(height, self.shell.validators.clone()));
         if !records.is_empty() {
             tracing::info!(height = height.0, records = records.len(), "replaying the consensus WAL");
@@ -315,6 +359,8 @@ impl<S: Store> Engine<S> {
             match wire::wal_from_bytes(&record) {
                 Ok(WalEntry::ConsensusMsg(SignedConsensusMsg::Vote(vote))) => self.feed(Input::Vote(vote)),
                 Ok(WalEntry::ConsensusMsg(SignedConsensusMsg::Proposal(proposal))) => {
+                    let round = proposal.message.round.as_u32().unwrap_or(0);
+                    self.shell.proposed.entry(round).or_insert((proposal.message.block.hash(), true));
                     self.shell.remember(&proposal.message.block);
                     self.feed(Input::Proposal(proposal))
                 }
@@ -331,70 +377,49 @@ impl<S: Store> Engine<S> {
             }
         }
         self.shell.replaying = false;
-        // Messages for this height that arrived early.
+        // Messages for this height that arrived early (their verdict was given when they arrived).
         let early = self.shell.future.remove(&height.0).unwrap_or_default();
-        self.shell.future_count -= early.len();
         for (peer, message) in early {
-            self.on_message_inner(peer, message);
+            let _ = self.on_message_inner(peer, message);
         }
+        // Heights this node skipped (it synced past them) will never start: their messages go.
         self.shell.future.retain(|future_height, _| *future_height > height.0);
     }
 
-    /// A message from the consensus topic.
-    pub fn on_message(&mut self, peer: PeerId, bytes: &[u8], now_ms: u64) -> Vec<Effect> {
+    /// A message from the consensus topic, from `peer`; returns what gossip should do with it and the effects.
+    pub fn on_message(&mut self, peer: PeerId, bytes: &[u8], now_ms: u64) -> (Verdict, Vec<Effect>) {
         self.shell.now_ms = now_ms;
-        match Message::from_bytes(bytes) {
+        let verdict = match Message::from_bytes(bytes) {
             Ok(message) => self.on_message_inner(peer, message),
-            Err(error) => self
-                .shell
-                .effects
-                .push(Effect::Misbehaved { peer, reason: format!("undecodable consensus message: {error}") }),
-        }
-        self.drain()
+            Err(error) => Verdict::Reject(format!("undecodable consensus message: {error}")),
+        };
+        (verdict, self.drain())
     }
 
-    fn on_message_inner(&mut self, peer: PeerId, message: Message) {
+    /// Consensus messages of later heights held until their height starts.
+    pub fn future_messages(&self) -> usize {
+        self.shell.future_len()
+    }
+
+    fn on_message_inner(&mut self, peer: PeerId, message: Message) -> Verdict {
         let height = message.height().0;
         let current = self.shell.height;
         if height < current {
-            return;
+            // Late votes of a decided height are normal; nothing in them is needed any more.
+            return Verdict::Ignore("a message of a decided height");
         }
         if height > current {
-            // Peers work on a later height: this node missed a decision and must fetch it (the height's votes
-            // will not come again).
-            self.shell.report_behind(height);
-            if self.shell.future_count < self.shell.config.future_messages_max && height <= current + 2 {
-                self.shell.future.entry(height).or_default().push((peer, message));
-                self.shell.future_count += 1;
-            }
-            return;
+            return self.on_future_message(peer, message);
         }
         match message {
-            Message::Proposal(proposal) => {
-                // The signature before the block: executing a block is the costliest check, and a forged proposal
-                // must not buy it (nor fill the caches of executed blocks).
-                let digest = proposal_digest(&self.shell.genesis.network, &proposal.message);
-                if let Err(reason) = self.shell.check_signed(digest, &proposal.message.proposer, &proposal.signature) {
-                    self.shell.effects.push(Effect::Misbehaved { peer, reason: format!("proposal {reason}") });
-                    return;
-                }
-                let block = proposal.message.block.clone();
-                if let Err(reason) = self.shell.check_block(&block, &proposal.message.proposer.0) {
-                    self.shell
-                        .effects
-                        .push(Effect::Misbehaved { peer, reason: format!("invalid block proposed: {reason}") });
-                    return;
-                }
-                self.shell.remember(&block);
-                self.feed(Input::Proposal(proposal));
-            }
+            Message::Proposal(proposal) => self.on_proposal(proposal),
             Message::Vote(vote) => {
                 let digest = vote_digest(&self.shell.genesis.network, &vote.message);
                 let checked = self
                     .shell
                     .check_signed(digest, &vote.message.validator, &vote.signature)
                     .map_err(|reason| format!("vote {reason}"));
-                self.feed_checked(peer, checked, Input::Vote(vote));
+                self.feed_checked(checked, Input::Vote(vote))
             }
             Message::Polka(certificate) => {
                 let shell = &self.shell;
@@ -402,7 +427,7 @@ impl<S: Store> Engine<S> {
                     .signer
                     .verify_polka_certificate(&shell.ctx, &certificate, &shell.validators, ThresholdParams::default())
                     .map_err(|error| format!("bad polka certificate: {error}"));
-                self.feed_checked(peer, checked, Input::PolkaCertificate(certificate));
+                self.feed_checked(checked, Input::PolkaCertificate(certificate))
             }
             Message::Round(certificate) => {
                 let shell = &self.shell;
@@ -410,9 +435,103 @@ impl<S: Store> Engine<S> {
                     .signer
                     .verify_round_certificate(&shell.ctx, &certificate, &shell.validators, ThresholdParams::default())
                     .map_err(|error| format!("bad round certificate: {error}"));
-                self.feed_checked(peer, checked, Input::RoundCertificate(certificate));
+                self.feed_checked(checked, Input::RoundCertificate(certificate))
             }
         }
+    }
+
+    /// A message of a later height: peers may have decided heights this node missed, and it must fetch them (their
+    /// votes will not come again). Only a message signed by a validator of this height's set, with a good signature,
+    /// is taken as that proof: anyone can claim a height, so an unchecked claim would send the node syncing towards
+    /// a height that never comes. A signer outside the set is not judged (the set may change by then): such a
+    /// message is dropped without blame. Checked messages of the next two heights wait for their height.
+    fn on_future_message(&mut self, peer: PeerId, message: Message) -> Verdict {
+        let height = message.height().0;
+        let shell = &mut self.shell;
+        let checked = match &message {
+            Message::Proposal(proposal) => {
+                let digest = proposal_digest(&shell.genesis.network, &proposal.message);
+                shell.check_future_signed(digest, &proposal.message.proposer, &proposal.signature)
+            }
+            Message::Vote(vote) => {
+                let digest = vote_digest(&shell.genesis.network, &vote.message);
+                shell.check_future_signed(digest, &vote.message.validator, &vote.signature)
+            }
+            Message::Polka(certificate) => future_certificate(shell.signer.verify_polka_certificate(
+                &shell.ctx,
+                certificate,
+                &shell.validators,
+                ThresholdParams::default(),
+            )),
+            Message::Round(certificate) => future_certificate(shell.signer.verify_round_certificate(
+                &shell.ctx,
+                certificate,
+                &shell.validators,
+                ThresholdParams::default(),
+            )),
+        };
+        if checked != Verdict::Accept {
+            return checked;
+        }
+        shell.report_behind(height);
+        let current = shell.height;
+        if shell.future_len() < shell.config.future_messages_max && height <= current.saturating_add(2) {
+            shell.future.entry(height).or_default().push((peer, message));
+        }
+        Verdict::Accept
+    }
+
+    /// A proposal for this height: from the round's proposer, for a round not too far ahead, well signed; then its
+    /// block is executed, once per round. A second, different block signed by the same proposer for the same round
+    /// is equivocation: reported, never executed.
+    fn on_proposal(&mut self, proposal: malachite_types::SignedProposal<Kos>) -> Verdict {
+        let shell = &mut self.shell;
+        let message = &proposal.message;
+        let round = message.round.as_u32().unwrap_or(0);
+        if !shell.validators.contains(&message.proposer) {
+            return Verdict::Reject("proposal signed by a key outside this height's validator set".into());
+        }
+        let expected = super::context::proposer(&shell.validators, message.height, message.round).address;
+        if message.proposer != expected {
+            return Verdict::Reject(format!(
+                "proposal for round {round} from a validator that is not its proposer ({expected} is)"
+            ));
+        }
+        let current_round = self.core.round().as_u32().unwrap_or(0);
+        if round > current_round.saturating_add(PROPOSAL_ROUNDS_AHEAD_MAX) {
+            return Verdict::Ignore("a proposal for a round too far ahead");
+        }
+        // The signature before the block: executing a block is the costliest check, and a forged proposal must not
+        // buy it (nor fill the caches of executed blocks).
+        let digest = proposal_digest(&shell.genesis.network, message);
+        if let Err(reason) = shell.check_signed(digest, &message.proposer, &proposal.signature) {
+            return Verdict::Reject(format!("proposal {reason}"));
+        }
+        let hash = message.block.hash();
+        match shell.proposed.get(&round).copied() {
+            Some((first, _)) if first == hash => return Verdict::Ignore("a proposal already seen"),
+            Some((first, _)) => {
+                tracing::warn!(height = shell.height, round, proposer = %message.proposer.0, %first, second = %hash, "a proposer equivocated");
+                shell.effects.push(Effect::Equivocated {
+                    proposer: message.proposer.0,
+                    height: shell.height,
+                    round,
+                    first,
+                    second: hash,
+                });
+                return Verdict::Ignore("a proposer's second block for a round");
+            }
+            None => {}
+        }
+        let block = message.block.clone();
+        let checked = shell.check_block(&block, &message.proposer.0);
+        shell.proposed.insert(round, (hash, checked.is_ok()));
+        if let Err(reason) = checked {
+            return Verdict::Reject(format!("invalid block proposed: {reason}"));
+        }
+        shell.remember(&block);
+        self.feed(Input::Proposal(proposal));
+        Verdict::Accept
     }
 
     /// A timer set by [`Effect::StartTimer`] fired.
@@ -597,11 +716,14 @@ impl<S: Store> Engine<S> {
         }
     }
 
-    /// Feeds a peer's message to the core if it passed the engine's check; otherwise reports the peer.
-    fn feed_checked(&mut self, peer: PeerId, checked: Result<(), String>, input: Input<Kos>) {
+    /// Feeds a peer's message to the core if it passed the engine's check; otherwise rejects it.
+    fn feed_checked(&mut self, checked: Result<(), String>, input: Input<Kos>) -> Verdict {
         match checked {
-            Ok(()) => self.feed(input),
-            Err(reason) => self.shell.effects.push(Effect::Misbehaved { peer, reason }),
+            Ok(()) => {
+                self.feed(input);
+                Verdict::Accept
+            }
+            Err(reason) => Verdict::Reject(reason),
         }
     }
 
@@ -678,6 +800,7 @@ impl<S: Store> Engine<S> {
         shell.validators = ValidatorSet::new(shell.state.validators());
         shell.executed.clear();
         shell.blocks.clear();
+        shell.proposed.clear();
         // The validator set may have changed.
         shell.verified.clear();
         shell.awaiting_value = None;
@@ -719,6 +842,20 @@ fn signature_key(digest: &Hash, signer: &Address, signature: &Sig) -> Hash {
     )
 }
 
+/// The verdict on a certificate of a later height, checked against this height's validator set: good signatures
+/// of enough power prove that peers are there; a bad signature of a known validator is provably invalid; a signer
+/// this node does not know, or too little power, may be right for a set this node has not reached yet.
+fn future_certificate(checked: Result<(), malachite_types::CertificateError<Kos>>) -> Verdict {
+    use malachite_types::CertificateError;
+    match checked {
+        Ok(()) => Verdict::Accept,
+        Err(CertificateError::UnknownValidator(_) | CertificateError::NotEnoughVotingPower { .. }) => {
+            Verdict::Ignore("a certificate of a later height this node cannot judge yet")
+        }
+        Err(error) => Verdict::Reject(format!("bad certificate of a later height: {error}")),
+    }
+}
+
 /// The key under which a verified commit certificate is remembered.
 fn commit_key(certificate: &CommitCertificate<Kos>) -> Hash {
     crate::hash::tagged("kos/v1/consensus/verified-commit", &[&wire::certificate_to_bytes(certificate)])
@@ -736,6 +873,23 @@ impl<S: Store> Shell<S> {
             return Err("with a bad signature");
         }
         Ok(())
+    }
+
+    /// Checks a vote or proposal of a later height against this height's set (the only one known): a signer outside
+    /// it is not judged, a bad signature of a member is rejected.
+    fn check_future_signed(&mut self, digest: Hash, signer: &Address, signature: &Sig) -> Verdict {
+        if !self.validators.contains(signer) {
+            return Verdict::Ignore("a message of a later height signed by a key this node cannot judge yet");
+        }
+        if !self.verified_signature(digest, signer, signature) {
+            return Verdict::Reject("a message of a later height with a bad signature".into());
+        }
+        Verdict::Accept
+    }
+
+    /// Messages of later heights held.
+    fn future_len(&self) -> usize {
+        self.future.values().map(Vec::len).sum()
     }
 
     /// Verifies a consensus signature, remembering good ones until the next commit: a message checked on arrival
@@ -840,9 +994,17 @@ impl<S: Store> Shell<S> {
         self.execute(block)
     }
 
-    /// Builds this node's block for (height, round) from the mempool and hands it to the core.
+    /// Builds this node's block for (height, round) from the mempool and hands it to the core; for a round it already
+    /// proposed in (before a restart), the same block again, never another.
     fn propose(&mut self, height: Height, round: Round) {
         if height.0 != self.height {
+            return;
+        }
+        if let Some((hash, _)) = self.proposed.get(&round.as_u32().unwrap_or(0))
+            && let Some(block) = self.blocks.get(hash).cloned()
+        {
+            self.pending
+                .push_back(Input::Propose(malachite_consensus::LocallyProposedValue::new(height, round, block)));
             return;
         }
         let time_ms = self.now_ms.max(self.tip.2.saturating_add(1));
@@ -873,6 +1035,7 @@ impl<S: Store> Shell<S> {
             validators_hash: validators_hash(&self.validators.pairs()),
         };
         let block = Block::new(header, entries);
+        self.proposed.entry(round.as_u32().unwrap_or(0)).or_insert((block.hash(), true));
         self.executed.insert(block.hash(), executed);
         self.remember(&block);
         self.pending.push_back(Input::Propose(malachite_consensus::LocallyProposedValue::new(height, round, block)));

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use ledger::consensus::context::Sig;
-use ledger::consensus::engine::{Config, Effect, Engine, Timer};
+use ledger::consensus::engine::{Config, Effect, Engine, Timer, Verdict};
 use ledger::consensus::wire::{Message, certificate_from_bytes, certificate_to_bytes};
 use ledger::consensus::{PeerId, Signer};
 use ledger::store::{MemoryStore, Stored};
 use ledger::{Block, Genesis};
-use malachite_types::{SignedMessage, SigningProvider};
+use malachite_types::{Round, SignedMessage, SigningProvider};
 use protocol::message::{Body, Transfer};
 use protocol::types::{Text, TokenId};
 use protocol::{Draft, Keypair, NetworkId};
@@ -156,35 +156,66 @@ fn forged_consensus_messages_are_reported_and_change_nothing() {
 
     // A proposal with a bad signature: reported, and nothing is broadcast in answer.
     let forged = Message::Proposal(SignedMessage::new(proposal.message.clone(), flipped(&proposal.signature)));
-    let effects = engines[other].on_message(from, &forged.to_bytes(), now);
-    assert_eq!(reports(&effects), vec![(from, "proposal with a bad signature".to_owned())], "{effects:?}");
+    let (verdict, effects) = engines[other].on_message(from, &forged.to_bytes(), now);
+    assert_eq!(verdict, Verdict::Reject("proposal with a bad signature".to_owned()), "{effects:?}");
     assert!(broadcasts(&effects).is_empty(), "{effects:?}");
     // An invalid block under a good signature is reported as an invalid block; under a bad signature, as a bad
-    // signature: the signature is checked first, and the block is never executed.
+    // signature: the signature is checked first, and the block is never executed. (Round 2 has the same proposer
+    // as round 0 with two validators of equal power.)
     let mut header = proposal.message.block.header().clone();
     header.height = 7;
     let mut bad_block = proposal.message.clone();
     bad_block.block = Block::new(header, Vec::new());
     let signer = Signer::new(network.clone(), &seeds[proposer]);
-    let signed_bad_block = signer.sign_proposal(bad_block.clone());
-    let effects = engines[other].on_message(from, &Message::Proposal(signed_bad_block).to_bytes(), now);
-    assert_eq!(reports(&effects), vec![(from, "invalid block proposed: height".to_owned())]);
-    let unsigned_bad_block = Message::Proposal(SignedMessage::new(bad_block, proposal.signature));
-    let effects = engines[other].on_message(from, &unsigned_bad_block.to_bytes(), now);
-    assert_eq!(reports(&effects), vec![(from, "proposal with a bad signature".to_owned())]);
+    let unsigned_bad_block = Message::Proposal(SignedMessage::new(bad_block.clone(), proposal.signature));
+    let (verdict, _) = engines[other].on_message(from, &unsigned_bad_block.to_bytes(), now);
+    assert_eq!(verdict, Verdict::Reject("proposal with a bad signature".to_owned()));
+    bad_block.round = Round::new(2);
+    let signed_bad_block = signer.sign_proposal(bad_block);
+    let (verdict, _) = engines[other].on_message(from, &Message::Proposal(signed_bad_block).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Reject("invalid block proposed: height".to_owned()));
     // A well-signed proposal by a key that is not a validator.
     let outsider = Signer::new(network.clone(), &[3u8; 32]);
     let mut stranger = proposal.message.clone();
     stranger.proposer = outsider.address();
-    let effects = engines[other].on_message(from, &Message::Proposal(outsider.sign_proposal(stranger)).to_bytes(), now);
-    assert_eq!(
-        reports(&effects),
-        vec![(from, "proposal signed by a key outside this height's validator set".to_owned())]
+    let (verdict, _) =
+        engines[other].on_message(from, &Message::Proposal(outsider.sign_proposal(stranger)).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Reject("proposal signed by a key outside this height's validator set".to_owned()));
+    // Issue 25, defect 3: a well-signed proposal by a validator that is not the round's proposer was executed.
+    let not_proposer = Signer::new(network.clone(), &seeds[other]);
+    let mut usurped = proposal.message.clone();
+    usurped.proposer = not_proposer.address();
+    let (verdict, _) =
+        engines[other].on_message(from, &Message::Proposal(not_proposer.sign_proposal(usurped)).to_bytes(), now);
+    assert!(
+        matches!(&verdict, Verdict::Reject(reason) if reason.starts_with("proposal for round 0 from a validator that is not its proposer")),
+        "{verdict:?}"
     );
+    // A round too far ahead is dropped without blame (and not executed).
+    let mut far = proposal.message.clone();
+    far.round = Round::new(10);
+    let (verdict, _) = engines[other].on_message(from, &Message::Proposal(signer.sign_proposal(far)).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Ignore("a proposal for a round too far ahead"));
 
     // The genuine proposal: accepted, and answered with a prevote for it.
-    let effects = engines[other].on_message(from, &Message::Proposal(proposal.clone()).to_bytes(), now);
-    assert!(reports(&effects).is_empty(), "{effects:?}");
+    let (verdict, effects) = engines[other].on_message(from, &Message::Proposal(proposal.clone()).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Accept, "{effects:?}");
+    // The same proposal again is dropped; another block signed by the proposer for the same round is equivocation:
+    // reported, dropped, never executed.
+    let (verdict, _) = engines[other].on_message(from, &Message::Proposal(proposal.clone()).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Ignore("a proposal already seen"));
+    let mut second = proposal.message.clone();
+    let mut later = second.block.header().clone();
+    later.time_ms += 1;
+    second.block = Block::new(later, Vec::new());
+    let (verdict, second_effects) =
+        engines[other].on_message(from, &Message::Proposal(signer.sign_proposal(second)).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Ignore("a proposer's second block for a round"));
+    assert!(
+        second_effects.iter().any(|effect| matches!(effect, Effect::Equivocated { height: 1, round: 0, .. })),
+        "{second_effects:?}"
+    );
+    assert!(broadcasts(&second_effects).is_empty());
     let votes: Vec<_> = broadcasts(&effects)
         .into_iter()
         .filter_map(|message| match message {
@@ -198,17 +229,14 @@ fn forged_consensus_messages_are_reported_and_change_nothing() {
     // The prevote with a bad signature, and the same vote signed by an outsider.
     let from_other = peer(other as u8);
     let forged = Message::Vote(SignedMessage::new(prevote.message.clone(), flipped(&prevote.signature)));
-    let effects = engines[proposer].on_message(from_other, &forged.to_bytes(), now);
-    assert_eq!(reports(&effects), vec![(from_other, "vote with a bad signature".to_owned())]);
+    let (verdict, effects) = engines[proposer].on_message(from_other, &forged.to_bytes(), now);
+    assert_eq!(verdict, Verdict::Reject("vote with a bad signature".to_owned()));
     assert!(broadcasts(&effects).is_empty(), "a forged prevote made no polka: {effects:?}");
     let mut outsider_vote = prevote.message.clone();
     outsider_vote.validator = outsider.address();
-    let effects =
+    let (verdict, _) =
         engines[proposer].on_message(from_other, &Message::Vote(outsider.sign_vote(outsider_vote)).to_bytes(), now);
-    assert_eq!(
-        reports(&effects),
-        vec![(from_other, "vote signed by a key outside this height's validator set".to_owned())]
-    );
+    assert_eq!(verdict, Verdict::Reject("vote signed by a key outside this height's validator set".to_owned()));
 
     // The genuine votes decide the height on both validators.
     let mut inbox: Vec<(usize, Vec<u8>)> = vec![(proposer, Message::Vote(prevote).to_bytes())];
@@ -217,7 +245,8 @@ fn forged_consensus_messages_are_reported_and_change_nothing() {
     while let Some((to, bytes)) = inbox.pop() {
         rounds += 1;
         assert!(rounds < 50, "the height does not end");
-        let effects = engines[to].on_message(peer(1 - to as u8), &bytes, now);
+        let (verdict, effects) = engines[to].on_message(peer(1 - to as u8), &bytes, now);
+        assert!(matches!(verdict, Verdict::Accept | Verdict::Ignore(_)), "{verdict:?}");
         assert!(reports(&effects).is_empty(), "{effects:?}");
         for effect in effects {
             if let Effect::Broadcast(bytes) = effect {
@@ -248,4 +277,72 @@ fn forged_consensus_messages_are_reported_and_change_nothing() {
     let effects = syncing.on_synced_block(from, &stored, now);
     assert!(reports(&effects).is_empty(), "{effects:?}");
     assert_eq!(syncing.tip(), engines[0].tip());
+}
+
+fn behind(effects: &[Effect]) -> Vec<u64> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Behind { height } => Some(*height),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 25, defect 2: the engine reported "behind" for a message of a later height before checking who signed it,
+/// and the node forwarded it: one forged vote of height 2^64 − 1 sent every node syncing towards a height that never
+/// comes, for good. Only a later height's message signed by a validator of the current set, with a good signature,
+/// now says the node is behind; a forgery is rejected, a signer it cannot judge is dropped without blame, and
+/// messages of decided heights are not forwarded.
+#[test]
+fn only_a_checked_message_of_a_later_height_says_the_node_is_behind() {
+    use ledger::consensus::context::{Address, Height, Vote};
+    use malachite_types::{NilOrVal, VoteType};
+    let network = NetworkId::new("kos-engine").unwrap();
+    let seed = [1u8; 32];
+    let key = Keypair::from_seed(&seed).public();
+    let text = Genesis::devnet_text("kos-engine", START_MS, &[key, Keypair::from_seed(&[2; 32]).public()], &[], 0);
+    let genesis = Arc::new(Genesis::parse(&text).unwrap());
+    let now = START_MS + 1_000;
+    let mut engine = Engine::new(genesis, &[5u8; 32], MemoryStore::new(), Config::default(), now).unwrap();
+    let _ = engine.start(now);
+    let validator = Signer::new(network.clone(), &seed);
+    let vote = |height: u64| Vote {
+        height: Height(height),
+        round: Round::new(0),
+        vote_type: VoteType::Precommit,
+        value: NilOrVal::Nil,
+        validator: Address(key),
+    };
+    let from = peer(1);
+
+    // A forged vote at the end of time: rejected, and no sync.
+    let genuine = validator.sign_vote(vote(u64::MAX));
+    let forged = Message::Vote(SignedMessage::new(genuine.message.clone(), flipped(&genuine.signature)));
+    let (verdict, effects) = engine.on_message(from, &forged.to_bytes(), now);
+    assert!(matches!(verdict, Verdict::Reject(_)), "{verdict:?}");
+    assert!(behind(&effects).is_empty(), "a forged vote moved the sync target: {effects:?}");
+    // The same height signed by a key outside the set: dropped without blame, no sync.
+    let outsider = Signer::new(network.clone(), &[3u8; 32]);
+    let mut stranger = vote(u64::MAX);
+    stranger.validator = outsider.address();
+    let (verdict, effects) = engine.on_message(from, &Message::Vote(outsider.sign_vote(stranger)).to_bytes(), now);
+    assert!(matches!(verdict, Verdict::Ignore(_)), "{verdict:?}");
+    assert!(behind(&effects).is_empty());
+    assert_eq!(engine.future_messages(), 0);
+
+    // A validator's genuine vote of height 3: the node is behind, and the vote waits for its height.
+    let (verdict, effects) = engine.on_message(from, &Message::Vote(validator.sign_vote(vote(3))).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Accept);
+    assert_eq!(behind(&effects), vec![3]);
+    assert_eq!(engine.future_messages(), 1);
+    // A genuine vote far ahead says so too, but is not held.
+    let (verdict, effects) = engine.on_message(from, &Message::Vote(validator.sign_vote(vote(1_000))).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Accept);
+    assert_eq!(behind(&effects), vec![1_000]);
+    assert_eq!(engine.future_messages(), 1);
+
+    // A vote of a decided height (0 here): not forwarded, no blame.
+    let (verdict, _) = engine.on_message(from, &Message::Vote(validator.sign_vote(vote(0))).to_bytes(), now);
+    assert!(matches!(verdict, Verdict::Ignore(_)), "{verdict:?}");
 }

@@ -26,6 +26,8 @@ fn seeded_simulations_keep_agreement_validity_durability_and_liveness() {
     let mut blocks = 0;
     // Runs whose Byzantine validator forges signatures, and those of them in which an honest node reported it.
     let mut forging = (0, 0);
+    // Runs whose Byzantine validator equivocates, and those in which an honest node saw two blocks of one round.
+    let mut equivocating = (0, 0);
     for seed in first..first + count {
         let report = Sim::run(seed);
         blocks += report.heights.iter().max().copied().unwrap_or(0);
@@ -33,15 +35,25 @@ fn seeded_simulations_keep_agreement_validity_durability_and_liveness() {
             forging.0 += 1;
             forging.1 += u64::from(report.byzantine_reported > 0);
         }
+        if report.scenario.byzantine == Some(Byzantine::Equivocate) {
+            equivocating.0 += 1;
+            equivocating.1 += u64::from(report.equivocations_reported > 0);
+        }
         if !report.ok() {
             eprintln!("seed {seed} failed: {:?}\n  scenario {:?}", report.violations, report.scenario);
             failures.push(seed);
         }
     }
-    eprintln!("{count} seeds, {blocks} blocks committed; {} of {} forging validators reported", forging.1, forging.0);
+    eprintln!(
+        "{count} seeds, {blocks} blocks committed; {} of {} forging validators reported; {} of {} equivocating \
+         validators seen proposing two blocks for a round",
+        forging.1, forging.0, equivocating.1, equivocating.0
+    );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     // Honest nodes never report one another (a violation above); a validator that forges is reported.
     assert_eq!(forging.1, forging.0, "a validator that forged signatures went unreported");
+    // A proposer that equivocates is seen doing it (in runs where it got to propose while others heard both blocks).
+    assert!(equivocating.0 == 0 || equivocating.1 > 0, "no equivocating proposer was ever reported");
 }
 
 #[test]

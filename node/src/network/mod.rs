@@ -94,6 +94,17 @@ impl BlockSource {
     }
 }
 
+/// What gossip does with a message the node validated itself (a consensus message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acceptance {
+    /// Forward it.
+    Accept,
+    /// Drop it without blame.
+    Ignore,
+    /// Drop it and count it against the peer that sent it.
+    Reject,
+}
+
 /// A consensus message from the network, not yet forwarded: the ledger decides whether it is valid.
 #[derive(Debug, Clone)]
 pub struct ConsensusDelivery {
@@ -202,6 +213,9 @@ pub const RECENT_OFFERS_PER_RESPONSE_MAX: usize = 256;
 pub const RECENT_OFFERS_PER_POOL_MAX: usize = 1024;
 /// Most blocks in one sync response.
 pub const BLOCKS_PER_RESPONSE_MAX: usize = 256;
+/// Most gossip topics a node joins (the fixed ones, its pools' and its jobs'): every topic costs mesh upkeep and
+/// a place in the DHT announcements, and the API or a meter may ask for new ones.
+pub const TOPICS_MAX: usize = 128;
 /// Most bytes of blocks and certificates in one sync response (more only when a single block is larger).
 pub const BLOCKS_RESPONSE_BYTES_MAX: usize = 8 * 1024 * 1024;
 
@@ -222,6 +236,8 @@ pub enum Error {
     Dial(Multiaddr, String),
     #[error("request to {0} failed: {1}")]
     Request(PeerId, String),
+    #[error("this node already takes part in {0} topics, the most it joins")]
+    TooManyTopics(usize),
 }
 
 /// What the node knows about its place in the network.
@@ -232,11 +248,13 @@ pub struct Info {
     pub peers: Vec<PeerId>,
     /// What AutoNAT concluded: `unknown`, `private`, or `public <address>`.
     pub nat: String,
+    /// Gossip topics joined (at most [`TOPICS_MAX`]).
+    pub topics: usize,
 }
 
 pub(crate) enum Command {
     Publish { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, Error>> },
-    Subscribe { topic: Topic, reply: oneshot::Sender<()> },
+    Subscribe { topic: Topic, reply: oneshot::Sender<Result<(), Error>> },
     Provide { key: Id, reply: oneshot::Sender<Result<(), Error>> },
     FindProviders { key: Id, reply: oneshot::Sender<Result<Vec<PeerId>, Error>> },
     Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
@@ -247,7 +265,7 @@ pub(crate) enum Command {
     OverBudget { peer: PeerId, reply: oneshot::Sender<u64> },
     Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, Error>> },
     Respond { channel: libp2p::request_response::ResponseChannel<Response>, response: Response },
-    ReportConsensus { message_id: libp2p::gossipsub::MessageId, source: PeerId, valid: bool },
+    ReportConsensus { message_id: libp2p::gossipsub::MessageId, source: PeerId, acceptance: Acceptance },
     Penalize { peer: PeerId, reason: String },
     Credit { author: protocol::PublicKey, credit: Credit },
     FuelCaps(Vec<(protocol::PublicKey, u64)>),
@@ -345,9 +363,14 @@ impl Handle {
         }
     }
 
-    /// Receives (and forwards) the messages of a topic.
+    /// Receives (and forwards) the messages of a topic; at most [`TOPICS_MAX`] topics.
     pub async fn subscribe(&self, topic: Topic) -> Result<(), Error> {
-        self.ask(|reply| Command::Subscribe { topic, reply }).await
+        self.ask(|reply| Command::Subscribe { topic, reply }).await?
+    }
+
+    /// Checks a message as any receiver would (stateless validation, PROTOCOL.md §6) at `now_ms`.
+    pub fn validate(&self, envelope: &Envelope, now_ms: u64) -> Result<(), protocol::validate::Error> {
+        protocol::validate(&envelope.to_bytes(), &self.validation, now_ms).map(|_| ())
     }
 
     /// Announces in the DHT that this node serves a pool (a provider record keyed by the pool's digest).
@@ -442,10 +465,15 @@ impl Handle {
         }
     }
 
-    /// Tells gossipsub whether a consensus message is valid: valid ones are forwarded, invalid ones count against
-    /// the peer that sent them.
-    pub async fn report_consensus(&self, message_id: libp2p::gossipsub::MessageId, source: PeerId, valid: bool) {
-        let _ = self.commands.send(Command::ReportConsensus { message_id, source, valid }).await;
+    /// Tells gossipsub what to do with a consensus message: valid ones are forwarded, invalid ones count against
+    /// the peer that sent them, ignored ones are dropped without blame.
+    pub async fn report_consensus(
+        &self,
+        message_id: libp2p::gossipsub::MessageId,
+        source: PeerId,
+        acceptance: Acceptance,
+    ) {
+        let _ = self.commands.send(Command::ReportConsensus { message_id, source, acceptance }).await;
     }
 
     /// Lowers a peer's score for something provably wrong it sent outside gossip validation (a bad synced block).

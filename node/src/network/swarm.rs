@@ -498,8 +498,7 @@ impl Task {
                 let _ = reply.send(result);
             }
             Command::Subscribe { topic, reply } => {
-                self.subscribe(topic);
-                let _ = reply.send(());
+                let _ = reply.send(self.subscribe(topic));
             }
             Command::Provide { key, reply } => match self.swarm.behaviour_mut().kademlia.as_mut() {
                 None => {
@@ -546,6 +545,7 @@ impl Task {
                         autonat::NatStatus::Private => "private".into(),
                         autonat::NatStatus::Unknown => "unknown".into(),
                     },
+                    topics: self.topics.len(),
                 });
             }
             Command::PeerScore { peer, reply } => {
@@ -569,9 +569,21 @@ impl Task {
             Command::Respond { channel, response } => {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
-            Command::ReportConsensus { message_id, source, valid } => {
-                Stats::bump(if valid { &self.stats.accepted } else { &self.stats.rejected });
-                let acceptance = if valid { MessageAcceptance::Accept } else { MessageAcceptance::Reject };
+            Command::ReportConsensus { message_id, source, acceptance } => {
+                let acceptance = match acceptance {
+                    super::Acceptance::Accept => {
+                        Stats::bump(&self.stats.accepted);
+                        MessageAcceptance::Accept
+                    }
+                    super::Acceptance::Ignore => {
+                        Stats::bump(&self.stats.ignored_stale);
+                        MessageAcceptance::Ignore
+                    }
+                    super::Acceptance::Reject => {
+                        Stats::bump(&self.stats.rejected);
+                        MessageAcceptance::Reject
+                    }
+                };
                 self.report(&message_id, &source, acceptance);
             }
             Command::Penalize { peer, reason } => {
@@ -596,12 +608,18 @@ impl Task {
         }
     }
 
-    fn subscribe(&mut self, topic: Topic) {
+    fn subscribe(&mut self, topic: Topic) -> Result<(), Error> {
         let gossip_topic = self.gossip_topic(&topic);
+        if self.topics.contains_key(&gossip_topic.hash()) {
+            return Ok(());
+        }
+        if self.topics.len() >= super::TOPICS_MAX {
+            return Err(Error::TooManyTopics(super::TOPICS_MAX));
+        }
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         if let Err(error) = gossipsub.subscribe(&gossip_topic) {
             warn!(topic = %gossip_topic, %error, "subscribing failed");
-            return;
+            return Err(Error::Publish(format!("subscribing to {gossip_topic}: {error}")));
         }
         if let Err(error) = gossipsub.set_topic_params(gossip_topic.clone(), topic_score_parameters()) {
             warn!(topic = %gossip_topic, %error, "topic scoring");
@@ -610,10 +628,11 @@ impl Task {
         match topic {
             Topic::Pool(digest) => {
                 self.recent.entry(digest).or_default();
+                Ok(())
             }
             // Ledger entries also travel in bundles: a node that takes them takes both.
             Topic::Ledger => self.subscribe(Topic::Bundles),
-            _ => {}
+            _ => Ok(()),
         }
     }
 
