@@ -54,7 +54,8 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
         .iter()
         .zip(&validators)
         .map(|(node, keypair)| {
-            crate::market::spawn(keypair.clone(), node.ledger.clone(), market::pools::Limits::default()).0
+            let signer = Arc::new(crate::signer::Signer::in_memory(keypair.clone(), network.clone()));
+            crate::market::spawn(signer, node.ledger.clone(), market::pools::Limits::default()).0
         })
         .collect();
     let mut nonce = now_ms() * 1000;

@@ -20,3 +20,4 @@ pub mod meter;
 pub mod metrics;
 pub mod network;
 pub mod run;
+pub mod signer;

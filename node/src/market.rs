@@ -15,7 +15,7 @@ use ::ledger as ledger_crate;
 use ::market::pools::{Depth, Input, Limits, Market, Output};
 use protocol::message::{BarterCycle, BarterLeg, Body, PoolId, Settlement};
 use protocol::types::BoundedVec;
-use protocol::{Draft, Envelope, Id, Keypair, PublicKey};
+use protocol::{Envelope, Id, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -33,11 +33,44 @@ const BARTER_EXPANSIONS_MAX: usize = 200_000;
 const SETTLEMENT_LIFETIME_MS: u64 = 10 * 60 * 1000;
 
 enum Command {
-    Offer(Arc<Envelope>),
-    Barter(Arc<Envelope>),
-    Cancel { offer: Id, author: PublicKey },
-    Depth { pool: PoolId, levels: usize, reply: oneshot::Sender<Option<Depth>> },
-    Pools { reply: oneshot::Sender<Vec<PoolId>> },
+    /// An offer, with where to say whether the market took it (the node's own offers).
+    Offer {
+        envelope: Arc<Envelope>,
+        reply: Option<oneshot::Sender<Result<(), Refused>>>,
+    },
+    Barter {
+        envelope: Arc<Envelope>,
+        reply: Option<oneshot::Sender<Result<(), Refused>>>,
+    },
+    Cancel {
+        offer: Id,
+        author: PublicKey,
+    },
+    Depth {
+        pool: PoolId,
+        levels: usize,
+        reply: oneshot::Sender<Option<Depth>>,
+    },
+    Pools {
+        reply: oneshot::Sender<Vec<PoolId>>,
+    },
+}
+
+/// Why the market did not take an offer in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the market is busy; try again")]
+    Busy,
+    #[error("the market has stopped")]
+    Stopped,
+    #[error("the pool's token {0} is not a token of this network's genesis")]
+    UnknownToken(protocol::types::TokenId),
+    #[error("this account's trading is frozen by override {by} until height {until_height}")]
+    Frozen { by: Id, until_height: u64 },
+    #[error("{0}")]
+    Market(::market::pools::Refusal),
+    #[error("{0}")]
+    Barter(::market::barter::Refusal),
 }
 
 /// What the actor has done, for the API and metrics.
@@ -64,14 +97,34 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// A validated offer of a served pool (gossiped, or this node's own). `false` when the actor is overloaded.
+    /// A validated offer of a served pool (gossiped). `false` when the actor is overloaded.
     pub fn offer(&self, envelope: Arc<Envelope>) -> bool {
-        self.commands.try_send(Command::Offer(envelope)).is_ok()
+        self.commands.try_send(Command::Offer { envelope, reply: None }).is_ok()
     }
 
-    /// A validated barter offer. `false` when the actor is overloaded.
+    /// One of this node's own offers: `Ok` once the market took it into its pool, else why not.
+    pub async fn place(&self, envelope: Arc<Envelope>) -> Result<(), Refused> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.try_send(Command::Offer { envelope, reply: Some(reply) }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => Refused::Busy,
+            mpsc::error::TrySendError::Closed(_) => Refused::Stopped,
+        })?;
+        answer.await.map_err(|_| Refused::Stopped)?
+    }
+
+    /// A validated barter offer (gossiped). `false` when the actor is overloaded.
     pub fn barter(&self, envelope: Arc<Envelope>) -> bool {
-        self.commands.try_send(Command::Barter(envelope)).is_ok()
+        self.commands.try_send(Command::Barter { envelope, reply: None }).is_ok()
+    }
+
+    /// One of this node's own barter offers: `Ok` once it is on the board, else why not.
+    pub async fn place_barter(&self, envelope: Arc<Envelope>) -> Result<(), Refused> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.try_send(Command::Barter { envelope, reply: Some(reply) }).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => Refused::Busy,
+            mpsc::error::TrySendError::Closed(_) => Refused::Stopped,
+        })?;
+        answer.await.map_err(|_| Refused::Stopped)?
     }
 
     /// A validated cancel.
@@ -107,33 +160,34 @@ fn now_ms() -> u64 {
 }
 
 /// Starts the actor on the current tokio runtime.
-pub fn spawn(keypair: Arc<Keypair>, ledger: ledger::Handle, limits: Limits) -> (Handle, tokio::task::JoinHandle<()>) {
+pub fn spawn(
+    signer: Arc<crate::signer::Signer>,
+    ledger: ledger::Handle,
+    limits: Limits,
+) -> (Handle, tokio::task::JoinHandle<()>) {
     let (commands, inbox) = mpsc::channel(MAILBOX_LEN_MAX);
     let (stats_sender, stats) = tokio::sync::watch::channel(Stats::default());
     let actor = Actor {
-        keypair,
+        signer,
         ledger,
         market: Market::new(limits),
         board: ::market::barter::Board::new(BARTER_OFFERS_MAX),
         stats: Stats::default(),
-        nonce: 0,
     };
     let task = tokio::spawn(actor.run(inbox, stats_sender));
     (Handle { commands, stats }, task)
 }
 
 struct Actor {
-    keypair: Arc<Keypair>,
+    signer: Arc<crate::signer::Signer>,
     ledger: ledger::Handle,
     market: Market,
     board: ::market::barter::Board,
     stats: Stats,
-    nonce: u64,
 }
 
 impl Actor {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>, stats: tokio::sync::watch::Sender<Stats>) {
-        self.nonce = now_ms().saturating_mul(1000);
         let mut commits = self.ledger.commits();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -159,7 +213,7 @@ impl Actor {
                     let cycles = self.board.search(now_ms(), protocol::limits::BARTER_LEGS_MAX, BARTER_EXPANSIONS_MAX);
                     for cycle in cycles {
                         self.stats.barter_cycles_found += 1;
-                        if cycle.first().is_some_and(|(first, _)| first.author == self.keypair.public()) {
+                        if cycle.first().is_some_and(|(first, _)| first.author == self.signer.public()) {
                             self.submit_cycle(cycle).await;
                         }
                     }
@@ -175,39 +229,16 @@ impl Actor {
 
     async fn command(&mut self, command: Command) {
         match command {
-            Command::Offer(envelope) => {
-                let Body::Offer(offer) = &envelope.body else { return };
-                let pool = offer.pool.clone();
-                let author = envelope.author;
-                // The period whose base price is the offer's floor: its delivery interval, or this hour.
-                let period_s =
-                    if pool.interval_s == 0 { now_ms() / 1000 / 3600 * 3600 } else { offer.delivery_start_s };
-                let now_s = now_ms() / 1000;
-                let read = move |state: &::ledger::State, _| {
-                    (state.pool_rules_for(&pool, period_s, now_s), state.frozen(&author))
-                };
-                let Ok((rules, frozen)) = self.ledger.read(read).await else { return };
-                // An override froze the author's trading: every honest node refuses its offers.
-                if let Some(in_force) = frozen {
-                    self.stats.frozen += 1;
-                    debug!(%author, by = %in_force.by, until = in_force.until_height, "offer of a frozen account refused");
-                    return;
+            Command::Offer { envelope, reply } => {
+                let verdict = self.offer(envelope).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(verdict);
                 }
-                self.stats.offers += 1;
-                let outputs = self.market.handle(now_ms(), Input::Offer { envelope, rules });
-                self.act(outputs).await;
             }
-            Command::Barter(envelope) => {
-                let author = envelope.author;
-                if self.ledger.read(move |state, _| state.frozen(&author)).await.ok().flatten().is_some() {
-                    self.stats.frozen += 1;
-                    debug!(%author, "barter offer of a frozen account refused");
-                    return;
-                }
-                if let Err(reason) = self.board.offer(now_ms(), envelope) {
-                    debug!(%reason, "barter offer not taken onto the board");
-                } else {
-                    self.stats.barter_offers += 1;
+            Command::Barter { envelope, reply } => {
+                let verdict = self.barter(envelope).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(verdict);
                 }
             }
             Command::Cancel { offer, author } => {
@@ -221,6 +252,61 @@ impl Actor {
                 let _ = reply.send(self.market.pools().cloned().collect());
             }
         }
+    }
+
+    /// Takes a barter offer onto the board, or says why not.
+    async fn barter(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
+        let author = envelope.author;
+        if let Some(in_force) = self.ledger.read(move |state, _| state.frozen(&author)).await.ok().flatten() {
+            self.stats.frozen += 1;
+            debug!(%author, "barter offer of a frozen account refused");
+            return Err(Refused::Frozen { by: in_force.by, until_height: in_force.until_height });
+        }
+        match self.board.offer(now_ms(), envelope) {
+            Ok(()) => {
+                self.stats.barter_offers += 1;
+                Ok(())
+            }
+            Err(reason) => {
+                debug!(%reason, "barter offer not taken onto the board");
+                Err(Refused::Barter(reason))
+            }
+        }
+    }
+
+    /// Takes an offer into its pool, with the pool's rules from the ledger, or says why not.
+    async fn offer(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
+        let Body::Offer(offer) = &envelope.body else {
+            return Err(Refused::Market(::market::pools::Refusal::NotAnOffer));
+        };
+        let pool = offer.pool.clone();
+        // A pool of a token the genesis does not know could never settle: its offers take no place.
+        if self.ledger.genesis().token(&pool.token).is_none() {
+            self.stats.refused += 1;
+            return Err(Refused::UnknownToken(pool.token));
+        }
+        let author = envelope.author;
+        // The period whose base price is the offer's floor: its delivery interval, or this hour.
+        let period_s = if pool.interval_s == 0 { now_ms() / 1000 / 3600 * 3600 } else { offer.delivery_start_s };
+        let now_s = now_ms() / 1000;
+        let read =
+            move |state: &::ledger::State, _| (state.pool_rules_for(&pool, period_s, now_s), state.frozen(&author));
+        let (rules, frozen) = self.ledger.read(read).await.map_err(|_| Refused::Stopped)?;
+        // An override froze the author's trading: every honest node refuses its offers.
+        if let Some(in_force) = frozen {
+            self.stats.frozen += 1;
+            debug!(%author, by = %in_force.by, until = in_force.until_height, "offer of a frozen account refused");
+            return Err(Refused::Frozen { by: in_force.by, until_height: in_force.until_height });
+        }
+        self.stats.offers += 1;
+        let id = envelope.id();
+        let outputs = self.market.handle(now_ms(), Input::Offer { envelope, rules });
+        let refusal = outputs.iter().find_map(|output| match output {
+            Output::Refused { offer, reason } if *offer == id => Some(*reason),
+            _ => None,
+        });
+        self.act(outputs).await;
+        refusal.map_or(Ok(()), |reason| Err(Refused::Market(reason)))
     }
 
     /// An override that froze an account's trading takes its resting offers out of the books at once.
@@ -279,7 +365,7 @@ impl Actor {
                 Output::Match(found) => {
                     self.stats.matches += 1;
                     self.stats.matched_quantity = self.stats.matched_quantity.saturating_add(found.quantity);
-                    if found.ask.author != self.keypair.public() {
+                    if found.ask.author != self.signer.public() {
                         continue;
                     }
                     self.settle(found).await;
@@ -295,11 +381,6 @@ impl Actor {
         }
     }
 
-    fn next_nonce(&mut self, created_ms: u64) -> u64 {
-        self.nonce = self.nonce.max(created_ms.saturating_mul(1000)).saturating_add(1);
-        self.nonce
-    }
-
     /// Submits a barter cycle found on the board, all legs at once (the ledger settles it atomically).
     async fn submit_cycle(&mut self, cycle: ::market::barter::FoundCycle) {
         let legs: Vec<BarterLeg> = cycle
@@ -308,16 +389,15 @@ impl Actor {
             .collect();
         let count = legs.len();
         let Ok(legs) = BoundedVec::new(legs) else { return };
-        let Some(network) = cycle.first().map(|(offer, _)| offer.network.clone()) else { return };
         let created_ms = now_ms();
-        let envelope = Draft {
-            network,
-            nonce: self.next_nonce(created_ms),
-            created_ms,
-            expires_ms: created_ms.saturating_add(SETTLEMENT_LIFETIME_MS),
-            body: Body::BarterCycle(BarterCycle { legs }),
-        }
-        .sign(&self.keypair);
+        let expires_ms = created_ms.saturating_add(SETTLEMENT_LIFETIME_MS);
+        let envelope = match self.signer.sign(Body::BarterCycle(BarterCycle { legs }), created_ms, expires_ms) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                warn!(error = %format!("{error:#}"), legs = count, "a barter cycle could not be signed");
+                return;
+            }
+        };
         match self.ledger.submit(envelope.to_bytes()).await {
             Ok(id) => {
                 self.stats.barter_cycles_submitted += 1;
@@ -329,7 +409,6 @@ impl Actor {
 
     async fn settle(&mut self, found: ::market::pools::Match) {
         let created_ms = now_ms();
-        let nonce = self.next_nonce(created_ms);
         let (quantity, unit_price) = (found.quantity, found.unit_price);
         let settlement = Settlement {
             bid: Box::new((*found.bid).clone()),
@@ -338,14 +417,15 @@ impl Actor {
             unit_price,
             mechanism: found.mechanism,
         };
-        let envelope = Draft {
-            network: found.ask.network.clone(),
-            nonce,
-            created_ms,
-            expires_ms: created_ms.saturating_add(SETTLEMENT_LIFETIME_MS),
-            body: Body::Settlement(settlement),
-        }
-        .sign(&self.keypair);
+        let expires_ms = created_ms.saturating_add(SETTLEMENT_LIFETIME_MS);
+        let envelope = match self.signer.sign(Body::Settlement(settlement), created_ms, expires_ms) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                self.stats.settlements_refused += 1;
+                warn!(error = %format!("{error:#}"), quantity, unit_price, "a settlement could not be signed");
+                return;
+            }
+        };
         match self.ledger.submit(envelope.to_bytes()).await {
             Ok(id) => {
                 self.stats.settlements_submitted += 1;

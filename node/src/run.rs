@@ -117,6 +117,8 @@ pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
 }
 
 async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
+    // Peers, RocksDB and the API all hold descriptors: take what the system allows, and size the API from it.
+    let file_limit = crate::api::server::raise_file_limit();
     let mut network_config = checked.network.clone();
     if let Some(settings) = &checked.ledger {
         // The genesis validators get more room: four times a newcomer's per-peer limits and fuel.
@@ -153,6 +155,13 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         None => (None, None),
     };
     let keypair = std::sync::Arc::new(keypair);
+    // One signer for every message the node signs with its key (API, meter, market): one sequence of nonces.
+    let signer = std::sync::Arc::new(crate::signer::Signer::open(
+        &checked.data_dir,
+        keypair.clone(),
+        handle.network().clone(),
+        crate::network::local::now_ms(),
+    )?);
     let jobs = crate::jobs::Index::new();
     if let Some(ledger) = &ledger {
         tokio::spawn(credit_fuel(ledger.commits(), handle.clone()));
@@ -161,7 +170,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
     let market = ledger
         .as_ref()
-        .map(|ledger| crate::market::spawn(keypair.clone(), ledger.clone(), market::pools::Limits::default()));
+        .map(|ledger| crate::market::spawn(signer.clone(), ledger.clone(), market::pools::Limits::default()));
     let island = checked.island.clone().map(crate::island::spawn);
     if let Some(ledger) = &ledger {
         let ordered = match (&island, checked.island.as_ref().and_then(|settings| settings.cell.clone())) {
@@ -186,7 +195,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
             };
             let market = market.as_ref().map(|(market, _)| market.clone());
             let island = island.as_ref().map(|(island, _)| island.clone());
-            Some(crate::meter::spawn(source, actor, keypair.clone(), handle.clone(), ledger.clone(), market, island))
+            Some(crate::meter::spawn(source, actor, signer.clone(), handle.clone(), ledger.clone(), market, island))
         }
         None => None,
     };
@@ -206,7 +215,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 market: market.as_ref().map(|(market, _)| market.clone()),
                 meter: meter.as_ref().map(|(meter, _)| meter.clone()),
                 island: island.as_ref().map(|(island, _)| island.clone()),
-                keypair: keypair.clone(),
+                signer: signer.clone(),
                 token: token.into(),
                 feed,
                 metrics,
@@ -214,7 +223,8 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 served_pools: served_pools.clone(),
                 jobs: jobs.clone(),
             };
-            Some(crate::api::serve(address, context).await?)
+            let connections_max = crate::api::server::connections_max(file_limit);
+            Some(crate::api::serve(address, context, connections_max).await?)
         }
         None => None,
     };

@@ -17,7 +17,7 @@ use protocol::{Body, Id, PublicKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Context, authorized, error, no_ledger, parse, sign_now, submit_bytes, unauthorized};
+use super::{Context, authorized, error, no_ledger, parse, sign_and_submit, unauthorized};
 
 /// A proposal asked of the node.
 #[derive(Debug, Deserialize)]
@@ -333,7 +333,7 @@ pub async fn propose(State(context): State<Context>, headers: HeaderMap, body: B
         return error(StatusCode::BAD_REQUEST, "title at most 120 bytes, text at most 4096");
     };
     let proposal = Proposal { action, title, text, voting_period_blocks: request.voting_period_blocks };
-    submit_bytes(&context, sign_now(&context, Body::Proposal(proposal), 600_000).to_bytes()).await
+    sign_and_submit(&context, Body::Proposal(proposal)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -371,7 +371,7 @@ pub async fn vote(
         Ok(stake) => stake.unwrap_or(0),
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("stake: {problem}")),
     };
-    submit_bytes(&context, sign_now(&context, Body::Vote(Vote { proposal, choice, stake }), 600_000).to_bytes()).await
+    sign_and_submit(&context, Body::Vote(Vote { proposal, choice, stake })).await
 }
 
 /// An alert as JSON.
@@ -475,7 +475,7 @@ pub async fn report(State(context): State<Context>, headers: HeaderMap, body: By
     {
         return error(StatusCode::BAD_REQUEST, format!("no asset {} is registered", asset.to_hex()));
     }
-    submit_bytes(&context, sign_now(&context, Body::Report(report), 600_000).to_bytes()).await
+    sign_and_submit(&context, Body::Report(report)).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -527,5 +527,5 @@ pub async fn propose_report(
         return error(StatusCode::BAD_REQUEST, "the report does not fit a proposal's title and text");
     };
     let proposal = Proposal { action, title, text, voting_period_blocks: request.voting_period_blocks.unwrap_or(100) };
-    submit_bytes(&context, sign_now(&context, Body::Proposal(proposal), 600_000).to_bytes()).await
+    sign_and_submit(&context, Body::Proposal(proposal)).await
 }

@@ -437,7 +437,10 @@ pub fn build_job(request: JobRequest, fee_token: &str) -> Result<Job, String> {
 /// Signs and submits a job message; the entry's lifetime covers the time it may wait for a block.
 async fn submit(context: &Context, body: Body) -> Response {
     // The ledger gossips it (postings and bids on the jobs topic, which job indexes read).
-    let envelope = sign_now(context, body, 600_000);
+    let envelope = match sign_now(context, body, 600_000) {
+        Ok(envelope) => envelope,
+        Err(response) => return *response,
+    };
     let response = submit_bytes(context, envelope.to_bytes()).await;
     if response.status().is_success()
         && let Body::Job(job) = &envelope.body

@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -18,7 +17,8 @@ use tokio::sync::broadcast;
 use super::{Context, error, no_ledger};
 use crate::metrics::{self, LedgerSnapshot, MeterSnapshot, Snapshot};
 
-/// Event streams served at once; more wait for one to close (503).
+/// Event streams served at once; a new one takes the place of the oldest, so that no client can hold them all and
+/// lock out the dashboard (its stream reconnects by itself when closed).
 pub const EVENT_STREAMS_MAX: usize = 64;
 /// Most items one list answers.
 pub const LIST_LEN_MAX: usize = 500;
@@ -157,7 +157,7 @@ pub async fn accounts(State(context): State<Context>, Query(query): Query<Accoun
 /// The validator set that certifies the next block.
 pub async fn validators(State(context): State<Context>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let me = context.keypair.public();
+    let me = context.signer.public();
     let names: Vec<(protocol::PublicKey, String)> =
         ledger.genesis().validators.iter().map(|validator| (validator.key, validator.name.clone())).collect();
     match ledger.read(|state, height| (height, state.validators())).await {
@@ -199,23 +199,60 @@ pub async fn peers(State(context): State<Context>) -> Response {
     .into_response()
 }
 
-/// Counts open event streams and gives the place back when a stream ends.
-struct StreamSlot(Arc<AtomicUsize>);
+/// The open event streams, oldest first: at most [`EVENT_STREAMS_MAX`].
+#[derive(Clone, Default)]
+pub struct Streams(Arc<std::sync::Mutex<OpenStreams>>);
+
+#[derive(Default)]
+struct OpenStreams {
+    next: u64,
+    open: std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>,
+}
+
+impl Streams {
+    /// A place for a new stream; the oldest open stream is told to close when all are taken.
+    fn open(&self) -> StreamSlot {
+        let close = Arc::new(tokio::sync::Notify::new());
+        let mut streams = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while streams.open.len() >= EVENT_STREAMS_MAX {
+            if let Some((_, oldest)) = streams.open.pop_front() {
+                oldest.notify_one();
+            }
+        }
+        let id = streams.next;
+        streams.next += 1;
+        streams.open.push_back((id, close.clone()));
+        StreamSlot { streams: self.clone(), id, close }
+    }
+
+    /// Streams open now.
+    pub fn len(&self) -> usize {
+        self.0.lock().map_or(0, |streams| streams.open.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An open stream's place; given back when the stream ends.
+struct StreamSlot {
+    streams: Streams,
+    id: u64,
+    close: Arc<tokio::sync::Notify>,
+}
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let mut streams = self.streams.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        streams.open.retain(|(id, _)| *id != self.id);
     }
 }
 
 /// Server-sent events: `block`, `trade` and `reading` as they commit (JSON `data`), and `lagged` with how many
-/// events a slow reader missed.
+/// events a slow reader missed. When [`EVENT_STREAMS_MAX`] are open, the oldest ends to make room.
 pub async fn events(State(context): State<Context>) -> Response {
-    let open = context.event_streams.fetch_add(1, Ordering::Relaxed);
-    let slot = StreamSlot(context.event_streams.clone());
-    if open >= EVENT_STREAMS_MAX {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "too many event streams are open; try again later");
-    }
+    let slot = context.event_streams.open();
     let receiver = context.feed.subscribe();
     Sse::new(event_stream(receiver, slot))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -227,7 +264,12 @@ fn event_stream(
     slot: StreamSlot,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     stream::unfold((receiver, slot), |(mut receiver, slot)| async move {
-        let event = match receiver.recv().await {
+        let received = tokio::select! {
+            received = receiver.recv() => received,
+            // A newer stream took this one's place.
+            () = slot.close.notified() => return None,
+        };
+        let event = match received {
             Ok(event) => {
                 let data = serde_json::to_string(&*event).unwrap_or_else(|_| "{}".into());
                 SseEvent::default().event(event.name()).data(data)

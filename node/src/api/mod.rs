@@ -9,7 +9,7 @@
 //! | GET | `/entries/{id}` | where a committed entry is (404 while it is not committed) |
 //! | POST | `/entries` | a signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped |
 //! | GET | `/accounts/{key}/balances` | an account's balances by token (milli-units) |
-//! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, gossiped on the pool's topic and put in the node's market |
+//! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, checked as receivers check it, put in the node's market, and only then its pool joined, announced and the offer gossiped; the market's verdict otherwise (400, 403 frozen, 409, 429 too many open offers, 503 the node's bounds) |
 //! | POST | `/offers/{id}/cancel?pool=...` | withdraws one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no later settlement can fill it) |
 //! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
 //! | POST | `/transfers` | JSON `{to, token, amount, memo?}` (amount a decimal string, up to 3 decimals): a transfer from the node's account, signed and submitted to the ledger |
@@ -58,7 +58,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use protocol::message::{Offer, PoolId, Side};
-use protocol::{Body, Draft, Id, Keypair, PublicKey};
+use protocol::{Body, Id, PublicKey};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::info;
@@ -68,6 +68,7 @@ use crate::ledger;
 pub mod governance;
 pub mod jobs;
 pub mod live;
+pub mod server;
 use crate::network::{self, Stats};
 
 /// Largest request body (one envelope).
@@ -81,14 +82,15 @@ pub struct Context {
     pub market: Option<crate::market::Handle>,
     pub meter: Option<crate::meter::Handle>,
     pub island: Option<crate::island::Handle>,
-    /// The node's key: it signs the offers posted through the API.
-    pub keypair: Arc<Keypair>,
+    /// The node's one signer (its key, and one sequence of nonces for the whole node): it signs what the API
+    /// posts.
+    pub signer: Arc<crate::signer::Signer>,
     pub token: Arc<str>,
     /// Recent blocks, trades and readings, and their stream.
     pub feed: crate::feed::Feed,
     pub metrics: crate::metrics::Metrics,
     /// Event streams open now (bounded by [`live::EVENT_STREAMS_MAX`]).
-    pub event_streams: Arc<std::sync::atomic::AtomicUsize>,
+    pub event_streams: live::Streams,
     /// The pools this node serves: its config's, and those it first trades in through the API. The node announces
     /// them in the DHT (again every few minutes).
     pub served_pools: ServedPools,
@@ -132,18 +134,26 @@ pub fn token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-/// Binds the API's address (failing early if it is taken) and serves it until the node stops.
-pub async fn serve(address: SocketAddr, context: Context) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Binds the API's address (failing early if it is taken) and serves it until the node stops, with at most
+/// `connections_max` connections ([`server::connections_max`]).
+pub async fn serve(
+    address: SocketAddr,
+    context: Context,
+    connections_max: usize,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = TcpListener::bind(address).await.with_context(|| {
         format!("binding the API on {address}: is another node running? set api.listen or --api to another port")
     })?;
-    info!(address = %listener.local_addr().unwrap_or(address), "API listening");
+    info!(address = %listener.local_addr().unwrap_or(address), connections_max, "API listening");
+    if !address.ip().is_loopback() {
+        tracing::warn!(
+            %address,
+            "the API listens beyond this machine without TLS: its bearer token (for every write) and everything it \
+             answers travel in clear text; bind it to 127.0.0.1, or put it behind a TLS proxy or a VPN"
+        );
+    }
     let app = router(context);
-    Ok(tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the API stopped");
-        }
-    }))
+    Ok(tokio::spawn(server::serve(listener, app, connections_max)))
 }
 
 pub fn router(context: Context) -> Router {
@@ -221,14 +231,19 @@ async fn status(State(context): State<Context>) -> Response {
             "validators": status.validators,
             "committed_entries": status.committed_entries,
             "syncing_to": status.syncing_to,
+            "equivocations": status.equivocations,
         })
     });
+    let served_pools: Vec<String> =
+        context.served_pools.lock().map(|pools| pools.iter().map(ToString::to_string).collect()).unwrap_or_default();
     Json(json!({
         "network": context.network.network().as_str(),
         "peer_id": context.network.peer_id().to_string(),
-        "account": context.keypair.public().to_string(),
+        "account": context.signer.public().to_string(),
         "version": env!("CARGO_PKG_VERSION"),
         "peers": info.as_ref().map_or(0, |info| info.peers.len()),
+        "topics": info.as_ref().map_or(0, |info| info.topics),
+        "served_pools": served_pools,
         "listen": info.map(|info| info.listen.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
         "ledger": ledger,
         "gossip": {
@@ -435,19 +450,13 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Signs a body with the node's key, now, for `lifetime_ms`; the nonce is the time in microseconds plus a random
-/// part, increasing across restarts and distinct for messages made in one millisecond.
-fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> protocol::Envelope {
+/// Signs a body with the node's signer, now, for `lifetime_ms` (500 when it cannot: its nonce reservation could not
+/// be written).
+pub(crate) fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> Result<protocol::Envelope, Box<Response>> {
     let created_ms = now_ms();
-    let jitter = u64::from(rand_core::RngCore::next_u32(&mut rand_core::OsRng) % 1000);
-    Draft {
-        network: context.network.network().clone(),
-        nonce: created_ms.saturating_mul(1000).saturating_add(jitter),
-        created_ms,
-        expires_ms: created_ms.saturating_add(lifetime_ms),
-        body,
-    }
-    .sign(&context.keypair)
+    context.signer.sign(body, created_ms, created_ms.saturating_add(lifetime_ms)).map_err(|problem| {
+        Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, format!("signing with the node's key: {problem:#}")))
+    })
 }
 
 async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
@@ -472,31 +481,40 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
         Ok(price) => price,
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("price: {problem}")),
     };
-    // An override froze this node's trading: say so rather than gossip an offer every peer refuses.
-    if let Some(ledger) = context.ledger.as_ref() {
-        let account = context.keypair.public();
-        if let Ok(Some(in_force)) = ledger.read(move |state, _| state.frozen(&account)).await {
-            return error(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "this account's trading is frozen by override {} until height {}",
-                    in_force.by.to_hex(),
-                    in_force.until_height
-                ),
-            );
-        }
-    }
     let created_ms = now_ms();
     let delivery_start_s = request.delivery_start.unwrap_or_else(|| pool.next_delivery_start_s(created_ms / 1000));
-    let lifetime_ms = request.expires_in_s.unwrap_or(900).saturating_mul(1000);
+    // By default an offer lives 15 minutes, and in an interval pool at least until its delivery starts (it may not
+    // expire before that: PROTOCOL.md §5), within the longest lifetime receivers accept.
+    let until_delivery_s = delivery_start_s.saturating_sub(created_ms / 1000);
+    let lifetime_max_s = protocol::validate::Config::LIFETIME_MS_MAX_DEFAULT / 1000;
+    let lifetime_s = request.expires_in_s.unwrap_or(until_delivery_s.max(900).min(lifetime_max_s));
+    let lifetime_ms = lifetime_s.saturating_mul(1000);
     let offer = Offer { pool: pool.clone(), side, quantity: request.quantity, unit_price, delivery_start_s };
-    let envelope = sign_now(&context, Body::Offer(offer), lifetime_ms);
-    let topic = network::Topic::pool(&pool);
-    if let Err(problem) = context.network.subscribe(topic).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("joining the pool's topic: {problem}"));
+    let envelope = match sign_now(&context, Body::Offer(offer), lifetime_ms) {
+        Ok(envelope) => envelope,
+        Err(response) => return *response,
+    };
+    // Nothing is joined, announced or gossiped before the offer is known good: checked as every receiver checks it,
+    // then taken into the node's market (the pool's token, rules and bounds, the account not frozen).
+    if let Err(problem) = context.network.validate(&envelope, envelope.created_ms) {
+        return error(StatusCode::BAD_REQUEST, format!("invalid offer: {problem}"));
     }
+    let id = envelope.id();
+    let envelope = Arc::new(envelope);
+    if let Err(refused) = market.place(envelope.clone()).await {
+        return error(refusal_status(&refused), refused.to_string());
+    }
+    // The pool's topic and DHT announcement: both bounded; the offer stands in this node's book either way.
+    let topic = network::Topic::pool(&pool);
+    let joined = match context.network.subscribe(topic).await {
+        Ok(()) => true,
+        Err(problem) => {
+            tracing::warn!(pool = %pool, %problem, "not joining the pool's topic");
+            false
+        }
+    };
     // A pool the node trades in for the first time is announced in the DHT, so that its peers find this node.
-    if serve_pool(&context.served_pools, &pool) {
+    if joined && serve_pool(&context.served_pools, &pool) {
         let (network, digest, name) = (context.network.clone(), pool.digest(), pool.to_string());
         tokio::spawn(async move {
             match network.provide(digest).await {
@@ -505,20 +523,47 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
             }
         });
     }
-    // Checked as every receiver checks it; an offer without peers in the pool yet still stands in this node's book.
-    let published = match gossip(&context, &envelope, topic, "offer").await {
-        Ok(published) => published,
-        Err(response) => return *response,
-    };
-    let id = envelope.id();
-    if !market.offer(Arc::new(envelope)) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the market is busy; try again");
-    }
+    let published = joined
+        && match gossip(&context, &envelope, topic, "offer").await {
+            Ok(published) => published,
+            Err(response) => return *response,
+        };
     (
         StatusCode::ACCEPTED,
-        Json(json!({ "id": id.to_hex(), "pool": pool.to_string(), "delivery_start": delivery_start_s, "published": published })),
+        Json(json!({
+            "id": id.to_hex(),
+            "pool": pool.to_string(),
+            "delivery_start": delivery_start_s,
+            "expires_ms": envelope.expires_ms,
+            "published": published,
+        })),
     )
         .into_response()
+}
+
+/// The status of an offer the market refused: the request's own fault (400), the account's standing (403), a
+/// conflict with the pool's state (409), too many open offers of this account (429), or the node's capacity (503).
+fn refusal_status(refused: &crate::market::Refused) -> StatusCode {
+    use crate::market::Refused;
+    use ::market::pools::Refusal;
+    match refused {
+        Refused::Busy | Refused::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        Refused::UnknownToken(_) => StatusCode::BAD_REQUEST,
+        Refused::Frozen { .. } => StatusCode::FORBIDDEN,
+        Refused::Barter(reason) => match reason {
+            ::market::barter::Refusal::Duplicate => StatusCode::CONFLICT,
+            ::market::barter::Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_REQUEST,
+        },
+        Refused::Market(reason) => match reason {
+            Refusal::NotAnOffer | Refusal::Expired | Refusal::BelowFee | Refusal::Delivery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Refusal::Duplicate | Refusal::GateClosed => StatusCode::CONFLICT,
+            Refusal::OwnerFull => StatusCode::TOO_MANY_REQUESTS,
+            Refusal::PoolFull | Refusal::TooManyPools => StatusCode::SERVICE_UNAVAILABLE,
+        },
+    }
 }
 
 fn depth_json(depth: &::market::pools::Depth) -> serde_json::Value {
@@ -703,15 +748,23 @@ async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: B
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
     };
     let lifetime_ms = request.expires_in_s.unwrap_or(3600).saturating_mul(1000);
-    let envelope = sign_now(&context, Body::BarterOffer(offer), lifetime_ms);
+    let envelope = match sign_now(&context, Body::BarterOffer(offer), lifetime_ms) {
+        Ok(envelope) => envelope,
+        Err(response) => return *response,
+    };
+    // Checked as every receiver checks it and put on the node's board before it is gossiped.
+    if let Err(problem) = context.network.validate(&envelope, envelope.created_ms) {
+        return error(StatusCode::BAD_REQUEST, format!("invalid barter offer: {problem}"));
+    }
+    let id = envelope.id();
+    let envelope = Arc::new(envelope);
+    if let Err(refused) = market.place_barter(envelope.clone()).await {
+        return error(refusal_status(&refused), refused.to_string());
+    }
     let published = match gossip(&context, &envelope, network::Topic::Barter, "barter offer").await {
         Ok(published) => published,
         Err(response) => return *response,
     };
-    let id = envelope.id();
-    if !market.barter(Arc::new(envelope)) {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the market is busy; try again");
-    }
     (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response()
 }
 
@@ -735,11 +788,14 @@ async fn cancel_offer(
         Ok(pool) => pool,
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
     };
-    let envelope = sign_now(&context, Body::Cancel(protocol::message::Cancel { offer }), 3_600_000);
+    let envelope = match sign_now(&context, Body::Cancel(protocol::message::Cancel { offer }), 3_600_000) {
+        Ok(envelope) => envelope,
+        Err(response) => return *response,
+    };
     let created_ms = envelope.created_ms;
     // Peers' books drop the offer; the ledger refuses later settlements of it.
     let published = context.network.publish(&envelope, Some(network::Topic::pool(&pool)), created_ms).await.is_ok();
-    market.cancel(offer, context.keypair.public());
+    market.cancel(offer, context.signer.public());
     match ledger.submit(envelope.to_bytes()).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response(),
         Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
@@ -790,7 +846,7 @@ async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body:
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
     };
     // The ledger would refuse it at execution; say so now, with the balance.
-    let (me, token, amount) = (context.keypair.public(), transfer.token.clone(), transfer.amount);
+    let (me, token, amount) = (context.signer.public(), transfer.token.clone(), transfer.amount);
     match ledger.read(move |state, _| state.balance(&me, &token)).await {
         Ok(balance) if balance < amount => {
             return error(
@@ -809,8 +865,11 @@ async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body:
 }
 
 /// Signs `body` with the node's key and submits it to the ledger: 202 with the entry's id, or why not.
-async fn sign_and_submit(context: &Context, body: Body) -> Response {
-    submit_bytes(context, sign_now(context, body, 600_000).to_bytes()).await
+pub(crate) async fn sign_and_submit(context: &Context, body: Body) -> Response {
+    match sign_now(context, body, 600_000) {
+        Ok(envelope) => submit_bytes(context, envelope.to_bytes()).await,
+        Err(response) => *response,
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -850,7 +909,10 @@ async fn post_guild(State(context): State<Context>, headers: HeaderMap, body: By
         Ok(guild) => guild,
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
     };
-    let envelope = sign_now(&context, Body::Guild(guild.clone()), 600_000);
+    let envelope = match sign_now(&context, Body::Guild(guild.clone()), 600_000) {
+        Ok(envelope) => envelope,
+        Err(response) => return *response,
+    };
     let account = protocol::message::guild_account(&envelope.id());
     let response = submit_bytes(&context, envelope.to_bytes()).await;
     if response.status() == StatusCode::ACCEPTED {
@@ -1050,7 +1112,7 @@ async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: By
                 Some(owner) => {
                     PublicKey::from_hex(owner).map_err(|_| "owner: an account is 64 hex digits".to_string())?
                 }
-                None => context.keypair.public(),
+                None => context.signer.public(),
             },
             meters: protocol::types::BoundedVec::new(meters).map_err(|problem| format!("meters: {problem}"))?,
             limits: protocol::message::Limits {
@@ -1068,7 +1130,7 @@ async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: By
         })
     })();
     match parsed {
-        Ok(asset) => submit_bytes(&context, sign_now(&context, Body::Asset(asset), 600_000).to_bytes()).await,
+        Ok(asset) => sign_and_submit(&context, Body::Asset(asset)).await,
         Err(problem) => error(StatusCode::BAD_REQUEST, problem),
     }
 }

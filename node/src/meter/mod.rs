@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use energy::meter::{Intervals, Meter, Push, Sample};
 use energy::reading::{Capacity, Previous};
+use protocol::NetworkId;
 use protocol::message::{Body, Reading};
 use protocol::types::MeterId;
-use protocol::{Draft, Keypair, NetworkId};
 use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -219,7 +219,7 @@ fn now_ms() -> u64 {
 pub fn spawn(
     source: Source,
     settings: Settings,
-    keypair: Arc<Keypair>,
+    signer: Arc<crate::signer::Signer>,
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
     market: Option<crate::market::Handle>,
@@ -237,7 +237,7 @@ pub fn spawn(
         intervals: Intervals::new(settings.interval_s),
         settings,
         source,
-        keypair,
+        signer,
         network,
         ledger,
         market,
@@ -249,7 +249,6 @@ pub fn spawn(
         stored_wh: None,
         watch: None,
         previous: None,
-        nonce: 0,
         status,
     };
     (Handle { status: receiver }, tokio::spawn(actor.run(sender)))
@@ -259,7 +258,7 @@ struct Actor {
     settings: Settings,
     source: Source,
     intervals: Intervals,
-    keypair: Arc<Keypair>,
+    signer: Arc<crate::signer::Signer>,
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
     market: Option<crate::market::Handle>,
@@ -276,13 +275,11 @@ struct Actor {
     /// The maintenance watch over the meter's asset, once the ledger binds the meter to one.
     watch: Option<(protocol::Id, energy::maintenance::Watch)>,
     previous: Option<Previous>,
-    nonce: u64,
     status: Status,
 }
 
 impl Actor {
     async fn run(mut self, status: watch::Sender<Status>) {
-        self.nonce = now_ms().saturating_mul(1000);
         let mut poll = tokio::time::interval(self.settings.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(meter = %self.settings.id, source = self.source.kind(), interval_s = self.settings.interval_s, "meter started");
@@ -372,11 +369,15 @@ impl Actor {
         }
     }
 
-    /// Signs a message of this node's, with a nonce above every earlier one.
-    fn sign(&mut self, body: Body, now: u64, expires_ms: u64) -> protocol::Envelope {
-        self.nonce = self.nonce.max(now.saturating_mul(1000)).saturating_add(1);
-        Draft { network: self.settings.network.clone(), nonce: self.nonce, created_ms: now, expires_ms, body }
-            .sign(&self.keypair)
+    /// Signs a message of this node's with the node's one signer (a nonce above every earlier one of the key).
+    fn sign(&self, body: Body, now: u64, expires_ms: u64) -> Option<protocol::Envelope> {
+        match self.signer.sign(body, now, expires_ms) {
+            Ok(envelope) => Some(envelope),
+            Err(error) => {
+                warn!(error = %format!("{error:#}"), meter = %self.settings.id, "could not sign");
+                None
+            }
+        }
     }
 
     /// Runs the maintenance rules of the meter's asset over the interval just closed, and signs their alerts.
@@ -384,7 +385,7 @@ impl Actor {
         let Some(ledger) = &self.ledger else { return };
         if self.watch.is_none() {
             // The asset the ledger binds this node's meter to, and its battery's capacity.
-            let (author, meter) = (self.keypair.public(), self.settings.id.as_str().to_owned());
+            let (author, meter) = (self.signer.public(), self.settings.id.as_str().to_owned());
             let found = ledger
                 .read(move |state, _| {
                     let id = state.asset_of_meter(&author, &meter)?;
@@ -440,7 +441,7 @@ impl Actor {
                 threshold: alert.threshold,
                 interval_start_s: alert.interval_start_s,
             });
-            let envelope = self.sign(body, now, now.saturating_add(READING_LIFETIME_MS));
+            let Some(envelope) = self.sign(body, now, now.saturating_add(READING_LIFETIME_MS)) else { continue };
             let text = format!("{rule:?}: measured {} against {}", alert.measured, alert.threshold).to_lowercase();
             warn!(meter = %self.settings.id, asset = %asset, alert = %text, "maintenance alert");
             match ledger.submit(envelope.to_bytes()).await {
@@ -512,7 +513,7 @@ impl Actor {
         // A device cap an override put on this meter: the plan keeps the home within it.
         let cap = match &self.ledger {
             Some(ledger) => {
-                let (account, meter) = (self.keypair.public(), self.settings.id.as_str().to_owned());
+                let (account, meter) = (self.signer.public(), self.settings.id.as_str().to_owned());
                 ledger.read(move |state, _| state.device_cap(&account, &meter)).await.ok().flatten().map(|in_force| {
                     energy::dispatch::GridCap { import_w_max: in_force.first, export_w_max: in_force.second }
                 })
@@ -717,20 +718,25 @@ impl Actor {
             protocol::message::Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s: start_s };
         // Until its delivery interval ends (the ledger refuses settlements after that anyway).
         let expires_ms = start_s.saturating_add(u64::from(pool.interval_s)).saturating_mul(1000);
-        let envelope = self.sign(Body::Offer(offer), now, expires_ms);
+        let Some(envelope) = self.sign(Body::Offer(offer), now, expires_ms) else { return };
+        let envelope = Arc::new(envelope);
+        // Into this node's market first: an offer it refuses is not gossiped either.
+        if let Err(refused) = market.place(envelope.clone()).await {
+            debug!(%refused, ?side, quantity, start_s, "the market did not take the forecast offer");
+            return;
+        }
+        match side {
+            protocol::message::Side::Ask => self.status.asks += 1,
+            protocol::message::Side::Bid => self.status.bids += 1,
+        }
+        debug!(?side, quantity, unit_price, start_s, "offered the next interval's forecast");
         let topic = Topic::pool(&pool);
         if let Err(error) = self.network.subscribe(topic).await {
             debug!(%error, "joining the pool's topic");
+            return;
         }
         if let Err(error) = self.network.publish(&envelope, Some(topic), now).await {
             debug!(%error, "publishing an offer (no peers in the pool yet?)");
-        }
-        if market.offer(Arc::new(envelope)) {
-            match side {
-                protocol::message::Side::Ask => self.status.asks += 1,
-                protocol::message::Side::Bid => self.status.bids += 1,
-            }
-            debug!(?side, quantity, unit_price, start_s, "offered the next interval's forecast");
         }
     }
 
@@ -742,7 +748,11 @@ impl Actor {
             warn!(%invalid, meter = %self.settings.id, start = reading.interval_start_s, "not signing an impossible reading");
             return;
         }
-        let envelope = self.sign(Body::Reading(reading.clone()), now, now.saturating_add(READING_LIFETIME_MS));
+        let Some(envelope) = self.sign(Body::Reading(reading.clone()), now, now.saturating_add(READING_LIFETIME_MS))
+        else {
+            self.status.readings_refused += 1;
+            return;
+        };
         let id = envelope.id();
         // Neighbours see it on the readings topic; the ledger anchors it (and gossips it to the validators).
         if let Err(error) = self.network.publish(&envelope, Some(Topic::Readings), now).await {
