@@ -51,6 +51,10 @@ pub struct DevnetArgs {
     /// 172.29.0.(10+i), p2p port 7070, API 7080) and exit; `devnet/compose` runs them.
     #[arg(long, requires = "dir")]
     pub compose: bool,
+    /// Start a node again (on its data directory) when it stops. Without it a stopped node stays down, the others
+    /// go on, and the devnet exits with an error at the end. Either way the summary reports it.
+    #[arg(long)]
+    pub restart_crashed: bool,
 }
 
 /// The first address of the compose network's nodes (`devnet/docker-compose.yml`).
@@ -174,7 +178,12 @@ fn prepare(args: &DevnetArgs, dir: &Path) -> anyhow::Result<Vec<Node>> {
 
 fn start(node: &Node, bootnode: Option<&str>) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the kos binary")?;
-    let log = std::fs::File::create(node.dir.join("log")).context("creating a node's log")?;
+    // Appended to, so that a restarted node's log keeps what it said before it stopped.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.dir.join("log"))
+        .context("creating a node's log")?;
     let mut command = Command::new(exe);
     command.arg("--data-dir").arg(&node.dir).arg("run");
     if let Some(bootnode) = bootnode {
@@ -182,6 +191,61 @@ fn start(node: &Node, bootnode: Option<&str>) -> anyhow::Result<Child> {
     }
     command.env_remove("RUST_LOG").stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     command.spawn().with_context(|| format!("starting {}", node.name))
+}
+
+/// One node's process and what became of it.
+struct Running {
+    child: Option<Child>,
+    /// When and how it stopped, while it is down.
+    down: Option<(Instant, String)>,
+    restarts: u32,
+}
+
+/// Checks every node: reports one that stopped, and with `--restart-crashed` starts it again. Returns the lines the
+/// summary shows about stopped and restarted nodes.
+fn supervise(nodes: &[Node], running: &mut [Running], args: &DevnetArgs) -> Vec<String> {
+    let up: Vec<bool> = running.iter().map(|state| state.child.is_some()).collect();
+    for (index, (node, state)) in nodes.iter().zip(running.iter_mut()).enumerate() {
+        if let Some(child) = state.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            println!("devnet: {} stopped ({status}); its log: {}", node.name, node.dir.join("log").display());
+            state.child = None;
+            state.down = Some((Instant::now(), status.to_string()));
+        }
+        if state.child.is_none() && args.restart_crashed {
+            // Dial a node that is up (the first validator may be the one that stopped).
+            let bootnode = (0..nodes.len())
+                .find(|other| *other != index && up[*other])
+                .map(|other| bootnode_of(args, other, &nodes[other]));
+            match start(node, bootnode.as_deref()) {
+                Ok(child) => {
+                    state.restarts += 1;
+                    println!("devnet: restarted {} (pid {}, restart {})", node.name, child.id(), state.restarts);
+                    state.child = Some(child);
+                    state.down = None;
+                }
+                Err(error) => println!("devnet: restarting {} failed: {error:#}", node.name),
+            }
+        }
+    }
+    nodes
+        .iter()
+        .zip(running.iter())
+        .filter_map(|(node, state)| match (&state.down, state.restarts) {
+            (Some((since, status)), _) => {
+                Some(format!("  {:<11} DOWN for {} s ({status})", node.name, since.elapsed().as_secs()))
+            }
+            (None, 0) => None,
+            (None, restarts) => Some(format!("  {:<11} up, restarted {restarts} time(s)", node.name)),
+        })
+        .collect()
+}
+
+/// The p2p address of node `index` on loopback.
+fn bootnode_of(args: &DevnetArgs, index: usize, node: &Node) -> String {
+    let port = u32::from(args.port) + u32::try_from(index).unwrap_or(0);
+    format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", node.peer_id)
 }
 
 /// Stops the nodes as Ctrl-C would (SIGTERM: they close their databases), killing any still running after 10 s.
@@ -213,13 +277,22 @@ fn number(value: &Value) -> u64 {
     value.as_u64().unwrap_or(0)
 }
 
-/// Prints one summary of the devnet; returns (height, trades settled).
-fn summary(agent: &ureq::Agent, nodes: &[Node], started: Instant, args: &DevnetArgs, origin: u64) -> (u64, u64) {
-    let status = get(agent, &nodes[0].api, "/status").unwrap_or(Value::Null);
+/// Prints one summary of the devnet, asking the first validator that answers; returns (height, trades settled).
+fn summary(
+    agent: &ureq::Agent,
+    nodes: &[Node],
+    started: Instant,
+    args: &DevnetArgs,
+    origin: u64,
+    stopped: &[String],
+) -> (u64, u64) {
+    let (api, status) = nodes[..VALIDATORS]
+        .iter()
+        .find_map(|node| Some((node.api.as_str(), get(agent, &node.api, "/status")?)))
+        .unwrap_or((nodes[0].api.as_str(), Value::Null));
     let height = number(&status["ledger"]["height"]);
-    let trades =
-        get(agent, &nodes[0].api, "/trades?limit=500").map_or(0, |t| t["trades"].as_array().map_or(0, Vec::len));
-    let accounts = get(agent, &nodes[0].api, "/accounts?limit=1000").unwrap_or(Value::Null);
+    let trades = get(agent, api, "/trades?limit=500").map_or(0, |t| t["trades"].as_array().map_or(0, Vec::len));
+    let accounts = get(agent, api, "/accounts?limit=1000").unwrap_or(Value::Null);
     let elapsed = started.elapsed().as_secs();
     let simulated = (origin + elapsed * u64::from(args.speed)) % 86_400;
     let mut out = std::io::stdout().lock();
@@ -232,6 +305,9 @@ fn summary(agent: &ureq::Agent, nodes: &[Node], started: Instant, args: &DevnetA
         status["ledger"]["committed_entries"],
         status["peers"],
     );
+    for line in stopped {
+        let _ = writeln!(out, "{line}");
+    }
     for node in &nodes[VALIDATORS..] {
         let meter = get(agent, &node.api, "/meter").unwrap_or(Value::Null);
         let reading = &meter["last_reading"];
@@ -297,11 +373,13 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     }
     let origin = midsummer(args.hour) % 86_400;
     let bootnode = format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", args.port, nodes[0].peer_id);
-    let mut children = Vec::with_capacity(nodes.len());
+    let mut running: Vec<Running> = Vec::with_capacity(nodes.len());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let outcome = runtime.block_on(async {
+    let outcome: anyhow::Result<()> = runtime.block_on(async {
         for (index, node) in nodes.iter().enumerate() {
-            children.push(start(node, (index > 0).then_some(bootnode.as_str()))?);
+            let child = start(node, (index > 0).then_some(bootnode.as_str()))?;
+            println!("devnet: {} pid {}, API {}", node.name, child.id(), node.api);
+            running.push(Running { child: Some(child), down: None, restarts: 0 });
         }
         let first_home = nodes.get(VALIDATORS).map_or(&nodes[0].api, |home| &home.api);
         println!(
@@ -327,18 +405,24 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<()> {
                 }
                 _ = every.tick() => {}
             }
-            for (node, child) in nodes.iter().zip(children.iter_mut()) {
-                if let Ok(Some(status)) = child.try_wait() {
-                    bail!("{} stopped ({status}); see {}", node.name, node.dir.join("log").display());
-                }
-            }
+            // A node that stops does not stop the others: it is reported (and restarted with --restart-crashed).
+            let stopped = supervise(&nodes, &mut running, args);
             let (agent, view, args_copy) = (agent.clone(), nodes.clone(), args.clone());
-            tokio::task::spawn_blocking(move || summary(&agent, &view, started, &args_copy, origin)).await?;
+            tokio::task::spawn_blocking(move || summary(&agent, &view, started, &args_copy, origin, &stopped)).await?;
             if args.seconds > 0 && started.elapsed().as_secs() >= args.seconds {
                 return Ok(());
             }
         }
     });
-    stop(children);
-    outcome
+    let down: Vec<String> = nodes
+        .iter()
+        .zip(&running)
+        .filter_map(|(node, state)| state.down.as_ref().map(|(_, status)| format!("{} ({status})", node.name)))
+        .collect();
+    stop(running.into_iter().filter_map(|state| state.child).collect());
+    outcome?;
+    if !down.is_empty() {
+        bail!("nodes stopped during the run and stayed down: {}", down.join(", "));
+    }
+    Ok(())
 }
