@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod governance;
+mod hardening;
 mod jobs;
 mod ledger;
 mod market;
