@@ -119,6 +119,22 @@ pub fn verify_store(genesis: &Arc<Genesis>, store: &dyn Store) -> Result<u64, St
 pub const EXPORT_MAGIC: &str = "kos/v1/ledger-export";
 /// The first item of the last record of an export file (its trailer).
 pub const EXPORT_END_MAGIC: &str = "kos/v1/ledger-export-end";
+/// The first bytes of the trailer's CBOR: an array of 3 items, then the end magic as a text string of 24 bytes.
+const END_PREFIX: [u8; 27] = {
+    let mut prefix = [0u8; 27];
+    prefix[0] = 0x83;
+    prefix[1] = 0x78;
+    prefix[2] = 24;
+    let magic = EXPORT_END_MAGIC.as_bytes();
+    let mut index = 0;
+    while index < 24 {
+        prefix[3 + index] = magic[index];
+        index += 1;
+    }
+    prefix
+};
+const _: () = assert!(EXPORT_END_MAGIC.len() == 24);
+
 /// Largest record of an export file (a block of at most 32 MiB and its certificate).
 pub const EXPORT_RECORD_BYTES_MAX: usize = 40 * 1024 * 1024;
 
@@ -221,11 +237,9 @@ impl<'a> ExportReader<'a> {
         let Some(record) = read_record(self.input)? else {
             bail!("the export ends after block {last} without its trailer: it is truncated");
         };
-        let value: serde_cbor::Value =
-            serde_cbor::from_slice(&record).with_context(|| format!("the record after block {last}"))?;
-        if let serde_cbor::Value::Array(items) = &value
-            && matches!(items.first(), Some(serde_cbor::Value::Text(magic)) if magic == EXPORT_END_MAGIC)
-        {
+        // The trailer is told by its first bytes (an array of 3 whose first item is the end magic), without decoding a
+        // whole block record twice.
+        if record.starts_with(&END_PREFIX) {
             let (_, height, hash): (String, u64, serde_bytes::ByteBuf) =
                 serde_cbor::from_slice(&record).context("the export's trailer")?;
             let hash =

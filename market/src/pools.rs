@@ -502,16 +502,14 @@ impl Market {
                     }
                 }
                 Pool::Interval(auctions) => {
-                    // Expired offers leave first and give their places back: an offer that cannot trade any more
-                    // must not keep its author or others out of the pool until its interval's gate.
-                    for gone in auctions.expire(now_ms) {
-                        self.located.remove(&gone);
-                    }
                     while let Some((start_s, orders, floor)) = auctions.close_next(now_ms, gate_lead_ms) {
                         for id in orders.keys() {
                             self.located.remove(id);
                         }
-                        let (trades, cleared) = clear_interval(&orders, Rules { floor, ..auctions.rules }, now_ms);
+                        // Cleared as at its gate, however late the tick: every node that saw the same offers clears
+                        // the same trades.
+                        let at_ms = gate_ms(start_s, gate_lead_ms);
+                        let (trades, cleared) = clear_interval(&orders, Rules { floor, ..auctions.rules }, at_ms);
                         outputs.push(Output::Cleared {
                             pool: pool_id.clone(),
                             delivery_start_s: start_s,
@@ -521,9 +519,19 @@ impl Market {
                         });
                         outputs.extend(trades.into_iter().map(Output::Match));
                     }
+                    // Then offers that expired while waiting for their gate leave and give their places back (with
+                    // the delivery rule an offer reaches its gate first; this is the second line).
+                    for gone in auctions.expire(now_ms) {
+                        self.located.remove(&gone);
+                    }
                 }
             }
         }
+        // A pool without open offers takes no place among the `pools_max` (it comes back with its next offer).
+        self.pools.retain(|_, pool| match pool {
+            Pool::Continuous { offers, .. } => !offers.is_empty(),
+            Pool::Interval(auctions) => auctions.len() > 0,
+        });
         outputs
     }
 
@@ -556,7 +564,7 @@ impl Market {
         }
     }
 
-    /// The pools with open offers or a book, in order.
+    /// The pools with open offers (those without leave at the next tick), in order.
     pub fn pools(&self) -> impl Iterator<Item = &PoolId> {
         self.pools.keys()
     }
@@ -882,6 +890,24 @@ mod tests {
         assert_eq!(market.open_offers(), 0, "filled: its place is free");
         let second = offer(1, &pool, Side::Ask, 200, 10_000);
         assert!(market.handle(NOW_MS, Input::Offer { envelope: second, rules: RULES }).is_empty());
+    }
+
+    /// The pools bound counts pools with open offers: one whose offers all left makes room at the next tick (else a
+    /// node that ever traded in `pools_max` pools would refuse every new one for good).
+    #[test]
+    fn a_pool_without_offers_leaves_and_makes_room() {
+        let mut market = Market::new(Limits { pools_max: 1, ..Limits::default() });
+        let (first, second) = (pool(0), pool(900));
+        let ask = offer(1, &first, Side::Ask, 100, 10_000);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES }).is_empty());
+        let other = offer(2, &second, Side::Ask, 100, 10_000);
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: other.clone(), rules: RULES });
+        assert_eq!(outputs, vec![Output::Refused { offer: other.id(), reason: Refusal::TooManyPools }]);
+        let _ = market.handle(NOW_MS, Input::Cancel { offer: ask.id(), author: ask.author });
+        let _ = market.handle(NOW_MS, Input::Tick);
+        assert_eq!(market.pools().count(), 0);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: other, rules: RULES }).is_empty());
+        assert_eq!(market.pools().cloned().collect::<Vec<_>>(), vec![second]);
     }
 
     #[test]

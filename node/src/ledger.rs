@@ -504,6 +504,7 @@ impl Actor {
             return;
         }
         self.sync.in_flight = true;
+        self.sync.target.round_started();
         self.sync.attempt = self.sync.attempt.wrapping_add(1);
         let from = self.engine.height();
         if self.sync.started.is_none() {
@@ -511,12 +512,13 @@ impl Actor {
         }
         let (network, inputs, attempt) = (self.network.clone(), self.inputs.clone(), self.sync.attempt);
         tokio::spawn(async move {
+            // Each round starts at another peer, and asks at most PEERS_PER_ROUND_MAX of them.
             let mut peers = network.info().await.map(|info| info.peers).unwrap_or_default();
-            peers.truncate(sync::PEERS_PER_ROUND_MAX);
             if !peers.is_empty() {
                 let start = attempt % peers.len();
                 peers.rotate_left(start);
             }
+            peers.truncate(sync::PEERS_PER_ROUND_MAX);
             let mut empty = Vec::new();
             for peer in peers {
                 match tokio::time::timeout(SYNC_REQUEST_TIMEOUT, network.blocks(peer, from, SYNC_BLOCKS_PER_REQUEST))

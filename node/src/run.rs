@@ -109,6 +109,31 @@ async fn enforce_overrides(
     }
 }
 
+/// The pools the node joined through its API or meter and no longer trades in (no open offers in its market) are
+/// left: their topics and DHT announcements are bounded, and would otherwise fill up over a node's life. Configured
+/// pools stay.
+async fn prune_pools(
+    market: &crate::market::Handle,
+    served: &crate::api::ServedPools,
+    configured: &[protocol::message::PoolId],
+    network: &network::Handle,
+) {
+    let live: std::collections::BTreeSet<_> = market.pools().await.into_iter().collect();
+    let left: Vec<protocol::message::PoolId> = match served.lock() {
+        Ok(mut pools) => {
+            let left =
+                pools.iter().filter(|pool| !live.contains(*pool) && !configured.contains(*pool)).cloned().collect();
+            pools.retain(|pool| live.contains(pool) || configured.contains(pool));
+            left
+        }
+        Err(_) => Vec::new(),
+    };
+    for pool in left {
+        debug!(%pool, "left a pool with no open offers");
+        network.unsubscribe(Topic::pool(&pool)).await;
+    }
+}
+
 /// Runs a node until a shutdown signal.
 pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     init_logging(&checked.log);
@@ -297,6 +322,9 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 }
             }
             _ = status.tick() => {
+                if let Some((market, _)) = &market {
+                    prune_pools(market, &served_pools, &checked.pools, &handle).await;
+                }
                 let stats = handle.stats();
                 let peers = handle.info().await.map(|info| info.peers.len()).unwrap_or(0);
                 let ledger = ledger.as_ref().map(|ledger| ledger.status());

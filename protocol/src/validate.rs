@@ -143,7 +143,7 @@ fn check_unsigned(bytes: &[u8], config: &Config, now_ms: u64) -> Result<(Envelop
     let bytes_max = config.envelope_bytes_max.min(ENVELOPE_BYTES_MAX);
     let envelope: Envelope = codec::decode(bytes, bytes_max)?;
     let id = message_id_from_canonical(envelope.kind(), bytes);
-    check_fields(&envelope, config, now_ms)?;
+    check_fields(&envelope, config, now_ms, Depth::Outer)?;
     Ok((envelope, id))
 }
 
@@ -151,7 +151,14 @@ fn verify_signature(envelope: &Envelope, id: &Id) -> Result<(), SignatureError> 
     keys::verify(&envelope.author, &signing_digest(&envelope.network, id), &envelope.signature)
 }
 
-fn check_fields(envelope: &Envelope, config: &Config, now_ms: u64) -> Result<(), Error> {
+/// Whether a message came on its own or nested in another (the offers of a settlement, the legs of a cycle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Depth {
+    Outer,
+    Nested,
+}
+
+fn check_fields(envelope: &Envelope, config: &Config, now_ms: u64, depth: Depth) -> Result<(), Error> {
     if envelope.version != VERSION {
         return Err(Error::UnsupportedVersion { version: envelope.version });
     }
@@ -159,7 +166,7 @@ fn check_fields(envelope: &Envelope, config: &Config, now_ms: u64) -> Result<(),
         return Err(Error::WrongNetwork { expected: config.network.clone(), found: envelope.network.clone() });
     }
     check_times(envelope, config, now_ms)?;
-    check_body(envelope, config)
+    check_body(envelope, config, depth)
 }
 
 fn check_times(envelope: &Envelope, config: &Config, now_ms: u64) -> Result<(), Error> {
@@ -184,12 +191,17 @@ fn body_error(kind: Kind, reason: impl Into<String>) -> Error {
     Error::InvalidBody { kind, reason: reason.into() }
 }
 
-fn check_body(envelope: &Envelope, config: &Config) -> Result<(), Error> {
+fn check_body(envelope: &Envelope, config: &Config, depth: Depth) -> Result<(), Error> {
     let kind = envelope.kind();
     let ensure = |condition: bool, reason: &str| if condition { Ok(()) } else { Err(body_error(kind, reason)) };
     match &envelope.body {
+        // The delivery rule keeps offers that cannot trade out of pools: it applies to an offer that travels on its
+        // own, not to one a settlement or cycle carries (what the ledger settles is bound by the offer's signature).
         Body::Offer(offer) => check_offer(offer)
-            .and_then(|()| check_delivery(offer, envelope.created_ms, envelope.expires_ms))
+            .and_then(|()| match depth {
+                Depth::Outer => check_delivery(offer, envelope.created_ms, envelope.expires_ms),
+                Depth::Nested => Ok(()),
+            })
             .map_err(|reason| body_error(kind, reason)),
         Body::Cancel(_) | Body::Vote(_) | Body::GuildApproval(_) => Ok(()),
         Body::Guild(guild) => {
@@ -296,6 +308,13 @@ pub fn check_delivery(offer: &Offer, created_ms: u64, expires_ms: u64) -> Result
     Ok(())
 }
 
+/// The lifetime a client gives an offer when its user names none: 15 minutes, or until its delivery starts when that
+/// is later (so that it obeys [`check_delivery`]), and at most the default longest lifetime receivers accept.
+pub fn default_offer_lifetime_ms(delivery_start_s: u64, created_ms: u64) -> u64 {
+    let until_delivery_ms = delivery_start_s.saturating_mul(1000).saturating_sub(created_ms);
+    until_delivery_ms.max(15 * 60 * 1000).min(Config::LIFETIME_MS_MAX_DEFAULT)
+}
+
 fn check_barter_offer(offer: &BarterOffer) -> Result<(), &'static str> {
     if offer.give_quantity == 0 || offer.want_quantity == 0 {
         return Err("a quantity is 0");
@@ -385,7 +404,7 @@ fn check_inner(outer: &Envelope, inner: &Envelope, role: &'static str, config: &
     if matches!(inner.body, Body::Settlement(_) | Body::BarterCycle(_)) {
         return Err(wrap(body_error(inner.kind(), "a nested message may not nest messages")));
     }
-    check_fields(inner, config, outer.created_ms).map_err(wrap)?;
+    check_fields(inner, config, outer.created_ms, Depth::Nested).map_err(wrap)?;
     let id = inner.id();
     verify_signature(inner, &id).map_err(|error| wrap(Error::BadSignature(error)))?;
     Ok(id)

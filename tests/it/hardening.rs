@@ -234,6 +234,49 @@ fn slow_api_clients_cannot_starve_the_node_of_descriptors() {
     assert!(closed >= 1_000, "{closed} of {} slow connections were closed", slow.len());
 }
 
+/// Defect 4, the busy side: connections that hold an event stream, or a write's body sent slowly without the token,
+/// must not become connections that can never give way. 130 clients each open a stream (more than the node's 128
+/// connections at 1,024 descriptors), and 100 send a write's header with a large body they never finish: `/status`
+/// still answers.
+#[test]
+fn streaming_and_slow_writing_clients_cannot_lock_out_the_api() {
+    let root = tempfile::tempdir().unwrap();
+    keys(root.path());
+    let script = format!(
+        "ulimit -n 1024 && exec {} --data-dir {} run --listen /ip4/127.0.0.1/tcp/0 --mdns false --api 127.0.0.1:0",
+        kos_binary().display(),
+        root.path().display()
+    );
+    let mut command = Command::new("sh");
+    command.args(["-c", &script]).env_remove("RUST_LOG").env_remove("KOS_KEY_FILE");
+    let node = Process::start(command).unwrap();
+    let api = node.wait_for_field(STARTUP, "API listening", "address").expect("no API address");
+    let connections_max: usize =
+        node.wait_for_field(STARTUP, "API listening", "connections_max").unwrap().parse().unwrap();
+    assert_eq!(connections_max, 128);
+    let mut held = Vec::new();
+    for _ in 0..130 {
+        let mut stream = TcpStream::connect(&api).unwrap();
+        write!(stream, "GET /events HTTP/1.1\r\nHost: {api}\r\n\r\n").unwrap();
+        held.push(stream);
+    }
+    for _ in 0..100 {
+        let mut stream = TcpStream::connect(&api).unwrap();
+        write!(stream, "POST /offers HTTP/1.1\r\nHost: {api}\r\nContent-Length: 1000000\r\n\r\n{{\"po").unwrap();
+        held.push(stream);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let started = Instant::now();
+    let status = json(&api, "/status");
+    assert!(status.is_some(), "/status did not answer: {:#?}", node.lines().iter().rev().take(20).collect::<Vec<_>>());
+    assert!(started.elapsed() < Duration::from_secs(5), "/status took {:?}", started.elapsed());
+    // A slow write without the token was refused before its body was read.
+    let mut answer = [0u8; 12];
+    held.last_mut().unwrap().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    held.last_mut().unwrap().read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 401");
+}
+
 /// Defect 2: a consensus message of a later height moved the sync target before anything checked who signed it,
 /// the node forwarded it, and a sync reply's claimed tip was trusted; the target only ever rose. One forged vote of
 /// height 2^64 − 1, or one peer claiming blocks it never serves, left every node "syncing" for good. Now the forged

@@ -487,7 +487,7 @@ impl<S: Store> Engine<S> {
     fn on_proposal(&mut self, proposal: malachite_types::SignedProposal<Kos>) -> Verdict {
         let shell = &mut self.shell;
         let message = &proposal.message;
-        let round = message.round.as_u32().unwrap_or(0);
+        let Some(round) = message.round.as_u32() else { return Verdict::Reject("a proposal without a round".into()) };
         if !shell.validators.contains(&message.proposer) {
             return Verdict::Reject("proposal signed by a key outside this height's validator set".into());
         }
@@ -506,6 +506,12 @@ impl<S: Store> Engine<S> {
         let digest = proposal_digest(&shell.genesis.network, message);
         if let Err(reason) = shell.check_signed(digest, &message.proposer, &proposal.signature) {
             return Verdict::Reject(format!("proposal {reason}"));
+        }
+        // A block from a clock ahead of this one may become acceptable: dropped without blame, and not recorded as
+        // the round's block.
+        let skew_ms = shell.genesis.params.clock_skew_ms_max;
+        if message.block.header().time_ms > shell.now_ms.saturating_add(skew_ms) {
+            return Verdict::Ignore("a block timed ahead of this node's clock");
         }
         let hash = message.block.hash();
         match shell.proposed.get(&round).copied() {

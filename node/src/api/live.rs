@@ -20,6 +20,8 @@ use crate::metrics::{self, LedgerSnapshot, MeterSnapshot, Snapshot};
 /// Event streams served at once; a new one takes the place of the oldest, so that no client can hold them all and
 /// lock out the dashboard (its stream reconnects by itself when closed).
 pub const EVENT_STREAMS_MAX: usize = 64;
+/// Event streams of one client address beyond loopback; past it, the client's own oldest stream gives way.
+pub const EVENT_STREAMS_PER_CLIENT_MAX: usize = 8;
 /// Most items one list answers.
 pub const LIST_LEN_MAX: usize = 500;
 /// Accounts one `/accounts` page lists at most.
@@ -206,22 +208,33 @@ pub struct Streams(Arc<std::sync::Mutex<OpenStreams>>);
 #[derive(Default)]
 struct OpenStreams {
     next: u64,
-    open: std::collections::VecDeque<(u64, Arc<tokio::sync::Notify>)>,
+    /// Oldest first: id, client address (`None`: unknown or loopback), and the signal that closes the stream.
+    open: std::collections::VecDeque<(u64, Option<std::net::IpAddr>, Arc<tokio::sync::Notify>)>,
 }
 
 impl Streams {
-    /// A place for a new stream; the oldest open stream is told to close when all are taken.
-    fn open(&self) -> StreamSlot {
+    /// A place for a new stream of `client`: the client's own oldest stream is told to close when it holds its
+    /// share (beyond loopback), else the oldest of all when all are taken.
+    fn open(&self, client: Option<std::net::IpAddr>) -> StreamSlot {
+        let client = client.filter(|address| !address.is_loopback());
         let close = Arc::new(tokio::sync::Notify::new());
         let mut streams = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let own =
+            |streams: &OpenStreams| streams.open.iter().filter(|(_, of, _)| client.is_some() && *of == client).count();
+        if own(&streams) >= EVENT_STREAMS_PER_CLIENT_MAX
+            && let Some(index) = streams.open.iter().position(|(_, of, _)| *of == client)
+            && let Some((_, _, oldest)) = streams.open.remove(index)
+        {
+            oldest.notify_one();
+        }
         while streams.open.len() >= EVENT_STREAMS_MAX {
-            if let Some((_, oldest)) = streams.open.pop_front() {
+            if let Some((_, _, oldest)) = streams.open.pop_front() {
                 oldest.notify_one();
             }
         }
         let id = streams.next;
         streams.next += 1;
-        streams.open.push_back((id, close.clone()));
+        streams.open.push_back((id, client, close.clone()));
         StreamSlot { streams: self.clone(), id, close }
     }
 
@@ -245,14 +258,15 @@ struct StreamSlot {
 impl Drop for StreamSlot {
     fn drop(&mut self) {
         let mut streams = self.streams.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        streams.open.retain(|(id, _)| *id != self.id);
+        streams.open.retain(|(id, _, _)| *id != self.id);
     }
 }
 
 /// Server-sent events: `block`, `trade` and `reading` as they commit (JSON `data`), and `lagged` with how many
 /// events a slow reader missed. When [`EVENT_STREAMS_MAX`] are open, the oldest ends to make room.
-pub async fn events(State(context): State<Context>) -> Response {
-    let slot = context.event_streams.open();
+pub async fn events(State(context): State<Context>, extensions: axum::http::Extensions) -> Response {
+    let client = extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0.ip());
+    let slot = context.event_streams.open(client);
     let receiver = context.feed.subscribe();
     Sse::new(event_stream(receiver, slot))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))

@@ -207,7 +207,25 @@ pub fn router(context: Context) -> Router {
         .route("/pools/index", get(price_index))
         .route("/pools/providers", get(providers))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(context.clone(), writes_need_the_token))
         .with_state(context)
+}
+
+/// Every write needs the token, checked before anything of its body is read: a client without it cannot keep a
+/// connection busy by sending a body slowly.
+async fn writes_need_the_token(
+    State(context): State<Context>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method();
+    if method != axum::http::Method::GET
+        && method != axum::http::Method::HEAD
+        && !authorized(&context, request.headers())
+    {
+        return unauthorized();
+    }
+    next.run(request).await
 }
 
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
@@ -440,7 +458,7 @@ struct OfferRequest {
     price: String,
     /// Start of the delivery interval (Unix seconds); default: the pool's next interval.
     delivery_start: Option<u64>,
-    /// Lifetime in seconds; default 900.
+    /// Lifetime in seconds; default 900, or until the delivery starts when that is later (at most 7 days).
     expires_in_s: Option<u64>,
 }
 
@@ -484,11 +502,11 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
     let created_ms = now_ms();
     let delivery_start_s = request.delivery_start.unwrap_or_else(|| pool.next_delivery_start_s(created_ms / 1000));
     // By default an offer lives 15 minutes, and in an interval pool at least until its delivery starts (it may not
-    // expire before that: PROTOCOL.md §5), within the longest lifetime receivers accept.
-    let until_delivery_s = delivery_start_s.saturating_sub(created_ms / 1000);
-    let lifetime_max_s = protocol::validate::Config::LIFETIME_MS_MAX_DEFAULT / 1000;
-    let lifetime_s = request.expires_in_s.unwrap_or(until_delivery_s.max(900).min(lifetime_max_s));
-    let lifetime_ms = lifetime_s.saturating_mul(1000);
+    // expire before that: PROTOCOL.md §5).
+    let lifetime_ms = match request.expires_in_s {
+        Some(seconds) => seconds.saturating_mul(1000),
+        None => protocol::validate::default_offer_lifetime_ms(delivery_start_s, created_ms),
+    };
     let offer = Offer { pool: pool.clone(), side, quantity: request.quantity, unit_price, delivery_start_s };
     let envelope = match sign_now(&context, Body::Offer(offer), lifetime_ms) {
         Ok(envelope) => envelope,

@@ -9,8 +9,12 @@
 //! - **Connections** ([`CONNECTIONS_MAX`], lowered to leave [`FILE_DESCRIPTORS_RESERVED`] descriptors for the
 //!   swarm, RocksDB and the rest when the process may open few): when all are taken, a new connection takes the
 //!   place of the oldest one waiting for a request header (idle or slow), so slow clients cannot lock others out;
-//!   when every connection is busy with a request, the new one is closed. Connections beyond those not yet
-//!   accepted wait in the kernel's listen queue, holding no descriptor of the process.
+//!   when every connection is busy with a request, the new one is closed. A connection is busy only while a request
+//!   is read and answered, or while an event stream flows (at most [`super::live::EVENT_STREAMS_MAX`]); writes are
+//!   refused before their body is read unless they carry the token, so no stranger can keep one busy for long.
+//!   Connections not yet accepted wait in the kernel's listen queue, holding no descriptor of the process.
+//! - **Per client** ([`CONNECTIONS_PER_CLIENT_MAX`]): one address beyond loopback holds at most that many
+//!   connections; past it, its own oldest idle connection gives way, or the new one is closed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -20,6 +24,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::IntoResponse as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use libp2p::futures::StreamExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::ServiceExt as _;
@@ -32,6 +37,8 @@ pub const CONNECTIONS_MAX: usize = 256;
 pub const FILE_DESCRIPTORS_RESERVED: u64 = 768;
 /// Fewest API connections, whatever the descriptor limit.
 const CONNECTIONS_MIN: usize = 8;
+/// Most connections of one client address beyond loopback (on loopback every local program shares one address).
+pub const CONNECTIONS_PER_CLIENT_MAX: usize = 32;
 /// Time a client has to send a request's header, on a new connection and between requests on a kept-alive one.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time to read a request's body and answer it (event streams excepted).
@@ -66,8 +73,9 @@ pub fn raise_file_limit() -> u64 {
 }
 
 /// One open connection, as the accept loop sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Connection {
+    client: std::net::IpAddr,
     /// Requests being read or answered.
     busy: AtomicUsize,
     /// An event stream: it lasts, and is not taken for an idle connection.
@@ -79,6 +87,23 @@ struct Connection {
 impl Connection {
     fn idle(&self) -> bool {
         self.busy.load(Ordering::Relaxed) == 0 && !self.streaming.load(Ordering::Relaxed)
+    }
+}
+
+impl Connection {
+    fn new(client: std::net::IpAddr) -> Connection {
+        Connection {
+            client,
+            busy: AtomicUsize::new(0),
+            streaming: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            close: Notify::new(),
+        }
+    }
+
+    fn evict(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.close.notify_one();
     }
 }
 
@@ -111,38 +136,61 @@ pub async fn serve(listener: TcpListener, app: Router, connections_max: usize) {
             }
         };
         open.retain(|connection| !connection.closed.load(Ordering::Relaxed));
-        if open.len() >= connections_max {
-            // The oldest connection waiting for a request makes room; with none, the new one is turned away.
-            match open.iter().position(|connection| connection.idle()) {
-                Some(index) => {
-                    let oldest = open.remove(index);
-                    oldest.closed.store(true, Ordering::Relaxed);
-                    oldest.close.notify_one();
-                }
-                None => {
-                    debug!(%remote, "every API connection is busy: turned away");
-                    drop(stream);
-                    continue;
-                }
-            }
+        let client = remote.ip();
+        // A client beyond loopback past its share makes room among its own connections first.
+        if !client.is_loopback()
+            && open.iter().filter(|connection| connection.client == client).count() >= CONNECTIONS_PER_CLIENT_MAX
+            && !make_room(&mut open, |connection| connection.client == client)
+        {
+            debug!(%remote, "this client's API connections are all busy: turned away");
+            continue;
         }
-        let connection = Arc::new(Connection::default());
+        // The oldest connection waiting for a request makes room; with none, the new one is turned away.
+        if open.len() >= connections_max && !make_room(&mut open, |_| true) {
+            debug!(%remote, "every API connection is busy: turned away");
+            continue;
+        }
+        let connection = Arc::new(Connection::new(client));
         open.push(connection.clone());
-        tokio::spawn(serve_connection(stream, app.clone(), connection));
+        tokio::spawn(serve_connection(stream, remote, app.clone(), connection));
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, app: Router, connection: Arc<Connection>) {
+/// Closes the oldest idle connection among those `among` picks; `false` when there is none.
+fn make_room(open: &mut Vec<Arc<Connection>>, among: impl Fn(&Connection) -> bool) -> bool {
+    match open.iter().position(|connection| among(connection) && connection.idle()) {
+        Some(index) => {
+            open.remove(index).evict();
+            true
+        }
+        None => false,
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    remote: std::net::SocketAddr,
+    app: Router,
+    connection: Arc<Connection>,
+) {
     let state = connection.clone();
     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
         let (app, connection) = (app.clone(), state.clone());
         async move {
             let streaming = request.uri().path() == EVENTS_PATH;
             let _busy = Busy::new(&connection);
-            let request = request.map(axum::body::Body::new);
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(axum::extract::ConnectInfo(remote));
             if streaming {
+                // Busy for as long as the stream's body flows, not for the connection's life.
+                let response = app.oneshot(request).await?;
                 connection.streaming.store(true, Ordering::Relaxed);
-                return app.oneshot(request).await;
+                let guard = Streaming(connection.clone());
+                return Ok(response.map(|body| {
+                    axum::body::Body::from_stream(body.into_data_stream().inspect(move |_| {
+                        let _ = &guard;
+                    }))
+                }));
             }
             match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(request)).await {
                 Ok(response) => response,
@@ -162,6 +210,15 @@ async fn serve_connection(stream: tokio::net::TcpStream, app: Router, connection
         () = connection.close.notified() => debug!("an idle API connection made room for a new one"),
     }
     connection.closed.store(true, Ordering::Relaxed);
+}
+
+/// Marks a connection as streaming events until the stream's body is dropped.
+struct Streaming(Arc<Connection>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.streaming.store(false, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]

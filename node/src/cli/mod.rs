@@ -310,9 +310,9 @@ pub struct OfferArgs {
     /// Start of the delivery interval, Unix seconds; default: the next interval of the pool.
     #[arg(long)]
     pub delivery_start: Option<u64>,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 900)]
-    pub expires_in: u64,
+    /// Lifetime in seconds; default 900, or until the delivery starts when that is later.
+    #[arg(long)]
+    pub expires_in: Option<u64>,
     /// Per-author nonce; default: the current time in microseconds (increasing across runs).
     #[arg(long)]
     pub nonce: Option<u64>,
@@ -664,7 +664,10 @@ fn offer_sign(key_file: &Path, args: OfferArgs) -> anyhow::Result<()> {
         Some(nonce) => nonce,
         None => u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH)?.as_micros())?,
     };
-    let expires_ms = created_ms.saturating_add(args.expires_in.saturating_mul(1000));
+    let expires_ms = match args.expires_in {
+        Some(seconds) => created_ms.saturating_add(seconds.saturating_mul(1000)),
+        None => created_ms.saturating_add(protocol::validate::default_offer_lifetime_ms(delivery_start_s, created_ms)),
+    };
     let side = match args.side {
         SideArg::Bid => Side::Bid,
         SideArg::Ask => Side::Ask,

@@ -293,9 +293,9 @@ pub enum OfferAction {
         /// Start of the delivery interval (Unix seconds); default the pool's next one.
         #[arg(long)]
         delivery_start: Option<u64>,
-        /// Lifetime in seconds.
-        #[arg(long, default_value_t = 900)]
-        expires_in: u64,
+        /// Lifetime in seconds; default 900, or until the delivery starts when that is later (the node decides).
+        #[arg(long)]
+        expires_in: Option<u64>,
     },
     /// Withdraw one of the node's offers (a signed cancel, gossiped and put on the ledger).
     Cancel {

@@ -8,7 +8,8 @@
 //! - A peer that claims a tip at or past `from` yet sends no block lies: an honest server sends at least one block
 //!   whenever its tip reaches the height asked for. It is reported, and its claim counts for nothing.
 //! - When a round of requests gets no block from any peer, nothing past this node's tip is served now: the target
-//!   falls back to the tip, so a claim nobody backs cannot keep the node "syncing" for ever.
+//!   falls back to the tip (or to checked evidence that came while the round ran), so a claim nobody backs cannot
+//!   keep the node "syncing" for ever.
 
 /// Peers asked in one round of sync requests, at most (one after the other, until one serves blocks).
 pub const PEERS_PER_ROUND_MAX: usize = 16;
@@ -17,6 +18,8 @@ pub const PEERS_PER_ROUND_MAX: usize = 16;
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Target {
     height: u64,
+    /// The height checked evidence named since the current round of requests started.
+    fresh: u64,
 }
 
 impl Target {
@@ -27,7 +30,14 @@ impl Target {
 
     /// A checked consensus message of `height`: every height below it was decided.
     pub fn behind(&mut self, height: u64) {
-        self.height = self.height.max(height.saturating_sub(1));
+        let decided = height.saturating_sub(1);
+        self.height = self.height.max(decided);
+        self.fresh = self.fresh.max(decided);
+    }
+
+    /// A round of requests starts.
+    pub fn round_started(&mut self) {
+        self.fresh = 0;
     }
 
     /// A peer answered a request for blocks from `from`, claiming `tip` and sending `served` blocks. Returns why the
@@ -40,9 +50,10 @@ impl Target {
         None
     }
 
-    /// A round of requests from the node at `tip` got no block from any peer.
+    /// A round of requests from the node at `tip` got no block from any peer: the target falls back to the tip, or
+    /// to what checked evidence named while the round ran.
     pub fn nothing_served(&mut self, tip: u64) {
-        self.height = tip;
+        self.height = tip.max(self.fresh);
     }
 
     /// The target while the node at `tip` is behind it.
@@ -72,6 +83,15 @@ mod tests {
         assert_eq!(target.answered(4, u64::MAX, 2), None);
         assert_eq!(target.syncing(5), Some(u64::MAX));
         // ...but when a round finds no peer serving anything past the tip, the target falls back to it.
+        target.round_started();
+        target.nothing_served(5);
+        assert_eq!(target.syncing(5), None);
+        // Evidence that comes while a round runs is kept for the next round.
+        target.round_started();
+        target.behind(12);
+        target.nothing_served(5);
+        assert_eq!(target.syncing(5), Some(11));
+        target.round_started();
         target.nothing_served(5);
         assert_eq!(target.syncing(5), None);
         // Checked evidence of a later height starts a sync again.

@@ -255,6 +255,7 @@ pub struct Info {
 pub(crate) enum Command {
     Publish { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, Error>> },
     Subscribe { topic: Topic, reply: oneshot::Sender<Result<(), Error>> },
+    Unsubscribe { topic: Topic },
     Provide { key: Id, reply: oneshot::Sender<Result<(), Error>> },
     FindProviders { key: Id, reply: oneshot::Sender<Result<Vec<PeerId>, Error>> },
     Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
@@ -366,6 +367,11 @@ impl Handle {
     /// Receives (and forwards) the messages of a topic; at most [`TOPICS_MAX`] topics.
     pub async fn subscribe(&self, topic: Topic) -> Result<(), Error> {
         self.ask(|reply| Command::Subscribe { topic, reply }).await?
+    }
+
+    /// Stops receiving (and forwarding) a topic's messages.
+    pub async fn unsubscribe(&self, topic: Topic) {
+        let _ = self.commands.send(Command::Unsubscribe { topic }).await;
     }
 
     /// Checks a message as any receiver would (stateless validation, PROTOCOL.md §6) at `now_ms`.

@@ -500,6 +500,14 @@ impl Task {
             Command::Subscribe { topic, reply } => {
                 let _ = reply.send(self.subscribe(topic));
             }
+            Command::Unsubscribe { topic } => {
+                let gossip_topic = self.gossip_topic(&topic);
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossip_topic);
+                self.topics.remove(&gossip_topic.hash());
+                if let Topic::Pool(digest) = topic {
+                    self.recent.remove(&digest);
+                }
+            }
             Command::Provide { key, reply } => match self.swarm.behaviour_mut().kademlia.as_mut() {
                 None => {
                     let _ = reply.send(Err(Error::NoDht));
