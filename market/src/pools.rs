@@ -575,6 +575,18 @@ impl Market {
     }
 }
 
+/// The start of the first delivery interval of `pool` whose auction is still open at `now_ms` (its gate closes
+/// `gate_lead_ms` before it starts): where a new offer for "the next interval" belongs. 0 in continuous pools.
+pub fn first_open_delivery_s(pool: &PoolId, now_ms: u64, gate_lead_ms: u64) -> u64 {
+    let interval_s = u64::from(pool.interval_s);
+    if interval_s == 0 {
+        return 0;
+    }
+    // The first multiple of the interval whose gate, start × 1000 − lead, is after now.
+    let earliest_s = now_ms.saturating_add(gate_lead_ms) / 1000;
+    (earliest_s / interval_s).saturating_add(1).saturating_mul(interval_s)
+}
+
 /// When the auction of the interval starting at `start_s` closes.
 fn gate_ms(start_s: u64, lead_ms: u64) -> u64 {
     start_s.saturating_mul(1000).saturating_sub(lead_ms)
@@ -908,6 +920,23 @@ mod tests {
         assert_eq!(market.pools().count(), 0);
         assert!(market.handle(NOW_MS, Input::Offer { envelope: other, rules: RULES }).is_empty());
         assert_eq!(market.pools().cloned().collect::<Vec<_>>(), vec![second]);
+    }
+
+    #[test]
+    fn the_first_open_interval_is_after_the_gate() {
+        let short = pool(2);
+        // At 1000.0 s with a 5 s lead, 1002 and 1004 have closed (their gates at 997 and 999 s), 1006 is open.
+        assert_eq!(first_open_delivery_s(&short, 1_000_000, 5_000), 1_006);
+        assert_eq!(first_open_delivery_s(&short, 1_000_999, 5_000), 1_006);
+        assert_eq!(first_open_delivery_s(&short, 1_001_000, 5_000), 1_008);
+        let hourly = pool(3600);
+        assert_eq!(first_open_delivery_s(&hourly, 3_600_000, 5_000), 7_200);
+        assert_eq!(first_open_delivery_s(&hourly, 7_195_000, 5_000), 10_800);
+        assert_eq!(first_open_delivery_s(&pool(0), 7_195_000, 5_000), 0);
+        for now_ms in [1_000_000u64, 1_000_999, 1_004_999, 1_005_000] {
+            let start_s = first_open_delivery_s(&short, now_ms, 5_000);
+            assert!(gate_ms(start_s, 5_000) > now_ms && gate_ms(start_s - 2, 5_000) <= now_ms, "{now_ms}");
+        }
     }
 
     #[test]

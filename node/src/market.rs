@@ -94,6 +94,7 @@ pub struct Stats {
 pub struct Handle {
     commands: mpsc::Sender<Command>,
     stats: tokio::sync::watch::Receiver<Stats>,
+    gate_lead_ms: u64,
 }
 
 impl Handle {
@@ -151,6 +152,11 @@ impl Handle {
     pub fn stats(&self) -> Stats {
         self.stats.borrow().clone()
     }
+
+    /// The start of the first delivery interval of `pool` this market still takes offers for at `now_ms`.
+    pub fn first_open_delivery_s(&self, pool: &PoolId, now_ms: u64) -> u64 {
+        ::market::pools::first_open_delivery_s(pool, now_ms, self.gate_lead_ms)
+    }
 }
 
 fn now_ms() -> u64 {
@@ -175,7 +181,7 @@ pub fn spawn(
         stats: Stats::default(),
     };
     let task = tokio::spawn(actor.run(inbox, stats_sender));
-    (Handle { commands, stats }, task)
+    (Handle { commands, stats, gate_lead_ms: limits.gate_lead_ms }, task)
 }
 
 struct Actor {

@@ -613,7 +613,17 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
         ),
     )
     .unwrap();
-    let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
+    let args = [
+        "run",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--mdns",
+        "false",
+        "--api",
+        "127.0.0.1:0",
+        "--log",
+        "info,kos::meter=debug,kos::market=debug",
+    ];
     let node = Process::kos(&kos_binary(), &dir, &args).unwrap();
     let api = node.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API address");
     let controls = || runtime.block_on(storage_controls(address));
@@ -646,8 +656,9 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
     // The forecast deficit is bid for in the pool.
     assert!(
         wait_until(Duration::from_secs(20), || json(&api, "/meter").is_some_and(|meter| meter["bids"] != 0)),
-        "no bid for the forecast deficit: {:?}",
-        json(&api, "/meter")
+        "no bid for the forecast deficit: {:?}\n{:#?}",
+        json(&api, "/meter"),
+        node.lines().iter().filter(|line| line.contains("market") || line.contains("WARN")).collect::<Vec<_>>()
     );
     assert_eq!(json(&api, "/meter").unwrap()["asks"], 0);
 

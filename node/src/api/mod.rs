@@ -456,7 +456,7 @@ struct OfferRequest {
     quantity: u64,
     /// Per kWh (energy) or per unit, in the pool's token, as a decimal string with up to 3 decimals.
     price: String,
-    /// Start of the delivery interval (Unix seconds); default: the pool's next interval.
+    /// Start of the delivery interval (Unix seconds); default: the pool's next interval whose auction is open.
     delivery_start: Option<u64>,
     /// Lifetime in seconds; default 900, or until the delivery starts when that is later (at most 7 days).
     expires_in_s: Option<u64>,
@@ -500,7 +500,7 @@ async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: By
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("price: {problem}")),
     };
     let created_ms = now_ms();
-    let delivery_start_s = request.delivery_start.unwrap_or_else(|| pool.next_delivery_start_s(created_ms / 1000));
+    let delivery_start_s = request.delivery_start.unwrap_or_else(|| market.first_open_delivery_s(&pool, created_ms));
     // By default an offer lives 15 minutes, and in an interval pool at least until its delivery starts (it may not
     // expire before that: PROTOCOL.md §5).
     let lifetime_ms = match request.expires_in_s {

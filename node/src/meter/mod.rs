@@ -683,7 +683,8 @@ impl Actor {
         let (Some((pool, share_ppm)), Some(market)) = (self.settings.trade.clone(), self.market.clone()) else {
             return;
         };
-        let start_s = pool.next_delivery_start_s(now / 1000);
+        // The next interval whose auction is still open (in short pools, a few intervals ahead).
+        let start_s = market.first_open_delivery_s(&pool, now);
         let interval_ms = u64::from(pool.interval_s) * 1000;
         let hours = interval_ms as f64 / 3_600_000.0;
         let (mut pv_wh, mut load_wh) = (0.0, 0.0);
@@ -699,8 +700,12 @@ impl Actor {
             // A real home offers what its history forecasts; nothing before it has measured an interval.
             _ if self.forecaster.is_empty() => return,
             _ => {
-                let flows = self.forecaster.forecast(start_s, 1);
-                let flows = flows.first().copied().unwrap_or_default();
+                // Forecast from the next interval on, up to the one offered (the forecast leans on the latest
+                // measured interval, so it starts from the next).
+                let next_s = pool.next_delivery_start_s(now / 1000);
+                let ahead = start_s.saturating_sub(next_s) / u64::from(pool.interval_s.max(1)) + 1;
+                let flows = self.forecaster.forecast(next_s, usize::try_from(ahead).unwrap_or(1));
+                let flows = flows.last().copied().unwrap_or_default();
                 (pv_wh, load_wh) = (flows.pv_wh, flows.load_wh);
             }
         }
