@@ -312,7 +312,7 @@ pub fn check_delivery(offer: &Offer, created_ms: u64, expires_ms: u64) -> Result
 /// is later (so that it obeys [`check_delivery`]), and at most the default longest lifetime receivers accept.
 pub fn default_offer_lifetime_ms(delivery_start_s: u64, created_ms: u64) -> u64 {
     let until_delivery_ms = delivery_start_s.saturating_mul(1000).saturating_sub(created_ms);
-    until_delivery_ms.max(15 * 60 * 1000).min(Config::LIFETIME_MS_MAX_DEFAULT)
+    until_delivery_ms.clamp(15 * 60 * 1000, Config::LIFETIME_MS_MAX_DEFAULT)
 }
 
 fn check_barter_offer(offer: &BarterOffer) -> Result<(), &'static str> {
