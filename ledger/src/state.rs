@@ -184,9 +184,35 @@ pub struct Executed {
     pub events: Vec<Event>,
 }
 
-/// Something a block did, for indexes, the API and reputation (not part of consensus).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Something a block did, for indexes, the API, the market and fuel (not part of consensus: the store keeps each
+/// block's events beside it, so a node's followers never decode block bytes again, and a follower that fell behind
+/// reads them back).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Event {
+    /// A settlement matched a bid with an ask: `quantity` at `unit_price` went into escrow.
+    TradeSettled {
+        settlement: Id,
+        pool: protocol::message::PoolId,
+        bid: Id,
+        ask: Id,
+        buyer: PublicKey,
+        seller: PublicKey,
+        quantity: u64,
+        unit_price: u64,
+        mechanism: protocol::message::Mechanism,
+        delivery_start_s: u64,
+    },
+    /// A meter reading was anchored.
+    ReadingAnchored {
+        id: Id,
+        author: PublicKey,
+        reading: protocol::message::Reading,
+    },
+    /// A barter cycle was settled: each leg's offer gave `quantity`.
+    BarterSettled {
+        cycle: Id,
+        legs: Vec<(Id, u64)>,
+    },
     /// An escrow was settled: `amount` went to the seller (payment less tax and royalty, plus its collateral and
     /// any penalty the buyer paid).
     EscrowReleased {
@@ -280,6 +306,35 @@ pub enum Event {
         token: TokenId,
         amount: u64,
     },
+}
+
+/// The event an executed entry is itself: a settled trade, an anchored reading, a settled barter cycle.
+fn entry_event(id: &Id, envelope: &Envelope) -> Option<Event> {
+    match &envelope.body {
+        Body::Settlement(settlement) => {
+            let Body::Offer(bid) = &settlement.bid.body else { return None };
+            Some(Event::TradeSettled {
+                settlement: *id,
+                pool: bid.pool.clone(),
+                bid: settlement.bid.id(),
+                ask: settlement.ask.id(),
+                buyer: settlement.bid.author,
+                seller: settlement.ask.author,
+                quantity: settlement.quantity,
+                unit_price: settlement.unit_price,
+                mechanism: settlement.mechanism,
+                delivery_start_s: bid.delivery_start_s,
+            })
+        }
+        Body::Reading(reading) => {
+            Some(Event::ReadingAnchored { id: *id, author: envelope.author, reading: reading.clone() })
+        }
+        Body::BarterCycle(cycle) => Some(Event::BarterSettled {
+            cycle: *id,
+            legs: cycle.legs.as_slice().iter().map(|leg| (leg.offer.id(), leg.give_quantity)).collect(),
+        }),
+        _ => None,
+    }
 }
 
 /// A block built from candidates: the entries kept, their execution, and the candidates refused with why.
@@ -1331,10 +1386,21 @@ impl<'s> Pending<'s> {
     /// Runs one entry; on error, undoes what it wrote.
     fn run(&mut self, envelope: &Envelope) -> Result<(), EntryError> {
         let mark = self.undo.len();
+        let events = self.events.len();
         let result = self.run_inner(envelope);
         match result {
-            Ok(()) => self.ids.push(envelope.id()),
-            Err(_) => self.rollback(mark),
+            Ok(()) => {
+                let id = envelope.id();
+                if let Some(event) = entry_event(&id, envelope) {
+                    self.events.push(event);
+                }
+                self.ids.push(id);
+            }
+            Err(_) => {
+                self.rollback(mark);
+                // A refused entry did nothing, so it says nothing either.
+                self.events.truncate(events);
+            }
         }
         result
     }

@@ -1,9 +1,11 @@
 //! Storage behind one trait: RocksDB for nodes, memory for fast core tests and simulations.
 //!
-//! What is stored: each committed block with its commit certificate (by height), the state's key-value pairs, an
-//! index from entry id to (height, position), and the consensus write-ahead log of the height in progress. A
-//! commit writes the block, certificate, state changes and index in one atomic, synced batch and clears the WAL,
-//! so after `kill -9` a node has every block it acknowledged and a state that matches its last block.
+//! What is stored: each committed block with its commit certificate (by height), the block's outcome (its entries'
+//! ids and the events its execution produced, by height: a local record, not part of consensus), the state's
+//! key-value pairs, an index from entry id to (height, position), and the consensus write-ahead log of the height
+//! in progress. A commit writes the block, certificate, outcome, state changes and index in one atomic, synced batch
+//! and clears the WAL, so after `kill -9` a node has every block it acknowledged and a state that matches its last
+//! block.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,13 +14,21 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use protocol::Id;
 
-use crate::state::Writes;
+use crate::state::{Event, Writes};
 
 /// A committed block as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub block: Vec<u8>,
     pub certificate: Vec<u8>,
+}
+
+/// What a committed block did, as this node executed it: its entries' ids in block order and its events. Kept
+/// beside the block so that whoever follows the ledger can read a commit it missed without executing it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outcome {
+    pub entry_ids: Vec<Id>,
+    pub events: Vec<Event>,
 }
 
 /// What the ledger needs from storage.
@@ -30,9 +40,11 @@ pub trait Store: Send {
     fn state(&self) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Where an entry is: (height, position in the block).
     fn locate(&self, id: &Id) -> anyhow::Result<Option<(u64, u32)>>;
-    /// Writes a block, its certificate, the state changes and the entry index atomically and durably, and
-    /// clears the WAL.
-    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, entries: &[Id]) -> anyhow::Result<()>;
+    /// The outcome of the block at `height` (`None` before it commits, or for a block an older kos stored).
+    fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>>;
+    /// Writes a block, its certificate, its outcome, the state changes and the entry index atomically and
+    /// durably, and clears the WAL.
+    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, outcome: &Outcome) -> anyhow::Result<()>;
     /// Adds a WAL record for `height` (buffered until [`Store::wal_sync`]).
     fn wal_append(&mut self, height: u64, record: Vec<u8>) -> anyhow::Result<()>;
     /// Makes every appended WAL record durable.
@@ -49,6 +61,7 @@ pub struct MemoryStore(Arc<Mutex<Memory>>);
 #[derive(Debug, Default)]
 struct Memory {
     blocks: BTreeMap<u64, Stored>,
+    outcomes: BTreeMap<u64, Outcome>,
     state: BTreeMap<Vec<u8>, Vec<u8>>,
     index: BTreeMap<Id, (u64, u32)>,
     wal_height: u64,
@@ -90,16 +103,21 @@ impl Store for MemoryStore {
         Ok(self.lock().index.get(id).copied())
     }
 
-    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, entries: &[Id]) -> anyhow::Result<()> {
+    fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>> {
+        Ok(self.lock().outcomes.get(&height).cloned())
+    }
+
+    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, outcome: &Outcome) -> anyhow::Result<()> {
         let mut memory = self.lock();
         memory.blocks.insert(height, stored.clone());
+        memory.outcomes.insert(height, outcome.clone());
         for (key, value) in writes {
             match value {
                 Some(value) => memory.state.insert(key.clone(), value.clone()),
                 None => memory.state.remove(key),
             };
         }
-        for (position, id) in entries.iter().enumerate() {
+        for (position, id) in outcome.entry_ids.iter().enumerate() {
             memory.index.insert(*id, (height, u32::try_from(position).unwrap_or(u32::MAX)));
         }
         memory.wal.clear();
@@ -135,11 +153,15 @@ const CF_BLOCKS: &str = "blocks";
 const CF_STATE: &str = "state";
 const CF_INDEX: &str = "index";
 const CF_WAL: &str = "wal";
+const CF_OUTCOMES: &str = "outcomes";
+/// Every column family, in the order they are opened.
+const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_OUTCOMES, CF_STATE, CF_INDEX, CF_WAL];
 const META_TIP: &[u8] = b"tip";
 const META_WAL_HEIGHT: &[u8] = b"wal-height";
 
-/// RocksDB storage: column families `blocks` (height → [block, certificate]), `state`, `index` (entry id →
-/// height, position) and `wal` (sequence → record), plus tip and WAL height in the default family.
+/// RocksDB storage: column families `blocks` (height → [block, certificate]), `outcomes` (height → [entry ids,
+/// events]), `state`, `index` (entry id → height, position) and `wal` (sequence → record), plus tip and WAL height
+/// in the default family. A database an older kos made gets `outcomes` when opened (its blocks have none).
 pub struct RocksStore {
     db: Arc<rocksdb::DB>,
     wal_height: u64,
@@ -163,7 +185,7 @@ impl RocksStore {
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_max_open_files(256);
-        let db = rocksdb::DB::open_cf(&options, path, [CF_BLOCKS, CF_STATE, CF_INDEX, CF_WAL])
+        let db = rocksdb::DB::open_cf(&options, path, FAMILIES)
             .with_context(|| format!("opening the ledger database in {}", path.display()))?;
         let wal_height = match db.get(META_WAL_HEIGHT)? {
             Some(bytes) => read_u64(&bytes)?,
@@ -180,7 +202,10 @@ impl RocksStore {
     /// Opens a store read-only (also while a node has it open): for export and verification.
     pub fn open_read_only(path: &Path) -> anyhow::Result<RocksReader> {
         let options = rocksdb::Options::default();
-        let db = rocksdb::DB::open_cf_for_read_only(&options, path, [CF_BLOCKS, CF_STATE, CF_INDEX, CF_WAL], false)
+        // A database an older kos wrote has no `outcomes` family, and a read-only open cannot create it.
+        let existing = rocksdb::DB::list_cf(&options, path).unwrap_or_default();
+        let families = FAMILIES.into_iter().filter(|name| existing.is_empty() || existing.iter().any(|cf| cf == name));
+        let db = rocksdb::DB::open_cf_for_read_only(&options, path, families, false)
             .with_context(|| format!("opening the ledger database in {} to read", path.display()))?;
         Ok(RocksReader { db: Arc::new(db) })
     }
@@ -233,6 +258,12 @@ fn rocks_block(db: &rocksdb::DB, height: u64) -> anyhow::Result<Option<Stored>> 
     Ok(Some(Stored { block: block.into_vec(), certificate: certificate.into_vec() }))
 }
 
+fn rocks_outcome(db: &rocksdb::DB, height: u64) -> anyhow::Result<Option<Outcome>> {
+    let Some(cf) = db.cf_handle(CF_OUTCOMES) else { return Ok(None) };
+    let Some(bytes) = db.get_cf(cf, be(height))? else { return Ok(None) };
+    Ok(Some(serde_cbor::from_slice(&bytes).context("stored block outcome")?))
+}
+
 fn rocks_locate(db: &rocksdb::DB, id: &Id) -> anyhow::Result<Option<(u64, u32)>> {
     let cf = db.cf_handle(CF_INDEX).context("column family index")?;
     let Some(bytes) = db.get_cf(cf, id.as_bytes())? else { return Ok(None) };
@@ -259,8 +290,8 @@ impl RocksReader {
         let property = |cf: &rocksdb::ColumnFamily, name: &str| -> u64 {
             self.db.property_int_value_cf(cf, name).ok().flatten().unwrap_or(0)
         };
-        ["default", CF_BLOCKS, CF_STATE, CF_INDEX, CF_WAL]
-            .into_iter()
+        std::iter::once("default")
+            .chain(FAMILIES)
             .filter_map(|name| {
                 let cf = self.db.cf_handle(name)?;
                 Some(FamilySize {
@@ -280,6 +311,11 @@ impl RocksReader {
 
     pub fn block(&self, height: u64) -> anyhow::Result<Option<Stored>> {
         rocks_block(&self.db, height)
+    }
+
+    /// What the block at `height` did (see [`Outcome`]).
+    pub fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>> {
+        rocks_outcome(&self.db, height)
     }
 
     /// Where a committed entry is: (height, position in the block).
@@ -340,13 +376,18 @@ impl Store for RocksStore {
         rocks_locate(&self.db, id)
     }
 
-    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, entries: &[Id]) -> anyhow::Result<()> {
+    fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>> {
+        rocks_outcome(&self.db, height)
+    }
+
+    fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, outcome: &Outcome) -> anyhow::Result<()> {
         let mut batch = rocksdb::WriteBatch::default();
         let record = serde_cbor::to_vec(&(
             serde_bytes::Bytes::new(&stored.block),
             serde_bytes::Bytes::new(&stored.certificate),
         ))?;
         batch.put_cf(self.cf(CF_BLOCKS)?, be(height), record);
+        batch.put_cf(self.cf(CF_OUTCOMES)?, be(height), serde_cbor::to_vec(outcome)?);
         let state = self.cf(CF_STATE)?;
         for (key, value) in writes {
             match value {
@@ -355,7 +396,7 @@ impl Store for RocksStore {
             }
         }
         let index = self.cf(CF_INDEX)?;
-        for (position, id) in entries.iter().enumerate() {
+        for (position, id) in outcome.entry_ids.iter().enumerate() {
             let mut location = be(height).to_vec();
             location.extend_from_slice(&u32::try_from(position).unwrap_or(u32::MAX).to_be_bytes());
             batch.put_cf(index, id.as_bytes(), location);
@@ -417,14 +458,20 @@ mod tests {
         writes.insert(b"k1".to_vec(), Some(b"v1".to_vec()));
         writes.insert(b"k2".to_vec(), Some(b"v2".to_vec()));
         let stored = Stored { block: b"block-1".to_vec(), certificate: b"cert-1".to_vec() };
-        store.commit(1, &stored, &writes, &[Id([5; 32])]).unwrap();
+        let outcome = Outcome {
+            entry_ids: vec![Id([5; 32])],
+            events: vec![Event::BarterSettled { cycle: Id([5; 32]), legs: vec![(Id([6; 32]), 7)] }],
+        };
+        assert_eq!(store.outcome(1).unwrap(), None);
+        store.commit(1, &stored, &writes, &outcome).unwrap();
+        assert_eq!(store.outcome(1).unwrap(), Some(outcome), "a block's outcome is kept beside it");
         assert_eq!(store.tip().unwrap(), 1);
         assert_eq!(store.block(1).unwrap(), Some(stored));
         assert!(store.wal(1).unwrap().is_empty(), "a commit clears the WAL");
         assert_eq!(store.locate(&Id([5; 32])).unwrap(), Some((1, 0)));
         let mut writes = Writes::new();
         writes.insert(b"k1".to_vec(), None);
-        store.commit(2, &Stored { block: vec![2], certificate: vec![2] }, &writes, &[]).unwrap();
+        store.commit(2, &Stored { block: vec![2], certificate: vec![2] }, &writes, &Outcome::default()).unwrap();
         assert_eq!(store.state().unwrap(), vec![(b"k2".to_vec(), b"v2".to_vec())]);
     }
 
@@ -458,5 +505,26 @@ mod tests {
         assert_eq!(store.block(2).unwrap().unwrap().block, vec![2]);
         assert_eq!(store.wal(3).unwrap(), vec![b"x".to_vec()]);
         assert_eq!(store.state().unwrap(), vec![(b"k2".to_vec(), b"v2".to_vec())]);
+    }
+
+    #[test]
+    fn a_database_an_older_kos_made_opens_and_has_no_outcomes() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = rocksdb::Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = rocksdb::DB::open_cf(&options, dir.path(), [CF_BLOCKS, CF_STATE, CF_INDEX, CF_WAL]).unwrap();
+            let record = serde_cbor::to_vec(&(serde_bytes::Bytes::new(b"b"), serde_bytes::Bytes::new(b"c"))).unwrap();
+            db.put_cf(db.cf_handle(CF_BLOCKS).unwrap(), be(1), record).unwrap();
+            db.put(META_TIP, be(1)).unwrap();
+        }
+        let reader = RocksStore::open_read_only(dir.path()).unwrap();
+        assert_eq!(reader.tip().unwrap(), 1);
+        assert_eq!(reader.outcome(1).unwrap(), None);
+        drop(reader);
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.block(1).unwrap().unwrap().block, b"b".to_vec());
+        assert_eq!(store.outcome(1).unwrap(), None);
     }
 }

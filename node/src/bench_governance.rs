@@ -62,7 +62,7 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
     let (mut spreads, mut from_block, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // The fee change.
-        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.commits()).collect();
+        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.follow()).collect();
         let action = Action::SetParameter(SetParameter {
             name: ParameterName::new("grid_fee_per_kwh").context("name")?,
             value: 10 + round as u64,
@@ -91,7 +91,7 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
             from_block.push(last_wall_ms - block_ms as f64);
         }
         // The freeze, with the trader offering to every node all along.
-        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.commits()).collect();
+        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.follow()).collect();
         let before: Vec<u64> = markets.iter().map(|market| market.stats().frozen).collect();
         let offering = {
             let (markets, trader, network) = (markets.clone(), trader.clone(), network.clone());
@@ -191,12 +191,12 @@ async fn pass(
 
 /// Waits for a commit carrying an event; returns when it arrived and the block's time.
 pub(crate) async fn wait_event(
-    commits: &mut tokio::sync::broadcast::Receiver<Arc<ledger::consensus::engine::Commit>>,
+    commits: &mut crate::ledger::Follower,
     wanted: impl Fn(&Event) -> bool,
 ) -> anyhow::Result<(Instant, u64)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let commit = tokio::time::timeout_at(deadline, commits.recv())
+        let commit = tokio::time::timeout_at(deadline, commits.next())
             .await
             .context("no commit with the event in 60 s")?
             .context("the ledger stopped")?;

@@ -220,7 +220,7 @@ async fn award_to_escrow(rounds: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
         })
         .await;
         anyhow::ensure!(bid_in, "the bid was not committed");
-        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.commits()).collect();
+        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.follow()).collect();
         let award = sign(&validators[0], &network, &mut nonce, Body::Award(Award { job: job_id, bid: bid_id }));
         let submitted = Instant::now();
         nodes[0].ledger.submit(award.to_bytes()).await.map_err(|error| anyhow::anyhow!("{error:?}"))?;

@@ -193,10 +193,10 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     // Commits at each validator, timed as they happen.
     let (commit_sender, mut commit_stream) = tokio::sync::mpsc::unbounded_channel();
     for (node, handle) in nodes.iter().enumerate() {
-        let mut commits = handle.ledger.commits();
+        let mut commits = handle.ledger.follow();
         let sender = commit_sender.clone();
         tokio::spawn(async move {
-            while let Ok(commit) = commits.recv().await {
+            while let Some(commit) = commits.next().await {
                 if sender.send((node, Instant::now(), commit)).is_err() {
                     break;
                 }

@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use ::ledger::consensus::engine::Commit;
-use protocol::message::{Mechanism, Side};
-use protocol::{Body, Envelope};
+use ::ledger::state::Event as LedgerEvent;
+use protocol::message::Mechanism;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
@@ -127,42 +127,46 @@ fn mechanism_name(mechanism: Mechanism) -> &'static str {
 }
 
 /// The events of one block: itself, then its trades and readings in block order.
-pub fn events_of(height: u64, block: &::ledger::Block) -> Vec<Event> {
-    let header = block.header();
+pub fn events_of(commit: &Commit) -> Vec<Event> {
+    let height = commit.height;
+    let header = commit.block.header();
     let mut events = vec![Event::Block(BlockView {
         height,
-        hash: block.hash().to_string(),
+        hash: commit.block.hash().to_string(),
         time_ms: header.time_ms,
         proposer: header.proposer.to_string(),
         entries: header.entry_count,
     })];
-    for bytes in block.entries() {
-        let Ok(envelope) = Envelope::from_bytes(bytes) else { continue };
-        match &envelope.body {
-            Body::Settlement(settlement) => {
-                let Body::Offer(bid) = &settlement.bid.body else { continue };
-                if bid.side != Side::Bid {
-                    continue;
-                }
-                events.push(Event::Trade(TradeView {
-                    id: envelope.id().to_hex(),
-                    height,
-                    time_ms: header.time_ms,
-                    pool: bid.pool.to_string(),
-                    resource: bid.pool.resource.to_string(),
-                    token: bid.pool.token.to_string(),
-                    buyer: settlement.bid.author.to_string(),
-                    seller: settlement.ask.author.to_string(),
-                    quantity: settlement.quantity,
-                    unit_price: settlement.unit_price,
-                    mechanism: mechanism_name(settlement.mechanism),
-                    delivery_start: bid.delivery_start_s,
-                }));
-            }
-            Body::Reading(reading) => events.push(Event::Reading(ReadingView {
-                id: envelope.id().to_hex(),
+    for event in &commit.events {
+        match event {
+            LedgerEvent::TradeSettled {
+                settlement,
+                pool,
+                buyer,
+                seller,
+                quantity,
+                unit_price,
+                mechanism,
+                delivery_start_s,
+                ..
+            } => events.push(Event::Trade(TradeView {
+                id: settlement.to_hex(),
                 height,
-                author: envelope.author.to_string(),
+                time_ms: header.time_ms,
+                pool: pool.to_string(),
+                resource: pool.resource.to_string(),
+                token: pool.token.to_string(),
+                buyer: buyer.to_string(),
+                seller: seller.to_string(),
+                quantity: *quantity,
+                unit_price: *unit_price,
+                mechanism: mechanism_name(*mechanism),
+                delivery_start: *delivery_start_s,
+            })),
+            LedgerEvent::ReadingAnchored { id, author, reading } => events.push(Event::Reading(ReadingView {
+                id: id.to_hex(),
+                height,
+                author: author.to_string(),
                 meter: reading.meter.to_string(),
                 interval_start_s: reading.interval_start_s,
                 interval_s: reading.interval_s,
@@ -184,20 +188,12 @@ impl Feed {
         Feed { recent: Arc::new(Mutex::new(Recent::default())), events }
     }
 
-    /// Starts following the ledger's commits, after filling the rings from the store's last blocks.
+    /// Starts following the ledger's commits from the store's last blocks, so the rings fill at once.
     pub fn spawn(ledger: &ledger::Handle, metrics: Metrics) -> Feed {
         let feed = Feed::empty();
-        // Subscribe before reading the store, so no commit falls between the two.
-        let commits = ledger.commits();
-        let reader = ledger.reader().clone();
-        if let Ok(tip) = reader.tip() {
-            for height in tip.saturating_sub(BACKFILL_BLOCKS - 1).max(1)..=tip {
-                let Ok(Some(stored)) = reader.block(height) else { continue };
-                let Ok(block) = ::ledger::Block::from_bytes(&stored.block) else { continue };
-                feed.take(height, &events_of(height, &block));
-            }
-        }
-        tokio::spawn(feed.clone().follow(commits, ledger.clone(), metrics));
+        let tip = ledger.reader().tip().unwrap_or(0);
+        let commits = ledger.follow_from(tip.saturating_sub(BACKFILL_BLOCKS - 1).max(1));
+        tokio::spawn(feed.clone().follow(commits, tip, ledger.clone(), metrics));
         feed
     }
 
@@ -217,18 +213,11 @@ impl Feed {
         true
     }
 
-    async fn follow(self, mut commits: broadcast::Receiver<Arc<Commit>>, ledger: ledger::Handle, metrics: Metrics) {
-        loop {
-            let commit = match commits.recv().await {
-                Ok(commit) => commit,
-                Err(broadcast::error::RecvError::Lagged(skipped)) => {
-                    tracing::debug!(skipped, "the feed fell behind the ledger's commits");
-                    continue;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            let events = events_of(commit.height, &commit.block);
-            if !self.take(commit.height, &events) {
+    /// Takes every commit in; the ones up to `backfill` (the tip at start) only fill the rings.
+    async fn follow(self, mut commits: ledger::Follower, backfill: u64, ledger: ledger::Handle, metrics: Metrics) {
+        while let Some(commit) = commits.next().await {
+            let events = events_of(&commit);
+            if !self.take(commit.height, &events) || commit.height <= backfill {
                 continue;
             }
             let live = ledger.status().syncing_to.is_none();

@@ -59,40 +59,24 @@ pub fn announce(network: &network::Handle, job: &Job) {
     });
 }
 
-/// Keeps the index in step with the ledger: committed postings in, awarded and closed jobs out. On start (and
-/// after falling behind) it reads every open job from the ledger's state.
-pub async fn follow(
-    index: Index,
-    ledger: crate::ledger::Handle,
-    mut commits: tokio::sync::broadcast::Receiver<Arc<::ledger::consensus::engine::Commit>>,
-) {
-    let mut reload = true;
-    loop {
-        if reload {
-            let now = crate::api::now_ms();
-            let open = ledger
-                .read(|state, _| {
-                    state
-                        .jobs()
-                        .filter(|(_, job)| job.status == ::ledger::state::job_status::OPEN)
-                        .map(|(id, job)| (id, job.poster, job.job))
-                        .collect::<Vec<_>>()
-                })
-                .await;
-            let Ok(open) = open else { return };
-            for (id, poster, job) in open {
-                index.insert(id, poster, job, now);
-            }
-            reload = false;
-        }
-        let commit = match commits.recv().await {
-            Ok(commit) => commit,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                reload = true;
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
+/// Keeps the index in step with the ledger: committed postings in, awarded and closed jobs out. On start it reads
+/// every open job from the ledger's state (the follower was made before, so no commit falls in between).
+pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: crate::ledger::Follower) {
+    let now = crate::api::now_ms();
+    let open = ledger
+        .read(|state, _| {
+            state
+                .jobs()
+                .filter(|(_, job)| job.status == ::ledger::state::job_status::OPEN)
+                .map(|(id, job)| (id, job.poster, job.job))
+                .collect::<Vec<_>>()
+        })
+        .await;
+    let Ok(open) = open else { return };
+    for (id, poster, job) in open {
+        index.insert(id, poster, job, now);
+    }
+    while let Some(commit) = commits.next().await {
         let mut posted = Vec::new();
         for event in &commit.events {
             match event {

@@ -27,7 +27,10 @@ use tracing::{debug, error, info, warn};
 
 use crate::network::{self, Acceptance, ConsensusDelivery, Delivery, PeerId, Topic};
 
+mod follow;
 mod sync;
+
+pub use follow::{Follower, read_commit};
 
 /// Inputs waiting for the ledger thread (entries, client requests, sync results).
 const INPUT_QUEUE_LEN_MAX: usize = 16_384;
@@ -41,8 +44,7 @@ const SYNC_BLOCKS_PER_REQUEST: u32 = 128;
 const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often sync progress is logged.
 const SYNC_LOG_INTERVAL: Duration = Duration::from_secs(2);
-/// Commits kept for slow subscribers (the API's event stream) before they miss some.
-const COMMIT_CHANNEL_LEN: usize = 256;
+use follow::COMMIT_CHANNEL_LEN;
 
 /// What the ledger needs to start.
 #[derive(Debug, Clone)]
@@ -154,9 +156,16 @@ impl Handle {
         self.status.clone()
     }
 
-    /// Every block committed from now on.
-    pub fn commits(&self) -> broadcast::Receiver<Arc<Commit>> {
-        self.commits.subscribe()
+    /// Every block committed from now on, none missed (see [`Follower`]).
+    pub fn follow(&self) -> Follower {
+        let commits = self.commits.subscribe();
+        let next = self.reader.tip().unwrap_or_else(|_| self.status.borrow().height) + 1;
+        Follower::new(commits, self.reader.clone(), next)
+    }
+
+    /// Every block committed from `height` on, the ones already committed read from the store first.
+    pub fn follow_from(&self, height: u64) -> Follower {
+        Follower::new(self.commits.subscribe(), self.reader.clone(), height)
     }
 
     /// Reads of committed blocks and the entry index (any thread).

@@ -194,7 +194,7 @@ struct Actor {
 
 impl Actor {
     async fn run(mut self, mut inbox: mpsc::Receiver<Command>, stats: tokio::sync::watch::Sender<Stats>) {
-        let mut commits = self.ledger.commits();
+        let mut commits = self.ledger.follow();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -203,16 +203,11 @@ impl Actor {
                     let Some(command) = command else { break };
                     self.command(command).await;
                 }
-                commit = commits.recv() => match commit {
-                    Ok(commit) => {
-                        self.committed(&commit);
-                        self.withdraw_frozen(&commit).await;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        warn!(missed, "the market missed committed blocks; its books may hold filled offers until they expire");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                },
+                commit = commits.next() => {
+                    let Some(commit) = commit else { break };
+                    self.committed(&commit);
+                    self.withdraw_frozen(&commit).await;
+                }
                 _ = tick.tick() => {
                     let outputs = self.market.handle(now_ms(), Input::Tick);
                     self.act(outputs).await;
@@ -347,17 +342,16 @@ impl Actor {
 
     /// Fills the ledger committed reduce the books, whoever settled them.
     fn committed(&mut self, commit: &ledger_crate::consensus::engine::Commit) {
-        for bytes in commit.block.entries() {
-            let Ok(envelope) = Envelope::from_bytes(bytes) else { continue };
-            match &envelope.body {
-                Body::Settlement(settlement) => {
-                    for offer in [settlement.bid.id(), settlement.ask.id()] {
-                        let _ = self.market.handle(now_ms(), Input::Filled { offer, quantity: settlement.quantity });
+        for event in &commit.events {
+            match event {
+                ledger_crate::state::Event::TradeSettled { bid, ask, quantity, .. } => {
+                    for offer in [*bid, *ask] {
+                        let _ = self.market.handle(now_ms(), Input::Filled { offer, quantity: *quantity });
                     }
                 }
-                Body::BarterCycle(cycle) => {
-                    for leg in cycle.legs.as_slice() {
-                        self.board.filled(&leg.offer.id(), leg.give_quantity);
+                ledger_crate::state::Event::BarterSettled { legs, .. } => {
+                    for (offer, quantity) in legs {
+                        self.board.filled(offer, *quantity);
                     }
                 }
                 _ => {}

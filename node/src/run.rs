@@ -25,38 +25,35 @@ pub fn init_logging(filter: &str) {
 }
 
 /// Recharges authors' fuel from what the ledger commits: a released escrow is a completed delivery (a quest), an
-/// anchored reading's export is energy contributed to the grid.
-async fn credit_fuel(
-    mut commits: tokio::sync::broadcast::Receiver<std::sync::Arc<::ledger::consensus::engine::Commit>>,
-    network: network::Handle,
-) {
-    loop {
-        let commit = match commits.recv().await {
-            Ok(commit) => commit,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        for event in &commit.events {
-            match event {
-                ::ledger::state::Event::EscrowReleased { to, .. } => network.credit(*to, network::Credit::Quest),
-                // A job done recharges its worker like a delivery; a quest of the commons twice over.
-                ::ledger::state::Event::JobDone { worker, quest, .. } => {
-                    for _ in 0..=*quest {
-                        network.credit(*worker, network::Credit::Quest);
-                    }
-                }
-                _ => {}
-            }
-        }
-        for bytes in commit.block.entries() {
-            if let Ok(envelope) = protocol::Envelope::from_bytes(bytes)
-                && let protocol::Body::Reading(reading) = &envelope.body
-                && reading.export_wh > 0
-            {
-                network.credit(envelope.author, network::Credit::Energy(reading.export_wh));
-            }
+/// anchored reading's export is energy contributed to the grid. Follows every commit (none is missed, so no credit
+/// is lost when the node is busy).
+async fn credit_fuel(mut commits: crate::ledger::Follower, network: network::Handle) {
+    while let Some(commit) = commits.next().await {
+        for credit in fuel_credits(&commit.events) {
+            network.credit(credit.0, credit.1);
         }
     }
+}
+
+/// The fuel credits a block's events earn.
+fn fuel_credits(events: &[::ledger::state::Event]) -> Vec<(protocol::PublicKey, network::Credit)> {
+    let mut credits = Vec::new();
+    for event in events {
+        match event {
+            ::ledger::state::Event::EscrowReleased { to, .. } => credits.push((*to, network::Credit::Quest)),
+            // A job done recharges its worker like a delivery; a quest of the commons twice over.
+            ::ledger::state::Event::JobDone { worker, quest, .. } => {
+                for _ in 0..=*quest {
+                    credits.push((*worker, network::Credit::Quest));
+                }
+            }
+            ::ledger::state::Event::ReadingAnchored { author, reading, .. } if reading.export_wh > 0 => {
+                credits.push((*author, network::Credit::Energy(reading.export_wh)));
+            }
+            _ => {}
+        }
+    }
+    credits
 }
 
 /// Enforces the overrides in force on the ledger at the node's edges: fuel caps in the network's fuel model, an
@@ -64,7 +61,7 @@ async fn credit_fuel(
 /// at every commit that puts an override in force or lifts one. (Freezes and device caps are enforced where
 /// offers and readings are checked: the market actor and the ledger's state machine.)
 async fn enforce_overrides(
-    mut commits: tokio::sync::broadcast::Receiver<std::sync::Arc<::ledger::consensus::engine::Commit>>,
+    mut commits: crate::ledger::Follower,
     ledger: crate::ledger::Handle,
     network: network::Handle,
     island: Option<(crate::island::Handle, protocol::types::Cell)>,
@@ -95,14 +92,7 @@ async fn enforce_overrides(
                 island.ordered(ordered).await;
             }
         }
-        let commit = match commits.recv().await {
-            Ok(commit) => commit,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                changed = true;
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
+        let Some(commit) = commits.next().await else { return };
         changed = commit.events.iter().any(|event| {
             matches!(event, ::ledger::state::Event::OverrideInForce { .. } | ::ledger::state::Event::OverrideExpired(_))
         });
@@ -189,8 +179,8 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     )?);
     let jobs = crate::jobs::Index::new();
     if let Some(ledger) = &ledger {
-        tokio::spawn(credit_fuel(ledger.commits(), handle.clone()));
-        tokio::spawn(crate::jobs::follow(jobs.clone(), ledger.clone(), ledger.commits()));
+        tokio::spawn(credit_fuel(ledger.follow(), handle.clone()));
+        tokio::spawn(crate::jobs::follow(jobs.clone(), ledger.clone(), ledger.follow()));
     }
     // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
     let market = ledger
@@ -202,7 +192,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
             (Some((island, _)), Some(cell)) => Some((island.clone(), cell)),
             _ => None,
         };
-        tokio::spawn(enforce_overrides(ledger.commits(), ledger.clone(), handle.clone(), ordered));
+        tokio::spawn(enforce_overrides(ledger.follow(), ledger.clone(), handle.clone(), ordered));
     }
     let meter = match &checked.meter {
         Some(settings) => {
@@ -376,5 +366,53 @@ pub(crate) async fn shutdown_signal() -> anyhow::Result<&'static str> {
     tokio::select! {
         result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("waiting for Ctrl-C"),
         _ = terminate.recv() => Ok("SIGTERM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ::ledger::state::Event;
+    use protocol::message::{MeterSource, Reading};
+    use protocol::types::MeterId;
+    use protocol::{Id, Keypair};
+
+    use super::*;
+
+    #[test]
+    fn deliveries_done_jobs_and_exported_energy_earn_fuel() {
+        let (seller, worker, home) = (
+            Keypair::from_seed(&[1; 32]).public(),
+            Keypair::from_seed(&[2; 32]).public(),
+            Keypair::from_seed(&[3; 32]).public(),
+        );
+        let reading = |export_wh| Reading {
+            meter: MeterId::new("home-1").unwrap(),
+            interval_start_s: 0,
+            interval_s: 900,
+            import_wh: 0,
+            export_wh,
+            generation_wh: export_wh,
+            consumption_wh: 0,
+            import_counter_wh: 0,
+            export_counter_wh: export_wh,
+            source: MeterSource::Simulated,
+        };
+        let events = vec![
+            Event::EscrowReleased { settlement: Id([1; 32]), to: seller, amount: 5 },
+            Event::JobDone { job: Id([2; 32]), worker, quest: 1 },
+            Event::ReadingAnchored { id: Id([3; 32]), author: home, reading: reading(420) },
+            Event::ReadingAnchored { id: Id([4; 32]), author: home, reading: reading(0) },
+        ];
+        let credits: Vec<String> =
+            fuel_credits(&events).into_iter().map(|(account, credit)| format!("{account} {credit:?}")).collect();
+        assert_eq!(
+            credits,
+            vec![
+                format!("{seller} Quest"),
+                format!("{worker} Quest"),
+                format!("{worker} Quest"),
+                format!("{home} Energy(420)"),
+            ]
+        );
     }
 }

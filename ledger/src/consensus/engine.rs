@@ -780,7 +780,7 @@ impl<S: Store> Engine<S> {
                 return;
             }
         };
-        let entry_ids = executed.ids.clone();
+        let outcome = crate::store::Outcome { entry_ids: executed.ids, events: executed.events };
         let stored = Stored { block: block.to_bytes(), certificate: wire::certificate_to_bytes(&certificate) };
         // The store holds the whole state: block 1 writes the genesis pairs too.
         let genesis_writes;
@@ -793,12 +793,12 @@ impl<S: Store> Engine<S> {
         } else {
             &executed.writes
         };
-        if let Err(error) = shell.store.commit(block.height(), &stored, writes, &entry_ids) {
+        if let Err(error) = shell.store.commit(block.height(), &stored, writes, &outcome) {
             shell.fail(format!("writing block {}: {error:#}", block.height()));
             return;
         }
         shell.state.apply(executed.writes, executed.lattice);
-        shell.mempool.remove_all(&entry_ids);
+        shell.mempool.remove_all(&outcome.entry_ids);
         shell.mempool.prune_expired(block.header().time_ms);
         shell.tip = (block.height(), block.hash(), block.header().time_ms);
         shell.height = block.height() + 1;
@@ -816,8 +816,8 @@ impl<S: Store> Engine<S> {
             height: block.height(),
             certificate: stored.certificate,
             block: block.clone(),
-            entry_ids,
-            events: executed.events,
+            entry_ids: outcome.entry_ids,
+            events: outcome.events,
         })));
         if shell.config.commit_wait_ms > 0 {
             shell.effects.push(Effect::StartTimer(Timer::NextHeight, shell.config.commit_wait_ms));

@@ -378,3 +378,45 @@ fn readings_of_a_registered_asset_are_held_to_its_rated_limits() {
     assert!(market.block(vec![other]).is_empty());
     assert_eq!(market.state.asset(&asset).unwrap().readings, 1);
 }
+
+/// A block's events say what its entries did, for the node's followers: each settled trade with its parties, pool
+/// and price, each anchored reading whole; a refused entry says nothing.
+#[test]
+fn a_block_says_which_trades_settled_and_which_readings_were_anchored() {
+    let mut market = Market::new("");
+    let memory = pool(0, Resource::Memory);
+    let too_low = market.trade(&memory, 1, 2, 3_000, 39_000, 40_000, 40_000);
+    let trade = market.trade(&memory, 1, 2, 3_000, 42_000, 40_000, 40_000);
+    let hour = START_MS / 1000 / 3600 * 3600;
+    let reading = market.reading(3, hour - 900, 100, 250);
+    let refused = market.block(vec![too_low, trade.clone(), reading.clone()]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let settlement = Envelope::from_bytes(&trade).unwrap();
+    let Body::Settlement(settled) = &settlement.body else { unreachable!() };
+    let anchored = Envelope::from_bytes(&reading).unwrap();
+    let Body::Reading(anchored_reading) = &anchored.body else { unreachable!() };
+    let trades: Vec<&Event> =
+        market.events.iter().filter(|event| matches!(event, Event::TradeSettled { .. })).collect();
+    assert_eq!(
+        trades,
+        vec![&Event::TradeSettled {
+            settlement: settlement.id(),
+            pool: memory.clone(),
+            bid: settled.bid.id(),
+            ask: settled.ask.id(),
+            buyer: market.key(1),
+            seller: market.key(2),
+            quantity: 3_000,
+            unit_price: 40_000,
+            mechanism: Mechanism::PayAsClear,
+            delivery_start_s: memory.next_delivery_start_s(START_MS / 1000),
+        }],
+        "only the settled trade, not the refused one"
+    );
+    let readings: Vec<&Event> =
+        market.events.iter().filter(|event| matches!(event, Event::ReadingAnchored { .. })).collect();
+    assert_eq!(
+        readings,
+        vec![&Event::ReadingAnchored { id: anchored.id(), author: market.key(3), reading: anchored_reading.clone() }]
+    );
+}
