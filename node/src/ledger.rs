@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ledger::consensus::engine::{self, Commit, Effect, Engine, Timer};
+pub use ledger::mempool::Rejected;
 use ledger::store::{RocksReader, RocksStore, Stored};
 use ledger::{Genesis, State};
 use protocol::{Id, Keypair};
@@ -91,8 +92,8 @@ enum Input {
     Shutdown,
 }
 
-/// The answer to a submitted entry: its id, or why it was refused.
-type Reply = oneshot::Sender<Result<Id, String>>;
+/// The answer to a submitted entry: its id, or why the mempool refused it.
+type Reply = oneshot::Sender<Result<Id, Rejected>>;
 
 /// A read of the state at a height, run on the ledger thread.
 type Reader = Box<dyn FnOnce(&State, u64) + Send>;
@@ -115,7 +116,7 @@ pub enum Error {
     #[error("the ledger is busy; try again")]
     Busy,
     #[error("entry refused: {0}")]
-    Refused(String),
+    Refused(Rejected),
 }
 
 impl Handle {
@@ -402,7 +403,6 @@ impl Actor {
         // (which every node also feeds to its mempool).
         let mut ledger_entries = Vec::new();
         for ((bytes, result), reply) in entries.into_iter().zip(results).zip(replies) {
-            let result = result.map_err(|rejected| rejected.to_string());
             if result.is_ok() {
                 let jobs = protocol::Envelope::from_bytes(&bytes)
                     .ok()

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kos_tests::cli::{keys, kos, wait_until};
-use kos_tests::cluster::{STARTUP, start};
+use kos_tests::cluster::{Node, STARTUP, start};
 use kos_tests::http;
 use kos_tests::process::{Process, kos_binary};
 use protocol::message::Transfer;
@@ -262,4 +262,93 @@ fn validators_under_load_keep_each_other_s_gossip_score() {
     let start = text.find(label).unwrap_or_else(|| panic!("{text}")) + label.len();
     let lowest: f64 = text[start..].split_whitespace().next().unwrap().parse().unwrap();
     assert!(lowest >= 0.0, "a validator penalised another under load:\n{text}");
+}
+
+/// An entry the ledger does not take is answered with a status that says whose move it is (issue 27: the mempool's
+/// reasons were flattened to a string, and every refusal was a 400, "the mempool is full" included): the entry's own
+/// fault 400, a duplicate or an author who cannot pay the fee 409, too many of one author's entries waiting 429, a
+/// full mempool 503.
+#[test]
+fn a_refused_entry_is_answered_with_a_status_that_says_why() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("validator");
+    let (key, peer) = keys(&dir);
+    let (alice, bob, nobody) =
+        (Keypair::from_seed(&[61; 32]), Keypair::from_seed(&[62; 32]), Keypair::from_seed(&[63; 32]));
+    let genesis = dir.join("genesis.toml");
+    kos(&[
+        "ledger",
+        "genesis",
+        "--network",
+        "kos-devnet",
+        "--out",
+        genesis.to_str().unwrap(),
+        "--validator",
+        &key,
+        "--fund",
+        &alice.public().to_hex(),
+        "--fund",
+        &bob.public().to_hex(),
+    ]);
+    // Every entry pays a fee; the mempool holds 3 entries, 2 per author; blocks come 20 s apart, so what is
+    // submitted in between waits.
+    let text = std::fs::read_to_string(&genesis).unwrap();
+    let text = if text.contains("[params]") {
+        text.replace("[params]", "[params]\nfee_per_entry = 1000")
+    } else {
+        format!("{text}\n[params]\nfee_per_entry = 1000\n")
+    };
+    std::fs::write(&genesis, text).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "[ledger]\ncommit_wait_ms = 20000\nmempool_entries_max = 3\nmempool_entries_per_author_max = 2\n",
+    )
+    .unwrap();
+    let node = Node::start(&dir, &key, &peer, &[], &[]);
+    assert!(wait_until(STARTUP, || node.height() >= Some(1)), "no blocks: {:#?}", node.process.lines());
+    let network = NetworkId::new("kos-devnet").unwrap();
+    let mut nonce = kos_tests::now_ms();
+    let mut transfer = |from: &Keypair| {
+        nonce += 1;
+        let now = kos_tests::now_ms();
+        Draft {
+            network: network.clone(),
+            nonce,
+            created_ms: now,
+            expires_ms: now + 600_000,
+            body: Body::Transfer(Transfer {
+                to: protocol::PublicKey([9; 32]),
+                token: TokenId::new("credit").unwrap(),
+                amount: 1,
+                memo: Text::new("issue 27").unwrap(),
+            }),
+        }
+        .sign(from)
+        .to_bytes()
+    };
+    // Wait for a commit, then submit within the pause that follows it.
+    let height = node.height().unwrap();
+    assert!(wait_until(Duration::from_secs(30), || node.height() > Some(height)), "no second block");
+
+    let (status, answer) = node.post_bytes("/entries", b"not an entry");
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = node.post_bytes("/entries", &transfer(&nobody));
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("cannot pay the fee"), "{answer}");
+    let first = transfer(&alice);
+    let (status, answer) = node.post_bytes("/entries", &first);
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = node.post_bytes("/entries", &first);
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("already"), "{answer}");
+    let (status, answer) = node.post_bytes("/entries", &transfer(&alice));
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = node.post_bytes("/entries", &transfer(&alice));
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("entries waiting"), "{answer}");
+    let (status, answer) = node.post_bytes("/entries", &transfer(&bob));
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = node.post_bytes("/entries", &transfer(&bob));
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer["error"].as_str().unwrap().contains("mempool is full"), "{answer}");
 }

@@ -70,6 +70,16 @@ impl Node {
         }
     }
 
+    /// A POST of raw bytes (an entry to `/entries`) with the node's token: the status and the answer.
+    pub fn post_bytes(&self, path: &str, bytes: &[u8]) -> (u16, serde_json::Value) {
+        let authorization = format!("Bearer {}", self.token);
+        let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
+        match http::request(&self.api, "POST", path, &headers, bytes) {
+            Ok(response) => (response.status, serde_json::from_slice(&response.body).unwrap_or_default()),
+            Err(error) => (0, serde_json::json!({ "error": error.to_string() })),
+        }
+    }
+
     /// The node's ledger height.
     #[must_use]
     pub fn height(&self) -> Option<u64> {

@@ -389,10 +389,25 @@ async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     match ledger.submit(bytes).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
-        Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
-        Err(ledger::Error::Busy) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger is busy; try again"),
-        Err(ledger::Error::Stopped) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(refused) => submit_error(&refused),
     }
+}
+
+/// The answer to an entry the ledger did not take, with a status that says whose move it is: the entry's own fault
+/// (400), a conflict with what is waiting or committed, or with the author's balance (409), too many of this
+/// author's entries waiting (429), or the node's capacity (503).
+fn submit_error(refused: &ledger::Error) -> Response {
+    use ledger::Rejected;
+    let status = match refused {
+        ledger::Error::Busy | ledger::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        ledger::Error::Refused(rejected) => match rejected {
+            Rejected::Invalid(_) | Rejected::NotAnEntry(_) => StatusCode::BAD_REQUEST,
+            Rejected::Duplicate | Rejected::Included | Rejected::CannotPay { .. } => StatusCode::CONFLICT,
+            Rejected::AuthorFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejected::Full => StatusCode::SERVICE_UNAVAILABLE,
+        },
+    };
+    error(status, refused.to_string())
 }
 
 /// Gossips a message the node signed, checked as every receiver checks it: `Ok(false)` when it could not be
@@ -816,8 +831,7 @@ async fn cancel_offer(
     market.cancel(offer, context.signer.public());
     match ledger.submit(envelope.to_bytes()).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response(),
-        Err(ledger::Error::Refused(reason)) => error(StatusCode::BAD_REQUEST, reason),
-        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
+        Err(refused) => submit_error(&refused),
     }
 }
 
