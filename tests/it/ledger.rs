@@ -19,6 +19,24 @@ use protocol::message::Transfer;
 use protocol::types::{Text, TokenId};
 use protocol::{Body, Draft, Keypair, NetworkId};
 
+/// A transfer of `amount` credit from `from` to a fixed account, valid for 10 minutes from now.
+fn transfer(network: &NetworkId, nonce: u64, from: &Keypair, amount: u64, memo: &str) -> protocol::Envelope {
+    let now = kos_tests::now_ms();
+    Draft {
+        network: network.clone(),
+        nonce,
+        created_ms: now,
+        expires_ms: now + 600_000,
+        body: Body::Transfer(Transfer {
+            to: protocol::PublicKey([9; 32]),
+            token: TokenId::new("credit").unwrap(),
+            amount,
+            memo: Text::new(memo).unwrap(),
+        }),
+    }
+    .sign(from)
+}
+
 struct Validator {
     dir: PathBuf,
     peer: String,
@@ -99,20 +117,7 @@ fn four_validators_survive_a_kill_9_and_agree_on_every_acknowledged_entry() {
                 for _ in 0..5 {
                     nonce += 1;
                     let node = (nonce as usize) % if down.load(Ordering::Relaxed) { 3 } else { 4 };
-                    let now = kos_tests::now_ms();
-                    let envelope = Draft {
-                        network: network.clone(),
-                        nonce,
-                        created_ms: now,
-                        expires_ms: now + 600_000,
-                        body: Body::Transfer(Transfer {
-                            to: protocol::PublicKey([9; 32]),
-                            token: TokenId::new("credit").unwrap(),
-                            amount: nonce,
-                            memo: Text::new("kill -9 test").unwrap(),
-                        }),
-                    }
-                    .sign(&client);
+                    let envelope = transfer(&network, nonce, &client, nonce, "kill -9 test");
                     let authorization = format!("Bearer {}", tokens[node].trim());
                     let response = http::request(
                         &apis[node],
@@ -310,21 +315,7 @@ fn a_refused_entry_is_answered_with_a_status_that_says_why() {
     let mut nonce = kos_tests::now_ms();
     let mut transfer = |from: &Keypair| {
         nonce += 1;
-        let now = kos_tests::now_ms();
-        Draft {
-            network: network.clone(),
-            nonce,
-            created_ms: now,
-            expires_ms: now + 600_000,
-            body: Body::Transfer(Transfer {
-                to: protocol::PublicKey([9; 32]),
-                token: TokenId::new("credit").unwrap(),
-                amount: 1,
-                memo: Text::new("issue 27").unwrap(),
-            }),
-        }
-        .sign(from)
-        .to_bytes()
+        transfer(&network, nonce, from, 1, "issue 27").to_bytes()
     };
     // Wait for a commit, then submit within the pause that follows it.
     let height = node.height().unwrap();
