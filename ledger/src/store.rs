@@ -1,9 +1,9 @@
 //! Storage behind one trait: RocksDB for nodes, memory for fast core tests and simulations.
 //!
-//! What is stored: each committed block with its commit certificate (by height), the block's outcome (its entries'
-//! ids and the events its execution produced, by height: a local record, not part of consensus), the state's
+//! What is stored: each committed block with its commit certificate (by height), the block's events (what its
+//! execution did, by height: a local record, not part of consensus), the state's
 //! key-value pairs, an index from entry id to (height, position), and the consensus write-ahead log of the height
-//! in progress. A commit writes the block, certificate, outcome, state changes and index in one atomic, synced batch
+//! in progress. A commit writes the block, certificate, events, state changes and index in one atomic, synced batch
 //! and clears the WAL, so after `kill -9` a node has every block it acknowledged and a state that matches its last
 //! block.
 
@@ -23,9 +23,10 @@ pub struct Stored {
     pub certificate: Vec<u8>,
 }
 
-/// What a committed block did, as this node executed it: its entries' ids in block order and its events. Kept
-/// beside the block so that whoever follows the ledger can read a commit it missed without executing it again.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// What a committed block did, as this node executed it: its entries' ids in block order (for the index) and its
+/// events. The events are kept beside the block, so that whoever follows the ledger can read a commit it missed
+/// without executing it again (the ids are not: the block's entries give them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
     pub entry_ids: Vec<Id>,
     pub events: Vec<Event>,
@@ -40,10 +41,10 @@ pub trait Store: Send {
     fn state(&self) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>>;
     /// Where an entry is: (height, position in the block).
     fn locate(&self, id: &Id) -> anyhow::Result<Option<(u64, u32)>>;
-    /// The outcome of the block at `height` (`None` before it commits, or for a block an older kos stored).
-    fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>>;
-    /// Writes a block, its certificate, its outcome, the state changes and the entry index atomically and
-    /// durably, and clears the WAL.
+    /// The events of the block at `height` (`None` before it commits, or for a block an older kos stored).
+    fn events(&self, height: u64) -> anyhow::Result<Option<Vec<Event>>>;
+    /// Writes a block, its certificate, its events, the state changes and the entry index atomically and durably,
+    /// and clears the WAL.
     fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, outcome: &Outcome) -> anyhow::Result<()>;
     /// Adds a WAL record for `height` (buffered until [`Store::wal_sync`]).
     fn wal_append(&mut self, height: u64, record: Vec<u8>) -> anyhow::Result<()>;
@@ -61,7 +62,7 @@ pub struct MemoryStore(Arc<Mutex<Memory>>);
 #[derive(Debug, Default)]
 struct Memory {
     blocks: BTreeMap<u64, Stored>,
-    outcomes: BTreeMap<u64, Outcome>,
+    events: BTreeMap<u64, Vec<Event>>,
     state: BTreeMap<Vec<u8>, Vec<u8>>,
     index: BTreeMap<Id, (u64, u32)>,
     wal_height: u64,
@@ -103,14 +104,14 @@ impl Store for MemoryStore {
         Ok(self.lock().index.get(id).copied())
     }
 
-    fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>> {
-        Ok(self.lock().outcomes.get(&height).cloned())
+    fn events(&self, height: u64) -> anyhow::Result<Option<Vec<Event>>> {
+        Ok(self.lock().events.get(&height).cloned())
     }
 
     fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, outcome: &Outcome) -> anyhow::Result<()> {
         let mut memory = self.lock();
         memory.blocks.insert(height, stored.clone());
-        memory.outcomes.insert(height, outcome.clone());
+        memory.events.insert(height, outcome.events.clone());
         for (key, value) in writes {
             match value {
                 Some(value) => memory.state.insert(key.clone(), value.clone()),
@@ -153,15 +154,15 @@ const CF_BLOCKS: &str = "blocks";
 const CF_STATE: &str = "state";
 const CF_INDEX: &str = "index";
 const CF_WAL: &str = "wal";
-const CF_OUTCOMES: &str = "outcomes";
+const CF_EVENTS: &str = "events";
 /// Every column family, in the order they are opened.
-const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_OUTCOMES, CF_STATE, CF_INDEX, CF_WAL];
+const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_EVENTS, CF_STATE, CF_INDEX, CF_WAL];
 const META_TIP: &[u8] = b"tip";
 const META_WAL_HEIGHT: &[u8] = b"wal-height";
 
-/// RocksDB storage: column families `blocks` (height → [block, certificate]), `outcomes` (height → [entry ids,
-/// events]), `state`, `index` (entry id → height, position) and `wal` (sequence → record), plus tip and WAL height
-/// in the default family. A database an older kos made gets `outcomes` when opened (its blocks have none).
+/// RocksDB storage: column families `blocks` (height → [block, certificate]), `events` (height → the block's
+/// events), `state`, `index` (entry id → height, position) and `wal` (sequence → record), plus tip and WAL height
+/// in the default family. A database an older kos made gets `events` when opened (its blocks have none).
 pub struct RocksStore {
     db: Arc<rocksdb::DB>,
     wal_height: u64,
@@ -202,7 +203,7 @@ impl RocksStore {
     /// Opens a store read-only (also while a node has it open): for export and verification.
     pub fn open_read_only(path: &Path) -> anyhow::Result<RocksReader> {
         let options = rocksdb::Options::default();
-        // A database an older kos wrote has no `outcomes` family, and a read-only open cannot create it.
+        // A database an older kos wrote has no `events` family, and a read-only open cannot create it.
         let existing = rocksdb::DB::list_cf(&options, path).unwrap_or_default();
         let families = FAMILIES.into_iter().filter(|name| existing.is_empty() || existing.iter().any(|cf| cf == name));
         let db = rocksdb::DB::open_cf_for_read_only(&options, path, families, false)
@@ -258,10 +259,10 @@ fn rocks_block(db: &rocksdb::DB, height: u64) -> anyhow::Result<Option<Stored>> 
     Ok(Some(Stored { block: block.into_vec(), certificate: certificate.into_vec() }))
 }
 
-fn rocks_outcome(db: &rocksdb::DB, height: u64) -> anyhow::Result<Option<Outcome>> {
-    let Some(cf) = db.cf_handle(CF_OUTCOMES) else { return Ok(None) };
+fn rocks_events(db: &rocksdb::DB, height: u64) -> anyhow::Result<Option<Vec<Event>>> {
+    let Some(cf) = db.cf_handle(CF_EVENTS) else { return Ok(None) };
     let Some(bytes) = db.get_cf(cf, be(height))? else { return Ok(None) };
-    Ok(Some(serde_cbor::from_slice(&bytes).context("stored block outcome")?))
+    Ok(Some(serde_cbor::from_slice(&bytes).context("stored block events")?))
 }
 
 fn rocks_locate(db: &rocksdb::DB, id: &Id) -> anyhow::Result<Option<(u64, u32)>> {
@@ -314,8 +315,8 @@ impl RocksReader {
     }
 
     /// What the block at `height` did (see [`Outcome`]).
-    pub fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>> {
-        rocks_outcome(&self.db, height)
+    pub fn events(&self, height: u64) -> anyhow::Result<Option<Vec<Event>>> {
+        rocks_events(&self.db, height)
     }
 
     /// Where a committed entry is: (height, position in the block).
@@ -376,8 +377,8 @@ impl Store for RocksStore {
         rocks_locate(&self.db, id)
     }
 
-    fn outcome(&self, height: u64) -> anyhow::Result<Option<Outcome>> {
-        rocks_outcome(&self.db, height)
+    fn events(&self, height: u64) -> anyhow::Result<Option<Vec<Event>>> {
+        rocks_events(&self.db, height)
     }
 
     fn commit(&mut self, height: u64, stored: &Stored, writes: &Writes, outcome: &Outcome) -> anyhow::Result<()> {
@@ -387,7 +388,7 @@ impl Store for RocksStore {
             serde_bytes::Bytes::new(&stored.certificate),
         ))?;
         batch.put_cf(self.cf(CF_BLOCKS)?, be(height), record);
-        batch.put_cf(self.cf(CF_OUTCOMES)?, be(height), serde_cbor::to_vec(outcome)?);
+        batch.put_cf(self.cf(CF_EVENTS)?, be(height), serde_cbor::to_vec(&outcome.events)?);
         let state = self.cf(CF_STATE)?;
         for (key, value) in writes {
             match value {
@@ -462,9 +463,9 @@ mod tests {
             entry_ids: vec![Id([5; 32])],
             events: vec![Event::BarterSettled { cycle: Id([5; 32]), legs: vec![(Id([6; 32]), 7)] }],
         };
-        assert_eq!(store.outcome(1).unwrap(), None);
+        assert_eq!(store.events(1).unwrap(), None);
         store.commit(1, &stored, &writes, &outcome).unwrap();
-        assert_eq!(store.outcome(1).unwrap(), Some(outcome), "a block's outcome is kept beside it");
+        assert_eq!(store.events(1).unwrap(), Some(outcome.events), "a block's events are kept beside it");
         assert_eq!(store.tip().unwrap(), 1);
         assert_eq!(store.block(1).unwrap(), Some(stored));
         assert!(store.wal(1).unwrap().is_empty(), "a commit clears the WAL");
@@ -508,7 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn a_database_an_older_kos_made_opens_and_has_no_outcomes() {
+    fn a_database_an_older_kos_made_opens_and_has_no_events() {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut options = rocksdb::Options::default();
@@ -521,10 +522,10 @@ mod tests {
         }
         let reader = RocksStore::open_read_only(dir.path()).unwrap();
         assert_eq!(reader.tip().unwrap(), 1);
-        assert_eq!(reader.outcome(1).unwrap(), None);
+        assert_eq!(reader.events(1).unwrap(), None);
         drop(reader);
         let store = RocksStore::open(dir.path()).unwrap();
         assert_eq!(store.block(1).unwrap().unwrap().block, b"b".to_vec());
-        assert_eq!(store.outcome(1).unwrap(), None);
+        assert_eq!(store.events(1).unwrap(), None);
     }
 }

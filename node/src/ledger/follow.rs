@@ -2,7 +2,7 @@
 //! events). One lag policy for every part of the node that follows the ledger (the market's books, fuel credits,
 //! the jobs index, overrides, the feed): commits come from a bounded broadcast while the follower keeps up, and a
 //! follower that fell behind (the broadcast dropped commits it had not read) reads the ones it missed back from the
-//! store, where each block's outcome is kept beside it. Nothing is skipped, and nobody decodes block bytes again
+//! store, where each block's events are kept beside it. Nothing is skipped, and nobody decodes block bytes again
 //! but the rare follower catching up.
 
 use std::sync::Arc;
@@ -121,19 +121,18 @@ pub fn read_commit(reader: &RocksReader, height: u64) -> anyhow::Result<Commit> 
     let stored = reader.block(height)?.ok_or_else(|| anyhow::anyhow!("block {height} is not in the store"))?;
     let block = ledger::Block::from_bytes(&stored.block)
         .map_err(|error| anyhow::anyhow!("block {height} in the store does not decode: {error}"))?;
-    let outcome = match reader.outcome(height)? {
-        Some(outcome) => outcome,
-        None => {
-            // Blocks an older kos stored have no outcome: their entries' ids are derived, their events are gone.
-            warn!(height, "block {height} was stored without its events (by an older kos); followers see none");
-            let entry_ids = block
-                .entries()
-                .filter_map(|bytes| protocol::Envelope::from_bytes(bytes).ok().map(|envelope| envelope.id()))
-                .collect();
-            ledger::store::Outcome { entry_ids, events: Vec::new() }
-        }
-    };
-    Ok(Commit { height, block, certificate: stored.certificate, entry_ids: outcome.entry_ids, events: outcome.events })
+    let events = reader.events(height)?.unwrap_or_else(|| {
+        // Blocks an older kos stored have no events.
+        warn!(height, "block {height} was stored without its events (by an older kos); followers see none");
+        Vec::new()
+    });
+    // The ids are the entries' own (the store keeps them only in the index).
+    let entry_ids = block
+        .entries()
+        .map(|bytes| protocol::Envelope::from_bytes(bytes).map(|envelope| envelope.id()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| anyhow::anyhow!("an entry of block {height} in the store does not decode: {error}"))?;
+    Ok(Commit { height, block, certificate: stored.certificate, entry_ids, events })
 }
 
 #[cfg(test)]
@@ -161,7 +160,7 @@ mod tests {
         };
         let block = ledger::Block::new(header, Vec::new());
         let cycle = Id([u8::try_from(height).unwrap(); 32]);
-        let outcome = Outcome { entry_ids: vec![cycle], events: vec![Event::BarterSettled { cycle, legs: vec![] }] };
+        let outcome = Outcome { entry_ids: Vec::new(), events: vec![Event::BarterSettled { cycle, legs: vec![] }] };
         let stored = Stored { block: block.to_bytes(), certificate: vec![u8::try_from(height).unwrap()] };
         store.commit(height, &stored, &ledger::state::Writes::new(), &outcome).unwrap();
         Arc::new(Commit {
