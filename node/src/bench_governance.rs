@@ -17,7 +17,7 @@ use protocol::types::{ParameterName, Text};
 use protocol::{Body, Draft, Keypair, NetworkId};
 
 use crate::bench_ledger::{percentile, start_cluster};
-use crate::network::local::now_ms;
+use crate::clock::now_ms;
 
 /// The results of a run, milliseconds.
 #[derive(Debug, Clone)]

@@ -24,7 +24,7 @@ use protocol::{Body, Draft, Id, Keypair, NetworkId, PublicKey};
 
 use crate::bench_governance::wait_event;
 use crate::bench_ledger::{percentile, start_cluster};
-use crate::network::local::now_ms;
+use crate::clock::now_ms;
 
 /// The results of a run.
 #[derive(Debug, Clone)]

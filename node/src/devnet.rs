@@ -7,12 +7,13 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
 use serde_json::Value;
 
+use crate::clock::now_s;
 use crate::keyfile;
 
 /// The neighbourhood's energy pool: 15-second delivery intervals (a simulated quarter hour at 60×).
@@ -76,10 +77,6 @@ fn home_profile(index: usize) -> (f64, f64, bool) {
     const PV: [f64; 8] = [10.0, 0.0, 6.0, 8.0, 0.0, 5.0, 0.0, 12.0];
     const ANNUAL: [f64; 8] = [3500.0, 4500.0, 3000.0, 5000.0, 2500.0, 4000.0, 6000.0, 3500.0];
     (PV[index % 8], ANNUAL[index % 8], index % 3 == 2)
-}
-
-fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs())
 }
 
 /// `hour`:00 UTC on midsummer day of the current year.

@@ -221,7 +221,7 @@ impl Feed {
                 continue;
             }
             let live = ledger.status().syncing_to.is_none();
-            metrics.committed(&events, live, crate::api::now_ms());
+            metrics.committed(&events, live, crate::clock::now_ms());
             for event in events {
                 // No subscriber is not an error.
                 let _ = self.events.send(Arc::new(event));

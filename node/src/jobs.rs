@@ -62,7 +62,7 @@ pub fn announce(network: &network::Handle, job: &Job) {
 /// Keeps the index in step with the ledger: committed postings in, awarded and closed jobs out. On start it reads
 /// every open job from the ledger's state (the follower was made before, so no commit falls in between).
 pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: crate::ledger::Follower) {
-    let now = crate::api::now_ms();
+    let now = crate::clock::now_ms();
     let open = ledger
         .read(|state, _| {
             state
@@ -102,7 +102,7 @@ pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: cr
                 })
                 .await;
             let Ok(open) = read else { return };
-            let now = crate::api::now_ms();
+            let now = crate::clock::now_ms();
             for (id, job) in open {
                 index.insert(id, job.poster, job.job, now);
             }

@@ -45,6 +45,7 @@ const SYNC_BLOCKS_PER_REQUEST: u32 = 128;
 const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often sync progress is logged.
 const SYNC_LOG_INTERVAL: Duration = Duration::from_secs(2);
+use crate::clock::now_ms;
 use follow::COMMIT_CHANNEL_LEN;
 
 /// What the ledger needs to start.
@@ -257,12 +258,6 @@ pub fn start(
         })
         .context("starting the ledger thread")?;
     Ok(Started { handle, done })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn to_malachite(peer: &PeerId) -> Option<ledger::consensus::PeerId> {

@@ -8,6 +8,7 @@ pub mod bench_jobs;
 pub mod bench_ledger;
 pub mod bench_market;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod devnet;
 pub mod feed;

@@ -19,6 +19,7 @@ use protocol::{Envelope, Id, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::clock::now_ms;
 use crate::ledger;
 
 /// Commands queued to the actor before it refuses more.
@@ -157,12 +158,6 @@ impl Handle {
     pub fn first_open_delivery_s(&self, pool: &PoolId, now_ms: u64) -> u64 {
         ::market::pools::first_open_delivery_s(pool, now_ms, self.gate_lead_ms)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Starts the actor on the current tokio runtime.

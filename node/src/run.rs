@@ -175,7 +175,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         &checked.data_dir,
         keypair.clone(),
         handle.network().clone(),
-        crate::network::local::now_ms(),
+        crate::clock::now_ms(),
     )?);
     let jobs = crate::jobs::Index::new();
     if let Some(ledger) = &ledger {
@@ -288,7 +288,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 if delivery.topic == Topic::Jobs
                     && let protocol::Body::Job(job) = &delivery.envelope.body
                 {
-                    jobs.insert(delivery.envelope.id(), delivery.envelope.author, job.clone(), crate::api::now_ms());
+                    jobs.insert(delivery.envelope.id(), delivery.envelope.author, job.clone(), crate::clock::now_ms());
                 }
                 if matches!(delivery.topic, Topic::Ledger | Topic::Readings | Topic::Jobs)
                     && let Some(ledger) = &ledger

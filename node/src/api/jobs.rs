@@ -18,7 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{Context, authorized, error, no_ledger, now_ms, parse, sign_now, submit_bytes, unauthorized};
+use super::{Context, authorized, error, no_ledger, parse, sign_now, submit_bytes, unauthorized};
+use crate::clock::now_ms;
 use ::ledger::state::{BidState, JobState, job_escrow_account, job_status};
 
 /// Most jobs one `GET /jobs` lists.

@@ -69,6 +69,7 @@ pub mod governance;
 pub mod jobs;
 pub mod live;
 pub mod server;
+use crate::clock::now_ms;
 use crate::network::{self, Stats};
 
 /// Largest request body (one envelope).
@@ -475,12 +476,6 @@ struct OfferRequest {
     delivery_start: Option<u64>,
     /// Lifetime in seconds; default 900, or until the delivery starts when that is later (at most 7 days).
     expires_in_s: Option<u64>,
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Signs a body with the node's signer, now, for `lifetime_ms` (500 when it cannot: its nonce reservation could not

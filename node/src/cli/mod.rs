@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use protocol::message::{Offer, PoolId, Side};
 use protocol::{Body, Draft, NetworkId, amount};
 
+use crate::clock::try_now_ms as now_ms;
 use crate::keyfile;
 
 mod ledger;
@@ -629,11 +630,6 @@ fn run_node(paths: &Paths, args: RunArgs) -> anyhow::Result<()> {
     };
     let keypair = keyfile::read(&key_file)?;
     crate::run::run(checked, keypair)
-}
-
-fn now_ms() -> anyhow::Result<u64> {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).context("the system clock is before 1970")?;
-    u64::try_from(since.as_millis()).context("the system clock is beyond the year 584 million")
 }
 
 fn keys_generate(path: &Path, force: bool) -> anyhow::Result<()> {

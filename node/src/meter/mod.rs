@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::clock::now_ms;
 use crate::network::{self, Topic};
 
 /// How long a signed reading may wait to be anchored.
@@ -207,12 +208,6 @@ impl Handle {
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Starts the actor on the current runtime.

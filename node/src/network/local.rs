@@ -88,9 +88,4 @@ pub fn offer(keypair: &Keypair, network: &NetworkId, pool: &PoolId, nonce: u64, 
     .sign(keypair)
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::clock::now_ms;

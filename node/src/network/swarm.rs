@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use libp2p::futures::{FutureExt as _, StreamExt as _};
@@ -26,6 +26,7 @@ use super::{
     Command, Config, Delivery, Error, Handle, Info, RECENT_OFFERS_PER_POOL_MAX, RECENT_OFFERS_PER_RESPONSE_MAX,
     Request, Response, Stats, Topic,
 };
+use crate::clock::now_ms;
 use energy::fuel::{Class, Fuel, Priority, Standing, Verdict as FuelVerdict};
 
 /// What a proven fault (an invalid synced block, say) adds to a peer's penalty; the application score is minus
@@ -77,10 +78,6 @@ fn sync_behaviour(config: &Config) -> anyhow::Result<request_response::cbor::Beh
         .with_request_timeout(Duration::from_secs(10))
         .with_max_concurrent_streams(32);
     Ok(request_response::Behaviour::with_codec(codec, [(protocol, ProtocolSupport::Full)], settings))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn kademlia_protocol(config: &Config) -> anyhow::Result<StreamProtocol> {
