@@ -188,11 +188,14 @@ impl Feed {
         Feed { recent: Arc::new(Mutex::new(Recent::default())), events }
     }
 
-    /// Starts following the ledger's commits from the store's last blocks, so the rings fill at once.
+    /// Starts following the ledger's commits from the store's last blocks, so the rings fill as soon as it starts
+    /// (a store whose tip cannot be read: from the next commit on).
     pub fn spawn(ledger: &ledger::Handle, metrics: Metrics) -> Feed {
         let feed = Feed::empty();
-        let tip = ledger.reader().tip().unwrap_or(0);
-        let commits = ledger.follow_from(tip.saturating_sub(BACKFILL_BLOCKS - 1).max(1));
+        let (commits, tip) = match ledger.reader().tip() {
+            Ok(tip) => (ledger.follow_from(tip.saturating_sub(BACKFILL_BLOCKS - 1).max(1)), tip),
+            Err(_) => (ledger.follow(), 0),
+        };
         tokio::spawn(feed.clone().follow(commits, tip, ledger.clone(), metrics));
         feed
     }
@@ -220,8 +223,9 @@ impl Feed {
             if !self.take(commit.height, &events) || commit.height <= backfill {
                 continue;
             }
-            let live = ledger.status().syncing_to.is_none();
-            metrics.committed(&events, live, crate::clock::now_ms());
+            // A block synced, or read back late from the store, says nothing about finality.
+            let live = ledger.status().syncing_to.is_none() && !commits.last_read_back();
+            metrics.committed(&commit, live, crate::clock::now_ms());
             for event in events {
                 // No subscriber is not an error.
                 let _ = self.events.send(Arc::new(event));

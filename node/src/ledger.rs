@@ -31,6 +31,8 @@ use crate::network::{self, Acceptance, ConsensusDelivery, Delivery, PeerId, Topi
 mod follow;
 mod sync;
 
+#[cfg(test)]
+pub(crate) use follow::empty_commit;
 pub use follow::{Follower, read_commit};
 
 /// Inputs waiting for the ledger thread (entries, client requests, sync results).

@@ -10,7 +10,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::feed::Event;
+use ::ledger::consensus::engine::Commit;
+use ::ledger::state::Event;
+
 use crate::network::Stats;
 
 /// Metrics counted as blocks commit; clones share their values.
@@ -43,26 +45,25 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a committed block's events. `live`: the node is not catching up, so the block's age at commit is
     /// its finality latency (from the proposer's timestamp to this node's commit).
-    pub fn committed(&self, events: &[Event], live: bool, now_ms: u64) {
-        for event in events {
+    pub fn committed(&self, commit: &Commit, live: bool, now_ms: u64) {
+        self.blocks.inc();
+        if live {
+            let seconds = now_ms.saturating_sub(commit.block.header().time_ms) as f64 / 1000.0;
+            self.finality.observe(seconds);
+        }
+        for event in &commit.events {
             match event {
-                Event::Block(block) => {
-                    self.blocks.inc();
-                    if live {
-                        let seconds = now_ms.saturating_sub(block.time_ms) as f64 / 1000.0;
-                        self.finality.observe(seconds);
-                    }
-                }
-                Event::Trade(trade) => {
-                    let labels = vec![("resource".to_string(), trade.resource.clone())];
+                Event::TradeSettled { pool, quantity, .. } => {
+                    let labels = vec![("resource".to_string(), pool.resource.to_string())];
                     self.trades.get_or_create(&labels).inc();
-                    self.traded_quantity.get_or_create(&labels).inc_by(trade.quantity);
+                    self.traded_quantity.get_or_create(&labels).inc_by(*quantity);
                 }
-                Event::Reading(reading) => {
+                Event::ReadingAnchored { reading, .. } => {
                     self.readings.inc();
                     self.exported_wh.inc_by(reading.export_wh);
                     self.imported_wh.inc_by(reading.import_wh);
                 }
+                _ => {}
             }
         }
     }
@@ -297,34 +298,30 @@ pub fn render(metrics: &Metrics, snapshot: Snapshot) -> Result<String, std::fmt:
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use ::ledger::state::Event;
+    use protocol::Id;
+    use protocol::message::{Mechanism, PoolId};
+
     use super::*;
-    use crate::feed::{BlockView, TradeView};
+    use crate::ledger::empty_commit;
 
     #[test]
     fn the_page_has_help_units_and_the_counted_values() {
         let metrics = Metrics::default();
-        let block = Event::Block(BlockView {
-            height: 7,
-            hash: String::new(),
-            time_ms: 10_000,
-            proposer: String::new(),
-            entries: 1,
-        });
-        let trade = Event::Trade(TradeView {
-            id: String::new(),
-            height: 7,
-            time_ms: 10_000,
-            pool: "energy/credit/u33db/900".into(),
-            resource: "energy".into(),
-            token: "credit".into(),
-            buyer: String::new(),
-            seller: String::new(),
+        let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
+        let trade = Event::TradeSettled {
+            settlement: Id([1; 32]),
+            pool,
+            bid: Id([2; 32]),
+            ask: Id([3; 32]),
+            buyer: protocol::Keypair::from_seed(&[2; 32]).public(),
+            seller: protocol::Keypair::from_seed(&[3; 32]).public(),
             quantity: 1500,
             unit_price: 250,
-            mechanism: "pay-as-clear",
-            delivery_start: 0,
-        });
-        metrics.committed(&[block, trade], true, 10_400);
+            mechanism: Mechanism::PayAsClear,
+            delivery_start_s: 0,
+        };
+        metrics.committed(&empty_commit(7, 10_000, vec![trade]), true, 10_400);
         let snapshot = Snapshot {
             peers: 3,
             gossip: vec![("accepted", "", 42), ("fuel_throttled", "", 2)],
@@ -368,17 +365,7 @@ mod tests {
         // A catching-up node does not count old blocks as latency.
         let before =
             text.lines().find(|line| line.starts_with("kos_finality_latency_seconds_count")).map(str::to_owned);
-        metrics.committed(
-            &[Event::Block(BlockView {
-                height: 8,
-                hash: String::new(),
-                time_ms: 0,
-                proposer: String::new(),
-                entries: 0,
-            })],
-            false,
-            10_000_000,
-        );
+        metrics.committed(&empty_commit(8, 0, Vec::new()), false, 10_000_000);
         let again = render(&metrics, Snapshot::default()).unwrap();
         assert_eq!(
             again.lines().find(|line| line.starts_with("kos_finality_latency_seconds_count")).map(str::to_owned),

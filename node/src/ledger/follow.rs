@@ -15,23 +15,42 @@ use tracing::{error, warn};
 /// Commits kept in the broadcast for followers that are busy; one further behind reads from the store.
 pub const COMMIT_CHANNEL_LEN: usize = 256;
 
+/// How long a follower waits before reading the store again after it failed to (a transient I/O error).
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A follower of the ledger's commits from one height on (see the module docs).
 pub struct Follower {
     commits: broadcast::Receiver<Arc<Commit>>,
     reader: RocksReader,
     /// The next height to yield.
     next: u64,
+    /// The first height the broadcast is sure to carry (or to report as missed): the store's tip when the follower
+    /// subscribed, plus one. Heights below it come from the store.
+    live_from: u64,
     /// A commit received ahead of `next`, waiting while the ones before it are read from the store.
     ahead: Option<Arc<Commit>>,
     /// Commits read back from the store (counted for the tests and the logs).
     read_back: u64,
+    /// Whether the last commit yielded was read back from the store (it is late: not a measure of finality).
+    last_read_back: bool,
+}
+
+/// What reading one height from the store gave.
+enum Read {
+    Commit(Arc<Commit>),
+    /// The store lacks the block or cannot decode it: a damaged store, logged and passed over.
+    Damaged,
+    /// The store could not be read just now.
+    Failed,
 }
 
 impl Follower {
-    /// Follows from `from` on. `commits` must have been subscribed before the store's tip was read, so that no
-    /// commit falls between the two.
+    /// Follows from `from` on. `commits` must have been subscribed before this is called, so that no commit falls
+    /// between the subscription and the store's tip read here.
     pub fn new(commits: broadcast::Receiver<Arc<Commit>>, reader: RocksReader, from: u64) -> Follower {
-        Follower { commits, reader, next: from.max(1), ahead: None, read_back: 0 }
+        let next = from.max(1);
+        let live_from = reader.tip().map_or(next, |tip| tip + 1);
+        Follower { commits, reader, next, live_from, ahead: None, read_back: 0, last_read_back: false }
     }
 
     /// The next height this follower will yield.
@@ -39,86 +58,102 @@ impl Follower {
         self.next
     }
 
-    /// Commits this follower read back from the store because it fell behind.
+    /// Commits this follower read back from the store because it fell behind or started below the tip.
     pub fn read_back(&self) -> u64 {
         self.read_back
     }
 
-    /// The next committed block, waiting for it if need be; `None` when the ledger has stopped. Cancel-safe (for
-    /// `select!`): its only wait is the broadcast's, and nothing is taken before it.
+    /// Whether the commit last yielded was read back from the store rather than received as it committed.
+    pub fn last_read_back(&self) -> bool {
+        self.last_read_back
+    }
+
+    /// The next committed block, waiting for it if need be; `None` once the commit channel has closed (every
+    /// sender gone). Cancel-safe (for `select!`): it waits only before taking anything, or before moving past a
+    /// height it has not yielded.
     pub async fn next(&mut self) -> Option<Arc<Commit>> {
         loop {
-            if let Some(commit) = self.ahead.take() {
-                if commit.height == self.next {
+            // Catching up from the store never waits on the broadcast: give the runtime its turn.
+            tokio::task::consume_budget().await;
+            let wanted = match self.ahead.take() {
+                Some(commit) if commit.height == self.next => {
                     self.next += 1;
+                    self.last_read_back = false;
                     return Some(commit);
                 }
-                if commit.height > self.next {
-                    let height = self.next;
+                Some(commit) if commit.height > self.next => {
                     self.ahead = Some(commit);
-                    if let Some(commit) = self.read(height) {
-                        return Some(commit);
-                    }
+                    Some(self.next)
+                }
+                // Below `next`: already yielded.
+                Some(_) => continue,
+                // Heights the store had when this follower subscribed.
+                None if self.next < self.live_from => Some(self.next),
+                None => None,
+            };
+            if let Some(height) = wanted {
+                match self.read(height) {
+                    Read::Commit(commit) => return Some(commit),
+                    Read::Damaged => {}
+                    Read::Failed => tokio::time::sleep(STORE_RETRY).await,
                 }
                 continue;
             }
-            // The broadcast first: what it holds needs no reading or decoding.
-            match self.commits.try_recv() {
-                Ok(commit) => {
-                    self.take(commit);
-                    continue;
-                }
-                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                    self.lagged(missed);
-                    continue;
-                }
-                Err(broadcast::error::TryRecvError::Closed) => return None,
-                Err(broadcast::error::TryRecvError::Empty) => {}
-            }
-            // The store may be ahead of the broadcast: a follower that started below the tip reads up to it.
-            if self.reader.tip().is_ok_and(|tip| tip >= self.next)
-                && let Some(commit) = self.read(self.next)
-            {
-                return Some(commit);
-            }
             match self.commits.recv().await {
-                Ok(commit) => self.take(commit),
-                Err(broadcast::error::RecvError::Lagged(missed)) => self.lagged(missed),
+                Ok(commit) => {
+                    // A commit below `next` was already yielded (read from the store).
+                    if commit.height >= self.next {
+                        self.ahead = Some(commit);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(
+                        missed,
+                        from = self.next,
+                        "a ledger follower fell behind; it reads the commits it missed from the store"
+                    );
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     }
 
-    fn take(&mut self, commit: Arc<Commit>) {
-        // A commit below `next` was already yielded (read from the store before the broadcast got to it).
-        if commit.height >= self.next {
-            self.ahead = Some(commit);
-        }
-    }
-
-    fn lagged(&self, missed: u64) {
-        warn!(missed, from = self.next, "a ledger follower fell behind; it reads the commits it missed from the store");
-    }
-
     /// Reads the commit at `height` from the store and moves past it. A block the store lacks below its tip, or
     /// cannot decode, is a damaged store: it is logged as such and passed over, so that a follower does not stop.
-    fn read(&mut self, height: u64) -> Option<Arc<Commit>> {
-        self.next = height + 1;
-        let commit = match read_commit(&self.reader, height) {
-            Ok(commit) => commit,
+    /// A read that failed (I/O) moves past nothing: the caller tries again.
+    fn read(&mut self, height: u64) -> Read {
+        let stored = match self.reader.block(height) {
+            Ok(stored) => stored,
             Err(error) => {
-                error!(height, "{error:#}: a ledger follower passes over this block");
-                return None;
+                warn!(height, "{error:#}: a ledger follower could not read the store; it tries again");
+                return Read::Failed;
             }
         };
-        self.read_back += 1;
-        Some(Arc::new(commit))
+        self.next = height + 1;
+        match stored
+            .ok_or_else(|| anyhow::anyhow!("block {height} is not in the store"))
+            .and_then(|stored| commit_of(&self.reader, height, stored))
+        {
+            Ok(commit) => {
+                self.read_back += 1;
+                self.last_read_back = true;
+                Read::Commit(Arc::new(commit))
+            }
+            Err(error) => {
+                error!(height, "{error:#}: a ledger follower passes over this block");
+                Read::Damaged
+            }
+        }
     }
 }
 
 /// The commit at `height` as the store has it.
 pub fn read_commit(reader: &RocksReader, height: u64) -> anyhow::Result<Commit> {
     let stored = reader.block(height)?.ok_or_else(|| anyhow::anyhow!("block {height} is not in the store"))?;
+    commit_of(reader, height, stored)
+}
+
+fn commit_of(reader: &RocksReader, height: u64, stored: ledger::store::Stored) -> anyhow::Result<Commit> {
     let block = ledger::Block::from_bytes(&stored.block)
         .map_err(|error| anyhow::anyhow!("block {height} in the store does not decode: {error}"))?;
     let events = reader.events(height)?.unwrap_or_else(|| {
@@ -135,41 +170,41 @@ pub fn read_commit(reader: &RocksReader, height: u64) -> anyhow::Result<Commit> 
     Ok(Commit { height, block, certificate: stored.certificate, entry_ids, events })
 }
 
+/// A commit of a block without entries at `height`, proposed at `time_ms`, with `events` (for tests).
+#[cfg(test)]
+pub(crate) fn empty_commit(height: u64, time_ms: u64, events: Vec<ledger::state::Event>) -> Commit {
+    let header = ledger::block::Header {
+        version: ledger::block::BLOCK_VERSION,
+        network: protocol::NetworkId::new("kos-test").unwrap_or_else(|_| unreachable!()),
+        height,
+        time_ms,
+        parent: ledger::Hash([0; 32]),
+        proposer: protocol::Keypair::from_seed(&[1; 32]).public(),
+        entries_root: ledger::Hash([0; 32]),
+        entry_count: 0,
+        state_root: ledger::Hash([0; 32]),
+        validators_hash: ledger::Hash([0; 32]),
+    };
+    let block = ledger::Block::new(header, Vec::new());
+    Commit { height, block, certificate: height.to_be_bytes().to_vec(), entry_ids: Vec::new(), events }
+}
+
 #[cfg(test)]
 mod tests {
-    use ledger::hash::Hash;
     use ledger::state::Event;
     use ledger::store::{Outcome, RocksStore, Store, Stored};
-    use protocol::{Id, Keypair, NetworkId};
+    use protocol::Id;
 
     use super::*;
 
     /// Commits block `height` to a real store, as the engine does, and returns the commit it would broadcast.
     fn commit(store: &mut RocksStore, height: u64) -> Arc<Commit> {
-        let header = ledger::block::Header {
-            version: ledger::block::BLOCK_VERSION,
-            network: NetworkId::new("kos-test").unwrap(),
-            height,
-            time_ms: 1_000 * height,
-            parent: Hash([0; 32]),
-            proposer: Keypair::from_seed(&[1; 32]).public(),
-            entries_root: Hash([0; 32]),
-            entry_count: 0,
-            state_root: Hash([0; 32]),
-            validators_hash: Hash([0; 32]),
-        };
-        let block = ledger::Block::new(header, Vec::new());
         let cycle = Id([u8::try_from(height).unwrap(); 32]);
-        let outcome = Outcome { entry_ids: Vec::new(), events: vec![Event::BarterSettled { cycle, legs: vec![] }] };
-        let stored = Stored { block: block.to_bytes(), certificate: vec![u8::try_from(height).unwrap()] };
+        let commit = empty_commit(height, 1_000 * height, vec![Event::BarterSettled { cycle, legs: vec![] }]);
+        let outcome = Outcome { entry_ids: Vec::new(), events: commit.events.clone() };
+        let stored = Stored { block: commit.block.to_bytes(), certificate: commit.certificate.clone() };
         store.commit(height, &stored, &ledger::state::Writes::new(), &outcome).unwrap();
-        Arc::new(Commit {
-            height,
-            block,
-            certificate: stored.certificate,
-            entry_ids: outcome.entry_ids,
-            events: outcome.events,
-        })
+        Arc::new(commit)
     }
 
     async fn heights(follower: &mut Follower, count: usize) -> Vec<(u64, Vec<Event>)> {
@@ -209,6 +244,24 @@ mod tests {
         let _ = sender.send(commit(&mut store, 41));
         assert_eq!(heights(&mut follower, 1).await, expected(41..=41));
         assert_eq!(follower.read_back(), 36);
+        assert!(!follower.last_read_back());
+    }
+
+    #[tokio::test]
+    async fn a_follower_that_keeps_up_takes_commits_from_the_broadcast_not_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        let (sender, _) = broadcast::channel(16);
+        commit(&mut store, 1);
+        let mut follower = Follower::new(sender.subscribe(), store.reader(), 2);
+        // Block 2 is in the store before the engine broadcasts it (it always is): the follower waits for the
+        // broadcast's copy rather than reading and decoding the block again.
+        let second = commit(&mut store, 2);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(100), follower.next()).await;
+        assert!(waiting.is_err(), "nothing is yielded before the broadcast");
+        let _ = sender.send(second);
+        assert_eq!(heights(&mut follower, 1).await, expected(2..=2));
+        assert_eq!(follower.read_back(), 0);
     }
 
     #[tokio::test]
