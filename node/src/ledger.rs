@@ -31,9 +31,9 @@ use crate::network::{self, Acceptance, ConsensusDelivery, Delivery, PeerId, Topi
 mod follow;
 mod sync;
 
+pub use follow::Follower;
 #[cfg(test)]
 pub(crate) use follow::empty_commit;
-pub use follow::{Follower, read_commit};
 
 /// Inputs waiting for the ledger thread (entries, client requests, sync results).
 const INPUT_QUEUE_LEN_MAX: usize = 16_384;

@@ -53,11 +53,6 @@ impl Follower {
         Follower { commits, reader, next, live_from, ahead: None, read_back: 0, last_read_back: false }
     }
 
-    /// The next height this follower will yield.
-    pub fn next_height(&self) -> u64 {
-        self.next
-    }
-
     /// Commits this follower read back from the store because it fell behind or started below the tip.
     pub fn read_back(&self) -> u64 {
         self.read_back
@@ -147,12 +142,7 @@ impl Follower {
     }
 }
 
-/// The commit at `height` as the store has it.
-pub fn read_commit(reader: &RocksReader, height: u64) -> anyhow::Result<Commit> {
-    let stored = reader.block(height)?.ok_or_else(|| anyhow::anyhow!("block {height} is not in the store"))?;
-    commit_of(reader, height, stored)
-}
-
+/// The commit at `height` as the store has it (`stored` is its block).
 fn commit_of(reader: &RocksReader, height: u64, stored: ledger::store::Stored) -> anyhow::Result<Commit> {
     let block = ledger::Block::from_bytes(&stored.block)
         .map_err(|error| anyhow::anyhow!("block {height} in the store does not decode: {error}"))?;
