@@ -19,3 +19,9 @@ pub use block::{Block, Header};
 pub use genesis::Genesis;
 pub use hash::Hash;
 pub use state::State;
+
+/// The named reads of the state, for any [`state::Kv`] (the ledger thread's [`State`], a
+/// [`store::StateSnapshot`]): `use ledger::reads::*`.
+pub mod reads {
+    pub use crate::state::{CommonsReads, GovernanceReads, JobReads, Kv, TokenReads, TradeReads};
+}

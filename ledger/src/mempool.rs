@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use protocol::message::Kind;
 use protocol::{Id, PublicKey};
 
+use crate::reads::*;
 use crate::state::{State, is_entry_kind};
 
 /// Bounds of the mempool.

@@ -27,11 +27,23 @@ use serde::de::DeserializeOwned;
 use crate::genesis::{self, Genesis, Params, VALIDATORS_MAX};
 use crate::hash::{self, Hash};
 
+mod commons;
+mod governance;
 mod jobs;
+mod read;
+mod tokens;
+mod trade;
+
+pub use commons::CommonsReads;
+pub use governance::GovernanceReads;
+pub use jobs::JobReads;
 pub use jobs::{
     BIDS_PER_JOB_MAX, BidState, JOBS_DUE_PER_BLOCK, JOBS_PER_POSTER_MAX, JobState, bid_cost, job_escrow_account,
     status as job_status, winner,
 };
+pub use read::{Kv, Pairs};
+pub use tokens::TokenReads;
+pub use trade::TradeReads;
 
 /// The account that receives fees and escrow penalties: the all-zero key, for which nobody can sign.
 pub const COMMONS: PublicKey = PublicKey([0; 32]);
@@ -849,275 +861,9 @@ impl State {
         config
     }
 
-    pub fn balance(&self, account: &PublicKey, token: &TokenId) -> u64 {
-        self.map.get(&balance_key(account, token)).and_then(|bytes| decode(bytes)).unwrap_or(0)
-    }
-
-    pub fn supply(&self, token: &TokenId) -> u64 {
-        self.map.get(&key(SUPPLY, &[token.as_str().as_bytes()])).and_then(|bytes| decode(bytes)).unwrap_or(0)
-    }
-
-    /// Every account's balance of every token.
-    pub fn balances(&self) -> impl Iterator<Item = (PublicKey, TokenId, u64)> + '_ {
-        self.map.range(vec![BALANCE]..vec![BALANCE + 1]).filter_map(|(key, value)| {
-            let account = PublicKey(key.get(1..33)?.try_into().ok()?);
-            let token = TokenId::new(std::str::from_utf8(key.get(33..)?).ok()?).ok()?;
-            Some((account, token, decode(value)?))
-        })
-    }
-
-    /// One account's balances, by token.
-    pub fn account_balances(&self, account: &PublicKey) -> Vec<(TokenId, u64)> {
-        let mut start = vec![BALANCE];
-        start.extend_from_slice(account.as_bytes());
-        let mut end = start.clone();
-        end.push(0xff);
-        self.map
-            .range(start..end)
-            .filter_map(|(key, value)| {
-                let token = TokenId::new(std::str::from_utf8(key.get(33..)?).ok()?).ok()?;
-                Some((token, decode(value)?))
-            })
-            .collect()
-    }
-
-    pub fn escrows(&self) -> impl Iterator<Item = (Id, Escrow)> + '_ {
-        self.map
-            .range(vec![ESCROW]..vec![ESCROW + 1])
-            .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
-    }
-
-    pub fn reputation(&self, account: &PublicKey) -> Reputation {
-        self.map.get(&key(REPUTATION, &[account.as_bytes()])).and_then(|bytes| decode(bytes)).unwrap_or_default()
-    }
-
-    /// An account's reputation tier (index into the genesis tiers).
-    pub fn tier(&self, account: &PublicKey) -> usize {
-        self.reputation(account).tier(&self.genesis.tiers)
-    }
-
-    /// The grid fee of a pool: its `[[pools]]` rule, else the governable defaults (a constant fee if set, else a
-    /// share).
-    pub fn pool_fee(&self, pool: &protocol::message::PoolId) -> market::Fee {
-        if let Some(fee) = self.map.get(&key(POOL_FEE, &[pool.digest().as_bytes()])).and_then(|bytes| decode(bytes)) {
-            return fee_of(&fee);
-        }
-        pool_fee(self.genesis.pool_rule(pool), self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm"))
-    }
-
-    /// How a pool matches: its auction mechanism (pay-as-clear without a rule) and grid fee.
-    pub fn pool_rules(&self, pool: &protocol::message::PoolId) -> market::pools::Rules {
-        let mechanism =
-            self.genesis.pool_rule(pool).map_or(market::auction::Mechanism::PayAsClear, |rule| rule.mechanism);
-        let essential =
-            self.genesis.pool_rule(pool).and_then(|rule| rule.essential).map(|essential| market::fairness::Essential {
-                essential_per_account: essential.essential_per_account,
-                per_account_max: essential.per_account_max,
-                share_max_ppm: u32::try_from(self.param("essential_share_max_ppm")).unwrap_or(market::PPM),
-            });
-        market::pools::Rules { mechanism, fee: self.pool_fee(pool), floor: 0, essential }
-    }
-
-    /// A dynamic pool's base price for a period, at time `now_s` (`None`: the pool has no dynamic price).
-    pub fn base_price(&self, pool: &protocol::message::PoolId, period_s: u64, now_s: u64) -> Option<u64> {
-        let policy = self.genesis.pool_rule(pool)?.dynamic?;
-        let anchor = self.map.get(&key(BASE_PRICE, &[pool.digest().as_bytes()])).and_then(|bytes| decode(bytes));
-        let volume = |period| self.price_index(pool, period).map_or(0, |index| index.volume);
-        let period_s = priced_period(period_s, now_s, period_len_s(pool));
-        Some(roll_base_price(&policy, anchor, period_len_s(pool), period_s, volume))
-    }
-
-    /// The base prices a dynamic pool's settlements met, by period, for periods `from_s..to_s`.
-    pub fn base_prices(&self, pool: &protocol::message::PoolId, from_s: u64, to_s: u64) -> Vec<(u64, u64)> {
-        let digest = pool.digest();
-        let start = key(BASE_PRICE_HISTORY, &[digest.as_bytes(), &from_s.to_be_bytes()]);
-        let end = key(BASE_PRICE_HISTORY, &[digest.as_bytes(), &to_s.to_be_bytes()]);
-        if start >= end {
-            return Vec::new();
-        }
-        self.map
-            .range(start..end)
-            .filter_map(|(key, value)| Some((u64::from_be_bytes(key.get(33..41)?.try_into().ok()?), decode(value)?)))
-            .collect()
-    }
-
-    /// A pool's rules for offers of a period: [`State::pool_rules`] with the dynamic base price as floor.
-    pub fn pool_rules_for(&self, pool: &protocol::message::PoolId, period_s: u64, now_s: u64) -> market::pools::Rules {
-        market::pools::Rules { floor: self.base_price(pool, period_s, now_s).unwrap_or(0), ..self.pool_rules(pool) }
-    }
-
-    /// A pool's price index for one period (`delivery_start_s`, or the hour's start in continuous pools).
-    pub fn price_index(&self, pool: &protocol::message::PoolId, period_s: u64) -> Option<PriceIndex> {
-        self.map.get(&price_index_key(pool, period_s)).and_then(|bytes| decode(bytes))
-    }
-
-    /// A pool's price indices for periods `from_s..to_s`, oldest first.
-    pub fn price_indices(&self, pool: &protocol::message::PoolId, from_s: u64, to_s: u64) -> Vec<(u64, PriceIndex)> {
-        let (start, end) = (price_index_key(pool, from_s), price_index_key(pool, to_s));
-        if start >= end {
-            return Vec::new();
-        }
-        self.map
-            .range(start..end)
-            .filter_map(|(key, value)| {
-                let period = u64::from_be_bytes(key.get(33..41)?.try_into().ok()?);
-                Some((period, decode(value)?))
-            })
-            .collect()
-    }
-
-    pub fn proposal(&self, id: &Id) -> Option<ProposalState> {
-        self.map.get(&key(PROPOSAL, &[id.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// Every proposal the state holds (open and closed), by id.
-    pub fn proposals(&self) -> impl Iterator<Item = (Id, ProposalState)> + '_ {
-        self.map
-            .range(vec![PROPOSAL]..vec![PROPOSAL + 1])
-            .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
-    }
-
-    /// The ballots cast on a proposal: voter, choice (0 no, 1 yes, 2 abstain) and weight.
-    pub fn ballots(&self, proposal: &Id) -> Vec<(PublicKey, u8, u64)> {
-        let start = key(BALLOT, &[proposal.as_bytes()]);
-        let end = key(BALLOT, &[proposal.as_bytes(), &[0xff; 33]]);
-        self.map
-            .range(start..end)
-            .filter_map(|(key, value)| {
-                let (choice, weight): (u8, u64) = decode(value)?;
-                Some((PublicKey(key.get(33..65)?.try_into().ok()?), choice, weight))
-            })
-            .collect()
-    }
-
-    /// The overrides in force, by the id of the proposal that passed them.
-    pub fn overrides(&self) -> impl Iterator<Item = (Id, OverrideState)> + '_ {
-        self.map
-            .range(vec![OVERRIDE]..vec![OVERRIDE + 1])
-            .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
-    }
-
-    /// An asset's alerts (of the last 30 days), oldest first.
-    pub fn alerts_of(&self, asset: &Id) -> Vec<AlertState> {
-        let start = key(ALERT, &[asset.as_bytes()]);
-        let end = key(ALERT, &[asset.as_bytes(), &[0xff; 41]]);
-        self.map.range(start..end).filter_map(|(_, value)| decode(value)).collect()
-    }
-
-    /// Every alert of the last 30 days, by asset.
-    pub fn alerts(&self) -> impl Iterator<Item = AlertState> + '_ {
-        self.map.range(vec![ALERT]..vec![ALERT + 1]).filter_map(|(_, value)| decode(value))
-    }
-
-    /// Every report of the last 30 days, by id.
-    pub fn reports(&self) -> impl Iterator<Item = (Id, ReportState)> + '_ {
-        self.map
-            .range(vec![REPORT]..vec![REPORT + 1])
-            .filter_map(|(key, value)| Some((Id(key.get(1..33)?.try_into().ok()?), decode(value)?)))
-    }
-
-    /// Whether an account's trading is frozen by an override in force.
-    pub fn frozen(&self, account: &PublicKey) -> Option<InForce> {
-        self.map.get(&key(FROZEN, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// The fuel cap (units per second in every class) an override puts on an agent.
-    pub fn fuel_cap(&self, account: &PublicKey) -> Option<InForce> {
-        self.map.get(&key(FUEL_CAP, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// The import and export cap (W, in `first` and `second`) an override puts on a meter of an account.
-    pub fn device_cap(&self, account: &PublicKey, meter: &str) -> Option<InForce> {
-        self.map.get(&key(DEVICE_CAP, &[account.as_bytes(), meter.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// Whether an override orders a cell's microgrid into island mode.
-    pub fn island_ordered(&self, cell: &str) -> Option<InForce> {
-        self.map.get(&key(ISLAND_ORDER, &[cell.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// The redistributions of the last 30 days, oldest first: (height, token, accounts paid, share each, time).
-    pub fn redistributions(&self) -> Vec<(u64, String, u64, u64, u64)> {
-        self.map
-            .range(vec![REDISTRIBUTION]..vec![REDISTRIBUTION + 1])
-            .filter_map(|(key, value)| {
-                let height = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
-                let (token, accounts, share, time_ms): (String, u64, u64, u64) = decode(value)?;
-                Some((height, token, accounts, share, time_ms))
-            })
-            .collect()
-    }
-
-    /// A token's issuance rule as governance last changed it (`None`: the genesis' holds).
-    pub fn issuance(&self, token: &TokenId) -> Option<protocol::message::IssuanceRule> {
-        self.map.get(&key(ISSUANCE, &[token.as_str().as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// Whether an account is a one-account-one-vote member.
-    pub fn is_member(&self, account: &PublicKey) -> bool {
-        self.map.contains_key(&key(MEMBER, &[account.as_bytes()]))
-    }
-
-    /// Validator changes passed and waiting for their height: (height, key, power; 0 removes).
-    pub fn validator_changes(&self) -> Vec<(u64, PublicKey, u64)> {
-        self.map
-            .range(vec![VALIDATOR_PENDING]..vec![VALIDATOR_PENDING + 1])
-            .filter_map(|(key, value)| {
-                let height = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
-                Some((height, PublicKey(key.get(9..41)?.try_into().ok()?), decode(value)?))
-            })
-            .collect()
-    }
-
-    pub fn param(&self, name: &str) -> u64 {
-        self.map.get(&key(PARAM, &[name.as_bytes()])).and_then(|bytes| decode(bytes)).unwrap_or(0)
-    }
-
-    /// The fee every entry's author pays (PROTOCOL.md §10): `fee_per_entry` milli-units of the fee token, or `None`
-    /// when entries are free.
-    pub fn entry_fee(&self) -> Option<(TokenId, u64)> {
-        let fee = self.param("fee_per_entry");
-        let token = TokenId::new(self.genesis.params.fee_token.clone()).ok()?;
-        (fee > 0).then_some((token, fee))
-    }
-
     /// Whether an entry with this id is on the ledger (within its lifetime; afterwards it could not be included).
     pub fn includes(&self, id: &Id) -> bool {
         self.included.contains(id)
-    }
-
-    /// The anchor of an interval's readings: `blake3("kos/v1/anchor" || 0 || previous || reading id)` chained in
-    /// ledger order, starting from 32 zero bytes.
-    pub fn anchor(&self, interval_start_s: u64) -> Option<Hash> {
-        self.map.get(&key(ANCHOR, &[&interval_start_s.to_be_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// The guild whose account is `account`.
-    pub fn guild(&self, account: &PublicKey) -> Option<GuildState> {
-        self.map.get(&key(GUILD, &[account.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// A registered asset by id (the id of its first manifest).
-    pub fn asset(&self, id: &Id) -> Option<AssetState> {
-        self.map.get(&key(ASSET, &[id.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// The asset a meter of `author` belongs to.
-    pub fn asset_of_meter(&self, author: &PublicKey, meter: &str) -> Option<Id> {
-        self.map.get(&key(ASSET_BY_METER, &[author.as_bytes(), meter.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// A guild spend by the id of the entry that asked for it.
-    pub fn guild_spend(&self, spend: &Id) -> Option<GuildSpendState> {
-        self.map.get(&key(GUILD_SPEND, &[spend.as_bytes()])).and_then(|bytes| decode(bytes))
-    }
-
-    /// The validators (key, power) that certify the next block, in key order.
-    pub fn validators(&self) -> Vec<(PublicKey, u64)> {
-        self.map
-            .range(vec![VALIDATOR]..vec![VALIDATOR + 1])
-            .filter_map(|(key, value)| Some((PublicKey(key.get(1..33)?.try_into().ok()?), decode(value)?)))
-            .collect()
     }
 
     /// Executes a block's entries at `context`. `verified` says whether this process already verified the

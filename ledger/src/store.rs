@@ -7,6 +7,7 @@
 //! and clears the WAL, so after `kill -9` a node has every block it acknowledged and a state that matches its last
 //! block.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context as _;
 use protocol::Id;
 
-use crate::state::{Event, Writes};
+use crate::genesis::Genesis;
+use crate::state::{Event, Kv, Writes};
 
 /// A committed block as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,6 +329,96 @@ impl RocksReader {
     /// Certified blocks from `from` on (see [`blocks_from`]).
     pub fn blocks_from(&self, from: u64, max: usize, bytes_max: usize) -> Vec<Stored> {
         blocks_from(|height| self.block(height), from, max, bytes_max)
+    }
+
+    /// The state as of the last commit, with its height, read from a RocksDB snapshot: a commit writes a block's
+    /// state, events and the tip in one batch, so the snapshot holds exactly one block's outcome, and later commits
+    /// do not change it. Reads of it run on the caller's thread; the ledger thread is not involved.
+    /// Before block 1 (which writes the genesis pairs too) the store holds no state: the snapshot is then the
+    /// genesis state.
+    pub fn snapshot<'a>(&'a self, genesis: &'a Arc<Genesis>) -> anyhow::Result<StateSnapshot<'a>> {
+        let family = self.db.cf_handle(CF_STATE).context("column family state")?;
+        let snapshot = self.db.snapshot();
+        let height = match snapshot.get(META_TIP)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 0,
+        };
+        let before_block_1 = (height == 0).then(|| crate::State::genesis(genesis.clone()));
+        Ok(StateSnapshot { snapshot, family, genesis, height, before_block_1, failure: std::cell::RefCell::new(None) })
+    }
+}
+
+/// The committed state at one height, read from RocksDB (see [`RocksReader::snapshot`]). A read that fails (a
+/// damaged or unreadable database) reads as absent and is remembered: [`StateSnapshot::check`] reports it, so an
+/// answer built from a failed read is never given as true.
+pub struct StateSnapshot<'a> {
+    snapshot: rocksdb::SnapshotWithThreadMode<'a, rocksdb::DB>,
+    family: &'a rocksdb::ColumnFamily,
+    genesis: &'a Genesis,
+    height: u64,
+    /// The genesis state, at height 0.
+    before_block_1: Option<crate::State>,
+    failure: std::cell::RefCell<Option<rocksdb::Error>>,
+}
+
+impl StateSnapshot<'_> {
+    /// The height of the block whose state this is.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    /// Whether every read so far succeeded; the first failure otherwise.
+    pub fn check(&self) -> anyhow::Result<()> {
+        match self.failure.borrow().as_ref() {
+            Some(error) => Err(anyhow::anyhow!("reading the ledger's state: {error}")),
+            None => Ok(()),
+        }
+    }
+
+    fn failed(&self, error: rocksdb::Error) {
+        self.failure.borrow_mut().get_or_insert(error);
+    }
+}
+
+impl Kv for StateSnapshot<'_> {
+    fn genesis(&self) -> &Genesis {
+        self.genesis
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        if let Some(state) = &self.before_block_1 {
+            return state.get(key);
+        }
+        match self.snapshot.get_cf(self.family, key) {
+            Ok(value) => value.map(Cow::Owned),
+            Err(error) => {
+                self.failed(error);
+                None
+            }
+        }
+    }
+
+    fn range<'b>(&'b self, start: &[u8], end: &[u8]) -> crate::state::Pairs<'b> {
+        if let Some(state) = &self.before_block_1 {
+            return state.range(start, end);
+        }
+        if start >= end {
+            return Box::new(std::iter::empty());
+        }
+        let mut options = rocksdb::ReadOptions::default();
+        options.set_iterate_upper_bound(end);
+        let items = self.snapshot.iterator_cf_opt(
+            self.family,
+            options,
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        );
+        Box::new(items.map_while(move |item| match item {
+            Ok((key, value)) => Some((Cow::Owned(key.into_vec()), Cow::Owned(value.into_vec()))),
+            Err(error) => {
+                self.failed(error);
+                None
+            }
+        }))
     }
 }
 

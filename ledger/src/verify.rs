@@ -14,6 +14,7 @@ use crate::consensus::context::{Kos, Signer, ValidatorSet};
 use crate::consensus::wire;
 use crate::genesis::Genesis;
 use crate::hash::Hash;
+use crate::reads::*;
 use crate::state::{BlockContext, State};
 use crate::store::{Store, Stored};
 

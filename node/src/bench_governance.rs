@@ -6,6 +6,7 @@
 //! - a freeze of an account's trading: from each node's commit of the passing block to that node's market
 //!   refusing the frozen account's next offer (offered to every node every 5 ms), the slowest node counted.
 
+use ::ledger::reads::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -178,7 +179,7 @@ async fn pass(
     let id = envelope.id();
     nodes[0].ledger.submit(envelope.to_bytes()).await.map_err(|error| anyhow::anyhow!("{error:?}"))?;
     let open = crate::network::wait_for(Duration::from_secs(30), || async {
-        nodes[0].ledger.read(move |state, _| state.proposal(&id).is_some()).await.unwrap_or(false)
+        nodes[0].ledger.query(move |state| state.proposal(&id).is_some()).await.unwrap_or(false)
     })
     .await;
     anyhow::ensure!(open, "the proposal was not committed");

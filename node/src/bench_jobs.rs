@@ -9,6 +9,7 @@
 //!    `kos bench ledger`); each round validator 0 posts a job, validator 1 bids, and validator 0 awards; measured
 //!    from the award's submission to the last node's commit of the block that moved the price to escrow.
 
+use ::ledger::reads::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -210,13 +211,13 @@ async fn award_to_escrow(rounds: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
         let bid_id = bid.id();
         // The bid once the posting is on the ledger (it is refused before).
         let posted = crate::network::wait_for(Duration::from_secs(30), || async {
-            nodes[1].ledger.read(move |state, _| state.job(&job_id).is_some()).await.unwrap_or(false)
+            nodes[1].ledger.query(move |state| state.job(&job_id).is_some()).await.unwrap_or(false)
         })
         .await;
         anyhow::ensure!(posted, "the job was not committed");
         nodes[1].ledger.submit(bid.to_bytes()).await.map_err(|error| anyhow::anyhow!("{error:?}"))?;
         let bid_in = crate::network::wait_for(Duration::from_secs(30), || async {
-            nodes[0].ledger.read(move |state, _| !state.job_bids(&job_id).is_empty()).await.unwrap_or(false)
+            nodes[0].ledger.query(move |state| !state.job_bids(&job_id).is_empty()).await.unwrap_or(false)
         })
         .await;
         anyhow::ensure!(bid_in, "the bid was not committed");

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ledger::Genesis;
+use ledger::reads::*;
 use protocol::message::Transfer;
 use protocol::types::{Text, TokenId};
 use protocol::{Body, Draft, Id, Keypair, NetworkId};
@@ -29,6 +30,9 @@ pub struct LedgerArgs {
     pub seconds: u64,
     /// Signing accounts.
     pub clients: usize,
+    /// Readers of the state at the first validator during the load, each reading an account's balances again as
+    /// soon as it has the answer (the API's `GET /accounts/{key}/balances`, without HTTP).
+    pub readers: usize,
 }
 
 /// The results of one run.
@@ -54,6 +58,10 @@ pub struct LedgerReport {
     pub synced_entries: u64,
     pub sync_seconds: f64,
     pub sync_entries_per_s: f64,
+    /// State reads answered during the load, and their latency.
+    pub reads: usize,
+    pub read_p50_ms: f64,
+    pub read_p99_ms: f64,
 }
 
 pub(crate) struct Node {
@@ -217,6 +225,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let mut committed = 0usize;
     let mut index = 0usize;
     let in_flight_max = 40_000usize;
+    let readers = spawn_readers(&nodes[0].ledger, &funded, args.readers, deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     while Instant::now() < deadline {
         tick.tick().await;
@@ -268,6 +277,11 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     lowest_peer_score = lowest_peer_score.min(lowest_score(&nodes).await);
     let end_height = nodes[0].ledger.status().height;
     latencies.sort_by(f64::total_cmp);
+    let mut reads = Vec::new();
+    for reader in readers {
+        reads.extend(reader.await.context("a reader")?);
+    }
+    reads.sort_by(f64::total_cmp);
 
     // Sync: a fresh node fetches the whole ledger from the validators.
     let follower_key = Keypair::from_seed(blake3::hash(b"follower").as_bytes());
@@ -309,7 +323,38 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         synced_entries: entries,
         sync_seconds,
         sync_entries_per_s: entries as f64 / sync_seconds,
+        reads: reads.len(),
+        read_p50_ms: percentile(&reads, 0.5),
+        read_p99_ms: percentile(&reads, 0.99),
     })
+}
+
+/// `count` readers of account balances at `ledger` until `deadline`; each returns its read latencies, ms.
+fn spawn_readers(
+    ledger: &node_ledger::Handle,
+    accounts: &[protocol::PublicKey],
+    count: usize,
+    deadline: Instant,
+) -> Vec<tokio::task::JoinHandle<Vec<f64>>> {
+    (0..count)
+        .map(|reader| {
+            let (ledger, accounts) = (ledger.clone(), accounts.to_vec());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut index = reader;
+                while Instant::now() < deadline {
+                    let account = accounts[index % accounts.len()];
+                    index += count;
+                    let sent = Instant::now();
+                    if ledger.query(move |state| state.account_balances(&account)).await.is_err() {
+                        break;
+                    }
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                }
+                latencies
+            })
+        })
+        .collect()
 }
 
 /// User and system CPU time of this process so far, seconds (NaN where it cannot be read).

@@ -2,6 +2,7 @@
 //! ([`::market::jobs::OPEN_JOBS_MAX`]), dropped when awarded, closed or past their bidding; and the DHT records by
 //! which workers find the peers posting jobs of a kind near a cell.
 
+use ::ledger::reads::*;
 use std::sync::{Arc, Mutex};
 
 use ::market::jobs::{JobIndex, Open, Profile};
@@ -64,7 +65,7 @@ pub fn announce(network: &network::Handle, job: &Job) {
 pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: crate::ledger::Follower) {
     let now = crate::clock::now_ms();
     let open = ledger
-        .read(|state, _| {
+        .query(|state| {
             state
                 .jobs()
                 .filter(|(_, job)| job.status == ::ledger::state::job_status::OPEN)
@@ -89,7 +90,7 @@ pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: cr
         }
         if !posted.is_empty() {
             let read = ledger
-                .read(move |state, _| {
+                .query(move |state| {
                     posted
                         .iter()
                         .filter_map(|id| {

@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use ledger::Genesis;
 use ledger::consensus::engine::{self, Commit, Effect, Engine, Timer};
 pub use ledger::mempool::Rejected;
-use ledger::store::{RocksReader, RocksStore, Stored};
-use ledger::{Genesis, State};
+use ledger::store::{RocksReader, RocksStore, StateSnapshot, Stored};
 use protocol::{Id, Keypair};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
@@ -91,15 +91,11 @@ enum Input {
         served: Option<(PeerId, u64, Vec<Stored>)>,
         empty: Vec<(PeerId, u64)>,
     },
-    Read(Reader),
     Shutdown,
 }
 
 /// The answer to a submitted entry: its id, or why the mempool refused it.
 type Reply = oneshot::Sender<Result<Id, Rejected>>;
-
-/// A read of the state at a height, run on the ledger thread.
-type Reader = Box<dyn FnOnce(&State, u64) + Send>;
 
 /// A cloneable handle to the ledger thread.
 #[derive(Clone)]
@@ -109,7 +105,12 @@ pub struct Handle {
     commits: broadcast::Sender<Arc<Commit>>,
     reader: RocksReader,
     genesis: Arc<Genesis>,
+    /// Reads of the state waiting for or running on tokio's blocking threads (at most [`QUERIES_MAX`]).
+    queries: Arc<tokio::sync::Semaphore>,
 }
+
+/// Reads of the state ([`Handle::query`]) running at once; more wait for one to end.
+pub const QUERIES_MAX: usize = 32;
 
 /// Why the ledger refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,8 @@ pub enum Error {
     Busy,
     #[error("entry refused: {0}")]
     Refused(Rejected),
+    #[error("the ledger's store could not be read: {0:#}")]
+    Unreadable(anyhow::Error),
 }
 
 impl Handle {
@@ -138,17 +141,21 @@ impl Handle {
         self.inputs.try_send(Input::Entries(deliveries)).is_ok()
     }
 
-    /// Reads the committed state: `read` gets the state and its height.
-    pub async fn read<T: Send + 'static>(
+    /// Reads the committed state: `query` gets a snapshot of the last commit (with its height). It runs on one of
+    /// tokio's blocking threads, at most [`QUERIES_MAX`] at once, and never on the ledger thread: a read, however
+    /// large, does not hold up consensus, and a snapshot is unchanged by the commits made while it is read.
+    pub async fn query<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&State, u64) -> T + Send + 'static,
+        query: impl FnOnce(&StateSnapshot<'_>) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let (reply, answer) = oneshot::channel();
-        let input = Input::Read(Box::new(move |state, height| {
-            let _ = reply.send(read(state, height));
-        }));
-        self.inputs.send(input).await.map_err(|_| Error::Stopped)?;
-        answer.await.map_err(|_| Error::Stopped)
+        let _permit = self.queries.acquire().await.map_err(|_| Error::Stopped)?;
+        let (reader, genesis) = (self.reader.clone(), self.genesis.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let snapshot = reader.snapshot(&genesis)?;
+            let answer = query(&snapshot);
+            snapshot.check().map(|()| answer)
+        });
+        read.await.map_err(|_| Error::Stopped)?.map_err(Error::Unreadable)
     }
 
     pub fn status(&self) -> Status {
@@ -235,7 +242,14 @@ pub fn start(
     let (inputs, input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
     let (status_sender, status) = watch::channel(Status::default());
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
-    let handle = Handle { inputs: inputs.clone(), status, commits: commits.clone(), reader, genesis };
+    let handle = Handle {
+        inputs: inputs.clone(),
+        status,
+        commits: commits.clone(),
+        reader,
+        genesis,
+        queries: Arc::new(tokio::sync::Semaphore::new(QUERIES_MAX)),
+    };
     let (done_sender, done) = oneshot::channel();
     let actor = Actor {
         engine,
@@ -384,10 +398,6 @@ impl Actor {
                 }
             }
             Input::Synced { from, served, empty } => self.on_synced(from, served, empty).await,
-            Input::Read(read) => {
-                read(self.engine.state(), self.engine.tip().0);
-                Ok(())
-            }
             Input::Shutdown => Ok(()),
         }
     }
@@ -630,5 +640,56 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger::reads::*;
+    use ledger::store::{Outcome, Store};
+    use protocol::types::TokenId;
+
+    use super::*;
+    use ledger::State;
+
+    /// A handle whose ledger thread never takes an input: it is busy (executing, syncing, writing) for the whole
+    /// test.
+    fn busy_ledger(reader: RocksReader, genesis: Arc<Genesis>) -> (Handle, mpsc::Receiver<Input>) {
+        let (inputs, received) = mpsc::channel(1);
+        let (_, status) = watch::channel(Status::default());
+        let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
+        let queries = Arc::new(tokio::sync::Semaphore::new(QUERIES_MAX));
+        (Handle { inputs, status, commits, reader, genesis, queries }, received)
+    }
+
+    #[tokio::test]
+    async fn reads_of_the_state_are_answered_while_the_ledger_thread_is_busy() {
+        let keys = [Keypair::from_seed(&[1; 32]).public(), Keypair::from_seed(&[2; 32]).public()];
+        let text = Genesis::devnet_text("kos-test", 1_000, &keys[..1], &keys, 5_000);
+        let genesis = Arc::new(Genesis::parse(&text).unwrap());
+        let credit = TokenId::new("credit").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        let (ledger, _inputs) = busy_ledger(store.reader(), genesis.clone());
+        let read = |ledger: Handle| {
+            let credit = credit.clone();
+            async move {
+                let query = ledger.query(move |state| (state.height(), state.balance(&keys[1], &credit)));
+                tokio::time::timeout(Duration::from_secs(5), query).await.expect("an answer in time").unwrap()
+            }
+        };
+        // Before block 1 the store holds no state: the genesis state answers.
+        let genesis_balance = State::genesis(genesis.clone()).balance(&keys[1], &TokenId::new("credit").unwrap());
+        assert!(genesis_balance > 0);
+        assert_eq!(read(ledger.clone()).await, (0, genesis_balance));
+        // Block 1 (which writes the genesis pairs too) paid 7 more.
+        let mut writes: ledger::state::Writes =
+            State::genesis(genesis.clone()).pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect();
+        let balance_key = [&b"b"[..], keys[1].as_bytes(), b"credit"].concat();
+        assert!(writes.contains_key(&balance_key));
+        writes.insert(balance_key, Some(protocol::codec::encode(&(genesis_balance + 7))));
+        let outcome = Outcome { entry_ids: Vec::new(), events: Vec::new() };
+        store.commit(1, &Stored { block: Vec::new(), certificate: Vec::new() }, &writes, &outcome).unwrap();
+        assert_eq!(read(ledger.clone()).await, (1, genesis_balance + 7));
     }
 }

@@ -8,6 +8,8 @@
 //! collide; the ledger refuses a fill beyond an offer's quantity, so nothing is settled twice, and the fills it
 //! commits reduce every node's books.
 
+use ::ledger::reads::*;
+use ::ledger::store::StateSnapshot;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -253,7 +255,7 @@ impl Actor {
     /// Takes a barter offer onto the board, or says why not.
     async fn barter(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
         let author = envelope.author;
-        if let Some(in_force) = self.ledger.read(move |state, _| state.frozen(&author)).await.ok().flatten() {
+        if let Some(in_force) = self.ledger.query(move |state| state.frozen(&author)).await.ok().flatten() {
             self.stats.frozen += 1;
             debug!(%author, "barter offer of a frozen account refused");
             return Err(Refused::Frozen { by: in_force.by, until_height: in_force.until_height });
@@ -286,8 +288,8 @@ impl Actor {
         let period_s = if pool.interval_s == 0 { now_ms() / 1000 / 3600 * 3600 } else { offer.delivery_start_s };
         let now_s = now_ms() / 1000;
         let read =
-            move |state: &::ledger::State, _| (state.pool_rules_for(&pool, period_s, now_s), state.frozen(&author));
-        let (rules, frozen) = self.ledger.read(read).await.map_err(|_| Refused::Stopped)?;
+            move |state: &StateSnapshot<'_>| (state.pool_rules_for(&pool, period_s, now_s), state.frozen(&author));
+        let (rules, frozen) = self.ledger.query(read).await.map_err(|_| Refused::Stopped)?;
         // An override froze the author's trading: every honest node refuses its offers.
         if let Some(in_force) = frozen {
             self.stats.frozen += 1;
@@ -318,7 +320,7 @@ impl Actor {
         if passed.is_empty() {
             return;
         }
-        let read = self.ledger.read(move |state, _| {
+        let read = self.ledger.query(move |state| {
             state
                 .overrides()
                 .filter(|(id, _)| passed.contains(id))

@@ -1,6 +1,7 @@
 //! `kos run`: the node's main loop. Starts the network, joins the topics of the node's pools, and runs until
 //! SIGINT or SIGTERM, then shuts down cleanly.
 
+use ::ledger::reads::*;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -71,7 +72,7 @@ async fn enforce_overrides(
         if changed {
             let cell = island.as_ref().map(|(_, cell)| cell.as_str().to_owned());
             let read = ledger
-                .read(move |state, _| {
+                .query(move |state| {
                     let caps: Vec<(protocol::PublicKey, u64)> = state
                         .overrides()
                         .filter_map(|(_, record)| match record.measure {

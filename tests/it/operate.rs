@@ -171,6 +171,44 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
         }
     }
 
+    // Every route answers only statuses its table row (and so the OpenAPI document) lists: a write without the
+    // token, a write with an empty JSON body, a read with a malformed path parameter and a plain read.
+    let token = std::fs::read_to_string(dir.join("home-0").join("api.token")).unwrap();
+    let authorization = format!("Bearer {}", token.trim());
+    let mut unlisted = Vec::new();
+    for route in kos::api::ROUTES.iter().filter(|route| route.path != "/events") {
+        let path = route.path.replace("{height}", "x").replace(['{', '}'], "");
+        let method = route.method.as_str();
+        let mut answers = Vec::new();
+        if method == "POST" {
+            let bare = http::request(&home, method, &path, &[], b"{}").unwrap();
+            assert_eq!(bare.status, 401, "{method} {path} without the token: {}", bare.text());
+            let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/json")];
+            answers.push(http::request(&home, method, &path, &headers, b"{}").unwrap());
+        } else {
+            answers.push(http::get(&home, &path).unwrap());
+            if route.path.contains('{') {
+                // Well formed, but nothing is there.
+                let absent = route.path.replace("{height}", "999999999");
+                let absent =
+                    absent.split('/').map(|part| if part.starts_with('{') { "00".repeat(32) } else { part.into() });
+                answers.push(http::get(&home, &absent.collect::<Vec<_>>().join("/")).unwrap());
+            }
+        }
+        for answer in answers {
+            if !route.statuses.contains(&answer.status) {
+                unlisted.push(format!(
+                    "{method} {} answered {}, which its route does not list ({:?}): {}",
+                    route.path,
+                    answer.status,
+                    route.statuses,
+                    answer.text()
+                ));
+            }
+        }
+    }
+    assert!(unlisted.is_empty(), "{}", unlisted.join("\n"));
+
     // Metrics: help text, units, and values that follow the devnet.
     let metrics = http::get(&home, "/metrics").unwrap();
     assert_eq!(metrics.status, 200);

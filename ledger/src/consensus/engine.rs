@@ -35,6 +35,7 @@ use crate::block::{BLOCK_VERSION, Block, Header};
 use crate::genesis::Genesis;
 use crate::hash::Hash;
 use crate::mempool::{self, Mempool, Rejected};
+use crate::reads::GovernanceReads as _;
 use crate::state::{BlockContext, Executed, State, validators_hash};
 use crate::store::{Store, Stored};
 

@@ -14,6 +14,8 @@ use protocol::message::{AwardRule, Bid, Evidence, Job, JobKind, Outcome, Proof};
 use protocol::types::TokenId;
 use protocol::{Envelope, Id, PublicKey};
 
+use super::TradeReads as _;
+use super::read::{Kv, prefixed, value};
 use super::{
     ALERT, ASSET, AssetState, COMMONS, EntryError, Event, GUILD, GuildState, INCLUDED, MEMBER, METER, MeterState,
     Pending, VALIDATOR, key,
@@ -171,32 +173,30 @@ fn key_at(bytes: &[u8], at: usize) -> Option<PublicKey> {
     id_at(bytes, at).map(|id| PublicKey(id.0))
 }
 
-impl super::State {
+/// Reads of jobs (see [`Kv`]).
+pub trait JobReads: Kv {
     /// A job by its id.
-    pub fn job(&self, id: &Id) -> Option<JobState> {
-        self.map.get(&job_key(id)).and_then(|bytes| super::decode(bytes))
+    fn job(&self, id: &Id) -> Option<JobState> {
+        value(self, &job_key(id))
     }
 
     /// Every job on the ledger (open, running, and closed in the last 30 days), by id.
-    pub fn jobs(&self) -> impl Iterator<Item = (Id, JobState)> + '_ {
-        self.map
-            .range(vec![JOB]..vec![JOB + 1])
-            .filter_map(|(key, value)| Some((id_at(key, 1)?, super::decode(value)?)))
+    fn jobs(&self) -> impl Iterator<Item = (Id, JobState)> + '_ {
+        prefixed(self, &[JOB]).filter_map(|(key, value)| Some((id_at(&key, 1)?, super::decode(&value)?)))
     }
 
     /// A job's bids, in the order they landed (none after it closes).
-    pub fn job_bids(&self, job: &Id) -> Vec<BidState> {
+    fn job_bids(&self, job: &Id) -> Vec<BidState> {
         let mut bids: Vec<BidState> = self
-            .map
-            .range(key(JOB_BID, &[job.as_bytes()])..after(JOB_BID, job))
-            .filter_map(|(_, value)| super::decode(value))
+            .range(&key(JOB_BID, &[job.as_bytes()]), &after(JOB_BID, job))
+            .filter_map(|(_, value)| super::decode(&value))
             .collect();
         bids.sort_by_key(|bid| bid.seq);
         bids
     }
 
     /// The bid the job's rule awards among its bids so far.
-    pub fn job_winner(&self, job: &Id) -> Option<BidState> {
+    fn job_winner(&self, job: &Id) -> Option<BidState> {
         let state = self.job(job)?;
         let mut bids = self.job_bids(job);
         bids.retain(|bid| self.tier(&bid.worker) as u64 >= u64::from(state.job.tier));
@@ -204,13 +204,14 @@ impl super::State {
     }
 
     /// The jurors' votes on a disputed job: (juror, outcome code).
-    pub fn jury_votes(&self, job: &Id) -> Vec<(PublicKey, u8)> {
-        self.map
-            .range(key(JOB_JUROR_VOTE, &[job.as_bytes()])..after(JOB_JUROR_VOTE, job))
-            .filter_map(|(key, value)| Some((key_at(key, 33)?, super::decode(value)?)))
+    fn jury_votes(&self, job: &Id) -> Vec<(PublicKey, u8)> {
+        self.range(&key(JOB_JUROR_VOTE, &[job.as_bytes()]), &after(JOB_JUROR_VOTE, job))
+            .filter_map(|(key, value)| Some((key_at(&key, 33)?, super::decode(&value)?)))
             .collect()
     }
 }
+
+impl<K: Kv + ?Sized> JobReads for K {}
 
 impl Pending<'_> {
     fn job_state(&self, id: &Id) -> Result<JobState, EntryError> {

@@ -3,6 +3,7 @@
 //! at the block where a proposal passes; validator changes scheduled for a later height; overrides (freeze, caps,
 //! island) in force for their duration and lifted on time; the stewards' emergency rule.
 
+use ledger::reads::*;
 use std::sync::Arc;
 
 use ledger::Genesis;

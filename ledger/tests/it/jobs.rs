@@ -6,6 +6,7 @@
 //! Property: whatever happens, a token's supply is the sum of its balances (escrow included) and a job's escrow
 //! account ends empty.
 
+use ledger::reads::*;
 use std::sync::Arc;
 
 use ledger::Genesis;

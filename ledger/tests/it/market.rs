@@ -1,6 +1,7 @@
 //! The market rules of the state machine: grid fees, commons tax, royalties, escrow with collateral checked against
 //! meter readings, anti-hoarding, reputation tiers, price indices and redistribution.
 
+use ledger::reads::*;
 use std::sync::Arc;
 
 use ledger::Genesis;

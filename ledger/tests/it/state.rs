@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ledger::Genesis;
+use ledger::reads::*;
 use ledger::state::{BlockContext, Event, State};
 use proptest::prelude::*;
 use protocol::message::{Body, Burn, Mechanism, Mint, Offer, PoolId, Settlement, Side, Transfer};
@@ -373,4 +374,74 @@ fn a_block_s_unverified_entries_are_verified_together_and_a_bad_signature_is_nam
     let (index, error) = state.execute(context, entries.iter().map(Vec::as_slice), &|_| false).unwrap_err();
     assert_eq!(index, 23);
     assert!(error.to_string().contains("signature"), "{error}");
+}
+
+/// Every named read answers the same from a RocksDB snapshot of a commit as from the state that made it: at height
+/// 0 (the genesis state, before the store holds any), after each block, and after later commits for a snapshot
+/// taken before them.
+#[test]
+fn a_snapshot_of_the_store_reads_as_the_state_it_committed() {
+    use ledger::store::{Outcome, RocksStore, Store, Stored};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = RocksStore::open(dir.path()).unwrap();
+    let reader = store.reader();
+    let mut world = World::new();
+    let genesis = world.genesis.clone();
+    let mut state = State::genesis(genesis.clone());
+    let accounts: Vec<PublicKey> = world.keys.iter().map(Keypair::public).collect();
+    let credit = TokenId::new("credit").unwrap();
+    let same = |state: &State, snapshot: ledger::store::StateSnapshot<'_>| {
+        let all = |kv: &dyn Kv| kv.range(&[0], &[0xff]).map(|(k, v)| (k.to_vec(), v.to_vec())).collect::<Vec<_>>();
+        assert_eq!(all(&snapshot), all(state));
+        assert_eq!(snapshot.balances().collect::<Vec<_>>(), state.balances().collect::<Vec<_>>());
+        assert_eq!(snapshot.escrows().collect::<Vec<_>>(), state.escrows().collect::<Vec<_>>());
+        assert_eq!(snapshot.validators(), state.validators());
+        assert_eq!(snapshot.supply(&credit), state.supply(&credit));
+        assert_eq!(snapshot.param("fee_per_entry"), state.param("fee_per_entry"));
+        for account in &accounts {
+            assert_eq!(snapshot.account_balances(account), state.account_balances(account));
+            assert_eq!(snapshot.reputation(account), state.reputation(account));
+            assert_eq!(snapshot.balances_after(Some(account)).count(), state.balances_after(Some(account)).count());
+        }
+        snapshot.check().unwrap();
+    };
+    assert_eq!(reader.snapshot(&genesis).unwrap().height(), 0);
+    same(&state, reader.snapshot(&genesis).unwrap());
+
+    let ops = [
+        Op::Transfer { from: 0, to: 1, amount: 70_000 },
+        Op::Trade { buyer: 1, seller: 2, quantity: 500, price: 40_000, interval: true },
+        Op::Trade { buyer: 0, seller: 3, quantity: 200, price: 30_000, interval: false },
+        Op::Mint { by: 0, to: 3, amount: 9_000 },
+    ];
+    let mut now_ms = START_MS;
+    let mut first = None;
+    for (index, op) in ops.iter().enumerate() {
+        let height = index as u64 + 1;
+        now_ms += 60_000;
+        let entry = world.entry(op, now_ms, &None).unwrap();
+        let context = BlockContext { height, time_ms: now_ms, proposer: accounts[0] };
+        let built = state.build(context, vec![entry], &|_| false);
+        assert_eq!(built.entries.len(), 1, "{:?}", built.rejected);
+        let outcome = Outcome { entry_ids: built.executed.ids.clone(), events: built.executed.events.clone() };
+        let mut writes = built.executed.writes.clone();
+        state.apply(built.executed.writes, built.executed.lattice);
+        if height == 1 {
+            // The engine's first commit writes the genesis pairs too.
+            writes = state.pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect();
+        }
+        store.commit(height, &Stored { block: vec![], certificate: vec![] }, &writes, &outcome).unwrap();
+        let snapshot = reader.snapshot(&genesis).unwrap();
+        assert_eq!(snapshot.height(), height);
+        same(&state, reader.snapshot(&genesis).unwrap());
+        if height == 1 {
+            first = Some((snapshot, state.clone()));
+        }
+    }
+    // A snapshot is one commit's state: one taken after block 1 and read after block 4 still reads block 1's.
+    let (snapshot_at_1, state_at_1) = first.unwrap();
+    assert_ne!(state_at_1.balances().collect::<Vec<_>>(), state.balances().collect::<Vec<_>>());
+    assert_eq!(snapshot_at_1.height(), 1);
+    assert_eq!(snapshot_at_1.balances().collect::<Vec<_>>(), state_at_1.balances().collect::<Vec<_>>());
 }

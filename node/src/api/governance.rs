@@ -3,10 +3,11 @@
 //! reports, signed with its key and submitted to the ledger (`POST /proposals`, `POST /proposals/{id}/votes`,
 //! `POST /reports`, `POST /reports/{id}/propose`).
 
+use ::ledger::reads::*;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::message::{
     Action, AddValidator, AdmitMember, Choice, DeviceCap, Empty, Freeze, FuelCap, IslandOrder, Measure, Override,
@@ -17,7 +18,7 @@ use protocol::{Body, Id, PublicKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Context, authorized, error, no_ledger, parse, sign_and_submit, unauthorized};
+use super::{Authorized, Context, error, no_ledger, parse, sign_and_submit};
 
 /// A proposal asked of the node.
 #[derive(Debug, Deserialize)]
@@ -230,7 +231,8 @@ fn status_name(status: u8) -> &'static str {
 pub async fn overview(State(context): State<Context>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let read = ledger
-        .read(|state, height| {
+        .query(|state| {
+            let height = state.height();
             let mut proposals: Vec<Value> = state
                 .proposals()
                 .map(|(id, proposal)| {
@@ -317,10 +319,7 @@ pub async fn overview(State(context): State<Context>) -> Response {
 }
 
 /// `POST /proposals`: the node proposes.
-pub async fn propose(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+pub async fn propose(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let request: ProposalRequest = match parse(&body, "a proposal") {
         Ok(request) => request,
         Err(response) => return *response,
@@ -348,12 +347,9 @@ struct VoteRequest {
 pub async fn vote(
     State(context): State<Context>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Bytes,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let Ok(proposal) = Id::from_hex(&id) else {
         return error(StatusCode::BAD_REQUEST, "a proposal id is 64 hex digits");
     };
@@ -430,10 +426,7 @@ struct ReportRequest {
 }
 
 /// `POST /reports`: a citizen's report, signed by the node.
-pub async fn report(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+pub async fn report(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let request: ReportRequest = match parse(&body, "a report") {
         Ok(request) => request,
         Err(response) => return *response,
@@ -471,7 +464,7 @@ pub async fn report(State(context): State<Context>, headers: HeaderMap, body: By
     };
     // A report on an asset the ledger does not know would only be dropped when blocks are built: say so now.
     if let (Some(ledger), Some(asset)) = (context.ledger.as_ref(), report.asset.as_slice().first().copied())
-        && ledger.read(move |state, _| state.asset(&asset).is_none()).await.unwrap_or(false)
+        && ledger.query(move |state| state.asset(&asset).is_none()).await.unwrap_or(false)
     {
         return error(StatusCode::BAD_REQUEST, format!("no asset {} is registered", asset.to_hex()));
     }
@@ -489,12 +482,9 @@ struct ReportProposalRequest {
 pub async fn propose_report(
     State(context): State<Context>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Bytes,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let Ok(report_id) = Id::from_hex(&id) else {
         return error(StatusCode::BAD_REQUEST, "a report id is 64 hex digits");
@@ -507,8 +497,7 @@ pub async fn propose_report(
             Err(response) => return *response,
         }
     };
-    let found =
-        ledger.read(move |state, _| state.reports().find(|(id, _)| *id == report_id).map(|(_, report)| report)).await;
+    let found = ledger.query(move |state| state.report(&report_id)).await;
     let Ok(Some(report)) = found else { return error(StatusCode::NOT_FOUND, "no such report (or older than 30 days)") };
     let action = match request.action.as_ref().map(ActionRequest::to_action).transpose() {
         Ok(action) => action.unwrap_or(Action::Text(Empty)),

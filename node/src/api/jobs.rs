@@ -3,10 +3,11 @@
 //! DHT (`GET /jobs/providers`); and the node's own postings, bids, awards, deliveries, verdicts and disputes, signed
 //! with its key and submitted to the ledger.
 
+use ::ledger::reads::*;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use protocol::message::{
     Award, AwardRule, Bid, ComputeTask, Deliver, Dispute, Empty, Evidence, Job, JobKind, Need, Opening, Outcome, Proof,
@@ -18,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 
-use super::{Context, authorized, error, no_ledger, parse, sign_now, submit_bytes, unauthorized};
+use super::{Authorized, Context, error, no_ledger, parse, sign_now, submit_bytes};
 use crate::clock::now_ms;
 use ::ledger::state::{BidState, JobState, job_escrow_account, job_status};
 
@@ -133,7 +134,8 @@ pub async fn list(State(context): State<Context>, Query(query): Query<ListQuery>
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
     };
     let read = ledger
-        .read(move |state, height| {
+        .query(move |state| {
+            let height = state.height();
             let mut jobs: Vec<(Id, JobState)> = state
                 .jobs()
                 .filter(|(_, job)| query.status.as_deref().is_none_or(|status| job_status::name(job.status) == status))
@@ -176,7 +178,8 @@ pub async fn show(State(context): State<Context>, UrlPath(id): UrlPath<String>) 
         Err(response) => return *response,
     };
     let read = ledger
-        .read(move |state, height| {
+        .query(move |state| {
+            let height = state.height();
             let job = state.job(&id)?;
             let mut value = job_json(&id, &job);
             let bids = state.job_bids(&id);
@@ -453,10 +456,7 @@ async fn submit(context: &Context, body: Body) -> Response {
 }
 
 /// `POST /jobs`: a job posted by the node.
-pub async fn post(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+pub async fn post(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let request: JobRequest = match parse(&body, "a job") {
         Ok(request) => request,
@@ -485,7 +485,7 @@ struct BidRequest {
 
 async fn read_job(context: &Context, id: Id) -> Result<JobState, Box<Response>> {
     let Some(ledger) = context.ledger.as_ref() else { return Err(Box::new(no_ledger())) };
-    match ledger.read(move |state, _| state.job(&id)).await {
+    match ledger.query(move |state| state.job(&id)).await {
         Ok(Some(job)) => Ok(job),
         Ok(None) => Err(Box::new(error(StatusCode::NOT_FOUND, format!("no job {} is on the ledger", id.to_hex())))),
         Err(problem) => Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()))),
@@ -493,15 +493,7 @@ async fn read_job(context: &Context, id: Id) -> Result<JobState, Box<Response>> 
 }
 
 /// `POST /jobs/{id}/bids`: the node bids on a job.
-pub async fn bid(
-    State(context): State<Context>,
-    UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+pub async fn bid(State(context): State<Context>, UrlPath(id): UrlPath<String>, _: Authorized, body: Bytes) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,
@@ -545,12 +537,9 @@ struct AwardRequest {
 pub async fn award(
     State(context): State<Context>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Bytes,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,
@@ -569,7 +558,7 @@ pub async fn award(
             Ok(bid) => bid,
             Err(_) => return error(StatusCode::BAD_REQUEST, "bid: 64 hex digits"),
         },
-        None => match ledger.read(move |state, _| state.job_winner(&id)).await {
+        None => match ledger.query(move |state| state.job_winner(&id)).await {
             Ok(Some(winner)) => winner.id,
             Ok(None) => return error(StatusCode::CONFLICT, "the job has no bid to award"),
             Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
@@ -595,12 +584,9 @@ struct DeliverRequest {
 pub async fn deliver(
     State(context): State<Context>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Bytes,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,
@@ -660,7 +646,7 @@ async fn open_sample(context: Context, id: Id, task: ComputeTask, root: Id, leve
     let Some(ledger) = context.ledger.clone() else { return };
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let Ok(Some(job)) = ledger.read(move |state, _| state.job(&id)).await else { return };
+        let Ok(Some(job)) = ledger.query(move |state| state.job(&id)).await else { return };
         if job.status != job_status::AWARDED || now_ms() > job.job.deadline_ms {
             return;
         }
@@ -696,12 +682,9 @@ struct VerdictRequest {
 pub async fn verdict(
     State(context): State<Context>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Bytes,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,
@@ -728,12 +711,9 @@ struct DisputeRequest {
 pub async fn dispute(
     State(context): State<Context>,
     UrlPath(id): UrlPath<String>,
-    headers: HeaderMap,
+    _: Authorized,
     body: Bytes,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(response) => return *response,

@@ -1,6 +1,7 @@
 //! The API's views of what happens: recent blocks, trades and readings, accounts, validators, peers, a stream of
 //! server-sent events, Prometheus metrics, the OpenAPI document and the dashboard.
 
+use ::ledger::reads::*;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,18 +102,16 @@ pub async fn accounts(State(context): State<Context>, Query(query): Query<Accoun
     };
     let page = query.limit.unwrap_or(100).min(ACCOUNTS_PAGE_MAX);
     let read = ledger
-        .read(move |state, height| {
+        .query(move |state| {
+            let height = state.height();
             let mut accounts: std::collections::BTreeMap<protocol::PublicKey, Vec<(String, u64)>> = Default::default();
-            for (account, token, amount) in state.balances() {
-                if after.is_some_and(|after| account <= after) {
-                    continue;
-                }
+            for (account, token, amount) in state.balances_after(after.as_ref()) {
                 if accounts.len() == page && !accounts.contains_key(&account) {
                     break;
                 }
                 accounts.entry(account).or_default().push((token.as_str().to_string(), amount));
             }
-            let genesis = state.genesis_info().clone();
+            let genesis = state.genesis();
             let list: Vec<serde_json::Value> = accounts
                 .into_iter()
                 .map(|(account, balances)| {
@@ -162,7 +161,7 @@ pub async fn validators(State(context): State<Context>) -> Response {
     let me = context.signer.public();
     let names: Vec<(protocol::PublicKey, String)> =
         ledger.genesis().validators.iter().map(|validator| (validator.key, validator.name.clone())).collect();
-    match ledger.read(|state, height| (height, state.validators())).await {
+    match ledger.query(|state| (state.height(), state.validators())).await {
         Ok((height, set)) => {
             let list: Vec<serde_json::Value> = set
                 .iter()

@@ -9,6 +9,10 @@
 //! | GET | `/entries/{id}` | where a committed entry is (404 while it is not committed) |
 //! | POST | `/entries` | a signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped |
 //! | GET | `/accounts/{key}/balances` | an account's balances by token (milli-units) |
+//! | GET | `/accounts/{key}/fuel` | an author's fuel as this node counts it: levels per class, standing, refusals |
+//! | GET | `/meter` | the home meter: latest registers, latest signed reading, counters |
+//! | GET | `/island` | the microgrid controller: mode (grid or island) and the last interval's allocation |
+//! | POST | `/island` | JSON `{grid_present}`: tells the microgrid controller whether the grid is present |
 //! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, checked as receivers check it, put in the node's market, and only then its pool joined, announced and the offer gossiped; the market's verdict otherwise (400, 403 frozen, 409, 429 too many open offers, 503 the node's bounds) |
 //! | POST | `/offers/{id}/cancel?pool=...` | withdraws one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no later settlement can fill it) |
 //! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
@@ -30,7 +34,11 @@
 //! | GET | `/jobs/match` | open jobs a worker could take (`?kinds=&skills=&cell=&radius_m=`), best paid first, from the node's bounded index |
 //! | GET | `/jobs/providers` | peers announcing open jobs of `?kind=` near `?cell=` in the DHT |
 //! | POST | `/jobs` | JSON job (kind, title, reward, rule, evidence...): posted by the node |
-//! | POST | `/jobs/{id}/bids`, `/award`, `/deliver`, `/verdict`, `/dispute` | the node bids, awards (the rule's pick), delivers (claim, meter, compute, reading), accepts or votes, disputes |
+//! | POST | `/jobs/{id}/bids` | the node bids on a job |
+//! | POST | `/jobs/{id}/award` | the node (the poster) awards the job to the rule's pick |
+//! | POST | `/jobs/{id}/deliver` | the node (the worker) delivers: a claim, a meter, a compute result or a reading |
+//! | POST | `/jobs/{id}/verdict` | the node (the poster, or a juror) accepts the delivery or votes on a dispute |
+//! | POST | `/jobs/{id}/dispute` | the node disputes a delivery |
 //! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
 //! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
 //! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger, with the dynamic base price each period's trades met |
@@ -46,6 +54,7 @@
 //! | GET | `/openapi.json` | this API as an OpenAPI 3.1 document |
 //! | GET | `/` | the live dashboard |
 
+use ::ledger::reads::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -53,7 +62,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -157,56 +166,195 @@ pub async fn serve(
     Ok(tokio::spawn(server::serve(listener, app, connections_max)))
 }
 
+/// One route of the API. [`ROUTES`] is the one list of them: the router is built from it, and tests check that
+/// the module's table above and `/openapi.json` list exactly these routes, and that each answers only the statuses
+/// given here (`route_statuses_are_the_documented_ones` in `tests/it/operate.rs`).
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: fn() -> axum::routing::MethodRouter<Context>,
+    /// Every status the route answers (the OpenAPI document's responses).
+    pub statuses: &'static [u16],
+}
+
+/// Every route the API answers.
+pub const ROUTES: &[Route] = &[
+    Route { method: Method::GET, path: "/", handler: || get(live::dashboard), statuses: &[200] },
+    Route { method: Method::GET, path: "/openapi.json", handler: || get(live::openapi), statuses: &[200] },
+    Route { method: Method::GET, path: "/metrics", handler: || get(live::metrics), statuses: &[200] },
+    Route { method: Method::GET, path: "/events", handler: || get(live::events), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/blocks", handler: || get(live::blocks), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/trades", handler: || get(live::trades), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/readings", handler: || get(live::readings), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/accounts", handler: || get(live::accounts), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/validators", handler: || get(live::validators), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/peers", handler: || get(live::peers), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/status", handler: || get(status), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/blocks/{height}", handler: || get(block), statuses: &[200, 400, 404, 503] },
+    Route {
+        method: Method::GET,
+        path: "/blocks/{height}/raw",
+        handler: || get(block_raw),
+        statuses: &[200, 400, 404, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/entries",
+        handler: || axum::routing::post(submit),
+        statuses: &[202, 400, 401, 409, 429, 503],
+    },
+    Route { method: Method::GET, path: "/entries/{id}", handler: || get(entry), statuses: &[200, 400, 404, 503] },
+    Route {
+        method: Method::GET,
+        path: "/accounts/{key}/balances",
+        handler: || get(balances),
+        statuses: &[200, 400, 503],
+    },
+    Route { method: Method::GET, path: "/accounts/{key}/fuel", handler: || get(fuel), statuses: &[200, 400, 404, 503] },
+    Route {
+        method: Method::POST,
+        path: "/offers",
+        handler: || axum::routing::post(post_offer),
+        statuses: &[202, 400, 401, 403, 409, 429, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/offers/{id}/cancel",
+        handler: || axum::routing::post(cancel_offer),
+        statuses: &[202, 400, 401, 409, 429, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/barter",
+        handler: || axum::routing::post(post_barter),
+        statuses: &[202, 400, 401, 403, 409, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/transfers",
+        handler: || axum::routing::post(post_transfer),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/assets",
+        handler: || axum::routing::post(post_asset),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route { method: Method::GET, path: "/assets/{id}", handler: || get(asset), statuses: &[200, 400, 404, 503] },
+    Route {
+        method: Method::POST,
+        path: "/guilds",
+        handler: || axum::routing::post(post_guild),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route { method: Method::GET, path: "/guilds/{account}", handler: || get(guild), statuses: &[200, 400, 404, 503] },
+    Route {
+        method: Method::POST,
+        path: "/guilds/{account}/spends",
+        handler: || axum::routing::post(post_guild_spend),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::GET,
+        path: "/guild-spends/{id}",
+        handler: || get(guild_spend),
+        statuses: &[200, 400, 404, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/guild-spends/{id}/approve",
+        handler: || axum::routing::post(approve_guild_spend),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route { method: Method::GET, path: "/governance", handler: || get(governance::overview), statuses: &[200, 503] },
+    Route {
+        method: Method::POST,
+        path: "/proposals",
+        handler: || axum::routing::post(governance::propose),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/proposals/{id}/votes",
+        handler: || axum::routing::post(governance::vote),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/reports",
+        handler: || axum::routing::post(governance::report),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/reports/{id}/propose",
+        handler: || axum::routing::post(governance::propose_report),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route { method: Method::GET, path: "/jobs", handler: || get(jobs::list), statuses: &[200, 503] },
+    Route {
+        method: Method::POST,
+        path: "/jobs",
+        handler: || axum::routing::post(jobs::post),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route { method: Method::GET, path: "/jobs/match", handler: || get(jobs::matching), statuses: &[200, 400] },
+    Route {
+        method: Method::GET,
+        path: "/jobs/providers",
+        handler: || get(jobs::providers),
+        statuses: &[200, 400, 503],
+    },
+    Route { method: Method::GET, path: "/jobs/{id}", handler: || get(jobs::show), statuses: &[200, 400, 404, 503] },
+    Route {
+        method: Method::POST,
+        path: "/jobs/{id}/bids",
+        handler: || axum::routing::post(jobs::bid),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/jobs/{id}/award",
+        handler: || axum::routing::post(jobs::award),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/jobs/{id}/deliver",
+        handler: || axum::routing::post(jobs::deliver),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/jobs/{id}/verdict",
+        handler: || axum::routing::post(jobs::verdict),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route {
+        method: Method::POST,
+        path: "/jobs/{id}/dispute",
+        handler: || axum::routing::post(jobs::dispute),
+        statuses: &[202, 400, 401, 503],
+    },
+    Route { method: Method::GET, path: "/meter", handler: || get(meter), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/island", handler: || get(island), statuses: &[200, 404, 503] },
+    Route {
+        method: Method::POST,
+        path: "/island",
+        handler: || axum::routing::post(island_grid),
+        statuses: &[202, 400, 401, 404, 503],
+    },
+    Route { method: Method::GET, path: "/pools", handler: || get(pools), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/pools/book", handler: || get(book), statuses: &[200, 400, 503] },
+    Route { method: Method::GET, path: "/pools/index", handler: || get(price_index), statuses: &[200, 400, 503] },
+    Route { method: Method::GET, path: "/pools/providers", handler: || get(providers), statuses: &[200, 400, 503] },
+];
+
 pub fn router(context: Context) -> Router {
-    Router::new()
-        .route("/", get(live::dashboard))
-        .route("/openapi.json", get(live::openapi))
-        .route("/metrics", get(live::metrics))
-        .route("/events", get(live::events))
-        .route("/blocks", get(live::blocks))
-        .route("/trades", get(live::trades))
-        .route("/readings", get(live::readings))
-        .route("/accounts", get(live::accounts))
-        .route("/validators", get(live::validators))
-        .route("/peers", get(live::peers))
-        .route("/status", get(status))
-        .route("/blocks/{height}", get(block))
-        .route("/blocks/{height}/raw", get(block_raw))
-        .route("/entries", axum::routing::post(submit))
-        .route("/entries/{id}", get(entry))
-        .route("/accounts/{key}/balances", get(balances))
-        .route("/accounts/{key}/fuel", get(fuel))
-        .route("/offers", axum::routing::post(post_offer))
-        .route("/offers/{id}/cancel", axum::routing::post(cancel_offer))
-        .route("/barter", axum::routing::post(post_barter))
-        .route("/transfers", axum::routing::post(post_transfer))
-        .route("/assets", axum::routing::post(post_asset))
-        .route("/assets/{id}", get(asset))
-        .route("/guilds", axum::routing::post(post_guild))
-        .route("/guilds/{account}", get(guild))
-        .route("/guilds/{account}/spends", axum::routing::post(post_guild_spend))
-        .route("/guild-spends/{id}", get(guild_spend))
-        .route("/guild-spends/{id}/approve", axum::routing::post(approve_guild_spend))
-        .route("/governance", get(governance::overview))
-        .route("/proposals", axum::routing::post(governance::propose))
-        .route("/proposals/{id}/votes", axum::routing::post(governance::vote))
-        .route("/reports", axum::routing::post(governance::report))
-        .route("/reports/{id}/propose", axum::routing::post(governance::propose_report))
-        .route("/jobs", get(jobs::list).post(jobs::post))
-        .route("/jobs/match", get(jobs::matching))
-        .route("/jobs/providers", get(jobs::providers))
-        .route("/jobs/{id}", get(jobs::show))
-        .route("/jobs/{id}/bids", axum::routing::post(jobs::bid))
-        .route("/jobs/{id}/award", axum::routing::post(jobs::award))
-        .route("/jobs/{id}/deliver", axum::routing::post(jobs::deliver))
-        .route("/jobs/{id}/verdict", axum::routing::post(jobs::verdict))
-        .route("/jobs/{id}/dispute", axum::routing::post(jobs::dispute))
-        .route("/meter", get(meter))
-        .route("/island", get(island).post(island_grid))
-        .route("/pools", get(pools))
-        .route("/pools/book", get(book))
-        .route("/pools/index", get(price_index))
-        .route("/pools/providers", get(providers))
+    ROUTES
+        .iter()
+        .fold(Router::new(), |router, route| router.route(route.path, (route.handler)()))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::from_fn_with_state(context.clone(), writes_need_the_token))
         .with_state(context)
@@ -374,14 +522,27 @@ fn authorized(context: &Context, headers: &HeaderMap) -> bool {
         .is_some_and(|token| constant_time_eq(token.trim().as_bytes(), context.token.as_bytes()))
 }
 
+/// A request that carries the API token (`Authorization: Bearer <data-dir/api.token>`): every write handler takes
+/// one, so a handler that changes anything cannot be written without the check. (The router's middleware checks
+/// the token too, before a body is read: see [`writes_need_the_token`].)
+pub struct Authorized;
+
+impl axum::extract::FromRequestParts<Context> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        context: &Context,
+    ) -> Result<Authorized, Response> {
+        if authorized(context, &parts.headers) { Ok(Authorized) } else { Err(unauthorized()) }
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn submit(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn submit(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     submit_bytes(&context, body.to_vec()).await
 }
 
@@ -400,7 +561,7 @@ async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Response {
 fn submit_error(refused: &ledger::Error) -> Response {
     use ledger::Rejected;
     let status = match refused {
-        ledger::Error::Busy | ledger::Error::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        ledger::Error::Busy | ledger::Error::Stopped | ledger::Error::Unreadable(_) => StatusCode::SERVICE_UNAVAILABLE,
         ledger::Error::Refused(rejected) => match rejected {
             Rejected::Invalid(_) | Rejected::NotAnEntry(_) => StatusCode::BAD_REQUEST,
             Rejected::Duplicate | Rejected::Included | Rejected::CannotPay { .. } => StatusCode::CONFLICT,
@@ -446,7 +607,7 @@ async fn balances(State(context): State<Context>, UrlPath(key): UrlPath<String>)
     let Ok(account) = PublicKey::from_hex(&key) else {
         return error(StatusCode::BAD_REQUEST, "an account is its public key, 64 hex digits");
     };
-    match ledger.read(move |state, height| (height, state.account_balances(&account))).await {
+    match ledger.query(move |state| (state.height(), state.account_balances(&account))).await {
         Ok((height, balances)) => {
             let balances: serde_json::Map<String, serde_json::Value> =
                 balances.into_iter().map(|(token, amount)| (token.as_str().to_string(), json!(amount))).collect();
@@ -487,10 +648,7 @@ pub(crate) fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> Resul
     })
 }
 
-async fn post_offer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let Some(market) = context.market.as_ref() else { return no_market() };
     let request: OfferRequest = match parse(&body, "an offer request") {
         Ok(request) => request,
@@ -630,10 +788,7 @@ struct GridSignal {
 
 /// Tells the microgrid controller whether the grid is present: `{"grid_present": false}` islands at once; the
 /// grid must be present for `return_intervals` intervals before grid mode returns.
-async fn island_grid(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn island_grid(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let Some(island) = context.island.as_ref() else {
         return error(StatusCode::NOT_FOUND, "this node controls no microgrid");
     };
@@ -711,7 +866,8 @@ async fn price_index(
     let from = query.from.unwrap_or(0);
     let key = pool.clone();
     let read = ledger
-        .read(move |state, height| {
+        .query(move |state| {
+            let height = state.height();
             let bases: std::collections::BTreeMap<u64, u64> = state.base_prices(&key, from, to).into_iter().collect();
             (height, state.price_indices(&key, from, to), bases)
         })
@@ -753,10 +909,7 @@ struct BarterRequest {
     expires_in_s: Option<u64>,
 }
 
-async fn post_barter(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let Some(market) = context.market.as_ref() else { return no_market() };
     let request: BarterRequest = match parse(&body, "a barter request") {
         Ok(request) => request,
@@ -803,13 +956,10 @@ struct CancelQuery {
 
 async fn cancel_offer(
     State(context): State<Context>,
-    headers: HeaderMap,
+    _: Authorized,
     UrlPath(id): UrlPath<String>,
     axum::extract::Query(query): axum::extract::Query<CancelQuery>,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let (Some(market), Some(ledger)) = (context.market.as_ref(), context.ledger.as_ref()) else { return no_market() };
     let Ok(offer) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an offer id is 64 hex digits") };
     let pool: PoolId = match query.pool.parse() {
@@ -857,10 +1007,7 @@ impl TransferRequest {
     }
 }
 
-async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn post_transfer(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let request: TransferRequest = match parse(&body, "a transfer request") {
         Ok(request) => request,
@@ -874,7 +1021,7 @@ async fn post_transfer(State(context): State<Context>, headers: HeaderMap, body:
     };
     // The ledger would refuse it at execution; say so now, with the balance.
     let (me, token, amount) = (context.signer.public(), transfer.token.clone(), transfer.amount);
-    match ledger.read(move |state, _| state.balance(&me, &token)).await {
+    match ledger.query(move |state| state.balance(&me, &token)).await {
         Ok(balance) if balance < amount => {
             return error(
                 StatusCode::BAD_REQUEST,
@@ -908,10 +1055,7 @@ struct GuildRequest {
     threshold: u32,
 }
 
-async fn post_guild(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn post_guild(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let request: GuildRequest = match parse(&body, "a guild request") {
         Ok(request) => request,
         Err(response) => return *response,
@@ -954,7 +1098,7 @@ async fn guild(State(context): State<Context>, UrlPath(account): UrlPath<String>
         return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
     };
     let read =
-        ledger.read(move |state, height| (height, state.guild(&account), state.account_balances(&account))).await;
+        ledger.query(move |state| (state.height(), state.guild(&account), state.account_balances(&account))).await;
     match read {
         Ok((height, Some(guild), balances)) => {
             let balances: serde_json::Map<String, serde_json::Value> =
@@ -977,13 +1121,10 @@ async fn guild(State(context): State<Context>, UrlPath(account): UrlPath<String>
 
 async fn post_guild_spend(
     State(context): State<Context>,
-    headers: HeaderMap,
+    _: Authorized,
     UrlPath(account): UrlPath<String>,
     body: Bytes,
 ) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
     let Ok(guild) = PublicKey::from_hex(&account) else {
         return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
     };
@@ -1007,7 +1148,7 @@ async fn post_guild_spend(
 async fn guild_spend(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
-    match ledger.read(move |state, height| (height, state.guild_spend(&id))).await {
+    match ledger.query(move |state| (state.height(), state.guild_spend(&id))).await {
         Ok((height, Some(spend))) => Json(json!({
             "id": id.to_hex(),
             "height": height,
@@ -1024,14 +1165,7 @@ async fn guild_spend(State(context): State<Context>, UrlPath(id): UrlPath<String
     }
 }
 
-async fn approve_guild_spend(
-    State(context): State<Context>,
-    headers: HeaderMap,
-    UrlPath(id): UrlPath<String>,
-) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn approve_guild_spend(State(context): State<Context>, _: Authorized, UrlPath(id): UrlPath<String>) -> Response {
     let Ok(spend) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
     sign_and_submit(&context, Body::GuildApproval(protocol::message::GuildApproval { spend })).await
 }
@@ -1114,10 +1248,7 @@ fn asset_kind_name(kind: protocol::message::AssetKind) -> &'static str {
     }
 }
 
-async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: Bytes) -> Response {
-    if !authorized(&context, &headers) {
-        return unauthorized();
-    }
+async fn post_asset(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
     let request: AssetRequest = match parse(&body, "an asset manifest") {
         Ok(request) => request,
         Err(response) => return *response,
@@ -1165,7 +1296,8 @@ async fn post_asset(State(context): State<Context>, headers: HeaderMap, body: By
 async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an asset id is 64 hex digits") };
-    let read = ledger.read(move |state, height| {
+    let read = ledger.query(move |state| {
+        let height = state.height();
         let Some(asset) = state.asset(&id) else { return (height, None) };
         // Its history beyond readings: alerts, reports and maintenance logged, overrides on it.
         let reports: Vec<serde_json::Value> = state
@@ -1249,5 +1381,50 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
         }
         Ok((_, None)) => error(StatusCode::NOT_FOUND, "no asset with that id on the ledger (yet)"),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{ROUTES, live};
+
+    fn routes() -> BTreeSet<(String, String)> {
+        ROUTES.iter().map(|route| (route.method.to_string(), route.path.to_string())).collect()
+    }
+
+    /// The module's table (the API's documentation) lists every route, one a row, and no other.
+    #[test]
+    fn the_documented_routes_are_the_routes() {
+        let documented: BTreeSet<(String, String)> = include_str!("mod.rs")
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix("//! | ")?.split(" | ");
+                let method = cells.next()?;
+                let path = cells.next()?.trim_matches('`').split('?').next()?;
+                matches!(method, "GET" | "POST").then(|| (method.to_string(), path.to_string()))
+            })
+            .collect();
+        assert_eq!(documented, routes());
+    }
+
+    /// `/openapi.json` lists every route, and each with exactly the statuses it answers.
+    #[test]
+    fn the_openapi_document_lists_every_route_with_its_statuses() {
+        let document: serde_json::Value = serde_json::from_str(live::OPENAPI).unwrap();
+        let mut listed = BTreeSet::new();
+        for (path, methods) in document["paths"].as_object().unwrap() {
+            for (method, operation) in methods.as_object().unwrap() {
+                let method = method.to_uppercase();
+                let statuses: BTreeSet<u16> =
+                    operation["responses"].as_object().unwrap().keys().map(|code| code.parse().unwrap()).collect();
+                let route = ROUTES.iter().find(|route| route.method.as_str() == method && route.path == path);
+                let route = route.unwrap_or_else(|| panic!("{method} {path} is documented but not routed"));
+                assert_eq!(statuses, route.statuses.iter().copied().collect(), "{method} {path}");
+                listed.insert((method, path.clone()));
+            }
+        }
+        assert_eq!(listed, routes());
     }
 }

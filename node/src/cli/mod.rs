@@ -179,6 +179,10 @@ pub enum BenchCommand {
         /// Signing accounts.
         #[arg(long, default_value_t = 256)]
         clients: usize,
+        /// Readers of account balances at the first validator during the load (each reads again as soon as it has
+        /// an answer); their read latency is reported.
+        #[arg(long, default_value_t = 0)]
+        readers: usize,
     },
     /// Governance on 4 validators on loopback (real swarms and RocksDB): from a proposal's passing block to its
     /// effect on every node, and from a freeze passing to every node refusing the frozen account's offers.
@@ -402,9 +406,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )?;
             Ok(())
         }
-        Command::Bench(BenchCommand::Ledger { rate, seconds, clients }) => {
+        Command::Bench(BenchCommand::Ledger { rate, seconds, clients, readers }) => {
             crate::run::init_logging("warn");
-            let args = crate::bench_ledger::LedgerArgs { rate_per_s: rate, seconds, clients };
+            let args = crate::bench_ledger::LedgerArgs { rate_per_s: rate, seconds, clients, readers };
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let report = runtime.block_on(crate::bench_ledger::ledger(&args))?;
             let mut out = std::io::stdout().lock();
@@ -434,6 +438,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
                 report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
             )?;
+            if readers > 0 {
+                writeln!(
+                    out,
+                    "reads of account balances by {readers} readers: {} answered, p50 {:.2} ms, p99 {:.2} ms",
+                    report.reads, report.read_p50_ms, report.read_p99_ms
+                )?;
+            }
             Ok(())
         }
         Command::Bench(BenchCommand::Governance { rounds }) => {

@@ -6,6 +6,7 @@
 pub mod mqtt;
 pub mod sunspec;
 
+use ::ledger::reads::*;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -382,7 +383,7 @@ impl Actor {
             // The asset the ledger binds this node's meter to, and its battery's capacity.
             let (author, meter) = (self.signer.public(), self.settings.id.as_str().to_owned());
             let found = ledger
-                .read(move |state, _| {
+                .query(move |state| {
                     let id = state.asset_of_meter(&author, &meter)?;
                     Some((id, state.asset(&id)?.manifest.limits.storage_wh))
                 })
@@ -509,7 +510,7 @@ impl Actor {
         let cap = match &self.ledger {
             Some(ledger) => {
                 let (account, meter) = (self.signer.public(), self.settings.id.as_str().to_owned());
-                ledger.read(move |state, _| state.device_cap(&account, &meter)).await.ok().flatten().map(|in_force| {
+                ledger.query(move |state| state.device_cap(&account, &meter)).await.ok().flatten().map(|in_force| {
                     energy::dispatch::GridCap { import_w_max: in_force.first, export_w_max: in_force.second }
                 })
             }
@@ -521,7 +522,7 @@ impl Actor {
                 let to_s = now / 1000 + 1;
                 let from_s = to_s.saturating_sub(6 * 3600);
                 ledger
-                    .read(move |state, _| {
+                    .query(move |state| {
                         state.price_indices(&pool, from_s, to_s).last().and_then(|(_, index)| index.vwap())
                     })
                     .await
