@@ -105,12 +105,47 @@ pub struct Handle {
     commits: broadcast::Sender<Arc<Commit>>,
     reader: RocksReader,
     genesis: Arc<Genesis>,
-    /// Reads of the state waiting for or running on tokio's blocking threads (at most [`QUERIES_MAX`]).
-    queries: Arc<tokio::sync::Semaphore>,
+    /// Reads of the state waiting for the reader thread.
+    queries: mpsc::Sender<Query>,
 }
 
-/// Reads of the state ([`Handle::query`]) running at once; more wait for one to end.
-pub const QUERIES_MAX: usize = 32;
+/// Reads of the state ([`Handle::query`]) waiting for the reader thread; more wait to be queued.
+pub const QUERY_QUEUE_LEN: usize = 1_024;
+/// Most reads answered from one snapshot: the reader thread takes a new one after that many, so that a steady
+/// stream of reads still sees new commits.
+const QUERIES_PER_SNAPSHOT_MAX: usize = 256;
+
+/// A read of the state, run on the reader thread against a snapshot (or the reason there is none).
+type Query = Box<dyn for<'a> FnOnce(&anyhow::Result<StateSnapshot<'a>>) + Send>;
+
+/// Starts the node's reader thread ("kos-reads"): it answers [`Handle::query`]s in order from RocksDB snapshots
+/// of the last commit, as many queued reads from one snapshot as are waiting (at most
+/// [`QUERIES_PER_SNAPSHOT_MAX`]). One thread: reads, however many and however large, take at most one core and
+/// never the ledger thread's time. It ends when every handle is gone.
+fn spawn_reader(reader: RocksReader, genesis: Arc<Genesis>) -> anyhow::Result<mpsc::Sender<Query>> {
+    let (sender, mut queries) = mpsc::channel::<Query>(QUERY_QUEUE_LEN);
+    std::thread::Builder::new()
+        .name("kos-reads".into())
+        .spawn(move || {
+            let answer = |query: Query, snapshot: &anyhow::Result<StateSnapshot<'_>>| {
+                // A read that panics (a bug) loses its own answer (its caller hears that the ledger stopped), not
+                // the thread.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| query(snapshot))).is_err() {
+                    error!("a read of the state panicked");
+                }
+            };
+            while let Some(first) = queries.blocking_recv() {
+                let snapshot = reader.snapshot(&genesis);
+                answer(first, &snapshot);
+                for _ in 1..QUERIES_PER_SNAPSHOT_MAX {
+                    let Ok(query) = queries.try_recv() else { break };
+                    answer(query, &snapshot);
+                }
+            }
+        })
+        .context("starting the reader thread")?;
+    Ok(sender)
+}
 
 /// Why the ledger refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -141,21 +176,26 @@ impl Handle {
         self.inputs.try_send(Input::Entries(deliveries)).is_ok()
     }
 
-    /// Reads the committed state: `query` gets a snapshot of the last commit (with its height). It runs on one of
-    /// tokio's blocking threads, at most [`QUERIES_MAX`] at once, and never on the ledger thread: a read, however
-    /// large, does not hold up consensus, and a snapshot is unchanged by the commits made while it is read.
+    /// Reads the committed state: `query` gets a snapshot of the last commit (with its height). It runs on the
+    /// node's reader thread (see [`spawn_reader`]), never on the ledger thread: a read, however large, does not
+    /// hold up consensus, and a snapshot is unchanged by the commits made while it is read.
     pub async fn query<T: Send + 'static>(
         &self,
         query: impl FnOnce(&StateSnapshot<'_>) -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self.queries.acquire().await.map_err(|_| Error::Stopped)?;
-        let (reader, genesis) = (self.reader.clone(), self.genesis.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            let snapshot = reader.snapshot(&genesis)?;
-            let answer = query(&snapshot);
-            snapshot.check().map(|()| answer)
+        let (reply, answer) = oneshot::channel();
+        let job: Query = Box::new(move |snapshot| {
+            let answer = match snapshot {
+                Ok(snapshot) => {
+                    let value = query(snapshot);
+                    snapshot.check().map(|()| value).map_err(Error::Unreadable)
+                }
+                Err(error) => Err(Error::Unreadable(anyhow::anyhow!("{error:#}"))),
+            };
+            let _ = reply.send(answer);
         });
-        read.await.map_err(|_| Error::Stopped)?.map_err(Error::Unreadable)
+        self.queries.send(job).await.map_err(|_| Error::Stopped)?;
+        answer.await.map_err(|_| Error::Stopped)?
     }
 
     pub fn status(&self) -> Status {
@@ -242,14 +282,8 @@ pub fn start(
     let (inputs, input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
     let (status_sender, status) = watch::channel(Status::default());
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
-    let handle = Handle {
-        inputs: inputs.clone(),
-        status,
-        commits: commits.clone(),
-        reader,
-        genesis,
-        queries: Arc::new(tokio::sync::Semaphore::new(QUERIES_MAX)),
-    };
+    let queries = spawn_reader(reader.clone(), genesis.clone())?;
+    let handle = Handle { inputs: inputs.clone(), status, commits: commits.clone(), reader, genesis, queries };
     let (done_sender, done) = oneshot::channel();
     let actor = Actor {
         engine,
@@ -658,7 +692,7 @@ mod tests {
         let (inputs, received) = mpsc::channel(1);
         let (_, status) = watch::channel(Status::default());
         let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
-        let queries = Arc::new(tokio::sync::Semaphore::new(QUERIES_MAX));
+        let queries = spawn_reader(reader.clone(), genesis.clone()).unwrap();
         (Handle { inputs, status, commits, reader, genesis, queries }, received)
     }
 
