@@ -1,6 +1,7 @@
 //! The commons: guilds and their spends, registered assets, maintenance alerts, citizens' reports, and the anchors
 //! of each interval's readings.
 
+use super::*;
 use protocol::{Id, PublicKey};
 
 use super::read::{Kv, prefixed, value};
@@ -61,3 +62,134 @@ pub trait CommonsReads: Kv {
 }
 
 impl<K: Kv + ?Sized> CommonsReads for K {}
+
+/// Execution of commons entries.
+impl Pending<'_> {
+    /// A new guild, whose account is derived from the entry's id.
+    pub(super) fn found_guild(&mut self, id: &Id, guild: &protocol::message::Guild) -> Result<(), EntryError> {
+        let id = *id;
+        let account = protocol::message::guild_account(&id);
+        let record = GuildState {
+            name: guild.name.as_str().to_string(),
+            members: guild.members.as_slice().to_vec(),
+            threshold: guild.threshold,
+            created_by: id,
+        };
+        self.write(key(GUILD, &[account.as_bytes()]), &record);
+        Ok(())
+    }
+
+    /// A member asks the guild to spend; the asking counts as the member's approval.
+    pub(super) fn ask_guild_spend(
+        &mut self,
+        author: &PublicKey,
+        id: &Id,
+        spend: &protocol::message::GuildSpend,
+    ) -> Result<(), EntryError> {
+        if self.base.genesis.token(&spend.token).is_none() {
+            return Err(EntryError::UnknownToken(spend.token.clone()));
+        }
+        let record = GuildSpendState {
+            guild: spend.guild,
+            to: spend.to,
+            token: spend.token.clone(),
+            amount: spend.amount,
+            approvals: 0,
+            status: 0,
+        };
+        self.write(key(GUILD_SPEND, &[id.as_bytes()]), &record);
+        self.approve(author, id)
+    }
+
+    /// A maintenance alert on a registered asset (kept 30 days); it may post a quest.
+    pub(super) fn raise_alert(
+        &mut self,
+        author: &PublicKey,
+        id: &Id,
+        alert: &protocol::message::Alert,
+    ) -> Result<(), EntryError> {
+        let (author, id) = (*author, *id);
+        if self.get(&key(ASSET, &[alert.asset.as_bytes()])).is_none() {
+            return Err(EntryError::UnknownAsset(alert.asset));
+        }
+        let alert_key = key(ALERT, &[alert.asset.as_bytes(), &self.context.height.to_be_bytes(), id.as_bytes()]);
+        let record = AlertState { id, author, alert: alert.clone(), height: self.context.height };
+        self.write(alert_key.clone(), &record);
+        self.forget_at(self.context.time_ms.saturating_add(NOTICE_RETENTION_MS), &alert_key);
+        self.events.push(Event::AlertRaised { alert: id, asset: alert.asset, rule: alert.rule });
+        self.maintenance_quest(&id, alert);
+        Ok(())
+    }
+
+    /// A citizen's report (kept 30 days).
+    pub(super) fn report(
+        &mut self,
+        author: &PublicKey,
+        id: &Id,
+        report: &protocol::message::Report,
+    ) -> Result<(), EntryError> {
+        let (author, id) = (*author, *id);
+        if let Some(asset) = report.asset.as_slice().first()
+            && self.get(&key(ASSET, &[asset.as_bytes()])).is_none()
+        {
+            return Err(EntryError::UnknownAsset(*asset));
+        }
+        let report_key = key(REPORT, &[id.as_bytes()]);
+        let record =
+            ReportState { author, report: report.clone(), height: self.context.height, time_ms: self.context.time_ms };
+        self.write(report_key.clone(), &record);
+        self.forget_at(self.context.time_ms.saturating_add(NOTICE_RETENTION_MS), &report_key);
+        self.events.push(Event::Reported { report: id, severity: report.severity });
+        Ok(())
+    }
+
+    /// An asset's manifest, and the index of its meters.
+    pub(super) fn register_asset(
+        &mut self,
+        author: &PublicKey,
+        id: &Id,
+        asset: &protocol::message::Asset,
+    ) -> Result<(), EntryError> {
+        let (author, id) = (*author, *id);
+        let record = AssetState { author, manifest: asset.clone(), readings: 0, last_interval_start_s: 0 };
+        self.write(key(ASSET, &[id.as_bytes()]), &record);
+        for meter in asset.meters.as_slice() {
+            self.write(key(ASSET_BY_METER, &[author.as_bytes(), meter.as_str().as_bytes()]), &id);
+        }
+        Ok(())
+    }
+
+    /// Counts a member's approval of a pending spend; the approval that reaches the guild's threshold moves the
+    /// tokens (and fails, leaving the spend pending, when the guild's balance does not cover them).
+    pub(super) fn approve(&mut self, member: &PublicKey, spend_id: &Id) -> Result<(), EntryError> {
+        let spend_key = key(GUILD_SPEND, &[spend_id.as_bytes()]);
+        let mut spend: GuildSpendState = self
+            .read(&spend_key)
+            .filter(|spend: &GuildSpendState| spend.status == 0)
+            .ok_or(EntryError::SpendClosed(*spend_id))?;
+        let guild: GuildState =
+            self.read(&key(GUILD, &[spend.guild.as_bytes()])).ok_or(EntryError::NotAGuild(spend.guild))?;
+        if !guild.members.contains(member) {
+            return Err(EntryError::NotAGuildMember(*member));
+        }
+        let approval_key = key(GUILD_APPROVAL, &[spend_id.as_bytes(), member.as_bytes()]);
+        if self.get(&approval_key).is_some() {
+            return Err(EntryError::AlreadyApproved(*member));
+        }
+        self.write(approval_key, &1u8);
+        spend.approvals = spend.approvals.saturating_add(1);
+        if spend.approvals >= guild.threshold {
+            self.move_tokens(&spend.guild, &spend.to, &spend.token, spend.amount)?;
+            spend.status = 1;
+            self.events.push(Event::GuildSpent {
+                spend: *spend_id,
+                guild: spend.guild,
+                to: spend.to,
+                token: spend.token.clone(),
+                amount: spend.amount,
+            });
+        }
+        self.write(spend_key, &spend);
+        Ok(())
+    }
+}

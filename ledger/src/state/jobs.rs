@@ -15,19 +15,12 @@ use protocol::types::TokenId;
 use protocol::{Envelope, Id, PublicKey};
 
 use super::TradeReads as _;
+use super::keys::*;
 use super::read::{Kv, prefixed, value};
 use super::{
     ALERT, ASSET, AssetState, COMMONS, EntryError, Event, GUILD, GuildState, INCLUDED, MEMBER, METER, MeterState,
     Pending, VALIDATOR, key,
 };
-
-const JOB: u8 = b'j';
-const JOB_BID: u8 = b'L';
-const JOB_DUE: u8 = b'V';
-const JOB_JUROR_VOTE: u8 = b'Y';
-const JOB_BY_METER: u8 = b'h';
-const QUEST_BY_ASSET: u8 = b't';
-const JOBS_OPEN: u8 = b'W';
 
 /// Bids one job takes.
 pub const BIDS_PER_JOB_MAX: u32 = 64;
@@ -173,6 +166,73 @@ fn key_at(bytes: &[u8], at: usize) -> Option<PublicKey> {
     id_at(bytes, at).map(|id| PublicKey(id.0))
 }
 
+/// Why a job entry was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    #[error("the asset raised an alert since the award")]
+    AlertSinceAward,
+    #[error("the worker has bid on this job already")]
+    AlreadyBid,
+    #[error("the job takes no more bids")]
+    BiddingClosed,
+    #[error("bidding would end before this block")]
+    BiddingEnded,
+    #[error("the job has 64 bids already")]
+    BidsFull,
+    #[error("the collateral is below what the job asks")]
+    CollateralTooLow,
+    #[error("the deadline is more than 90 days away")]
+    DeadlineTooFar,
+    #[error("the juror has voted already")]
+    JurorVoted,
+    #[error("the worker has named its meter already")]
+    MeterNamed,
+    #[error("the meter is evidence of another job already")]
+    MeterTaken,
+    #[error("the job has no bid")]
+    NoBid,
+    #[error("no result is committed to open")]
+    NoCommittedResult,
+    #[error("no juror can be drawn")]
+    NoJuror,
+    #[error("only the poster or the worker disputes a job")]
+    NotAParty,
+    #[error("only an awarded job can be disputed")]
+    NotAwarded,
+    #[error("the job is not awarded to this worker, or it is over")]
+    NotAwardedToWorker,
+    #[error("the job is not open")]
+    NotOpen,
+    #[error("only the poster awards a job")]
+    NotThePoster,
+    #[error("the job's rule awards another bid")]
+    NotTheRulesPick,
+    #[error("this verdict is not the author's to give on the job as it is")]
+    NotYourVerdict,
+    #[error("a poster may not bid on its own job")]
+    OwnJob,
+    #[error("the poster has 64 jobs running already")]
+    PosterFull,
+    #[error("the price is above the job's reward")]
+    PriceAboveReward,
+    #[error("the proof is not a reading")]
+    ProofNotAReading,
+    #[error("the reading is from before the award")]
+    ReadingBeforeAward,
+    #[error("the reading is not on the ledger")]
+    ReadingNotOnLedger,
+    #[error("the reading is not of the asset's meters")]
+    ReadingOfAnotherMeter,
+    #[error("to reject the work, open a dispute")]
+    RejectByDispute,
+    #[error("the worker has committed a result already")]
+    ResultCommitted,
+    #[error("the worker is farther than the job's radius")]
+    TooFar,
+    #[error("the proof is not the evidence the job asks for")]
+    WrongEvidence,
+}
+
 /// Reads of jobs (see [`Kv`]).
 pub trait JobReads: Kv {
     /// A job by its id.
@@ -257,10 +317,10 @@ impl Pending<'_> {
             return Err(EntryError::UnknownToken(job.token.clone()));
         }
         if job.bids_until_ms <= now {
-            return Err(EntryError::Job("bidding would end before this block"));
+            return Err(EntryError::Job(JobError::BiddingEnded));
         }
         if job.deadline_ms.saturating_sub(now) > JOB_SPAN_MS_MAX {
-            return Err(EntryError::Job("the deadline is more than 90 days away"));
+            return Err(EntryError::Job(JobError::DeadlineTooFar));
         }
         if let Some(guild) = job.guild.as_slice().first()
             && self.get(&key(GUILD, &[guild.as_bytes()])).is_none()
@@ -282,7 +342,7 @@ impl Pending<'_> {
             });
         }
         if *poster != COMMONS && self.open_jobs(poster) >= JOBS_PER_POSTER_MAX {
-            return Err(EntryError::Job("the poster has 64 jobs running already"));
+            return Err(EntryError::Job(JobError::PosterFull));
         }
         if self.get(&job_key(id)).is_some() {
             return Err(EntryError::Duplicate(*id));
@@ -324,20 +384,20 @@ impl Pending<'_> {
     pub(super) fn bid(&mut self, worker: &PublicKey, id: &Id, bid: &Bid) -> Result<(), EntryError> {
         let mut state = self.job_state(&bid.job)?;
         if state.status != status::OPEN || self.context.time_ms >= state.job.bids_until_ms {
-            return Err(EntryError::Job("the job takes no more bids"));
+            return Err(EntryError::Job(JobError::BiddingClosed));
         }
         let job = &state.job;
         if *worker == state.poster {
-            return Err(EntryError::Job("a poster may not bid on its own job"));
+            return Err(EntryError::Job(JobError::OwnJob));
         }
         if bid.price > job.reward {
-            return Err(EntryError::Job("the price is above the job's reward"));
+            return Err(EntryError::Job(JobError::PriceAboveReward));
         }
         if bid.collateral < job.collateral {
-            return Err(EntryError::Job("the collateral is below what the job asks"));
+            return Err(EntryError::Job(JobError::CollateralTooLow));
         }
         if state.bids >= BIDS_PER_JOB_MAX {
-            return Err(EntryError::Job("the job has 64 bids already"));
+            return Err(EntryError::Job(JobError::BidsFull));
         }
         let reputation =
             self.read::<super::Reputation>(&key(super::REPUTATION, &[worker.as_bytes()])).unwrap_or_default();
@@ -353,11 +413,11 @@ impl Pending<'_> {
             }
         }
         if job.radius_m > 0 && bid.distance_m > job.radius_m {
-            return Err(EntryError::Job("the worker is farther than the job's radius"));
+            return Err(EntryError::Job(JobError::TooFar));
         }
         let bid_key = key(JOB_BID, &[bid.job.as_bytes(), worker.as_bytes()]);
         if self.get(&bid_key).is_some() {
-            return Err(EntryError::Job("the worker has bid on this job already"));
+            return Err(EntryError::Job(JobError::AlreadyBid));
         }
         let token = job.token.clone();
         self.move_tokens(worker, &job_escrow_account(&bid.job), &token, bid.collateral)?;
@@ -413,15 +473,15 @@ impl Pending<'_> {
     ) -> Result<(), EntryError> {
         let state = self.job_state(&award.job)?;
         if state.poster != *author {
-            return Err(EntryError::Job("only the poster awards a job"));
+            return Err(EntryError::Job(JobError::NotThePoster));
         }
         if state.status != status::OPEN {
-            return Err(EntryError::Job("the job is not open"));
+            return Err(EntryError::Job(JobError::NotOpen));
         }
         let bids = self.eligible_bids(&award.job, &state.job);
-        let pick = winner(&state.job, &bids).cloned().ok_or(EntryError::Job("the job has no bid"))?;
+        let pick = winner(&state.job, &bids).cloned().ok_or(EntryError::Job(JobError::NoBid))?;
         if pick.id != award.bid {
-            return Err(EntryError::Job("the job's rule awards another bid"));
+            return Err(EntryError::Job(JobError::NotTheRulesPick));
         }
         self.award(&award.job, state, &pick)
     }
@@ -534,7 +594,7 @@ impl Pending<'_> {
         let id = deliver.job;
         let mut state = self.job_state(&id)?;
         if state.status != status::AWARDED || state.worker != *worker {
-            return Err(EntryError::Job("the job is not awarded to this worker, or it is over"));
+            return Err(EntryError::Job(JobError::NotAwardedToWorker));
         }
         let before = state.clone();
         match (&deliver.proof, &state.job.evidence) {
@@ -544,13 +604,13 @@ impl Pending<'_> {
             }
             (Proof::Meter(meter), Evidence::Energy(_)) => {
                 if !state.meter.is_empty() {
-                    return Err(EntryError::Job("the worker has named its meter already"));
+                    return Err(EntryError::Job(JobError::MeterNamed));
                 }
                 let meter_state: Option<MeterState> =
                     self.read(&key(METER, &[worker.as_bytes(), meter.as_str().as_bytes()]));
                 let index_key = key(JOB_BY_METER, &[worker.as_bytes(), meter.as_str().as_bytes()]);
                 if self.get(&index_key).is_some() {
-                    return Err(EntryError::Job("the meter is evidence of another job already"));
+                    return Err(EntryError::Job(JobError::MeterTaken));
                 }
                 state.meter = meter.as_str().to_owned();
                 state.baseline_export_wh = meter_state.map_or(0, |meter| meter.export_counter_wh);
@@ -561,7 +621,7 @@ impl Pending<'_> {
             }
             (Proof::Result(root), Evidence::Compute(_)) => {
                 if state.root != Id([0; 32]) {
-                    return Err(EntryError::Job("the worker has committed a result already"));
+                    return Err(EntryError::Job(JobError::ResultCommitted));
                 }
                 state.root = *root;
                 state.root_height = self.context.height;
@@ -572,7 +632,7 @@ impl Pending<'_> {
             }
             (Proof::Openings(openings), Evidence::Compute(task)) => {
                 if state.root == Id([0; 32]) {
-                    return Err(EntryError::Job("no result is committed to open"));
+                    return Err(EntryError::Job(JobError::NoCommittedResult));
                 }
                 let task = *task;
                 let sample =
@@ -603,28 +663,28 @@ impl Pending<'_> {
                 self.check_healthy(&state, &asset, reading)?;
                 self.complete(&id, state, "a reading after the award shows the asset healthy")
             }
-            _ => Err(EntryError::Job("the proof is not the evidence the job asks for")),
+            _ => Err(EntryError::Job(JobError::WrongEvidence)),
         }
     }
 
     fn check_healthy(&self, state: &JobState, asset: &Id, reading: &Envelope) -> Result<(), EntryError> {
         let record: AssetState = self.read(&key(ASSET, &[asset.as_bytes()])).ok_or(EntryError::UnknownAsset(*asset))?;
         let protocol::Body::Reading(body) = &reading.body else {
-            return Err(EntryError::Job("the proof is not a reading"));
+            return Err(EntryError::Job(JobError::ProofNotAReading));
         };
         if reading.author != record.author || !record.manifest.meters.as_slice().contains(&body.meter) {
-            return Err(EntryError::Job("the reading is not of the asset's meters"));
+            return Err(EntryError::Job(JobError::ReadingOfAnotherMeter));
         }
         if self.get(&key(INCLUDED, &[reading.id().as_bytes()])).is_none() {
-            return Err(EntryError::Job("the reading is not on the ledger"));
+            return Err(EntryError::Job(JobError::ReadingNotOnLedger));
         }
         if body.interval_start_s.saturating_mul(1000) < state.awarded_ms {
-            return Err(EntryError::Job("the reading is from before the award"));
+            return Err(EntryError::Job(JobError::ReadingBeforeAward));
         }
         let alerts =
             self.scan(key(ALERT, &[asset.as_bytes(), &state.awarded_height.to_be_bytes()]), after(ALERT, asset));
         if !alerts.is_empty() {
-            return Err(EntryError::Job("the asset raised an alert since the award"));
+            return Err(EntryError::Job(JobError::AlertSinceAward));
         }
         Ok(())
     }
@@ -671,12 +731,12 @@ impl Pending<'_> {
                 self.complete(&id, state, "receipt signed by its recipient")
             }
             (status::AWARDED, Outcome::Failed) if state.poster == *author || recipient => {
-                Err(EntryError::Job("to reject the work, open a dispute"))
+                Err(EntryError::Job(JobError::RejectByDispute))
             }
             (status::DISPUTED, outcome) if state.jurors.contains(author) => {
                 let vote_key = key(JOB_JUROR_VOTE, &[id.as_bytes(), author.as_bytes()]);
                 if self.get(&vote_key).is_some() {
-                    return Err(EntryError::Job("the juror has voted already"));
+                    return Err(EntryError::Job(JobError::JurorVoted));
                 }
                 self.write(vote_key, &(outcome as u8));
                 let before = state.clone();
@@ -694,7 +754,7 @@ impl Pending<'_> {
                     Ok(())
                 }
             }
-            _ => Err(EntryError::Job("this verdict is not the author's to give on the job as it is")),
+            _ => Err(EntryError::Job(JobError::NotYourVerdict)),
         }
     }
 
@@ -709,14 +769,14 @@ impl Pending<'_> {
         let id = dispute.job;
         let mut state = self.job_state(&id)?;
         if state.status != status::AWARDED {
-            return Err(EntryError::Job("only an awarded job can be disputed"));
+            return Err(EntryError::Job(JobError::NotAwarded));
         }
         if *author != state.poster && *author != state.worker {
-            return Err(EntryError::Job("only the poster or the worker disputes a job"));
+            return Err(EntryError::Job(JobError::NotAParty));
         }
         let jurors = self.draw_jury(&id, &state);
         if jurors.is_empty() {
-            return Err(EntryError::Job("no juror can be drawn"));
+            return Err(EntryError::Job(JobError::NoJuror));
         }
         let before = state.clone();
         state.status = status::DISPUTED;

@@ -1,5 +1,6 @@
 //! Tokens: balances, supplies, issuance rules and the entry fee.
 
+use super::*;
 use protocol::PublicKey;
 use protocol::types::TokenId;
 
@@ -60,3 +61,94 @@ pub trait TokenReads: Kv {
 }
 
 impl<K: Kv + ?Sized> TokenReads for K {}
+
+/// Execution of tokens entries.
+impl Pending<'_> {
+    /// A mint by one of the token's issuers.
+    pub(super) fn mint_entry(&mut self, author: &PublicKey, mint: &protocol::message::Mint) -> Result<(), EntryError> {
+        let author = *author;
+        let rules = self.token_rules(&mint.token).ok_or_else(|| EntryError::UnknownToken(mint.token.clone()))?;
+        if !rules.issuers.contains(&author) {
+            return Err(EntryError::NotIssuer(author));
+        }
+        self.mint(&mint.to, &mint.token, mint.amount)
+    }
+
+    /// A burn of the author's own tokens.
+    pub(super) fn burn(&mut self, author: &PublicKey, burn: &protocol::message::Burn) -> Result<(), EntryError> {
+        if self.base.genesis.token(&burn.token).is_none() {
+            return Err(EntryError::UnknownToken(burn.token.clone()));
+        }
+        self.debit(author, &burn.token, burn.amount)?;
+        self.change_supply(&burn.token, 0, burn.amount)
+    }
+
+    pub(super) fn credit(&mut self, account: &PublicKey, token: &TokenId, amount: u64) -> Result<(), EntryError> {
+        let balance = self.balance(account, token).checked_add(amount).ok_or(EntryError::Overflow)?;
+        self.write(balance_key(account, token), &balance);
+        Ok(())
+    }
+
+    pub(super) fn debit(&mut self, account: &PublicKey, token: &TokenId, amount: u64) -> Result<(), EntryError> {
+        let balance = self.balance(account, token);
+        let left = balance.checked_sub(amount).ok_or_else(|| EntryError::InsufficientFunds {
+            account: *account,
+            token: token.clone(),
+            balance,
+            needed: amount,
+        })?;
+        if left == 0 {
+            self.delete(balance_key(account, token));
+        } else {
+            self.write(balance_key(account, token), &left);
+        }
+        Ok(())
+    }
+
+    pub(super) fn move_tokens(
+        &mut self,
+        from: &PublicKey,
+        to: &PublicKey,
+        token: &TokenId,
+        amount: u64,
+    ) -> Result<(), EntryError> {
+        if self.base.genesis.token(token).is_none() {
+            return Err(EntryError::UnknownToken(token.clone()));
+        }
+        self.debit(from, token, amount)?;
+        self.credit(to, token, amount)
+    }
+
+    pub(super) fn change_supply(&mut self, token: &TokenId, add: u64, sub: u64) -> Result<(), EntryError> {
+        let supply_key = key(SUPPLY, &[token.as_str().as_bytes()]);
+        let supply: u64 = self.read(&supply_key).unwrap_or(0);
+        let supply = supply.checked_add(add).and_then(|supply| supply.checked_sub(sub)).ok_or(EntryError::Overflow)?;
+        self.write(supply_key, &supply);
+        Ok(())
+    }
+
+    /// A token's issuance rule: the genesis', or the latest governance changed it to.
+    pub(super) fn token_rules(&self, token: &TokenId) -> Option<crate::genesis::Token> {
+        let mut rules = self.base.genesis.token(token)?.clone();
+        if let Some(changed) =
+            self.read::<protocol::message::IssuanceRule>(&key(ISSUANCE, &[token.as_str().as_bytes()]))
+        {
+            rules.issuers = changed.issuers.as_slice().iter().copied().collect();
+            rules.supply_max = (changed.supply_max > 0).then_some(changed.supply_max);
+            rules.export_reward_per_kwh = changed.export_reward_per_kwh;
+        }
+        Some(rules)
+    }
+
+    pub(super) fn mint(&mut self, to: &PublicKey, token: &TokenId, amount: u64) -> Result<(), EntryError> {
+        let rules = self.token_rules(token).ok_or_else(|| EntryError::UnknownToken(token.clone()))?;
+        if let Some(cap) = rules.supply_max {
+            let supply: u64 = self.read(&key(SUPPLY, &[token.as_str().as_bytes()])).unwrap_or(0);
+            if supply.checked_add(amount).is_none_or(|total| total > cap) {
+                return Err(EntryError::SupplyCap { amount, cap });
+            }
+        }
+        self.change_supply(token, amount, 0)?;
+        self.credit(to, token, amount)
+    }
+}

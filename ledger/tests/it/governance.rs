@@ -312,7 +312,10 @@ fn stewards_pass_a_short_emergency_cap_on_a_device() {
     };
     // Longer than the emergency rule allows: refused.
     let long = world.propose(1, Action::Emergency(cap(11)), 5);
-    assert!(matches!(world.block(vec![long]).rejected[..], [EntryError::Governance(_)]));
+    assert!(matches!(
+        world.block(vec![long]).rejected[..],
+        [EntryError::Governance(ledger::state::GovernanceError::EmergencyTooLong)]
+    ));
     let emergency = world.propose(1, Action::Emergency(cap(10)), 5);
     world.block(vec![emergency.clone()]);
     // A validator is not a steward; one steward is not two.
@@ -587,7 +590,11 @@ fn a_bounded_number_of_proposals_end_at_one_height() {
         (0..ledger::state::PROPOSALS_ENDING_MAX + 1).map(|_| world.propose(1, Action::Text(Empty), 10)).collect();
     let block = world.block(proposals);
     assert_eq!(block.kept, ledger::state::PROPOSALS_ENDING_MAX);
-    assert!(matches!(block.rejected[..], [EntryError::Governance(_)]), "{:?}", block.rejected);
+    assert!(
+        matches!(block.rejected[..], [EntryError::Governance(ledger::state::GovernanceError::TooManyEnding)]),
+        "{:?}",
+        block.rejected
+    );
     // Another period is fine.
     let other = world.propose(1, Action::Text(Empty), 11);
     assert_eq!(world.block(vec![other]).kept, 1);

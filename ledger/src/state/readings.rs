@@ -1,0 +1,97 @@
+//! Readings: anchoring a meter's signed reading on the ledger, checked against the meter's previous one and its
+//! asset's limits.
+
+use super::*;
+
+/// Execution of readings entries.
+impl Pending<'_> {
+    pub(super) fn anchor_reading(
+        &mut self,
+        author: &PublicKey,
+        id: &Id,
+        reading: &protocol::message::Reading,
+    ) -> Result<(), EntryError> {
+        let meter_key = key(METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]);
+        // The previous reading's interval is taken to be this one's (a meter keeps its interval length).
+        let previous = self.read::<MeterState>(&meter_key).map(|last| energy::reading::Previous {
+            interval_start_s: last.interval_start_s,
+            interval_s: reading.interval_s,
+            import_counter_wh: last.import_counter_wh,
+            export_counter_wh: last.export_counter_wh,
+        });
+        let now_s = self.context.time_ms / 1000;
+        // A meter bound to a registered asset is held to the asset's rated limits; others to a household's.
+        let asset_key = self
+            .read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]))
+            .map(|asset| key(ASSET, &[asset.as_bytes()]));
+        let mut asset = asset_key.as_ref().and_then(|asset_key| self.read::<AssetState>(asset_key));
+        let mut capacity = asset.as_ref().map_or(energy::reading::Capacity::RESIDENTIAL, AssetState::capacity);
+        // An override may cap the device's import and export below what it is rated for.
+        if let Some(cap) =
+            self.read::<InForce>(&key(DEVICE_CAP, &[author.as_bytes(), reading.meter.as_str().as_bytes()]))
+        {
+            capacity.import_w_max = capacity.import_w_max.min(cap.first);
+            capacity.export_w_max = capacity.export_w_max.min(cap.second);
+        }
+        match energy::reading::check(reading, previous.as_ref(), &capacity, now_s) {
+            Ok(()) => {}
+            Err(energy::reading::Invalid::NotAfterPrevious | energy::reading::Invalid::Register { .. }) => {
+                return Err(EntryError::ReadingOutOfOrder { meter: reading.meter.as_str().to_owned() });
+            }
+            Err(invalid) => {
+                return Err(EntryError::ReadingImplausible {
+                    meter: reading.meter.as_str().to_owned(),
+                    reason: invalid.to_string(),
+                });
+            }
+        }
+        self.write(
+            meter_key,
+            &MeterState {
+                interval_start_s: reading.interval_start_s,
+                import_counter_wh: reading.import_counter_wh,
+                export_counter_wh: reading.export_counter_wh,
+                reading: *id,
+            },
+        );
+        if let (Some(asset_key), Some(asset)) = (asset_key, asset.as_mut()) {
+            asset.readings = asset.readings.saturating_add(1);
+            asset.last_interval_start_s = reading.interval_start_s;
+            self.write(asset_key, asset);
+        }
+        // The account's energy flows per interval start, summed over its meters: what trades are checked against.
+        let flow_key = interval_key(FLOW, author, reading.interval_start_s);
+        let (import_wh, export_wh): (u64, u64) = self.read(&flow_key).unwrap_or((0, 0));
+        if import_wh == 0 && export_wh == 0 && self.get(&flow_key).is_none() {
+            let end_ms = reading.interval_start_s.saturating_add(u64::from(reading.interval_s)).saturating_mul(1000);
+            self.forget_at(end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &flow_key);
+        }
+        self.write(
+            flow_key,
+            &(import_wh.saturating_add(reading.import_wh), export_wh.saturating_add(reading.export_wh)),
+        );
+        let anchor_key = key(ANCHOR, &[&reading.interval_start_s.to_be_bytes()]);
+        let previous: Hash = self.read(&anchor_key).unwrap_or(Hash::ZERO);
+        self.write(anchor_key, &hash::tagged("kos/v1/anchor", &[previous.as_bytes(), id.as_bytes()]));
+        self.reputation(author, |reputation| reputation.readings += 1);
+        self.check_energy_job(author, reading.meter.as_str(), reading.export_counter_wh)?;
+        // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows.
+        let tokens: Vec<crate::genesis::Token> =
+            self.base.genesis.tokens.iter().filter_map(|token| self.token_rules(&token.id)).collect();
+        for token in &tokens {
+            if token.export_reward_per_kwh == 0 || reading.export_wh == 0 {
+                continue;
+            }
+            let mut reward = protocol::message::value_milli(reading.export_wh, token.export_reward_per_kwh)
+                .ok_or(EntryError::Overflow)?;
+            if let Some(cap) = token.supply_max {
+                let supply: u64 = self.read(&key(SUPPLY, &[token.id.as_str().as_bytes()])).unwrap_or(0);
+                reward = reward.min(cap.saturating_sub(supply));
+            }
+            if reward > 0 {
+                self.mint(author, &token.id, reward)?;
+            }
+        }
+        Ok(())
+    }
+}
