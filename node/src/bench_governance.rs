@@ -149,6 +149,7 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
     for list in [&mut spreads, &mut from_block, &mut refusals] {
         list.sort_by(f64::total_cmp);
     }
+    crate::bench_ledger::stop(nodes).await;
     let max = |list: &[f64]| list.last().copied().unwrap_or(f64::NAN);
     Ok(GovernanceReport {
         rounds,

@@ -246,5 +246,6 @@ async fn award_to_escrow(rounds: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
     }
     to_escrow.sort_by(f64::total_cmp);
     spreads.sort_by(f64::total_cmp);
+    crate::bench_ledger::stop(nodes).await;
     Ok((to_escrow, spreads))
 }

@@ -68,7 +68,21 @@ pub(crate) struct Node {
     pub(crate) network: network::Handle,
     pub(crate) ledger: node_ledger::Handle,
     address: Multiaddr,
+    /// Resolves when the ledger thread has ended.
+    done: tokio::sync::oneshot::Receiver<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// Stops the nodes and waits for their ledger threads to end, before their directories go: a process that
+/// exits while a ledger still runs can crash in RocksDB's teardown.
+pub(crate) async fn stop(nodes: impl IntoIterator<Item = Node>) {
+    for node in nodes {
+        node.ledger.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(30), node.done).await.is_err() {
+            tracing::warn!("a ledger thread did not end in 30 s");
+        }
+        node.network.shutdown().await;
+    }
 }
 
 fn network_config(id: &NetworkId) -> network::Config {
@@ -98,7 +112,7 @@ pub(crate) async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> any
         network.subscribe(topic).await?;
     }
     let started = node_ledger::start(opened, network.clone(), consensus)?;
-    let ledger = started.handle;
+    let (ledger, done) = (started.handle, started.done);
     let forward = ledger.clone();
     tokio::spawn(async move {
         while let Some(delivery) = deliveries.recv().await {
@@ -116,7 +130,7 @@ pub(crate) async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> any
     let info = network.info().await?;
     let address =
         info.listen.first().cloned().context("not listening")?.with(libp2p::multiaddr::Protocol::P2p(info.peer_id));
-    Ok(Node { network, ledger, address, _dir: dir })
+    Ok(Node { network, ledger, address, done, _dir: dir })
 }
 
 pub(crate) async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
@@ -303,10 +317,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
             entries += ledger::Block::from_bytes(&stored.block).map(|block| block.entries().len() as u64).unwrap_or(0);
         }
     }
-    for node in nodes.iter().chain(std::iter::once(&follower)) {
-        node.ledger.shutdown().await;
-        node.network.shutdown().await;
-    }
+    stop(nodes.into_iter().chain(std::iter::once(follower))).await;
     Ok(LedgerReport {
         submitted,
         refused,

@@ -65,7 +65,7 @@ pub fn announce(network: &network::Handle, job: &Job) {
 pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: crate::ledger::Follower) {
     let now = crate::clock::now_ms();
     let open = ledger
-        .query(|state| {
+        .query_until_read(|state| {
             state
                 .jobs()
                 .filter(|(_, job)| job.status == ::ledger::state::job_status::OPEN)
@@ -73,7 +73,7 @@ pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: cr
                 .collect::<Vec<_>>()
         })
         .await;
-    let Ok(open) = open else { return };
+    let Some(open) = open else { return };
     for (id, poster, job) in open {
         index.insert(id, poster, job, now);
     }
@@ -90,7 +90,7 @@ pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: cr
         }
         if !posted.is_empty() {
             let read = ledger
-                .query(move |state| {
+                .query_until_read(move |state| {
                     posted
                         .iter()
                         .filter_map(|id| {
@@ -102,7 +102,7 @@ pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: cr
                         .collect::<Vec<_>>()
                 })
                 .await;
-            let Ok(open) = read else { return };
+            let Some(open) = read else { return };
             let now = crate::clock::now_ms();
             for (id, job) in open {
                 index.insert(id, job.poster, job.job, now);

@@ -31,9 +31,9 @@ use crate::network::{self, Acceptance, ConsensusDelivery, Delivery, PeerId, Topi
 mod follow;
 mod sync;
 
-pub use follow::Follower;
 #[cfg(test)]
 pub(crate) use follow::empty_commit;
+pub use follow::{Follower, STORE_RETRY};
 
 /// Inputs waiting for the ledger thread (entries, client requests, sync results).
 const INPUT_QUEUE_LEN_MAX: usize = 16_384;
@@ -106,7 +106,7 @@ pub struct Handle {
     reader: RocksReader,
     genesis: Arc<Genesis>,
     /// Reads of the state waiting for the reader thread.
-    queries: mpsc::Sender<Query>,
+    queries: mpsc::Sender<Job>,
 }
 
 /// Reads of the state ([`Handle::query`]) waiting for the reader thread; more wait to be queued.
@@ -118,13 +118,39 @@ const QUERIES_PER_SNAPSHOT_MAX: usize = 256;
 /// A read of the state, run on the reader thread against a snapshot (or the reason there is none).
 type Query = Box<dyn for<'a> FnOnce(&anyhow::Result<StateSnapshot<'a>>) + Send>;
 
+/// What the reader thread is sent: a read, or the word to stop (from the ledger thread, as it ends).
+enum Job {
+    Read(Query),
+    Stop,
+}
+
+/// The node's reader thread: where reads are sent, and the thread, which the ledger thread joins as it ends.
+struct Reader {
+    jobs: mpsc::Sender<Job>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Reader {
+    /// Stops the thread after the reads queued before this call and waits for it, so that it holds no snapshot
+    /// or handle of the database when the ledger has ended (a process that exits while a thread still uses
+    /// RocksDB can crash in RocksDB's teardown). Reads sent later are answered [`Error::Stopped`]. Blocking:
+    /// call it outside the async runtime.
+    fn stop(self) {
+        let _ = self.jobs.blocking_send(Job::Stop);
+        if self.thread.join().is_err() {
+            error!("the reader thread panicked");
+        }
+    }
+}
+
 /// Starts the node's reader thread ("kos-reads"): it answers [`Handle::query`]s in order from RocksDB snapshots
 /// of the last commit, as many queued reads from one snapshot as are waiting (at most
-/// [`QUERIES_PER_SNAPSHOT_MAX`]). One thread: reads, however many and however large, take at most one core and
-/// never the ledger thread's time. It ends when every handle is gone.
-fn spawn_reader(reader: RocksReader, genesis: Arc<Genesis>) -> anyhow::Result<mpsc::Sender<Query>> {
-    let (sender, mut queries) = mpsc::channel::<Query>(QUERY_QUEUE_LEN);
-    std::thread::Builder::new()
+/// [`QUERIES_PER_SNAPSHOT_MAX`]), and takes a new snapshot as soon as a block is committed: a read sent after a
+/// commit sees it. One thread: reads, however many and however large, take at most one core and never the
+/// ledger thread's time. It ends on [`Reader::stop`] (or when every handle is gone).
+fn spawn_reader(reader: RocksReader, genesis: Arc<Genesis>) -> anyhow::Result<Reader> {
+    let (jobs, mut queue) = mpsc::channel::<Job>(QUERY_QUEUE_LEN);
+    let thread = std::thread::Builder::new()
         .name("kos-reads".into())
         .spawn(move || {
             let answer = |query: Query, snapshot: &anyhow::Result<StateSnapshot<'_>>| {
@@ -134,17 +160,27 @@ fn spawn_reader(reader: RocksReader, genesis: Arc<Genesis>) -> anyhow::Result<mp
                     error!("a read of the state panicked");
                 }
             };
-            while let Some(first) = queries.blocking_recv() {
-                let snapshot = reader.snapshot(&genesis);
+            // Whether a block was committed after the snapshot was taken. A tip that cannot be read takes a new
+            // snapshot too (which reports the failure if it lasts).
+            let stale = |snapshot: &anyhow::Result<StateSnapshot<'_>>| match snapshot {
+                Ok(snapshot) => !matches!(reader.tip(), Ok(tip) if tip <= snapshot.height()),
+                Err(_) => true,
+            };
+            while let Some(Job::Read(first)) = queue.blocking_recv() {
+                let mut snapshot = reader.snapshot(&genesis);
                 answer(first, &snapshot);
                 for _ in 1..QUERIES_PER_SNAPSHOT_MAX {
-                    let Ok(query) = queries.try_recv() else { break };
+                    let Ok(job) = queue.try_recv() else { break };
+                    let Job::Read(query) = job else { return };
+                    if stale(&snapshot) {
+                        snapshot = reader.snapshot(&genesis);
+                    }
                     answer(query, &snapshot);
                 }
             }
         })
         .context("starting the reader thread")?;
-    Ok(sender)
+    Ok(Reader { jobs, thread })
 }
 
 /// Why the ledger refused a request.
@@ -194,8 +230,27 @@ impl Handle {
             };
             let _ = reply.send(answer);
         });
-        self.queries.send(job).await.map_err(|_| Error::Stopped)?;
+        self.queries.send(Job::Read(job)).await.map_err(|_| Error::Stopped)?;
         answer.await.map_err(|_| Error::Stopped)?
+    }
+
+    /// [`Handle::query`] for the node's own followers of the ledger, which must neither act on a read that failed
+    /// nor give up on one: a read the store could not answer (a transient I/O error) is tried again every
+    /// [`STORE_RETRY`] until it is answered; `None` once the ledger has stopped.
+    pub async fn query_until_read<T: Send + 'static>(
+        &self,
+        query: impl Fn(&StateSnapshot<'_>) -> T + Clone + Send + 'static,
+    ) -> Option<T> {
+        loop {
+            match self.query(query.clone()).await {
+                Ok(value) => return Some(value),
+                Err(Error::Unreadable(error)) => {
+                    warn!(error = %format!("{error:#}"), "a read of the ledger's state failed; trying again");
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+                Err(_) => return None,
+            }
+        }
     }
 
     pub fn status(&self) -> Status {
@@ -282,8 +337,15 @@ pub fn start(
     let (inputs, input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
     let (status_sender, status) = watch::channel(Status::default());
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
-    let queries = spawn_reader(reader.clone(), genesis.clone())?;
-    let handle = Handle { inputs: inputs.clone(), status, commits: commits.clone(), reader, genesis, queries };
+    let reads = spawn_reader(reader.clone(), genesis.clone())?;
+    let handle = Handle {
+        inputs: inputs.clone(),
+        status,
+        commits: commits.clone(),
+        reader,
+        genesis,
+        queries: reads.jobs.clone(),
+    };
     let (done_sender, done) = oneshot::channel();
     let actor = Actor {
         engine,
@@ -304,6 +366,8 @@ pub fn start(
                 .build()
                 .context("starting the ledger runtime")
                 .and_then(|runtime| runtime.block_on(actor.run(input_receiver, consensus)));
+            // The ledger has ended when its reads have too.
+            reads.stop();
             let _ = done_sender.send(result);
         })
         .context("starting the ledger thread")?;
@@ -688,23 +752,89 @@ mod tests {
 
     /// A handle whose ledger thread never takes an input: it is busy (executing, syncing, writing) for the whole
     /// test.
-    fn busy_ledger(reader: RocksReader, genesis: Arc<Genesis>) -> (Handle, mpsc::Receiver<Input>) {
+    fn busy_ledger(reader: RocksReader, genesis: Arc<Genesis>) -> (Handle, mpsc::Receiver<Input>, Reader) {
         let (inputs, received) = mpsc::channel(1);
         let (_, status) = watch::channel(Status::default());
         let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
-        let queries = spawn_reader(reader.clone(), genesis.clone()).unwrap();
-        (Handle { inputs, status, commits, reader, genesis, queries }, received)
+        let reads = spawn_reader(reader.clone(), genesis.clone()).unwrap();
+        (Handle { inputs, status, commits, reader, genesis, queries: reads.jobs.clone() }, received, reads)
+    }
+
+    fn test_genesis() -> (Arc<Genesis>, [protocol::PublicKey; 2]) {
+        let keys = [Keypair::from_seed(&[1; 32]).public(), Keypair::from_seed(&[2; 32]).public()];
+        let text = Genesis::devnet_text("kos-test", 1_000, &keys[..1], &keys, 5_000);
+        (Arc::new(Genesis::parse(&text).unwrap()), keys)
+    }
+
+    /// Commits block `height` (empty) with `writes` to the store, as the ledger thread would.
+    fn commit(store: &mut RocksStore, height: u64, writes: &ledger::state::Writes) {
+        let outcome = Outcome { entry_ids: Vec::new(), events: Vec::new() };
+        store.commit(height, &Stored { block: Vec::new(), certificate: Vec::new() }, writes, &outcome).unwrap();
+    }
+
+    /// The genesis pairs, which block 1 writes to the store.
+    fn genesis_writes(genesis: &Arc<Genesis>) -> ledger::state::Writes {
+        State::genesis(genesis.clone()).pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect()
+    }
+
+    #[tokio::test]
+    async fn a_read_sent_after_a_commit_sees_it() {
+        let (genesis, _) = test_genesis();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        let (ledger, _inputs, _reads) = busy_ledger(store.reader(), genesis.clone());
+        // A first read holds the reader thread (and its snapshot, at height 0) until it is let go.
+        let (let_go, held) = std::sync::mpsc::channel::<()>();
+        let (running, started) = oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let ledger = ledger.clone();
+            async move {
+                ledger
+                    .query(move |state| {
+                        let _ = running.send(());
+                        held.recv().unwrap();
+                        state.height()
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+        // Block 1 is committed while the first read runs; a read sent after it waits behind the first one.
+        commit(&mut store, 1, &genesis_writes(&genesis));
+        let after = tokio::spawn({
+            let ledger = ledger.clone();
+            async move { ledger.query(|state| state.height()).await }
+        });
+        while ledger.queries.capacity() == QUERY_QUEUE_LEN {
+            tokio::task::yield_now().await;
+        }
+        let_go.send(()).unwrap();
+        assert_eq!(first.await.unwrap().unwrap(), 0, "the first read keeps its snapshot");
+        assert_eq!(after.await.unwrap().unwrap(), 1, "a read sent after a commit sees it");
+    }
+
+    #[tokio::test]
+    async fn the_reader_thread_ends_with_the_ledger_and_lets_go_of_the_store() {
+        let (genesis, _) = test_genesis();
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis.clone());
+        assert_eq!(ledger.query(|state| state.height()).await.unwrap(), 0);
+        tokio::task::spawn_blocking(move || reads.stop()).await.unwrap();
+        // The handle lives on, the reads have ended with the ledger.
+        assert!(matches!(ledger.query(|state| state.height()).await, Err(Error::Stopped)));
+        // Once the last handle and the store are dropped the database is closed: it opens again at once.
+        drop((ledger, store));
+        RocksStore::open(dir.path()).expect("the store is no longer held");
     }
 
     #[tokio::test]
     async fn reads_of_the_state_are_answered_while_the_ledger_thread_is_busy() {
-        let keys = [Keypair::from_seed(&[1; 32]).public(), Keypair::from_seed(&[2; 32]).public()];
-        let text = Genesis::devnet_text("kos-test", 1_000, &keys[..1], &keys, 5_000);
-        let genesis = Arc::new(Genesis::parse(&text).unwrap());
+        let (genesis, keys) = test_genesis();
         let credit = TokenId::new("credit").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut store = RocksStore::open(dir.path()).unwrap();
-        let (ledger, _inputs) = busy_ledger(store.reader(), genesis.clone());
+        let (ledger, _inputs, _reads) = busy_ledger(store.reader(), genesis.clone());
         let read = |ledger: Handle| {
             let credit = credit.clone();
             async move {
@@ -717,13 +847,11 @@ mod tests {
         assert!(genesis_balance > 0);
         assert_eq!(read(ledger.clone()).await, (0, genesis_balance));
         // Block 1 (which writes the genesis pairs too) paid 7 more.
-        let mut writes: ledger::state::Writes =
-            State::genesis(genesis.clone()).pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect();
+        let mut writes = genesis_writes(&genesis);
         let balance_key = [&b"b"[..], keys[1].as_bytes(), b"credit"].concat();
         assert!(writes.contains_key(&balance_key));
         writes.insert(balance_key, Some(protocol::codec::encode(&(genesis_balance + 7))));
-        let outcome = Outcome { entry_ids: Vec::new(), events: Vec::new() };
-        store.commit(1, &Stored { block: Vec::new(), certificate: Vec::new() }, &writes, &outcome).unwrap();
+        commit(&mut store, 1, &writes);
         assert_eq!(read(ledger.clone()).await, (1, genesis_balance + 7));
     }
 }

@@ -66,6 +66,10 @@ pub enum Refused {
     Busy,
     #[error("the market has stopped")]
     Stopped,
+    /// The ledger's state (the pool's rules, a freeze) could not be read: the offer is refused, never taken as if
+    /// the read had found nothing.
+    #[error("{0}")]
+    Ledger(String),
     #[error("the pool's token {0} is not a token of this network's genesis")]
     UnknownToken(protocol::types::TokenId),
     #[error("this account's trading is frozen by override {by} until height {until_height}")]
@@ -74,6 +78,15 @@ pub enum Refused {
     Market(::market::pools::Refusal),
     #[error("{0}")]
     Barter(::market::barter::Refusal),
+}
+
+impl Refused {
+    fn ledger(error: crate::ledger::Error) -> Self {
+        match error {
+            crate::ledger::Error::Stopped => Refused::Stopped,
+            error => Refused::Ledger(error.to_string()),
+        }
+    }
 }
 
 /// What the actor has done, for the API and metrics.
@@ -255,7 +268,9 @@ impl Actor {
     /// Takes a barter offer onto the board, or says why not.
     async fn barter(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
         let author = envelope.author;
-        if let Some(in_force) = self.ledger.query(move |state| state.frozen(&author)).await.ok().flatten() {
+        // A freeze that cannot be read refuses the offer (as a pool offer is): never taken as no freeze.
+        let frozen = self.ledger.query(move |state| state.frozen(&author)).await.map_err(Refused::ledger)?;
+        if let Some(in_force) = frozen {
             self.stats.frozen += 1;
             debug!(%author, "barter offer of a frozen account refused");
             return Err(Refused::Frozen { by: in_force.by, until_height: in_force.until_height });
@@ -289,7 +304,7 @@ impl Actor {
         let now_s = now_ms() / 1000;
         let read =
             move |state: &StateSnapshot<'_>| (state.pool_rules_for(&pool, period_s, now_s), state.frozen(&author));
-        let (rules, frozen) = self.ledger.query(read).await.map_err(|_| Refused::Stopped)?;
+        let (rules, frozen) = self.ledger.query(read).await.map_err(Refused::ledger)?;
         // An override froze the author's trading: every honest node refuses its offers.
         if let Some(in_force) = frozen {
             self.stats.frozen += 1;
@@ -330,7 +345,13 @@ impl Actor {
                 })
                 .collect::<Vec<_>>()
         });
-        for author in read.await.unwrap_or_default() {
+        // The ledger refuses a frozen account's trades whatever the books hold; a freeze that cannot be read here
+        // only leaves its offers resting until they expire.
+        let frozen = read.await.unwrap_or_else(|error| {
+            warn!(%error, "the accounts an override froze could not be read; their offers stay in the books");
+            Vec::new()
+        });
+        for author in frozen {
             let _ = self.market.handle(now_ms(), Input::Withdraw { author });
             self.board.withdraw(&author);
             debug!(%author, "a frozen account's offers left the books");

@@ -72,7 +72,7 @@ async fn enforce_overrides(
         if changed {
             let cell = island.as_ref().map(|(_, cell)| cell.as_str().to_owned());
             let read = ledger
-                .query(move |state| {
+                .query_until_read(move |state| {
                     let caps: Vec<(protocol::PublicKey, u64)> = state
                         .overrides()
                         .filter_map(|(_, record)| match record.measure {
@@ -82,10 +82,10 @@ async fn enforce_overrides(
                             _ => None,
                         })
                         .collect();
-                    (caps, cell.is_some_and(|cell| state.island_ordered(&cell).is_some()))
+                    (caps, cell.as_deref().is_some_and(|cell| state.island_ordered(cell).is_some()))
                 })
                 .await;
-            let Ok((caps, ordered)) = read else { return };
+            let Some((caps, ordered)) = read else { return };
             if network.set_fuel_caps(caps).await.is_err() {
                 return;
             }

@@ -733,7 +733,7 @@ fn refusal_status(refused: &crate::market::Refused) -> StatusCode {
     use crate::market::Refused;
     use ::market::pools::Refusal;
     match refused {
-        Refused::Busy | Refused::Stopped => StatusCode::SERVICE_UNAVAILABLE,
+        Refused::Busy | Refused::Stopped | Refused::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
         Refused::UnknownToken(_) => StatusCode::BAD_REQUEST,
         Refused::Frozen { .. } => StatusCode::FORBIDDEN,
         Refused::Barter(reason) => match reason {

@@ -16,7 +16,7 @@ use tracing::{error, warn};
 pub const COMMIT_CHANNEL_LEN: usize = 256;
 
 /// How long a follower waits before reading the store again after it failed to (a transient I/O error).
-const STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+pub const STORE_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// A follower of the ledger's commits from one height on (see the module docs).
 pub struct Follower {
