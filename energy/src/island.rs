@@ -5,7 +5,9 @@
 //!
 //! With integers, the last few Wh that do not divide evenly go one each to members in an order that rotates with
 //! the interval, so no member is always first. The allocator is the one every essential pool uses
-//! (`market::fairness`).
+//! ([`protocol::fairness`]).
+
+use protocol::fairness::Claim;
 
 /// One member's need in an interval, Wh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -30,21 +32,16 @@ impl Allocation {
     }
 }
 
-pub use market::fairness::fair_shares;
-
-/// Shares an island's supply: essential needs first, then the rest, each by max-min fairness.
-/// Returns each member's allocation and the unallocated supply (more than everyone needs).
+/// Shares an island's supply: essential needs first, then the rest, each by max-min fairness
+/// ([`protocol::fairness::allocate`], the allocator of every essential pool). Returns each member's allocation and
+/// the unallocated supply (more than everyone needs).
 #[must_use]
 pub fn allocate(supply_wh: u64, needs: &[Need], rotation: usize) -> (Vec<Allocation>, u64) {
-    let essential: Vec<u64> = needs.iter().map(|need| need.essential_wh).collect();
-    let (essential_shares, left) = fair_shares(supply_wh, &essential, rotation);
-    let other: Vec<u64> = needs.iter().map(|need| need.other_wh).collect();
-    let (other_shares, left) = fair_shares(left, &other, rotation);
-    let allocations = essential_shares
-        .into_iter()
-        .zip(other_shares)
-        .map(|(essential_wh, other_wh)| Allocation { essential_wh, other_wh })
-        .collect();
+    let claims: Vec<Claim> =
+        needs.iter().map(|need| Claim { essential: need.essential_wh, other: need.other_wh }).collect();
+    let (shares, left) = protocol::fairness::allocate(supply_wh, &claims, 0, rotation);
+    let allocations =
+        shares.into_iter().map(|(essential_wh, other_wh)| Allocation { essential_wh, other_wh }).collect();
     (allocations, left)
 }
 
@@ -157,9 +154,6 @@ mod tests {
     #[test]
     fn remainders_rotate() {
         let needs = [Need { essential_wh: 10, other_wh: 0 }; 3];
-        assert_eq!(fair_shares(2, &[10, 10, 10], 0).0, vec![1, 1, 0]);
-        assert_eq!(fair_shares(2, &[10, 10, 10], 1).0, vec![0, 1, 1]);
-        assert_eq!(fair_shares(2, &[10, 10, 10], 2).0, vec![1, 0, 1]);
         let mut grid = Microgrid::new(2);
         assert_eq!(grid.interval(1, &needs), None);
         assert_eq!(grid.signal(Signal::Meter { grid_present: false }), Some(Mode::Island));

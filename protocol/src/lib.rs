@@ -7,6 +7,7 @@ pub mod amount;
 pub mod bundle;
 pub mod codec;
 pub mod envelope;
+pub mod fairness;
 pub mod keys;
 pub mod limits;
 pub mod message;
