@@ -39,8 +39,8 @@ mod trade;
 pub use commons::CommonsReads;
 pub use governance::{GovernanceError, GovernanceReads};
 pub use jobs::{
-    BIDS_PER_JOB_MAX, BidState, JOBS_DUE_PER_BLOCK, JOBS_PER_POSTER_MAX, JobState, bid_cost, job_escrow_account,
-    status as job_status, winner,
+    BIDS_PER_JOB_MAX, BidState, JOBS_DUE_PER_BLOCK, JOBS_PER_POSTER_MAX, JobState, JobStatus, bid_cost,
+    job_escrow_account, winner,
 };
 pub use jobs::{JobError, JobReads};
 use keys::*;
@@ -604,8 +604,48 @@ pub struct GuildSpendState {
     pub token: TokenId,
     pub amount: u64,
     pub approvals: u32,
-    /// 0 pending, 1 done (the tokens moved).
-    pub status: u8,
+    pub status: SpendStatus,
+}
+
+/// Where a guild's spend is. Kept in the state as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde_repr::Serialize_repr, serde_repr::Deserialize_repr)]
+#[repr(u8)]
+pub enum SpendStatus {
+    /// Waiting for approvals.
+    Pending = 0,
+    /// Approved: the tokens moved.
+    Done = 1,
+}
+
+impl SpendStatus {
+    /// The status's name, as the API shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpendStatus::Pending => "pending",
+            SpendStatus::Done => "done",
+        }
+    }
+}
+
+/// Where a governance proposal is. Kept in the state as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde_repr::Serialize_repr, serde_repr::Deserialize_repr)]
+#[repr(u8)]
+pub enum ProposalStatus {
+    /// Voting until its end height.
+    Open = 0,
+    Passed = 1,
+    Rejected = 2,
+}
+
+impl ProposalStatus {
+    /// The status's name, as the API shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProposalStatus::Open => "open",
+            ProposalStatus::Passed => "passed",
+            ProposalStatus::Rejected => "rejected",
+        }
+    }
 }
 
 /// A maintenance alert as the ledger keeps it (for 30 days), under its asset.
@@ -656,8 +696,7 @@ pub struct ProposalState {
     pub yes: u64,
     pub no: u64,
     pub abstain: u64,
-    /// 0 open, 1 passed, 2 rejected.
-    pub status: u8,
+    pub status: ProposalStatus,
 }
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
@@ -1086,7 +1125,7 @@ impl<'s> Pending<'s> {
             };
             let proposal_key = key(PROPOSAL, &[id.as_bytes()]);
             if let Some(mut proposal) = self.read::<ProposalState>(&proposal_key)
-                && proposal.status == 0
+                && proposal.status == ProposalStatus::Open
             {
                 // The period is over: quorum of all the weight voted, and the threshold of yes among yes and no.
                 let (_, total, quorum, threshold) = self.rule_of(&proposal.action);
@@ -1147,4 +1186,37 @@ pub fn validators_hash(validators: &[(PublicKey, u64)]) -> Hash {
 /// The kinds a block may carry.
 pub fn is_entry_kind(kind: Kind) -> bool {
     !matches!(kind, Kind::Offer | Kind::BarterOffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Statuses are kept in the state as their numbers: the state's encoding, and so its root, is what it was when
+    /// they were plain integers.
+    #[test]
+    fn statuses_are_kept_as_their_numbers() {
+        let jobs = [
+            JobStatus::Open,
+            JobStatus::Awarded,
+            JobStatus::Disputed,
+            JobStatus::Done,
+            JobStatus::Failed,
+            JobStatus::Closed,
+        ];
+        for (number, status) in jobs.into_iter().enumerate() {
+            assert_eq!(encode(&status), encode(&(number as u8)));
+            assert_eq!(decode::<JobStatus>(&encode(&(number as u8))), Some(status));
+        }
+        for (number, status) in
+            [ProposalStatus::Open, ProposalStatus::Passed, ProposalStatus::Rejected].into_iter().enumerate()
+        {
+            assert_eq!(encode(&status), encode(&(number as u8)));
+        }
+        for (number, status) in [SpendStatus::Pending, SpendStatus::Done].into_iter().enumerate() {
+            assert_eq!(encode(&status), encode(&(number as u8)));
+        }
+        // A number no status has is not read as one.
+        assert_eq!(decode::<JobStatus>(&encode(&6u8)), None);
+    }
 }

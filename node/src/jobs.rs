@@ -68,7 +68,7 @@ pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: cr
         .query_until_read(|state| {
             state
                 .jobs()
-                .filter(|(_, job)| job.status == ::ledger::state::job_status::OPEN)
+                .filter(|(_, job)| job.status == ::ledger::state::JobStatus::Open)
                 .map(|(id, job)| (id, job.poster, job.job))
                 .collect::<Vec<_>>()
         })
@@ -96,7 +96,7 @@ pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: cr
                         .filter_map(|id| {
                             state
                                 .job(id)
-                                .filter(|job| job.status == ::ledger::state::job_status::OPEN)
+                                .filter(|job| job.status == ::ledger::state::JobStatus::Open)
                                 .map(|job| (*id, job))
                         })
                         .collect::<Vec<_>>()

@@ -95,7 +95,7 @@ impl Pending<'_> {
             token: spend.token.clone(),
             amount: spend.amount,
             approvals: 0,
-            status: 0,
+            status: SpendStatus::Pending,
         };
         self.write(key(GUILD_SPEND, &[id.as_bytes()]), &record);
         self.approve(author, id)
@@ -165,7 +165,7 @@ impl Pending<'_> {
         let spend_key = key(GUILD_SPEND, &[spend_id.as_bytes()]);
         let mut spend: GuildSpendState = self
             .read(&spend_key)
-            .filter(|spend: &GuildSpendState| spend.status == 0)
+            .filter(|spend: &GuildSpendState| spend.status == SpendStatus::Pending)
             .ok_or(EntryError::SpendClosed(*spend_id))?;
         let guild: GuildState =
             self.read(&key(GUILD, &[spend.guild.as_bytes()])).ok_or(EntryError::NotAGuild(spend.guild))?;
@@ -180,7 +180,7 @@ impl Pending<'_> {
         spend.approvals = spend.approvals.saturating_add(1);
         if spend.approvals >= guild.threshold {
             self.move_tokens(&spend.guild, &spend.to, &spend.token, spend.amount)?;
-            spend.status = 1;
+            spend.status = SpendStatus::Done;
             self.events.push(Event::GuildSpent {
                 spend: *spend_id,
                 guild: spend.guild,

@@ -147,8 +147,15 @@ impl Pending<'_> {
         if self.scan(ending, after).len() >= PROPOSALS_ENDING_MAX {
             return Err(EntryError::Governance(GovernanceError::TooManyEnding));
         }
-        let record =
-            ProposalState { author, action: proposal.action.clone(), end_height, yes: 0, no: 0, abstain: 0, status: 0 };
+        let record = ProposalState {
+            author,
+            action: proposal.action.clone(),
+            end_height,
+            yes: 0,
+            no: 0,
+            abstain: 0,
+            status: ProposalStatus::Open,
+        };
         self.write(key(PROPOSAL, &[id.as_bytes()]), &record);
         self.put(key(PROPOSAL_BY_END, &[&end_height.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
         Ok(())
@@ -185,7 +192,7 @@ impl Pending<'_> {
         let proposal_key = key(PROPOSAL, &[proposal_id.as_bytes()]);
         let mut proposal: ProposalState = self
             .read(&proposal_key)
-            .filter(|p: &ProposalState| p.status == 0)
+            .filter(|p: &ProposalState| p.status == ProposalStatus::Open)
             .ok_or(EntryError::ProposalClosed(*proposal_id))?;
         let ballot_key = key(BALLOT, &[proposal_id.as_bytes(), voter.as_bytes()]);
         if self.get(&ballot_key).is_some() {
@@ -223,7 +230,7 @@ impl Pending<'_> {
 
     /// Closes a proposal: passed (its action is enacted now) or rejected; staked votes return to their voters.
     pub(super) fn close(&mut self, id: &Id, proposal: &mut ProposalState, passed: bool) {
-        proposal.status = if passed { 1 } else { 2 };
+        proposal.status = if passed { ProposalStatus::Passed } else { ProposalStatus::Rejected };
         if passed {
             self.enact(id, &proposal.action);
             self.events.push(Event::ProposalPassed(*id));

@@ -35,25 +35,29 @@ const JURY_CANDIDATES_MAX: usize = 4096;
 /// How long a closed job stays on the ledger's state for the API, ms.
 const CLOSED_JOB_RETENTION_MS: u64 = 30 * 86_400_000;
 
-/// Where a job is.
-pub mod status {
-    pub const OPEN: u8 = 0;
-    pub const AWARDED: u8 = 1;
-    pub const DISPUTED: u8 = 2;
-    pub const DONE: u8 = 3;
-    pub const FAILED: u8 = 4;
+/// Where a job is. Kept in the state as its number (0 to 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde_repr::Serialize_repr, serde_repr::Deserialize_repr)]
+#[repr(u8)]
+pub enum JobStatus {
+    Open = 0,
+    Awarded = 1,
+    Disputed = 2,
+    Done = 3,
+    Failed = 4,
     /// No bid by the end of bidding, withdrawn by its poster, or a quest the commons could not pay.
-    pub const CLOSED: u8 = 5;
+    Closed = 5,
+}
 
-    /// The status's name.
-    pub fn name(status: u8) -> &'static str {
-        match status {
-            OPEN => "open",
-            AWARDED => "awarded",
-            DISPUTED => "disputed",
-            DONE => "done",
-            FAILED => "failed",
-            _ => "closed",
+impl JobStatus {
+    /// The status's name, as the API shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Open => "open",
+            JobStatus::Awarded => "awarded",
+            JobStatus::Disputed => "disputed",
+            JobStatus::Done => "done",
+            JobStatus::Failed => "failed",
+            JobStatus::Closed => "closed",
         }
     }
 }
@@ -75,8 +79,7 @@ pub struct JobState {
     pub job: Job,
     /// 1: a quest of the commons.
     pub quest: u8,
-    /// See [`status`].
-    pub status: u8,
+    pub status: JobStatus,
     pub posted_height: u64,
     pub posted_ms: u64,
     /// Bids taken.
@@ -110,9 +113,9 @@ impl JobState {
     /// When its next time-driven step is due: the end of bidding, the deadline, or the jury's end.
     fn due_ms(&self) -> Option<u64> {
         match self.status {
-            status::OPEN => Some(self.job.bids_until_ms),
-            status::AWARDED => Some(self.job.deadline_ms),
-            status::DISPUTED => Some(self.jury_until_ms),
+            JobStatus::Open => Some(self.job.bids_until_ms),
+            JobStatus::Awarded => Some(self.job.deadline_ms),
+            JobStatus::Disputed => Some(self.jury_until_ms),
             _ => None,
         }
     }
@@ -351,7 +354,7 @@ impl Pending<'_> {
             poster: *poster,
             job: job.clone(),
             quest: u8::from(quest),
-            status: status::OPEN,
+            status: JobStatus::Open,
             posted_height: self.context.height,
             posted_ms: now,
             bids: 0,
@@ -383,7 +386,7 @@ impl Pending<'_> {
     /// A bid: checked against the job's terms, its collateral locked on the job's escrow account.
     pub(super) fn bid(&mut self, worker: &PublicKey, id: &Id, bid: &Bid) -> Result<(), EntryError> {
         let mut state = self.job_state(&bid.job)?;
-        if state.status != status::OPEN || self.context.time_ms >= state.job.bids_until_ms {
+        if state.status != JobStatus::Open || self.context.time_ms >= state.job.bids_until_ms {
             return Err(EntryError::Job(JobError::BiddingClosed));
         }
         let job = &state.job;
@@ -475,7 +478,7 @@ impl Pending<'_> {
         if state.poster != *author {
             return Err(EntryError::Job(JobError::NotThePoster));
         }
-        if state.status != status::OPEN {
+        if state.status != JobStatus::Open {
             return Err(EntryError::Job(JobError::NotOpen));
         }
         let bids = self.eligible_bids(&award.job, &state.job);
@@ -492,7 +495,7 @@ impl Pending<'_> {
         let token = state.job.token.clone();
         self.move_tokens(&state.poster, &job_escrow_account(id), &token, bid.bid.price)?;
         self.release_bids(id, &token, Some(&bid.id))?;
-        state.status = status::AWARDED;
+        state.status = JobStatus::Awarded;
         state.bid = bid.id;
         state.worker = bid.worker;
         state.price = bid.bid.price;
@@ -509,7 +512,7 @@ impl Pending<'_> {
         let before = state.clone();
         let token = state.job.token.clone();
         self.release_bids(id, &token, None)?;
-        state.status = status::CLOSED;
+        state.status = JobStatus::Closed;
         state.reason = reason.to_owned();
         self.finish_job(id, &before, state);
         Ok(())
@@ -531,7 +534,7 @@ impl Pending<'_> {
         }
         self.save_job(id, Some(before), &state);
         self.forget_at(self.context.time_ms.saturating_add(CLOSED_JOB_RETENTION_MS), &job_key(id));
-        if state.status == status::CLOSED {
+        if state.status == JobStatus::Closed {
             self.events.push(Event::JobClosed { job: *id });
         }
     }
@@ -555,7 +558,7 @@ impl Pending<'_> {
                 }
             }
         }
-        state.status = status::DONE;
+        state.status = JobStatus::Done;
         state.reason = reason.to_owned();
         let (worker, quest) = (state.worker, state.quest);
         self.finish_job(id, &before, state);
@@ -576,7 +579,7 @@ impl Pending<'_> {
         if slash {
             self.reputation(&state.worker, |reputation| reputation.failures += 1);
         }
-        state.status = status::FAILED;
+        state.status = JobStatus::Failed;
         state.slashed = slashed;
         state.reason = reason.to_owned();
         let worker = state.worker;
@@ -593,7 +596,7 @@ impl Pending<'_> {
     ) -> Result<(), EntryError> {
         let id = deliver.job;
         let mut state = self.job_state(&id)?;
-        if state.status != status::AWARDED || state.worker != *worker {
+        if state.status != JobStatus::Awarded || state.worker != *worker {
             return Err(EntryError::Job(JobError::NotAwardedToWorker));
         }
         let before = state.clone();
@@ -700,7 +703,7 @@ impl Pending<'_> {
             return Ok(());
         };
         let Ok(state) = self.job_state(&id) else { return Ok(()) };
-        if state.status != status::AWARDED {
+        if state.status != JobStatus::Awarded {
             return Ok(());
         }
         if let Evidence::Energy(wh) = state.job.evidence
@@ -721,19 +724,19 @@ impl Pending<'_> {
         let mut state = self.job_state(&id)?;
         let recipient = matches!(&state.job.evidence, Evidence::Receipt(recipient) if recipient == author);
         match (state.status, verdict.outcome) {
-            (status::OPEN, Outcome::Failed) if state.poster == *author => {
+            (JobStatus::Open, Outcome::Failed) if state.poster == *author => {
                 self.close_unawarded(&id, state, "withdrawn by its poster")
             }
-            (status::AWARDED, Outcome::Done) if state.poster == *author => {
+            (JobStatus::Awarded, Outcome::Done) if state.poster == *author => {
                 self.complete(&id, state, "accepted by its poster")
             }
-            (status::AWARDED, Outcome::Done) if recipient => {
+            (JobStatus::Awarded, Outcome::Done) if recipient => {
                 self.complete(&id, state, "receipt signed by its recipient")
             }
-            (status::AWARDED, Outcome::Failed) if state.poster == *author || recipient => {
+            (JobStatus::Awarded, Outcome::Failed) if state.poster == *author || recipient => {
                 Err(EntryError::Job(JobError::RejectByDispute))
             }
-            (status::DISPUTED, outcome) if state.jurors.contains(author) => {
+            (JobStatus::Disputed, outcome) if state.jurors.contains(author) => {
                 let vote_key = key(JOB_JUROR_VOTE, &[id.as_bytes(), author.as_bytes()]);
                 if self.get(&vote_key).is_some() {
                     return Err(EntryError::Job(JobError::JurorVoted));
@@ -768,7 +771,7 @@ impl Pending<'_> {
     ) -> Result<(), EntryError> {
         let id = dispute.job;
         let mut state = self.job_state(&id)?;
-        if state.status != status::AWARDED {
+        if state.status != JobStatus::Awarded {
             return Err(EntryError::Job(JobError::NotAwarded));
         }
         if *author != state.poster && *author != state.worker {
@@ -779,7 +782,7 @@ impl Pending<'_> {
             return Err(EntryError::Job(JobError::NoJuror));
         }
         let before = state.clone();
-        state.status = status::DISPUTED;
+        state.status = JobStatus::Disputed;
         state.jury_until_ms = self.context.time_ms.saturating_add(self.param("jury_period_ms").max(1));
         state.jurors = jurors.clone();
         self.save_job(&id, Some(&before), &state);
@@ -878,7 +881,7 @@ impl Pending<'_> {
             };
             let mark = self.undo.len();
             let result = match state.status {
-                status::OPEN => match winner(&state.job, &self.eligible_bids(&id, &state.job)).cloned() {
+                JobStatus::Open => match winner(&state.job, &self.eligible_bids(&id, &state.job)).cloned() {
                     Some(bid) => match self.award(&id, state.clone(), &bid) {
                         Ok(()) => Ok(()),
                         Err(_) => {
@@ -888,8 +891,8 @@ impl Pending<'_> {
                     },
                     None => self.close_unawarded(&id, state, "no bid by the end of bidding"),
                 },
-                status::AWARDED => self.fail(&id, state, "the deadline passed", true),
-                status::DISPUTED => {
+                JobStatus::Awarded => self.fail(&id, state, "the deadline passed", true),
+                JobStatus::Disputed => {
                     if state.votes_done > state.votes_failed {
                         self.complete(&id, state, "the jury found it done")
                     } else if state.votes_failed > state.votes_done {

@@ -7,7 +7,7 @@ use ledger::reads::*;
 use std::sync::Arc;
 
 use ledger::Genesis;
-use ledger::state::{BlockContext, EntryError, Event, State, vote_lock_account};
+use ledger::state::{BlockContext, EntryError, Event, ProposalStatus, State, vote_lock_account};
 use protocol::message::{
     Action, AddValidator, Body, Choice, DeviceCap, Empty, Freeze, Measure, Mechanism, Offer, Override, PoolId,
     Proposal, Reading, Resource, SetParameter, Settlement, Side, Transfer, Vote,
@@ -147,7 +147,7 @@ fn members_decide_a_fee_with_quorum_and_threshold_and_it_takes_effect_where_it_p
     let second = world.block(vec![yes[1].clone()]);
     assert!(second.events.contains(&Event::ProposalPassed(early.id())), "{:?}", second.events);
     assert_eq!(world.state.param("grid_fee_per_kwh"), 20);
-    assert_eq!(world.state.proposal(&early.id()).unwrap().status, 1);
+    assert_eq!(world.state.proposal(&early.id()).unwrap().status, ProposalStatus::Passed);
 
     // One yes, one no: at the end of the period the quorum is there but yes is 50 % of yes and no: rejected.
     let split = world.propose(2, grid_fee(99), 3);
@@ -492,7 +492,7 @@ fn an_issuance_rule_passed_by_governance_changes_who_mints_and_the_export_reward
         world.block(vec![proposal.clone()]);
         let vote = world.vote(0, &proposal, Choice::Yes);
         world.block(vec![vote]);
-        assert_eq!(world.state.proposal(&proposal.id()).unwrap().status, 1);
+        assert_eq!(world.state.proposal(&proposal.id()).unwrap().status, ProposalStatus::Passed);
     }
     assert_eq!(world.state.issuance(&credit).unwrap().supply_max, world.state.supply(&credit) + 10_000);
     let old_issuer = mint(&mut world, 0, 1);

@@ -12,7 +12,7 @@ use ledger::state::JobError;
 use std::sync::Arc;
 
 use ledger::Genesis;
-use ledger::state::{BlockContext, COMMONS, EntryError, Event, State, job_escrow_account, job_status};
+use ledger::state::{BlockContext, COMMONS, EntryError, Event, JobStatus, State, job_escrow_account};
 use proptest::prelude::*;
 use protocol::message::{
     Action, Alert, AlertRule, Asset, AssetKind, Award, AwardRule, Bid, Body, Choice, ComputeTask, Deliver, Dispute,
@@ -182,7 +182,7 @@ fn the_lowest_price_wins_when_bidding_ends_escrow_moves_and_acceptance_pays() {
         "{events:?}"
     );
     let state = world.state.job(&posting.id()).unwrap();
-    assert_eq!(state.status, job_status::AWARDED);
+    assert_eq!(state.status, JobStatus::Awarded);
     assert_eq!(world.credit(&escrow), 8_000 + 2_000, "the price and the winner's collateral");
     assert_eq!(world.credit(&world.key(3)), FUNDS, "the loser's collateral is back");
     assert_eq!(world.credit(&world.key(2)), FUNDS - 8_000);
@@ -200,7 +200,7 @@ fn the_lowest_price_wins_when_bidding_ends_escrow_moves_and_acceptance_pays() {
     assert_eq!(world.credit(&world.key(4)), FUNDS + 8_000);
     assert_eq!(world.credit(&escrow), 0);
     assert_eq!(world.state.reputation(&world.key(4)).deliveries, 1);
-    assert_eq!(world.state.job(&posting.id()).unwrap().status, job_status::DONE);
+    assert_eq!(world.state.job(&posting.id()).unwrap().status, JobStatus::Done);
     world.supply_is_the_sum_of_balances();
 }
 
@@ -267,7 +267,7 @@ fn a_receipt_from_the_recipient_completes_a_delivery() {
     let receipt = world.verdict(6, &posting, Outcome::Done);
     let block = world.block(vec![claim, receipt]);
     assert!(block.rejected.is_empty(), "{:?}", block.rejected);
-    assert_eq!(world.state.job(&posting.id()).unwrap().status, job_status::DONE);
+    assert_eq!(world.state.job(&posting.id()).unwrap().status, JobStatus::Done);
     assert_eq!(world.credit(&world.key(3)), FUNDS + 6_000);
 }
 
@@ -355,10 +355,10 @@ fn sampled_re_execution_pays_an_honest_compute_result_and_slashes_a_wrong_one() 
         assert!(block.rejected.is_empty(), "{:?}", block.rejected);
         let state = world.state.job(&posting.id()).unwrap();
         if honest {
-            assert_eq!(state.status, job_status::DONE, "{}", state.reason);
+            assert_eq!(state.status, JobStatus::Done, "{}", state.reason);
             assert_eq!(world.credit(&world.key(worker)), FUNDS + 6_000);
         } else {
-            assert_eq!(state.status, job_status::FAILED, "{}", state.reason);
+            assert_eq!(state.status, JobStatus::Failed, "{}", state.reason);
             assert_eq!(state.slashed, 1_000);
             assert_eq!(world.credit(&world.key(worker)), FUNDS - 1_000);
         }
@@ -406,7 +406,7 @@ fn a_dispute_goes_to_a_jury_drawn_from_the_ledger_whose_majority_settles_it() {
     let twice = world.verdict(juror_keys[0], &posting, Outcome::Failed);
     let block = world.block(vec![intruder, first, twice]);
     assert_eq!(block.rejected, [Refused(JobError::NotYourVerdict), Refused(JobError::JurorVoted)]);
-    assert_eq!(world.state.job(&posting.id()).unwrap().status, job_status::DISPUTED);
+    assert_eq!(world.state.job(&posting.id()).unwrap().status, JobStatus::Disputed);
     let second = world.verdict(juror_keys[1], &posting, Outcome::Done);
     let block = world.block(vec![second]);
     assert!(block.events.iter().any(|event| matches!(event, Event::JobDone { .. })), "{:?}", block.events);
@@ -481,11 +481,11 @@ fn energy_anchored_by_the_workers_meter_completes_an_energy_job() {
     assert_eq!(world.state.job(&posting.id()).unwrap().baseline_export_wh, 1_000);
     let some = world.sign(3, reading("pv", minute - 60, 1_100, 100));
     world.block(vec![some]);
-    assert_eq!(world.state.job(&posting.id()).unwrap().status, job_status::AWARDED, "100 of 150 Wh");
+    assert_eq!(world.state.job(&posting.id()).unwrap().status, JobStatus::Awarded, "100 of 150 Wh");
     let rest = world.sign(3, reading("pv", minute, 1_160, 60));
     let block = world.block(vec![rest]);
     assert!(block.rejected.is_empty(), "{:?}", block.rejected);
-    assert_eq!(world.state.job(&posting.id()).unwrap().status, job_status::DONE);
+    assert_eq!(world.state.job(&posting.id()).unwrap().status, JobStatus::Done);
 }
 
 fn battery(world: &mut World) -> Envelope {
@@ -619,7 +619,7 @@ fn governance_posts_a_quest_paid_by_the_commons() {
     let block = world.block(votes);
     assert!(block.events.contains(&Event::ProposalPassed(proposal.id())), "{:?}", block.events);
     let job = world.state.job(&proposal.id()).unwrap();
-    assert_eq!((job.poster, job.quest, job.status), (COMMONS, 1, job_status::OPEN));
+    assert_eq!((job.poster, job.quest, job.status), (COMMONS, 1, JobStatus::Open));
 }
 
 #[derive(Debug, Clone)]
@@ -731,8 +731,8 @@ proptest! {
             for posting in &jobs {
                 let Some(state) = world.state.job(&posting.id()) else { continue };
                 let locked: u64 = match state.status {
-                    job_status::OPEN => world.state.job_bids(&posting.id()).iter().map(|bid| bid.bid.collateral).sum(),
-                    job_status::AWARDED | job_status::DISPUTED => state.price + state.collateral,
+                    JobStatus::Open => world.state.job_bids(&posting.id()).iter().map(|bid| bid.bid.collateral).sum(),
+                    JobStatus::Awarded | JobStatus::Disputed => state.price + state.collateral,
                     _ => 0,
                 };
                 prop_assert_eq!(world.credit(&job_escrow_account(&posting.id())), locked, "{}", state.reason);

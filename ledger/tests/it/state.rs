@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ledger::Genesis;
 use ledger::reads::*;
-use ledger::state::{BlockContext, Event, State};
+use ledger::state::{BlockContext, Event, SpendStatus, State};
 use proptest::prelude::*;
 use protocol::message::{Body, Burn, Mechanism, Mint, Offer, PoolId, Settlement, Side, Transfer};
 use protocol::types::{Text, TokenId};
@@ -337,7 +337,7 @@ fn a_guild_spends_only_with_enough_of_its_members_approvals() {
     assert!(events.iter().any(|event| matches!(event, Event::GuildSpent { amount: 100_000, .. })), "{events:?}");
     assert_eq!(state.balance(&account, &credit), 200_000);
     assert_eq!(state.balance(&world.keys[0].public(), &credit), before + 100_000);
-    assert_eq!(state.guild_spend(&spend.id()).unwrap().status, 1);
+    assert_eq!(state.guild_spend(&spend.id()).unwrap().status, SpendStatus::Done);
     // Done is done.
     let late = approve(&mut world, 3, &spend);
     let (_, rejected, _) = block(&mut world, &mut state, vec![late]);

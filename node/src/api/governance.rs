@@ -219,14 +219,6 @@ pub fn action_json(action: &Action) -> Value {
     }
 }
 
-fn status_name(status: u8) -> &'static str {
-    match status {
-        0 => "open",
-        1 => "passed",
-        _ => "rejected",
-    }
-}
-
 /// `GET /governance`: proposals (newest end first) with their ballots, overrides in force, validator changes.
 pub async fn overview(State(context): State<Context>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
@@ -256,7 +248,7 @@ pub async fn overview(State(context): State<Context>) -> Response {
                         "yes": proposal.yes,
                         "no": proposal.no,
                         "abstain": proposal.abstain,
-                        "status": status_name(proposal.status),
+                        "status": proposal.status.name(),
                         "ballots": ballots,
                     })
                 })

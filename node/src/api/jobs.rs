@@ -21,7 +21,7 @@ use tracing::info;
 
 use super::{Authorized, Context, error, no_ledger, parse, sign_now, submit_bytes};
 use crate::clock::now_ms;
-use ::ledger::state::{BidState, JobState, job_escrow_account, job_status};
+use ::ledger::state::{BidState, JobState, JobStatus, job_escrow_account};
 
 /// Most jobs one `GET /jobs` lists.
 const JOBS_LISTED_MAX: usize = 500;
@@ -65,12 +65,12 @@ fn bid_json(job: &Job, bid: &BidState) -> Value {
 /// A job as the API shows it.
 pub fn job_json(id: &Id, state: &JobState) -> Value {
     let job = &state.job;
-    let awarded = state.status != job_status::OPEN && state.bid != Id([0; 32]);
+    let awarded = state.status != JobStatus::Open && state.bid != Id([0; 32]);
     json!({
         "id": id.to_hex(),
         "poster": state.poster.to_hex(),
         "quest": state.quest == 1,
-        "status": job_status::name(state.status),
+        "status": state.status.name(),
         "kind": job.kind.name(),
         "title": job.title.as_str(),
         "text": job.text.as_str(),
@@ -138,7 +138,7 @@ pub async fn list(State(context): State<Context>, Query(query): Query<ListQuery>
             let height = state.height();
             let mut jobs: Vec<(Id, JobState)> = state
                 .jobs()
-                .filter(|(_, job)| query.status.as_deref().is_none_or(|status| job_status::name(job.status) == status))
+                .filter(|(_, job)| query.status.as_deref().is_none_or(|status| job.status.name() == status))
                 .filter(|(_, job)| kind.is_none_or(|kind| job.job.kind == kind))
                 .filter(|(_, job)| {
                     query
@@ -647,7 +647,7 @@ async fn open_sample(context: Context, id: Id, task: ComputeTask, root: Id, leve
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let Ok(Some(job)) = ledger.query(move |state| state.job(&id)).await else { return };
-        if job.status != job_status::AWARDED || now_ms() > job.job.deadline_ms {
+        if job.status != JobStatus::Awarded || now_ms() > job.job.deadline_ms {
             return;
         }
         if job.root != root {

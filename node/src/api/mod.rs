@@ -1157,7 +1157,7 @@ async fn guild_spend(State(context): State<Context>, UrlPath(id): UrlPath<String
             "token": spend.token.as_str(),
             "amount": spend.amount,
             "approvals": spend.approvals,
-            "status": if spend.status == 1 { "done" } else { "pending" },
+            "status": spend.status.name(),
         }))
         .into_response(),
         Ok((_, None)) => error(StatusCode::NOT_FOUND, "no such spend on the ledger (yet)"),
