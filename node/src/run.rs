@@ -132,39 +132,41 @@ pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     runtime.block_on(run_node(checked, keypair))
 }
 
-async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
-    // Peers, RocksDB and the API all hold descriptors: take what the system allows, and size the API from it.
-    let file_limit = crate::api::server::raise_file_limit();
-    let mut network_config = checked.network.clone();
+/// The network's configuration for this node: the genesis validators trusted, the ledger's consensus messages
+/// and blocks wired in (when it keeps a ledger).
+fn network_config(
+    checked: &Checked,
+    opened: Option<&crate::ledger::Opened>,
+    consensus: mpsc::Sender<network::ConsensusDelivery>,
+) -> network::Config {
+    let mut config = checked.network.clone();
     if let Some(settings) = &checked.ledger {
         // The genesis validators get more room: four times a newcomer's per-peer limits and fuel.
         for validator in &settings.genesis.validators {
-            network_config.trusted_authors.push(validator.key);
+            config.trusted_authors.push(validator.key);
             if let Ok(key) = libp2p_identity::ed25519::PublicKey::try_from_bytes(validator.key.as_bytes()) {
-                network_config.trusted_peers.push(libp2p_identity::PublicKey::from(key).to_peer_id());
+                config.trusted_peers.push(libp2p_identity::PublicKey::from(key).to_peer_id());
             }
         }
     }
-    let opened = checked.ledger.as_ref().map(|settings| crate::ledger::open(settings, &keypair)).transpose()?;
-    let (consensus_sender, consensus) = mpsc::channel(crate::ledger::CONSENSUS_QUEUE_LEN_MAX);
-    if let Some(opened) = &opened {
-        network_config.consensus = Some(consensus_sender);
-        network_config.blocks = Some(network::BlockSource::rocks(opened.reader()));
+    if let Some(opened) = opened {
+        config.consensus = Some(consensus);
+        config.blocks = Some(network::BlockSource::rocks(opened.reader()));
     } else {
         warn!("no genesis file (ledger.genesis, or genesis.toml in the data directory): this node keeps no ledger");
     }
-    let (handle, mut deliveries, task) = network::spawn(network_config, &keypair).await?;
-    info!(peer_id = %handle.peer_id(), network = %handle.network(), author = %keypair.public(), "kos node started");
-    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter, Topic::Jobs] {
-        handle.subscribe(topic).await?;
-    }
-    for pool in &checked.pools {
-        handle.subscribe(Topic::pool(pool)).await?;
-        info!(%pool, digest = %pool.digest(), "serving pool");
-    }
+    config
+}
+
+async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
+    // Peers, RocksDB and the API all hold descriptors: take what the system allows, and size the API from it.
+    let file_limit = crate::api::server::raise_file_limit();
+    let opened = checked.ledger.as_ref().map(|settings| crate::ledger::open(settings, &keypair)).transpose()?;
+    let (consensus_sender, consensus) = mpsc::channel(crate::ledger::CONSENSUS_QUEUE_LEN_MAX);
+    let config = network_config(&checked, opened.as_ref(), consensus_sender);
+    let (handle, mut deliveries, task) = start_network(config, &keypair, &checked.pools, opened.is_some()).await?;
     let (ledger, mut ledger_done) = match opened {
         Some(opened) => {
-            handle.subscribe(Topic::Consensus).await?;
             let started = crate::ledger::start(opened, handle.clone(), consensus)?;
             (Some(started.handle), Some(started.done))
         }
@@ -179,39 +181,23 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         crate::clock::now_ms(),
     )?);
     let jobs = crate::jobs::Index::new();
-    if let Some(ledger) = &ledger {
-        tokio::spawn(credit_fuel(ledger.follow(), handle.clone()));
-        tokio::spawn(crate::jobs::follow(jobs.clone(), ledger.clone(), ledger.follow()));
-    }
-    // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
-    let market = ledger
-        .as_ref()
-        .map(|ledger| crate::market::spawn(signer.clone(), ledger.clone(), market::pools::Limits::default()));
     let island = checked.island.clone().map(crate::island::spawn);
     if let Some(ledger) = &ledger {
         let ordered = match (&island, checked.island.as_ref().and_then(|settings| settings.cell.clone())) {
             (Some((island, _)), Some(cell)) => Some((island.clone(), cell)),
             _ => None,
         };
-        tokio::spawn(enforce_overrides(ledger.follow(), ledger.clone(), handle.clone(), ordered));
+        follow_ledger(ledger, &handle, &jobs, ordered);
     }
+    // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
+    let market = ledger
+        .as_ref()
+        .map(|ledger| crate::market::spawn(signer.clone(), ledger.clone(), market::pools::Limits::default()));
     let meter = match &checked.meter {
         Some(settings) => {
-            let source = crate::meter::open(settings)?;
-            let actor = crate::meter::Settings {
-                id: settings.id.clone(),
-                interval_s: settings.interval_s,
-                poll: settings.poll,
-                capacity: settings.capacity,
-                network: handle.network().clone(),
-                dispatch: settings.dispatch.clone(),
-                maintenance: settings.maintenance,
-                trade: settings.trade.clone(),
-                tariffs: settings.tariffs,
-            };
             let market = market.as_ref().map(|(market, _)| market.clone());
             let island = island.as_ref().map(|(island, _)| island.clone());
-            Some(crate::meter::spawn(source, actor, signer.clone(), handle.clone(), ledger.clone(), market, island))
+            Some(start_meter(settings, &signer, &handle, ledger.clone(), market, island)?)
         }
         None => None,
     };
@@ -224,7 +210,6 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     };
     let api = match checked.api {
         Some(address) => {
-            let token = crate::api::token(&checked.data_dir)?;
             let context = crate::api::Context {
                 network: handle.clone(),
                 ledger: ledger.clone(),
@@ -232,124 +217,241 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 meter: meter.as_ref().map(|(meter, _)| meter.clone()),
                 island: island.as_ref().map(|(island, _)| island.clone()),
                 signer: signer.clone(),
-                token: token.into(),
+                token: crate::api::token(&checked.data_dir)?.into(),
                 feed,
                 metrics,
                 event_streams: Default::default(),
                 served_pools: served_pools.clone(),
                 jobs: jobs.clone(),
             };
-            let connections_max = crate::api::server::connections_max(file_limit);
-            Some(crate::api::serve(address, context, connections_max).await?)
+            Some(crate::api::serve(address, context, crate::api::server::connections_max(file_limit)).await?)
         }
         None => None,
     };
-    let mut market_dropped = 0u64;
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    let mut status = tokio::time::interval(STATUS_INTERVAL);
-    let mut provide = tokio::time::interval(PROVIDE_INTERVAL);
-    let mut entries_dropped = 0u64;
-    let mut outcome = Ok(());
-    let mut ledger_ended = false;
-    loop {
-        tokio::select! {
-            signal = &mut shutdown => {
-                info!(signal = signal?, "shutting down");
-                break;
-            }
-            result = wait_done(&mut ledger_done) => {
-                ledger_ended = true;
-                outcome = result.unwrap_or_else(|| Err(anyhow::anyhow!("the ledger thread ended unexpectedly")));
-                break;
-            }
-            Some(delivery) = deliveries.recv() => {
-                debug!(id = %delivery.id, kind = %delivery.envelope.kind(), author = %delivery.envelope.author, "message");
-                if let (Topic::Pool(_), Some((market, _))) = (delivery.topic, &market) {
-                    let taken = match &delivery.envelope.body {
-                        protocol::Body::Offer(_) => market.offer(delivery.envelope.clone()),
-                        protocol::Body::Cancel(cancel) => market.cancel(cancel.offer, delivery.envelope.author),
-                        _ => true,
-                    };
-                    if !taken {
-                        market_dropped += 1;
-                        if market_dropped.is_power_of_two() {
-                            warn!(market_dropped, "the market is behind; gossiped offers are being dropped");
-                        }
-                    }
-                } else if let (Topic::Barter, Some((market, _))) = (delivery.topic, &market)
-                    && !market.barter(delivery.envelope.clone())
-                {
-                    market_dropped += 1;
-                }
-                if delivery.topic == Topic::Readings
-                    && let (Some((island, _)), protocol::Body::Reading(reading)) = (&island, &delivery.envelope.body)
-                {
-                    island.reading(delivery.envelope.author, reading.clone());
-                }
-                if delivery.topic == Topic::Jobs
-                    && let protocol::Body::Job(job) = &delivery.envelope.body
-                {
-                    jobs.insert(delivery.envelope.id(), delivery.envelope.author, job.clone(), crate::clock::now_ms());
-                }
-                if matches!(delivery.topic, Topic::Ledger | Topic::Readings | Topic::Jobs)
-                    && let Some(ledger) = &ledger
-                    && !ledger.entries(vec![delivery])
-                {
-                    entries_dropped += 1;
-                    if entries_dropped.is_power_of_two() {
-                        warn!(entries_dropped, "the ledger is behind; gossiped entries are being dropped");
-                    }
-                }
-            }
-            _ = provide.tick(), if checked.network.kademlia => {
-                let pools: Vec<_> = served_pools.lock().map(|pools| pools.iter().cloned().collect()).unwrap_or_default();
-                for pool in &pools {
-                    let (handle, pool) = (handle.clone(), pool.clone());
-                    tokio::spawn(async move {
-                        if let Err(error) = handle.provide(pool.digest()).await {
-                            warn!(%pool, %error, "announcing the pool in the DHT failed; retrying later");
-                        }
-                    });
-                }
-            }
-            _ = status.tick() => {
-                if let Some((market, _)) = &market {
-                    prune_pools(market, &served_pools, &checked.pools, &handle).await;
-                }
-                let stats = handle.stats();
-                let peers = handle.info().await.map(|info| info.peers.len()).unwrap_or(0);
-                let ledger = ledger.as_ref().map(|ledger| ledger.status());
-                info!(
-                    peers,
-                    accepted = Stats::get(&stats.accepted),
-                    rejected = Stats::get(&stats.rejected),
-                    throttled = Stats::get(&stats.throttled),
-                    height = ledger.as_ref().map(|status| status.height),
-                    mempool = ledger.as_ref().map(|status| status.mempool_entries),
-                    "status"
-                );
-            }
-        }
-    }
+    let mut router = Router {
+        market: market.as_ref().map(|(market, _)| market.clone()),
+        island: island.as_ref().map(|(island, _)| island.clone()),
+        jobs: jobs.clone(),
+        ledger: ledger.clone(),
+        market_dropped: 0,
+        entries_dropped: 0,
+    };
+    let (outcome, ledger_ended) =
+        serve(&mut router, &mut deliveries, &mut ledger_done, &served_pools, &checked, &handle).await;
     if let Some(ledger) = &ledger {
         ledger.shutdown().await;
         if !ledger_ended && let Some(done) = ledger_done {
             let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
         }
     }
-    if let Some(api) = api {
-        api.abort();
-    }
-    if let Some((_, task)) = market {
-        task.abort();
-    }
-    handle.shutdown().await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    stop_tasks(api, market.map(|(_, task)| task), &handle, task).await;
     match &outcome {
         Ok(()) => info!("kos node stopped"),
         Err(error) => error!(error = %format!("{error:#}"), "kos node stopped on an error"),
     }
     outcome
+}
+
+/// Starts the network and joins the node's topics: the ledger's (and consensus, with a ledger), readings, barter,
+/// jobs and the configured pools.
+async fn start_network(
+    config: network::Config,
+    keypair: &Keypair,
+    pools: &[protocol::message::PoolId],
+    ledger: bool,
+) -> anyhow::Result<(network::Handle, mpsc::Receiver<network::Delivery>, tokio::task::JoinHandle<()>)> {
+    let (handle, deliveries, task) = network::spawn(config, keypair).await?;
+    info!(peer_id = %handle.peer_id(), network = %handle.network(), author = %keypair.public(), "kos node started");
+    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter, Topic::Jobs] {
+        handle.subscribe(topic).await?;
+    }
+    if ledger {
+        handle.subscribe(Topic::Consensus).await?;
+    }
+    for pool in pools {
+        handle.subscribe(Topic::pool(pool)).await?;
+        info!(%pool, digest = %pool.digest(), "serving pool");
+    }
+    Ok((handle, deliveries, task))
+}
+
+/// Starts the node's followers of the ledger: fuel credits, the jobs index, the overrides enforced at the edges.
+fn follow_ledger(
+    ledger: &crate::ledger::Handle,
+    network: &network::Handle,
+    jobs: &crate::jobs::Index,
+    island: Option<(crate::island::Handle, protocol::types::Cell)>,
+) {
+    tokio::spawn(credit_fuel(ledger.follow(), network.clone()));
+    tokio::spawn(crate::jobs::follow(jobs.clone(), ledger.clone(), ledger.follow()));
+    tokio::spawn(enforce_overrides(ledger.follow(), ledger.clone(), network.clone(), island));
+}
+
+/// Opens the configured meter and starts its actor.
+fn start_meter(
+    settings: &crate::config::MeterChecked,
+    signer: &std::sync::Arc<crate::signer::Signer>,
+    network: &network::Handle,
+    ledger: Option<crate::ledger::Handle>,
+    market: Option<crate::market::Handle>,
+    island: Option<crate::island::Handle>,
+) -> anyhow::Result<(crate::meter::Handle, tokio::task::JoinHandle<()>)> {
+    let source = crate::meter::open(settings)?;
+    let actor = crate::meter::Settings {
+        id: settings.id.clone(),
+        interval_s: settings.interval_s,
+        poll: settings.poll,
+        capacity: settings.capacity,
+        network: network.network().clone(),
+        dispatch: settings.dispatch.clone(),
+        maintenance: settings.maintenance,
+        trade: settings.trade.clone(),
+        tariffs: settings.tariffs,
+    };
+    Ok(crate::meter::spawn(source, actor, signer.clone(), network.clone(), ledger, market, island))
+}
+
+/// Where the node's gossiped messages go: pool offers and cancels and barter offers to the market, readings to the
+/// island, job postings to the jobs index, entries to the ledger. A part that is behind drops what it cannot take
+/// (counted, warned at powers of two).
+struct Router {
+    market: Option<crate::market::Handle>,
+    island: Option<crate::island::Handle>,
+    jobs: crate::jobs::Index,
+    ledger: Option<crate::ledger::Handle>,
+    market_dropped: u64,
+    entries_dropped: u64,
+}
+
+impl Router {
+    fn deliver(&mut self, delivery: network::Delivery) {
+        debug!(id = %delivery.id, kind = %delivery.envelope.kind(), author = %delivery.envelope.author, "message");
+        if let (Topic::Pool(_), Some(market)) = (delivery.topic, &self.market) {
+            let taken = match &delivery.envelope.body {
+                protocol::Body::Offer(_) => market.offer(delivery.envelope.clone()),
+                protocol::Body::Cancel(cancel) => market.cancel(cancel.offer, delivery.envelope.author),
+                _ => true,
+            };
+            if !taken {
+                self.market_dropped += 1;
+                if self.market_dropped.is_power_of_two() {
+                    warn!(
+                        market_dropped = self.market_dropped,
+                        "the market is behind; gossiped offers are being dropped"
+                    );
+                }
+            }
+        } else if let (Topic::Barter, Some(market)) = (delivery.topic, &self.market)
+            && !market.barter(delivery.envelope.clone())
+        {
+            self.market_dropped += 1;
+        }
+        if delivery.topic == Topic::Readings
+            && let (Some(island), protocol::Body::Reading(reading)) = (&self.island, &delivery.envelope.body)
+        {
+            island.reading(delivery.envelope.author, reading.clone());
+        }
+        if delivery.topic == Topic::Jobs
+            && let protocol::Body::Job(job) = &delivery.envelope.body
+        {
+            self.jobs.insert(delivery.envelope.id(), delivery.envelope.author, job.clone(), crate::clock::now_ms());
+        }
+        if matches!(delivery.topic, Topic::Ledger | Topic::Readings | Topic::Jobs)
+            && let Some(ledger) = &self.ledger
+            && !ledger.entries(vec![delivery])
+        {
+            self.entries_dropped += 1;
+            if self.entries_dropped.is_power_of_two() {
+                warn!(
+                    entries_dropped = self.entries_dropped,
+                    "the ledger is behind; gossiped entries are being dropped"
+                );
+            }
+        }
+    }
+}
+
+/// Announces the pools the node serves in the DHT (again), each in its own task.
+fn provide_pools(served: &crate::api::ServedPools, network: &network::Handle) {
+    let pools: Vec<_> = served.lock().map(|pools| pools.iter().cloned().collect()).unwrap_or_default();
+    for pool in pools {
+        let network = network.clone();
+        tokio::spawn(async move {
+            if let Err(error) = network.provide(pool.digest()).await {
+                warn!(%pool, %error, "announcing the pool in the DHT failed; retrying later");
+            }
+        });
+    }
+}
+
+/// The node's periodic status line.
+async fn log_status(network: &network::Handle, ledger: Option<&crate::ledger::Handle>) {
+    let stats = network.stats();
+    let peers = network.info().await.map(|info| info.peers.len()).unwrap_or(0);
+    let ledger = ledger.map(crate::ledger::Handle::status);
+    info!(
+        peers,
+        accepted = Stats::get(&stats.accepted),
+        rejected = Stats::get(&stats.rejected),
+        throttled = Stats::get(&stats.throttled),
+        height = ledger.as_ref().map(|status| status.height),
+        mempool = ledger.as_ref().map(|status| status.mempool_entries),
+        "status"
+    );
+}
+
+/// The node's main loop: routes gossip, announces pools, logs its status, until a shutdown signal (`Ok`) or the end
+/// of the ledger thread (its result; the second value is then true).
+async fn serve(
+    router: &mut Router,
+    deliveries: &mut mpsc::Receiver<network::Delivery>,
+    ledger_done: &mut Option<oneshot::Receiver<anyhow::Result<()>>>,
+    served_pools: &crate::api::ServedPools,
+    checked: &Checked,
+    network: &network::Handle,
+) -> (anyhow::Result<()>, bool) {
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    let mut status = tokio::time::interval(STATUS_INTERVAL);
+    let mut provide = tokio::time::interval(PROVIDE_INTERVAL);
+    loop {
+        tokio::select! {
+            signal = &mut shutdown => {
+                return match signal {
+                    Ok(signal) => {
+                        info!(signal, "shutting down");
+                        (Ok(()), false)
+                    }
+                    Err(error) => (Err(error), false),
+                };
+            }
+            result = wait_done(ledger_done) => {
+                let outcome = result.unwrap_or_else(|| Err(anyhow::anyhow!("the ledger thread ended unexpectedly")));
+                return (outcome, true);
+            }
+            Some(delivery) = deliveries.recv() => router.deliver(delivery),
+            _ = provide.tick(), if checked.network.kademlia => provide_pools(served_pools, network),
+            _ = status.tick() => {
+                if let Some(market) = &router.market {
+                    prune_pools(market, served_pools, &checked.pools, network).await;
+                }
+                log_status(network, router.ledger.as_ref()).await;
+            }
+        }
+    }
+}
+
+/// Stops the API and the market and then the network (waiting a while for it).
+async fn stop_tasks(
+    api: Option<tokio::task::JoinHandle<()>>,
+    market: Option<tokio::task::JoinHandle<()>>,
+    network: &network::Handle,
+    task: tokio::task::JoinHandle<()>,
+) {
+    for task in api.into_iter().chain(market) {
+        task.abort();
+    }
+    network.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }
 
 /// Resolves when the ledger thread ends (`None` if it ended without a word); never without a ledger.

@@ -97,44 +97,28 @@ fn text<const MAX: usize>(text: &str) -> Text<MAX> {
 
 /// Every vector, one or more per message kind.
 pub fn all() -> Vec<Vector> {
+    let mut vectors = trade_vectors();
+    vectors.extend(governance_vectors());
+    let envelope_of = |vectors: &[Vector], name: &str| {
+        vectors
+            .iter()
+            .find(|vector| vector.name == name)
+            .map(|vector| vector.envelope.clone())
+            .unwrap_or_else(|| unreachable!("vector {name}"))
+    };
+    let (guild, reading) = (envelope_of(&vectors, "guild"), envelope_of(&vectors, "reading"));
+    vectors.extend(asset_vectors(&guild, reading));
+    vectors.extend(job_vectors());
+    vectors
+}
+
+/// Offers, a reading, a transfer, a settlement and a barter cycle.
+fn trade_vectors() -> Vec<Vector> {
     let bid = sign(1, 1, offer(Side::Bid, 2_000, 310));
     let ask = sign(2, 1, offer(Side::Ask, 1_500, 240));
     let barter_a = sign(1, 2, barter(Resource::Compute, 4_000, Resource::Bandwidth, 10_000));
     let barter_b = sign(2, 2, barter(Resource::Bandwidth, 12_000, Resource::Memory, 3_000));
     let barter_c = sign(3, 1, barter(Resource::Memory, 3_000, Resource::Compute, 4_000));
-    let proposal = sign(
-        3,
-        2,
-        Body::Proposal(Proposal {
-            action: Action::AddValidator(AddValidator { key: Keypair::from_seed(&seed(4)).public(), power: 10 }),
-            title: text("Add the school's battery as a validator"),
-            text: text("It has run a kos node for six months with 99.9% uptime."),
-            voting_period_blocks: 1_000,
-        }),
-    );
-    // Authors 1, 2 and 3 form a guild in which any two may spend.
-    let mut members = vec![public_key(1), public_key(2), public_key(3)];
-    members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    let guild = sign(
-        1,
-        8,
-        Body::Guild(Guild {
-            name: text("Solar roof co-op"),
-            members: BoundedVec::new(members).unwrap_or_else(|error| unreachable!("{error}")),
-            threshold: 2,
-        }),
-    );
-    let spend = sign(
-        2,
-        8,
-        Body::GuildSpend(GuildSpend {
-            guild: guild_account(&guild.id()),
-            to: public_key(4),
-            token: TokenId::new("credit").unwrap_or_else(|error| unreachable!("{error}")),
-            amount: 25_000,
-            memo: text("inverter repair"),
-        }),
-    );
     // Leg i gives to leg i + 1: compute 1 -> 3, memory 3 -> 2, bandwidth 2 -> 1.
     let legs = vec![
         BarterLeg { offer: barter_a.clone(), give_quantity: 4_000 },
@@ -142,7 +126,7 @@ pub fn all() -> Vec<Vector> {
         BarterLeg { offer: barter_b.clone(), give_quantity: 10_000 },
     ];
     let vector = |name, author, envelope| Vector { name, author, envelope };
-    let mut vectors = vec![
+    vec![
         vector("offer-bid", 1, bid.clone()),
         vector("offer-ask", 2, ask.clone()),
         vector("cancel", 1, sign(1, 3, Body::Cancel(Cancel { offer: bid.id() }))),
@@ -207,6 +191,46 @@ pub fn all() -> Vec<Vector> {
                 }),
             ),
         ),
+    ]
+}
+
+/// A proposal and its vote, an override, a mint and a burn, a guild and its spend.
+fn governance_vectors() -> Vec<Vector> {
+    let proposal = sign(
+        3,
+        2,
+        Body::Proposal(Proposal {
+            action: Action::AddValidator(AddValidator { key: Keypair::from_seed(&seed(4)).public(), power: 10 }),
+            title: text("Add the school's battery as a validator"),
+            text: text("It has run a kos node for six months with 99.9% uptime."),
+            voting_period_blocks: 1_000,
+        }),
+    );
+    // Authors 1, 2 and 3 form a guild in which any two may spend.
+    let mut members = vec![public_key(1), public_key(2), public_key(3)];
+    members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let guild = sign(
+        1,
+        8,
+        Body::Guild(Guild {
+            name: text("Solar roof co-op"),
+            members: BoundedVec::new(members).unwrap_or_else(|error| unreachable!("{error}")),
+            threshold: 2,
+        }),
+    );
+    let spend = sign(
+        2,
+        8,
+        Body::GuildSpend(GuildSpend {
+            guild: guild_account(&guild.id()),
+            to: public_key(4),
+            token: TokenId::new("credit").unwrap_or_else(|error| unreachable!("{error}")),
+            amount: 25_000,
+            memo: text("inverter repair"),
+        }),
+    );
+    let vector = |name, author, envelope| Vector { name, author, envelope };
+    vec![
         vector("proposal", 3, proposal.clone()),
         vector("vote", 4, sign(4, 1, Body::Vote(Vote { proposal: proposal.id(), choice: Choice::Yes, stake: 0 }))),
         vector(
@@ -256,43 +280,41 @@ pub fn all() -> Vec<Vector> {
         vector("guild", 1, guild.clone()),
         vector("guild-spend", 2, spend.clone()),
         vector("guild-approval", 3, sign(3, 3, Body::GuildApproval(GuildApproval { spend: spend.id() }))),
-        vector(
-            "asset",
+    ]
+}
+
+/// A street battery (owned by the guild), an alert on it and a report with a reading as evidence.
+fn asset_vectors(guild: &Envelope, reading: Envelope) -> Vec<Vector> {
+    let vector = |name, author, envelope| Vector { name, author, envelope };
+    let mut vectors = vec![vector(
+        "asset",
+        1,
+        sign(
             1,
-            sign(
-                1,
-                9,
-                Body::Asset(Asset {
-                    kind: AssetKind::Battery,
-                    purpose: text("street battery, 10 kWh"),
-                    owner: guild_account(&guild.id()),
-                    meters: BoundedVec::new(vec![
-                        MeterId::new("battery-1").unwrap_or_else(|error| unreachable!("{error}")),
-                    ])
-                    .unwrap_or_else(|error| unreachable!("{error}")),
-                    limits: Limits {
-                        generation_w_max: 0,
-                        import_w_max: 5_000,
-                        export_w_max: 5_000,
-                        consumption_w_max: 5_000,
-                        storage_w_max: 5_000,
-                        storage_wh: 10_000,
-                    },
-                    cell: Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}")),
-                    commissioned_s: 1_767_225_600,
-                    maintenance_interval_s: 31_536_000,
-                }),
-            ),
+            9,
+            Body::Asset(Asset {
+                kind: AssetKind::Battery,
+                purpose: text("street battery, 10 kWh"),
+                owner: guild_account(&guild.id()),
+                meters: BoundedVec::new(vec![
+                    MeterId::new("battery-1").unwrap_or_else(|error| unreachable!("{error}")),
+                ])
+                .unwrap_or_else(|error| unreachable!("{error}")),
+                limits: Limits {
+                    generation_w_max: 0,
+                    import_w_max: 5_000,
+                    export_w_max: 5_000,
+                    consumption_w_max: 5_000,
+                    storage_w_max: 5_000,
+                    storage_wh: 10_000,
+                },
+                cell: Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}")),
+                commissioned_s: 1_767_225_600,
+                maintenance_interval_s: 31_536_000,
+            }),
         ),
-    ];
-    let envelope_of = |name: &str| {
-        vectors
-            .iter()
-            .find(|vector| vector.name == name)
-            .map(|vector| vector.envelope.clone())
-            .unwrap_or_else(|| unreachable!("vector {name}"))
-    };
-    let (asset, reading) = (envelope_of("asset"), envelope_of("reading"));
+    )];
+    let asset = vectors[0].envelope.clone();
     // The street battery's round trip fell to 71 %; a neighbour reports on it, with her reading as evidence.
     let alert = Alert {
         asset: asset.id(),
@@ -310,7 +332,6 @@ pub fn all() -> Vec<Vector> {
         reading: BoundedVec::new(vec![reading]).unwrap_or_else(|error| unreachable!("{error}")),
     };
     vectors.push(vector("report", 2, sign(2, 4, Body::Report(report))));
-    vectors.extend(job_vectors());
     vectors
 }
 
