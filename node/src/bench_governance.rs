@@ -41,6 +41,99 @@ fn sign(keypair: &Keypair, network: &NetworkId, nonce: &mut u64, body: Body) -> 
     Draft { network: network.clone(), nonce: *nonce, created_ms: now, expires_ms: now + 600_000, body }.sign(keypair)
 }
 
+/// Passes `action` and measures its effect: how long after the first node the last committed the passing block
+/// (ms), and how long after the block's time that was (ms).
+async fn effect_of(
+    action: Action,
+    nodes: &[crate::bench_ledger::Node],
+    validators: &[Arc<Keypair>],
+    network: &NetworkId,
+    nonce: &mut u64,
+) -> anyhow::Result<Option<(f64, f64)>> {
+    let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.follow()).collect();
+    let passed = pass(nodes, validators, network, nonce, action).await?;
+    // Each node's commit of the passing block, watched concurrently.
+    let watchers: Vec<_> = commits
+        .drain(..)
+        .map(|mut receiver| {
+            tokio::spawn(
+                async move { wait_event(&mut receiver, |event| *event == Event::ProposalPassed(passed)).await },
+            )
+        })
+        .collect();
+    let mut times = Vec::new();
+    let mut block_ms = 0;
+    for watcher in watchers {
+        let (at, time_ms) = watcher.await.context("a watcher")??;
+        times.push(at);
+        block_ms = time_ms;
+    }
+    let (first, last) = (times.iter().min().copied(), times.iter().max().copied());
+    let (Some(first), Some(last)) = (first, last) else { return Ok(None) };
+    let last_wall_ms = now_ms() as f64 - last.elapsed().as_secs_f64() * 1000.0;
+    Ok(Some((last.duration_since(first).as_secs_f64() * 1000.0, last_wall_ms - block_ms as f64)))
+}
+
+/// Freezes the trader, who offers to every node all along: how long after the passing block the slowest node's
+/// market refused the frozen account's offer (ms).
+async fn freeze_to_refusal(
+    nodes: &[crate::bench_ledger::Node],
+    markets: &[crate::market::Handle],
+    validators: &[Arc<Keypair>],
+    trader: &Arc<Keypair>,
+    network: &NetworkId,
+    nonce: &mut u64,
+) -> anyhow::Result<f64> {
+    let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.follow()).collect();
+    let before: Vec<u64> = markets.iter().map(|market| market.stats().frozen).collect();
+    let offering = {
+        let (markets, trader, network) = (markets.to_vec(), trader.clone(), network.clone());
+        tokio::spawn(async move {
+            let pool: PoolId = "energy/credit/u33db/0".parse().unwrap_or_else(|_| unreachable!());
+            let mut nonce = now_ms() * 1000 + 500_000;
+            loop {
+                let offer =
+                    Offer { pool: pool.clone(), side: Side::Ask, quantity: 1, unit_price: 1, delivery_start_s: 0 };
+                let envelope = Arc::new(sign(&trader, &network, &mut nonce, Body::Offer(offer)));
+                for market in &markets {
+                    market.offer(envelope.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let freeze = Action::Override(Override {
+        measure: Measure::Freeze(Freeze { account: trader.public() }),
+        duration_blocks: 3,
+    });
+    let passed = pass(nodes, validators, network, nonce, freeze).await?;
+    // Each node: its commit of the passing block, then its market's first refusal of the frozen account.
+    let watchers: Vec<_> = commits
+        .drain(..)
+        .zip(markets.iter().cloned())
+        .zip(before)
+        .map(|((mut receiver, market), before)| {
+            tokio::spawn(async move {
+                let in_force =
+                    |event: &Event| matches!(event, Event::OverrideInForce { proposal, .. } if *proposal == passed);
+                let (at, _) = wait_event(&mut receiver, in_force).await?;
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while market.stats().frozen <= before && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                anyhow::ensure!(market.stats().frozen > before, "a node did not refuse the frozen account's offers");
+                Ok(at.elapsed().as_secs_f64() * 1000.0)
+            })
+        })
+        .collect();
+    let mut slowest: f64 = 0.0;
+    for watcher in watchers {
+        slowest = slowest.max(watcher.await.context("a watcher")??);
+    }
+    offering.abort();
+    Ok(slowest)
+}
+
 /// Runs `rounds` rounds of each measurement.
 pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
     let network = NetworkId::new("kos-bench").context("network id")?;
@@ -62,87 +155,15 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
     let mut nonce = now_ms() * 1000;
     let (mut spreads, mut from_block, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        // The fee change.
-        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.follow()).collect();
         let action = Action::SetParameter(SetParameter {
             name: ParameterName::new("grid_fee_per_kwh").context("name")?,
             value: 10 + round as u64,
         });
-        let passed = pass(&nodes, &validators, &network, &mut nonce, action).await?;
-        // Each node's commit of the passing block, watched concurrently.
-        let watchers: Vec<_> = commits
-            .drain(..)
-            .map(|mut receiver| {
-                tokio::spawn(
-                    async move { wait_event(&mut receiver, |event| *event == Event::ProposalPassed(passed)).await },
-                )
-            })
-            .collect();
-        let mut times = Vec::new();
-        let mut block_ms = 0;
-        for watcher in watchers {
-            let (at, time_ms) = watcher.await.context("a watcher")??;
-            times.push(at);
-            block_ms = time_ms;
+        if let Some((spread, after_block)) = effect_of(action, &nodes, &validators, &network, &mut nonce).await? {
+            spreads.push(spread);
+            from_block.push(after_block);
         }
-        let (first, last) = (times.iter().min().copied(), times.iter().max().copied());
-        if let (Some(first), Some(last)) = (first, last) {
-            spreads.push(last.duration_since(first).as_secs_f64() * 1000.0);
-            let last_wall_ms = now_ms() as f64 - last.elapsed().as_secs_f64() * 1000.0;
-            from_block.push(last_wall_ms - block_ms as f64);
-        }
-        // The freeze, with the trader offering to every node all along.
-        let mut commits: Vec<_> = nodes.iter().map(|node| node.ledger.follow()).collect();
-        let before: Vec<u64> = markets.iter().map(|market| market.stats().frozen).collect();
-        let offering = {
-            let (markets, trader, network) = (markets.clone(), trader.clone(), network.clone());
-            tokio::spawn(async move {
-                let pool: PoolId = "energy/credit/u33db/0".parse().unwrap_or_else(|_| unreachable!());
-                let mut nonce = now_ms() * 1000 + 500_000;
-                loop {
-                    let offer =
-                        Offer { pool: pool.clone(), side: Side::Ask, quantity: 1, unit_price: 1, delivery_start_s: 0 };
-                    let envelope = Arc::new(sign(&trader, &network, &mut nonce, Body::Offer(offer)));
-                    for market in &markets {
-                        market.offer(envelope.clone());
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-        };
-        let freeze = Action::Override(Override {
-            measure: Measure::Freeze(Freeze { account: trader.public() }),
-            duration_blocks: 3,
-        });
-        let passed = pass(&nodes, &validators, &network, &mut nonce, freeze).await?;
-        // Each node: its commit of the passing block, then its market's first refusal of the frozen account.
-        let watchers: Vec<_> = commits
-            .drain(..)
-            .zip(markets.iter().cloned())
-            .zip(before)
-            .map(|((mut receiver, market), before)| {
-                tokio::spawn(async move {
-                    let in_force =
-                        |event: &Event| matches!(event, Event::OverrideInForce { proposal, .. } if *proposal == passed);
-                    let (at, _) = wait_event(&mut receiver, in_force).await?;
-                    let deadline = Instant::now() + Duration::from_secs(10);
-                    while market.stats().frozen <= before && Instant::now() < deadline {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    anyhow::ensure!(
-                        market.stats().frozen > before,
-                        "a node did not refuse the frozen account's offers"
-                    );
-                    Ok(at.elapsed().as_secs_f64() * 1000.0)
-                })
-            })
-            .collect();
-        let mut slowest: f64 = 0.0;
-        for watcher in watchers {
-            slowest = slowest.max(watcher.await.context("a watcher")??);
-        }
-        offering.abort();
-        refusals.push(slowest);
+        refusals.push(freeze_to_refusal(&nodes, &markets, &validators, &trader, &network, &mut nonce).await?);
         // Let the freeze expire before the next round.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

@@ -169,54 +169,39 @@ pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)]
 }
 
-/// Runs the benchmark.
-pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
-    let network = NetworkId::new("kos-bench").context("network id")?;
-    let validators: Vec<Keypair> =
-        (0..4u8).map(|index| Keypair::from_seed(blake3::hash(&[b'v', index]).as_bytes())).collect();
-    let clients: Vec<Keypair> = (0..args.clients.max(1))
-        .map(|index| Keypair::from_seed(blake3::hash(format!("client {index}").as_bytes()).as_bytes()))
-        .collect();
-    let keys: Vec<_> = validators.iter().map(Keypair::public).collect();
-    let funded: Vec<_> = clients.iter().map(Keypair::public).collect();
-    let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, &funded, 1_000_000_000_000);
-    let genesis = Arc::new(Genesis::parse(&text)?);
-    let nodes = start_cluster(&genesis, &validators).await?;
-    // Let the meshes form and the first blocks commit.
-    let ready =
-        wait_for(Duration::from_secs(30), || async { nodes.iter().all(|node| node.ledger.status().height >= 2) }).await;
-    anyhow::ensure!(ready, "the validators did not start committing blocks");
-
-    // Sign every entry before the clock starts.
-    let rate = args.rate_per_s;
-    let total = if rate == 0 { 2_000_000usize } else { usize::try_from(rate * args.seconds).unwrap_or(usize::MAX) };
-    let token = TokenId::new("credit")?;
-    let memo = Text::new("bench")?;
-    let created_ms = now_ms();
-    let sign = |index: usize| -> (Id, Vec<u8>) {
-        let from = &clients[index % clients.len()];
-        let envelope = Draft {
-            network: network.clone(),
-            nonce: (index / clients.len()) as u64 + 1,
-            created_ms,
-            expires_ms: created_ms + 600_000,
-            body: Body::Transfer(Transfer {
-                to: funded[(index + 1) % funded.len()],
-                token: token.clone(),
-                amount: 1,
-                memo: memo.clone(),
-            }),
+/// A fresh node joins and fetches the whole ledger from the validators: the node, the height it reached, the
+/// entries in its blocks and the seconds it took.
+async fn sync_fresh_node(genesis: &Arc<Genesis>, nodes: &[Node]) -> anyhow::Result<(Node, u64, u64, f64)> {
+    let follower_key = Keypair::from_seed(blake3::hash(b"follower").as_bytes());
+    // The highest validator's tip: validator 0 may still be a block behind the others, and the follower syncs
+    // from all of them.
+    let tip = nodes.iter().map(|node| node.ledger.status().height).max().unwrap_or(0);
+    let sync_start = Instant::now();
+    let follower = start_node(genesis, &follower_key).await?;
+    for node in nodes {
+        connect(&follower, node).await?;
+    }
+    let synced = wait_for(Duration::from_secs(600), || async { follower.ledger.status().height >= tip }).await;
+    let sync_seconds = sync_start.elapsed().as_secs_f64();
+    anyhow::ensure!(synced, "the follower did not catch up in 10 minutes");
+    let synced_height = follower.ledger.status().height;
+    let mut entries = 0u64;
+    for height in 1..=synced_height {
+        if let Some(stored) = follower.ledger.reader().block(height)? {
+            entries += ledger::Block::from_bytes(&stored.block).map(|block| block.entries().len() as u64).unwrap_or(0);
         }
-        .sign(from);
-        (envelope.id(), envelope.to_bytes())
-    };
-    let presigned: Vec<(Id, Vec<u8>)> = if rate == 0 { Vec::new() } else { (0..total).map(sign).collect() };
+    }
+    Ok((follower, synced_height, entries, sync_seconds))
+}
 
-    // Commits at each validator, timed as they happen.
-    let (commit_sender, mut commit_stream) = tokio::sync::mpsc::unbounded_channel();
+/// Every validator's commits, timed as they happen: (validator, when, commit).
+fn timed_commits(
+    nodes: &[Node],
+) -> tokio::sync::mpsc::UnboundedReceiver<(usize, Instant, Arc<ledger::consensus::Commit>)> {
+    let (sender, stream) = tokio::sync::mpsc::unbounded_channel();
     for (node, handle) in nodes.iter().enumerate() {
         let mut commits = handle.ledger.follow();
-        let sender = commit_sender.clone();
+        let sender = sender.clone();
         tokio::spawn(async move {
             while let Some(commit) = commits.next().await {
                 if sender.send((node, Instant::now(), commit)).is_err() {
@@ -225,6 +210,110 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
             }
         });
     }
+    stream
+}
+
+/// Submits signed entries (id, bytes, validator) at once: how many were sent, refused, and refused as busy.
+async fn submit(
+    nodes: &[Node],
+    submissions: Vec<(Id, Vec<u8>, usize)>,
+    submitted_at: &std::sync::Mutex<HashMap<Id, (Instant, usize)>>,
+) -> anyhow::Result<(usize, usize, usize)> {
+    let now = Instant::now();
+    let mut futures = Vec::with_capacity(submissions.len());
+    for (id, bytes, node) in submissions {
+        submitted_at.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert(id, (now, node));
+        let ledger = nodes[node].ledger.clone();
+        futures.push(tokio::spawn(async move { ledger.submit(bytes).await }));
+    }
+    let (mut submitted, mut refused, mut busy) = (0, 0, 0);
+    for future in futures {
+        submitted += 1;
+        match future.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(node_ledger::Error::Busy)) => {
+                refused += 1;
+                busy += 1;
+            }
+            _ => refused += 1,
+        }
+    }
+    Ok((submitted, refused, busy))
+}
+
+/// The bench's entries: transfers of 1 credit from each client in turn to the next funded account.
+struct Transfers<'a> {
+    network: NetworkId,
+    clients: &'a [Keypair],
+    funded: &'a [protocol::PublicKey],
+    token: TokenId,
+    memo: Text<{ protocol::limits::MEMO_BYTES_MAX }>,
+    created_ms: u64,
+}
+
+impl Transfers<'_> {
+    /// The `index`th transfer, signed: its id and bytes.
+    fn sign(&self, index: usize) -> (Id, Vec<u8>) {
+        let from = &self.clients[index % self.clients.len()];
+        let envelope = Draft {
+            network: self.network.clone(),
+            nonce: (index / self.clients.len()) as u64 + 1,
+            created_ms: self.created_ms,
+            expires_ms: self.created_ms + 600_000,
+            body: Body::Transfer(Transfer {
+                to: self.funded[(index + 1) % self.funded.len()],
+                token: self.token.clone(),
+                amount: 1,
+                memo: self.memo.clone(),
+            }),
+        }
+        .sign(from);
+        (envelope.id(), envelope.to_bytes())
+    }
+}
+
+/// Four validators of a new network that funds `funded`, committing blocks: its genesis and the nodes.
+async fn start_validators(
+    network: &NetworkId,
+    funded: &[protocol::PublicKey],
+) -> anyhow::Result<(Arc<Genesis>, Vec<Node>)> {
+    let validators: Vec<Keypair> =
+        (0..4u8).map(|index| Keypair::from_seed(blake3::hash(&[b'v', index]).as_bytes())).collect();
+    let keys: Vec<_> = validators.iter().map(Keypair::public).collect();
+    let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, funded, 1_000_000_000_000);
+    let genesis = Arc::new(Genesis::parse(&text)?);
+    let nodes = start_cluster(&genesis, &validators).await?;
+    // Let the meshes form and the first blocks commit.
+    let ready =
+        wait_for(Duration::from_secs(30), || async { nodes.iter().all(|node| node.ledger.status().height >= 2) }).await;
+    anyhow::ensure!(ready, "the validators did not start committing blocks");
+    Ok((genesis, nodes))
+}
+
+/// Runs the benchmark.
+pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
+    let network = NetworkId::new("kos-bench").context("network id")?;
+    let clients: Vec<Keypair> = (0..args.clients.max(1))
+        .map(|index| Keypair::from_seed(blake3::hash(format!("client {index}").as_bytes()).as_bytes()))
+        .collect();
+    let funded: Vec<_> = clients.iter().map(Keypair::public).collect();
+    let (genesis, nodes) = start_validators(&network, &funded).await?;
+
+    // Sign every entry before the clock starts.
+    let rate = args.rate_per_s;
+    let total = if rate == 0 { 2_000_000usize } else { usize::try_from(rate * args.seconds).unwrap_or(usize::MAX) };
+    let transfers = Transfers {
+        network: network.clone(),
+        clients: &clients,
+        funded: &funded,
+        token: TokenId::new("credit")?,
+        memo: Text::new("bench")?,
+        created_ms: now_ms(),
+    };
+    let sign = |index: usize| transfers.sign(index);
+    let presigned: Vec<(Id, Vec<u8>)> = if rate == 0 { Vec::new() } else { (0..total).map(sign).collect() };
+
+    let mut commit_stream = timed_commits(&nodes);
     let submitted_at: Arc<std::sync::Mutex<HashMap<Id, (Instant, usize)>>> = Arc::default();
     let mut submitted = 0usize;
     let mut refused = 0usize;
@@ -256,24 +345,10 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
             index += 1;
             submissions.push((id, bytes, client % nodes.len()));
         }
-        let now = Instant::now();
-        let mut futures = Vec::with_capacity(submissions.len());
-        for (id, bytes, node) in submissions {
-            submitted_at.lock().map_err(|_| anyhow::anyhow!("lock"))?.insert(id, (now, node));
-            let ledger = nodes[node].ledger.clone();
-            futures.push(tokio::spawn(async move { ledger.submit(bytes).await }));
-        }
-        for future in futures {
-            submitted += 1;
-            match future.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(node_ledger::Error::Busy)) => {
-                    refused += 1;
-                    refused_busy += 1;
-                }
-                _ => refused += 1,
-            }
-        }
+        let (sent, not_taken, busy) = submit(&nodes, submissions, &submitted_at).await?;
+        submitted += sent;
+        refused += not_taken;
+        refused_busy += busy;
         committed += drain_commits(&mut commit_stream, &submitted_at, &mut latencies)?;
         if scores_sampled.elapsed() >= Duration::from_secs(1) {
             lowest_peer_score = lowest_peer_score.min(lowest_score(&nodes).await);
@@ -298,25 +373,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     reads.sort_by(f64::total_cmp);
 
     // Sync: a fresh node fetches the whole ledger from the validators.
-    let follower_key = Keypair::from_seed(blake3::hash(b"follower").as_bytes());
-    // The highest validator's tip: validator 0 may still be a block behind the others, and the follower syncs
-    // from all of them.
-    let tip = nodes.iter().map(|node| node.ledger.status().height).max().unwrap_or(0);
-    let sync_start = Instant::now();
-    let follower = start_node(&genesis, &follower_key).await?;
-    for node in &nodes {
-        connect(&follower, node).await?;
-    }
-    let synced = wait_for(Duration::from_secs(600), || async { follower.ledger.status().height >= tip }).await;
-    let sync_seconds = sync_start.elapsed().as_secs_f64();
-    anyhow::ensure!(synced, "the follower did not catch up in 10 minutes");
-    let synced_height = follower.ledger.status().height;
-    let mut entries = 0u64;
-    for height in 1..=synced_height {
-        if let Some(stored) = follower.ledger.reader().block(height)? {
-            entries += ledger::Block::from_bytes(&stored.block).map(|block| block.entries().len() as u64).unwrap_or(0);
-        }
-    }
+    let (follower, synced_height, entries, sync_seconds) = sync_fresh_node(&genesis, &nodes).await?;
     stop(nodes.into_iter().chain(std::iter::once(follower))).await;
     Ok(LedgerReport {
         submitted,

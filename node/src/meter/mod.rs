@@ -506,63 +506,13 @@ impl Actor {
         if battery.is_none() && !flexible_runs {
             return;
         }
-        // A device cap an override put on this meter: the plan keeps the home within it.
-        let cap = match &self.ledger {
-            Some(ledger) => {
-                let (account, meter) = (self.signer.public(), self.settings.id.as_str().to_owned());
-                ledger.query(move |state| state.device_cap(&account, &meter)).await.ok().flatten().map(|in_force| {
-                    energy::dispatch::GridCap { import_w_max: in_force.first, export_w_max: in_force.second }
-                })
-            }
-            None => None,
-        };
-        let pool = dispatch.pool.as_deref().and_then(|pool| pool.parse::<protocol::message::PoolId>().ok());
-        let local_price = match (pool, &self.ledger) {
-            (Some(pool), Some(ledger)) => {
-                let to_s = now / 1000 + 1;
-                let from_s = to_s.saturating_sub(6 * 3600);
-                ledger
-                    .query(move |state| {
-                        state.price_indices(&pool, from_s, to_s).last().and_then(|(_, index)| index.vwap())
-                    })
-                    .await
-                    .ok()
-                    .flatten()
-            }
-            _ => None,
-        };
+        let (account, meter) = (self.signer.public(), self.settings.id.as_str().to_owned());
+        let (cap, local_price) = from_the_ledger(self.ledger.clone(), account, meter, &dispatch, now).await;
         // Energy bought from neighbours costs the local price instead of the grid's; energy sold earns it
         // instead of the feed-in tariff.
         let buy = local_price.map_or(dispatch.buy_per_kwh, |price| price.min(dispatch.buy_per_kwh));
         let sell = local_price.map_or(dispatch.sell_per_kwh, |price| price.max(dispatch.sell_per_kwh));
-        let interval_ms = u64::from(self.settings.interval_s) * 1000;
-        let start_ms = now / interval_ms * interval_ms;
-        let slots: Vec<energy::dispatch::Slot> = match &self.source {
-            Source::Simulated(home) => (0..DISPATCH_SLOTS as u64)
-                .map(|slot| {
-                    let (from, to) = (start_ms + slot * interval_ms, start_ms + (slot + 1) * interval_ms);
-                    let hours = interval_ms as f64 / 3_600_000.0;
-                    let middle = home.simulated_s((from + to) / 2);
-                    energy::dispatch::Slot {
-                        pv_wh: home.pv_power_w(middle) * hours,
-                        load_wh: home.load_power_w(middle) * hours,
-                        buy_per_kwh: buy as f64,
-                        sell_per_kwh: sell as f64,
-                    }
-                })
-                .collect(),
-            _ => self
-                .forecaster
-                .forecast(start_ms / 1000, DISPATCH_SLOTS)
-                .into_iter()
-                .map(|flows| energy::dispatch::Slot {
-                    pv_wh: flows.pv_wh,
-                    load_wh: flows.load_wh,
-                    buy_per_kwh: buy as f64,
-                    sell_per_kwh: sell as f64,
-                })
-                .collect(),
-        };
+        let slots = self.slots(now, buy, sell);
         let state = battery.map(|config| energy::dispatch::Battery { config, stored_wh });
         // The flexible load: what is left of today's run, and the slots until its deadline (in the home's time:
         // simulated, or the wall clock's).
@@ -598,65 +548,14 @@ impl Actor {
             cap,
         );
         if let Some((load, _)) = flexible {
-            let planned_w = plan.first_flexible_w(self.settings.interval_s);
-            let running_w = match &mut self.source {
-                Source::Simulated(home) => {
-                    home.set_flexible_load(planned_w);
-                    planned_w
-                }
-                Source::Mqtt(meter) => {
-                    // A relay is on or off: on when the plan gives the load at least half the interval.
-                    let on = planned_w * 2 >= load.power_w;
-                    let topic = load.switch_topic.as_deref().unwrap_or_default();
-                    match meter.switch(topic, on) {
-                        Ok(()) => {
-                            if on {
-                                load.power_w
-                            } else {
-                                0
-                            }
-                        }
-                        Err(error) => {
-                            warn!(%error, topic, "switching the flexible load");
-                            0
-                        }
-                    }
-                }
-                Source::SunSpec(_) => 0,
-            };
-            // It runs at that power through the next interval.
-            self.flexible_done_wh += running_w as f64 * f64::from(self.settings.interval_s) / 3600.0;
-            self.status.flexible = Some(FlexibleView {
-                energy_wh: load.energy_wh,
-                done_wh: self.flexible_done_wh.round() as u64,
-                running_w,
-                deadline_hour: load.deadline_hour,
-            });
+            self.run_flexible(&load, &plan);
         }
         if battery.is_none() {
             return;
         }
         let Some(first) = slots.first() else { return };
         let command = plan.first_command_for(first, self.settings.interval_s);
-        let applied = match (&mut self.source, storage) {
-            (Source::Simulated(home), _) => {
-                home.set_battery(command);
-                Ok(home.soc_wh())
-            }
-            (Source::SunSpec(device), Some((storage, stored))) => {
-                let revert_s = (self.settings.interval_s * BATTERY_REVERT_INTERVALS).min(u32::from(u16::MAX)) as u16;
-                device.command(command, &storage, revert_s).await.map(|()| stored.round() as u64)
-            }
-            _ => return,
-        };
-        let stored_wh = match applied {
-            Ok(stored_wh) => stored_wh,
-            Err(error) => {
-                warn!(%error, meter = %self.settings.id, "commanding the battery");
-                self.status.last_error = Some(format!("battery: {error}"));
-                return;
-            }
-        };
+        let Some(stored_wh) = self.command_battery(command, storage).await else { return };
         self.status.battery = Some(BatteryView {
             stored_wh,
             command: match command {
@@ -670,6 +569,105 @@ impl Actor {
             local_price_per_kwh: local_price,
             grid_cap_w: cap.map(|cap| (cap.import_w_max, cap.export_w_max)),
         });
+    }
+
+    /// The coming intervals' forecast (the simulator's, or learnt from a real home's history) at these prices.
+    fn slots(&self, now: u64, buy: u64, sell: u64) -> Vec<energy::dispatch::Slot> {
+        let interval_ms = u64::from(self.settings.interval_s) * 1000;
+        let start_ms = now / interval_ms * interval_ms;
+        match &self.source {
+            Source::Simulated(home) => (0..DISPATCH_SLOTS as u64)
+                .map(|slot| {
+                    let (from, to) = (start_ms + slot * interval_ms, start_ms + (slot + 1) * interval_ms);
+                    let hours = interval_ms as f64 / 3_600_000.0;
+                    let middle = home.simulated_s((from + to) / 2);
+                    energy::dispatch::Slot {
+                        pv_wh: home.pv_power_w(middle) * hours,
+                        load_wh: home.load_power_w(middle) * hours,
+                        buy_per_kwh: buy as f64,
+                        sell_per_kwh: sell as f64,
+                    }
+                })
+                .collect(),
+            _ => self
+                .forecaster
+                .forecast(start_ms / 1000, DISPATCH_SLOTS)
+                .into_iter()
+                .map(|flows| energy::dispatch::Slot {
+                    pv_wh: flows.pv_wh,
+                    load_wh: flows.load_wh,
+                    buy_per_kwh: buy as f64,
+                    sell_per_kwh: sell as f64,
+                })
+                .collect(),
+        }
+    }
+
+    /// Runs the flexible load as the plan's first step says: the simulated home's load, or its MQTT relay.
+    fn run_flexible(&mut self, load: &crate::config::FlexibleLoad, plan: &energy::dispatch::Plan) {
+        let planned_w = plan.first_flexible_w(self.settings.interval_s);
+        let running_w = match &mut self.source {
+            Source::Simulated(home) => {
+                home.set_flexible_load(planned_w);
+                planned_w
+            }
+            Source::Mqtt(meter) => {
+                // A relay is on or off: on when the plan gives the load at least half the interval.
+                let on = planned_w * 2 >= load.power_w;
+                let topic = load.switch_topic.as_deref().unwrap_or_default();
+                match meter.switch(topic, on) {
+                    Ok(()) => {
+                        if on {
+                            load.power_w
+                        } else {
+                            0
+                        }
+                    }
+                    Err(error) => {
+                        warn!(%error, topic, "switching the flexible load");
+                        0
+                    }
+                }
+            }
+            Source::SunSpec(_) => 0,
+        };
+        // It runs at that power through the next interval.
+        self.flexible_done_wh += running_w as f64 * f64::from(self.settings.interval_s) / 3600.0;
+        self.status.flexible = Some(FlexibleView {
+            energy_wh: load.energy_wh,
+            done_wh: self.flexible_done_wh.round() as u64,
+            running_w,
+            deadline_hour: load.deadline_hour,
+        });
+    }
+
+    /// Applies the plan's battery command: to the simulated home, or to a SunSpec battery through its storage
+    /// model (which reverts on its own if the node stops commanding it). The charge stored after it, or `None`
+    /// when there is no battery to command or the command failed (recorded in the status).
+    async fn command_battery(
+        &mut self,
+        command: energy::home::BatteryCommand,
+        storage: Option<(energy::sunspec::Storage, f64)>,
+    ) -> Option<u64> {
+        let applied = match (&mut self.source, storage) {
+            (Source::Simulated(home), _) => {
+                home.set_battery(command);
+                Ok(home.soc_wh())
+            }
+            (Source::SunSpec(device), Some((storage, stored))) => {
+                let revert_s = (self.settings.interval_s * BATTERY_REVERT_INTERVALS).min(u32::from(u16::MAX)) as u16;
+                device.command(command, &storage, revert_s).await.map(|()| stored.round() as u64)
+            }
+            _ => return None,
+        };
+        match applied {
+            Ok(stored_wh) => Some(stored_wh),
+            Err(error) => {
+                warn!(%error, meter = %self.settings.id, "commanding the battery");
+                self.status.last_error = Some(format!("battery: {error}"));
+                None
+            }
+        }
     }
 
     /// The home's trader: offers the next delivery interval's forecast (the simulator's, or learnt from a real
@@ -779,4 +777,35 @@ impl Actor {
             consumption_wh: reading.consumption_wh,
         });
     }
+}
+
+/// What the home controller reads from the ledger: a device cap an override put on this meter (the plan keeps
+/// the home within it), and the local market's latest price in the dispatch's pool (its VWAP of the last six
+/// hours). A read that fails is taken as neither: the plan follows the tariffs.
+async fn from_the_ledger(
+    ledger: Option<crate::ledger::Handle>,
+    account: protocol::PublicKey,
+    meter: String,
+    dispatch: &crate::config::Dispatch,
+    now: u64,
+) -> (Option<energy::dispatch::GridCap>, Option<u64>) {
+    let Some(ledger) = ledger else { return (None, None) };
+    let pool = dispatch.pool.as_deref().and_then(|pool| pool.parse::<protocol::message::PoolId>().ok());
+    let to_s = now / 1000 + 1;
+    let from_s = to_s.saturating_sub(6 * 3600);
+    let read = ledger
+        .query(move |state| {
+            let cap = state.device_cap(&account, &meter).map(|in_force| energy::dispatch::GridCap {
+                import_w_max: in_force.first,
+                export_w_max: in_force.second,
+            });
+            let price = pool
+                .and_then(|pool| state.price_indices(&pool, from_s, to_s).last().and_then(|(_, index)| index.vwap()));
+            (cap, price)
+        })
+        .await;
+    read.unwrap_or_else(|error| {
+        warn!(%error, "the home controller could not read the ledger; planning on the tariffs alone");
+        (None, None)
+    })
 }
