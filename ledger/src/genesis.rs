@@ -567,6 +567,131 @@ pub struct Genesis {
 /// Most validators a genesis (and governance) may name.
 pub const VALIDATORS_MAX: usize = 256;
 
+fn parse_validators(files: &[ValidatorFile]) -> anyhow::Result<Vec<GenesisValidator>> {
+    ensure!(!files.is_empty(), "at least one validator is needed");
+    ensure!(files.len() <= VALIDATORS_MAX, "more than {VALIDATORS_MAX} validators");
+    let mut keys = BTreeSet::new();
+    let mut validators = Vec::new();
+    let mut power_total: u64 = 0;
+    for validator in files {
+        let key = parse_key(&validator.key).with_context(|| format!("validator {}", validator.name))?;
+        ensure!(validator.power > 0, "validator {}: power must be more than 0", validator.name);
+        ensure!(keys.insert(key), "validator {} is listed twice", validator.name);
+        power_total = power_total.checked_add(validator.power).context("total voting power overflows")?;
+        validators.push(GenesisValidator { name: validator.name.clone(), key, power: validator.power });
+    }
+    ensure!(power_total <= u64::MAX / 1000, "total voting power too large");
+    Ok(validators)
+}
+
+fn parse_tokens(files: &[TokenFile]) -> anyhow::Result<Vec<Token>> {
+    let mut tokens = Vec::new();
+    for token in files {
+        let id = TokenId::new(token.id.clone()).map_err(|error| anyhow::anyhow!("token {}: {error}", token.id))?;
+        ensure!(!tokens.iter().any(|known: &Token| known.id == id), "token {} is listed twice", token.id);
+        let issuers = token.issuers.iter().map(|key| parse_key(key)).collect::<anyhow::Result<BTreeSet<_>>>()?;
+        tokens.push(Token {
+            id,
+            kind: token.kind,
+            issuers,
+            supply_max: (token.supply_max > 0).then_some(token.supply_max),
+            export_reward_per_kwh: token.export_reward_per_kwh,
+        });
+    }
+    Ok(tokens)
+}
+
+fn check_params(params: &Params, tokens: &[Token]) -> anyhow::Result<()> {
+    ensure!(params.block_entries_max > 0, "params.block_entries_max must be more than 0");
+    ensure!(params.block_bytes_max >= 64 * 1024, "params.block_bytes_max must be at least 65536");
+    ensure!((51..=100).contains(&params.governance_threshold_percent), "governance_threshold_percent: 51..=100");
+    if params.fee_per_entry > 0 {
+        ensure!(
+            tokens.iter().any(|token| token.id.as_str() == params.fee_token),
+            "fee token {} is not a token of the genesis",
+            params.fee_token
+        );
+    }
+    ensure!(
+        params.quest_eco_token.is_empty() || tokens.iter().any(|token| token.id.as_str() == params.quest_eco_token),
+        "quest eco token {} is not a token of the genesis",
+        params.quest_eco_token
+    );
+    ensure!((1..=15).contains(&params.jury_size), "params.jury_size: 1..=15");
+    ensure!(params.jury_score_min_ppm <= u64::from(market::PPM), "params.jury_score_min_ppm: at most 1000000");
+    ensure!(params.grid_fee_ppm <= 10 * u64::from(market::PPM), "params.grid_fee_ppm: at most 10000000");
+    ensure!(params.commons_tax_ppm <= u64::from(market::PPM) / 2, "params.commons_tax_ppm: at most 500000");
+    Ok(())
+}
+
+fn parse_pool_rule(rule: &PoolRuleFile) -> anyhow::Result<PoolRule> {
+    let ppm_ok = |value: u32| value <= market::PPM;
+    let context = || format!("pool rule {:?}", rule.pool);
+    let pattern = PoolPattern::parse(&rule.pool).with_context(context)?;
+    ensure!(
+        rule.essential.is_none() || pattern.interval_s.is_some_and(|interval| interval > 0),
+        "{}: essential pools are interval pools (their supply is shared per interval)",
+        context()
+    );
+    let grid_fee = match (rule.grid_fee_per_kwh, rule.grid_fee_ppm) {
+        (Some(_), Some(_)) => bail!("{}: give grid_fee_per_kwh or grid_fee_ppm, not both", context()),
+        (Some(constant), None) => Some(market::Fee::Constant(constant)),
+        (None, Some(ppm)) => Some(market::Fee::Ppm(ppm)),
+        (None, None) => None,
+    };
+    ensure!(rule.royalty_ppm <= market::PPM / 2, "{}: royalty_ppm at most 500000", context());
+    let royalty_account = rule.royalty_account.as_deref().map(parse_key).transpose().with_context(context)?;
+    ensure!(rule.royalty_ppm == 0 || royalty_account.is_some(), "{}: royalty_ppm needs a royalty_account", context());
+    let divider_ppm = rule.divider_ppm.unwrap_or(market::PPM / 2);
+    ensure!(ppm_ok(divider_ppm), "{}: divider_ppm at most 1000000", context());
+    let mechanism = match rule.mechanism.as_deref().unwrap_or("pay-as-clear") {
+        "pay-as-clear" => market::auction::Mechanism::PayAsClear,
+        "pay-as-bid" => market::auction::Mechanism::PayAsBid,
+        "mmr" => market::auction::Mechanism::MidMarketRate { divider_ppm },
+        "sdr" => market::auction::Mechanism::SupplyDemandRatio,
+        other => bail!("{}: mechanism {other:?} is not pay-as-clear, pay-as-bid, mmr or sdr", context()),
+    };
+    if let Some(policy) = &rule.dynamic {
+        policy.check().map_err(|problem| anyhow::anyhow!("{}: dynamic: {problem}", context()))?;
+    }
+    Ok(PoolRule {
+        pattern,
+        grid_fee,
+        royalty_ppm: rule.royalty_ppm,
+        royalty_account,
+        tier_min: rule.tier_min,
+        mechanism,
+        dynamic: rule.dynamic,
+        essential: rule.essential,
+    })
+}
+
+fn parse_tiers(files: &[TierFile]) -> anyhow::Result<Vec<Tier>> {
+    let ppm_ok = |value: u32| value <= market::PPM;
+    let tiers = if files.is_empty() {
+        Tier::defaults()
+    } else {
+        files
+            .iter()
+            .map(|tier| {
+                ensure!(
+                    ppm_ok(tier.score_min_ppm) && ppm_ok(tier.collateral_ppm) && ppm_ok(tier.fee_discount_ppm),
+                    "tier {}: ppm values are at most 1000000",
+                    tier.name
+                );
+                Ok(Tier {
+                    name: tier.name.clone(),
+                    score_min_ppm: tier.score_min_ppm,
+                    deliveries_min: tier.deliveries_min,
+                    collateral_ppm: tier.collateral_ppm,
+                    fee_discount_ppm: tier.fee_discount_ppm,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
+    Ok(tiers)
+}
+
 impl Genesis {
     /// Reads and checks a genesis file.
     pub fn load(path: &Path) -> anyhow::Result<Genesis> {
@@ -578,32 +703,8 @@ impl Genesis {
     pub fn parse(text: &str) -> anyhow::Result<Genesis> {
         let file: GenesisFile = toml::from_str(text)?;
         let network = NetworkId::new(file.network.clone()).map_err(|error| anyhow::anyhow!("network: {error}"))?;
-        ensure!(!file.validators.is_empty(), "at least one validator is needed");
-        ensure!(file.validators.len() <= VALIDATORS_MAX, "more than {VALIDATORS_MAX} validators");
-        let mut keys = BTreeSet::new();
-        let mut validators = Vec::new();
-        let mut power_total: u64 = 0;
-        for validator in &file.validators {
-            let key = parse_key(&validator.key).with_context(|| format!("validator {}", validator.name))?;
-            ensure!(validator.power > 0, "validator {}: power must be more than 0", validator.name);
-            ensure!(keys.insert(key), "validator {} is listed twice", validator.name);
-            power_total = power_total.checked_add(validator.power).context("total voting power overflows")?;
-            validators.push(GenesisValidator { name: validator.name.clone(), key, power: validator.power });
-        }
-        ensure!(power_total <= u64::MAX / 1000, "total voting power too large");
-        let mut tokens = Vec::new();
-        for token in &file.tokens {
-            let id = TokenId::new(token.id.clone()).map_err(|error| anyhow::anyhow!("token {}: {error}", token.id))?;
-            ensure!(!tokens.iter().any(|known: &Token| known.id == id), "token {} is listed twice", token.id);
-            let issuers = token.issuers.iter().map(|key| parse_key(key)).collect::<anyhow::Result<BTreeSet<_>>>()?;
-            tokens.push(Token {
-                id,
-                kind: token.kind,
-                issuers,
-                supply_max: (token.supply_max > 0).then_some(token.supply_max),
-                export_reward_per_kwh: token.export_reward_per_kwh,
-            });
-        }
+        let validators = parse_validators(&file.validators)?;
+        let tokens = parse_tokens(&file.tokens)?;
         let mut balances = Vec::new();
         for balance in &file.balances {
             let account = parse_key(&balance.account)?;
@@ -612,93 +713,9 @@ impl Genesis {
             balances.push((account, token, balance.amount));
         }
         let params = file.params.clone();
-        ensure!(params.block_entries_max > 0, "params.block_entries_max must be more than 0");
-        ensure!(params.block_bytes_max >= 64 * 1024, "params.block_bytes_max must be at least 65536");
-        ensure!((51..=100).contains(&params.governance_threshold_percent), "governance_threshold_percent: 51..=100");
-        if params.fee_per_entry > 0 {
-            ensure!(
-                tokens.iter().any(|token| token.id.as_str() == params.fee_token),
-                "fee token {} is not a token of the genesis",
-                params.fee_token
-            );
-        }
-        ensure!(
-            params.quest_eco_token.is_empty() || tokens.iter().any(|token| token.id.as_str() == params.quest_eco_token),
-            "quest eco token {} is not a token of the genesis",
-            params.quest_eco_token
-        );
-        ensure!((1..=15).contains(&params.jury_size), "params.jury_size: 1..=15");
-        ensure!(params.jury_score_min_ppm <= u64::from(market::PPM), "params.jury_score_min_ppm: at most 1000000");
-        ensure!(params.grid_fee_ppm <= 10 * u64::from(market::PPM), "params.grid_fee_ppm: at most 10000000");
-        ensure!(params.commons_tax_ppm <= u64::from(market::PPM) / 2, "params.commons_tax_ppm: at most 500000");
-        let ppm_ok = |value: u32| value <= market::PPM;
-        let mut pools = Vec::new();
-        for rule in &file.pools {
-            let context = || format!("pool rule {:?}", rule.pool);
-            let pattern = PoolPattern::parse(&rule.pool).with_context(context)?;
-            ensure!(
-                rule.essential.is_none() || pattern.interval_s.is_some_and(|interval| interval > 0),
-                "{}: essential pools are interval pools (their supply is shared per interval)",
-                context()
-            );
-            let grid_fee = match (rule.grid_fee_per_kwh, rule.grid_fee_ppm) {
-                (Some(_), Some(_)) => bail!("{}: give grid_fee_per_kwh or grid_fee_ppm, not both", context()),
-                (Some(constant), None) => Some(market::Fee::Constant(constant)),
-                (None, Some(ppm)) => Some(market::Fee::Ppm(ppm)),
-                (None, None) => None,
-            };
-            ensure!(rule.royalty_ppm <= market::PPM / 2, "{}: royalty_ppm at most 500000", context());
-            let royalty_account = rule.royalty_account.as_deref().map(parse_key).transpose().with_context(context)?;
-            ensure!(
-                rule.royalty_ppm == 0 || royalty_account.is_some(),
-                "{}: royalty_ppm needs a royalty_account",
-                context()
-            );
-            let divider_ppm = rule.divider_ppm.unwrap_or(market::PPM / 2);
-            ensure!(ppm_ok(divider_ppm), "{}: divider_ppm at most 1000000", context());
-            let mechanism = match rule.mechanism.as_deref().unwrap_or("pay-as-clear") {
-                "pay-as-clear" => market::auction::Mechanism::PayAsClear,
-                "pay-as-bid" => market::auction::Mechanism::PayAsBid,
-                "mmr" => market::auction::Mechanism::MidMarketRate { divider_ppm },
-                "sdr" => market::auction::Mechanism::SupplyDemandRatio,
-                other => bail!("{}: mechanism {other:?} is not pay-as-clear, pay-as-bid, mmr or sdr", context()),
-            };
-            pools.push(PoolRule {
-                pattern,
-                grid_fee,
-                royalty_ppm: rule.royalty_ppm,
-                royalty_account,
-                tier_min: rule.tier_min,
-                mechanism,
-                dynamic: rule.dynamic,
-                essential: rule.essential,
-            });
-
-            if let Some(policy) = &rule.dynamic {
-                policy.check().map_err(|problem| anyhow::anyhow!("{}: dynamic: {problem}", context()))?;
-            }
-        }
-        let tiers = if file.tiers.is_empty() {
-            Tier::defaults()
-        } else {
-            file.tiers
-                .iter()
-                .map(|tier| {
-                    ensure!(
-                        ppm_ok(tier.score_min_ppm) && ppm_ok(tier.collateral_ppm) && ppm_ok(tier.fee_discount_ppm),
-                        "tier {}: ppm values are at most 1000000",
-                        tier.name
-                    );
-                    Ok(Tier {
-                        name: tier.name.clone(),
-                        score_min_ppm: tier.score_min_ppm,
-                        deliveries_min: tier.deliveries_min,
-                        collateral_ppm: tier.collateral_ppm,
-                        fee_discount_ppm: tier.fee_discount_ppm,
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?
-        };
+        check_params(&params, &tokens)?;
+        let pools = file.pools.iter().map(parse_pool_rule).collect::<anyhow::Result<Vec<_>>>()?;
+        let tiers = parse_tiers(&file.tiers)?;
         ensure!(
             tiers[0].score_min_ppm == 0 && tiers[0].deliveries_min == 0,
             "the first tier must ask nothing (score_min_ppm = 0, deliveries_min = 0): every newcomer is in it"

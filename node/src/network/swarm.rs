@@ -476,23 +476,7 @@ impl Task {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Publish { topic, bytes, reply } => {
-                if let Topic::Pool(_) = topic
-                    && let Ok(envelope) = protocol::Envelope::from_bytes(&bytes)
-                {
-                    self.remember(topic, &envelope, envelope.id(), &bytes);
-                }
-                let gossip_topic = self.gossip_topic(&topic);
-                let result = self.swarm.behaviour_mut().gossipsub.publish(gossip_topic, bytes);
-                let result = match result {
-                    Ok(message_id) => {
-                        Stats::bump(&self.stats.published);
-                        let mut id = [0u8; 32];
-                        id.copy_from_slice(&message_id.0[..32.min(message_id.0.len())]);
-                        Ok(Id(id))
-                    }
-                    Err(error) => Err(Error::Publish(error.to_string())),
-                };
-                let _ = reply.send(result);
+                let _ = reply.send(self.publish(topic, bytes));
             }
             Command::Subscribe { topic, reply } => {
                 let _ = reply.send(self.subscribe(topic));
@@ -505,34 +489,8 @@ impl Task {
                     self.recent.remove(&digest);
                 }
             }
-            Command::Provide { key, reply } => match self.swarm.behaviour_mut().kademlia.as_mut() {
-                None => {
-                    let _ = reply.send(Err(Error::NoDht));
-                }
-                Some(_) if self.provider_queries.len() >= QUERIES_MAX => {
-                    let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
-                }
-                Some(kademlia) => match kademlia.start_providing(RecordKey::new(&key.0)) {
-                    Ok(query) => {
-                        self.provider_queries.insert(query, reply);
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(Error::Publish(error.to_string())));
-                    }
-                },
-            },
-            Command::FindProviders { key, reply } => match self.swarm.behaviour_mut().kademlia.as_mut() {
-                None => {
-                    let _ = reply.send(Err(Error::NoDht));
-                }
-                Some(_) if self.find_queries.len() >= QUERIES_MAX => {
-                    let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
-                }
-                Some(kademlia) => {
-                    let query = kademlia.get_providers(RecordKey::new(&key.0));
-                    self.find_queries.insert(query, (HashSet::new(), reply));
-                }
-            },
+            Command::Provide { key, reply } => self.provide(&key, reply),
+            Command::FindProviders { key, reply } => self.find_providers(&key, reply),
             Command::Dial { address, reply } => {
                 let result = self.swarm.dial(address.clone()).map_err(|error| Error::Dial(address, error.to_string()));
                 let _ = reply.send(result);
@@ -541,17 +499,7 @@ impl Task {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             Command::Info { reply } => {
-                let _ = reply.send(Info {
-                    peer_id: *self.swarm.local_peer_id(),
-                    listen: self.listen.clone(),
-                    peers: self.swarm.connected_peers().copied().collect(),
-                    nat: match self.swarm.behaviour().autonat.nat_status() {
-                        autonat::NatStatus::Public(address) => format!("public {address}"),
-                        autonat::NatStatus::Private => "private".into(),
-                        autonat::NatStatus::Unknown => "unknown".into(),
-                    },
-                    topics: self.topics.len(),
-                });
+                let _ = reply.send(self.info());
             }
             Command::PeerScore { peer, reply } => {
                 let _ = reply.send(self.swarm.behaviour().gossipsub.peer_score(&peer));
@@ -575,21 +523,7 @@ impl Task {
                 let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
             }
             Command::ReportConsensus { message_id, source, acceptance } => {
-                let acceptance = match acceptance {
-                    super::Acceptance::Accept => {
-                        Stats::bump(&self.stats.accepted);
-                        MessageAcceptance::Accept
-                    }
-                    super::Acceptance::Ignore => {
-                        Stats::bump(&self.stats.ignored_stale);
-                        MessageAcceptance::Ignore
-                    }
-                    super::Acceptance::Reject => {
-                        Stats::bump(&self.stats.rejected);
-                        MessageAcceptance::Reject
-                    }
-                };
-                self.report(&message_id, &source, acceptance);
+                self.report_consensus(&message_id, &source, acceptance);
             }
             Command::Penalize { peer, reason } => {
                 debug!(%peer, %reason, "peer penalized");
@@ -611,6 +545,95 @@ impl Task {
             }
             Command::Shutdown => {}
         }
+    }
+
+    /// Publishes on a topic (a pool's offers are also kept for peers that join it later).
+    fn publish(&mut self, topic: Topic, bytes: Vec<u8>) -> Result<Id, Error> {
+        if let Topic::Pool(_) = topic
+            && let Ok(envelope) = protocol::Envelope::from_bytes(&bytes)
+        {
+            self.remember(topic, &envelope, envelope.id(), &bytes);
+        }
+        let gossip_topic = self.gossip_topic(&topic);
+        let result = self.swarm.behaviour_mut().gossipsub.publish(gossip_topic, bytes);
+        match result {
+            Ok(message_id) => {
+                Stats::bump(&self.stats.published);
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&message_id.0[..32.min(message_id.0.len())]);
+                Ok(Id(id))
+            }
+            Err(error) => Err(Error::Publish(error.to_string())),
+        }
+    }
+
+    /// Announces this node as a provider of `key` in the DHT (bounded: [`QUERIES_MAX`] at once).
+    fn provide(&mut self, key: &Id, reply: oneshot::Sender<Result<(), Error>>) {
+        match self.swarm.behaviour_mut().kademlia.as_mut() {
+            None => {
+                let _ = reply.send(Err(Error::NoDht));
+            }
+            Some(_) if self.provider_queries.len() >= QUERIES_MAX => {
+                let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
+            }
+            Some(kademlia) => match kademlia.start_providing(RecordKey::new(&key.0)) {
+                Ok(query) => {
+                    self.provider_queries.insert(query, reply);
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(Error::Publish(error.to_string())));
+                }
+            },
+        }
+    }
+
+    /// Looks up the providers of `key` in the DHT (bounded: [`QUERIES_MAX`] at once).
+    fn find_providers(&mut self, key: &Id, reply: oneshot::Sender<Result<Vec<PeerId>, Error>>) {
+        match self.swarm.behaviour_mut().kademlia.as_mut() {
+            None => {
+                let _ = reply.send(Err(Error::NoDht));
+            }
+            Some(_) if self.find_queries.len() >= QUERIES_MAX => {
+                let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
+            }
+            Some(kademlia) => {
+                let query = kademlia.get_providers(RecordKey::new(&key.0));
+                self.find_queries.insert(query, (HashSet::new(), reply));
+            }
+        }
+    }
+
+    fn info(&self) -> Info {
+        Info {
+            peer_id: *self.swarm.local_peer_id(),
+            listen: self.listen.clone(),
+            peers: self.swarm.connected_peers().copied().collect(),
+            nat: match self.swarm.behaviour().autonat.nat_status() {
+                autonat::NatStatus::Public(address) => format!("public {address}"),
+                autonat::NatStatus::Private => "private".into(),
+                autonat::NatStatus::Unknown => "unknown".into(),
+            },
+            topics: self.topics.len(),
+        }
+    }
+
+    /// The consensus engine's verdict on a consensus message, counted and passed to gossipsub.
+    fn report_consensus(&mut self, message_id: &gossipsub::MessageId, source: &PeerId, acceptance: super::Acceptance) {
+        let acceptance = match acceptance {
+            super::Acceptance::Accept => {
+                Stats::bump(&self.stats.accepted);
+                MessageAcceptance::Accept
+            }
+            super::Acceptance::Ignore => {
+                Stats::bump(&self.stats.ignored_stale);
+                MessageAcceptance::Ignore
+            }
+            super::Acceptance::Reject => {
+                Stats::bump(&self.stats.rejected);
+                MessageAcceptance::Reject
+            }
+        };
+        self.report(message_id, source, acceptance);
     }
 
     fn subscribe(&mut self, topic: Topic) -> Result<(), Error> {
