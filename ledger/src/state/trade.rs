@@ -166,16 +166,7 @@ impl Pending<'_> {
         self.check_not_frozen(&buyer)?;
         self.check_not_frozen(&seller)?;
         let rule = genesis.pool_rule(pool);
-        let tier_min = rule.map_or(0, |rule| usize::try_from(rule.tier_min).unwrap_or(usize::MAX));
-        let mut tiers = [0usize; 2];
-        for (slot, party) in tiers.iter_mut().zip([buyer, seller]) {
-            let reputation: Reputation = self.read(&key(REPUTATION, &[party.as_bytes()])).unwrap_or_default();
-            *slot = reputation.tier(&genesis.tiers);
-            if *slot < tier_min {
-                return Err(EntryError::Tier { account: party, tier: *slot, needed: tier_min });
-            }
-        }
-        let [buyer_tier, seller_tier] = tiers.map(|tier| &genesis.tiers[tier.min(genesis.tiers.len() - 1)]);
+        let [buyer_tier, seller_tier] = self.tiers_of([buyer, seller], rule)?.map(|tier| &genesis.tiers[tier]);
         let fee = match self.read::<protocol::message::PoolFee>(&key(POOL_FEE, &[pool.digest().as_bytes()])) {
             Some(fee) => fee_of(&fee),
             None => pool_fee(rule, self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm")),
@@ -192,36 +183,10 @@ impl Pending<'_> {
         }
         let period_s = if interval_s == 0 { self.context.time_ms / 1000 / 3600 * 3600 } else { bid.delivery_start_s };
         if let Some(policy) = rule.and_then(|rule| rule.dynamic) {
-            // The pool's base price for the period is its floor; the anchor moves to the latest period settled.
-            let anchor_key = key(BASE_PRICE, &[pool.digest().as_bytes()]);
-            let anchor: Option<(u64, u64)> = self.read(&anchor_key);
-            let volume =
-                |period| self.read::<PriceIndex>(&price_index_key(pool, period)).map_or(0, |index| index.volume);
-            let priced = priced_period(period_s, self.context.time_ms / 1000, period_len_s(pool));
-            let base = roll_base_price(&policy, anchor, period_len_s(pool), priced, volume);
-            if settlement.unit_price < base {
-                return Err(EntryError::BelowBasePrice { price: settlement.unit_price, base });
-            }
-            if anchor.is_none_or(|(from, _)| priced > from) {
-                self.write(anchor_key, &(priced, base));
-            }
-            self.write(key(BASE_PRICE_HISTORY, &[pool.digest().as_bytes(), &period_s.to_be_bytes()]), &base);
+            self.check_base_price(&policy, pool, period_s, settlement.unit_price)?;
         }
-        if let Some(essential) = rule.and_then(|rule| rule.essential)
-            && essential.per_account_max > 0
-        {
-            // No hoarding of an essential resource: an account's purchases in an interval stay within the rule.
-            let bought_key =
-                key(ESSENTIAL_BOUGHT, &[buyer.as_bytes(), pool.digest().as_bytes(), &period_s.to_be_bytes()]);
-            let bought: u64 = self.read(&bought_key).unwrap_or(0);
-            let wanted = bought.saturating_add(settlement.quantity);
-            if wanted > essential.per_account_max {
-                return Err(EntryError::HoardingLimit { account: buyer, wanted, limit: essential.per_account_max });
-            }
-            if bought == 0 {
-                self.forget_at(delivery_end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &bought_key);
-            }
-            self.write(bought_key, &wanted);
+        if let Some(essential) = rule.and_then(|rule| rule.essential) {
+            self.check_hoarding(&essential, &buyer, pool, period_s, settlement.quantity, delivery_end_ms)?;
         }
         self.fill(&settlement.bid, bid.quantity, settlement.quantity)?;
         self.fill(&settlement.ask, ask.quantity, settlement.quantity)?;
@@ -275,12 +240,7 @@ impl Pending<'_> {
             self.write(key(ESCROW, &[id.as_bytes()]), &escrow);
             self.put(key(ESCROW_BY_RELEASE, &[&release_ms.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
         }
-        let index_key = price_index_key(pool, period_s);
-        let mut index: PriceIndex = self.read(&index_key).unwrap_or_default();
-        index.volume = index.volume.saturating_add(quantity);
-        index.value = index.value.saturating_add(value);
-        index.trades = index.trades.saturating_add(1);
-        self.write(index_key, &index);
+        self.add_to_price_index(pool, period_s, quantity, value);
         for party in [buyer, seller] {
             self.reputation(&party, |reputation| {
                 reputation.trades += 1;
@@ -288,6 +248,86 @@ impl Pending<'_> {
             });
         }
         Ok(())
+    }
+
+    /// The tiers of a trade's parties (indices into the genesis's tiers), or the refusal of one below the pool's
+    /// `tier_min`.
+    fn tiers_of(
+        &self,
+        parties: [PublicKey; 2],
+        rule: Option<&crate::genesis::PoolRule>,
+    ) -> Result<[usize; 2], EntryError> {
+        let tiers = &self.base.genesis.tiers;
+        let tier_min = rule.map_or(0, |rule| usize::try_from(rule.tier_min).unwrap_or(usize::MAX));
+        let mut found = [0usize; 2];
+        for (slot, party) in found.iter_mut().zip(parties) {
+            let reputation: Reputation = self.read(&key(REPUTATION, &[party.as_bytes()])).unwrap_or_default();
+            *slot = reputation.tier(tiers);
+            if *slot < tier_min {
+                return Err(EntryError::Tier { account: party, tier: *slot, needed: tier_min });
+            }
+        }
+        Ok(found.map(|tier| tier.min(tiers.len() - 1)))
+    }
+
+    /// A dynamic pool's floor: the pool's base price for the period. The anchor moves to the latest period settled.
+    fn check_base_price(
+        &mut self,
+        policy: &market::pricing::Policy,
+        pool: &PoolId,
+        period_s: u64,
+        price: u64,
+    ) -> Result<(), EntryError> {
+        // The pool's base price for the period is its floor; the anchor moves to the latest period settled.
+        let anchor_key = key(BASE_PRICE, &[pool.digest().as_bytes()]);
+        let anchor: Option<(u64, u64)> = self.read(&anchor_key);
+        let volume = |period| self.read::<PriceIndex>(&price_index_key(pool, period)).map_or(0, |index| index.volume);
+        let priced = priced_period(period_s, self.context.time_ms / 1000, period_len_s(pool));
+        let base = roll_base_price(policy, anchor, period_len_s(pool), priced, volume);
+        if price < base {
+            return Err(EntryError::BelowBasePrice { price, base });
+        }
+        if anchor.is_none_or(|(from, _)| priced > from) {
+            self.write(anchor_key, &(priced, base));
+        }
+        self.write(key(BASE_PRICE_HISTORY, &[pool.digest().as_bytes(), &period_s.to_be_bytes()]), &base);
+        Ok(())
+    }
+
+    /// No hoarding of an essential resource: an account's purchases in an interval stay within the rule.
+    fn check_hoarding(
+        &mut self,
+        essential: &crate::genesis::EssentialFile,
+        buyer: &PublicKey,
+        pool: &PoolId,
+        period_s: u64,
+        quantity: u64,
+        delivery_end_ms: u64,
+    ) -> Result<(), EntryError> {
+        if essential.per_account_max == 0 {
+            return Ok(());
+        }
+        let bought_key = key(ESSENTIAL_BOUGHT, &[buyer.as_bytes(), pool.digest().as_bytes(), &period_s.to_be_bytes()]);
+        let bought: u64 = self.read(&bought_key).unwrap_or(0);
+        let wanted = bought.saturating_add(quantity);
+        if wanted > essential.per_account_max {
+            return Err(EntryError::HoardingLimit { account: *buyer, wanted, limit: essential.per_account_max });
+        }
+        if bought == 0 {
+            self.forget_at(delivery_end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &bought_key);
+        }
+        self.write(bought_key, &wanted);
+        Ok(())
+    }
+
+    /// Adds a trade to its pool's price index for the period.
+    fn add_to_price_index(&mut self, pool: &PoolId, period_s: u64, quantity: u64, value: u64) {
+        let index_key = price_index_key(pool, period_s);
+        let mut index: PriceIndex = self.read(&index_key).unwrap_or_default();
+        index.volume = index.volume.saturating_add(quantity);
+        index.value = index.value.saturating_add(value);
+        index.trades = index.trades.saturating_add(1);
+        self.write(index_key, &index);
     }
 
     /// Adds an energy trade to the buyer's and seller's totals for the interval, refusing a buyer over the
