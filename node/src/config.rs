@@ -239,6 +239,42 @@ pub struct Mqtt {
     pub mappings: Vec<energy::mqtt::Mapping>,
 }
 
+impl Mqtt {
+    /// The MQTT source's settings, checked.
+    fn settings(&self) -> anyhow::Result<crate::meter::mqtt::Settings> {
+        let mqtt = self;
+        let (host, port) = mqtt
+            .broker
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
+            .with_context(|| format!("meter.mqtt.broker: {:?} is not host:port", mqtt.broker))?;
+        let mut mappings = match mqtt.preset {
+            Some(_) if mqtt.device.is_empty() => bail!("meter.mqtt.device: a preset needs the device name"),
+            Some(preset) => preset.mappings(&mqtt.device),
+            None => Vec::new(),
+        };
+        mappings.extend(mqtt.mappings.iter().cloned());
+        if mappings.is_empty() {
+            bail!("meter.mqtt: set a preset and device, or mappings (register, topic, pointer, scale)");
+        }
+        if mappings.iter().any(|mapping| mapping.topic.contains(['+', '#']) || mapping.topic.is_empty()) {
+            bail!("meter.mqtt.mappings: topics must be exact (no + or # wildcards)");
+        }
+        let credentials = match (&mqtt.username, &mqtt.password) {
+            (Some(user), Some(password)) => Some((user.clone(), password.clone())),
+            (None, None) => None,
+            _ => bail!("meter.mqtt: username and password go together"),
+        };
+        Ok(crate::meter::mqtt::Settings {
+            host,
+            port,
+            client_id: format!("kos-{}", std::process::id()),
+            credentials,
+            mappings,
+        })
+    }
+}
+
 impl Default for Meter {
     fn default() -> Meter {
         Meter {
@@ -301,8 +337,8 @@ pub enum MeterSourceSettings {
 }
 
 impl Meter {
-    /// `None` when the node has no meter.
-    pub fn validate(&self) -> anyhow::Result<Option<MeterChecked>> {
+    /// A flexible load is run within a day, and switched through an MQTT relay in a real home.
+    fn check_flexible(&self) -> anyhow::Result<()> {
         if let Some(load) = &self.dispatch.flexible {
             if load.energy_wh == 0 || load.power_w == 0 || !(1..=24).contains(&load.deadline_hour) {
                 bail!("meter.dispatch.flexible: energy_wh and power_w above 0, deadline_hour from 1 to 24");
@@ -320,6 +356,12 @@ impl Meter {
                 ),
             }
         }
+        Ok(())
+    }
+
+    /// `None` when the node has no meter.
+    pub fn validate(&self) -> anyhow::Result<Option<MeterChecked>> {
+        self.check_flexible()?;
         if !(-14 * 3600..=14 * 3600).contains(&self.dispatch.utc_offset_s) {
             bail!("meter.dispatch.utc_offset_s: within ±14 hours");
         }
@@ -345,38 +387,7 @@ impl Meter {
                     battery: self.sunspec.battery,
                 })
             }
-            MeterKind::Mqtt => {
-                let mqtt = &self.mqtt;
-                let (host, port) = mqtt
-                    .broker
-                    .rsplit_once(':')
-                    .and_then(|(host, port)| Some((host.to_owned(), port.parse::<u16>().ok()?)))
-                    .with_context(|| format!("meter.mqtt.broker: {:?} is not host:port", mqtt.broker))?;
-                let mut mappings = match mqtt.preset {
-                    Some(_) if mqtt.device.is_empty() => bail!("meter.mqtt.device: a preset needs the device name"),
-                    Some(preset) => preset.mappings(&mqtt.device),
-                    None => Vec::new(),
-                };
-                mappings.extend(mqtt.mappings.iter().cloned());
-                if mappings.is_empty() {
-                    bail!("meter.mqtt: set a preset and device, or mappings (register, topic, pointer, scale)");
-                }
-                if mappings.iter().any(|mapping| mapping.topic.contains(['+', '#']) || mapping.topic.is_empty()) {
-                    bail!("meter.mqtt.mappings: topics must be exact (no + or # wildcards)");
-                }
-                let credentials = match (&mqtt.username, &mqtt.password) {
-                    (Some(user), Some(password)) => Some((user.clone(), password.clone())),
-                    (None, None) => None,
-                    _ => bail!("meter.mqtt: username and password go together"),
-                };
-                MeterSourceSettings::Mqtt(crate::meter::mqtt::Settings {
-                    host,
-                    port,
-                    client_id: format!("kos-{}", std::process::id()),
-                    credentials,
-                    mappings,
-                })
-            }
+            MeterKind::Mqtt => MeterSourceSettings::Mqtt(self.mqtt.settings()?),
         };
         if let Some(pool) = &self.dispatch.pool {
             pool.parse::<PoolId>().with_context(|| format!("meter.dispatch.pool: {pool:?}"))?;

@@ -628,76 +628,84 @@ pub enum JobAction {
     },
 }
 
+/// `kos job show <id>`: a job, its bids, award and jurors.
+fn print_job(out: &mut impl std::io::Write, job: &serde_json::Value) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{} {} {} \"{}\" reward {} {} rule {} status {}{}",
+        job["id"].as_str().unwrap_or(""),
+        if job["quest"] == true { "quest" } else { "job" },
+        job["kind"].as_str().unwrap_or(""),
+        job["title"].as_str().unwrap_or(""),
+        protocol::amount::format_milli(job["reward"].as_u64().unwrap_or(0)),
+        job["token"].as_str().unwrap_or(""),
+        job["rule"].as_str().unwrap_or(""),
+        job["status"].as_str().unwrap_or(""),
+        job["reason"]
+            .as_str()
+            .filter(|reason| !reason.is_empty())
+            .map(|reason| format!(" ({reason})"))
+            .unwrap_or_default(),
+    )?;
+    for bid in job["bids"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  bid {} by {} price {} collateral {} distance {} m cost {}",
+            bid["id"].as_str().unwrap_or(""),
+            bid["worker"].as_str().unwrap_or(""),
+            protocol::amount::format_milli(bid["price"].as_u64().unwrap_or(0)),
+            protocol::amount::format_milli(bid["collateral"].as_u64().unwrap_or(0)),
+            bid["distance_m"],
+            bid["cost"],
+        )?;
+    }
+    if let Some(award) = job["award"].as_object() {
+        writeln!(
+            out,
+            "  awarded to {} at {} (height {}); escrow {}",
+            award["worker"].as_str().unwrap_or(""),
+            protocol::amount::format_milli(award["price"].as_u64().unwrap_or(0)),
+            award["height"],
+            protocol::amount::format_milli(job["escrow"].as_u64().unwrap_or(0)),
+        )?;
+    }
+    for juror in job["jurors"].as_array().into_iter().flatten() {
+        writeln!(out, "  juror {}", juror.as_str().unwrap_or(""))?;
+    }
+    Ok(())
+}
+
+/// `kos job show`: a line per job.
+fn print_jobs(out: &mut impl std::io::Write, answer: &serde_json::Value) -> anyhow::Result<()> {
+    for job in answer["jobs"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{} {:<9} {:<11} {:>10} {} {}  {}",
+            job["id"].as_str().unwrap_or(""),
+            job["status"].as_str().unwrap_or(""),
+            job["kind"].as_str().unwrap_or(""),
+            protocol::amount::format_milli(job["reward"].as_u64().unwrap_or(0)),
+            job["token"].as_str().unwrap_or(""),
+            if job["quest"] == true { "quest" } else { "" },
+            job["title"].as_str().unwrap_or(""),
+        )?;
+    }
+    Ok(())
+}
+
 pub fn job(client: &Client, action: JobAction) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let submitted = |out: &mut std::io::StdoutLock<'_>, what: &str, answer: &serde_json::Value| {
         writeln!(out, "{what} {} submitted", answer["id"].as_str().unwrap_or(""))
     };
     match action {
-        JobAction::Show { id: Some(id), .. } => {
-            let job = client.get(&format!("/jobs/{id}"))?;
-            writeln!(
-                out,
-                "{} {} {} \"{}\" reward {} {} rule {} status {}{}",
-                job["id"].as_str().unwrap_or(""),
-                if job["quest"] == true { "quest" } else { "job" },
-                job["kind"].as_str().unwrap_or(""),
-                job["title"].as_str().unwrap_or(""),
-                protocol::amount::format_milli(job["reward"].as_u64().unwrap_or(0)),
-                job["token"].as_str().unwrap_or(""),
-                job["rule"].as_str().unwrap_or(""),
-                job["status"].as_str().unwrap_or(""),
-                job["reason"]
-                    .as_str()
-                    .filter(|reason| !reason.is_empty())
-                    .map(|reason| format!(" ({reason})"))
-                    .unwrap_or_default(),
-            )?;
-            for bid in job["bids"].as_array().into_iter().flatten() {
-                writeln!(
-                    out,
-                    "  bid {} by {} price {} collateral {} distance {} m cost {}",
-                    bid["id"].as_str().unwrap_or(""),
-                    bid["worker"].as_str().unwrap_or(""),
-                    protocol::amount::format_milli(bid["price"].as_u64().unwrap_or(0)),
-                    protocol::amount::format_milli(bid["collateral"].as_u64().unwrap_or(0)),
-                    bid["distance_m"],
-                    bid["cost"],
-                )?;
-            }
-            if let Some(award) = job["award"].as_object() {
-                writeln!(
-                    out,
-                    "  awarded to {} at {} (height {}); escrow {}",
-                    award["worker"].as_str().unwrap_or(""),
-                    protocol::amount::format_milli(award["price"].as_u64().unwrap_or(0)),
-                    award["height"],
-                    protocol::amount::format_milli(job["escrow"].as_u64().unwrap_or(0)),
-                )?;
-            }
-            for juror in job["jurors"].as_array().into_iter().flatten() {
-                writeln!(out, "  juror {}", juror.as_str().unwrap_or(""))?;
-            }
-        }
+        JobAction::Show { id: Some(id), .. } => print_job(&mut out, &client.get(&format!("/jobs/{id}"))?)?,
         JobAction::Show { id: None, status } => {
             let path = match status {
                 Some(status) => format!("/jobs?status={status}"),
                 None => "/jobs".to_owned(),
             };
-            let answer = client.get(&path)?;
-            for job in answer["jobs"].as_array().into_iter().flatten() {
-                writeln!(
-                    out,
-                    "{} {:<9} {:<11} {:>10} {} {}  {}",
-                    job["id"].as_str().unwrap_or(""),
-                    job["status"].as_str().unwrap_or(""),
-                    job["kind"].as_str().unwrap_or(""),
-                    protocol::amount::format_milli(job["reward"].as_u64().unwrap_or(0)),
-                    job["token"].as_str().unwrap_or(""),
-                    if job["quest"] == true { "quest" } else { "" },
-                    job["title"].as_str().unwrap_or(""),
-                )?;
-            }
+            print_jobs(&mut out, &client.get(&path)?)?;
         }
         JobAction::Post {
             kind,
