@@ -375,39 +375,7 @@ impl Sim {
                 state.store.crash();
                 state.timers.clear();
             }
-            Event::Restart { node } => {
-                if self.nodes[node].engine.is_some() {
-                    return;
-                }
-                let config = Config {
-                    timeouts: Timeouts {
-                        propose_ms: 400,
-                        prevote_ms: 150,
-                        precommit_ms: 150,
-                        rebroadcast_ms: 300,
-                        step_ms: 100,
-                    },
-                    empty_block_ms: 150,
-                    ..Config::default()
-                };
-                let state = &self.nodes[node];
-                match Engine::new(self.genesis.clone(), &state.seed, state.store.clone(), config, self.now) {
-                    Ok(mut engine) => {
-                        if engine.tip().0 < state.committed_before_crash {
-                            self.violations.push(format!(
-                                "node {node} lost blocks in a crash: had {}, restarted at {}",
-                                state.committed_before_crash,
-                                engine.tip().0
-                            ));
-                        }
-                        let effects = engine.start(self.now);
-                        self.nodes[node].engine = Some(engine);
-                        self.apply(node, effects);
-                        self.schedule(self.now + 500, Event::Sync { node });
-                    }
-                    Err(error) => self.violations.push(format!("node {node} could not restart: {error}")),
-                }
-            }
+            Event::Restart { node } => self.restart(node),
             Event::Partition { groups } => self.group = groups,
             Event::Heal => {
                 self.debug_nodes("heal");
@@ -417,36 +385,74 @@ impl Sim {
                     self.schedule(self.now, Event::Restart { node });
                 }
             }
-            Event::Submit { node, entry } => {
-                let now = self.now;
-                let (id, _, created_ms) = self.entries[entry];
-                if self.acknowledged.contains(&id) {
-                    return;
-                }
-                // Like a wallet, the client sends again every 2 s until the entry is committed.
-                let again = self.rng.below(self.scenario.validators as u64) as usize;
-                if now + 2_000 < created_ms + 600_000 {
-                    self.schedule(now + 2_000, Event::Submit { node: again, entry });
-                }
-                let bytes = self.entries[entry].1.clone();
-                // Clients send to one node; nodes gossip entries to each other (here: to all reachable).
-                for target in 0..self.nodes.len() {
-                    if target != node && !self.reachable(node, target) {
-                        continue;
-                    }
-                    let _span = tracing::debug_span!("sim", t = now - GENESIS_MS, node = target).entered();
-                    if let Some(engine) = self.nodes[target].engine.as_mut() {
-                        let (result, effects) = engine.on_entry(bytes.clone(), now);
-                        if let Err(error) = result
-                            && std::env::var_os("KOS_SIM_DEBUG").is_some()
-                        {
-                            eprintln!("t={} node {target}: entry {} refused: {error}", now - GENESIS_MS, id.to_hex());
-                        }
-                        self.apply(target, effects);
-                    }
-                }
-            }
+            Event::Submit { node, entry } => self.submit(node, entry),
             Event::Sync { node } => self.sync(node),
+        }
+    }
+
+    /// Restarts a crashed node from its store (a node that runs is left alone).
+    fn restart(&mut self, node: usize) {
+        if self.nodes[node].engine.is_some() {
+            return;
+        }
+        let config = Config {
+            timeouts: Timeouts {
+                propose_ms: 400,
+                prevote_ms: 150,
+                precommit_ms: 150,
+                rebroadcast_ms: 300,
+                step_ms: 100,
+            },
+            empty_block_ms: 150,
+            ..Config::default()
+        };
+        let state = &self.nodes[node];
+        match Engine::new(self.genesis.clone(), &state.seed, state.store.clone(), config, self.now) {
+            Ok(mut engine) => {
+                if engine.tip().0 < state.committed_before_crash {
+                    self.violations.push(format!(
+                        "node {node} lost blocks in a crash: had {}, restarted at {}",
+                        state.committed_before_crash,
+                        engine.tip().0
+                    ));
+                }
+                let effects = engine.start(self.now);
+                self.nodes[node].engine = Some(engine);
+                self.apply(node, effects);
+                self.schedule(self.now + 500, Event::Sync { node });
+            }
+            Err(error) => self.violations.push(format!("node {node} could not restart: {error}")),
+        }
+    }
+
+    /// A client submits an entry to a node, which passes it to every node it reaches.
+    fn submit(&mut self, node: usize, entry: usize) {
+        let now = self.now;
+        let (id, _, created_ms) = self.entries[entry];
+        if self.acknowledged.contains(&id) {
+            return;
+        }
+        // Like a wallet, the client sends again every 2 s until the entry is committed.
+        let again = self.rng.below(self.scenario.validators as u64) as usize;
+        if now + 2_000 < created_ms + 600_000 {
+            self.schedule(now + 2_000, Event::Submit { node: again, entry });
+        }
+        let bytes = self.entries[entry].1.clone();
+        // Clients send to one node; nodes gossip entries to each other (here: to all reachable).
+        for target in 0..self.nodes.len() {
+            if target != node && !self.reachable(node, target) {
+                continue;
+            }
+            let _span = tracing::debug_span!("sim", t = now - GENESIS_MS, node = target).entered();
+            if let Some(engine) = self.nodes[target].engine.as_mut() {
+                let (result, effects) = engine.on_entry(bytes.clone(), now);
+                if let Err(error) = result
+                    && std::env::var_os("KOS_SIM_DEBUG").is_some()
+                {
+                    eprintln!("t={} node {target}: entry {} refused: {error}", now - GENESIS_MS, id.to_hex());
+                }
+                self.apply(target, effects);
+            }
         }
     }
 

@@ -145,6 +145,79 @@ fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+fn encode_ledger(encoder: &mut DescriptorEncoder<'_>, ledger: &LedgerSnapshot) -> std::fmt::Result {
+    gauge(encoder, "ledger_height", "Height of the last committed block.", None, signed(ledger.height))?;
+    gauge(encoder, "consensus_round", "Consensus round of the height being decided.", None, ledger.round)?;
+    gauge(
+        encoder,
+        "mempool_entries",
+        "Entries waiting in the mempool for a block.",
+        None,
+        signed(ledger.mempool_entries),
+    )?;
+    gauge(encoder, "validators", "Validators in the current set.", None, signed(ledger.validators))?;
+    gauge(encoder, "validator", "1 if this node is a validator.", None, i64::from(ledger.validator))?;
+    gauge(encoder, "syncing", "1 while the node catches up with its peers.", None, i64::from(ledger.syncing))?;
+    counter(
+        encoder,
+        "ledger_committed_entries",
+        "Entries committed since this node started.",
+        None,
+        ledger.committed_entries,
+    )?;
+    Ok(())
+}
+
+fn encode_market(encoder: &mut DescriptorEncoder<'_>, market: &crate::market::Stats) -> std::fmt::Result {
+    for (name, help, value) in [
+        ("market_offers", "Offers this node's market took into its books.", market.offers),
+        ("market_offers_refused", "Offers this node's market refused.", market.refused),
+        ("market_matches", "Matches this node's market made.", market.matches),
+        (
+            "market_matched_quantity",
+            "Quantity this node's market matched, in the resources' units (Wh for energy).",
+            market.matched_quantity,
+        ),
+        (
+            "market_settlements_submitted",
+            "Settlements this node submitted to the ledger.",
+            market.settlements_submitted,
+        ),
+        ("market_settlements_refused", "Settlements the ledger refused.", market.settlements_refused),
+        ("market_barter_offers", "Barter offers on this node's board.", market.barter_offers),
+        ("market_frozen", "Offers refused because an override froze their author.", market.frozen),
+        ("market_barter_cycles", "Barter cycles this node submitted.", market.barter_cycles_submitted),
+    ] {
+        counter(encoder, name, help, None, value)?;
+    }
+    Ok(())
+}
+
+/// The ledger database's sizes by column family (none without a ledger).
+fn encode_rocksdb(encoder: &mut DescriptorEncoder<'_>, sizes: &[::ledger::store::FamilySize]) -> std::fmt::Result {
+    if sizes.is_empty() {
+        return Ok(());
+    }
+    let bytes = Unit::Bytes;
+    for (name, help, pick) in [
+        (
+            "rocksdb_sst_files",
+            "Size of the ledger database's SST files by column family.",
+            (|size: &::ledger::store::FamilySize| size.sst_bytes) as fn(&::ledger::store::FamilySize) -> u64,
+        ),
+        ("rocksdb_live_data", "Estimated live data of the ledger database by column family.", |size| size.live_bytes),
+        ("rocksdb_memtables", "Memtables of the ledger database by column family.", |size| size.memtable_bytes),
+    ] {
+        let metric = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(name, help, Some(&bytes), metric.metric_type())?;
+        for size in sizes {
+            let labels = [("family", size.name)];
+            ConstGauge::new(signed(pick(size))).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> std::fmt::Result {
         let snapshot = &self.0;
@@ -173,54 +246,10 @@ impl Collector for Scrape {
             )?;
         }
         if let Some(ledger) = &snapshot.ledger {
-            gauge(&mut encoder, "ledger_height", "Height of the last committed block.", None, signed(ledger.height))?;
-            gauge(&mut encoder, "consensus_round", "Consensus round of the height being decided.", None, ledger.round)?;
-            gauge(
-                &mut encoder,
-                "mempool_entries",
-                "Entries waiting in the mempool for a block.",
-                None,
-                signed(ledger.mempool_entries),
-            )?;
-            gauge(&mut encoder, "validators", "Validators in the current set.", None, signed(ledger.validators))?;
-            gauge(&mut encoder, "validator", "1 if this node is a validator.", None, i64::from(ledger.validator))?;
-            gauge(
-                &mut encoder,
-                "syncing",
-                "1 while the node catches up with its peers.",
-                None,
-                i64::from(ledger.syncing),
-            )?;
-            counter(
-                &mut encoder,
-                "ledger_committed_entries",
-                "Entries committed since this node started.",
-                None,
-                ledger.committed_entries,
-            )?;
+            encode_ledger(&mut encoder, ledger)?;
         }
         if let Some(market) = &snapshot.market {
-            for (name, help, value) in [
-                ("market_offers", "Offers this node's market took into its books.", market.offers),
-                ("market_offers_refused", "Offers this node's market refused.", market.refused),
-                ("market_matches", "Matches this node's market made.", market.matches),
-                (
-                    "market_matched_quantity",
-                    "Quantity this node's market matched, in the resources' units (Wh for energy).",
-                    market.matched_quantity,
-                ),
-                (
-                    "market_settlements_submitted",
-                    "Settlements this node submitted to the ledger.",
-                    market.settlements_submitted,
-                ),
-                ("market_settlements_refused", "Settlements the ledger refused.", market.settlements_refused),
-                ("market_barter_offers", "Barter offers on this node's board.", market.barter_offers),
-                ("market_frozen", "Offers refused because an override froze their author.", market.frozen),
-                ("market_barter_cycles", "Barter cycles this node submitted.", market.barter_cycles_submitted),
-            ] {
-                counter(&mut encoder, name, help, None, value)?;
-            }
+            encode_market(&mut encoder, market)?;
         }
         if let Some(meter) = &snapshot.meter {
             for (name, help, value) in [
@@ -233,27 +262,7 @@ impl Collector for Scrape {
                 counter(&mut encoder, name, help, None, value)?;
             }
         }
-        if !snapshot.rocksdb.is_empty() {
-            let bytes = Unit::Bytes;
-            for (name, help, pick) in [
-                (
-                    "rocksdb_sst_files",
-                    "Size of the ledger database's SST files by column family.",
-                    (|size: &::ledger::store::FamilySize| size.sst_bytes) as fn(&::ledger::store::FamilySize) -> u64,
-                ),
-                ("rocksdb_live_data", "Estimated live data of the ledger database by column family.", |size| {
-                    size.live_bytes
-                }),
-                ("rocksdb_memtables", "Memtables of the ledger database by column family.", |size| size.memtable_bytes),
-            ] {
-                let metric = ConstGauge::new(0i64);
-                let mut family = encoder.encode_descriptor(name, help, Some(&bytes), metric.metric_type())?;
-                for size in &snapshot.rocksdb {
-                    let labels = [("family", size.name)];
-                    ConstGauge::new(signed(pick(size))).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
+        encode_rocksdb(&mut encoder, &snapshot.rocksdb)?;
         Ok(())
     }
 }

@@ -1133,9 +1133,7 @@ impl<S: Store> Shell<S> {
             CoreEffect::VerifySignature(message, public_key, r) => {
                 let digest = match &message.message {
                     malachite_consensus::ConsensusMsg::Vote(vote) => vote_digest(&self.genesis.network, vote),
-                    malachite_consensus::ConsensusMsg::Proposal(proposal) => {
-                        proposal_digest(&self.genesis.network, proposal)
-                    }
+                    malachite_consensus::ConsensusMsg::Proposal(p) => proposal_digest(&self.genesis.network, p),
                 };
                 let signer = Address(PublicKey(public_key.to_bytes()));
                 r.resume_with(self.verified_signature(digest, &signer, &message.signature))
@@ -1155,12 +1153,7 @@ impl<S: Store> Shell<S> {
                 r.resume_with(self.signer.verify_round_certificate(&self.ctx, &certificate, &validators, thresholds))
             }
             CoreEffect::WalAppend(entry, r) => {
-                if !self.replaying {
-                    match self.store.wal_append(self.height, wire::wal_to_bytes(&entry)) {
-                        Ok(()) => self.wal_dirty = true,
-                        Err(error) => self.fail(format!("appending to the WAL: {error:#}")),
-                    }
-                }
+                self.wal_append(&entry);
                 r.resume_with(())
             }
             CoreEffect::ExtendVote(_, _, _, r) => r.resume_with(None),
@@ -1168,6 +1161,17 @@ impl<S: Store> Shell<S> {
                 r.resume_with(Err(malachite_consensus::VoteExtensionError::InvalidVoteExtension))
             }
         })
+    }
+
+    /// Appends a consensus step to the WAL (not while replaying it); synced before the next message goes out.
+    fn wal_append(&mut self, entry: &WalEntry<Kos>) {
+        if self.replaying {
+            return;
+        }
+        match self.store.wal_append(self.height, wire::wal_to_bytes(entry)) {
+            Ok(()) => self.wal_dirty = true,
+            Err(error) => self.fail(format!("appending to the WAL: {error:#}")),
+        }
     }
 
     fn on_sync_value(&mut self, response: ValueResponse<Kos>) {
