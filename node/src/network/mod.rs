@@ -12,6 +12,7 @@
 //! 4. replay guard: the same message again → ignored; another message with a used nonce → rejected;
 //! 5. accepted: forwarded by gossipsub and delivered to the node.
 
+pub mod admission;
 pub mod budget;
 pub mod local;
 pub mod replay;

@@ -20,14 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use super::budget::{Budgets, ByStanding, Verdict as BudgetVerdict};
-use super::replay::{Guard, Verdict as ReplayVerdict};
+use super::admission::{self, Admission, Ignored, Verdict};
 use super::{
     Command, Config, Delivery, Error, Handle, Info, RECENT_OFFERS_PER_POOL_MAX, RECENT_OFFERS_PER_RESPONSE_MAX,
     Request, Response, Stats, Topic,
 };
 use crate::clock::now_ms;
-use energy::fuel::{Class, Fuel, Priority, Standing, Verdict as FuelVerdict};
 
 /// What a proven fault (an invalid synced block, say) adds to a peer's penalty; the application score is minus
 /// the penalty, so this alone puts the peer past the publish threshold until it decays.
@@ -38,9 +36,6 @@ const COMMAND_QUEUE_LEN_MAX: usize = 256;
 const CONNECTIONS_PER_PEER_MAX: u32 = 4;
 /// DHT queries in flight at once.
 const QUERIES_MAX: usize = 64;
-/// Authors the replay guard remembers, and nonces per author.
-const REPLAY_AUTHORS_MAX: usize = 100_000;
-const REPLAY_WINDOW: usize = 64;
 /// Room for gossipsub's own fields (source, sequence number, signature, key) around our envelope.
 const GOSSIP_OVERHEAD_BYTES: usize = 1024;
 /// Largest consensus message: a proposal carrying a block of up to the genesis' default `block_bytes_max`
@@ -325,21 +320,16 @@ pub async fn spawn(
     let task = Task {
         commands: handle.commands.downgrade(),
         block_reads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-        budgets: Budgets::new(
-            ByStanding {
-                base: config.peer_limits,
-                standings: config.trusted_peers.iter().map(|peer| (*peer, Standing::Trusted)).collect(),
+        admission: Admission::new(
+            admission::Settings {
+                peer_limits: config.peer_limits,
+                peers_max: usize::try_from(config.peers_max).unwrap_or(64),
+                fuel: config.fuel.clone(),
+                trusted_peers: config.trusted_peers.clone(),
+                trusted_authors: config.trusted_authors.clone(),
             },
-            usize::try_from(config.peers_max).unwrap_or(64),
+            now_ms(),
         ),
-        fuel: {
-            let mut fuel = Fuel::new(config.fuel.clone());
-            for author in &config.trusted_authors {
-                fuel.set_standing(author, Standing::Trusted, now_ms());
-            }
-            fuel
-        },
-        replay: Guard::new(REPLAY_AUTHORS_MAX, REPLAY_WINDOW),
         kademlia_protocol: kademlia_protocol(&config)?,
         swarm,
         config,
@@ -358,28 +348,6 @@ pub async fn spawn(
     Ok((handle, delivery_receiver, join))
 }
 
-/// Signatures inside a message besides its own: the offers a settlement or barter cycle carries, the reading a
-/// report attaches.
-fn nested_signatures(body: &protocol::Body) -> u64 {
-    match body {
-        protocol::Body::Settlement(_) => 2,
-        protocol::Body::BarterCycle(cycle) => cycle.legs.as_slice().len() as u64,
-        protocol::Body::Report(report) => report.reading.as_slice().len() as u64,
-        protocol::Body::Deliver(deliver) => u64::from(matches!(deliver.proof, protocol::message::Proof::Reading(_))),
-        _ => 0,
-    }
-}
-
-/// What a message's carriage costs: readings are background work, offers and cancels are time-critical (interval
-/// auctions close), everything else normal.
-fn priority_of(body: &protocol::Body) -> Priority {
-    match body {
-        protocol::Body::Reading(_) | protocol::Body::Vote(_) => Priority::Background,
-        protocol::Body::Offer(_) | protocol::Body::Cancel(_) => Priority::RealTime,
-        _ => Priority::Normal,
-    }
-}
-
 struct Task {
     swarm: Swarm<Behaviour>,
     /// For work finished off the task (block reads) to come back as commands.
@@ -390,10 +358,8 @@ struct Task {
     stats: Arc<Stats>,
     deliveries: mpsc::Sender<Delivery>,
     listen: Vec<Multiaddr>,
-    budgets: Budgets<PeerId, ByStanding<PeerId>>,
-    /// Authors' fuel: what their messages cost, and what they earned on the ledger.
-    fuel: Fuel<protocol::PublicKey>,
-    replay: Guard,
+    /// Peers' budgets, authors' fuel, the nonces seen: what decides a gossiped message's fate.
+    admission: Admission,
     kademlia_protocol: StreamProtocol,
     /// Subscribed topics by gossipsub hash.
     topics: HashMap<TopicHash, Topic>,
@@ -509,7 +475,7 @@ impl Task {
                 let _ = reply.send(self.swarm.behaviour().gossipsub.mesh_peers(&hash).copied().collect());
             }
             Command::OverBudget { peer, reply } => {
-                let _ = reply.send(self.budgets.over_total(&peer));
+                let _ = reply.send(self.admission.over_total(&peer));
             }
             Command::Request { peer, request, reply } => {
                 if self.requests.len() >= QUERIES_MAX {
@@ -531,17 +497,17 @@ impl Task {
                 *self.penalties.entry(peer).or_insert(0.0) += PENALTY_PROVEN_FAULT;
             }
             Command::Credit { author, credit } => match credit {
-                super::Credit::Quest => self.fuel.quest_completed(&author, now_ms()),
-                super::Credit::Energy(wh) => self.fuel.energy_contributed(&author, wh, now_ms()),
+                super::Credit::Quest => self.admission.fuel().quest_completed(&author, now_ms()),
+                super::Credit::Energy(wh) => self.admission.fuel().energy_contributed(&author, wh, now_ms()),
             },
             Command::FuelCaps(caps) => {
                 if !caps.is_empty() {
                     info!(authors = caps.len(), "fuel capped by overrides");
                 }
-                self.fuel.set_caps(caps, now_ms());
+                self.admission.fuel().set_caps(caps, now_ms());
             }
             Command::Fuel { author, reply } => {
-                let _ = reply.send(self.fuel.status(&author, now_ms()));
+                let _ = reply.send(self.admission.fuel().status(&author, now_ms()));
             }
             Command::Shutdown => {}
         }
@@ -725,7 +691,7 @@ impl Task {
     ) {
         use std::sync::atomic::Ordering;
         let refuse = |reason: &str| Response::Refused { reason: reason.into() };
-        let refusal = if self.budgets.charge(peer, REQUEST_BYTES_MAX, now_ms()) == BudgetVerdict::Over {
+        let refusal = if !self.admission.charge(peer, REQUEST_BYTES_MAX, now_ms()) {
             Stats::bump(&self.stats.throttled);
             Some(refuse("over budget"))
         } else if self.config.blocks.is_none() {
@@ -759,7 +725,7 @@ impl Task {
 
     /// Answers a peer's request; requests count against the peer's message budget like gossip does.
     fn answer(&mut self, peer: &PeerId, request: Request) -> Response {
-        if self.budgets.charge(peer, REQUEST_BYTES_MAX, now_ms()) == BudgetVerdict::Over {
+        if !self.admission.charge(peer, REQUEST_BYTES_MAX, now_ms()) {
             Stats::bump(&self.stats.throttled);
             return Response::Refused { reason: "over budget".into() };
         }
@@ -857,7 +823,7 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 info!(peer = %peer_id, "disconnected");
-                self.budgets.remove(&peer_id);
+                self.admission.forget_peer(&peer_id);
                 self.penalties.remove(&peer_id);
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -896,14 +862,7 @@ impl Task {
     fn on_gossip(&mut self, source: PeerId, message_id: MessageId, message: gossipsub::Message) -> Option<Gossip> {
         let now_ms = now_ms();
         let topic = self.topics.get(&message.topic).copied();
-        // A consensus message is charged as one message of at most an envelope's size: proposals are large by
-        // nature, and an invalid one costs its sender far more through the ledger's verdict.
-        let charged = match topic {
-            Some(Topic::Consensus) => message.data.len().min(protocol::limits::ENVELOPE_BYTES_MAX),
-            _ => message.data.len(),
-        };
-        let bytes = u64::try_from(charged).unwrap_or(u64::MAX);
-        if self.budgets.charge(&source, bytes, now_ms) == BudgetVerdict::Over {
+        if !self.admission.charge(&source, Admission::charged_bytes(topic, message.data.len()), now_ms) {
             Stats::bump(&self.stats.throttled);
             *self.penalties.entry(source).or_insert(0.0) += 1.0;
             self.report(&message_id, &source, MessageAcceptance::Ignore);
@@ -978,8 +937,8 @@ impl Task {
         }
     }
 
-    /// The door's checks after validation, for one message (or one entry of a bundle) from `source`: delivers it to
-    /// the node when accepted, and says what gossipsub should do with it.
+    /// The door's checks after validation ([`Admission::check`]), for one message (or one entry of a bundle) from
+    /// `source`: delivers it to the node when accepted, counts the verdict, and says what gossipsub should do.
     fn door(
         &mut self,
         source: PeerId,
@@ -988,88 +947,28 @@ impl Task {
         result: Result<protocol::Validated, protocol::validate::Error>,
         now_ms: u64,
     ) -> MessageAcceptance {
-        let validated = match result {
-            Ok(validated) => validated,
-            Err(error) => {
-                use protocol::validate::Error as Invalid;
-                let acceptance = match error {
-                    // Honest peers forward these when clocks differ a little: drop without blame.
-                    Invalid::Expired { .. } | Invalid::FromFuture { .. } => {
-                        Stats::bump(&self.stats.ignored_stale);
-                        MessageAcceptance::Ignore
-                    }
-                    _ => {
-                        Stats::bump(&self.stats.rejected);
-                        MessageAcceptance::Reject
-                    }
+        let validated = match self.admission.check(topic, data.len(), result, now_ms) {
+            Verdict::Accept(validated) => validated,
+            Verdict::Ignore(why) => {
+                let counter = match why {
+                    Ignored::Stale | Ignored::EarlyReading => &self.stats.ignored_stale,
+                    Ignored::Duplicate => &self.stats.ignored_duplicate,
+                    Ignored::OutOfFuel => &self.stats.fuel_throttled,
                 };
-                debug!(peer = %source, %error, "invalid gossip message");
-                return acceptance;
-            }
-        };
-        let envelope = validated.envelope;
-        if !topic.allows(&envelope) {
-            Stats::bump(&self.stats.rejected);
-            debug!(peer = %source, kind = %envelope.kind(), "message on the wrong topic");
-            return MessageAcceptance::Reject;
-        }
-        // A reading must be physically possible on its own (the ledger also checks it against the meter's
-        // previous reading): impossible flows are rejected like any invalid message; a reading whose interval has
-        // not ended yet is dropped without blame (clocks differ).
-        if let protocol::Body::Reading(reading) = &envelope.body
-            && let Err(invalid) =
-                energy::reading::check(reading, None, &energy::reading::Capacity::CEILING, now_ms / 1000)
-        {
-            debug!(peer = %source, author = %envelope.author, %invalid, "impossible reading");
-            if invalid == energy::reading::Invalid::InTheFuture {
-                Stats::bump(&self.stats.ignored_stale);
+                Stats::bump(counter);
+                debug!(peer = %source, ?why, "gossip message ignored");
                 return MessageAcceptance::Ignore;
             }
-            Stats::bump(&self.stats.rejected);
-            return MessageAcceptance::Reject;
-        }
-        match self.replay.check(&envelope.author, envelope.nonce, &validated.id) {
-            ReplayVerdict::Fresh => {}
-            ReplayVerdict::Duplicate | ReplayVerdict::Stale => {
-                Stats::bump(&self.stats.ignored_duplicate);
-                return MessageAcceptance::Ignore;
-            }
-            ReplayVerdict::Replay => {
+            Verdict::Reject(why) => {
                 Stats::bump(&self.stats.rejected);
-                debug!(peer = %source, author = %envelope.author, nonce = envelope.nonce, "replayed nonce");
+                debug!(peer = %source, ?why, "gossip message rejected");
                 return MessageAcceptance::Reject;
             }
-        }
-        // The author pays fuel for the network's work of carrying its message: one unit per started KiB, at its
-        // kind's priority. Out of fuel, the message is not forwarded (no blame on the forwarding peer).
-        let units = u64::try_from(data.len().div_ceil(1024)).unwrap_or(u64::MAX).max(1);
-        let priority = priority_of(&envelope.body);
-        if let FuelVerdict::Throttled { .. } =
-            self.fuel.spend(&envelope.author, Class::Bandwidth, priority, units, now_ms)
-        {
-            Stats::bump(&self.stats.fuel_throttled);
-            debug!(author = %envelope.author, "author out of fuel; message not forwarded");
-            return MessageAcceptance::Ignore;
-        }
-        // Compute: one unit per signature this node verified for it (a settlement or barter cycle carries its
-        // offers' signatures too). Memory: an offer or barter offer is state this node keeps for its author (the
-        // pool's recent offers, the market's books) until it expires.
-        let signatures = 1 + nested_signatures(&envelope.body);
-        let held = matches!(envelope.body, protocol::Body::Offer(_) | protocol::Body::BarterOffer(_));
-        let compute = self.fuel.spend(&envelope.author, Class::Compute, priority, signatures, now_ms);
-        let memory = if held && matches!(compute, FuelVerdict::Allowed) {
-            self.fuel.spend(&envelope.author, Class::Memory, Priority::Normal, 1, now_ms)
-        } else {
-            FuelVerdict::Allowed
         };
-        if matches!(compute, FuelVerdict::Throttled { .. }) || matches!(memory, FuelVerdict::Throttled { .. }) {
-            Stats::bump(&self.stats.fuel_throttled);
-            debug!(author = %envelope.author, "author out of compute or memory fuel; message not forwarded");
-            return MessageAcceptance::Ignore;
-        }
+        let protocol::Validated { envelope, id } = *validated;
         Stats::bump(&self.stats.accepted);
-        self.remember(topic, &envelope, validated.id, &data);
-        let delivery = Delivery { id: validated.id, envelope: Arc::new(envelope), bytes: data.into(), topic, source };
+        self.remember(topic, &envelope, id, &data);
+        let delivery = Delivery { id, envelope: Arc::new(envelope), bytes: data.into(), topic, source };
         if self.deliveries.try_send(delivery).is_err() {
             Stats::bump(&self.stats.delivery_dropped);
         }
