@@ -221,6 +221,10 @@ impl Handle {
     ) -> Result<T, Error> {
         let (reply, answer) = oneshot::channel();
         let job: Query = Box::new(move |snapshot| {
+            // A caller that left (an HTTP client gone, a timeout) costs no read.
+            if reply.is_closed() {
+                return;
+            }
             let answer = match snapshot {
                 Ok(snapshot) => {
                     let value = query(snapshot);
@@ -760,6 +764,11 @@ mod tests {
         (Handle { inputs, status, commits, reader, genesis, queries: reads.jobs.clone() }, received, reads)
     }
 
+    /// Stops a test's reader thread, so that it does not outlive the test holding the database.
+    async fn stop(reads: Reader) {
+        tokio::task::spawn_blocking(move || reads.stop()).await.unwrap();
+    }
+
     fn test_genesis() -> (Arc<Genesis>, [protocol::PublicKey; 2]) {
         let keys = [Keypair::from_seed(&[1; 32]).public(), Keypair::from_seed(&[2; 32]).public()];
         let text = Genesis::devnet_text("kos-test", 1_000, &keys[..1], &keys, 5_000);
@@ -782,7 +791,7 @@ mod tests {
         let (genesis, _) = test_genesis();
         let dir = tempfile::tempdir().unwrap();
         let mut store = RocksStore::open(dir.path()).unwrap();
-        let (ledger, _inputs, _reads) = busy_ledger(store.reader(), genesis.clone());
+        let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis.clone());
         // A first read holds the reader thread (and its snapshot, at height 0) until it is let go.
         let (let_go, held) = std::sync::mpsc::channel::<()>();
         let (running, started) = oneshot::channel::<()>();
@@ -811,6 +820,46 @@ mod tests {
         let_go.send(()).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), 0, "the first read keeps its snapshot");
         assert_eq!(after.await.unwrap().unwrap(), 1, "a read sent after a commit sees it");
+        stop(reads).await;
+    }
+
+    #[tokio::test]
+    async fn a_read_whose_caller_left_is_not_run() {
+        let (genesis, _) = test_genesis();
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis);
+        // A first read holds the reader thread while a second one is sent and its caller gives up on it.
+        let (let_go, held) = std::sync::mpsc::channel::<()>();
+        let (running, started) = oneshot::channel::<()>();
+        let first = tokio::spawn({
+            let ledger = ledger.clone();
+            async move {
+                ledger
+                    .query(move |_| {
+                        let _ = running.send(());
+                        held.recv().unwrap();
+                    })
+                    .await
+            }
+        });
+        started.await.unwrap();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let abandoned = tokio::spawn({
+            let (ledger, ran) = (ledger.clone(), ran.clone());
+            async move { ledger.query(move |_| ran.store(true, std::sync::atomic::Ordering::SeqCst)).await }
+        });
+        while ledger.queries.capacity() == QUERY_QUEUE_LEN {
+            tokio::task::yield_now().await;
+        }
+        abandoned.abort();
+        let _ = abandoned.await;
+        let_go.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        // A read sent after it is answered, so the abandoned one has been taken from the queue.
+        assert_eq!(ledger.query(|state| state.height()).await.unwrap(), 0);
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "the abandoned read ran");
+        stop(reads).await;
     }
 
     #[tokio::test]
@@ -820,7 +869,7 @@ mod tests {
         let store = RocksStore::open(dir.path()).unwrap();
         let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis.clone());
         assert_eq!(ledger.query(|state| state.height()).await.unwrap(), 0);
-        tokio::task::spawn_blocking(move || reads.stop()).await.unwrap();
+        stop(reads).await;
         // The handle lives on, the reads have ended with the ledger.
         assert!(matches!(ledger.query(|state| state.height()).await, Err(Error::Stopped)));
         // Once the last handle and the store are dropped the database is closed: it opens again at once.
@@ -834,7 +883,7 @@ mod tests {
         let credit = TokenId::new("credit").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let mut store = RocksStore::open(dir.path()).unwrap();
-        let (ledger, _inputs, _reads) = busy_ledger(store.reader(), genesis.clone());
+        let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis.clone());
         let read = |ledger: Handle| {
             let credit = credit.clone();
             async move {
@@ -853,5 +902,6 @@ mod tests {
         writes.insert(balance_key, Some(protocol::codec::encode(&(genesis_balance + 7))));
         commit(&mut store, 1, &writes);
         assert_eq!(read(ledger.clone()).await, (1, genesis_balance + 7));
+        stop(reads).await;
     }
 }
