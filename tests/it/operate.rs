@@ -172,7 +172,8 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
     }
 
     // Every route answers only statuses its table row (and so the OpenAPI document) lists: a write without the
-    // token, a write with an empty JSON body, a read with a malformed path parameter and a plain read.
+    // token, a write with an empty JSON body, one with a body over the limit, a read with a malformed path
+    // parameter, one with malformed query parameters and a plain read.
     let token = std::fs::read_to_string(dir.join("home-0").join("api.token")).unwrap();
     let authorization = format!("Bearer {}", token.trim());
     let mut unlisted = Vec::new();
@@ -185,8 +186,12 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
             assert_eq!(bare.status, 401, "{method} {path} without the token: {}", bare.text());
             let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/json")];
             answers.push(http::request(&home, method, &path, &headers, b"{}").unwrap());
+            let oversized = vec![b' '; protocol::limits::ENVELOPE_BYTES_MAX + 1];
+            answers.push(http::request(&home, method, &path, &headers, &oversized).unwrap());
         } else {
             answers.push(http::get(&home, &path).unwrap());
+            let malformed = "?limit=x&after=x&status=x&kind=x&from=x&to=x&pool=x&cell=x&levels=x&offer=x&author=x";
+            answers.push(http::get(&home, &format!("{path}{malformed}")).unwrap());
             if route.path.contains('{') {
                 // Well formed, but nothing is there.
                 let absent = route.path.replace("{height}", "999999999");
@@ -196,6 +201,16 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
             }
         }
         for answer in answers {
+            let shaped = serde_json::from_str::<serde_json::Value>(&answer.text())
+                .is_ok_and(|body| body["error"].as_str().is_some_and(|error| !error.is_empty()));
+            if answer.status >= 400 && !shaped {
+                unlisted.push(format!(
+                    "{method} {} answered {} without the API's error shape {{\"error\": …}}: {}",
+                    route.path,
+                    answer.status,
+                    answer.text()
+                ));
+            }
             if !route.statuses.contains(&answer.status) {
                 unlisted.push(format!(
                     "{method} {} answered {}, which its route does not list ({:?}): {}",

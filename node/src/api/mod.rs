@@ -183,10 +183,10 @@ pub const ROUTES: &[Route] = &[
     Route { method: Method::GET, path: "/openapi.json", handler: || get(live::openapi), statuses: &[200] },
     Route { method: Method::GET, path: "/metrics", handler: || get(live::metrics), statuses: &[200] },
     Route { method: Method::GET, path: "/events", handler: || get(live::events), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/blocks", handler: || get(live::blocks), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/trades", handler: || get(live::trades), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/readings", handler: || get(live::readings), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/accounts", handler: || get(live::accounts), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/blocks", handler: || get(live::blocks), statuses: &[200, 400, 503] },
+    Route { method: Method::GET, path: "/trades", handler: || get(live::trades), statuses: &[200, 400, 503] },
+    Route { method: Method::GET, path: "/readings", handler: || get(live::readings), statuses: &[200, 400, 503] },
+    Route { method: Method::GET, path: "/accounts", handler: || get(live::accounts), statuses: &[200, 400, 503] },
     Route { method: Method::GET, path: "/validators", handler: || get(live::validators), statuses: &[200, 503] },
     Route { method: Method::GET, path: "/peers", handler: || get(live::peers), statuses: &[200, 503] },
     Route { method: Method::GET, path: "/status", handler: || get(status), statuses: &[200, 503] },
@@ -201,7 +201,7 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: "/entries",
         handler: || axum::routing::post(submit),
-        statuses: &[202, 400, 401, 409, 429, 503],
+        statuses: &[202, 400, 401, 409, 413, 429, 503],
     },
     Route { method: Method::GET, path: "/entries/{id}", handler: || get(entry), statuses: &[200, 400, 404, 503] },
     Route {
@@ -215,7 +215,7 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: "/offers",
         handler: || axum::routing::post(post_offer),
-        statuses: &[202, 400, 401, 403, 409, 429, 503],
+        statuses: &[202, 400, 401, 403, 409, 413, 429, 503],
     },
     Route {
         method: Method::POST,
@@ -227,33 +227,33 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: "/barter",
         handler: || axum::routing::post(post_barter),
-        statuses: &[202, 400, 401, 403, 409, 503],
+        statuses: &[202, 400, 401, 403, 409, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/transfers",
         handler: || axum::routing::post(post_transfer),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/assets",
         handler: || axum::routing::post(post_asset),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route { method: Method::GET, path: "/assets/{id}", handler: || get(asset), statuses: &[200, 400, 404, 503] },
     Route {
         method: Method::POST,
         path: "/guilds",
         handler: || axum::routing::post(post_guild),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route { method: Method::GET, path: "/guilds/{account}", handler: || get(guild), statuses: &[200, 400, 404, 503] },
     Route {
         method: Method::POST,
         path: "/guilds/{account}/spends",
         handler: || axum::routing::post(post_guild_spend),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::GET,
@@ -272,32 +272,32 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: "/proposals",
         handler: || axum::routing::post(governance::propose),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/proposals/{id}/votes",
         handler: || axum::routing::post(governance::vote),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/reports",
         handler: || axum::routing::post(governance::report),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/reports/{id}/propose",
         handler: || axum::routing::post(governance::propose_report),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
-    Route { method: Method::GET, path: "/jobs", handler: || get(jobs::list), statuses: &[200, 503] },
+    Route { method: Method::GET, path: "/jobs", handler: || get(jobs::list), statuses: &[200, 400, 503] },
     Route {
         method: Method::POST,
         path: "/jobs",
         handler: || axum::routing::post(jobs::post),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route { method: Method::GET, path: "/jobs/match", handler: || get(jobs::matching), statuses: &[200, 400] },
     Route {
@@ -311,31 +311,31 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: "/jobs/{id}/bids",
         handler: || axum::routing::post(jobs::bid),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/jobs/{id}/award",
         handler: || axum::routing::post(jobs::award),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/jobs/{id}/deliver",
         handler: || axum::routing::post(jobs::deliver),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/jobs/{id}/verdict",
         handler: || axum::routing::post(jobs::verdict),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route {
         method: Method::POST,
         path: "/jobs/{id}/dispute",
         handler: || axum::routing::post(jobs::dispute),
-        statuses: &[202, 400, 401, 503],
+        statuses: &[202, 400, 401, 413, 503],
     },
     Route { method: Method::GET, path: "/meter", handler: || get(meter), statuses: &[200, 503] },
     Route { method: Method::GET, path: "/island", handler: || get(island), statuses: &[200, 404, 503] },
@@ -343,7 +343,7 @@ pub const ROUTES: &[Route] = &[
         method: Method::POST,
         path: "/island",
         handler: || axum::routing::post(island_grid),
-        statuses: &[202, 400, 401, 404, 503],
+        statuses: &[202, 400, 401, 404, 413, 503],
     },
     Route { method: Method::GET, path: "/pools", handler: || get(pools), statuses: &[200, 503] },
     Route { method: Method::GET, path: "/pools/book", handler: || get(book), statuses: &[200, 400, 503] },
@@ -356,8 +356,37 @@ pub fn router(context: Context) -> Router {
         .iter()
         .fold(Router::new(), |router, route| router.route(route.path, (route.handler)()))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(axum::middleware::map_response(errors_as_json))
         .layer(axum::middleware::from_fn_with_state(context.clone(), writes_need_the_token))
         .with_state(context)
+}
+
+/// Most of an error text the framework wrote that is carried into the API's error shape.
+const FRAMEWORK_ERROR_BYTES_MAX: usize = 4 * 1024;
+
+/// The errors the framework answers on its own (a malformed query string or path parameter, a body over the
+/// limit, a wrong content type) in the API's one error shape, `{"error": "…"}`, like every other error.
+async fn errors_as_json(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, FRAMEWORK_ERROR_BYTES_MAX).await {
+        Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
+        _ => status.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    let mut answer = error(status, text);
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 /// Every write needs the token, checked before anything of its body is read: a client without it cannot keep a
