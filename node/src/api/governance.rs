@@ -18,7 +18,7 @@ use protocol::{Body, Id, PublicKey};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{Authorized, Context, error, no_ledger, parse, sign_and_submit};
+use super::{Authorized, Context, error, ledger_error, no_ledger, parse, sign_and_submit};
 
 /// A proposal asked of the node.
 #[derive(Debug, Deserialize)]
@@ -306,7 +306,7 @@ pub async fn overview(State(context): State<Context>) -> Response {
         .await;
     match read {
         Ok(value) => Json(value).into_response(),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => ledger_error(&failed),
     }
 }
 
@@ -490,7 +490,11 @@ pub async fn propose_report(
         }
     };
     let found = ledger.query(move |state| state.report(&report_id)).await;
-    let Ok(Some(report)) = found else { return error(StatusCode::NOT_FOUND, "no such report (or older than 30 days)") };
+    let report = match found {
+        Ok(Some(report)) => report,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such report (or older than 30 days)"),
+        Err(failed) => return ledger_error(&failed),
+    };
     let action = match request.action.as_ref().map(ActionRequest::to_action).transpose() {
         Ok(action) => action.unwrap_or(Action::Text(Empty)),
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("action: {problem}")),

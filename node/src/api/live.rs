@@ -15,7 +15,7 @@ use libp2p::futures::stream::{self, Stream};
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::{Context, error, no_ledger};
+use super::{Context, error, ledger_error, no_ledger};
 use crate::metrics::{self, LedgerSnapshot, MeterSnapshot, Snapshot};
 
 /// Event streams served at once; a new one takes the place of the oldest, so that no client can hold them all and
@@ -151,7 +151,7 @@ pub async fn accounts(State(context): State<Context>, Query(query): Query<Accoun
         .await;
     match read {
         Ok((height, list)) => Json(json!({ "height": height, "accounts": list })).into_response(),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => ledger_error(&failed),
     }
 }
 
@@ -176,7 +176,7 @@ pub async fn validators(State(context): State<Context>) -> Response {
                 .collect();
             Json(json!({ "height": height, "validators": list })).into_response()
         }
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => ledger_error(&failed),
     }
 }
 

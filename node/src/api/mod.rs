@@ -580,14 +580,15 @@ async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     match ledger.submit(bytes).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
-        Err(refused) => submit_error(&refused),
+        Err(refused) => ledger_error(&refused),
     }
 }
 
-/// The answer to an entry the ledger did not take, with a status that says whose move it is: the entry's own fault
-/// (400), a conflict with what is waiting or committed, or with the author's balance (409), too many of this
-/// author's entries waiting (429), or the node's capacity (503).
-fn submit_error(refused: &ledger::Error) -> Response {
+/// The answer to a request the ledger did not serve: an entry it did not take, with a status that says whose move
+/// it is (the entry's own fault 400; a conflict with what is waiting or committed, or with the author's balance
+/// 409; too many of this author's entries waiting 429; the node's capacity 503), or a read of its state that failed
+/// (503: the ledger stopped, or its store could not be read; never answered as if nothing were there).
+pub(crate) fn ledger_error(refused: &ledger::Error) -> Response {
     use ledger::Rejected;
     let status = match refused {
         ledger::Error::Busy | ledger::Error::Stopped | ledger::Error::Unreadable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -642,7 +643,7 @@ async fn balances(State(context): State<Context>, UrlPath(key): UrlPath<String>)
                 balances.into_iter().map(|(token, amount)| (token.as_str().to_string(), json!(amount))).collect();
             Json(json!({ "account": key, "height": height, "balances": balances })).into_response()
         }
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => ledger_error(&failed),
     }
 }
 
@@ -901,8 +902,9 @@ async fn price_index(
             (height, state.price_indices(&key, from, to), bases)
         })
         .await;
-    let Ok((height, indices, bases)) = read else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped");
+    let (height, indices, bases) = match read {
+        Ok(read) => read,
+        Err(failed) => return ledger_error(&failed),
     };
     let periods: Vec<serde_json::Value> = indices
         .iter()
@@ -1005,7 +1007,7 @@ async fn cancel_offer(
     market.cancel(offer, context.signer.public());
     match ledger.submit(envelope.to_bytes()).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response(),
-        Err(refused) => submit_error(&refused),
+        Err(refused) => ledger_error(&refused),
     }
 }
 
@@ -1062,7 +1064,7 @@ async fn post_transfer(State(context): State<Context>, _: Authorized, body: Byte
             );
         }
         Ok(_) => {}
-        Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => return ledger_error(&failed),
     }
     sign_and_submit(&context, Body::Transfer(transfer)).await
 }
@@ -1144,7 +1146,7 @@ async fn guild(State(context): State<Context>, UrlPath(account): UrlPath<String>
             .into_response()
         }
         Ok((_, None, _)) => error(StatusCode::NOT_FOUND, "no guild has that account (yet)"),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => ledger_error(&failed),
     }
 }
 
@@ -1190,7 +1192,7 @@ async fn guild_spend(State(context): State<Context>, UrlPath(id): UrlPath<String
         }))
         .into_response(),
         Ok((_, None)) => error(StatusCode::NOT_FOUND, "no such spend on the ledger (yet)"),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => ledger_error(&failed),
     }
 }
 
@@ -1409,7 +1411,7 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
             .into_response()
         }
         Ok((_, None)) => error(StatusCode::NOT_FOUND, "no asset with that id on the ledger (yet)"),
-        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the ledger has stopped"),
+        Err(failed) => ledger_error(&failed),
     }
 }
 
