@@ -143,6 +143,17 @@ impl Reader {
     }
 }
 
+/// Stops the reader thread when dropped (on the ledger thread, outside its runtime).
+struct StopOnDrop(Option<Reader>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(reader) = self.0.take() {
+            reader.stop();
+        }
+    }
+}
+
 /// Starts the node's reader thread ("kos-reads"): it answers [`Handle::query`]s in order from RocksDB snapshots
 /// of the last commit, as many queued reads from one snapshot as are waiting (at most
 /// [`QUERIES_PER_SNAPSHOT_MAX`]), and takes a new snapshot as soon as a block is committed: a read sent after a
@@ -166,18 +177,22 @@ fn spawn_reader(reader: RocksReader, genesis: Arc<Genesis>) -> anyhow::Result<Re
                 Ok(snapshot) => !matches!(reader.tip(), Ok(tip) if tip <= snapshot.height()),
                 Err(_) => true,
             };
-            while let Some(Job::Read(first)) = queue.blocking_recv() {
+            'reads: while let Some(Job::Read(first)) = queue.blocking_recv() {
                 let mut snapshot = reader.snapshot(&genesis);
                 answer(first, &snapshot);
                 for _ in 1..QUERIES_PER_SNAPSHOT_MAX {
                     let Ok(job) = queue.try_recv() else { break };
-                    let Job::Read(query) = job else { return };
+                    let Job::Read(query) = job else { break 'reads };
                     if stale(&snapshot) {
                         snapshot = reader.snapshot(&genesis);
                     }
                     answer(query, &snapshot);
                 }
             }
+            // Stopped: reads still on their way are dropped (their callers hear that the ledger stopped), those
+            // sent from now on are refused.
+            queue.close();
+            while queue.blocking_recv().is_some() {}
         })
         .context("starting the reader thread")?;
     Ok(Reader { jobs, thread })
@@ -245,16 +260,21 @@ impl Handle {
         &self,
         query: impl Fn(&StateSnapshot<'_>) -> T + Clone + Send + 'static,
     ) -> Option<T> {
-        loop {
+        for failures in 1u64.. {
             match self.query(query.clone()).await {
                 Ok(value) => return Some(value),
                 Err(Error::Unreadable(error)) => {
-                    warn!(error = %format!("{error:#}"), "a read of the ledger's state failed; trying again");
+                    // Logged at the 1st, 2nd, 4th, 8th… failure in a row: a store that stays unreadable does not
+                    // fill the log.
+                    if failures.is_power_of_two() {
+                        warn!(error = %format!("{error:#}"), failures, "a read of the ledger's state failed; trying again");
+                    }
                     tokio::time::sleep(STORE_RETRY).await;
                 }
                 Err(_) => return None,
             }
         }
+        None
     }
 
     pub fn status(&self) -> Status {
@@ -365,13 +385,15 @@ pub fn start(
     std::thread::Builder::new()
         .name("kos-ledger".into())
         .spawn(move || {
+            // The ledger has ended when its reads have too, however it ended (a panic included): declared before
+            // the runtime, the guard stops the reader thread after the runtime is gone.
+            let reads = StopOnDrop(Some(reads));
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the ledger runtime")
                 .and_then(|runtime| runtime.block_on(actor.run(input_receiver, consensus)));
-            // The ledger has ended when its reads have too.
-            reads.stop();
+            drop(reads);
             let _ = done_sender.send(result);
         })
         .context("starting the ledger thread")?;
@@ -786,13 +808,11 @@ mod tests {
         State::genesis(genesis.clone()).pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect()
     }
 
-    #[tokio::test]
-    async fn a_read_sent_after_a_commit_sees_it() {
-        let (genesis, _) = test_genesis();
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = RocksStore::open(dir.path()).unwrap();
-        let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis.clone());
-        // A first read holds the reader thread (and its snapshot, at height 0) until it is let go.
+    /// Sends a read that holds the reader thread, and its snapshot, until it is let go; returns once it runs. The
+    /// read answers its snapshot's height.
+    async fn hold_the_reader(
+        ledger: &Handle,
+    ) -> (std::sync::mpsc::Sender<()>, tokio::task::JoinHandle<Result<u64, Error>>) {
         let (let_go, held) = std::sync::mpsc::channel::<()>();
         let (running, started) = oneshot::channel::<()>();
         let first = tokio::spawn({
@@ -808,6 +828,17 @@ mod tests {
             }
         });
         started.await.unwrap();
+        (let_go, first)
+    }
+
+    #[tokio::test]
+    async fn a_read_sent_after_a_commit_sees_it() {
+        let (genesis, _) = test_genesis();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis.clone());
+        // A first read holds the reader thread (and its snapshot, at height 0) until it is let go.
+        let (let_go, first) = hold_the_reader(&ledger).await;
         // Block 1 is committed while the first read runs; a read sent after it waits behind the first one.
         commit(&mut store, 1, &genesis_writes(&genesis));
         let after = tokio::spawn({
@@ -830,20 +861,7 @@ mod tests {
         let store = RocksStore::open(dir.path()).unwrap();
         let (ledger, _inputs, reads) = busy_ledger(store.reader(), genesis);
         // A first read holds the reader thread while a second one is sent and its caller gives up on it.
-        let (let_go, held) = std::sync::mpsc::channel::<()>();
-        let (running, started) = oneshot::channel::<()>();
-        let first = tokio::spawn({
-            let ledger = ledger.clone();
-            async move {
-                ledger
-                    .query(move |_| {
-                        let _ = running.send(());
-                        held.recv().unwrap();
-                    })
-                    .await
-            }
-        });
-        started.await.unwrap();
+        let (let_go, first) = hold_the_reader(&ledger).await;
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let abandoned = tokio::spawn({
             let (ledger, ran) = (ledger.clone(), ran.clone());

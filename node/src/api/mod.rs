@@ -383,7 +383,7 @@ async fn errors_as_json(response: Response) -> Response {
     let mut answer = error(status, text);
     for (name, value) in &parts.headers {
         if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
-            answer.headers_mut().insert(name, value.clone());
+            answer.headers_mut().append(name, value.clone());
         }
     }
     answer

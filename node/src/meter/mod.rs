@@ -793,19 +793,20 @@ async fn from_the_ledger(
     let pool = dispatch.pool.as_deref().and_then(|pool| pool.parse::<protocol::message::PoolId>().ok());
     let to_s = now / 1000 + 1;
     let from_s = to_s.saturating_sub(6 * 3600);
-    let read = ledger
-        .query(move |state| {
-            let cap = state.device_cap(&account, &meter).map(|in_force| energy::dispatch::GridCap {
-                import_w_max: in_force.first,
-                export_w_max: in_force.second,
-            });
-            let price = pool
-                .and_then(|pool| state.price_indices(&pool, from_s, to_s).last().and_then(|(_, index)| index.vwap()));
-            (cap, price)
-        })
-        .await;
-    read.unwrap_or_else(|error| {
-        warn!(%error, "the home controller could not read the ledger; planning on the tariffs alone");
-        (None, None)
-    })
+    // Two reads: a price that cannot be read must not take the cap with it.
+    let cap = ledger.query(move |state| state.device_cap(&account, &meter)).await.unwrap_or_else(|error| {
+        warn!(%error, "the home controller could not read its device cap; planning without one");
+        None
+    });
+    let cap =
+        cap.map(|in_force| energy::dispatch::GridCap { import_w_max: in_force.first, export_w_max: in_force.second });
+    let Some(pool) = pool else { return (cap, None) };
+    let price = ledger
+        .query(move |state| state.price_indices(&pool, from_s, to_s).last().and_then(|(_, index)| index.vwap()))
+        .await
+        .unwrap_or_else(|error| {
+            warn!(%error, "the home controller could not read the local price; planning on the tariffs");
+            None
+        });
+    (cap, price)
 }

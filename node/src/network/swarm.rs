@@ -947,6 +947,9 @@ impl Task {
         result: Result<protocol::Validated, protocol::validate::Error>,
         now_ms: u64,
     ) -> MessageAcceptance {
+        if let Err(error) = &result {
+            debug!(peer = %source, %error, "invalid gossip message");
+        }
         let validated = match self.admission.check(topic, data.len(), result, now_ms) {
             Verdict::Accept(validated) => validated,
             Verdict::Ignore(why) => {
