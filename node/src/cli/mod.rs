@@ -13,6 +13,7 @@ use protocol::{Body, Draft, NetworkId, amount};
 use crate::clock::try_now_ms as now_ms;
 use crate::keyfile;
 
+mod bench;
 mod ledger;
 mod market;
 pub mod node;
@@ -380,7 +381,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Offer(OfferCommand::Node(action)) => {
             node::offer(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action)
         }
-        Command::Bench(command) => crate::bench::run(command),
+        Command::Bench(command) => bench::run(command),
         Command::Market(command) => market::run(command),
         Command::Keys(KeysCommand::Generate { force }) => keys_generate(&cli.paths.key_file(), force),
         Command::Keys(KeysCommand::Show) => keys_show(&cli.paths.key_file()),

@@ -1,0 +1,233 @@
+//! `kos bench …`: runs a benchmark of the node's crate (`crate::bench*`) and prints its report.
+
+use std::io::Write as _;
+
+use super::BenchCommand;
+
+/// Runs one `kos bench` command and prints its report.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Gossip { peers, degree, messages, rate, seed } => {
+            gossip_command(peers, degree, messages, rate, seed)
+        }
+        BenchCommand::Ledger { rate, seconds, clients, readers } => ledger_command(rate, seconds, clients, readers),
+        BenchCommand::Governance { rounds } => governance_command(rounds),
+        BenchCommand::Jobs { jobs, searches, rounds } => jobs_command(jobs, searches, rounds),
+        BenchCommand::Energy { homes, day, reading_homes, reading_intervals, block_entries, seed } => {
+            energy_command(homes, day, reading_homes, reading_intervals, block_entries, seed)
+        }
+        BenchCommand::Market { operations, auction_orders, repetitions, seed } => {
+            market_command(operations, auction_orders, repetitions, seed)
+        }
+    }
+}
+
+/// `kos bench gossip`: runs it and prints its report.
+fn gossip_command(peers: usize, degree: usize, messages: usize, rate: u64, seed: u64) -> anyhow::Result<()> {
+    let args = crate::bench::GossipArgs { peers, degree, messages, rate_per_s: rate, seed };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(crate::bench::gossip(&args))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "peers {} links {} offers {} (reached 99% of peers: {})",
+        report.peers, report.links, report.messages, report.complete
+    )?;
+    writeln!(
+        out,
+        "latency to 99% of peers: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        report.latency_p50_ms, report.latency_p99_ms, report.latency_max_ms
+    )?;
+    writeln!(
+        out,
+        "offers published {:.1}/s; validated deliveries {:.0}/s across all nodes",
+        report.published_per_s, report.deliveries_per_s
+    )?;
+    Ok(())
+}
+
+/// `kos bench ledger`: runs it and prints its report.
+fn ledger_command(rate: u64, seconds: u64, clients: usize, readers: usize) -> anyhow::Result<()> {
+    crate::run::init_logging("warn");
+    let args = crate::bench_ledger::LedgerArgs { rate_per_s: rate, seconds, clients, readers };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(crate::bench_ledger::ledger(&args))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "submitted {} ({} refused), committed {} in {:.1} s: {:.0} entries/s over {} blocks",
+        report.submitted, report.refused, report.committed, report.seconds, report.committed_per_s, report.blocks
+    )?;
+    writeln!(out, "finality p50 {:.0} ms, p99 {:.0} ms", report.finality_p50_ms, report.finality_p99_ms)?;
+    writeln!(
+        out,
+        "CPU: {:.0} µs per committed entry, all four validators and the clients together",
+        report.cpu_us_per_entry
+    )?;
+    writeln!(
+        out,
+        "refused as busy (the ledger's input queue full): {}; lowest gossip score between validators: {:.1} (graylist at -80)",
+        report.refused_busy, report.lowest_peer_score
+    )?;
+    writeln!(
+        out,
+        "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
+        report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
+    )?;
+    if readers > 0 {
+        writeln!(
+            out,
+            "reads of account balances by {readers} readers: {} answered, p50 {:.2} ms, p99 {:.2} ms",
+            report.reads, report.read_p50_ms, report.read_p99_ms
+        )?;
+    }
+    Ok(())
+}
+
+/// `kos bench governance`: runs it and prints its report.
+fn governance_command(rounds: usize) -> anyhow::Result<()> {
+    crate::run::init_logging("warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(crate::bench_governance::governance(rounds.max(1)))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{} rounds; a passing block's effect: on every node {:.0} ms (p50) / {:.0} ms (max) after the first, \
+         {:.0} / {:.0} ms after the block's time",
+        report.rounds,
+        report.effect_spread_p50_ms,
+        report.effect_spread_max_ms,
+        report.effect_from_block_p50_ms,
+        report.effect_from_block_max_ms
+    )?;
+    writeln!(
+        out,
+        "a freeze passing to the frozen account's next offer refused, slowest node: p50 {:.0} ms, max {:.0} ms",
+        report.freeze_to_refusal_p50_ms, report.freeze_to_refusal_max_ms
+    )?;
+    Ok(())
+}
+
+/// `kos bench jobs`: runs it and prints its report.
+fn jobs_command(jobs: usize, searches: usize, rounds: usize) -> anyhow::Result<()> {
+    crate::run::init_logging("warn");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(crate::bench_jobs::jobs(jobs.max(1), searches.max(1), rounds.max(1)))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "index: {} open jobs indexed at {:.0}/s; {} searches at {:.0}/s ({:.1} jobs found per search)",
+        report.jobs, report.indexed_per_s, report.searches, report.searches_per_s, report.found_per_search
+    )?;
+    writeln!(
+        out,
+        "assignment of {} requests to {} providers: heuristic {:.1} ms, {} m; exact {:.1} ms, {} m; gap {:.2} %",
+        report.requests,
+        report.providers,
+        report.solve_ms,
+        report.solve_total_m,
+        report.exact_ms,
+        report.exact_total_m,
+        report.gap_percent
+    )?;
+    writeln!(
+        out,
+        "{} awards: submitted to escrow committed on every node p50 {:.0} ms, max {:.0} ms (spread between nodes p50 {:.0} ms)",
+        report.rounds, report.award_to_escrow_p50_ms, report.award_to_escrow_max_ms, report.award_spread_p50_ms
+    )?;
+    Ok(())
+}
+
+/// The day of an energy bench, as given.
+fn args_day(args: &crate::bench_energy::EnergyArgs) -> String {
+    format!("{:04}-{:02}-{:02}", args.day.0, args.day.1, args.day.2)
+}
+
+/// `kos bench energy`: runs it and prints its report.
+fn energy_command(
+    homes: Vec<usize>,
+    day: String,
+    reading_homes: usize,
+    reading_intervals: usize,
+    block_entries: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let parts: Vec<&str> = day.split('-').collect();
+    let parsed = match parts.as_slice() {
+        [year, month, day] => Some((year.parse().ok(), month.parse().ok(), day.parse().ok())),
+        _ => None,
+    };
+    let Some((Some(year), Some(month), Some(date))) = parsed else {
+        anyhow::bail!("--day {day:?}: give the day as YYYY-MM-DD");
+    };
+    let args = crate::bench_energy::EnergyArgs {
+        homes: homes.clone(),
+        day: (year, month, date),
+        reading_homes,
+        reading_intervals,
+        block_entries,
+        seed,
+    };
+    let mut out = std::io::stdout().lock();
+    let report = crate::bench_energy::readings(&args)?;
+    writeln!(
+        out,
+        "readings: {} from {} homes, {} blocks ({} refused): validated {:.0}/s, anchored {:.0}/s, both {:.0}/s",
+        report.readings,
+        reading_homes,
+        report.blocks,
+        report.refused,
+        report.validate_per_s,
+        report.anchor_per_s,
+        report.end_to_end_per_s
+    )?;
+    for count in homes {
+        let day = crate::bench_energy::day(count, &args)?;
+        writeln!(
+            out,
+            "{} homes ({} with PV, {} with a battery) on {}: consumption {:.0} kWh, generation {:.0} kWh, \
+             import {:.0} kWh, export {:.0} kWh, traded between neighbours {:.0} kWh at {:.3} credits/kWh",
+            day.homes,
+            day.with_pv,
+            day.with_battery,
+            args_day(&args),
+            day.consumption_kwh,
+            day.generation_kwh,
+            day.import_kwh,
+            day.export_kwh,
+            day.traded_kwh,
+            day.mean_price
+        )?;
+        writeln!(
+            out,
+            "  self-sufficiency {:.1} % alone, {:.1} % with the market; surplus sold locally {:.1} %, \
+             demand met locally {:.1} %; bill {:.2} credits alone, {:.2} with the market ({:.2} s)",
+            day.self_sufficiency_alone * 100.0,
+            day.self_sufficiency_market * 100.0,
+            day.surplus_sold_locally * 100.0,
+            day.demand_met_locally * 100.0,
+            day.bill_alone,
+            day.bill_market,
+            day.seconds
+        )?;
+    }
+    Ok(())
+}
+
+/// `kos bench market`: runs it and prints its report.
+fn market_command(operations: usize, auction_orders: usize, repetitions: usize, seed: u64) -> anyhow::Result<()> {
+    let args = crate::bench_market::MarketArgs { operations, auction_orders, repetitions, seed };
+    let report = crate::bench_market::market(&args);
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "continuous double auction: {} operations ({} fills, at most {} resting, {} at the end): {:.0} operations/s",
+        report.operations, report.fills, report.resting_max, report.resting_at_end, report.operations_per_s
+    )?;
+    writeln!(
+        out,
+        "interval auction (pay-as-clear) of {} orders, {} trades: median {:.2} ms, best {:.2} ms",
+        report.auction_orders, report.auction_trades, report.auction_median_ms, report.auction_best_ms
+    )?;
+    Ok(())
+}
