@@ -424,7 +424,7 @@ const INTERVAL_RECORDS_RETENTION_MS: u64 = 2 * 86_400_000;
 
 /// A pool's period length for prices: its delivery interval, or an hour in continuous pools.
 fn period_len_s(pool: &protocol::message::PoolId) -> u64 {
-    if pool.interval_s == 0 { 3600 } else { u64::from(pool.interval_s) }
+    if pool.interval_s == 0 { market::pricing::CONTINUOUS_PERIOD_S } else { u64::from(pool.interval_s) }
 }
 
 /// The period a base price is computed for: `period_s`, but no later than the period after the one containing

@@ -15,6 +15,16 @@
 
 use crate::PPM;
 
+/// Length of a continuous pool's pricing period, seconds (an hour).
+pub const CONTINUOUS_PERIOD_S: u64 = 3600;
+
+/// The period an offer of a pool is priced in (its base price, its price index, an essential pool's share): the
+/// offer's delivery interval (`delivery_start_s`) in an interval pool, or the hour holding `now_s` in a continuous
+/// pool (`interval_s` 0). The one rule the market (an offer's floor) and the ledger (a settlement's checks) share.
+pub fn period_start_s(interval_s: u32, delivery_start_s: u64, now_s: u64) -> u64 {
+    if interval_s == 0 { now_s / CONTINUOUS_PERIOD_S * CONTINUOUS_PERIOD_S } else { delivery_start_s }
+}
+
 /// A pool's dynamic price policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]

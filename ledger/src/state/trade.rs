@@ -181,7 +181,8 @@ impl Pending<'_> {
         if interval_s > 0 && delivery_end_ms <= self.context.time_ms {
             return Err(EntryError::DeliveryOver);
         }
-        let period_s = if interval_s == 0 { self.context.time_ms / 1000 / 3600 * 3600 } else { bid.delivery_start_s };
+        let period_s =
+            market::pricing::period_start_s(pool.interval_s, bid.delivery_start_s, self.context.time_ms / 1000);
         if let Some(policy) = rule.and_then(|rule| rule.dynamic) {
             self.check_base_price(&policy, pool, period_s, settlement.unit_price)?;
         }
