@@ -1,6 +1,7 @@
 //! The kos node: CLI, configuration, key files and (as they are built) the swarm, ledger, market and energy actors.
 
 pub mod api;
+pub mod app;
 pub mod bench;
 pub mod bench_energy;
 pub mod bench_governance;

@@ -1,37 +1,29 @@
-//! The market actor: owns the matching engine ([`market::pools::Market`]), feeds it the offers and cancels of the
-//! pools the node serves (gossiped or its own), ticks it once a second, keeps it in step with the fills the ledger
-//! commits, and settles the matches in which this node is the seller. It also keeps the board of open barter offers
-//! and submits the cycles whose first leg (lowest offer id) is this node's.
-//!
-//! Who settles: every node that serves a pool computes the same matches from the same offers, so exactly one
-//! party submits each — the seller (the ask's author). When nodes saw different offers their settlements may
-//! collide; the ledger refuses a fill beyond an offer's quantity, so nothing is settled twice, and the fills it
-//! commits reduce every node's books.
+//! The market actor: the IO shell of the node's trader ([`crate::app::trader`], pure code that holds the books,
+//! the barter board and the rules of who settles). It feeds the trader the offers and cancels of the pools the node
+//! serves (gossiped or its own) with what the ledger's last commit says of them, ticks it once a second, passes it
+//! the ledger's commits, and does what the trader asks: it signs and submits the settlements in which this node is
+//! the seller and the barter cycles whose first leg is this node's, and reads the accounts an override froze.
 
 use ::ledger::reads::*;
-use ::ledger::store::StateSnapshot;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::ledger as ledger_crate;
-use ::market::pools::{Depth, Input, Limits, Market, Output};
-use protocol::message::{BarterCycle, BarterLeg, Body, PoolId, Settlement};
-use protocol::types::BoundedVec;
+use ::market::pools::{Depth, Limits};
+use protocol::message::{Body, PoolId};
 use protocol::{Envelope, Id, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::app::trader::{Input, Output, Trader};
 use crate::clock::now_ms;
 use crate::ledger;
+
+pub use crate::app::trader::{Refusal, Stats};
 
 /// Commands queued to the actor before it refuses more.
 pub const MAILBOX_LEN_MAX: usize = 4096;
 /// How often interval auctions are checked for their gate and expired offers dropped.
 const TICK: Duration = Duration::from_secs(1);
-/// Barter offers kept on the board.
-const BARTER_OFFERS_MAX: usize = 10_000;
-/// Search steps for barter cycles per tick.
-const BARTER_EXPANSIONS_MAX: usize = 200_000;
 /// Lifetime of a settlement entry.
 const SETTLEMENT_LIFETIME_MS: u64 = 10 * 60 * 1000;
 
@@ -70,14 +62,9 @@ pub enum Refused {
     /// the read had found nothing.
     #[error("{0}")]
     Ledger(String),
-    #[error("the pool's token {0} is not a token of this network's genesis")]
-    UnknownToken(protocol::types::TokenId),
-    #[error("this account's trading is frozen by override {by} until height {until_height}")]
-    Frozen { by: Id, until_height: u64 },
-    #[error("{0}")]
-    Market(::market::pools::Refusal),
-    #[error("{0}")]
-    Barter(::market::barter::Refusal),
+    /// The trader's rules refused it.
+    #[error(transparent)]
+    Trader(#[from] Refusal),
 }
 
 impl Refused {
@@ -87,22 +74,6 @@ impl Refused {
             error => Refused::Ledger(error.to_string()),
         }
     }
-}
-
-/// What the actor has done, for the API and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    pub offers: u64,
-    pub refused: u64,
-    pub matches: u64,
-    pub settlements_submitted: u64,
-    pub settlements_refused: u64,
-    pub matched_quantity: u64,
-    pub barter_offers: u64,
-    /// Offers and barter offers refused because an override froze their author's trading.
-    pub frozen: u64,
-    pub barter_cycles_found: u64,
-    pub barter_cycles_submitted: u64,
 }
 
 /// A cloneable handle to the market actor.
@@ -183,13 +154,8 @@ pub fn spawn(
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (commands, inbox) = mpsc::channel(MAILBOX_LEN_MAX);
     let (stats_sender, stats) = tokio::sync::watch::channel(Stats::default());
-    let actor = Actor {
-        signer,
-        ledger,
-        market: Market::new(limits),
-        board: ::market::barter::Board::new(BARTER_OFFERS_MAX),
-        stats: Stats::default(),
-    };
+    let tokens = ledger.genesis().tokens.iter().map(|token| token.id.clone());
+    let actor = Actor { trader: Trader::new(signer.public(), tokens, limits), signer, ledger };
     let task = tokio::spawn(actor.run(inbox, stats_sender));
     (Handle { commands, stats, gate_lead_ms: limits.gate_lead_ms }, task)
 }
@@ -197,9 +163,7 @@ pub fn spawn(
 struct Actor {
     signer: Arc<crate::signer::Signer>,
     ledger: ledger::Handle,
-    market: Market,
-    board: ::market::barter::Board,
-    stats: Stats,
+    trader: Trader,
 }
 
 impl Actor {
@@ -215,24 +179,19 @@ impl Actor {
                 }
                 commit = commits.next() => {
                     let Some(commit) = commit else { break };
-                    self.committed(&commit);
-                    self.withdraw_frozen(&commit).await;
+                    let outputs = self.trader.handle(now_ms(), Input::Committed(&commit.events));
+                    self.act(outputs).await;
                 }
                 _ = tick.tick() => {
-                    let outputs = self.market.handle(now_ms(), Input::Tick);
+                    let outputs = self.trader.handle(now_ms(), Input::Tick);
                     self.act(outputs).await;
-                    let cycles = self.board.search(now_ms(), protocol::limits::BARTER_LEGS_MAX, BARTER_EXPANSIONS_MAX);
-                    for cycle in cycles {
-                        self.stats.barter_cycles_found += 1;
-                        if cycle.first().is_some_and(|(first, _)| first.author == self.signer.public()) {
-                            self.submit_cycle(cycle).await;
-                        }
-                    }
                 }
             }
             stats.send_if_modified(|published| {
-                let changed = *published != self.stats;
-                *published = self.stats.clone();
+                let changed = published != self.trader.stats();
+                if changed {
+                    published.clone_from(self.trader.stats());
+                }
                 changed
             });
         }
@@ -253,205 +212,130 @@ impl Actor {
                 }
             }
             Command::Cancel { offer, author } => {
-                let outputs = self.market.handle(now_ms(), Input::Cancel { offer, author });
+                let outputs = self.trader.handle(now_ms(), Input::Cancel { offer, author });
                 self.act(outputs).await;
             }
             Command::Depth { pool, levels, reply } => {
-                let _ = reply.send(self.market.depth(&pool, levels));
+                let _ = reply.send(self.trader.depth(&pool, levels));
             }
             Command::Pools { reply } => {
-                let _ = reply.send(self.market.pools().cloned().collect());
+                let _ = reply.send(self.trader.pools().cloned().collect());
             }
         }
     }
 
-    /// Takes a barter offer onto the board, or says why not.
+    /// Reads whether a barter offer's author is frozen, and gives it to the trader.
     async fn barter(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
         let author = envelope.author;
         // A freeze that cannot be read refuses the offer (as a pool offer is): never taken as no freeze.
         let frozen = self.ledger.query(move |state| state.frozen(&author)).await.map_err(Refused::ledger)?;
-        if let Some(in_force) = frozen {
-            self.stats.frozen += 1;
-            debug!(%author, "barter offer of a frozen account refused");
-            return Err(Refused::Frozen { by: in_force.by, until_height: in_force.until_height });
-        }
-        match self.board.offer(now_ms(), envelope) {
-            Ok(()) => {
-                self.stats.barter_offers += 1;
-                Ok(())
-            }
-            Err(reason) => {
-                debug!(%reason, "barter offer not taken onto the board");
-                Err(Refused::Barter(reason))
-            }
-        }
+        let id = envelope.id();
+        let outputs = self.trader.handle(now_ms(), Input::Barter { envelope, frozen });
+        self.verdict(id, outputs).await
     }
 
-    /// Takes an offer into its pool, with the pool's rules from the ledger, or says why not.
+    /// Reads an offer's pool rules for its period and whether its author is frozen, and gives it to the trader.
     async fn offer(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
-        let Body::Offer(offer) = &envelope.body else {
-            return Err(Refused::Market(::market::pools::Refusal::NotAnOffer));
-        };
-        let pool = offer.pool.clone();
-        // A pool of a token the genesis does not know could never settle: its offers take no place.
-        if self.ledger.genesis().token(&pool.token).is_none() {
-            self.stats.refused += 1;
-            return Err(Refused::UnknownToken(pool.token));
-        }
-        let author = envelope.author;
-        // The period whose base price is the offer's floor: its delivery interval, or this hour.
-        let period_s = if pool.interval_s == 0 { now_ms() / 1000 / 3600 * 3600 } else { offer.delivery_start_s };
-        let now_s = now_ms() / 1000;
-        let read =
-            move |state: &StateSnapshot<'_>| (state.pool_rules_for(&pool, period_s, now_s), state.frozen(&author));
-        let (rules, frozen) = self.ledger.query(read).await.map_err(Refused::ledger)?;
-        // An override froze the author's trading: every honest node refuses its offers.
-        if let Some(in_force) = frozen {
-            self.stats.frozen += 1;
-            debug!(%author, by = %in_force.by, until = in_force.until_height, "offer of a frozen account refused");
-            return Err(Refused::Frozen { by: in_force.by, until_height: in_force.until_height });
-        }
-        self.stats.offers += 1;
         let id = envelope.id();
-        let outputs = self.market.handle(now_ms(), Input::Offer { envelope, rules });
+        let Body::Offer(offer) = &envelope.body else {
+            return Err(Refusal::Market(::market::pools::Refusal::NotAnOffer).into());
+        };
+        // An offer of a pool that could never settle costs no read.
+        self.trader.admit(&offer.pool)?;
+        let (pool, author, now_ms) = (offer.pool.clone(), envelope.author, now_ms());
+        let period_s = Trader::period_s(offer, now_ms);
+        let read = move |state: &::ledger::store::StateSnapshot<'_>| {
+            (state.pool_rules_for(&pool, period_s, now_ms / 1000), state.frozen(&author))
+        };
+        let (rules, frozen) = self.ledger.query(read).await.map_err(Refused::ledger)?;
+        let outputs = self.trader.handle(now_ms, Input::Offer { envelope, rules, frozen });
+        self.verdict(id, outputs).await
+    }
+
+    /// Does what the trader asked, and says whether it took the offer `id`.
+    async fn verdict(&mut self, id: Id, outputs: Vec<Output>) -> Result<(), Refused> {
         let refusal = outputs.iter().find_map(|output| match output {
-            Output::Refused { offer, reason } if *offer == id => Some(*reason),
+            Output::Refused { offer, reason } if *offer == id => Some(reason.clone()),
             _ => None,
         });
         self.act(outputs).await;
-        refusal.map_or(Ok(()), |reason| Err(Refused::Market(reason)))
+        refusal.map_or(Ok(()), |reason| Err(reason.into()))
     }
 
-    /// An override that froze an account's trading takes its resting offers out of the books at once.
-    async fn withdraw_frozen(&mut self, commit: &ledger_crate::consensus::engine::Commit) {
-        let passed: Vec<protocol::Id> = commit
-            .events
-            .iter()
-            .filter_map(|event| match event {
-                ledger_crate::state::Event::OverrideInForce { proposal, .. } => Some(*proposal),
-                _ => None,
-            })
-            .collect();
-        if passed.is_empty() {
-            return;
+    async fn act(&mut self, outputs: Vec<Output>) {
+        let mut pending = outputs;
+        while !pending.is_empty() {
+            let mut next = Vec::new();
+            for output in pending {
+                match output {
+                    Output::Taken { .. } => {}
+                    Output::Refused { offer, reason } => debug!(%offer, %reason, "not taken into the market"),
+                    Output::Cleared { pool, delivery_start_s, price, volume, trades } => {
+                        info!(%pool, delivery_start_s, ?price, volume, trades, "interval auction cleared");
+                    }
+                    Output::Settle(settlement) => {
+                        let (quantity, unit_price) = (settlement.quantity, settlement.unit_price);
+                        let buyer = settlement.bid.author;
+                        let submitted = self.submit(Body::Settlement(settlement), "settlement").await;
+                        if let Some(id) = submitted {
+                            info!(settlement = %id, %buyer, quantity, unit_price, "settling a sale");
+                        }
+                        let taken = submitted.is_some();
+                        next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: false, taken }));
+                    }
+                    Output::SettleCycle(cycle) => {
+                        let legs = cycle.legs.len();
+                        let submitted = self.submit(Body::BarterCycle(cycle), "barter cycle").await;
+                        if let Some(id) = submitted {
+                            info!(cycle = %id, legs, "settling a barter cycle");
+                        }
+                        let taken = submitted.is_some();
+                        next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: true, taken }));
+                    }
+                    Output::ReadFreezes(overrides) => {
+                        let frozen = self.frozen_by(overrides).await;
+                        next.extend(self.trader.handle(now_ms(), Input::Frozen(frozen)));
+                    }
+                }
+            }
+            pending = next;
         }
+    }
+
+    /// The accounts whose trading these overrides froze. The ledger refuses a frozen account's trades whatever the
+    /// books hold; a freeze that cannot be read here only leaves its offers resting until they expire.
+    async fn frozen_by(&self, overrides: Vec<Id>) -> Vec<PublicKey> {
         let read = self.ledger.query(move |state| {
             state
                 .overrides()
-                .filter(|(id, _)| passed.contains(id))
+                .filter(|(id, _)| overrides.contains(id))
                 .filter_map(|(_, record)| match record.measure {
                     protocol::message::Measure::Freeze(freeze) => Some(freeze.account),
                     _ => None,
                 })
                 .collect::<Vec<_>>()
         });
-        // The ledger refuses a frozen account's trades whatever the books hold; a freeze that cannot be read here
-        // only leaves its offers resting until they expire.
-        let frozen = read.await.unwrap_or_else(|error| {
+        read.await.unwrap_or_else(|error| {
             warn!(%error, "the accounts an override froze could not be read; their offers stay in the books");
             Vec::new()
-        });
-        for author in frozen {
-            let _ = self.market.handle(now_ms(), Input::Withdraw { author });
-            self.board.withdraw(&author);
-            debug!(%author, "a frozen account's offers left the books");
-        }
+        })
     }
 
-    /// Fills the ledger committed reduce the books, whoever settled them.
-    fn committed(&mut self, commit: &ledger_crate::consensus::engine::Commit) {
-        for event in &commit.events {
-            match event {
-                ledger_crate::state::Event::TradeSettled { bid, ask, quantity, .. } => {
-                    for offer in [*bid, *ask] {
-                        let _ = self.market.handle(now_ms(), Input::Filled { offer, quantity: *quantity });
-                    }
-                }
-                ledger_crate::state::Event::BarterSettled { legs, .. } => {
-                    for (offer, quantity) in legs {
-                        self.board.filled(offer, *quantity);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    async fn act(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
-            match output {
-                Output::Match(found) => {
-                    self.stats.matches += 1;
-                    self.stats.matched_quantity = self.stats.matched_quantity.saturating_add(found.quantity);
-                    if found.ask.author != self.signer.public() {
-                        continue;
-                    }
-                    self.settle(found).await;
-                }
-                Output::Refused { offer, reason } => {
-                    self.stats.refused += 1;
-                    debug!(%offer, %reason, "offer not taken into the market");
-                }
-                Output::Cleared { pool, delivery_start_s, price, volume, trades } => {
-                    info!(%pool, delivery_start_s, ?price, volume, trades, "interval auction cleared");
-                }
-            }
-        }
-    }
-
-    /// Submits a barter cycle found on the board, all legs at once (the ledger settles it atomically).
-    async fn submit_cycle(&mut self, cycle: ::market::barter::FoundCycle) {
-        let legs: Vec<BarterLeg> = cycle
-            .iter()
-            .map(|(offer, give_quantity)| BarterLeg { offer: (**offer).clone(), give_quantity: *give_quantity })
-            .collect();
-        let count = legs.len();
-        let Ok(legs) = BoundedVec::new(legs) else { return };
+    /// Signs an entry the trader asked for and submits it to the ledger: its id when the mempool took it.
+    async fn submit(&self, body: Body, what: &str) -> Option<Id> {
         let created_ms = now_ms();
-        let expires_ms = created_ms.saturating_add(SETTLEMENT_LIFETIME_MS);
-        let envelope = match self.signer.sign(Body::BarterCycle(BarterCycle { legs }), created_ms, expires_ms) {
+        let envelope = match self.signer.sign(body, created_ms, created_ms.saturating_add(SETTLEMENT_LIFETIME_MS)) {
             Ok(envelope) => envelope,
             Err(error) => {
-                warn!(error = %format!("{error:#}"), legs = count, "a barter cycle could not be signed");
-                return;
+                warn!(error = %format!("{error:#}"), "a {what} could not be signed");
+                return None;
             }
         };
         match self.ledger.submit(envelope.to_bytes()).await {
-            Ok(id) => {
-                self.stats.barter_cycles_submitted += 1;
-                info!(cycle = %id, legs = count, "settling a barter cycle");
-            }
-            Err(error) => warn!(%error, legs = count, "a barter cycle was refused"),
-        }
-    }
-
-    async fn settle(&mut self, found: ::market::pools::Match) {
-        let created_ms = now_ms();
-        let (quantity, unit_price) = (found.quantity, found.unit_price);
-        let settlement = Settlement {
-            bid: Box::new((*found.bid).clone()),
-            ask: Box::new((*found.ask).clone()),
-            quantity,
-            unit_price,
-            mechanism: found.mechanism,
-        };
-        let expires_ms = created_ms.saturating_add(SETTLEMENT_LIFETIME_MS);
-        let envelope = match self.signer.sign(Body::Settlement(settlement), created_ms, expires_ms) {
-            Ok(envelope) => envelope,
+            Ok(id) => Some(id),
             Err(error) => {
-                self.stats.settlements_refused += 1;
-                warn!(error = %format!("{error:#}"), quantity, unit_price, "a settlement could not be signed");
-                return;
-            }
-        };
-        match self.ledger.submit(envelope.to_bytes()).await {
-            Ok(id) => {
-                self.stats.settlements_submitted += 1;
-                info!(settlement = %id, buyer = %found.bid.author, quantity, unit_price, "settling a sale");
-            }
-            Err(error) => {
-                self.stats.settlements_refused += 1;
-                warn!(%error, quantity, unit_price, "a settlement was refused");
+                warn!(%error, "a {what} was refused");
+                None
             }
         }
     }

@@ -105,7 +105,7 @@ async fn enforce_overrides(
 /// pools stay.
 async fn prune_pools(
     market: &crate::market::Handle,
-    served: &crate::api::ServedPools,
+    served: &crate::app::place::ServedPools,
     configured: &[protocol::message::PoolId],
     network: &network::Handle,
 ) {
@@ -193,16 +193,22 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     let market = ledger
         .as_ref()
         .map(|ledger| crate::market::spawn(signer.clone(), ledger.clone(), market::pools::Limits::default()));
+    let served_pools: crate::app::place::ServedPools =
+        std::sync::Arc::new(std::sync::Mutex::new(checked.pools.iter().cloned().collect()));
+    // The one way the node's own offers are placed, for the API and the home's trader alike.
+    let placer = market.as_ref().map(|(market, _)| crate::app::place::Placer {
+        signer: signer.clone(),
+        network: handle.clone(),
+        market: market.clone(),
+        served_pools: served_pools.clone(),
+    });
     let meter = match &checked.meter {
         Some(settings) => {
-            let market = market.as_ref().map(|(market, _)| market.clone());
             let island = island.as_ref().map(|(island, _)| island.clone());
-            Some(start_meter(settings, &signer, &handle, ledger.clone(), market, island)?)
+            Some(start_meter(settings, &signer, &handle, ledger.clone(), placer.clone(), island)?)
         }
         None => None,
     };
-    let served_pools: crate::api::ServedPools =
-        std::sync::Arc::new(std::sync::Mutex::new(checked.pools.iter().cloned().collect()));
     let metrics = crate::metrics::Metrics::default();
     let feed = match &ledger {
         Some(ledger) => crate::feed::Feed::spawn(ledger, metrics.clone()),
@@ -222,6 +228,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
                 metrics,
                 event_streams: Default::default(),
                 served_pools: served_pools.clone(),
+                placer,
                 jobs: jobs.clone(),
             };
             Some(crate::api::serve(address, context, crate::api::server::connections_max(file_limit)).await?)
@@ -293,7 +300,7 @@ fn start_meter(
     signer: &std::sync::Arc<crate::signer::Signer>,
     network: &network::Handle,
     ledger: Option<crate::ledger::Handle>,
-    market: Option<crate::market::Handle>,
+    placer: Option<crate::app::place::Placer>,
     island: Option<crate::island::Handle>,
 ) -> anyhow::Result<(crate::meter::Handle, tokio::task::JoinHandle<()>)> {
     let source = crate::meter::open(settings)?;
@@ -308,7 +315,7 @@ fn start_meter(
         trade: settings.trade.clone(),
         tariffs: settings.tariffs,
     };
-    Ok(crate::meter::spawn(source, actor, signer.clone(), network.clone(), ledger, market, island))
+    Ok(crate::meter::spawn(source, actor, signer.clone(), network.clone(), ledger, placer, island))
 }
 
 /// Where the node's gossiped messages go: pool offers and cancels and barter offers to the market, readings to the
@@ -372,7 +379,7 @@ impl Router {
 }
 
 /// Announces the pools the node serves in the DHT (again), each in its own task.
-fn provide_pools(served: &crate::api::ServedPools, network: &network::Handle) {
+fn provide_pools(served: &crate::app::place::ServedPools, network: &network::Handle) {
     let pools: Vec<_> = served.lock().map(|pools| pools.iter().cloned().collect()).unwrap_or_default();
     for pool in pools {
         let network = network.clone();
@@ -406,7 +413,7 @@ async fn serve(
     router: &mut Router,
     deliveries: &mut mpsc::Receiver<network::Delivery>,
     ledger_done: &mut Option<oneshot::Receiver<anyhow::Result<()>>>,
-    served_pools: &crate::api::ServedPools,
+    served_pools: &crate::app::place::ServedPools,
     checked: &Checked,
     network: &network::Handle,
 ) -> (anyhow::Result<()>, bool) {

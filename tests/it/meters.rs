@@ -661,6 +661,13 @@ fn a_real_home_controller_learns_its_forecast_and_drives_a_sunspec_battery() {
         node.lines().iter().filter(|line| line.contains("market") || line.contains("WARN")).collect::<Vec<_>>()
     );
     assert_eq!(json(&api, "/meter").unwrap()["asks"], 0);
+    // The home's offers are placed as any offer of the node is: their pool is served (announced in the DHT) so that
+    // strangers trading in it find this node.
+    let status = json(&api, "/status").unwrap();
+    assert!(
+        status["served_pools"].as_array().unwrap().iter().any(|pool| pool == "energy/credit/u33db/2"),
+        "the home's pool is not served: {status}"
+    );
 
     // Empty, still in deficit: nothing to discharge and nothing worth charging from the grid at a flat tariff:
     // held idle — both limits at 0, reverting after three intervals should the node stop.

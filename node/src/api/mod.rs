@@ -103,24 +103,11 @@ pub struct Context {
     pub event_streams: live::Streams,
     /// The pools this node serves: its config's, and those it first trades in through the API. The node announces
     /// them in the DHT (again every few minutes).
-    pub served_pools: ServedPools,
+    pub served_pools: crate::app::place::ServedPools,
+    /// Places the node's own offers (the one way, shared with the home's trader); none without a market.
+    pub placer: Option<crate::app::place::Placer>,
     /// Open jobs heard on the jobs topic or committed.
     pub jobs: crate::jobs::Index,
-}
-
-/// Most pools a node serves (announces in the DHT).
-pub const SERVED_POOLS_MAX: usize = 256;
-
-/// The pools a node serves, shared by the API and the node's announce loop.
-pub type ServedPools = Arc<std::sync::Mutex<std::collections::BTreeSet<PoolId>>>;
-
-/// Adds a pool to the served set; `true` when it is new there (and fits).
-pub fn serve_pool(pools: &ServedPools, pool: &PoolId) -> bool {
-    let Ok(mut pools) = pools.lock() else { return false };
-    if pools.contains(pool) || pools.len() >= SERVED_POOLS_MAX {
-        return false;
-    }
-    pools.insert(pool.clone())
 }
 
 /// Reads the API token of a data directory, creating it if missing.
@@ -602,26 +589,6 @@ pub(crate) fn ledger_error(refused: &ledger::Error) -> Response {
     error(status, refused.to_string())
 }
 
-/// Gossips a message the node signed, checked as every receiver checks it: `Ok(false)` when it could not be
-/// gossiped (no peers in the topic yet), 400 when it is invalid.
-async fn gossip(
-    context: &Context,
-    envelope: &protocol::Envelope,
-    topic: network::Topic,
-    what: &str,
-) -> Result<bool, Box<Response>> {
-    match context.network.publish(envelope, Some(topic), envelope.created_ms).await {
-        Ok(_) => Ok(true),
-        Err(network::Error::Invalid(problem)) => {
-            Err(Box::new(error(StatusCode::BAD_REQUEST, format!("invalid {what}: {problem}"))))
-        }
-        Err(problem) => {
-            tracing::debug!(%problem, "the {what} was not gossiped");
-            Ok(false)
-        }
-    }
-}
-
 /// A JSON request body, or a 400 that says what is wrong with it.
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, Box<Response>> {
     serde_json::from_slice(body)
@@ -679,7 +646,7 @@ pub(crate) fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> Resul
 }
 
 async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let Some(market) = context.market.as_ref() else { return no_market() };
+    let Some(placer) = context.placer.as_ref() else { return no_market() };
     let request: OfferRequest = match parse(&body, "an offer request") {
         Ok(request) => request,
         Err(response) => return *response,
@@ -698,7 +665,8 @@ async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) 
         Err(problem) => return error(StatusCode::BAD_REQUEST, format!("price: {problem}")),
     };
     let created_ms = now_ms();
-    let delivery_start_s = request.delivery_start.unwrap_or_else(|| market.first_open_delivery_s(&pool, created_ms));
+    let delivery_start_s =
+        request.delivery_start.unwrap_or_else(|| placer.market.first_open_delivery_s(&pool, created_ms));
     // By default an offer lives 15 minutes, and in an interval pool at least until its delivery starts (it may not
     // expire before that: PROTOCOL.md §5).
     let lifetime_ms = match request.expires_in_s {
@@ -706,72 +674,49 @@ async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) 
         None => protocol::validate::default_offer_lifetime_ms(delivery_start_s, created_ms),
     };
     let offer = Offer { pool: pool.clone(), side, quantity: request.quantity, unit_price, delivery_start_s };
-    let envelope = match sign_now(&context, Body::Offer(offer), lifetime_ms) {
-        Ok(envelope) => envelope,
-        Err(response) => return *response,
+    match placer.offer(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await {
+        Ok(placed) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "id": placed.id.to_hex(),
+                "pool": pool.to_string(),
+                "delivery_start": delivery_start_s,
+                "expires_ms": placed.envelope.expires_ms,
+                "published": placed.published,
+            })),
+        )
+            .into_response(),
+        Err(problem) => place_error(&problem),
+    }
+}
+
+/// The answer to an offer that was not placed: the request's fault (400), the account's standing (403), a
+/// conflict (409), too many (429), or the node's trouble (500, 503).
+fn place_error(problem: &crate::app::place::PlaceError) -> Response {
+    use crate::app::place::PlaceError;
+    let status = match problem {
+        PlaceError::Sign(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        PlaceError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        PlaceError::Refused(refused) => refusal_status(refused),
     };
-    // Nothing is joined, announced or gossiped before the offer is known good: checked as every receiver checks it,
-    // then taken into the node's market (the pool's token, rules and bounds, the account not frozen).
-    if let Err(problem) = context.network.validate(&envelope, envelope.created_ms) {
-        return error(StatusCode::BAD_REQUEST, format!("invalid offer: {problem}"));
-    }
-    let id = envelope.id();
-    let envelope = Arc::new(envelope);
-    if let Err(refused) = market.place(envelope.clone()).await {
-        return error(refusal_status(&refused), refused.to_string());
-    }
-    // The pool's topic and DHT announcement: both bounded; the offer stands in this node's book either way.
-    let topic = network::Topic::pool(&pool);
-    let joined = match context.network.subscribe(topic).await {
-        Ok(()) => true,
-        Err(problem) => {
-            tracing::warn!(pool = %pool, %problem, "not joining the pool's topic");
-            false
-        }
-    };
-    // A pool the node trades in for the first time is announced in the DHT, so that its peers find this node.
-    if joined && serve_pool(&context.served_pools, &pool) {
-        let (network, digest, name) = (context.network.clone(), pool.digest(), pool.to_string());
-        tokio::spawn(async move {
-            match network.provide(digest).await {
-                Ok(()) => tracing::info!(pool = %name, "serving pool (announced in the DHT)"),
-                Err(problem) => tracing::debug!(pool = %name, %problem, "announcing the pool in the DHT"),
-            }
-        });
-    }
-    let published = joined
-        && match gossip(&context, &envelope, topic, "offer").await {
-            Ok(published) => published,
-            Err(response) => return *response,
-        };
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({
-            "id": id.to_hex(),
-            "pool": pool.to_string(),
-            "delivery_start": delivery_start_s,
-            "expires_ms": envelope.expires_ms,
-            "published": published,
-        })),
-    )
-        .into_response()
+    error(status, problem.to_string())
 }
 
 /// The status of an offer the market refused: the request's own fault (400), the account's standing (403), a
 /// conflict with the pool's state (409), too many open offers of this account (429), or the node's capacity (503).
 fn refusal_status(refused: &crate::market::Refused) -> StatusCode {
-    use crate::market::Refused;
+    use crate::market::{Refusal as Trader, Refused};
     use ::market::pools::Refusal;
     match refused {
         Refused::Busy | Refused::Stopped | Refused::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Refused::UnknownToken(_) => StatusCode::BAD_REQUEST,
-        Refused::Frozen { .. } => StatusCode::FORBIDDEN,
-        Refused::Barter(reason) => match reason {
+        Refused::Trader(Trader::UnknownToken(_)) => StatusCode::BAD_REQUEST,
+        Refused::Trader(Trader::Frozen { .. }) => StatusCode::FORBIDDEN,
+        Refused::Trader(Trader::Barter(reason)) => match reason {
             ::market::barter::Refusal::Duplicate => StatusCode::CONFLICT,
             ::market::barter::Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         },
-        Refused::Market(reason) => match reason {
+        Refused::Trader(Trader::Market(reason)) => match reason {
             Refusal::NotAnOffer | Refusal::Expired | Refusal::BelowFee | Refusal::Delivery(_) => {
                 StatusCode::BAD_REQUEST
             }
@@ -941,7 +886,7 @@ struct BarterRequest {
 }
 
 async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let Some(market) = context.market.as_ref() else { return no_market() };
+    let Some(placer) = context.placer.as_ref() else { return no_market() };
     let request: BarterRequest = match parse(&body, "a barter request") {
         Ok(request) => request,
         Err(response) => return *response,
@@ -960,24 +905,12 @@ async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes)
         Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
     };
     let lifetime_ms = request.expires_in_s.unwrap_or(3600).saturating_mul(1000);
-    let envelope = match sign_now(&context, Body::BarterOffer(offer), lifetime_ms) {
-        Ok(envelope) => envelope,
-        Err(response) => return *response,
-    };
-    // Checked as every receiver checks it and put on the node's board before it is gossiped.
-    if let Err(problem) = context.network.validate(&envelope, envelope.created_ms) {
-        return error(StatusCode::BAD_REQUEST, format!("invalid barter offer: {problem}"));
+    let created_ms = now_ms();
+    match placer.barter(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await {
+        Ok(placed) => (StatusCode::ACCEPTED, Json(json!({ "id": placed.id.to_hex(), "published": placed.published })))
+            .into_response(),
+        Err(problem) => place_error(&problem),
     }
-    let id = envelope.id();
-    let envelope = Arc::new(envelope);
-    if let Err(refused) = market.place_barter(envelope.clone()).await {
-        return error(refusal_status(&refused), refused.to_string());
-    }
-    let published = match gossip(&context, &envelope, network::Topic::Barter, "barter offer").await {
-        Ok(published) => published,
-        Err(response) => return *response,
-    };
-    (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -218,7 +218,7 @@ pub fn spawn(
     signer: Arc<crate::signer::Signer>,
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
-    market: Option<crate::market::Handle>,
+    placer: Option<crate::app::place::Placer>,
     island: Option<crate::island::Handle>,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let status = Status {
@@ -236,7 +236,7 @@ pub fn spawn(
         signer,
         network,
         ledger,
-        market,
+        placer,
         island,
         grid_present: None,
         flexible_day: i64::MIN,
@@ -257,7 +257,8 @@ struct Actor {
     signer: Arc<crate::signer::Signer>,
     network: network::Handle,
     ledger: Option<crate::ledger::Handle>,
-    market: Option<crate::market::Handle>,
+    /// Places the home trader's offers (the node's one way of placing offers), when the node runs a market.
+    placer: Option<crate::app::place::Placer>,
     /// The microgrid controller on this node, told when the meter sees the grid go or come back.
     island: Option<crate::island::Handle>,
     grid_present: Option<bool>,
@@ -674,11 +675,11 @@ impl Actor {
     /// home's history) surplus (ask at the feed-in tariff) or
     /// deficit (bid at the grid tariff), a share of it, in the configured energy pool.
     async fn trade(&mut self, now: u64) {
-        let (Some((pool, share_ppm)), Some(market)) = (self.settings.trade.clone(), self.market.clone()) else {
+        let (Some((pool, share_ppm)), Some(placer)) = (self.settings.trade.clone(), self.placer.clone()) else {
             return;
         };
         // The next interval whose auction is still open (in short pools, a few intervals ahead).
-        let start_s = market.first_open_delivery_s(&pool, now);
+        let start_s = placer.market.first_open_delivery_s(&pool, now);
         let interval_ms = u64::from(pool.interval_s) * 1000;
         let hours = interval_ms as f64 / 3_600_000.0;
         let (mut pv_wh, mut load_wh) = (0.0, 0.0);
@@ -717,25 +718,18 @@ impl Actor {
             protocol::message::Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s: start_s };
         // Until its delivery interval ends (the ledger refuses settlements after that anyway).
         let expires_ms = start_s.saturating_add(u64::from(pool.interval_s)).saturating_mul(1000);
-        let Some(envelope) = self.sign(Body::Offer(offer), now, expires_ms) else { return };
-        let envelope = Arc::new(envelope);
-        // Into this node's market first: an offer it refuses is not gossiped either.
-        if let Err(refused) = market.place(envelope.clone()).await {
-            debug!(%refused, ?side, quantity, start_s, "the market did not take the forecast offer");
-            return;
-        }
-        match side {
-            protocol::message::Side::Ask => self.status.asks += 1,
-            protocol::message::Side::Bid => self.status.bids += 1,
-        }
-        debug!(?side, quantity, unit_price, start_s, "offered the next interval's forecast");
-        let topic = Topic::pool(&pool);
-        if let Err(error) = self.network.subscribe(topic).await {
-            debug!(%error, "joining the pool's topic");
-            return;
-        }
-        if let Err(error) = self.network.publish(&envelope, Some(topic), now).await {
-            debug!(%error, "publishing an offer (no peers in the pool yet?)");
+        // Placed as every offer of the node is: checked, into this node's market first (an offer it refuses is not
+        // gossiped either), the pool joined and announced, gossiped.
+        match placer.offer(offer, now, expires_ms).await {
+            Ok(placed) => {
+                match side {
+                    protocol::message::Side::Ask => self.status.asks += 1,
+                    protocol::message::Side::Bid => self.status.bids += 1,
+                }
+                let published = placed.published;
+                debug!(?side, quantity, unit_price, start_s, published, "offered the next interval's forecast");
+            }
+            Err(problem) => debug!(%problem, ?side, quantity, start_s, "the forecast offer was not placed"),
         }
     }
 
