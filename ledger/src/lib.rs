@@ -10,6 +10,7 @@ pub mod consensus;
 pub mod genesis;
 pub mod hash;
 pub mod mempool;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod state;
 pub mod store;

@@ -2,12 +2,8 @@
 
 pub mod api;
 pub mod app;
+#[cfg(feature = "tools")]
 pub mod bench;
-pub mod bench_energy;
-pub mod bench_governance;
-pub mod bench_jobs;
-pub mod bench_ledger;
-pub mod bench_market;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod message;
 pub mod types;
 pub mod validate;
+#[cfg(feature = "vectors")]
 pub mod vectors;
 
 pub use envelope::{Draft, Envelope};

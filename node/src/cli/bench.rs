@@ -49,9 +49,9 @@ fn gossip_command(peers: usize, degree: usize, messages: usize, rate: u64, seed:
 /// `kos bench ledger`: runs it and prints its report.
 fn ledger_command(rate: u64, seconds: u64, clients: usize, readers: usize) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
-    let args = crate::bench_ledger::LedgerArgs { rate_per_s: rate, seconds, clients, readers };
+    let args = crate::bench::consensus::LedgerArgs { rate_per_s: rate, seconds, clients, readers };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(crate::bench_ledger::ledger(&args))?;
+    let report = runtime.block_on(crate::bench::consensus::ledger(&args))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -88,7 +88,7 @@ fn ledger_command(rate: u64, seconds: u64, clients: usize, readers: usize) -> an
 fn governance_command(rounds: usize) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(crate::bench_governance::governance(rounds.max(1)))?;
+    let report = runtime.block_on(crate::bench::governance::governance(rounds.max(1)))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -112,7 +112,7 @@ fn governance_command(rounds: usize) -> anyhow::Result<()> {
 fn jobs_command(jobs: usize, searches: usize, rounds: usize) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let report = runtime.block_on(crate::bench_jobs::jobs(jobs.max(1), searches.max(1), rounds.max(1)))?;
+    let report = runtime.block_on(crate::bench::jobs::jobs(jobs.max(1), searches.max(1), rounds.max(1)))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -139,7 +139,7 @@ fn jobs_command(jobs: usize, searches: usize, rounds: usize) -> anyhow::Result<(
 }
 
 /// The day of an energy bench, as given.
-fn args_day(args: &crate::bench_energy::EnergyArgs) -> String {
+fn args_day(args: &crate::bench::readings::EnergyArgs) -> String {
     format!("{:04}-{:02}-{:02}", args.day.0, args.day.1, args.day.2)
 }
 
@@ -160,7 +160,7 @@ fn energy_command(
     let Some((Some(year), Some(month), Some(date))) = parsed else {
         anyhow::bail!("--day {day:?}: give the day as YYYY-MM-DD");
     };
-    let args = crate::bench_energy::EnergyArgs {
+    let args = crate::bench::readings::EnergyArgs {
         homes: homes.clone(),
         day: (year, month, date),
         reading_homes,
@@ -169,7 +169,7 @@ fn energy_command(
         seed,
     };
     let mut out = std::io::stdout().lock();
-    let report = crate::bench_energy::readings(&args)?;
+    let report = crate::bench::readings::readings(&args)?;
     writeln!(
         out,
         "readings: {} from {} homes, {} blocks ({} refused): validated {:.0}/s, anchored {:.0}/s, both {:.0}/s",
@@ -182,7 +182,7 @@ fn energy_command(
         report.end_to_end_per_s
     )?;
     for count in homes {
-        let day = crate::bench_energy::day(count, &args)?;
+        let day = crate::bench::readings::day(count, &args)?;
         writeln!(
             out,
             "{} homes ({} with PV, {} with a battery) on {}: consumption {:.0} kWh, generation {:.0} kWh, \
@@ -216,8 +216,8 @@ fn energy_command(
 
 /// `kos bench market`: runs it and prints its report.
 fn market_command(operations: usize, auction_orders: usize, repetitions: usize, seed: u64) -> anyhow::Result<()> {
-    let args = crate::bench_market::MarketArgs { operations, auction_orders, repetitions, seed };
-    let report = crate::bench_market::market(&args);
+    let args = crate::bench::matching::MarketArgs { operations, auction_orders, repetitions, seed };
+    let report = crate::bench::matching::market(&args);
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

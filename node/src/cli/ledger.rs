@@ -164,6 +164,7 @@ fn report(verifier: &Verifier, genesis_compared: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "tools")]
 /// `kos sim`: seeded simulations of four validators under faults (the same harness the tests run).
 pub fn sim(first: u64, seeds: u64) -> anyhow::Result<()> {
     let mut failures = Vec::new();

@@ -13,6 +13,7 @@ use protocol::{Body, Draft, NetworkId, amount};
 use crate::clock::try_now_ms as now_ms;
 use crate::keyfile;
 
+#[cfg(feature = "tools")]
 mod bench;
 mod ledger;
 mod market;
@@ -98,6 +99,7 @@ pub enum Command {
         api: ApiArgs,
     },
     /// Measure real components on this machine (figures for BENCHMARKS.md).
+    #[cfg(feature = "tools")]
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Create or show the node's ed25519 key (it signs messages and is the node's peer id).
@@ -110,6 +112,7 @@ pub enum Command {
     #[command(subcommand)]
     Message(MessageCommand),
     /// The wire protocol's reference material.
+    #[cfg(feature = "tools")]
     #[command(subcommand)]
     Protocol(ProtocolCommand),
     /// The replicated ledger: genesis files, export, verification.
@@ -120,6 +123,7 @@ pub enum Command {
     Market(market::MarketCommand),
     /// Run seeded simulations of four validators under faults (drops, partitions, crashes, a Byzantine
     /// validator) and check agreement, validity, durability and liveness.
+    #[cfg(feature = "tools")]
     Sim {
         /// The first seed.
         #[arg(long, default_value_t = 0)]
@@ -162,6 +166,7 @@ pub struct RunArgs {
     pub api: Option<String>,
 }
 
+#[cfg(feature = "tools")]
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Start 4 validators on loopback (real swarms, RocksDB in temporary directories), submit signed transfers
@@ -335,6 +340,7 @@ pub enum MessageCommand {
     },
 }
 
+#[cfg(feature = "tools")]
 #[derive(Debug, Subcommand)]
 pub enum ProtocolCommand {
     /// Print the test vectors of PROTOCOL.md.
@@ -381,6 +387,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Offer(OfferCommand::Node(action)) => {
             node::offer(&node::Client::new(&cli.paths, std::env::var("KOS_API").ok())?, action)
         }
+        #[cfg(feature = "tools")]
         Command::Bench(command) => bench::run(command),
         Command::Market(command) => market::run(command),
         Command::Keys(KeysCommand::Generate { force }) => keys_generate(&cli.paths.key_file(), force),
@@ -388,7 +395,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Offer(OfferCommand::Sign(args)) => offer_sign(&cli.paths.key_file(), args),
         Command::Message(MessageCommand::Verify { file, network }) => message_verify(&file, network),
         Command::Ledger(command) => ledger::run(&cli.paths, command),
+        #[cfg(feature = "tools")]
         Command::Sim { first, seeds } => ledger::sim(first, seeds),
+        #[cfg(feature = "tools")]
         Command::Protocol(ProtocolCommand::Vectors) => {
             let mut out = std::io::stdout().lock();
             for vector in protocol::vectors::all() {
@@ -404,6 +413,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// What `kos protocol vectors` prints before the signature cases (PROTOCOL.md §12 ends with its output).
+#[cfg(feature = "tools")]
 const SIGNATURE_CASES_INTRO: &str = "### Signature cases
 
 Each case is a public key, a digest (the 32-byte message `M`), a signature and its verdict under the rule of §3.

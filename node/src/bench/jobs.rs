@@ -23,8 +23,8 @@ use protocol::message::{Award, AwardRule, Bid, Empty, Evidence, Job, JobKind};
 use protocol::types::{BoundedVec, Cell, Skill, Text, TokenId};
 use protocol::{Body, Draft, Id, Keypair, NetworkId, PublicKey};
 
-use crate::bench_governance::wait_event;
-use crate::bench_ledger::{percentile, start_cluster};
+use crate::bench::consensus::{percentile, start_cluster};
+use crate::bench::governance::wait_event;
 use crate::clock::now_ms;
 
 /// The results of a run.
@@ -246,6 +246,6 @@ async fn award_to_escrow(rounds: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> 
     }
     to_escrow.sort_by(f64::total_cmp);
     spreads.sort_by(f64::total_cmp);
-    crate::bench_ledger::stop(nodes).await;
+    crate::bench::consensus::stop(nodes).await;
     Ok((to_escrow, spreads))
 }

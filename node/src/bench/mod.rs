@@ -3,6 +3,16 @@
 //! `kos bench gossip` starts N full nodes in this process, each with its own swarm and TCP sockets on 127.0.0.1,
 //! links them in a random graph of the given degree, and publishes signed offers from random nodes at a fixed
 //! rate. For each offer it measures the time until 99 % of the other nodes have validated and delivered it.
+//!
+//! The other benchmarks: [`consensus`] (`kos bench ledger`), [`matching`] (`kos bench market`), [`readings`]
+//! (`kos bench energy`), [`governance`] and [`jobs`]. All of them are behind the `tools` feature: measuring code,
+//! not part of what a node runs.
+
+pub mod consensus;
+pub mod governance;
+pub mod jobs;
+pub mod matching;
+pub mod readings;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -17,7 +17,7 @@ use protocol::message::{Action, Choice, Freeze, Measure, Offer, Override, PoolId
 use protocol::types::{ParameterName, Text};
 use protocol::{Body, Draft, Keypair, NetworkId};
 
-use crate::bench_ledger::{percentile, start_cluster};
+use crate::bench::consensus::{percentile, start_cluster};
 use crate::clock::now_ms;
 
 /// The results of a run, milliseconds.
@@ -45,7 +45,7 @@ fn sign(keypair: &Keypair, network: &NetworkId, nonce: &mut u64, body: Body) -> 
 /// (ms), and how long after the block's time that was (ms).
 async fn effect_of(
     action: Action,
-    nodes: &[crate::bench_ledger::Node],
+    nodes: &[crate::bench::consensus::Node],
     validators: &[Arc<Keypair>],
     network: &NetworkId,
     nonce: &mut u64,
@@ -77,7 +77,7 @@ async fn effect_of(
 /// Freezes the trader, who offers to every node all along: how long after the passing block the slowest node's
 /// market refused the frozen account's offer (ms).
 async fn freeze_to_refusal(
-    nodes: &[crate::bench_ledger::Node],
+    nodes: &[crate::bench::consensus::Node],
     markets: &[crate::market::Handle],
     validators: &[Arc<Keypair>],
     trader: &Arc<Keypair>,
@@ -170,7 +170,7 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
     for list in [&mut spreads, &mut from_block, &mut refusals] {
         list.sort_by(f64::total_cmp);
     }
-    crate::bench_ledger::stop(nodes).await;
+    crate::bench::consensus::stop(nodes).await;
     let max = |list: &[f64]| list.last().copied().unwrap_or(f64::NAN);
     Ok(GovernanceReport {
         rounds,
@@ -185,7 +185,7 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
 
 /// Validator 0 proposes; validators 0 to 2 vote yes. Returns the proposal's id.
 async fn pass(
-    nodes: &[crate::bench_ledger::Node],
+    nodes: &[crate::bench::consensus::Node],
     validators: &[Arc<Keypair>],
     network: &NetworkId,
     nonce: &mut u64,
