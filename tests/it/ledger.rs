@@ -329,9 +329,12 @@ fn a_refused_entry_is_answered_with_a_status_that_says_why() {
     let first = transfer(&alice);
     let (status, answer) = node.post_bytes("/entries", &first);
     assert_eq!(status, 202, "{answer}");
+    let first_id = protocol::Envelope::from_bytes(&first).unwrap().id().to_hex();
     let (status, answer) = node.post_bytes("/entries", &first);
     assert_eq!(status, 409, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("already"), "{answer}");
+    // The duplicate's answer names the entry already waiting, so that its sender can follow it.
+    assert_eq!(answer["id"], first_id.as_str(), "{answer}");
     let (status, answer) = node.post_bytes("/entries", &transfer(&alice));
     assert_eq!(status, 202, "{answer}");
     let (status, answer) = node.post_bytes("/entries", &transfer(&alice));

@@ -74,12 +74,14 @@ use tracing::info;
 
 use crate::ledger;
 
+pub mod error;
 pub mod governance;
 pub mod jobs;
 pub mod live;
 pub mod server;
 use crate::clock::now_ms;
 use crate::network::{self, Stats};
+pub use error::ApiError;
 
 /// Largest request body (one envelope).
 const BODY_BYTES_MAX: usize = protocol::limits::ENVELOPE_BYTES_MAX;
@@ -393,8 +395,9 @@ async fn writes_need_the_token(
     next.run(request).await
 }
 
+/// An error answer: [`ApiError`] rendered.
 pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+    ApiError::new(status, message).into_response()
 }
 
 pub(crate) fn no_ledger() -> Response {
@@ -565,8 +568,15 @@ async fn submit(State(context): State<Context>, _: Authorized, body: Bytes) -> R
 /// Submits an entry's bytes to the ledger: 202 with its id, or why not.
 async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+    // The id of an entry already waiting or committed, so that its sender can follow it (a decodable entry: the
+    // mempool decoded it to find it a duplicate).
+    let id = protocol::Envelope::from_bytes(&bytes).map(|envelope| envelope.id()).ok();
     match ledger.submit(bytes).await {
         Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
+        Err(refused @ ledger::Error::Refused(ledger::Rejected::Duplicate | ledger::Rejected::Included)) => match id {
+            Some(id) => ApiError::from(&refused).about(id).into_response(),
+            None => ledger_error(&refused),
+        },
         Err(refused) => ledger_error(&refused),
     }
 }
@@ -576,17 +586,7 @@ async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Response {
 /// 409; too many of this author's entries waiting 429; the node's capacity 503), or a read of its state that failed
 /// (503: the ledger stopped, or its store could not be read; never answered as if nothing were there).
 pub(crate) fn ledger_error(refused: &ledger::Error) -> Response {
-    use ledger::Rejected;
-    let status = match refused {
-        ledger::Error::Busy | ledger::Error::Stopped | ledger::Error::Unreadable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        ledger::Error::Refused(rejected) => match rejected {
-            Rejected::Invalid(_) | Rejected::NotAnEntry(_) => StatusCode::BAD_REQUEST,
-            Rejected::Duplicate | Rejected::Included | Rejected::CannotPay { .. } => StatusCode::CONFLICT,
-            Rejected::AuthorFull(_) => StatusCode::TOO_MANY_REQUESTS,
-            Rejected::Full => StatusCode::SERVICE_UNAVAILABLE,
-        },
-    };
-    error(status, refused.to_string())
+    ApiError::from(refused).into_response()
 }
 
 /// A JSON request body, or a 400 that says what is wrong with it.
@@ -690,41 +690,9 @@ async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) 
     }
 }
 
-/// The answer to an offer that was not placed: the request's fault (400), the account's standing (403), a
-/// conflict (409), too many (429), or the node's trouble (500, 503).
+/// The answer to an offer that was not placed (see [`ApiError`]'s conversions).
 fn place_error(problem: &crate::app::place::PlaceError) -> Response {
-    use crate::app::place::PlaceError;
-    let status = match problem {
-        PlaceError::Sign(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        PlaceError::Invalid { .. } => StatusCode::BAD_REQUEST,
-        PlaceError::Refused(refused) => refusal_status(refused),
-    };
-    error(status, problem.to_string())
-}
-
-/// The status of an offer the market refused: the request's own fault (400), the account's standing (403), a
-/// conflict with the pool's state (409), too many open offers of this account (429), or the node's capacity (503).
-fn refusal_status(refused: &crate::market::Refused) -> StatusCode {
-    use crate::market::{Refusal as Trader, Refused};
-    use ::market::pools::Refusal;
-    match refused {
-        Refused::Busy | Refused::Stopped | Refused::Ledger(_) => StatusCode::SERVICE_UNAVAILABLE,
-        Refused::Trader(Trader::UnknownToken(_)) => StatusCode::BAD_REQUEST,
-        Refused::Trader(Trader::Frozen { .. }) => StatusCode::FORBIDDEN,
-        Refused::Trader(Trader::Barter(reason)) => match reason {
-            ::market::barter::Refusal::Duplicate => StatusCode::CONFLICT,
-            ::market::barter::Refusal::Full => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::BAD_REQUEST,
-        },
-        Refused::Trader(Trader::Market(reason)) => match reason {
-            Refusal::NotAnOffer | Refusal::Expired | Refusal::BelowFee | Refusal::Delivery(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            Refusal::Duplicate | Refusal::GateClosed => StatusCode::CONFLICT,
-            Refusal::OwnerFull => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::PoolFull | Refusal::TooManyPools => StatusCode::SERVICE_UNAVAILABLE,
-        },
-    }
+    ApiError::from(problem).into_response()
 }
 
 fn depth_json(depth: &::market::pools::Depth) -> serde_json::Value {

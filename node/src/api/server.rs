@@ -194,7 +194,7 @@ async fn serve_connection(
             }
             match tokio::time::timeout(REQUEST_TIMEOUT, app.oneshot(request)).await {
                 Ok(response) => response,
-                Err(_) => Ok((StatusCode::REQUEST_TIMEOUT, "the request took too long").into_response()),
+                Err(_) => Ok(timed_out()),
             }
         }
     });
@@ -212,6 +212,11 @@ async fn serve_connection(
     connection.closed.store(true, Ordering::Relaxed);
 }
 
+/// The answer to a request that took longer than [`REQUEST_TIMEOUT`]: in the API's one error shape.
+fn timed_out() -> axum::response::Response {
+    super::ApiError::new(StatusCode::REQUEST_TIMEOUT, "the request took too long").into_response()
+}
+
 /// Marks a connection as streaming events until the stream's body is dropped.
 struct Streaming(Arc<Connection>);
 
@@ -224,6 +229,15 @@ impl Drop for Streaming {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request that took too long is answered in JSON like every other error (it was plain text).
+    #[test]
+    fn a_request_that_took_too_long_is_answered_in_json() {
+        let response = timed_out();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let content_type = response.headers().get(axum::http::header::CONTENT_TYPE);
+        assert_eq!(content_type.and_then(|value| value.to_str().ok()), Some("application/json"));
+    }
 
     #[test]
     fn the_api_leaves_descriptors_to_the_rest_of_the_node() {

@@ -1,0 +1,167 @@
+//! The API's one error type. Every error the API answers is an [`ApiError`]: a status, a message, and for a
+//! refusal that passes (a busy ledger or market, a full mempool) when to try again. It renders itself as
+//! `{"error": "…"}` with its status, and `Retry-After` when it passes. The node's refusals map to it in one place
+//! each: the ledger's ([`crate::ledger::Error`]), the market's ([`crate::market::Refused`]) and placing an offer's
+//! ([`crate::app::place::PlaceError`]).
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Seconds a client is told to wait (`Retry-After`) after a refusal that passes: the ledger or market busy, a
+/// mempool or board full. About a block's time.
+pub const RETRY_AFTER_S: u32 = 1;
+
+/// An error the API answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    /// Set for refusals that pass: the client may send the same request again after this many seconds.
+    retry_after_s: Option<u32>,
+    /// The id of what the error is about, when the client may not know it (an entry already waiting or on the
+    /// ledger: `{"error": …, "id": …}`, so that it can follow that entry).
+    id: Option<protocol::Id>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into(), retry_after_s: None, id: None }
+    }
+
+    /// The same error, naming what it is about.
+    #[must_use]
+    pub fn about(self, id: protocol::Id) -> ApiError {
+        ApiError { id: Some(id), ..self }
+    }
+
+    /// A refusal that passes: answered with `Retry-After`.
+    pub fn passing(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { retry_after_s: Some(RETRY_AFTER_S), ..ApiError::new(status, message) }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match self.id {
+            Some(id) => serde_json::json!({ "error": self.message, "id": id.to_hex() }),
+            None => serde_json::json!({ "error": self.message }),
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<&crate::ledger::Error> for ApiError {
+    /// The ledger's refusals: the request's fault (400), a conflict with what the ledger holds (409), too many of
+    /// the author's entries waiting (429), the ledger stopped, busy, full or its store unreadable (503).
+    fn from(refused: &crate::ledger::Error) -> ApiError {
+        use crate::ledger::Error;
+        use crate::ledger::Rejected;
+        let message = refused.to_string();
+        match refused {
+            Error::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            Error::Busy | Error::Unreadable(_) => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+            Error::Refused(rejected) => match rejected {
+                Rejected::Invalid(_) | Rejected::NotAnEntry(_) => ApiError::bad_request(message),
+                Rejected::Duplicate | Rejected::Included | Rejected::CannotPay { .. } => {
+                    ApiError::new(StatusCode::CONFLICT, message)
+                }
+                Rejected::AuthorFull(_) => ApiError::passing(StatusCode::TOO_MANY_REQUESTS, message),
+                Rejected::Full => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+            },
+        }
+    }
+}
+
+impl From<&crate::market::Refused> for ApiError {
+    /// The market's refusals: the request's fault (400), the account's standing (403), a conflict (409), too many
+    /// open offers of the author (429), the market stopped, busy or full, or the ledger unreadable (503).
+    fn from(refused: &crate::market::Refused) -> ApiError {
+        use crate::market::{Refusal as Trader, Refused};
+        use ::market::pools::Refusal;
+        let message = refused.to_string();
+        match refused {
+            Refused::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            Refused::Busy | Refused::Ledger(_) => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+            Refused::Trader(Trader::UnknownToken(_)) => ApiError::bad_request(message),
+            Refused::Trader(Trader::Frozen { .. }) => ApiError::new(StatusCode::FORBIDDEN, message),
+            Refused::Trader(Trader::Barter(reason)) => match reason {
+                ::market::barter::Refusal::Duplicate => ApiError::new(StatusCode::CONFLICT, message),
+                ::market::barter::Refusal::Full => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+                _ => ApiError::bad_request(message),
+            },
+            Refused::Trader(Trader::Market(reason)) => match reason {
+                Refusal::NotAnOffer | Refusal::Expired | Refusal::BelowFee | Refusal::Delivery(_) => {
+                    ApiError::bad_request(message)
+                }
+                Refusal::Duplicate | Refusal::GateClosed => ApiError::new(StatusCode::CONFLICT, message),
+                Refusal::OwnerFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, message),
+                Refusal::PoolFull | Refusal::TooManyPools => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            },
+        }
+    }
+}
+
+impl From<&crate::app::place::PlaceError> for ApiError {
+    /// An offer of the node that was not placed: its signer failed (500), it is invalid (400), or the market
+    /// refused it (as above).
+    fn from(problem: &crate::app::place::PlaceError) -> ApiError {
+        use crate::app::place::PlaceError;
+        match problem {
+            PlaceError::Sign(_) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, problem.to_string()),
+            PlaceError::Invalid { .. } => ApiError::bad_request(problem.to_string()),
+            PlaceError::Refused(refused) => ApiError::from(refused),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::Error;
+    use crate::ledger::Rejected;
+
+    fn retry_after(error: ApiError) -> Option<String> {
+        let response = error.into_response();
+        let json = response.headers().get(header::CONTENT_TYPE).is_some_and(|value| value == "application/json");
+        assert!(json, "every error is JSON");
+        response.headers().get(header::RETRY_AFTER).map(|value| value.to_str().unwrap().to_owned())
+    }
+
+    /// A refusal that passes tells the client when to try again; one that does not, does not.
+    #[test]
+    fn a_refusal_that_passes_says_when_to_try_again() {
+        for passing in [Error::Busy, Error::Refused(Rejected::Full), Error::Refused(Rejected::AuthorFull(64))] {
+            let error = ApiError::from(&passing);
+            assert!(matches!(error.status().as_u16(), 429 | 503), "{passing}");
+            assert_eq!(retry_after(error), Some(RETRY_AFTER_S.to_string()), "{passing}");
+        }
+        for lasting in [Error::Stopped, Error::Refused(Rejected::Duplicate), Error::Refused(Rejected::Included)] {
+            assert_eq!(retry_after(ApiError::from(&lasting)), None, "{lasting}");
+        }
+        assert_eq!(retry_after(ApiError::from(&crate::market::Refused::Busy)), Some("1".to_owned()));
+        let frozen = crate::market::Refused::Trader(crate::market::Refusal::Frozen {
+            by: protocol::Id([1; 32]),
+            until_height: 5,
+        });
+        let error = ApiError::from(&frozen);
+        assert_eq!(error.status(), StatusCode::FORBIDDEN);
+        assert_eq!(retry_after(error), None);
+    }
+}
