@@ -1,7 +1,7 @@
 //! kos wire protocol: message types, canonical CBOR codec, ed25519 signatures over blake3 digests, and stateless
 //! validation. No I/O, no clock: callers pass the time.
 //!
-//! PROTOCOL.md at the repository root specifies every byte; [`vectors`] produces its test vectors.
+//! PROTOCOL.md at the repository root specifies every byte; `vectors` (feature `vectors`) produces its test vectors.
 
 pub mod amount;
 pub mod bundle;
