@@ -63,12 +63,33 @@ pub trait GovernanceReads: Kv {
 
     /// The ballots cast on a proposal: voter, choice (0 no, 1 yes, 2 abstain) and weight.
     fn ballots(&self, proposal: &Id) -> Vec<(PublicKey, u8, u64)> {
-        prefixed(self, &key(BALLOT, &[proposal.as_bytes()]))
-            .filter_map(|(key, value)| {
-                let (choice, weight): (u8, u64) = super::decode(&value)?;
-                Some((PublicKey(key.get(33..65)?.try_into().ok()?), choice, weight))
-            })
-            .collect()
+        self.ballots_by_voter(proposal).collect()
+    }
+
+    /// The ballots cast on a proposal in voter order, read as they are taken (a reader may stop early).
+    fn ballots_by_voter(&self, proposal: &Id) -> impl Iterator<Item = (PublicKey, u8, u64)> + '_ {
+        prefixed(self, &key(BALLOT, &[proposal.as_bytes()])).filter_map(|(key, value)| {
+            let (choice, weight): (u8, u64) = super::decode(&value)?;
+            Some((PublicKey(key.get(33..65)?.try_into().ok()?), choice, weight))
+        })
+    }
+
+    /// The `count` proposals that end last, newest end first (ties: in id order), held `count` at a time while
+    /// every proposal is looked at once.
+    fn proposals_ending_last(&self, count: usize) -> Vec<(Id, ProposalState)> {
+        type Rank = (u64, std::cmp::Reverse<Id>);
+        let mut kept: std::collections::BTreeMap<Rank, ProposalState> = std::collections::BTreeMap::new();
+        for (id, proposal) in self.proposals() {
+            let rank = (proposal.end_height, std::cmp::Reverse(id));
+            if kept.len() == count && kept.first_key_value().is_none_or(|(lowest, _)| *lowest >= rank) {
+                continue;
+            }
+            kept.insert(rank, proposal);
+            if kept.len() > count {
+                kept.pop_first();
+            }
+        }
+        kept.into_iter().rev().map(|((_, std::cmp::Reverse(id)), proposal)| (id, proposal)).collect()
     }
 
     /// The overrides in force, by the id of the proposal that passed them.

@@ -599,3 +599,24 @@ fn a_bounded_number_of_proposals_end_at_one_height() {
     let other = world.propose(1, Action::Text(Empty), 11);
     assert_eq!(world.block(vec![other]).kept, 1);
 }
+
+/// `proposals_ending_last` (what `GET /governance` lists) holds only the proposals it keeps while it looks at every
+/// one, and gives what sorting every proposal by end (newest first, ties in id order) and keeping the first would.
+#[test]
+fn the_proposals_that_end_last_are_those_a_full_sort_puts_first() {
+    let mut world = World::new("");
+    let periods = [5, 9, 5, 30, 12, 9, 9, 60, 5, 12, 30, 7];
+    let proposals: Vec<Envelope> = periods
+        .iter()
+        .enumerate()
+        .map(|(index, period)| world.propose(1 + index % 5, grid_fee(u64::try_from(index).unwrap()), *period))
+        .collect();
+    assert_eq!(world.block(proposals).kept, periods.len());
+    let mut sorted: Vec<_> = world.state.proposals().collect();
+    sorted.sort_by_key(|(_, proposal)| std::cmp::Reverse(proposal.end_height));
+    for count in 0..=periods.len() + 1 {
+        let expected: Vec<_> = sorted.iter().take(count).map(|(id, _)| *id).collect();
+        let kept: Vec<_> = world.state.proposals_ending_last(count).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(kept, expected, "the {count} that end last");
+    }
+}

@@ -219,18 +219,27 @@ pub fn action_json(action: &Action) -> Value {
     }
 }
 
-/// `GET /governance`: proposals (newest end first) with their ballots, overrides in force, validator changes.
+/// Proposals `GET /governance` lists: those that end last.
+pub const PROPOSALS_SHOWN: usize = 200;
+/// Ballots it lists per proposal (in voter order; the proposal's totals count them all).
+pub const BALLOTS_SHOWN: usize = 1_000;
+
+/// `GET /governance`: the proposals that end last (newest end first) with their ballots, overrides in force,
+/// validator changes.
 pub async fn overview(State(context): State<Context>) -> Response {
     let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
     let read = ledger
         .query(|state| {
             let height = state.height();
-            let mut proposals: Vec<Value> = state
-                .proposals()
+            // The proposals that end last, each with its first ballots: what a request reads does not grow with
+            // every proposal and vote ever made.
+            let proposals: Vec<Value> = state
+                .proposals_ending_last(PROPOSALS_SHOWN)
+                .into_iter()
                 .map(|(id, proposal)| {
                     let ballots: Vec<Value> = state
-                        .ballots(&id)
-                        .into_iter()
+                        .ballots_by_voter(&id)
+                        .take(BALLOTS_SHOWN)
                         .map(|(voter, choice, weight)| {
                             let choice = match choice {
                                 0 => "no",
@@ -253,8 +262,6 @@ pub async fn overview(State(context): State<Context>) -> Response {
                     })
                 })
                 .collect();
-            proposals.sort_by_key(|proposal| std::cmp::Reverse(proposal["end_height"].as_u64().unwrap_or(0)));
-            proposals.truncate(200);
             let overrides: Vec<Value> = state
                 .overrides()
                 .map(|(id, record)| {
