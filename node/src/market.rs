@@ -242,13 +242,18 @@ impl Actor {
         };
         // An offer of a pool that could never settle costs no read.
         self.trader.admit(&offer.pool)?;
-        let (pool, author, now_ms) = (offer.pool.clone(), envelope.author, now_ms());
-        let period_s = Trader::period_s(offer, now_ms);
+        let (pool, author, asked_ms) = (offer.pool.clone(), envelope.author, now_ms());
+        let period_s = Trader::period_s(offer, asked_ms);
         let read = move |state: &::ledger::store::StateSnapshot<'_>| {
-            (state.pool_rules_for(&pool, period_s, now_ms / 1000), state.frozen(&author))
+            (state.pool_rules_for(&pool, period_s, asked_ms / 1000), state.frozen(&author))
         };
         let (rules, frozen) = self.ledger.query(read).await.map_err(Refused::ledger)?;
-        let outputs = self.trader.handle(now_ms, Input::Offer { envelope, rules, frozen });
+        if let Some(in_force) = &frozen {
+            debug!(%author, by = %in_force.by, until = in_force.until_height, "offer of a frozen account refused");
+        }
+        // Matched at the time it is taken in, after the read (an offer that expired or whose gate closed meanwhile
+        // is refused, as its receivers will).
+        let outputs = self.trader.handle(now_ms(), Input::Offer { envelope, rules, frozen });
         self.verdict(id, outputs).await
     }
 
@@ -276,7 +281,8 @@ impl Actor {
                     Output::Settle(settlement) => {
                         let (quantity, unit_price) = (settlement.quantity, settlement.unit_price);
                         let buyer = settlement.bid.author;
-                        let submitted = self.submit(Body::Settlement(settlement), "settlement").await;
+                        let what = format!("settlement of {quantity} at {unit_price}");
+                        let submitted = self.submit(Body::Settlement(settlement), &what).await;
                         if let Some(id) = submitted {
                             info!(settlement = %id, %buyer, quantity, unit_price, "settling a sale");
                         }
@@ -285,7 +291,8 @@ impl Actor {
                     }
                     Output::SettleCycle(cycle) => {
                         let legs = cycle.legs.len();
-                        let submitted = self.submit(Body::BarterCycle(cycle), "barter cycle").await;
+                        let what = format!("barter cycle of {legs} legs");
+                        let submitted = self.submit(Body::BarterCycle(cycle), &what).await;
                         if let Some(id) = submitted {
                             info!(cycle = %id, legs, "settling a barter cycle");
                         }
@@ -294,6 +301,9 @@ impl Actor {
                     }
                     Output::ReadFreezes(overrides) => {
                         let frozen = self.frozen_by(overrides).await;
+                        for author in &frozen {
+                            debug!(%author, "a frozen account's offers leave the books");
+                        }
                         next.extend(self.trader.handle(now_ms(), Input::Frozen(frozen)));
                     }
                 }

@@ -8,8 +8,10 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-/// Seconds a client is told to wait (`Retry-After`) after a refusal that passes: the ledger or market busy, a
-/// mempool or board full. About a block's time.
+/// Seconds a client is told to wait (`Retry-After`) after a refusal that passes within about a block's time: the
+/// ledger or market busy (its input queue full), the mempool or the barter board full, too many of the author's
+/// entries waiting in the mempool. Not after a stopped node or an unreadable store, nor a pool full of offers
+/// (which empties only as offers expire or fill).
 pub const RETRY_AFTER_S: u32 = 1;
 
 /// An error the API answers.
@@ -75,8 +77,9 @@ impl From<&crate::ledger::Error> for ApiError {
         use crate::ledger::Rejected;
         let message = refused.to_string();
         match refused {
-            Error::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
-            Error::Busy | Error::Unreadable(_) => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+            // A store that cannot be read is the operator's problem, not a refusal that passes.
+            Error::Stopped | Error::Unreadable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            Error::Busy => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
             Error::Refused(rejected) => match rejected {
                 Rejected::Invalid(_) | Rejected::NotAnEntry(_) => ApiError::bad_request(message),
                 Rejected::Duplicate | Rejected::Included | Rejected::CannotPay { .. } => {
@@ -97,8 +100,8 @@ impl From<&crate::market::Refused> for ApiError {
         use ::market::pools::Refusal;
         let message = refused.to_string();
         match refused {
-            Refused::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
-            Refused::Busy | Refused::Ledger(_) => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+            Refused::Stopped | Refused::Ledger(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            Refused::Busy => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
             Refused::Trader(Trader::UnknownToken(_)) => ApiError::bad_request(message),
             Refused::Trader(Trader::Frozen { .. }) => ApiError::new(StatusCode::FORBIDDEN, message),
             Refused::Trader(Trader::Barter(reason)) => match reason {
@@ -111,6 +114,7 @@ impl From<&crate::market::Refused> for ApiError {
                     ApiError::bad_request(message)
                 }
                 Refusal::Duplicate | Refusal::GateClosed => ApiError::new(StatusCode::CONFLICT, message),
+                // Full pools and books empty only as their offers expire or fill: no promise of a time to retry.
                 Refusal::OwnerFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, message),
                 Refusal::PoolFull | Refusal::TooManyPools => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
             },
@@ -152,7 +156,10 @@ mod tests {
             assert!(matches!(error.status().as_u16(), 429 | 503), "{passing}");
             assert_eq!(retry_after(error), Some(RETRY_AFTER_S.to_string()), "{passing}");
         }
-        for lasting in [Error::Stopped, Error::Refused(Rejected::Duplicate), Error::Refused(Rejected::Included)] {
+        let unreadable = Error::Unreadable(anyhow::anyhow!("a disk error"));
+        for lasting in
+            [Error::Stopped, unreadable, Error::Refused(Rejected::Duplicate), Error::Refused(Rejected::Included)]
+        {
             assert_eq!(retry_after(ApiError::from(&lasting)), None, "{lasting}");
         }
         assert_eq!(retry_after(ApiError::from(&crate::market::Refused::Busy)), Some("1".to_owned()));

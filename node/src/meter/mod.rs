@@ -729,6 +729,10 @@ impl Actor {
                 let published = placed.published;
                 debug!(?side, quantity, unit_price, start_s, published, "offered the next interval's forecast");
             }
+            // The node's signer failing is the operator's problem; the market declining an offer is routine.
+            Err(problem @ crate::app::place::PlaceError::Sign(_)) => {
+                warn!(%problem, meter = %self.settings.id, "the forecast offer could not be signed");
+            }
             Err(problem) => debug!(%problem, ?side, quantity, start_s, "the forecast offer was not placed"),
         }
     }
