@@ -1,8 +1,8 @@
 //! The trader: every decision of the node's market as pure code (sans-IO, like [`market::pools`]). Inputs in
 //! (offers with what the ledger says of them, cancels, commits, ticks, the outcome of submissions), outputs out
 //! (what was taken or refused and why, the settlements and barter cycles this node must sign and submit, the reads
-//! the shell must make). No clock, no socket, no ledger handle: the market actor (`crate::market`) reads the ledger,
-//! signs, submits and passes the time in.
+//! the shell must make). No clock, no socket, no ledger handle: the market actor (the node's `market` module)
+//! reads the ledger, signs, submits and passes the time in.
 //!
 //! Its rules:
 //! - **The pool must be able to settle.** An offer of a pool whose token is not in the genesis takes no place.
