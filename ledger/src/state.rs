@@ -323,8 +323,9 @@ pub enum Event {
     },
 }
 
-/// The event an executed entry is itself: a settled trade, an anchored reading, a settled barter cycle.
-fn entry_event(id: &Id, envelope: &Envelope) -> Option<Event> {
+/// The event an executed entry is itself: a settled trade, an anchored reading, a settled barter cycle (what a
+/// block's commit reports for it; followers and simulations build the same events with it).
+pub fn entry_event(id: &Id, envelope: &Envelope) -> Option<Event> {
     match &envelope.body {
         Body::Settlement(settlement) => {
             let Body::Offer(bid) = &settlement.bid.body else { return None };

@@ -328,20 +328,12 @@ mod tests {
         Trader::new(key.public(), [TokenId::new("credit").unwrap()], Limits::default())
     }
 
-    /// The event the ledger commits for a settlement.
-    fn settled(settlement: &Settlement) -> Event {
-        Event::TradeSettled {
-            settlement: Id([0; 32]),
-            pool: pool(),
-            bid: settlement.bid.id(),
-            ask: settlement.ask.id(),
-            buyer: settlement.bid.author,
-            seller: settlement.ask.author,
-            quantity: settlement.quantity,
-            unit_price: settlement.unit_price,
-            mechanism: settlement.mechanism,
-            delivery_start_s: 0,
-        }
+    /// The event the ledger commits for a settlement (the ledger's own construction of it).
+    fn settled(key: &Keypair, nonce: u64, settlement: &Settlement) -> Event {
+        let body = Body::Settlement(settlement.clone());
+        let draft = Draft { network: network(), nonce, created_ms: NOW_MS, expires_ms: NOW_MS + 600_000, body };
+        let envelope = draft.sign(key);
+        ::ledger::state::entry_event(&envelope.id(), &envelope).unwrap()
     }
 
     /// A seeded stream of numbers (splitmix64): the simulation's only randomness.
@@ -396,7 +388,13 @@ mod tests {
                 assert!(matches.iter().all(|count| *count == matches[0]), "seed {seed}: the nodes matched alike");
                 assert_eq!(settlements.len() as u64, matches[0], "seed {seed}: each match settled exactly once");
                 matched += matches[0];
-                let events: Vec<Event> = settlements.iter().map(settled).collect();
+                let events: Vec<Event> = settlements
+                    .iter()
+                    .map(|settlement| {
+                        let seller = keys.iter().find(|key| key.public() == settlement.ask.author).unwrap();
+                        settled(seller, nonce, settlement)
+                    })
+                    .collect();
                 for settlement in &settlements {
                     for offer in [settlement.bid.id(), settlement.ask.id()] {
                         *settled_of.entry(offer).or_default() += settlement.quantity;
