@@ -102,7 +102,9 @@ type Reply = oneshot::Sender<Result<Id, Rejected>>;
 pub struct Handle {
     inputs: mpsc::Sender<Input>,
     status: watch::Receiver<Status>,
-    commits: broadcast::Sender<Arc<Commit>>,
+    /// The ledger thread holds the commit channel's only sender: when it ends the channel closes, and every
+    /// follower ends after the last commit (handles do not keep it open).
+    commits: broadcast::WeakSender<Arc<Commit>>,
     reader: RocksReader,
     genesis: Arc<Genesis>,
     /// Reads of the state waiting for the reader thread.
@@ -288,14 +290,23 @@ impl Handle {
 
     /// Every block committed from now on, none missed (see [`Follower`]).
     pub fn follow(&self) -> Follower {
-        let commits = self.commits.subscribe();
+        let commits = self.subscribe();
         let next = self.reader.tip().unwrap_or_else(|_| self.status.borrow().height) + 1;
         Follower::new(commits, self.reader.clone(), next)
     }
 
     /// Every block committed from `height` on, the ones already committed read from the store first.
     pub fn follow_from(&self, height: u64) -> Follower {
-        Follower::new(self.commits.subscribe(), self.reader.clone(), height)
+        Follower::new(self.subscribe(), self.reader.clone(), height)
+    }
+
+    /// The commit channel, or one already closed when the ledger thread has ended (a follower made then reads
+    /// what the store holds and ends).
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Commit>> {
+        match self.commits.upgrade() {
+            Some(commits) => commits.subscribe(),
+            None => broadcast::channel(1).1,
+        }
     }
 
     /// Reads of committed blocks and the entry index (any thread).
@@ -365,7 +376,7 @@ pub fn start(
     let handle = Handle {
         inputs: inputs.clone(),
         status,
-        commits: commits.clone(),
+        commits: commits.downgrade(),
         reader,
         genesis,
         queries: reads.jobs.clone(),
@@ -783,6 +794,7 @@ mod tests {
         let (_, status) = watch::channel(Status::default());
         let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
         let reads = spawn_reader(reader.clone(), genesis.clone()).unwrap();
+        let commits = commits.downgrade();
         (Handle { inputs, status, commits, reader, genesis, queries: reads.jobs.clone() }, received, reads)
     }
 
@@ -877,6 +889,34 @@ mod tests {
         // A read sent after it is answered, so the abandoned one has been taken from the queue.
         assert_eq!(ledger.query(|state| state.height()).await.unwrap(), 0);
         assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "the abandoned read ran");
+        stop(reads).await;
+    }
+
+    /// When the ledger thread ends (its commit sender dropped), a follower ends too, though handles still live:
+    /// before, every handle kept the channel open and a follower waited forever.
+    #[tokio::test]
+    async fn a_follower_ends_when_the_ledger_thread_ends_though_handles_live() {
+        let dir = tempfile::tempdir().unwrap();
+        let (genesis, _) = test_genesis();
+        let store = RocksStore::open(dir.path()).unwrap();
+        let (inputs, _received) = mpsc::channel(1);
+        let (_, status) = watch::channel(Status::default());
+        let (sender, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
+        let reads = spawn_reader(store.reader(), genesis.clone()).unwrap();
+        let ledger = Handle {
+            inputs,
+            status,
+            commits: sender.downgrade(),
+            reader: store.reader(),
+            genesis,
+            queries: reads.jobs.clone(),
+        };
+        let mut follower = ledger.follow();
+        drop(sender);
+        let ended = tokio::time::timeout(Duration::from_secs(5), follower.next()).await;
+        assert!(matches!(ended, Ok(None)), "the follower did not end with the ledger thread");
+        let ended = tokio::time::timeout(Duration::from_secs(5), ledger.follow().next()).await;
+        assert!(matches!(ended, Ok(None)), "a follower made after the end waits");
         stop(reads).await;
     }
 
