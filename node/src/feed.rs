@@ -28,7 +28,8 @@ pub const EVENTS_QUEUE_LEN: usize = 1024;
 const BACKFILL_BLOCKS: u64 = 64;
 
 /// A committed block, briefly.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "RecentBlock")]
 pub struct BlockView {
     pub height: u64,
     pub hash: String,
@@ -39,7 +40,7 @@ pub struct BlockView {
 }
 
 /// A settled trade: a bid matched with an ask and put in escrow by the ledger.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TradeView {
     /// The settlement entry's id.
     pub id: String,
@@ -59,7 +60,8 @@ pub struct TradeView {
 }
 
 /// A meter reading anchored in the ledger.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "AnchoredReading")]
 pub struct ReadingView {
     pub id: String,
     pub height: u64,
@@ -74,7 +76,7 @@ pub struct ReadingView {
 }
 
 /// One event of the stream.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Block(BlockView),

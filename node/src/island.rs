@@ -35,7 +35,8 @@ pub struct Settings {
 }
 
 /// What the controller shows.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "IslandStatus")]
 pub struct Status {
     pub mode: String,
     /// Governance ordered island mode (an `island` override in force for the microgrid's cell).
@@ -49,7 +50,7 @@ pub struct Status {
     pub switches: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct MemberAllocation {
     pub account: String,
     pub need_essential_wh: u64,

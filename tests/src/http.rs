@@ -18,8 +18,29 @@ impl Response {
     }
 }
 
-/// Sends one request to `address` (`127.0.0.1:7080`) and reads the whole response.
+/// Sends one request to `address` (`127.0.0.1:7080`) and reads the whole response, which must be what the node's
+/// `/openapi.json` says it answers (else this panics, naming the difference: [`crate::openapi::check`]).
 pub fn request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let response = raw_request(address, method, path, headers, body)?;
+    if let Err(difference) = crate::openapi::check(address, method, path, response.status, &response.body) {
+        panic!("the API differs from its document: {difference}");
+    }
+    Ok(response)
+}
+
+/// GET `path`, unchecked.
+pub fn raw_get(address: &str, path: &str) -> std::io::Result<Response> {
+    raw_request(address, "GET", path, &[], &[])
+}
+
+/// Sends one request and reads the whole response, unchecked.
+pub fn raw_request(
     address: &str,
     method: &str,
     path: &str,

@@ -4,6 +4,7 @@ pub mod browser;
 pub mod cli;
 pub mod cluster;
 pub mod http;
+pub mod openapi;
 pub mod process;
 
 /// Milliseconds since the Unix epoch.

@@ -46,6 +46,30 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// The node cannot serve this now, nor says when it will (a part of it stopped, or is missing).
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+
+    /// The node failed (its store or its signer), not the request.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    /// A node started without a genesis file keeps no ledger.
+    pub fn no_ledger() -> ApiError {
+        ApiError::unavailable("this node keeps no ledger (no genesis file)")
+    }
+
+    /// A node without a ledger runs no market.
+    pub fn no_market() -> ApiError {
+        ApiError::unavailable("this node runs no market (it needs a ledger: a genesis file)")
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -57,10 +81,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = match self.id {
-            Some(id) => serde_json::json!({ "error": self.message, "id": id.to_hex() }),
-            None => serde_json::json!({ "error": self.message }),
-        };
+        let body = super::doc::ErrorBody { error: self.message, id: self.id.map(|id| id.to_hex()) };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_s {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
@@ -91,6 +112,33 @@ impl From<&crate::ledger::Error> for ApiError {
         }
     }
 }
+
+impl From<crate::ledger::Error> for ApiError {
+    fn from(refused: crate::ledger::Error) -> ApiError {
+        ApiError::from(&refused)
+    }
+}
+
+impl From<crate::app::place::PlaceError> for ApiError {
+    fn from(problem: crate::app::place::PlaceError) -> ApiError {
+        ApiError::from(&problem)
+    }
+}
+
+/// A JSON answer with 202 Accepted: what a write answers when the node took it (it is not on the ledger yet).
+pub struct Accepted<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for Accepted<T> {
+    fn into_response(self) -> Response {
+        (StatusCode::ACCEPTED, Json(self.0)).into_response()
+    }
+}
+
+/// What a handler answers: its JSON, or an error.
+pub type Answer<T> = Result<Json<T>, ApiError>;
+
+/// What a write answers: 202 with its JSON, or an error.
+pub type Taken<T> = Result<Accepted<T>, ApiError>;
 
 impl From<&crate::market::Refused> for ApiError {
     /// The market's refusals: the request's fault (400), the account's standing (403), a conflict (409), too many

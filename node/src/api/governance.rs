@@ -4,85 +4,129 @@
 //! `POST /reports`, `POST /reports/{id}/propose`).
 
 use ::ledger::reads::*;
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use protocol::message::{
-    Action, AddValidator, AdmitMember, Choice, DeviceCap, Empty, Freeze, FuelCap, IslandOrder, Measure, Override,
-    Proposal, RemoveValidator, SetParameter, Vote,
+    Action, AddValidator, AdmitMember, AlertRule, Choice, DeviceCap, Empty, Freeze, FuelCap, IslandOrder, Measure,
+    Override, Proposal, RemoveValidator, SetParameter, Severity, Vote,
 };
 use protocol::types::{Cell, MeterId, ParameterName, Text};
 use protocol::{Body, Id, PublicKey};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use super::{Authorized, Context, error, ledger_error, no_ledger, parse, sign_and_submit};
+use super::{
+    Answer, ApiError, Authorized, Context, Route, SUBMITTED, SUBMITTED_ABOUT, Submitted, Taken, doc, parse,
+    sign_and_submit,
+};
 
-/// A proposal asked of the node.
-#[derive(Debug, Deserialize)]
+/// A proposal for the node to sign and submit: if it passes the vote, the ledger carries out its action.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProposalRequest {
+    /// At most 120 bytes of UTF-8.
     pub title: String,
+    /// Why, for the voters: at most 4096 bytes of UTF-8; default empty.
     #[serde(default)]
     pub text: String,
+    /// How many blocks the vote stays open.
     pub voting_period_blocks: u32,
+    /// What the ledger does if the proposal passes.
     pub action: ActionRequest,
 }
 
-/// A proposal's action as JSON: `{"kind": "set-parameter", "name": "grid_fee_per_kwh", "value": 20}`, ...
-#[derive(Debug, Clone, Deserialize)]
+/// What a proposal does if it passes, by `kind`: `{"kind": "set-parameter", "name": "grid_fee_per_kwh", "value":
+/// 20}`, `{"kind": "override", "measure": "freeze", "account": "…", "duration_blocks": 100}`…
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum ActionRequest {
+    /// Nothing: the vote is the decision (a resolution, a poll).
     Text,
+    /// Sets a governable parameter (those `GET /governance` lists under `params`).
     SetParameter {
+        /// The parameter's name, e.g. `grid_fee_per_kwh`.
         name: String,
+        /// Its new value, in the parameter's unit.
         value: u64,
     },
+    /// Adds a validator, or changes its power (after the ledger's validator change delay).
     AddValidator {
+        /// The validator's public key, 64 hex digits.
         key: String,
+        /// Its voting power; more than 0.
         power: u64,
     },
+    /// Removes a validator (after the ledger's validator change delay).
     RemoveValidator {
+        /// The validator's public key, 64 hex digits.
         key: String,
     },
+    /// Admits an account to the members who vote one account, one vote.
     AdmitMember {
+        /// The account's public key, 64 hex digits.
         key: String,
     },
+    /// Sets a token's issuance rule: who may mint it, its supply cap, its reward per kWh exported.
     IssuanceRule {
+        /// The token's id (a-z 0-9 -).
         token: String,
+        /// The accounts that may mint it, 64 hex digits each (any order; the node sorts them).
         issuers: Vec<String>,
+        /// Its largest total supply, milli-units; 0: no cap.
         supply_max: u64,
+        /// Milli-units minted to a meter's owner per kWh its anchored readings export.
         export_reward_per_kwh: u64,
     },
+    /// Sets one pool's grid fee: a constant per kWh (per 1000 units), or a share of the seller's price; both 0: no
+    /// fee; not both above 0.
     PoolFee {
+        /// The pool: `resource/token/cell/interval_s`, e.g. `energy/credit/u33db/900`.
         pool: String,
+        /// Milli-units of the pool's token per kWh (per 1000 units); default 0.
         #[serde(default)]
         fee_per_kwh: u64,
+        /// Parts per million of the seller's price; default 0.
         #[serde(default)]
         fee_ppm: u32,
     },
+    /// An override decided by the community's vote.
     Override(OverrideRequest),
+    /// An override decided by the emergency rule (k of n stewards), for a short bounded time.
     Emergency(OverrideRequest),
-    /// A job the commons posts if the proposal passes (its bidding must end after the vote).
+    /// A job the commons posts if the proposal passes, its reward paid from the commons' account (its bidding must
+    /// end after the vote).
     Quest {
+        /// The job, as `POST /jobs` takes it.
         job: Box<super::jobs::JobRequest>,
     },
 }
 
-/// An override: what it does (`measure`) to whom, for how many blocks.
-#[derive(Debug, Clone, Deserialize)]
+/// An override: what it does (`measure`) to whom, for how many blocks. Which fields are needed depends on the
+/// measure: `freeze` needs `account`; `fuel-cap` `account` and `per_s`; `device-cap` `account`, `meter`,
+/// `import_w_max` and `export_w_max`; `island` `cell`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
-    /// `freeze`, `fuel-cap`, `device-cap` or `island`.
+    /// `freeze` (stops an account's trading), `fuel-cap` (caps an account's fuel), `device-cap` (caps what a meter
+    /// may import and export) or `island` (puts a cell's microgrid into island mode).
+    #[schemars(extend("enum" = ["freeze", "fuel-cap", "device-cap", "island"]))]
     pub measure: String,
+    /// The account it applies to (`freeze`, `fuel-cap`, `device-cap`), 64 hex digits.
     pub account: Option<String>,
+    /// `fuel-cap`: the account's fuel recharge in every class, units per second.
     pub per_s: Option<u64>,
+    /// `device-cap`: the account's meter (its id).
     pub meter: Option<String>,
+    /// `device-cap`: the most the meter may import, W.
     pub import_w_max: Option<u64>,
+    /// `device-cap`: the most the meter may export, W.
     pub export_w_max: Option<u64>,
+    /// `island`: the location cell (a geohash prefix) whose microgrid islands.
     pub cell: Option<String>,
+    /// How many blocks it holds for, from the block where it passes; more than 0.
     pub duration_blocks: u32,
 }
 
@@ -152,70 +196,170 @@ impl ActionRequest {
     }
 }
 
-/// A measure as JSON, in the request's shape.
-pub fn measure_json(measure: &Measure) -> Value {
+/// What an override does, in the request's shape (`measure` names it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(tag = "measure", rename_all = "kebab-case")]
+pub enum MeasureView {
+    /// Stops an account's trading: its offers, barter offers and settlements are refused.
+    Freeze {
+        /// The account, 64 hex digits.
+        account: String,
+    },
+    /// Caps an account's fuel.
+    FuelCap {
+        /// The account, 64 hex digits.
+        account: String,
+        /// Its fuel recharge in every class, units per second.
+        per_s: u64,
+    },
+    /// Caps what a device (a meter of an account) may import and export: readings beyond are refused.
+    DeviceCap {
+        /// The meter's account, 64 hex digits.
+        account: String,
+        /// The meter's id.
+        meter: String,
+        /// The most it may import, W.
+        import_w_max: u64,
+        /// The most it may export, W.
+        export_w_max: u64,
+    },
+    /// Puts the microgrid of a location cell into island mode.
+    Island {
+        /// The cell, a geohash prefix.
+        cell: String,
+    },
+}
+
+/// A measure as the API shows it, in the request's shape.
+pub(crate) fn measure_view(measure: &Measure) -> MeasureView {
     match measure {
-        Measure::Freeze(freeze) => json!({ "measure": "freeze", "account": freeze.account.to_string() }),
-        Measure::FuelCap(cap) => {
-            json!({ "measure": "fuel-cap", "account": cap.account.to_string(), "per_s": cap.per_s })
-        }
-        Measure::DeviceCap(cap) => json!({
-            "measure": "device-cap",
-            "account": cap.account.to_string(),
-            "meter": cap.meter.as_str(),
-            "import_w_max": cap.import_w_max,
-            "export_w_max": cap.export_w_max,
-        }),
-        Measure::Island(order) => json!({ "measure": "island", "cell": order.cell.as_str() }),
+        Measure::Freeze(freeze) => MeasureView::Freeze { account: freeze.account.to_string() },
+        Measure::FuelCap(cap) => MeasureView::FuelCap { account: cap.account.to_string(), per_s: cap.per_s },
+        Measure::DeviceCap(cap) => MeasureView::DeviceCap {
+            account: cap.account.to_string(),
+            meter: cap.meter.as_str().to_owned(),
+            import_w_max: cap.import_w_max,
+            export_w_max: cap.export_w_max,
+        },
+        Measure::Island(order) => MeasureView::Island { cell: order.cell.as_str().to_owned() },
     }
 }
 
-/// An action as JSON, in the request's shape.
-pub fn action_json(action: &Action) -> Value {
-    let with_kind = |kind: &str, mut value: Value| {
-        if let Some(object) = value.as_object_mut() {
-            object.insert("kind".into(), json!(kind));
-        }
-        value
+/// An override as a proposal's action shows it: its measure and how long it holds.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct OverrideAction {
+    #[serde(flatten)]
+    pub measure: MeasureView,
+    /// How many blocks it holds for, from the block where it passes.
+    pub duration_blocks: u32,
+}
+
+/// A quest's job, in short (`GET /jobs/{id}` shows it in full once posted).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct QuestJob {
+    /// compute, storage, bandwidth, build, delivery, maintenance or text.
+    pub kind: &'static str,
+    pub title: String,
+    /// The most the commons pays, milli-units of `token`.
+    pub reward: u64,
+    pub token: String,
+    /// Where it is done (a geohash prefix); empty: anywhere.
+    pub cell: String,
+    /// Bids are taken until then, Unix ms.
+    pub bids_until_ms: u64,
+    /// The work is due by then, Unix ms.
+    pub deadline_ms: u64,
+}
+
+/// A proposal's action, in the request's shape (`kind` names it; see the proposal request).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ActionView {
+    /// Nothing: the vote is the decision.
+    Text,
+    /// Sets a governable parameter.
+    SetParameter {
+        name: String,
+        /// In the parameter's unit.
+        value: u64,
+    },
+    /// Adds a validator, or changes its power.
+    AddValidator {
+        /// Its public key, 64 hex digits.
+        key: String,
+        power: u64,
+    },
+    /// Removes a validator.
+    RemoveValidator {
+        /// Its public key, 64 hex digits.
+        key: String,
+    },
+    /// Admits an account to the members who vote one account, one vote.
+    AdmitMember {
+        /// Its public key, 64 hex digits.
+        key: String,
+    },
+    /// Sets one pool's grid fee.
+    PoolFee {
+        /// `resource/token/cell/interval_s`.
+        pool: String,
+        /// Milli-units of the pool's token per kWh (per 1000 units).
+        fee_per_kwh: u64,
+        /// Parts per million of the seller's price.
+        fee_ppm: u32,
+    },
+    /// Sets a token's issuance rule.
+    IssuanceRule {
+        token: String,
+        /// The accounts that may mint it, 64 hex digits each.
+        issuers: Vec<String>,
+        /// Its largest total supply, milli-units; 0: no cap.
+        supply_max: u64,
+        /// Milli-units minted to a meter's owner per kWh its anchored readings export.
+        export_reward_per_kwh: u64,
+    },
+    /// An override decided by the community's vote.
+    Override(OverrideAction),
+    /// An override decided by the emergency rule.
+    Emergency(OverrideAction),
+    /// A job the commons posts if the proposal passes.
+    Quest { job: QuestJob },
+}
+
+/// An action as the API shows it, in the request's shape.
+pub fn action_view(action: &Action) -> ActionView {
+    let measure = |measure: &Override| OverrideAction {
+        measure: measure_view(&measure.measure),
+        duration_blocks: measure.duration_blocks,
     };
     match action {
-        Action::Text(_) => json!({ "kind": "text" }),
-        Action::SetParameter(set) => json!({ "kind": "set-parameter", "name": set.name.as_str(), "value": set.value }),
-        Action::AddValidator(add) => json!({ "kind": "add-validator", "key": add.key.to_string(), "power": add.power }),
-        Action::RemoveValidator(remove) => json!({ "kind": "remove-validator", "key": remove.key.to_string() }),
-        Action::AdmitMember(admit) => json!({ "kind": "admit-member", "key": admit.key.to_string() }),
-        Action::PoolFee(fee) => json!({
-            "kind": "pool-fee",
-            "pool": fee.pool.to_string(),
-            "fee_per_kwh": fee.fee_per_kwh,
-            "fee_ppm": fee.fee_ppm,
-        }),
-        Action::IssuanceRule(rule) => json!({
-            "kind": "issuance-rule",
-            "token": rule.token.as_str(),
-            "issuers": rule.issuers.as_slice().iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "supply_max": rule.supply_max,
-            "export_reward_per_kwh": rule.export_reward_per_kwh,
-        }),
-        Action::Override(measure) | Action::Emergency(measure) => {
-            let mut value = measure_json(&measure.measure);
-            if let Some(object) = value.as_object_mut() {
-                object.insert("duration_blocks".into(), json!(measure.duration_blocks));
-            }
-            with_kind(if matches!(action, Action::Override(_)) { "override" } else { "emergency" }, value)
+        Action::Text(_) => ActionView::Text,
+        Action::SetParameter(set) => ActionView::SetParameter { name: set.name.as_str().to_owned(), value: set.value },
+        Action::AddValidator(add) => ActionView::AddValidator { key: add.key.to_string(), power: add.power },
+        Action::RemoveValidator(remove) => ActionView::RemoveValidator { key: remove.key.to_string() },
+        Action::AdmitMember(admit) => ActionView::AdmitMember { key: admit.key.to_string() },
+        Action::PoolFee(fee) => {
+            ActionView::PoolFee { pool: fee.pool.to_string(), fee_per_kwh: fee.fee_per_kwh, fee_ppm: fee.fee_ppm }
         }
-        Action::Quest(job) => json!({
-            "kind": "quest",
-            "job": {
-                "kind": job.kind.name(),
-                "title": job.title.as_str(),
-                "reward": job.reward,
-                "token": job.token.as_str(),
-                "cell": job.cell.as_str(),
-                "bids_until_ms": job.bids_until_ms,
-                "deadline_ms": job.deadline_ms,
+        Action::IssuanceRule(rule) => ActionView::IssuanceRule {
+            token: rule.token.as_str().to_owned(),
+            issuers: rule.issuers.as_slice().iter().map(ToString::to_string).collect(),
+            supply_max: rule.supply_max,
+            export_reward_per_kwh: rule.export_reward_per_kwh,
+        },
+        Action::Override(with) => ActionView::Override(measure(with)),
+        Action::Emergency(with) => ActionView::Emergency(measure(with)),
+        Action::Quest(job) => ActionView::Quest {
+            job: QuestJob {
+                kind: job.kind.name(),
+                title: job.title.as_str().to_owned(),
+                reward: job.reward,
+                token: job.token.as_str().to_owned(),
+                cell: job.cell.as_str().to_owned(),
+                bids_until_ms: job.bids_until_ms,
+                deadline_ms: job.deadline_ms,
             },
-        }),
+        },
     }
 }
 
@@ -223,122 +367,214 @@ pub fn action_json(action: &Action) -> Value {
 pub const PROPOSALS_SHOWN: usize = 200;
 /// Ballots it lists per proposal (in voter order; the proposal's totals count them all).
 pub const BALLOTS_SHOWN: usize = 1_000;
+/// Alerts, reports and redistributions it lists: the newest.
+const NOTICES_SHOWN: usize = 100;
+
+/// The commons: proposals, overrides in force, validator changes, parameters, alerts, reports and redistributions.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Governance {
+    /// The height whose state this is.
+    pub height: u64,
+    /// The redistributions of the commons' pot of the last 30 days, newest first (at most 100).
+    pub redistributions: Vec<Redistribution>,
+    /// Maintenance alerts, newest first (at most 100).
+    pub alerts: Vec<AlertView>,
+    /// Citizens' reports of the last 30 days, newest first (at most 100).
+    pub reports: Vec<ReportView>,
+    /// The 200 proposals that end last, newest end first.
+    pub proposals: Vec<ProposalView>,
+    /// The overrides in force.
+    pub overrides: Vec<OverrideView>,
+    /// Validator changes scheduled, by height.
+    pub validator_changes: Vec<ValidatorChange>,
+    /// The governable parameters' values by name (each in its own unit).
+    pub params: BTreeMap<String, u64>,
+}
+
+/// A redistribution: the commons' pot shared among the accounts with the least.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Redistribution {
+    /// The block that made it.
+    pub height: u64,
+    /// The token shared (the fee token).
+    pub token: String,
+    /// How many accounts were paid.
+    pub accounts: u64,
+    /// What each was paid, milli-units.
+    pub share: u64,
+    /// When, Unix ms (block time).
+    pub time_ms: u64,
+}
+
+/// A proposal with its totals and its first ballots.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ProposalView {
+    /// The proposal's id (its entry's), 64 hex digits.
+    pub id: String,
+    /// Its author's account, 64 hex digits.
+    pub author: String,
+    pub action: ActionView,
+    /// The height where its vote ends.
+    pub end_height: u64,
+    /// The weight voting yes (by the proposal's rule: validators' power, members, or stake in milli-units).
+    pub yes: u64,
+    /// The weight voting no.
+    pub no: u64,
+    /// The weight abstaining.
+    pub abstain: u64,
+    /// open, passed or rejected.
+    pub status: &'static str,
+    /// Its first 1000 ballots, in voter order.
+    pub ballots: Vec<Ballot>,
+}
+
+/// How a voter voted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ChoiceName {
+    No,
+    Yes,
+    Abstain,
+}
+
+/// A voter's ballot.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Ballot {
+    /// The voter's account, 64 hex digits.
+    pub voter: String,
+    pub choice: ChoiceName,
+    /// The weight it counts for.
+    pub weight: u64,
+}
+
+/// An override in force.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OverrideView {
+    #[serde(flatten)]
+    pub measure: MeasureView,
+    /// The override's id (its proposal's), 64 hex digits.
+    pub id: String,
+    /// The block whose execution passed it.
+    pub from_height: u64,
+    /// The last block it holds for.
+    pub until_height: u64,
+    /// Whether the emergency rule decided it.
+    pub emergency: bool,
+}
+
+/// A validator change scheduled.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ValidatorChange {
+    /// The height where it takes effect.
+    pub height: u64,
+    /// The validator's public key, 64 hex digits.
+    pub key: String,
+    /// Its new power; 0: removed.
+    pub power: u64,
+}
 
 /// `GET /governance`: the proposals that end last (newest end first) with their ballots, overrides in force,
 /// validator changes.
-pub async fn overview(State(context): State<Context>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let read = ledger
+pub async fn overview(State(context): State<Context>) -> Answer<Governance> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let governance = ledger
         .query(|state| {
             let height = state.height();
             // The proposals that end last, each with its first ballots: what a request reads does not grow with
             // every proposal and vote ever made.
-            let proposals: Vec<Value> = state
+            let proposals = state
                 .proposals_ending_last(PROPOSALS_SHOWN)
                 .into_iter()
                 .map(|(id, proposal)| {
-                    let ballots: Vec<Value> = state
+                    let ballots = state
                         .ballots_by_voter(&id)
                         .take(BALLOTS_SHOWN)
                         .map(|(voter, choice, weight)| {
                             let choice = match choice {
-                                0 => "no",
-                                1 => "yes",
-                                _ => "abstain",
+                                0 => ChoiceName::No,
+                                1 => ChoiceName::Yes,
+                                _ => ChoiceName::Abstain,
                             };
-                            json!({ "voter": voter.to_string(), "choice": choice, "weight": weight })
+                            Ballot { voter: voter.to_string(), choice, weight }
                         })
                         .collect();
-                    json!({
-                        "id": id.to_hex(),
-                        "author": proposal.author.to_string(),
-                        "action": action_json(&proposal.action),
-                        "end_height": proposal.end_height,
-                        "yes": proposal.yes,
-                        "no": proposal.no,
-                        "abstain": proposal.abstain,
-                        "status": proposal.status.name(),
-                        "ballots": ballots,
-                    })
-                })
-                .collect();
-            let overrides: Vec<Value> = state
-                .overrides()
-                .map(|(id, record)| {
-                    let mut value = measure_json(&record.measure);
-                    if let Some(object) = value.as_object_mut() {
-                        object.insert("id".into(), json!(id.to_hex()));
-                        object.insert("from_height".into(), json!(record.from_height));
-                        object.insert("until_height".into(), json!(record.until_height));
-                        object.insert("emergency".into(), json!(record.emergency == 1));
+                    ProposalView {
+                        id: id.to_hex(),
+                        author: proposal.author.to_string(),
+                        action: action_view(&proposal.action),
+                        end_height: proposal.end_height,
+                        yes: proposal.yes,
+                        no: proposal.no,
+                        abstain: proposal.abstain,
+                        status: proposal.status.name(),
+                        ballots,
                     }
-                    value
                 })
                 .collect();
-            let changes: Vec<Value> = state
+            let overrides = state
+                .overrides()
+                .map(|(id, record)| OverrideView {
+                    measure: measure_view(&record.measure),
+                    id: id.to_hex(),
+                    from_height: record.from_height,
+                    until_height: record.until_height,
+                    emergency: record.emergency == 1,
+                })
+                .collect();
+            let validator_changes = state
                 .validator_changes()
                 .into_iter()
-                .map(|(at, key, power)| json!({ "height": at, "key": key.to_string(), "power": power }))
+                .map(|(at, key, power)| ValidatorChange { height: at, key: key.to_string(), power })
                 .collect();
-            let params: serde_json::Map<String, Value> = ledger::genesis::Params::GOVERNABLE
+            let params = ledger::genesis::Params::GOVERNABLE
                 .iter()
-                .map(|name| ((*name).to_string(), json!(state.param(name))))
+                .map(|name| ((*name).to_string(), state.param(name)))
                 .collect();
             let mut alerts: Vec<ledger::state::AlertState> = state.alerts().collect();
             alerts.sort_by_key(|alert| std::cmp::Reverse(alert.height));
-            let alerts: Vec<Value> = alerts.iter().take(100).map(alert_json).collect();
+            let alerts = alerts.iter().take(NOTICES_SHOWN).map(alert_view).collect();
             let mut reports: Vec<(Id, ledger::state::ReportState)> = state.reports().collect();
             reports.sort_by_key(|(_, report)| std::cmp::Reverse(report.height));
-            let reports: Vec<Value> = reports.iter().take(100).map(|(id, report)| report_json(id, report)).collect();
-            let redistributions: Vec<Value> = state
+            let reports = reports.iter().take(NOTICES_SHOWN).map(|(id, report)| report_view(id, report)).collect();
+            let redistributions = state
                 .redistributions()
                 .into_iter()
                 .rev()
-                .take(100)
-                .map(|(height, token, accounts, share, time_ms)| {
-                    json!({ "height": height, "token": token, "accounts": accounts, "share": share, "time_ms": time_ms })
+                .take(NOTICES_SHOWN)
+                .map(|(height, token, accounts, share, time_ms)| Redistribution {
+                    height,
+                    token,
+                    accounts,
+                    share,
+                    time_ms,
                 })
                 .collect();
-            json!({
-                "height": height,
-                "redistributions": redistributions,
-                "alerts": alerts,
-                "reports": reports,
-                "proposals": proposals,
-                "overrides": overrides,
-                "validator_changes": changes,
-                "params": params,
-            })
+            Governance { height, redistributions, alerts, reports, proposals, overrides, validator_changes, params }
         })
-        .await;
-    match read {
-        Ok(value) => Json(value).into_response(),
-        Err(failed) => ledger_error(&failed),
-    }
+        .await?;
+    Ok(Json(governance))
 }
 
 /// `POST /proposals`: the node proposes.
-pub async fn propose(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let request: ProposalRequest = match parse(&body, "a proposal") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    let action = match request.action.to_action() {
-        Ok(action) => action,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("action: {problem}")),
-    };
+pub async fn propose(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
+    let request: ProposalRequest = parse(&body, "a proposal")?;
+    let action = request.action.to_action().map_err(|problem| ApiError::bad_request(format!("action: {problem}")))?;
     let (Ok(title), Ok(text)) = (Text::new(request.title.clone()), Text::new(request.text.clone())) else {
-        return error(StatusCode::BAD_REQUEST, "title at most 120 bytes, text at most 4096");
+        return Err(ApiError::bad_request("title at most 120 bytes, text at most 4096"));
     };
     let proposal = Proposal { action, title, text, voting_period_blocks: request.voting_period_blocks };
     sign_and_submit(&context, Body::Proposal(proposal)).await
 }
 
-#[derive(Debug, Deserialize)]
+/// The node's vote on a proposal.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct VoteRequest {
+pub struct VoteRequest {
+    /// `yes`, `no` or `abstain`.
+    #[schemars(extend("enum" = ["yes", "no", "abstain"]))]
     choice: String,
-    /// On a proposal decided by stake: the tokens to lock into the vote (a decimal, up to 3 places).
+    /// On a proposal decided by stake: how much of the staked token (the one its rule weighs by) to lock into the
+    /// vote until the proposal closes, a decimal string with up to 3 decimals (e.g. "2.5"); default none.
     stake: Option<String>,
 }
 
@@ -348,98 +584,167 @@ pub async fn vote(
     UrlPath(id): UrlPath<String>,
     _: Authorized,
     body: Bytes,
-) -> Response {
-    let Ok(proposal) = Id::from_hex(&id) else {
-        return error(StatusCode::BAD_REQUEST, "a proposal id is 64 hex digits");
-    };
-    let request: VoteRequest = match parse(&body, "a vote") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+) -> Taken<Submitted> {
+    let proposal = Id::from_hex(&id).map_err(|_| ApiError::bad_request("a proposal id is 64 hex digits"))?;
+    let request: VoteRequest = parse(&body, "a vote")?;
     let choice = match request.choice.as_str() {
         "yes" => Choice::Yes,
         "no" => Choice::No,
         "abstain" => Choice::Abstain,
-        other => return error(StatusCode::BAD_REQUEST, format!("choice {other:?} is not yes, no or abstain")),
+        other => return Err(ApiError::bad_request(format!("choice {other:?} is not yes, no or abstain"))),
     };
-    let stake = match request.stake.as_deref().map(protocol::amount::parse_milli).transpose() {
-        Ok(stake) => stake.unwrap_or(0),
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("stake: {problem}")),
-    };
+    let stake = request
+        .stake
+        .as_deref()
+        .map(protocol::amount::parse_milli)
+        .transpose()
+        .map_err(|problem| ApiError::bad_request(format!("stake: {problem}")))?
+        .unwrap_or(0);
     sign_and_submit(&context, Body::Vote(Vote { proposal, choice, stake })).await
 }
 
-/// An alert as JSON.
-pub fn alert_json(alert: &ledger::state::AlertState) -> Value {
-    let rule = match alert.alert.rule {
-        protocol::message::AlertRule::Wear => "wear",
-        protocol::message::AlertRule::Depletion => "depletion",
-        protocol::message::AlertRule::Misuse => "misuse",
-        protocol::message::AlertRule::Silent => "silent",
-    };
-    json!({
-        "id": alert.id.to_hex(),
-        "asset": alert.alert.asset.to_hex(),
-        "author": alert.author.to_string(),
-        "rule": rule,
-        "measured": alert.alert.measured,
-        "threshold": alert.alert.threshold,
-        "interval_start_s": alert.alert.interval_start_s,
-        "height": alert.height,
-    })
+/// The maintenance rule that raised an alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertRuleName {
+    /// A battery's round-trip efficiency fell below the threshold (ppm).
+    Wear,
+    /// Stored energy fell below the reserve (ppm of capacity).
+    Depletion,
+    /// Consumption far above the asset's usual (Wh).
+    Misuse,
+    /// The meter went silent (intervals).
+    Silent,
 }
 
-fn severity_name(severity: protocol::message::Severity) -> &'static str {
-    match severity {
-        protocol::message::Severity::Info => "info",
-        protocol::message::Severity::Warning => "warning",
-        protocol::message::Severity::Fault => "fault",
-        protocol::message::Severity::Done => "maintenance-done",
+/// A maintenance alert about a registered asset, raised by a watcher's rules over its readings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct AlertView {
+    /// The alert's id (its entry's), 64 hex digits.
+    pub id: String,
+    /// The asset (its manifest's id), 64 hex digits.
+    pub asset: String,
+    /// The watcher that raised it, 64 hex digits.
+    pub author: String,
+    pub rule: AlertRuleName,
+    /// What was measured, in the rule's unit (ppm for wear and depletion, Wh for misuse, intervals for silent).
+    pub measured: u64,
+    /// The rule's threshold, in the same unit.
+    pub threshold: u64,
+    /// The start of the interval where the rule fired, Unix seconds.
+    pub interval_start_s: u64,
+    /// The block that holds it.
+    pub height: u64,
+}
+
+/// An alert as the API shows it.
+pub(crate) fn alert_view(alert: &ledger::state::AlertState) -> AlertView {
+    let rule = match alert.alert.rule {
+        AlertRule::Wear => AlertRuleName::Wear,
+        AlertRule::Depletion => AlertRuleName::Depletion,
+        AlertRule::Misuse => AlertRuleName::Misuse,
+        AlertRule::Silent => AlertRuleName::Silent,
+    };
+    AlertView {
+        id: alert.id.to_hex(),
+        asset: alert.alert.asset.to_hex(),
+        author: alert.author.to_string(),
+        rule,
+        measured: alert.alert.measured,
+        threshold: alert.alert.threshold,
+        interval_start_s: alert.alert.interval_start_s,
+        height: alert.height,
     }
 }
 
-/// A report as JSON.
-pub fn report_json(id: &Id, report: &ledger::state::ReportState) -> Value {
-    json!({
-        "id": id.to_hex(),
-        "author": report.author.to_string(),
-        "asset": report.report.asset.as_slice().first().map(Id::to_hex),
-        "cell": report.report.cell.as_str(),
-        "severity": severity_name(report.report.severity),
-        "text": report.report.text.as_str(),
-        "reading": report.report.reading.as_slice().first().map(|reading| reading.id().to_hex()),
-        "height": report.height,
-        "time_ms": report.time_ms,
-    })
+/// How serious a citizen's report is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeverityName {
+    Info,
+    Warning,
+    Fault,
+    /// Maintenance was done on the asset: the report is its log entry.
+    MaintenanceDone,
 }
 
-#[derive(Debug, Deserialize)]
+impl From<Severity> for SeverityName {
+    fn from(severity: Severity) -> SeverityName {
+        match severity {
+            Severity::Info => SeverityName::Info,
+            Severity::Warning => SeverityName::Warning,
+            Severity::Fault => SeverityName::Fault,
+            Severity::Done => SeverityName::MaintenanceDone,
+        }
+    }
+}
+
+/// A citizen's report about an asset or an area.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct ReportView {
+    /// The report's id (its entry's), 64 hex digits.
+    pub id: String,
+    /// Its author's account, 64 hex digits.
+    pub author: String,
+    /// The asset reported on (its manifest's id, 64 hex digits); null: the area of `cell`.
+    pub asset: Option<String>,
+    /// The location cell, a geohash prefix.
+    pub cell: String,
+    pub severity: SeverityName,
+    pub text: String,
+    /// The id of the signed reading given as evidence, 64 hex digits; null: none.
+    pub reading: Option<String>,
+    /// The block that holds it.
+    pub height: u64,
+    /// Its block's time, Unix ms.
+    pub time_ms: u64,
+}
+
+/// A report as the API shows it.
+pub(crate) fn report_view(id: &Id, report: &ledger::state::ReportState) -> ReportView {
+    ReportView {
+        id: id.to_hex(),
+        author: report.author.to_string(),
+        asset: report.report.asset.as_slice().first().map(Id::to_hex),
+        cell: report.report.cell.as_str().to_owned(),
+        severity: report.report.severity.into(),
+        text: report.report.text.as_str().to_owned(),
+        reading: report.report.reading.as_slice().first().map(|reading| reading.id().to_hex()),
+        height: report.height,
+        time_ms: report.time_ms,
+    }
+}
+
+/// A citizen's status report for the node to sign and submit: about an asset, or an area.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ReportRequest {
+pub struct ReportRequest {
+    /// The asset reported on (its manifest's id, 64 hex digits; the ledger must know it); none: the area of `cell`.
     asset: Option<String>,
+    /// The location cell, a geohash prefix (empty: the world).
     cell: String,
+    /// `info`, `warning`, `fault` or `maintenance-done` (the report is the asset's maintenance log entry).
+    #[schemars(extend("enum" = ["info", "warning", "fault", "maintenance-done"]))]
     severity: String,
+    /// At most 1024 bytes of UTF-8.
     text: String,
-    /// A signed reading of the node's, hex.
+    /// Evidence: a signed reading of the node's (an envelope whose body is a reading), its bytes in hex.
     reading: Option<String>,
 }
 
 /// `POST /reports`: a citizen's report, signed by the node.
-pub async fn report(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let request: ReportRequest = match parse(&body, "a report") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+pub async fn report(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
+    let request: ReportRequest = parse(&body, "a report")?;
     let built = (|| -> Result<protocol::message::Report, String> {
         let asset = match &request.asset {
             Some(asset) => vec![Id::from_hex(asset).map_err(|_| "asset: 64 hex digits".to_owned())?],
             None => Vec::new(),
         };
         let severity = match request.severity.as_str() {
-            "info" => protocol::message::Severity::Info,
-            "warning" => protocol::message::Severity::Warning,
-            "fault" => protocol::message::Severity::Fault,
-            "maintenance-done" => protocol::message::Severity::Done,
+            "info" => Severity::Info,
+            "warning" => Severity::Warning,
+            "fault" => Severity::Fault,
+            "maintenance-done" => Severity::Done,
             other => return Err(format!("severity {other:?} is not info, warning, fault or maintenance-done")),
         };
         let reading = match &request.reading {
@@ -457,23 +762,23 @@ pub async fn report(State(context): State<Context>, _: Authorized, body: Bytes) 
             reading: protocol::types::BoundedVec::new(reading).map_err(|error| error.to_string())?,
         })
     })();
-    let report = match built {
-        Ok(report) => report,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
-    };
+    let report = built.map_err(ApiError::bad_request)?;
     // A report on an asset the ledger does not know would only be dropped when blocks are built: say so now.
     if let (Some(ledger), Some(asset)) = (context.ledger.as_ref(), report.asset.as_slice().first().copied())
         && ledger.query(move |state| state.asset(&asset).is_none()).await.unwrap_or(false)
     {
-        return error(StatusCode::BAD_REQUEST, format!("no asset {} is registered", asset.to_hex()));
+        return Err(ApiError::bad_request(format!("no asset {} is registered", asset.to_hex())));
     }
     sign_and_submit(&context, Body::Report(report)).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A proposal made from a report, citing it. The body may be empty: a text proposal, voted for 100 blocks.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ReportProposalRequest {
+pub struct ReportProposalRequest {
+    /// What the proposal does if it passes; default nothing (a text proposal).
     action: Option<ActionRequest>,
+    /// How many blocks the vote stays open; default 100.
     voting_period_blocks: Option<u32>,
 }
 
@@ -483,29 +788,22 @@ pub async fn propose_report(
     UrlPath(id): UrlPath<String>,
     _: Authorized,
     body: Bytes,
-) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let Ok(report_id) = Id::from_hex(&id) else {
-        return error(StatusCode::BAD_REQUEST, "a report id is 64 hex digits");
-    };
-    let request: ReportProposalRequest = if body.is_empty() {
-        ReportProposalRequest { action: None, voting_period_blocks: None }
-    } else {
-        match parse(&body, "a proposal from a report") {
-            Ok(request) => request,
-            Err(response) => return *response,
-        }
-    };
-    let found = ledger.query(move |state| state.report(&report_id)).await;
-    let report = match found {
-        Ok(Some(report)) => report,
-        Ok(None) => return error(StatusCode::NOT_FOUND, "no such report (or older than 30 days)"),
-        Err(failed) => return ledger_error(&failed),
-    };
-    let action = match request.action.as_ref().map(ActionRequest::to_action).transpose() {
-        Ok(action) => action.unwrap_or(Action::Text(Empty)),
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("action: {problem}")),
-    };
+) -> Taken<Submitted> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let report_id = Id::from_hex(&id).map_err(|_| ApiError::bad_request("a report id is 64 hex digits"))?;
+    let request: ReportProposalRequest =
+        if body.is_empty() { ReportProposalRequest::default() } else { parse(&body, "a proposal from a report")? };
+    let report = ledger
+        .query(move |state| state.report(&report_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such report (or older than 30 days)"))?;
+    let action = request
+        .action
+        .as_ref()
+        .map(ActionRequest::to_action)
+        .transpose()
+        .map_err(|problem| ApiError::bad_request(format!("action: {problem}")))?
+        .unwrap_or(Action::Text(Empty));
     let summary: String = report.report.text.as_str().chars().take(80).collect();
     let (Ok(title), Ok(text)) = (
         Text::new(format!("Report {}: {summary}", &id[..8])),
@@ -516,8 +814,165 @@ pub async fn propose_report(
             report.report.text.as_str()
         )),
     ) else {
-        return error(StatusCode::BAD_REQUEST, "the report does not fit a proposal's title and text");
+        return Err(ApiError::bad_request("the report does not fit a proposal's title and text"));
     };
     let proposal = Proposal { action, title, text, voting_period_blocks: request.voting_period_blocks.unwrap_or(100) };
     sign_and_submit(&context, Body::Proposal(proposal)).await
+}
+
+/// The commons' routes.
+pub const ROUTES: &[Route] = &[
+    Route::get(
+        "/governance",
+        "Proposals with their ballots, overrides in force, scheduled validator changes, parameters, maintenance alerts \
+         and open reports",
+        || axum::routing::get(overview),
+        doc::json::<Governance>(),
+    )
+    .statuses(&[200, 503]),
+    Route::post(
+        "/proposals",
+        "A proposal signed by the node",
+        || axum::routing::post(propose),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .body(doc::json_body::<ProposalRequest>()),
+    Route::post(
+        "/proposals/{id}/votes",
+        "The node's vote on a proposal",
+        || axum::routing::post(vote),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .about(&["The proposal's id, 64 hex digits"])
+    .body(doc::json_body::<VoteRequest>()),
+    Route::post(
+        "/reports",
+        "A citizen's status report, signed by the node, with a signed reading of its own as evidence if given",
+        || axum::routing::post(report),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .body(doc::json_body::<ReportRequest>()),
+    Route::post(
+        "/reports/{id}/propose",
+        "Turn a report into a proposal (a text proposal unless an action is given)",
+        || axum::routing::post(propose_report),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED_ABOUT)
+    .about(&["The report's id, 64 hex digits"])
+    .body(doc::json_body::<ReportProposalRequest>()),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::types::{BoundedVec, TokenId};
+    use serde_json::Value;
+
+    fn measures() -> Vec<Measure> {
+        vec![
+            Measure::Freeze(Freeze { account: PublicKey([1; 32]) }),
+            Measure::FuelCap(FuelCap { account: PublicKey([2; 32]), per_s: 7 }),
+            Measure::DeviceCap(DeviceCap {
+                account: PublicKey([3; 32]),
+                meter: MeterId::new("main").unwrap(),
+                import_w_max: 43_470,
+                export_w_max: 500,
+            }),
+            Measure::Island(IslandOrder { cell: Cell::new("u33db").unwrap() }),
+        ]
+    }
+
+    /// An action as `GET /governance` shows it is a request for the same action: a client can propose it again.
+    #[test]
+    fn an_action_shown_is_the_request_for_it() {
+        let mut actions = vec![
+            Action::Text(Empty),
+            Action::SetParameter(SetParameter { name: ParameterName::new("grid_fee_per_kwh").unwrap(), value: 20 }),
+            Action::AddValidator(AddValidator { key: PublicKey([4; 32]), power: 3 }),
+            Action::RemoveValidator(RemoveValidator { key: PublicKey([5; 32]) }),
+            Action::AdmitMember(AdmitMember { key: PublicKey([6; 32]) }),
+            Action::PoolFee(protocol::message::PoolFee {
+                pool: "energy/credit/u33db/900".parse().unwrap(),
+                fee_per_kwh: 3,
+                fee_ppm: 0,
+            }),
+            Action::IssuanceRule(protocol::message::IssuanceRule {
+                token: TokenId::new("solar").unwrap(),
+                issuers: BoundedVec::new(vec![PublicKey([7; 32]), PublicKey([8; 32])]).unwrap(),
+                supply_max: 100,
+                export_reward_per_kwh: 5,
+            }),
+        ];
+        for measure in measures() {
+            actions.push(Action::Override(Override { measure: measure.clone(), duration_blocks: 9 }));
+            actions.push(Action::Emergency(Override { measure, duration_blocks: 4 }));
+        }
+        for action in actions {
+            let shown = serde_json::to_value(action_view(&action)).unwrap();
+            let request: ActionRequest = serde_json::from_value(shown.clone()).unwrap();
+            assert_eq!(request.to_action().unwrap(), action, "{shown}");
+        }
+    }
+
+    /// The views answer what the `json!` answers did: every field present, a missing value as null.
+    #[test]
+    fn views_answer_their_fields_with_nulls() {
+        let device_cap = serde_json::to_value(OverrideView {
+            measure: measure_view(&measures()[2]),
+            id: Id([9; 32]).to_hex(),
+            from_height: 3,
+            until_height: 8,
+            emergency: true,
+        })
+        .unwrap();
+        let expected: Value = serde_json::from_str(&format!(
+            r#"{{"measure": "device-cap", "account": "{}", "meter": "main", "import_w_max": 43470,
+                "export_w_max": 500, "id": "{}", "from_height": 3, "until_height": 8, "emergency": true}}"#,
+            PublicKey([3; 32]).to_hex(),
+            Id([9; 32]).to_hex()
+        ))
+        .unwrap();
+        assert_eq!(device_cap, expected);
+        let report = ledger::state::ReportState {
+            author: PublicKey([2; 32]),
+            report: protocol::message::Report {
+                asset: BoundedVec::new(Vec::new()).unwrap(),
+                cell: Cell::new("u33").unwrap(),
+                severity: Severity::Done,
+                text: Text::new("Replaced the fan.".to_owned()).unwrap(),
+                reading: BoundedVec::new(Vec::new()).unwrap(),
+            },
+            height: 3,
+            time_ms: 4,
+        };
+        let expected: Value = serde_json::from_str(&format!(
+            r#"{{"id": "{}", "author": "{}", "asset": null, "cell": "u33", "severity": "maintenance-done",
+                "text": "Replaced the fan.", "reading": null, "height": 3, "time_ms": 4}}"#,
+            Id([5; 32]).to_hex(),
+            PublicKey([2; 32]).to_hex()
+        ))
+        .unwrap();
+        assert_eq!(serde_json::to_value(report_view(&Id([5; 32]), &report)).unwrap(), expected);
+        let alert = ledger::state::AlertState {
+            id: Id([1; 32]),
+            author: PublicKey([2; 32]),
+            alert: protocol::message::Alert {
+                asset: Id([3; 32]),
+                rule: AlertRule::Misuse,
+                measured: 5,
+                threshold: 6,
+                interval_start_s: 7,
+            },
+            height: 8,
+        };
+        let shown = serde_json::to_value(alert_view(&alert)).unwrap();
+        assert_eq!(
+            (&shown["rule"], &shown["measured"], &shown["height"]),
+            (&Value::from("misuse"), &5.into(), &8.into())
+        );
+    }
 }

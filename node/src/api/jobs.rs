@@ -8,132 +8,332 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use protocol::message::{
     Award, AwardRule, Bid, ComputeTask, Deliver, Dispute, Empty, Evidence, Job, JobKind, Need, Opening, Outcome, Proof,
     Resource, Verdict,
 };
 use protocol::types::{BoundedVec, Cell, MeterId, Skill, Text, TokenId};
 use protocol::{Body, Id, PublicKey};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use super::{Authorized, Context, error, no_ledger, parse, sign_now, submit_bytes};
+use super::{
+    Answer, ApiError, Authorized, Context, Route, SUBMITTED, SUBMITTED_ABOUT, Submitted, Taken, doc, parse,
+    sign_and_submit,
+};
 use crate::clock::now_ms;
 use ::ledger::state::{BidState, JobState, JobStatus, job_escrow_account};
 
 /// Most jobs one `GET /jobs` lists.
 const JOBS_LISTED_MAX: usize = 500;
 
-fn rule_name(rule: AwardRule) -> &'static str {
-    match rule {
-        AwardRule::LowestPrice => "lowest-price",
-        AwardRule::BestScore => "best-score",
-        AwardRule::FirstQualified => "first-qualified",
+/// How the award is chosen among a job's bids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleName {
+    /// The lowest price; ties to the earlier bid.
+    LowestPrice,
+    /// The lowest cost: the price weighted by the bidder's reputation, plus the route at the job's `per_km`.
+    BestScore,
+    /// The first bid that qualifies, awarded as it lands.
+    FirstQualified,
+}
+
+impl From<AwardRule> for RuleName {
+    fn from(rule: AwardRule) -> RuleName {
+        match rule {
+            AwardRule::LowestPrice => RuleName::LowestPrice,
+            AwardRule::BestScore => RuleName::BestScore,
+            AwardRule::FirstQualified => RuleName::FirstQualified,
+        }
     }
 }
 
-fn evidence_json(evidence: &Evidence) -> Value {
+/// What completes a job besides the poster's acceptance (which always does), by `kind`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum EvidenceView {
+    /// Only the poster's acceptance.
+    Acceptance,
+    /// Energy delivered: the worker's meter exported at least `wh` after the award.
+    Energy {
+        /// Wh.
+        wh: u64,
+    },
+    /// A compute result, checked by re-executing a sample of the task.
+    Compute {
+        /// The task's seed, 64 hex digits.
+        seed: String,
+        /// Independent units of work.
+        units: u32,
+        /// Hashes per unit.
+        rounds: u32,
+        /// Units the ledger re-executes.
+        samples: u32,
+    },
+    /// The asset is healthy again: a reading of one of its meters after the award, no alert since.
+    Healthy {
+        /// The asset (its manifest's id), 64 hex digits.
+        asset: String,
+    },
+    /// The named recipient's `done` verdict (its receipt) completes it.
+    Receipt {
+        /// The recipient's account, 64 hex digits.
+        recipient: String,
+    },
+}
+
+fn evidence_view(evidence: &Evidence) -> EvidenceView {
     match evidence {
-        Evidence::Acceptance(_) => json!({ "kind": "acceptance" }),
-        Evidence::Energy(wh) => json!({ "kind": "energy", "wh": wh }),
-        Evidence::Compute(task) => json!({
-            "kind": "compute", "seed": task.seed.to_hex(), "units": task.units, "rounds": task.rounds,
-            "samples": task.samples,
-        }),
-        Evidence::Healthy(asset) => json!({ "kind": "healthy", "asset": asset.to_hex() }),
-        Evidence::Receipt(recipient) => json!({ "kind": "receipt", "recipient": recipient.to_hex() }),
+        Evidence::Acceptance(_) => EvidenceView::Acceptance,
+        Evidence::Energy(wh) => EvidenceView::Energy { wh: *wh },
+        Evidence::Compute(task) => EvidenceView::Compute {
+            seed: task.seed.to_hex(),
+            units: task.units,
+            rounds: task.rounds,
+            samples: task.samples,
+        },
+        Evidence::Healthy(asset) => EvidenceView::Healthy { asset: asset.to_hex() },
+        Evidence::Receipt(recipient) => EvidenceView::Receipt { recipient: recipient.to_hex() },
     }
 }
 
-fn bid_json(job: &Job, bid: &BidState) -> Value {
-    json!({
-        "id": bid.id.to_hex(),
-        "worker": bid.worker.to_hex(),
-        "seq": bid.seq,
-        "price": bid.bid.price,
-        "collateral": bid.bid.collateral,
-        "start_ms": bid.bid.start_ms,
-        "cell": bid.bid.cell.as_str(),
-        "distance_m": bid.bid.distance_m,
-        "score_ppm": bid.score_ppm,
-        "cost": u64::try_from(::ledger::state::bid_cost(job, bid)).unwrap_or(u64::MAX),
-    })
+/// A bid on a job, and what it costs the poster under the job's rule.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BidView {
+    /// The bid's id (its entry's), 64 hex digits.
+    pub id: String,
+    /// The bidder's account, 64 hex digits.
+    pub worker: String,
+    /// Its place in the order bids landed, from 0.
+    pub seq: u32,
+    /// What the worker asks, milli-units of the job's token.
+    pub price: u64,
+    /// What it locks, milli-units of the job's token.
+    pub collateral: u64,
+    /// When the worker can start, Unix ms.
+    pub start_ms: u64,
+    /// Where the worker is (a geohash prefix).
+    pub cell: String,
+    /// The worker's route distance to the job, m.
+    pub distance_m: u32,
+    /// The worker's reputation score when it bid, ppm.
+    pub score_ppm: u32,
+    /// What it costs under the job's rule (lowest wins): the price for lowest-price, the weighted price plus the
+    /// route for best-score (milli-units), the landing order for first-qualified.
+    pub cost: u64,
+}
+
+fn bid_view(job: &Job, bid: &BidState) -> BidView {
+    BidView {
+        id: bid.id.to_hex(),
+        worker: bid.worker.to_hex(),
+        seq: bid.seq,
+        price: bid.bid.price,
+        collateral: bid.bid.collateral,
+        start_ms: bid.bid.start_ms,
+        cell: bid.bid.cell.as_str().to_owned(),
+        distance_m: bid.bid.distance_m,
+        score_ppm: bid.score_ppm,
+        cost: u64::try_from(::ledger::state::bid_cost(job, bid)).unwrap_or(u64::MAX),
+    }
+}
+
+/// A resource a job needs: `quantity` per hour for `hours`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct NeedView {
+    /// energy, compute, memory or bandwidth.
+    pub resource: String,
+    /// Per hour: Wh for energy, milli-units for the others.
+    pub quantity: u64,
+    pub hours: u32,
+}
+
+/// A job's award: the bid, its worker, its price and the collateral locked.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AwardView {
+    /// The awarded bid's id, 64 hex digits.
+    pub bid: String,
+    /// The worker's account, 64 hex digits.
+    pub worker: String,
+    /// The price moved to escrow, milli-units of the job's token.
+    pub price: u64,
+    /// The worker's collateral locked, milli-units of the job's token.
+    pub collateral: u64,
+    /// The block that awarded it.
+    pub height: u64,
+    /// That block's time, Unix ms.
+    pub time_ms: u64,
+}
+
+/// A job on the ledger: its posting, status, award, result and jury.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobView {
+    /// The job's id (its posting's), 64 hex digits.
+    pub id: String,
+    /// The poster's account, 64 hex digits (the commons' for a quest).
+    pub poster: String,
+    /// Whether the commons posted it (a quest, by a proposal).
+    pub quest: bool,
+    /// open, awarded, disputed, done, failed or closed.
+    pub status: &'static str,
+    /// compute, storage, bandwidth, build, delivery, maintenance or text.
+    pub kind: &'static str,
+    pub title: String,
+    pub text: String,
+    pub needs: Vec<NeedView>,
+    /// Skills or device classes a worker should have.
+    pub skills: Vec<String>,
+    /// Where it is done (a geohash prefix); empty: anywhere.
+    pub cell: String,
+    /// How far from `cell` a worker may come from, m; 0: no limit.
+    pub radius_m: u32,
+    /// The token it pays in.
+    pub token: String,
+    /// The most the poster pays, milli-units of `token`.
+    pub reward: u64,
+    /// The least collateral a bid must lock, milli-units of `token`.
+    pub collateral: u64,
+    /// The share of the collateral a worker who fails loses to the poster, ppm.
+    pub slash_ppm: u32,
+    /// The lowest reputation tier a bidder must be in (0: anyone).
+    pub tier: u32,
+    /// Only members of this guild (its account, 64 hex digits) may bid; null: anyone.
+    pub guild: Option<String>,
+    pub rule: RuleName,
+    /// For best-score: what a km of route counts as, milli-units of `token`.
+    pub per_km: u64,
+    pub evidence: EvidenceView,
+    /// Bids are taken until then, Unix ms (block time).
+    pub bids_until_ms: u64,
+    /// The work is due by then, Unix ms.
+    pub deadline_ms: u64,
+    /// The block that holds the posting.
+    pub posted_height: u64,
+    /// That block's time, Unix ms.
+    pub posted_ms: u64,
+    /// Bids taken.
+    pub bid_count: u32,
+    /// The award; null while open (or withdrawn before one).
+    pub award: Option<AwardView>,
+    /// For energy evidence: the worker's meter named in its delivery; null before.
+    pub meter: Option<String>,
+    /// For compute evidence: the Merkle root of the worker's result, 64 hex digits; null before.
+    pub result: Option<String>,
+    /// The block that fixed the result's sample (0: none yet).
+    pub result_height: u64,
+    /// That block's time, Unix ms.
+    pub result_ms: u64,
+    /// The jury of a dispute, accounts (64 hex digits).
+    pub jurors: Vec<String>,
+    /// When the jury's period ends, Unix ms (0: no dispute).
+    pub jury_until_ms: u64,
+    /// Jurors' votes that the work was done.
+    pub votes_done: u32,
+    /// Jurors' votes that it failed.
+    pub votes_failed: u32,
+    /// When it closed, Unix ms (0: running).
+    pub closed_ms: u64,
+    /// The worker's collateral slashed, milli-units of `token`.
+    pub slashed: u64,
+    /// Why it ended as it did (empty while running).
+    pub reason: String,
 }
 
 /// A job as the API shows it.
-pub fn job_json(id: &Id, state: &JobState) -> Value {
+pub fn job_view(id: &Id, state: &JobState) -> JobView {
     let job = &state.job;
     let awarded = state.status != JobStatus::Open && state.bid != Id([0; 32]);
-    json!({
-        "id": id.to_hex(),
-        "poster": state.poster.to_hex(),
-        "quest": state.quest == 1,
-        "status": state.status.name(),
-        "kind": job.kind.name(),
-        "title": job.title.as_str(),
-        "text": job.text.as_str(),
-        "needs": job.needs.as_slice().iter().map(|need| json!({
-            "resource": need.resource.to_string(), "quantity": need.quantity, "hours": need.hours,
-        })).collect::<Vec<_>>(),
-        "skills": job.skills.as_slice().iter().map(Skill::as_str).collect::<Vec<_>>(),
-        "cell": job.cell.as_str(),
-        "radius_m": job.radius_m,
-        "token": job.token.as_str(),
-        "reward": job.reward,
-        "collateral": job.collateral,
-        "slash_ppm": job.slash_ppm,
-        "tier": job.tier,
-        "guild": job.guild.as_slice().first().map(PublicKey::to_hex),
-        "rule": rule_name(job.rule),
-        "per_km": job.per_km,
-        "evidence": evidence_json(&job.evidence),
-        "bids_until_ms": job.bids_until_ms,
-        "deadline_ms": job.deadline_ms,
-        "posted_height": state.posted_height,
-        "posted_ms": state.posted_ms,
-        "bid_count": state.bids,
-        "award": awarded.then(|| json!({
-            "bid": state.bid.to_hex(),
-            "worker": state.worker.to_hex(),
-            "price": state.price,
-            "collateral": state.collateral,
-            "height": state.awarded_height,
-            "time_ms": state.awarded_ms,
-        })),
-        "meter": (!state.meter.is_empty()).then(|| state.meter.clone()),
-        "result": (state.root != Id([0; 32])).then(|| state.root.to_hex()),
-        "result_height": state.root_height,
-        "result_ms": state.root_ms,
-        "jurors": state.jurors.iter().map(PublicKey::to_hex).collect::<Vec<_>>(),
-        "jury_until_ms": state.jury_until_ms,
-        "votes_done": state.votes_done,
-        "votes_failed": state.votes_failed,
-        "closed_ms": state.closed_ms,
-        "slashed": state.slashed,
-        "reason": state.reason,
-    })
+    JobView {
+        id: id.to_hex(),
+        poster: state.poster.to_hex(),
+        quest: state.quest == 1,
+        status: state.status.name(),
+        kind: job.kind.name(),
+        title: job.title.as_str().to_owned(),
+        text: job.text.as_str().to_owned(),
+        needs: job
+            .needs
+            .as_slice()
+            .iter()
+            .map(|need| NeedView { resource: need.resource.to_string(), quantity: need.quantity, hours: need.hours })
+            .collect(),
+        skills: job.skills.as_slice().iter().map(|skill| skill.as_str().to_owned()).collect(),
+        cell: job.cell.as_str().to_owned(),
+        radius_m: job.radius_m,
+        token: job.token.as_str().to_owned(),
+        reward: job.reward,
+        collateral: job.collateral,
+        slash_ppm: job.slash_ppm,
+        tier: job.tier,
+        guild: job.guild.as_slice().first().map(PublicKey::to_hex),
+        rule: job.rule.into(),
+        per_km: job.per_km,
+        evidence: evidence_view(&job.evidence),
+        bids_until_ms: job.bids_until_ms,
+        deadline_ms: job.deadline_ms,
+        posted_height: state.posted_height,
+        posted_ms: state.posted_ms,
+        bid_count: state.bids,
+        award: awarded.then(|| AwardView {
+            bid: state.bid.to_hex(),
+            worker: state.worker.to_hex(),
+            price: state.price,
+            collateral: state.collateral,
+            height: state.awarded_height,
+            time_ms: state.awarded_ms,
+        }),
+        meter: (!state.meter.is_empty()).then(|| state.meter.clone()),
+        result: (state.root != Id([0; 32])).then(|| state.root.to_hex()),
+        result_height: state.root_height,
+        result_ms: state.root_ms,
+        jurors: state.jurors.iter().map(PublicKey::to_hex).collect(),
+        jury_until_ms: state.jury_until_ms,
+        votes_done: state.votes_done,
+        votes_failed: state.votes_failed,
+        closed_ms: state.closed_ms,
+        slashed: state.slashed,
+        reason: state.reason.clone(),
+    }
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /jobs`: which jobs.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// open, awarded, disputed, done, failed, closed; default all.
+pub struct JobsQuery {
+    /// Only jobs in this status: open, awarded, disputed, done, failed or closed; default all.
     status: Option<String>,
+    /// Only jobs of this kind: compute, storage, bandwidth, build, delivery, maintenance or text; default all.
     kind: Option<String>,
-    /// Jobs whose cell starts with this (or is the world).
+    /// Only jobs whose cell starts with this geohash prefix (and those done anywhere).
     cell: Option<String>,
 }
 
+/// A job listed, with its escrow.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListedJob {
+    #[serde(flatten)]
+    pub job: JobView,
+    /// What the job's escrow account holds, milli-units of its token: the awarded price and the bidders'
+    /// collateral.
+    pub escrow: u64,
+}
+
+/// The jobs on the ledger, newest first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Jobs {
+    /// The height whose state this is.
+    pub height: u64,
+    /// Newest posting first, at most 500.
+    pub jobs: Vec<ListedJob>,
+}
+
 /// `GET /jobs`: the jobs on the ledger, newest first, with their escrow.
-pub async fn list(State(context): State<Context>, Query(query): Query<ListQuery>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let kind = match query.kind.as_deref().map(str::parse::<JobKind>).transpose() {
-        Ok(kind) => kind,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
-    };
-    let read = ledger
+pub async fn list(State(context): State<Context>, Query(query): Query<JobsQuery>) -> Answer<Jobs> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let kind = query.kind.as_deref().map(str::parse::<JobKind>).transpose().map_err(ApiError::bad_request)?;
+    let listed = ledger
         .query(move |state| {
             let height = state.height();
             let mut jobs: Vec<(Id, JobState)> = state
@@ -149,201 +349,312 @@ pub async fn list(State(context): State<Context>, Query(query): Query<ListQuery>
                 .collect();
             jobs.sort_by_key(|(id, job)| (std::cmp::Reverse(job.posted_height), *id));
             jobs.truncate(JOBS_LISTED_MAX);
-            let listed: Vec<Value> = jobs
+            let jobs = jobs
                 .iter()
-                .map(|(id, job)| {
-                    let mut value = job_json(id, job);
-                    value["escrow"] = json!(state.balance(&job_escrow_account(id), &job.job.token));
-                    value
+                .map(|(id, job)| ListedJob {
+                    job: job_view(id, job),
+                    escrow: state.balance(&job_escrow_account(id), &job.job.token),
                 })
                 .collect();
-            json!({ "height": height, "jobs": listed })
+            Jobs { height, jobs }
         })
-        .await;
-    match read {
-        Ok(answer) => Json(answer).into_response(),
-        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
-    }
+        .await?;
+    Ok(Json(listed))
 }
 
-fn parse_id(text: &str) -> Result<Id, Box<Response>> {
-    Id::from_hex(text).map_err(|_| Box::new(error(StatusCode::BAD_REQUEST, "job: 64 hex digits")))
+fn parse_id(text: &str) -> Result<Id, ApiError> {
+    Id::from_hex(text).map_err(|_| ApiError::bad_request("job: 64 hex digits"))
+}
+
+/// A juror's vote on a disputed job.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JuryVote {
+    /// The juror's account, 64 hex digits.
+    pub juror: String,
+    pub outcome: OutcomeName,
+}
+
+/// A verdict: the work was done, or it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OutcomeName {
+    Done,
+    Failed,
+}
+
+/// A job with its bids, the rule's pick, its escrow and its jury's votes.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobDetail {
+    #[serde(flatten)]
+    pub job: JobView,
+    /// Its bids, in the order they landed, with what each costs under the job's rule.
+    pub bids: Vec<BidView>,
+    /// The bid the job's rule picks now (among the bidders of its tier), 64 hex digits; null: none.
+    pub winner: Option<String>,
+    /// The account that holds its escrow and its bidders' collateral, 64 hex digits.
+    pub escrow_account: String,
+    /// What that account holds, milli-units of the job's token.
+    pub escrow: u64,
+    /// The jurors' votes so far.
+    pub votes: Vec<JuryVote>,
+    /// The height whose state this is.
+    pub height: u64,
 }
 
 /// `GET /jobs/{id}`: a job with its bids (and what each costs under the rule), its award, escrow and jury.
-pub async fn show(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let read = ledger
+pub async fn show(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Answer<JobDetail> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let id = parse_id(&id)?;
+    let found = ledger
         .query(move |state| {
             let height = state.height();
             let job = state.job(&id)?;
-            let mut value = job_json(&id, &job);
             let bids = state.job_bids(&id);
-            value["bids"] = json!(bids.iter().map(|bid| bid_json(&job.job, bid)).collect::<Vec<_>>());
-            value["winner"] = json!(state.job_winner(&id).map(|bid| bid.id.to_hex()));
-            value["escrow_account"] = json!(job_escrow_account(&id).to_hex());
-            value["escrow"] = json!(state.balance(&job_escrow_account(&id), &job.job.token));
-            value["votes"] = json!(
-                state
-                    .jury_votes(&id)
-                    .iter()
-                    .map(|(juror, outcome)| json!({
-                        "juror": juror.to_hex(),
-                        "outcome": if *outcome == Outcome::Done as u8 { "done" } else { "failed" },
-                    }))
-                    .collect::<Vec<_>>()
-            );
-            value["height"] = json!(height);
-            Some(value)
+            let votes = state
+                .jury_votes(&id)
+                .iter()
+                .map(|(juror, outcome)| JuryVote {
+                    juror: juror.to_hex(),
+                    outcome: if *outcome == Outcome::Done as u8 { OutcomeName::Done } else { OutcomeName::Failed },
+                })
+                .collect();
+            Some(JobDetail {
+                job: job_view(&id, &job),
+                bids: bids.iter().map(|bid| bid_view(&job.job, bid)).collect(),
+                winner: state.job_winner(&id).map(|bid| bid.id.to_hex()),
+                escrow_account: job_escrow_account(&id).to_hex(),
+                escrow: state.balance(&job_escrow_account(&id), &job.job.token),
+                votes,
+                height,
+            })
         })
-        .await;
-    match read {
-        Ok(Some(answer)) => Json(answer).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no job {} is on the ledger", id.to_hex())),
-        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
-    }
+        .await?;
+    let detail = found.ok_or_else(|| ApiError::not_found(format!("no job {} is on the ledger", id.to_hex())))?;
+    Ok(Json(detail))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /jobs/match`: what a worker takes.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchQuery {
-    /// Comma-separated kinds the worker takes; default all.
+    /// Comma-separated kinds the worker takes (compute, storage, bandwidth, build, delivery, maintenance, text);
+    /// default all.
     kinds: Option<String>,
-    /// Comma-separated skills the worker has.
+    /// Comma-separated skills the worker has; default none.
     skills: Option<String>,
-    /// Where the worker is.
+    /// Where the worker is, a geohash prefix; default anywhere.
     cell: Option<String>,
     /// How far it travels, m; default no limit.
     radius_m: Option<u64>,
+    /// How many jobs to answer at most (default 50, at most 500).
     limit: Option<usize>,
 }
 
+/// An open job a worker could take.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MatchedJob {
+    /// The job's id, 64 hex digits.
+    pub id: String,
+    /// The poster's account, 64 hex digits.
+    pub poster: String,
+    /// compute, storage, bandwidth, build, delivery, maintenance or text.
+    pub kind: &'static str,
+    pub title: String,
+    /// Where it is done (a geohash prefix); empty: anywhere.
+    pub cell: String,
+    pub token: String,
+    /// The most the poster pays, milli-units of `token`.
+    pub reward: u64,
+    /// Bids are taken until then, Unix ms.
+    pub bids_until_ms: u64,
+    /// The distance from the worker, m; null unless both the worker and the job have a cell.
+    pub distance_m: Option<u64>,
+}
+
+/// The open jobs in the node's index a worker could take, best paid first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobMatches {
+    /// Open jobs in the node's index (heard on the jobs topic or committed).
+    pub indexed: usize,
+    /// Best paid first.
+    pub jobs: Vec<MatchedJob>,
+}
+
 /// `GET /jobs/match`: the open jobs in the node's index a worker could take, best paid first.
-pub async fn matching(State(context): State<Context>, Query(query): Query<MatchQuery>) -> Response {
-    let kinds = match query
+pub async fn matching(State(context): State<Context>, Query(query): Query<MatchQuery>) -> Answer<JobMatches> {
+    let kinds = query
         .kinds
         .as_deref()
         .map(|kinds| kinds.split(',').map(str::parse::<JobKind>).collect::<Result<Vec<_>, _>>())
         .transpose()
-    {
-        Ok(kinds) => kinds.unwrap_or_else(|| JobKind::ALL.to_vec()),
-        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
-    };
-    let skills = match query
+        .map_err(ApiError::bad_request)?
+        .unwrap_or_else(|| JobKind::ALL.to_vec());
+    let skills = query
         .skills
         .as_deref()
         .map(|skills| skills.split(',').map(Skill::new).collect::<Result<Vec<_>, _>>())
         .transpose()
-    {
-        Ok(skills) => skills.unwrap_or_default(),
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("skills: {problem}")),
-    };
-    let cell = match Cell::new(query.cell.clone().unwrap_or_default()) {
-        Ok(cell) => cell,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("cell: {problem}")),
-    };
+        .map_err(|problem| ApiError::bad_request(format!("skills: {problem}")))?
+        .unwrap_or_default();
+    let cell = Cell::new(query.cell.clone().unwrap_or_default())
+        .map_err(|problem| ApiError::bad_request(format!("cell: {problem}")))?;
     let profile = ::market::jobs::Profile { kinds, skills, cell, radius_m: query.radius_m.unwrap_or(0) };
     let limit = query.limit.unwrap_or(50).min(JOBS_LISTED_MAX);
     let found = context.jobs.matching(&profile, now_ms(), limit);
-    Json(json!({
-        "indexed": context.jobs.len(),
-        "jobs": found.iter().map(|open| json!({
-            "id": open.id.to_hex(),
-            "poster": open.poster.to_hex(),
-            "kind": open.job.kind.name(),
-            "title": open.job.title.as_str(),
-            "cell": open.job.cell.as_str(),
-            "token": open.job.token.as_str(),
-            "reward": open.job.reward,
-            "bids_until_ms": open.job.bids_until_ms,
-            "distance_m": open.distance_m,
-        })).collect::<Vec<_>>(),
+    Ok(Json(JobMatches {
+        indexed: context.jobs.len(),
+        jobs: found
+            .iter()
+            .map(|open| MatchedJob {
+                id: open.id.to_hex(),
+                poster: open.poster.to_hex(),
+                kind: open.job.kind.name(),
+                title: open.job.title.as_str().to_owned(),
+                cell: open.job.cell.as_str().to_owned(),
+                token: open.job.token.as_str().to_owned(),
+                reward: open.job.reward,
+                bids_until_ms: open.job.bids_until_ms,
+                distance_m: open.distance_m,
+            })
+            .collect(),
     }))
-    .into_response()
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /jobs/providers`: which kind, where.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvidersQuery {
+    /// compute, storage, bandwidth, build, delivery, maintenance or text.
     kind: String,
+    /// Near this location cell (a geohash prefix; the DHT keys its first characters); default anywhere.
     #[serde(default)]
     cell: String,
+}
+
+/// The peers that announce open jobs of a kind near a cell in the DHT.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JobProviders {
+    /// The kind asked.
+    pub kind: &'static str,
+    /// The cell the DHT key names (the asked cell cut to the DHT's length).
+    pub cell: String,
+    /// The DHT key, 64 hex digits.
+    pub key: String,
+    /// The announcing peers' ids.
+    pub providers: Vec<String>,
 }
 
 /// `GET /jobs/providers`: peers that announce open jobs of a kind near a cell in the DHT.
-pub async fn providers(State(context): State<Context>, Query(query): Query<ProvidersQuery>) -> Response {
+pub async fn providers(State(context): State<Context>, Query(query): Query<ProvidersQuery>) -> Answer<JobProviders> {
     let (kind, cell) = match (query.kind.parse::<JobKind>(), Cell::new(query.cell.clone())) {
         (Ok(kind), Ok(cell)) => (kind, cell),
-        (Err(problem), _) => return error(StatusCode::BAD_REQUEST, problem),
-        (_, Err(problem)) => return error(StatusCode::BAD_REQUEST, format!("cell: {problem}")),
+        (Err(problem), _) => return Err(ApiError::bad_request(problem)),
+        (_, Err(problem)) => return Err(ApiError::bad_request(format!("cell: {problem}"))),
     };
     let key = ::market::jobs::dht_key(kind, cell.as_str());
-    match context.network.find_providers(key).await {
-        Ok(peers) => Json(json!({
-            "kind": kind.name(),
-            "cell": ::market::jobs::dht_cell(cell.as_str()),
-            "key": key.to_hex(),
-            "providers": peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
-    }
+    let peers =
+        context.network.find_providers(key).await.map_err(|problem| ApiError::unavailable(problem.to_string()))?;
+    Ok(Json(JobProviders {
+        kind: kind.name(),
+        cell: ::market::jobs::dht_cell(cell.as_str()).to_owned(),
+        key: key.to_hex(),
+        providers: peers.iter().map(ToString::to_string).collect(),
+    }))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// A resource a job needs: `quantity` per hour for `hours`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NeedRequest {
+    /// `energy`, `compute`, `memory` or `bandwidth`.
+    #[schemars(extend("enum" = ["energy", "compute", "memory", "bandwidth"]))]
     resource: String,
+    /// Per hour: Wh for energy, milli-units for the others.
     quantity: u64,
+    /// For how many hours.
     hours: u32,
 }
 
-/// What completes the job, as posted: `{"kind": "compute", "units": 64, "rounds": 256, "samples": 4}`...
-#[derive(Debug, Clone, Deserialize)]
+/// What completes the job besides the poster's acceptance, by `kind`: `{"kind": "compute", "units": 64, "rounds":
+/// 256, "samples": 4}`…
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum EvidenceRequest {
+    /// Only the poster's acceptance (the default).
     Acceptance,
-    Energy { wh: u64 },
-    Compute { units: u32, rounds: u32, samples: u32, seed: Option<String> },
-    Healthy { asset: String },
-    Receipt { recipient: String },
+    /// Energy delivered: the worker's meter (named in its delivery) exports at least `wh` after the award.
+    Energy {
+        /// Wh.
+        wh: u64,
+    },
+    /// A compute task, checked by re-executing a sample of the worker's result.
+    Compute {
+        /// Independent units of work (1 to 65536).
+        units: u32,
+        /// Hashes per unit (1 to 4096).
+        rounds: u32,
+        /// Units the ledger re-executes (1 to 16).
+        samples: u32,
+        /// The task's seed, 64 hex digits; default random.
+        seed: Option<String>,
+    },
+    /// The asset is healthy again: a reading of one of its meters after the award, no alert since.
+    Healthy {
+        /// The asset (its manifest's id), 64 hex digits.
+        asset: String,
+    },
+    /// The named recipient's `done` verdict (its receipt) completes it.
+    Receipt {
+        /// The recipient's account, 64 hex digits.
+        recipient: String,
+    },
 }
 
-/// A job posted to `POST /jobs` (or proposed as a quest).
-#[derive(Debug, Clone, Deserialize)]
+/// A job posted to `POST /jobs` (or proposed as a quest). Amounts are decimal strings of the token with up to 3
+/// decimals ("24", "2.5").
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
+    /// `compute`, `storage`, `bandwidth`, `build`, `delivery`, `maintenance` or `text`.
+    #[schemars(extend("enum" = ["compute", "storage", "bandwidth", "build", "delivery", "maintenance", "text"]))]
     kind: String,
+    /// At most 120 bytes of UTF-8.
     title: String,
+    /// At most 1024 bytes of UTF-8; default empty.
     #[serde(default)]
     text: String,
+    /// Resources the job needs; default none.
     #[serde(default)]
     needs: Vec<NeedRequest>,
+    /// Skills or device classes a worker should have (a-z 0-9 -); default none.
     #[serde(default)]
     skills: Vec<String>,
+    /// Where a physical job is done, a geohash prefix; default anywhere.
     #[serde(default)]
     cell: String,
+    /// How far from `cell` a worker may come from, m; default 0, no limit.
     #[serde(default)]
     radius_m: u32,
-    /// Default the ledger's fee token.
+    /// The token it pays in; default the ledger's fee token.
     token: Option<String>,
-    /// Decimal, e.g. "24" or "2.5".
+    /// The most the poster pays, decimal, e.g. "24" or "2.5".
     reward: String,
+    /// The least collateral a bid must lock, decimal; default 0.
     #[serde(default)]
     collateral: Option<String>,
+    /// The share of the collateral a worker who fails loses to the poster, ppm (at most 1000000); default 0.
     #[serde(default)]
     slash_ppm: u32,
+    /// The lowest reputation tier a bidder must be in; default 0, anyone.
     #[serde(default)]
     tier: u32,
+    /// Only members of this guild (its account, 64 hex digits) may bid; default anyone.
     guild: Option<String>,
-    /// lowest-price (default), best-score, first-qualified.
+    /// How the award is chosen: `lowest-price` (default), `best-score` or `first-qualified`.
     rule: Option<String>,
-    /// For best-score: what a km of route counts as, decimal.
+    /// For best-score: what a km of route counts as, decimal; default 0.
     per_km: Option<String>,
+    /// What completes the job; default the poster's acceptance.
     evidence: Option<EvidenceRequest>,
     /// How long bids are taken, s; default 60.
     bids_for_s: Option<u64>,
@@ -438,74 +749,68 @@ pub fn build_job(request: JobRequest, fee_token: &str) -> Result<Job, String> {
     Ok(job)
 }
 
-/// Signs and submits a job message; the entry's lifetime covers the time it may wait for a block.
-async fn submit(context: &Context, body: Body) -> Response {
-    // The ledger gossips it (postings and bids on the jobs topic, which job indexes read).
-    let envelope = match sign_now(context, body, 600_000) {
-        Ok(envelope) => envelope,
-        Err(response) => return *response,
+/// Signs and submits a job message (the entry may wait 10 minutes for a block); a posting the ledger took goes into
+/// the node's job index and is announced in the DHT (the ledger gossips it: postings and bids on the jobs topic,
+/// which job indexes read).
+async fn submit(context: &Context, body: Body) -> Taken<Submitted> {
+    let posting = match &body {
+        Body::Job(job) => Some(job.clone()),
+        _ => None,
     };
-    let response = submit_bytes(context, envelope.to_bytes()).await;
-    if response.status().is_success()
-        && let Body::Job(job) = &envelope.body
+    let submitted = sign_and_submit(context, body).await?;
+    if let Some(job) = posting
+        && let Ok(id) = Id::from_hex(&submitted.0.id)
     {
-        context.jobs.insert(envelope.id(), envelope.author, job.clone(), now_ms());
-        crate::jobs::announce(&context.network, job);
+        context.jobs.insert(id, context.signer.public(), job.clone(), now_ms());
+        crate::jobs::announce(&context.network, &job);
     }
-    response
+    Ok(submitted)
 }
 
 /// `POST /jobs`: a job posted by the node.
-pub async fn post(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let request: JobRequest = match parse(&body, "a job") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    match build_job(request, &ledger.genesis().params.fee_token) {
-        Ok(job) => submit(&context, Body::Job(job)).await,
-        Err(problem) => error(StatusCode::BAD_REQUEST, problem),
-    }
+pub async fn post(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let request: JobRequest = parse(&body, "a job")?;
+    let job = build_job(request, &ledger.genesis().params.fee_token).map_err(ApiError::bad_request)?;
+    submit(&context, Body::Job(job)).await
 }
 
-#[derive(Debug, Deserialize)]
+/// The node's bid on a job. Amounts are decimal strings of the job's token with up to 3 decimals.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BidRequest {
-    /// Decimal.
+pub struct BidRequest {
+    /// What the node asks, decimal (at most the job's reward).
     price: String,
-    /// Decimal; default what the job asks.
+    /// What it locks, decimal; default what the job asks.
     collateral: Option<String>,
-    /// Default now.
+    /// When it can start, Unix ms; default now.
     start_ms: Option<u64>,
+    /// Where it is, a geohash prefix (for physical jobs); default none.
     #[serde(default)]
     cell: String,
+    /// Its route distance to the job, m; default 0.
     #[serde(default)]
     distance_m: u32,
 }
 
-async fn read_job(context: &Context, id: Id) -> Result<JobState, Box<Response>> {
-    let Some(ledger) = context.ledger.as_ref() else { return Err(Box::new(no_ledger())) };
-    match ledger.query(move |state| state.job(&id)).await {
-        Ok(Some(job)) => Ok(job),
-        Ok(None) => Err(Box::new(error(StatusCode::NOT_FOUND, format!("no job {} is on the ledger", id.to_hex())))),
-        Err(problem) => Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()))),
-    }
+async fn read_job(context: &Context, id: Id) -> Result<JobState, ApiError> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    ledger
+        .query(move |state| state.job(&id))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no job {} is on the ledger", id.to_hex())))
 }
 
 /// `POST /jobs/{id}/bids`: the node bids on a job.
-pub async fn bid(State(context): State<Context>, UrlPath(id): UrlPath<String>, _: Authorized, body: Bytes) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let request: BidRequest = match parse(&body, "a bid") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    let job = match read_job(&context, id).await {
-        Ok(job) => job,
-        Err(response) => return *response,
-    };
+pub async fn bid(
+    State(context): State<Context>,
+    UrlPath(id): UrlPath<String>,
+    _: Authorized,
+    body: Bytes,
+) -> Taken<Submitted> {
+    let id = parse_id(&id)?;
+    let request: BidRequest = parse(&body, "a bid")?;
+    let job = read_job(&context, id).await?;
     let built = (|| -> Result<Bid, String> {
         Ok(Bid {
             job: id,
@@ -519,16 +824,14 @@ pub async fn bid(State(context): State<Context>, UrlPath(id): UrlPath<String>, _
             distance_m: request.distance_m,
         })
     })();
-    match built {
-        Ok(bid) => submit(&context, Body::Bid(bid)).await,
-        Err(problem) => error(StatusCode::BAD_REQUEST, problem),
-    }
+    submit(&context, Body::Bid(built.map_err(ApiError::bad_request)?)).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The poster's award. The body may be empty: the bid the job's rule picks.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
-struct AwardRequest {
-    /// Default: the bid the job's rule picks.
+pub struct AwardRequest {
+    /// The bid to award, 64 hex digits; default the one the job's rule picks (the ledger refuses any other).
     bid: Option<String>,
 }
 
@@ -539,43 +842,33 @@ pub async fn award(
     UrlPath(id): UrlPath<String>,
     _: Authorized,
     body: Bytes,
-) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let request: AwardRequest = if body.is_empty() {
-        AwardRequest::default()
-    } else {
-        match parse(&body, "an award") {
-            Ok(request) => request,
-            Err(response) => return *response,
-        }
-    };
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+) -> Taken<Submitted> {
+    let id = parse_id(&id)?;
+    let request: AwardRequest = if body.is_empty() { AwardRequest::default() } else { parse(&body, "an award")? };
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
     let bid = match request.bid {
-        Some(bid) => match Id::from_hex(&bid) {
-            Ok(bid) => bid,
-            Err(_) => return error(StatusCode::BAD_REQUEST, "bid: 64 hex digits"),
-        },
-        None => match ledger.query(move |state| state.job_winner(&id)).await {
-            Ok(Some(winner)) => winner.id,
-            Ok(None) => return error(StatusCode::CONFLICT, "the job has no bid to award"),
-            Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
-        },
+        Some(bid) => Id::from_hex(&bid).map_err(|_| ApiError::bad_request("bid: 64 hex digits"))?,
+        None => {
+            let winner = ledger.query(move |state| state.job_winner(&id)).await?;
+            winner.ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "the job has no bid to award"))?.id
+        }
     };
     submit(&context, Body::Award(Award { job: id, bid })).await
 }
 
-#[derive(Debug, Deserialize)]
+/// The worker's delivery, by `proof`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DeliverRequest {
-    /// claim, meter, compute or reading.
+pub struct DeliverRequest {
+    /// `claim` (the worker says it is done), `meter` (energy evidence: the node's meter whose export counts),
+    /// `compute` (the node runs the job's task, commits its result and opens the sample the ledger draws) or
+    /// `reading` (a signed reading of the maintained asset's meter).
+    #[schemars(extend("enum" = ["claim", "meter", "compute", "reading"]))]
     proof: String,
-    /// For `meter`: the node's meter whose export is the evidence.
+    /// For `meter`: the id of the node's meter whose export is the evidence.
     meter: Option<String>,
-    /// For `reading`: the id of a reading of the maintained asset's meter on the ledger... as its signed envelope,
-    /// hex.
+    /// For `reading`: a signed reading of the maintained asset's meter (an envelope whose body is a reading), its
+    /// bytes in hex.
     reading: Option<String>,
 }
 
@@ -586,56 +879,42 @@ pub async fn deliver(
     UrlPath(id): UrlPath<String>,
     _: Authorized,
     body: Bytes,
-) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let request: DeliverRequest = match parse(&body, "a delivery") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+) -> Taken<Submitted> {
+    let id = parse_id(&id)?;
+    let request: DeliverRequest = parse(&body, "a delivery")?;
     let proof = match request.proof.as_str() {
         "claim" => Proof::Claim(Empty),
-        "meter" => match MeterId::new(request.meter.clone().unwrap_or_default()) {
-            Ok(meter) => Proof::Meter(meter),
-            Err(problem) => return error(StatusCode::BAD_REQUEST, format!("meter: {problem}")),
-        },
+        "meter" => Proof::Meter(
+            MeterId::new(request.meter.clone().unwrap_or_default())
+                .map_err(|problem| ApiError::bad_request(format!("meter: {problem}")))?,
+        ),
         "reading" => {
-            let parsed = request
+            let envelope = request
                 .reading
                 .as_deref()
                 .ok_or_else(|| "reading: hex of a signed reading".to_owned())
                 .and_then(|text| hex::decode(text).map_err(|_| "reading: hex".to_owned()))
                 .and_then(|bytes| {
                     protocol::Envelope::from_bytes(&bytes).map_err(|problem| format!("reading: {problem}"))
-                });
-            match parsed {
-                Ok(envelope) => Proof::Reading(Box::new(envelope)),
-                Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
-            }
+                })
+                .map_err(ApiError::bad_request)?;
+            Proof::Reading(Box::new(envelope))
         }
         "compute" => {
-            let job = match read_job(&context, id).await {
-                Ok(job) => job,
-                Err(response) => return *response,
-            };
+            let job = read_job(&context, id).await?;
             let Evidence::Compute(task) = job.job.evidence else {
-                return error(StatusCode::BAD_REQUEST, "the job is not a compute job");
+                return Err(ApiError::bad_request("the job is not a compute job"));
             };
-            let levels = match tokio::task::spawn_blocking(move || protocol::message::run_task(&task)).await {
-                Ok(levels) => levels,
-                Err(problem) => return error(StatusCode::INTERNAL_SERVER_ERROR, problem.to_string()),
-            };
+            let levels = tokio::task::spawn_blocking(move || protocol::message::run_task(&task))
+                .await
+                .map_err(|problem| ApiError::internal(problem.to_string()))?;
             let root = levels.last().and_then(|level| level.first()).copied().unwrap_or(Id([0; 32]));
-            let response = submit(&context, Body::Deliver(Deliver { job: id, proof: Proof::Result(root) })).await;
-            if response.status().is_success() {
-                tokio::spawn(open_sample(context.clone(), id, task, root, levels));
-            }
-            return response;
+            let submitted = submit(&context, Body::Deliver(Deliver { job: id, proof: Proof::Result(root) })).await?;
+            tokio::spawn(open_sample(context.clone(), id, task, root, levels));
+            return Ok(submitted);
         }
         other => {
-            return error(StatusCode::BAD_REQUEST, format!("proof {other:?} is not claim, meter, compute or reading"));
+            return Err(ApiError::bad_request(format!("proof {other:?} is not claim, meter, compute or reading")));
         }
     };
     submit(&context, Body::Deliver(Deliver { job: id, proof })).await
@@ -664,16 +943,23 @@ async fn open_sample(context: Context, id: Id, task: ComputeTask, root: Id, leve
             })
             .collect();
         let Ok(openings) = BoundedVec::new(openings) else { return };
-        let response = submit(&context, Body::Deliver(Deliver { job: id, proof: Proof::Openings(openings) })).await;
-        info!(job = %id, status = %response.status(), "opened the sampled units of a compute result");
+        let status = match submit(&context, Body::Deliver(Deliver { job: id, proof: Proof::Openings(openings) })).await
+        {
+            Ok(_) => StatusCode::ACCEPTED,
+            Err(refused) => refused.status(),
+        };
+        info!(job = %id, %status, "opened the sampled units of a compute result");
         return;
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A verdict on a job.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct VerdictRequest {
-    /// done or failed.
+pub struct VerdictRequest {
+    /// `done` (the poster accepts, a recipient signs its receipt, a juror votes it done) or `failed` (the poster
+    /// withdraws an unawarded job, a juror votes it failed).
+    #[schemars(extend("enum" = ["done", "failed"]))]
     outcome: String,
 }
 
@@ -684,26 +970,22 @@ pub async fn verdict(
     UrlPath(id): UrlPath<String>,
     _: Authorized,
     body: Bytes,
-) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let request: VerdictRequest = match parse(&body, "a verdict") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+) -> Taken<Submitted> {
+    let id = parse_id(&id)?;
+    let request: VerdictRequest = parse(&body, "a verdict")?;
     let outcome = match request.outcome.as_str() {
         "done" => Outcome::Done,
         "failed" => Outcome::Failed,
-        other => return error(StatusCode::BAD_REQUEST, format!("outcome {other:?} is not done or failed")),
+        other => return Err(ApiError::bad_request(format!("outcome {other:?} is not done or failed"))),
     };
     submit(&context, Body::Verdict(Verdict { job: id, outcome })).await
 }
 
-#[derive(Debug, Deserialize)]
+/// A dispute: the poster or the worker asks for a jury.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DisputeRequest {
+pub struct DisputeRequest {
+    /// Why, for the jurors: at most 1024 bytes of UTF-8.
     text: String,
 }
 
@@ -713,17 +995,185 @@ pub async fn dispute(
     UrlPath(id): UrlPath<String>,
     _: Authorized,
     body: Bytes,
-) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return *response,
-    };
-    let request: DisputeRequest = match parse(&body, "a dispute") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    match Text::new(request.text) {
-        Ok(text) => submit(&context, Body::Dispute(Dispute { job: id, text })).await,
-        Err(problem) => error(StatusCode::BAD_REQUEST, format!("text: {problem}")),
+) -> Taken<Submitted> {
+    let id = parse_id(&id)?;
+    let request: DisputeRequest = parse(&body, "a dispute")?;
+    let text = Text::new(request.text).map_err(|problem| ApiError::bad_request(format!("text: {problem}")))?;
+    submit(&context, Body::Dispute(Dispute { job: id, text })).await
+}
+
+const JOB: &str = "The job's id (its posting's), 64 hex digits";
+
+/// The jobs' routes.
+pub const ROUTES: &[Route] = &[
+    Route::get(
+        "/jobs",
+        "Jobs on the ledger, newest first, with their escrow",
+        || axum::routing::get(list),
+        doc::json::<Jobs>(),
+    )
+    .statuses(&[200, 400, 503])
+    .query(doc::schema::<JobsQuery>),
+    Route::post("/jobs", "A job posted by the node", || axum::routing::post(post), doc::json::<Submitted>())
+        .statuses(SUBMITTED)
+        .body(doc::json_body::<JobRequest>()),
+    Route::get(
+        "/jobs/match",
+        "Open jobs a worker could take, best paid first, from the node's bounded index",
+        || axum::routing::get(matching),
+        doc::json::<JobMatches>(),
+    )
+    .statuses(&[200, 400])
+    .query(doc::schema::<MatchQuery>),
+    Route::get(
+        "/jobs/providers",
+        "Peers announcing open jobs of a kind near a cell in the DHT",
+        || axum::routing::get(providers),
+        doc::json::<JobProviders>(),
+    )
+    .statuses(&[200, 400, 503])
+    .query(doc::schema::<ProvidersQuery>),
+    Route::get(
+        "/jobs/{id}",
+        "A job with its bids and what each costs under its rule, the rule's pick, its award, escrow, jury and votes",
+        || axum::routing::get(show),
+        doc::json::<JobDetail>(),
+    )
+    .statuses(&[200, 400, 404, 503])
+    .about(&[JOB]),
+    Route::post("/jobs/{id}/bids", "The node bids on a job", || axum::routing::post(bid), doc::json::<Submitted>())
+        .statuses(SUBMITTED_ABOUT)
+        .about(&[JOB])
+        .body(doc::json_body::<BidRequest>()),
+    Route::post(
+        "/jobs/{id}/award",
+        "The node (the poster) awards the job to the rule's pick",
+        || axum::routing::post(award),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .about(&[JOB])
+    .body(doc::json_body::<AwardRequest>()),
+    Route::post(
+        "/jobs/{id}/deliver",
+        "The node (the worker) delivers: a claim, a meter, a compute result or a reading",
+        || axum::routing::post(deliver),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED_ABOUT)
+    .about(&[JOB])
+    .body(doc::json_body::<DeliverRequest>()),
+    Route::post(
+        "/jobs/{id}/verdict",
+        "The node (the poster, or a juror) accepts the delivery or votes on a dispute",
+        || axum::routing::post(verdict),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .about(&[JOB])
+    .body(doc::json_body::<VerdictRequest>()),
+    Route::post(
+        "/jobs/{id}/dispute",
+        "The node disputes a delivery",
+        || axum::routing::post(dispute),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .about(&[JOB])
+    .body(doc::json_body::<DisputeRequest>()),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn posted(request: &str) -> Job {
+        build_job(serde_json::from_str(request).unwrap(), "credit").unwrap()
+    }
+
+    fn open(job: Job) -> JobState {
+        JobState {
+            poster: PublicKey([1; 32]),
+            job,
+            quest: 0,
+            status: JobStatus::Open,
+            posted_height: 2,
+            posted_ms: 3,
+            bids: 0,
+            bid: Id([0; 32]),
+            worker: PublicKey([0; 32]),
+            price: 0,
+            collateral: 0,
+            awarded_height: 0,
+            awarded_ms: 0,
+            meter: String::new(),
+            baseline_export_wh: 0,
+            root: Id([0; 32]),
+            root_height: 0,
+            root_ms: 0,
+            jurors: Vec::new(),
+            jury_until_ms: 0,
+            votes_done: 0,
+            votes_failed: 0,
+            closed_ms: 0,
+            slashed: 0,
+            reason: String::new(),
+        }
+    }
+
+    /// A job's evidence as the API shows it is the request for the same evidence.
+    #[test]
+    fn evidence_shown_is_the_request_for_it() {
+        let seed = Id([7; 32]).to_hex();
+        for (kind, evidence) in [
+            ("delivery", r#"{"kind": "acceptance"}"#.to_owned()),
+            ("storage", r#"{"kind": "energy", "wh": 40}"#.to_owned()),
+            (
+                "compute",
+                format!(r#"{{"kind": "compute", "units": 64, "rounds": 256, "samples": 4, "seed": "{seed}"}}"#),
+            ),
+            ("maintenance", format!(r#"{{"kind": "healthy", "asset": "{seed}"}}"#)),
+            ("delivery", format!(r#"{{"kind": "receipt", "recipient": "{seed}"}}"#)),
+        ] {
+            let job = posted(&format!(r#"{{"kind": "{kind}", "title": "Do", "reward": "1", "evidence": {evidence}}}"#));
+            let shown = serde_json::to_value(evidence_view(&job.evidence)).unwrap();
+            assert_eq!(shown, serde_json::from_str::<Value>(&evidence).unwrap());
+        }
+    }
+
+    /// A job answers every field, null where there is nothing yet (no award, meter, result or guild), and a
+    /// listed job or a job with its bids carries its own fields beside the job's.
+    #[test]
+    fn a_job_answers_its_fields_with_nulls_and_its_extras_beside_them() {
+        let id = Id([21; 32]);
+        let state = open(posted(r#"{"kind": "delivery", "title": "Carry", "reward": "10", "rule": "best-score"}"#));
+        let listed = serde_json::to_value(ListedJob { job: job_view(&id, &state), escrow: 9_000 }).unwrap();
+        for field in ["award", "meter", "result", "guild"] {
+            assert_eq!(listed.get(field), Some(&Value::Null), "{field}: {listed}");
+        }
+        assert_eq!(
+            (&listed["id"], &listed["escrow"], &listed["reward"]),
+            (&id.to_hex().into(), &9_000.into(), &10_000.into())
+        );
+        assert_eq!(
+            (&listed["rule"], &listed["status"], &listed["quest"]),
+            (&"best-score".into(), &"open".into(), &false.into())
+        );
+        let detail = serde_json::to_value(JobDetail {
+            job: job_view(&id, &state),
+            bids: Vec::new(),
+            winner: None,
+            escrow_account: job_escrow_account(&id).to_hex(),
+            escrow: 0,
+            votes: vec![JuryVote { juror: PublicKey([2; 32]).to_hex(), outcome: OutcomeName::Failed }],
+            height: 99,
+        })
+        .unwrap();
+        assert_eq!(detail.get("winner"), Some(&Value::Null));
+        assert_eq!(
+            (&detail["height"], &detail["posted_height"], &detail["votes"][0]["outcome"]),
+            (&99.into(), &2.into(), &"failed".into())
+        );
     }
 }

@@ -8,14 +8,17 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use libp2p::futures::stream::{self, Stream};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
+use std::collections::BTreeMap;
 use tokio::sync::broadcast;
 
-use super::{Context, error, ledger_error, no_ledger};
+use super::{Answer, ApiError, Context, Route, doc};
 use crate::metrics::{self, LedgerSnapshot, MeterSnapshot, Snapshot};
 
 /// Event streams served at once; a new one takes the place of the oldest, so that no client can hold them all and
@@ -30,18 +33,93 @@ pub const ACCOUNTS_PAGE_MAX: usize = 1000;
 
 /// The dashboard: one page, its script and style inline, nothing fetched from elsewhere.
 const DASHBOARD: &str = include_str!("dashboard.html");
-/// The OpenAPI 3.1 document of this API.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The OpenAPI 3.1 document of this API, made once from its routes.
+static OPENAPI: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| super::doc::openapi(&super::routes().collect::<Vec<_>>()).to_string());
 
-#[derive(Debug, serde::Deserialize)]
+/// The routes of what happens: lists, the event stream, metrics, this API's description and the dashboard.
+pub const ROUTES: &[Route] = &[
+    Route::get("/", "The live dashboard", || get(dashboard), doc::Answer::Html),
+    Route::get("/openapi.json", "This API as an OpenAPI 3.1 document", || get(openapi), doc::Answer::OpenApi),
+    Route::get("/metrics", "Prometheus metrics (OpenMetrics text)", || get(metrics), doc::Answer::Metrics),
+    Route::get(
+        "/events",
+        "Server-sent events: `block`, `trade`, `reading` as they commit (JSON data), `lagged` with how many a slow \
+         reader missed",
+        || get(events),
+        doc::Answer::Events,
+    )
+    .statuses(&[200, 503]),
+    Route::get("/blocks", "The newest committed blocks", || get(blocks), doc::json::<Blocks>())
+        .statuses(&[200, 400, 503])
+        .query(doc::schema::<ListQuery>),
+    Route::get("/trades", "The newest settled trades", || get(trades), doc::json::<Trades>())
+        .statuses(&[200, 400, 503])
+        .query(doc::schema::<TradesQuery>),
+    Route::get("/readings", "The newest anchored meter readings", || get(readings), doc::json::<Readings>())
+        .statuses(&[200, 400, 503])
+        .query(doc::schema::<ReadingsQuery>),
+    Route::get(
+        "/accounts",
+        "Accounts: balances, change since genesis, reputation (paged by key)",
+        || get(accounts),
+        doc::json::<Accounts>(),
+    )
+    .statuses(&[200, 400, 503])
+    .query(doc::schema::<AccountsQuery>),
+    Route::get("/validators", "The validator set", || get(validators), doc::json::<Validators>()).statuses(&[200, 503]),
+    Route::get("/peers", "Connected peers and their gossip scores", || get(peers), doc::json::<Peers>())
+        .statuses(&[200, 503]),
+];
+
+/// `?limit=`: how many, newest first.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 pub struct ListQuery {
+    /// How many, newest first (at most 500).
     limit: Option<usize>,
+}
+
+/// `/trades`: how many, and which pool's.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+pub struct TradesQuery {
+    /// How many, newest first (at most 500).
+    limit: Option<usize>,
+    /// Only this pool's trades: resource/token/cell/interval_s, e.g. energy/credit/u33db/900.
     pool: Option<String>,
+}
+
+/// `/readings`: how many, and whose.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+pub struct ReadingsQuery {
+    /// How many, newest first (at most 500).
+    limit: Option<usize>,
+    /// Only this account's readings (64 hex digits).
     author: Option<String>,
 }
 
-fn limit(query: &ListQuery, default: usize) -> usize {
-    query.limit.unwrap_or(default).min(LIST_LEN_MAX)
+fn limit(limit: Option<usize>, default: usize) -> usize {
+    limit.unwrap_or(default).min(LIST_LEN_MAX)
+}
+
+/// The newest committed blocks.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Blocks {
+    /// Newest first.
+    blocks: Vec<crate::feed::BlockView>,
+}
+
+/// The newest settled trades.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Trades {
+    /// Newest first.
+    trades: Vec<crate::feed::TradeView>,
+}
+
+/// The newest anchored readings.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Readings {
+    /// Newest first.
+    readings: Vec<crate::feed::ReadingView>,
 }
 
 pub async fn dashboard() -> Response {
@@ -59,64 +137,95 @@ pub async fn dashboard() -> Response {
 }
 
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI.as_str()).into_response()
 }
 
 /// Recent blocks, newest first.
-pub async fn blocks(State(context): State<Context>, Query(query): Query<ListQuery>) -> Response {
-    if context.ledger.is_none() {
-        return no_ledger();
-    }
-    Json(json!({ "blocks": context.feed.blocks(limit(&query, 20)) })).into_response()
+pub async fn blocks(State(context): State<Context>, Query(query): Query<ListQuery>) -> Answer<Blocks> {
+    context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    Ok(Json(Blocks { blocks: context.feed.blocks(limit(query.limit, 20)) }))
 }
 
 /// Recent settled trades, newest first; `pool` filters.
-pub async fn trades(State(context): State<Context>, Query(query): Query<ListQuery>) -> Response {
-    if context.ledger.is_none() {
-        return no_ledger();
-    }
-    Json(json!({ "trades": context.feed.trades(limit(&query, 50), query.pool.as_deref()) })).into_response()
+pub async fn trades(State(context): State<Context>, Query(query): Query<TradesQuery>) -> Answer<Trades> {
+    context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    Ok(Json(Trades { trades: context.feed.trades(limit(query.limit, 50), query.pool.as_deref()) }))
 }
 
 /// Recent anchored readings, newest first; `author` filters.
-pub async fn readings(State(context): State<Context>, Query(query): Query<ListQuery>) -> Response {
-    if context.ledger.is_none() {
-        return no_ledger();
-    }
-    Json(json!({ "readings": context.feed.readings(limit(&query, 50), query.author.as_deref()) })).into_response()
+pub async fn readings(State(context): State<Context>, Query(query): Query<ReadingsQuery>) -> Answer<Readings> {
+    context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    Ok(Json(Readings { readings: context.feed.readings(limit(query.limit, 50), query.author.as_deref()) }))
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// `/accounts`: a page of accounts, by key.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 pub struct AccountsQuery {
-    /// Start after this account (paging).
+    /// Start after this account (paging): 64 hex digits.
     after: Option<String>,
+    /// Accounts per page (at most 1000; default 100).
     limit: Option<usize>,
 }
 
+/// A page of accounts, by key.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Accounts {
+    /// The height whose state this is.
+    height: u64,
+    accounts: Vec<AccountView>,
+}
+
+/// An account: its balances, their change since genesis, its reputation: an agent's equity.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AccountView {
+    /// Its public key, 64 hex digits.
+    account: String,
+    /// Milli-units by token.
+    balances: BTreeMap<String, u64>,
+    /// Milli-units by token, since the genesis balances.
+    change_since_genesis: BTreeMap<String, i128>,
+    reputation: ReputationView,
+    /// Its trading tier (PROTOCOL.md §10): what its reputation lets it trade.
+    tier: usize,
+}
+
+/// An account's record on the ledger.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReputationView {
+    trades: u64,
+    traded_value: u64,
+    readings: u64,
+    deliveries: u64,
+    failures: u64,
+    /// Its score, parts per million.
+    score_ppm: u32,
+}
+
 /// Accounts with their balances, their change since genesis, and their reputation: the agents' equity.
-pub async fn accounts(State(context): State<Context>, Query(query): Query<AccountsQuery>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let after = match query.after.as_deref().map(protocol::PublicKey::from_hex).transpose() {
-        Ok(after) => after,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "after: an account is 64 hex digits"),
-    };
+pub async fn accounts(State(context): State<Context>, Query(query): Query<AccountsQuery>) -> Answer<Accounts> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let after = query
+        .after
+        .as_deref()
+        .map(protocol::PublicKey::from_hex)
+        .transpose()
+        .map_err(|_| ApiError::bad_request("after: an account is 64 hex digits"))?;
     let page = query.limit.unwrap_or(100).min(ACCOUNTS_PAGE_MAX);
-    let read = ledger
+    let (height, accounts) = ledger
         .query(move |state| {
-            let height = state.height();
-            let mut accounts: std::collections::BTreeMap<protocol::PublicKey, Vec<(String, u64)>> = Default::default();
+            let mut accounts: BTreeMap<protocol::PublicKey, BTreeMap<String, u64>> = BTreeMap::new();
             for (account, token, amount) in state.balances_after(after.as_ref()) {
                 if accounts.len() == page && !accounts.contains_key(&account) {
                     break;
                 }
-                accounts.entry(account).or_default().push((token.as_str().to_string(), amount));
+                accounts.entry(account).or_default().insert(token.as_str().to_string(), amount);
             }
             let genesis = state.genesis();
-            let list: Vec<serde_json::Value> = accounts
+            let list = accounts
                 .into_iter()
                 .map(|(account, balances)| {
                     let reputation = state.reputation(&account);
-                    let change: serde_json::Map<String, serde_json::Value> = balances
+                    let change_since_genesis = balances
                         .iter()
                         .map(|(token, amount)| {
                             let start: u64 = genesis
@@ -125,79 +234,102 @@ pub async fn accounts(State(context): State<Context>, Query(query): Query<Accoun
                                 .filter(|(key, id, _)| *key == account && id.as_str() == token)
                                 .map(|(_, _, amount)| *amount)
                                 .sum();
-                            (token.clone(), json!(i128::from(*amount) - i128::from(start)))
+                            (token.clone(), i128::from(*amount) - i128::from(start))
                         })
                         .collect();
-                    let balances: serde_json::Map<String, serde_json::Value> =
-                        balances.into_iter().map(|(token, amount)| (token, json!(amount))).collect();
-                    json!({
-                        "account": account.to_string(),
-                        "balances": balances,
-                        "change_since_genesis": change,
-                        "reputation": {
-                            "trades": reputation.trades,
-                            "traded_value": reputation.traded_value,
-                            "readings": reputation.readings,
-                            "deliveries": reputation.deliveries,
-                            "failures": reputation.failures,
-                            "score_ppm": reputation.score_ppm(),
+                    AccountView {
+                        account: account.to_string(),
+                        balances,
+                        change_since_genesis,
+                        reputation: ReputationView {
+                            trades: reputation.trades,
+                            traded_value: reputation.traded_value,
+                            readings: reputation.readings,
+                            deliveries: reputation.deliveries,
+                            failures: reputation.failures,
+                            score_ppm: reputation.score_ppm(),
                         },
-                        "tier": state.tier(&account),
-                    })
+                        tier: state.tier(&account),
+                    }
                 })
                 .collect();
-            (height, list)
+            (state.height(), list)
         })
-        .await;
-    match read {
-        Ok((height, list)) => Json(json!({ "height": height, "accounts": list })).into_response(),
-        Err(failed) => ledger_error(&failed),
-    }
+        .await?;
+    Ok(Json(Accounts { height, accounts }))
+}
+
+/// The validator set.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Validators {
+    height: u64,
+    validators: Vec<ValidatorView>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ValidatorView {
+    /// Its public key, 64 hex digits.
+    key: String,
+    /// Its voting power.
+    power: u64,
+    /// Its name in the genesis file, if it is there.
+    name: Option<String>,
+    /// Whether it is this node.
+    this_node: bool,
 }
 
 /// The validator set that certifies the next block.
-pub async fn validators(State(context): State<Context>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+pub async fn validators(State(context): State<Context>) -> Answer<Validators> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
     let me = context.signer.public();
     let names: Vec<(protocol::PublicKey, String)> =
         ledger.genesis().validators.iter().map(|validator| (validator.key, validator.name.clone())).collect();
-    match ledger.query(|state| (state.height(), state.validators())).await {
-        Ok((height, set)) => {
-            let list: Vec<serde_json::Value> = set
-                .iter()
-                .map(|(key, power)| {
-                    json!({
-                        "key": key.to_string(),
-                        "power": power,
-                        "name": names.iter().find(|(name_key, _)| name_key == key).map(|(_, name)| name.clone()),
-                        "this_node": *key == me,
-                    })
-                })
-                .collect();
-            Json(json!({ "height": height, "validators": list })).into_response()
-        }
-        Err(failed) => ledger_error(&failed),
-    }
+    let (height, set) = ledger.query(|state| (state.height(), state.validators())).await?;
+    let validators = set
+        .iter()
+        .map(|(key, power)| ValidatorView {
+            key: key.to_string(),
+            power: *power,
+            name: names.iter().find(|(name_key, _)| name_key == key).map(|(_, name)| name.clone()),
+            this_node: *key == me,
+        })
+        .collect();
+    Ok(Json(Validators { height, validators }))
+}
+
+/// This node's peers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Peers {
+    /// This node's libp2p peer id.
+    peer_id: String,
+    /// The addresses it listens on.
+    listen: Vec<String>,
+    /// Whether it is reachable from outside (AutoNAT's verdict).
+    nat: String,
+    peers: Vec<PeerView>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PeerView {
+    peer_id: String,
+    /// Its gossipsub score, when gossipsub keeps one.
+    score: Option<f64>,
 }
 
 /// Connected peers with their gossip scores.
-pub async fn peers(State(context): State<Context>) -> Response {
-    let info = match context.network.info().await {
-        Ok(info) => info,
-        Err(problem) => return error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
-    };
-    let mut list = Vec::new();
+pub async fn peers(State(context): State<Context>) -> Answer<Peers> {
+    let info = context.network.info().await.map_err(|problem| ApiError::unavailable(problem.to_string()))?;
+    let mut peers = Vec::new();
     for peer in info.peers.iter().take(LIST_LEN_MAX) {
         let score = context.network.peer_score(*peer).await.ok().flatten();
-        list.push(json!({ "peer_id": peer.to_string(), "score": score }));
+        peers.push(PeerView { peer_id: peer.to_string(), score });
     }
-    Json(json!({
-        "peer_id": info.peer_id.to_string(),
-        "listen": info.listen.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "nat": info.nat,
-        "peers": list,
+    Ok(Json(Peers {
+        peer_id: info.peer_id.to_string(),
+        listen: info.listen.iter().map(ToString::to_string).collect(),
+        nat: info.nat,
+        peers,
     }))
-    .into_response()
 }
 
 /// The open event streams, oldest first: at most [`EVENT_STREAMS_MAX`].
@@ -261,6 +393,12 @@ impl Drop for StreamSlot {
     }
 }
 
+/// The data of a `lagged` event: how many events a slow reader missed.
+#[derive(Debug, Serialize)]
+struct Lagged {
+    missed: u64,
+}
+
 /// Server-sent events: `block`, `trade` and `reading` as they commit (JSON `data`), and `lagged` with how many
 /// events a slow reader missed. When [`EVENT_STREAMS_MAX`] are open, the oldest ends to make room.
 pub async fn events(State(context): State<Context>, extensions: axum::http::Extensions) -> Response {
@@ -288,7 +426,8 @@ fn event_stream(
                 SseEvent::default().event(event.name()).data(data)
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                SseEvent::default().event("lagged").data(json!({ "missed": missed }).to_string())
+                let data = serde_json::to_string(&Lagged { missed }).unwrap_or_else(|_| "{}".into());
+                SseEvent::default().event("lagged").data(data)
             }
             Err(broadcast::error::RecvError::Closed) => return None,
         };
@@ -339,6 +478,6 @@ pub async fn metrics(State(context): State<Context>) -> Response {
     match metrics::render(&context.metrics, snapshot) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
             .into_response(),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "encoding the metrics failed"),
+        Err(_) => ApiError::internal("encoding the metrics failed").into_response(),
     }
 }

@@ -1,58 +1,9 @@
 //! The node's HTTP API (axum), on loopback by default. Reads are open; writes need the bearer token kept in
 //! `<data-dir>/api.token` (created at first start, mode 0600).
 //!
-//! | method | path | answer |
-//! |---|---|---|
-//! | GET | `/status` | node and ledger status |
-//! | GET | `/blocks/{height}` | a committed block: header fields and entry ids |
-//! | GET | `/blocks/{height}/raw` | the block's bytes and its certificate's, hex |
-//! | GET | `/entries/{id}` | where a committed entry is (404 while it is not committed) |
-//! | POST | `/entries` | a signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped |
-//! | GET | `/accounts/{key}/balances` | an account's balances by token (milli-units) |
-//! | GET | `/accounts/{key}/fuel` | an author's fuel as this node counts it: levels per class, standing, refusals |
-//! | GET | `/meter` | the home meter: latest registers, latest signed reading, counters |
-//! | GET | `/island` | the microgrid controller: mode (grid or island) and the last interval's allocation |
-//! | POST | `/island` | JSON `{grid_present}`: tells the microgrid controller whether the grid is present |
-//! | POST | `/offers` | JSON `{pool, side, quantity, price, delivery_start?, expires_in_s?}`: signed with the node's key, checked as receivers check it, put in the node's market, and only then its pool joined, announced and the offer gossiped; the market's verdict otherwise (400, 403 frozen, 409, 429 too many open offers, 503 the node's bounds) |
-//! | POST | `/offers/{id}/cancel?pool=...` | withdraws one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no later settlement can fill it) |
-//! | POST | `/barter` | JSON `{give, give_quantity, want, want_quantity, cell?, expires_in_s?}`: a token-free barter offer, signed, gossiped and put on the node's barter board |
-//! | POST | `/transfers` | JSON `{to, token, amount, memo?}` (amount a decimal string, up to 3 decimals): a transfer from the node's account, signed and submitted to the ledger |
-//! | POST | `/assets` | JSON manifest `{kind, purpose, owner?, meters, limits, cell?, commissioned_s?, maintenance_interval_s?}`: registers an asset, signed by the node |
-//! | GET | `/assets/{id}` | an asset's manifest and history: readings anchored for it and the latest of them, its author's recent energy trades, alerts, reports and maintenance logged, overrides on it |
-//! | POST | `/guilds` | JSON `{name, members, threshold}`: a guild (shared account, k-of-n spending) signed by the node |
-//! | GET | `/guilds/{account}` | a guild: members, threshold, balances |
-//! | POST | `/guilds/{account}/spends` | JSON `{to, token, amount, memo?}`: the node (a member) asks to spend; counts as its approval |
-//! | GET | `/guild-spends/{id}` | a spend: approvals, status |
-//! | POST | `/guild-spends/{id}/approve` | the node (a member) approves a pending spend |
-//! | GET | `/governance` | proposals with their ballots, overrides in force, scheduled validator changes, parameters, maintenance alerts and open reports |
-//! | POST | `/proposals` | JSON `{title, text?, voting_period_blocks, action}` (action `{kind: text | set-parameter | add-validator | remove-validator | admit-member | override | emergency, ...}`): a proposal signed by the node |
-//! | POST | `/proposals/{id}/votes` | JSON `{choice: yes | no | abstain}`: the node's vote |
-//! | POST | `/reports` | JSON `{asset?, cell, severity: info | warning | fault, text, reading?}`: a citizen's status report, signed by the node, with a signed reading of its own (envelope hex) as evidence if given |
-//! | POST | `/reports/{id}/propose` | JSON `{action?, voting_period_blocks?}`: turns a report into a proposal (a text proposal unless an action is given) |
-//! | GET | `/jobs` | jobs on the ledger, newest first (`?status=&kind=&cell=`), with their escrow |
-//! | GET | `/jobs/{id}` | a job with its bids and what each costs under its rule, the rule's pick, its award, escrow, jury and votes |
-//! | GET | `/jobs/match` | open jobs a worker could take (`?kinds=&skills=&cell=&radius_m=`), best paid first, from the node's bounded index |
-//! | GET | `/jobs/providers` | peers announcing open jobs of `?kind=` near `?cell=` in the DHT |
-//! | POST | `/jobs` | JSON job (kind, title, reward, rule, evidence...): posted by the node |
-//! | POST | `/jobs/{id}/bids` | the node bids on a job |
-//! | POST | `/jobs/{id}/award` | the node (the poster) awards the job to the rule's pick |
-//! | POST | `/jobs/{id}/deliver` | the node (the worker) delivers: a claim, a meter, a compute result or a reading |
-//! | POST | `/jobs/{id}/verdict` | the node (the poster, or a juror) accepts the delivery or votes on a dispute |
-//! | POST | `/jobs/{id}/dispute` | the node disputes a delivery |
-//! | GET | `/pools` | the pools the node's market holds, with their open offers by price level |
-//! | GET | `/pools/book?pool=<resource/token/cell/interval_s>` | one pool's open offers by price level |
-//! | GET | `/pools/index?pool=...&from=<s>&to=<s>` | the pool's price indices (volume-weighted average prices) per period, from the ledger, with the dynamic base price each period's trades met |
-//! | GET | `/pools/providers?pool=...` | the peers that announce the pool in the DHT (a Kademlia query) |
-//! | GET | `/blocks?limit=` | the newest committed blocks |
-//! | GET | `/trades?pool=&limit=` | the newest settled trades |
-//! | GET | `/readings?author=&limit=` | the newest anchored meter readings |
-//! | GET | `/accounts?after=&limit=` | accounts: balances, change since genesis, reputation (paged by key) |
-//! | GET | `/validators` | the validator set |
-//! | GET | `/peers` | connected peers and their gossip scores |
-//! | GET | `/events` | server-sent events: `block`, `trade`, `reading` as they commit |
-//! | GET | `/metrics` | Prometheus metrics (OpenMetrics text) |
-//! | GET | `/openapi.json` | this API as an OpenAPI 3.1 document |
-//! | GET | `/` | the live dashboard |
+//! The routes are [`ROUTES`] here and those of the submodules ([`routes`] lists them all): each says its method,
+//! path, what it does, the statuses it answers and the types of its query, body and answer. The router is built
+//! from them, and so are `GET /openapi.json` and `docs/API.md` ([`doc`]).
 
 use ::ledger::reads::*;
 use std::net::SocketAddr;
@@ -68,12 +19,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use protocol::message::{Offer, PoolId, Side};
 use protocol::{Body, Id, PublicKey};
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
+use std::collections::BTreeMap;
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::ledger;
 
+pub mod doc;
 pub mod error;
 pub mod governance;
 pub mod jobs;
@@ -81,7 +35,7 @@ pub mod live;
 pub mod server;
 use crate::clock::now_ms;
 use crate::network::{self, Stats};
-pub use error::ApiError;
+pub use error::{Accepted, Answer, ApiError, Taken};
 
 /// Largest request body (one envelope).
 const BODY_BYTES_MAX: usize = protocol::limits::ENVELOPE_BYTES_MAX;
@@ -155,194 +109,294 @@ pub async fn serve(
     Ok(tokio::spawn(server::serve(listener, app, connections_max)))
 }
 
-/// One route of the API. [`ROUTES`] is the one list of them: the router is built from it, and tests check that
-/// the module's table above and `/openapi.json` list exactly these routes, and that each answers only the statuses
-/// given here (`route_statuses_are_the_documented_ones` in `tests/it/operate.rs`).
+/// One route of the API: the one place that says what it does, the statuses it answers and the types it reads and
+/// answers. The router is built from the routes ([`routes`]), and so are `/openapi.json` and `docs/API.md`; a test
+/// of a running node checks that each answers only its statuses, and its answers fit its answer's schema
+/// (`route_statuses_are_the_documented_ones` in `tests/it/operate.rs`).
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
+    /// What it does, in a line.
+    pub summary: &'static str,
     handler: fn() -> axum::routing::MethodRouter<Context>,
     /// Every status the route answers (the OpenAPI document's responses).
     pub statuses: &'static [u16],
+    /// What each of the path's parameters is, in order.
+    pub about: &'static [&'static str],
+    /// The query string's type, if it reads one.
+    pub query: Option<doc::SchemaFn>,
+    pub body: doc::Body,
+    pub answer: doc::Answer,
 }
 
-/// Every route the API answers.
+impl Route {
+    const fn new(
+        method: Method,
+        path: &'static str,
+        summary: &'static str,
+        handler: fn() -> axum::routing::MethodRouter<Context>,
+        answer: doc::Answer,
+    ) -> Route {
+        Route {
+            method,
+            path,
+            summary,
+            handler,
+            statuses: &[200],
+            about: &[],
+            query: None,
+            body: doc::Body::None,
+            answer,
+        }
+    }
+
+    /// A read.
+    pub(crate) const fn get(
+        path: &'static str,
+        summary: &'static str,
+        handler: fn() -> axum::routing::MethodRouter<Context>,
+        answer: doc::Answer,
+    ) -> Route {
+        Route::new(Method::GET, path, summary, handler, answer)
+    }
+
+    /// A write: it needs the token, and answers 202 when it is taken.
+    pub(crate) const fn post(
+        path: &'static str,
+        summary: &'static str,
+        handler: fn() -> axum::routing::MethodRouter<Context>,
+        answer: doc::Answer,
+    ) -> Route {
+        Route::new(Method::POST, path, summary, handler, answer)
+    }
+
+    pub(crate) const fn statuses(mut self, statuses: &'static [u16]) -> Route {
+        self.statuses = statuses;
+        self
+    }
+
+    pub(crate) const fn about(mut self, about: &'static [&'static str]) -> Route {
+        self.about = about;
+        self
+    }
+
+    pub(crate) const fn query(mut self, query: doc::SchemaFn) -> Route {
+        self.query = Some(query);
+        self
+    }
+
+    pub(crate) const fn body(mut self, body: doc::Body) -> Route {
+        self.body = body;
+        self
+    }
+}
+
+/// Every route the API answers: [`ROUTES`], then the submodules'.
+pub fn routes() -> impl Iterator<Item = &'static Route> {
+    [ROUTES, live::ROUTES, governance::ROUTES, jobs::ROUTES].into_iter().flatten()
+}
+
+const ACCOUNT: &str = "An account: its ed25519 public key, 64 hex digits";
+
+/// What a write the node signs and submits to the ledger answers: taken (202), the request's fault (400), no token
+/// (401), a conflict with what the ledger holds or waits for, or with the node's balance (409), a body over the limit
+/// (413), too many of the node's entries waiting (429), the ledger busy, full, stopped or absent (503).
+pub(crate) const SUBMITTED: &[u16] = &[202, 400, 401, 409, 413, 429, 503];
+/// The same, for a write about something the ledger must hold first (404 while it does not).
+pub(crate) const SUBMITTED_ABOUT: &[u16] = &[202, 400, 401, 404, 409, 413, 429, 503];
+
+/// The routes of the ledger's blocks and entries, accounts, the market, assets, guilds and the home's devices.
 pub const ROUTES: &[Route] = &[
-    Route { method: Method::GET, path: "/", handler: || get(live::dashboard), statuses: &[200] },
-    Route { method: Method::GET, path: "/openapi.json", handler: || get(live::openapi), statuses: &[200] },
-    Route { method: Method::GET, path: "/metrics", handler: || get(live::metrics), statuses: &[200] },
-    Route { method: Method::GET, path: "/events", handler: || get(live::events), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/blocks", handler: || get(live::blocks), statuses: &[200, 400, 503] },
-    Route { method: Method::GET, path: "/trades", handler: || get(live::trades), statuses: &[200, 400, 503] },
-    Route { method: Method::GET, path: "/readings", handler: || get(live::readings), statuses: &[200, 400, 503] },
-    Route { method: Method::GET, path: "/accounts", handler: || get(live::accounts), statuses: &[200, 400, 503] },
-    Route { method: Method::GET, path: "/validators", handler: || get(live::validators), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/peers", handler: || get(live::peers), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/status", handler: || get(status), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/blocks/{height}", handler: || get(block), statuses: &[200, 400, 404, 503] },
-    Route {
-        method: Method::GET,
-        path: "/blocks/{height}/raw",
-        handler: || get(block_raw),
-        statuses: &[200, 400, 404, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/entries",
-        handler: || axum::routing::post(submit),
-        statuses: &[202, 400, 401, 409, 413, 429, 503],
-    },
-    Route { method: Method::GET, path: "/entries/{id}", handler: || get(entry), statuses: &[200, 400, 404, 503] },
-    Route {
-        method: Method::GET,
-        path: "/accounts/{key}/balances",
-        handler: || get(balances),
-        statuses: &[200, 400, 503],
-    },
-    Route { method: Method::GET, path: "/accounts/{key}/fuel", handler: || get(fuel), statuses: &[200, 400, 404, 503] },
-    Route {
-        method: Method::POST,
-        path: "/offers",
-        handler: || axum::routing::post(post_offer),
-        statuses: &[202, 400, 401, 403, 409, 413, 429, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/offers/{id}/cancel",
-        handler: || axum::routing::post(cancel_offer),
-        statuses: &[202, 400, 401, 409, 429, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/barter",
-        handler: || axum::routing::post(post_barter),
-        statuses: &[202, 400, 401, 403, 409, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/transfers",
-        handler: || axum::routing::post(post_transfer),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/assets",
-        handler: || axum::routing::post(post_asset),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route { method: Method::GET, path: "/assets/{id}", handler: || get(asset), statuses: &[200, 400, 404, 503] },
-    Route {
-        method: Method::POST,
-        path: "/guilds",
-        handler: || axum::routing::post(post_guild),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route { method: Method::GET, path: "/guilds/{account}", handler: || get(guild), statuses: &[200, 400, 404, 503] },
-    Route {
-        method: Method::POST,
-        path: "/guilds/{account}/spends",
-        handler: || axum::routing::post(post_guild_spend),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::GET,
-        path: "/guild-spends/{id}",
-        handler: || get(guild_spend),
-        statuses: &[200, 400, 404, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/guild-spends/{id}/approve",
-        handler: || axum::routing::post(approve_guild_spend),
-        statuses: &[202, 400, 401, 503],
-    },
-    Route { method: Method::GET, path: "/governance", handler: || get(governance::overview), statuses: &[200, 503] },
-    Route {
-        method: Method::POST,
-        path: "/proposals",
-        handler: || axum::routing::post(governance::propose),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/proposals/{id}/votes",
-        handler: || axum::routing::post(governance::vote),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/reports",
-        handler: || axum::routing::post(governance::report),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/reports/{id}/propose",
-        handler: || axum::routing::post(governance::propose_report),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route { method: Method::GET, path: "/jobs", handler: || get(jobs::list), statuses: &[200, 400, 503] },
-    Route {
-        method: Method::POST,
-        path: "/jobs",
-        handler: || axum::routing::post(jobs::post),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route { method: Method::GET, path: "/jobs/match", handler: || get(jobs::matching), statuses: &[200, 400] },
-    Route {
-        method: Method::GET,
-        path: "/jobs/providers",
-        handler: || get(jobs::providers),
-        statuses: &[200, 400, 503],
-    },
-    Route { method: Method::GET, path: "/jobs/{id}", handler: || get(jobs::show), statuses: &[200, 400, 404, 503] },
-    Route {
-        method: Method::POST,
-        path: "/jobs/{id}/bids",
-        handler: || axum::routing::post(jobs::bid),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/jobs/{id}/award",
-        handler: || axum::routing::post(jobs::award),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/jobs/{id}/deliver",
-        handler: || axum::routing::post(jobs::deliver),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/jobs/{id}/verdict",
-        handler: || axum::routing::post(jobs::verdict),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route {
-        method: Method::POST,
-        path: "/jobs/{id}/dispute",
-        handler: || axum::routing::post(jobs::dispute),
-        statuses: &[202, 400, 401, 413, 503],
-    },
-    Route { method: Method::GET, path: "/meter", handler: || get(meter), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/island", handler: || get(island), statuses: &[200, 404, 503] },
-    Route {
-        method: Method::POST,
-        path: "/island",
-        handler: || axum::routing::post(island_grid),
-        statuses: &[202, 400, 401, 404, 413, 503],
-    },
-    Route { method: Method::GET, path: "/pools", handler: || get(pools), statuses: &[200, 503] },
-    Route { method: Method::GET, path: "/pools/book", handler: || get(book), statuses: &[200, 400, 503] },
-    Route { method: Method::GET, path: "/pools/index", handler: || get(price_index), statuses: &[200, 400, 503] },
-    Route { method: Method::GET, path: "/pools/providers", handler: || get(providers), statuses: &[200, 400, 503] },
+    Route::get("/status", "Node and ledger status", || get(status), doc::json::<Status>()).statuses(&[200, 503]),
+    Route::get(
+        "/blocks/{height}",
+        "A committed block: header fields and entry ids",
+        || get(block),
+        doc::json::<BlockView>(),
+    )
+    .statuses(&[200, 400, 404, 503])
+    .about(&["Block height"]),
+    Route::get(
+        "/blocks/{height}/raw",
+        "The block's bytes and its certificate's, hex",
+        || get(block_raw),
+        doc::json::<RawBlock>(),
+    )
+    .statuses(&[200, 400, 404, 503])
+    .about(&["Block height"]),
+    Route::post(
+        "/entries",
+        "A signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped",
+        || axum::routing::post(submit),
+        doc::json::<Submitted>(),
+    )
+    .statuses(&[202, 400, 401, 409, 413, 429, 503])
+    .body(doc::Body::Envelope),
+    Route::get(
+        "/entries/{id}",
+        "Where a committed entry is (404 while it is not committed)",
+        || get(entry),
+        doc::json::<EntryPlace>(),
+    )
+    .statuses(&[200, 400, 404, 503])
+    .about(&["Entry id, 64 hex digits"]),
+    Route::get(
+        "/accounts/{key}/balances",
+        "An account's balances by token (milli-units)",
+        || get(balances),
+        doc::json::<Balances>(),
+    )
+    .statuses(&[200, 400, 503])
+    .about(&[ACCOUNT]),
+    Route::get(
+        "/accounts/{key}/fuel",
+        "An author's fuel as this node counts it: levels per class, standing, refusals",
+        || get(fuel),
+        doc::json::<Fuel>(),
+    )
+    .statuses(&[200, 400, 404, 503])
+    .about(&[ACCOUNT]),
+    Route::post(
+        "/offers",
+        "Sign an offer with the node's key, check it as receivers check it and put it in the node's market; only then \
+         join and announce its pool and gossip it",
+        || axum::routing::post(post_offer),
+        doc::json::<OfferPlaced>(),
+    )
+    .statuses(&[202, 400, 401, 403, 409, 413, 429, 503])
+    .body(doc::json_body::<OfferRequest>()),
+    Route::post(
+        "/offers/{id}/cancel",
+        "Withdraw one of the node's offers: a signed cancel, gossiped on the pool's topic and put on the ledger (so no \
+         later settlement can fill it)",
+        || axum::routing::post(cancel_offer),
+        doc::json::<Published>(),
+    )
+    .statuses(&[202, 400, 401, 409, 429, 503])
+    .about(&["Offer id, 64 hex digits"])
+    .query(doc::schema::<CancelQuery>),
+    Route::post(
+        "/barter",
+        "A token-free barter offer, signed, gossiped and put on the node's barter board",
+        || axum::routing::post(post_barter),
+        doc::json::<Published>(),
+    )
+    .statuses(&[202, 400, 401, 403, 409, 413, 503])
+    .body(doc::json_body::<BarterRequest>()),
+    Route::post(
+        "/transfers",
+        "A transfer from the node's account, signed and submitted to the ledger",
+        || axum::routing::post(post_transfer),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .body(doc::json_body::<TransferRequest>()),
+    Route::post(
+        "/assets",
+        "Register an asset, signed by the node",
+        || axum::routing::post(post_asset),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .body(doc::json_body::<AssetRequest>()),
+    Route::get(
+        "/assets/{id}",
+        "An asset's manifest and history: readings anchored for it and the latest of them, its author's recent energy \
+         trades, alerts, reports and maintenance logged, overrides on it",
+        || get(asset),
+        doc::json::<AssetView>(),
+    )
+    .statuses(&[200, 400, 404, 503])
+    .about(&["The asset's id, 64 hex digits"]),
+    Route::post(
+        "/guilds",
+        "A guild (shared account, k-of-n spending) signed by the node",
+        || axum::routing::post(post_guild),
+        doc::json::<GuildMade>(),
+    )
+    .statuses(SUBMITTED)
+    .body(doc::json_body::<GuildRequest>()),
+    Route::get("/guilds/{account}", "A guild: members, threshold, balances", || get(guild), doc::json::<GuildView>())
+        .statuses(&[200, 400, 404, 503])
+        .about(&["A guild's account, 64 hex digits"]),
+    Route::post(
+        "/guilds/{account}/spends",
+        "The node (a member) asks to spend from a guild; counts as its approval",
+        || axum::routing::post(post_guild_spend),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .about(&["A guild's account, 64 hex digits"])
+    .body(doc::json_body::<TransferRequest>()),
+    Route::get(
+        "/guild-spends/{id}",
+        "A guild's spend: approvals, status",
+        || get(guild_spend),
+        doc::json::<SpendView>(),
+    )
+    .statuses(&[200, 400, 404, 503])
+    .about(&["A guild spend's id, 64 hex digits"]),
+    Route::post(
+        "/guild-spends/{id}/approve",
+        "The node (a member) approves a pending spend",
+        || axum::routing::post(approve_guild_spend),
+        doc::json::<Submitted>(),
+    )
+    .statuses(&[202, 400, 401, 409, 429, 503])
+    .about(&["A guild spend's id, 64 hex digits"]),
+    Route::get(
+        "/meter",
+        "The home meter: latest registers, latest signed reading, counters",
+        || get(meter),
+        doc::json::<crate::meter::Status>(),
+    )
+    .statuses(&[200, 503]),
+    Route::get(
+        "/island",
+        "The microgrid controller: mode (grid or island) and the last interval's allocation",
+        || get(island),
+        doc::json::<crate::island::Status>(),
+    )
+    .statuses(&[200, 404, 503]),
+    Route::post(
+        "/island",
+        "Tell the microgrid controller whether the grid is present (`false` islands at once)",
+        || axum::routing::post(island_grid),
+        doc::json::<crate::island::Status>(),
+    )
+    .statuses(&[202, 400, 401, 404, 413, 503])
+    .body(doc::json_body::<GridSignal>()),
+    Route::get(
+        "/pools",
+        "The pools the node's market holds, with their open offers by price level",
+        || get(pools),
+        doc::json::<Pools>(),
+    )
+    .statuses(&[200, 503]),
+    Route::get("/pools/book", "One pool's open offers by price level", || get(book), doc::json::<PoolBook>())
+        .statuses(&[200, 400, 404, 503])
+        .query(doc::schema::<BookQuery>),
+    Route::get(
+        "/pools/index",
+        "The pool's price indices (volume-weighted average prices) per period, from the ledger, with the dynamic base \
+         price each period's trades met",
+        || get(price_index),
+        doc::json::<PriceIndex>(),
+    )
+    .statuses(&[200, 400, 503])
+    .query(doc::schema::<IndexQuery>),
+    Route::get(
+        "/pools/providers",
+        "The peers that announce the pool in the DHT (a Kademlia query)",
+        || get(providers),
+        doc::json::<Providers>(),
+    )
+    .statuses(&[200, 400, 503])
+    .query(doc::schema::<PoolQuery>),
 ];
 
 pub fn router(context: Context) -> Router {
-    ROUTES
-        .iter()
+    routes()
         .fold(Router::new(), |router, route| router.route(route.path, (route.handler)()))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .layer(axum::middleware::map_response(errors_as_json))
@@ -400,136 +454,241 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response 
     ApiError::new(status, message).into_response()
 }
 
-pub(crate) fn no_ledger() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "this node keeps no ledger (no genesis file)")
+/// The node and its ledger, now.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Status {
+    /// The network's name (its genesis file's).
+    network: String,
+    /// This node's libp2p peer id.
+    peer_id: String,
+    /// This node's account: its public key, 64 hex digits.
+    account: String,
+    /// The kos version it runs.
+    version: &'static str,
+    /// Peers connected now.
+    peers: usize,
+    /// Gossip topics joined.
+    topics: usize,
+    /// The pools this node serves and announces in the DHT.
+    served_pools: Vec<String>,
+    /// The addresses it listens on.
+    listen: Vec<String>,
+    /// Its ledger (null without a genesis file).
+    ledger: Option<LedgerStatus>,
+    gossip: GossipCounts,
 }
 
-async fn status(State(context): State<Context>) -> Response {
+/// Where the node's ledger is.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LedgerStatus {
+    /// The last committed height.
+    height: u64,
+    /// Its block's hash, 64 hex digits.
+    hash: String,
+    /// The round of the height being decided.
+    round: i64,
+    /// Entries waiting in the mempool.
+    mempool_entries: usize,
+    /// Whether this node is a validator.
+    validator: bool,
+    /// Validators in the set.
+    validators: usize,
+    /// Entries committed since this node started.
+    committed_entries: u64,
+    /// While syncing: the height peers are at.
+    syncing_to: Option<u64>,
+    /// Proposers seen signing two blocks for one round since this node started.
+    equivocations: u64,
+}
+
+/// Gossip messages since the node started.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GossipCounts {
+    accepted: u64,
+    /// Invalid: their forwarder was penalised.
+    rejected: u64,
+    /// Over their forwarder's budget.
+    throttled: u64,
+    /// Over their author's fuel.
+    fuel_throttled: u64,
+}
+
+async fn status(State(context): State<Context>) -> Json<Status> {
     let info = context.network.info().await.ok();
     let ledger = context.ledger.as_ref().map(|ledger| {
         let status = ledger.status();
-        json!({
-            "height": status.height,
-            "hash": status.hash,
-            "round": status.round,
-            "mempool_entries": status.mempool_entries,
-            "validator": status.validator,
-            "validators": status.validators,
-            "committed_entries": status.committed_entries,
-            "syncing_to": status.syncing_to,
-            "equivocations": status.equivocations,
-        })
+        LedgerStatus {
+            height: status.height,
+            hash: status.hash,
+            round: status.round,
+            mempool_entries: status.mempool_entries,
+            validator: status.validator,
+            validators: status.validators,
+            committed_entries: status.committed_entries,
+            syncing_to: status.syncing_to,
+            equivocations: status.equivocations,
+        }
     });
     let served_pools: Vec<String> =
         context.served_pools.lock().map(|pools| pools.iter().map(ToString::to_string).collect()).unwrap_or_default();
-    Json(json!({
-        "network": context.network.network().as_str(),
-        "peer_id": context.network.peer_id().to_string(),
-        "account": context.signer.public().to_string(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "peers": info.as_ref().map_or(0, |info| info.peers.len()),
-        "topics": info.as_ref().map_or(0, |info| info.topics),
-        "served_pools": served_pools,
-        "listen": info.map(|info| info.listen.iter().map(ToString::to_string).collect::<Vec<_>>()).unwrap_or_default(),
-        "ledger": ledger,
-        "gossip": {
-            "accepted": Stats::get(&context.network.stats().accepted),
-            "rejected": Stats::get(&context.network.stats().rejected),
-            "throttled": Stats::get(&context.network.stats().throttled),
-            "fuel_throttled": Stats::get(&context.network.stats().fuel_throttled),
+    let stats = context.network.stats();
+    Json(Status {
+        network: context.network.network().as_str().to_owned(),
+        peer_id: context.network.peer_id().to_string(),
+        account: context.signer.public().to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        peers: info.as_ref().map_or(0, |info| info.peers.len()),
+        topics: info.as_ref().map_or(0, |info| info.topics),
+        served_pools,
+        listen: info.map(|info| info.listen.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+        ledger,
+        gossip: GossipCounts {
+            accepted: Stats::get(&stats.accepted),
+            rejected: Stats::get(&stats.rejected),
+            throttled: Stats::get(&stats.throttled),
+            fuel_throttled: Stats::get(&stats.fuel_throttled),
         },
-    }))
-    .into_response()
+    })
+}
+
+/// An author's fuel as this node counts it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Fuel {
+    account: String,
+    standing: Standing,
+    /// Whole units of each class.
+    compute: u64,
+    bandwidth: u64,
+    memory: u64,
+    /// Messages of it this node refused for want of fuel.
+    throttled: u64,
+}
+
+/// How much the network trusts an author: it scales the author's fuel.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Standing {
+    /// Unknown to the ledger, or with little history.
+    Newcomer,
+    /// Has an account with settled deliveries.
+    Member,
+    /// A validator, or an account of the ledger's "trusted" reputation tier.
+    Trusted,
 }
 
 /// An author's fuel as this node counts it: levels per class (compute, bandwidth, memory), standing, refusals.
-async fn fuel(State(context): State<Context>, UrlPath(key): UrlPath<String>) -> Response {
-    let Ok(author) = PublicKey::from_hex(&key) else {
-        return error(StatusCode::BAD_REQUEST, "an account is a public key of 64 hex digits");
+async fn fuel(State(context): State<Context>, UrlPath(key): UrlPath<String>) -> Answer<Fuel> {
+    let author =
+        PublicKey::from_hex(&key).map_err(|_| ApiError::bad_request("an account is a public key of 64 hex digits"))?;
+    let status = context
+        .network
+        .fuel(author)
+        .await
+        .map_err(|problem| ApiError::unavailable(problem.to_string()))?
+        .ok_or_else(|| ApiError::not_found("this node has seen nothing from that account lately"))?;
+    let standing = match status.standing {
+        energy::fuel::Standing::Newcomer => Standing::Newcomer,
+        energy::fuel::Standing::Member => Standing::Member,
+        energy::fuel::Standing::Trusted => Standing::Trusted,
     };
-    match context.network.fuel(author).await {
-        Ok(Some(status)) => Json(json!({
-            "account": key,
-            "standing": status.standing,
-            "compute": status.levels[0],
-            "bandwidth": status.levels[1],
-            "memory": status.levels[2],
-            "throttled": status.throttled,
-        }))
-        .into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "this node has seen nothing from that account lately"),
-        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
-    }
+    Ok(Json(Fuel {
+        account: key,
+        standing,
+        compute: status.levels[0],
+        bandwidth: status.levels[1],
+        memory: status.levels[2],
+        throttled: status.throttled,
+    }))
 }
 
 fn stored_block(
     context: &Context,
     height: u64,
-) -> Result<(ledger_crate::Block, ledger_crate::store::Stored), Box<Response>> {
-    let ledger = context.ledger.as_ref().ok_or_else(|| Box::new(no_ledger()))?;
+) -> Result<(ledger_crate::Block, ledger_crate::store::Stored), ApiError> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
     let stored = ledger
         .reader()
         .block(height)
-        .map_err(|error| Box::new(error_response(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))))?
-        .ok_or_else(|| Box::new(error(StatusCode::NOT_FOUND, format!("no block at height {height} yet"))))?;
-    let block = ledger_crate::Block::from_bytes(&stored.block).map_err(|problem| {
-        Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, format!("stored block {height}: {problem}")))
-    })?;
+        .map_err(|error| ApiError::internal(format!("{error:#}")))?
+        .ok_or_else(|| ApiError::not_found(format!("no block at height {height} yet")))?;
+    let block = ledger_crate::Block::from_bytes(&stored.block)
+        .map_err(|problem| ApiError::internal(format!("stored block {height}: {problem}")))?;
     Ok((block, stored))
-}
-
-fn error_response(status: StatusCode, message: String) -> Response {
-    error(status, message)
 }
 
 use ::ledger as ledger_crate;
 
-async fn block(State(context): State<Context>, UrlPath(height): UrlPath<u64>) -> Response {
-    let (block, _) = match stored_block(&context, height) {
-        Ok(found) => found,
-        Err(response) => return *response,
-    };
+/// A committed block: its header's fields and its entries' ids.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BlockView {
+    height: u64,
+    /// 64 hex digits, as every hash and id here.
+    hash: String,
+    parent: String,
+    /// The proposer's clock when it proposed the block, Unix ms.
+    time_ms: u64,
+    /// The proposer's account.
+    proposer: String,
+    entry_count: u32,
+    entries_root: String,
+    state_root: String,
+    validators_hash: String,
+    /// The entries' ids, in the block's order.
+    entries: Vec<String>,
+}
+
+async fn block(State(context): State<Context>, UrlPath(height): UrlPath<u64>) -> Answer<BlockView> {
+    let (block, _) = stored_block(&context, height)?;
     let header = block.header();
-    let entries: Vec<String> = block
+    let entries = block
         .entries()
         .map(|bytes| protocol::Envelope::from_bytes(bytes).map_or_else(|_| "undecodable".into(), |e| e.id().to_hex()))
         .collect();
-    Json(json!({
-        "height": header.height,
-        "hash": block.hash().to_string(),
-        "parent": header.parent.to_string(),
-        "time_ms": header.time_ms,
-        "proposer": header.proposer.to_string(),
-        "entry_count": header.entry_count,
-        "entries_root": header.entries_root.to_string(),
-        "state_root": header.state_root.to_string(),
-        "validators_hash": header.validators_hash.to_string(),
-        "entries": entries,
+    Ok(Json(BlockView {
+        height: header.height,
+        hash: block.hash().to_string(),
+        parent: header.parent.to_string(),
+        time_ms: header.time_ms,
+        proposer: header.proposer.to_string(),
+        entry_count: header.entry_count,
+        entries_root: header.entries_root.to_string(),
+        state_root: header.state_root.to_string(),
+        validators_hash: header.validators_hash.to_string(),
+        entries,
     }))
-    .into_response()
 }
 
-async fn block_raw(State(context): State<Context>, UrlPath(height): UrlPath<u64>) -> Response {
-    match stored_block(&context, height) {
-        Ok((_, stored)) => Json(json!({
-            "height": height,
-            "block": hex::encode(&stored.block),
-            "certificate": hex::encode(&stored.certificate),
-        }))
-        .into_response(),
-        Err(response) => *response,
-    }
+/// A committed block's bytes and its certificate's (PROTOCOL.md §7), for a verifier of its own.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RawBlock {
+    height: u64,
+    /// The block's canonical CBOR, hex.
+    block: String,
+    /// The commit certificate's CBOR, hex.
+    certificate: String,
 }
 
-async fn entry(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an entry id is 64 hex digits") };
+async fn block_raw(State(context): State<Context>, UrlPath(height): UrlPath<u64>) -> Answer<RawBlock> {
+    let (_, stored) = stored_block(&context, height)?;
+    Ok(Json(RawBlock { height, block: hex::encode(&stored.block), certificate: hex::encode(&stored.certificate) }))
+}
+
+/// Where a committed entry is.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EntryPlace {
+    id: String,
+    height: u64,
+    /// Its place in the block's entries, from 0.
+    position: u32,
+}
+
+async fn entry(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Answer<EntryPlace> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let id = Id::from_hex(&id).map_err(|_| ApiError::bad_request("an entry id is 64 hex digits"))?;
     match ledger.reader().locate(&id) {
-        Ok(Some((height, position))) => {
-            Json(json!({ "id": id.to_hex(), "height": height, "position": position })).into_response()
-        }
-        Ok(None) => error(StatusCode::NOT_FOUND, "not committed (yet)"),
-        Err(problem) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{problem:#}")),
+        Ok(Some((height, position))) => Ok(Json(EntryPlace { id: id.to_hex(), height, position })),
+        Ok(None) => Err(ApiError::not_found("not committed (yet)")),
+        Err(problem) => Err(ApiError::internal(format!("{problem:#}"))),
     }
 }
 
@@ -561,109 +720,124 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn submit(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
+async fn submit(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
     submit_bytes(&context, body.to_vec()).await
 }
 
+/// An entry the node took into its mempool (and gossiped): it is not on the ledger yet; `GET /entries/{id}` says
+/// when it is.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Submitted {
+    /// The entry's id, 64 hex digits.
+    pub id: String,
+}
+
 /// Submits an entry's bytes to the ledger: 202 with its id, or why not.
-async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
+async fn submit_bytes(context: &Context, bytes: Vec<u8>) -> Taken<Submitted> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
     // The id of an entry already waiting or committed, so that its sender can follow it (a decodable entry: the
     // mempool decoded it to find it a duplicate).
     let id = protocol::Envelope::from_bytes(&bytes).map(|envelope| envelope.id()).ok();
     match ledger.submit(bytes).await {
-        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex() }))).into_response(),
+        Ok(id) => Ok(Accepted(Submitted { id: id.to_hex() })),
         Err(refused @ ledger::Error::Refused(ledger::Rejected::Duplicate | ledger::Rejected::Included)) => match id {
-            Some(id) => ApiError::from(&refused).about(id).into_response(),
-            None => ledger_error(&refused),
+            Some(id) => Err(ApiError::from(&refused).about(id)),
+            None => Err(ApiError::from(&refused)),
         },
-        Err(refused) => ledger_error(&refused),
+        Err(refused) => Err(ApiError::from(&refused)),
     }
 }
 
-/// The answer to a request the ledger did not serve: an entry it did not take, with a status that says whose move
-/// it is (the entry's own fault 400; a conflict with what is waiting or committed, or with the author's balance
-/// 409; too many of this author's entries waiting 429; the node's capacity 503), or a read of its state that failed
-/// (503: the ledger stopped, or its store could not be read; never answered as if nothing were there).
-pub(crate) fn ledger_error(refused: &ledger::Error) -> Response {
-    ApiError::from(refused).into_response()
-}
-
 /// A JSON request body, or a 400 that says what is wrong with it.
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, Box<Response>> {
-    serde_json::from_slice(body)
-        .map_err(|problem| Box::new(error(StatusCode::BAD_REQUEST, format!("not {what}: {problem}"))))
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|problem| ApiError::bad_request(format!("not {what}: {problem}")))
 }
 
 fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "write endpoints need `Authorization: Bearer <data-dir/api.token>`")
 }
 
-async fn balances(State(context): State<Context>, UrlPath(key): UrlPath<String>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let Ok(account) = PublicKey::from_hex(&key) else {
-        return error(StatusCode::BAD_REQUEST, "an account is its public key, 64 hex digits");
-    };
-    match ledger.query(move |state| (state.height(), state.account_balances(&account))).await {
-        Ok((height, balances)) => {
-            let balances: serde_json::Map<String, serde_json::Value> =
-                balances.into_iter().map(|(token, amount)| (token.as_str().to_string(), json!(amount))).collect();
-            Json(json!({ "account": key, "height": height, "balances": balances })).into_response()
-        }
-        Err(failed) => ledger_error(&failed),
-    }
+/// An account's balances.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Balances {
+    account: String,
+    /// The height whose state this is.
+    height: u64,
+    /// Milli-units by token.
+    balances: BTreeMap<String, u64>,
 }
 
-fn no_market() -> Response {
-    error(StatusCode::SERVICE_UNAVAILABLE, "this node runs no market (it needs a ledger: a genesis file)")
+async fn balances(State(context): State<Context>, UrlPath(key): UrlPath<String>) -> Answer<Balances> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let account =
+        PublicKey::from_hex(&key).map_err(|_| ApiError::bad_request("an account is its public key, 64 hex digits"))?;
+    let (height, balances) = ledger.query(move |state| (state.height(), state.account_balances(&account))).await?;
+    let balances = balances.into_iter().map(|(token, amount)| (token.as_str().to_string(), amount)).collect();
+    Ok(Json(Balances { account: key, height, balances }))
 }
 
 /// An offer to make, as posted to `/offers`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct OfferRequest {
-    /// `resource/token/cell/interval_s`.
+    /// The pool: `resource/token/cell/interval_s`.
+    #[schemars(example = "energy/credit/u33db/900")]
     pool: String,
-    /// `bid` or `ask`.
-    side: String,
-    /// In the resource's unit (Wh for energy).
+    side: OfferSide,
+    /// In the resource's unit: Wh for energy, milli-units otherwise.
+    #[schemars(range(min = 1))]
     quantity: u64,
-    /// Per kWh (energy) or per unit, in the pool's token, as a decimal string with up to 3 decimals.
+    /// Limit price per kWh (energy) or per unit, in the pool's token, as a decimal string with up to 3 decimals.
+    #[schemars(example = "0.30")]
     price: String,
-    /// Start of the delivery interval (Unix seconds); default: the pool's next interval whose auction is open.
+    /// Start of the delivery interval, Unix seconds; default: the pool's next interval whose auction is open.
     delivery_start: Option<u64>,
     /// Lifetime in seconds; default 900, or until the delivery starts when that is later (at most 7 days).
     expires_in_s: Option<u64>,
 }
 
-/// Signs a body with the node's signer, now, for `lifetime_ms` (500 when it cannot: its nonce reservation could not
-/// be written).
-pub(crate) fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> Result<protocol::Envelope, Box<Response>> {
-    let created_ms = now_ms();
-    context.signer.sign(body, created_ms, created_ms.saturating_add(lifetime_ms)).map_err(|problem| {
-        Box::new(error(StatusCode::INTERNAL_SERVER_ERROR, format!("signing with the node's key: {problem:#}")))
-    })
+/// A bid buys, an ask sells.
+#[derive(Debug, Clone, Copy, serde::Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+enum OfferSide {
+    Bid,
+    Ask,
 }
 
-async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let Some(placer) = context.placer.as_ref() else { return no_market() };
-    let request: OfferRequest = match parse(&body, "an offer request") {
-        Ok(request) => request,
-        Err(response) => return *response,
+/// Signs a body with the node's signer, now, for `lifetime_ms` (500 when it cannot: its nonce reservation could not
+/// be written).
+pub(crate) fn sign_now(context: &Context, body: Body, lifetime_ms: u64) -> Result<protocol::Envelope, ApiError> {
+    let created_ms = now_ms();
+    context
+        .signer
+        .sign(body, created_ms, created_ms.saturating_add(lifetime_ms))
+        .map_err(|problem| ApiError::internal(format!("signing with the node's key: {problem:#}")))
+}
+
+/// An offer the node's market took.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OfferPlaced {
+    /// The offer's id, 64 hex digits.
+    id: String,
+    pool: String,
+    /// Start of its delivery interval, Unix seconds.
+    delivery_start: u64,
+    /// When it expires, Unix ms.
+    expires_ms: u64,
+    /// Whether it was gossiped to peers in the pool (false: nobody in the pool's topic yet).
+    published: bool,
+}
+
+async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<OfferPlaced> {
+    let placer = context.placer.as_ref().ok_or_else(ApiError::no_market)?;
+    let request: OfferRequest = parse(&body, "an offer request")?;
+    let pool: PoolId = request.pool.parse().map_err(|problem| ApiError::bad_request(format!("pool: {problem}")))?;
+    let side = match request.side {
+        OfferSide::Bid => Side::Bid,
+        OfferSide::Ask => Side::Ask,
     };
-    let pool: PoolId = match request.pool.parse() {
-        Ok(pool) => pool,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
-    };
-    let side = match request.side.as_str() {
-        "bid" => Side::Bid,
-        "ask" => Side::Ask,
-        other => return error(StatusCode::BAD_REQUEST, format!("side: {other:?} is not bid or ask")),
-    };
-    let unit_price = match protocol::amount::parse_milli(&request.price) {
-        Ok(price) => price,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("price: {problem}")),
-    };
+    let unit_price = protocol::amount::parse_milli(&request.price)
+        .map_err(|problem| ApiError::bad_request(format!("price: {problem}")))?;
     let created_ms = now_ms();
     let delivery_start_s =
         request.delivery_start.unwrap_or_else(|| placer.market.first_open_delivery_s(&pool, created_ms));
@@ -674,178 +848,270 @@ async fn post_offer(State(context): State<Context>, _: Authorized, body: Bytes) 
         None => protocol::validate::default_offer_lifetime_ms(delivery_start_s, created_ms),
     };
     let offer = Offer { pool: pool.clone(), side, quantity: request.quantity, unit_price, delivery_start_s };
-    match placer.offer(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await {
-        Ok(placed) => (
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "id": placed.id.to_hex(),
-                "pool": pool.to_string(),
-                "delivery_start": delivery_start_s,
-                "expires_ms": placed.envelope.expires_ms,
-                "published": placed.published,
-            })),
-        )
-            .into_response(),
-        Err(problem) => place_error(&problem),
+    let placed = placer.offer(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await?;
+    Ok(Accepted(OfferPlaced {
+        id: placed.id.to_hex(),
+        pool: pool.to_string(),
+        delivery_start: delivery_start_s,
+        expires_ms: placed.envelope.expires_ms,
+        published: placed.published,
+    }))
+}
+
+/// A pool's open offers by price level.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BookView {
+    /// The delivery interval shown (Unix seconds), in an interval pool.
+    delivery_start: Option<u64>,
+    /// Open offers in the book.
+    offers: usize,
+    /// Best first.
+    bids: Vec<Level>,
+    /// Best first.
+    asks: Vec<Level>,
+}
+
+/// A price level: the quantity open at a price.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Level {
+    /// Milli-units of the pool's token per kWh (energy) or per 1000 units.
+    price: u64,
+    /// Wh for energy, milli-units otherwise.
+    quantity: u64,
+}
+
+impl From<&::market::pools::Depth> for BookView {
+    fn from(depth: &::market::pools::Depth) -> BookView {
+        let levels = |levels: &[(u64, u64)]| -> Vec<Level> {
+            levels.iter().map(|(price, quantity)| Level { price: *price, quantity: *quantity }).collect()
+        };
+        BookView {
+            delivery_start: depth.delivery_start_s,
+            offers: depth.offers,
+            bids: levels(&depth.bids),
+            asks: levels(&depth.asks),
+        }
     }
-}
-
-/// The answer to an offer that was not placed (see [`ApiError`]'s conversions).
-fn place_error(problem: &crate::app::place::PlaceError) -> Response {
-    ApiError::from(problem).into_response()
-}
-
-fn depth_json(depth: &::market::pools::Depth) -> serde_json::Value {
-    let levels = |levels: &[(u64, u64)]| -> Vec<serde_json::Value> {
-        levels.iter().map(|(price, quantity)| json!({ "price": price, "quantity": quantity })).collect()
-    };
-    json!({
-        "delivery_start": depth.delivery_start_s,
-        "offers": depth.offers,
-        "bids": levels(&depth.bids),
-        "asks": levels(&depth.asks),
-    })
 }
 
 /// The home meter's latest registers, its latest signed reading and its counters.
-async fn meter(State(context): State<Context>) -> Response {
-    match context.meter.as_ref() {
-        Some(meter) => Json(meter.status()).into_response(),
-        None => error(StatusCode::NOT_FOUND, "this node reads no meter (set [meter] kind in its config)"),
-    }
+async fn meter(State(context): State<Context>) -> Answer<crate::meter::Status> {
+    let meter = context
+        .meter
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this node reads no meter (set [meter] kind in its config)"))?;
+    Ok(Json(meter.status()))
 }
 
 /// The microgrid controller: mode (grid or island) and the last interval's allocation.
-async fn island(State(context): State<Context>) -> Response {
-    match context.island.as_ref() {
-        Some(island) => Json(island.status()).into_response(),
-        None => error(StatusCode::NOT_FOUND, "this node controls no microgrid (set [island] enabled in its config)"),
-    }
+async fn island(State(context): State<Context>) -> Answer<crate::island::Status> {
+    let island = context
+        .island
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this node controls no microgrid (set [island] enabled in its config)"))?;
+    Ok(Json(island.status()))
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// Whether the grid is present, as posted to `/island`.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct GridSignal {
+    /// `false` islands the microgrid at once; the grid must be present for the configured intervals before grid
+    /// mode returns.
     grid_present: bool,
 }
 
 /// Tells the microgrid controller whether the grid is present: `{"grid_present": false}` islands at once; the
 /// grid must be present for `return_intervals` intervals before grid mode returns.
-async fn island_grid(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let Some(island) = context.island.as_ref() else {
-        return error(StatusCode::NOT_FOUND, "this node controls no microgrid");
-    };
-    let Ok(signal) = serde_json::from_slice::<GridSignal>(&body) else {
-        return error(StatusCode::BAD_REQUEST, "expected {\"grid_present\": true|false}");
-    };
+async fn island_grid(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<crate::island::Status> {
+    let island = context.island.as_ref().ok_or_else(|| ApiError::not_found("this node controls no microgrid"))?;
+    let signal = serde_json::from_slice::<GridSignal>(&body)
+        .map_err(|_| ApiError::bad_request("expected {\"grid_present\": true|false}"))?;
     if island.grid(signal.grid_present).await {
-        (StatusCode::ACCEPTED, Json(island.status())).into_response()
+        Ok(Accepted(island.status()))
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "the microgrid controller stopped")
+        Err(ApiError::unavailable("the microgrid controller stopped"))
     }
 }
 
-async fn pools(State(context): State<Context>) -> Response {
-    let Some(market) = context.market.as_ref() else { return no_market() };
+/// The node's market: its pools and its counters since it started.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Pools {
+    pools: Vec<PoolView>,
+    /// Offers taken.
+    offers: u64,
+    /// Offers refused.
+    refused: u64,
+    matches: u64,
+    matched_quantity: u64,
+    settlements_submitted: u64,
+    settlements_refused: u64,
+    barter_offers: u64,
+    /// Offers and barter offers refused because an override froze their author's trading.
+    frozen: u64,
+    barter_cycles_found: u64,
+    barter_cycles_submitted: u64,
+}
+
+/// A pool the node's market holds.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PoolView {
+    /// `resource/token/cell/interval_s`.
+    pool: String,
+    /// Its DHT key and topic name's digest, 64 hex digits.
+    digest: String,
+    /// Its five best levels a side (null: no open offers).
+    book: Option<BookView>,
+}
+
+async fn pools(State(context): State<Context>) -> Answer<Pools> {
+    let market = context.market.as_ref().ok_or_else(ApiError::no_market)?;
     let mut list = Vec::new();
     for pool in market.pools().await {
         let depth = market.depth(pool.clone(), 5).await;
-        list.push(json!({
-            "pool": pool.to_string(),
-            "digest": pool.digest().to_hex(),
-            "book": depth.as_ref().map(depth_json),
-        }));
+        list.push(PoolView {
+            pool: pool.to_string(),
+            digest: pool.digest().to_hex(),
+            book: depth.as_ref().map(BookView::from),
+        });
     }
     let stats = market.stats();
-    Json(json!({
-        "pools": list,
-        "offers": stats.offers,
-        "refused": stats.refused,
-        "matches": stats.matches,
-        "matched_quantity": stats.matched_quantity,
-        "settlements_submitted": stats.settlements_submitted,
-        "settlements_refused": stats.settlements_refused,
-        "barter_offers": stats.barter_offers,
-        "frozen": stats.frozen,
-        "barter_cycles_found": stats.barter_cycles_found,
-        "barter_cycles_submitted": stats.barter_cycles_submitted,
+    Ok(Json(Pools {
+        pools: list,
+        offers: stats.offers,
+        refused: stats.refused,
+        matches: stats.matches,
+        matched_quantity: stats.matched_quantity,
+        settlements_submitted: stats.settlements_submitted,
+        settlements_refused: stats.settlements_refused,
+        barter_offers: stats.barter_offers,
+        frozen: stats.frozen,
+        barter_cycles_found: stats.barter_cycles_found,
+        barter_cycles_submitted: stats.barter_cycles_submitted,
     }))
-    .into_response()
 }
 
-#[derive(Debug, serde::Deserialize)]
+fn pool_id(text: &str) -> Result<PoolId, ApiError> {
+    text.parse().map_err(|problem| ApiError::bad_request(format!("pool: {problem}")))
+}
+
+/// `?pool=`: which pool.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 struct PoolQuery {
+    /// A pool: resource/token/cell/interval_s, e.g. energy/credit/u33db/900.
     pool: String,
-    from: Option<u64>,
-    to: Option<u64>,
+}
+
+/// `/pools/book`: which pool, how deep.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+struct BookQuery {
+    /// A pool: resource/token/cell/interval_s, e.g. energy/credit/u33db/900.
+    pool: String,
+    /// Price levels per side (default 20, at most 1000).
     levels: Option<usize>,
+}
+
+/// `/pools/index`: which pool, which periods.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+struct IndexQuery {
+    /// A pool: resource/token/cell/interval_s, e.g. energy/credit/u33db/900.
+    pool: String,
+    /// From, Unix seconds.
+    from: Option<u64>,
+    /// To, Unix seconds.
+    to: Option<u64>,
+}
+
+/// One pool's book.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PoolBook {
+    pool: String,
+    book: BookView,
 }
 
 async fn book(
     State(context): State<Context>,
-    axum::extract::Query(query): axum::extract::Query<PoolQuery>,
-) -> Response {
-    let Some(market) = context.market.as_ref() else { return no_market() };
-    let pool: PoolId = match query.pool.parse() {
-        Ok(pool) => pool,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
-    };
-    match market.depth(pool.clone(), query.levels.unwrap_or(20).min(1000)).await {
-        Some(depth) => Json(json!({ "pool": pool.to_string(), "book": depth_json(&depth) })).into_response(),
-        None => error(StatusCode::NOT_FOUND, "this node's market has no open offers in that pool"),
-    }
+    axum::extract::Query(query): axum::extract::Query<BookQuery>,
+) -> Answer<PoolBook> {
+    let market = context.market.as_ref().ok_or_else(ApiError::no_market)?;
+    let pool = pool_id(&query.pool)?;
+    let depth = market
+        .depth(pool.clone(), query.levels.unwrap_or(20).min(1000))
+        .await
+        .ok_or_else(|| ApiError::not_found("this node's market has no open offers in that pool"))?;
+    Ok(Json(PoolBook { pool: pool.to_string(), book: BookView::from(&depth) }))
+}
+
+/// A pool's price indices per period.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PriceIndex {
+    pool: String,
+    /// The height whose state this is.
+    height: u64,
+    /// Oldest first, the last 1000 at most.
+    periods: Vec<PeriodIndex>,
+}
+
+/// One period's trades in a pool.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PeriodIndex {
+    /// The period's start, Unix seconds.
+    period: u64,
+    /// Σ quantity traded (Wh for energy).
+    volume: u64,
+    /// Σ paid, token milli-units.
+    value: u64,
+    trades: u64,
+    /// The volume-weighted average price, milli-units per kWh (energy) or per 1000 units.
+    vwap: Option<u64>,
+    /// The dynamic base price the period's trades met (null: none recorded).
+    base_price: Option<u64>,
 }
 
 async fn price_index(
     State(context): State<Context>,
-    axum::extract::Query(query): axum::extract::Query<PoolQuery>,
-) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let pool: PoolId = match query.pool.parse() {
-        Ok(pool) => pool,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
-    };
+    axum::extract::Query(query): axum::extract::Query<IndexQuery>,
+) -> Answer<PriceIndex> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let pool = pool_id(&query.pool)?;
     let to = query.to.unwrap_or(u64::MAX);
     let from = query.from.unwrap_or(0);
     let key = pool.clone();
-    let read = ledger
+    let (height, indices, bases) = ledger
         .query(move |state| {
             let height = state.height();
-            let bases: std::collections::BTreeMap<u64, u64> = state.base_prices(&key, from, to).into_iter().collect();
+            let bases: BTreeMap<u64, u64> = state.base_prices(&key, from, to).into_iter().collect();
             (height, state.price_indices(&key, from, to), bases)
         })
-        .await;
-    let (height, indices, bases) = match read {
-        Ok(read) => read,
-        Err(failed) => return ledger_error(&failed),
-    };
-    let periods: Vec<serde_json::Value> = indices
+        .await?;
+    let periods: Vec<PeriodIndex> = indices
         .iter()
         .rev()
         .take(1000)
         .rev()
-        .map(|(period, index)| {
-            json!({
-                "period": period,
-                "volume": index.volume,
-                "value": index.value,
-                "trades": index.trades,
-                "vwap": index.vwap(),
-                "base_price": bases.get(period),
-            })
+        .map(|(period, index)| PeriodIndex {
+            period: *period,
+            volume: index.volume,
+            value: index.value,
+            trades: index.trades,
+            vwap: index.vwap(),
+            base_price: bases.get(period).copied(),
         })
         .collect();
-    Json(json!({ "pool": pool.to_string(), "height": height, "periods": periods })).into_response()
+    Ok(Json(PriceIndex { pool: pool.to_string(), height, periods }))
 }
 
 /// A barter offer to make, as posted to `/barter`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct BarterRequest {
     /// The resource given: energy, compute, memory or bandwidth.
     give: String,
+    /// In the given resource's unit (Wh for energy).
     give_quantity: u64,
+    /// The resource wanted: energy, compute, memory or bandwidth.
     want: String,
+    /// In the wanted resource's unit.
     want_quantity: u64,
     /// Geohash cell where the exchange happens; default the whole world.
     cell: Option<String>,
@@ -853,12 +1119,18 @@ struct BarterRequest {
     expires_in_s: Option<u64>,
 }
 
-async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let Some(placer) = context.placer.as_ref() else { return no_market() };
-    let request: BarterRequest = match parse(&body, "a barter request") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+/// Something the node signed and gossiped.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Published {
+    /// Its id, 64 hex digits.
+    id: String,
+    /// Whether it was gossiped to peers (false: nobody in its topic yet).
+    published: bool,
+}
+
+async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Published> {
+    let placer = context.placer.as_ref().ok_or_else(ApiError::no_market)?;
+    let request: BarterRequest = parse(&body, "a barter request")?;
     let parsed = (|| -> Result<protocol::message::BarterOffer, protocol::types::Invalid> {
         Ok(protocol::message::BarterOffer {
             give: request.give.parse()?,
@@ -868,21 +1140,17 @@ async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes)
             cell: protocol::types::Cell::new(request.cell.clone().unwrap_or_default())?,
         })
     })();
-    let offer = match parsed {
-        Ok(offer) => offer,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
-    };
+    let offer = parsed.map_err(|problem| ApiError::bad_request(problem.to_string()))?;
     let lifetime_ms = request.expires_in_s.unwrap_or(3600).saturating_mul(1000);
     let created_ms = now_ms();
-    match placer.barter(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await {
-        Ok(placed) => (StatusCode::ACCEPTED, Json(json!({ "id": placed.id.to_hex(), "published": placed.published })))
-            .into_response(),
-        Err(problem) => place_error(&problem),
-    }
+    let placed = placer.barter(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await?;
+    Ok(Accepted(Published { id: placed.id.to_hex(), published: placed.published }))
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// `?pool=`: the pool of the offer to cancel.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 struct CancelQuery {
+    /// The offer's pool: resource/token/cell/interval_s, e.g. energy/credit/u33db/900.
     pool: String,
 }
 
@@ -891,36 +1159,34 @@ async fn cancel_offer(
     _: Authorized,
     UrlPath(id): UrlPath<String>,
     axum::extract::Query(query): axum::extract::Query<CancelQuery>,
-) -> Response {
-    let (Some(market), Some(ledger)) = (context.market.as_ref(), context.ledger.as_ref()) else { return no_market() };
-    let Ok(offer) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an offer id is 64 hex digits") };
-    let pool: PoolId = match query.pool.parse() {
-        Ok(pool) => pool,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
+) -> Taken<Published> {
+    let (Some(market), Some(ledger)) = (context.market.as_ref(), context.ledger.as_ref()) else {
+        return Err(ApiError::no_market());
     };
-    let envelope = match sign_now(&context, Body::Cancel(protocol::message::Cancel { offer }), 3_600_000) {
-        Ok(envelope) => envelope,
-        Err(response) => return *response,
-    };
+    let offer = Id::from_hex(&id).map_err(|_| ApiError::bad_request("an offer id is 64 hex digits"))?;
+    let pool = pool_id(&query.pool)?;
+    let envelope = sign_now(&context, Body::Cancel(protocol::message::Cancel { offer }), 3_600_000)?;
     let created_ms = envelope.created_ms;
     // Peers' books drop the offer; the ledger refuses later settlements of it.
     let published = context.network.publish(&envelope, Some(network::Topic::pool(&pool)), created_ms).await.is_ok();
     market.cancel(offer, context.signer.public());
-    match ledger.submit(envelope.to_bytes()).await {
-        Ok(id) => (StatusCode::ACCEPTED, Json(json!({ "id": id.to_hex(), "published": published }))).into_response(),
-        Err(refused) => ledger_error(&refused),
-    }
+    let id = ledger.submit(envelope.to_bytes()).await?;
+    Ok(Accepted(Published { id: id.to_hex(), published }))
 }
 
-/// A transfer from the node's account, as posted to `/transfers`.
-#[derive(Debug, serde::Deserialize)]
+/// A transfer from the node's account, as posted to `/transfers` (and a guild's spend, to `/guilds/{account}/spends`).
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct TransferRequest {
-    /// The receiving account (public key, hex).
+    /// The receiving account: its public key, 64 hex digits.
     to: String,
+    /// The token's id.
+    #[schemars(example = &"credit")]
     token: String,
     /// In tokens, as a decimal string with up to 3 decimals.
+    #[schemars(example = "1.5")]
     amount: String,
+    /// A note for the receiver (at most 256 bytes).
     memo: Option<String>,
 }
 
@@ -928,76 +1194,67 @@ type Payment = (PublicKey, protocol::types::TokenId, u64, protocol::types::Text<
 
 impl TransferRequest {
     /// Receiver, token, amount (milli-units) and memo, checked.
-    fn payment(&self) -> Result<Payment, String> {
+    fn payment(&self) -> Result<Payment, ApiError> {
+        let problem = |what: &str, problem: &dyn std::fmt::Display| ApiError::bad_request(format!("{what}: {problem}"));
         Ok((
-            PublicKey::from_hex(&self.to).map_err(|_| "to: an account is 64 hex digits".to_string())?,
-            protocol::types::TokenId::new(self.token.clone()).map_err(|problem| format!("token: {problem}"))?,
-            protocol::amount::parse_milli(&self.amount).map_err(|problem| format!("amount: {problem}"))?,
+            PublicKey::from_hex(&self.to).map_err(|_| ApiError::bad_request("to: an account is 64 hex digits"))?,
+            protocol::types::TokenId::new(self.token.clone()).map_err(|error| problem("token", &error))?,
+            protocol::amount::parse_milli(&self.amount).map_err(|error| problem("amount", &error))?,
             protocol::types::Text::new(self.memo.clone().unwrap_or_default())
-                .map_err(|problem| format!("memo: {problem}"))?,
+                .map_err(|error| problem("memo", &error))?,
         ))
     }
 }
 
-async fn post_transfer(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let request: TransferRequest = match parse(&body, "a transfer request") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    let parsed =
-        request.payment().map(|(to, token, amount, memo)| protocol::message::Transfer { to, token, amount, memo });
-    let transfer = match parsed {
-        Ok(transfer) => transfer,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, problem),
-    };
+async fn post_transfer(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let request: TransferRequest = parse(&body, "a transfer request")?;
+    let (to, token, amount, memo) = request.payment()?;
+    let transfer = protocol::message::Transfer { to, token, amount, memo };
     // The ledger would refuse it at execution; say so now, with the balance.
     let (me, token, amount) = (context.signer.public(), transfer.token.clone(), transfer.amount);
-    match ledger.query(move |state| state.balance(&me, &token)).await {
-        Ok(balance) if balance < amount => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "insufficient balance: the node's account holds {} {}",
-                    protocol::amount::format_milli(balance),
-                    transfer.token.as_str()
-                ),
-            );
-        }
-        Ok(_) => {}
-        Err(failed) => return ledger_error(&failed),
+    let balance = ledger.query(move |state| state.balance(&me, &token)).await?;
+    if balance < amount {
+        return Err(ApiError::bad_request(format!(
+            "insufficient balance: the node's account holds {} {}",
+            protocol::amount::format_milli(balance),
+            transfer.token.as_str()
+        )));
     }
     sign_and_submit(&context, Body::Transfer(transfer)).await
 }
 
 /// Signs `body` with the node's key and submits it to the ledger: 202 with the entry's id, or why not.
-pub(crate) async fn sign_and_submit(context: &Context, body: Body) -> Response {
-    match sign_now(context, body, 600_000) {
-        Ok(envelope) => submit_bytes(context, envelope.to_bytes()).await,
-        Err(response) => *response,
-    }
+pub(crate) async fn sign_and_submit(context: &Context, body: Body) -> Taken<Submitted> {
+    let envelope = sign_now(context, body, 600_000)?;
+    submit_bytes(context, envelope.to_bytes()).await
 }
 
-#[derive(Debug, serde::Deserialize)]
+/// A guild to make, as posted to `/guilds`.
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct GuildRequest {
     name: String,
-    /// Members' accounts (hex); any order, the node sorts them.
+    /// Members' accounts (64 hex digits each); any order, the node sorts them.
     members: Vec<String>,
+    /// How many members' approvals a spend needs.
     threshold: u32,
 }
 
-async fn post_guild(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let request: GuildRequest = match parse(&body, "a guild request") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
+/// A guild the node asked the ledger to make.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GuildMade {
+    /// The guild's account (derived from the entry's id), 64 hex digits.
+    account: String,
+}
+
+async fn post_guild(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<GuildMade> {
+    let request: GuildRequest = parse(&body, "a guild request")?;
     let mut members = Vec::with_capacity(request.members.len());
     for member in &request.members {
-        match PublicKey::from_hex(member) {
-            Ok(key) => members.push(key),
-            Err(_) => return error(StatusCode::BAD_REQUEST, format!("member {member:?} is not 64 hex digits")),
-        }
+        let key = PublicKey::from_hex(member)
+            .map_err(|_| ApiError::bad_request(format!("member {member:?} is not 64 hex digits")))?;
+        members.push(key);
     }
     members.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     members.dedup();
@@ -1007,48 +1264,46 @@ async fn post_guild(State(context): State<Context>, _: Authorized, body: Bytes) 
             members: protocol::types::BoundedVec::new(members)?,
             threshold: request.threshold,
         })
-    })();
-    let guild = match guild {
-        Ok(guild) => guild,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, problem.to_string()),
-    };
-    let envelope = match sign_now(&context, Body::Guild(guild.clone()), 600_000) {
-        Ok(envelope) => envelope,
-        Err(response) => return *response,
-    };
+    })()
+    .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
+    let envelope = sign_now(&context, Body::Guild(guild), 600_000)?;
     let account = protocol::message::guild_account(&envelope.id());
-    let response = submit_bytes(&context, envelope.to_bytes()).await;
-    if response.status() == StatusCode::ACCEPTED {
-        return (StatusCode::ACCEPTED, Json(json!({ "account": account.to_string() }))).into_response();
-    }
-    response
+    submit_bytes(&context, envelope.to_bytes()).await?;
+    Ok(Accepted(GuildMade { account: account.to_string() }))
 }
 
-async fn guild(State(context): State<Context>, UrlPath(account): UrlPath<String>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let Ok(account) = PublicKey::from_hex(&account) else {
-        return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
-    };
-    let read =
-        ledger.query(move |state| (state.height(), state.guild(&account), state.account_balances(&account))).await;
-    match read {
-        Ok((height, Some(guild), balances)) => {
-            let balances: serde_json::Map<String, serde_json::Value> =
-                balances.into_iter().map(|(token, amount)| (token.as_str().to_string(), json!(amount))).collect();
-            Json(json!({
-                "account": account.to_string(),
-                "height": height,
-                "name": guild.name,
-                "members": guild.members.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                "threshold": guild.threshold,
-                "created_by": guild.created_by.to_hex(),
-                "balances": balances,
-            }))
-            .into_response()
-        }
-        Ok((_, None, _)) => error(StatusCode::NOT_FOUND, "no guild has that account (yet)"),
-        Err(failed) => ledger_error(&failed),
-    }
+/// A guild: a shared account whose spends need `threshold` of its members.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GuildView {
+    account: String,
+    /// The height whose state this is.
+    height: u64,
+    name: String,
+    /// Members' accounts, sorted.
+    members: Vec<String>,
+    threshold: u32,
+    /// The id of the entry that made it.
+    created_by: String,
+    /// Milli-units by token.
+    balances: BTreeMap<String, u64>,
+}
+
+async fn guild(State(context): State<Context>, UrlPath(account): UrlPath<String>) -> Answer<GuildView> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let account =
+        PublicKey::from_hex(&account).map_err(|_| ApiError::bad_request("a guild's account is 64 hex digits"))?;
+    let (height, guild, balances) =
+        ledger.query(move |state| (state.height(), state.guild(&account), state.account_balances(&account))).await?;
+    let guild = guild.ok_or_else(|| ApiError::not_found("no guild has that account (yet)"))?;
+    Ok(Json(GuildView {
+        account: account.to_string(),
+        height,
+        name: guild.name,
+        members: guild.members.iter().map(ToString::to_string).collect(),
+        threshold: guild.threshold,
+        created_by: guild.created_by.to_hex(),
+        balances: balances.into_iter().map(|(token, amount)| (token.as_str().to_string(), amount)).collect(),
+    }))
 }
 
 async fn post_guild_spend(
@@ -1056,74 +1311,99 @@ async fn post_guild_spend(
     _: Authorized,
     UrlPath(account): UrlPath<String>,
     body: Bytes,
-) -> Response {
-    let Ok(guild) = PublicKey::from_hex(&account) else {
-        return error(StatusCode::BAD_REQUEST, "a guild's account is 64 hex digits");
-    };
-    let request: TransferRequest = match parse(&body, "a spend request") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    let spend = request.payment().map(|(to, token, amount, memo)| protocol::message::GuildSpend {
-        guild,
-        to,
-        token,
-        amount,
-        memo,
-    });
-    match spend {
-        Ok(spend) => sign_and_submit(&context, Body::GuildSpend(spend)).await,
-        Err(problem) => error(StatusCode::BAD_REQUEST, problem),
-    }
+) -> Taken<Submitted> {
+    let guild =
+        PublicKey::from_hex(&account).map_err(|_| ApiError::bad_request("a guild's account is 64 hex digits"))?;
+    let request: TransferRequest = parse(&body, "a spend request")?;
+    let (to, token, amount, memo) = request.payment()?;
+    sign_and_submit(&context, Body::GuildSpend(protocol::message::GuildSpend { guild, to, token, amount, memo })).await
 }
 
-async fn guild_spend(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
-    match ledger.query(move |state| (state.height(), state.guild_spend(&id))).await {
-        Ok((height, Some(spend))) => Json(json!({
-            "id": id.to_hex(),
-            "height": height,
-            "guild": spend.guild.to_string(),
-            "to": spend.to.to_string(),
-            "token": spend.token.as_str(),
-            "amount": spend.amount,
-            "approvals": spend.approvals,
-            "status": spend.status.name(),
-        }))
-        .into_response(),
-        Ok((_, None)) => error(StatusCode::NOT_FOUND, "no such spend on the ledger (yet)"),
-        Err(failed) => ledger_error(&failed),
-    }
+/// A spend from a guild's account.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SpendView {
+    id: String,
+    /// The height whose state this is.
+    height: u64,
+    guild: String,
+    to: String,
+    token: String,
+    /// Milli-units.
+    amount: u64,
+    /// Members' approvals so far.
+    approvals: u32,
+    status: SpendStatusView,
 }
 
-async fn approve_guild_spend(State(context): State<Context>, _: Authorized, UrlPath(id): UrlPath<String>) -> Response {
-    let Ok(spend) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "a spend id is 64 hex digits") };
+/// Where a spend is.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SpendStatusView {
+    /// Waiting for approvals.
+    Pending,
+    /// Paid.
+    Done,
+}
+
+async fn guild_spend(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Answer<SpendView> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let id = Id::from_hex(&id).map_err(|_| ApiError::bad_request("a spend id is 64 hex digits"))?;
+    let (height, spend) = ledger.query(move |state| (state.height(), state.guild_spend(&id))).await?;
+    let spend = spend.ok_or_else(|| ApiError::not_found("no such spend on the ledger (yet)"))?;
+    Ok(Json(SpendView {
+        id: id.to_hex(),
+        height,
+        guild: spend.guild.to_string(),
+        to: spend.to.to_string(),
+        token: spend.token.as_str().to_owned(),
+        amount: spend.amount,
+        approvals: spend.approvals,
+        status: match spend.status {
+            ledger_crate::state::SpendStatus::Pending => SpendStatusView::Pending,
+            ledger_crate::state::SpendStatus::Done => SpendStatusView::Done,
+        },
+    }))
+}
+
+async fn approve_guild_spend(
+    State(context): State<Context>,
+    _: Authorized,
+    UrlPath(id): UrlPath<String>,
+) -> Taken<Submitted> {
+    let spend = Id::from_hex(&id).map_err(|_| ApiError::bad_request("a spend id is 64 hex digits"))?;
     sign_and_submit(&context, Body::GuildApproval(protocol::message::GuildApproval { spend })).await
+}
+
+/// The peers that announce a pool in the DHT.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Providers {
+    pool: String,
+    /// Its DHT key, 64 hex digits.
+    digest: String,
+    /// Their libp2p peer ids.
+    providers: Vec<String>,
 }
 
 /// The peers that serve a pool, found in the DHT.
 async fn providers(
     State(context): State<Context>,
     axum::extract::Query(query): axum::extract::Query<PoolQuery>,
-) -> Response {
-    let pool: PoolId = match query.pool.parse() {
-        Ok(pool) => pool,
-        Err(problem) => return error(StatusCode::BAD_REQUEST, format!("pool: {problem}")),
-    };
-    match context.network.find_providers(pool.digest()).await {
-        Ok(peers) => Json(json!({
-            "pool": pool.to_string(),
-            "digest": pool.digest().to_hex(),
-            "providers": peers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        }))
-        .into_response(),
-        Err(problem) => error(StatusCode::SERVICE_UNAVAILABLE, problem.to_string()),
-    }
+) -> Answer<Providers> {
+    let pool = pool_id(&query.pool)?;
+    let peers = context
+        .network
+        .find_providers(pool.digest())
+        .await
+        .map_err(|problem| ApiError::unavailable(problem.to_string()))?;
+    Ok(Json(Providers {
+        pool: pool.to_string(),
+        digest: pool.digest().to_hex(),
+        providers: peers.iter().map(ToString::to_string).collect(),
+    }))
 }
 
-/// An asset's rated limits as posted, W and Wh; absent: 0 (none).
-#[derive(Debug, Default, serde::Deserialize)]
+/// An asset's rated limits, W and Wh; absent or 0: none.
+#[derive(Debug, Default, serde::Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 struct LimitsRequest {
     generation_w_max: u64,
@@ -1135,13 +1415,13 @@ struct LimitsRequest {
 }
 
 /// An asset's manifest as posted to `/assets`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct AssetRequest {
-    /// meter, inverter, battery, community-storage, pod, other.
-    kind: String,
+    kind: AssetKindName,
+    /// What it is for, for people.
     purpose: String,
-    /// The owning account or guild; default the node's account.
+    /// The owning account or guild (64 hex digits); default the node's account.
     owner: Option<String>,
     /// The node's meters whose readings are this asset's.
     #[serde(default)]
@@ -1149,43 +1429,54 @@ struct AssetRequest {
     limits: LimitsRequest,
     /// Geohash cell; default the whole world.
     cell: Option<String>,
-    /// Default now.
+    /// When it was commissioned, Unix seconds; default now.
     commissioned_s: Option<u64>,
+    /// Seconds between maintenance visits its owner promises; 0: none.
     #[serde(default)]
     maintenance_interval_s: u64,
 }
 
-fn asset_kind(name: &str) -> Option<protocol::message::AssetKind> {
-    use protocol::message::AssetKind;
-    Some(match name {
-        "meter" => AssetKind::Meter,
-        "inverter" => AssetKind::Inverter,
-        "battery" => AssetKind::Battery,
-        "community-storage" => AssetKind::CommunityStorage,
-        "pod" => AssetKind::Pod,
-        "other" => AssetKind::Other,
-        _ => return None,
-    })
+/// What kind of asset.
+#[derive(Debug, Clone, Copy, serde::Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+enum AssetKindName {
+    Meter,
+    Inverter,
+    Battery,
+    CommunityStorage,
+    Pod,
+    Other,
 }
 
-fn asset_kind_name(kind: protocol::message::AssetKind) -> &'static str {
-    use protocol::message::AssetKind;
-    match kind {
-        AssetKind::Meter => "meter",
-        AssetKind::Inverter => "inverter",
-        AssetKind::Battery => "battery",
-        AssetKind::CommunityStorage => "community-storage",
-        AssetKind::Pod => "pod",
-        AssetKind::Other => "other",
+impl AssetKindName {
+    fn kind(self) -> protocol::message::AssetKind {
+        use protocol::message::AssetKind;
+        match self {
+            AssetKindName::Meter => AssetKind::Meter,
+            AssetKindName::Inverter => AssetKind::Inverter,
+            AssetKindName::Battery => AssetKind::Battery,
+            AssetKindName::CommunityStorage => AssetKind::CommunityStorage,
+            AssetKindName::Pod => AssetKind::Pod,
+            AssetKindName::Other => AssetKind::Other,
+        }
+    }
+
+    fn of(kind: protocol::message::AssetKind) -> AssetKindName {
+        use protocol::message::AssetKind;
+        match kind {
+            AssetKind::Meter => AssetKindName::Meter,
+            AssetKind::Inverter => AssetKindName::Inverter,
+            AssetKind::Battery => AssetKindName::Battery,
+            AssetKind::CommunityStorage => AssetKindName::CommunityStorage,
+            AssetKind::Pod => AssetKindName::Pod,
+            AssetKind::Other => AssetKindName::Other,
+        }
     }
 }
 
-async fn post_asset(State(context): State<Context>, _: Authorized, body: Bytes) -> Response {
-    let request: AssetRequest = match parse(&body, "an asset manifest") {
-        Ok(request) => request,
-        Err(response) => return *response,
-    };
-    let parsed = (|| -> Result<protocol::message::Asset, String> {
+async fn post_asset(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
+    let request: AssetRequest = parse(&body, "an asset manifest")?;
+    let asset = (|| -> Result<protocol::message::Asset, String> {
         let limits = &request.limits;
         let meters = request
             .meters
@@ -1193,9 +1484,7 @@ async fn post_asset(State(context): State<Context>, _: Authorized, body: Bytes) 
             .map(|meter| protocol::types::MeterId::new(meter.clone()).map_err(|problem| format!("meter: {problem}")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(protocol::message::Asset {
-            kind: asset_kind(&request.kind).ok_or_else(|| {
-                format!("kind {:?}: meter, inverter, battery, community-storage, pod or other", request.kind)
-            })?,
+            kind: request.kind.kind(),
             purpose: protocol::types::Text::new(request.purpose.clone())
                 .map_err(|problem| format!("purpose: {problem}"))?,
             owner: match &request.owner {
@@ -1218,28 +1507,82 @@ async fn post_asset(State(context): State<Context>, _: Authorized, body: Bytes) 
             commissioned_s: request.commissioned_s.unwrap_or(now_ms() / 1000),
             maintenance_interval_s: request.maintenance_interval_s,
         })
-    })();
-    match parsed {
-        Ok(asset) => sign_and_submit(&context, Body::Asset(asset)).await,
-        Err(problem) => error(StatusCode::BAD_REQUEST, problem),
-    }
+    })()
+    .map_err(ApiError::bad_request)?;
+    sign_and_submit(&context, Body::Asset(asset)).await
 }
 
-async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Response {
-    let Some(ledger) = context.ledger.as_ref() else { return no_ledger() };
-    let Ok(id) = Id::from_hex(&id) else { return error(StatusCode::BAD_REQUEST, "an asset id is 64 hex digits") };
+/// An asset's rated limits, W and Wh (0: none).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LimitsView {
+    generation_w_max: u64,
+    import_w_max: u64,
+    export_w_max: u64,
+    consumption_w_max: u64,
+    storage_w_max: u64,
+    storage_wh: u64,
+}
+
+/// An asset: its manifest and its history.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct AssetView {
+    id: String,
+    /// The height whose state this is.
+    height: u64,
+    /// The manifest's author: the account whose readings of the asset's meters are checked against its limits.
+    author: String,
+    kind: AssetKindName,
+    purpose: String,
+    owner: String,
+    meters: Vec<String>,
+    limits: LimitsView,
+    cell: String,
+    /// Unix seconds.
+    commissioned_s: u64,
+    /// Seconds between promised maintenance visits; 0: none.
+    maintenance_interval_s: u64,
+    /// Readings anchored for its meters since it was registered.
+    readings: u64,
+    /// The interval start of the latest of them, Unix seconds (0: none yet).
+    last_interval_start_s: u64,
+    /// Its meters' latest anchored readings, newest first (at most 20).
+    recent_readings: Vec<crate::feed::ReadingView>,
+    /// Its author's latest energy trades, newest first (at most 20): what its readings are checked against.
+    recent_trades: Vec<crate::feed::TradeView>,
+    /// Maintenance alerts logged for it.
+    alerts: Vec<governance::AlertView>,
+    /// Citizens' reports about it.
+    reports: Vec<governance::ReportView>,
+    /// Overrides in force on it, its author or its owner.
+    interventions: Vec<Intervention>,
+}
+
+/// An override in force on an asset.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Intervention {
+    /// The override's id, 64 hex digits.
+    id: String,
+    /// The height it lasts until.
+    until_height: u64,
+    #[serde(flatten)]
+    measure: governance::MeasureView,
+}
+
+async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> Answer<AssetView> {
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let id = Id::from_hex(&id).map_err(|_| ApiError::bad_request("an asset id is 64 hex digits"))?;
     let read = ledger.query(move |state| {
         let height = state.height();
         let Some(asset) = state.asset(&id) else { return (height, None) };
         // Its history beyond readings: alerts, reports and maintenance logged, overrides on it.
-        let reports: Vec<serde_json::Value> = state
+        let reports: Vec<governance::ReportView> = state
             .reports()
             .filter(|(_, report)| report.report.asset.as_slice().first() == Some(&id))
-            .map(|(report_id, report)| governance::report_json(&report_id, &report))
+            .map(|(report_id, report)| governance::report_view(&report_id, &report))
             .collect();
         let meters: Vec<String> =
             asset.manifest.meters.as_slice().iter().map(|meter| meter.as_str().to_owned()).collect();
-        let interventions: Vec<serde_json::Value> = state
+        let interventions: Vec<Intervention> = state
             .overrides()
             .filter(|(_, record)| match &record.measure {
                 protocol::message::Measure::DeviceCap(cap) => {
@@ -1249,114 +1592,62 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
                 protocol::message::Measure::Island(order) => order.cell == asset.manifest.cell,
                 protocol::message::Measure::FuelCap(_) => false,
             })
-            .map(|(override_id, record)| {
-                let mut value = governance::measure_json(&record.measure);
-                value["id"] = json!(override_id.to_hex());
-                value["until_height"] = json!(record.until_height);
-                value
+            .map(|(override_id, record)| Intervention {
+                id: override_id.to_hex(),
+                until_height: record.until_height,
+                measure: governance::measure_view(&record.measure),
             })
             .collect();
         let alerts = state.alerts_of(&id);
         (height, Some((asset, alerts, reports, interventions)))
     });
-    match read.await {
-        Ok((height, Some((asset, alerts, reports, interventions)))) => {
-            let alerts: Vec<serde_json::Value> = alerts.iter().map(governance::alert_json).collect();
-            let manifest = &asset.manifest;
-            let limits = &manifest.limits;
-            let author = asset.author.to_string();
-            let meters: Vec<String> =
-                manifest.meters.as_slice().iter().map(|meter| meter.as_str().to_string()).collect();
-            let recent: Vec<_> = context
-                .feed
-                .readings(live::LIST_LEN_MAX, Some(&author))
-                .into_iter()
-                .filter(|reading| meters.contains(&reading.meter))
-                .take(20)
-                .collect();
-            // The energy its author traded lately (what its meters' readings are checked against).
-            let trades: Vec<_> = context
-                .feed
-                .trades(crate::feed::RECENT_TRADES_MAX, None)
-                .into_iter()
-                .filter(|trade| trade.resource == "energy" && (trade.buyer == author || trade.seller == author))
-                .take(20)
-                .collect();
-            Json(json!({
-                "id": id.to_hex(),
-                "height": height,
-                "author": author,
-                "kind": asset_kind_name(manifest.kind),
-                "purpose": manifest.purpose.as_str(),
-                "owner": manifest.owner.to_string(),
-                "meters": meters,
-                "limits": {
-                    "generation_w_max": limits.generation_w_max,
-                    "import_w_max": limits.import_w_max,
-                    "export_w_max": limits.export_w_max,
-                    "consumption_w_max": limits.consumption_w_max,
-                    "storage_w_max": limits.storage_w_max,
-                    "storage_wh": limits.storage_wh,
-                },
-                "cell": manifest.cell.as_str(),
-                "commissioned_s": manifest.commissioned_s,
-                "maintenance_interval_s": manifest.maintenance_interval_s,
-                "readings": asset.readings,
-                "last_interval_start_s": asset.last_interval_start_s,
-                "recent_readings": recent,
-                "recent_trades": trades,
-                "alerts": alerts,
-                "reports": reports,
-                "interventions": interventions,
-            }))
-            .into_response()
-        }
-        Ok((_, None)) => error(StatusCode::NOT_FOUND, "no asset with that id on the ledger (yet)"),
-        Err(failed) => ledger_error(&failed),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::{ROUTES, live};
-
-    fn routes() -> BTreeSet<(String, String)> {
-        ROUTES.iter().map(|route| (route.method.to_string(), route.path.to_string())).collect()
-    }
-
-    /// The module's table (the API's documentation) lists every route, one a row, and no other.
-    #[test]
-    fn the_documented_routes_are_the_routes() {
-        let documented: BTreeSet<(String, String)> = include_str!("mod.rs")
-            .lines()
-            .filter_map(|line| {
-                let mut cells = line.strip_prefix("//! | ")?.split(" | ");
-                let method = cells.next()?;
-                let path = cells.next()?.trim_matches('`').split('?').next()?;
-                matches!(method, "GET" | "POST").then(|| (method.to_string(), path.to_string()))
-            })
-            .collect();
-        assert_eq!(documented, routes());
-    }
-
-    /// `/openapi.json` lists every route, and each with exactly the statuses it answers.
-    #[test]
-    fn the_openapi_document_lists_every_route_with_its_statuses() {
-        let document: serde_json::Value = serde_json::from_str(live::OPENAPI).unwrap();
-        let mut listed = BTreeSet::new();
-        for (path, methods) in document["paths"].as_object().unwrap() {
-            for (method, operation) in methods.as_object().unwrap() {
-                let method = method.to_uppercase();
-                let statuses: BTreeSet<u16> =
-                    operation["responses"].as_object().unwrap().keys().map(|code| code.parse().unwrap()).collect();
-                let route = ROUTES.iter().find(|route| route.method.as_str() == method && route.path == path);
-                let route = route.unwrap_or_else(|| panic!("{method} {path} is documented but not routed"));
-                assert_eq!(statuses, route.statuses.iter().copied().collect(), "{method} {path}");
-                listed.insert((method, path.clone()));
-            }
-        }
-        assert_eq!(listed, routes());
-    }
+    let (height, found) = read.await?;
+    let (asset, alerts, reports, interventions) =
+        found.ok_or_else(|| ApiError::not_found("no asset with that id on the ledger (yet)"))?;
+    let manifest = &asset.manifest;
+    let limits = &manifest.limits;
+    let author = asset.author.to_string();
+    let meters: Vec<String> = manifest.meters.as_slice().iter().map(|meter| meter.as_str().to_string()).collect();
+    let recent_readings: Vec<_> = context
+        .feed
+        .readings(live::LIST_LEN_MAX, Some(&author))
+        .into_iter()
+        .filter(|reading| meters.contains(&reading.meter))
+        .take(20)
+        .collect();
+    // The energy its author traded lately (what its meters' readings are checked against).
+    let recent_trades: Vec<_> = context
+        .feed
+        .trades(crate::feed::RECENT_TRADES_MAX, None)
+        .into_iter()
+        .filter(|trade| trade.resource == "energy" && (trade.buyer == author || trade.seller == author))
+        .take(20)
+        .collect();
+    Ok(Json(AssetView {
+        id: id.to_hex(),
+        height,
+        author,
+        kind: AssetKindName::of(manifest.kind),
+        purpose: manifest.purpose.as_str().to_owned(),
+        owner: manifest.owner.to_string(),
+        meters,
+        limits: LimitsView {
+            generation_w_max: limits.generation_w_max,
+            import_w_max: limits.import_w_max,
+            export_w_max: limits.export_w_max,
+            consumption_w_max: limits.consumption_w_max,
+            storage_w_max: limits.storage_w_max,
+            storage_wh: limits.storage_wh,
+        },
+        cell: manifest.cell.as_str().to_owned(),
+        commissioned_s: manifest.commissioned_s,
+        maintenance_interval_s: manifest.maintenance_interval_s,
+        readings: asset.readings,
+        last_interval_start_s: asset.last_interval_start_s,
+        recent_readings,
+        recent_trades,
+        alerts: alerts.iter().map(governance::alert_view).collect(),
+        reports,
+        interventions,
+    }))
 }

@@ -108,7 +108,8 @@ const FORECAST_DAYS: u32 = 7;
 const BATTERY_REVERT_INTERVALS: u32 = 3;
 
 /// What the meter did, for the API and the logs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "MeterStatus")]
 pub struct Status {
     pub meter: String,
     pub source: String,
@@ -142,7 +143,7 @@ pub struct Status {
 }
 
 /// What a real home's forecaster knows and expects.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ForecastView {
     /// Intervals of history it learns from (up to a week).
     pub history_intervals: usize,
@@ -152,7 +153,7 @@ pub struct ForecastView {
 }
 
 /// Today's run of the flexible load.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct FlexibleView {
     pub energy_wh: u64,
     /// Energy it has had today, Wh.
@@ -162,7 +163,7 @@ pub struct FlexibleView {
     pub deadline_hour: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BatteryView {
     pub stored_wh: u64,
     /// What the controller told it for the current interval: `self-consumption`, `charge 2000 W`, `idle`...
@@ -176,7 +177,7 @@ pub struct BatteryView {
     pub grid_cap_w: Option<(u64, u64)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SampleView {
     pub at_ms: u64,
     pub import_wh: u64,
@@ -187,7 +188,8 @@ pub struct SampleView {
     pub grid_present: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(rename = "SignedReading")]
 pub struct ReadingView {
     pub id: String,
     pub interval_start_s: u64,
