@@ -53,7 +53,9 @@ pub fn check(address: &str, method: &str, path: &str, status: u16, body: &[u8]) 
     };
     let mut response = &operation["responses"][&key];
     if let Some(reference) = response["$ref"].as_str() {
-        response = document.pointer(reference.trim_start_matches('#')).unwrap_or(&Value::Null);
+        response = document.pointer(reference.trim_start_matches('#')).ok_or_else(|| {
+            format!("/openapi.json: {method} {route} {key} refers to {reference}, which is not there")
+        })?;
     }
     let Some(schema) = response.pointer("/content/application~1json/schema") else { return Ok(()) };
     let validator = validator(document, (method.clone(), route.clone(), key), schema)?;
@@ -72,20 +74,21 @@ pub fn check(address: &str, method: &str, path: &str, status: u16, body: &[u8]) 
     }
 }
 
-/// The document's route that `path` is: the template whose segments match, literal segments before parameters.
+/// The document's route that `path` is: the template that matches it segment by segment, a literal segment
+/// before a parameter at the first place they differ (as the router picks `/jobs/match` over `/jobs/{id}`).
 fn route_of(document: &Value, path: &str) -> Option<String> {
     let segments: Vec<&str> = path.split('/').collect();
     document["paths"]
         .as_object()?
         .keys()
-        .filter_map(|template| {
+        .filter(|template| {
             let parts: Vec<&str> = template.split('/').collect();
-            let matches = parts.len() == segments.len()
-                && parts.iter().zip(&segments).all(|(part, segment)| part.starts_with('{') || part == segment);
-            matches.then(|| (parts.iter().filter(|part| !part.starts_with('{')).count(), template.clone()))
+            parts.len() == segments.len()
+                && parts.iter().zip(&segments).all(|(part, segment)| part.starts_with('{') || part == segment)
         })
-        .max()
-        .map(|(_, template)| template)
+        // Literal segments sort before parameters, place by place.
+        .max_by_key(|template| template.split('/').map(|part| !part.starts_with('{')).collect::<Vec<bool>>())
+        .cloned()
 }
 
 fn validator(

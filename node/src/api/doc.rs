@@ -1,4 +1,4 @@
-//! The API's description, made from its route table ([`super::ROUTES`]) and from the types of its requests and
+//! The API's description, made from its route tables ([`super::routes`]) and from the types of its requests and
 //! answers: `GET /openapi.json` (OpenAPI 3.1, whose schemas are JSON Schema 2020-12, as `schemars` derives them
 //! from the Rust types the handlers read and answer) and `docs/API.md` (the same routes as a table). Nothing here is
 //! written by hand twice: a route, its statuses, its parameters and its types live in the table, its fields and
@@ -22,37 +22,65 @@ pub fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
 
 /// What a route reads from its body.
 #[derive(Clone, Copy)]
-pub enum Body {
+pub enum Payload {
     None,
     /// A JSON document of a type.
     Json(SchemaFn),
+    /// A JSON document of a type, or nothing (then the type's defaults).
+    OptionalJson(SchemaFn),
     /// A signed envelope's bytes (`application/octet-stream`).
     Envelope,
 }
 
 /// What a route answers when it succeeds.
 #[derive(Clone, Copy)]
-pub enum Answer {
+pub enum Reply {
     /// A JSON document of a type.
     Json(SchemaFn),
     /// The dashboard's page.
     Html,
     /// Prometheus metrics, OpenMetrics text.
     Metrics,
-    /// Server-sent events.
-    Events,
+    /// Server-sent events, each event's `data` a JSON document of a type.
+    Events(SchemaFn),
     /// This document.
     OpenApi,
 }
 
 /// A JSON body of type `T`.
-pub const fn json_body<T: JsonSchema>() -> Body {
-    Body::Json(schema::<T>)
+pub const fn json_body<T: JsonSchema>() -> Payload {
+    Payload::Json(schema::<T>)
+}
+
+/// A JSON body of type `T`, or an empty body for `T`'s defaults.
+pub const fn optional_json_body<T: JsonSchema>() -> Payload {
+    Payload::OptionalJson(schema::<T>)
 }
 
 /// A JSON answer of type `T`.
-pub const fn json<T: JsonSchema>() -> Answer {
-    Answer::Json(schema::<T>)
+pub const fn json<T: JsonSchema>() -> Reply {
+    Reply::Json(schema::<T>)
+}
+
+/// The form of an id or an account: 64 hex digits.
+pub(crate) const HEX_64: &str = "^[0-9a-fA-F]{64}$";
+
+/// A path parameter: what it is, and its form.
+#[derive(Clone, Copy)]
+pub struct Param {
+    pub text: &'static str,
+    /// A block height (an integer) rather than 64 hex digits (an id, an account).
+    pub height: bool,
+}
+
+/// A path parameter of 64 hex digits: an id or an account.
+pub const fn hex(text: &'static str) -> Param {
+    Param { text, height: false }
+}
+
+/// A path parameter that is a block height.
+pub const fn height(text: &'static str) -> Param {
+    Param { text, height: true }
 }
 
 /// Every error the API answers: `{"error": "…"}`, and the id of what it is about when the client may not know it.
@@ -72,14 +100,14 @@ const ERRORS: &[(u16, &str, &str)] = &[
     (400, "BadRequest", "The request is malformed; `error` says why"),
     (401, "Unauthorized", "A write without the data directory's token"),
     (403, "Forbidden", "This account may not do this now (an override froze its trading); `error` says why"),
-    (404, "NotFound", "Not there (yet)"),
+    (404, "NotFound", "Not there (yet), or this node has no such part (a meter, a microgrid controller)"),
     (
         409,
         "Conflict",
-        "The request conflicts with the current state (already known; the auction of its interval closed); `error` \
-         says why; an entry already waiting or on the ledger is named by `id`",
+        "The request conflicts with the current state (already known; the auction of its interval closed; the \
+         account cannot pay); `error` says why; an entry already waiting or on the ledger is named by `id`",
     ),
-    (413, "TooLarge", "The request body is larger than the API takes (16 KiB)"),
+    (413, "TooLarge", "The request body is larger than the API takes"),
     (
         429,
         "TooMany",
@@ -89,31 +117,38 @@ const ERRORS: &[(u16, &str, &str)] = &[
     (
         503,
         "Unavailable",
-        "The node has no ledger, market or meter, or it is busy, full or stopping; `Retry-After` when the refusal \
-         passes within about a block (a busy ledger or market, a full mempool or barter board)",
+        "The node has no ledger or market, or it is busy, full or stopping; `Retry-After` when the refusal passes \
+         within about a block (a busy ledger or market, a full mempool or barter board)",
     ),
 ];
 
 /// The statuses of errors that may carry `Retry-After`.
 const RETRY_STATUSES: &[u16] = &[429, 503];
 
+/// What the document and docs/API.md say of the API as a whole.
+const ABOUT: &str = "The HTTP API of a kos node. It binds 127.0.0.1 by default. Reads are open; writes (every \
+    `POST`) need `Authorization: Bearer <token>`, the token being in `<data-dir>/api.token`. Every error is JSON, \
+    `{\"error\": \"…\"}` (schema `Error`), with `Retry-After` when the refusal passes within about a block. Amounts \
+    are milli-units of a token; energy quantities are Wh; prices are milli-units per kWh (energy) or per 1000 units.";
+
 /// Every error status a route may list: those of [`ERRORS`].
 pub fn is_documented_error(status: u16) -> bool {
     ERRORS.iter().any(|(code, _, _)| *code == status)
 }
 
-fn settings() -> SchemaSettings {
-    SchemaSettings::draft2020_12().with(|settings| {
+/// The generators of the answers' schemas (as the node writes them) and the requests' (as it reads them: a field
+/// with a default is optional), both keeping their types under `components.schemas`.
+fn generators() -> (SchemaGenerator, SchemaGenerator) {
+    let settings = SchemaSettings::draft2020_12().with(|settings| {
         settings.definitions_path = "/components/schemas".into();
         settings.meta_schema = None;
-    })
+    });
+    (settings.clone().for_serialize().into_generator(), settings.for_deserialize().into_generator())
 }
 
 /// The OpenAPI 3.1 document of `routes`.
 pub fn openapi(routes: &[&Route]) -> Value {
-    // Answers are described as the node writes them, requests as it reads them (a field with a default is optional).
-    let mut answers = settings().for_serialize().into_generator();
-    let mut requests = settings().for_deserialize().into_generator();
+    let (mut answers, mut requests) = generators();
     let mut paths = Map::new();
     for route in routes {
         let operation = operation(route, &mut answers, &mut requests);
@@ -122,8 +157,17 @@ pub fn openapi(routes: &[&Route]) -> Value {
     }
     answers.subschema_for::<ErrorBody>();
     let schemas = merge(answers.take_definitions(true), requests.take_definitions(true));
-    let mut responses: Map<String, Value> =
-        ERRORS.iter().map(|(status, name, text)| (name.to_string(), error_response(*status, text))).collect();
+    let mut responses: Map<String, Value> = ERRORS
+        .iter()
+        .map(|(status, name, text)| {
+            let text = if *status == 413 {
+                format!("{text} ({} bytes: one envelope)", super::BODY_BYTES_MAX)
+            } else {
+                (*text).to_owned()
+            };
+            (name.to_string(), error_response(*status, &text))
+        })
+        .collect();
     responses.insert(
         "Failed".to_owned(),
         error_response(
@@ -133,14 +177,7 @@ pub fn openapi(routes: &[&Route]) -> Value {
     );
     json!({
         "openapi": "3.1.0",
-        "info": {
-            "title": "kos node API",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "The HTTP API of a kos node. It binds 127.0.0.1 by default. Reads are open. Writes need \
-                `Authorization: Bearer <token>`, where the token is in `<data-dir>/api.token`. Amounts are milli-units \
-                of a token; energy quantities are Wh; prices are milli-units per kWh (energy) or per 1000 units. \
-                Every error is `{\"error\": …}` (components.schemas.Error).",
-        },
+        "info": { "title": "kos node API", "version": env!("CARGO_PKG_VERSION"), "description": ABOUT },
         "components": {
             "securitySchemes": {
                 "token": { "type": "http", "scheme": "bearer", "description": "The token in <data-dir>/api.token" },
@@ -164,8 +201,7 @@ fn merge(answers: Map<String, Value>, requests: Map<String, Value>) -> Map<Strin
 
 /// The names of the types both read and answered whose schemas differ.
 pub fn shapes_that_differ(routes: &[&Route]) -> Vec<String> {
-    let mut answers = settings().for_serialize().into_generator();
-    let mut requests = settings().for_deserialize().into_generator();
+    let (mut answers, mut requests) = generators();
     for route in routes {
         operation(route, &mut answers, &mut requests);
     }
@@ -196,9 +232,28 @@ fn error_response(status: u16, text: &str) -> Value {
     response
 }
 
+/// A name for the operation, for generated clients: `GET /blocks/{height}/raw` is `getBlocksByHeightRaw`.
+fn operation_id(route: &Route) -> String {
+    let mut id = route.method.as_str().to_ascii_lowercase();
+    for segment in route.path.split(['/', '-']).filter(|segment| !segment.is_empty()) {
+        let (prefix, word) = match segment.strip_prefix('{').and_then(|name| name.strip_suffix('}')) {
+            Some(name) => ("By", name),
+            None => ("", segment),
+        };
+        id.push_str(prefix);
+        let mut letters = word.chars();
+        if let Some(first) = letters.next() {
+            id.extend(first.to_uppercase());
+            id.push_str(letters.as_str());
+        }
+    }
+    id
+}
+
 fn operation(route: &Route, answers: &mut SchemaGenerator, requests: &mut SchemaGenerator) -> Value {
     let write = route.method != Method::GET;
     let mut operation = json!({
+        "operationId": operation_id(route),
         "summary": route.summary,
         "tags": [if write { "write" } else { "read" }],
     });
@@ -212,20 +267,16 @@ fn operation(route: &Route, answers: &mut SchemaGenerator, requests: &mut Schema
     if !parameters.is_empty() {
         operation["parameters"] = Value::Array(parameters);
     }
-    match route.body {
-        Body::None => {}
-        Body::Json(body) => {
-            operation["requestBody"] = json!({
-                "required": true,
-                "content": { "application/json": { "schema": body(requests).to_value() } },
-            });
-        }
-        Body::Envelope => {
-            operation["requestBody"] = json!({
-                "required": true,
-                "description": "A signed envelope's bytes (PROTOCOL.md §3)",
-                "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } },
-            });
+    let body = match route.body {
+        Payload::None => None,
+        Payload::Json(body) => Some((true, "application/json", body(requests).to_value())),
+        Payload::OptionalJson(body) => Some((false, "application/json", body(requests).to_value())),
+        Payload::Envelope => Some((true, "application/octet-stream", json!({ "type": "string", "format": "binary" }))),
+    };
+    if let Some((required, media, schema)) = body {
+        operation["requestBody"] = json!({ "required": required, "content": { media: { "schema": schema } } });
+        if matches!(route.body, Payload::Envelope) {
+            operation["requestBody"]["description"] = json!("A signed envelope's bytes (PROTOCOL.md §3)");
         }
     }
     let mut responses = Map::new();
@@ -242,43 +293,43 @@ fn operation(route: &Route, answers: &mut SchemaGenerator, requests: &mut Schema
 }
 
 fn success(route: &Route, answers: &mut SchemaGenerator) -> Value {
+    let mut description = route.summary.to_owned();
     let (media, schema) = match route.answer {
-        Answer::Json(answer) => ("application/json", answer(answers).to_value()),
-        Answer::Html => ("text/html", json!({ "type": "string" })),
-        Answer::Metrics => ("application/openmetrics-text", json!({ "type": "string" })),
-        Answer::Events => ("text/event-stream", json!({ "type": "string" })),
-        Answer::OpenApi => ("application/json", json!({ "type": "object" })),
+        Reply::Json(answer) => ("application/json", answer(answers).to_value()),
+        Reply::Html => ("text/html", json!({ "type": "string" })),
+        Reply::Metrics => ("application/openmetrics-text", json!({ "type": "string" })),
+        Reply::Events(data) => {
+            let data = data(answers).to_value();
+            let name = data["$ref"].as_str().unwrap_or_default().rsplit('/').next().unwrap_or_default().to_owned();
+            description.push_str(&format!("; each event's `data` is JSON of schema `{name}`"));
+            ("text/event-stream", json!({ "type": "string", "x-event-data": data }))
+        }
+        Reply::OpenApi => ("application/json", json!({ "type": "object" })),
     };
-    json!({ "description": route.summary, "content": { media: { "schema": schema } } })
+    json!({ "description": description, "content": { media: { "schema": schema } } })
 }
 
-/// The path's parameters (`{name}`), described by the route's `about` in order: a height is an integer, the rest
-/// are 64 hex digits.
+/// The path's parameters (`{name}`), described by the route's `about` in order.
 fn path_parameters(route: &Route) -> Vec<Value> {
     let names = route.path.split('/').filter_map(|part| part.strip_prefix('{')?.strip_suffix('}'));
     names
         .enumerate()
         .map(|(index, name)| {
-            let schema = if name == "height" {
+            let param = route.about.get(index).copied().unwrap_or(hex(""));
+            let schema = if param.height {
                 json!({ "type": "integer", "minimum": 0 })
             } else {
-                json!({ "type": "string", "pattern": "^[0-9a-fA-F]{64}$" })
+                json!({ "type": "string", "pattern": HEX_64 })
             };
-            json!({
-                "name": name,
-                "in": "path",
-                "required": true,
-                "description": route.about.get(index).copied().unwrap_or(name),
-                "schema": schema,
-            })
+            json!({ "name": name, "in": "path", "required": true, "description": param.text, "schema": schema })
         })
         .collect()
 }
 
 /// A query type's fields as query parameters: each with its doc comment as description.
 fn query_parameters(query: SchemaFn) -> Vec<Value> {
-    let mut generator =
-        settings().with(|settings| settings.inline_subschemas = true).for_deserialize().into_generator();
+    let (_, requests) = generators();
+    let mut generator = requests.settings().clone().with(|settings| settings.inline_subschemas = true).into_generator();
     let schema = query(&mut generator).to_value();
     let required: Vec<&str> =
         schema["required"].as_array().map(|list| list.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
@@ -316,45 +367,54 @@ fn type_name(schema: SchemaFn, generator: &mut SchemaGenerator) -> String {
     }
 }
 
+/// What a route takes, for docs/API.md: its query's parameters and its body's type.
+fn takes(route: &Route, requests: &mut SchemaGenerator) -> String {
+    let mut takes = Vec::new();
+    if let Some(query) = route.query {
+        let names: Vec<String> = query_parameters(query)
+            .iter()
+            .map(|parameter| {
+                let name = parameter["name"].as_str().unwrap_or_default();
+                if parameter["required"] == true { name.to_owned() } else { format!("{name}?") }
+            })
+            .collect();
+        takes.push(format!("`?{}`", names.join("&")));
+    }
+    match route.body {
+        Payload::None => {}
+        Payload::Json(body) => takes.push(format!("`{}`", type_name(body, requests))),
+        Payload::OptionalJson(body) => takes.push(format!("`{}` or nothing", type_name(body, requests))),
+        Payload::Envelope => takes.push("an envelope's bytes".to_owned()),
+    }
+    takes.join(", ")
+}
+
 /// `docs/API.md`: the routes as a table, from the same tables the router is built from.
 pub fn markdown(routes: &[&Route]) -> String {
-    let mut answers = settings().for_serialize().into_generator();
-    let mut requests = settings().for_deserialize().into_generator();
-    let mut text = String::from(
+    let (mut answers, mut requests) = generators();
+    let mut text = format!(
         "# The kos node's HTTP API\n\n\
          Made from the node's route tables (`ROUTES` in `node/src/api/`) by \
          `KOS_WRITE_DOCS=1 cargo test -p kos --lib api::doc`; a test fails when this file and the tables differ. A \
-         running node serves the same routes, with the JSON Schema of every type named here, as `GET /openapi.json`.\n\n\
-         The API binds 127.0.0.1 by default. Reads are open; writes (every `POST`) need \
-         `Authorization: Bearer <token>`, the token being in `<data-dir>/api.token`. Every error is JSON, \
-         `{\"error\": \"…\"}` (`Error`), with `Retry-After` when the refusal passes within about a block. Amounts are \
-         milli-units of a token; energy quantities are Wh; prices are milli-units per kWh (energy) or per 1000 units.\n\n\
+         running node serves the same routes as `GET /openapi.json`, with the JSON Schema of every request and answer \
+         type named here.\n\n{ABOUT}\n\n\
          | method | path | what it does | takes | answers | statuses |\n|---|---|---|---|---|---|\n",
     );
     for route in routes {
         let statuses: Vec<String> = route.statuses.iter().map(u16::to_string).collect();
-        let mut takes = Vec::new();
-        if let Some(query) = route.query {
-            takes.push(format!("query `{}`", type_name(query, &mut requests)));
-        }
-        match route.body {
-            Body::None => {}
-            Body::Json(body) => takes.push(format!("`{}`", type_name(body, &mut requests))),
-            Body::Envelope => takes.push("an envelope's bytes".to_owned()),
-        }
         let answer = match route.answer {
-            Answer::Json(answer) => format!("`{}`", type_name(answer, &mut answers)),
-            Answer::Html => "HTML".to_owned(),
-            Answer::Metrics => "OpenMetrics text".to_owned(),
-            Answer::Events => "server-sent events".to_owned(),
-            Answer::OpenApi => "OpenAPI 3.1".to_owned(),
+            Reply::Json(answer) => format!("`{}`", type_name(answer, &mut answers)),
+            Reply::Html => "HTML".to_owned(),
+            Reply::Metrics => "OpenMetrics text".to_owned(),
+            Reply::Events(data) => format!("server-sent events of `{}`", type_name(data, &mut answers)),
+            Reply::OpenApi => "OpenAPI 3.1".to_owned(),
         };
         text.push_str(&format!(
             "| {} | `{}` | {} | {} | {} | {} |\n",
             route.method,
             route.path,
             route.summary.replace('|', "\\|"),
-            takes.join(", "),
+            takes(route, &mut requests),
             answer,
             statuses.join(", ")
         ));

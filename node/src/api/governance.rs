@@ -18,9 +18,16 @@ use protocol::{Body, Id, PublicKey};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::doc::HEX_64;
+use super::jobs::JobKindName;
 use super::{
     Answer, ApiError, Authorized, Context, Route, SUBMITTED, SUBMITTED_ABOUT, Submitted, Taken, doc, parse,
     sign_and_submit,
+};
+use ledger::state::ProposalStatus;
+use protocol::limits::{
+    CELL_CHARS_MAX, METER_ID_BYTES_MAX, PARAMETER_NAME_BYTES_MAX, PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX,
+    REPORT_TEXT_BYTES_MAX, TOKEN_ID_BYTES_MAX,
 };
 
 /// A proposal for the node to sign and submit: if it passes the vote, the ledger carries out its action.
@@ -28,11 +35,14 @@ use super::{
 #[serde(deny_unknown_fields)]
 pub struct ProposalRequest {
     /// At most 120 bytes of UTF-8.
+    #[schemars(length(max = PROPOSAL_TITLE_BYTES_MAX))]
     pub title: String,
     /// Why, for the voters: at most 4096 bytes of UTF-8; default empty.
     #[serde(default)]
+    #[schemars(length(max = PROPOSAL_TEXT_BYTES_MAX))]
     pub text: String,
-    /// How many blocks the vote stays open.
+    /// How many blocks the vote stays open; more than 0.
+    #[schemars(range(min = 1))]
     pub voting_period_blocks: u32,
     /// What the ledger does if the proposal passes.
     pub action: ActionRequest,
@@ -48,6 +58,7 @@ pub enum ActionRequest {
     /// Sets a governable parameter (those `GET /governance` lists under `params`).
     SetParameter {
         /// The parameter's name, e.g. `grid_fee_per_kwh`.
+        #[schemars(length(min = 1, max = PARAMETER_NAME_BYTES_MAX))]
         name: String,
         /// Its new value, in the parameter's unit.
         value: u64,
@@ -55,25 +66,31 @@ pub enum ActionRequest {
     /// Adds a validator, or changes its power (after the ledger's validator change delay).
     AddValidator {
         /// The validator's public key, 64 hex digits.
+        #[schemars(regex(pattern = HEX_64))]
         key: String,
         /// Its voting power; more than 0.
+        #[schemars(range(min = 1))]
         power: u64,
     },
     /// Removes a validator (after the ledger's validator change delay).
     RemoveValidator {
         /// The validator's public key, 64 hex digits.
+        #[schemars(regex(pattern = HEX_64))]
         key: String,
     },
     /// Admits an account to the members who vote one account, one vote.
     AdmitMember {
         /// The account's public key, 64 hex digits.
+        #[schemars(regex(pattern = HEX_64))]
         key: String,
     },
     /// Sets a token's issuance rule: who may mint it, its supply cap, its reward per kWh exported.
     IssuanceRule {
-        /// The token's id (a-z 0-9 -).
+        /// The token's id (1 to 16 bytes of a-z 0-9 -).
+        #[schemars(length(min = 1, max = TOKEN_ID_BYTES_MAX))]
         token: String,
         /// The accounts that may mint it, 64 hex digits each (any order; the node sorts them).
+        #[schemars(inner(regex(pattern = HEX_64)))]
         issuers: Vec<String>,
         /// Its largest total supply, milli-units; 0: no cap.
         supply_max: u64,
@@ -110,24 +127,39 @@ pub enum ActionRequest {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverrideRequest {
-    /// `freeze` (stops an account's trading), `fuel-cap` (caps an account's fuel), `device-cap` (caps what a meter
-    /// may import and export) or `island` (puts a cell's microgrid into island mode).
-    #[schemars(extend("enum" = ["freeze", "fuel-cap", "device-cap", "island"]))]
-    pub measure: String,
+    pub measure: MeasureName,
     /// The account it applies to (`freeze`, `fuel-cap`, `device-cap`), 64 hex digits.
+    #[schemars(regex(pattern = HEX_64))]
     pub account: Option<String>,
     /// `fuel-cap`: the account's fuel recharge in every class, units per second.
     pub per_s: Option<u64>,
     /// `device-cap`: the account's meter (its id).
+    #[schemars(length(min = 1, max = METER_ID_BYTES_MAX))]
     pub meter: Option<String>,
     /// `device-cap`: the most the meter may import, W.
     pub import_w_max: Option<u64>,
     /// `device-cap`: the most the meter may export, W.
     pub export_w_max: Option<u64>,
-    /// `island`: the location cell (a geohash prefix) whose microgrid islands.
+    /// `island`: the location cell (a geohash prefix of at most 12 characters) whose microgrid islands.
+    #[schemars(length(max = CELL_CHARS_MAX))]
     pub cell: Option<String>,
     /// How many blocks it holds for, from the block where it passes; more than 0.
+    #[schemars(range(min = 1))]
     pub duration_blocks: u32,
+}
+
+/// What an override does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum MeasureName {
+    /// Stops an account's trading (needs `account`).
+    Freeze,
+    /// Caps an account's fuel (needs `account` and `per_s`).
+    FuelCap,
+    /// Caps what a meter may import and export (needs `account`, `meter`, `import_w_max` and `export_w_max`).
+    DeviceCap,
+    /// Puts a cell's microgrid into island mode (needs `cell`).
+    Island,
 }
 
 fn key(text: &str, what: &str) -> Result<PublicKey, String> {
@@ -137,21 +169,20 @@ fn key(text: &str, what: &str) -> Result<PublicKey, String> {
 impl OverrideRequest {
     fn to_override(&self) -> Result<Override, String> {
         let account = || key(self.account.as_deref().ok_or("account is needed")?, "account");
-        let measure = match self.measure.as_str() {
-            "freeze" => Measure::Freeze(Freeze { account: account()? }),
-            "fuel-cap" => {
+        let measure = match self.measure {
+            MeasureName::Freeze => Measure::Freeze(Freeze { account: account()? }),
+            MeasureName::FuelCap => {
                 Measure::FuelCap(FuelCap { account: account()?, per_s: self.per_s.ok_or("per_s is needed")? })
             }
-            "device-cap" => Measure::DeviceCap(DeviceCap {
+            MeasureName::DeviceCap => Measure::DeviceCap(DeviceCap {
                 account: account()?,
                 meter: MeterId::new(self.meter.clone().ok_or("meter is needed")?).map_err(|error| error.to_string())?,
                 import_w_max: self.import_w_max.ok_or("import_w_max is needed")?,
                 export_w_max: self.export_w_max.ok_or("export_w_max is needed")?,
             }),
-            "island" => Measure::Island(IslandOrder {
+            MeasureName::Island => Measure::Island(IslandOrder {
                 cell: Cell::new(self.cell.clone().ok_or("cell is needed")?).map_err(|error| error.to_string())?,
             }),
-            other => return Err(format!("measure {other:?} is not freeze, fuel-cap, device-cap or island")),
         };
         Ok(Override { measure, duration_blocks: self.duration_blocks })
     }
@@ -257,11 +288,11 @@ pub struct OverrideAction {
 /// A quest's job, in short (`GET /jobs/{id}` shows it in full once posted).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct QuestJob {
-    /// compute, storage, bandwidth, build, delivery, maintenance or text.
-    pub kind: &'static str,
+    pub kind: JobKindName,
     pub title: String,
     /// The most the commons pays, milli-units of `token`.
     pub reward: u64,
+    /// The token it pays in (its id).
     pub token: String,
     /// Where it is done (a geohash prefix); empty: anywhere.
     pub cell: String,
@@ -287,6 +318,7 @@ pub enum ActionView {
     AddValidator {
         /// Its public key, 64 hex digits.
         key: String,
+        /// Its voting power.
         power: u64,
     },
     /// Removes a validator.
@@ -310,6 +342,7 @@ pub enum ActionView {
     },
     /// Sets a token's issuance rule.
     IssuanceRule {
+        /// The token's id.
         token: String,
         /// The accounts that may mint it, 64 hex digits each.
         issuers: Vec<String>,
@@ -351,7 +384,7 @@ pub fn action_view(action: &Action) -> ActionView {
         Action::Emergency(with) => ActionView::Emergency(measure(with)),
         Action::Quest(job) => ActionView::Quest {
             job: QuestJob {
-                kind: job.kind.name(),
+                kind: job.kind.into(),
                 title: job.title.as_str().to_owned(),
                 reward: job.reward,
                 token: job.token.as_str().to_owned(),
@@ -422,19 +455,51 @@ pub struct ProposalView {
     pub no: u64,
     /// The weight abstaining.
     pub abstain: u64,
-    /// open, passed or rejected.
-    pub status: &'static str,
+    pub status: ProposalStatusName,
     /// Its first 1000 ballots, in voter order.
     pub ballots: Vec<Ballot>,
 }
 
-/// How a voter voted.
+/// Where a proposal is.
+// One name per `ProposalStatus`, as `ProposalStatus::name` names it (a test holds them equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProposalStatusName {
+    /// Voting until its end height.
+    Open,
+    /// The vote passed: the ledger carries out its action.
+    Passed,
+    /// The vote ended without passing.
+    Rejected,
+}
+
+impl From<ProposalStatus> for ProposalStatusName {
+    fn from(status: ProposalStatus) -> ProposalStatusName {
+        match status {
+            ProposalStatus::Open => ProposalStatusName::Open,
+            ProposalStatus::Passed => ProposalStatusName::Passed,
+            ProposalStatus::Rejected => ProposalStatusName::Rejected,
+        }
+    }
+}
+
+/// How a voter voted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ChoiceName {
     No,
     Yes,
     Abstain,
+}
+
+impl From<ChoiceName> for Choice {
+    fn from(choice: ChoiceName) -> Choice {
+        match choice {
+            ChoiceName::No => Choice::No,
+            ChoiceName::Yes => Choice::Yes,
+            ChoiceName::Abstain => Choice::Abstain,
+        }
+    }
 }
 
 /// A voter's ballot.
@@ -443,7 +508,7 @@ pub struct Ballot {
     /// The voter's account, 64 hex digits.
     pub voter: String,
     pub choice: ChoiceName,
-    /// The weight it counts for.
+    /// The weight it counts for, in the unit of the proposal's totals (`yes`, `no`, `abstain`).
     pub weight: u64,
 }
 
@@ -506,7 +571,7 @@ pub async fn overview(State(context): State<Context>) -> Answer<Governance> {
                         yes: proposal.yes,
                         no: proposal.no,
                         abstain: proposal.abstain,
-                        status: proposal.status.name(),
+                        status: proposal.status.into(),
                         ballots,
                     }
                 })
@@ -560,7 +625,9 @@ pub async fn propose(State(context): State<Context>, _: Authorized, body: Bytes)
     let request: ProposalRequest = parse(&body, "a proposal")?;
     let action = request.action.to_action().map_err(|problem| ApiError::bad_request(format!("action: {problem}")))?;
     let (Ok(title), Ok(text)) = (Text::new(request.title.clone()), Text::new(request.text.clone())) else {
-        return Err(ApiError::bad_request("title at most 120 bytes, text at most 4096"));
+        return Err(ApiError::bad_request(format!(
+            "title at most {PROPOSAL_TITLE_BYTES_MAX} bytes, text at most {PROPOSAL_TEXT_BYTES_MAX}"
+        )));
     };
     let proposal = Proposal { action, title, text, voting_period_blocks: request.voting_period_blocks };
     sign_and_submit(&context, Body::Proposal(proposal)).await
@@ -570,9 +637,7 @@ pub async fn propose(State(context): State<Context>, _: Authorized, body: Bytes)
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteRequest {
-    /// `yes`, `no` or `abstain`.
-    #[schemars(extend("enum" = ["yes", "no", "abstain"]))]
-    choice: String,
+    choice: ChoiceName,
     /// On a proposal decided by stake: how much of the staked token (the one its rule weighs by) to lock into the
     /// vote until the proposal closes, a decimal string with up to 3 decimals (e.g. "2.5"); default none.
     stake: Option<String>,
@@ -587,12 +652,7 @@ pub async fn vote(
 ) -> Taken<Submitted> {
     let proposal = Id::from_hex(&id).map_err(|_| ApiError::bad_request("a proposal id is 64 hex digits"))?;
     let request: VoteRequest = parse(&body, "a vote")?;
-    let choice = match request.choice.as_str() {
-        "yes" => Choice::Yes,
-        "no" => Choice::No,
-        "abstain" => Choice::Abstain,
-        other => return Err(ApiError::bad_request(format!("choice {other:?} is not yes, no or abstain"))),
-    };
+    let choice = Choice::from(request.choice);
     let stake = request
         .stake
         .as_deref()
@@ -658,7 +718,7 @@ pub(crate) fn alert_view(alert: &ledger::state::AlertState) -> AlertView {
 }
 
 /// How serious a citizen's report is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SeverityName {
     Info,
@@ -675,6 +735,17 @@ impl From<Severity> for SeverityName {
             Severity::Warning => SeverityName::Warning,
             Severity::Fault => SeverityName::Fault,
             Severity::Done => SeverityName::MaintenanceDone,
+        }
+    }
+}
+
+impl From<SeverityName> for Severity {
+    fn from(severity: SeverityName) -> Severity {
+        match severity {
+            SeverityName::Info => Severity::Info,
+            SeverityName::Warning => Severity::Warning,
+            SeverityName::Fault => Severity::Fault,
+            SeverityName::MaintenanceDone => Severity::Done,
         }
     }
 }
@@ -720,13 +791,14 @@ pub(crate) fn report_view(id: &Id, report: &ledger::state::ReportState) -> Repor
 #[serde(deny_unknown_fields)]
 pub struct ReportRequest {
     /// The asset reported on (its manifest's id, 64 hex digits; the ledger must know it); none: the area of `cell`.
+    #[schemars(regex(pattern = HEX_64))]
     asset: Option<String>,
-    /// The location cell, a geohash prefix (empty: the world).
+    /// The location cell, a geohash prefix of at most 12 characters (empty: the world).
+    #[schemars(length(max = CELL_CHARS_MAX))]
     cell: String,
-    /// `info`, `warning`, `fault` or `maintenance-done` (the report is the asset's maintenance log entry).
-    #[schemars(extend("enum" = ["info", "warning", "fault", "maintenance-done"]))]
-    severity: String,
+    severity: SeverityName,
     /// At most 1024 bytes of UTF-8.
+    #[schemars(length(max = REPORT_TEXT_BYTES_MAX))]
     text: String,
     /// Evidence: a signed reading of the node's (an envelope whose body is a reading), its bytes in hex.
     reading: Option<String>,
@@ -740,13 +812,7 @@ pub async fn report(State(context): State<Context>, _: Authorized, body: Bytes) 
             Some(asset) => vec![Id::from_hex(asset).map_err(|_| "asset: 64 hex digits".to_owned())?],
             None => Vec::new(),
         };
-        let severity = match request.severity.as_str() {
-            "info" => Severity::Info,
-            "warning" => Severity::Warning,
-            "fault" => Severity::Fault,
-            "maintenance-done" => Severity::Done,
-            other => return Err(format!("severity {other:?} is not info, warning, fault or maintenance-done")),
-        };
+        let severity = Severity::from(request.severity);
         let reading = match &request.reading {
             Some(text) => {
                 let bytes = hex::decode(text).map_err(|_| "reading: hex of a signed envelope".to_owned())?;
@@ -778,7 +844,8 @@ pub async fn report(State(context): State<Context>, _: Authorized, body: Bytes) 
 pub struct ReportProposalRequest {
     /// What the proposal does if it passes; default nothing (a text proposal).
     action: Option<ActionRequest>,
-    /// How many blocks the vote stays open; default 100.
+    /// How many blocks the vote stays open, more than 0; default 100.
+    #[schemars(range(min = 1))]
     voting_period_blocks: Option<u32>,
 }
 
@@ -824,15 +891,15 @@ pub async fn propose_report(
 pub const ROUTES: &[Route] = &[
     Route::get(
         "/governance",
-        "Proposals with their ballots, overrides in force, scheduled validator changes, parameters, maintenance alerts \
-         and open reports",
+        "The proposals that end last with their first ballots, the overrides in force, scheduled validator changes, \
+         the governable parameters, and the newest maintenance alerts, citizens' reports and redistributions",
         || axum::routing::get(overview),
         doc::json::<Governance>(),
     )
     .statuses(&[200, 503]),
     Route::post(
         "/proposals",
-        "A proposal signed by the node",
+        "The node proposes: if the vote passes, the ledger carries out the proposal's action",
         || axum::routing::post(propose),
         doc::json::<Submitted>(),
     )
@@ -840,16 +907,17 @@ pub const ROUTES: &[Route] = &[
     .body(doc::json_body::<ProposalRequest>()),
     Route::post(
         "/proposals/{id}/votes",
-        "The node's vote on a proposal",
+        "The node votes on a proposal (locking stake into the vote on a proposal decided by stake, if given)",
         || axum::routing::post(vote),
         doc::json::<Submitted>(),
     )
     .statuses(SUBMITTED)
-    .about(&["The proposal's id, 64 hex digits"])
+    .about(&[doc::hex("The proposal's id, 64 hex digits")])
     .body(doc::json_body::<VoteRequest>()),
     Route::post(
         "/reports",
-        "A citizen's status report, signed by the node, with a signed reading of its own as evidence if given",
+        "A citizen's status report on an asset the ledger knows or on an area, signed by the node, with a signed \
+         reading of its own as evidence if given",
         || axum::routing::post(report),
         doc::json::<Submitted>(),
     )
@@ -857,13 +925,13 @@ pub const ROUTES: &[Route] = &[
     .body(doc::json_body::<ReportRequest>()),
     Route::post(
         "/reports/{id}/propose",
-        "Turn a report into a proposal (a text proposal unless an action is given)",
+        "The node proposes from a report, citing it (a text proposal unless an action is given)",
         || axum::routing::post(propose_report),
         doc::json::<Submitted>(),
     )
     .statuses(SUBMITTED_ABOUT)
-    .about(&["The report's id, 64 hex digits"])
-    .body(doc::json_body::<ReportProposalRequest>()),
+    .about(&[doc::hex("The report's id, 64 hex digits")])
+    .body(doc::optional_json_body::<ReportProposalRequest>()),
 ];
 
 #[cfg(test)]
@@ -916,6 +984,50 @@ mod tests {
             let request: ActionRequest = serde_json::from_value(shown.clone()).unwrap();
             assert_eq!(request.to_action().unwrap(), action, "{shown}");
         }
+    }
+
+    /// The answer enums name what the ledger and the protocol name, and the request enums read into them.
+    #[test]
+    fn the_names_shown_are_the_ledgers() {
+        // `From<ProposalStatus>` matches every status: one the ledger adds must be named here before this compiles.
+        for status in [ProposalStatus::Open, ProposalStatus::Passed, ProposalStatus::Rejected] {
+            assert_eq!(serde_json::to_value(ProposalStatusName::from(status)).unwrap(), status.name());
+        }
+        for severity in [Severity::Info, Severity::Warning, Severity::Fault, Severity::Done] {
+            let shown = serde_json::to_value(SeverityName::from(severity)).unwrap();
+            assert_eq!(Severity::from(serde_json::from_value::<SeverityName>(shown).unwrap()), severity);
+        }
+        for (word, choice) in [("yes", Choice::Yes), ("no", Choice::No), ("abstain", Choice::Abstain)] {
+            let request: VoteRequest = serde_json::from_str(&format!(r#"{{"choice": "{word}"}}"#)).unwrap();
+            assert_eq!(Choice::from(request.choice), choice);
+        }
+        let refused = serde_json::from_str::<VoteRequest>(r#"{"choice": "maybe"}"#).unwrap_err().to_string();
+        assert!(refused.contains("unknown variant `maybe`, expected one of `no`, `yes`, `abstain`"), "{refused}");
+        let refused = serde_json::from_str::<OverrideRequest>(r#"{"measure": "ban", "duration_blocks": 1}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("`freeze`, `fuel-cap`, `device-cap`, `island`"), "{refused}");
+    }
+
+    /// The request schemas carry the protocol's limits.
+    #[test]
+    fn the_request_schemas_carry_the_limits() {
+        let mut generator = schemars::generate::SchemaSettings::draft2020_12().for_deserialize().into_generator();
+        let proposal = doc::schema::<ProposalRequest>(&mut generator).to_value();
+        let report = doc::schema::<ReportRequest>(&mut generator).to_value();
+        let from_report = doc::schema::<ReportProposalRequest>(&mut generator).to_value();
+        let definitions = generator.take_definitions(true);
+        let properties = |schema: &Value| {
+            definitions[schema["$ref"].as_str().unwrap().rsplit('/').next().unwrap()]["properties"].clone()
+        };
+        let proposal = properties(&proposal);
+        assert_eq!(proposal["title"]["maxLength"], PROPOSAL_TITLE_BYTES_MAX, "{proposal:#}");
+        assert_eq!(proposal["text"]["maxLength"], PROPOSAL_TEXT_BYTES_MAX);
+        assert_eq!(proposal["voting_period_blocks"]["minimum"], 1);
+        let report = properties(&report);
+        assert_eq!(report["text"]["maxLength"], REPORT_TEXT_BYTES_MAX, "{report:#}");
+        assert_eq!(report["asset"]["pattern"], HEX_64);
+        assert_eq!(properties(&from_report)["voting_period_blocks"]["minimum"], 1);
     }
 
     /// The views answer what the `json!` answers did: every field present, a missing value as null.

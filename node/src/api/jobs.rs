@@ -18,18 +18,23 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use super::doc::HEX_64;
 use super::{
-    Answer, ApiError, Authorized, Context, Route, SUBMITTED, SUBMITTED_ABOUT, Submitted, Taken, doc, parse,
-    sign_and_submit,
+    Accepted, Answer, ApiError, Authorized, Context, Route, SUBMITTED, SUBMITTED_ABOUT, Submitted, Taken, doc, parse,
+    submit_signed,
 };
 use crate::clock::now_ms;
 use ::ledger::state::{BidState, JobState, JobStatus, job_escrow_account};
+use protocol::limits::{
+    CELL_CHARS_MAX, COMPUTE_ROUNDS_MAX, COMPUTE_SAMPLES_MAX, COMPUTE_UNITS_MAX, JOB_NEEDS_MAX, JOB_SKILLS_MAX,
+    JOB_TEXT_BYTES_MAX, JOB_TITLE_BYTES_MAX, METER_ID_BYTES_MAX, SKILL_BYTES_MAX, TOKEN_ID_BYTES_MAX,
+};
 
 /// Most jobs one `GET /jobs` lists.
 const JOBS_LISTED_MAX: usize = 500;
 
 /// How the award is chosen among a job's bids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RuleName {
     /// The lowest price; ties to the earlier bid.
@@ -46,6 +51,134 @@ impl From<AwardRule> for RuleName {
             AwardRule::LowestPrice => RuleName::LowestPrice,
             AwardRule::BestScore => RuleName::BestScore,
             AwardRule::FirstQualified => RuleName::FirstQualified,
+        }
+    }
+}
+
+impl From<RuleName> for AwardRule {
+    fn from(rule: RuleName) -> AwardRule {
+        match rule {
+            RuleName::LowestPrice => AwardRule::LowestPrice,
+            RuleName::BestScore => AwardRule::BestScore,
+            RuleName::FirstQualified => AwardRule::FirstQualified,
+        }
+    }
+}
+
+/// What a job is.
+// One name per `JobKind`, as `JobKind::name` names it (a test holds them equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobKindName {
+    /// Rent compute (a training run, a batch).
+    Compute,
+    /// A storage or memory licence.
+    Storage,
+    /// Provide network bandwidth.
+    Bandwidth,
+    /// Build or fabricate something (print a part).
+    Build,
+    /// Carry goods somewhere (water to a shelter, a part to a neighbour).
+    Delivery,
+    /// Repair or service an asset.
+    Maintenance,
+    /// Text work: write, translate or review.
+    Text,
+}
+
+impl From<JobKind> for JobKindName {
+    fn from(kind: JobKind) -> JobKindName {
+        match kind {
+            JobKind::Compute => JobKindName::Compute,
+            JobKind::Storage => JobKindName::Storage,
+            JobKind::Bandwidth => JobKindName::Bandwidth,
+            JobKind::Build => JobKindName::Build,
+            JobKind::Delivery => JobKindName::Delivery,
+            JobKind::Maintenance => JobKindName::Maintenance,
+            JobKind::Text => JobKindName::Text,
+        }
+    }
+}
+
+impl From<JobKindName> for JobKind {
+    fn from(kind: JobKindName) -> JobKind {
+        match kind {
+            JobKindName::Compute => JobKind::Compute,
+            JobKindName::Storage => JobKind::Storage,
+            JobKindName::Bandwidth => JobKind::Bandwidth,
+            JobKindName::Build => JobKind::Build,
+            JobKindName::Delivery => JobKind::Delivery,
+            JobKindName::Maintenance => JobKind::Maintenance,
+            JobKindName::Text => JobKind::Text,
+        }
+    }
+}
+
+/// Where a job is: open → awarded → (disputed) → done or failed; closed when it ended unawarded.
+// One name per `JobStatus`, as `JobStatus::name` names it (a test holds them equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStatusName {
+    /// Taking bids.
+    Open,
+    /// A bid was awarded: the price is in escrow, the worker's collateral locked.
+    Awarded,
+    /// A jury is voting.
+    Disputed,
+    /// The work was done: the worker was paid.
+    Done,
+    /// The work was not done: the poster was refunded, the worker's collateral slashed.
+    Failed,
+    /// No bid by the end of bidding, withdrawn by its poster, or a quest the commons could not pay.
+    Closed,
+}
+
+impl From<JobStatus> for JobStatusName {
+    fn from(status: JobStatus) -> JobStatusName {
+        match status {
+            JobStatus::Open => JobStatusName::Open,
+            JobStatus::Awarded => JobStatusName::Awarded,
+            JobStatus::Disputed => JobStatusName::Disputed,
+            JobStatus::Done => JobStatusName::Done,
+            JobStatus::Failed => JobStatusName::Failed,
+            JobStatus::Closed => JobStatusName::Closed,
+        }
+    }
+}
+
+/// A resource and the unit of its quantities.
+// One name per `Resource`, as `Resource::name` names it (a test holds them equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResourceName {
+    /// Electric energy; quantity in Wh.
+    Energy,
+    /// Compute credits; quantity in milli-credits.
+    Compute,
+    /// Memory blocks; quantity in milli-blocks.
+    Memory,
+    /// Bandwidth units; quantity in milli-units.
+    Bandwidth,
+}
+
+impl From<Resource> for ResourceName {
+    fn from(resource: Resource) -> ResourceName {
+        match resource {
+            Resource::Energy => ResourceName::Energy,
+            Resource::Compute => ResourceName::Compute,
+            Resource::Memory => ResourceName::Memory,
+            Resource::Bandwidth => ResourceName::Bandwidth,
+        }
+    }
+}
+
+impl From<ResourceName> for Resource {
+    fn from(resource: ResourceName) -> Resource {
+        match resource {
+            ResourceName::Energy => Resource::Energy,
+            ResourceName::Compute => Resource::Compute,
+            ResourceName::Memory => Resource::Memory,
+            ResourceName::Bandwidth => Resource::Bandwidth,
         }
     }
 }
@@ -143,10 +276,10 @@ fn bid_view(job: &Job, bid: &BidState) -> BidView {
 /// A resource a job needs: `quantity` per hour for `hours`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct NeedView {
-    /// energy, compute, memory or bandwidth.
-    pub resource: String,
+    pub resource: ResourceName,
     /// Per hour: Wh for energy, milli-units for the others.
     pub quantity: u64,
+    /// For how many hours.
     pub hours: u32,
 }
 
@@ -176,12 +309,12 @@ pub struct JobView {
     pub poster: String,
     /// Whether the commons posted it (a quest, by a proposal).
     pub quest: bool,
-    /// open, awarded, disputed, done, failed or closed.
-    pub status: &'static str,
-    /// compute, storage, bandwidth, build, delivery, maintenance or text.
-    pub kind: &'static str,
+    pub status: JobStatusName,
+    pub kind: JobKindName,
     pub title: String,
+    /// The description.
     pub text: String,
+    /// Resources the job needs.
     pub needs: Vec<NeedView>,
     /// Skills or device classes a worker should have.
     pub skills: Vec<String>,
@@ -189,7 +322,7 @@ pub struct JobView {
     pub cell: String,
     /// How far from `cell` a worker may come from, m; 0: no limit.
     pub radius_m: u32,
-    /// The token it pays in.
+    /// The token it pays in (its id).
     pub token: String,
     /// The most the poster pays, milli-units of `token`.
     pub reward: u64,
@@ -217,7 +350,7 @@ pub struct JobView {
     pub bid_count: u32,
     /// The award; null while open (or withdrawn before one).
     pub award: Option<AwardView>,
-    /// For energy evidence: the worker's meter named in its delivery; null before.
+    /// For energy evidence: the worker's meter (its id) named in its delivery; null before.
     pub meter: Option<String>,
     /// For compute evidence: the Merkle root of the worker's result, 64 hex digits; null before.
     pub result: Option<String>,
@@ -249,15 +382,15 @@ pub fn job_view(id: &Id, state: &JobState) -> JobView {
         id: id.to_hex(),
         poster: state.poster.to_hex(),
         quest: state.quest == 1,
-        status: state.status.name(),
-        kind: job.kind.name(),
+        status: state.status.into(),
+        kind: job.kind.into(),
         title: job.title.as_str().to_owned(),
         text: job.text.as_str().to_owned(),
         needs: job
             .needs
             .as_slice()
             .iter()
-            .map(|need| NeedView { resource: need.resource.to_string(), quantity: need.quantity, hours: need.hours })
+            .map(|need| NeedView { resource: need.resource.into(), quantity: need.quantity, hours: need.hours })
             .collect(),
         skills: job.skills.as_slice().iter().map(|skill| skill.as_str().to_owned()).collect(),
         cell: job.cell.as_str().to_owned(),
@@ -302,10 +435,14 @@ pub fn job_view(id: &Id, state: &JobState) -> JobView {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobsQuery {
-    /// Only jobs in this status: open, awarded, disputed, done, failed or closed; default all.
-    status: Option<String>,
-    /// Only jobs of this kind: compute, storage, bandwidth, build, delivery, maintenance or text; default all.
-    kind: Option<String>,
+    /// Only jobs in this status; default all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "JobStatusName")]
+    status: Option<JobStatusName>,
+    /// Only jobs of this kind; default all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "JobKindName")]
+    kind: Option<JobKindName>,
     /// Only jobs whose cell starts with this geohash prefix (and those done anywhere).
     cell: Option<String>,
 }
@@ -332,13 +469,13 @@ pub struct Jobs {
 /// `GET /jobs`: the jobs on the ledger, newest first, with their escrow.
 pub async fn list(State(context): State<Context>, Query(query): Query<JobsQuery>) -> Answer<Jobs> {
     let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
-    let kind = query.kind.as_deref().map(str::parse::<JobKind>).transpose().map_err(ApiError::bad_request)?;
+    let kind = query.kind.map(JobKind::from);
     let listed = ledger
         .query(move |state| {
             let height = state.height();
             let mut jobs: Vec<(Id, JobState)> = state
                 .jobs()
-                .filter(|(_, job)| query.status.as_deref().is_none_or(|status| job.status.name() == status))
+                .filter(|(_, job)| query.status.is_none_or(|status| JobStatusName::from(job.status) == status))
                 .filter(|(_, job)| kind.is_none_or(|kind| job.job.kind == kind))
                 .filter(|(_, job)| {
                     query
@@ -375,11 +512,20 @@ pub struct JuryVote {
 }
 
 /// A verdict: the work was done, or it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutcomeName {
     Done,
     Failed,
+}
+
+impl From<OutcomeName> for Outcome {
+    fn from(outcome: OutcomeName) -> Outcome {
+        match outcome {
+            OutcomeName::Done => Outcome::Done,
+            OutcomeName::Failed => Outcome::Failed,
+        }
+    }
 }
 
 /// A job with its bids, the rule's pick, its escrow and its jury's votes.
@@ -437,8 +583,8 @@ pub async fn show(State(context): State<Context>, UrlPath(id): UrlPath<String>) 
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchQuery {
-    /// Comma-separated kinds the worker takes (compute, storage, bandwidth, build, delivery, maintenance, text);
-    /// default all.
+    /// Comma-separated job kinds the worker takes; default all.
+    #[schemars(regex(pattern = kinds_pattern()))]
     kinds: Option<String>,
     /// Comma-separated skills the worker has; default none.
     skills: Option<String>,
@@ -450,6 +596,13 @@ pub struct MatchQuery {
     limit: Option<usize>,
 }
 
+/// The pattern of a comma-separated list of job kinds, from the kinds' names.
+fn kinds_pattern() -> String {
+    let kinds: Vec<&str> = JobKind::ALL.iter().map(|kind| kind.name()).collect();
+    let kind = format!("({})", kinds.join("|"));
+    format!("^{kind}(,{kind})*$")
+}
+
 /// An open job a worker could take.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct MatchedJob {
@@ -457,11 +610,11 @@ pub struct MatchedJob {
     pub id: String,
     /// The poster's account, 64 hex digits.
     pub poster: String,
-    /// compute, storage, bandwidth, build, delivery, maintenance or text.
-    pub kind: &'static str,
+    pub kind: JobKindName,
     pub title: String,
     /// Where it is done (a geohash prefix); empty: anywhere.
     pub cell: String,
+    /// The token it pays in (its id).
     pub token: String,
     /// The most the poster pays, milli-units of `token`.
     pub reward: u64,
@@ -508,7 +661,7 @@ pub async fn matching(State(context): State<Context>, Query(query): Query<MatchQ
             .map(|open| MatchedJob {
                 id: open.id.to_hex(),
                 poster: open.poster.to_hex(),
-                kind: open.job.kind.name(),
+                kind: open.job.kind.into(),
                 title: open.job.title.as_str().to_owned(),
                 cell: open.job.cell.as_str().to_owned(),
                 token: open.job.token.as_str().to_owned(),
@@ -524,10 +677,11 @@ pub async fn matching(State(context): State<Context>, Query(query): Query<MatchQ
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProvidersQuery {
-    /// compute, storage, bandwidth, build, delivery, maintenance or text.
-    kind: String,
+    /// The kind of job.
+    kind: JobKindName,
     /// Near this location cell (a geohash prefix; the DHT keys its first characters); default anywhere.
     #[serde(default)]
+    #[schemars(length(max = CELL_CHARS_MAX))]
     cell: String,
 }
 
@@ -535,27 +689,24 @@ pub struct ProvidersQuery {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct JobProviders {
     /// The kind asked.
-    pub kind: &'static str,
+    pub kind: JobKindName,
     /// The cell the DHT key names (the asked cell cut to the DHT's length).
     pub cell: String,
     /// The DHT key, 64 hex digits.
     pub key: String,
-    /// The announcing peers' ids.
+    /// The announcing peers' ids (libp2p peer ids, base58).
     pub providers: Vec<String>,
 }
 
 /// `GET /jobs/providers`: peers that announce open jobs of a kind near a cell in the DHT.
 pub async fn providers(State(context): State<Context>, Query(query): Query<ProvidersQuery>) -> Answer<JobProviders> {
-    let (kind, cell) = match (query.kind.parse::<JobKind>(), Cell::new(query.cell.clone())) {
-        (Ok(kind), Ok(cell)) => (kind, cell),
-        (Err(problem), _) => return Err(ApiError::bad_request(problem)),
-        (_, Err(problem)) => return Err(ApiError::bad_request(format!("cell: {problem}"))),
-    };
+    let kind = JobKind::from(query.kind);
+    let cell = Cell::new(query.cell.clone()).map_err(|problem| ApiError::bad_request(format!("cell: {problem}")))?;
     let key = ::market::jobs::dht_key(kind, cell.as_str());
     let peers =
         context.network.find_providers(key).await.map_err(|problem| ApiError::unavailable(problem.to_string()))?;
     Ok(Json(JobProviders {
-        kind: kind.name(),
+        kind: query.kind,
         cell: ::market::jobs::dht_cell(cell.as_str()).to_owned(),
         key: key.to_hex(),
         providers: peers.iter().map(ToString::to_string).collect(),
@@ -566,9 +717,7 @@ pub async fn providers(State(context): State<Context>, Query(query): Query<Provi
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NeedRequest {
-    /// `energy`, `compute`, `memory` or `bandwidth`.
-    #[schemars(extend("enum" = ["energy", "compute", "memory", "bandwidth"]))]
-    resource: String,
+    resource: ResourceName,
     /// Per hour: Wh for energy, milli-units for the others.
     quantity: u64,
     /// For how many hours.
@@ -590,22 +739,28 @@ pub enum EvidenceRequest {
     /// A compute task, checked by re-executing a sample of the worker's result.
     Compute {
         /// Independent units of work (1 to 65536).
+        #[schemars(range(min = 1, max = COMPUTE_UNITS_MAX))]
         units: u32,
         /// Hashes per unit (1 to 4096).
+        #[schemars(range(min = 1, max = COMPUTE_ROUNDS_MAX))]
         rounds: u32,
         /// Units the ledger re-executes (1 to 16).
+        #[schemars(range(min = 1, max = COMPUTE_SAMPLES_MAX))]
         samples: u32,
         /// The task's seed, 64 hex digits; default random.
+        #[schemars(regex(pattern = HEX_64))]
         seed: Option<String>,
     },
     /// The asset is healthy again: a reading of one of its meters after the award, no alert since.
     Healthy {
         /// The asset (its manifest's id), 64 hex digits.
+        #[schemars(regex(pattern = HEX_64))]
         asset: String,
     },
     /// The named recipient's `done` verdict (its receipt) completes it.
     Receipt {
         /// The recipient's account, 64 hex digits.
+        #[schemars(regex(pattern = HEX_64))]
         recipient: String,
     },
 }
@@ -615,32 +770,35 @@ pub enum EvidenceRequest {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
-    /// `compute`, `storage`, `bandwidth`, `build`, `delivery`, `maintenance` or `text`.
-    #[schemars(extend("enum" = ["compute", "storage", "bandwidth", "build", "delivery", "maintenance", "text"]))]
-    kind: String,
+    kind: JobKindName,
     /// At most 120 bytes of UTF-8.
+    #[schemars(length(max = JOB_TITLE_BYTES_MAX))]
     title: String,
     /// At most 1024 bytes of UTF-8; default empty.
     #[serde(default)]
+    #[schemars(length(max = JOB_TEXT_BYTES_MAX))]
     text: String,
-    /// Resources the job needs; default none.
+    /// Resources the job needs (at most 8); default none.
     #[serde(default)]
+    #[schemars(length(max = JOB_NEEDS_MAX))]
     needs: Vec<NeedRequest>,
-    /// Skills or device classes a worker should have (a-z 0-9 -); default none.
+    /// Skills or device classes a worker should have (at most 8, each 1 to 32 bytes of a-z 0-9 -); default none.
     #[serde(default)]
+    #[schemars(length(max = JOB_SKILLS_MAX), inner(length(min = 1, max = SKILL_BYTES_MAX)))]
     skills: Vec<String>,
-    /// Where a physical job is done, a geohash prefix; default anywhere.
+    /// Where a physical job is done, a geohash prefix (at most 12 characters); default anywhere.
     #[serde(default)]
+    #[schemars(length(max = CELL_CHARS_MAX))]
     cell: String,
     /// How far from `cell` a worker may come from, m; default 0, no limit.
     #[serde(default)]
     radius_m: u32,
-    /// The token it pays in; default the ledger's fee token.
+    /// The token it pays in (its id, 1 to 16 bytes of a-z 0-9 -); default the ledger's fee token.
+    #[schemars(length(min = 1, max = TOKEN_ID_BYTES_MAX))]
     token: Option<String>,
     /// The most the poster pays, decimal, e.g. "24" or "2.5".
     reward: String,
     /// The least collateral a bid must lock, decimal; default 0.
-    #[serde(default)]
     collateral: Option<String>,
     /// The share of the collateral a worker who fails loses to the poster, ppm (at most 1000000); default 0.
     #[serde(default)]
@@ -649,9 +807,10 @@ pub struct JobRequest {
     #[serde(default)]
     tier: u32,
     /// Only members of this guild (its account, 64 hex digits) may bid; default anyone.
+    #[schemars(regex(pattern = HEX_64))]
     guild: Option<String>,
-    /// How the award is chosen: `lowest-price` (default), `best-score` or `first-qualified`.
-    rule: Option<String>,
+    /// How the award is chosen; default `lowest-price`.
+    rule: Option<RuleName>,
     /// For best-score: what a km of route counts as, decimal; default 0.
     per_km: Option<String>,
     /// What completes the job; default the poster's acceptance.
@@ -672,13 +831,8 @@ fn key_hex(text: &str, what: &str) -> Result<PublicKey, String> {
 
 /// The job a request describes, bidding from now.
 pub fn build_job(request: JobRequest, fee_token: &str) -> Result<Job, String> {
-    let kind = request.kind.parse::<JobKind>()?;
-    let rule = match request.rule.as_deref().unwrap_or("lowest-price") {
-        "lowest-price" => AwardRule::LowestPrice,
-        "best-score" => AwardRule::BestScore,
-        "first-qualified" => AwardRule::FirstQualified,
-        other => return Err(format!("rule {other:?} is not lowest-price, best-score or first-qualified")),
-    };
+    let kind = JobKind::from(request.kind);
+    let rule = AwardRule::from(request.rule.unwrap_or(RuleName::LowestPrice));
     let evidence = match request.evidence.unwrap_or(EvidenceRequest::Acceptance) {
         EvidenceRequest::Acceptance => Evidence::Acceptance(Empty),
         EvidenceRequest::Energy { wh } => Evidence::Energy(wh),
@@ -703,17 +857,8 @@ pub fn build_job(request: JobRequest, fee_token: &str) -> Result<Job, String> {
     let needs = request
         .needs
         .iter()
-        .map(|need| {
-            let resource = match need.resource.as_str() {
-                "energy" => Resource::Energy,
-                "compute" => Resource::Compute,
-                "memory" => Resource::Memory,
-                "bandwidth" => Resource::Bandwidth,
-                other => return Err(format!("need: resource {other:?} is not energy, compute, memory or bandwidth")),
-            };
-            Ok(Need { resource, quantity: need.quantity, hours: need.hours })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+        .map(|need| Need { resource: need.resource.into(), quantity: need.quantity, hours: need.hours })
+        .collect::<Vec<_>>();
     let skills = request
         .skills
         .iter()
@@ -750,21 +895,19 @@ pub fn build_job(request: JobRequest, fee_token: &str) -> Result<Job, String> {
 }
 
 /// Signs and submits a job message (the entry may wait 10 minutes for a block); a posting the ledger took goes into
-/// the node's job index and is announced in the DHT (the ledger gossips it: postings and bids on the jobs topic,
-/// which job indexes read).
+/// the node's job index under its entry's id and is announced in the DHT (the ledger gossips it: postings and bids
+/// on the jobs topic, which job indexes read).
 async fn submit(context: &Context, body: Body) -> Taken<Submitted> {
     let posting = match &body {
         Body::Job(job) => Some(job.clone()),
         _ => None,
     };
-    let submitted = sign_and_submit(context, body).await?;
-    if let Some(job) = posting
-        && let Ok(id) = Id::from_hex(&submitted.0.id)
-    {
+    let id = submit_signed(context, body).await?;
+    if let Some(job) = posting {
         context.jobs.insert(id, context.signer.public(), job.clone(), now_ms());
         crate::jobs::announce(&context.network, &job);
     }
-    Ok(submitted)
+    Ok(Accepted(Submitted { id: id.to_hex() }))
 }
 
 /// `POST /jobs`: a job posted by the node.
@@ -785,8 +928,9 @@ pub struct BidRequest {
     collateral: Option<String>,
     /// When it can start, Unix ms; default now.
     start_ms: Option<u64>,
-    /// Where it is, a geohash prefix (for physical jobs); default none.
+    /// Where it is, a geohash prefix of at most 12 characters (for physical jobs); default none.
     #[serde(default)]
+    #[schemars(length(max = CELL_CHARS_MAX))]
     cell: String,
     /// Its route distance to the job, m; default 0.
     #[serde(default)]
@@ -832,6 +976,7 @@ pub async fn bid(
 #[serde(default, deny_unknown_fields)]
 pub struct AwardRequest {
     /// The bid to award, 64 hex digits; default the one the job's rule picks (the ledger refuses any other).
+    #[schemars(regex(pattern = HEX_64))]
     bid: Option<String>,
 }
 
@@ -860,16 +1005,27 @@ pub async fn award(
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverRequest {
-    /// `claim` (the worker says it is done), `meter` (energy evidence: the node's meter whose export counts),
-    /// `compute` (the node runs the job's task, commits its result and opens the sample the ledger draws) or
-    /// `reading` (a signed reading of the maintained asset's meter).
-    #[schemars(extend("enum" = ["claim", "meter", "compute", "reading"]))]
-    proof: String,
+    proof: ProofName,
     /// For `meter`: the id of the node's meter whose export is the evidence.
+    #[schemars(length(min = 1, max = METER_ID_BYTES_MAX))]
     meter: Option<String>,
     /// For `reading`: a signed reading of the maintained asset's meter (an envelope whose body is a reading), its
     /// bytes in hex.
     reading: Option<String>,
+}
+
+/// What a delivery proves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProofName {
+    /// The worker says it is done (the poster's acceptance, a receipt or a jury completes the job).
+    Claim,
+    /// Energy evidence: the node's meter (`meter`) whose export after the award counts.
+    Meter,
+    /// Compute evidence: the node runs the job's task, commits its result and opens the sample the ledger draws.
+    Compute,
+    /// Healthy evidence: a signed reading of the maintained asset's meter (`reading`).
+    Reading,
 }
 
 /// `POST /jobs/{id}/deliver`: the awarded worker (this node) delivers. `compute` runs the job's task here,
@@ -882,13 +1038,13 @@ pub async fn deliver(
 ) -> Taken<Submitted> {
     let id = parse_id(&id)?;
     let request: DeliverRequest = parse(&body, "a delivery")?;
-    let proof = match request.proof.as_str() {
-        "claim" => Proof::Claim(Empty),
-        "meter" => Proof::Meter(
+    let proof = match request.proof {
+        ProofName::Claim => Proof::Claim(Empty),
+        ProofName::Meter => Proof::Meter(
             MeterId::new(request.meter.clone().unwrap_or_default())
                 .map_err(|problem| ApiError::bad_request(format!("meter: {problem}")))?,
         ),
-        "reading" => {
+        ProofName::Reading => {
             let envelope = request
                 .reading
                 .as_deref()
@@ -900,7 +1056,7 @@ pub async fn deliver(
                 .map_err(ApiError::bad_request)?;
             Proof::Reading(Box::new(envelope))
         }
-        "compute" => {
+        ProofName::Compute => {
             let job = read_job(&context, id).await?;
             let Evidence::Compute(task) = job.job.evidence else {
                 return Err(ApiError::bad_request("the job is not a compute job"));
@@ -912,9 +1068,6 @@ pub async fn deliver(
             let submitted = submit(&context, Body::Deliver(Deliver { job: id, proof: Proof::Result(root) })).await?;
             tokio::spawn(open_sample(context.clone(), id, task, root, levels));
             return Ok(submitted);
-        }
-        other => {
-            return Err(ApiError::bad_request(format!("proof {other:?} is not claim, meter, compute or reading")));
         }
     };
     submit(&context, Body::Deliver(Deliver { job: id, proof })).await
@@ -959,8 +1112,7 @@ async fn open_sample(context: Context, id: Id, task: ComputeTask, root: Id, leve
 pub struct VerdictRequest {
     /// `done` (the poster accepts, a recipient signs its receipt, a juror votes it done) or `failed` (the poster
     /// withdraws an unawarded job, a juror votes it failed).
-    #[schemars(extend("enum" = ["done", "failed"]))]
-    outcome: String,
+    outcome: OutcomeName,
 }
 
 /// `POST /jobs/{id}/verdict`: the poster accepts (`done`) or withdraws an unawarded job (`failed`); a recipient
@@ -973,12 +1125,7 @@ pub async fn verdict(
 ) -> Taken<Submitted> {
     let id = parse_id(&id)?;
     let request: VerdictRequest = parse(&body, "a verdict")?;
-    let outcome = match request.outcome.as_str() {
-        "done" => Outcome::Done,
-        "failed" => Outcome::Failed,
-        other => return Err(ApiError::bad_request(format!("outcome {other:?} is not done or failed"))),
-    };
-    submit(&context, Body::Verdict(Verdict { job: id, outcome })).await
+    submit(&context, Body::Verdict(Verdict { job: id, outcome: request.outcome.into() })).await
 }
 
 /// A dispute: the poster or the worker asks for a jury.
@@ -986,6 +1133,7 @@ pub async fn verdict(
 #[serde(deny_unknown_fields)]
 pub struct DisputeRequest {
     /// Why, for the jurors: at most 1024 bytes of UTF-8.
+    #[schemars(length(max = JOB_TEXT_BYTES_MAX))]
     text: String,
 }
 
@@ -1008,14 +1156,20 @@ const JOB: &str = "The job's id (its posting's), 64 hex digits";
 pub const ROUTES: &[Route] = &[
     Route::get(
         "/jobs",
-        "Jobs on the ledger, newest first, with their escrow",
+        "Jobs on the ledger (of a status, a kind, near a cell), newest first, with their escrow",
         || axum::routing::get(list),
         doc::json::<Jobs>(),
     )
     .statuses(&[200, 400, 503])
     .query(doc::schema::<JobsQuery>),
-    Route::post("/jobs", "A job posted by the node", || axum::routing::post(post), doc::json::<Submitted>())
-        .statuses(SUBMITTED)
+    Route::post(
+        "/jobs",
+        "The node posts a job, bidding from now; once submitted, it is in the node's job index and announced in the \
+         DHT",
+        || axum::routing::post(post),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
         .body(doc::json_body::<JobRequest>()),
     Route::get(
         "/jobs/match",
@@ -1040,46 +1194,56 @@ pub const ROUTES: &[Route] = &[
         doc::json::<JobDetail>(),
     )
     .statuses(&[200, 400, 404, 503])
-    .about(&[JOB]),
-    Route::post("/jobs/{id}/bids", "The node bids on a job", || axum::routing::post(bid), doc::json::<Submitted>())
-        .statuses(SUBMITTED_ABOUT)
-        .about(&[JOB])
+    .about(&[doc::hex(JOB)]),
+    Route::post(
+        "/jobs/{id}/bids",
+        "The node bids on a job; the bid's collateral (default what the job asks) is locked on the job's escrow until \
+         the award, which returns it to every bidder but the winner (a first-qualified job is awarded to the first \
+         bid that qualifies as it lands)",
+        || axum::routing::post(bid),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED_ABOUT)
+        .about(&[doc::hex(JOB)])
         .body(doc::json_body::<BidRequest>()),
     Route::post(
         "/jobs/{id}/award",
-        "The node (the poster) awards the job to the rule's pick",
+        "The node (the poster) closes bidding and awards the job to the rule's pick (a bid named must be it): the price \
+         moves to escrow",
         || axum::routing::post(award),
         doc::json::<Submitted>(),
     )
     .statuses(SUBMITTED)
-    .about(&[JOB])
-    .body(doc::json_body::<AwardRequest>()),
+    .about(&[doc::hex(JOB)])
+    .body(doc::optional_json_body::<AwardRequest>()),
     Route::post(
         "/jobs/{id}/deliver",
-        "The node (the worker) delivers: a claim, a meter, a compute result or a reading",
+        "The node (the awarded worker) delivers: a claim, its meter, a signed reading, or a compute result (it runs the \
+         task, commits the result and opens the sample the ledger draws)",
         || axum::routing::post(deliver),
         doc::json::<Submitted>(),
     )
     .statuses(SUBMITTED_ABOUT)
-    .about(&[JOB])
+    .about(&[doc::hex(JOB)])
     .body(doc::json_body::<DeliverRequest>()),
     Route::post(
         "/jobs/{id}/verdict",
-        "The node (the poster, or a juror) accepts the delivery or votes on a dispute",
+        "The node's verdict: as the poster, accepts the awarded job (done) or withdraws an unawarded one (failed); as the \
+         job's recipient, signs its receipt (done); as a juror of a dispute, votes done or failed",
         || axum::routing::post(verdict),
         doc::json::<Submitted>(),
     )
     .statuses(SUBMITTED)
-    .about(&[JOB])
+    .about(&[doc::hex(JOB)])
     .body(doc::json_body::<VerdictRequest>()),
     Route::post(
         "/jobs/{id}/dispute",
-        "The node disputes a delivery",
+        "The node (the poster or the awarded worker) disputes an awarded job: the ledger draws a jury",
         || axum::routing::post(dispute),
         doc::json::<Submitted>(),
     )
     .statuses(SUBMITTED)
-    .about(&[JOB])
+    .about(&[doc::hex(JOB)])
     .body(doc::json_body::<DisputeRequest>()),
 ];
 
@@ -1120,6 +1284,79 @@ mod tests {
             slashed: 0,
             reason: String::new(),
         }
+    }
+
+    /// The answer enums name what the protocol and the ledger name: every kind, resource and status maps to the
+    /// name its `name()` gives, and a kind or resource read from a request is the one named.
+    #[test]
+    fn the_names_shown_are_the_protocols() {
+        for kind in JobKind::ALL {
+            assert_eq!(serde_json::to_value(JobKindName::from(kind)).unwrap(), kind.name());
+            assert_eq!(JobKind::from(serde_json::from_value::<JobKindName>(kind.name().into()).unwrap()), kind);
+        }
+        for resource in Resource::ALL {
+            assert_eq!(serde_json::to_value(ResourceName::from(resource)).unwrap(), resource.name());
+            let read: ResourceName = serde_json::from_value(resource.name().into()).unwrap();
+            assert_eq!(Resource::from(read), resource);
+        }
+        // `From<JobStatus>` matches every status: one the ledger adds must be named here before this compiles.
+        for status in [
+            JobStatus::Open,
+            JobStatus::Awarded,
+            JobStatus::Disputed,
+            JobStatus::Done,
+            JobStatus::Failed,
+            JobStatus::Closed,
+        ] {
+            assert_eq!(serde_json::to_value(JobStatusName::from(status)).unwrap(), status.name());
+        }
+        for rule in [AwardRule::LowestPrice, AwardRule::BestScore, AwardRule::FirstQualified] {
+            assert_eq!(AwardRule::from(RuleName::from(rule)), rule);
+        }
+        for outcome in [Outcome::Done, Outcome::Failed] {
+            let name = if outcome == Outcome::Done { OutcomeName::Done } else { OutcomeName::Failed };
+            assert_eq!(Outcome::from(name), outcome);
+        }
+    }
+
+    /// A word a request field does not know is refused by its enum, naming the words it takes.
+    #[test]
+    fn an_unknown_word_is_refused_with_the_words_known() {
+        let refused = serde_json::from_str::<JobRequest>(r#"{"kind": "juggling", "title": "Do", "reward": "1"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("unknown variant `juggling`") && refused.contains("`maintenance`"), "{refused}");
+        let refused = serde_json::from_str::<DeliverRequest>(r#"{"proof": "photo"}"#).unwrap_err().to_string();
+        assert!(refused.contains("`claim`, `meter`, `compute`, `reading`"), "{refused}");
+        let job = posted(
+            r#"{"kind": "compute", "title": "Do", "reward": "1", "rule": "first-qualified",
+            "needs": [{"resource": "memory", "quantity": 5, "hours": 2}]}"#,
+        );
+        assert_eq!(
+            (job.kind, job.rule, job.needs.as_slice()[0].resource),
+            (JobKind::Compute, AwardRule::FirstQualified, Resource::Memory)
+        );
+    }
+
+    /// The request schemas carry the protocol's limits, and the answers' names their enums.
+    #[test]
+    fn the_schemas_carry_the_limits_and_the_names() {
+        let mut generator = schemars::generate::SchemaSettings::draft2020_12().for_deserialize().into_generator();
+        let job = doc::schema::<JobRequest>(&mut generator).to_value();
+        let definitions = generator.take_definitions(true);
+        let job = &definitions[job["$ref"].as_str().unwrap().rsplit('/').next().unwrap()]["properties"];
+        assert_eq!(job["title"]["maxLength"], JOB_TITLE_BYTES_MAX, "{job:#}");
+        assert_eq!(job["text"]["maxLength"], JOB_TEXT_BYTES_MAX);
+        assert_eq!(job["skills"]["maxItems"], JOB_SKILLS_MAX);
+        assert_eq!(job["skills"]["items"]["maxLength"], SKILL_BYTES_MAX);
+        let kinds = serde_json::to_string(&definitions["JobKindName"]).unwrap();
+        let statuses = serde_json::to_string(&schemars::schema_for!(JobStatusName)).unwrap();
+        for kind in JobKind::ALL {
+            assert!(kinds.contains(&format!("\"{}\"", kind.name())), "{kinds}");
+        }
+        assert!(statuses.contains("\"disputed\"") && statuses.contains("\"closed\""), "{statuses}");
+        let names = JobKind::ALL.map(JobKind::name).join("|");
+        assert_eq!(kinds_pattern(), format!("^({names})(,({names}))*$"));
     }
 
     /// A job's evidence as the API shows it is the request for the same evidence.

@@ -39,17 +39,16 @@ static OPENAPI: std::sync::LazyLock<String> =
 
 /// The routes of what happens: lists, the event stream, metrics, this API's description and the dashboard.
 pub const ROUTES: &[Route] = &[
-    Route::get("/", "The live dashboard", || get(dashboard), doc::Answer::Html),
-    Route::get("/openapi.json", "This API as an OpenAPI 3.1 document", || get(openapi), doc::Answer::OpenApi),
-    Route::get("/metrics", "Prometheus metrics (OpenMetrics text)", || get(metrics), doc::Answer::Metrics),
+    Route::get("/", "The live dashboard", || get(dashboard), doc::Reply::Html),
+    Route::get("/openapi.json", "This API as an OpenAPI 3.1 document", || get(openapi), doc::Reply::OpenApi),
+    Route::get("/metrics", "Prometheus metrics (OpenMetrics text)", || get(metrics), doc::Reply::Metrics),
     Route::get(
         "/events",
         "Server-sent events: `block`, `trade`, `reading` as they commit (JSON data), `lagged` with how many a slow \
          reader missed",
         || get(events),
-        doc::Answer::Events,
-    )
-    .statuses(&[200, 503]),
+        doc::Reply::Events(doc::schema::<EventData>),
+    ),
     Route::get("/blocks", "The newest committed blocks", || get(blocks), doc::json::<Blocks>())
         .statuses(&[200, 400, 503])
         .query(doc::schema::<ListQuery>),
@@ -67,7 +66,13 @@ pub const ROUTES: &[Route] = &[
     )
     .statuses(&[200, 400, 503])
     .query(doc::schema::<AccountsQuery>),
-    Route::get("/validators", "The validator set", || get(validators), doc::json::<Validators>()).statuses(&[200, 503]),
+    Route::get(
+        "/validators",
+        "The validator set that certifies the next block",
+        || get(validators),
+        doc::json::<Validators>(),
+    )
+    .statuses(&[200, 503]),
     Route::get("/peers", "Connected peers and their gossip scores", || get(peers), doc::json::<Peers>())
         .statuses(&[200, 503]),
 ];
@@ -394,9 +399,19 @@ impl Drop for StreamSlot {
 }
 
 /// The data of a `lagged` event: how many events a slow reader missed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct Lagged {
     missed: u64,
+}
+
+/// The `data` of an event on `/events`: a committed block, trade or reading (`type` says which, as does the
+/// event's name), or for a `lagged` event how many events a slow reader missed.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // Only its schema is used: the stream writes the two types it joins.
+enum EventData {
+    Commit(crate::feed::Event),
+    Lagged(Lagged),
 }
 
 /// Server-sent events: `block`, `trade` and `reading` as they commit (JSON `data`), and `lagged` with how many

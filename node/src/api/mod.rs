@@ -112,7 +112,8 @@ pub async fn serve(
 /// One route of the API: the one place that says what it does, the statuses it answers and the types it reads and
 /// answers. The router is built from the routes ([`routes`]), and so are `/openapi.json` and `docs/API.md`; a test
 /// of a running node checks that each answers only its statuses, and its answers fit its answer's schema
-/// (`route_statuses_are_the_documented_ones` in `tests/it/operate.rs`).
+/// (`kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live` in `tests/it/operate.rs`), and every answer
+/// the integration tests get is held to the document (`tests/src/openapi.rs`).
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
@@ -122,11 +123,11 @@ pub struct Route {
     /// Every status the route answers (the OpenAPI document's responses).
     pub statuses: &'static [u16],
     /// What each of the path's parameters is, in order.
-    pub about: &'static [&'static str],
+    pub about: &'static [doc::Param],
     /// The query string's type, if it reads one.
     pub query: Option<doc::SchemaFn>,
-    pub body: doc::Body,
-    pub answer: doc::Answer,
+    pub body: doc::Payload,
+    pub answer: doc::Reply,
 }
 
 impl Route {
@@ -135,7 +136,7 @@ impl Route {
         path: &'static str,
         summary: &'static str,
         handler: fn() -> axum::routing::MethodRouter<Context>,
-        answer: doc::Answer,
+        answer: doc::Reply,
     ) -> Route {
         Route {
             method,
@@ -145,7 +146,7 @@ impl Route {
             statuses: &[200],
             about: &[],
             query: None,
-            body: doc::Body::None,
+            body: doc::Payload::None,
             answer,
         }
     }
@@ -155,7 +156,7 @@ impl Route {
         path: &'static str,
         summary: &'static str,
         handler: fn() -> axum::routing::MethodRouter<Context>,
-        answer: doc::Answer,
+        answer: doc::Reply,
     ) -> Route {
         Route::new(Method::GET, path, summary, handler, answer)
     }
@@ -165,9 +166,9 @@ impl Route {
         path: &'static str,
         summary: &'static str,
         handler: fn() -> axum::routing::MethodRouter<Context>,
-        answer: doc::Answer,
+        answer: doc::Reply,
     ) -> Route {
-        Route::new(Method::POST, path, summary, handler, answer)
+        Route::new(Method::POST, path, summary, handler, answer).statuses(&[202])
     }
 
     pub(crate) const fn statuses(mut self, statuses: &'static [u16]) -> Route {
@@ -175,7 +176,7 @@ impl Route {
         self
     }
 
-    pub(crate) const fn about(mut self, about: &'static [&'static str]) -> Route {
+    pub(crate) const fn about(mut self, about: &'static [doc::Param]) -> Route {
         self.about = about;
         self
     }
@@ -185,7 +186,7 @@ impl Route {
         self
     }
 
-    pub(crate) const fn body(mut self, body: doc::Body) -> Route {
+    pub(crate) const fn body(mut self, body: doc::Payload) -> Route {
         self.body = body;
         self
     }
@@ -207,7 +208,7 @@ pub(crate) const SUBMITTED_ABOUT: &[u16] = &[202, 400, 401, 404, 409, 413, 429, 
 
 /// The routes of the ledger's blocks and entries, accounts, the market, assets, guilds and the home's devices.
 pub const ROUTES: &[Route] = &[
-    Route::get("/status", "Node and ledger status", || get(status), doc::json::<Status>()).statuses(&[200, 503]),
+    Route::get("/status", "Node and ledger status", || get(status), doc::json::<Status>()),
     Route::get(
         "/blocks/{height}",
         "A committed block: header fields and entry ids",
@@ -215,7 +216,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<BlockView>(),
     )
     .statuses(&[200, 400, 404, 503])
-    .about(&["Block height"]),
+    .about(&[doc::height("Block height")]),
     Route::get(
         "/blocks/{height}/raw",
         "The block's bytes and its certificate's, hex",
@@ -223,7 +224,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<RawBlock>(),
     )
     .statuses(&[200, 400, 404, 503])
-    .about(&["Block height"]),
+    .about(&[doc::height("Block height")]),
     Route::post(
         "/entries",
         "A signed entry (the envelope's bytes, `application/octet-stream`): into the mempool and gossiped",
@@ -231,7 +232,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<Submitted>(),
     )
     .statuses(&[202, 400, 401, 409, 413, 429, 503])
-    .body(doc::Body::Envelope),
+    .body(doc::Payload::Envelope),
     Route::get(
         "/entries/{id}",
         "Where a committed entry is (404 while it is not committed)",
@@ -239,7 +240,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<EntryPlace>(),
     )
     .statuses(&[200, 400, 404, 503])
-    .about(&["Entry id, 64 hex digits"]),
+    .about(&[doc::hex("Entry id, 64 hex digits")]),
     Route::get(
         "/accounts/{key}/balances",
         "An account's balances by token (milli-units)",
@@ -247,7 +248,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<Balances>(),
     )
     .statuses(&[200, 400, 503])
-    .about(&[ACCOUNT]),
+    .about(&[doc::hex(ACCOUNT)]),
     Route::get(
         "/accounts/{key}/fuel",
         "An author's fuel as this node counts it: levels per class, standing, refusals",
@@ -255,7 +256,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<Fuel>(),
     )
     .statuses(&[200, 400, 404, 503])
-    .about(&[ACCOUNT]),
+    .about(&[doc::hex(ACCOUNT)]),
     Route::post(
         "/offers",
         "Sign an offer with the node's key, check it as receivers check it and put it in the node's market; only then \
@@ -273,7 +274,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<Published>(),
     )
     .statuses(&[202, 400, 401, 409, 429, 503])
-    .about(&["Offer id, 64 hex digits"])
+    .about(&[doc::hex("Offer id, 64 hex digits")])
     .query(doc::schema::<CancelQuery>),
     Route::post(
         "/barter",
@@ -293,7 +294,7 @@ pub const ROUTES: &[Route] = &[
     .body(doc::json_body::<TransferRequest>()),
     Route::post(
         "/assets",
-        "Register an asset, signed by the node",
+        "Register an asset, signed by the node; the entry's id is the asset's id (for `GET /assets/{id}`)",
         || axum::routing::post(post_asset),
         doc::json::<Submitted>(),
     )
@@ -307,7 +308,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<AssetView>(),
     )
     .statuses(&[200, 400, 404, 503])
-    .about(&["The asset's id, 64 hex digits"]),
+    .about(&[doc::hex("The asset's id, 64 hex digits")]),
     Route::post(
         "/guilds",
         "A guild (shared account, k-of-n spending) signed by the node",
@@ -318,7 +319,7 @@ pub const ROUTES: &[Route] = &[
     .body(doc::json_body::<GuildRequest>()),
     Route::get("/guilds/{account}", "A guild: members, threshold, balances", || get(guild), doc::json::<GuildView>())
         .statuses(&[200, 400, 404, 503])
-        .about(&["A guild's account, 64 hex digits"]),
+        .about(&[doc::hex("A guild's account, 64 hex digits")]),
     Route::post(
         "/guilds/{account}/spends",
         "The node (a member) asks to spend from a guild; counts as its approval",
@@ -326,7 +327,7 @@ pub const ROUTES: &[Route] = &[
         doc::json::<Submitted>(),
     )
     .statuses(SUBMITTED)
-    .about(&["A guild's account, 64 hex digits"])
+    .about(&[doc::hex("A guild's account, 64 hex digits")])
     .body(doc::json_body::<TransferRequest>()),
     Route::get(
         "/guild-spends/{id}",
@@ -335,29 +336,29 @@ pub const ROUTES: &[Route] = &[
         doc::json::<SpendView>(),
     )
     .statuses(&[200, 400, 404, 503])
-    .about(&["A guild spend's id, 64 hex digits"]),
+    .about(&[doc::hex("A guild spend's id, 64 hex digits")]),
     Route::post(
         "/guild-spends/{id}/approve",
-        "The node (a member) approves a pending spend",
+        "The node (a member) approves a pending spend; the approval that reaches the threshold moves the tokens",
         || axum::routing::post(approve_guild_spend),
         doc::json::<Submitted>(),
     )
     .statuses(&[202, 400, 401, 409, 429, 503])
-    .about(&["A guild spend's id, 64 hex digits"]),
+    .about(&[doc::hex("A guild spend's id, 64 hex digits")]),
     Route::get(
         "/meter",
         "The home meter: latest registers, latest signed reading, counters",
         || get(meter),
         doc::json::<crate::meter::Status>(),
     )
-    .statuses(&[200, 503]),
+    .statuses(&[200, 404]),
     Route::get(
         "/island",
         "The microgrid controller: mode (grid or island) and the last interval's allocation",
         || get(island),
         doc::json::<crate::island::Status>(),
     )
-    .statuses(&[200, 404, 503]),
+    .statuses(&[200, 404]),
     Route::post(
         "/island",
         "Tell the microgrid controller whether the grid is present (`false` islands at once)",
@@ -1226,8 +1227,16 @@ async fn post_transfer(State(context): State<Context>, _: Authorized, body: Byte
 
 /// Signs `body` with the node's key and submits it to the ledger: 202 with the entry's id, or why not.
 pub(crate) async fn sign_and_submit(context: &Context, body: Body) -> Taken<Submitted> {
+    let id = submit_signed(context, body).await?;
+    Ok(Accepted(Submitted { id: id.to_hex() }))
+}
+
+/// Signs `body` with the node's key and submits it to the ledger: the entry's id, or why not.
+pub(crate) async fn submit_signed(context: &Context, body: Body) -> Result<Id, ApiError> {
     let envelope = sign_now(context, body, 600_000)?;
-    submit_bytes(context, envelope.to_bytes()).await
+    let id = envelope.id();
+    submit_bytes(context, envelope.to_bytes()).await?;
+    Ok(id)
 }
 
 /// A guild to make, as posted to `/guilds`.
