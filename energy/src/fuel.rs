@@ -324,6 +324,13 @@ impl<K: Hash + Eq + Clone> Fuel<K> {
         }
     }
 
+    /// The agent's offer made a match the ledger refused (its author could not pay, was frozen or below the
+    /// pool's tier when it came to settle): its memory fuel, what offers spend, is gone; it regains it as any agent.
+    pub fn fault(&mut self, agent: &K, now_ms: u64) {
+        let state = self.agent(agent, now_ms);
+        state.levels_milli[Class::Memory as usize] = 0;
+    }
+
     /// The agent completed a delivery (a settled trade that its meter confirmed, a finished job).
     pub fn quest_completed(&mut self, agent: &K, now_ms: u64) {
         self.credit(agent, self.config.quest_units, now_ms);
@@ -400,6 +407,19 @@ mod tests {
         fuel.set_caps([], 60_000);
         assert_eq!(fuel.cap(&1), None);
         assert_eq!(fuel.status(&1, 120_000).map(|status| status.levels[Class::Compute as usize]), Some(1_000));
+    }
+
+    /// An author at fault for a match the ledger refused loses its memory fuel (what offers spend), not the rest,
+    /// and regains it as any agent does.
+    #[test]
+    fn a_fault_spends_the_memory_fuel_of_offers() {
+        let mut fuel = Fuel::new(Config::default());
+        assert_eq!(fuel.spend(&3, Class::Memory, Priority::Normal, 4, 0), Verdict::Allowed);
+        fuel.fault(&3, 0);
+        assert_eq!(fuel.status(&3, 0).map(|status| status.levels), Some([250, 250, 0]));
+        assert!(matches!(fuel.spend(&3, Class::Memory, Priority::Normal, 1, 0), Verdict::Throttled { .. }));
+        // 5 units a second: an offer (4 units at its priority) again after a second.
+        assert_eq!(fuel.spend(&3, Class::Memory, Priority::Normal, 4, 1_000), Verdict::Allowed);
     }
 
     #[test]

@@ -44,6 +44,8 @@
 //! name = "new"
 //! score_min_ppm = 0          # fulfilled / (fulfilled + failed) obligations, with one of each as a prior
 //! deliveries_min = 0
+//! counterparties_min = 0     # distinct accounts with which a delivery counted; default: half of deliveries_min,
+//!                            # rounded up (so two accounts of one owner cannot trade each other up the tiers)
 //! collateral_ppm = 100000    # collateral locked per energy settlement, as a share of its value
 //! fee_discount_ppm = 0       # discount on the grid fee
 //!
@@ -130,6 +132,9 @@ pub struct Params {
     pub maintenance_quest_bids_ms: u64,
     /// How long its worker then has to make the asset healthy, ms (governable).
     pub maintenance_quest_work_ms: u64,
+    /// Deliveries between the same two accounts count toward reputation at most once per epoch of this length, ms
+    /// (at least 1).
+    pub reputation_pair_epoch_ms: u64,
 }
 
 impl Default for Params {
@@ -161,6 +166,7 @@ impl Default for Params {
             maintenance_quest_reward: 0,
             maintenance_quest_bids_ms: 600_000,
             maintenance_quest_work_ms: 7 * 86_400_000,
+            reputation_pair_epoch_ms: 86_400_000,
         }
     }
 }
@@ -328,6 +334,9 @@ pub struct TierFile {
     pub score_min_ppm: u32,
     #[serde(default)]
     pub deliveries_min: u64,
+    /// Default: `deliveries_min / 2`, rounded up.
+    #[serde(default)]
+    pub counterparties_min: Option<u64>,
     #[serde(default)]
     pub collateral_ppm: u32,
     #[serde(default)]
@@ -496,6 +505,8 @@ pub struct Tier {
     pub name: String,
     pub score_min_ppm: u32,
     pub deliveries_min: u64,
+    /// Distinct accounts with which a delivery counted.
+    pub counterparties_min: u64,
     pub collateral_ppm: u32,
     pub fee_discount_ppm: u32,
 }
@@ -509,6 +520,7 @@ impl Tier {
                 name: "new".into(),
                 score_min_ppm: 0,
                 deliveries_min: 0,
+                counterparties_min: 0,
                 collateral_ppm: 100_000,
                 fee_discount_ppm: 0,
             },
@@ -516,6 +528,7 @@ impl Tier {
                 name: "trusted".into(),
                 score_min_ppm: 950_000,
                 deliveries_min: 10,
+                counterparties_min: 5,
                 collateral_ppm: 25_000,
                 fee_discount_ppm: 100_000,
             },
@@ -621,6 +634,7 @@ fn check_params(params: &Params, tokens: &[Token]) -> anyhow::Result<()> {
     ensure!(params.jury_score_min_ppm <= u64::from(market::PPM), "params.jury_score_min_ppm: at most 1000000");
     ensure!(params.grid_fee_ppm <= 10 * u64::from(market::PPM), "params.grid_fee_ppm: at most 10000000");
     ensure!(params.commons_tax_ppm <= u64::from(market::PPM) / 2, "params.commons_tax_ppm: at most 500000");
+    ensure!(params.reputation_pair_epoch_ms > 0, "params.reputation_pair_epoch_ms must be more than 0");
     Ok(())
 }
 
@@ -683,6 +697,7 @@ fn parse_tiers(files: &[TierFile]) -> anyhow::Result<Vec<Tier>> {
                     name: tier.name.clone(),
                     score_min_ppm: tier.score_min_ppm,
                     deliveries_min: tier.deliveries_min,
+                    counterparties_min: tier.counterparties_min.unwrap_or(tier.deliveries_min.div_ceil(2)),
                     collateral_ppm: tier.collateral_ppm,
                     fee_discount_ppm: tier.fee_discount_ppm,
                 })
@@ -717,8 +732,9 @@ impl Genesis {
         let pools = file.pools.iter().map(parse_pool_rule).collect::<anyhow::Result<Vec<_>>>()?;
         let tiers = parse_tiers(&file.tiers)?;
         ensure!(
-            tiers[0].score_min_ppm == 0 && tiers[0].deliveries_min == 0,
-            "the first tier must ask nothing (score_min_ppm = 0, deliveries_min = 0): every newcomer is in it"
+            tiers[0].score_min_ppm == 0 && tiers[0].deliveries_min == 0 && tiers[0].counterparties_min == 0,
+            "the first tier must ask nothing (score_min_ppm = 0, deliveries_min = 0, counterparties_min = 0): every \
+             newcomer is in it"
         );
         for rule in &pools {
             ensure!(

@@ -540,6 +540,8 @@ pub struct Reputation {
     pub deliveries: u64,
     /// Obligations failed: energy under-delivered or under-consumed.
     pub failures: u64,
+    /// Distinct accounts with which a delivery counted (PROTOCOL.md §10, *reputation*).
+    pub counterparties: u64,
 }
 
 impl Reputation {
@@ -556,7 +558,11 @@ impl Reputation {
         let score = self.score_ppm();
         tiers
             .iter()
-            .rposition(|tier| score >= tier.score_min_ppm && self.deliveries >= tier.deliveries_min)
+            .rposition(|tier| {
+                score >= tier.score_min_ppm
+                    && self.deliveries >= tier.deliveries_min
+                    && self.counterparties >= tier.counterparties_min
+            })
             .unwrap_or(0)
     }
 }
@@ -930,6 +936,26 @@ struct Pending<'s> {
     ids: Vec<Id>,
 }
 
+/// A block in execution reads as the state it is making: the shared reads ([`TradeReads`] and the others) run on
+/// it as they run on a committed state, so a check the node makes before the block and the block's own are one.
+impl Kv for Pending<'_> {
+    fn genesis(&self) -> &Genesis {
+        &self.base.genesis
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        Pending::get(self, key)
+    }
+
+    fn range<'a>(&'a self, start: &[u8], end: &[u8]) -> Pairs<'a> {
+        if start >= end {
+            return Box::new(std::iter::empty());
+        }
+        let pairs = self.scan(start.to_vec(), end.to_vec());
+        Box::new(pairs.into_iter().map(|(key, value)| (Cow::Owned(key), Cow::Owned(value))))
+    }
+}
+
 impl<'s> Pending<'s> {
     fn new(base: &'s State, context: BlockContext) -> Pending<'s> {
         Pending { base, context, writes: Writes::new(), undo: Vec::new(), events: Vec::new(), ids: Vec::new() }
@@ -1006,6 +1032,26 @@ impl<'s> Pending<'s> {
             };
         }
         merged.into_iter().collect()
+    }
+
+    /// Counts a checked delivery of `account` to or from `counterparty` (PROTOCOL.md §10, *reputation*): at most
+    /// one per pair of accounts and epoch of `reputation_pair_epoch_ms`, and a pair's first counts a counterparty.
+    fn count_delivery(&mut self, account: &PublicKey, counterparty: &PublicKey) {
+        let epoch_ms = self.base.genesis.params.reputation_pair_epoch_ms.max(1);
+        let epoch = self.context.time_ms / epoch_ms;
+        let (low, high) = if account <= counterparty { (account, counterparty) } else { (counterparty, account) };
+        let pair_key = key(PAIR, &[low.as_bytes(), high.as_bytes(), account.as_bytes()]);
+        let last: Option<u64> = self.read(&pair_key);
+        if last.is_some_and(|last| last >= epoch) {
+            return;
+        }
+        self.write(pair_key, &epoch);
+        self.reputation(account, |reputation| {
+            reputation.deliveries += 1;
+            if last.is_none() {
+                reputation.counterparties += 1;
+            }
+        });
     }
 
     /// Deletes `target` at the first block at or after `at_ms`.

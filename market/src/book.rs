@@ -54,6 +54,8 @@ pub struct Fill<K> {
     pub price: u64,
     /// What the buyer pays per 1000 units: `price` plus the fee.
     pub buyer_price: u64,
+    /// The maker's arrival number (its place in time priority), to give a fill back at ([`Book::restore`]).
+    pub maker_sequence: u64,
 }
 
 /// Why an order was refused outright.
@@ -81,6 +83,8 @@ pub struct Placed<K> {
     pub dropped: u64,
     /// Resting orders that expired before this one was matched; they left the book.
     pub expired: Vec<K>,
+    /// The order's arrival number: its place in time priority, whether it rests or not.
+    pub sequence: u64,
 }
 
 /// A resting order.
@@ -178,7 +182,9 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
         let mut left = order.quantity;
         let mut fills = Vec::new();
         self.take(&order, price, &mut left, &mut fills);
-        let mut placed = Placed { fills, resting: 0, dropped: 0, expired };
+        self.sequence += 1;
+        let sequence = self.sequence;
+        let mut placed = Placed { fills, resting: 0, dropped: 0, expired, sequence };
         if left == 0 {
             return Ok(placed);
         }
@@ -187,8 +193,6 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
             placed.dropped = left;
             return Ok(placed);
         }
-        self.sequence += 1;
-        let sequence = self.sequence;
         let level = self.side_mut(order.side).entry(price).or_default();
         level.queue.push_back((sequence, order.id.clone()));
         level.live += 1;
@@ -251,7 +255,8 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
         while *left > 0 && position < level.queue.len() {
             let (sequence, id) = &level.queue[position];
             position += 1;
-            let Some(maker) = orders.get_mut(id).filter(|maker| maker.sequence == *sequence) else { continue };
+            let live = |maker: &&mut Resting<O>| maker.sequence == *sequence && maker.price == level_price;
+            let Some(maker) = orders.get_mut(id).filter(live) else { continue };
             if maker.owner == taker.owner {
                 continue;
             }
@@ -266,6 +271,7 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
                 quantity,
                 price: level_price,
                 buyer_price: fee.gross_price(level_price),
+                maker_sequence: *sequence,
             });
             if maker.left == 0 {
                 let owner = maker.owner.clone();
@@ -275,6 +281,51 @@ impl<K: Clone + Eq + Ord + Hash, O: Clone + Eq + Hash> Book<K, O> {
             }
         }
         tidy(levels, level_price, orders);
+    }
+
+    /// Gives `order.quantity` back to an order at its arrival number `sequence` (a fill the ledger did not settle):
+    /// added to what it has left if it rests; else it first trades with what crosses it on the other side (the book
+    /// never rests crossed) and rests what is left in its old place in time priority. Nothing is given back to an
+    /// expired order, nor beyond the book's bounds (`None`); else the fills it made.
+    pub fn restore(&mut self, now_ms: u64, order: Order<K, O>, sequence: u64) -> Option<Vec<Fill<K>>> {
+        if order.quantity == 0 || order.expires_ms <= now_ms {
+            return None;
+        }
+        if let Some(resting) = self.orders.get_mut(&order.id) {
+            resting.left = resting.left.saturating_add(order.quantity);
+            let (side, price) = (resting.side, resting.price);
+            if let Some(level) = self.side_mut(side).get_mut(&price) {
+                level.quantity += u128::from(order.quantity);
+            }
+            return Some(Vec::new());
+        }
+        let price = match order.side {
+            Side::Bid => self.fee.net_price(order.price)?,
+            Side::Ask => order.price.max(self.floor),
+        };
+        let mut left = order.quantity;
+        let mut fills = Vec::new();
+        self.take(&order, price, &mut left, &mut fills);
+        let owned = self.per_owner.get(&order.owner).copied().unwrap_or(0);
+        if left == 0 || self.orders.len() >= self.orders_max || owned >= self.owner_orders_max {
+            return Some(fills);
+        }
+        // A book made anew (its pool emptied meanwhile) numbers later arrivals after the order given back.
+        self.sequence = self.sequence.max(sequence);
+        let level = self.side_mut(order.side).entry(price).or_default();
+        // The queue is in arrival order; a stale entry of this very order (left lazily) is its place already.
+        let place = level.queue.partition_point(|(queued, _)| *queued < sequence);
+        if level.queue.get(place) != Some(&(sequence, order.id.clone())) {
+            level.queue.insert(place, (sequence, order.id.clone()));
+        }
+        level.live += 1;
+        level.quantity += u128::from(left);
+        self.expiry.push(Reverse((order.expires_ms, sequence, order.id.clone())));
+        *self.per_owner.entry(order.owner.clone()).or_insert(0) += 1;
+        let resting =
+            Resting { owner: order.owner, side: order.side, price, left, sequence, expires_ms: order.expires_ms };
+        self.orders.insert(order.id, resting);
+        Some(fills)
     }
 
     /// Removes a resting order; returns what it had left, or `None` if it is not in the book.
@@ -395,7 +446,10 @@ fn tidy<K: Eq + Hash, O, S: std::hash::BuildHasher>(
         levels.remove(&price);
         return;
     }
-    let is_live = |(sequence, id): &(u64, K)| orders.get(id).is_some_and(|o| o.sequence == *sequence);
+    // An entry is live when its order rests with this arrival number at this price (an order given back at
+    // another price, after the fee or floor changed, leaves its old entry stale).
+    let is_live =
+        |(sequence, id): &(u64, K)| orders.get(id).is_some_and(|o| o.sequence == *sequence && o.price == price);
     while level.queue.front().is_some_and(|entry| !is_live(entry)) {
         level.queue.pop_front();
     }
@@ -411,6 +465,55 @@ mod tests {
 
     fn order(id: u32, owner: u8, side: Side, quantity: u64, price: u64) -> Order<u32, u8> {
         Order { id, owner, side, quantity, price, expires_ms: 1_000 }
+    }
+
+    /// An order given back after its fill went unsettled rests at the price the book's fee and floor give it now;
+    /// its old queue entry at another price is stale and never trades (it would take quantity off the wrong level).
+    #[test]
+    fn an_order_given_back_at_another_price_leaves_no_live_entry_behind() {
+        let mut book: Book<u32, u8> = Book::new(Fee::None, 100, 100);
+        let _ = book.place(0, order(9, 2, Side::Ask, 100, 10)).unwrap();
+        let ask_sequence = book.place(0, order(1, 1, Side::Ask, 100, 10)).unwrap().sequence;
+        // Owner 2's bid skips its own ask and takes order 1, whose queue entry stays behind order 9's.
+        let placed = book.place(0, order(2, 2, Side::Bid, 100, 10)).unwrap();
+        assert_eq!(placed.fills.iter().map(|fill| fill.maker).collect::<Vec<_>>(), vec![1]);
+        book.set_floor(12);
+        assert_eq!(book.restore(0, order(1, 1, Side::Ask, 100, 10), ask_sequence), Some(Vec::new()));
+        assert_eq!(book.depth(Side::Ask, 5), vec![(10, 100), (12, 100)]);
+        let placed = book.place(0, order(3, 3, Side::Bid, 150, 11)).unwrap();
+        let fills: Vec<(u32, u64, u64)> =
+            placed.fills.iter().map(|fill| (fill.maker, fill.quantity, fill.price)).collect();
+        assert_eq!(fills, vec![(9, 100, 10)], "only order 9 rests at 10");
+        assert_eq!(book.depth(Side::Ask, 5), vec![(12, 100)]);
+        assert_eq!(book.depth(Side::Bid, 5), vec![(11, 50)]);
+    }
+
+    /// An order given back trades first with what crosses it, then rests what is left at its old place.
+    #[test]
+    fn an_order_given_back_trades_what_crosses_it_first() {
+        let mut book: Book<u32, u8> = Book::new(Fee::None, 100, 100);
+        let early = book.place(0, order(1, 1, Side::Bid, 100, 12)).unwrap().sequence;
+        let placed = book.place(0, order(2, 2, Side::Ask, 100, 12)).unwrap();
+        assert_eq!(placed.fills[0].maker, 1);
+        let _ = book.place(0, order(3, 3, Side::Bid, 100, 12)).unwrap();
+        let _ = book.place(0, order(4, 4, Side::Ask, 50, 13)).unwrap();
+        let _ = book.place(0, order(5, 5, Side::Bid, 100, 10)).unwrap();
+        let _ = book.place(0, order(6, 6, Side::Ask, 20, 11)).unwrap();
+        // Order 6 met order 3 at 12. Order 1 comes back: nothing at or below 12 rests on the ask side, so it rests,
+        // ahead of order 3 at 12.
+        let fills = book.restore(0, order(1, 1, Side::Bid, 100, 12), early).unwrap();
+        assert!(fills.is_empty());
+        let placed = book.place(0, order(7, 7, Side::Ask, 100, 12)).unwrap();
+        assert_eq!((placed.fills[0].maker, placed.fills[0].quantity), (1, 100));
+        // Given back while an ask rests at 13, a bid at 14 trades with it at once and rests the rest.
+        let (bid, sequence) = (order(8, 8, Side::Bid, 80, 14), 2);
+        let fills = book.restore(0, bid, sequence).unwrap();
+        assert_eq!(
+            fills.iter().map(|fill| (fill.maker, fill.quantity, fill.price)).collect::<Vec<_>>(),
+            vec![(4, 50, 13)]
+        );
+        assert_eq!(book.depth(Side::Ask, 5), vec![]);
+        assert_eq!(book.depth(Side::Bid, 1), vec![(14, 30)]);
     }
 
     #[test]

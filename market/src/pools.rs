@@ -13,7 +13,7 @@
 //! takes only offers whose delivery obeys the protocol's delivery rule ([`protocol::validate::check_delivery`]:
 //! not after the offer expires, not beyond the delivery horizon).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use protocol::message::{Body, Offer, PoolId, Side};
@@ -25,6 +25,12 @@ use crate::book::{Book, Order};
 
 /// Most offers whose local matches await the ledger's report (beyond it a reported fill may be taken off twice).
 pub const MATCHED_MAX: usize = 1_000_000;
+/// How long after a local match the engine waits for the ledger to settle it before it reports the match
+/// unsettled ([`Output::Unsettled`]): longer than a settlement entry may live (a node signs its settlements for
+/// [`SETTLEMENT_LIFETIME_MS`]), so none can land after the quantity was given back.
+pub const SETTLE_WAIT_MS: u64 = SETTLEMENT_LIFETIME_MS + 30_000;
+/// How long a settlement entry a node signs for a match lives.
+pub const SETTLEMENT_LIFETIME_MS: u64 = 60_000;
 
 /// How a pool matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +71,14 @@ pub enum Input {
     Withdraw { author: PublicKey },
     /// The ledger settled `quantity` of an offer (whoever's settlement it was).
     Filled { offer: Id, quantity: u64 },
+    /// The ledger settled `quantity` between a bid and an ask (both are [`Input::Filled`], and a local match of
+    /// the two is settled by as much).
+    Settled { bid: Id, ask: Id, quantity: u64 },
+    /// A match reported [`Output::Unsettled`], judged: the offers of the authors `at_fault` get nothing back; the
+    /// others get their quantity back at their old place in time priority (continuous pools), as far as the ledger
+    /// still lets them settle (`ledger_left`: the bid's and the ask's quantity not filled nor cancelled on the
+    /// ledger). An offer given back first trades with what crosses it: the outputs are its matches.
+    Restore { unsettled: Unsettled, at_fault: Vec<PublicKey>, ledger_left: (u64, u64) },
     /// Time passed: clear the auctions whose gate closed and drop expired offers.
     Tick,
 }
@@ -114,6 +128,21 @@ pub enum Output {
     Refused { offer: Id, reason: Refusal },
     /// An interval auction cleared (for logs, metrics and the API).
     Cleared { pool: PoolId, delivery_start_s: u64, price: Option<u64>, volume: u64, trades: usize },
+    /// A match the ledger did not settle within [`SETTLE_WAIT_MS`]: judge its parties and answer with
+    /// [`Input::Restore`].
+    Unsettled(Unsettled),
+}
+
+/// A match the ledger has not settled (yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsettled {
+    /// The match, its quantity what the ledger has not settled of it.
+    pub found: Match,
+    /// The bid's and the ask's arrival numbers in their book; `None` for an interval auction's match (its auction
+    /// is over: nothing can be given back).
+    pub sequences: Option<(u64, u64)>,
+    /// The pool's rules when it matched (to give the quantity back into a book that emptied meanwhile).
+    pub rules: Rules,
 }
 
 /// An offer of an interval auction.
@@ -267,6 +296,39 @@ impl Auctions {
     }
 }
 
+/// Which pool each open offer is in, and the open offers of each author (their places in the pools are bounded,
+/// so these are too).
+#[derive(Debug, Default)]
+struct Located {
+    pools: HashMap<Id, (PoolId, PublicKey)>,
+    by_author: HashMap<PublicKey, HashSet<Id>>,
+}
+
+impl Located {
+    fn insert(&mut self, id: Id, pool: PoolId, author: PublicKey) {
+        self.pools.insert(id, (pool, author));
+        self.by_author.entry(author).or_default().insert(id);
+    }
+
+    fn remove(&mut self, id: &Id) {
+        let Some((_, author)) = self.pools.remove(id) else { return };
+        if let Some(ids) = self.by_author.get_mut(&author) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_author.remove(&author);
+            }
+        }
+    }
+
+    fn pool(&self, id: &Id) -> Option<&PoolId> {
+        self.pools.get(id).map(|(pool, _)| pool)
+    }
+
+    fn len(&self) -> usize {
+        self.pools.len()
+    }
+}
+
 /// A pool's open offers, for the API: price levels `(price, quantity)` of bids (best first) and asks (best first)
 /// of the continuous book or of the next interval to clear.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,11 +344,10 @@ pub struct Depth {
 pub struct Market {
     limits: Limits,
     pools: BTreeMap<PoolId, Pool>,
-    /// Which pool each open offer is in.
-    located: HashMap<Id, PoolId>,
-    /// Quantity of continuous offers matched here whose settlement the ledger has not yet reported, and when the
-    /// offer expires: a fill the ledger reports is first set against it, so a match is not taken off twice.
-    matched: HashMap<Id, (u64, u64)>,
+    /// Which pool each open offer is in, and each author's open offers.
+    located: Located,
+    /// The matches made here that the ledger has not settled yet.
+    settling: Settling,
 }
 
 fn offer_of(envelope: &Envelope) -> Option<&Offer> {
@@ -298,7 +359,7 @@ fn offer_of(envelope: &Envelope) -> Option<&Offer> {
 
 impl Market {
     pub fn new(limits: Limits) -> Market {
-        Market { limits, pools: BTreeMap::new(), located: HashMap::new(), matched: HashMap::new() }
+        Market { limits, pools: BTreeMap::new(), located: Located::default(), settling: Settling::default() }
     }
 
     /// Handles one input at `now_ms`.
@@ -333,6 +394,15 @@ impl Market {
                 self.filled(&offer, quantity);
                 Vec::new()
             }
+            Input::Settled { bid, ask, quantity } => {
+                self.settling.settled(bid, ask, quantity);
+                self.filled(&bid, quantity);
+                self.filled(&ask, quantity);
+                Vec::new()
+            }
+            Input::Restore { unsettled, at_fault, ledger_left } => {
+                self.restore(now_ms, &unsettled, &at_fault, ledger_left)
+            }
             Input::Tick => self.tick(now_ms),
         }
     }
@@ -340,7 +410,7 @@ impl Market {
     fn offer(&mut self, now_ms: u64, envelope: Arc<Envelope>, rules: Rules) -> Result<Vec<Output>, Refusal> {
         let offer = offer_of(&envelope).ok_or(Refusal::NotAnOffer)?.clone();
         let id = envelope.id();
-        if self.located.contains_key(&id) {
+        if self.located.pool(&id).is_some() {
             return Err(Refusal::Duplicate);
         }
         if envelope.expires_ms <= now_ms {
@@ -391,36 +461,13 @@ impl Market {
                     offers.remove(gone);
                     self.located.remove(gone);
                 }
-                let mut outputs = Vec::new();
-                for fill in &placed.fills {
-                    let Some(maker) = offers.get(&fill.maker).cloned() else { continue };
-                    let maker_expires_ms = maker.expires_ms;
-                    let (bid, ask) = match fill.taker_side {
-                        Side::Bid => (envelope.clone(), maker),
-                        Side::Ask => (maker, envelope.clone()),
-                    };
-                    if book.get(&fill.maker).is_none() {
-                        offers.remove(&fill.maker);
-                        self.located.remove(&fill.maker);
-                    }
-                    for (party, expires_ms) in [(fill.maker, maker_expires_ms), (id, envelope.expires_ms)] {
-                        if self.matched.len() >= MATCHED_MAX && !self.matched.contains_key(&party) {
-                            continue;
-                        }
-                        let entry = self.matched.entry(party).or_insert((0, expires_ms));
-                        entry.0 = entry.0.saturating_add(fill.quantity);
-                    }
-                    outputs.push(Output::Match(Match {
-                        bid,
-                        ask,
-                        quantity: fill.quantity,
-                        unit_price: fill.price,
-                        mechanism: protocol::message::Mechanism::ContinuousDoubleAuction,
-                    }));
-                }
+                let taker = (&envelope, placed.sequence);
+                let settling = (&mut self.located, &mut self.settling);
+                let outputs = continuous_matches(now_ms, taker, &placed.fills, (book, offers), settling, rules);
                 if placed.resting > 0 {
+                    let author = envelope.author;
                     offers.insert(id, envelope);
-                    self.located.insert(id, offer.pool.clone());
+                    self.located.insert(id, offer.pool.clone(), author);
                 } else if placed.dropped > 0 && placed.fills.is_empty() {
                     return Err(if book.len() >= limits.orders_per_pool_max {
                         Refusal::PoolFull
@@ -431,15 +478,16 @@ impl Market {
                 Ok(outputs)
             }
             Pool::Interval(auctions) => {
+                let author = envelope.author;
                 auctions.insert(now_ms, &limits, id, envelope, &offer, rules)?;
-                self.located.insert(id, offer.pool);
+                self.located.insert(id, offer.pool, author);
                 Ok(Vec::new())
             }
         }
     }
 
     fn cancel(&mut self, id: &Id, author: &PublicKey) {
-        let Some(pool_id) = self.located.get(id).cloned() else { return };
+        let Some(pool_id) = self.located.pool(id).cloned() else { return };
         let Some(pool) = self.pools.get_mut(&pool_id) else { return };
         let removed = match pool {
             Pool::Continuous { book, offers } => {
@@ -459,19 +507,11 @@ impl Market {
     }
 
     fn filled(&mut self, id: &Id, quantity: u64) {
-        let mut quantity = quantity;
-        if let Some(entry) = self.matched.get_mut(id) {
-            let known = entry.0.min(quantity);
-            entry.0 -= known;
-            quantity -= known;
-            if entry.0 == 0 {
-                self.matched.remove(id);
-            }
-        }
+        let quantity = self.settling.unknown_fill(id, quantity);
         if quantity == 0 {
             return;
         }
-        let Some(pool_id) = self.located.get(id).cloned() else { return };
+        let Some(pool_id) = self.located.pool(id).cloned() else { return };
         let Some(pool) = self.pools.get_mut(&pool_id) else { return };
         let gone = match pool {
             Pool::Continuous { book, offers } => {
@@ -489,9 +529,64 @@ impl Market {
         }
     }
 
+    /// Gives an unsettled match's quantity back to the offers of the parties not at fault (see [`Input::Restore`]).
+    fn restore(
+        &mut self,
+        now_ms: u64,
+        unsettled: &Unsettled,
+        at_fault: &[PublicKey],
+        ledger_left: (u64, u64),
+    ) -> Vec<Output> {
+        let mut outputs = Vec::new();
+        let Some((bid_sequence, ask_sequence)) = unsettled.sequences else { return outputs };
+        let found = &unsettled.found;
+        let parties = [
+            (&found.bid, bid_sequence, Side::Bid, ledger_left.0),
+            (&found.ask, ask_sequence, Side::Ask, ledger_left.1),
+        ];
+        for (envelope, sequence, side, ledger_left) in parties {
+            if at_fault.contains(&envelope.author) {
+                continue;
+            }
+            let Some(offer) = offer_of(envelope) else { continue };
+            let id = envelope.id();
+            self.settling.unmatch(&id, found.quantity);
+            if !self.pools.contains_key(&offer.pool) && self.pools.len() >= self.limits.pools_max {
+                continue;
+            }
+            let limits = self.limits;
+            let pool = self.pools.entry(offer.pool.clone()).or_insert_with(|| Pool::Continuous {
+                book: Book::new(unsettled.rules.fee, limits.orders_per_pool_max, limits.orders_per_owner_max),
+                offers: HashMap::new(),
+            });
+            let Pool::Continuous { book, offers } = pool else { continue };
+            // Never more than the ledger still lets settle, less what rests in the book already.
+            let resting = book.get(&id).map_or(0, |resting| resting.left);
+            let quantity = found.quantity.min(ledger_left.saturating_sub(resting));
+            let order = Order {
+                id,
+                owner: envelope.author,
+                side,
+                quantity,
+                price: offer.unit_price,
+                expires_ms: envelope.expires_ms,
+            };
+            let Some(fills) = book.restore(now_ms, order, sequence) else { continue };
+            if book.get(&id).is_some() {
+                offers.insert(id, envelope.clone());
+                self.located.insert(id, offer.pool.clone(), envelope.author);
+            }
+            let settling = (&mut self.located, &mut self.settling);
+            let taker = (envelope, sequence);
+            outputs.extend(continuous_matches(now_ms, taker, &fills, (book, offers), settling, unsettled.rules));
+        }
+        outputs
+    }
+
     fn tick(&mut self, now_ms: u64) -> Vec<Output> {
         let mut outputs = Vec::new();
-        self.matched.retain(|_, (_, expires_ms)| *expires_ms > now_ms);
+        outputs.extend(self.settling.take_due(now_ms).into_iter().map(Output::Unsettled));
+        self.settling.forget_expired(now_ms);
         let gate_lead_ms = self.limits.gate_lead_ms;
         for (pool_id, pool) in &mut self.pools {
             match pool {
@@ -517,7 +612,11 @@ impl Market {
                             volume: cleared.volume,
                             trades: trades.len(),
                         });
-                        outputs.extend(trades.into_iter().map(Output::Match));
+                        for found in trades {
+                            let unsettled = Unsettled { found: found.clone(), sequences: None, rules: auctions.rules };
+                            self.settling.await_settlement(now_ms, unsettled);
+                            outputs.push(Output::Match(found));
+                        }
                     }
                     // Then offers that expired while waiting for their gate leave and give their places back (with
                     // the delivery rule an offer reaches its gate first; this is the second line).
@@ -573,6 +672,29 @@ impl Market {
     pub fn open_offers(&self) -> usize {
         self.located.len()
     }
+
+    /// An author's open offers in every pool, each with the quantity it has left, and its side of the matches made
+    /// here that the ledger has not settled yet, each with the quantity matched (what a new offer of the author is
+    /// checked together with: the ledger settles them all against one balance).
+    pub fn open_of(&self, author: &PublicKey) -> Vec<(Arc<Envelope>, u64)> {
+        let Some(ids) = self.located.by_author.get(author) else { return Vec::new() };
+        let mut open: Vec<(Arc<Envelope>, u64)> = ids
+            .iter()
+            .filter_map(|id| {
+                let pool = self.pools.get(self.located.pool(id)?)?;
+                match pool {
+                    Pool::Continuous { book, offers } => Some((offers.get(id)?.clone(), book.get(id)?.left)),
+                    Pool::Interval(auctions) => {
+                        let pending = auctions.intervals.get(auctions.starts.get(id)?)?.get(id)?;
+                        Some((pending.envelope.clone(), pending.left))
+                    }
+                }
+            })
+            .collect();
+        open.extend(self.settling.of(author));
+        open.sort_by_key(|(envelope, _)| envelope.id());
+        open
+    }
 }
 
 /// The start of the first delivery interval of `pool` whose auction is still open at `now_ms` (its gate closes
@@ -585,6 +707,163 @@ pub fn first_open_delivery_s(pool: &PoolId, now_ms: u64, gate_lead_ms: u64) -> u
     // The first multiple of the interval whose gate, start × 1000 − lead, is after now.
     let earliest_s = now_ms.saturating_add(gate_lead_ms) / 1000;
     (earliest_s / interval_s).saturating_add(1).saturating_mul(interval_s)
+}
+
+/// The matches made here that the ledger has not settled yet (each bound: [`MATCHED_MAX`]).
+#[derive(Debug, Default)]
+struct Settling {
+    /// Quantity of continuous offers matched here whose settlement the ledger has not yet reported, and when the
+    /// offer expires: a fill the ledger reports is first set against it, so a match is not taken off twice.
+    matched: HashMap<Id, (u64, u64)>,
+    /// Matches awaiting the ledger, by `(deadline_ms, bid, ask)`; each pair's deadline; each author's matches.
+    awaiting: BTreeMap<(u64, Id, Id), Unsettled>,
+    due: HashMap<(Id, Id), u64>,
+    by_author: HashMap<PublicKey, HashSet<(u64, Id, Id)>>,
+}
+
+impl Settling {
+    /// `quantity` of a continuous offer was matched here.
+    fn matched(&mut self, offer: Id, expires_ms: u64, quantity: u64) {
+        if self.matched.len() >= MATCHED_MAX && !self.matched.contains_key(&offer) {
+            return;
+        }
+        let entry = self.matched.entry(offer).or_insert((0, expires_ms));
+        entry.0 = entry.0.saturating_add(quantity);
+    }
+
+    /// A match given back: its quantity is no longer awaited from the ledger.
+    fn unmatch(&mut self, offer: &Id, quantity: u64) {
+        if let Some(entry) = self.matched.get_mut(offer) {
+            entry.0 = entry.0.saturating_sub(quantity);
+            if entry.0 == 0 {
+                self.matched.remove(offer);
+            }
+        }
+    }
+
+    /// The ledger filled `quantity` of an offer: what of it was not matched here (and must come off its book).
+    fn unknown_fill(&mut self, offer: &Id, quantity: u64) -> u64 {
+        let Some(entry) = self.matched.get_mut(offer) else { return quantity };
+        let known = entry.0.min(quantity);
+        entry.0 -= known;
+        if entry.0 == 0 {
+            self.matched.remove(offer);
+        }
+        quantity - known
+    }
+
+    /// Records a match to await its settlement until [`SETTLE_WAIT_MS`] from `now_ms` (a pair matched again adds
+    /// to its record).
+    fn await_settlement(&mut self, now_ms: u64, unsettled: Unsettled) {
+        let pair = (unsettled.found.bid.id(), unsettled.found.ask.id());
+        if let Some(deadline_ms) = self.due.get(&pair)
+            && let Some(known) = self.awaiting.get_mut(&(*deadline_ms, pair.0, pair.1))
+        {
+            known.found.quantity = known.found.quantity.saturating_add(unsettled.found.quantity);
+            return;
+        }
+        if self.awaiting.len() >= MATCHED_MAX {
+            return;
+        }
+        let deadline_ms = now_ms.saturating_add(SETTLE_WAIT_MS);
+        let key = (deadline_ms, pair.0, pair.1);
+        for author in [unsettled.found.bid.author, unsettled.found.ask.author] {
+            self.by_author.entry(author).or_default().insert(key);
+        }
+        self.due.insert(pair, deadline_ms);
+        self.awaiting.insert(key, unsettled);
+    }
+
+    fn forget(&mut self, key: &(u64, Id, Id)) -> Option<Unsettled> {
+        let unsettled = self.awaiting.remove(key)?;
+        self.due.remove(&(key.1, key.2));
+        for author in [unsettled.found.bid.author, unsettled.found.ask.author] {
+            if let Some(keys) = self.by_author.get_mut(&author) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.by_author.remove(&author);
+                }
+            }
+        }
+        Some(unsettled)
+    }
+
+    /// The ledger settled `quantity` between `bid` and `ask`: their match awaits that much less.
+    fn settled(&mut self, bid: Id, ask: Id, quantity: u64) {
+        let Some(deadline_ms) = self.due.get(&(bid, ask)).copied() else { return };
+        let key = (deadline_ms, bid, ask);
+        let Some(unsettled) = self.awaiting.get_mut(&key) else { return };
+        unsettled.found.quantity = unsettled.found.quantity.saturating_sub(quantity);
+        if unsettled.found.quantity == 0 {
+            self.forget(&key);
+        }
+    }
+
+    /// The matches whose wait ended by `now_ms`, oldest first.
+    fn take_due(&mut self, now_ms: u64) -> Vec<Unsettled> {
+        let mut due = Vec::new();
+        while let Some(key) = self.awaiting.keys().next().copied().filter(|key| key.0 <= now_ms) {
+            due.extend(self.forget(&key));
+        }
+        due
+    }
+
+    fn forget_expired(&mut self, now_ms: u64) {
+        self.matched.retain(|_, (_, expires_ms)| *expires_ms > now_ms);
+    }
+
+    /// An author's side of its matches awaiting the ledger: each offer with the quantity matched.
+    fn of(&self, author: &PublicKey) -> Vec<(Arc<Envelope>, u64)> {
+        let Some(keys) = self.by_author.get(author) else { return Vec::new() };
+        keys.iter()
+            .filter_map(|key| self.awaiting.get(key))
+            .flat_map(|unsettled| {
+                let found = &unsettled.found;
+                [&found.bid, &found.ask]
+                    .into_iter()
+                    .filter(|envelope| envelope.author == *author)
+                    .map(|envelope| (envelope.clone(), found.quantity))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+/// The matches of an order's fills in a continuous book (`taker`: the order and its arrival number): each awaits
+/// its settlement; a maker filled whole leaves the pool's offers.
+fn continuous_matches(
+    now_ms: u64,
+    taker: (&Arc<Envelope>, u64),
+    fills: &[crate::book::Fill<Id>],
+    pool: (&Book<Id, PublicKey>, &mut HashMap<Id, Arc<Envelope>>),
+    (located, settling): (&mut Located, &mut Settling),
+    rules: Rules,
+) -> Vec<Output> {
+    let ((envelope, taker_sequence), (book, offers)) = (taker, pool);
+    let mut outputs = Vec::new();
+    for fill in fills {
+        let Some(maker) = offers.get(&fill.maker).cloned() else { continue };
+        settling.matched(fill.maker, maker.expires_ms, fill.quantity);
+        settling.matched(envelope.id(), envelope.expires_ms, fill.quantity);
+        if book.get(&fill.maker).is_none() {
+            offers.remove(&fill.maker);
+            located.remove(&fill.maker);
+        }
+        let (bid, ask, sequences) = match fill.taker_side {
+            Side::Bid => (envelope.clone(), maker, (taker_sequence, fill.maker_sequence)),
+            Side::Ask => (maker, envelope.clone(), (fill.maker_sequence, taker_sequence)),
+        };
+        let found = Match {
+            bid,
+            ask,
+            quantity: fill.quantity,
+            unit_price: fill.price,
+            mechanism: protocol::message::Mechanism::ContinuousDoubleAuction,
+        };
+        settling.await_settlement(now_ms, Unsettled { found: found.clone(), sequences: Some(sequences), rules });
+        outputs.push(Output::Match(found));
+    }
+    outputs
 }
 
 /// When the auction of the interval starting at `start_s` closes.
@@ -696,6 +975,69 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A match the ledger does not settle within [`SETTLE_WAIT_MS`] is reported, and one it settles is not. Judged,
+    /// the party not at fault gets its quantity back at its old place in time priority (ahead of a later offer at
+    /// its price), and the party at fault nothing.
+    #[test]
+    fn an_unsettled_match_gives_the_party_not_at_fault_its_place_back() {
+        let mut market = Market::new(Limits::default());
+        let pool = pool(0);
+        let early = offer(1, &pool, Side::Ask, 500, 10_000);
+        let late = offer(3, &pool, Side::Ask, 500, 10_000);
+        for ask in [&early, &late] {
+            assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES }).is_empty());
+        }
+        // A bid that will never settle takes all of the early ask; another takes 100 of the late one and settles.
+        let bad = offer(2, &pool, Side::Bid, 500, 10_000);
+        let outputs = market.handle(NOW_MS + 1, Input::Offer { envelope: bad.clone(), rules: RULES });
+        assert_eq!(matches(&outputs), vec![(500, 10_000)]);
+        let good = offer(4, &pool, Side::Bid, 100, 10_000);
+        let outputs = market.handle(NOW_MS + 2, Input::Offer { envelope: good.clone(), rules: RULES });
+        assert_eq!(matches(&outputs), vec![(100, 10_000)]);
+        let _ = market.handle(NOW_MS + 3, Input::Settled { bid: good.id(), ask: late.id(), quantity: 100 });
+        assert_eq!(market.depth(&pool, 5).unwrap().asks, vec![(10_000, 400)]);
+
+        assert!(market.handle(NOW_MS + SETTLE_WAIT_MS, Input::Tick).is_empty(), "not before its time");
+        let now_ms = NOW_MS + 2 + SETTLE_WAIT_MS;
+        let outputs = market.handle(now_ms, Input::Tick);
+        let [Output::Unsettled(unsettled)] = &outputs[..] else { panic!("only the unsettled match: {outputs:?}") };
+        assert_eq!(
+            (unsettled.found.bid.id(), unsettled.found.ask.id(), unsettled.found.quantity),
+            (bad.id(), early.id(), 500)
+        );
+        let restore =
+            Input::Restore { unsettled: unsettled.clone(), at_fault: vec![bad.author], ledger_left: (500, 500) };
+        let _ = market.handle(now_ms, restore);
+        assert_eq!(market.depth(&pool, 5).unwrap().asks, vec![(10_000, 900)]);
+        assert!(market.depth(&pool, 5).unwrap().bids.is_empty(), "the bid at fault gets nothing back");
+        // The early ask is first again: the next bid takes it, not the later one.
+        let next = offer(5, &pool, Side::Bid, 500, 10_000);
+        let outputs = market.handle(now_ms, Input::Offer { envelope: next, rules: RULES });
+        let [Output::Match(found)] = &outputs[..] else { panic!("{outputs:?}") };
+        assert_eq!((found.ask.id(), found.quantity), (early.id(), 500));
+    }
+
+    /// Nobody gets back more than the ledger still lets its offer settle, and what is given back trades at once
+    /// with what crosses it (the book never rests crossed).
+    #[test]
+    fn an_unsettled_match_gives_back_no_more_than_the_ledger_lets_settle() {
+        let mut market = Market::new(Limits::default());
+        let pool = pool(0);
+        let ask = offer(1, &pool, Side::Ask, 300, 10_000);
+        let bid = offer(2, &pool, Side::Bid, 300, 10_000);
+        let _ = market.handle(NOW_MS, Input::Offer { envelope: ask, rules: RULES });
+        assert_eq!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })), vec![(300, 10_000)]);
+        let outputs = market.handle(NOW_MS + SETTLE_WAIT_MS, Input::Tick);
+        let [Output::Unsettled(unsettled)] = &outputs[..] else { panic!("{outputs:?}") };
+        // Another settlement filled 200 of the bid meanwhile: 100 of it is given back, and all 300 of the ask, which
+        // meets the bid again at once.
+        let restore = Input::Restore { unsettled: unsettled.clone(), at_fault: Vec::new(), ledger_left: (100, 300) };
+        let outputs = market.handle(NOW_MS + SETTLE_WAIT_MS, restore);
+        assert_eq!(matches(&outputs), vec![(100, 10_000)]);
+        let depth = market.depth(&pool, 5).unwrap();
+        assert_eq!((depth.bids, depth.asks), (vec![], vec![(10_000, 200)]));
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub use crate::app::trader::{Refusal, Stats};
 pub const MAILBOX_LEN_MAX: usize = 4096;
 /// How often interval auctions are checked for their gate and expired offers dropped.
 const TICK: Duration = Duration::from_secs(1);
-/// Lifetime of a settlement entry.
-const SETTLEMENT_LIFETIME_MS: u64 = 10 * 60 * 1000;
+/// Lifetime of a settlement entry: shorter than the engine waits for it before it gives the match back.
+const SETTLEMENT_LIFETIME_MS: u64 = ::market::pools::SETTLEMENT_LIFETIME_MS;
 
 enum Command {
     /// An offer, with where to say whether the market took it (the node's own offers).
@@ -150,12 +150,13 @@ impl Handle {
 pub fn spawn(
     signer: Arc<crate::signer::Signer>,
     ledger: ledger::Handle,
+    network: crate::network::Handle,
     limits: Limits,
 ) -> (Handle, tokio::task::JoinHandle<()>) {
     let (commands, inbox) = mpsc::channel(MAILBOX_LEN_MAX);
     let (stats_sender, stats) = tokio::sync::watch::channel(Stats::default());
     let tokens = ledger.genesis().tokens.iter().map(|token| token.id.clone());
-    let actor = Actor { trader: Trader::new(signer.public(), tokens, limits), signer, ledger };
+    let actor = Actor { trader: Trader::new(signer.public(), tokens, limits), signer, ledger, network };
     let task = tokio::spawn(actor.run(inbox, stats_sender));
     (Handle { commands, stats, gate_lead_ms: limits.gate_lead_ms }, task)
 }
@@ -163,6 +164,8 @@ pub fn spawn(
 struct Actor {
     signer: Arc<crate::signer::Signer>,
     ledger: ledger::Handle,
+    /// Where an author at fault loses its fuel.
+    network: crate::network::Handle,
     trader: Trader,
 }
 
@@ -234,7 +237,8 @@ impl Actor {
         self.verdict(id, outputs).await
     }
 
-    /// Reads an offer's pool rules for its period and whether its author is frozen, and gives it to the trader.
+    /// Reads an offer's pool rules for its period and the ledger's verdict on its author (the ledger's own check of
+    /// a settlement's party, with the author's open offers in this node's books), and gives it to the trader.
     async fn offer(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
         let id = envelope.id();
         let Body::Offer(offer) = &envelope.body else {
@@ -242,18 +246,20 @@ impl Actor {
         };
         // An offer of a pool that could never settle costs no read.
         self.trader.admit(&offer.pool)?;
-        let (pool, author, asked_ms) = (offer.pool.clone(), envelope.author, now_ms());
-        let period_s = Trader::period_s(offer, asked_ms);
+        let (offer, author, asked_ms) = (offer.clone(), envelope.author, now_ms());
+        let open = self.trader.open_of(&author);
+        let period_s = Trader::period_s(&offer, asked_ms);
         let read = move |state: &::ledger::store::StateSnapshot<'_>| {
-            (state.pool_rules_for(&pool, period_s, asked_ms / 1000), state.frozen(&author))
+            let rules = state.pool_rules_for(&offer.pool, period_s, asked_ms / 1000);
+            (rules, state.check_offer(&author, &offer, &open, asked_ms / 1000))
         };
-        let (rules, frozen) = self.ledger.query(read).await.map_err(Refused::ledger)?;
-        if let Some(in_force) = &frozen {
-            debug!(%author, by = %in_force.by, until = in_force.until_height, "offer of a frozen account refused");
+        let (rules, verdict) = self.ledger.query(read).await.map_err(Refused::ledger)?;
+        if let Err(problem) = &verdict {
+            debug!(%author, %problem, "an offer the ledger would not settle is refused");
         }
         // Matched at the time it is taken in, after the read (an offer that expired or whose gate closed meanwhile
         // is refused, as its receivers will).
-        let outputs = self.trader.handle(now_ms(), Input::Offer { envelope, rules, frozen });
+        let outputs = self.trader.handle(now_ms(), Input::Offer { envelope, rules, verdict });
         self.verdict(id, outputs).await
     }
 
@@ -299,6 +305,17 @@ impl Actor {
                         let taken = submitted.is_some();
                         next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: true, taken }));
                     }
+                    Output::Judge(unsettled) => {
+                        let (at_fault, ledger_left) = self.judge(&unsettled).await;
+                        let (bid, ask) = (unsettled.found.bid.id(), unsettled.found.ask.id());
+                        let quantity = unsettled.found.quantity;
+                        info!(%bid, %ask, quantity, at_fault = at_fault.len(), "a match the ledger did not settle");
+                        next.extend(self.trader.handle(now_ms(), Input::Judged { unsettled, at_fault, ledger_left }));
+                    }
+                    Output::Penalize(author) => {
+                        info!(%author, "an author whose match the ledger refused loses its offers here and its fuel");
+                        self.network.fault(author);
+                    }
                     Output::ReadFreezes(overrides) => {
                         let frozen = self.frozen_by(overrides).await;
                         for author in &frozen {
@@ -310,6 +327,38 @@ impl Actor {
             }
             pending = next;
         }
+    }
+
+    /// Judges an unsettled match against the ledger's last commit: the parties it refuses (each offer checked for
+    /// the match's quantity alone, the check its market took it with) or that cancelled their offer on it, and what
+    /// it still lets settle of the bid and of the ask. When the ledger cannot be read: nobody at fault, and nothing given back.
+    async fn judge(&self, unsettled: &::market::pools::Unsettled) -> (Vec<PublicKey>, (u64, u64)) {
+        let quantity = unsettled.found.quantity;
+        let parties: Vec<(Id, PublicKey, protocol::message::Offer)> = [&unsettled.found.bid, &unsettled.found.ask]
+            .into_iter()
+            .filter_map(|envelope| match &envelope.body {
+                Body::Offer(offer) => Some((envelope.id(), envelope.author, offer.clone())),
+                _ => None,
+            })
+            .collect();
+        let now_s = now_ms() / 1000;
+        let read = self.ledger.query(move |state| {
+            let at_fault = parties
+                .iter()
+                .filter(|(id, author, offer)| {
+                    let matched = protocol::message::Offer { quantity, ..offer.clone() };
+                    state.cancelled(id, author) || state.check_offer(author, &matched, &[], now_s).is_err()
+                })
+                .map(|(_, author, _)| *author)
+                .collect::<Vec<_>>();
+            let left: Vec<u64> =
+                parties.iter().map(|(id, author, offer)| state.offer_left(id, author, offer.quantity)).collect();
+            (at_fault, (left.first().copied().unwrap_or(0), left.get(1).copied().unwrap_or(0)))
+        });
+        read.await.unwrap_or_else(|error| {
+            warn!(%error, "the parties of an unsettled match could not be judged");
+            (Vec::new(), (0, 0))
+        })
     }
 
     /// The accounts whose trading these overrides froze. The ledger refuses a frozen account's trades whatever the

@@ -190,9 +190,9 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         follow_ledger(ledger, &handle, &jobs, ordered);
     }
     // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
-    let market = ledger
-        .as_ref()
-        .map(|ledger| crate::market::spawn(signer.clone(), ledger.clone(), market::pools::Limits::default()));
+    let market = ledger.as_ref().map(|ledger| {
+        crate::market::spawn(signer.clone(), ledger.clone(), handle.clone(), market::pools::Limits::default())
+    });
     let served_pools: crate::app::place::ServedPools =
         std::sync::Arc::new(std::sync::Mutex::new(checked.pools.iter().cloned().collect()));
     // The one way the node's own offers are placed, for the API and the home's trader alike.

@@ -19,12 +19,14 @@ use kos_tests::process::{Process, kos_binary};
 use malachite_types::{NilOrVal, Round, SigningProvider, VoteType};
 use protocol::NetworkId;
 
-/// A one-validator network `kos-devnet` in `root`: the validator's directory (keys, genesis) and its public key.
+/// A one-validator network `kos-devnet` in `root`, its validator funded: the validator's directory (keys, genesis)
+/// and its public key.
 fn one_validator(root: &Path) -> (std::path::PathBuf, String, String) {
     let dir = root.join("validator");
     let (key, peer) = keys(&dir);
     let genesis = dir.join("genesis.toml");
-    kos(&["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap(), "--validator", &key]);
+    let out = genesis.to_str().unwrap();
+    kos(&["ledger", "genesis", "--network", "kos-devnet", "--out", out, "--validator", &key, "--fund", &key]);
     (dir, key, peer)
 }
 

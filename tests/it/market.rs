@@ -225,3 +225,119 @@ fn homes_offers_end_as_settled_entries_on_every_ledger() {
         "barter cycle {cycle_id} is not on every ledger"
     );
 }
+
+/// The griefing drill with real processes (issue 26): a hostile libp2p peer floods the compute pool of a running
+/// network with the best bids of an account that holds nothing, while two homes trade. No node takes the flood
+/// into its book (each checks every offer with its ledger, as the settlement will), so the homes' ask meets the
+/// honest bid, not the flood, and the trade settles on every ledger. A home whose account holds nothing is told so
+/// by its own node: 402 with the reason.
+#[test]
+fn a_flood_of_unfunded_offers_takes_nothing_from_honest_homes() {
+    use kos::network::Topic;
+    use kos::network::local::{self, Transport};
+    use kos_tests::cluster::Node as Running;
+    use protocol::message::{Body, Offer, PoolId, Side};
+    use protocol::{Draft, Keypair, NetworkId};
+
+    let root = tempfile::tempdir().unwrap();
+    let names = ["validator", "seller", "buyer", "poor"];
+    let keyed: Vec<(PathBuf, String, String)> = names
+        .iter()
+        .map(|name| {
+            let dir = root.path().join(name);
+            let (key, peer) = keys(&dir);
+            (dir, key, peer)
+        })
+        .collect();
+    let genesis = root.path().join("genesis.toml");
+    let genesis_text = genesis.to_str().unwrap();
+    kos(&[
+        "ledger",
+        "genesis",
+        "--network",
+        "kos-devnet",
+        "--out",
+        genesis_text,
+        "--validator",
+        &keyed[0].1,
+        "--fund",
+        &keyed[0].1,
+        "--fund",
+        &keyed[1].1,
+        "--fund",
+        &keyed[2].1,
+    ]);
+    let mut nodes: Vec<Running> = Vec::new();
+    for (dir, key, peer) in &keyed {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+        let bootnodes: Vec<String> = nodes.first().map(Running::bootnode).into_iter().collect();
+        nodes.push(Running::start(dir, key, peer, &bootnodes, &["--pool", "compute/credit/u33db/0", "--log", "info"]));
+    }
+    assert!(wait_until(STARTUP, || nodes.iter().all(|node| node.height() >= Some(2))), "no blocks");
+
+    let network = NetworkId::new("kos-devnet").unwrap();
+    let pool: PoolId = "compute/credit/u33db/0".parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let flooded = runtime.block_on(async {
+        let attacker = local::start(7_201, &network, Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+        attacker.handle.subscribe(Topic::pool(&pool)).await.unwrap();
+        for node in &nodes[..3] {
+            attacker.handle.dial(node.bootnode().parse().unwrap()).await.unwrap();
+        }
+        // The homes join the pool's topic when they first trade in it: the seller's ask rests first.
+        let (status, answer) = nodes[1].post(
+            "/offers",
+            &serde_json::json!({"pool": "compute/credit/u33db/0", "side": "ask", "quantity": 2000, "price": "5"}),
+        );
+        assert_eq!(status, 202, "{answer}");
+        let meshed = kos::network::wait_for(Duration::from_secs(20), || async {
+            attacker.handle.topic_peers(Topic::pool(&pool)).await.is_ok_and(|peers| peers.len() >= 2)
+        })
+        .await;
+        assert!(meshed, "the attacker joined no pool mesh");
+        let unfunded = Keypair::from_seed(&[77; 32]);
+        let now_ms = kos_tests::now_ms();
+        for nonce in 1..=20u64 {
+            let offer =
+                Offer { pool: pool.clone(), side: Side::Bid, quantity: 2000, unit_price: 100_000, delivery_start_s: 0 };
+            let body = Body::Offer(offer);
+            let draft =
+                Draft { network: network.clone(), nonce, created_ms: now_ms, expires_ms: now_ms + 600_000, body };
+            let envelope = draft.sign(&unfunded);
+            attacker.handle.publish_bytes(Topic::pool(&pool), envelope.to_bytes()).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Every node that saw the flood refused it: their books hold the honest ask alone.
+        let mut refused = Vec::new();
+        for node in &nodes[..3] {
+            let pools = node.get("/pools").unwrap_or_default();
+            refused.push(pools["unsettleable"].as_u64().unwrap_or(0));
+            let book = node.get("/pools/book?pool=compute/credit/u33db/0").unwrap_or_default();
+            assert!(book["book"]["bids"].as_array().is_none_or(Vec::is_empty), "the flood is in a book: {book}");
+        }
+        drop(attacker);
+        refused
+    });
+    assert!(flooded.iter().any(|refused| *refused >= 10), "no node refused the flood: {flooded:?}");
+
+    // The honest bid meets the honest ask: 2 units at 5 credits, settled on every ledger.
+    let (status, answer) = nodes[2].post(
+        "/offers",
+        &serde_json::json!({"pool": "compute/credit/u33db/0", "side": "bid", "quantity": 2000, "price": "7"}),
+    );
+    assert_eq!(status, 202, "{answer}");
+    let (seller, buyer) = (nodes[1].key.clone(), nodes[2].key.clone());
+    let settled = wait_until(Duration::from_secs(30), || {
+        nodes[..3].iter().all(|node| {
+            balance(&node.api, &seller) == Some(FUNDS + 10_000) && balance(&node.api, &buyer) == Some(FUNDS - 10_000)
+        })
+    });
+    assert!(settled, "the honest trade did not settle: {:#?}", nodes[1].process.lines());
+
+    // A home that holds nothing is told so by its own node, before anything is gossiped.
+    let (status, answer) = nodes[3].post(
+        "/offers",
+        &serde_json::json!({"pool": "compute/credit/u33db/0", "side": "bid", "quantity": 1000, "price": "1"}),
+    );
+    assert_eq!((status, answer["reason"].as_str()), (402, Some("insufficient_funds")), "{answer}");
+}

@@ -545,7 +545,8 @@ impl Pending<'_> {
         let token = state.job.token.clone();
         let paid = state.price.checked_add(state.collateral).ok_or(EntryError::Overflow)?;
         self.move_tokens(&job_escrow_account(id), &state.worker, &token, paid)?;
-        self.reputation(&state.worker, |reputation| reputation.deliveries += 1);
+        let poster = state.poster;
+        self.count_delivery(&state.worker, &poster);
         if state.quest == 1 {
             let amount = self.param("quest_eco_amount");
             if amount > 0

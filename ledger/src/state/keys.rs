@@ -56,6 +56,8 @@ pub(super) const JOB_JUROR_VOTE: u8 = b'Y';
 pub(super) const JOB_BY_METER: u8 = b'h';
 pub(super) const QUEST_BY_ASSET: u8 = b't';
 pub(super) const JOBS_OPEN: u8 = b'W';
+/// A pair of accounts' last epoch in which a delivery counted (every letter is taken).
+pub(super) const PAIR: u8 = b'2';
 
 /// Every prefix, with its name (for the check that they are distinct).
 #[cfg(test)]
@@ -112,6 +114,7 @@ pub(super) const PREFIXES: &[(&str, u8)] = &[
     ("JOB_BY_METER", JOB_BY_METER),
     ("QUEST_BY_ASSET", QUEST_BY_ASSET),
     ("JOBS_OPEN", JOBS_OPEN),
+    ("PAIR", PAIR),
 ];
 
 pub(super) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {

@@ -73,6 +73,113 @@ pub trait TradeReads: Kv {
         market::pools::Rules { floor: self.base_price(pool, period_s, now_s).unwrap_or(0), ..self.pool_rules(pool) }
     }
 
+    /// Whether the author of an offer cancelled it on the ledger (a cancel by anyone else counts for nothing).
+    fn cancelled(&self, offer: &Id, author: &PublicKey) -> bool {
+        self.get(&key(CANCELLED, &[offer.as_bytes(), author.as_bytes()])).is_some()
+    }
+
+    /// What the ledger still lets settle of an offer of `quantity` (its envelope's id and author): nothing once its
+    /// author cancelled it on the ledger, else what its settlements have not filled.
+    fn offer_left(&self, offer: &Id, author: &PublicKey, quantity: u64) -> u64 {
+        if self.cancelled(offer, author) {
+            return 0;
+        }
+        let filled: u64 = value(self, &key(FILLED, &[offer.as_bytes()])).unwrap_or(0);
+        quantity.saturating_sub(filled)
+    }
+
+    /// One party's standing in a pool (PROTOCOL.md §10, *settlement*): its trading not frozen by an override, its
+    /// reputation tier at least the pool rule's `tier_min`. Its tier, an index into the genesis's tiers.
+    fn standing(&self, account: &PublicKey, pool: &PoolId) -> Result<usize, EntryError> {
+        if let Some(in_force) = self.frozen(account) {
+            return Err(EntryError::Frozen { account: *account, by: in_force.by, until_height: in_force.until_height });
+        }
+        let tiers = &self.genesis().tiers;
+        let tier = self.tier(account).min(tiers.len() - 1);
+        let tier_min =
+            self.genesis().pool_rule(pool).map_or(0, |rule| usize::try_from(rule.tier_min).unwrap_or(usize::MAX));
+        if tier < tier_min {
+            return Err(EntryError::Tier { account: *account, tier, needed: tier_min });
+        }
+        Ok(tier)
+    }
+
+    /// Whether a party can meet what a trade asks of it (PROTOCOL.md §10, *settlement*): it holds
+    /// `obligation.pays` of the pool's token, and as a buyer stays within the anti-hoarding limits: energy bought
+    /// for the delivery interval (`bought_per_interval_max_wh`) and an essential pool's `per_account_max` a period.
+    fn check_means(&self, account: &PublicKey, pool: &PoolId, obligation: &Obligation) -> Result<(), EntryError> {
+        let balance = self.balance(account, &pool.token);
+        if balance < obligation.pays {
+            return Err(EntryError::InsufficientFunds {
+                account: *account,
+                token: pool.token.clone(),
+                balance,
+                needed: obligation.pays,
+            });
+        }
+        let limit = self.param("bought_per_interval_max_wh");
+        if obligation.buys_interval > 0 && metered(pool) && limit > 0 {
+            let bought: u64 = value(self, &interval_key(BOUGHT, account, obligation.delivery_start_s)).unwrap_or(0);
+            let wanted = bought.saturating_add(obligation.buys_interval);
+            if wanted > limit {
+                return Err(EntryError::HoardingLimit { account: *account, wanted, limit });
+            }
+        }
+        let essential = self.genesis().pool_rule(pool).and_then(|rule| rule.essential);
+        if let Some(essential) = essential.filter(|essential| essential.per_account_max > 0 && obligation.buys_pool > 0)
+        {
+            let bought_key = essential_bought_key(account, pool, obligation.period_s);
+            let wanted = value::<u64>(self, &bought_key).unwrap_or(0).saturating_add(obligation.buys_pool);
+            if wanted > essential.per_account_max {
+                return Err(EntryError::HoardingLimit { account: *account, wanted, limit: essential.per_account_max });
+            }
+        }
+        Ok(())
+    }
+
+    /// The one check of an offer before a node's market takes it (PROTOCOL.md §9, *matches the ledger will
+    /// honour*): whether a settlement of it at its own limit price (an ask's at its pool's base price at least)
+    /// would pass the ledger's checks of its author ([`TradeReads::standing`], [`TradeReads::check_means`]) in this
+    /// state, together with the author's other open offers `open` (their quantities what is left of them, and what
+    /// they matched that the ledger has not settled yet) in the node's books. `now_s` places a continuous pool's
+    /// offer in its hour (an essential pool's period). Necessary, not sufficient: an interval auction may clear an
+    /// ask above its price, and the state may change before the settlement.
+    fn check_offer(&self, author: &PublicKey, offer: &Offer, open: &[Offer], now_s: u64) -> Result<(), EntryError> {
+        let tier = self.standing(author, &offer.pool)?;
+        let tier = &self.genesis().tiers[tier];
+        let period = |of: &Offer| market::pricing::period_start_s(of.pool.interval_s, of.delivery_start_s, now_s);
+        // An ask settles at its pool's base price at least: its collateral is a share of that value.
+        let floor = match offer.side {
+            Side::Ask if metered(&offer.pool) => self.base_price(&offer.pool, period(offer), now_s).unwrap_or(0),
+            _ => 0,
+        };
+        let own = offer_pays(tier, &Offer { unit_price: offer.unit_price.max(floor), ..offer.clone() });
+        if own == 0 && offer.side == Side::Ask {
+            return Ok(());
+        }
+        let mut obligation =
+            Obligation { delivery_start_s: offer.delivery_start_s, period_s: period(offer), ..Obligation::default() };
+        obligation.pays = own;
+        for other in open {
+            // Funds are per token; the anti-hoarding limits count every bid of the interval.
+            if other.pool.token == offer.pool.token {
+                obligation.pays = obligation.pays.saturating_add(offer_pays(tier, other));
+            }
+        }
+        for other in open.iter().chain([offer]) {
+            if other.side != Side::Bid || offer.side != Side::Bid {
+                continue;
+            }
+            if metered(&other.pool) && metered(&offer.pool) && other.delivery_start_s == offer.delivery_start_s {
+                obligation.buys_interval = obligation.buys_interval.saturating_add(other.quantity);
+            }
+            if other.pool == offer.pool && period(other) == period(offer) {
+                obligation.buys_pool = obligation.buys_pool.saturating_add(other.quantity);
+            }
+        }
+        self.check_means(author, &offer.pool, &obligation)
+    }
+
     /// A pool's price index for one period (`delivery_start_s`, or the hour's start in continuous pools).
     fn price_index(&self, pool: &PoolId, period_s: u64) -> Option<PriceIndex> {
         value(self, &price_index_key(pool, period_s))
@@ -90,6 +197,46 @@ pub trait TradeReads: Kv {
 }
 
 impl<K: Kv + ?Sized> TradeReads for K {}
+
+/// What a trade asks of one party ([`TradeReads::check_means`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Obligation {
+    /// Milli-units of the pool's token the party must hold: a buyer the value, the grid fee and its collateral; a
+    /// seller its collateral.
+    pub pays: u64,
+    /// Energy a buyer takes for the delivery interval (checked against `bought_per_interval_max_wh`).
+    pub buys_interval: u64,
+    /// What a buyer takes in the pool for the period (checked against an essential pool's `per_account_max`).
+    pub buys_pool: u64,
+    pub delivery_start_s: u64,
+    /// The period the trade is priced in ([`market::pricing::period_start_s`]).
+    pub period_s: u64,
+}
+
+/// Whether a pool's trades are energy delivered in an interval, checked against readings and backed by collateral.
+pub fn metered(pool: &PoolId) -> bool {
+    pool.resource == protocol::message::Resource::Energy && pool.interval_s > 0
+}
+
+/// The collateral a party of a tier locks on a trade of `value` in `pool` (energy interval pools only).
+fn collateral(tier: &crate::genesis::Tier, pool: &PoolId, value: u64) -> u64 {
+    if metered(pool) { share(value, u64::from(tier.collateral_ppm)) } else { 0 }
+}
+
+/// The most an offer can ask of its author when settled at its own limit price: a bid's price covers the price
+/// and the grid fee, plus the buyer's collateral; an ask's author locks its collateral.
+fn offer_pays(tier: &crate::genesis::Tier, offer: &Offer) -> u64 {
+    let value = protocol::message::value_milli(offer.quantity, offer.unit_price).unwrap_or(u64::MAX);
+    let collateral = collateral(tier, &offer.pool, value);
+    match offer.side {
+        Side::Bid => value.saturating_add(collateral),
+        Side::Ask => collateral,
+    }
+}
+
+fn essential_bought_key(buyer: &PublicKey, pool: &PoolId, period_s: u64) -> Vec<u8> {
+    key(ESSENTIAL_BOUGHT, &[buyer.as_bytes(), pool.digest().as_bytes(), &period_s.to_be_bytes()])
+}
 
 /// Execution of trade entries.
 impl Pending<'_> {
@@ -147,9 +294,10 @@ impl Pending<'_> {
         Ok(())
     }
 
-    /// Settles a matched bid and ask: checks both offers, the pool's tier rule, the grid fee and the anti-hoarding
-    /// limit, then pays at once (continuous pools) or escrows payment and collateral until the delivery interval
-    /// is over (interval pools), and adds the trade to the pool's price index.
+    /// Settles a matched bid and ask: checks both offers, both parties ([`TradeReads::standing`] and
+    /// [`TradeReads::check_means`], the checks a node makes before its market takes an offer), the grid fee and the
+    /// pool's base price, then pays at once (continuous pools) or escrows payment and collateral until the delivery
+    /// interval is over (interval pools), and adds the trade to the pool's price index.
     pub(super) fn settle(&mut self, id: &Id, settlement: &Settlement) -> Result<(), EntryError> {
         let (Body::Offer(bid), Body::Offer(ask)) = (&settlement.bid.body, &settlement.ask.body) else {
             return Err(EntryError::Invalid("settlement offers are not offers".into()));
@@ -163,15 +311,10 @@ impl Pending<'_> {
         }
         let buyer = settlement.bid.author;
         let seller = settlement.ask.author;
-        self.check_not_frozen(&buyer)?;
-        self.check_not_frozen(&seller)?;
+        let buyer_tier = &genesis.tiers[self.standing(&buyer, pool)?];
+        let seller_tier = &genesis.tiers[self.standing(&seller, pool)?];
         let rule = genesis.pool_rule(pool);
-        let [buyer_tier, seller_tier] = self.tiers_of([buyer, seller], rule)?.map(|tier| &genesis.tiers[tier]);
-        let fee = match self.read::<protocol::message::PoolFee>(&key(POOL_FEE, &[pool.digest().as_bytes()])) {
-            Some(fee) => fee_of(&fee),
-            None => pool_fee(rule, self.param("grid_fee_per_kwh"), self.param("grid_fee_ppm")),
-        };
-        let full_fee = fee.on(settlement.unit_price);
+        let full_fee = TradeReads::pool_fee(self, pool).on(settlement.unit_price);
         let fee_per_unit = full_fee - share(full_fee, u64::from(buyer_tier.fee_discount_ppm));
         if settlement.unit_price.checked_add(fee_per_unit).is_none_or(|gross| gross > bid.unit_price) {
             return Err(EntryError::Price);
@@ -183,17 +326,30 @@ impl Pending<'_> {
         }
         let period_s =
             market::pricing::period_start_s(pool.interval_s, bid.delivery_start_s, self.context.time_ms / 1000);
+        let (quantity, delivery_start_s) = (settlement.quantity, bid.delivery_start_s);
+        let value = protocol::message::value_milli(quantity, settlement.unit_price).ok_or(EntryError::Overflow)?;
+        let fee_amount = protocol::message::value_milli(quantity, fee_per_unit).ok_or(EntryError::Overflow)?;
+        let buyer_collateral = collateral(buyer_tier, pool, value);
+        let seller_collateral = collateral(seller_tier, pool, value);
+        let pays = [fee_amount, value, buyer_collateral].into_iter().try_fold(0u64, u64::checked_add);
+        let bought = Obligation {
+            pays: pays.ok_or(EntryError::Overflow)?,
+            buys_interval: quantity,
+            buys_pool: quantity,
+            delivery_start_s,
+            period_s,
+        };
+        self.check_means(&buyer, pool, &bought)?;
+        let sold = Obligation { pays: seller_collateral, delivery_start_s, period_s, ..Obligation::default() };
+        self.check_means(&seller, pool, &sold)?;
         if let Some(policy) = rule.and_then(|rule| rule.dynamic) {
             self.check_base_price(&policy, pool, period_s, settlement.unit_price)?;
         }
-        if let Some(essential) = rule.and_then(|rule| rule.essential) {
-            self.check_hoarding(&essential, &buyer, pool, period_s, settlement.quantity, delivery_end_ms)?;
+        if rule.and_then(|rule| rule.essential).is_some_and(|essential| essential.per_account_max > 0) {
+            self.count_essential(&buyer, pool, period_s, quantity, delivery_end_ms);
         }
-        self.fill(&settlement.bid, bid.quantity, settlement.quantity)?;
-        self.fill(&settlement.ask, ask.quantity, settlement.quantity)?;
-        let quantity = settlement.quantity;
-        let value = protocol::message::value_milli(quantity, settlement.unit_price).ok_or(EntryError::Overflow)?;
-        let fee_amount = protocol::message::value_milli(quantity, fee_per_unit).ok_or(EntryError::Overflow)?;
+        self.fill(&settlement.bid, bid.quantity, quantity)?;
+        self.fill(&settlement.ask, ask.quantity, quantity)?;
         let tax = share(value, self.param("commons_tax_ppm"));
         let (royalty, royalty_account) = match rule {
             Some(rule) if rule.royalty_ppm > 0 => {
@@ -209,17 +365,11 @@ impl Pending<'_> {
             self.move_tokens(&seller, &COMMONS, token, tax)?;
             self.move_tokens(&seller, &royalty_account, token, royalty)?;
         } else {
-            let metered = pool.resource == protocol::message::Resource::Energy;
+            let metered = metered(pool);
             let release_ms = delivery_end_ms.saturating_add(self.param("settlement_grace_ms"));
-            let (buyer_collateral, seller_collateral) = if metered {
-                self.count_energy(&buyer, &seller, bid.delivery_start_s, quantity, release_ms)?;
-                (
-                    share(value, u64::from(buyer_tier.collateral_ppm)),
-                    share(value, u64::from(seller_tier.collateral_ppm)),
-                )
-            } else {
-                (0, 0)
-            };
+            if metered {
+                self.count_energy(&buyer, &seller, delivery_start_s, quantity, release_ms)?;
+            }
             self.debit(&buyer, token, value.checked_add(buyer_collateral).ok_or(EntryError::Overflow)?)?;
             self.debit(&seller, token, seller_collateral)?;
             let escrow = Escrow {
@@ -229,7 +379,7 @@ impl Pending<'_> {
                 amount: value,
                 release_ms,
                 quantity,
-                delivery_start_s: bid.delivery_start_s,
+                delivery_start_s,
                 interval_s: pool.interval_s,
                 metered: u8::from(metered),
                 buyer_collateral,
@@ -249,26 +399,6 @@ impl Pending<'_> {
             });
         }
         Ok(())
-    }
-
-    /// The tiers of a trade's parties (indices into the genesis's tiers), or the refusal of one below the pool's
-    /// `tier_min`.
-    fn tiers_of(
-        &self,
-        parties: [PublicKey; 2],
-        rule: Option<&crate::genesis::PoolRule>,
-    ) -> Result<[usize; 2], EntryError> {
-        let tiers = &self.base.genesis.tiers;
-        let tier_min = rule.map_or(0, |rule| usize::try_from(rule.tier_min).unwrap_or(usize::MAX));
-        let mut found = [0usize; 2];
-        for (slot, party) in found.iter_mut().zip(parties) {
-            let reputation: Reputation = self.read(&key(REPUTATION, &[party.as_bytes()])).unwrap_or_default();
-            *slot = reputation.tier(tiers);
-            if *slot < tier_min {
-                return Err(EntryError::Tier { account: party, tier: *slot, needed: tier_min });
-            }
-        }
-        Ok(found.map(|tier| tier.min(tiers.len() - 1)))
     }
 
     /// A dynamic pool's floor: the pool's base price for the period. The anchor moves to the latest period settled.
@@ -295,30 +425,22 @@ impl Pending<'_> {
         Ok(())
     }
 
-    /// No hoarding of an essential resource: an account's purchases in an interval stay within the rule.
-    fn check_hoarding(
+    /// Adds an essential pool's purchase to the buyer's total for the period (its limit is checked by
+    /// [`TradeReads::check_means`]).
+    fn count_essential(
         &mut self,
-        essential: &crate::genesis::EssentialFile,
         buyer: &PublicKey,
         pool: &PoolId,
         period_s: u64,
         quantity: u64,
         delivery_end_ms: u64,
-    ) -> Result<(), EntryError> {
-        if essential.per_account_max == 0 {
-            return Ok(());
-        }
-        let bought_key = key(ESSENTIAL_BOUGHT, &[buyer.as_bytes(), pool.digest().as_bytes(), &period_s.to_be_bytes()]);
+    ) {
+        let bought_key = essential_bought_key(buyer, pool, period_s);
         let bought: u64 = self.read(&bought_key).unwrap_or(0);
-        let wanted = bought.saturating_add(quantity);
-        if wanted > essential.per_account_max {
-            return Err(EntryError::HoardingLimit { account: *buyer, wanted, limit: essential.per_account_max });
-        }
         if bought == 0 {
             self.forget_at(delivery_end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &bought_key);
         }
-        self.write(bought_key, &wanted);
-        Ok(())
+        self.write(bought_key, &bought.saturating_add(quantity));
     }
 
     /// Adds a trade to its pool's price index for the period.
@@ -331,8 +453,9 @@ impl Pending<'_> {
         self.write(index_key, &index);
     }
 
-    /// Adds an energy trade to the buyer's and seller's totals for the interval, refusing a buyer over the
-    /// anti-hoarding limit. The totals are what delivery is checked against, and are forgotten after release.
+    /// Adds an energy trade to the buyer's and seller's totals for the interval (the buyer's limit is checked by
+    /// [`TradeReads::check_means`]). The totals are what delivery is checked against, and are forgotten after
+    /// release.
     pub(super) fn count_energy(
         &mut self,
         buyer: &PublicKey,
@@ -341,14 +464,10 @@ impl Pending<'_> {
         quantity: u64,
         release_ms: u64,
     ) -> Result<(), EntryError> {
-        let limit = self.param("bought_per_interval_max_wh");
         for (prefix, account) in [(BOUGHT, buyer), (SOLD, seller)] {
             let total_key = interval_key(prefix, account, start_s);
             let before: Option<u64> = self.read(&total_key);
             let total = before.unwrap_or(0).checked_add(quantity).ok_or(EntryError::Overflow)?;
-            if prefix == BOUGHT && limit > 0 && total > limit {
-                return Err(EntryError::HoardingLimit { account: *account, wanted: total, limit });
-            }
             if before.is_none() {
                 self.forget_at(release_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &total_key);
             }
@@ -404,21 +523,17 @@ impl Pending<'_> {
                 let _ = self.credit(&account, &escrow.token, amount);
             }
         }
-        for (account, short, paid, checked) in [
-            (escrow.seller, seller_short, seller_penalty, true),
-            (escrow.buyer, buyer_short, buyer_penalty, escrow.metered == 1),
-        ] {
-            if !checked {
-                continue;
-            }
-            self.reputation(&account, |reputation| {
-                if short == 0 {
-                    reputation.deliveries += 1;
-                } else {
-                    reputation.failures += 1;
-                }
-            });
-            if short > 0 {
+        // Only a delivery checked against readings counts toward reputation: an escrow of another resource is
+        // released by time alone, so it counts nothing (PROTOCOL.md §10, *reputation*).
+        let parties = [
+            (escrow.seller, escrow.buyer, seller_short, seller_penalty),
+            (escrow.buyer, escrow.seller, buyer_short, buyer_penalty),
+        ];
+        for (account, counterparty, short, paid) in parties.into_iter().filter(|_| escrow.metered == 1) {
+            if short == 0 {
+                self.count_delivery(&account, &counterparty);
+            } else {
+                self.reputation(&account, |reputation| reputation.failures += 1);
                 self.events.push(Event::Penalty { settlement: id, account, shortfall_wh: short, amount: paid });
             }
         }

@@ -421,3 +421,171 @@ fn a_block_says_which_trades_settled_and_which_readings_were_anchored() {
         vec![&Event::ReadingAnchored { id: anchored.id(), author: market.key(3), reading: anchored_reading.clone() }]
     );
 }
+
+/// A reading of `author`'s meter for `interval_start_s` whose registers follow its previous ones (`counters`).
+fn reading_after(
+    market: &mut Market,
+    counters: &mut std::collections::HashMap<usize, (u64, u64)>,
+    author: usize,
+    interval_start_s: u64,
+    import_wh: u64,
+    export_wh: u64,
+) -> Vec<u8> {
+    let (import_counter_wh, export_counter_wh) = counters.entry(author).or_insert((10_000, 10_000));
+    *import_counter_wh += import_wh;
+    *export_counter_wh += export_wh;
+    let reading = Reading {
+        meter: MeterId::new("home-1").unwrap(),
+        interval_start_s,
+        interval_s: 900,
+        import_wh,
+        export_wh,
+        generation_wh: export_wh,
+        consumption_wh: import_wh,
+        import_counter_wh: *import_counter_wh,
+        export_counter_wh: *export_counter_wh,
+        source: MeterSource::Simulated,
+    };
+    market.sign(author, Body::Reading(reading)).to_bytes()
+}
+
+/// Tiers under which three checked deliveries from three distinct counterparties make an account "known".
+const KNOWN_TIER: &str =
+    "\n[[tiers]]\nname = \"new\"\n\n[[tiers]]\nname = \"known\"\ndeliveries_min = 3\ncounterparties_min = 3\n";
+
+/// The wash-trading drill: two accounts of one owner trade energy with each other a thousand times, every trade
+/// delivered as sold and read by both meters, over ten days; neither rises a tier (a delivery between the two counts
+/// once a day, and they are one counterparty to each other). A thousand trades of compute between them, released by
+/// time alone, count nothing at all.
+#[test]
+fn two_accounts_trading_each_other_a_thousand_times_do_not_rise_a_tier() {
+    let mut market = Market::new(&format!("\n[params]\nsettlement_grace_ms = 0\n{KNOWN_TIER}"));
+    let energy = pool(900, Resource::Energy);
+    let mut counters = std::collections::HashMap::new();
+    for _ in 0..1_000 {
+        let start_s = energy.next_delivery_start_s(market.now_ms / 1000);
+        let trade = market.trade(&energy, 1, 2, 1_000, 300, 100, 200);
+        assert_eq!(market.block(vec![trade]), vec![]);
+        market.now_ms = (start_s + 900) * 1000;
+        let readings = vec![
+            reading_after(&mut market, &mut counters, 1, start_s, 1_000, 0),
+            reading_after(&mut market, &mut counters, 2, start_s, 0, 1_000),
+        ];
+        assert_eq!(market.block(readings), vec![]);
+        market.now_ms += 1;
+        assert_eq!(market.block(vec![]), vec![]);
+    }
+    assert_eq!(market.state.escrows().count(), 0, "every trade released");
+    let days = (market.now_ms - START_MS).div_ceil(86_400_000);
+    for account in [1, 2] {
+        let reputation = market.state.reputation(&market.key(account));
+        assert_eq!(reputation.trades, 1_000);
+        assert_eq!(reputation.failures, 0);
+        assert!(reputation.deliveries <= days + 1, "{} deliveries in {days} days", reputation.deliveries);
+        assert_eq!(reputation.counterparties, 1);
+        assert_eq!(market.state.tier(&market.key(account)), 0, "account {account} rose a tier by wash trading");
+    }
+
+    let compute = pool(900, Resource::Compute);
+    let start_s = compute.next_delivery_start_s(market.now_ms / 1000);
+    let trades: Vec<Vec<u8>> = (0..1_000).map(|_| market.trade(&compute, 3, 4, 1_000, 300, 100, 200)).collect();
+    assert_eq!(market.block(trades), vec![]);
+    market.now_ms = (start_s + 900) * 1000 + 1;
+    assert_eq!(market.block(vec![]), vec![]);
+    assert_eq!(market.state.escrows().count(), 0);
+    for account in [3, 4] {
+        let reputation = market.state.reputation(&market.key(account));
+        assert_eq!((reputation.trades, reputation.deliveries, reputation.counterparties), (1_000, 0, 0));
+        assert_eq!(market.state.tier(&market.key(account)), 0);
+    }
+}
+
+/// The rule does not stop honest trade: a home that delivers to three neighbours in one interval counts three
+/// deliveries and three counterparties, and is known.
+#[test]
+fn deliveries_to_distinct_neighbours_count_and_raise_a_tier() {
+    let mut market = Market::new(&format!("\n[params]\nsettlement_grace_ms = 0\n{KNOWN_TIER}"));
+    let energy = pool(900, Resource::Energy);
+    let start_s = energy.next_delivery_start_s(market.now_ms / 1000);
+    let trades = [0, 3, 4].map(|buyer| market.trade(&energy, buyer, 1, 1_000, 300, 100, 200)).to_vec();
+    assert_eq!(market.block(trades), vec![]);
+    market.now_ms = (start_s + 900) * 1000;
+    let mut counters = std::collections::HashMap::new();
+    let mut readings = vec![reading_after(&mut market, &mut counters, 1, start_s, 0, 3_000)];
+    for buyer in [0, 3, 4] {
+        readings.push(reading_after(&mut market, &mut counters, buyer, start_s, 1_000, 0));
+    }
+    assert_eq!(market.block(readings), vec![]);
+    market.now_ms += 1;
+    assert_eq!(market.block(vec![]), vec![]);
+    let reputation = market.state.reputation(&market.key(1));
+    assert_eq!((reputation.deliveries, reputation.counterparties), (3, 3));
+    assert_eq!(market.state.tier(&market.key(1)), 1);
+    assert_eq!(market.state.reputation(&market.key(3)).counterparties, 1);
+}
+
+/// A settlement between two offers of one account is refused, in every kind of pool (it would count trades, and
+/// deliveries, with itself).
+#[test]
+fn a_self_trade_is_refused() {
+    let mut market = Market::new("");
+    for pool in [pool(0, Resource::Memory), pool(900, Resource::Compute), pool(900, Resource::Energy)] {
+        let trade = market.trade(&pool, 1, 1, 1_000, 300, 100, 200);
+        let refused = market.block(vec![trade]);
+        assert!(matches!(&refused[..], [EntryError::Invalid(why)] if why.contains("itself")), "{refused:?}");
+    }
+    assert_eq!(market.state.reputation(&market.key(1)).trades, 0);
+}
+
+/// The check a node makes before its market takes an offer is the settlement's own: a bidder that cannot pay (with
+/// its other open offers), one below the pool's tier, one frozen or over the anti-hoarding limit is refused; an ask
+/// needs only the collateral of energy interval pools.
+#[test]
+fn an_offer_is_checked_as_its_settlement_will_be() {
+    let market = Market::new(
+        "\n[params]\nbought_per_interval_max_wh = 1500\n\n[[pools]]\npool = \"energy/credit/u3/*\"\ntier_min = 1\n\n[[pools]]\npool = \"*/*/*/*\"\n\n[[tiers]]\nname = \"new\"\ncollateral_ppm = 100000\n\n[[tiers]]\nname = \"known\"\ndeliveries_min = 1\n",
+    );
+    let now_s = market.now_ms / 1000;
+    let memory = pool(0, Resource::Memory);
+    let offer = |pool: &PoolId, side: Side, quantity: u64, unit_price: u64| Offer {
+        pool: pool.clone(),
+        side,
+        quantity,
+        unit_price,
+        delivery_start_s: pool.next_delivery_start_s(now_s),
+    };
+    let rich = market.key(1);
+    // FUNDS is 1,000 credits: a bid of 1,000 units at 1,000 credits a unit (1,000,000 milli) takes all of it.
+    let all_of_it = offer(&memory, Side::Bid, 1_000, 1_000_000);
+    assert_eq!(market.state.check_offer(&rich, &all_of_it, &[], now_s), Ok(()));
+    let one_more = offer(&memory, Side::Bid, 1, 1_000_000);
+    assert!(matches!(
+        market.state.check_offer(&rich, &one_more, std::slice::from_ref(&all_of_it), now_s),
+        Err(EntryError::InsufficientFunds { needed: 1_001_000, balance: FUNDS, .. })
+    ));
+    let poor = Keypair::from_seed(&[99; 32]).public();
+    assert!(matches!(
+        market.state.check_offer(&poor, &one_more, &[], now_s),
+        Err(EntryError::InsufficientFunds { balance: 0, .. })
+    ));
+    // An ask takes nothing outside energy interval pools; in one it needs its collateral (10 % of its value).
+    assert_eq!(market.state.check_offer(&poor, &offer(&memory, Side::Ask, 1_000, 1_000), &[], now_s), Ok(()));
+    let energy = PoolId { cell: Cell::new("sp3e").unwrap(), ..pool(900, Resource::Energy) };
+    assert!(matches!(
+        market.state.check_offer(&poor, &offer(&energy, Side::Ask, 1_000, 1_000), &[], now_s),
+        Err(EntryError::InsufficientFunds { needed: 100, .. })
+    ));
+    // Anti-hoarding: 1,500 Wh an interval, with the bidder's other bids of the interval.
+    let kwh = offer(&energy, Side::Bid, 1_000, 1_000);
+    assert_eq!(market.state.check_offer(&rich, &kwh, &[], now_s), Ok(()));
+    assert!(matches!(
+        market.state.check_offer(&rich, &kwh, std::slice::from_ref(&kwh), now_s),
+        Err(EntryError::HoardingLimit { wanted: 2_000, limit: 1_500, .. })
+    ));
+    // A pool for tier 1 and up.
+    let gated = pool(900, Resource::Energy);
+    assert!(matches!(
+        market.state.check_offer(&rich, &offer(&gated, Side::Ask, 1_000, 1_000), &[], now_s),
+        Err(EntryError::Tier { tier: 0, needed: 1, .. })
+    ));
+}

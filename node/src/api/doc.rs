@@ -93,13 +93,27 @@ pub struct ErrorBody {
     /// waiting or committed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// Why the node's market refused an offer, as a word for programs (402, 403, 409 of `POST /offers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<super::error::Reason>,
 }
 
 /// The answers for errors, by status: the name under `components.responses`, and what it means.
 const ERRORS: &[(u16, &str, &str)] = &[
     (400, "BadRequest", "The request is malformed; `error` says why"),
     (401, "Unauthorized", "A write without the data directory's token"),
-    (403, "Forbidden", "This account may not do this now (an override froze its trading); `error` says why"),
+    (
+        402,
+        "PaymentRequired",
+        "The ledger would not settle this offer: its author cannot pay for it (with its other open offers) or post \
+         its collateral; `error` says how much it holds and needs, `reason` is `insufficient_funds`",
+    ),
+    (
+        403,
+        "Forbidden",
+        "This account may not do this now (an override froze its trading, its reputation tier is below the pool's, \
+         it would buy beyond an anti-hoarding limit); `error` says why, `reason` names it for an offer",
+    ),
     (404, "NotFound", "Not there (yet), or this node has no such part (a meter, a microgrid controller)"),
     (
         409,

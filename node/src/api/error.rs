@@ -24,17 +24,41 @@ pub struct ApiError {
     /// The id of what the error is about, when the client may not know it (an entry already waiting or on the
     /// ledger: `{"error": …, "id": …}`, so that it can follow that entry).
     id: Option<protocol::Id>,
+    /// Why an offer was refused, as a word for programs.
+    reason: Option<Reason>,
+}
+
+/// Why the node's market refused an offer: the ledger's verdict on its author, named for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// An override froze the author's trading.
+    Frozen,
+    /// The author's reputation tier is below the pool's `tier_min`.
+    Tier,
+    /// The author cannot pay for the offer with its other open offers, or post its collateral.
+    InsufficientFunds,
+    /// The offer would buy beyond an anti-hoarding limit.
+    HoardingLimit,
+    /// Another rule of the ledger's settlement.
+    Unsettleable,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into(), retry_after_s: None, id: None }
+        ApiError { status, message: message.into(), retry_after_s: None, id: None, reason: None }
     }
 
     /// The same error, naming what it is about.
     #[must_use]
     pub fn about(self, id: protocol::Id) -> ApiError {
         ApiError { id: Some(id), ..self }
+    }
+
+    /// The same error, with the word for why an offer was refused.
+    #[must_use]
+    pub fn because(self, reason: Reason) -> ApiError {
+        ApiError { reason: Some(reason), ..self }
     }
 
     /// A refusal that passes: answered with `Retry-After`.
@@ -81,7 +105,8 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = super::doc::ErrorBody { error: self.message, id: self.id.map(|id| id.to_hex()) };
+        let body =
+            super::doc::ErrorBody { error: self.message, id: self.id.map(|id| id.to_hex()), reason: self.reason };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_s {
             response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
@@ -151,7 +176,20 @@ impl From<&crate::market::Refused> for ApiError {
             Refused::Stopped | Refused::Ledger(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
             Refused::Busy => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
             Refused::Trader(Trader::UnknownToken(_)) => ApiError::bad_request(message),
-            Refused::Trader(Trader::Frozen { .. }) => ApiError::new(StatusCode::FORBIDDEN, message),
+            Refused::Trader(Trader::Frozen { .. }) => {
+                ApiError::new(StatusCode::FORBIDDEN, message).because(Reason::Frozen)
+            }
+            Refused::Trader(Trader::Unsettleable(problem)) => {
+                use ::ledger::state::EntryError;
+                let (status, reason) = match problem {
+                    EntryError::InsufficientFunds { .. } => (StatusCode::PAYMENT_REQUIRED, Reason::InsufficientFunds),
+                    EntryError::Tier { .. } => (StatusCode::FORBIDDEN, Reason::Tier),
+                    EntryError::HoardingLimit { .. } => (StatusCode::FORBIDDEN, Reason::HoardingLimit),
+                    EntryError::Frozen { .. } => (StatusCode::FORBIDDEN, Reason::Frozen),
+                    _ => (StatusCode::CONFLICT, Reason::Unsettleable),
+                };
+                ApiError::new(status, message).because(reason)
+            }
             Refused::Trader(Trader::Barter(reason)) => match reason {
                 ::market::barter::Refusal::Duplicate => ApiError::new(StatusCode::CONFLICT, message),
                 ::market::barter::Refusal::Full => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),

@@ -260,11 +260,12 @@ pub const ROUTES: &[Route] = &[
     Route::post(
         "/offers",
         "Sign an offer with the node's key, check it as receivers check it and put it in the node's market; only then \
-         join and announce its pool and gossip it",
+         join and announce its pool and gossip it. The market takes it only if the ledger would settle it: its \
+         author's tier, funds (with its other open offers) and anti-hoarding limits; a refusal names its `reason`",
         || axum::routing::post(post_offer),
         doc::json::<OfferPlaced>(),
     )
-    .statuses(&[202, 400, 401, 403, 409, 413, 429, 503])
+    .statuses(&[202, 400, 401, 402, 403, 409, 413, 429, 503])
     .body(doc::json_body::<OfferRequest>()),
     Route::post(
         "/offers/{id}/cancel",
@@ -950,6 +951,12 @@ pub struct Pools {
     barter_offers: u64,
     /// Offers and barter offers refused because an override froze their author's trading.
     frozen: u64,
+    /// Offers refused because the ledger would not settle them (their author's tier, funds or anti-hoarding caps).
+    unsettleable: u64,
+    /// Matches the ledger did not settle in time (judged, and their quantity given back to the party not at fault).
+    unsettled: u64,
+    /// Authors found at fault for an unsettled match (their offers left the books, their fuel for offers spent).
+    faults: u64,
     barter_cycles_found: u64,
     barter_cycles_submitted: u64,
 }
@@ -987,6 +994,9 @@ async fn pools(State(context): State<Context>) -> Answer<Pools> {
         settlements_refused: stats.settlements_refused,
         barter_offers: stats.barter_offers,
         frozen: stats.frozen,
+        unsettleable: stats.unsettleable,
+        unsettled: stats.unsettled,
+        faults: stats.faults,
         barter_cycles_found: stats.barter_cycles_found,
         barter_cycles_submitted: stats.barter_cycles_submitted,
     }))

@@ -149,7 +149,7 @@ pub async fn governance(rounds: usize) -> anyhow::Result<GovernanceReport> {
         .zip(&validators)
         .map(|(node, keypair)| {
             let signer = Arc::new(crate::signer::Signer::in_memory(keypair.clone(), network.clone()));
-            crate::market::spawn(signer, node.ledger.clone(), market::pools::Limits::default()).0
+            crate::market::spawn(signer, node.ledger.clone(), node.network.clone(), market::pools::Limits::default()).0
         })
         .collect();
     let mut nonce = now_ms() * 1000;

@@ -216,9 +216,13 @@ fn continuous(bids: &[Order], asks: &[Order], fee: Fee) -> anyhow::Result<Trades
             )
             .or_else(|error| match error {
                 // A bid below a constant fee can never trade; it simply does not enter the book.
-                market::book::Reject::BelowFee => {
-                    Ok(market::book::Placed { fills: Vec::new(), resting: 0, dropped: 0, expired: Vec::new() })
-                }
+                market::book::Reject::BelowFee => Ok(market::book::Placed {
+                    fills: Vec::new(),
+                    resting: 0,
+                    dropped: 0,
+                    expired: Vec::new(),
+                    sequence: 0,
+                }),
                 other => Err(other),
             })
             .with_context(|| format!("order {:?}", order.id))?;

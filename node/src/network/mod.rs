@@ -270,6 +270,7 @@ pub(crate) enum Command {
     ReportConsensus { message_id: libp2p::gossipsub::MessageId, source: PeerId, acceptance: Acceptance },
     Penalize { peer: PeerId, reason: String },
     Credit { author: protocol::PublicKey, credit: Credit },
+    Fault { author: protocol::PublicKey },
     FuelCaps(Vec<(protocol::PublicKey, u64)>),
     Fuel { author: protocol::PublicKey, reply: oneshot::Sender<Option<energy::fuel::Status>> },
     Shutdown,
@@ -304,6 +305,12 @@ impl Handle {
     /// Recharges an author's fuel for what it did for the network (dropped when the task is busy).
     pub fn credit(&self, author: protocol::PublicKey, credit: Credit) {
         let _ = self.commands.try_send(Command::Credit { author, credit });
+    }
+
+    /// An author whose offer made a match the ledger refused loses its fuel for offers (dropped when the task is
+    /// busy).
+    pub fn fault(&self, author: protocol::PublicKey) {
+        let _ = self.commands.try_send(Command::Fault { author });
     }
 
     /// Replaces the fuel caps that overrides in force put on authors (units per second in every class).

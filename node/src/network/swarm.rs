@@ -500,6 +500,7 @@ impl Task {
                 super::Credit::Quest => self.admission.fuel().quest_completed(&author, now_ms()),
                 super::Credit::Energy(wh) => self.admission.fuel().energy_contributed(&author, wh, now_ms()),
             },
+            Command::Fault { author } => self.admission.fuel().fault(&author, now_ms()),
             Command::FuelCaps(caps) => {
                 if !caps.is_empty() {
                     info!(authors = caps.len(), "fuel capped by overrides");
