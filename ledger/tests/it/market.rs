@@ -88,20 +88,9 @@ impl Market {
         self.sign(seller, Body::Settlement(settlement)).to_bytes()
     }
 
+    /// A reading of `author`'s first interval on its meter (registers from 10,000 Wh).
     fn reading(&mut self, author: usize, interval_start_s: u64, import_wh: u64, export_wh: u64) -> Vec<u8> {
-        let reading = Reading {
-            meter: MeterId::new("home-1").unwrap(),
-            interval_start_s,
-            interval_s: 900,
-            import_wh,
-            export_wh,
-            generation_wh: export_wh,
-            consumption_wh: import_wh,
-            import_counter_wh: 10_000 + import_wh,
-            export_counter_wh: 10_000 + export_wh,
-            source: MeterSource::Simulated,
-        };
-        self.sign(author, Body::Reading(reading)).to_bytes()
+        reading_after(self, &mut std::collections::HashMap::new(), author, interval_start_s, import_wh, export_wh)
     }
 
     /// Executes a block at `now_ms`; returns the errors of refused candidates.
