@@ -555,9 +555,12 @@ impl Market {
                 continue;
             }
             let limits = self.limits;
-            let pool = self.pools.entry(offer.pool.clone()).or_insert_with(|| Pool::Continuous {
-                book: Book::new(unsettled.rules.fee, limits.orders_per_pool_max, limits.orders_per_owner_max),
-                offers: HashMap::new(),
+            let rules = unsettled.rules;
+            let pool = self.pools.entry(offer.pool.clone()).or_insert_with(|| {
+                // A pool that emptied meanwhile comes back with the rules of the match (its fee and floor).
+                let mut book = Book::new(rules.fee, limits.orders_per_pool_max, limits.orders_per_owner_max);
+                book.set_floor(rules.floor);
+                Pool::Continuous { book, offers: HashMap::new() }
             });
             let Pool::Continuous { book, offers } = pool else { continue };
             // Never more than the ledger still lets settle, less what rests in the book already.
