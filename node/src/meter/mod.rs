@@ -735,6 +735,15 @@ impl Actor {
             Err(problem @ crate::app::place::PlaceError::Sign(_)) => {
                 warn!(%problem, meter = %self.settings.id, "the forecast offer could not be signed");
             }
+            // The ledger would not settle it (the account cannot pay, is below the pool's tier, frozen): the
+            // operator's business, said once an interval.
+            Err(
+                problem @ crate::app::place::PlaceError::Refused(crate::market::Refused::Trader(
+                    crate::market::Refusal::Unsettleable(_) | crate::market::Refusal::Frozen { .. },
+                )),
+            ) => {
+                warn!(%problem, ?side, quantity, start_s, "the forecast offer was refused: the ledger would not settle it")
+            }
             Err(problem) => debug!(%problem, ?side, quantity, start_s, "the forecast offer was not placed"),
         }
     }
