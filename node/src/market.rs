@@ -306,11 +306,15 @@ impl Actor {
                         next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: true, taken }));
                     }
                     Output::Judge(unsettled) => {
-                        let (at_fault, ledger_left) = self.judge(&unsettled).await;
                         let (bid, ask) = (unsettled.found.bid.id(), unsettled.found.ask.id());
                         let quantity = unsettled.found.quantity;
-                        info!(%bid, %ask, quantity, at_fault = at_fault.len(), "a match the ledger did not settle");
-                        next.extend(self.trader.handle(now_ms(), Input::Judged { unsettled, at_fault, ledger_left }));
+                        let judged = self.judge(unsettled).await;
+                        let at_fault = match &judged {
+                            Input::Judged { at_fault, .. } => at_fault.len(),
+                            _ => 0,
+                        };
+                        info!(%bid, %ask, quantity, at_fault, "a match the ledger did not settle");
+                        next.extend(self.trader.handle(now_ms(), judged));
                     }
                     Output::Penalize(author) => {
                         info!(%author, "an author whose match the ledger refused loses its offers here and its fuel");
@@ -329,35 +333,15 @@ impl Actor {
         }
     }
 
-    /// Judges an unsettled match against the ledger's last commit: the parties it refuses (each offer checked for
-    /// the match's quantity alone, the check its market took it with) or that cancelled their offer on it, and what
-    /// it still lets settle of the bid and of the ask. When the ledger cannot be read: nobody at fault, and nothing given back.
-    async fn judge(&self, unsettled: &::market::pools::Unsettled) -> (Vec<PublicKey>, (u64, u64)) {
-        let quantity = unsettled.found.quantity;
-        let parties: Vec<(Id, PublicKey, protocol::message::Offer)> = [&unsettled.found.bid, &unsettled.found.ask]
-            .into_iter()
-            .filter_map(|envelope| match &envelope.body {
-                Body::Offer(offer) => Some((envelope.id(), envelope.author, offer.clone())),
-                _ => None,
-            })
-            .collect();
+    /// Judges an unsettled match against the ledger's last commit ([`crate::app::trader::judgment`]). When the
+    /// ledger cannot be read: nobody at fault, and nothing given back.
+    async fn judge(&self, unsettled: ::market::pools::Unsettled) -> Input<'static> {
         let now_s = now_ms() / 1000;
-        let read = self.ledger.query(move |state| {
-            let at_fault = parties
-                .iter()
-                .filter(|(id, author, offer)| {
-                    let matched = protocol::message::Offer { quantity, ..offer.clone() };
-                    state.cancelled(id, author) || state.check_offer(author, &matched, &[], now_s).is_err()
-                })
-                .map(|(_, author, _)| *author)
-                .collect::<Vec<_>>();
-            let left: Vec<u64> =
-                parties.iter().map(|(id, author, offer)| state.offer_left(id, author, offer.quantity)).collect();
-            (at_fault, (left.first().copied().unwrap_or(0), left.get(1).copied().unwrap_or(0)))
-        });
+        let kept = unsettled.clone();
+        let read = self.ledger.query(move |state| crate::app::trader::judgment(state, unsettled, now_s));
         read.await.unwrap_or_else(|error| {
             warn!(%error, "the parties of an unsettled match could not be judged");
-            (Vec::new(), (0, 0))
+            Input::Judged { unsettled: kept, at_fault: Vec::new(), ledger_left: (0, 0) }
         })
     }
 

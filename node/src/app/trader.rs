@@ -110,6 +110,27 @@ pub enum Output {
     Penalize(PublicKey),
 }
 
+/// The judgment of an unsettled match ([`Output::Judge`]) against a ledger state, as [`Input::Judged`]: the
+/// parties at fault (an offer that fails [`ledger::state::TradeReads::check_offer`] alone for the match's quantity,
+/// or that its author cancelled on the ledger), and what the ledger still lets settle of the bid and of the ask.
+pub fn judgment(state: &(impl ::ledger::state::Kv + ?Sized), unsettled: Unsettled, now_s: u64) -> Input<'static> {
+    use ::ledger::state::TradeReads;
+    let quantity = unsettled.found.quantity;
+    let parties = [&unsettled.found.bid, &unsettled.found.ask];
+    let mut at_fault = Vec::new();
+    let mut left = [0u64; 2];
+    for (slot, envelope) in left.iter_mut().zip(parties) {
+        let Body::Offer(offer) = &envelope.body else { continue };
+        let (id, author) = (envelope.id(), envelope.author);
+        let matched = Offer { quantity, ..offer.clone() };
+        if state.cancelled(&id, &author) || state.check_offer(&author, &matched, &[], now_s).is_err() {
+            at_fault.push(author);
+        }
+        *slot = state.offer_left(&id, &author, offer.quantity);
+    }
+    Input::Judged { unsettled, at_fault, ledger_left: (left[0], left[1]) }
+}
+
 /// What the trader has done, for the API and metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -702,7 +723,7 @@ mod tests {
                     match output {
                         Output::Settle(settlement) => settlements.push(settlement),
                         Output::Judge(unsettled) if checked => {
-                            next.extend(trader.handle(now_ms, judge(&world.state, &unsettled, now_ms)));
+                            next.extend(trader.handle(now_ms, judgment(&world.state, unsettled, now_ms / 1000)));
                         }
                         _ => {}
                     }
@@ -800,27 +821,6 @@ mod tests {
             Outcome { volume, reduced, unsettleable: traders[0].stats().unsettleable }
         }
 
-        /// What the market actor answers to [`Output::Judge`], from the state.
-        fn judge(state: &State, unsettled: &Unsettled, now_ms: u64) -> Input<'static> {
-            let parties = [&unsettled.found.bid, &unsettled.found.ask];
-            let offer = |envelope: &Envelope| match &envelope.body {
-                Body::Offer(offer) => offer.clone(),
-                _ => unreachable!(),
-            };
-            let at_fault = parties
-                .iter()
-                .filter(|envelope| {
-                    let matched = Offer { quantity: unsettled.found.quantity, ..offer(envelope) };
-                    state.cancelled(&envelope.id(), &envelope.author)
-                        || state.check_offer(&envelope.author, &matched, &[], now_ms / 1000).is_err()
-                })
-                .map(|envelope| envelope.author)
-                .collect();
-            let left =
-                parties.map(|envelope| state.offer_left(&envelope.id(), &envelope.author, offer(envelope).quantity));
-            Input::Judged { unsettled: unsettled.clone(), at_fault, ledger_left: (left[0], left[1]) }
-        }
-
         fn terms(side: Side, quantity: u64) -> Offer {
             Offer { pool: compute(), side, quantity, unit_price: 100_000, delivery_start_s: 0 }
         }
@@ -866,7 +866,7 @@ mod tests {
             let outputs = seller.handle(now_ms, Input::Tick);
             let [Output::Judge(unsettled)] = &outputs[..] else { panic!("{outputs:?}") };
             assert_eq!(
-                seller.handle(now_ms, judge(&world.state, unsettled, now_ms)),
+                seller.handle(now_ms, judgment(&world.state, unsettled.clone(), now_ms / 1000)),
                 vec![Output::Penalize(bid.author)]
             );
             let depth = seller.depth(&compute(), 5).unwrap();
@@ -885,7 +885,7 @@ mod tests {
             let now_ms = NOW_MS + 1 + ::market::pools::SETTLE_WAIT_MS;
             let outputs = node.handle(now_ms, Input::Tick);
             let [Output::Judge(unsettled)] = &outputs[..] else { panic!("{outputs:?}") };
-            let judged = judge(&world.state, unsettled, now_ms);
+            let judged = judgment(&world.state, unsettled.clone(), now_ms / 1000);
             assert!(matches!(&judged, Input::Judged { at_fault, .. } if at_fault.is_empty()));
             assert!(
                 node.handle(now_ms, judged).is_empty(),
@@ -897,7 +897,7 @@ mod tests {
             let [Output::Judge(unsettled)] = &outputs[..] else { panic!("{outputs:?}") };
             assert_eq!((unsettled.found.bid.id(), unsettled.found.ask.id()), (bid.id(), ask.id()));
             assert_eq!(
-                node.handle(later_ms, judge(&world.state, unsettled, later_ms)),
+                node.handle(later_ms, judgment(&world.state, unsettled.clone(), later_ms / 1000)),
                 vec![Output::Penalize(ask.author)]
             );
             let depth = node.depth(&compute(), 5).unwrap();
@@ -941,7 +941,7 @@ mod tests {
             let outputs = seller.handle(now_ms, Input::Tick);
             let [Output::Judge(unsettled)] = &outputs[..] else { panic!("{outputs:?}") };
             assert_eq!((unsettled.found.bid.id(), unsettled.found.ask.id()), (bid.id(), ask.id()));
-            let judged = judge(&world.state, unsettled, now_ms);
+            let judged = judgment(&world.state, unsettled.clone(), now_ms / 1000);
             let Input::Judged { at_fault, .. } = &judged else { unreachable!() };
             assert_eq!(at_fault, &vec![bid.author]);
             assert_eq!(seller.handle(now_ms, judged), vec![Output::Penalize(bid.author)]);
