@@ -88,12 +88,20 @@ pub trait TradeReads: Kv {
         quantity.saturating_sub(filled)
     }
 
+    /// Refuses trading (settlements, barter cycles) by an account an override froze.
+    fn check_not_frozen(&self, account: &PublicKey) -> Result<(), EntryError> {
+        match self.frozen(account) {
+            Some(in_force) => {
+                Err(EntryError::Frozen { account: *account, by: in_force.by, until_height: in_force.until_height })
+            }
+            None => Ok(()),
+        }
+    }
+
     /// One party's standing in a pool (PROTOCOL.md §10, *settlement*): its trading not frozen by an override, its
     /// reputation tier at least the pool rule's `tier_min`. Its tier, an index into the genesis's tiers.
     fn standing(&self, account: &PublicKey, pool: &PoolId) -> Result<usize, EntryError> {
-        if let Some(in_force) = self.frozen(account) {
-            return Err(EntryError::Frozen { account: *account, by: in_force.by, until_height: in_force.until_height });
-        }
+        self.check_not_frozen(account)?;
         let tiers = &self.genesis().tiers;
         let tier = self.tier(account).min(tiers.len() - 1);
         let tier_min =
@@ -576,15 +584,5 @@ impl Pending<'_> {
         self.write(record_key.clone(), &record);
         self.forget_at(self.context.time_ms.saturating_add(NOTICE_RETENTION_MS), &record_key);
         self.events.push(Event::Redistributed { token, accounts: members.len() as u64, share });
-    }
-
-    /// Refuses trading by an account an override froze.
-    pub(super) fn check_not_frozen(&self, account: &PublicKey) -> Result<(), EntryError> {
-        match self.read::<InForce>(&key(FROZEN, &[account.as_bytes()])) {
-            Some(in_force) => {
-                Err(EntryError::Frozen { account: *account, by: in_force.by, until_height: in_force.until_height })
-            }
-            None => Ok(()),
-        }
     }
 }
