@@ -372,6 +372,11 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<()> {
     let bootnode = format!("/ip4/127.0.0.1/tcp/{}/p2p/{}", args.port, nodes[0].peer_id);
     let mut running: Vec<Running> = Vec::with_capacity(nodes.len());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    // Ctrl-C while the nodes are still starting stops those started so far, not the devnet alone.
+    let mut shutdown = {
+        let _entered = runtime.enter();
+        crate::run::Shutdown::install()?
+    };
     let outcome: anyhow::Result<()> = runtime.block_on(async {
         for (index, node) in nodes.iter().enumerate() {
             let child = start(node, (index > 0).then_some(bootnode.as_str()))?;
@@ -393,11 +398,10 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut every = tokio::time::interval(Duration::from_secs(args.every.max(1)));
         every.tick().await;
-        let mut shutdown = std::pin::pin!(crate::run::shutdown_signal());
         loop {
             tokio::select! {
-                signal = &mut shutdown => {
-                    println!("devnet: {} received, stopping the nodes", signal?);
+                signal = shutdown.wait() => {
+                    println!("devnet: {signal} received, stopping the nodes");
                     return Ok(());
                 }
                 _ = every.tick() => {}

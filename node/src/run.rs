@@ -129,7 +129,11 @@ async fn prune_pools(
 pub fn run(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
     init_logging(&checked.log);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    runtime.block_on(run_node(checked, keypair))
+    let shutdown = {
+        let _entered = runtime.enter();
+        Shutdown::install()?
+    };
+    runtime.block_on(run_node(checked, keypair, shutdown))
 }
 
 /// The network's configuration for this node: the genesis validators trusted, the ledger's consensus messages
@@ -158,7 +162,7 @@ fn network_config(
     config
 }
 
-async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
+async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) -> anyhow::Result<()> {
     // Peers, RocksDB and the API all hold descriptors: take what the system allows, and size the API from it.
     let file_limit = crate::api::server::raise_file_limit();
     let opened = checked.ledger.as_ref().map(|settings| crate::ledger::open(settings, &keypair)).transpose()?;
@@ -244,7 +248,7 @@ async fn run_node(checked: Checked, keypair: Keypair) -> anyhow::Result<()> {
         entries_dropped: 0,
     };
     let (outcome, ledger_ended) =
-        serve(&mut router, &mut deliveries, &mut ledger_done, &served_pools, &checked, &handle).await;
+        serve(&mut router, &mut deliveries, &mut ledger_done, &served_pools, &checked, &handle, &mut shutdown).await;
     if let Some(ledger) = &ledger {
         ledger.shutdown().await;
         if !ledger_ended && let Some(done) = ledger_done {
@@ -416,20 +420,15 @@ async fn serve(
     served_pools: &crate::app::place::ServedPools,
     checked: &Checked,
     network: &network::Handle,
+    shutdown: &mut Shutdown,
 ) -> (anyhow::Result<()>, bool) {
-    let mut shutdown = std::pin::pin!(shutdown_signal());
     let mut status = tokio::time::interval(STATUS_INTERVAL);
     let mut provide = tokio::time::interval(PROVIDE_INTERVAL);
     loop {
         tokio::select! {
-            signal = &mut shutdown => {
-                return match signal {
-                    Ok(signal) => {
-                        info!(signal, "shutting down");
-                        (Ok(()), false)
-                    }
-                    Err(error) => (Err(error), false),
-                };
+            signal = shutdown.wait() => {
+                info!(signal, "shutting down");
+                return (Ok(()), false);
             }
             result = wait_done(ledger_done) => {
                 let outcome = result.unwrap_or_else(|| Err(anyhow::anyhow!("the ledger thread ended unexpectedly")));
@@ -469,13 +468,30 @@ async fn wait_done(done: &mut Option<oneshot::Receiver<anyhow::Result<()>>>) -> 
     }
 }
 
-/// Resolves with the signal's name on SIGINT (Ctrl-C) or SIGTERM.
-pub(crate) async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.map(|()| "SIGINT").context("waiting for Ctrl-C"),
-        _ = terminate.recv() => Ok("SIGTERM"),
+/// The node's listeners for SIGINT (Ctrl-C) and SIGTERM. Installed before the node starts anything, so a signal
+/// that arrives while it is still starting (opening the ledger, binding the API) stops it cleanly once it is up,
+/// instead of killing the process with the default action.
+pub(crate) struct Shutdown {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Installs both listeners; needs a tokio runtime (its context entered).
+    pub(crate) fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        })
+    }
+
+    /// Resolves with the signal's name on the first SIGINT or SIGTERM (including one received before this call).
+    pub(crate) async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
     }
 }
 

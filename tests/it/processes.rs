@@ -34,11 +34,13 @@ fn run(dir: &std::path::Path, extra: &[&str]) -> Process {
 
 #[test]
 fn kos_run_stops_cleanly_on_sigterm_and_sigint() {
-    for signal in ["TERM", "INT"] {
+    // Signalled at its first line: a node still starting (ledger, API, subscriptions) stops cleanly too. Three
+    // times each, since the window this guards was a few milliseconds wide.
+    for signal in ["TERM", "INT", "TERM", "INT", "TERM", "INT"] {
         let dir = tempfile::tempdir().unwrap();
         keys(dir.path());
         let mut node = run(dir.path(), &[]);
-        assert!(node.wait_for_line(STARTUP, |line| line.contains("kos node started")).is_some(), "{:?}", node.lines());
+        assert!(node.wait_for_line(STARTUP, |_| true).is_some(), "{:?}", node.lines());
         node.signal(signal).unwrap();
         let status = node.wait(Duration::from_secs(10)).expect("the node did not stop");
         assert!(status.success(), "exit status {status:?}: {:?}", node.lines());

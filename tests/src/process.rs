@@ -58,7 +58,7 @@ impl Process {
             if Instant::now() >= deadline {
                 return None;
             }
-            thread::sleep(Duration::from_millis(50));
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
