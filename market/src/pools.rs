@@ -79,6 +79,8 @@ pub enum Input {
     /// still lets them settle (`ledger_left`: the bid's and the ask's quantity not filled nor cancelled on the
     /// ledger). An offer given back first trades with what crosses it: the outputs are its matches.
     Restore { unsettled: Unsettled, at_fault: Vec<PublicKey>, ledger_left: (u64, u64) },
+    /// The node left the pool: its book and open offers go (its matches awaiting settlement stay, to be judged).
+    Forget { pool: PoolId },
     /// Time passed: clear the auctions whose gate closed and drop expired offers.
     Tick,
 }
@@ -403,7 +405,23 @@ impl Market {
             Input::Restore { unsettled, at_fault, ledger_left } => {
                 self.restore(now_ms, &unsettled, &at_fault, ledger_left)
             }
+            Input::Forget { pool } => {
+                self.forget(&pool);
+                Vec::new()
+            }
             Input::Tick => self.tick(now_ms),
+        }
+    }
+
+    /// Drops a pool's book and open offers.
+    fn forget(&mut self, pool_id: &PoolId) {
+        let Some(pool) = self.pools.remove(pool_id) else { return };
+        let ids: Vec<Id> = match &pool {
+            Pool::Continuous { offers, .. } => offers.keys().copied().collect(),
+            Pool::Interval(auctions) => auctions.starts.keys().copied().collect(),
+        };
+        for id in ids {
+            self.located.remove(&id);
         }
     }
 
@@ -1133,6 +1151,23 @@ mod tests {
         // Nothing of the frozen account's matches any more.
         let bid = offer(3, &continuous, Side::Bid, 100, 60_000);
         assert!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })).is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_pool_takes_its_book_and_offers_with_it_and_leaves_the_others() {
+        let mut market = Market::new(Limits { gate_lead_ms: 60_000, ..Limits::default() });
+        let (continuous, interval) = (pool(0), pool(900));
+        let resting = [offer(1, &continuous, Side::Ask, 100, 50_000), offer(2, &interval, Side::Ask, 100, 10_000)];
+        for envelope in resting.iter().cloned().chain([offer(3, &interval, Side::Bid, 50, 1_000)]) {
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES }).is_empty());
+        }
+        let _ = market.handle(NOW_MS, Input::Forget { pool: interval.clone() });
+        assert_eq!(market.open_offers(), 1);
+        assert_eq!(market.pools().collect::<Vec<_>>(), vec![&continuous]);
+        assert!(market.open_of(&resting[1].author).is_empty(), "no trace of the forgotten pool's offers");
+        // The other pool trades on.
+        let bid = offer(4, &continuous, Side::Bid, 100, 60_000);
+        assert_eq!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })), vec![(100, 50_000)]);
     }
 
     /// Issue 25, defect 1: 256 bids with a 20 s lifetime for a later interval filled their author's places in an

@@ -49,6 +49,12 @@ enum Command {
     Pools {
         reply: oneshot::Sender<Vec<PoolId>>,
     },
+    OwnPools {
+        reply: oneshot::Sender<std::collections::BTreeSet<PoolId>>,
+    },
+    KeepPools {
+        joined: std::collections::BTreeSet<PoolId>,
+    },
 }
 
 /// Why the market did not take an offer in.
@@ -134,6 +140,20 @@ impl Handle {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// The pools the node itself trades in (its own open offers or unsettled matches).
+    pub async fn own_pools(&self) -> std::collections::BTreeSet<PoolId> {
+        let (reply, answer) = oneshot::channel();
+        if self.commands.send(Command::OwnPools { reply }).await.is_err() {
+            return Default::default();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// Drops the books of pools the node is not in any more (`joined` and those it trades in stay).
+    pub async fn keep_pools(&self, joined: std::collections::BTreeSet<PoolId>) {
+        let _ = self.commands.send(Command::KeepPools { joined }).await;
     }
 
     pub fn stats(&self) -> Stats {
@@ -224,6 +244,10 @@ impl Actor {
             Command::Pools { reply } => {
                 let _ = reply.send(self.trader.pools().cloned().collect());
             }
+            Command::OwnPools { reply } => {
+                let _ = reply.send(self.trader.own_pools());
+            }
+            Command::KeepPools { joined } => self.trader.keep_pools(now_ms(), &joined),
         }
     }
 

@@ -15,8 +15,6 @@ use crate::network::{self, Stats, Topic};
 
 /// How often the node logs a status line.
 const STATUS_INTERVAL: Duration = Duration::from_secs(30);
-/// How often the node announces its pools in the DHT again (records of peers that joined later, churn).
-const PROVIDE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Installs the log subscriber: `RUST_LOG` if set, else the config's filter; logs go to stderr.
 pub fn init_logging(filter: &str) {
@@ -100,28 +98,13 @@ async fn enforce_overrides(
     }
 }
 
-/// The pools the node joined through its API or meter and no longer trades in (no open offers in its market) are
-/// left: their topics and DHT announcements are bounded, and would otherwise fill up over a node's life. Configured
-/// pools stay.
-async fn prune_pools(
-    market: &crate::market::Handle,
-    served: &crate::app::place::ServedPools,
-    configured: &[protocol::message::PoolId],
-    network: &network::Handle,
-) {
-    let live: std::collections::BTreeSet<_> = market.pools().await.into_iter().collect();
-    let left: Vec<protocol::message::PoolId> = match served.lock() {
-        Ok(mut pools) => {
-            let left =
-                pools.iter().filter(|pool| !live.contains(*pool) && !configured.contains(*pool)).cloned().collect();
-            pools.retain(|pool| live.contains(pool) || configured.contains(pool));
-            left
-        }
-        Err(_) => Vec::new(),
-    };
-    for pool in left {
-        debug!(%pool, "left a pool with no open offers");
-        network.unsubscribe(Topic::pool(&pool)).await;
+/// Keeps the network's pools and the market's books in step: the pools the node trades in are used now (the
+/// network leaves a pool unused for a while, unless configured), and the books of pools it left are dropped.
+async fn tend_pools(market: &crate::market::Handle, network: &network::Handle) {
+    let own = market.own_pools().await;
+    network.use_pools(own.iter().map(protocol::message::PoolId::digest).collect()).await;
+    if let Ok(joined) = network.pools().await {
+        market.keep_pools(joined.into_iter().map(|view| view.pool).collect()).await;
     }
 }
 
@@ -197,14 +180,11 @@ async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) ->
     let market = ledger.as_ref().map(|ledger| {
         crate::market::spawn(signer.clone(), ledger.clone(), handle.clone(), market::pools::Limits::default())
     });
-    let served_pools: crate::app::place::ServedPools =
-        std::sync::Arc::new(std::sync::Mutex::new(checked.pools.iter().cloned().collect()));
     // The one way the node's own offers are placed, for the API and the home's trader alike.
     let placer = market.as_ref().map(|(market, _)| crate::app::place::Placer {
         signer: signer.clone(),
         network: handle.clone(),
         market: market.clone(),
-        served_pools: served_pools.clone(),
     });
     let meter = match &checked.meter {
         Some(settings) => {
@@ -231,7 +211,6 @@ async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) ->
                 feed,
                 metrics,
                 event_streams: Default::default(),
-                served_pools: served_pools.clone(),
                 placer,
                 jobs: jobs.clone(),
             };
@@ -247,8 +226,7 @@ async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) ->
         market_dropped: 0,
         entries_dropped: 0,
     };
-    let (outcome, ledger_ended) =
-        serve(&mut router, &mut deliveries, &mut ledger_done, &served_pools, &checked, &handle, &mut shutdown).await;
+    let (outcome, ledger_ended) = serve(&mut router, &mut deliveries, &mut ledger_done, &handle, &mut shutdown).await;
     if let Some(ledger) = &ledger {
         ledger.shutdown().await;
         if !ledger_ended && let Some(done) = ledger_done {
@@ -280,8 +258,7 @@ async fn start_network(
         handle.subscribe(Topic::Consensus).await?;
     }
     for pool in pools {
-        handle.subscribe(Topic::pool(pool)).await?;
-        info!(%pool, digest = %pool.digest(), "serving pool");
+        handle.join_pool(pool, true).await.with_context(|| format!("joining the configured pool {pool}"))?;
     }
     Ok((handle, deliveries, task))
 }
@@ -382,19 +359,6 @@ impl Router {
     }
 }
 
-/// Announces the pools the node serves in the DHT (again), each in its own task.
-fn provide_pools(served: &crate::app::place::ServedPools, network: &network::Handle) {
-    let pools: Vec<_> = served.lock().map(|pools| pools.iter().cloned().collect()).unwrap_or_default();
-    for pool in pools {
-        let network = network.clone();
-        tokio::spawn(async move {
-            if let Err(error) = network.provide(pool.digest()).await {
-                warn!(%pool, %error, "announcing the pool in the DHT failed; retrying later");
-            }
-        });
-    }
-}
-
 /// The node's periodic status line.
 async fn log_status(network: &network::Handle, ledger: Option<&crate::ledger::Handle>) {
     let stats = network.stats();
@@ -411,19 +375,16 @@ async fn log_status(network: &network::Handle, ledger: Option<&crate::ledger::Ha
     );
 }
 
-/// The node's main loop: routes gossip, announces pools, logs its status, until a shutdown signal (`Ok`) or the end
+/// The node's main loop: routes gossip, tends its pools, logs its status, until a shutdown signal (`Ok`) or the end
 /// of the ledger thread (its result; the second value is then true).
 async fn serve(
     router: &mut Router,
     deliveries: &mut mpsc::Receiver<network::Delivery>,
     ledger_done: &mut Option<oneshot::Receiver<anyhow::Result<()>>>,
-    served_pools: &crate::app::place::ServedPools,
-    checked: &Checked,
     network: &network::Handle,
     shutdown: &mut Shutdown,
 ) -> (anyhow::Result<()>, bool) {
     let mut status = tokio::time::interval(STATUS_INTERVAL);
-    let mut provide = tokio::time::interval(PROVIDE_INTERVAL);
     loop {
         tokio::select! {
             signal = shutdown.wait() => {
@@ -435,10 +396,9 @@ async fn serve(
                 return (outcome, true);
             }
             Some(delivery) = deliveries.recv() => router.deliver(delivery),
-            _ = provide.tick(), if checked.network.kademlia => provide_pools(served_pools, network),
             _ = status.tick() => {
                 if let Some(market) = &router.market {
-                    prune_pools(market, served_pools, &checked.pools, network).await;
+                    tend_pools(market, network).await;
                 }
                 log_status(network, router.ledger.as_ref()).await;
             }

@@ -341,3 +341,82 @@ fn a_flood_of_unfunded_offers_takes_nothing_from_honest_homes() {
     );
     assert_eq!((status, answer["reason"].as_str()), (402, Some("insufficient_funds")), "{answer}");
 }
+
+/// Issue 26, item 1: a newcomer whose only bootnode is not in the pool (Kademlia on, mDNS off) finds the pool's
+/// providers through the DHT, dials them, receives the book they hold, and its bid is matched and settled on every
+/// ledger.
+#[test]
+fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() {
+    use kos_tests::cluster::Node as Running;
+
+    const POOL: &str = "compute/credit/u33db/0";
+    let root = tempfile::tempdir().unwrap();
+    let keyed: Vec<(PathBuf, String, String)> = ["validator", "seller", "newcomer"]
+        .iter()
+        .map(|name| {
+            let dir = root.path().join(name);
+            let (key, peer) = keys(&dir);
+            (dir, key, peer)
+        })
+        .collect();
+    let genesis = root.path().join("genesis.toml");
+    let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
+    args.extend(["--validator", &keyed[0].1]);
+    for (_, key, _) in &keyed {
+        args.extend(["--fund", key.as_str()]);
+    }
+    kos(&args);
+    for (dir, ..) in &keyed {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+    }
+    let start = |index: usize, bootnodes: &[String], extra: &[&str]| {
+        let (dir, key, peer) = &keyed[index];
+        Running::start(dir, key, peer, bootnodes, extra)
+    };
+    let validator = start(0, &[], &["--log", "info"]);
+    let bootnodes = vec![validator.bootnode()];
+    let seller = start(1, &bootnodes, &["--log", "info,kos::network=debug"]);
+    assert!(wait_until(STARTUP, || seller.height() >= Some(2)), "no blocks");
+    // The seller joins the pool by trading in it: its ask rests in its book, announced in the DHT.
+    let ask = serde_json::json!({"pool": POOL, "side": "ask", "quantity": 2000, "price": "5"});
+    let (status, answer) = seller.post("/offers", &ask);
+    assert_eq!(status, 202, "{answer}");
+    let announced = || {
+        seller.get("/status").is_some_and(|status| {
+            status["pools"].as_array().is_some_and(|pools| pools.iter().any(|pool| !pool["announced_ms"].is_null()))
+        })
+    };
+    assert!(wait_until(Duration::from_secs(20), announced), "the seller never announced the pool");
+
+    // The newcomer names the pool in its configuration and knows only the validator, which is not in the pool.
+    let newcomer = start(2, &bootnodes, &["--pool", POOL, "--log", "info,kos::network=debug"]);
+    let book = || newcomer.get(&format!("/pools/book?pool={POOL}")).unwrap_or_default();
+    let holds_the_ask =
+        wait_until(Duration::from_secs(20), || book()["book"]["asks"].as_array().is_some_and(|asks| !asks.is_empty()));
+    assert!(
+        holds_the_ask,
+        "the newcomer never received the pool's book: {}\n{:#?}",
+        newcomer.get("/status").unwrap_or_default(),
+        newcomer.process.lines()
+    );
+    let status = newcomer.get("/status").unwrap();
+    let pool = &status["pools"][0];
+    assert_eq!(pool["pool"], POOL, "{status}");
+    assert!(pool["providers"].as_u64() >= Some(1) && !pool["book_filled_ms"].is_null(), "{status}");
+    assert!(pool["offers_fetched"].as_u64() >= Some(1), "{status}");
+    let validator_pools = validator.get("/status").unwrap()["served_pools"].clone();
+    assert_eq!(validator_pools, serde_json::json!([]), "the bootnode is not in the pool");
+
+    // The newcomer's bid meets the ask: 2 units at 5 credits, settled on every ledger.
+    let bid = serde_json::json!({"pool": POOL, "side": "bid", "quantity": 2000, "price": "7"});
+    let (status, answer) = newcomer.post("/offers", &bid);
+    assert_eq!(status, 202, "{answer}");
+    let (seller_key, buyer_key) = (seller.key.clone(), newcomer.key.clone());
+    let settled = wait_until(Duration::from_secs(30), || {
+        [&validator, &seller, &newcomer].iter().all(|node| {
+            balance(&node.api, &seller_key) == Some(FUNDS + 10_000)
+                && balance(&node.api, &buyer_key) == Some(FUNDS - 10_000)
+        })
+    });
+    assert!(settled, "the newcomer's trade did not settle: {:#?}", seller.process.lines());
+}

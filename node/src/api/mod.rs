@@ -59,7 +59,6 @@ pub struct Context {
     pub event_streams: live::Streams,
     /// The pools this node serves: its config's, and those it first trades in through the API. The node announces
     /// them in the DHT (again every few minutes).
-    pub served_pools: crate::app::place::ServedPools,
     /// Places the node's own offers (the one way, shared with the home's trader); none without a market.
     pub placer: Option<crate::app::place::Placer>,
     /// Open jobs heard on the jobs topic or committed.
@@ -471,13 +470,61 @@ pub struct Status {
     peers: usize,
     /// Gossip topics joined.
     topics: usize,
-    /// The pools this node serves and announces in the DHT.
+    /// The pools this node is in (and announces in the DHT).
     served_pools: Vec<String>,
+    /// The same pools, with what discovery knows of each.
+    pools: Vec<JoinedPool>,
     /// The addresses it listens on.
     listen: Vec<String>,
     /// Its ledger (null without a genesis file).
     ledger: Option<LedgerStatus>,
     gossip: GossipCounts,
+}
+
+/// A pool the node is in: how it finds the pool's peers and book (PROTOCOL.md §9, "Finding a pool").
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct JoinedPool {
+    /// `resource/token/cell/interval_s`.
+    pool: String,
+    /// Named in the node's configuration: never left. Any other pool is left after two hours without an offer or
+    /// match of the node's own in it.
+    pinned: bool,
+    /// When the node joined it, Unix milliseconds.
+    joined_ms: u64,
+    /// When the node last traded in it (an open offer or unsettled match of its own), Unix milliseconds.
+    used_ms: u64,
+    /// Providers its last DHT lookup found (this node aside).
+    providers: usize,
+    /// Peers in the node's gossip mesh for it.
+    mesh: usize,
+    /// Connected peers subscribed to its topic.
+    subscribed: usize,
+    /// When peers last sent the node the pool's recent offers, Unix milliseconds (null: never yet).
+    book_filled_ms: Option<u64>,
+    /// Offers new to the node in that answer.
+    offers_fetched: u64,
+    /// DHT lookups of its providers so far.
+    lookups: u64,
+    /// When the node last announced itself as its provider in the DHT, Unix milliseconds (null: not yet, or no DHT).
+    announced_ms: Option<u64>,
+}
+
+impl From<crate::network::discovery::PoolView> for JoinedPool {
+    fn from(view: crate::network::discovery::PoolView) -> Self {
+        JoinedPool {
+            pool: view.pool.to_string(),
+            pinned: view.pinned,
+            joined_ms: view.joined_ms,
+            used_ms: view.used_ms,
+            providers: view.providers,
+            mesh: view.mesh,
+            subscribed: view.subscribed,
+            book_filled_ms: view.book_filled_ms,
+            offers_fetched: view.offers_fetched,
+            lookups: view.lookups,
+            announced_ms: view.announced_ms,
+        }
+    }
 }
 
 /// Where the node's ledger is.
@@ -531,8 +578,9 @@ async fn status(State(context): State<Context>) -> Json<Status> {
             equivocations: status.equivocations,
         }
     });
-    let served_pools: Vec<String> =
-        context.served_pools.lock().map(|pools| pools.iter().map(ToString::to_string).collect()).unwrap_or_default();
+    let pools: Vec<JoinedPool> =
+        context.network.pools().await.unwrap_or_default().into_iter().map(JoinedPool::from).collect();
+    let served_pools = pools.iter().map(|pool| pool.pool.clone()).collect();
     let stats = context.network.stats();
     Json(Status {
         network: context.network.network().as_str().to_owned(),
@@ -542,6 +590,7 @@ async fn status(State(context): State<Context>) -> Json<Status> {
         peers: info.as_ref().map_or(0, |info| info.peers.len()),
         topics: info.as_ref().map_or(0, |info| info.topics),
         served_pools,
+        pools,
         listen: info.map(|info| info.listen.iter().map(ToString::to_string).collect()).unwrap_or_default(),
         ledger,
         gossip: GossipCounts {

@@ -5,36 +5,20 @@
 //! 2. checked as every receiver checks it (`protocol::validate`): nothing invalid leaves the node;
 //! 3. taken into the node's market (the pool's token and rules, the account not frozen, the pool's bounds): an
 //!    offer the node's own market refuses is neither announced nor gossiped;
-//! 4. the pool's topic joined and, the first time the node trades in a pool, the pool announced in the DHT (so that
-//!    strangers trading in it find this node);
+//! 4. the pool joined (or, if the node is in it, used): its topic subscribed, the pool announced in the DHT so that
+//!    strangers trading in it find this node, its providers looked up and its book fetched (`network::discovery`);
 //! 5. gossiped on the pool's topic (`published` is false when no peer is in the topic yet: the offer stands in this
 //!    node's book either way).
 //!
 //! Barter offers follow the same steps on the barter topic (the board takes them; no pool is announced).
 
-use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use protocol::message::{BarterOffer, Body, Offer, PoolId};
+use protocol::message::{BarterOffer, Body, Offer};
 use protocol::{Envelope, Id};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::network::{self, Topic};
-
-/// Most pools a node serves (announces in the DHT).
-pub const SERVED_POOLS_MAX: usize = 256;
-
-/// The pools a node serves, shared by the placing of offers and the node's announce loop.
-pub type ServedPools = Arc<Mutex<BTreeSet<PoolId>>>;
-
-/// Adds a pool to the served set; `true` when it is new there (and fits).
-pub fn serve_pool(pools: &ServedPools, pool: &PoolId) -> bool {
-    let Ok(mut pools) = pools.lock() else { return false };
-    if pools.contains(pool) || pools.len() >= SERVED_POOLS_MAX {
-        return false;
-    }
-    pools.insert(pool.clone())
-}
 
 /// Why an offer of this node was not placed.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +43,12 @@ pub struct Placed {
     pub published: bool,
 }
 
-/// What placing an offer needs: the node's signer, network and market, and the pools it serves.
+/// What placing an offer needs: the node's signer, network and market.
 #[derive(Clone)]
 pub struct Placer {
     pub signer: Arc<crate::signer::Signer>,
     pub network: network::Handle,
     pub market: crate::market::Handle,
-    pub served_pools: ServedPools,
 }
 
 impl Placer {
@@ -75,23 +58,13 @@ impl Placer {
         let envelope = self.signed(Body::Offer(offer), "offer", created_ms, expires_ms)?;
         self.market.place(envelope.clone()).await?;
         let topic = Topic::pool(&pool);
-        let joined = match self.network.subscribe(topic).await {
+        let joined = match self.network.join_pool(&pool, false).await {
             Ok(()) => true,
             Err(problem) => {
-                warn!(%pool, %problem, "not joining the pool's topic");
+                warn!(%pool, %problem, "not joining the pool");
                 false
             }
         };
-        // A pool the node trades in for the first time is announced in the DHT, so that its peers find this node.
-        if joined && serve_pool(&self.served_pools, &pool) {
-            let (network, digest) = (self.network.clone(), pool.digest());
-            tokio::spawn(async move {
-                match network.provide(digest).await {
-                    Ok(()) => info!(%pool, "serving pool (announced in the DHT)"),
-                    Err(problem) => debug!(%pool, %problem, "announcing the pool in the DHT"),
-                }
-            });
-        }
         let published = joined && self.gossip(&envelope, topic, "offer").await?;
         Ok(Placed { id: envelope.id(), envelope, published })
     }

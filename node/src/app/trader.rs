@@ -218,6 +218,22 @@ impl Trader {
         self.market.pools()
     }
 
+    /// The pools the node itself trades in: its own open offers and unsettled matches are there.
+    pub fn own_pools(&self) -> BTreeSet<PoolId> {
+        self.open_of(&self.me).into_iter().map(|offer| offer.pool).collect()
+    }
+
+    /// Drops the books of the pools the node is no longer in (those it trades in stay): it receives nothing of
+    /// them any more, so they would only go stale.
+    pub fn keep_pools(&mut self, now_ms: u64, joined: &BTreeSet<PoolId>) {
+        let own = self.own_pools();
+        let gone: Vec<PoolId> =
+            self.market.pools().filter(|pool| !joined.contains(*pool) && !own.contains(*pool)).cloned().collect();
+        for pool in gone {
+            let _ = self.market.handle(now_ms, ::market::pools::Input::Forget { pool });
+        }
+    }
+
     /// The one entry point: an input at `now_ms`, and what the shell must do about it.
     pub fn handle(&mut self, now_ms: u64, input: Input<'_>) -> Vec<Output> {
         match input {

@@ -251,6 +251,27 @@ pub fn status(client: &Client) -> anyhow::Result<()> {
         "gossip: accepted {}, rejected {}, throttled {}, fuel-throttled {}",
         gossip["accepted"], gossip["rejected"], gossip["throttled"], gossip["fuel_throttled"]
     )?;
+    let pools = status["pools"].as_array().cloned().unwrap_or_default();
+    if !pools.is_empty() {
+        writeln!(out, "pools ({}):", pools.len())?;
+    }
+    let now_ms = crate::clock::now_ms();
+    let ago = |value: &Value| match value.as_u64() {
+        Some(ms) => format!("{} s ago", now_ms.saturating_sub(ms) / 1000),
+        None => "never".to_owned(),
+    };
+    for pool in pools {
+        writeln!(
+            out,
+            "  {}{}: {} providers known, {} mesh peers ({} subscribed), book last filled {}",
+            text(&pool["pool"]),
+            if pool["pinned"] == json!(true) { " (configured)" } else { "" },
+            pool["providers"],
+            pool["mesh"],
+            pool["subscribed"],
+            ago(&pool["book_filled_ms"]),
+        )?;
+    }
     Ok(())
 }
 

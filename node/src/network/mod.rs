@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod budget;
+pub mod discovery;
 pub mod local;
 pub mod replay;
 mod swarm;
@@ -239,6 +240,8 @@ pub enum Error {
     Request(PeerId, String),
     #[error("this node already takes part in {0} topics, the most it joins")]
     TooManyTopics(usize),
+    #[error(transparent)]
+    Join(#[from] discovery::JoinError),
 }
 
 /// What the node knows about its place in the network.
@@ -257,6 +260,9 @@ pub(crate) enum Command {
     Publish { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, Error>> },
     Subscribe { topic: Topic, reply: oneshot::Sender<Result<(), Error>> },
     Unsubscribe { topic: Topic },
+    JoinPool { pool: protocol::message::PoolId, pinned: bool, reply: oneshot::Sender<Result<(), Error>> },
+    UsePools { pools: Vec<Id> },
+    Pools { reply: oneshot::Sender<Vec<discovery::PoolView>> },
     Provide { key: Id, reply: oneshot::Sender<Result<(), Error>> },
     FindProviders { key: Id, reply: oneshot::Sender<Result<Vec<PeerId>, Error>> },
     Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
@@ -380,6 +386,23 @@ impl Handle {
     /// Stops receiving (and forwarding) a topic's messages.
     pub async fn unsubscribe(&self, topic: Topic) {
         let _ = self.commands.send(Command::Unsubscribe { topic }).await;
+    }
+
+    /// Joins a pool (PROTOCOL.md §9, "Finding a pool"): subscribes to its topic, announces it in the DHT, finds
+    /// its providers and its book ([`discovery`]). A `pinned` pool (named in the configuration) is never left; any
+    /// other is left after [`discovery::POOL_IDLE_MS`] without use. Joining a pool the node is in is using it.
+    pub async fn join_pool(&self, pool: &protocol::message::PoolId, pinned: bool) -> Result<(), Error> {
+        self.ask(|reply| Command::JoinPool { pool: pool.clone(), pinned, reply }).await?
+    }
+
+    /// The node used these pools now (it has open offers or unsettled matches there).
+    pub async fn use_pools(&self, pools: Vec<Id>) {
+        let _ = self.commands.send(Command::UsePools { pools }).await;
+    }
+
+    /// The pools the node is in, with what discovery knows of each.
+    pub async fn pools(&self) -> Result<Vec<discovery::PoolView>, Error> {
+        self.ask(|reply| Command::Pools { reply }).await
     }
 
     /// Checks a message as any receiver would (stateless validation, PROTOCOL.md §6) at `now_ms`.

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::admission::{self, Admission, Ignored, Verdict};
+use super::discovery::{Discovery, Effect, Observed};
 use super::{
     Command, Config, Delivery, Error, Handle, Info, RECENT_OFFERS_PER_POOL_MAX, RECENT_OFFERS_PER_RESPONSE_MAX,
     Request, Response, Stats, Topic,
@@ -331,6 +332,7 @@ pub async fn spawn(
             now_ms(),
         ),
         kademlia_protocol: kademlia_protocol(&config)?,
+        discovery: Discovery::new(config.peers_max, config.kademlia),
         swarm,
         config,
         stats,
@@ -338,6 +340,8 @@ pub async fn spawn(
         listen,
         topics: HashMap::new(),
         penalties: HashMap::new(),
+        lookups: HashMap::new(),
+        fetches: HashMap::new(),
         provider_queries: HashMap::new(),
         find_queries: HashMap::new(),
         requests: HashMap::new(),
@@ -365,7 +369,14 @@ struct Task {
     topics: HashMap<TopicHash, Topic>,
     /// Decaying count of over-budget messages per connected peer (the application score is its negative).
     penalties: HashMap<PeerId, f64>,
-    provider_queries: HashMap<kad::QueryId, oneshot::Sender<Result<(), Error>>>,
+    /// The pools the node is in, and what it does to find their peers and books (PROTOCOL.md §9).
+    discovery: Discovery<PeerId>,
+    /// Discovery's provider lookups in flight (at most [`super::discovery::LOOKUPS_MAX`]).
+    lookups: HashMap<kad::QueryId, Lookup>,
+    /// Discovery's requests for a pool's recent offers in flight (at most [`super::discovery::FETCHES_MAX`]).
+    fetches: HashMap<request_response::OutboundRequestId, Id>,
+    /// Announcements in flight: the pool's key, and who waits for the outcome (none for discovery's own).
+    provider_queries: HashMap<kad::QueryId, (Id, Option<Reply<()>>)>,
     find_queries: HashMap<kad::QueryId, FindQuery>,
     /// Our requests in flight (at most [`QUERIES_MAX`]).
     requests: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Response, Error>>>,
@@ -383,8 +394,21 @@ const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the node dials the bootnodes it is not connected to (after a restart of theirs, or a partition).
 const REDIAL_BOOTNODES_TICKS: u64 = 10;
 
+/// Where a command's outcome goes.
+type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
 /// A provider search in flight: the providers found so far and who waits for them.
 type FindQuery = (HashSet<PeerId>, oneshot::Sender<Result<Vec<PeerId>, Error>>);
+
+/// A lookup of a pool's providers for discovery: providers are dialed while the query runs, since only the query
+/// holds the addresses their records came with.
+struct Lookup {
+    pool: Id,
+    dial_max: usize,
+    exclude: HashSet<PeerId>,
+    providers: HashSet<PeerId>,
+    dialed: Vec<PeerId>,
+}
 
 /// A gossip message past its sender's budget, waiting for its batch to be validated.
 struct Gossip {
@@ -447,13 +471,13 @@ impl Task {
             Command::Subscribe { topic, reply } => {
                 let _ = reply.send(self.subscribe(topic));
             }
-            Command::Unsubscribe { topic } => {
-                let gossip_topic = self.gossip_topic(&topic);
-                self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossip_topic);
-                self.topics.remove(&gossip_topic.hash());
-                if let Topic::Pool(digest) = topic {
-                    self.recent.remove(&digest);
-                }
+            Command::Unsubscribe { topic } => self.unsubscribe(topic),
+            Command::JoinPool { pool, pinned, reply } => {
+                let _ = reply.send(self.join_pool(&pool, pinned));
+            }
+            Command::UsePools { pools } => self.discovery.used(&pools, now_ms()),
+            Command::Pools { reply } => {
+                let _ = reply.send(self.discovery.views());
             }
             Command::Provide { key, reply } => self.provide(&key, reply),
             Command::FindProviders { key, reply } => self.find_providers(&key, reply),
@@ -536,22 +560,160 @@ impl Task {
 
     /// Announces this node as a provider of `key` in the DHT (bounded: [`QUERIES_MAX`] at once).
     fn provide(&mut self, key: &Id, reply: oneshot::Sender<Result<(), Error>>) {
-        match self.swarm.behaviour_mut().kademlia.as_mut() {
-            None => {
-                let _ = reply.send(Err(Error::NoDht));
-            }
-            Some(_) if self.provider_queries.len() >= QUERIES_MAX => {
-                let _ = reply.send(Err(Error::Busy(QUERIES_MAX)));
-            }
-            Some(kademlia) => match kademlia.start_providing(RecordKey::new(&key.0)) {
-                Ok(query) => {
-                    self.provider_queries.insert(query, reply);
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(Error::Publish(error.to_string())));
-                }
-            },
+        if let Err(error) = self.start_providing(key, Some(reply)) {
+            // The reply went back with the error; discovery retries its own pools.
+            debug!(%error, "announcing in the DHT");
         }
+    }
+
+    /// Starts an announcement; on an error, `reply` (if any) has been answered with it.
+    fn start_providing(&mut self, key: &Id, reply: Option<oneshot::Sender<Result<(), Error>>>) -> Result<(), String> {
+        let started = match self.swarm.behaviour_mut().kademlia.as_mut() {
+            None => Err(Error::NoDht),
+            Some(_) if self.provider_queries.len() >= QUERIES_MAX => Err(Error::Busy(QUERIES_MAX)),
+            Some(kademlia) => {
+                kademlia.start_providing(RecordKey::new(&key.0)).map_err(|error| Error::Publish(error.to_string()))
+            }
+        };
+        match started {
+            Ok(query) => {
+                self.provider_queries.insert(query, (*key, reply));
+                Ok(())
+            }
+            Err(error) => {
+                let text = error.to_string();
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(error));
+                }
+                Err(text)
+            }
+        }
+    }
+
+    /// Joins a pool: its topic, and discovery's care (announced, looked up and its book fetched at once).
+    fn join_pool(&mut self, pool: &protocol::message::PoolId, pinned: bool) -> Result<(), Error> {
+        let (digest, now_ms) = (pool.digest(), now_ms());
+        let new = !self.discovery.contains(&digest);
+        self.discovery.join(pool, pinned, now_ms)?;
+        if new {
+            if let Err(error) = self.subscribe(Topic::Pool(digest)) {
+                self.discovery.forget(&digest);
+                return Err(error);
+            }
+            info!(%pool, digest = %digest, pinned, "joined pool");
+            self.run_discovery(now_ms);
+        }
+        Ok(())
+    }
+
+    /// Leaves a topic; a pool's also leaves discovery and the DHT's announcements of this node.
+    fn unsubscribe(&mut self, topic: Topic) {
+        let gossip_topic = self.gossip_topic(&topic);
+        self.swarm.behaviour_mut().gossipsub.unsubscribe(&gossip_topic);
+        self.topics.remove(&gossip_topic.hash());
+        if let Topic::Pool(digest) = topic {
+            self.recent.remove(&digest);
+            self.discovery.forget(&digest);
+            if let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() {
+                kademlia.stop_providing(&RecordKey::new(&digest.0));
+            }
+        }
+    }
+
+    /// Tells discovery what gossip sees of each pool, and carries out what it decides.
+    fn run_discovery(&mut self, now_ms: u64) {
+        let pools: Vec<(Id, TopicHash)> = self
+            .discovery
+            .pools()
+            .map(|(digest, _)| (*digest, self.gossip_topic(&Topic::Pool(*digest)).hash()))
+            .collect();
+        if !pools.is_empty() {
+            let gossipsub = &self.swarm.behaviour().gossipsub;
+            let mut subscribed: HashMap<&TopicHash, Vec<PeerId>> = HashMap::new();
+            for (peer, topics) in gossipsub.all_peers() {
+                for topic in topics {
+                    subscribed.entry(topic).or_default().push(*peer);
+                }
+            }
+            for (digest, hash) in &pools {
+                let mesh = gossipsub.mesh_peers(hash).copied().collect();
+                let subscribed = subscribed.remove(hash).unwrap_or_default();
+                self.discovery.observe(digest, Observed { mesh, subscribed });
+            }
+        }
+        let connected = self.swarm.network_info().num_peers();
+        self.discovery.tick(connected, self.config.peers_max, now_ms);
+        while let Some(effect) = self.discovery.poll() {
+            self.discover(effect, now_ms);
+        }
+    }
+
+    /// Carries out one of discovery's effects.
+    fn discover(&mut self, effect: Effect<PeerId>, now_ms: u64) {
+        match effect {
+            Effect::Provide(digest) => {
+                if let Err(error) = self.start_providing(&digest, None) {
+                    debug!(pool = %digest, %error, "announcing the pool in the DHT; retrying soon");
+                    self.discovery.provided(&digest, false, now_ms);
+                }
+            }
+            Effect::Lookup { pool, dial_max, exclude } => match self.swarm.behaviour_mut().kademlia.as_mut() {
+                Some(kademlia) if self.lookups.len() < QUERIES_MAX => {
+                    let query = kademlia.get_providers(RecordKey::new(&pool.0));
+                    let exclude = exclude.into_iter().collect();
+                    let lookup = Lookup { pool, dial_max, exclude, providers: HashSet::new(), dialed: Vec::new() };
+                    self.lookups.insert(query, lookup);
+                }
+                _ => self.discovery.found(&pool, Vec::new()),
+            },
+            Effect::Fetch { pool, peer } => {
+                let limit = u32::try_from(RECENT_OFFERS_PER_RESPONSE_MAX).unwrap_or(u32::MAX);
+                let request = Request::RecentOffers { pool: pool.0, limit };
+                let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+                self.fetches.insert(id, pool);
+            }
+            Effect::Leave(pool) => {
+                info!(%pool, "left a pool unused for a while");
+                self.unsubscribe(Topic::pool(&pool));
+            }
+        }
+    }
+
+    /// A peer's answer with a pool's recent offers: each goes through the door as if gossiped (validated, its author's
+    /// fuel charged, seen once), and on to the node's market. Invalid ones count against the peer.
+    fn on_fetched(&mut self, pool: Id, peer: PeerId, response: Response) {
+        let now_ms = now_ms();
+        let offers = match response {
+            Response::RecentOffers { offers } => offers,
+            Response::Refused { reason } => {
+                debug!(%peer, %reason, "a peer refused the pool's recent offers");
+                return self.discovery.fetched(&pool, None, now_ms);
+            }
+            Response::Blocks { .. } => return self.discovery.fetched(&pool, None, now_ms),
+        };
+        let offers: Vec<Vec<u8>> =
+            offers.into_iter().take(RECENT_OFFERS_PER_RESPONSE_MAX).map(serde_bytes::ByteBuf::into_vec).collect();
+        let slices: Vec<&[u8]> = offers.iter().map(Vec::as_slice).collect();
+        let results = protocol::validate_batch(&slices, &self.config.validation, now_ms);
+        let (mut taken, mut invalid) = (0u64, 0u32);
+        for (bytes, result) in offers.into_iter().zip(results) {
+            if result.as_ref().is_ok_and(|validated| validated.envelope.kind() != protocol::Kind::Offer) {
+                Stats::bump(&self.stats.rejected);
+                invalid += 1;
+                continue;
+            }
+            match self.door(peer, bytes, Topic::Pool(pool), result, now_ms) {
+                MessageAcceptance::Accept => taken += 1,
+                MessageAcceptance::Reject => invalid += 1,
+                MessageAcceptance::Ignore => {}
+            }
+        }
+        if invalid > 0 {
+            debug!(%peer, invalid, "a peer answered with offers that are not valid");
+            *self.penalties.entry(peer).or_insert(0.0) += f64::from(invalid);
+        }
+        debug!(%peer, pool = %pool, taken, "the pool's recent offers");
+        self.discovery.fetched(&pool, Some(taken), now_ms);
     }
 
     /// Looks up the providers of `key` in the DHT (bounded: [`QUERIES_MAX`] at once).
@@ -665,13 +827,18 @@ impl Task {
                     let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
                 }
                 request_response::Message::Response { request_id, response } => {
-                    if let Some(reply) = self.requests.remove(&request_id) {
+                    if let Some(pool) = self.fetches.remove(&request_id) {
+                        self.on_fetched(pool, peer, response);
+                    } else if let Some(reply) = self.requests.remove(&request_id) {
                         let _ = reply.send(Ok(response));
                     }
                 }
             },
             request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
-                if let Some(reply) = self.requests.remove(&request_id) {
+                if let Some(pool) = self.fetches.remove(&request_id) {
+                    debug!(%peer, %error, "asking a peer for the pool's recent offers");
+                    self.discovery.fetched(&pool, None, now_ms());
+                } else if let Some(reply) = self.requests.remove(&request_id) {
                     let _ = reply.send(Err(Error::Request(peer, error.to_string())));
                 }
             }
@@ -751,6 +918,7 @@ impl Task {
     /// Once a second: decay the over-budget penalties and hand them to gossipsub as application scores.
     fn on_tick(&mut self) {
         self.ticks += 1;
+        self.run_discovery(now_ms());
         if self.ticks.is_multiple_of(REDIAL_BOOTNODES_TICKS) {
             self.redial_bootnodes();
         }
@@ -824,6 +992,7 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 info!(peer = %peer_id, "disconnected");
+                self.discovery.disconnected(&peer_id, false, now_ms());
                 self.admission.forget_peer(&peer_id);
                 self.penalties.remove(&peer_id);
             }
@@ -849,6 +1018,9 @@ impl Task {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id.filter(|peer| !self.swarm.is_connected(peer)) {
+                    self.discovery.disconnected(&peer, true, now_ms());
+                }
             }
             _ => {}
         }
@@ -995,13 +1167,19 @@ impl Task {
         let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event else { return };
         match result {
             kad::QueryResult::StartProviding(result) => {
-                if let Some(reply) = self.provider_queries.remove(&id) {
-                    let _ = reply.send(result.map(|_| ()).map_err(|error| Error::Publish(error.to_string())));
+                if let Some((key, reply)) = self.provider_queries.remove(&id) {
+                    self.discovery.provided(&key, result.is_ok(), now_ms());
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result.map(|_| ()).map_err(|error| Error::Publish(error.to_string())));
+                    }
                 }
             }
             kad::QueryResult::GetProviders(result) => {
                 let finished = step.last
                     || matches!(result, Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_));
+                if self.lookups.contains_key(&id) {
+                    return self.on_lookup(id, result, finished);
+                }
                 if let (Some((found, _)), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
                     (self.find_queries.get_mut(&id), &result)
                 {
@@ -1012,6 +1190,45 @@ impl Task {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Task {
+    /// A step of a discovery lookup: providers this node is not connected to are dialed now, while the query still
+    /// holds their addresses (within the lookup's budget); at its end, discovery hears what was found.
+    fn on_lookup(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, finished: bool) {
+        let local = *self.swarm.local_peer_id();
+        if let (Some(lookup), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
+            (self.lookups.get_mut(&id), &result)
+        {
+            for peer in providers.iter().filter(|peer| **peer != local) {
+                if lookup.providers.len() < super::discovery::PROVIDERS_PER_POOL_MAX {
+                    lookup.providers.insert(*peer);
+                }
+                if lookup.dialed.len() >= lookup.dial_max
+                    || lookup.exclude.contains(peer)
+                    || self.swarm.is_connected(peer)
+                    || lookup.dialed.contains(peer)
+                {
+                    continue;
+                }
+                let options = libp2p::swarm::dial_opts::DialOpts::peer_id(*peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                match self.swarm.dial(options) {
+                    Ok(()) => {
+                        debug!(%peer, pool = %lookup.pool, "dialing a provider of the pool");
+                        lookup.dialed.push(*peer);
+                        self.discovery.dialing(*peer);
+                    }
+                    Err(error) => debug!(%peer, %error, "dialing a provider of the pool"),
+                }
+            }
+        }
+        if finished && let Some(lookup) = self.lookups.remove(&id) {
+            debug!(pool = %lookup.pool, providers = lookup.providers.len(), dialed = lookup.dialed.len(), "pool lookup");
+            self.discovery.found(&lookup.pool, lookup.providers.into_iter().collect());
         }
     }
 }

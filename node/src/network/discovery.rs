@@ -1,0 +1,585 @@
+//! Pool discovery (PROTOCOL.md §9, "Finding a pool"): which pools the node is in, and what it does for each of them.
+//! A sans-IO state machine, run by the network task: inputs in ([`Discovery::join`], [`Discovery::observe`], what
+//! came of its effects), effects out ([`Discovery::poll`]); time is passed in.
+//!
+//! For every pool it joins, the node
+//! 1. announces itself as a provider in the DHT, again every [`PROVIDE_INTERVAL_MS`] (and soon after a failure);
+//! 2. looks the pool's providers up in the DHT at once, and again while fewer than [`MESH_MIN`] of its peers are in
+//!    the pool's gossip mesh, backing off from [`LOOKUP_BACKOFF_MIN_MS`] to [`LOOKUP_BACKOFF_MAX_MS`];
+//! 3. dials, during a lookup, providers it is not connected to: at most [`DIALS_PER_LOOKUP_MAX`] a lookup, never
+//!    more peers for pools than [`POOL_PEERS_SHARE_PERCENT`] of `peers_max`, and not a peer whose dial failed in the
+//!    last [`DIAL_RETRY_MS`];
+//! 4. fetches the pool's recent offers from up to [`FETCH_PEERS_MAX`] peers in the pool as soon as it has one, so
+//!    that a newcomer holds the book at once, and again when its mesh for the pool was empty and fills again;
+//! 5. leaves a pool it has not used for [`POOL_IDLE_MS`] (unsubscribes, stops announcing, forgets the book). A pool
+//!    named in the node's configuration is never left.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use protocol::Id;
+use protocol::message::PoolId;
+
+/// Most pools a node is in at once: gossip topics are bounded ([`super::TOPICS_MAX`]), and a few are the node's
+/// own (ledger, bundles, consensus, readings, barter, jobs).
+pub const POOLS_MAX: usize = super::TOPICS_MAX - 8;
+/// Fewer of the node's peers than this in a pool's mesh, and it looks for more.
+pub const MESH_MIN: usize = 2;
+/// The first wait before a lookup is repeated; it doubles up to [`LOOKUP_BACKOFF_MAX_MS`].
+pub const LOOKUP_BACKOFF_MIN_MS: u64 = 5_000;
+/// The longest wait between two lookups of a pool whose mesh stays too small.
+pub const LOOKUP_BACKOFF_MAX_MS: u64 = PROVIDE_INTERVAL_MS;
+/// How often the node announces each of its pools in the DHT again (records of peers that joined later, churn).
+pub const PROVIDE_INTERVAL_MS: u64 = 600_000;
+/// Providers dialed during one lookup.
+pub const DIALS_PER_LOOKUP_MAX: usize = 3;
+/// The share of `peers_max` that peers dialed for pools may take, in percent: the rest stays for the ledger's
+/// validators, bootnodes and peers that dial in.
+pub const POOL_PEERS_SHARE_PERCENT: u32 = 25;
+/// A provider whose dial failed is not dialed again for this long.
+pub const DIAL_RETRY_MS: u64 = 60_000;
+/// Failed dials remembered at once (the oldest is forgotten first).
+pub const FAILED_DIALS_MAX: usize = 256;
+/// Peers asked for a pool's recent offers when the node's book of it needs filling.
+pub const FETCH_PEERS_MAX: usize = 2;
+/// Lookups in flight at once, over all pools.
+pub const LOOKUPS_MAX: usize = 8;
+/// Fetches in flight at once, over all pools.
+pub const FETCHES_MAX: usize = 8;
+/// Providers remembered per pool (Kademlia keeps as many per key).
+pub const PROVIDERS_PER_POOL_MAX: usize = 20;
+/// A pool the node has not used (no open offer or unsettled match of its own, no offer placed) for this long is
+/// left, unless its configuration names it: two energy intervals of an hour.
+pub const POOL_IDLE_MS: u64 = 2 * 3_600_000;
+/// Effects waiting to be polled; [`Discovery::tick`] stops producing when this many wait.
+pub const EFFECTS_MAX: usize = 4 * POOLS_MAX;
+
+/// What the network task does for discovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect<P> {
+    /// Announce the node as a provider of the pool.
+    Provide(Id),
+    /// Look up the pool's providers and dial up to `dial_max` of them the node is not connected to, none of
+    /// `exclude`; answer with [`Discovery::found`].
+    Lookup { pool: Id, dial_max: usize, exclude: Vec<P> },
+    /// Ask `peer` for the pool's recent offers, take them in as gossip, answer with [`Discovery::fetched`].
+    Fetch { pool: Id, peer: P },
+    /// Leave the pool: unsubscribe, stop announcing, forget its book.
+    Leave(PoolId),
+}
+
+/// What the node's gossip layer says of a pool at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed<P> {
+    /// Peers in the node's mesh for the pool's topic.
+    pub mesh: Vec<P>,
+    /// Connected peers subscribed to the pool's topic (the mesh among them).
+    pub subscribed: Vec<P>,
+}
+
+/// A pool as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolView {
+    pub pool: PoolId,
+    /// Named in the node's configuration: never left.
+    pub pinned: bool,
+    pub joined_ms: u64,
+    pub used_ms: u64,
+    /// Providers the last lookup found (this node aside).
+    pub providers: usize,
+    pub mesh: usize,
+    pub subscribed: usize,
+    /// When peers last answered with the pool's recent offers (`None`: never).
+    pub book_filled_ms: Option<u64>,
+    /// Offers taken from the last answers.
+    pub offers_fetched: u64,
+    pub lookups: u64,
+    /// When it is looked up next, if its mesh is still too small then.
+    pub next_lookup_ms: u64,
+    pub announced_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+struct Pool<P> {
+    pool: PoolId,
+    pinned: bool,
+    joined_ms: u64,
+    used_ms: u64,
+    providers: BTreeSet<P>,
+    observed: Observed<P>,
+    /// A lookup of this pool is in flight.
+    looking: bool,
+    lookups: u64,
+    next_lookup_ms: u64,
+    backoff_ms: u64,
+    /// The mesh was big enough at the last observation (a fall below restarts the backoff).
+    satisfied: bool,
+    next_provide_ms: u64,
+    provide_backoff_ms: u64,
+    announced_ms: Option<u64>,
+    /// The book needs filling from peers (joined, or the mesh came back after being empty).
+    fill: bool,
+    /// Peers asked for this fill, answered or not.
+    asked: BTreeSet<P>,
+    fetching: usize,
+    book_filled_ms: Option<u64>,
+    offers_fetched: u64,
+}
+
+/// Why a pool was not joined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("the node is in {0} pools already, the most it joins")]
+    TooMany(usize),
+}
+
+/// The discovery state of every pool the node is in.
+#[derive(Debug, Clone)]
+pub struct Discovery<P> {
+    pools: BTreeMap<Id, Pool<P>>,
+    /// Peers dialed for pools and not yet disconnected (or failed).
+    dialed: BTreeSet<P>,
+    /// Peers whose dial failed, with when they may be dialed again (oldest first).
+    failed: VecDeque<(P, u64)>,
+    /// The most peers dialed for pools at once.
+    dial_budget: usize,
+    /// Whether the node runs the DHT: without it, pools are neither announced nor looked up.
+    dht: bool,
+    lookups: usize,
+    fetches: usize,
+    effects: VecDeque<Effect<P>>,
+}
+
+impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
+    /// Discovery for a node that keeps at most `peers_max` connections, with or without the DHT.
+    pub fn new(peers_max: u32, dht: bool) -> Self {
+        let budget = u64::from(peers_max) * u64::from(POOL_PEERS_SHARE_PERCENT) / 100;
+        Discovery {
+            pools: BTreeMap::new(),
+            dialed: BTreeSet::new(),
+            failed: VecDeque::new(),
+            dial_budget: usize::try_from(budget).unwrap_or(usize::MAX),
+            dht,
+            lookups: 0,
+            fetches: 0,
+            effects: VecDeque::new(),
+        }
+    }
+
+    /// The node joins a pool (or uses one it is in: pinning sticks). It is announced and looked up at once.
+    pub fn join(&mut self, pool: &PoolId, pinned: bool, now_ms: u64) -> Result<(), JoinError> {
+        let digest = pool.digest();
+        if let Some(known) = self.pools.get_mut(&digest) {
+            known.pinned |= pinned;
+            known.used_ms = known.used_ms.max(now_ms);
+            return Ok(());
+        }
+        if self.pools.len() >= POOLS_MAX {
+            return Err(JoinError::TooMany(POOLS_MAX));
+        }
+        self.pools.insert(
+            digest,
+            Pool {
+                pool: pool.clone(),
+                pinned,
+                joined_ms: now_ms,
+                used_ms: now_ms,
+                providers: BTreeSet::new(),
+                observed: Observed { mesh: Vec::new(), subscribed: Vec::new() },
+                looking: false,
+                lookups: 0,
+                next_lookup_ms: now_ms,
+                backoff_ms: LOOKUP_BACKOFF_MIN_MS,
+                satisfied: false,
+                next_provide_ms: now_ms,
+                provide_backoff_ms: LOOKUP_BACKOFF_MIN_MS,
+                announced_ms: None,
+                fill: true,
+                asked: BTreeSet::new(),
+                fetching: 0,
+                book_filled_ms: None,
+                offers_fetched: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// The node used these pools at `now_ms` (it has open offers or unsettled matches in them); unknown ones are
+    /// ignored.
+    pub fn used<'a>(&mut self, pools: impl IntoIterator<Item = &'a Id>, now_ms: u64) {
+        for digest in pools {
+            if let Some(pool) = self.pools.get_mut(digest) {
+                pool.used_ms = pool.used_ms.max(now_ms);
+            }
+        }
+    }
+
+    /// The node left a pool by other means (its topic unsubscribed).
+    pub fn forget(&mut self, digest: &Id) {
+        if let Some(pool) = self.pools.remove(digest) {
+            self.lookups -= usize::from(pool.looking);
+            self.fetches -= pool.fetching;
+        }
+    }
+
+    /// Whether the node is in this pool.
+    pub fn contains(&self, digest: &Id) -> bool {
+        self.pools.contains_key(digest)
+    }
+
+    /// The pools the node is in.
+    pub fn pools(&self) -> impl Iterator<Item = (&Id, &PoolId)> {
+        self.pools.iter().map(|(digest, pool)| (digest, &pool.pool))
+    }
+
+    /// What the gossip layer says of a pool now.
+    pub fn observe(&mut self, digest: &Id, observed: Observed<P>) {
+        let Some(pool) = self.pools.get_mut(digest) else { return };
+        // A mesh that was empty and fills again (a partition healed, every peer restarted): the book may have missed
+        // what was offered meanwhile.
+        if pool.observed.mesh.is_empty() && !observed.mesh.is_empty() && pool.book_filled_ms.is_some() {
+            pool.fill = true;
+            pool.asked.clear();
+        }
+        pool.observed = observed;
+    }
+
+    /// A lookup dialed a provider (it counts against the budget until it disconnects or the dial fails).
+    pub fn dialing(&mut self, peer: P) {
+        self.dialed.insert(peer);
+    }
+
+    /// A lookup ended: the providers found (this node aside).
+    pub fn found(&mut self, digest: &Id, providers: Vec<P>) {
+        let Some(pool) = self.pools.get_mut(digest) else { return };
+        if pool.looking {
+            pool.looking = false;
+            self.lookups -= 1;
+        }
+        pool.providers = providers.into_iter().take(PROVIDERS_PER_POOL_MAX).collect();
+    }
+
+    /// An announcement ended.
+    pub fn provided(&mut self, digest: &Id, ok: bool, now_ms: u64) {
+        let Some(pool) = self.pools.get_mut(digest) else { return };
+        if ok {
+            pool.announced_ms = Some(now_ms);
+            pool.provide_backoff_ms = LOOKUP_BACKOFF_MIN_MS;
+        } else {
+            // Too few peers known yet, say: try again soon rather than in ten minutes.
+            pool.next_provide_ms = now_ms + pool.provide_backoff_ms;
+            pool.provide_backoff_ms = (pool.provide_backoff_ms * 2).min(PROVIDE_INTERVAL_MS);
+        }
+    }
+
+    /// A fetch ended: `Some(offers taken)`, or `None` when the peer did not answer with offers.
+    pub fn fetched(&mut self, digest: &Id, offers: Option<u64>, now_ms: u64) {
+        let Some(pool) = self.pools.get_mut(digest) else { return };
+        if pool.fetching > 0 {
+            pool.fetching -= 1;
+            self.fetches -= 1;
+        }
+        if let Some(offers) = offers {
+            pool.book_filled_ms = Some(now_ms);
+            pool.offers_fetched = offers;
+            pool.fill = false;
+        }
+    }
+
+    /// A peer's last connection closed, or a dial to it failed (`failed`).
+    pub fn disconnected(&mut self, peer: &P, failed: bool, now_ms: u64) {
+        self.dialed.remove(peer);
+        if failed {
+            if self.failed.len() >= FAILED_DIALS_MAX {
+                self.failed.pop_front();
+            }
+            self.failed.push_back((*peer, now_ms + DIAL_RETRY_MS));
+        }
+    }
+
+    /// Decides what to do at `now_ms`, given the node's connections now: queues the effects for [`Self::poll`].
+    pub fn tick(&mut self, connected: usize, peers_max: u32, now_ms: u64) {
+        while self.failed.front().is_some_and(|(_, until)| *until <= now_ms) {
+            self.failed.pop_front();
+        }
+        let idle: Vec<Id> = self
+            .pools
+            .iter()
+            .filter(|(_, pool)| !pool.pinned && now_ms.saturating_sub(pool.used_ms) >= POOL_IDLE_MS)
+            .map(|(digest, _)| *digest)
+            .collect();
+        for digest in idle {
+            if let Some(pool) = self.pools.get(&digest) {
+                self.effects.push_back(Effect::Leave(pool.pool.clone()));
+            }
+            self.forget(&digest);
+        }
+        let room = usize::try_from(peers_max).unwrap_or(usize::MAX).saturating_sub(connected);
+        let exclude: Vec<P> = self.failed.iter().map(|(peer, _)| *peer).collect();
+        for (digest, pool) in &mut self.pools {
+            if self.effects.len() >= EFFECTS_MAX {
+                break;
+            }
+            if self.dht && now_ms >= pool.next_provide_ms {
+                self.effects.push_back(Effect::Provide(*digest));
+                pool.next_provide_ms = now_ms + PROVIDE_INTERVAL_MS;
+            }
+            let enough = pool.observed.mesh.len() >= MESH_MIN;
+            if enough {
+                pool.satisfied = true;
+            } else if pool.satisfied {
+                // The mesh fell: look again soon.
+                pool.satisfied = false;
+                pool.backoff_ms = LOOKUP_BACKOFF_MIN_MS;
+                pool.next_lookup_ms = pool.next_lookup_ms.min(now_ms);
+            }
+            // The first lookup runs whatever the mesh (it counts the providers); later ones while it is too small.
+            let wanted = pool.lookups == 0 || !enough;
+            if self.dht && wanted && !pool.looking && now_ms >= pool.next_lookup_ms && self.lookups < LOOKUPS_MAX {
+                let dial_max = DIALS_PER_LOOKUP_MAX.min(self.dial_budget.saturating_sub(self.dialed.len())).min(room);
+                self.effects.push_back(Effect::Lookup { pool: *digest, dial_max, exclude: exclude.clone() });
+                pool.looking = true;
+                pool.lookups += 1;
+                self.lookups += 1;
+                pool.next_lookup_ms = now_ms + pool.backoff_ms;
+                pool.backoff_ms = (pool.backoff_ms * 2).min(LOOKUP_BACKOFF_MAX_MS);
+            }
+            if pool.fill {
+                // Mesh peers first: they stay.
+                let candidates: Vec<P> = pool
+                    .observed
+                    .mesh
+                    .iter()
+                    .chain(pool.observed.subscribed.iter())
+                    .copied()
+                    .filter(|peer| !pool.asked.contains(peer))
+                    .collect();
+                for peer in candidates {
+                    if pool.asked.len() >= FETCH_PEERS_MAX || self.fetches >= FETCHES_MAX {
+                        break;
+                    }
+                    if pool.asked.insert(peer) {
+                        self.effects.push_back(Effect::Fetch { pool: *digest, peer });
+                        pool.fetching += 1;
+                        self.fetches += 1;
+                    }
+                }
+                // Everyone asked failed to answer: ask others (or the same ones again) later.
+                if pool.asked.len() >= FETCH_PEERS_MAX && pool.fetching == 0 {
+                    pool.asked.clear();
+                }
+            }
+        }
+    }
+
+    /// The next effect to carry out.
+    pub fn poll(&mut self) -> Option<Effect<P>> {
+        self.effects.pop_front()
+    }
+
+    /// Peers dialed for pools and still connected (or being dialed).
+    pub fn pool_peers(&self) -> usize {
+        self.dialed.len()
+    }
+
+    /// The most peers dialed for pools at once.
+    pub fn dial_budget(&self) -> usize {
+        self.dial_budget
+    }
+
+    /// Every pool as the API shows it.
+    pub fn views(&self) -> Vec<PoolView> {
+        self.pools
+            .values()
+            .map(|pool| PoolView {
+                pool: pool.pool.clone(),
+                pinned: pool.pinned,
+                joined_ms: pool.joined_ms,
+                used_ms: pool.used_ms,
+                providers: pool.providers.len(),
+                mesh: pool.observed.mesh.len(),
+                subscribed: pool.observed.subscribed.len(),
+                book_filled_ms: pool.book_filled_ms,
+                offers_fetched: pool.offers_fetched,
+                lookups: pool.lookups,
+                next_lookup_ms: pool.next_lookup_ms,
+                announced_ms: pool.announced_ms,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(cell: &str) -> PoolId {
+        format!("energy/credit/{cell}/900").parse().unwrap()
+    }
+
+    fn drain(discovery: &mut Discovery<u8>) -> Vec<Effect<u8>> {
+        std::iter::from_fn(|| discovery.poll()).collect()
+    }
+
+    fn seen(mesh: &[u8], subscribed: &[u8]) -> Observed<u8> {
+        Observed { mesh: mesh.to_vec(), subscribed: subscribed.to_vec() }
+    }
+
+    #[test]
+    fn a_joined_pool_is_announced_looked_up_and_its_book_fetched_from_two_peers_in_it() {
+        let mut discovery = Discovery::new(64, true);
+        let (energy, digest) = (pool("u33db"), pool("u33db").digest());
+        discovery.join(&energy, false, 0).unwrap();
+        discovery.tick(1, 64, 0);
+        assert_eq!(
+            drain(&mut discovery),
+            vec![Effect::Provide(digest), Effect::Lookup { pool: digest, dial_max: 3, exclude: vec![] }]
+        );
+        // The lookup found three providers and dialed two; nobody is in the pool's topic yet: nothing to fetch from.
+        discovery.dialing(7);
+        discovery.dialing(8);
+        discovery.found(&digest, vec![7, 8, 9]);
+        discovery.tick(3, 64, 500);
+        assert_eq!(drain(&mut discovery), vec![]);
+        // Two of them are in the mesh, a third subscribed: the first two are asked for the book.
+        discovery.observe(&digest, seen(&[7, 8], &[7, 8, 9]));
+        discovery.tick(3, 64, 1_000);
+        assert_eq!(
+            drain(&mut discovery),
+            vec![Effect::Fetch { pool: digest, peer: 7 }, Effect::Fetch { pool: digest, peer: 8 }]
+        );
+        discovery.fetched(&digest, Some(12), 1_200);
+        discovery.fetched(&digest, Some(3), 1_300);
+        discovery.tick(3, 64, 2_000);
+        assert_eq!(drain(&mut discovery), vec![], "filled, with a mesh big enough: nothing more to do");
+        let view = &discovery.views()[0];
+        assert_eq!((view.providers, view.mesh, view.subscribed, view.book_filled_ms), (3, 2, 3, Some(1_300)));
+        // Ten minutes on, it is announced again.
+        discovery.tick(3, 64, PROVIDE_INTERVAL_MS);
+        assert_eq!(drain(&mut discovery), vec![Effect::Provide(digest)]);
+    }
+
+    #[test]
+    fn a_small_mesh_is_looked_for_again_with_backoff_and_dials_stay_within_their_share_of_peers_max() {
+        // 16 peers at most: a quarter of them, 4, may be dialed for pools.
+        let mut discovery = Discovery::new(16, true);
+        assert_eq!(discovery.dial_budget(), 4);
+        let (energy, digest) = (pool("u33db"), pool("u33db").digest());
+        discovery.join(&energy, true, 0).unwrap();
+        discovery.tick(1, 16, 0);
+        drain(&mut discovery);
+        discovery.dialing(1);
+        discovery.dialing(2);
+        discovery.dialing(3);
+        discovery.found(&digest, vec![1, 2, 3]);
+        let mut lookups = Vec::new();
+        for second in 1..=120u64 {
+            discovery.tick(4, 16, second * 1_000);
+            for effect in drain(&mut discovery) {
+                if let Effect::Lookup { dial_max, .. } = effect {
+                    lookups.push((second, dial_max));
+                    discovery.found(&digest, vec![1, 2, 3, 4, 5]);
+                }
+            }
+        }
+        // 5 s, then 10, 20, 40 s later: one dial left in the budget each time (3 of 4 peers taken).
+        assert_eq!(lookups, vec![(5, 1), (15, 1), (35, 1), (75, 1)]);
+        // A peer dialed for the pool disconnects, and the mesh fills: no more lookups until it falls again.
+        discovery.disconnected(&1, false, 121_000);
+        discovery.observe(&digest, seen(&[2, 3], &[2, 3]));
+        discovery.tick(3, 16, 121_000);
+        assert!(drain(&mut discovery).iter().all(|effect| matches!(effect, Effect::Fetch { .. })));
+        discovery.tick(3, 16, 400_000);
+        assert_eq!(drain(&mut discovery), vec![]);
+        // The mesh falls: looked up at once, with two dials now (2 of 4 peers taken), and the node near its limit
+        // leaves room only for one.
+        discovery.observe(&digest, seen(&[3], &[3]));
+        discovery.tick(15, 16, 401_000);
+        assert_eq!(drain(&mut discovery), vec![Effect::Lookup { pool: digest, dial_max: 1, exclude: vec![] }]);
+    }
+
+    #[test]
+    fn a_provider_whose_dial_failed_is_not_dialed_again_for_a_minute() {
+        let mut discovery = Discovery::new(64, true);
+        let (energy, digest) = (pool("u33db"), pool("u33db").digest());
+        discovery.join(&energy, true, 0).unwrap();
+        discovery.tick(0, 64, 0);
+        drain(&mut discovery);
+        discovery.dialing(5);
+        discovery.found(&digest, vec![5]);
+        discovery.disconnected(&5, true, 1_000);
+        // Lookups at 5, 15 and 35 s leave it out; the one at 75 s may dial it again.
+        let mut excluded = Vec::new();
+        for second in 2..=80u64 {
+            discovery.tick(0, 64, second * 1_000);
+            for effect in drain(&mut discovery) {
+                if let Effect::Lookup { exclude, .. } = effect {
+                    excluded.push((second, exclude));
+                    discovery.found(&digest, vec![5]);
+                }
+            }
+        }
+        assert_eq!(excluded, vec![(5, vec![5]), (15, vec![5]), (35, vec![5]), (75, vec![])]);
+    }
+
+    #[test]
+    fn an_unused_pool_is_left_after_its_idle_time_and_a_configured_one_never() {
+        let mut discovery = Discovery::new(64, true);
+        let (used, configured) = (pool("u33db"), pool("u33dc"));
+        discovery.join(&used, false, 0).unwrap();
+        discovery.join(&configured, true, 0).unwrap();
+        discovery.used([&used.digest()], POOL_IDLE_MS / 2);
+        discovery.tick(0, 64, POOL_IDLE_MS);
+        assert!(!drain(&mut discovery).iter().any(|effect| matches!(effect, Effect::Leave(_))));
+        discovery.tick(0, 64, POOL_IDLE_MS / 2 + POOL_IDLE_MS);
+        let left: Vec<_> = drain(&mut discovery)
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Leave(pool) => Some(pool),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(left, vec![used.clone()]);
+        assert!(!discovery.contains(&used.digest()) && discovery.contains(&configured.digest()));
+        discovery.tick(0, 64, 100 * POOL_IDLE_MS);
+        assert!(!drain(&mut discovery).iter().any(|effect| matches!(effect, Effect::Leave(_))));
+    }
+
+    #[test]
+    fn an_empty_mesh_that_fills_again_refills_the_book_and_a_failed_announcement_is_retried_soon() {
+        let mut discovery = Discovery::new(64, true);
+        let (energy, digest) = (pool("u33db"), pool("u33db").digest());
+        discovery.join(&energy, true, 0).unwrap();
+        discovery.tick(2, 64, 0);
+        drain(&mut discovery);
+        discovery.provided(&digest, false, 100);
+        discovery.found(&digest, vec![1, 2]);
+        discovery.observe(&digest, seen(&[1, 2], &[1, 2]));
+        discovery.tick(2, 64, 1_000);
+        assert_eq!(drain(&mut discovery).len(), 2, "two fetches");
+        discovery.fetched(&digest, Some(4), 1_100);
+        discovery.fetched(&digest, None, 1_100);
+        discovery.tick(2, 64, 5_100);
+        assert_eq!(drain(&mut discovery), vec![Effect::Provide(digest)], "announced again 5 s after the failure");
+        discovery.provided(&digest, true, 5_200);
+        // A partition: the mesh empties (and is looked for), then heals: the book is fetched again.
+        discovery.observe(&digest, seen(&[], &[]));
+        discovery.tick(0, 64, 6_000);
+        assert!(matches!(drain(&mut discovery)[..], [Effect::Lookup { .. }]));
+        discovery.found(&digest, vec![1, 2]);
+        discovery.observe(&digest, seen(&[2], &[2]));
+        discovery.tick(1, 64, 7_000);
+        assert_eq!(drain(&mut discovery), vec![Effect::Fetch { pool: digest, peer: 2 }]);
+    }
+
+    #[test]
+    fn the_pools_joined_are_bounded() {
+        let mut discovery: Discovery<u8> = Discovery::new(64, true);
+        for index in 0..POOLS_MAX {
+            discovery.join(&pool(&format!("u{index:04}")), false, 0).unwrap();
+        }
+        assert_eq!(discovery.join(&pool("zzzz"), false, 0), Err(JoinError::TooMany(POOLS_MAX)));
+        // Joining one it is in again is using it.
+        discovery.join(&pool("u0000"), true, 10).unwrap();
+        assert!(discovery.views().iter().any(|view| view.pinned && view.used_ms == 10));
+    }
+}
