@@ -28,6 +28,8 @@ pub const ID_DOMAIN: &[u8] = b"kos/v1/id/";
 pub const SIGNATURE_DOMAIN: &[u8] = b"kos/v1/sig";
 /// Prefix of a pool's digest, `0x00` included.
 pub const POOL_DOMAIN: &[u8] = b"kos/v1/pool\0";
+/// Prefix of a barter pool's digest, `0x00` included.
+pub const BARTER_POOL_DOMAIN: &[u8] = b"kos/v1/barter-pool\0";
 /// Bytes the signature item takes at the end of an envelope: the head `0x58 0x40` and 64 bytes.
 const SIGNATURE_ITEM_BYTES: usize = 66;
 

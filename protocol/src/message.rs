@@ -272,6 +272,94 @@ impl FromStr for PoolId {
     }
 }
 
+/// A barter pool: the barter offers of one location cell (the world cell `*` for what has no place), where barter
+/// cycles are searched. Its digest keys its DHT records and names its gossip topic, as a pool's does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize_tuple, Deserialize_tuple)]
+pub struct BarterPool {
+    pub cell: Cell,
+}
+
+impl BarterPool {
+    /// The barter pool's digest: `blake3("kos/v1/barter-pool" 0x00 || CBOR([cell]))`.
+    pub fn digest(&self) -> Id {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(crate::envelope::BARTER_POOL_DOMAIN);
+        hasher.update(&crate::codec::encode(self));
+        Id(*hasher.finalize().as_bytes())
+    }
+}
+
+impl fmt::Display for BarterPool {
+    /// `barter/<cell>`, with `*` for the world cell: `barter/u33db`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cell = if self.cell.as_str().is_empty() { "*" } else { self.cell.as_str() };
+        write!(f, "barter/{cell}")
+    }
+}
+
+impl FromStr for BarterPool {
+    type Err = Invalid;
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        let Some(cell) = text.strip_prefix("barter/") else {
+            return Err(Invalid { what: "BarterPool", reason: format!("{text:?} is not barter/<cell>") });
+        };
+        Ok(BarterPool { cell: Cell::new(if cell == "*" { "" } else { cell })? })
+    }
+}
+
+/// What a node joins, announces in the DHT and finds peers in: a pool of offers, or a barter pool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PoolKey {
+    Market(PoolId),
+    Barter(BarterPool),
+}
+
+impl PoolKey {
+    /// Its digest: the pool's or the barter pool's.
+    pub fn digest(&self) -> Id {
+        match self {
+            PoolKey::Market(pool) => pool.digest(),
+            PoolKey::Barter(pool) => pool.digest(),
+        }
+    }
+}
+
+impl From<PoolId> for PoolKey {
+    fn from(pool: PoolId) -> Self {
+        PoolKey::Market(pool)
+    }
+}
+
+impl From<BarterPool> for PoolKey {
+    fn from(pool: BarterPool) -> Self {
+        PoolKey::Barter(pool)
+    }
+}
+
+impl fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PoolKey::Market(pool) => pool.fmt(f),
+            PoolKey::Barter(pool) => pool.fmt(f),
+        }
+    }
+}
+
+impl FromStr for PoolKey {
+    type Err = Invalid;
+    /// `barter/<cell>`, or a pool's `resource/token/cell/interval_s`.
+    fn from_str(text: &str) -> Result<Self, Invalid> {
+        if text.starts_with("barter/") { text.parse().map(PoolKey::Barter) } else { text.parse().map(PoolKey::Market) }
+    }
+}
+
+impl BarterOffer {
+    /// The barter pool the offer belongs to: its cell's.
+    pub fn pool(&self) -> BarterPool {
+        BarterPool { cell: self.cell.clone() }
+    }
+}
+
 /// Which side of the book an offer is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize_repr, Deserialize_repr)]
 #[repr(u8)]
@@ -760,6 +848,37 @@ mod tests {
         assert_eq!(pool.next_delivery_start_s(1_800_000_000), 1_800_000_900);
         assert_eq!(pool.next_delivery_start_s(1_800_000_900), 1_800_001_800);
         assert_eq!(world.next_delivery_start_s(1_800_000_000), 0);
+    }
+
+    #[test]
+    fn barter_pools_and_pool_keys_round_trip_and_have_their_own_digests() {
+        let barter: BarterPool = "barter/u33db".parse().unwrap();
+        assert_eq!(barter.to_string(), "barter/u33db");
+        let world: BarterPool = "barter/*".parse().unwrap();
+        assert_eq!((world.cell.as_str(), world.to_string().as_str()), ("", "barter/*"));
+        assert!("barter/u33da".parse::<BarterPool>().is_err(), "a is not a geohash character");
+        assert!("energy/credit/u33db/900".parse::<BarterPool>().is_err());
+        // The vectors of PROTOCOL.md §5.
+        assert_eq!(
+            barter.digest().to_hex(),
+            "9788ab472e2a1f45d66f7b1c0fddb2106e8bcf8bf48a8dde56b3af8918242cd5"
+        );
+        let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
+        assert_eq!(pool.digest().to_hex(), "930a438f06d0ffbbe1d6bf82cd2487b287d781dfb86a583d996750833c5a16a6");
+        for text in ["barter/u33db", "barter/*", "energy/credit/u33db/900", "compute/credit/*/0"] {
+            let key: PoolKey = text.parse().unwrap();
+            assert_eq!(key.to_string(), text);
+        }
+        assert_eq!(PoolKey::from(barter.clone()).digest(), barter.digest());
+        assert_ne!(barter.digest(), world.digest());
+        let offer = BarterOffer {
+            give: Resource::Compute,
+            give_quantity: 1,
+            want: Resource::Memory,
+            want_quantity: 1,
+            cell: Cell::new("u33db").unwrap(),
+        };
+        assert_eq!(offer.pool(), barter);
     }
 
     #[test]

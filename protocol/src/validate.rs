@@ -444,6 +444,10 @@ fn check_barter_cycle(envelope: &Envelope, cycle: &BarterCycle, config: &Config)
         }
         offers.push(offer);
     }
+    // A cycle is found in one barter pool (PROTOCOL.md §5): every leg's offer is of the same cell.
+    if offers.iter().any(|offer| offer.cell != offers[0].cell) {
+        return Err(body_error(kind, "the legs' offers are of different cells (barter pools)"));
+    }
     let mut authors: Vec<_> = legs.iter().map(|leg| leg.offer.author).collect();
     authors.sort_unstable();
     authors.dedup();

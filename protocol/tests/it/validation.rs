@@ -354,7 +354,22 @@ fn barter_cycles_respect_every_ratio() {
         "a leg does not receive the resource it wants"
     );
     let a_again = barter(1, Resource::Memory, 50, Resource::Compute, 50);
-    assert_eq!(reason(cycle(vec![(a.clone(), 50), (a_again, 25), (b, 100)])), "an author appears in two legs");
+    assert_eq!(reason(cycle(vec![(a.clone(), 50), (a_again, 25), (b.clone(), 100)])), "an author appears in two legs");
+    // A cycle lives in one barter pool: a leg from another cell makes it invalid, however good its ratios.
+    let elsewhere = signed(
+        3,
+        Body::BarterOffer(BarterOffer {
+            give: Resource::Memory,
+            give_quantity: 50,
+            want: Resource::Compute,
+            want_quantity: 50,
+            cell: Cell::new("u33e").unwrap(),
+        }),
+    );
+    assert_eq!(
+        reason(cycle(vec![(a.clone(), 50), (elsewhere, 25), (b, 100)])),
+        "the legs' offers are of different cells (barter pools)"
+    );
     // A cycle of one leg does not decode: cycles have 2 to 8 legs.
     let one = signed(9, cycle(vec![(a.clone(), 50), (c, 25)]));
     let mut bytes = one.to_bytes();
