@@ -247,12 +247,49 @@ impl Board {
         Ok(())
     }
 
-    /// The ledger settled a leg giving `quantity` of an offer.
     /// Takes every open barter offer of `author` off the board (an override froze its trading).
     pub fn withdraw(&mut self, author: &protocol::PublicKey) {
         self.offers.retain(|_, open| open.envelope.author != *author);
     }
 
+    /// Takes an offer off the board if `author` is its author (a cancel).
+    pub fn cancel(&mut self, id: &protocol::Id, author: &protocol::PublicKey) {
+        if self.offers.get(id).is_some_and(|open| open.envelope.author == *author) {
+            self.offers.remove(id);
+        }
+    }
+
+    /// Drops the offers of a cell's barter pool (the node left it).
+    pub fn forget(&mut self, cell: &protocol::types::Cell) {
+        self.offers.retain(
+            |_, open| !matches!(&open.envelope.body, protocol::Body::BarterOffer(offer) if offer.cell == *cell),
+        );
+    }
+
+    /// The cells `author` has open offers in.
+    pub fn cells_of(&self, author: &protocol::PublicKey) -> std::collections::BTreeSet<protocol::types::Cell> {
+        self.offers
+            .values()
+            .filter(|open| open.envelope.author == *author)
+            .filter_map(|open| match &open.envelope.body {
+                protocol::Body::BarterOffer(offer) => Some(offer.cell.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The cells with offers on the board.
+    pub fn cells(&self) -> std::collections::BTreeSet<protocol::types::Cell> {
+        self.offers
+            .values()
+            .filter_map(|open| match &open.envelope.body {
+                protocol::Body::BarterOffer(offer) => Some(offer.cell.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The ledger settled a leg giving `quantity` of an offer.
     pub fn filled(&mut self, id: &protocol::Id, quantity: u64) {
         if let Some(open) = self.offers.get_mut(id) {
             open.left = open.left.saturating_sub(quantity);
@@ -405,6 +442,18 @@ mod tests {
         // The same exchange in another cell does not close a cycle with the first two.
         board.offer(1_000, sign(3, Resource::Compute, Resource::Energy, "sp3")).unwrap();
         assert_eq!(board.offer(1_000, sign(4, Resource::Energy, Resource::Memory, "u33")), Err(Refusal::Full));
+        // A cancel by its author takes an offer off (by anyone else, nothing); a left barter pool takes its cell's.
+        let (one, two) = (Keypair::from_seed(&[1; 32]).public(), Keypair::from_seed(&[2; 32]).public());
+        let mut cancelled = board.clone();
+        let first = sign(1, Resource::Energy, Resource::Compute, "u33").id();
+        cancelled.cancel(&first, &two);
+        assert_eq!(cancelled.len(), 3);
+        cancelled.cancel(&first, &one);
+        assert_eq!(cancelled.len(), 2);
+        assert!(cancelled.cells_of(&one).is_empty() && cancelled.cells_of(&two).len() == 1);
+        let mut left = board.clone();
+        left.forget(&Cell::new("u33").unwrap());
+        assert_eq!((left.len(), left.cells().into_iter().collect::<Vec<_>>()), (1, vec![Cell::new("sp3").unwrap()]));
         // A frozen account's offers leave the board: no cycle with it, and room for others.
         let mut frozen = board.clone();
         frozen.withdraw(&Keypair::from_seed(&[2; 32]).public());

@@ -63,8 +63,10 @@ impl Default for Limits {
 /// What happens to the engine.
 #[derive(Debug, Clone)]
 pub enum Input {
-    /// A validated offer (an envelope whose body is an [`Offer`]), with the rules of its pool.
-    Offer { envelope: Arc<Envelope>, rules: Rules },
+    /// A validated offer (an envelope whose body is an [`Offer`]), with the rules of its pool and what the ledger
+    /// already settled of it (`filled`): only the rest can trade. An offer peers kept for a while (a book fetched on
+    /// joining a pool) may be partly or wholly filled.
+    Offer { envelope: Arc<Envelope>, rules: Rules, filled: u64 },
     /// The author withdraws an offer.
     Cancel { offer: Id, author: PublicKey },
     /// Every open offer of an account leaves the pools (an override froze its trading).
@@ -115,6 +117,8 @@ pub enum Refusal {
     GateClosed,
     #[error("the bid does not cover the grid fee")]
     BelowFee,
+    #[error("the ledger has settled all of it, or its author cancelled it")]
+    Settled,
     /// The offer breaks the delivery rule (PROTOCOL.md §5, Offer).
     #[error("{0}")]
     Delivery(&'static str),
@@ -367,9 +371,9 @@ impl Market {
     /// Handles one input at `now_ms`.
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
         match input {
-            Input::Offer { envelope, rules } => {
+            Input::Offer { envelope, rules, filled } => {
                 let id = envelope.id();
-                match self.offer(now_ms, envelope, rules) {
+                match self.offer(now_ms, envelope, rules, filled) {
                     Ok(outputs) => outputs,
                     Err(reason) => vec![Output::Refused { offer: id, reason }],
                 }
@@ -425,8 +429,18 @@ impl Market {
         }
     }
 
-    fn offer(&mut self, now_ms: u64, envelope: Arc<Envelope>, rules: Rules) -> Result<Vec<Output>, Refusal> {
+    fn offer(
+        &mut self,
+        now_ms: u64,
+        envelope: Arc<Envelope>,
+        rules: Rules,
+        filled: u64,
+    ) -> Result<Vec<Output>, Refusal> {
         let offer = offer_of(&envelope).ok_or(Refusal::NotAnOffer)?.clone();
+        let left = offer.quantity.saturating_sub(filled);
+        if left == 0 {
+            return Err(Refusal::Settled);
+        }
         let id = envelope.id();
         if self.located.pool(&id).is_some() {
             return Err(Refusal::Duplicate);
@@ -464,7 +478,7 @@ impl Market {
                             id,
                             owner: envelope.author,
                             side: offer.side,
-                            quantity: offer.quantity,
+                            quantity: left,
                             price: offer.unit_price,
                             expires_ms: envelope.expires_ms,
                         },
@@ -497,7 +511,7 @@ impl Market {
             }
             Pool::Interval(auctions) => {
                 let author = envelope.author;
-                auctions.insert(now_ms, &limits, id, envelope, &offer, rules)?;
+                auctions.insert(now_ms, &limits, id, envelope, &Offer { quantity: left, ..offer.clone() }, rules)?;
                 self.located.insert(id, offer.pool, author);
                 Ok(Vec::new())
             }
@@ -1008,14 +1022,14 @@ mod tests {
         let early = offer(1, &pool, Side::Ask, 500, 10_000);
         let late = offer(3, &pool, Side::Ask, 500, 10_000);
         for ask in [&early, &late] {
-            assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES }).is_empty());
+            assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES, filled: 0 }).is_empty());
         }
         // A bid that will never settle takes all of the early ask; another takes 100 of the late one and settles.
         let bad = offer(2, &pool, Side::Bid, 500, 10_000);
-        let outputs = market.handle(NOW_MS + 1, Input::Offer { envelope: bad.clone(), rules: RULES });
+        let outputs = market.handle(NOW_MS + 1, Input::Offer { envelope: bad.clone(), rules: RULES, filled: 0 });
         assert_eq!(matches(&outputs), vec![(500, 10_000)]);
         let good = offer(4, &pool, Side::Bid, 100, 10_000);
-        let outputs = market.handle(NOW_MS + 2, Input::Offer { envelope: good.clone(), rules: RULES });
+        let outputs = market.handle(NOW_MS + 2, Input::Offer { envelope: good.clone(), rules: RULES, filled: 0 });
         assert_eq!(matches(&outputs), vec![(100, 10_000)]);
         let _ = market.handle(NOW_MS + 3, Input::Settled { bid: good.id(), ask: late.id(), quantity: 100 });
         assert_eq!(market.depth(&pool, 5).unwrap().asks, vec![(10_000, 400)]);
@@ -1035,7 +1049,7 @@ mod tests {
         assert!(market.depth(&pool, 5).unwrap().bids.is_empty(), "the bid at fault gets nothing back");
         // The early ask is first again: the next bid takes it, not the later one.
         let next = offer(5, &pool, Side::Bid, 500, 10_000);
-        let outputs = market.handle(now_ms, Input::Offer { envelope: next, rules: RULES });
+        let outputs = market.handle(now_ms, Input::Offer { envelope: next, rules: RULES, filled: 0 });
         let [Output::Match(found)] = &outputs[..] else { panic!("{outputs:?}") };
         assert_eq!((found.ask.id(), found.quantity), (early.id(), 500));
     }
@@ -1048,8 +1062,11 @@ mod tests {
         let pool = pool(0);
         let ask = offer(1, &pool, Side::Ask, 300, 10_000);
         let bid = offer(2, &pool, Side::Bid, 300, 10_000);
-        let _ = market.handle(NOW_MS, Input::Offer { envelope: ask, rules: RULES });
-        assert_eq!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })), vec![(300, 10_000)]);
+        let _ = market.handle(NOW_MS, Input::Offer { envelope: ask, rules: RULES, filled: 0 });
+        assert_eq!(
+            matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES, filled: 0 })),
+            vec![(300, 10_000)]
+        );
         let outputs = market.handle(NOW_MS + SETTLE_WAIT_MS, Input::Tick);
         let [Output::Unsettled(unsettled)] = &outputs[..] else { panic!("{outputs:?}") };
         // Another settlement filled 200 of the bid meanwhile: 100 of it is given back, and all 300 of the ask, which
@@ -1066,9 +1083,9 @@ mod tests {
         let mut market = Market::new(Limits::default());
         let pool = pool(0);
         let ask = offer(1, &pool, Side::Ask, 500, 10_000);
-        assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES }).is_empty());
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES, filled: 0 }).is_empty());
         let bid = offer(2, &pool, Side::Bid, 300, 12_000);
-        let outputs = market.handle(NOW_MS, Input::Offer { envelope: bid.clone(), rules: RULES });
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: bid.clone(), rules: RULES, filled: 0 });
         assert_eq!(matches(&outputs), vec![(300, 10_000)]);
         let Output::Match(found) = &outputs[0] else { panic!("{outputs:?}") };
         assert_eq!((found.bid.id(), found.ask.id()), (bid.id(), ask.id()));
@@ -1093,7 +1110,7 @@ mod tests {
             offer(3, &pool, Side::Bid, 300, 40_000),
             offer(4, &pool, Side::Bid, 200, 30_000),
         ] {
-            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES }).is_empty());
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES, filled: 0 }).is_empty());
         }
         assert_eq!(market.depth(&pool, 5).unwrap().bids, vec![(40_000, 300), (30_000, 200)]);
         assert!(market.handle(start_s * 1000 - 60_001, Input::Tick).is_empty(), "gate not yet closed");
@@ -1109,7 +1126,8 @@ mod tests {
         }));
         // The interval is closed: a late offer for it is refused.
         let late = offer(5, &pool, Side::Bid, 100, 50_000);
-        let outputs = market.handle(start_s * 1000 - 1_000, Input::Offer { envelope: late.clone(), rules: RULES });
+        let outputs =
+            market.handle(start_s * 1000 - 1_000, Input::Offer { envelope: late.clone(), rules: RULES, filled: 0 });
         assert_eq!(outputs, vec![Output::Refused { offer: late.id(), reason: Refusal::GateClosed }]);
         assert_eq!(market.open_offers(), 0);
     }
@@ -1128,7 +1146,7 @@ mod tests {
             offer(3, &pool, Side::Bid, 150, 20_000),
             offer(4, &pool, Side::Bid, 150, 20_000),
         ] {
-            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules }).is_empty());
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules, filled: 0 }).is_empty());
         }
         let outputs = market.handle(start_s * 1000 - 60_000, Input::Tick);
         // Essentials (100 each) first, then equal shares of the rest: 100 each, at the supply's price (the floor).
@@ -1143,14 +1161,14 @@ mod tests {
         let (continuous, interval) = (pool(0), pool(900));
         let frozen = [offer(1, &continuous, Side::Ask, 100, 50_000), offer(1, &interval, Side::Ask, 100, 10_000)];
         for envelope in frozen.iter().cloned().chain([offer(2, &interval, Side::Ask, 50, 10_000)]) {
-            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES }).is_empty());
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES, filled: 0 }).is_empty());
         }
         assert_eq!(market.open_offers(), 3);
         let _ = market.handle(NOW_MS, Input::Withdraw { author: frozen[0].author });
         assert_eq!(market.open_offers(), 1, "only the other account's offer is left");
         // Nothing of the frozen account's matches any more.
         let bid = offer(3, &continuous, Side::Bid, 100, 60_000);
-        assert!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })).is_empty());
+        assert!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES, filled: 0 })).is_empty());
     }
 
     #[test]
@@ -1159,7 +1177,7 @@ mod tests {
         let (continuous, interval) = (pool(0), pool(900));
         let resting = [offer(1, &continuous, Side::Ask, 100, 50_000), offer(2, &interval, Side::Ask, 100, 10_000)];
         for envelope in resting.iter().cloned().chain([offer(3, &interval, Side::Bid, 50, 1_000)]) {
-            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES }).is_empty());
+            assert!(market.handle(NOW_MS, Input::Offer { envelope, rules: RULES, filled: 0 }).is_empty());
         }
         let _ = market.handle(NOW_MS, Input::Forget { pool: interval.clone() });
         assert_eq!(market.open_offers(), 1);
@@ -1167,7 +1185,32 @@ mod tests {
         assert!(market.open_of(&resting[1].author).is_empty(), "no trace of the forgotten pool's offers");
         // The other pool trades on.
         let bid = offer(4, &continuous, Side::Bid, 100, 60_000);
-        assert_eq!(matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES })), vec![(100, 50_000)]);
+        assert_eq!(
+            matches(&market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES, filled: 0 })),
+            vec![(100, 50_000)]
+        );
+    }
+
+    /// Review of issue 26, item 1: an ask a peer kept and sent with the pool's book had been filled on the ledger in
+    /// part (or all of it): booked at full quantity it matched what the ledger would never settle.
+    #[test]
+    fn only_what_the_ledger_left_of_an_offer_is_booked() {
+        let mut market = Market::new(Limits::default());
+        let continuous = pool(0);
+        let ask = offer(1, &continuous, Side::Ask, 2_000, 5_000);
+        let taken = market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES, filled: 1_500 });
+        assert!(taken.is_empty(), "{taken:?}");
+        let bid = offer(2, &continuous, Side::Bid, 2_000, 7_000);
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: bid, rules: RULES, filled: 0 });
+        assert_eq!(matches(&outputs), vec![(500, 5_000)], "only the 500 the ledger left");
+        let settled = offer(3, &continuous, Side::Ask, 1_000, 5_000);
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: settled.clone(), rules: RULES, filled: 1_000 });
+        assert_eq!(outputs, vec![Output::Refused { offer: settled.id(), reason: Refusal::Settled }]);
+        // An interval auction books only the rest as well.
+        let interval = pool(900);
+        let ask = offer(4, &interval, Side::Ask, 1_000, 1_000);
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES, filled: 400 }).is_empty());
+        assert_eq!(market.open_of(&ask.author), vec![(ask, 600)]);
     }
 
     /// Issue 25, defect 1: 256 bids with a 20 s lifetime for a later interval filled their author's places in an
@@ -1194,12 +1237,13 @@ mod tests {
             Arc::new(draft.sign(&keypair))
         };
         for nonce in 0..256 {
-            let outputs = market.handle(NOW_MS, Input::Offer { envelope: bid(nonce, NOW_MS + 20_000), rules: RULES });
+            let outputs =
+                market.handle(NOW_MS, Input::Offer { envelope: bid(nonce, NOW_MS + 20_000), rules: RULES, filled: 0 });
             assert!(matches!(&outputs[..], [Output::Refused { reason: Refusal::Delivery(_), .. }]), "{outputs:?}");
         }
         assert_eq!(market.open_offers(), 0);
         let good = bid(1_000, start_s * 1000);
-        assert!(market.handle(NOW_MS + 1_000, Input::Offer { envelope: good, rules: RULES }).is_empty());
+        assert!(market.handle(NOW_MS + 1_000, Input::Offer { envelope: good, rules: RULES, filled: 0 }).is_empty());
         assert_eq!(market.depth(&pool, 5).unwrap().bids, vec![(1_000, 10)]);
     }
 
@@ -1264,7 +1308,7 @@ mod tests {
         let after_expiry = bid(next_s + 900, next_s * 1000);
         let beyond = bid((u64::MAX / 1000) / 900 * 900, NOW_MS + 20_000);
         for envelope in [after_expiry, beyond] {
-            let outputs = market.handle(NOW_MS, Input::Offer { envelope: envelope.clone(), rules: RULES });
+            let outputs = market.handle(NOW_MS, Input::Offer { envelope: envelope.clone(), rules: RULES, filled: 0 });
             assert!(matches!(&outputs[..], [Output::Refused { reason: Refusal::Delivery(_), .. }]), "{outputs:?}");
         }
         assert_eq!(market.open_offers(), 0);
@@ -1275,13 +1319,13 @@ mod tests {
         let mut market = Market::new(Limits { orders_per_owner_max: 1, ..Limits::default() });
         let pool = pool(900);
         let first = offer(1, &pool, Side::Ask, 100, 10_000);
-        assert!(market.handle(NOW_MS, Input::Offer { envelope: first.clone(), rules: RULES }).is_empty());
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: first.clone(), rules: RULES, filled: 0 }).is_empty());
         let _ = market.handle(NOW_MS, Input::Filled { offer: first.id(), quantity: 60 });
         assert_eq!(market.open_offers(), 1);
         let _ = market.handle(NOW_MS, Input::Filled { offer: first.id(), quantity: 40 });
         assert_eq!(market.open_offers(), 0, "filled: its place is free");
         let second = offer(1, &pool, Side::Ask, 200, 10_000);
-        assert!(market.handle(NOW_MS, Input::Offer { envelope: second, rules: RULES }).is_empty());
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: second, rules: RULES, filled: 0 }).is_empty());
     }
 
     /// The pools bound counts pools with open offers: one whose offers all left makes room at the next tick (else a
@@ -1291,14 +1335,14 @@ mod tests {
         let mut market = Market::new(Limits { pools_max: 1, ..Limits::default() });
         let (first, second) = (pool(0), pool(900));
         let ask = offer(1, &first, Side::Ask, 100, 10_000);
-        assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES }).is_empty());
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: ask.clone(), rules: RULES, filled: 0 }).is_empty());
         let other = offer(2, &second, Side::Ask, 100, 10_000);
-        let outputs = market.handle(NOW_MS, Input::Offer { envelope: other.clone(), rules: RULES });
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: other.clone(), rules: RULES, filled: 0 });
         assert_eq!(outputs, vec![Output::Refused { offer: other.id(), reason: Refusal::TooManyPools }]);
         let _ = market.handle(NOW_MS, Input::Cancel { offer: ask.id(), author: ask.author });
         let _ = market.handle(NOW_MS, Input::Tick);
         assert_eq!(market.pools().count(), 0);
-        assert!(market.handle(NOW_MS, Input::Offer { envelope: other, rules: RULES }).is_empty());
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: other, rules: RULES, filled: 0 }).is_empty());
         assert_eq!(market.pools().cloned().collect::<Vec<_>>(), vec![second]);
     }
 
@@ -1325,13 +1369,13 @@ mod tests {
         let pool = pool(900);
         let first = offer(1, &pool, Side::Ask, 100, 10_000);
         let second = offer(1, &pool, Side::Ask, 200, 10_000);
-        assert!(market.handle(NOW_MS, Input::Offer { envelope: first.clone(), rules: RULES }).is_empty());
-        let outputs = market.handle(NOW_MS, Input::Offer { envelope: second.clone(), rules: RULES });
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: first.clone(), rules: RULES, filled: 0 }).is_empty());
+        let outputs = market.handle(NOW_MS, Input::Offer { envelope: second.clone(), rules: RULES, filled: 0 });
         assert_eq!(outputs, vec![Output::Refused { offer: second.id(), reason: Refusal::OwnerFull }]);
         let _ = market.handle(NOW_MS, Input::Cancel { offer: first.id(), author: PublicKey([9; 32]) });
         assert_eq!(market.open_offers(), 1, "a stranger cannot cancel");
         let _ = market.handle(NOW_MS, Input::Cancel { offer: first.id(), author: first.author });
         assert_eq!(market.open_offers(), 0);
-        assert!(market.handle(NOW_MS, Input::Offer { envelope: second, rules: RULES }).is_empty());
+        assert!(market.handle(NOW_MS, Input::Offer { envelope: second, rules: RULES, filled: 0 }).is_empty());
     }
 }

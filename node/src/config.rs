@@ -506,7 +506,8 @@ pub struct P2p {
     pub autonat_only_global: bool,
     /// Most established connections.
     pub peers_max: u32,
-    /// Pools this node serves: subscribed, and announced in the DHT (`energy/credit/u33db/900`).
+    /// Pools this node is in for good: subscribed, announced in the DHT, never left (`energy/credit/u33db/900`, or a
+    /// barter pool `barter/u33db`).
     pub pools: Vec<String>,
 }
 
@@ -578,7 +579,7 @@ impl Default for Limits {
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub network: network::Config,
-    pub pools: Vec<PoolId>,
+    pub pools: Vec<protocol::message::PoolKey>,
     pub log: String,
     /// `None`: no genesis file, no ledger.
     pub ledger: Option<crate::ledger::Settings>,
@@ -685,7 +686,7 @@ impl Config {
             .p2p
             .pools
             .iter()
-            .map(|text| text.parse::<PoolId>().with_context(|| format!("p2p.pools: {text:?}")))
+            .map(|text| text.parse::<protocol::message::PoolKey>().with_context(|| format!("p2p.pools: {text:?}")))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let mut network = network::Config::new(network_id.clone(), listen);
         network.bootnodes = addresses("p2p.bootnodes", &self.p2p.bootnodes)?;

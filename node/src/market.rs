@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::market::pools::{Depth, Limits};
-use protocol::message::{Body, PoolId};
+use protocol::message::{Body, Offer, PoolId, PoolKey};
 use protocol::{Envelope, Id, PublicKey};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -50,10 +50,10 @@ enum Command {
         reply: oneshot::Sender<Vec<PoolId>>,
     },
     OwnPools {
-        reply: oneshot::Sender<std::collections::BTreeSet<PoolId>>,
+        reply: oneshot::Sender<std::collections::BTreeSet<PoolKey>>,
     },
     KeepPools {
-        joined: std::collections::BTreeSet<PoolId>,
+        joined: std::collections::BTreeSet<PoolKey>,
     },
 }
 
@@ -143,7 +143,7 @@ impl Handle {
     }
 
     /// The pools the node itself trades in (its own open offers or unsettled matches).
-    pub async fn own_pools(&self) -> std::collections::BTreeSet<PoolId> {
+    pub async fn own_pools(&self) -> std::collections::BTreeSet<PoolKey> {
         let (reply, answer) = oneshot::channel();
         if self.commands.send(Command::OwnPools { reply }).await.is_err() {
             return Default::default();
@@ -152,7 +152,7 @@ impl Handle {
     }
 
     /// Drops the books of pools the node is not in any more (`joined` and those it trades in stay).
-    pub async fn keep_pools(&self, joined: std::collections::BTreeSet<PoolId>) {
+    pub async fn keep_pools(&self, joined: std::collections::BTreeSet<PoolKey>) {
         let _ = self.commands.send(Command::KeepPools { joined }).await;
     }
 
@@ -273,17 +273,22 @@ impl Actor {
         let (offer, author, asked_ms) = (offer.clone(), envelope.author, now_ms());
         let open = self.trader.open_of(&author);
         let period_s = Trader::period_s(&offer, asked_ms);
+        // What the ledger still lets settle of it: an offer kept by peers (a book fetched on joining a pool) may have
+        // been filled or cancelled meanwhile, and only the rest is checked and booked.
         let read = move |state: &::ledger::store::StateSnapshot<'_>| {
             let rules = state.pool_rules_for(&offer.pool, period_s, asked_ms / 1000);
-            (rules, state.check_offer(&author, &offer, &open, asked_ms / 1000))
+            let left = state.offer_left(&id, &author, offer.quantity);
+            let rest = Offer { quantity: left, ..offer.clone() };
+            let verdict = if left == 0 { Ok(()) } else { state.check_offer(&author, &rest, &open, asked_ms / 1000) };
+            (rules, verdict, offer.quantity - left)
         };
-        let (rules, verdict) = self.ledger.query(read).await.map_err(Refused::ledger)?;
+        let (rules, verdict, filled) = self.ledger.query(read).await.map_err(Refused::ledger)?;
         if let Err(problem) = &verdict {
             debug!(%author, %problem, "an offer the ledger would not settle is refused");
         }
         // Matched at the time it is taken in, after the read (an offer that expired or whose gate closed meanwhile
         // is refused, as its receivers will).
-        let outputs = self.trader.handle(now_ms(), Input::Offer { envelope, rules, verdict });
+        let outputs = self.trader.handle(now_ms(), Input::Offer { envelope, rules, verdict, filled });
         self.verdict(id, outputs).await
     }
 

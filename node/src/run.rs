@@ -102,7 +102,7 @@ async fn enforce_overrides(
 /// network leaves a pool unused for a while, unless configured), and the books of pools it left are dropped.
 async fn tend_pools(market: &crate::market::Handle, network: &network::Handle) {
     let own = market.own_pools().await;
-    network.use_pools(own.iter().map(protocol::message::PoolId::digest).collect()).await;
+    network.use_pools(own.iter().map(protocol::message::PoolKey::digest).collect()).await;
     if let Ok(joined) = network.pools().await {
         market.keep_pools(joined.into_iter().map(|view| view.pool).collect()).await;
     }
@@ -246,12 +246,12 @@ async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) ->
 async fn start_network(
     config: network::Config,
     keypair: &Keypair,
-    pools: &[protocol::message::PoolId],
+    pools: &[protocol::message::PoolKey],
     ledger: bool,
 ) -> anyhow::Result<(network::Handle, mpsc::Receiver<network::Delivery>, tokio::task::JoinHandle<()>)> {
     let (handle, deliveries, task) = network::spawn(config, keypair).await?;
     info!(peer_id = %handle.peer_id(), network = %handle.network(), author = %keypair.public(), "kos node started");
-    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter, Topic::Jobs] {
+    for topic in [Topic::Ledger, Topic::Readings, Topic::Jobs] {
         handle.subscribe(topic).await?;
     }
     if ledger {
@@ -317,6 +317,7 @@ impl Router {
         if let (Topic::Pool(_), Some(market)) = (delivery.topic, &self.market) {
             let taken = match &delivery.envelope.body {
                 protocol::Body::Offer(_) => market.offer(delivery.envelope.clone()),
+                protocol::Body::BarterOffer(_) => market.barter(delivery.envelope.clone()),
                 protocol::Body::Cancel(cancel) => market.cancel(cancel.offer, delivery.envelope.author),
                 _ => true,
             };
@@ -329,10 +330,6 @@ impl Router {
                     );
                 }
             }
-        } else if let (Topic::Barter, Some(market)) = (delivery.topic, &self.market)
-            && !market.barter(delivery.envelope.clone())
-        {
-            self.market_dropped += 1;
         }
         if delivery.topic == Topic::Readings
             && let (Some(island), protocol::Body::Reading(reading)) = (&self.island, &delivery.envelope.body)

@@ -859,10 +859,7 @@ mod tests {
         assert!("barter/u33da".parse::<BarterPool>().is_err(), "a is not a geohash character");
         assert!("energy/credit/u33db/900".parse::<BarterPool>().is_err());
         // The vectors of PROTOCOL.md §5.
-        assert_eq!(
-            barter.digest().to_hex(),
-            "9788ab472e2a1f45d66f7b1c0fddb2106e8bcf8bf48a8dde56b3af8918242cd5"
-        );
+        assert_eq!(barter.digest().to_hex(), "9788ab472e2a1f45d66f7b1c0fddb2106e8bcf8bf48a8dde56b3af8918242cd5");
         let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
         assert_eq!(pool.digest().to_hex(), "930a438f06d0ffbbe1d6bf82cd2487b287d781dfb86a583d996750833c5a16a6");
         for text in ["barter/u33db", "barter/*", "energy/credit/u33db/900", "compute/credit/*/0"] {

@@ -343,15 +343,15 @@ fn a_flood_of_unfunded_offers_takes_nothing_from_honest_homes() {
 }
 
 /// Issue 26, item 1: a newcomer whose only bootnode is not in the pool (Kademlia on, mDNS off) finds the pool's
-/// providers through the DHT, dials them, receives the book they hold, and its bid is matched and settled on every
-/// ledger.
+/// providers through the DHT, dials them, and receives the book they hold, including the ask of a home that has gone
+/// offline since (only a fetch of the book can bring it); its bid is matched and settled on every ledger.
 #[test]
 fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() {
     use kos_tests::cluster::Node as Running;
 
     const POOL: &str = "compute/credit/u33db/0";
     let root = tempfile::tempdir().unwrap();
-    let keyed: Vec<(PathBuf, String, String)> = ["validator", "seller", "newcomer"]
+    let keyed: Vec<(PathBuf, String, String)> = ["validator", "seller", "early", "newcomer"]
         .iter()
         .map(|name| {
             let dir = root.path().join(name);
@@ -376,25 +376,36 @@ fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() 
     let validator = start(0, &[], &["--log", "info"]);
     let bootnodes = vec![validator.bootnode()];
     let seller = start(1, &bootnodes, &["--log", "info,kos::network=debug"]);
-    assert!(wait_until(STARTUP, || seller.height() >= Some(2)), "no blocks");
-    // The seller joins the pool by trading in it: its ask rests in its book, announced in the DHT.
-    let ask = serde_json::json!({"pool": POOL, "side": "ask", "quantity": 2000, "price": "5"});
-    let (status, answer) = seller.post("/offers", &ask);
-    assert_eq!(status, 202, "{answer}");
-    let announced = || {
-        seller.get("/status").is_some_and(|status| {
-            status["pools"].as_array().is_some_and(|pools| pools.iter().any(|pool| !pool["announced_ms"].is_null()))
-        })
+    let early = start(2, &bootnodes, &["--log", "info"]);
+    assert!(wait_until(STARTUP, || seller.height() >= Some(2) && early.height() >= Some(2)), "no blocks");
+    // Two homes join the pool by trading in it, and find each other through the DHT: each book holds both asks.
+    let ask = |home: &Running, quantity: u64, price: &str| {
+        let (status, answer) = home
+            .post("/offers", &serde_json::json!({"pool": POOL, "side": "ask", "quantity": quantity, "price": price}));
+        assert_eq!(status, 202, "{answer}");
     };
-    assert!(wait_until(Duration::from_secs(20), announced), "the seller never announced the pool");
+    ask(&seller, 2000, "5");
+    ask(&early, 3000, "6");
+    let asks = |home: &Running| {
+        home.get(&format!("/pools/book?pool={POOL}")).unwrap_or_default()["book"]["asks"].as_array().map_or(0, Vec::len)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || asks(&seller) == 2),
+        "the seller never saw the early home's ask: {}",
+        seller.get("/status").unwrap_or_default()
+    );
+    // The early home goes offline: its ask rests in the seller's book, and only a fetch can bring it to a newcomer.
+    drop(early);
 
     // The newcomer names the pool in its configuration and knows only the validator, which is not in the pool.
-    let newcomer = start(2, &bootnodes, &["--pool", POOL, "--log", "info,kos::network=debug"]);
-    let book = || newcomer.get(&format!("/pools/book?pool={POOL}")).unwrap_or_default();
-    let holds_the_ask =
-        wait_until(Duration::from_secs(20), || book()["book"]["asks"].as_array().is_some_and(|asks| !asks.is_empty()));
+    let newcomer = start(3, &bootnodes, &["--pool", POOL, "--log", "info,kos::network=debug"]);
+    let filled = || {
+        newcomer
+            .get("/status")
+            .is_some_and(|status| !status["pools"][0]["book_filled_ms"].is_null() && asks(&newcomer) == 2)
+    };
     assert!(
-        holds_the_ask,
+        wait_until(Duration::from_secs(20), filled),
         "the newcomer never received the pool's book: {}\n{:#?}",
         newcomer.get("/status").unwrap_or_default(),
         newcomer.process.lines()
@@ -402,12 +413,11 @@ fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() 
     let status = newcomer.get("/status").unwrap();
     let pool = &status["pools"][0];
     assert_eq!(pool["pool"], POOL, "{status}");
-    assert!(pool["providers"].as_u64() >= Some(1) && !pool["book_filled_ms"].is_null(), "{status}");
-    assert!(pool["offers_fetched"].as_u64() >= Some(1), "{status}");
+    assert!(pool["providers"].as_u64() >= Some(1) && pool["offers_fetched"].as_u64() >= Some(1), "{status}");
     let validator_pools = validator.get("/status").unwrap()["served_pools"].clone();
     assert_eq!(validator_pools, serde_json::json!([]), "the bootnode is not in the pool");
 
-    // The newcomer's bid meets the ask: 2 units at 5 credits, settled on every ledger.
+    // The newcomer's bid meets the best ask: 2 units at 5 credits, settled on every ledger.
     let bid = serde_json::json!({"pool": POOL, "side": "bid", "quantity": 2000, "price": "7"});
     let (status, answer) = newcomer.post("/offers", &bid);
     assert_eq!(status, 202, "{answer}");
@@ -419,4 +429,75 @@ fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() 
         })
     });
     assert!(settled, "the newcomer's trade did not settle: {:#?}", seller.process.lines());
+}
+
+/// Issue 26, item 2: three homes of one cell, each knowing only a validator that is not in the cell's barter pool,
+/// find each other through the DHT (Kademlia on, mDNS off). Their barter offers close a cycle of three legs (compute
+/// for memory for bandwidth for compute) that is settled on every ledger.
+#[test]
+fn three_homes_of_a_cell_close_a_barter_cycle_found_through_the_dht() {
+    use kos_tests::cluster::Node as Running;
+
+    let root = tempfile::tempdir().unwrap();
+    let keyed: Vec<(PathBuf, String, String)> = ["validator", "home-a", "home-b", "home-c"]
+        .iter()
+        .map(|name| {
+            let dir = root.path().join(name);
+            let (key, peer) = keys(&dir);
+            (dir, key, peer)
+        })
+        .collect();
+    let genesis = root.path().join("genesis.toml");
+    let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
+    args.extend(["--validator", &keyed[0].1, "--fund", &keyed[0].1]);
+    kos(&args);
+    for (dir, ..) in &keyed {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+    }
+    let start = |index: usize, bootnodes: &[String]| {
+        let (dir, key, peer) = &keyed[index];
+        Running::start(dir, key, peer, bootnodes, &["--log", "info,kos::network=debug"])
+    };
+    let validator = start(0, &[]);
+    let bootnodes = vec![validator.bootnode()];
+    let homes: Vec<Running> = (1..=3).map(|index| start(index, &bootnodes)).collect();
+    assert!(wait_until(STARTUP, || homes.iter().all(|home| home.height() >= Some(2))), "no blocks");
+    let barter = |home: &Running, give: &str, want: &str| {
+        let body = serde_json::json!({"give": give, "give_quantity": 500, "want": want, "want_quantity": 500,
+            "cell": "u33dc"});
+        let (status, answer) = home.post("/barter", &body);
+        assert_eq!(status, 202, "{answer}");
+    };
+    // One after another, a few seconds apart: each newcomer to the barter pool finds those before it in the DHT.
+    barter(&homes[0], "compute", "memory");
+    std::thread::sleep(Duration::from_secs(2));
+    barter(&homes[1], "memory", "bandwidth");
+    std::thread::sleep(Duration::from_secs(2));
+    barter(&homes[2], "bandwidth", "compute");
+    let mut cycle_id = None;
+    let submitted = wait_until(Duration::from_secs(30), || {
+        cycle_id = homes.iter().find_map(|home| {
+            home.process.lines().iter().find_map(|line| {
+                let rest = &line[line.find("settling a barter cycle")?..];
+                let start = rest.find("cycle=")? + "cycle=".len();
+                rest.get(start..start + 64).map(str::to_owned)
+            })
+        });
+        cycle_id.is_some()
+    });
+    let statuses: Vec<serde_json::Value> =
+        homes.iter().map(|home| home.get("/status").unwrap_or_default()["pools"].clone()).collect();
+    assert!(submitted, "no barter cycle was submitted; the homes' pools: {statuses:#?}");
+    let cycle_id = cycle_id.unwrap();
+    let everywhere = wait_until(Duration::from_secs(20), || {
+        std::iter::once(&validator)
+            .chain(&homes)
+            .all(|node| http::get(&node.api, &format!("/entries/{cycle_id}")).is_ok_and(|answer| answer.status == 200))
+    });
+    assert!(everywhere, "barter cycle {cycle_id} is not on every ledger");
+    // The validator never joined the barter pool: the homes met through the DHT.
+    assert_eq!(validator.get("/status").unwrap()["served_pools"], serde_json::json!([]));
+    for status in &statuses {
+        assert_eq!(status[0]["pool"], "barter/u33dc", "{status}");
+    }
 }

@@ -199,7 +199,9 @@ impl From<&crate::market::Refused> for ApiError {
                 Refusal::NotAnOffer | Refusal::Expired | Refusal::BelowFee | Refusal::Delivery(_) => {
                     ApiError::bad_request(message)
                 }
-                Refusal::Duplicate | Refusal::GateClosed => ApiError::new(StatusCode::CONFLICT, message),
+                Refusal::Duplicate | Refusal::GateClosed | Refusal::Settled => {
+                    ApiError::new(StatusCode::CONFLICT, message)
+                }
                 // Full pools and books empty only as their offers expire or fill: no promise of a time to retry.
                 Refusal::OwnerFull => ApiError::new(StatusCode::TOO_MANY_REQUESTS, message),
                 Refusal::PoolFull | Refusal::TooManyPools => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),

@@ -57,8 +57,6 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// Event streams open now (bounded by [`live::EVENT_STREAMS_MAX`]).
     pub event_streams: live::Streams,
-    /// The pools this node serves: its config's, and those it first trades in through the API. The node announces
-    /// them in the DHT (again every few minutes).
     /// Places the node's own offers (the one way, shared with the home's trader); none without a market.
     pub placer: Option<crate::app::place::Placer>,
     /// Open jobs heard on the jobs topic or committed.

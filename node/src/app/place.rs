@@ -10,7 +10,7 @@
 //! 5. gossiped on the pool's topic (`published` is false when no peer is in the topic yet: the offer stands in this
 //!    node's book either way).
 //!
-//! Barter offers follow the same steps on the barter topic (the board takes them; no pool is announced).
+//! Barter offers follow the same steps in the barter pool of their cell (the board takes them).
 
 use std::sync::Arc;
 
@@ -58,7 +58,7 @@ impl Placer {
         let envelope = self.signed(Body::Offer(offer), "offer", created_ms, expires_ms)?;
         self.market.place(envelope.clone()).await?;
         let topic = Topic::pool(&pool);
-        let joined = match self.network.join_pool(&pool, false).await {
+        let joined = match self.network.join_pool(&pool.clone().into(), false).await {
             Ok(()) => true,
             Err(problem) => {
                 warn!(%pool, %problem, "not joining the pool");
@@ -69,11 +69,20 @@ impl Placer {
         Ok(Placed { id: envelope.id(), envelope, published })
     }
 
-    /// Places a barter offer of this node on its board and gossips it.
+    /// Places a barter offer of this node on its board, joins (or uses) its cell's barter pool and gossips it there.
     pub async fn barter(&self, offer: BarterOffer, created_ms: u64, expires_ms: u64) -> Result<Placed, PlaceError> {
+        let pool = offer.pool();
         let envelope = self.signed(Body::BarterOffer(offer), "barter offer", created_ms, expires_ms)?;
         self.market.place_barter(envelope.clone()).await?;
-        let published = self.gossip(&envelope, Topic::Barter, "barter offer").await?;
+        let joined = match self.network.join_pool(&pool.clone().into(), false).await {
+            Ok(()) => true,
+            Err(problem) => {
+                warn!(%pool, %problem, "not joining the barter pool");
+                false
+            }
+        };
+        let topic = Topic::Pool(pool.digest());
+        let published = joined && self.gossip(&envelope, topic, "barter offer").await?;
         Ok(Placed { id: envelope.id(), envelope, published })
     }
 

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use ::ledger::state::{Event, InForce};
 use ::market::pools::{Depth, Limits, Market, Rules, Unsettled};
-use protocol::message::{BarterCycle, BarterLeg, Body, Offer, PoolId, Settlement};
+use protocol::message::{BarterCycle, BarterLeg, BarterPool, Body, Offer, PoolId, PoolKey, Settlement};
 use protocol::types::{BoundedVec, TokenId};
 use protocol::{Envelope, Id, PublicKey};
 
@@ -64,8 +64,9 @@ pub enum Refusal {
 pub enum Input<'a> {
     /// An offer of a pool (gossiped, or the node's own), with what the ledger's last commit says of it: its pool's
     /// rules for the offer's period ([`Trader::period_s`]) and the verdict of
-    /// [`ledger::state::TradeReads::check_offer`] on it with its author's open offers ([`Trader::open_of`]).
-    Offer { envelope: Arc<Envelope>, rules: Rules, verdict: Result<(), ::ledger::state::EntryError> },
+    /// [`ledger::state::TradeReads::check_offer`] on it with its author's open offers ([`Trader::open_of`]), and
+    /// what the ledger already settled of it (`quantity −` [`ledger::state::TradeReads::offer_left`]).
+    Offer { envelope: Arc<Envelope>, rules: Rules, verdict: Result<(), ::ledger::state::EntryError>, filled: u64 },
     /// A barter offer, and whether an override froze its author's trading.
     Barter { envelope: Arc<Envelope>, frozen: Option<InForce> },
     /// The author withdraws an offer (a validated cancel).
@@ -218,28 +219,38 @@ impl Trader {
         self.market.pools()
     }
 
-    /// The pools the node itself trades in: its own open offers and unsettled matches are there.
-    pub fn own_pools(&self) -> BTreeSet<PoolId> {
-        self.open_of(&self.me).into_iter().map(|offer| offer.pool).collect()
+    /// The pools the node itself trades in: its own open offers and unsettled matches are there, or its own barter
+    /// offers are on the board.
+    pub fn own_pools(&self) -> BTreeSet<PoolKey> {
+        let pools = self.open_of(&self.me).into_iter().map(|offer| PoolKey::Market(offer.pool));
+        let barter = self.board.cells_of(&self.me).into_iter().map(|cell| PoolKey::Barter(BarterPool { cell }));
+        pools.chain(barter).collect()
     }
 
-    /// Drops the books of the pools the node is no longer in (those it trades in stay): it receives nothing of
-    /// them any more, so they would only go stale.
-    pub fn keep_pools(&mut self, now_ms: u64, joined: &BTreeSet<PoolId>) {
+    /// Drops the books (and barter offers) of the pools the node is no longer in (those it trades in stay): it
+    /// receives nothing of them any more, so they would only go stale.
+    pub fn keep_pools(&mut self, now_ms: u64, joined: &BTreeSet<PoolKey>) {
         let own = self.own_pools();
+        let kept = |key: &PoolKey| joined.contains(key) || own.contains(key);
         let gone: Vec<PoolId> =
-            self.market.pools().filter(|pool| !joined.contains(*pool) && !own.contains(*pool)).cloned().collect();
+            self.market.pools().filter(|pool| !kept(&PoolKey::Market((*pool).clone()))).cloned().collect();
         for pool in gone {
             let _ = self.market.handle(now_ms, ::market::pools::Input::Forget { pool });
+        }
+        for cell in self.board.cells() {
+            if !kept(&PoolKey::Barter(BarterPool { cell: cell.clone() })) {
+                self.board.forget(&cell);
+            }
         }
     }
 
     /// The one entry point: an input at `now_ms`, and what the shell must do about it.
     pub fn handle(&mut self, now_ms: u64, input: Input<'_>) -> Vec<Output> {
         match input {
-            Input::Offer { envelope, rules, verdict } => self.offer(now_ms, envelope, rules, verdict),
+            Input::Offer { envelope, rules, verdict, filled } => self.offer(now_ms, envelope, rules, verdict, filled),
             Input::Barter { envelope, frozen } => vec![self.barter(now_ms, envelope, frozen)],
             Input::Cancel { offer, author } => {
+                self.board.cancel(&offer, &author);
                 let outputs = self.market.handle(now_ms, ::market::pools::Input::Cancel { offer, author });
                 self.matched(outputs)
             }
@@ -271,6 +282,7 @@ impl Trader {
         envelope: Arc<Envelope>,
         rules: Rules,
         verdict: Result<(), ::ledger::state::EntryError>,
+        filled: u64,
     ) -> Vec<Output> {
         let id = envelope.id();
         let Body::Offer(offer) = &envelope.body else {
@@ -294,7 +306,7 @@ impl Trader {
             return vec![Output::Refused { offer: id, reason }];
         }
         self.stats.offers += 1;
-        let outputs = self.market.handle(now_ms, ::market::pools::Input::Offer { envelope, rules });
+        let outputs = self.market.handle(now_ms, ::market::pools::Input::Offer { envelope, rules, filled });
         let mut outputs = self.matched(outputs);
         if !outputs.iter().any(|output| matches!(output, Output::Refused { offer, .. } if *offer == id)) {
             outputs.insert(0, Output::Taken { offer: id });
@@ -512,7 +524,7 @@ mod tests {
                 let mut matches = Vec::new();
                 for (node, trader) in traders.iter_mut().enumerate() {
                     let before = trader.stats().matches;
-                    let input = Input::Offer { envelope: envelope.clone(), rules: rules(), verdict: Ok(()) };
+                    let input = Input::Offer { envelope: envelope.clone(), rules: rules(), verdict: Ok(()), filled: 0 };
                     for output in trader.handle(now_ms, input) {
                         if let Output::Settle(settlement) = output {
                             assert_eq!(
@@ -558,8 +570,8 @@ mod tests {
         let key = Keypair::from_seed(&[1; 32]);
         let mut trader = Trader::new(key.public(), [TokenId::new("watt").unwrap()], Limits::default());
         let envelope = offer(&key, 1, Side::Bid, 10, 100);
-        let outputs =
-            trader.handle(NOW_MS, Input::Offer { envelope: envelope.clone(), rules: rules(), verdict: Ok(()) });
+        let outputs = trader
+            .handle(NOW_MS, Input::Offer { envelope: envelope.clone(), rules: rules(), verdict: Ok(()), filled: 0 });
         let reason = Refusal::UnknownToken(TokenId::new("credit").unwrap());
         assert_eq!(outputs, vec![Output::Refused { offer: envelope.id(), reason }]);
         assert_eq!(trader.stats().refused, 1);
@@ -574,15 +586,17 @@ mod tests {
         let in_force = InForce { by: Id([7; 32]), until_height: 9, first: 0, second: 0 };
         let refused = offer(&other, 1, Side::Bid, 10, 100);
         let frozen = ::ledger::state::EntryError::Frozen { account: other.public(), by: in_force.by, until_height: 9 };
-        let outputs =
-            trader.handle(NOW_MS, Input::Offer { envelope: refused.clone(), rules: rules(), verdict: Err(frozen) });
+        let outputs = trader.handle(
+            NOW_MS,
+            Input::Offer { envelope: refused.clone(), rules: rules(), verdict: Err(frozen), filled: 0 },
+        );
         let reason = Refusal::Frozen { by: in_force.by, until_height: 9 };
         assert_eq!(outputs, vec![Output::Refused { offer: refused.id(), reason }]);
         assert_eq!(trader.stats().frozen, 1);
 
         let resting = offer(&other, 2, Side::Bid, 10, 100);
-        let outputs =
-            trader.handle(NOW_MS, Input::Offer { envelope: resting.clone(), rules: rules(), verdict: Ok(()) });
+        let outputs = trader
+            .handle(NOW_MS, Input::Offer { envelope: resting.clone(), rules: rules(), verdict: Ok(()), filled: 0 });
         assert_eq!(outputs, vec![Output::Taken { offer: resting.id() }]);
         assert_eq!(trader.depth(&pool(), 10).unwrap().offers, 1);
         let events = [Event::OverrideInForce { proposal: in_force.by, until_height: 9 }];
@@ -765,8 +779,8 @@ mod tests {
                     true => world.state.check_offer(&author, terms, &trader.open_of(&author), now_ms / 1000),
                     false => Ok(()),
                 };
-                let mut outputs =
-                    trader.handle(now_ms, Input::Offer { envelope: envelope.clone(), rules: rules(), verdict });
+                let mut outputs = trader
+                    .handle(now_ms, Input::Offer { envelope: envelope.clone(), rules: rules(), verdict, filled: 0 });
                 outputs.extend(trader.handle(now_ms, Input::Tick));
                 settlements.extend(act(world, trader, outputs, now_ms, checked));
             }
@@ -853,7 +867,7 @@ mod tests {
             let key = envelope.author;
             let verdict = world.state.check_offer(&key, &offer, &trader.open_of(&key), now_ms / 1000);
             assert_eq!(verdict, Ok(()));
-            (envelope.clone(), trader.handle(now_ms, Input::Offer { envelope, rules: rules(), verdict }))
+            (envelope.clone(), trader.handle(now_ms, Input::Offer { envelope, rules: rules(), verdict, filled: 0 }))
         }
 
         fn settlement_of(outputs: Vec<Output>) -> Settlement {

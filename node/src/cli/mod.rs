@@ -149,7 +149,8 @@ pub struct RunArgs {
     /// Bootnode to dial (repeatable; added to the config's list).
     #[arg(long)]
     pub bootnode: Vec<String>,
-    /// Pool this node serves (repeatable; added to the config's list): energy/credit/u33db/900.
+    /// Pool this node is in for good (repeatable; added to the config's list): energy/credit/u33db/900, or a barter
+    /// pool: barter/u33db.
     #[arg(long)]
     pub pool: Vec<String>,
     /// Find peers on the local network by mDNS.

@@ -111,6 +111,31 @@ impl Admission {
         validation: Result<Validated, Invalid>,
         now_ms: u64,
     ) -> Verdict {
+        self.admit(topic, bytes, validation, now_ms, false)
+    }
+
+    /// The same steps for an offer a peer kept and sent when asked (a pool's recent offers, PROTOCOL.md §9), with
+    /// one difference: a nonce below its author's window is no reason to drop it. Resting offers are older than
+    /// what their authors published since, and a fetched book is for exactly them; expiry still bounds them, the
+    /// same id twice is still a duplicate and another message with a nonce in the window still a replay.
+    pub fn check_fetched(
+        &mut self,
+        topic: Topic,
+        bytes: usize,
+        validation: Result<Validated, Invalid>,
+        now_ms: u64,
+    ) -> Verdict {
+        self.admit(topic, bytes, validation, now_ms, true)
+    }
+
+    fn admit(
+        &mut self,
+        topic: Topic,
+        bytes: usize,
+        validation: Result<Validated, Invalid>,
+        now_ms: u64,
+        stale_ok: bool,
+    ) -> Verdict {
         let validated = match validation {
             Ok(validated) => validated,
             Err(Invalid::Expired { .. } | Invalid::FromFuture { .. }) => return Verdict::Ignore(Ignored::Stale),
@@ -132,6 +157,7 @@ impl Admission {
         }
         match self.replay.check(&envelope.author, envelope.nonce, &validated.id) {
             ReplayVerdict::Fresh => {}
+            ReplayVerdict::Stale if stale_ok => {}
             ReplayVerdict::Duplicate | ReplayVerdict::Stale => return Verdict::Ignore(Ignored::Duplicate),
             ReplayVerdict::Replay => return Verdict::Reject(Rejected::Replay),
         }
@@ -258,9 +284,9 @@ mod tests {
         // Another message under the same nonce: a replay.
         let again = transfer(&author, 1, 11, NOW_MS);
         assert!(matches!(check(&mut door, Topic::Ledger, &again, NOW_MS), Verdict::Reject(Rejected::Replay)));
-        // A transfer on the barter topic does not belong there.
+        // A transfer on the readings topic does not belong there.
         let other = transfer(&author, 2, 10, NOW_MS);
-        assert!(matches!(check(&mut door, Topic::Barter, &other, NOW_MS), Verdict::Reject(Rejected::WrongTopic)));
+        assert!(matches!(check(&mut door, Topic::Readings, &other, NOW_MS), Verdict::Reject(Rejected::WrongTopic)));
         // Expired (clocks differ): ignored; damaged: rejected.
         let old = transfer(&author, 3, 10, NOW_MS - 700_000);
         assert!(matches!(check(&mut door, Topic::Ledger, &old, NOW_MS), Verdict::Ignore(Ignored::Stale)));
@@ -268,6 +294,44 @@ mod tests {
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         assert!(matches!(check(&mut door, Topic::Ledger, &damaged, NOW_MS), Verdict::Reject(Rejected::Invalid)));
+    }
+
+    /// Review of issue 26, item 1: a resting offer fetched with a pool's book is older than what its author published
+    /// since; below the author's replay window it was dropped as stale, so the newcomer's book missed exactly the
+    /// older liquidity the fetch is for.
+    #[test]
+    fn a_fetched_offer_below_its_authors_replay_window_is_taken_and_a_gossiped_one_is_not() {
+        let mut door = admission(energy::fuel::Config::default());
+        let author = Keypair::from_seed(&[3; 32]);
+        let pool: protocol::message::PoolId = "compute/credit/*/0".parse().unwrap();
+        let offer = |nonce| {
+            let body = protocol::Body::Offer(protocol::message::Offer {
+                pool: pool.clone(),
+                side: protocol::message::Side::Ask,
+                quantity: 1000,
+                unit_price: 5_000,
+                delivery_start_s: 0,
+            });
+            Draft { network: network(), nonce, created_ms: NOW_MS, expires_ms: NOW_MS + 600_000, body }.sign(&author)
+        };
+        let resting = offer(1).to_bytes();
+        for nonce in 2..(2 + REPLAY_WINDOW as u64) {
+            assert!(matches!(
+                check(&mut door, Topic::Ledger, &transfer(&author, nonce, 1, NOW_MS), NOW_MS),
+                Verdict::Accept(_)
+            ));
+        }
+        let topic = Topic::pool(&pool);
+        let validate = || protocol::validate(&resting, &protocol::Config::new(network()), NOW_MS);
+        let gossiped = door.check(topic, resting.len(), validate(), NOW_MS);
+        assert!(matches!(gossiped, Verdict::Ignore(Ignored::Duplicate)), "{gossiped:?}");
+        let fetched = door.check_fetched(topic, resting.len(), validate(), NOW_MS);
+        assert!(matches!(fetched, Verdict::Accept(_)), "{fetched:?}");
+        // Another message under a nonce still in the window is a replay, fetched or not.
+        let replay = offer(REPLAY_WINDOW as u64).to_bytes();
+        let validation = protocol::validate(&replay, &protocol::Config::new(network()), NOW_MS);
+        let verdict = door.check_fetched(topic, replay.len(), validation, NOW_MS);
+        assert!(matches!(verdict, Verdict::Reject(Rejected::Replay)), "{verdict:?}");
     }
 
     #[test]

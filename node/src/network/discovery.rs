@@ -10,18 +10,21 @@
 //!    more peers for pools than [`POOL_PEERS_SHARE_PERCENT`] of `peers_max`, and not a peer whose dial failed in the
 //!    last [`DIAL_RETRY_MS`];
 //! 4. fetches the pool's recent offers from up to [`FETCH_PEERS_MAX`] peers in the pool as soon as it has one, so
-//!    that a newcomer holds the book at once, and again when its mesh for the pool was empty and fills again;
+//!    that a newcomer holds the book at once (a round that nobody answers is tried again after a backoff from
+//!    [`LOOKUP_BACKOFF_MIN_MS`] to [`LOOKUP_BACKOFF_MAX_MS`]); and when its mesh for the pool was empty and fills
+//!    again, it fetches again and publishes its own open offers in the pool again (placed while nobody was there,
+//!    they reached nobody);
 //! 5. leaves a pool it has not used for [`POOL_IDLE_MS`] (unsubscribes, stops announcing, forgets the book). A pool
 //!    named in the node's configuration is never left.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::Id;
-use protocol::message::PoolId;
+use protocol::message::PoolKey;
 
-/// Most pools a node is in at once: gossip topics are bounded ([`super::TOPICS_MAX`]), and a few are the node's
-/// own (ledger, bundles, consensus, readings, barter, jobs).
-pub const POOLS_MAX: usize = super::TOPICS_MAX - 8;
+/// Most pools a node is in at once: as many as its market holds books for (`market::pools::Limits::pools_max`), well
+/// within the gossip topics it may join ([`super::TOPICS_MAX`]).
+pub const POOLS_MAX: usize = 64;
 /// Fewer of the node's peers than this in a pool's mesh, and it looks for more.
 pub const MESH_MIN: usize = 2;
 /// The first wait before a lookup is repeated; it doubles up to [`LOOKUP_BACKOFF_MAX_MS`].
@@ -63,8 +66,10 @@ pub enum Effect<P> {
     Lookup { pool: Id, dial_max: usize, exclude: Vec<P> },
     /// Ask `peer` for the pool's recent offers, take them in as gossip, answer with [`Discovery::fetched`].
     Fetch { pool: Id, peer: P },
+    /// Publish the node's own open offers in the pool again: its mesh was empty and has peers again.
+    Republish(Id),
     /// Leave the pool: unsubscribe, stop announcing, forget its book.
-    Leave(PoolId),
+    Leave(PoolKey),
 }
 
 /// What the node's gossip layer says of a pool at one moment.
@@ -79,7 +84,7 @@ pub struct Observed<P> {
 /// A pool as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolView {
-    pub pool: PoolId,
+    pub pool: PoolKey,
     /// Named in the node's configuration: never left.
     pub pinned: bool,
     pub joined_ms: u64,
@@ -100,7 +105,7 @@ pub struct PoolView {
 
 #[derive(Debug, Clone)]
 struct Pool<P> {
-    pool: PoolId,
+    pool: PoolKey,
     pinned: bool,
     joined_ms: u64,
     used_ms: u64,
@@ -118,9 +123,14 @@ struct Pool<P> {
     announced_ms: Option<u64>,
     /// The book needs filling from peers (joined, or the mesh came back after being empty).
     fill: bool,
-    /// Peers asked for this fill, answered or not.
+    /// Peers asked in this round of fetching, answered or not.
     asked: BTreeSet<P>,
     fetching: usize,
+    /// When the next round of fetching may start (after a round nobody answered), and the wait after the next.
+    next_fetch_ms: u64,
+    fetch_backoff_ms: u64,
+    /// The mesh has peers again after being empty: the node's own offers are to be published again.
+    republish: bool,
     book_filled_ms: Option<u64>,
     offers_fetched: u64,
 }
@@ -136,8 +146,8 @@ pub enum JoinError {
 #[derive(Debug, Clone)]
 pub struct Discovery<P> {
     pools: BTreeMap<Id, Pool<P>>,
-    /// Peers dialed for pools and not yet disconnected (or failed).
-    dialed: BTreeSet<P>,
+    /// Peers dialed for pools (and for which) and not yet disconnected, failed, or released by leaving the pool.
+    dialed: BTreeMap<P, Id>,
     /// Peers whose dial failed, with when they may be dialed again (oldest first).
     failed: VecDeque<(P, u64)>,
     /// The most peers dialed for pools at once.
@@ -155,7 +165,7 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
         let budget = u64::from(peers_max) * u64::from(POOL_PEERS_SHARE_PERCENT) / 100;
         Discovery {
             pools: BTreeMap::new(),
-            dialed: BTreeSet::new(),
+            dialed: BTreeMap::new(),
             failed: VecDeque::new(),
             dial_budget: usize::try_from(budget).unwrap_or(usize::MAX),
             dht,
@@ -166,7 +176,7 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
     }
 
     /// The node joins a pool (or uses one it is in: pinning sticks). It is announced and looked up at once.
-    pub fn join(&mut self, pool: &PoolId, pinned: bool, now_ms: u64) -> Result<(), JoinError> {
+    pub fn join(&mut self, pool: &PoolKey, pinned: bool, now_ms: u64) -> Result<(), JoinError> {
         let digest = pool.digest();
         if let Some(known) = self.pools.get_mut(&digest) {
             known.pinned |= pinned;
@@ -196,6 +206,9 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
                 fill: true,
                 asked: BTreeSet::new(),
                 fetching: 0,
+                next_fetch_ms: now_ms,
+                fetch_backoff_ms: LOOKUP_BACKOFF_MIN_MS,
+                republish: false,
                 book_filled_ms: None,
                 offers_fetched: 0,
             },
@@ -213,11 +226,13 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
         }
     }
 
-    /// The node left a pool by other means (its topic unsubscribed).
+    /// The node left a pool (its topic unsubscribed): what was in flight for it is over (the shell drops it), and
+    /// the peers dialed for it no longer count against the budget.
     pub fn forget(&mut self, digest: &Id) {
         if let Some(pool) = self.pools.remove(digest) {
             self.lookups -= usize::from(pool.looking);
             self.fetches -= pool.fetching;
+            self.dialed.retain(|_, dialed_for| dialed_for != digest);
         }
     }
 
@@ -227,7 +242,7 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
     }
 
     /// The pools the node is in.
-    pub fn pools(&self) -> impl Iterator<Item = (&Id, &PoolId)> {
+    pub fn pools(&self) -> impl Iterator<Item = (&Id, &PoolKey)> {
         self.pools.iter().map(|(digest, pool)| (digest, &pool.pool))
     }
 
@@ -236,16 +251,26 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
         let Some(pool) = self.pools.get_mut(digest) else { return };
         // A mesh that was empty and fills again (a partition healed, every peer restarted): the book may have missed
         // what was offered meanwhile.
-        if pool.observed.mesh.is_empty() && !observed.mesh.is_empty() && pool.book_filled_ms.is_some() {
-            pool.fill = true;
-            pool.asked.clear();
+        // Its own offers placed meanwhile reached nobody.
+        if pool.observed.mesh.is_empty() && !observed.mesh.is_empty() {
+            pool.republish = true;
+            if pool.book_filled_ms.is_some() {
+                pool.fill = true;
+            }
         }
         pool.observed = observed;
     }
 
-    /// A lookup dialed a provider (it counts against the budget until it disconnects or the dial fails).
-    pub fn dialing(&mut self, peer: P) {
-        self.dialed.insert(peer);
+    /// Whether a lookup may dial one more provider now, with `connected` peers: within the budget for pools and
+    /// below `peers_max` (checked at each dial, since lookups run at once).
+    pub fn may_dial(&self, connected: usize, peers_max: u32) -> bool {
+        self.dialed.len() < self.dial_budget && connected < usize::try_from(peers_max).unwrap_or(usize::MAX)
+    }
+
+    /// A lookup of `pool` dialed a provider: it counts against the budget until it disconnects, the dial fails or
+    /// the node leaves the pool.
+    pub fn dialing(&mut self, peer: P, pool: &Id) {
+        self.dialed.insert(peer, *pool);
     }
 
     /// A lookup ended: the providers found (this node aside).
@@ -282,13 +307,20 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
             pool.book_filled_ms = Some(now_ms);
             pool.offers_fetched = offers;
             pool.fill = false;
+            pool.asked.clear();
+            pool.fetch_backoff_ms = LOOKUP_BACKOFF_MIN_MS;
+        } else if pool.fill && pool.fetching == 0 {
+            // Nobody asked in this round answered: a new round, with whoever is in the pool then, after a wait.
+            pool.asked.clear();
+            pool.next_fetch_ms = now_ms + pool.fetch_backoff_ms;
+            pool.fetch_backoff_ms = (pool.fetch_backoff_ms * 2).min(LOOKUP_BACKOFF_MAX_MS);
         }
     }
 
-    /// A peer's last connection closed, or a dial to it failed (`failed`).
+    /// A peer's last connection closed, or a dial to it failed (`failed`). Only failed dials of discovery's own
+    /// keep a provider from being dialed again for a while.
     pub fn disconnected(&mut self, peer: &P, failed: bool, now_ms: u64) {
-        self.dialed.remove(peer);
-        if failed {
+        if self.dialed.remove(peer).is_some() && failed {
             if self.failed.len() >= FAILED_DIALS_MAX {
                 self.failed.pop_front();
             }
@@ -343,7 +375,11 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
                 pool.next_lookup_ms = now_ms + pool.backoff_ms;
                 pool.backoff_ms = (pool.backoff_ms * 2).min(LOOKUP_BACKOFF_MAX_MS);
             }
-            if pool.fill {
+            if pool.republish {
+                pool.republish = false;
+                self.effects.push_back(Effect::Republish(*digest));
+            }
+            if pool.fill && now_ms >= pool.next_fetch_ms {
                 // Mesh peers first: they stay.
                 let candidates: Vec<P> = pool
                     .observed
@@ -363,10 +399,6 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
                         self.fetches += 1;
                     }
                 }
-                // Everyone asked failed to answer: ask others (or the same ones again) later.
-                if pool.asked.len() >= FETCH_PEERS_MAX && pool.fetching == 0 {
-                    pool.asked.clear();
-                }
             }
         }
     }
@@ -376,7 +408,7 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
         self.effects.pop_front()
     }
 
-    /// Peers dialed for pools and still connected (or being dialed).
+    /// Peers dialed for pools the node is in and still connected (or being dialed).
     pub fn pool_peers(&self) -> usize {
         self.dialed.len()
     }
@@ -412,7 +444,7 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
 mod tests {
     use super::*;
 
-    fn pool(cell: &str) -> PoolId {
+    fn pool(cell: &str) -> PoolKey {
         format!("energy/credit/{cell}/900").parse().unwrap()
     }
 
@@ -435,17 +467,22 @@ mod tests {
             vec![Effect::Provide(digest), Effect::Lookup { pool: digest, dial_max: 3, exclude: vec![] }]
         );
         // The lookup found three providers and dialed two; nobody is in the pool's topic yet: nothing to fetch from.
-        discovery.dialing(7);
-        discovery.dialing(8);
+        discovery.dialing(7, &digest);
+        discovery.dialing(8, &digest);
         discovery.found(&digest, vec![7, 8, 9]);
         discovery.tick(3, 64, 500);
         assert_eq!(drain(&mut discovery), vec![]);
         // Two of them are in the mesh, a third subscribed: the first two are asked for the book.
         discovery.observe(&digest, seen(&[7, 8], &[7, 8, 9]));
         discovery.tick(3, 64, 1_000);
+        // (Its mesh had nobody before: its own offers, if any, are published again.)
         assert_eq!(
             drain(&mut discovery),
-            vec![Effect::Fetch { pool: digest, peer: 7 }, Effect::Fetch { pool: digest, peer: 8 }]
+            vec![
+                Effect::Republish(digest),
+                Effect::Fetch { pool: digest, peer: 7 },
+                Effect::Fetch { pool: digest, peer: 8 }
+            ]
         );
         discovery.fetched(&digest, Some(12), 1_200);
         discovery.fetched(&digest, Some(3), 1_300);
@@ -467,9 +504,9 @@ mod tests {
         discovery.join(&energy, true, 0).unwrap();
         discovery.tick(1, 16, 0);
         drain(&mut discovery);
-        discovery.dialing(1);
-        discovery.dialing(2);
-        discovery.dialing(3);
+        discovery.dialing(1, &digest);
+        discovery.dialing(2, &digest);
+        discovery.dialing(3, &digest);
         discovery.found(&digest, vec![1, 2, 3]);
         let mut lookups = Vec::new();
         for second in 1..=120u64 {
@@ -483,18 +520,84 @@ mod tests {
         }
         // 5 s, then 10, 20, 40 s later: one dial left in the budget each time (3 of 4 peers taken).
         assert_eq!(lookups, vec![(5, 1), (15, 1), (35, 1), (75, 1)]);
-        // A peer dialed for the pool disconnects, and the mesh fills: no more lookups until it falls again.
+        // A peer dialed for the pool disconnects, and the mesh fills: no more lookups until it falls again (the next
+        // was due at 155 s).
         discovery.disconnected(&1, false, 121_000);
         discovery.observe(&digest, seen(&[2, 3], &[2, 3]));
         discovery.tick(3, 16, 121_000);
-        assert!(drain(&mut discovery).iter().all(|effect| matches!(effect, Effect::Fetch { .. })));
-        discovery.tick(3, 16, 400_000);
+        let effects = drain(&mut discovery);
+        assert!(effects.iter().all(|effect| matches!(effect, Effect::Fetch { .. } | Effect::Republish(_))));
+        discovery.tick(3, 16, 125_000);
         assert_eq!(drain(&mut discovery), vec![]);
-        // The mesh falls: looked up at once, with two dials now (2 of 4 peers taken), and the node near its limit
-        // leaves room only for one.
+        // The mesh falls at 130 s: looked up at once, not at 155 s, with two dials left in the budget (2 of 4 taken)
+        // but room for one below peers_max; then the waits start again at 5 s.
         discovery.observe(&digest, seen(&[3], &[3]));
-        discovery.tick(15, 16, 401_000);
+        discovery.tick(15, 16, 130_000);
         assert_eq!(drain(&mut discovery), vec![Effect::Lookup { pool: digest, dial_max: 1, exclude: vec![] }]);
+        discovery.found(&digest, vec![2, 3]);
+        discovery.tick(3, 16, 134_000);
+        assert_eq!(drain(&mut discovery), vec![]);
+        discovery.tick(3, 16, 135_000);
+        assert_eq!(drain(&mut discovery), vec![Effect::Lookup { pool: digest, dial_max: 2, exclude: vec![] }]);
+    }
+
+    #[test]
+    fn lookups_running_at_once_share_the_dial_budget_and_a_pool_left_gives_its_peers_back() {
+        let mut discovery = Discovery::new(16, true);
+        let (a, b) = (pool("u33db"), pool("u33dc"));
+        discovery.join(&a, true, 0).unwrap();
+        discovery.join(&b, true, 0).unwrap();
+        discovery.tick(1, 16, 0);
+        let lookups: Vec<usize> = drain(&mut discovery)
+            .into_iter()
+            .filter_map(|effect| match effect {
+                Effect::Lookup { dial_max, .. } => Some(dial_max),
+                _ => None,
+            })
+            .collect();
+        // Each lookup may dial 3, but the dials are checked against the budget of 4 as they happen.
+        assert_eq!(lookups, vec![3, 3]);
+        let mut dialed = 0;
+        for (peer, pool) in [(1, a.digest()), (2, a.digest()), (3, a.digest()), (4, b.digest()), (5, b.digest())] {
+            if discovery.may_dial(1 + dialed, 16) {
+                discovery.dialing(peer, &pool);
+                dialed += 1;
+            }
+        }
+        assert_eq!((dialed, discovery.pool_peers()), (4, 4));
+        assert!(!discovery.may_dial(5, 16));
+        // Leaving pool a gives its three peers back to the budget (they may stay connected for other topics).
+        discovery.forget(&a.digest());
+        assert_eq!(discovery.pool_peers(), 1);
+        assert!(discovery.may_dial(5, 16));
+        assert!(!discovery.may_dial(16, 16), "never at or above peers_max");
+    }
+
+    #[test]
+    fn a_fetch_nobody_answers_is_tried_again_after_a_growing_wait() {
+        let mut discovery = Discovery::new(64, false);
+        let (energy, digest) = (pool("u33db"), pool("u33db").digest());
+        discovery.join(&energy, true, 0).unwrap();
+        discovery.observe(&digest, seen(&[9], &[9]));
+        let mut asked = Vec::new();
+        for second in 0..=40u64 {
+            discovery.tick(1, 64, second * 1_000);
+            for effect in drain(&mut discovery) {
+                if let Effect::Fetch { peer, .. } = effect {
+                    asked.push((second, peer));
+                    discovery.fetched(&digest, None, second * 1_000);
+                }
+            }
+        }
+        // Without the DHT nothing is announced or looked up; the one peer in the pool is asked at 0, 5, 15 and 35 s.
+        assert_eq!(asked, vec![(0, 9), (5, 9), (15, 9), (35, 9)]);
+        // An answer fills the book and ends the rounds.
+        discovery.tick(1, 64, 75_000);
+        assert_eq!(drain(&mut discovery), vec![Effect::Fetch { pool: digest, peer: 9 }]);
+        discovery.fetched(&digest, Some(0), 75_100);
+        discovery.tick(1, 64, 300_000);
+        assert_eq!(drain(&mut discovery), vec![]);
+        assert_eq!(discovery.views()[0].book_filled_ms, Some(75_100));
     }
 
     #[test]
@@ -504,7 +607,7 @@ mod tests {
         discovery.join(&energy, true, 0).unwrap();
         discovery.tick(0, 64, 0);
         drain(&mut discovery);
-        discovery.dialing(5);
+        discovery.dialing(5, &digest);
         discovery.found(&digest, vec![5]);
         discovery.disconnected(&5, true, 1_000);
         // Lookups at 5, 15 and 35 s leave it out; the one at 75 s may dial it again.
@@ -555,7 +658,8 @@ mod tests {
         discovery.found(&digest, vec![1, 2]);
         discovery.observe(&digest, seen(&[1, 2], &[1, 2]));
         discovery.tick(2, 64, 1_000);
-        assert_eq!(drain(&mut discovery).len(), 2, "two fetches");
+        let effects = drain(&mut discovery);
+        assert_eq!(effects.iter().filter(|effect| matches!(effect, Effect::Fetch { .. })).count(), 2, "{effects:?}");
         discovery.fetched(&digest, Some(4), 1_100);
         discovery.fetched(&digest, None, 1_100);
         discovery.tick(2, 64, 5_100);
@@ -568,7 +672,7 @@ mod tests {
         discovery.found(&digest, vec![1, 2]);
         discovery.observe(&digest, seen(&[2], &[2]));
         discovery.tick(1, 64, 7_000);
-        assert_eq!(drain(&mut discovery), vec![Effect::Fetch { pool: digest, peer: 2 }]);
+        assert_eq!(drain(&mut discovery), vec![Effect::Republish(digest), Effect::Fetch { pool: digest, peer: 2 }]);
     }
 
     #[test]

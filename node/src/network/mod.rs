@@ -260,7 +260,7 @@ pub(crate) enum Command {
     Publish { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, Error>> },
     Subscribe { topic: Topic, reply: oneshot::Sender<Result<(), Error>> },
     Unsubscribe { topic: Topic },
-    JoinPool { pool: protocol::message::PoolId, pinned: bool, reply: oneshot::Sender<Result<(), Error>> },
+    JoinPool { pool: protocol::message::PoolKey, pinned: bool, reply: oneshot::Sender<Result<(), Error>> },
     UsePools { pools: Vec<Id> },
     Pools { reply: oneshot::Sender<Vec<discovery::PoolView>> },
     Provide { key: Id, reply: oneshot::Sender<Result<(), Error>> },
@@ -391,7 +391,7 @@ impl Handle {
     /// Joins a pool (PROTOCOL.md §9, "Finding a pool"): subscribes to its topic, announces it in the DHT, finds
     /// its providers and its book ([`discovery`]). A `pinned` pool (named in the configuration) is never left; any
     /// other is left after [`discovery::POOL_IDLE_MS`] without use. Joining a pool the node is in is using it.
-    pub async fn join_pool(&self, pool: &protocol::message::PoolId, pinned: bool) -> Result<(), Error> {
+    pub async fn join_pool(&self, pool: &protocol::message::PoolKey, pinned: bool) -> Result<(), Error> {
         self.ask(|reply| Command::JoinPool { pool: pool.clone(), pinned, reply }).await?
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use libp2p::futures::{FutureExt as _, StreamExt as _};
 use libp2p::gossipsub::{self, MessageAcceptance, MessageId, TopicHash};
-use libp2p::kad::{self, RecordKey};
+use libp2p::kad::{self, RecordKey, store::RecordStore as _};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent, behaviour::toggle::Toggle};
@@ -42,6 +42,8 @@ const GOSSIP_OVERHEAD_BYTES: usize = 1024;
 /// Largest consensus message: a proposal carrying a block of up to the genesis' default `block_bytes_max`
 /// (4 MiB), with room for its header and signature.
 pub const CONSENSUS_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024 + 64 * 1024;
+/// How long a node keeps a provider record it stores for others (PROTOCOL.md §9, "Finding a pool").
+const PROVIDER_RECORD_TTL: Duration = Duration::from_millis(3 * super::discovery::PROVIDE_INTERVAL_MS);
 /// Block reads for syncing peers running at once; more requests are refused as busy.
 const BLOCK_READS_MAX: usize = 4;
 
@@ -149,7 +151,7 @@ fn gossipsub_behaviour(
     // Consensus proposals carry whole blocks; the envelope topics known in advance keep the envelope limit
     // (pool topics are checked by envelope validation, which rejects anything larger).
     builder.max_transmit_size(CONSENSUS_MESSAGE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES);
-    for topic in [Topic::Ledger, Topic::Readings, Topic::Barter, Topic::Jobs] {
+    for topic in [Topic::Ledger, Topic::Readings, Topic::Jobs] {
         let hash = gossipsub::IdentTopic::new(topic.name(network)).hash();
         builder.max_transmit_size_for_topic(protocol::limits::ENVELOPE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES, hash);
     }
@@ -198,6 +200,10 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
             let kademlia = config.kademlia.then(|| {
                 let mut kad_config = kad::Config::new(kademlia_protocol.clone());
                 kad_config.set_query_timeout(Duration::from_secs(30));
+                // Providers renew their records every 10 minutes (discovery): a record not renewed for three times
+                // that is of a node that left the pool. Kademlia's own republishing (every 12 h) is not needed.
+                kad_config.set_provider_record_ttl(Some(PROVIDER_RECORD_TTL));
+                kad_config.set_provider_publication_interval(None);
                 let store_config = kad::store::MemoryStoreConfig {
                     max_records: 1024,
                     max_value_bytes: 16 * 1024,
@@ -319,6 +325,7 @@ pub async fn spawn(
         validation: config.validation.clone(),
     };
     let task = Task {
+        author: keypair.public(),
         commands: handle.commands.downgrade(),
         block_reads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         admission: Admission::new(
@@ -354,6 +361,8 @@ pub async fn spawn(
 
 struct Task {
     swarm: Swarm<Behaviour>,
+    /// The node's own key: its offers are the ones it publishes again when a pool's mesh comes back.
+    author: protocol::PublicKey,
     /// For work finished off the task (block reads) to come back as commands.
     commands: mpsc::WeakSender<Command>,
     /// Block reads for syncing peers in flight.
@@ -408,6 +417,13 @@ struct Lookup {
     exclude: HashSet<PeerId>,
     providers: HashSet<PeerId>,
     dialed: Vec<PeerId>,
+}
+
+/// How a message reached the door: gossiped, or fetched from a peer that kept it (a pool's recent offers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Gossip,
+    Fetched,
 }
 
 /// A gossip message past its sender's budget, waiting for its batch to be validated.
@@ -591,7 +607,7 @@ impl Task {
     }
 
     /// Joins a pool: its topic, and discovery's care (announced, looked up and its book fetched at once).
-    fn join_pool(&mut self, pool: &protocol::message::PoolId, pinned: bool) -> Result<(), Error> {
+    fn join_pool(&mut self, pool: &protocol::message::PoolKey, pinned: bool) -> Result<(), Error> {
         let (digest, now_ms) = (pool.digest(), now_ms());
         let new = !self.discovery.contains(&digest);
         self.discovery.join(pool, pinned, now_ms)?;
@@ -614,8 +630,20 @@ impl Task {
         if let Topic::Pool(digest) = topic {
             self.recent.remove(&digest);
             self.discovery.forget(&digest);
+            // What was in flight for the pool ends here: its answers would rebuild a book the node just dropped.
+            self.fetches.retain(|_, pool| *pool != digest);
+            let lookups: Vec<kad::QueryId> =
+                self.lookups.iter().filter(|(_, lookup)| lookup.pool == digest).map(|(id, _)| *id).collect();
             if let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() {
                 kademlia.stop_providing(&RecordKey::new(&digest.0));
+                for id in &lookups {
+                    if let Some(mut query) = kademlia.query_mut(id) {
+                        query.finish();
+                    }
+                }
+            }
+            for id in lookups {
+                self.lookups.remove(&id);
             }
         }
     }
@@ -672,10 +700,35 @@ impl Task {
                 let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
                 self.fetches.insert(id, pool);
             }
+            Effect::Republish(digest) => self.republish(digest, now_ms),
             Effect::Leave(pool) => {
                 info!(%pool, "left a pool unused for a while");
-                self.unsubscribe(Topic::pool(&pool));
+                self.unsubscribe(Topic::Pool(pool.digest()));
             }
+        }
+    }
+
+    /// Publishes the node's own unexpired offers in a pool again (its mesh has peers again after none: what it
+    /// placed meanwhile reached nobody). Peers that already hold one ignore it as a duplicate.
+    fn republish(&mut self, digest: Id, now_ms: u64) {
+        let Some(offers) = self.recent.get(&digest) else { return };
+        let own: Vec<Vec<u8>> = offers
+            .iter()
+            .filter(|(_, expires_ms, _)| *expires_ms > now_ms)
+            .filter(|(_, _, bytes)| {
+                protocol::Envelope::from_bytes(bytes).is_ok_and(|offer| offer.author == self.author)
+            })
+            .map(|(_, _, bytes)| bytes.clone())
+            .collect();
+        let topic = self.gossip_topic(&Topic::Pool(digest));
+        let mut published = 0usize;
+        for bytes in own {
+            if self.swarm.behaviour_mut().gossipsub.publish(topic.clone(), bytes).is_ok() {
+                published += 1;
+            }
+        }
+        if published > 0 {
+            debug!(pool = %digest, published, "published the node's own offers in the pool again");
         }
     }
 
@@ -697,12 +750,13 @@ impl Task {
         let results = protocol::validate_batch(&slices, &self.config.validation, now_ms);
         let (mut taken, mut invalid) = (0u64, 0u32);
         for (bytes, result) in offers.into_iter().zip(results) {
-            if result.as_ref().is_ok_and(|validated| validated.envelope.kind() != protocol::Kind::Offer) {
+            let kind = result.as_ref().map(|validated| validated.envelope.kind());
+            if kind.is_ok_and(|kind| !matches!(kind, protocol::Kind::Offer | protocol::Kind::BarterOffer)) {
                 Stats::bump(&self.stats.rejected);
                 invalid += 1;
                 continue;
             }
-            match self.door(peer, bytes, Topic::Pool(pool), result, now_ms) {
+            match self.door(peer, bytes, Topic::Pool(pool), result, now_ms, Origin::Fetched) {
                 MessageAcceptance::Accept => taken += 1,
                 MessageAcceptance::Reject => invalid += 1,
                 MessageAcceptance::Ignore => {}
@@ -798,7 +852,7 @@ impl Task {
         let Topic::Pool(digest) = topic else { return };
         let Some(offers) = self.recent.get_mut(&digest) else { return };
         match &envelope.body {
-            protocol::Body::Offer(_) => {
+            protocol::Body::Offer(_) | protocol::Body::BarterOffer(_) => {
                 if offers.len() >= RECENT_OFFERS_PER_POOL_MAX {
                     offers.pop_front();
                 }
@@ -1018,6 +1072,7 @@ impl Task {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 debug!(peer = ?peer_id, %error, "dial failed");
+                // Discovery counts only the failures of its own dials.
                 if let Some(peer) = peer_id.filter(|peer| !self.swarm.is_connected(peer)) {
                     self.discovery.disconnected(&peer, true, now_ms());
                 }
@@ -1082,7 +1137,7 @@ impl Task {
             let Gossip { source, message_id, data, topic, entries } = message;
             let Some(entries) = entries else {
                 let Some(result) = results.next() else { return };
-                let acceptance = self.door(source, data, topic, result, now_ms);
+                let acceptance = self.door(source, data, topic, result, now_ms, Origin::Gossip);
                 self.report(&message_id, &source, acceptance);
                 continue;
             };
@@ -1092,7 +1147,7 @@ impl Task {
             let (mut fresh, mut invalid) = (false, false);
             for entry in entries {
                 let Some(result) = results.next() else { return };
-                match self.door(source, entry, Topic::Ledger, result, now_ms) {
+                match self.door(source, entry, Topic::Ledger, result, now_ms, Origin::Gossip) {
                     MessageAcceptance::Accept => fresh = true,
                     MessageAcceptance::Reject => invalid = true,
                     MessageAcceptance::Ignore => {}
@@ -1119,11 +1174,16 @@ impl Task {
         topic: Topic,
         result: Result<protocol::Validated, protocol::validate::Error>,
         now_ms: u64,
+        origin: Origin,
     ) -> MessageAcceptance {
         if let Err(error) = &result {
             debug!(peer = %source, %error, "invalid gossip message");
         }
-        let validated = match self.admission.check(topic, data.len(), result, now_ms) {
+        let verdict = match origin {
+            Origin::Gossip => self.admission.check(topic, data.len(), result, now_ms),
+            Origin::Fetched => self.admission.check_fetched(topic, data.len(), result, now_ms),
+        };
+        let validated = match verdict {
             Verdict::Accept(validated) => validated,
             Verdict::Ignore(why) => {
                 let counter = match why {
@@ -1164,11 +1224,12 @@ impl Task {
     }
 
     fn on_kademlia(&mut self, event: kad::Event) {
-        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event else { return };
+        let kad::Event::OutboundQueryProgressed { id, result, step, stats } = event else { return };
         match result {
             kad::QueryResult::StartProviding(result) => {
                 if let Some((key, reply)) = self.provider_queries.remove(&id) {
-                    self.discovery.provided(&key, result.is_ok(), now_ms());
+                    // Kademlia says Ok when the query ends even if no peer took the record: that is not announced.
+                    self.discovery.provided(&key, result.is_ok() && stats.num_successes() > 0, now_ms());
                     if let Some(reply) = reply {
                         let _ = reply.send(result.map(|_| ()).map_err(|error| Error::Publish(error.to_string())));
                     }
@@ -1199,28 +1260,48 @@ impl Task {
     /// holds their addresses (within the lookup's budget); at its end, discovery hears what was found.
     fn on_lookup(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, finished: bool) {
         let local = *self.swarm.local_peer_id();
-        if let (Some(lookup), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
+        if let (Some(lookup), Ok(kad::GetProvidersOk::FoundProviders { providers, key })) =
             (self.lookups.get_mut(&id), &result)
         {
             for peer in providers.iter().filter(|peer| **peer != local) {
                 if lookup.providers.len() < super::discovery::PROVIDERS_PER_POOL_MAX {
                     lookup.providers.insert(*peer);
                 }
+                // Lookups run at once: the budget is checked at each dial, not only when the lookup began.
+                let connected = self.swarm.network_info().num_peers();
                 if lookup.dialed.len() >= lookup.dial_max
+                    || !self.discovery.may_dial(connected, self.config.peers_max)
                     || lookup.exclude.contains(peer)
                     || self.swarm.is_connected(peer)
                     || lookup.dialed.contains(peer)
                 {
                     continue;
                 }
+                // A provider found in this node's own store comes with the addresses its record carries; Kademlia
+                // dials only those of its routing table and of running queries.
+                let stored: Vec<Multiaddr> = self
+                    .swarm
+                    .behaviour_mut()
+                    .kademlia
+                    .as_mut()
+                    .map(|kademlia| {
+                        let records = kademlia.store_mut().providers(key);
+                        records
+                            .into_iter()
+                            .filter(|record| record.provider == *peer)
+                            .flat_map(|record| record.addresses)
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let options = libp2p::swarm::dial_opts::DialOpts::peer_id(*peer)
+                    .addresses(stored)
                     .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
                     .build();
                 match self.swarm.dial(options) {
                     Ok(()) => {
                         debug!(%peer, pool = %lookup.pool, "dialing a provider of the pool");
                         lookup.dialed.push(*peer);
-                        self.discovery.dialing(*peer);
+                        self.discovery.dialing(*peer, &lookup.pool);
                     }
                     Err(error) => debug!(%peer, %error, "dialing a provider of the pool"),
                 }

@@ -3,7 +3,7 @@
 //! | topic | messages |
 //! |---|---|
 //! | `/kos/<network>/pool/<pool-digest-hex>/1` | offers of that pool, and cancels of them |
-//! | `/kos/<network>/barter/1` | barter offers |
+//! | `/kos/<network>/pool/<barter-pool-digest-hex>/1` | barter offers of that barter pool (its cell), and cancels |
 //! | `/kos/<network>/readings/1` | meter readings |
 //! | `/kos/<network>/ledger/1` | entries for the ledger: transfers, settlements, barter cycles, proposals, votes |
 //! | `/kos/<network>/bundles/1` | bundles of ledger-topic entries (PROTOCOL.md §9), not envelopes |
@@ -16,9 +16,8 @@ use protocol::{Envelope, Id, Kind, NetworkId};
 /// A kos gossip topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Topic {
-    /// One liquidity pool, by its digest.
+    /// One pool or barter pool, by its digest.
     Pool(Id),
-    Barter,
     Readings,
     Ledger,
     /// Bundles of ledger-topic entries (PROTOCOL.md §9); each entry is delivered as a message of [`Topic::Ledger`].
@@ -39,7 +38,6 @@ impl Topic {
     pub fn name(&self, network: &NetworkId) -> String {
         match self {
             Topic::Pool(digest) => format!("/kos/{network}/pool/{digest}/1"),
-            Topic::Barter => format!("/kos/{network}/barter/1"),
             Topic::Readings => format!("/kos/{network}/readings/1"),
             Topic::Ledger => format!("/kos/{network}/ledger/1"),
             Topic::Bundles => format!("/kos/{network}/bundles/1"),
@@ -53,7 +51,6 @@ impl Topic {
         let rest = name.strip_prefix("/kos/")?.strip_prefix(network.as_str())?.strip_prefix('/')?;
         let rest = rest.strip_suffix("/1")?;
         match rest {
-            "barter" => Some(Topic::Barter),
             "readings" => Some(Topic::Readings),
             "ledger" => Some(Topic::Ledger),
             "bundles" => Some(Topic::Bundles),
@@ -69,7 +66,7 @@ impl Topic {
         match &envelope.body {
             Body::Offer(offer) => Some(Topic::pool(&offer.pool)),
             Body::Cancel(_) => None,
-            Body::BarterOffer(_) => Some(Topic::Barter),
+            Body::BarterOffer(offer) => Some(Topic::Pool(offer.pool().digest())),
             Body::Reading(_) => Some(Topic::Readings),
             Body::Transfer(_)
             | Body::Settlement(_)
@@ -107,12 +104,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_barter_offer_travels_in_its_cells_barter_pool_only() {
+        use protocol::message::{BarterOffer, BarterPool, Resource};
+        let offer = |cell: &str| {
+            let body = Body::BarterOffer(BarterOffer {
+                give: Resource::Compute,
+                give_quantity: 1,
+                want: Resource::Memory,
+                want_quantity: 1,
+                cell: protocol::types::Cell::new(cell).unwrap(),
+            });
+            let draft = protocol::Draft {
+                network: NetworkId::new("kos-devnet").unwrap(),
+                nonce: 1,
+                created_ms: 0,
+                expires_ms: 1,
+                body,
+            };
+            draft.sign(&protocol::Keypair::from_seed(&[1; 32]))
+        };
+        let here = Topic::Pool("barter/u33db".parse::<BarterPool>().unwrap().digest());
+        assert_eq!(Topic::of(&offer("u33db")), Some(here));
+        assert!(here.allows(&offer("u33db")));
+        assert!(!here.allows(&offer("u33dc")), "another cell's barter offer does not belong here");
+        let pool: PoolId = "compute/credit/u33db/0".parse().unwrap();
+        assert!(!Topic::pool(&pool).allows(&offer("u33db")), "nor in a pool of offers");
+    }
+
+    #[test]
     fn names_round_trip_and_are_bound_to_the_network() {
         let network = NetworkId::new("kos-devnet").unwrap();
         let pool: PoolId = "energy/credit/u33db/900".parse().unwrap();
         let topics = [
             Topic::pool(&pool),
-            Topic::Barter,
+            Topic::Pool("barter/u33db".parse::<protocol::message::BarterPool>().unwrap().digest()),
             Topic::Readings,
             Topic::Ledger,
             Topic::Bundles,
@@ -125,6 +150,7 @@ mod tests {
             assert_eq!(Topic::parse(&name, &NetworkId::new("kos-other").unwrap()), None);
         }
         assert_eq!(Topic::parse("/kos/kos-devnet/pool/zz/1", &network), None);
+        assert_eq!(Topic::parse("/kos/kos-devnet/barter/1", &network), None, "no network-wide barter topic");
         assert_eq!(Topic::parse("/kos/kos-devnet/ledger/2", &network), None);
     }
 }
