@@ -219,6 +219,8 @@ pub enum Refusal {
     Expired,
     #[error("the board is full")]
     Full,
+    #[error("the ledger has settled all of it, or its author cancelled it")]
+    Settled,
 }
 
 /// A cycle found on the board: each leg's signed offer and what it gives to the next.
@@ -229,8 +231,14 @@ impl Board {
         Board { offers_max, offers: std::collections::BTreeMap::new() }
     }
 
-    /// Puts a validated barter offer on the board.
-    pub fn offer(&mut self, now_ms: u64, envelope: std::sync::Arc<protocol::Envelope>) -> Result<(), Refusal> {
+    /// Puts a validated barter offer on the board, with what the ledger already settled of it (`filled`): only the
+    /// rest is given (peers may keep an offer after it was filled, and send it with a barter pool's book).
+    pub fn offer(
+        &mut self,
+        now_ms: u64,
+        envelope: std::sync::Arc<protocol::Envelope>,
+        filled: u64,
+    ) -> Result<(), Refusal> {
         let protocol::Body::BarterOffer(offer) = &envelope.body else { return Err(Refusal::NotABarterOffer) };
         let id = envelope.id();
         if self.offers.contains_key(&id) {
@@ -242,7 +250,10 @@ impl Board {
         if self.offers.len() >= self.offers_max {
             return Err(Refusal::Full);
         }
-        let left = offer.give_quantity;
+        let left = offer.give_quantity.saturating_sub(filled);
+        if left == 0 {
+            return Err(Refusal::Settled);
+        }
         self.offers.insert(id, Open { envelope, left, promised: 0 });
         Ok(())
     }
@@ -437,11 +448,21 @@ mod tests {
             std::sync::Arc::new(draft.sign(&Keypair::from_seed(&[key; 32])))
         };
         let mut board = Board::new(3);
-        board.offer(1_000, sign(1, Resource::Energy, Resource::Compute, "u33")).unwrap();
-        board.offer(1_000, sign(2, Resource::Compute, Resource::Energy, "u33")).unwrap();
+        board.offer(1_000, sign(1, Resource::Energy, Resource::Compute, "u33"), 0).unwrap();
+        board.offer(1_000, sign(2, Resource::Compute, Resource::Energy, "u33"), 0).unwrap();
         // The same exchange in another cell does not close a cycle with the first two.
-        board.offer(1_000, sign(3, Resource::Compute, Resource::Energy, "sp3")).unwrap();
-        assert_eq!(board.offer(1_000, sign(4, Resource::Energy, Resource::Memory, "u33")), Err(Refusal::Full));
+        board.offer(1_000, sign(3, Resource::Compute, Resource::Energy, "sp3"), 0).unwrap();
+        assert_eq!(board.offer(1_000, sign(4, Resource::Energy, Resource::Memory, "u33"), 0), Err(Refusal::Full));
+        // An offer the ledger filled in part gives only the rest; one it filled (or saw cancelled) is refused.
+        let mut spent = Board::new(3);
+        assert_eq!(spent.offer(1_000, sign(5, Resource::Energy, Resource::Compute, "u33"), 100), Err(Refusal::Settled));
+        spent.offer(1_000, sign(5, Resource::Energy, Resource::Compute, "u33"), 60).unwrap();
+        spent.offer(1_000, sign(6, Resource::Compute, Resource::Energy, "u33"), 0).unwrap();
+        let cycles = spent.search(2_000, 8, 10_000);
+        assert_eq!(
+            cycles.iter().map(|cycle| cycle.iter().map(|(_, give)| *give).collect()).collect::<Vec<Vec<u64>>>(),
+            vec![vec![40, 40]]
+        );
         // A cancel by its author takes an offer off (by anyone else, nothing); a left barter pool takes its cell's.
         let (one, two) = (Keypair::from_seed(&[1; 32]).public(), Keypair::from_seed(&[2; 32]).public());
         let mut cancelled = board.clone();

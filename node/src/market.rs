@@ -253,11 +253,18 @@ impl Actor {
 
     /// Reads whether a barter offer's author is frozen, and gives it to the trader.
     async fn barter(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
-        let author = envelope.author;
-        // A freeze that cannot be read refuses the offer (as a pool offer is): never taken as no freeze.
-        let frozen = self.ledger.query(move |state| state.frozen(&author)).await.map_err(Refused::ledger)?;
-        let id = envelope.id();
-        let outputs = self.trader.handle(now_ms(), Input::Barter { envelope, frozen });
+        let (author, id) = (envelope.author, envelope.id());
+        let quantity = match &envelope.body {
+            Body::BarterOffer(offer) => offer.give_quantity,
+            _ => 0,
+        };
+        // A freeze that cannot be read refuses the offer (as a pool offer is): never taken as no freeze. What the
+        // ledger already settled of it is read with it (an offer kept by peers may be spent).
+        let read = move |state: &::ledger::store::StateSnapshot<'_>| {
+            (state.frozen(&author), quantity - state.offer_left(&id, &author, quantity))
+        };
+        let (frozen, filled) = self.ledger.query(read).await.map_err(Refused::ledger)?;
+        let outputs = self.trader.handle(now_ms(), Input::Barter { envelope, frozen, filled });
         self.verdict(id, outputs).await
     }
 

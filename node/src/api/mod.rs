@@ -1208,7 +1208,8 @@ async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes)
 /// `?pool=`: the pool of the offer to cancel.
 #[derive(Debug, serde::Deserialize, JsonSchema)]
 struct CancelQuery {
-    /// The offer's pool: resource/token/cell/interval_s, e.g. energy/credit/u33db/900.
+    /// The offer's pool: resource/token/cell/interval_s, e.g. energy/credit/u33db/900; for a barter offer, its
+    /// barter pool: barter/<cell>, e.g. barter/u33db.
     pool: String,
 }
 
@@ -1222,11 +1223,13 @@ async fn cancel_offer(
         return Err(ApiError::no_market());
     };
     let offer = Id::from_hex(&id).map_err(|_| ApiError::bad_request("an offer id is 64 hex digits"))?;
-    let pool = pool_id(&query.pool)?;
+    let pool: protocol::message::PoolKey =
+        query.pool.parse().map_err(|problem| ApiError::bad_request(format!("pool: {problem}")))?;
     let envelope = sign_now(&context, Body::Cancel(protocol::message::Cancel { offer }), 3_600_000)?;
     let created_ms = envelope.created_ms;
     // Peers' books drop the offer; the ledger refuses later settlements of it.
-    let published = context.network.publish(&envelope, Some(network::Topic::pool(&pool)), created_ms).await.is_ok();
+    let published =
+        context.network.publish(&envelope, Some(network::Topic::Pool(pool.digest())), created_ms).await.is_ok();
     market.cancel(offer, context.signer.public());
     let id = ledger.submit(envelope.to_bytes()).await?;
     Ok(Accepted(Published { id: id.to_hex(), published }))

@@ -68,7 +68,7 @@ pub enum Input<'a> {
     /// what the ledger already settled of it (`quantity −` [`ledger::state::TradeReads::offer_left`]).
     Offer { envelope: Arc<Envelope>, rules: Rules, verdict: Result<(), ::ledger::state::EntryError>, filled: u64 },
     /// A barter offer, and whether an override froze its author's trading.
-    Barter { envelope: Arc<Envelope>, frozen: Option<InForce> },
+    Barter { envelope: Arc<Envelope>, frozen: Option<InForce>, filled: u64 },
     /// The author withdraws an offer (a validated cancel).
     Cancel { offer: Id, author: PublicKey },
     /// The events of a committed block, in order.
@@ -248,7 +248,7 @@ impl Trader {
     pub fn handle(&mut self, now_ms: u64, input: Input<'_>) -> Vec<Output> {
         match input {
             Input::Offer { envelope, rules, verdict, filled } => self.offer(now_ms, envelope, rules, verdict, filled),
-            Input::Barter { envelope, frozen } => vec![self.barter(now_ms, envelope, frozen)],
+            Input::Barter { envelope, frozen, filled } => vec![self.barter(now_ms, envelope, frozen, filled)],
             Input::Cancel { offer, author } => {
                 self.board.cancel(&offer, &author);
                 let outputs = self.market.handle(now_ms, ::market::pools::Input::Cancel { offer, author });
@@ -314,7 +314,7 @@ impl Trader {
         outputs
     }
 
-    fn barter(&mut self, now_ms: u64, envelope: Arc<Envelope>, frozen: Option<InForce>) -> Output {
+    fn barter(&mut self, now_ms: u64, envelope: Arc<Envelope>, frozen: Option<InForce>, filled: u64) -> Output {
         let offer = envelope.id();
         if let Some(in_force) = frozen {
             self.stats.frozen += 1;
@@ -323,7 +323,7 @@ impl Trader {
                 reason: Refusal::Frozen { by: in_force.by, until_height: in_force.until_height },
             };
         }
-        match self.board.offer(now_ms, envelope) {
+        match self.board.offer(now_ms, envelope, filled) {
             Ok(()) => {
                 self.stats.barter_offers += 1;
                 Output::Taken { offer }

@@ -5,13 +5,14 @@
 //! rate. For each offer it measures the time until 99 % of the other nodes have validated and delivered it.
 //!
 //! The other benchmarks: [`consensus`] (`kos bench ledger`), [`matching`] (`kos bench market`), [`readings`]
-//! (`kos bench energy`), [`governance`] and [`jobs`]. All of them are behind the `tools` feature: measuring code,
+//! (`kos bench energy`), [`pools`] (`kos bench pools`), [`governance`] and [`jobs`]. All of them are behind the `tools` feature: measuring code,
 //! not part of what a node runs.
 
 pub mod consensus;
 pub mod governance;
 pub mod jobs;
 pub mod matching;
+pub mod pools;
 pub mod readings;
 
 use std::collections::HashMap;

@@ -19,7 +19,37 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Market { operations, auction_orders, repetitions, seed } => {
             market_command(operations, auction_orders, repetitions, seed)
         }
+        BenchCommand::Pools { nodes, cells, providers, seed } => pools_command(nodes, cells, providers, seed),
     }
+}
+
+/// `kos bench pools`: runs it and prints its report.
+fn pools_command(nodes: usize, cells: usize, providers: usize, seed: u64) -> anyhow::Result<()> {
+    let args = crate::bench::pools::PoolsArgs { nodes, cells, providers, seed };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(crate::bench::pools::pools(&args))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "nodes {} cells {} providers per pool {} (settled in {:.1} s)",
+        report.nodes, report.cells, report.providers, report.settle_s
+    )?;
+    writeln!(
+        out,
+        "newcomer holds its pool's book: {} of {}, p50 {:.0} ms, p99 {:.0} ms",
+        report.books, report.cells, report.book_p50_ms, report.book_p99_ms
+    )?;
+    writeln!(
+        out,
+        "newcomer's bid reaches a provider: {} of {}, p50 {:.0} ms, p99 {:.0} ms",
+        report.matches, report.cells, report.match_p50_ms, report.match_p99_ms
+    )?;
+    writeln!(
+        out,
+        "connections: most peers of a node {} (peers_max {}); dialed for pools most {} mean {:.2} (budget {})",
+        report.peers_max_seen, report.peers_max, report.pool_peers_max_seen, report.pool_peers_mean, report.pool_budget
+    )?;
+    Ok(())
 }
 
 /// `kos bench gossip`: runs it and prints its report.

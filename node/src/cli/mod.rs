@@ -228,6 +228,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Pools among strangers: N nodes in this process (real swarms, Kademlia, no mDNS) with a few providers per
+    /// cell's pool; one newcomer per cell joins knowing none of them. The time until each newcomer holds its pool's
+    /// book and until its bid reaches a provider, p50/p99, and the connections every node keeps for pools.
+    Pools {
+        /// Nodes in all, newcomers included.
+        #[arg(long, default_value_t = 100)]
+        nodes: usize,
+        /// Cells, each with its own pool and one newcomer (at most 10).
+        #[arg(long, default_value_t = 10)]
+        cells: usize,
+        /// Providers per cell's pool.
+        #[arg(long, default_value_t = 3)]
+        providers: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Order operations/s of the continuous double auction on one core, and the time to clear an interval
     /// auction of many orders.
     Market {

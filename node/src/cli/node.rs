@@ -111,10 +111,15 @@ pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
         bootnodes.push(bootnode.clone());
     }
     for pool in &args.pool {
-        pool.parse::<protocol::message::PoolId>().map_err(|problem| anyhow::anyhow!("--pool {pool:?}: {problem}"))?;
+        pool.parse::<protocol::message::PoolKey>().map_err(|problem| anyhow::anyhow!("--pool {pool:?}: {problem}"))?;
     }
     let meter = if args.simulated_home {
-        let trade = args.pool.first().map_or(String::new(), |pool| format!("\n[meter.trade]\npool = {pool:?}\n"));
+        // The home trades in the first pool of offers named (a barter pool has no prices to trade at).
+        let trade = args
+            .pool
+            .iter()
+            .find(|pool| !pool.starts_with("barter/"))
+            .map_or(String::new(), |pool| format!("\n[meter.trade]\npool = {pool:?}\n"));
         let interval = args
             .pool
             .first()
@@ -322,7 +327,7 @@ pub enum OfferAction {
     Cancel {
         /// The offer's id (64 hex digits, as `kos offer place` printed it).
         id: String,
-        /// The offer's pool.
+        /// The offer's pool (a barter offer's: barter/<cell>).
         #[arg(long)]
         pool: String,
     },

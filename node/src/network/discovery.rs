@@ -16,15 +16,20 @@
 //!    they reached nobody);
 //! 5. leaves a pool it has not used for [`POOL_IDLE_MS`] (unsubscribes, stops announcing, forgets the book). A pool
 //!    named in the node's configuration is never left.
+//!
+//! Room for all this: DHT queries open connections to many peers, and in a network of a hundred nodes they filled
+//! every node's `peers_max`, so that dials for pools were refused at the other end ([`to_trim`] closes the
+//! connections kept for nothing when a node is over [`TRIM_ABOVE_PERCENT`] of its limit).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use protocol::Id;
 use protocol::message::PoolKey;
 
-/// Most pools a node is in at once: as many as its market holds books for (`market::pools::Limits::pools_max`), well
-/// within the gossip topics it may join ([`super::TOPICS_MAX`]).
-pub const POOLS_MAX: usize = 64;
+/// Most pools a node is in at once: room for as many pools of offers as its market holds books for
+/// (`market::pools::Limits::pools_max`, 64) and for barter pools, within the gossip topics it may join
+/// ([`super::TOPICS_MAX`], of which a few are its own: ledger, bundles, consensus, readings, jobs).
+pub const POOLS_MAX: usize = 96;
 /// Fewer of the node's peers than this in a pool's mesh, and it looks for more.
 pub const MESH_MIN: usize = 2;
 /// The first wait before a lookup is repeated; it doubles up to [`LOOKUP_BACKOFF_MAX_MS`].
@@ -55,6 +60,25 @@ pub const PROVIDERS_PER_POOL_MAX: usize = 20;
 pub const POOL_IDLE_MS: u64 = 2 * 3_600_000;
 /// Effects waiting to be polled; [`Discovery::tick`] stops producing when this many wait.
 pub const EFFECTS_MAX: usize = 4 * POOLS_MAX;
+
+/// Above this share of `peers_max` connected, in percent, the node closes connections kept for nothing.
+pub const TRIM_ABOVE_PERCENT: usize = 75;
+/// ... down to this share.
+pub const TRIM_TO_PERCENT: usize = 60;
+
+/// The connected peers to close: none while at most [`TRIM_ABOVE_PERCENT`] of `peers_max` are connected; else those
+/// not in `keep` (the shell keeps gossip mesh peers, peers in a pool the node is in or dialed for one, trusted peers
+/// and bootnodes), in the order of `connected`, down to [`TRIM_TO_PERCENT`]. What DHT queries connect to is closed
+/// this way; the routing table keeps their addresses.
+pub fn to_trim<P: Ord + Copy>(connected: &[P], keep: &BTreeSet<P>, peers_max: u32) -> Vec<P> {
+    let limit = usize::try_from(peers_max).unwrap_or(usize::MAX);
+    if connected.len().saturating_mul(100) <= limit.saturating_mul(TRIM_ABOVE_PERCENT) {
+        return Vec::new();
+    }
+    let target = limit.saturating_mul(TRIM_TO_PERCENT) / 100;
+    let excess = connected.len().saturating_sub(target);
+    connected.iter().filter(|peer| !keep.contains(peer)).take(excess).copied().collect()
+}
 
 /// What the network task does for discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,11 +330,14 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
         if let Some(offers) = offers {
             pool.book_filled_ms = Some(now_ms);
             pool.offers_fetched = offers;
+        }
+        if offers.is_some_and(|offers| offers > 0) {
             pool.fill = false;
             pool.asked.clear();
             pool.fetch_backoff_ms = LOOKUP_BACKOFF_MIN_MS;
         } else if pool.fill && pool.fetching == 0 {
-            // Nobody asked in this round answered: a new round, with whoever is in the pool then, after a wait.
+            // Nobody asked in this round answered with offers new to the node (an empty pool, or peers that joined
+            // after it): a new round, with whoever is in the pool then, after a wait.
             pool.asked.clear();
             pool.next_fetch_ms = now_ms + pool.fetch_backoff_ms;
             pool.fetch_backoff_ms = (pool.fetch_backoff_ms * 2).min(LOOKUP_BACKOFF_MAX_MS);
@@ -411,6 +438,11 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
     /// Peers dialed for pools the node is in and still connected (or being dialed).
     pub fn pool_peers(&self) -> usize {
         self.dialed.len()
+    }
+
+    /// Whether a peer was dialed for a pool the node is in.
+    pub fn dialed_for_pool(&self, peer: &P) -> bool {
+        self.dialed.contains_key(peer)
     }
 
     /// The most peers dialed for pools at once.
@@ -591,13 +623,26 @@ mod tests {
         }
         // Without the DHT nothing is announced or looked up; the one peer in the pool is asked at 0, 5, 15 and 35 s.
         assert_eq!(asked, vec![(0, 9), (5, 9), (15, 9), (35, 9)]);
-        // An answer fills the book and ends the rounds.
+        // An answer with nothing new (an empty pool, or a peer that joined after the node) is an answer, but the
+        // rounds go on, waiting longer: a peer that holds the book may come.
         discovery.tick(1, 64, 75_000);
         assert_eq!(drain(&mut discovery), vec![Effect::Fetch { pool: digest, peer: 9 }]);
         discovery.fetched(&digest, Some(0), 75_100);
-        discovery.tick(1, 64, 300_000);
-        assert_eq!(drain(&mut discovery), vec![]);
         assert_eq!(discovery.views()[0].book_filled_ms, Some(75_100));
+        discovery.tick(1, 64, 150_000);
+        assert_eq!(drain(&mut discovery), vec![]);
+        discovery.observe(&digest, seen(&[9, 10], &[9, 10]));
+        discovery.tick(2, 64, 155_100);
+        assert_eq!(
+            drain(&mut discovery),
+            vec![Effect::Fetch { pool: digest, peer: 9 }, Effect::Fetch { pool: digest, peer: 10 }]
+        );
+        // An answer with offers fills the book and ends the rounds.
+        discovery.fetched(&digest, Some(3), 155_200);
+        discovery.fetched(&digest, None, 155_300);
+        discovery.tick(2, 64, 900_000);
+        assert_eq!(drain(&mut discovery), vec![]);
+        assert_eq!(discovery.views()[0].offers_fetched, 3);
     }
 
     #[test]
@@ -673,6 +718,20 @@ mod tests {
         discovery.observe(&digest, seen(&[2], &[2]));
         discovery.tick(1, 64, 7_000);
         assert_eq!(drain(&mut discovery), vec![Effect::Republish(digest), Effect::Fetch { pool: digest, peer: 2 }]);
+    }
+
+    #[test]
+    fn connections_kept_for_nothing_are_closed_only_above_three_quarters_of_peers_max() {
+        let connected: Vec<u8> = (0..48).collect();
+        let keep: BTreeSet<u8> = (0..10).collect();
+        assert_eq!(to_trim(&connected, &keep, 64), Vec::<u8>::new(), "48 of 64 is three quarters: nothing closed");
+        let connected: Vec<u8> = (0..60).collect();
+        // Down to 38 (60 % of 64): 22 closed, none of those kept.
+        let closed = to_trim(&connected, &keep, 64);
+        assert_eq!(closed, (10..32).collect::<Vec<u8>>());
+        // With almost everyone kept, only what may be closed is.
+        let keep: BTreeSet<u8> = (0..55).collect();
+        assert_eq!(to_trim(&connected, &keep, 64), (55..60).collect::<Vec<u8>>());
     }
 
     #[test]

@@ -254,6 +254,8 @@ pub struct Info {
     pub nat: String,
     /// Gossip topics joined (at most [`TOPICS_MAX`]).
     pub topics: usize,
+    /// Peers dialed for the pools the node is in and still connected (at most a quarter of `peers_max`).
+    pub pool_peers: usize,
 }
 
 pub(crate) enum Command {

@@ -353,6 +353,7 @@ pub async fn spawn(
         find_queries: HashMap::new(),
         requests: HashMap::new(),
         recent: HashMap::new(),
+        own_cancels: HashMap::new(),
         ticks: 0,
     };
     let join = tokio::spawn(task.run(command_receiver));
@@ -392,6 +393,9 @@ struct Task {
     /// Per pool we serve, the recent offers: (id, expires_ms, bytes), oldest first, at most
     /// [`RECENT_OFFERS_PER_POOL_MAX`] each.
     recent: HashMap<Id, VecDeque<(Id, u64, Vec<u8>)>>,
+    /// Per pool we are in, the node's own unexpired cancels: (expires_ms, bytes), at most
+    /// [`RECENT_OFFERS_PER_POOL_MAX`] each; published again with its offers when the pool's mesh comes back.
+    own_cancels: HashMap<Id, VecDeque<(u64, Vec<u8>)>>,
     /// Seconds ticked, for work done every few ticks.
     ticks: u64,
 }
@@ -556,10 +560,20 @@ impl Task {
 
     /// Publishes on a topic (a pool's offers are also kept for peers that join it later).
     fn publish(&mut self, topic: Topic, bytes: Vec<u8>) -> Result<Id, Error> {
-        if let Topic::Pool(_) = topic
+        if let Topic::Pool(digest) = topic
             && let Ok(envelope) = protocol::Envelope::from_bytes(&bytes)
         {
             self.remember(topic, &envelope, envelope.id(), &bytes);
+            if matches!(envelope.body, protocol::Body::Cancel(_))
+                && envelope.author == self.author
+                && self.recent.contains_key(&digest)
+            {
+                let cancels = self.own_cancels.entry(digest).or_default();
+                if cancels.len() >= RECENT_OFFERS_PER_POOL_MAX {
+                    cancels.pop_front();
+                }
+                cancels.push_back((envelope.expires_ms, bytes.clone()));
+            }
         }
         let gossip_topic = self.gossip_topic(&topic);
         let result = self.swarm.behaviour_mut().gossipsub.publish(gossip_topic, bytes);
@@ -629,6 +643,7 @@ impl Task {
         self.topics.remove(&gossip_topic.hash());
         if let Topic::Pool(digest) = topic {
             self.recent.remove(&digest);
+            self.own_cancels.remove(&digest);
             self.discovery.forget(&digest);
             // What was in flight for the pool ends here: its answers would rebuild a book the node just dropped.
             self.fetches.retain(|_, pool| *pool != digest);
@@ -708,11 +723,11 @@ impl Task {
         }
     }
 
-    /// Publishes the node's own unexpired offers in a pool again (its mesh has peers again after none: what it
-    /// placed meanwhile reached nobody). Peers that already hold one ignore it as a duplicate.
+    /// Publishes the node's own unexpired offers and cancels in a pool again (its mesh has peers again after none:
+    /// what it placed or withdrew meanwhile reached nobody). Peers that already hold one ignore it as a duplicate.
     fn republish(&mut self, digest: Id, now_ms: u64) {
         let Some(offers) = self.recent.get(&digest) else { return };
-        let own: Vec<Vec<u8>> = offers
+        let mut own: Vec<Vec<u8>> = offers
             .iter()
             .filter(|(_, expires_ms, _)| *expires_ms > now_ms)
             .filter(|(_, _, bytes)| {
@@ -720,6 +735,10 @@ impl Task {
             })
             .map(|(_, _, bytes)| bytes.clone())
             .collect();
+        if let Some(cancels) = self.own_cancels.get_mut(&digest) {
+            cancels.retain(|(expires_ms, _)| *expires_ms > now_ms);
+            own.extend(cancels.iter().map(|(_, bytes)| bytes.clone()));
+        }
         let topic = self.gossip_topic(&Topic::Pool(digest));
         let mut published = 0usize;
         for bytes in own {
@@ -749,7 +768,22 @@ impl Task {
         let slices: Vec<&[u8]> = offers.iter().map(Vec::as_slice).collect();
         let results = protocol::validate_batch(&slices, &self.config.validation, now_ms);
         let (mut taken, mut invalid) = (0u64, 0u32);
+        // What the node holds for the pool already (its own offers too) is skipped before the door: a fetched offer
+        // below its author's replay window is not recorded there, and would be charged and kept once per copy. A copy
+        // repeated within one answer is the peer's fault.
+        let mut known: HashSet<Id> =
+            self.recent.get(&pool).map(|offers| offers.iter().map(|(id, _, _)| *id).collect()).unwrap_or_default();
+        let mut answered: HashSet<Id> = HashSet::new();
         for (bytes, result) in offers.into_iter().zip(results) {
+            if let Ok(validated) = &result {
+                if !answered.insert(validated.id) {
+                    invalid += 1;
+                    continue;
+                }
+                if !known.insert(validated.id) {
+                    continue;
+                }
+            }
             let kind = result.as_ref().map(|validated| validated.envelope.kind());
             if kind.is_ok_and(|kind| !matches!(kind, protocol::Kind::Offer | protocol::Kind::BarterOffer)) {
                 Stats::bump(&self.stats.rejected);
@@ -797,6 +831,7 @@ impl Task {
                 autonat::NatStatus::Unknown => "unknown".into(),
             },
             topics: self.topics.len(),
+            pool_peers: self.discovery.pool_peers(),
         }
     }
 
@@ -973,6 +1008,7 @@ impl Task {
     fn on_tick(&mut self) {
         self.ticks += 1;
         self.run_discovery(now_ms());
+        self.trim();
         if self.ticks.is_multiple_of(REDIAL_BOOTNODES_TICKS) {
             self.redial_bootnodes();
         }
@@ -982,6 +1018,42 @@ impl Task {
             gossipsub.set_application_score(peer, -*penalty);
             *penalty > 0.01
         });
+    }
+
+    /// Closes the connections kept for nothing when the node is near its `peers_max` ([`super::discovery::to_trim`]):
+    /// gossip mesh peers, peers in (or dialed for) a pool the node is in, trusted peers and bootnodes stay.
+    fn trim(&mut self) {
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let limit = usize::try_from(self.config.peers_max).unwrap_or(usize::MAX);
+        if connected.len().saturating_mul(100) <= limit.saturating_mul(super::discovery::TRIM_ABOVE_PERCENT) {
+            return;
+        }
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let pools: HashSet<TopicHash> = self
+            .discovery
+            .pools()
+            .map(|(digest, _)| gossipsub::IdentTopic::new(Topic::Pool(*digest).name(&self.config.network)).hash())
+            .collect();
+        let mut keep: std::collections::BTreeSet<PeerId> = gossipsub.all_mesh_peers().copied().collect();
+        for (peer, topics) in gossipsub.all_peers() {
+            if topics.iter().any(|topic| pools.contains(*topic)) {
+                keep.insert(*peer);
+            }
+        }
+        keep.extend(self.config.trusted_peers.iter().copied());
+        for address in self.config.bootnodes.iter().chain(&self.config.relays) {
+            if let Some(Protocol::P2p(peer)) = address.iter().last() {
+                keep.insert(peer);
+            }
+        }
+        keep.extend(connected.iter().filter(|peer| self.discovery.dialed_for_pool(peer)).copied());
+        let closed = super::discovery::to_trim(&connected, &keep, self.config.peers_max);
+        if !closed.is_empty() {
+            debug!(closed = closed.len(), connected = connected.len(), "closing connections kept for nothing");
+        }
+        for peer in closed {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
     }
 
     /// Dials each bootnode that names its peer id and is neither connected nor being dialed: a node whose link to
@@ -1011,6 +1083,11 @@ impl Task {
                 message_id,
                 message,
             })) => gossip.extend(self.on_gossip(propagation_source, message_id, message)),
+            // A peer joined a pool's topic: discovery may fetch the book from it now rather than at the next tick.
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { topic, .. })) if matches!(self.topics.get(&topic), Some(Topic::Pool(digest)) if self.discovery.contains(digest)) =>
+            {
+                self.run_discovery(now_ms());
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
                 let serves_dht = info.protocols.contains(&self.kademlia_protocol);
                 if let (true, Some(kademlia)) = (serves_dht, self.swarm.behaviour_mut().kademlia.as_mut()) {
