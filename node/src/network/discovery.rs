@@ -65,17 +65,22 @@ pub const EFFECTS_MAX: usize = 4 * POOLS_MAX;
 pub const TRIM_ABOVE_PERCENT: usize = 75;
 /// ... down to this share.
 pub const TRIM_TO_PERCENT: usize = 60;
+/// Never below this many connections: a node with a small `peers_max` keeps what it has.
+pub const TRIM_KEEP_MIN: usize = 16;
 
-/// The connected peers to close: none while at most [`TRIM_ABOVE_PERCENT`] of `peers_max` are connected; else those
+/// The connected peers to close: none while at most [`TRIM_ABOVE_PERCENT`] of `peers_max` (or [`TRIM_KEEP_MIN`]) are
+/// connected; else those
 /// not in `keep` (the shell keeps gossip mesh peers, peers in a pool the node is in or dialed for one, trusted peers
 /// and bootnodes), in the order of `connected`, down to [`TRIM_TO_PERCENT`]. What DHT queries connect to is closed
 /// this way; the routing table keeps their addresses.
 pub fn to_trim<P: Ord + Copy>(connected: &[P], keep: &BTreeSet<P>, peers_max: u32) -> Vec<P> {
     let limit = usize::try_from(peers_max).unwrap_or(usize::MAX);
-    if connected.len().saturating_mul(100) <= limit.saturating_mul(TRIM_ABOVE_PERCENT) {
+    if connected.len() <= TRIM_KEEP_MIN
+        || connected.len().saturating_mul(100) <= limit.saturating_mul(TRIM_ABOVE_PERCENT)
+    {
         return Vec::new();
     }
-    let target = limit.saturating_mul(TRIM_TO_PERCENT) / 100;
+    let target = (limit.saturating_mul(TRIM_TO_PERCENT) / 100).max(TRIM_KEEP_MIN);
     let excess = connected.len().saturating_sub(target);
     connected.iter().filter(|peer| !keep.contains(peer)).take(excess).copied().collect()
 }
@@ -732,6 +737,10 @@ mod tests {
         // With almost everyone kept, only what may be closed is.
         let keep: BTreeSet<u8> = (0..55).collect();
         assert_eq!(to_trim(&connected, &keep, 64), (55..60).collect::<Vec<u8>>());
+        // A small peers_max keeps what it has up to 16 connections, and trims to no fewer.
+        assert_eq!(to_trim(&[1, 2], &BTreeSet::new(), 2), Vec::<u8>::new());
+        let connected: Vec<u8> = (0..20).collect();
+        assert_eq!(to_trim(&connected, &BTreeSet::new(), 20), (0..4).collect::<Vec<u8>>());
     }
 
     #[test]

@@ -1024,8 +1024,7 @@ impl Task {
     /// gossip mesh peers, peers in (or dialed for) a pool the node is in, trusted peers and bootnodes stay.
     fn trim(&mut self) {
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let limit = usize::try_from(self.config.peers_max).unwrap_or(usize::MAX);
-        if connected.len().saturating_mul(100) <= limit.saturating_mul(super::discovery::TRIM_ABOVE_PERCENT) {
+        if super::discovery::to_trim(&connected, &std::collections::BTreeSet::new(), self.config.peers_max).is_empty() {
             return;
         }
         let gossipsub = &self.swarm.behaviour().gossipsub;
