@@ -25,6 +25,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
 
 /// `kos bench pools`: runs it and prints its report.
 fn pools_command(nodes: usize, cells: usize, providers: usize, seed: u64) -> anyhow::Result<()> {
+    crate::run::init_logging("warn");
     let args = crate::bench::pools::PoolsArgs { nodes, cells, providers, seed };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(crate::bench::pools::pools(&args))?;

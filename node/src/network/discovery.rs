@@ -383,7 +383,9 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
             if self.effects.len() >= EFFECTS_MAX {
                 break;
             }
-            if self.dht && now_ms >= pool.next_provide_ms {
+            // Without a connection there is nobody to ask: announcements and lookups wait for the first one (they
+            // would fail at once, and the next try would come only after a backoff).
+            if self.dht && connected > 0 && now_ms >= pool.next_provide_ms {
                 self.effects.push_back(Effect::Provide(*digest));
                 pool.next_provide_ms = now_ms + PROVIDE_INTERVAL_MS;
             }
@@ -398,7 +400,13 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
             }
             // The first lookup runs whatever the mesh (it counts the providers); later ones while it is too small.
             let wanted = pool.lookups == 0 || !enough;
-            if self.dht && wanted && !pool.looking && now_ms >= pool.next_lookup_ms && self.lookups < LOOKUPS_MAX {
+            if self.dht
+                && connected > 0
+                && wanted
+                && !pool.looking
+                && now_ms >= pool.next_lookup_ms
+                && self.lookups < LOOKUPS_MAX
+            {
                 let dial_max = DIALS_PER_LOOKUP_MAX.min(self.dial_budget.saturating_sub(self.dialed.len())).min(room);
                 self.effects.push_back(Effect::Lookup { pool: *digest, dial_max, exclude: exclude.clone() });
                 pool.looking = true;
@@ -498,6 +506,9 @@ mod tests {
         let mut discovery = Discovery::new(64, true);
         let (energy, digest) = (pool("u33db"), pool("u33db").digest());
         discovery.join(&energy, false, 0).unwrap();
+        // Not connected yet: nobody to announce to or to ask; both wait for the first connection.
+        discovery.tick(0, 64, 0);
+        assert_eq!(drain(&mut discovery), vec![]);
         discovery.tick(1, 64, 0);
         assert_eq!(
             drain(&mut discovery),
@@ -655,7 +666,7 @@ mod tests {
         let mut discovery = Discovery::new(64, true);
         let (energy, digest) = (pool("u33db"), pool("u33db").digest());
         discovery.join(&energy, true, 0).unwrap();
-        discovery.tick(0, 64, 0);
+        discovery.tick(1, 64, 0);
         drain(&mut discovery);
         discovery.dialing(5, &digest);
         discovery.found(&digest, vec![5]);
@@ -663,7 +674,7 @@ mod tests {
         // Lookups at 5, 15 and 35 s leave it out; the one at 75 s may dial it again.
         let mut excluded = Vec::new();
         for second in 2..=80u64 {
-            discovery.tick(0, 64, second * 1_000);
+            discovery.tick(1, 64, second * 1_000);
             for effect in drain(&mut discovery) {
                 if let Effect::Lookup { exclude, .. } = effect {
                     excluded.push((second, exclude));
@@ -717,7 +728,7 @@ mod tests {
         discovery.provided(&digest, true, 5_200);
         // A partition: the mesh empties (and is looked for), then heals: the book is fetched again.
         discovery.observe(&digest, seen(&[], &[]));
-        discovery.tick(0, 64, 6_000);
+        discovery.tick(1, 64, 6_000);
         assert!(matches!(drain(&mut discovery)[..], [Effect::Lookup { .. }]));
         discovery.found(&digest, vec![1, 2]);
         discovery.observe(&digest, seen(&[2], &[2]));

@@ -1119,6 +1119,10 @@ impl Task {
                 if num_established.get() == 1 =>
             {
                 info!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                // The first connection: announcements and lookups that waited for one go now.
+                if self.swarm.network_info().num_peers() == 1 {
+                    self.run_discovery(now_ms());
+                }
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 info!(peer = %peer_id, "disconnected");
