@@ -85,7 +85,7 @@ fn topology(peers: usize, degree: usize, rng: &mut SplitMix) -> Vec<(usize, usiz
     links.into_iter().filter(|(a, b)| a != b).collect()
 }
 
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

@@ -31,6 +31,8 @@ pub struct PoolsArgs {
     /// Providers per cell's pool.
     pub providers: usize,
     pub seed: u64,
+    /// All newcomers at once (else one after another, each measured alone).
+    pub together: bool,
 }
 
 /// What it measured.
@@ -46,6 +48,8 @@ pub struct PoolsReport {
     pub book_p99_ms: f64,
     pub match_p50_ms: f64,
     pub match_p99_ms: f64,
+    /// The newcomers' steps on the way to the book.
+    pub steps: Steps,
     /// Seconds the providers took to settle (announced, in a mesh with each other) before the newcomers started.
     pub settle_s: f64,
     /// Over every node at the end: the most peers connected, and the most dialed for pools.
@@ -184,6 +188,103 @@ async fn connections(handles: &[&crate::network::Handle]) -> anyhow::Result<(usi
     Ok((peers_seen, pool_peers))
 }
 
+/// When each newcomer's discovery first reported a step, in ms from its start (sorted; newcomers that never got
+/// there are missing).
+#[derive(Debug, Clone, Default)]
+pub struct Steps {
+    /// Its lookup found a provider.
+    pub providers: Vec<f64>,
+    /// A peer subscribed to the pool was connected.
+    pub subscribed: Vec<f64>,
+    /// A peer answered with the pool's recent offers.
+    pub filled: Vec<f64>,
+}
+
+/// Polls the newcomers' pool views every 10 ms until each has filled its book, at most [`DEADLINE`].
+async fn watch_steps(newcomers: &[(crate::network::Handle, Instant)]) -> Steps {
+    let mut seen: Vec<[Option<f64>; 3]> = vec![[None; 3]; newcomers.len()];
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline && seen.iter().any(|steps| steps[2].is_none()) {
+        for ((handle, start), steps) in newcomers.iter().zip(&mut seen) {
+            let Some(view) = handle.pools().await.ok().and_then(|views| views.into_iter().next()) else { continue };
+            let ms = start.elapsed().as_secs_f64() * 1000.0;
+            for (step, reached) in
+                steps.iter_mut().zip([view.providers > 0, view.subscribed > 0, view.book_filled_ms.is_some()])
+            {
+                if reached && step.is_none() {
+                    *step = Some(ms);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let column = |index: usize| {
+        let mut times: Vec<f64> = seen.iter().filter_map(|steps| steps[index]).collect();
+        times.sort_by(f64::total_cmp);
+        times
+    };
+    Steps { providers: column(0), subscribed: column(1), filled: column(2) }
+}
+
+/// The network the newcomers join.
+struct World {
+    network: NetworkId,
+    pools: Vec<PoolId>,
+    /// Each cell's providers' asks.
+    asks: Vec<BTreeSet<Id>>,
+    addresses: Vec<libp2p::Multiaddr>,
+    arrivals: Arrivals,
+    providers_per_cell: usize,
+    /// Nodes before the newcomers (the bootnode, the providers, the others).
+    background: usize,
+}
+
+/// What a batch of newcomers measured.
+struct Joined {
+    books: Vec<f64>,
+    matches: Vec<f64>,
+    steps: Steps,
+    handles: Vec<crate::network::Handle>,
+}
+
+/// Starts the newcomers of `cells` at once, each knowing two random nodes that are not providers, and measures them:
+/// until each holds its pool's book, then until its bid reaches a provider of its pool.
+async fn newcomers(world: &World, cells: &[usize], rng: &mut SplitMix) -> anyhow::Result<Joined> {
+    let (providers, background) = (world.pools.len() * world.providers_per_cell, world.background);
+    let mut joined = Vec::with_capacity(cells.len());
+    for &cell in cells {
+        let index = background + cell;
+        let bootnodes: Vec<_> =
+            (0..2).map(|_| world.addresses[providers + 1 + rng.below(background - providers - 1)].clone()).collect();
+        let start = Instant::now();
+        let node = local::start(20_000 + index as u64, &world.network, Transport::Tcp, |config| {
+            config.bootnodes = bootnodes.clone();
+        })
+        .await?;
+        node.handle.join_pool(&PoolKey::Market(world.pools[cell].clone()), true).await?;
+        collect(index, node.deliveries, world.arrivals.clone());
+        joined.push((index, cell, start, node.handle, node.keypair));
+    }
+    let waiting: Vec<(Vec<usize>, Instant)> =
+        joined.iter().map(|(index, _, start, ..)| (vec![*index], *start)).collect();
+    let asks: Vec<BTreeSet<Id>> = joined.iter().map(|(_, cell, ..)| world.asks[*cell].clone()).collect();
+    // Meanwhile, each newcomer's steps as its discovery reports them.
+    let watched: Vec<(crate::network::Handle, Instant)> =
+        joined.iter().map(|(_, _, start, handle, _)| (handle.clone(), *start)).collect();
+    let (books, steps) = tokio::join!(until_delivered(&world.arrivals, &waiting, &asks, true), watch_steps(&watched));
+    // Each newcomer's bid, once it holds its book (or at the deadline): until a provider of its pool holds it.
+    let (mut waiting, mut bids) = (Vec::new(), Vec::new());
+    for (_, cell, _, handle, keypair) in &joined {
+        let bid = order(keypair, &world.network, &world.pools[*cell], Side::Bid, 2);
+        let holders: Vec<usize> = (1..=providers).filter(|index| (index - 1) % world.pools.len() == *cell).collect();
+        waiting.push((holders, Instant::now()));
+        let _ = handle.publish(&bid, None, now_ms()).await;
+        bids.push(BTreeSet::from([bid.id()]));
+    }
+    let matches = until_delivered(&world.arrivals, &waiting, &bids, false).await;
+    Ok(Joined { books, matches, steps, handles: joined.into_iter().map(|(_, _, _, handle, _)| handle).collect() })
+}
+
 /// Runs the benchmark.
 pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
     let (cells, providers) = (args.cells.max(1), args.providers.max(1));
@@ -197,8 +298,7 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
         .collect::<Result<_, _>>()
         .context("pool")?;
     anyhow::ensure!(cells <= 10, "--cells at most 10");
-    let newcomers = cells;
-    let background = args.nodes - newcomers;
+    let background = args.nodes - cells;
     let arrivals: Arrivals = Arc::default();
     let (nodes, addresses) = background_network(background, &network, &mut rng, &arrivals).await?;
     // Providers: the first nodes after the bootnode, `providers` per cell; each rests an ask in its cell's pool.
@@ -213,7 +313,6 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
         // again then); the provider's own book holds it from the start.
         let _ = handle.publish(&ask, None, now_ms()).await;
     }
-    let provider_of = |index: usize| (1..=cells * providers).contains(&index).then(|| (index - 1) % cells);
     // Settled: every provider announced its pool and holds the asks of its pool's other providers.
     let settled = wait_for(Duration::from_secs(120), || async {
         let arrivals = arrivals.lock().map(|arrivals| arrivals.clone()).unwrap_or_default();
@@ -233,39 +332,25 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
     }
     let settle_s = started.elapsed().as_secs_f64();
 
-    // The newcomers, all at once, each knowing two random nodes that are not providers.
-    let mut joined = Vec::with_capacity(newcomers);
-    for (cell, pool) in pools.iter().enumerate() {
-        let index = background + cell;
-        let bootnodes: Vec<_> = (0..2)
-            .map(|_| addresses[cells * providers + 1 + rng.below(background - cells * providers - 1)].clone())
-            .collect();
-        let start = Instant::now();
-        let node = local::start(20_000 + index as u64, &network, Transport::Tcp, |config| {
-            config.bootnodes = bootnodes.clone();
-        })
-        .await?;
-        node.handle.join_pool(&PoolKey::Market(pool.clone()), true).await?;
-        collect(index, node.deliveries, arrivals.clone());
-        joined.push((index, cell, start, node.handle, node.keypair));
+    // The newcomers, one after another (or all at once), each knowing two random nodes that are not providers.
+    let world = World { network, pools, asks, addresses, arrivals, providers_per_cell: providers, background };
+    let batches: Vec<Vec<usize>> =
+        if args.together { vec![(0..cells).collect()] } else { (0..cells).map(|cell| vec![cell]).collect() };
+    let (mut books, mut matches, mut steps, mut joined) = (Vec::new(), Vec::new(), Steps::default(), Vec::new());
+    for batch in batches {
+        let outcome = newcomers(&world, &batch, &mut rng).await?;
+        books.extend(outcome.books);
+        matches.extend(outcome.matches);
+        steps.providers.extend(outcome.steps.providers);
+        steps.subscribed.extend(outcome.steps.subscribed);
+        steps.filled.extend(outcome.steps.filled);
+        joined.extend(outcome.handles);
     }
-    let waiting: Vec<(Vec<usize>, Instant)> =
-        joined.iter().map(|(index, _, start, ..)| (vec![*index], *start)).collect();
-    let cells_asks: Vec<BTreeSet<Id>> = joined.iter().map(|(_, cell, ..)| asks[*cell].clone()).collect();
-    let books = until_delivered(&arrivals, &waiting, &cells_asks, true).await;
-    // Each newcomer's bid, once it holds its book (or at the deadline): until a provider of its pool holds it.
-    let mut waiting = Vec::new();
-    let mut bids = Vec::new();
-    for (_, cell, _, handle, keypair) in &joined {
-        let bid = order(keypair, &network, &pools[*cell], Side::Bid, 2);
-        let holders: Vec<usize> = (1..=cells * providers).filter(|index| provider_of(*index) == Some(*cell)).collect();
-        waiting.push((holders, Instant::now()));
-        let _ = handle.publish(&bid, None, now_ms()).await;
-        bids.push(BTreeSet::from([bid.id()]));
+    for times in [&mut books, &mut matches, &mut steps.providers, &mut steps.subscribed, &mut steps.filled] {
+        times.sort_by(f64::total_cmp);
     }
-    let matches = until_delivered(&arrivals, &waiting, &bids, false).await;
     let mut handles: Vec<&crate::network::Handle> = nodes.iter().map(|(handle, _)| handle).collect();
-    handles.extend(joined.iter().map(|(_, _, _, handle, _)| handle));
+    handles.extend(joined.iter());
     let (peers_seen, pool_peers) = connections(&handles).await?;
     Ok(PoolsReport {
         nodes: args.nodes,
@@ -277,6 +362,7 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
         book_p99_ms: percentile(&books, 0.99),
         match_p50_ms: percentile(&matches, 0.50),
         match_p99_ms: percentile(&matches, 0.99),
+        steps,
         settle_s,
         peers_max_seen: peers_seen,
         pool_peers_max_seen: pool_peers.iter().copied().max().unwrap_or(0),

@@ -19,26 +19,47 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Market { operations, auction_orders, repetitions, seed } => {
             market_command(operations, auction_orders, repetitions, seed)
         }
-        BenchCommand::Pools { nodes, cells, providers, seed } => pools_command(nodes, cells, providers, seed),
+        BenchCommand::Pools { nodes, cells, providers, seed, together } => {
+            pools_command(crate::bench::pools::PoolsArgs { nodes, cells, providers, seed, together })
+        }
     }
 }
 
 /// `kos bench pools`: runs it and prints its report.
-fn pools_command(nodes: usize, cells: usize, providers: usize, seed: u64) -> anyhow::Result<()> {
+fn pools_command(args: crate::bench::pools::PoolsArgs) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
-    let args = crate::bench::pools::PoolsArgs { nodes, cells, providers, seed };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(crate::bench::pools::pools(&args))?;
+    let args = &args;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "nodes {} cells {} providers per pool {} (settled in {:.1} s)",
-        report.nodes, report.cells, report.providers, report.settle_s
+        "nodes {} cells {} providers per pool {} (settled in {:.1} s); newcomers {}",
+        report.nodes,
+        report.cells,
+        report.providers,
+        report.settle_s,
+        if args.together { "all at once" } else { "one after another" }
     )?;
     writeln!(
         out,
         "newcomer holds its pool's book: {} of {}, p50 {:.0} ms, p99 {:.0} ms",
         report.books, report.cells, report.book_p50_ms, report.book_p99_ms
+    )?;
+    let steps = &report.steps;
+    let step = |times: &[f64]| {
+        format!(
+            "p50 {:.0} ms, p99 {:.0} ms",
+            crate::bench::percentile(times, 0.5),
+            crate::bench::percentile(times, 0.99)
+        )
+    };
+    writeln!(
+        out,
+        "  on the way: a provider found {}; a peer of the pool connected {}; a peer's answer with the book {}",
+        step(&steps.providers),
+        step(&steps.subscribed),
+        step(&steps.filled)
     )?;
     writeln!(
         out,

@@ -243,6 +243,10 @@ pub enum BenchCommand {
         providers: usize,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Start all newcomers at once (by default one after another, each measured alone: in one process on a
+        /// small machine, ten nodes booting at once slow each other down).
+        #[arg(long)]
+        together: bool,
     },
     /// Order operations/s of the continuous double auction on one core, and the time to clear an interval
     /// auction of many orders.
