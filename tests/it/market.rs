@@ -342,24 +342,18 @@ fn a_flood_of_unfunded_offers_takes_nothing_from_honest_homes() {
     assert_eq!((status, answer["reason"].as_str()), (402, Some("insufficient_funds")), "{answer}");
 }
 
-/// Issue 26, item 1: a newcomer whose only bootnode is not in the pool (Kademlia on, mDNS off) finds the pool's
-/// providers through the DHT, dials them, and receives the book they hold, including the ask of a home that has gone
-/// offline since (only a fetch of the book can bring it); its bid is matched and settled on every ledger.
-#[test]
-fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() {
-    use kos_tests::cluster::Node as Running;
-
-    const POOL: &str = "compute/credit/u33db/0";
-    let root = tempfile::tempdir().unwrap();
-    let keyed: Vec<(PathBuf, String, String)> = ["validator", "seller", "early", "newcomer"]
+/// Keys for each of `names` in its own directory under `root` (data directory, public key, peer id), and one genesis
+/// for them all in each directory: the first is the only validator, and every account is funded.
+fn one_validator_network(root: &std::path::Path, names: &[&str]) -> Vec<(PathBuf, String, String)> {
+    let keyed: Vec<(PathBuf, String, String)> = names
         .iter()
         .map(|name| {
-            let dir = root.path().join(name);
+            let dir = root.join(name);
             let (key, peer) = keys(&dir);
             (dir, key, peer)
         })
         .collect();
-    let genesis = root.path().join("genesis.toml");
+    let genesis = root.join("genesis.toml");
     let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
     args.extend(["--validator", &keyed[0].1]);
     for (_, key, _) in &keyed {
@@ -369,6 +363,19 @@ fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() 
     for (dir, ..) in &keyed {
         std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
     }
+    keyed
+}
+
+/// Issue 26, item 1: a newcomer whose only bootnode is not in the pool (Kademlia on, mDNS off) finds the pool's
+/// providers through the DHT, dials them, and receives the book they hold, including the ask of a home that has gone
+/// offline since (only a fetch of the book can bring it); its bid is matched and settled on every ledger.
+#[test]
+fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() {
+    use kos_tests::cluster::Node as Running;
+
+    const POOL: &str = "compute/credit/u33db/0";
+    let root = tempfile::tempdir().unwrap();
+    let keyed = one_validator_network(root.path(), &["validator", "seller", "early", "newcomer"]);
     let start = |index: usize, bootnodes: &[String], extra: &[&str]| {
         let (dir, key, peer) = &keyed[index];
         Running::start(dir, key, peer, bootnodes, extra)
@@ -439,21 +446,7 @@ fn three_homes_of_a_cell_close_a_barter_cycle_found_through_the_dht() {
     use kos_tests::cluster::Node as Running;
 
     let root = tempfile::tempdir().unwrap();
-    let keyed: Vec<(PathBuf, String, String)> = ["validator", "home-a", "home-b", "home-c"]
-        .iter()
-        .map(|name| {
-            let dir = root.path().join(name);
-            let (key, peer) = keys(&dir);
-            (dir, key, peer)
-        })
-        .collect();
-    let genesis = root.path().join("genesis.toml");
-    let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
-    args.extend(["--validator", &keyed[0].1, "--fund", &keyed[0].1]);
-    kos(&args);
-    for (dir, ..) in &keyed {
-        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
-    }
+    let keyed = one_validator_network(root.path(), &["validator", "home-a", "home-b", "home-c"]);
     let start = |index: usize, bootnodes: &[String]| {
         let (dir, key, peer) = &keyed[index];
         Running::start(dir, key, peer, bootnodes, &["--log", "info,kos::network=debug"])
