@@ -660,3 +660,45 @@ async fn entries_travel_in_bundles_and_a_bundle_with_an_invalid_entry_goes_no_fu
     assert!(nodes[2].deliveries.try_recv().is_err(), "c received something b should not have forwarded");
     assert_eq!(stats(&nodes[2]), (50, 0, 1));
 }
+
+/// Review of issue 26: a node that cancels an offer while its pool's mesh is empty (a partition) sends the cancel
+/// again when the mesh comes back, so a peer that holds the offer stops matching it. Nothing else brings it: a
+/// pool's recent offers carry no cancels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_made_during_a_partition_reaches_the_pool_when_it_heals() {
+    let mut nodes = Vec::new();
+    for seed in [9_101, 9_102] {
+        let node = local::start(seed, &network(), Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+        node.handle.join_pool(&pool().into(), true).await.unwrap();
+        nodes.push(node);
+    }
+    links(&nodes, &[(0, 1)]).await;
+    let offer = local::offer(&nodes[0].keypair, &network(), &pool(), 1, now_ms());
+    nodes[0].handle.publish(&offer, None, now_ms()).await.unwrap();
+    assert!(receive_until(&mut nodes[1], offer.id(), Duration::from_secs(10)).await.is_some(), "the offer arrived");
+
+    // A partition: the link goes, and the first node's discovery sees its mesh for the pool empty.
+    nodes[0].handle.disconnect(nodes[1].handle.peer_id()).await.unwrap();
+    let apart = wait_for(Duration::from_secs(10), || async {
+        nodes[0].handle.info().await.is_ok_and(|info| info.peers.is_empty())
+    })
+    .await;
+    assert!(apart, "the nodes did not part");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let created_ms = now_ms();
+    let cancel = Draft {
+        network: network(),
+        nonce: 2,
+        created_ms,
+        expires_ms: created_ms + 600_000,
+        body: protocol::Body::Cancel(protocol::message::Cancel { offer: offer.id() }),
+    }
+    .sign(&nodes[0].keypair);
+    let sent = nodes[0].handle.publish(&cancel, Some(Topic::pool(&pool())), created_ms).await;
+    assert!(sent.is_err(), "nobody to send the cancel to during the partition");
+
+    // The partition heals: the cancel is published again and reaches the other node.
+    local::connect(&nodes[0], &nodes[1]).await.unwrap();
+    let arrived = receive_until(&mut nodes[1], cancel.id(), Duration::from_secs(15)).await;
+    assert!(arrived.is_some(), "the cancel never reached the other node");
+}
