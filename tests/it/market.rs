@@ -375,7 +375,7 @@ fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() 
 
     const POOL: &str = "compute/credit/u33db/0";
     let root = tempfile::tempdir().unwrap();
-    let keyed = one_validator_network(root.path(), &["validator", "seller", "early", "newcomer"]);
+    let keyed = one_validator_network(root.path(), &["validator", "seller", "early", "newcomer", "late"]);
     let start = |index: usize, bootnodes: &[String], extra: &[&str]| {
         let (dir, key, peer) = &keyed[index];
         Running::start(dir, key, peer, bootnodes, extra)
@@ -436,6 +436,24 @@ fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() 
         })
     });
     assert!(settled, "the newcomer's trade did not settle: {:#?}", seller.process.lines());
+
+    // A late newcomer, its ledger caught up, joins the pool by placing an ask that crosses nothing. It fetches the
+    // book from peers that still keep the seller's ask and the newcomer's bid, though the ledger filled all of both:
+    // neither may enter its book (they would match each other there, a trade the ledger refuses), only the early
+    // home's ask and its own. (A node whose ledger is still behind takes them in: see the issue's closing note.)
+    let late = start(4, &bootnodes, &["--log", "info"]);
+    let height = validator.height().unwrap_or(0);
+    assert!(wait_until(STARTUP, || late.height() >= Some(height)), "the late newcomer's ledger did not catch up");
+    let (status, answer) =
+        late.post("/offers", &serde_json::json!({"pool": POOL, "side": "ask", "quantity": 1000, "price": "9"}));
+    assert_eq!(status, 202, "{answer}");
+    let filled = || late.get("/status").is_some_and(|status| !status["pools"][0]["book_filled_ms"].is_null());
+    assert!(wait_until(Duration::from_secs(20), filled), "the late newcomer never received the book");
+    std::thread::sleep(Duration::from_secs(1));
+    let book = late.get(&format!("/pools/book?pool={POOL}")).unwrap_or_default();
+    let market = late.get("/pools").unwrap_or_default();
+    assert_eq!(market["matches"], 0, "the filled offers matched in the late newcomer's book: {market}");
+    assert_eq!(book["book"]["offers"], 2, "{book}");
 }
 
 /// Issue 26, item 2: three homes of one cell, each knowing only a validator that is not in the cell's barter pool,
