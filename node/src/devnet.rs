@@ -49,17 +49,31 @@ pub struct DevnetArgs {
     #[arg(long, default_value_t = 5)]
     pub every: u64,
     /// Only write the nodes' data directories for `devnet/docker-compose.yml` into `--dir` (node i at
-    /// 172.29.0.(10+i), p2p port 7070, API 7080) and exit; `devnet/compose` runs them.
+    /// <subnet>.(10+i), p2p port 7070, API 7080) and exit; `devnet/compose` runs them.
     #[arg(long, requires = "dir")]
     pub compose: bool,
+    /// The compose network's /24, as its first three octets (`devnet/compose` picks one no other Docker network
+    /// on the machine overlaps and passes it here and to `devnet/docker-compose.yml` as `KOS_SUBNET`).
+    #[arg(long, default_value = COMPOSE_SUBNET_PREFIX, value_parser = subnet_prefix, requires = "compose")]
+    pub subnet: String,
     /// Start a node again (on its data directory) when it stops. Without it a stopped node stays down, the others
     /// go on, and the devnet exits with an error at the end. Either way the summary reports it.
     #[arg(long)]
     pub restart_crashed: bool,
 }
 
-/// The first address of the compose network's nodes (`devnet/docker-compose.yml`).
+/// The compose network's /24 when `devnet/compose` is not asked for another (`devnet/docker-compose.yml`).
 pub const COMPOSE_SUBNET_PREFIX: &str = "172.29.0";
+
+/// `--subnet`: three octets of an IPv4 address, such as `10.213.7`.
+fn subnet_prefix(text: &str) -> Result<String, String> {
+    let octets: Vec<&str> = text.split('.').collect();
+    if octets.len() == 3 && octets.iter().all(|octet| octet.len() <= 3 && octet.parse::<u8>().is_ok()) {
+        Ok(octets.iter().map(|octet| octet.parse::<u8>().unwrap_or(0).to_string()).collect::<Vec<_>>().join("."))
+    } else {
+        Err(format!("{text:?} is not the first three octets of an IPv4 /24 (such as 172.29.0)"))
+    }
+}
 const COMPOSE_FIRST_HOST: usize = 10;
 
 /// One node of the devnet.
@@ -90,10 +104,11 @@ fn config_text(args: &DevnetArgs, index: usize, home: Option<usize>, origins: (u
     let mut text = if args.compose {
         // Each container has its own address on the compose network; the API is published on the host's loopback.
         let host = COMPOSE_FIRST_HOST + index;
+        let subnet = &args.subnet;
         let bootnodes = if index == 0 { String::new() } else { format!("{bootnode:?}") };
         format!(
             "network = \"kos-devnet\"\nlog = \"info\"\n\n[p2p]\nlisten = [\"/ip4/0.0.0.0/tcp/7070\"]\n\
-             external_addresses = [\"/ip4/{COMPOSE_SUBNET_PREFIX}.{host}/tcp/7070\"]\nbootnodes = [{bootnodes}]\n\
+             external_addresses = [\"/ip4/{subnet}.{host}/tcp/7070\"]\nbootnodes = [{bootnodes}]\n\
              mdns = false\nautonat_only_global = false\npools = [\"{POOL}\"]\n\n[api]\nlisten = \"0.0.0.0:7080\"\n"
         )
     } else {
@@ -164,7 +179,7 @@ fn prepare(args: &DevnetArgs, dir: &Path) -> anyhow::Result<Vec<Node>> {
     ::ledger::Genesis::parse(&genesis).context("the devnet genesis")?;
     std::fs::write(dir.join("genesis.toml"), &genesis)?;
     let origins = (midsummer(args.hour), now_s());
-    let bootnode = format!("/ip4/{COMPOSE_SUBNET_PREFIX}.{COMPOSE_FIRST_HOST}/tcp/7070/p2p/{}", nodes[0].peer_id);
+    let bootnode = format!("/ip4/{}.{COMPOSE_FIRST_HOST}/tcp/7070/p2p/{}", args.subnet, nodes[0].peer_id);
     for (index, node) in nodes.iter().enumerate() {
         std::fs::write(node.dir.join("genesis.toml"), &genesis)?;
         let home = index.checked_sub(VALIDATORS);
@@ -426,4 +441,47 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         bail!("nodes stopped during the run and stayed down: {}", down.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        devnet: DevnetArgs,
+    }
+
+    #[test]
+    fn the_compose_subnet_is_three_octets() {
+        assert_eq!(subnet_prefix("10.213.7"), Ok("10.213.7".to_string()));
+        assert_eq!(subnet_prefix("010.1.2"), Ok("10.1.2".to_string()));
+        for bad in ["10.213", "10.213.7.0", "10.256.1", "a.b.c", "10..7", "", "1.2.3/24"] {
+            assert!(subnet_prefix(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn compose_configs_put_the_nodes_on_the_given_subnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Cli::try_parse_from([
+            "devnet",
+            "--compose",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--subnet",
+            "10.213.7",
+            "--homes",
+            "1",
+        ])
+        .unwrap()
+        .devnet;
+        prepare(&args, dir.path()).unwrap();
+        let config = std::fs::read_to_string(dir.path().join("home-0/config.toml")).unwrap();
+        assert!(config.contains("/ip4/10.213.7.14/tcp/7070"), "{config}");
+        assert!(config.contains("/ip4/10.213.7.10/tcp/7070/p2p/"), "{config}");
+        assert!(Cli::try_parse_from(["devnet", "--subnet", "10.213.7"]).is_err(), "--subnet without --compose");
+    }
 }

@@ -626,7 +626,9 @@ fn a_peer_joins_with_kos_init_and_is_run_through_the_cli() {
 
 /// `devnet/compose test` on this machine's Docker engine: 4 validators and 2 homes in containers with their own
 /// addresses, from the FROM-scratch image of this build's `kos`; blocks and trades, a stopped and restarted
-/// validator, a validator cut off the network and reconnected. Without a Docker engine it is skipped, saying so,
+/// validator, a validator cut off the network and reconnected. Another project's network holds the compose file's
+/// default range meanwhile, as on a shared CI engine (where Docker gave a project 172.29.0.0/16 and the drill failed
+/// with "Pool overlaps"): the drill must find a free range. Without a Docker engine it is skipped, saying so,
 /// except under CI (`CI` set), where a drill that cannot run is a failure, not a pass.
 #[test]
 fn the_compose_devnet_survives_a_stopped_and_a_partitioned_validator() {
@@ -641,6 +643,8 @@ fn the_compose_devnet_survives_a_stopped_and_a_partitioned_validator() {
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let port = free_ports(6);
+    // If the range cannot be had (another network holds it already), it is taken all the same.
+    let _other = DockerNetwork::create(&format!("kos-test-{}-other", std::process::id()), "172.29.0.0/16");
     let mut command = Command::new(root.join("devnet/compose"));
     command
         .arg("test")
@@ -663,5 +667,22 @@ fn the_compose_devnet_survives_a_stopped_and_a_partitioned_validator() {
         "PASS",
     ] {
         assert!(printed.contains(step), "{step:?} missing:\n{printed}");
+    }
+}
+
+/// A Docker network of another project, removed when dropped.
+struct DockerNetwork(String);
+
+impl DockerNetwork {
+    fn create(name: &str, subnet: &str) -> DockerNetwork {
+        let made = Command::new("docker").args(["network", "create", "--subnet", subnet, name]).output();
+        eprintln!("docker network create --subnet {subnet} {name}: {made:?}");
+        DockerNetwork(name.to_string())
+    }
+}
+
+impl Drop for DockerNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["network", "rm", &self.0]).output();
     }
 }
