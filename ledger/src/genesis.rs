@@ -135,6 +135,11 @@ pub struct Params {
     /// Deliveries between the same two accounts count toward reputation at most once per epoch of this length, ms
     /// (at least 1).
     pub reputation_pair_epoch_ms: u64,
+    /// Collateral a barter leg giving compute, memory or bandwidth locks per 1000 units given, milli-units of the
+    /// fee token (governable).
+    pub barter_collateral_per_unit: u64,
+    /// How long the receiver of such a leg has to sign its receipt, or either party to dispute it, ms (governable).
+    pub barter_receipt_window_ms: u64,
 }
 
 impl Default for Params {
@@ -167,6 +172,8 @@ impl Default for Params {
             maintenance_quest_bids_ms: 600_000,
             maintenance_quest_work_ms: 7 * 86_400_000,
             reputation_pair_epoch_ms: 86_400_000,
+            barter_collateral_per_unit: 1_000,
+            barter_receipt_window_ms: 86_400_000,
         }
     }
 }
@@ -192,6 +199,8 @@ impl Params {
         "maintenance_quest_reward",
         "maintenance_quest_bids_ms",
         "maintenance_quest_work_ms",
+        "barter_collateral_per_unit",
+        "barter_receipt_window_ms",
     ];
 
     /// Applies a governance change; `false` when the name is not governable or the value is out of range.
@@ -216,6 +225,8 @@ impl Params {
             "maintenance_quest_reward" => self.maintenance_quest_reward = value,
             "maintenance_quest_bids_ms" if value > 0 => self.maintenance_quest_bids_ms = value,
             "maintenance_quest_work_ms" if value > 0 => self.maintenance_quest_work_ms = value,
+            "barter_collateral_per_unit" => self.barter_collateral_per_unit = value,
+            "barter_receipt_window_ms" if value > 0 => self.barter_receipt_window_ms = value,
             _ => return false,
         }
         true
@@ -242,6 +253,8 @@ impl Params {
             "maintenance_quest_reward" => self.maintenance_quest_reward,
             "maintenance_quest_bids_ms" => self.maintenance_quest_bids_ms,
             "maintenance_quest_work_ms" => self.maintenance_quest_work_ms,
+            "barter_collateral_per_unit" => self.barter_collateral_per_unit,
+            "barter_receipt_window_ms" => self.barter_receipt_window_ms,
             _ => return None,
         })
     }

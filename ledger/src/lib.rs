@@ -24,5 +24,5 @@ pub use state::State;
 /// The named reads of the state, for any [`state::Kv`] (the ledger thread's [`State`], a
 /// [`store::StateSnapshot`]): `use ledger::reads::*`.
 pub mod reads {
-    pub use crate::state::{CommonsReads, GovernanceReads, JobReads, Kv, TokenReads, TradeReads};
+    pub use crate::state::{BarterReads, CommonsReads, GovernanceReads, JobReads, Kv, TokenReads, TradeReads};
 }

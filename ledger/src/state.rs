@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use crate::genesis::{self, Genesis, Params, VALIDATORS_MAX};
 use crate::hash::{self, Hash};
 
+mod barter;
 mod commons;
 mod governance;
 mod jobs;
@@ -36,6 +37,7 @@ mod readings;
 mod tokens;
 mod trade;
 
+pub use barter::{BARTER_LEGS_DUE_PER_BLOCK, BarterLegState, BarterReads, LegStatus, barter_escrow_account};
 pub use commons::CommonsReads;
 pub use governance::{GovernanceError, GovernanceReads};
 pub use jobs::{
@@ -312,6 +314,20 @@ pub enum Event {
     /// Ended unawarded (no bid, withdrawn, or a quest the commons could not pay).
     JobClosed {
         job: Id,
+    },
+    /// A barter leg ended (`status`: released, penalised or returned); `penalty` of its collateral went to the
+    /// receiver.
+    BarterLegClosed {
+        leg: Id,
+        giver: PublicKey,
+        receiver: PublicKey,
+        status: String,
+        penalty: u64,
+    },
+    /// A barter leg's dispute went to a jury.
+    BarterLegDisputed {
+        leg: Id,
+        jurors: Vec<PublicKey>,
     },
     /// A guild spend reached its threshold: `amount` of `token` moved from the guild's account to `to`.
     GuildSpent {
@@ -1124,7 +1140,7 @@ impl<'s> Pending<'s> {
             Body::Burn(burn) => self.burn(&author, burn),
             Body::Reading(reading) => self.anchor_reading(&author, &id, reading),
             Body::Settlement(settlement) => self.settle(&id, settlement),
-            Body::BarterCycle(cycle) => self.barter(cycle),
+            Body::BarterCycle(cycle) => self.barter(&id, cycle),
             Body::Proposal(proposal) => self.propose(&author, &id, proposal),
             Body::Vote(vote) => self.vote(&author, vote),
             Body::Guild(guild) => self.found_guild(&id, guild),
@@ -1136,6 +1152,13 @@ impl<'s> Pending<'s> {
             Body::Bid(bid) => self.bid(&author, &id, bid),
             Body::Award(award) => self.award_entry(&author, award),
             Body::Deliver(deliver) => self.deliver(&author, deliver),
+            // A verdict or dispute names a job or a barter leg (PROTOCOL.md §10).
+            Body::Verdict(verdict) if self.barter_leg(&verdict.job).is_some() => {
+                self.barter_verdict(&author, &verdict.job, verdict.outcome)
+            }
+            Body::Dispute(dispute) if self.barter_leg(&dispute.job).is_some() => {
+                self.barter_dispute(&author, &dispute.job)
+            }
             Body::Verdict(verdict) => self.verdict(&author, verdict),
             Body::Dispute(dispute) => self.dispute(&author, dispute),
             Body::Asset(asset) => self.register_asset(&author, &id, asset),
@@ -1165,6 +1188,7 @@ impl<'s> Pending<'s> {
         self.redistribute();
         self.expire_overrides();
         self.jobs_due();
+        self.barter_legs_due();
         for index_key in self.due(PROPOSAL_BY_END, self.context.height) {
             self.delete(index_key.clone());
             let Some(id) = index_key.get(9..41).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id) else {

@@ -289,6 +289,18 @@ impl Board {
             .collect()
     }
 
+    /// What `author` gives in its open offers on the board: (resource, quantity left).
+    pub fn open_of(&self, author: &protocol::PublicKey) -> Vec<(protocol::message::Resource, u64)> {
+        self.offers
+            .values()
+            .filter(|open| open.envelope.author == *author)
+            .filter_map(|open| match &open.envelope.body {
+                protocol::Body::BarterOffer(offer) => Some((offer.give, open.left)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The cells with offers on the board.
     pub fn cells(&self) -> std::collections::BTreeSet<protocol::types::Cell> {
         self.offers
@@ -334,16 +346,21 @@ impl Board {
         let mut found = Vec::new();
         let mut budget = expansions_max;
         for offers in cells.values() {
-            let candidates: Vec<Offer<protocol::Id, protocol::PublicKey, protocol::message::Resource>> = offers
+            // Energy is what is delivered in one interval: energy of another interval is another good.
+            let good = |resource, delivery_start_s| match resource {
+                protocol::message::Resource::Energy => (resource, delivery_start_s),
+                _ => (resource, 0),
+            };
+            let candidates: Vec<Offer<protocol::Id, protocol::PublicKey, _>> = offers
                 .iter()
                 .filter_map(|(id, open)| {
                     let protocol::Body::BarterOffer(offer) = &open.envelope.body else { return None };
                     Some(Offer {
                         id: *id,
                         author: open.envelope.author,
-                        give: offer.give,
+                        give: good(offer.give, offer.delivery_start_s),
                         give_quantity: offer.give_quantity,
-                        want: offer.want,
+                        want: good(offer.want, offer.delivery_start_s),
                         want_quantity: offer.want_quantity,
                         left: open.left.saturating_sub(open.promised),
                     })
@@ -430,13 +447,14 @@ mod tests {
         use protocol::message::{BarterOffer, Resource};
         use protocol::types::Cell;
         use protocol::{Body, Draft, Keypair, NetworkId};
-        let sign = |key: u8, give: Resource, want: Resource, cell: &str| {
+        let sign_at = |key: u8, give: Resource, want: Resource, cell: &str, delivery_start_s: u64| {
             let body = Body::BarterOffer(BarterOffer {
                 give,
                 give_quantity: 100,
                 want,
                 want_quantity: 100,
                 cell: Cell::new(cell).unwrap(),
+                delivery_start_s,
             });
             let draft = Draft {
                 network: NetworkId::new("kos-test").unwrap(),
@@ -447,6 +465,14 @@ mod tests {
             };
             std::sync::Arc::new(draft.sign(&Keypair::from_seed(&[key; 32])))
         };
+        let sign = |key: u8, give: Resource, want: Resource, cell: &str| sign_at(key, give, want, cell, 900);
+        // Energy of one interval is not energy of another: no cycle between them.
+        let mut intervals = Board::new(3);
+        intervals.offer(1_000, sign_at(1, Resource::Energy, Resource::Compute, "u33", 900), 0).unwrap();
+        intervals.offer(1_000, sign_at(2, Resource::Compute, Resource::Energy, "u33", 1_800), 0).unwrap();
+        assert!(intervals.search(2_000, 8, 10_000).is_empty());
+        intervals.offer(1_000, sign_at(3, Resource::Compute, Resource::Energy, "u33", 900), 0).unwrap();
+        assert_eq!(intervals.search(2_000, 8, 10_000).len(), 1);
         let mut board = Board::new(3);
         board.offer(1_000, sign(1, Resource::Energy, Resource::Compute, "u33"), 0).unwrap();
         board.offer(1_000, sign(2, Resource::Compute, Resource::Energy, "u33"), 0).unwrap();

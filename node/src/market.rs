@@ -251,20 +251,25 @@ impl Actor {
         }
     }
 
-    /// Reads whether a barter offer's author is frozen, and gives it to the trader.
+    /// Reads the ledger's verdict on a barter offer (the check each leg of a cycle meets on the ledger: its author
+    /// not frozen, its collateral held with the author's other barter offers on the board), and gives it to the
+    /// trader.
     async fn barter(&mut self, envelope: Arc<Envelope>) -> Result<(), Refused> {
         let (author, id) = (envelope.author, envelope.id());
-        let quantity = match &envelope.body {
-            Body::BarterOffer(offer) => offer.give_quantity,
-            _ => 0,
+        let Body::BarterOffer(offer) = &envelope.body else {
+            return Err(Refusal::Barter(::market::barter::Refusal::NotABarterOffer).into());
         };
-        // A freeze that cannot be read refuses the offer (as a pool offer is): never taken as no freeze. What the
-        // ledger already settled of it is read with it (an offer kept by peers may be spent).
+        let (offer, open, asked_ms) = (offer.clone(), self.trader.barter_open_of(&author), now_ms());
+        // A verdict that cannot be read refuses the offer (as a pool offer is). What the ledger already settled of
+        // it is read with it (an offer kept by peers may be spent), and only the rest is checked.
         let read = move |state: &::ledger::store::StateSnapshot<'_>| {
-            (state.frozen(&author), quantity - state.offer_left(&id, &author, quantity))
+            let left = state.offer_left(&id, &author, offer.give_quantity);
+            let verdict =
+                if left == 0 { Ok(()) } else { state.check_barter_offer(&author, &offer, left, &open, asked_ms) };
+            (verdict, offer.give_quantity - left)
         };
-        let (frozen, filled) = self.ledger.query(read).await.map_err(Refused::ledger)?;
-        let outputs = self.trader.handle(now_ms(), Input::Barter { envelope, frozen, filled });
+        let (verdict, filled) = self.ledger.query(read).await.map_err(Refused::ledger)?;
+        let outputs = self.trader.handle(now_ms(), Input::Barter { envelope, verdict, filled });
         self.verdict(id, outputs).await
     }
 

@@ -485,6 +485,23 @@ pub struct BarterOffer {
     pub want: Resource,
     pub want_quantity: u64,
     pub cell: Cell,
+    /// When energy is given or wanted: the start of the [`BARTER_ENERGY_INTERVAL_S`] interval it is delivered in
+    /// (Unix seconds, a multiple of it, more than 0); otherwise 0.
+    pub delivery_start_s: u64,
+}
+
+/// The length of the delivery interval of a barter offer's energy, seconds (15 minutes).
+pub const BARTER_ENERGY_INTERVAL_S: u64 = 900;
+
+/// The id of leg `index` of a barter cycle, which verdicts and disputes name (PROTOCOL.md §10, *barter escrow*):
+/// `blake3("kos/v1/barter-leg" || 0x00 || cycle id || u8(index))`.
+pub fn barter_leg_id(cycle: &Id, index: u8) -> Id {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kos/v1/barter-leg");
+    hasher.update(&[0]);
+    hasher.update(cycle.as_bytes());
+    hasher.update(&[index]);
+    Id(*hasher.finalize().as_bytes())
 }
 
 /// One participant of a barter cycle: its signed barter offer and how much of it this cycle uses.
@@ -874,8 +891,14 @@ mod tests {
             want: Resource::Memory,
             want_quantity: 1,
             cell: Cell::new("u33db").unwrap(),
+            delivery_start_s: 0,
         };
         assert_eq!(offer.pool(), barter);
+        // The vector of PROTOCOL.md §10 (barter escrow).
+        assert_eq!(
+            barter_leg_id(&Id([7; 32]), 2).to_hex(),
+            "f6c710e5e310ca8832b04db289d99a3cdfd0256f385a435514de2c67b2c79630"
+        );
     }
 
     #[test]

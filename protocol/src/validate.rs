@@ -14,7 +14,8 @@ use crate::limits::{
     INTERVAL_SECONDS_MAX,
 };
 use crate::message::{
-    BarterCycle, BarterOffer, Body, Evidence, Job, JobKind, Kind, Offer, Proof, Proposal, Settlement, Side, value_milli,
+    BARTER_ENERGY_INTERVAL_S, BarterCycle, BarterOffer, Body, Evidence, Job, JobKind, Kind, Offer, Proof, Proposal,
+    Resource, Settlement, Side, value_milli,
 };
 use crate::types::{Id, NetworkId};
 
@@ -239,7 +240,9 @@ fn check_body(envelope: &Envelope, config: &Config, depth: Depth) -> Result<(), 
         Body::Mint(mint) => ensure(mint.amount > 0, "amount is 0"),
         Body::Burn(burn) => ensure(burn.amount > 0, "amount is 0"),
         Body::Settlement(settlement) => check_settlement(envelope, settlement, config),
-        Body::BarterOffer(offer) => check_barter_offer(offer).map_err(|reason| body_error(kind, reason)),
+        Body::BarterOffer(offer) => check_barter_offer(offer)
+            .and_then(|()| check_barter_delivery(offer, envelope.created_ms, envelope.expires_ms))
+            .map_err(|reason| body_error(kind, reason)),
         Body::BarterCycle(cycle) => check_barter_cycle(envelope, cycle, config),
         Body::Proposal(proposal) => check_proposal(proposal).map_err(|reason| body_error(kind, reason)),
         Body::Alert(alert) => ensure(alert.interval_start_s > 0, "interval_start_s is 0"),
@@ -321,6 +324,28 @@ fn check_barter_offer(offer: &BarterOffer) -> Result<(), &'static str> {
     }
     if offer.give == offer.want {
         return Err("gives and wants the same resource");
+    }
+    if offer.give == Resource::Energy || offer.want == Resource::Energy {
+        if offer.delivery_start_s == 0 || !offer.delivery_start_s.is_multiple_of(BARTER_ENERGY_INTERVAL_S) {
+            return Err("energy's delivery_start_s is not a multiple of 900 above 0");
+        }
+    } else if offer.delivery_start_s != 0 {
+        return Err("delivery_start_s is not 0 in an offer without energy");
+    }
+    Ok(())
+}
+
+/// The delivery rule of a barter offer with energy (PROTOCOL.md §5, BarterOffer): as [`check_delivery`]'s for an
+/// offer, its interval starts no later than the offer expires and at most 7 days after its creation.
+fn check_barter_delivery(offer: &BarterOffer, created_ms: u64, expires_ms: u64) -> Result<(), &'static str> {
+    if offer.delivery_start_s == 0 {
+        return Ok(());
+    }
+    if offer.delivery_start_s > (created_ms / 1000).saturating_add(DELIVERY_HORIZON_SECONDS_MAX) {
+        return Err("delivery starts beyond the horizon of 7 days after the offer's creation");
+    }
+    if offer.delivery_start_s.saturating_mul(1000) > expires_ms {
+        return Err("delivery starts after the offer expires");
     }
     Ok(())
 }
@@ -461,6 +486,9 @@ fn check_barter_cycle(envelope: &Envelope, cycle: &BarterCycle, config: &Config)
         };
         if previous_offer.give != offer.want {
             return Err(body_error(kind, "a leg does not receive the resource it wants"));
+        }
+        if offer.want == Resource::Energy && previous_offer.delivery_start_s != offer.delivery_start_s {
+            return Err(body_error(kind, "a leg's energy is given in another interval than it is wanted"));
         }
         // received / given >= want_quantity / give_quantity, in integers.
         let received = u128::from(previous_leg.give_quantity) * u128::from(offer.give_quantity);

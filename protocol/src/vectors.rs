@@ -88,6 +88,7 @@ fn barter(give: Resource, give_quantity: u64, want: Resource, want_quantity: u64
         want,
         want_quantity,
         cell: Cell::new("u33d").unwrap_or_else(|error| unreachable!("{error}")),
+        delivery_start_s: 0,
     })
 }
 

@@ -511,4 +511,40 @@ fn three_homes_of_a_cell_close_a_barter_cycle_found_through_the_dht() {
     for status in &statuses {
         assert_eq!(status[0]["pool"], "barter/u33dc", "{status}");
     }
+    // The cycle locked each giver's collateral (500 units at the default 1 credit a unit); each receiver signs its
+    // receipt through its API, and the legs are released on every ledger.
+    let cycle = homes[0].get(&format!("/barter/cycles/{cycle_id}")).unwrap();
+    let legs = cycle["legs"].as_array().unwrap().clone();
+    assert_eq!(legs.len(), 3, "{cycle}");
+    for leg in &legs {
+        assert_eq!((leg["status"].as_str(), leg["collateral"].as_u64()), (Some("pending"), Some(500)), "{leg}");
+    }
+    for home in &homes {
+        let account = home.get("/status").unwrap()["account"].as_str().unwrap().to_owned();
+        let mine = legs.iter().find(|leg| leg["receiver"] == account.as_str()).expect("a leg this home receives");
+        let given = legs.iter().find(|leg| leg["giver"] == account.as_str()).unwrap()["id"].as_str().unwrap();
+        // A dispute must say why.
+        let (status, answer) = home.post(&format!("/barter/legs/{given}/dispute"), &serde_json::json!({}));
+        assert_eq!(status, 400, "a dispute without text: {answer}");
+        let id = mine["id"].as_str().unwrap();
+        let (status, answer) =
+            home.post(&format!("/barter/legs/{id}/verdict"), &serde_json::json!({"outcome": "done"}));
+        assert_eq!(status, 202, "{answer}");
+    }
+    let released = wait_until(Duration::from_secs(30), || {
+        std::iter::once(&validator).chain(&homes).all(|node| {
+            node.get(&format!("/barter/cycles/{cycle_id}")).is_some_and(|cycle| {
+                cycle["legs"].as_array().is_some_and(|legs| legs.iter().all(|leg| leg["status"] == "released"))
+            })
+        })
+    });
+    assert!(released, "{:#}", homes[0].get(&format!("/barter/cycles/{cycle_id}")).unwrap_or_default());
+    let accounts = homes[0].get("/accounts").unwrap();
+    for home in &homes {
+        let account = home.get("/status").unwrap()["account"].as_str().unwrap().to_owned();
+        let listed =
+            accounts["accounts"].as_array().unwrap().iter().find(|listed| listed["account"] == account.as_str());
+        let reputation = &listed.expect("the home's account is listed")["reputation"];
+        assert_eq!((&reputation["barters"], &reputation["deliveries"]), (&1.into(), &1.into()), "{reputation}");
+    }
 }

@@ -232,6 +232,10 @@ pub enum JobError {
     ResultCommitted,
     #[error("the worker is farther than the job's radius")]
     TooFar,
+    #[error("an energy barter leg is settled by its giver's readings, not by verdicts or disputes")]
+    SettledByReadings,
+    #[error("the barter leg is disputed or over already")]
+    NotPending,
     #[error("the proof is not the evidence the job asks for")]
     WrongEvidence,
 }
@@ -778,7 +782,7 @@ impl Pending<'_> {
         if *author != state.poster && *author != state.worker {
             return Err(EntryError::Job(JobError::NotAParty));
         }
-        let jurors = self.draw_jury(&id, &state);
+        let jurors = self.draw_jury(&id, [&state.poster, &state.worker]);
         if jurors.is_empty() {
             return Err(EntryError::Job(JobError::NoJuror));
         }
@@ -791,14 +795,15 @@ impl Pending<'_> {
         Ok(())
     }
 
-    fn draw_jury(&self, id: &Id, state: &JobState) -> Vec<PublicKey> {
+    /// The jury of a dispute over `id` (a job or a barter leg) between `parties`, who never sit on it.
+    pub(super) fn draw_jury(&self, id: &Id, parties: [&PublicKey; 2]) -> Vec<PublicKey> {
         let mut candidates: Vec<PublicKey> = self
             .scan(vec![VALIDATOR], vec![VALIDATOR + 1])
             .iter()
             .filter_map(|(key, _)| key_at(key, 1))
             .chain(self.scan(vec![MEMBER], vec![MEMBER + 1]).iter().filter_map(|(key, _)| key_at(key, 1)))
             .take(JURY_CANDIDATES_MAX)
-            .filter(|account| *account != state.poster && *account != state.worker)
+            .filter(|account| !parties.contains(&account))
             .collect();
         candidates.sort();
         candidates.dedup();

@@ -58,6 +58,8 @@ pub(super) const QUEST_BY_ASSET: u8 = b't';
 pub(super) const JOBS_OPEN: u8 = b'W';
 /// A pair of accounts' last epoch in which a delivery counted (every letter is taken).
 pub(super) const PAIR: u8 = b'2';
+pub(super) const BARTER_LEG: u8 = b'3';
+pub(super) const BARTER_LEG_DUE: u8 = b'4';
 
 /// Every prefix, with its name (for the check that they are distinct).
 #[cfg(test)]
@@ -115,6 +117,8 @@ pub(super) const PREFIXES: &[(&str, u8)] = &[
     ("QUEST_BY_ASSET", QUEST_BY_ASSET),
     ("JOBS_OPEN", JOBS_OPEN),
     ("PAIR", PAIR),
+    ("BARTER_LEG", BARTER_LEG),
+    ("BARTER_LEG_DUE", BARTER_LEG_DUE),
 ];
 
 pub(super) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {

@@ -125,13 +125,8 @@ pub trait TradeReads: Kv {
                 needed: obligation.pays,
             });
         }
-        let limit = self.param("bought_per_interval_max_wh");
-        if obligation.buys_interval > 0 && metered(pool) && limit > 0 {
-            let bought: u64 = value(self, &interval_key(BOUGHT, account, obligation.delivery_start_s)).unwrap_or(0);
-            let wanted = bought.saturating_add(obligation.buys_interval);
-            if wanted > limit {
-                return Err(EntryError::HoardingLimit { account: *account, wanted, limit });
-            }
+        if metered(pool) {
+            self.check_bought(account, obligation.delivery_start_s, obligation.buys_interval)?;
         }
         let essential = self.genesis().pool_rule(pool).and_then(|rule| rule.essential);
         if let Some(essential) = essential.filter(|essential| essential.per_account_max > 0 && obligation.buys_pool > 0)
@@ -140,6 +135,20 @@ pub trait TradeReads: Kv {
             let wanted = value::<u64>(self, &bought_key).unwrap_or(0).saturating_add(obligation.buys_pool);
             if wanted > essential.per_account_max {
                 return Err(EntryError::HoardingLimit { account: *account, wanted, limit: essential.per_account_max });
+            }
+        }
+        Ok(())
+    }
+
+    /// Anti-hoarding: whether an account may take `quantity` Wh more energy for the delivery interval starting
+    /// `delivery_start_s` (in energy pools and barter legs alike) under `bought_per_interval_max_wh`.
+    fn check_bought(&self, account: &PublicKey, delivery_start_s: u64, quantity: u64) -> Result<(), EntryError> {
+        let limit = self.param("bought_per_interval_max_wh");
+        if quantity > 0 && limit > 0 {
+            let bought: u64 = value(self, &interval_key(BOUGHT, account, delivery_start_s)).unwrap_or(0);
+            let wanted = bought.saturating_add(quantity);
+            if wanted > limit {
+                return Err(EntryError::HoardingLimit { account: *account, wanted, limit });
             }
         }
         Ok(())
@@ -262,19 +271,6 @@ impl Pending<'_> {
             key(CANCELLED_BY_EXPIRY, &[&until.to_be_bytes(), cancel.offer.as_bytes(), author.as_bytes()]),
             Some(Vec::new()),
         );
-        Ok(())
-    }
-
-    /// A barter cycle: every leg's offer filled by its part.
-    pub(super) fn barter(&mut self, cycle: &protocol::message::BarterCycle) -> Result<(), EntryError> {
-        for leg in cycle.legs.as_slice() {
-            let Body::BarterOffer(offer) = &leg.offer.body else {
-                return Err(EntryError::Invalid("barter leg is not a barter offer".into()));
-            };
-            self.check_not_frozen(&leg.offer.author)?;
-            self.fill(&leg.offer, offer.give_quantity, leg.give_quantity)?;
-            self.reputation(&leg.offer.author, |reputation| reputation.barters += 1);
-        }
         Ok(())
     }
 
@@ -488,19 +484,26 @@ impl Pending<'_> {
     /// for a buyer, summed over the readings it anchored for the interval) is shared pro rata over everything it
     /// traded for the interval; what this trade does not get is the shortfall. No reading counts as nothing
     /// measured.
-    pub(super) fn shortfall_wh(&self, account: &PublicKey, escrow: &Escrow, seller: bool) -> u64 {
-        let end_s = escrow.delivery_start_s.saturating_add(u64::from(escrow.interval_s));
-        let flows = self.scan(interval_key(FLOW, account, escrow.delivery_start_s), interval_key(FLOW, account, end_s));
+    pub(super) fn shortfall_wh(
+        &self,
+        account: &PublicKey,
+        delivery_start_s: u64,
+        interval_s: u64,
+        quantity: u64,
+        seller: bool,
+    ) -> u64 {
+        let end_s = delivery_start_s.saturating_add(interval_s);
+        let flows = self.scan(interval_key(FLOW, account, delivery_start_s), interval_key(FLOW, account, end_s));
         let measured: u64 = flows
             .iter()
             .filter_map(|(_, value)| decode::<(u64, u64)>(value))
             .map(|(import_wh, export_wh)| if seller { export_wh } else { import_wh })
             .fold(0u64, u64::saturating_add);
         let prefix = if seller { SOLD } else { BOUGHT };
-        let traded: u64 = self.read(&interval_key(prefix, account, escrow.delivery_start_s)).unwrap_or(escrow.quantity);
-        let traded = traded.max(escrow.quantity);
-        let met = u128::from(escrow.quantity) * u128::from(measured.min(traded)) / u128::from(traded);
-        escrow.quantity - u64::try_from(met).unwrap_or(escrow.quantity)
+        let traded: u64 = self.read(&interval_key(prefix, account, delivery_start_s)).unwrap_or(quantity);
+        let traded = traded.max(quantity).max(1);
+        let met = u128::from(quantity) * u128::from(measured.min(traded)) / u128::from(traded);
+        quantity - u64::try_from(met).unwrap_or(quantity)
     }
 
     /// Releases an escrow: checks an energy trade's delivery, takes penalties from collateral, pays tax and
@@ -508,7 +511,11 @@ impl Pending<'_> {
     pub(super) fn release(&mut self, id: Id, escrow: &Escrow) {
         let rate = self.param("penalty_per_kwh");
         let (seller_short, buyer_short) = if escrow.metered == 1 {
-            (self.shortfall_wh(&escrow.seller, escrow, true), self.shortfall_wh(&escrow.buyer, escrow, false))
+            let shortfall = |account, seller| {
+                let interval_s = u64::from(escrow.interval_s);
+                self.shortfall_wh(account, escrow.delivery_start_s, interval_s, escrow.quantity, seller)
+            };
+            (shortfall(&escrow.seller, true), shortfall(&escrow.buyer, false))
         } else {
             (0, 0)
         };

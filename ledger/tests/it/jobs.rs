@@ -22,29 +22,29 @@ use protocol::message::{
 use protocol::types::{BoundedVec, Cell, MeterId, Text, TokenId};
 use protocol::{Draft, Envelope, Id, Keypair, NetworkId, PublicKey};
 
-const START_MS: u64 = 1_767_225_600_000;
-const FUNDS: u64 = 1_000_000;
+pub(crate) const START_MS: u64 = 1_767_225_600_000;
+pub(crate) const FUNDS: u64 = 1_000_000;
 
 /// Keys 0 and 1 validate; 2..6 are members; all hold credits.
-struct World {
-    keys: Vec<Keypair>,
-    state: State,
-    height: u64,
+pub(crate) struct World {
+    pub(crate) keys: Vec<Keypair>,
+    pub(crate) state: State,
+    pub(crate) height: u64,
     nonce: u64,
 }
 
-struct Block {
-    rejected: Vec<EntryError>,
-    events: Vec<Event>,
+pub(crate) struct Block {
+    pub(crate) rejected: Vec<EntryError>,
+    pub(crate) events: Vec<Event>,
 }
 
 impl World {
-    fn new(params: &str) -> World {
+    pub(crate) fn new(params: &str) -> World {
         World::with(params, "")
     }
 
     /// With `[params]` lines and more genesis tables.
-    fn with(params: &str, tables: &str) -> World {
+    pub(crate) fn with(params: &str, tables: &str) -> World {
         let keys: Vec<Keypair> = (0..8u8).map(|index| Keypair::from_seed(&[index + 90; 32])).collect();
         let public: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
         let mut text = Genesis::devnet_text("kos-jobs", START_MS, &public[..2], &public, FUNDS);
@@ -58,15 +58,15 @@ impl World {
         World { keys, state: State::genesis(genesis), height: 0, nonce: 0 }
     }
 
-    fn key(&self, index: usize) -> PublicKey {
+    pub(crate) fn key(&self, index: usize) -> PublicKey {
         self.keys[index].public()
     }
 
-    fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         START_MS + self.height * 1_000
     }
 
-    fn sign(&mut self, author: usize, body: Body) -> Envelope {
+    pub(crate) fn sign(&mut self, author: usize, body: Body) -> Envelope {
         self.nonce += 1;
         let now = self.now();
         Draft {
@@ -79,7 +79,7 @@ impl World {
         .sign(&self.keys[author])
     }
 
-    fn block(&mut self, entries: Vec<Envelope>) -> Block {
+    pub(crate) fn block(&mut self, entries: Vec<Envelope>) -> Block {
         self.height += 1;
         let context =
             BlockContext { height: self.height, time_ms: START_MS + self.height * 1_000 + 500, proposer: self.key(0) };
@@ -93,7 +93,7 @@ impl World {
     }
 
     /// Empty blocks until block time passes `ms`.
-    fn until(&mut self, ms: u64) -> Vec<Event> {
+    pub(crate) fn until(&mut self, ms: u64) -> Vec<Event> {
         let mut events = Vec::new();
         while START_MS + self.height * 1_000 + 500 <= ms + 1_000 {
             events.extend(self.block(vec![]).events);
@@ -101,11 +101,11 @@ impl World {
         events
     }
 
-    fn credit(&self, account: &PublicKey) -> u64 {
+    pub(crate) fn credit(&self, account: &PublicKey) -> u64 {
         self.state.balance(account, &TokenId::new("credit").unwrap())
     }
 
-    fn supply_is_the_sum_of_balances(&self) {
+    pub(crate) fn supply_is_the_sum_of_balances(&self) {
         for token in ["credit", "eco"] {
             let token = TokenId::new(token).unwrap();
             let held: u64 = self.state.balances().filter(|(_, id, _)| *id == token).map(|(_, _, amount)| amount).sum();
@@ -114,7 +114,7 @@ impl World {
         }
     }
 
-    fn job(&self, rule: AwardRule, evidence: Evidence, bids_for_s: u64, work_for_s: u64) -> Job {
+    pub(crate) fn job(&self, rule: AwardRule, evidence: Evidence, bids_for_s: u64, work_for_s: u64) -> Job {
         let kind = if matches!(evidence, Evidence::Compute(_)) { JobKind::Compute } else { JobKind::Delivery };
         Job {
             kind,
@@ -138,7 +138,7 @@ impl World {
         }
     }
 
-    fn bid(&mut self, worker: usize, job: &Envelope, price: u64, distance_m: u32) -> Envelope {
+    pub(crate) fn bid(&mut self, worker: usize, job: &Envelope, price: u64, distance_m: u32) -> Envelope {
         let bid = Bid {
             job: job.id(),
             price,
@@ -150,7 +150,7 @@ impl World {
         self.sign(worker, Body::Bid(bid))
     }
 
-    fn verdict(&mut self, author: usize, job: &Envelope, outcome: Outcome) -> Envelope {
+    pub(crate) fn verdict(&mut self, author: usize, job: &Envelope, outcome: Outcome) -> Envelope {
         self.sign(author, Body::Verdict(Verdict { job: job.id(), outcome }))
     }
 }

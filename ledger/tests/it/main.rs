@@ -2,6 +2,7 @@
 // Scenario tests read top to bottom, as a story; product functions stay within 100 lines.
 #![allow(clippy::too_many_lines)]
 
+mod barter;
 mod engine;
 mod export;
 mod governance;

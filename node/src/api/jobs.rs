@@ -1137,6 +1137,18 @@ pub struct DisputeRequest {
     text: String,
 }
 
+impl DisputeRequest {
+    pub(super) fn text(self) -> String {
+        self.text
+    }
+}
+
+impl VerdictRequest {
+    pub(super) fn outcome(&self) -> Outcome {
+        self.outcome.into()
+    }
+}
+
 /// `POST /jobs/{id}/dispute`: the poster or the worker asks for a jury.
 pub async fn dispute(
     State(context): State<Context>,

@@ -200,7 +200,11 @@ pub struct ReputationView {
     trades: u64,
     traded_value: u64,
     readings: u64,
+    /// Barter legs it gave that were released as delivered (PROTOCOL.md §10, *barter escrow*).
+    barters: u64,
+    /// Checked deliveries (at most one a day per counterparty), and how many distinct counterparties they were with.
     deliveries: u64,
+    counterparties: u64,
     failures: u64,
     /// Its score, parts per million.
     score_ppm: u32,
@@ -250,7 +254,9 @@ pub async fn accounts(State(context): State<Context>, Query(query): Query<Accoun
                             trades: reputation.trades,
                             traded_value: reputation.traded_value,
                             readings: reputation.readings,
+                            barters: reputation.barters,
                             deliveries: reputation.deliveries,
+                            counterparties: reputation.counterparties,
                             failures: reputation.failures,
                             score_ppm: reputation.score_ppm(),
                         },

@@ -27,6 +27,7 @@ use tracing::info;
 
 use crate::ledger;
 
+mod barter;
 pub mod doc;
 pub mod error;
 pub mod governance;
@@ -191,7 +192,7 @@ impl Route {
 
 /// Every route the API answers: [`ROUTES`], then the submodules'.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    [ROUTES, live::ROUTES, governance::ROUTES, jobs::ROUTES].into_iter().flatten()
+    [ROUTES, live::ROUTES, governance::ROUTES, jobs::ROUTES, barter::ROUTES].into_iter().flatten()
 }
 
 const ACCOUNT: &str = "An account: its ed25519 public key, 64 hex digits";
@@ -1173,6 +1174,9 @@ struct BarterRequest {
     want_quantity: u64,
     /// Geohash cell where the exchange happens; default the whole world.
     cell: Option<String>,
+    /// When energy is given or wanted: the start of the 15-minute interval it is delivered in (Unix seconds, a
+    /// multiple of 900); default the next one. Not allowed without energy.
+    delivery_start_s: Option<u64>,
     /// Lifetime in seconds; default 3600.
     expires_in_s: Option<u64>,
 }
@@ -1189,18 +1193,24 @@ pub struct Published {
 async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Published> {
     let placer = context.placer.as_ref().ok_or_else(ApiError::no_market)?;
     let request: BarterRequest = parse(&body, "a barter request")?;
+    let created_ms = now_ms();
     let parsed = (|| -> Result<protocol::message::BarterOffer, protocol::types::Invalid> {
+        let (give, want): (protocol::message::Resource, protocol::message::Resource) =
+            (request.give.parse()?, request.want.parse()?);
+        let energy = give == protocol::message::Resource::Energy || want == protocol::message::Resource::Energy;
+        let interval_s = protocol::message::BARTER_ENERGY_INTERVAL_S;
+        let next_interval_s = (created_ms / 1000 / interval_s + 1) * interval_s;
         Ok(protocol::message::BarterOffer {
-            give: request.give.parse()?,
+            give,
             give_quantity: request.give_quantity,
-            want: request.want.parse()?,
+            want,
             want_quantity: request.want_quantity,
             cell: protocol::types::Cell::new(request.cell.clone().unwrap_or_default())?,
+            delivery_start_s: request.delivery_start_s.unwrap_or(if energy { next_interval_s } else { 0 }),
         })
     })();
     let offer = parsed.map_err(|problem| ApiError::bad_request(problem.to_string()))?;
     let lifetime_ms = request.expires_in_s.unwrap_or(3600).saturating_mul(1000);
-    let created_ms = now_ms();
     let placed = placer.barter(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await?;
     Ok(Accepted(Published { id: placed.id.to_hex(), published: placed.published }))
 }

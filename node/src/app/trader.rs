@@ -27,7 +27,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use ::ledger::state::{Event, InForce};
+use ::ledger::state::Event;
 use ::market::pools::{Depth, Limits, Market, Rules, Unsettled};
 use protocol::message::{BarterCycle, BarterLeg, BarterPool, Body, Offer, PoolId, PoolKey, Settlement};
 use protocol::types::{BoundedVec, TokenId};
@@ -67,8 +67,10 @@ pub enum Input<'a> {
     /// [`ledger::state::TradeReads::check_offer`] on it with its author's open offers ([`Trader::open_of`]), and
     /// what the ledger already settled of it (`quantity −` [`ledger::state::TradeReads::offer_left`]).
     Offer { envelope: Arc<Envelope>, rules: Rules, verdict: Result<(), ::ledger::state::EntryError>, filled: u64 },
-    /// A barter offer, and whether an override froze its author's trading.
-    Barter { envelope: Arc<Envelope>, frozen: Option<InForce>, filled: u64 },
+    /// A barter offer, with the verdict of [`ledger::state::BarterReads::check_barter_offer`] on what is left of it
+    /// (the check each leg of a barter cycle meets on the ledger) with its author's open barter offers
+    /// ([`Trader::barter_open_of`]), and what the ledger already settled of it.
+    Barter { envelope: Arc<Envelope>, verdict: Result<(), ::ledger::state::EntryError>, filled: u64 },
     /// The author withdraws an offer (a validated cancel).
     Cancel { offer: Id, author: PublicKey },
     /// The events of a committed block, in order.
@@ -209,6 +211,11 @@ impl Trader {
             .collect()
     }
 
+    /// What `author` gives in its barter offers on the board: (resource, quantity left).
+    pub fn barter_open_of(&self, author: &PublicKey) -> Vec<(::protocol::message::Resource, u64)> {
+        self.board.open_of(author)
+    }
+
     /// A pool's open offers by price level.
     pub fn depth(&self, pool: &PoolId, levels: usize) -> Option<Depth> {
         self.market.depth(pool, levels)
@@ -248,7 +255,7 @@ impl Trader {
     pub fn handle(&mut self, now_ms: u64, input: Input<'_>) -> Vec<Output> {
         match input {
             Input::Offer { envelope, rules, verdict, filled } => self.offer(now_ms, envelope, rules, verdict, filled),
-            Input::Barter { envelope, frozen, filled } => vec![self.barter(now_ms, envelope, frozen, filled)],
+            Input::Barter { envelope, verdict, filled } => vec![self.barter(now_ms, envelope, verdict, filled)],
             Input::Cancel { offer, author } => {
                 self.board.cancel(&offer, &author);
                 let outputs = self.market.handle(now_ms, ::market::pools::Input::Cancel { offer, author });
@@ -314,14 +321,24 @@ impl Trader {
         outputs
     }
 
-    fn barter(&mut self, now_ms: u64, envelope: Arc<Envelope>, frozen: Option<InForce>, filled: u64) -> Output {
+    fn barter(
+        &mut self,
+        now_ms: u64,
+        envelope: Arc<Envelope>,
+        verdict: Result<(), ::ledger::state::EntryError>,
+        filled: u64,
+    ) -> Output {
         let offer = envelope.id();
-        if let Some(in_force) = frozen {
-            self.stats.frozen += 1;
-            return Output::Refused {
-                offer,
-                reason: Refusal::Frozen { by: in_force.by, until_height: in_force.until_height },
-            };
+        match verdict {
+            Ok(()) => {}
+            Err(::ledger::state::EntryError::Frozen { by, until_height, .. }) => {
+                self.stats.frozen += 1;
+                return Output::Refused { offer, reason: Refusal::Frozen { by, until_height } };
+            }
+            Err(problem) => {
+                self.stats.unsettleable += 1;
+                return Output::Refused { offer, reason: Refusal::Unsettleable(problem) };
+            }
         }
         match self.board.offer(now_ms, envelope, filled) {
             Ok(()) => {
@@ -583,7 +600,7 @@ mod tests {
     fn frozen_accounts_are_refused_and_their_resting_offers_leave() {
         let (me, other) = (Keypair::from_seed(&[1; 32]), Keypair::from_seed(&[2; 32]));
         let mut trader = trader(&me);
-        let in_force = InForce { by: Id([7; 32]), until_height: 9, first: 0, second: 0 };
+        let in_force = ::ledger::state::InForce { by: Id([7; 32]), until_height: 9, first: 0, second: 0 };
         let refused = offer(&other, 1, Side::Bid, 10, 100);
         let frozen = ::ledger::state::EntryError::Frozen { account: other.public(), by: in_force.by, until_height: 9 };
         let outputs = trader.handle(

@@ -113,6 +113,7 @@ mod tests {
                 want: Resource::Memory,
                 want_quantity: 1,
                 cell: protocol::types::Cell::new(cell).unwrap(),
+                delivery_start_s: 0,
             });
             let draft = protocol::Draft {
                 network: NetworkId::new("kos-devnet").unwrap(),

@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use protocol::message::{
-    Action, AddValidator, BarterOffer, Body, Cancel, Choice, Mechanism, MeterSource, Offer, PoolId, Proposal, Reading,
-    RemoveValidator, Resource, SetParameter, Settlement, Side, Transfer, Vote,
+    Action, AddValidator, BARTER_ENERGY_INTERVAL_S, BarterOffer, Body, Cancel, Choice, Mechanism, MeterSource, Offer,
+    PoolId, Proposal, Reading, RemoveValidator, Resource, SetParameter, Settlement, Side, Transfer, Vote,
 };
 use protocol::types::{Cell, Id, MeterId, ParameterName, PublicKey, Text, TokenId};
 use protocol::validate::Error;
@@ -114,15 +114,15 @@ pub fn body() -> impl Strategy<Value = Body> {
             Body::Transfer(Transfer { to: PublicKey(to), token, amount, memo: Text::new(memo).unwrap() })
         }),
         settlement(),
-        (resource(), resource(), 1..=u64::MAX, 1..=u64::MAX, cell())
+        (resource(), resource(), 1..=u64::MAX, 1..=u64::MAX, cell(), any::<u64>())
             .prop_filter("different resources", |(give, want, ..)| give != want)
-            .prop_map(|(give, want, give_quantity, want_quantity, cell)| Body::BarterOffer(BarterOffer {
-                give,
-                give_quantity,
-                want,
-                want_quantity,
-                cell
-            })),
+            .prop_map(|(give, want, give_quantity, want_quantity, cell, slot)| {
+                // Energy given or wanted in a 15-minute interval that starts before the offer expires.
+                let energy = give == Resource::Energy || want == Resource::Energy;
+                let slots = (NOW_MS + 60_000) / 1000 / BARTER_ENERGY_INTERVAL_S;
+                let delivery_start_s = if energy { (1 + slot % slots) * BARTER_ENERGY_INTERVAL_S } else { 0 };
+                Body::BarterOffer(BarterOffer { give, give_quantity, want, want_quantity, cell, delivery_start_s })
+            }),
         (action(), "[A-Za-z ]{1,60}", ".{0,200}", 1..=u32::MAX).prop_map(
             |(action, title, text, voting_period_blocks)| {
                 Body::Proposal(Proposal {

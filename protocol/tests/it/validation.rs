@@ -322,7 +322,14 @@ fn nested_offers_are_validated_like_messages() {
 fn barter(n: u8, give: Resource, give_quantity: u64, want: Resource, want_quantity: u64) -> Envelope {
     signed(
         n,
-        Body::BarterOffer(BarterOffer { give, give_quantity, want, want_quantity, cell: Cell::new("u33d").unwrap() }),
+        Body::BarterOffer(BarterOffer {
+            give,
+            give_quantity,
+            want,
+            want_quantity,
+            cell: Cell::new("u33d").unwrap(),
+            delivery_start_s: 0,
+        }),
     )
 }
 
@@ -364,6 +371,7 @@ fn barter_cycles_respect_every_ratio() {
             want: Resource::Compute,
             want_quantity: 50,
             cell: Cell::new("u33e").unwrap(),
+            delivery_start_s: 0,
         }),
     );
     assert_eq!(
