@@ -100,6 +100,27 @@ async fn enforce_overrides(
 
 /// Keeps the network's pools and the market's books in step: the pools the node trades in are used now (the
 /// network leaves a pool unused for a while, unless configured), and the books of pools it left are dropped.
+/// Tells the network whether the ledger is current, whenever that changes (a new block, sync, or time passing
+/// without blocks): discovery fetches no pool's book before it is (offers fetched are checked against the last
+/// commit).
+fn tell_ledger_current(ledger: &crate::ledger::Handle, network: &network::Handle) {
+    let (mut status, network) = (ledger.watch(), network.clone());
+    tokio::spawn(async move {
+        let mut told = false;
+        loop {
+            let current = status.borrow_and_update().current(crate::clock::now_ms());
+            if current != told {
+                network.ledger_current(current).await;
+                told = current;
+            }
+            tokio::select! {
+                changed = status.changed() => if changed.is_err() { return },
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    });
+}
+
 async fn tend_pools(market: &crate::market::Handle, network: &network::Handle) {
     let own = market.own_pools().await;
     network.use_pools(own.iter().map(protocol::message::PoolKey::digest).collect()).await;
@@ -175,6 +196,7 @@ async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) ->
             _ => None,
         };
         follow_ledger(ledger, &handle, &jobs, ordered);
+        tell_ledger_current(ledger, &handle);
     }
     // Matching needs the ledger: pool rules come from its genesis and state, matches become its entries.
     let market = ledger.as_ref().map(|ledger| {

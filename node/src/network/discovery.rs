@@ -13,7 +13,9 @@
 //!    that a newcomer holds the book at once (a round that nobody answers is tried again after a backoff from
 //!    [`LOOKUP_BACKOFF_MIN_MS`] to [`LOOKUP_BACKOFF_MAX_MS`]); and when its mesh for the pool was empty and fills
 //!    again, it fetches again and publishes its own open offers in the pool again (placed while nobody was there,
-//!    they reached nobody);
+//!    they reached nobody); but only while its ledger is current ([`Discovery::ledger_current`]): fetched offers are
+//!    checked against the ledger's last commit, and a ledger still syncing would take offers filled long ago for
+//!    open ones, and match them;
 //! 5. leaves a pool it has not used for [`POOL_IDLE_MS`] (unsubscribes, stops announcing, forgets the book). A pool
 //!    named in the node's configuration is never left.
 //!
@@ -185,6 +187,8 @@ pub struct Discovery<P> {
     dht: bool,
     lookups: usize,
     fetches: usize,
+    /// Whether the node's ledger is current (no fetches while it is not).
+    ledger_current: bool,
     effects: VecDeque<Effect<P>>,
 }
 
@@ -200,8 +204,15 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
             dht,
             lookups: 0,
             fetches: 0,
+            ledger_current: true,
             effects: VecDeque::new(),
         }
+    }
+
+    /// Whether the node's ledger is current (`crate::ledger::Status::current`): while it is not, no book is fetched
+    /// (a pool waiting for its book gets it at the first tick after). A node without a ledger is always current.
+    pub fn ledger_current(&mut self, current: bool) {
+        self.ledger_current = current;
     }
 
     /// The node joins a pool (or uses one it is in: pinning sticks). It is announced and looked up at once.
@@ -419,7 +430,7 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
                 pool.republish = false;
                 self.effects.push_back(Effect::Republish(*digest));
             }
-            if pool.fill && now_ms >= pool.next_fetch_ms {
+            if pool.fill && self.ledger_current && now_ms >= pool.next_fetch_ms {
                 // Mesh peers first: they stay.
                 let candidates: Vec<P> = pool
                     .observed
@@ -659,6 +670,27 @@ mod tests {
         discovery.tick(2, 64, 900_000);
         assert_eq!(drain(&mut discovery), vec![]);
         assert_eq!(discovery.views()[0].offers_fetched, 3);
+    }
+
+    /// A node whose ledger is behind would check fetched offers against an old state, take offers filled since for
+    /// open ones, and match them: it fetches no book until its ledger is current, and then at once.
+    #[test]
+    fn no_book_is_fetched_while_the_ledger_is_behind() {
+        let mut discovery = Discovery::new(64, false);
+        let (energy, digest) = (pool("u33db"), pool("u33db").digest());
+        discovery.ledger_current(false);
+        discovery.join(&energy, true, 0).unwrap();
+        discovery.observe(&digest, seen(&[9], &[9]));
+        let fetches = |discovery: &mut Discovery<u8>| {
+            drain(discovery).into_iter().filter(|effect| matches!(effect, Effect::Fetch { .. })).collect::<Vec<_>>()
+        };
+        for second in 0..=30u64 {
+            discovery.tick(1, 64, second * 1_000);
+            assert_eq!(fetches(&mut discovery), vec![], "at {second} s");
+        }
+        discovery.ledger_current(true);
+        discovery.tick(1, 64, 31_000);
+        assert_eq!(fetches(&mut discovery), vec![Effect::Fetch { pool: digest, peer: 9 }]);
     }
 
     #[test]

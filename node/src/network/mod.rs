@@ -259,28 +259,93 @@ pub struct Info {
 }
 
 pub(crate) enum Command {
-    Publish { topic: Topic, bytes: Vec<u8>, reply: oneshot::Sender<Result<Id, Error>> },
-    Subscribe { topic: Topic, reply: oneshot::Sender<Result<(), Error>> },
-    Unsubscribe { topic: Topic },
-    JoinPool { pool: protocol::message::PoolKey, pinned: bool, reply: oneshot::Sender<Result<(), Error>> },
-    UsePools { pools: Vec<Id> },
-    Pools { reply: oneshot::Sender<Vec<discovery::PoolView>> },
-    Provide { key: Id, reply: oneshot::Sender<Result<(), Error>> },
-    FindProviders { key: Id, reply: oneshot::Sender<Result<Vec<PeerId>, Error>> },
-    Dial { address: Multiaddr, reply: oneshot::Sender<Result<(), Error>> },
-    Disconnect { peer: PeerId },
-    Info { reply: oneshot::Sender<Info> },
-    PeerScore { peer: PeerId, reply: oneshot::Sender<Option<f64>> },
-    TopicPeers { topic: Topic, reply: oneshot::Sender<Vec<PeerId>> },
-    OverBudget { peer: PeerId, reply: oneshot::Sender<u64> },
-    Request { peer: PeerId, request: Request, reply: oneshot::Sender<Result<Response, Error>> },
-    Respond { channel: libp2p::request_response::ResponseChannel<Response>, response: Response },
-    ReportConsensus { message_id: libp2p::gossipsub::MessageId, source: PeerId, acceptance: Acceptance },
-    Penalize { peer: PeerId, reason: String },
-    Credit { author: protocol::PublicKey, credit: Credit },
-    Fault { author: protocol::PublicKey },
+    Publish {
+        topic: Topic,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Id, Error>>,
+    },
+    Subscribe {
+        topic: Topic,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Unsubscribe {
+        topic: Topic,
+    },
+    JoinPool {
+        pool: protocol::message::PoolKey,
+        pinned: bool,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    UsePools {
+        pools: Vec<Id>,
+    },
+    /// Whether the node's ledger is current (discovery fetches no book while it is not).
+    LedgerCurrent {
+        current: bool,
+    },
+    Pools {
+        reply: oneshot::Sender<Vec<discovery::PoolView>>,
+    },
+    Provide {
+        key: Id,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    FindProviders {
+        key: Id,
+        reply: oneshot::Sender<Result<Vec<PeerId>, Error>>,
+    },
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Disconnect {
+        peer: PeerId,
+    },
+    Info {
+        reply: oneshot::Sender<Info>,
+    },
+    PeerScore {
+        peer: PeerId,
+        reply: oneshot::Sender<Option<f64>>,
+    },
+    TopicPeers {
+        topic: Topic,
+        reply: oneshot::Sender<Vec<PeerId>>,
+    },
+    OverBudget {
+        peer: PeerId,
+        reply: oneshot::Sender<u64>,
+    },
+    Request {
+        peer: PeerId,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Respond {
+        channel: libp2p::request_response::ResponseChannel<Response>,
+        response: Response,
+    },
+    ReportConsensus {
+        message_id: libp2p::gossipsub::MessageId,
+        source: PeerId,
+        acceptance: Acceptance,
+    },
+    Penalize {
+        peer: PeerId,
+        reason: String,
+    },
+    Credit {
+        author: protocol::PublicKey,
+        credit: Credit,
+    },
+    Fault {
+        author: protocol::PublicKey,
+    },
     FuelCaps(Vec<(protocol::PublicKey, u64)>),
-    Fuel { author: protocol::PublicKey, reply: oneshot::Sender<Option<energy::fuel::Status>> },
+    Fuel {
+        author: protocol::PublicKey,
+        reply: oneshot::Sender<Option<energy::fuel::Status>>,
+    },
     Shutdown,
 }
 
@@ -400,6 +465,12 @@ impl Handle {
     /// The node used these pools now (it has open offers or unsettled matches there).
     pub async fn use_pools(&self, pools: Vec<Id>) {
         let _ = self.commands.send(Command::UsePools { pools }).await;
+    }
+
+    /// Whether the node's ledger is current ([`crate::ledger::Status::current`]): a node with a ledger starts
+    /// without, and fetches no pool's book until it is.
+    pub async fn ledger_current(&self, current: bool) {
+        let _ = self.commands.send(Command::LedgerCurrent { current }).await;
     }
 
     /// The pools the node is in, with what discovery knows of each.

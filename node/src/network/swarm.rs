@@ -324,6 +324,9 @@ pub async fn spawn(
         local_peer_id: *swarm.local_peer_id(),
         validation: config.validation.clone(),
     };
+    let mut discovery = Discovery::new(config.peers_max, config.kademlia);
+    // A node with a ledger fetches no book before its ledger is current (the node says when it is).
+    discovery.ledger_current(config.consensus.is_none());
     let task = Task {
         author: keypair.public(),
         commands: handle.commands.downgrade(),
@@ -339,7 +342,7 @@ pub async fn spawn(
             now_ms(),
         ),
         kademlia_protocol: kademlia_protocol(&config)?,
-        discovery: Discovery::new(config.peers_max, config.kademlia),
+        discovery,
         swarm,
         config,
         stats,
@@ -496,6 +499,7 @@ impl Task {
                 let _ = reply.send(self.join_pool(&pool, pinned));
             }
             Command::UsePools { pools } => self.discovery.used(&pools, now_ms()),
+            Command::LedgerCurrent { current } => self.discovery.ledger_current(current),
             Command::Pools { reply } => {
                 let _ = reply.send(self.discovery.views());
             }
