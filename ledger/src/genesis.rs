@@ -135,10 +135,10 @@ pub struct Params {
     /// Deliveries between the same two accounts count toward reputation at most once per epoch of this length, ms
     /// (at least 1).
     pub reputation_pair_epoch_ms: u64,
-    /// Collateral a barter leg giving compute, memory or bandwidth locks per 1000 units given, milli-units of the
-    /// fee token (governable).
+    /// Collateral a barter leg giving compute, memory or bandwidth locks per unit given (1000 of its quantity),
+    /// milli-units of the fee token.
     pub barter_collateral_per_unit: u64,
-    /// How long the receiver of such a leg has to sign its receipt, or either party to dispute it, ms (governable).
+    /// How long the receiver of such a leg has to sign its receipt, or either party to dispute it, ms (more than 0).
     pub barter_receipt_window_ms: u64,
 }
 
@@ -199,8 +199,6 @@ impl Params {
         "maintenance_quest_reward",
         "maintenance_quest_bids_ms",
         "maintenance_quest_work_ms",
-        "barter_collateral_per_unit",
-        "barter_receipt_window_ms",
     ];
 
     /// Applies a governance change; `false` when the name is not governable or the value is out of range.
@@ -225,8 +223,6 @@ impl Params {
             "maintenance_quest_reward" => self.maintenance_quest_reward = value,
             "maintenance_quest_bids_ms" if value > 0 => self.maintenance_quest_bids_ms = value,
             "maintenance_quest_work_ms" if value > 0 => self.maintenance_quest_work_ms = value,
-            "barter_collateral_per_unit" => self.barter_collateral_per_unit = value,
-            "barter_receipt_window_ms" if value > 0 => self.barter_receipt_window_ms = value,
             _ => return false,
         }
         true
@@ -253,8 +249,6 @@ impl Params {
             "maintenance_quest_reward" => self.maintenance_quest_reward,
             "maintenance_quest_bids_ms" => self.maintenance_quest_bids_ms,
             "maintenance_quest_work_ms" => self.maintenance_quest_work_ms,
-            "barter_collateral_per_unit" => self.barter_collateral_per_unit,
-            "barter_receipt_window_ms" => self.barter_receipt_window_ms,
             _ => return None,
         })
     }
@@ -648,6 +642,7 @@ fn check_params(params: &Params, tokens: &[Token]) -> anyhow::Result<()> {
     ensure!(params.grid_fee_ppm <= 10 * u64::from(market::PPM), "params.grid_fee_ppm: at most 10000000");
     ensure!(params.commons_tax_ppm <= u64::from(market::PPM) / 2, "params.commons_tax_ppm: at most 500000");
     ensure!(params.reputation_pair_epoch_ms > 0, "params.reputation_pair_epoch_ms must be more than 0");
+    ensure!(params.barter_receipt_window_ms > 0, "params.barter_receipt_window_ms must be more than 0");
     Ok(())
 }
 

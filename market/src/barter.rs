@@ -204,8 +204,10 @@ struct Open {
     envelope: std::sync::Arc<protocol::Envelope>,
     /// What is left to give after fills the ledger reported.
     left: u64,
-    /// What cycles found here take, until the ledger reports them.
+    /// What cycles found here take, until the ledger reports them or [`crate::pools::SETTLE_WAIT_MS`] passes
+    /// (a cycle the ledger refused gives it back).
     promised: u64,
+    promised_until_ms: u64,
 }
 
 /// Why a barter offer was not taken onto the board.
@@ -254,7 +256,7 @@ impl Board {
         if left == 0 {
             return Err(Refusal::Settled);
         }
-        self.offers.insert(id, Open { envelope, left, promised: 0 });
+        self.offers.insert(id, Open { envelope, left, promised: 0, promised_until_ms: 0 });
         Ok(())
     }
 
@@ -289,11 +291,16 @@ impl Board {
             .collect()
     }
 
-    /// What `author` gives in its open offers on the board: (resource, quantity left).
-    pub fn open_of(&self, author: &protocol::PublicKey) -> Vec<(protocol::message::Resource, u64)> {
+    /// What `author` gives in its open offers on the board other than `except`: (resource, quantity left).
+    pub fn open_of(
+        &self,
+        author: &protocol::PublicKey,
+        except: &protocol::Id,
+    ) -> Vec<(protocol::message::Resource, u64)> {
         self.offers
-            .values()
-            .filter(|open| open.envelope.author == *author)
+            .iter()
+            .filter(|(id, open)| open.envelope.author == *author && *id != except)
+            .map(|(_, open)| open)
             .filter_map(|open| match &open.envelope.body {
                 protocol::Body::BarterOffer(offer) => Some((offer.give, open.left)),
                 _ => None,
@@ -333,10 +340,26 @@ impl Board {
         self.offers.is_empty()
     }
 
-    /// Drops expired offers, then finds cycles of 2 to `legs_max` legs per cell within `expansions_max` steps in
-    /// all. The quantities found are promised until the ledger reports them.
+    /// Drops expired offers and those whose energy's interval is over, gives back what cycles the ledger did not
+    /// report within [`crate::pools::SETTLE_WAIT_MS`] promised, then finds cycles of 2 to `legs_max` legs per cell
+    /// within `expansions_max` steps in all. The quantities found are promised until the ledger reports them.
     pub fn search(&mut self, now_ms: u64, legs_max: usize, expansions_max: usize) -> Vec<FoundCycle> {
-        self.offers.retain(|_, open| open.envelope.expires_ms > now_ms);
+        self.offers.retain(|_, open| {
+            let energy = protocol::message::Resource::Energy;
+            let delivery_over = match &open.envelope.body {
+                protocol::Body::BarterOffer(offer) if offer.give == energy || offer.want == energy => {
+                    let end_s = offer.delivery_start_s.saturating_add(protocol::message::BARTER_ENERGY_INTERVAL_S);
+                    end_s.saturating_mul(1000) <= now_ms
+                }
+                _ => false,
+            };
+            open.envelope.expires_ms > now_ms && !delivery_over
+        });
+        for open in self.offers.values_mut() {
+            if open.promised > 0 && now_ms >= open.promised_until_ms {
+                open.promised = 0;
+            }
+        }
         let mut cells: std::collections::BTreeMap<&str, Vec<(protocol::Id, &Open)>> = std::collections::BTreeMap::new();
         for (id, open) in &self.offers {
             if let protocol::Body::BarterOffer(offer) = &open.envelope.body {
@@ -383,6 +406,7 @@ impl Board {
             for leg in &cycle.legs {
                 if let Some(open) = self.offers.get_mut(&leg.offer) {
                     open.promised = open.promised.saturating_add(leg.give_quantity);
+                    open.promised_until_ms = now_ms.saturating_add(crate::pools::SETTLE_WAIT_MS);
                 }
             }
             cycles.push(legs);
@@ -447,7 +471,7 @@ mod tests {
         use protocol::message::{BarterOffer, Resource};
         use protocol::types::Cell;
         use protocol::{Body, Draft, Keypair, NetworkId};
-        let sign_at = |key: u8, give: Resource, want: Resource, cell: &str, delivery_start_s: u64| {
+        let sign_until = |key: u8, give: Resource, want: Resource, cell: &str, delivery_start_s: u64, expires_ms| {
             let body = Body::BarterOffer(BarterOffer {
                 give,
                 give_quantity: 100,
@@ -460,10 +484,13 @@ mod tests {
                 network: NetworkId::new("kos-test").unwrap(),
                 nonce: u64::from(key),
                 created_ms: 1_000,
-                expires_ms: 100_000,
+                expires_ms,
                 body,
             };
             std::sync::Arc::new(draft.sign(&Keypair::from_seed(&[key; 32])))
+        };
+        let sign_at = |key: u8, give: Resource, want: Resource, cell: &str, delivery_start_s: u64| {
+            sign_until(key, give, want, cell, delivery_start_s, 100_000)
         };
         let sign = |key: u8, give: Resource, want: Resource, cell: &str| sign_at(key, give, want, cell, 900);
         // Energy of one interval is not energy of another: no cycle between them.
@@ -518,6 +545,19 @@ mod tests {
         authors.sort_unstable();
         assert_eq!(authors, vec![1, 2]);
         assert!(board.search(2_000, 8, 10_000).is_empty(), "promised quantities are held back");
+        // A cycle the ledger never reported (it refused it) gives its promises back after the settle wait.
+        let mut refused = board.clone();
+        let wait = crate::pools::SETTLE_WAIT_MS;
+        assert!(refused.search(2_000 + wait - 1, 8, 10_000).is_empty());
+        assert_eq!(refused.search(2_000 + wait, 8, 10_000).len(), 1);
+        // Energy of an interval that is over leaves the board, however long the offer lives.
+        let mut late = Board::new(3);
+        late.offer(1_000, sign_until(7, Resource::Energy, Resource::Compute, "u33", 900, 10_000_000), 0).unwrap();
+        late.offer(1_000, sign_until(8, Resource::Memory, Resource::Compute, "u33", 0, 10_000_000), 0).unwrap();
+        assert!(late.search(1_799_999, 8, 10_000).is_empty());
+        assert_eq!(late.len(), 2);
+        late.search(1_800_000, 8, 10_000);
+        assert_eq!(late.len(), 1, "the memory offer stays");
         for (envelope, give) in &cycles[0] {
             board.filled(&envelope.id(), *give);
         }

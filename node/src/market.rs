@@ -259,7 +259,7 @@ impl Actor {
         let Body::BarterOffer(offer) = &envelope.body else {
             return Err(Refusal::Barter(::market::barter::Refusal::NotABarterOffer).into());
         };
-        let (offer, open, asked_ms) = (offer.clone(), self.trader.barter_open_of(&author), now_ms());
+        let (offer, open, asked_ms) = (offer.clone(), self.trader.barter_open_of(&author, &id), now_ms());
         // A verdict that cannot be read refuses the offer (as a pool offer is). What the ledger already settled of
         // it is read with it (an offer kept by peers may be spent), and only the rest is checked.
         let read = move |state: &::ledger::store::StateSnapshot<'_>| {

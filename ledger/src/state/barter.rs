@@ -100,20 +100,21 @@ pub trait BarterReads: Kv {
     }
 
     /// The collateral a barter cycle locks for `quantity` of `resource` given (PROTOCOL.md §10): energy at
-    /// `penalty_per_kwh` (the most its shortfall can cost), the others at `barter_collateral_per_unit`, both per
-    /// 1000 units.
+    /// `penalty_per_kwh` (governable: the most its shortfall can cost), the others at the genesis's
+    /// `barter_collateral_per_unit`, both per 1000 of the quantity.
     fn barter_collateral(&self, resource: Resource, quantity: u64) -> u64 {
         let rate = match resource {
             Resource::Energy => self.param("penalty_per_kwh"),
-            _ => self.param("barter_collateral_per_unit"),
+            _ => self.genesis().params.barter_collateral_per_unit,
         };
         protocol::message::value_milli(quantity, rate).unwrap_or(u64::MAX)
     }
 
     /// The one check of a barter offer before a node's board takes it, and of each leg when a cycle executes
-    /// (PROTOCOL.md §9, *matches the ledger will honour*): its author's trading not frozen; energy given for an
-    /// interval not over at `now_ms`; the author holds the collateral for `quantity` of what it gives, together
-    /// with `open` (what else it gives in barter offers on the node's board).
+    /// (PROTOCOL.md §9, *matches the ledger will honour*): its author's trading not frozen; energy given or wanted
+    /// for an interval not over at `now_ms`; energy wanted for `quantity` given ([`asked`]) within the anti-hoarding
+    /// limit of the interval; the author holds the collateral for `quantity` of what it gives, together with `open`
+    /// (what else it gives in barter offers on the node's board).
     fn check_barter_offer(
         &self,
         author: &PublicKey,
@@ -128,6 +129,9 @@ pub trait BarterReads: Kv {
             if end_ms <= now_ms {
                 return Err(EntryError::DeliveryOver);
             }
+        }
+        if offer.want == Resource::Energy {
+            self.check_bought(author, offer.delivery_start_s, asked(offer, quantity))?;
         }
         let needed = open
             .iter()
@@ -144,6 +148,14 @@ pub trait BarterReads: Kv {
 }
 
 impl<K: Kv + ?Sized> BarterReads for K {}
+
+/// What a barter offer asks in return for `quantity` of what it gives: `⌈want_quantity × quantity /
+/// give_quantity⌉` (a cycle may give it more, never less).
+pub fn asked(offer: &BarterOffer, quantity: u64) -> u64 {
+    let asked =
+        (u128::from(offer.want_quantity) * u128::from(quantity)).div_ceil(u128::from(offer.give_quantity.max(1)));
+    u64::try_from(asked).unwrap_or(u64::MAX)
+}
 
 fn fee_token(genesis: &Genesis) -> Result<TokenId, EntryError> {
     TokenId::new(genesis.params.fee_token.clone()).map_err(|error| EntryError::Invalid(error.to_string()))
@@ -165,24 +177,31 @@ impl Pending<'_> {
         let legs = cycle.legs.as_slice();
         let token = fee_token(&self.base.genesis)?;
         let now = self.context.time_ms;
-        for (index, leg) in legs.iter().enumerate() {
+        let mut offers = Vec::with_capacity(legs.len());
+        // Every leg checked (its giver also as a receiver of energy it wants) before any is counted.
+        for leg in legs {
             let Body::BarterOffer(offer) = &leg.offer.body else {
                 return Err(EntryError::Invalid("barter leg is not a barter offer".into()));
             };
-            let giver = leg.offer.author;
-            let receiver = legs[(index + 1) % legs.len()].offer.author;
-            let quantity = leg.give_quantity;
-            self.check_barter_offer(&giver, offer, quantity, &[], now)?;
-            self.fill(&leg.offer, offer.give_quantity, quantity)?;
+            self.check_barter_offer(&leg.offer.author, offer, leg.give_quantity, &[], now)?;
+            self.fill(&leg.offer, offer.give_quantity, leg.give_quantity)?;
+            offers.push(offer);
+        }
+        for (index, (leg, offer)) in legs.iter().zip(&offers).enumerate() {
+            let next = (index + 1) % legs.len();
+            let (giver, receiver, quantity) = (leg.offer.author, legs[next].offer.author, leg.give_quantity);
             let leg_id = barter_leg_id(id, u8::try_from(index).unwrap_or(u8::MAX));
             let due_ms = if offer.give == Resource::Energy {
                 let end_ms = offer.delivery_start_s.saturating_add(BARTER_ENERGY_INTERVAL_S).saturating_mul(1000);
                 let release_ms = end_ms.saturating_add(self.param("settlement_grace_ms"));
-                self.check_bought(&receiver, offer.delivery_start_s, quantity)?;
-                self.count_energy(&receiver, &giver, offer.delivery_start_s, quantity, release_ms)?;
+                // The giver sold what it gives; the receiver bought what it asked for (a cycle may give it more,
+                // which must not count against its own trades' deliveries).
+                let bought = asked(offers[next], legs[next].give_quantity).min(quantity);
+                self.add_interval_total(SOLD, &giver, offer.delivery_start_s, quantity, release_ms)?;
+                self.add_interval_total(BOUGHT, &receiver, offer.delivery_start_s, bought, release_ms)?;
                 release_ms
             } else {
-                now.saturating_add(self.param("barter_receipt_window_ms").max(1))
+                now.saturating_add(self.base.genesis.params.barter_receipt_window_ms.max(1))
             };
             let collateral = self.barter_collateral(offer.give, quantity);
             if collateral > 0 {
@@ -284,6 +303,9 @@ impl Pending<'_> {
         if state.resource == Resource::Energy {
             return Err(EntryError::Job(JobError::SettledByReadings));
         }
+        if self.context.time_ms >= state.due_ms {
+            return Err(EntryError::Job(JobError::LegDue));
+        }
         match (state.status, outcome) {
             (LegStatus::Pending, Outcome::Done) if state.receiver == *author => {
                 self.close_leg(leg, state, LegStatus::Released, 0, 0);
@@ -327,10 +349,16 @@ impl Pending<'_> {
         if state.status != LegStatus::Pending {
             return Err(EntryError::Job(JobError::NotPending));
         }
+        if self.context.time_ms >= state.due_ms {
+            return Err(EntryError::Job(JobError::LegDue));
+        }
         if *author != state.giver && *author != state.receiver {
             return Err(EntryError::Job(JobError::NotAParty));
         }
-        let jurors = self.draw_jury(leg, [&state.giver, &state.receiver]);
+        // Nobody in the cycle sits on the jury: they all have a stake in its legs.
+        let parties: Vec<PublicKey> =
+            self.barter_legs_of_cycle(&state.cycle).into_iter().map(|(_, leg)| leg.giver).collect();
+        let jurors = self.draw_jury(leg, &parties);
         if jurors.is_empty() {
             return Err(EntryError::Job(JobError::NoJuror));
         }

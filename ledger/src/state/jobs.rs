@@ -236,6 +236,8 @@ pub enum JobError {
     SettledByReadings,
     #[error("the barter leg is disputed or over already")]
     NotPending,
+    #[error("the barter leg's receipt window (or jury period) is over")]
+    LegDue,
     #[error("the proof is not the evidence the job asks for")]
     WrongEvidence,
 }
@@ -782,7 +784,7 @@ impl Pending<'_> {
         if *author != state.poster && *author != state.worker {
             return Err(EntryError::Job(JobError::NotAParty));
         }
-        let jurors = self.draw_jury(&id, [&state.poster, &state.worker]);
+        let jurors = self.draw_jury(&id, &[state.poster, state.worker]);
         if jurors.is_empty() {
             return Err(EntryError::Job(JobError::NoJuror));
         }
@@ -796,14 +798,14 @@ impl Pending<'_> {
     }
 
     /// The jury of a dispute over `id` (a job or a barter leg) between `parties`, who never sit on it.
-    pub(super) fn draw_jury(&self, id: &Id, parties: [&PublicKey; 2]) -> Vec<PublicKey> {
+    pub(super) fn draw_jury(&self, id: &Id, parties: &[PublicKey]) -> Vec<PublicKey> {
         let mut candidates: Vec<PublicKey> = self
             .scan(vec![VALIDATOR], vec![VALIDATOR + 1])
             .iter()
             .filter_map(|(key, _)| key_at(key, 1))
             .chain(self.scan(vec![MEMBER], vec![MEMBER + 1]).iter().filter_map(|(key, _)| key_at(key, 1)))
             .take(JURY_CANDIDATES_MAX)
-            .filter(|account| !parties.contains(&account))
+            .filter(|account| !parties.contains(account))
             .collect();
         candidates.sort();
         candidates.dedup();

@@ -468,15 +468,27 @@ impl Pending<'_> {
         quantity: u64,
         release_ms: u64,
     ) -> Result<(), EntryError> {
-        for (prefix, account) in [(BOUGHT, buyer), (SOLD, seller)] {
-            let total_key = interval_key(prefix, account, start_s);
-            let before: Option<u64> = self.read(&total_key);
-            let total = before.unwrap_or(0).checked_add(quantity).ok_or(EntryError::Overflow)?;
-            if before.is_none() {
-                self.forget_at(release_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &total_key);
-            }
-            self.write(total_key, &total);
+        self.add_interval_total(BOUGHT, buyer, start_s, quantity, release_ms)?;
+        self.add_interval_total(SOLD, seller, start_s, quantity, release_ms)
+    }
+
+    /// Adds `quantity` Wh to an account's energy sold (`SOLD`) or bought (`BOUGHT`) for the interval starting
+    /// `start_s`, forgotten a while after `release_ms`.
+    pub(super) fn add_interval_total(
+        &mut self,
+        prefix: u8,
+        account: &PublicKey,
+        start_s: u64,
+        quantity: u64,
+        release_ms: u64,
+    ) -> Result<(), EntryError> {
+        let total_key = interval_key(prefix, account, start_s);
+        let before: Option<u64> = self.read(&total_key);
+        let total = before.unwrap_or(0).checked_add(quantity).ok_or(EntryError::Overflow)?;
+        if before.is_none() {
+            self.forget_at(release_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &total_key);
         }
+        self.write(total_key, &total);
         Ok(())
     }
 

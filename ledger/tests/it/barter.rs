@@ -247,3 +247,58 @@ fn a_cycle_whose_giver_cannot_lock_its_collateral_is_refused_whole() {
     let block = world.block(vec![late]);
     assert!(matches!(&block.rejected[..], [EntryError::DeliveryOver]), "{:?}", block.rejected);
 }
+
+#[test]
+fn a_receiver_counts_the_energy_it_asked_for_and_is_held_to_the_hoarding_limit() {
+    let mut world = World::new(&format!("{PARAMS}\nbought_per_interval_max_wh = 1000"));
+    // Home 3 asks 500 Wh for its compute credit; home 2 gives it all of its offer, 2 kWh. What home 3 bought for
+    // the interval is what it asked, within its limit: the cycle is taken.
+    let generous = offer(&mut world, 2, (Resource::Energy, 2_000), (Resource::Compute, 1_000));
+    let modest = offer(&mut world, 3, (Resource::Compute, 1_000), (Resource::Energy, 500));
+    let legs =
+        vec![BarterLeg { offer: generous, give_quantity: 2_000 }, BarterLeg { offer: modest, give_quantity: 1_000 }];
+    let taken = world.sign(0, Body::BarterCycle(BarterCycle { legs: BoundedVec::new(legs).unwrap() }));
+    let block = world.block(vec![taken]);
+    assert!(block.rejected.is_empty(), "{:?}", block.rejected);
+    // Home 5 asks 1,500 Wh: above the limit of 1 kWh an interval.
+    let greedy = cycle(&mut world, (4, Resource::Energy, 1_500), (5, Resource::Memory, 1_000));
+    let block = world.block(vec![greedy]);
+    assert!(
+        matches!(&block.rejected[..], [EntryError::HoardingLimit { wanted: 1_500, limit: 1_000, .. }]),
+        "{:?}",
+        block.rejected
+    );
+}
+
+#[test]
+fn no_word_on_a_leg_is_taken_once_its_window_is_over_and_nobody_of_the_cycle_judges_it() {
+    // Juries as large as can be: every eligible account sits.
+    let mut world = World::new(&format!("{PARAMS}\njury_size = 15"));
+    // Three members in one cycle: 2 gives compute to 3, 3 memory to 4, 4 bandwidth to 2.
+    let offers = [
+        offer(&mut world, 2, (Resource::Compute, 1_000), (Resource::Bandwidth, 1_000)),
+        offer(&mut world, 3, (Resource::Memory, 1_000), (Resource::Compute, 1_000)),
+        offer(&mut world, 4, (Resource::Bandwidth, 1_000), (Resource::Memory, 1_000)),
+    ];
+    let legs = offers.into_iter().map(|offer| BarterLeg { offer, give_quantity: 1_000 }).collect();
+    let three = world.sign(0, Body::BarterCycle(BarterCycle { legs: BoundedVec::new(legs).unwrap() }));
+    world.block(vec![three.clone()]);
+    let (compute, memory) = (leg(&three, 0), leg(&three, 1));
+    let dispute = disputed(&mut world, 3, &compute);
+    let block = world.block(vec![dispute]);
+    assert!(block.rejected.is_empty(), "{:?}", block.rejected);
+    let jurors = world.state.barter_leg(&compute).unwrap().jurors;
+    for author in [2, 3, 4] {
+        assert!(!jurors.contains(&world.key(author)), "home {author} of the cycle sits on the jury");
+    }
+    assert_eq!(jurors.len(), 3, "validators 0 and 1 and member 5");
+    // Memory to home 4: the first block at or after the end of its window refuses a receipt, and returns it.
+    let due = world.state.barter_leg(&memory).unwrap().due_ms;
+    while START_MS + (world.height + 1) * 1_000 + 500 < due {
+        world.block(vec![]);
+    }
+    let late = said(&mut world, 4, &memory, Outcome::Done);
+    let block = world.block(vec![late]);
+    assert_eq!(block.rejected, [Refused(JobError::LegDue)]);
+    assert_eq!(closed(&block.events, &memory), Some(("returned".into(), 0)));
+}

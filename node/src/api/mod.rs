@@ -1177,7 +1177,7 @@ struct BarterRequest {
     /// When energy is given or wanted: the start of the 15-minute interval it is delivered in (Unix seconds, a
     /// multiple of 900); default the next one. Not allowed without energy.
     delivery_start_s: Option<u64>,
-    /// Lifetime in seconds; default 3600.
+    /// Lifetime in seconds; default 3600, or until the end of its energy's interval.
     expires_in_s: Option<u64>,
 }
 
@@ -1210,7 +1210,14 @@ async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes)
         })
     })();
     let offer = parsed.map_err(|problem| ApiError::bad_request(problem.to_string()))?;
-    let lifetime_ms = request.expires_in_s.unwrap_or(3600).saturating_mul(1000);
+    // An offer with energy lives, unless told otherwise, until its interval ends (it cannot be traded after).
+    let default_lifetime_ms = match offer.delivery_start_s {
+        0 => 3_600_000,
+        start_s => {
+            (start_s + protocol::message::BARTER_ENERGY_INTERVAL_S).saturating_mul(1000).saturating_sub(created_ms)
+        }
+    };
+    let lifetime_ms = request.expires_in_s.map_or(default_lifetime_ms, |seconds| seconds.saturating_mul(1000));
     let placed = placer.barter(offer, created_ms, created_ms.saturating_add(lifetime_ms)).await?;
     Ok(Accepted(Published { id: placed.id.to_hex(), published: placed.published }))
 }

@@ -211,9 +211,9 @@ impl Trader {
             .collect()
     }
 
-    /// What `author` gives in its barter offers on the board: (resource, quantity left).
-    pub fn barter_open_of(&self, author: &PublicKey) -> Vec<(::protocol::message::Resource, u64)> {
-        self.board.open_of(author)
+    /// What `author` gives in its barter offers on the board other than `except`: (resource, quantity left).
+    pub fn barter_open_of(&self, author: &PublicKey, except: &Id) -> Vec<(::protocol::message::Resource, u64)> {
+        self.board.open_of(author, except)
     }
 
     /// A pool's open offers by price level.
