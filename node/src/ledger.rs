@@ -76,22 +76,22 @@ pub struct Status {
     pub syncing_to: Option<u64>,
     /// Proposers seen signing two blocks for one round since this node started.
     pub equivocations: u64,
-    /// The block time of the last block this node committed or synced since it started; 0 before the first.
-    pub tip_time_ms: u64,
+    /// When (this node's clock) it last committed or synced a block since it started; 0 before the first.
+    pub committed_ms: u64,
 }
 
-/// A ledger whose last block is older than this (by its block time) is not current: it has not caught up, or its
-/// peers went quiet.
+/// A ledger that committed no block for this long (by the node's own clock: a skewed clock elsewhere does not count)
+/// is not current: it has not started following the network, or its peers went quiet.
 pub const CURRENT_WITHIN_MS: u64 = 30_000;
 
 impl Status {
-    /// Whether the ledger is current at `now_ms`: not syncing, and a block committed or synced since the node started
-    /// whose time is at most [`CURRENT_WITHIN_MS`] old. What the node checks against the last commit (offers fetched
-    /// with a pool's book) is only as good as this.
+    /// Whether the ledger is current at `now_ms`: not syncing, and a block committed or synced since the node started,
+    /// at most [`CURRENT_WITHIN_MS`] ago. What the node checks against the last commit (offers, unsettled matches) is
+    /// only as good as this.
     pub fn current(&self, now_ms: u64) -> bool {
         self.syncing_to.is_none()
-            && self.tip_time_ms > 0
-            && self.tip_time_ms.saturating_add(CURRENT_WITHIN_MS) >= now_ms
+            && self.committed_ms > 0
+            && self.committed_ms.saturating_add(CURRENT_WITHIN_MS) >= now_ms
     }
 }
 
@@ -409,7 +409,7 @@ pub fn start(
         sync: Sync::default(),
         committed_entries: 0,
         equivocations: 0,
-        tip_time_ms: 0,
+        committed_ms: 0,
     };
     std::thread::Builder::new()
         .name("kos-ledger".into())
@@ -461,7 +461,7 @@ struct Actor {
     sync: Sync,
     committed_entries: u64,
     equivocations: u64,
-    tip_time_ms: u64,
+    committed_ms: u64,
 }
 
 impl Actor {
@@ -640,7 +640,7 @@ impl Actor {
     fn on_commit(&mut self, commit: Arc<Commit>) {
         let entries = commit.entry_ids.len();
         self.committed_entries += entries as u64;
-        self.tip_time_ms = commit.block.header().time_ms;
+        self.committed_ms = crate::clock::now_ms();
         if entries > 0 || commit.height.is_multiple_of(60) {
             info!(height = commit.height, entries, hash = %commit.block.hash(), "committed");
         } else {
@@ -661,7 +661,7 @@ impl Actor {
             committed_entries: self.committed_entries,
             syncing_to: self.sync.target.syncing(height),
             equivocations: self.equivocations,
-            tip_time_ms: self.tip_time_ms,
+            committed_ms: self.committed_ms,
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;

@@ -24,6 +24,11 @@ pub use crate::app::trader::{Refusal, Stats};
 pub const MAILBOX_LEN_MAX: usize = 4096;
 /// How often interval auctions are checked for their gate and expired offers dropped.
 const TICK: Duration = Duration::from_secs(1);
+/// Gossiped offers and barter offers held while the node's ledger is not current (checked and taken in once it is);
+/// beyond this the oldest is dropped.
+pub const HELD_MAX: usize = 4096;
+/// Unsettled matches waiting for the ledger to be current to be judged; beyond this the oldest is judged at once.
+pub const JUDGMENTS_HELD_MAX: usize = 1024;
 /// Lifetime of a settlement entry: shorter than the engine waits for it before it gives the match back.
 const SETTLEMENT_LIFETIME_MS: u64 = ::market::pools::SETTLEMENT_LIFETIME_MS;
 
@@ -64,6 +69,9 @@ pub enum Refused {
     Busy,
     #[error("the market has stopped")]
     Stopped,
+    /// The node's ledger is not current (syncing, or no block for a while): offers are checked against it.
+    #[error("this node's ledger is catching up with the network; offers are checked against it: try again shortly")]
+    Behind,
     /// The ledger's state (the pool's rules, a freeze) could not be read: the offer is refused, never taken as if
     /// the read had found nothing.
     #[error("{0}")]
@@ -176,7 +184,14 @@ pub fn spawn(
     let (commands, inbox) = mpsc::channel(MAILBOX_LEN_MAX);
     let (stats_sender, stats) = tokio::sync::watch::channel(Stats::default());
     let tokens = ledger.genesis().tokens.iter().map(|token| token.id.clone());
-    let actor = Actor { trader: Trader::new(signer.public(), tokens, limits), signer, ledger, network };
+    let actor = Actor {
+        trader: Trader::new(signer.public(), tokens, limits),
+        signer,
+        ledger,
+        network,
+        held: std::collections::VecDeque::new(),
+        judgments: std::collections::VecDeque::new(),
+    };
     let task = tokio::spawn(actor.run(inbox, stats_sender));
     (Handle { commands, stats, gate_lead_ms: limits.gate_lead_ms }, task)
 }
@@ -187,6 +202,10 @@ struct Actor {
     /// Where an author at fault loses its fuel.
     network: crate::network::Handle,
     trader: Trader,
+    /// Gossiped offers (`false`) and barter offers (`true`) that came while the ledger was not current.
+    held: std::collections::VecDeque<(Arc<Envelope>, bool)>,
+    /// Unsettled matches to judge once the ledger is current.
+    judgments: std::collections::VecDeque<::market::pools::Unsettled>,
 }
 
 impl Actor {
@@ -208,6 +227,7 @@ impl Actor {
                 _ = tick.tick() => {
                     let outputs = self.trader.handle(now_ms(), Input::Tick);
                     self.act(outputs).await;
+                    self.catch_up().await;
                 }
             }
             stats.send_if_modified(|published| {
@@ -220,8 +240,41 @@ impl Actor {
         }
     }
 
+    /// Whether the ledger is current: what offers and matches are checked against is the state of its last commit.
+    fn current(&self) -> bool {
+        self.ledger.status().current(now_ms())
+    }
+
+    /// Once the ledger is current: takes in the offers held meanwhile and judges the matches that waited.
+    async fn catch_up(&mut self) {
+        if (self.held.is_empty() && self.judgments.is_empty()) || !self.current() {
+            return;
+        }
+        while let Some((envelope, barter)) = self.held.pop_front() {
+            let _ = if barter { self.barter(envelope).await } else { self.offer(envelope).await };
+        }
+        while let Some(unsettled) = self.judgments.pop_front() {
+            let outputs = self.judged(unsettled).await;
+            self.act(outputs).await;
+        }
+    }
+
     async fn command(&mut self, command: Command) {
         match command {
+            // While the ledger is not current, a gossiped offer waits and the node's own is refused (its user hears
+            // why): checked against an old state, an offer filled since would be taken as open, and matched.
+            Command::Offer { envelope, reply: None } | Command::Barter { envelope, reply: None } if !self.current() => {
+                if self.held.len() >= HELD_MAX {
+                    self.held.pop_front();
+                }
+                let barter = matches!(envelope.body, Body::BarterOffer(_));
+                self.held.push_back((envelope, barter));
+            }
+            Command::Offer { reply: Some(reply), .. } | Command::Barter { reply: Some(reply), .. }
+                if !self.current() =>
+            {
+                let _ = reply.send(Err(Refused::Behind));
+            }
             Command::Offer { envelope, reply } => {
                 let verdict = self.offer(envelope).await;
                 if let Some(reply) = reply {
@@ -346,17 +399,11 @@ impl Actor {
                         let taken = submitted.is_some();
                         next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: true, taken }));
                     }
-                    Output::Judge(unsettled) => {
-                        let (bid, ask) = (unsettled.found.bid.id(), unsettled.found.ask.id());
-                        let quantity = unsettled.found.quantity;
-                        let judged = self.judge(unsettled).await;
-                        let at_fault = match &judged {
-                            Input::Judged { at_fault, .. } => at_fault.len(),
-                            _ => 0,
-                        };
-                        info!(%bid, %ask, quantity, at_fault, "a match the ledger did not settle");
-                        next.extend(self.trader.handle(now_ms(), judged));
+                    // Judged against an old state, a party could be blamed for what the ledger settled since.
+                    Output::Judge(unsettled) if !self.current() && self.judgments.len() < JUDGMENTS_HELD_MAX => {
+                        self.judgments.push_back(unsettled);
                     }
+                    Output::Judge(unsettled) => next.extend(self.judged(unsettled).await),
                     Output::Penalize(author) => {
                         info!(%author, "an author whose match the ledger refused loses its offers here and its fuel");
                         self.network.fault(author);
@@ -372,6 +419,19 @@ impl Actor {
             }
             pending = next;
         }
+    }
+
+    /// Judges an unsettled match and tells the trader.
+    async fn judged(&mut self, unsettled: ::market::pools::Unsettled) -> Vec<Output> {
+        let (bid, ask) = (unsettled.found.bid.id(), unsettled.found.ask.id());
+        let quantity = unsettled.found.quantity;
+        let judged = self.judge(unsettled).await;
+        let at_fault = match &judged {
+            Input::Judged { at_fault, .. } => at_fault.len(),
+            _ => 0,
+        };
+        info!(%bid, %ask, quantity, at_fault, "a match the ledger did not settle");
+        self.trader.handle(now_ms(), judged)
     }
 
     /// Judges an unsettled match against the ledger's last commit ([`crate::app::trader::judgment`]). When the

@@ -98,8 +98,6 @@ async fn enforce_overrides(
     }
 }
 
-/// Keeps the network's pools and the market's books in step: the pools the node trades in are used now (the
-/// network leaves a pool unused for a while, unless configured), and the books of pools it left are dropped.
 /// Tells the network whether the ledger is current, whenever that changes (a new block, sync, or time passing
 /// without blocks): discovery fetches no pool's book before it is (offers fetched are checked against the last
 /// commit).
@@ -121,6 +119,8 @@ fn tell_ledger_current(ledger: &crate::ledger::Handle, network: &network::Handle
     });
 }
 
+/// Keeps the network's pools and the market's books in step: the pools the node trades in are used now (the
+/// network leaves a pool unused for a while, unless configured), and the books of pools it left are dropped.
 async fn tend_pools(market: &crate::market::Handle, network: &network::Handle) {
     let own = market.own_pools().await;
     network.use_pools(own.iter().map(protocol::message::PoolKey::digest).collect()).await;

@@ -366,6 +366,24 @@ fn one_validator_network(root: &std::path::Path, names: &[&str]) -> Vec<(PathBuf
     keyed
 }
 
+/// A node whose ledger is not current (here: its network's validator is down, so no block comes) checks nothing
+/// against it: its own offer is refused with a 503 that says why, and no gossiped offer is booked until it is.
+/// Before, the offer was checked against the state of its last commit, however old, and booked.
+#[test]
+fn a_node_whose_ledger_is_behind_books_no_offer() {
+    use kos_tests::cluster::Node as Running;
+
+    let root = tempfile::tempdir().unwrap();
+    let keyed = one_validator_network(root.path(), &["validator", "home"]);
+    let (dir, key, peer) = &keyed[1];
+    let home = Running::start(dir, key, peer, &[], &[]);
+    assert!(wait_until(STARTUP, || home.get("/status").is_some()), "the home's API never answered");
+    let body = serde_json::json!({"pool": "compute/credit/u33db/0", "side": "ask", "quantity": 10, "price": "0.1"});
+    let (status, answer) = home.post("/offers", &body);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.to_string().contains("catching up"), "{answer}");
+}
+
 /// Issue 26, item 1: a newcomer whose only bootnode is not in the pool (Kademlia on, mDNS off) finds the pool's
 /// providers through the DHT, dials them, and receives the book they hold, including the ask of a home that has gone
 /// offline since (only a fetch of the book can bring it); its bid is matched and settled on every ledger.

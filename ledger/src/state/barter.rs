@@ -356,8 +356,9 @@ impl Pending<'_> {
             return Err(EntryError::Job(JobError::NotAParty));
         }
         // Nobody in the cycle sits on the jury: they all have a stake in its legs.
-        let parties: Vec<PublicKey> =
+        let mut parties: Vec<PublicKey> =
             self.barter_legs_of_cycle(&state.cycle).into_iter().map(|(_, leg)| leg.giver).collect();
+        parties.extend([state.giver, state.receiver]);
         let jurors = self.draw_jury(leg, &parties);
         if jurors.is_empty() {
             return Err(EntryError::Job(JobError::NoJuror));

@@ -173,7 +173,9 @@ impl From<&crate::market::Refused> for ApiError {
         use ::market::pools::Refusal;
         let message = refused.to_string();
         match refused {
-            Refused::Stopped | Refused::Ledger(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            Refused::Stopped | Refused::Ledger(_) | Refused::Behind => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+            }
             Refused::Busy => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
             Refused::Trader(Trader::UnknownToken(_)) => ApiError::bad_request(message),
             Refused::Trader(Trader::Frozen { .. }) => {

@@ -1214,7 +1214,11 @@ async fn post_barter(State(context): State<Context>, _: Authorized, body: Bytes)
     let default_lifetime_ms = match offer.delivery_start_s {
         0 => 3_600_000,
         start_s => {
-            (start_s + protocol::message::BARTER_ENERGY_INTERVAL_S).saturating_mul(1000).saturating_sub(created_ms)
+            let end_ms = start_s.saturating_add(protocol::message::BARTER_ENERGY_INTERVAL_S).saturating_mul(1000);
+            if end_ms <= created_ms {
+                return Err(ApiError::bad_request(format!("the energy's interval starting {start_s} is over")));
+            }
+            (end_ms - created_ms).min(protocol::validate::Config::LIFETIME_MS_MAX_DEFAULT)
         }
     };
     let lifetime_ms = request.expires_in_s.map_or(default_lifetime_ms, |seconds| seconds.saturating_mul(1000));
