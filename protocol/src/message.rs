@@ -496,12 +496,7 @@ pub const BARTER_ENERGY_INTERVAL_S: u64 = 900;
 /// The id of leg `index` of a barter cycle, which verdicts and disputes name (PROTOCOL.md §10, *barter escrow*):
 /// `blake3("kos/v1/barter-leg" || 0x00 || cycle id || u8(index))`.
 pub fn barter_leg_id(cycle: &Id, index: u8) -> Id {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"kos/v1/barter-leg");
-    hasher.update(&[0]);
-    hasher.update(cycle.as_bytes());
-    hasher.update(&[index]);
-    Id(*hasher.finalize().as_bytes())
+    job::tagged_hash(b"kos/v1/barter-leg", &[cycle.as_bytes(), &[index]])
 }
 
 /// One participant of a barter cycle: its signed barter offer and how much of it this cycle uses.

@@ -78,11 +78,7 @@ pub struct BarterLegState {
 
 /// The account that holds a barter leg's collateral: `blake3("kos/v1/barter-escrow" || 0x00 || leg id)`.
 pub fn barter_escrow_account(leg: &Id) -> PublicKey {
-    let mut hasher = blake3::Hasher::new();
-    hasher.update(b"kos/v1/barter-escrow");
-    hasher.update(&[0]);
-    hasher.update(leg.as_bytes());
-    PublicKey(*hasher.finalize().as_bytes())
+    PublicKey(crate::hash::tagged("kos/v1/barter-escrow", &[leg.as_bytes()]).0)
 }
 
 /// Reads of barter legs (see [`Kv`]).

@@ -167,16 +167,14 @@ pub type Taken<T> = Result<Accepted<T>, ApiError>;
 
 impl From<&crate::market::Refused> for ApiError {
     /// The market's refusals: the request's fault (400), the account's standing (403), a conflict (409), too many
-    /// open offers of the author (429), the market stopped, busy or full, or the ledger unreadable (503).
+    /// open offers of the author (429), the market stopped, busy or full, the ledger unreadable or not current (503).
     fn from(refused: &crate::market::Refused) -> ApiError {
         use crate::market::{Refusal as Trader, Refused};
         use ::market::pools::Refusal;
         let message = refused.to_string();
         match refused {
-            Refused::Stopped | Refused::Ledger(_) | Refused::Behind => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
-            }
-            Refused::Busy => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+            Refused::Stopped | Refused::Ledger(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            Refused::Busy | Refused::Behind => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
             Refused::Trader(Trader::UnknownToken(_)) => ApiError::bad_request(message),
             Refused::Trader(Trader::Frozen { .. }) => {
                 ApiError::new(StatusCode::FORBIDDEN, message).because(Reason::Frozen)

@@ -261,7 +261,7 @@ pub struct Dispute {
     pub text: Text<JOB_TEXT_BYTES_MAX>,
 }
 
-fn tagged_hash(domain: &[u8], parts: &[&[u8]]) -> Id {
+pub(crate) fn tagged_hash(domain: &[u8], parts: &[&[u8]]) -> Id {
     let mut hasher = blake3::Hasher::new();
     hasher.update(domain);
     hasher.update(&[0]);
