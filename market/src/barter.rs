@@ -330,6 +330,16 @@ impl Board {
         }
     }
 
+    /// A cycle found here will not be settled (the mempool refused it): what it took of each leg's offer comes back
+    /// at once (`legs`: each offer's id and what the cycle gave of it).
+    pub fn unpromise(&mut self, legs: &[(protocol::Id, u64)]) {
+        for (id, quantity) in legs {
+            if let Some(open) = self.offers.get_mut(id) {
+                open.promised = open.promised.saturating_sub(*quantity);
+            }
+        }
+    }
+
     /// Offers on the board.
     pub fn len(&self) -> usize {
         self.offers.len()
@@ -545,6 +555,11 @@ mod tests {
         authors.sort_unstable();
         assert_eq!(authors, vec![1, 2]);
         assert!(board.search(2_000, 8, 10_000).is_empty(), "promised quantities are held back");
+        // A cycle the mempool refused gives its promises back at once.
+        let mut unsent = board.clone();
+        let legs: Vec<(protocol::Id, u64)> = cycles[0].iter().map(|(envelope, give)| (envelope.id(), *give)).collect();
+        unsent.unpromise(&legs);
+        assert_eq!(unsent.search(3_000, 8, 10_000).len(), 1);
         // A cycle the ledger never reported (it refused it) gives its promises back after the settle wait.
         let mut refused = board.clone();
         let wait = crate::pools::SETTLE_WAIT_MS;

@@ -387,9 +387,11 @@ impl Actor {
                             info!(settlement = %id, %buyer, quantity, unit_price, "settling a sale");
                         }
                         let taken = submitted.is_some();
-                        next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: false, taken }));
+                        next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: None, taken }));
                     }
                     Output::SettleCycle(cycle) => {
+                        let given: Vec<(Id, u64)> =
+                            cycle.legs.as_slice().iter().map(|leg| (leg.offer.id(), leg.give_quantity)).collect();
                         let legs = cycle.legs.len();
                         let what = format!("barter cycle of {legs} legs");
                         let submitted = self.submit(Body::BarterCycle(cycle), &what).await;
@@ -397,7 +399,8 @@ impl Actor {
                             info!(cycle = %id, legs, "settling a barter cycle");
                         }
                         let taken = submitted.is_some();
-                        next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle: true, taken }));
+                        let cycle = Some(given);
+                        next.extend(self.trader.handle(now_ms(), Input::Submitted { cycle, taken }));
                     }
                     // Judged against an old state, a party could be blamed for what the ledger settled since.
                     Output::Judge(unsettled) if !self.current() && self.judgments.len() < JUDGMENTS_HELD_MAX => {

@@ -80,8 +80,9 @@ pub enum Input<'a> {
     /// Time passed: auctions whose gate closed clear, expired offers leave, the board is searched for cycles.
     Tick,
     /// What became of a settlement or a barter cycle the trader asked for ([`Output::Settle`],
-    /// [`Output::SettleCycle`]): `true` when the ledger's mempool took it.
-    Submitted { cycle: bool, taken: bool },
+    /// [`Output::SettleCycle`]): `taken` when the ledger's mempool took it; a cycle's legs (each offer's id and what
+    /// the cycle gives of it), whose promises on the board come back when it was not taken.
+    Submitted { cycle: Option<Vec<(Id, u64)>>, taken: bool },
     /// The answer to [`Output::Judge`]: the parties of the unsettled match the ledger's last commit refuses
     /// ([`ledger::state::TradeReads::check_offer`] on each party's offer for the match's quantity) or whose offer
     /// their author cancelled on the ledger, and what the ledger still lets settle of the bid and of the ask
@@ -273,10 +274,11 @@ impl Trader {
             Input::Judged { unsettled, at_fault, ledger_left } => self.judged(now_ms, unsettled, at_fault, ledger_left),
             Input::Submitted { cycle, taken } => {
                 match (cycle, taken) {
-                    (false, true) => self.stats.settlements_submitted += 1,
-                    (false, false) => self.stats.settlements_refused += 1,
-                    (true, true) => self.stats.barter_cycles_submitted += 1,
-                    (true, false) => {}
+                    (None, true) => self.stats.settlements_submitted += 1,
+                    (None, false) => self.stats.settlements_refused += 1,
+                    (Some(_), true) => self.stats.barter_cycles_submitted += 1,
+                    // Refused by the mempool: what it took of its offers may go into other cycles now.
+                    (Some(legs), false) => self.board.unpromise(&legs),
                 }
                 Vec::new()
             }
