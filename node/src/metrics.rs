@@ -73,6 +73,8 @@ impl Metrics {
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
     pub peers: u64,
+    /// [`churn`].
+    pub churn: Vec<(&'static str, u64)>,
     pub gossip: Vec<(&'static str, &'static str, u64)>,
     pub ledger: Option<LedgerSnapshot>,
     pub market: Option<crate::market::Stats>,
@@ -113,6 +115,15 @@ pub fn gossip(stats: &Stats) -> Vec<(&'static str, &'static str, u64)> {
         ("fuel_throttled", "messages whose author was out of fuel, not forwarded", Stats::get(&stats.fuel_throttled)),
         ("delivery_dropped", "valid messages dropped because the node was behind", Stats::get(&stats.delivery_dropped)),
         ("bundles", "bundles of ledger entries received and accepted", Stats::get(&stats.bundles)),
+    ]
+}
+
+/// The network's peer churn counters, named for the metrics: peers connected, disconnected, and trimmed.
+pub fn churn(stats: &Stats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("connected", Stats::get(&stats.peers_connected)),
+        ("disconnected", Stats::get(&stats.peers_disconnected)),
+        ("trimmed", Stats::get(&stats.peers_trimmed)),
     ]
 }
 
@@ -225,6 +236,20 @@ impl Collector for Scrape {
         {
             let metric = ConstCounter::new(0u64);
             let mut family = encoder.encode_descriptor(
+                "peer_events",
+                "Peers connected (first connection), disconnected (last one closed), and trimmed (closed by this node \
+                 for being kept for nothing near peers_max) since start.",
+                None,
+                metric.metric_type(),
+            )?;
+            for (event, value) in &snapshot.churn {
+                let labels = [("event", *event)];
+                ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let metric = ConstCounter::new(0u64);
+            let mut family = encoder.encode_descriptor(
                 "gossip_messages",
                 "Gossip messages by outcome: published, accepted, rejected, duplicate, stale, throttled, \
                  fuel_throttled (author out of fuel), delivery_dropped.",
@@ -333,6 +358,7 @@ mod tests {
         metrics.committed(&empty_commit(7, 10_000, vec![trade]), true, 10_400);
         let snapshot = Snapshot {
             peers: 3,
+            churn: vec![("connected", 5), ("trimmed", 1)],
             gossip: vec![("accepted", "", 42), ("fuel_throttled", "", 2)],
             ledger: Some(LedgerSnapshot { height: 7, mempool_entries: 5, validators: 4, ..Default::default() }),
             market: None,
@@ -355,6 +381,7 @@ mod tests {
             "kos_validators 4",
             "kos_gossip_messages_total{outcome=\"accepted\"} 42",
             "kos_fuel_throttled_messages_total 2",
+            "kos_peer_events_total{event=\"trimmed\"} 1",
             "kos_rocksdb_sst_files_bytes{family=\"blocks\"} 123",
             "kos_rocksdb_memtables_bytes{family=\"blocks\"} 4096",
             "# UNIT kos_finality_latency_seconds seconds",

@@ -490,6 +490,7 @@ pub async fn metrics(State(context): State<Context>) -> Response {
     };
     let snapshot = Snapshot {
         peers,
+        churn: metrics::churn(context.network.stats()),
         gossip: metrics::gossip(context.network.stats()),
         ledger,
         market: context.market.as_ref().map(crate::market::Handle::stats),

@@ -59,6 +59,11 @@ pub struct PoolsReport {
     /// The limits: `peers_max` and the pool budget (a quarter of it).
     pub peers_max: u32,
     pub pool_budget: usize,
+    /// Over every node, from the providers' start to the end: peers connected (a first connection), and peers the
+    /// trim disconnected; and how long that was, s.
+    pub peers_connected: u64,
+    pub peers_trimmed: u64,
+    pub churn_s: f64,
 }
 
 /// How long a newcomer may take for its book and for its bid.
@@ -172,6 +177,15 @@ async fn background_network(
         collect(index, node.deliveries, arrivals.clone());
     }
     Ok((nodes, addresses))
+}
+
+/// Over every node: peers connected and trimmed since it started.
+fn churn(handles: &[&crate::network::Handle]) -> (u64, u64) {
+    use crate::network::Stats;
+    handles.iter().fold((0, 0), |(connected, trimmed), handle| {
+        let stats = handle.stats();
+        (connected + Stats::get(&stats.peers_connected), trimmed + Stats::get(&stats.peers_trimmed))
+    })
 }
 
 /// Over every node: the most peers connected, and each node's peers dialed for pools; then the nodes stop.
@@ -303,6 +317,7 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
     let (nodes, addresses) = background_network(background, &network, &mut rng, &arrivals).await?;
     // Providers: the first nodes after the bootnode, `providers` per cell; each rests an ask in its cell's pool.
     let started = Instant::now();
+    let churn_before = churn(&nodes.iter().map(|(handle, _)| handle).collect::<Vec<_>>());
     let mut asks: Vec<BTreeSet<Id>> = vec![BTreeSet::new(); cells];
     for (slot, (handle, keypair)) in nodes.iter().skip(1).take(cells * providers).enumerate() {
         let cell = slot % cells;
@@ -351,6 +366,8 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
     }
     let mut handles: Vec<&crate::network::Handle> = nodes.iter().map(|(handle, _)| handle).collect();
     handles.extend(joined.iter());
+    let churn_after = churn(&handles);
+    let churn_s = started.elapsed().as_secs_f64();
     let (peers_seen, pool_peers) = connections(&handles).await?;
     Ok(PoolsReport {
         nodes: args.nodes,
@@ -369,5 +386,8 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
         pool_peers_mean: pool_peers.iter().sum::<usize>() as f64 / pool_peers.len().max(1) as f64,
         peers_max,
         pool_budget: usize::try_from(peers_max).unwrap_or(0) * 25 / 100,
+        peers_connected: churn_after.0.saturating_sub(churn_before.0),
+        peers_trimmed: churn_after.1.saturating_sub(churn_before.1),
+        churn_s,
     })
 }

@@ -71,6 +71,16 @@ fn pools_command(args: crate::bench::pools::PoolsArgs) -> anyhow::Result<()> {
         "connections: most peers of a node {} (peers_max {}); dialed for pools most {} mean {:.2} (budget {})",
         report.peers_max_seen, report.peers_max, report.pool_peers_max_seen, report.pool_peers_mean, report.pool_budget
     )?;
+    let per_s = |count: u64| count as f64 / report.churn_s.max(1e-3);
+    writeln!(
+        out,
+        "churn over {:.0} s, all nodes: {} peers connected ({:.0}/s), {} trimmed ({:.0}/s)",
+        report.churn_s,
+        report.peers_connected,
+        per_s(report.peers_connected),
+        report.peers_trimmed,
+        per_s(report.peers_trimmed)
+    )?;
     Ok(())
 }
 

@@ -170,6 +170,11 @@ pub struct Stats {
     pub bundles: AtomicU64,
     /// Relayed connections upgraded to direct ones by DCUtR hole punching.
     pub hole_punched: AtomicU64,
+    /// Peers connected (a first connection to a peer) and disconnected (its last one closed) since start, and of
+    /// those disconnected, how many the trim closed for being kept for nothing.
+    pub peers_connected: AtomicU64,
+    pub peers_disconnected: AtomicU64,
+    pub peers_trimmed: AtomicU64,
 }
 
 impl Stats {

@@ -1055,7 +1055,9 @@ impl Task {
             debug!(closed = closed.len(), connected = connected.len(), "closing connections kept for nothing");
         }
         for peer in closed {
-            let _ = self.swarm.disconnect_peer_id(peer);
+            if self.swarm.disconnect_peer_id(peer).is_ok() {
+                Stats::bump(&self.stats.peers_trimmed);
+            }
         }
     }
 
@@ -1123,6 +1125,7 @@ impl Task {
                 if num_established.get() == 1 =>
             {
                 info!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
+                Stats::bump(&self.stats.peers_connected);
                 // The first connection: announcements and lookups that waited for one go now.
                 if self.swarm.network_info().num_peers() == 1 {
                     self.run_discovery(now_ms());
@@ -1130,6 +1133,7 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 info!(peer = %peer_id, "disconnected");
+                Stats::bump(&self.stats.peers_disconnected);
                 self.discovery.disconnected(&peer_id, false, now_ms());
                 self.admission.forget_peer(&peer_id);
                 self.penalties.remove(&peer_id);
