@@ -209,8 +209,9 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
         }
     }
 
-    /// Whether the node's ledger is current (`crate::ledger::Status::current`): while it is not, no book is fetched
-    /// (a pool waiting for its book gets it at the first tick after). A node without a ledger is always current.
+    /// Whether the node's ledger is current (as the node says: not syncing, a block lately): while it is not, no
+    /// book is fetched (a pool waiting for its book gets it at the first tick after). A node without a ledger is
+    /// always current.
     pub fn ledger_current(&mut self, current: bool) {
         self.ledger_current = current;
     }

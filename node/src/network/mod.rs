@@ -472,8 +472,8 @@ impl Handle {
         let _ = self.commands.send(Command::UsePools { pools }).await;
     }
 
-    /// Whether the node's ledger is current ([`crate::ledger::Status::current`]): a node with a ledger starts
-    /// without, and fetches no pool's book until it is.
+    /// Whether the node's ledger is current (not syncing, a block lately; the node says when): a node with a ledger
+    /// starts without, and fetches no pool's book until it is.
     pub async fn ledger_current(&self, current: bool) {
         let _ = self.commands.send(Command::LedgerCurrent { current }).await;
     }
