@@ -96,6 +96,7 @@ impl Interval {
             import_counter_wh: self.import_counter_wh,
             export_counter_wh: self.export_counter_wh,
             source,
+            device: Default::default(),
         }
     }
 }

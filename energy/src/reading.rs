@@ -166,6 +166,7 @@ mod tests {
             import_counter_wh: counters.0,
             export_counter_wh: counters.1,
             source: MeterSource::Simulated,
+            device: Default::default(),
         }
     }
 

@@ -88,6 +88,10 @@ pub enum EntryError {
     ReadingOutOfOrder { meter: String },
     #[error("reading for {meter} is physically impossible: {reason}")]
     ReadingImplausible { meter: String, reason: String },
+    #[error("reading for {meter} is not its device's: {reason}")]
+    ReadingDevice { meter: String, reason: String },
+    #[error("device key {key} already belongs to asset {asset} of another account")]
+    DeviceKeyTaken { key: String, asset: Id },
     #[error("proposal {0} is unknown or closed")]
     ProposalClosed(Id),
     #[error("{0} is not a validator and may not vote")]

@@ -138,6 +138,11 @@ pub struct Meter {
     /// Maintenance rules over the meter's intervals, for the asset its meter is bound to on the ledger (an
     /// asset manifest naming the meter): alerts are signed and anchored under the asset.
     pub maintenance: energy::maintenance::Rules,
+    /// The meter's own signing key (kos's key-file format; relative paths are in the data directory), for a node
+    /// that runs on the meter's hardware or stands in for its signing chip: every reading is then also signed by
+    /// this device key (PROTOCOL.md §5, *Device-signed readings*). Created on first start when missing; `GET
+    /// /meter` shows its public key, to name in the meter's asset manifest (`device_key`).
+    pub device_key_file: Option<std::path::PathBuf>,
 }
 
 /// The home's trader: each interval it offers the next delivery interval's forecast surplus (an ask at the
@@ -289,6 +294,7 @@ impl Default for Meter {
             dispatch: Dispatch::default(),
             trade: Trade::default(),
             maintenance: energy::maintenance::Rules::default(),
+            device_key_file: None,
         }
     }
 }
@@ -326,6 +332,8 @@ pub struct MeterChecked {
     pub trade: Option<(PoolId, u32)>,
     /// Feed-in and grid tariffs (the trader's ask and bid prices), milli-credits per kWh.
     pub tariffs: (u64, u64),
+    /// The meter's own signing key file, as configured.
+    pub device_key_file: Option<std::path::PathBuf>,
 }
 
 /// What to read.
@@ -430,6 +438,7 @@ impl Meter {
             maintenance: self.maintenance,
             trade,
             tariffs: (self.dispatch.sell_per_kwh, self.dispatch.buy_per_kwh),
+            device_key_file: self.device_key_file.clone(),
         }))
     }
 }

@@ -73,6 +73,11 @@ pub struct ReadingView {
     pub export_wh: u64,
     pub generation_wh: u64,
     pub consumption_wh: u64,
+    /// How it is attested (PROTOCOL.md §7): `node` (its author's signature only) or `device` (also the meter's
+    /// registered device, which the ledger checked).
+    pub trust: &'static str,
+    /// The device key that signed it, when one did.
+    pub device_key: Option<String>,
 }
 
 /// One event of the stream.
@@ -176,6 +181,8 @@ pub fn events_of(commit: &Commit) -> Vec<Event> {
                 export_wh: reading.export_wh,
                 generation_wh: reading.generation_wh,
                 consumption_wh: reading.consumption_wh,
+                trust: protocol::message::Trust::of(reading).name(),
+                device_key: reading.device.as_slice().first().map(|attestation| attestation.key().to_string()),
             })),
             _ => {}
         }

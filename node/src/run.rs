@@ -211,7 +211,7 @@ async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) ->
     let meter = match &checked.meter {
         Some(settings) => {
             let island = island.as_ref().map(|(island, _)| island.clone());
-            Some(start_meter(settings, &signer, &handle, ledger.clone(), placer.clone(), island)?)
+            Some(start_meter(settings, &checked.data_dir, &signer, &handle, ledger.clone(), placer.clone(), island)?)
         }
         None => None,
     };
@@ -297,9 +297,31 @@ fn follow_ledger(
     tokio::spawn(enforce_overrides(ledger.follow(), ledger.clone(), network.clone(), island));
 }
 
+/// The meter's own signing key, created (mode 0600) when the file is missing.
+fn device_key(
+    file: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<std::sync::Arc<protocol::Keypair>>> {
+    let Some(file) = file else { return Ok(None) };
+    let path = data_dir.join(file);
+    let keypair = match crate::keyfile::read(&path) {
+        Ok(keypair) => keypair,
+        Err(crate::keyfile::Error::Missing { .. }) => {
+            let keypair = protocol::Keypair::generate();
+            crate::keyfile::write(&path, &keypair, false)
+                .with_context(|| format!("creating the meter's device key {}", path.display()))?;
+            info!(path = %path.display(), key = %keypair.public(), "created the meter's device key: name it in the meter's asset manifest");
+            keypair
+        }
+        Err(error) => return Err(error).with_context(|| format!("meter.device_key_file {}", path.display())),
+    };
+    Ok(Some(std::sync::Arc::new(keypair)))
+}
+
 /// Opens the configured meter and starts its actor.
 fn start_meter(
     settings: &crate::config::MeterChecked,
+    data_dir: &std::path::Path,
     signer: &std::sync::Arc<crate::signer::Signer>,
     network: &network::Handle,
     ledger: Option<crate::ledger::Handle>,
@@ -317,6 +339,7 @@ fn start_meter(
         maintenance: settings.maintenance,
         trade: settings.trade.clone(),
         tariffs: settings.tariffs,
+        device: device_key(settings.device_key_file.as_deref(), data_dir)?,
     };
     Ok(crate::meter::spawn(source, actor, signer.clone(), network.clone(), ledger, placer, island))
 }
@@ -483,6 +506,23 @@ mod tests {
 
     use super::*;
 
+    /// A meter's device key is created once, private, and read back the same on the next start; a key file that
+    /// others can read is refused with the path in the error.
+    #[test]
+    fn the_meter_device_key_is_created_once_and_kept() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        assert!(device_key(None, dir.path()).unwrap().is_none());
+        let first = device_key(Some(std::path::Path::new("meter/device.key")), dir.path()).unwrap().unwrap();
+        let path = dir.path().join("meter/device.key");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let again = device_key(Some(&path), dir.path()).unwrap().unwrap();
+        assert_eq!(first.public(), again.public());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let error = format!("{:#}", device_key(Some(&path), dir.path()).unwrap_err());
+        assert!(error.contains("device.key"), "{error}");
+    }
+
     #[test]
     fn deliveries_done_jobs_and_exported_energy_earn_fuel() {
         let (seller, worker, home) = (
@@ -501,6 +541,7 @@ mod tests {
             import_counter_wh: 0,
             export_counter_wh: export_wh,
             source: MeterSource::Simulated,
+            device: Default::default(),
         };
         let events = vec![
             Event::EscrowReleased { settlement: Id([1; 32]), to: seller, amount: 5 },

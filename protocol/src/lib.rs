@@ -11,6 +11,7 @@ pub mod fairness;
 pub mod keys;
 pub mod limits;
 pub mod message;
+pub mod ocmf;
 pub mod types;
 pub mod validate;
 #[cfg(feature = "vectors")]

@@ -30,6 +30,11 @@ pub const GUILD_MEMBERS_MAX: usize = 32;
 pub const GUILD_NAME_BYTES_MAX: usize = 64;
 /// Meters one asset manifest binds.
 pub const ASSET_METERS_MAX: usize = 4;
+/// An OCMF record a reading carries as its device's signature, bytes.
+pub const OCMF_RECORD_BYTES_MAX: usize = 4096;
+/// How far after its interval's end an OCMF register may be read and still attest the interval, seconds (a
+/// device's clock and its reading cycle).
+pub const OCMF_LATE_SECONDS_MAX: u64 = 60;
 /// A skill or device class named by a job, bytes of `[a-z0-9-]`.
 pub const SKILL_BYTES_MAX: usize = 32;
 /// Job title, UTF-8 bytes.

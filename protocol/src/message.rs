@@ -99,6 +99,11 @@ macro_rules! tagged_union {
     };
 }
 
+mod device;
+pub use device::{
+    Attestation, AttestationError, AttestationKind, BindingError, DeviceKey, DeviceKeyKind, DeviceSignature,
+    OcmfRecord, Trust, attest, check_attestation, check_binding, device_reading_digest,
+};
 mod job;
 pub use job::{
     Award, AwardRule, Bid, ComputeTask, Deliver, Dispute, Evidence, EvidenceKind, Job, JobKind, Need, Opening, Outcome,
@@ -421,6 +426,9 @@ pub struct Reading {
     /// The meter's lifetime export register at the end of the interval, Wh (never decreases).
     pub export_counter_wh: u64,
     pub source: MeterSource,
+    /// The meter's own signature over the reading, when its asset names a device key (PROTOCOL.md §7,
+    /// *Device-signed readings*); empty otherwise.
+    pub device: BoundedVec<Attestation, 0, 1>,
 }
 
 /// Moves tokens from the author's account to another.
@@ -773,6 +781,9 @@ pub struct Asset {
     pub commissioned_s: u64,
     /// How often it needs maintenance, seconds; 0: never.
     pub maintenance_interval_s: u64,
+    /// The key of the device that signs the readings of `meters` (the meter itself or its gateway); empty: they are
+    /// signed by the author's node only. A device key belongs to one asset at a time.
+    pub device: BoundedVec<DeviceKey, 0, 1>,
 }
 
 /// Which maintenance rule raised an alert.

@@ -108,6 +108,40 @@ fixed_bytes!(
     Signature,
     64
 );
+fixed_bytes!(
+    /// A P-256 (secp256r1) public key as an uncompressed SEC1 point: `0x04 || X || Y` (a device's key, OCMF).
+    P256Key,
+    65
+);
+
+/// The fixed head of a P-256 key's DER SubjectPublicKeyInfo (RFC 5480), the form OCMF keys are published in:
+/// the key's 65 SEC1 bytes follow it.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce,
+    0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+impl P256Key {
+    /// Reads a key as hex in any of the forms devices publish: the 65 SEC1 bytes, the 64 bytes `X || Y`, or the
+    /// 91-byte DER SubjectPublicKeyInfo (spaces ignored). Whether it is a point on the curve is checked where it is
+    /// used.
+    pub fn from_text(text: &str) -> Result<Self, Invalid> {
+        let digits: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = hex::decode(&digits).map_err(|error| invalid("P256Key", format!("{error}")))?;
+        let sec1 = match bytes.len() {
+            65 if bytes[0] == 4 => bytes,
+            64 => [&[4u8][..], &bytes].concat(),
+            91 if bytes[..26] == P256_SPKI_PREFIX => bytes[26..].to_vec(),
+            len => {
+                return Err(invalid(
+                    "P256Key",
+                    format!("{len} bytes: want 65 (04 || X || Y), 64 (X || Y) or a 91-byte DER SubjectPublicKeyInfo"),
+                ));
+            }
+        };
+        <[u8; 65]>::try_from(sec1.as_slice()).map(P256Key).map_err(|_| invalid("P256Key", "not 65 bytes"))
+    }
+}
 
 macro_rules! text_id {
     ($(#[$doc:meta])* $name:ident, min = $min:expr, max = $max:expr, allowed = $allowed:expr, describe = $describe:expr) => {

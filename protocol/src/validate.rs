@@ -231,7 +231,9 @@ fn check_body(envelope: &Envelope, config: &Config, depth: Depth) -> Result<(), 
             ensure(
                 reading.interval_start_s.is_multiple_of(u64::from(reading.interval_s)),
                 "interval_start_s is not a multiple of interval_s",
-            )
+            )?;
+            crate::message::check_attestation(&envelope.network, &envelope.author, reading)
+                .map_err(|error| body_error(kind, format!("device attestation: {error}")))
         }
         Body::Transfer(transfer) => {
             ensure(transfer.amount > 0, "amount is 0")?;

@@ -11,11 +11,12 @@ use crate::message::{
     Choice, Freeze, Guild, GuildApproval, GuildSpend, Limits, Measure, Mechanism, MeterSource, Mint, Offer, Override,
     PoolId, Proposal, Reading, Report, Resource, Settlement, Severity, Side, Transfer, Vote, guild_account,
 };
+use crate::message::{Attestation, DeviceKey, OcmfRecord, check_attestation, device_reading_digest};
 use crate::message::{
     Award, AwardRule, Bid, ComputeTask, Deliver, Dispute, Evidence, Job, JobKind, Need, Opening, Outcome, Proof,
     Verdict, merkle_path, run_task, sample_indices,
 };
-use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, PublicKey, Signature, Skill, Text, TokenId};
+use crate::types::{BoundedVec, Cell, Id, MeterId, NetworkId, P256Key, PublicKey, Signature, Skill, Text, TokenId};
 
 /// The network id of every vector.
 pub const NETWORK: &str = "kos-vectors";
@@ -110,6 +111,7 @@ pub fn all() -> Vec<Vector> {
     let (guild, reading) = (envelope_of(&vectors, "guild"), envelope_of(&vectors, "reading"));
     vectors.extend(asset_vectors(&guild, reading));
     vectors.extend(job_vectors());
+    vectors.extend(device_vectors());
     vectors
 }
 
@@ -148,6 +150,7 @@ fn trade_vectors() -> Vec<Vector> {
                     import_counter_wh: 1_204_331,
                     export_counter_wh: 3_310_207,
                     source: MeterSource::Simulated,
+                    device: Default::default(),
                 }),
             ),
         ),
@@ -312,6 +315,7 @@ fn asset_vectors(guild: &Envelope, reading: Envelope) -> Vec<Vector> {
                 cell: Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}")),
                 commissioned_s: 1_767_225_600,
                 maintenance_interval_s: 31_536_000,
+                device: Default::default(),
             }),
         ),
     )];
@@ -509,4 +513,210 @@ pub fn signature_cases() -> Vec<SignatureCase> {
         case("small-order-r", sign(torsion, Scalar::ZERO, base(&a), a, &digest), digest, false),
         case("small-order-key", sign(base(&r), r, torsion, Scalar::ZERO, &digest), digest, false),
     ]
+}
+
+/// The public OCMF sample kos takes as its reference: a KEBA KCP30 charger's signed begin and end of a charge
+/// (P-256, DER signature, hex). From S.A.F.E. e.V.'s Transparenzsoftware, `src/test/resources/xml/
+/// test_ocmf_keba_kcp30.xml` (Apache-2.0, © S.A.F.E. e.V.).
+pub const OCMF_KCP30: &str = concat!(
+    r#"OCMF|{"FV":"1.0","GI":"KEBA_KCP30","GS":"17619300","GV":"2.8.5","PG":"T32","IS":false,"IL":"NONE","#,
+    r#""IF":["RFID_NONE","OCPP_NONE","ISO15118_NONE","PLMN_NONE"],"IT":"NONE","ID":"","RD":[{"TM":"#,
+    r#""2019-08-13T10:03:15,000+0000 I","TX":"B","EF":"","ST":"G","RV":0.2596,"RI":"1-b:1.8.0","RU":"kWh"},"#,
+    r#"{"TM":"2019-08-13T10:03:36,000+0000 R","TX":"E","EF":"","ST":"G","RV":0.2597,"RI":"1-b:1.8.0","RU":"kWh"}]}|"#,
+    r#"{"SD":"304502200E2F107C987A300AC1695CA89EA149A8CDFA16188AF0A33EE64B67964AA943F9022100889A72B6D65364BEA8"#,
+    r#"562E7F6A0253157ACFF84FE4929A93B5964D23C4265699"}"#
+);
+
+/// The KCP30 charger's public key, as published (DER SubjectPublicKeyInfo, hex).
+pub const OCMF_KCP30_KEY: &str = concat!(
+    "3059301306072A8648CE3D020106082A8648CE3D030107034200043AEEB45C392357820A58FDFB0857BD77ADA31585C61C43",
+    "0531DFA53B440AFBFDD95AC887C658EA55260F808F55CA948DF235C2108A0D6DC7D4AB1A5E1A7955BE"
+);
+
+/// A LEM DC meter's signed begin and end of a charge, with import (1.8.0) and export (2.8.0) registers and readings
+/// that inherit fields from the one before. Same source: `VW_OCMF_load.xml` (Apache-2.0, © S.A.F.E. e.V.).
+pub const OCMF_LEM: &str = concat!(
+    r#"OCMF|{"FV":"1.0","GI":"LEM DCBM","GS":"1211751603","GV":"v1","PG":"T144","MV":"LEM","MS":"1211751603","#,
+    r#""MF":"MU-0.1.4.0_SU-0.0.8.0","IS":true,"IL":"HEARSAY","IF":["RFID_RELATED","OCPP_AUTH_TLS","ISO15118_NONE","#,
+    r#""PLMN_NONE"],"IT":"ISO14443","ID":"5EEFE0C7F64B050E9FB95C","CT":"EVSEID","CI":"458877","RD":[{"TM":"#,
+    r#""2021-10-06T13:13:56,000+0200 R","TX":"B","RV":57.584,"RI":"1-0:1.8.0","RU":"kWh","RT":"DC","EF":"","ST":"G","#,
+    r#""UC":{"UN":"No_Comp","UI":2,"UR":0}},{"RV":4.405,"RI":"1-0:2.8.0","RU":"kWh","ST":"G"},{"TM":"#,
+    r#""2021-10-06T13:15:13,000+0200 R","TX":"E","RV":58.685,"RI":"1-0:1.8.0","RU":"kWh","ST":"G"},{"RV":4.405,"#,
+    r#""RI":"1-0:2.8.0","RU":"kWh","ST":"G"}]}|{"SA":"ECDSA-secp256r1-SHA256","SD":"3045022100E1C80E7115294A3A4D10"#,
+    r#"CFF8B94E959F941415E19A0913A0538312E585E1A37702200A2BE1B235C152CFC7555064A96533F192A8A1D4E0484C68FD46574947"#,
+    r#"A3D9BA"}"#
+);
+
+/// The LEM meter's public key (DER SubjectPublicKeyInfo, hex).
+pub const OCMF_LEM_KEY: &str = concat!(
+    "3059301306072A8648CE3D020106082A8648CE3D03010703420004CE6FD2090A85FDE4A69B58EF00FDE362833AD8C70F8E80",
+    "27CAAC655C0BB02F6B1A44558C78B386FF0BC3A4BBE6C81A4F8133134DB05DAE91E2AA309C07A5128B"
+);
+
+fn p256_key(text: &str) -> P256Key {
+    P256Key::from_text(text).unwrap_or_else(|error| unreachable!("{error}"))
+}
+
+fn meter(name: &str) -> MeterId {
+    MeterId::new(name).unwrap_or_else(|error| unreachable!("{error}"))
+}
+
+/// A reading of `meter` with these registers, unattested.
+fn register_reading(
+    meter_name: &str,
+    interval_start_s: u64,
+    import_counter_wh: u64,
+    export_counter_wh: u64,
+) -> Reading {
+    Reading {
+        meter: meter(meter_name),
+        interval_start_s,
+        interval_s: 900,
+        import_wh: 0,
+        export_wh: 0,
+        generation_wh: 0,
+        consumption_wh: 0,
+        import_counter_wh,
+        export_counter_wh,
+        source: MeterSource::Mqtt,
+        device: BoundedVec::default(),
+    }
+}
+
+fn attested(reading: Reading, attestation: Attestation) -> Reading {
+    Reading { device: BoundedVec::new(vec![attestation]).unwrap_or_else(|error| unreachable!("{error}")), ..reading }
+}
+
+/// The reading of vector `reading-device`, signed by device 9 and relayed by author 2.
+fn device_signed_reading() -> Reading {
+    let reading = Reading {
+        meter: meter("home-2-meter"),
+        interval_start_s: 1_767_224_700,
+        interval_s: 900,
+        import_wh: 0,
+        export_wh: 412,
+        generation_wh: 655,
+        consumption_wh: 243,
+        import_counter_wh: 1_204_331,
+        export_counter_wh: 3_310_207,
+        source: MeterSource::SunSpecModbus,
+        device: BoundedVec::default(),
+    };
+    crate::message::attest(&network(), &public_key(2), reading, &Keypair::from_seed(&seed(9)))
+}
+
+/// A reading signed by a kos-native device, an OCMF charger's manifest and a reading its OCMF record attests.
+fn device_vectors() -> Vec<Vector> {
+    let vector = |name, author, envelope| Vector { name, author, envelope };
+    let charger = Asset {
+        kind: AssetKind::Meter,
+        purpose: text("wallbox, KEBA KCP30"),
+        owner: public_key(2),
+        meters: BoundedVec::new(vec![meter("charger-1")]).unwrap_or_else(|error| unreachable!("{error}")),
+        limits: Limits {
+            generation_w_max: 0,
+            import_w_max: 11_000,
+            export_w_max: 0,
+            consumption_w_max: 11_000,
+            storage_w_max: 0,
+            storage_wh: 0,
+        },
+        cell: Cell::new("u33db").unwrap_or_else(|error| unreachable!("{error}")),
+        commissioned_s: 1_565_000_000,
+        maintenance_interval_s: 0,
+        device: BoundedVec::new(vec![DeviceKey::P256(p256_key(OCMF_KCP30_KEY))])
+            .unwrap_or_else(|error| unreachable!("{error}")),
+    };
+    let record = OcmfRecord { key: p256_key(OCMF_KCP30_KEY), record: text(OCMF_KCP30) };
+    let ocmf_reading = attested(register_reading("charger-1", 1_565_690_400, 259, 0), Attestation::Ocmf(record));
+    vec![
+        vector("reading-device", 2, sign(2, 5, Body::Reading(device_signed_reading()))),
+        vector("asset-ocmf", 2, sign(2, 6, Body::Asset(charger))),
+        vector("reading-ocmf", 2, sign(2, 7, Body::Reading(ocmf_reading))),
+    ]
+}
+
+/// A case of the device rules (PROTOCOL.md §5, *Device-signed readings*): a reading, the attestation it carries and the verdict of the
+/// stateless check.
+#[derive(Debug, Clone)]
+pub struct DeviceCase {
+    pub name: &'static str,
+    /// The account that relays the reading.
+    pub author: PublicKey,
+    pub reading: Reading,
+    /// `None`: valid; otherwise why it is refused.
+    pub refused: Option<String>,
+}
+
+impl DeviceCase {
+    /// The case as the text block PROTOCOL.md shows (and its test parses).
+    pub fn to_block(&self) -> String {
+        let reading = &self.reading;
+        let mut block = format!(
+            "device-case: {}
+network: {NETWORK}
+author: {}
+reading: {}
+",
+            self.name,
+            self.author.to_hex(),
+            hex::encode(crate::codec::encode(reading)),
+        );
+        match reading.device.as_slice().first() {
+            Some(Attestation::Ed25519(signed)) => {
+                let digest = device_reading_digest(&network(), &self.author, reading);
+                let _ = writeln!(block, "device-key: {}", signed.key.to_hex());
+                let _ = writeln!(block, "device-digest: {}", hex::encode(digest));
+                let _ = writeln!(block, "device-signature: {}", signed.signature.to_hex());
+            }
+            Some(Attestation::Ocmf(record)) => {
+                let _ = writeln!(block, "device-key: {}", record.key.to_hex());
+                let _ = writeln!(block, "ocmf: {}", record.record.as_str());
+                let _ = writeln!(
+                    block,
+                    "registers: import {} Wh, export {} Wh, interval {} + {} s",
+                    reading.import_counter_wh, reading.export_counter_wh, reading.interval_start_s, reading.interval_s
+                );
+            }
+            None => {}
+        }
+        let verdict = self.refused.as_deref().map_or_else(|| "valid".to_owned(), |why| format!("invalid ({why})"));
+        let _ = writeln!(block, "verdict: {verdict}");
+        block
+    }
+}
+
+/// The device cases: a kos device's signature, the OCMF samples, and what each rule refuses.
+pub fn device_cases() -> Vec<DeviceCase> {
+    let author = public_key(2);
+    let kcp30 = |record: &str, import_counter_wh, interval_start_s| {
+        let record = OcmfRecord { key: p256_key(OCMF_KCP30_KEY), record: text(record) };
+        attested(register_reading("charger-1", interval_start_s, import_counter_wh, 0), Attestation::Ocmf(record))
+    };
+    let lem = OcmfRecord { key: p256_key(OCMF_LEM_KEY), record: text(OCMF_LEM) };
+    let device = device_signed_reading();
+    let tampered_reading = Reading { export_wh: 512, ..device.clone() };
+    let cases: Vec<(&'static str, PublicKey, Reading)> = vec![
+        ("ed25519", author, device.clone()),
+        ("ed25519-other-author", public_key(1), device),
+        ("ed25519-reading-changed", author, tampered_reading),
+        ("ocmf-kcp30", author, kcp30(OCMF_KCP30, 259, 1_565_690_400)),
+        ("ocmf-kcp30-tampered", author, kcp30(&OCMF_KCP30.replacen("2019-08-13", "2019-08-12", 1), 259, 1_565_690_400)),
+        ("ocmf-kcp30-other-register", author, kcp30(OCMF_KCP30, 260, 1_565_690_400)),
+        ("ocmf-kcp30-other-interval", author, kcp30(OCMF_KCP30, 259, 1_565_691_300)),
+        (
+            "ocmf-lem",
+            author,
+            attested(register_reading("dc-meter", 1_633_518_900, 58_685, 4_405), Attestation::Ocmf(lem)),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, author, reading)| DeviceCase {
+            name,
+            author,
+            refused: check_attestation(&network(), &author, &reading).err().map(|error| error.to_string()),
+            reading,
+        })
+        .collect()
 }

@@ -496,6 +496,7 @@ async fn impossible_readings_are_rejected_at_the_door() {
             import_counter_wh: 5_000,
             export_counter_wh: 0,
             source: MeterSource::Simulated,
+            device: Default::default(),
         };
         Draft {
             network: network.clone(),

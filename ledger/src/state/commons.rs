@@ -151,6 +151,17 @@ impl Pending<'_> {
         asset: &protocol::message::Asset,
     ) -> Result<(), EntryError> {
         let (author, id) = (*author, *id);
+        // A device key belongs to one account's asset: another account may not claim a device's readings.
+        if let Some(device) = asset.device.as_slice().first() {
+            let device_key = key(DEVICE_KEY, &[&device.index_bytes()]);
+            if let Some(holder) = self.read::<Id>(&device_key)
+                && let Some(held) = self.read::<AssetState>(&key(ASSET, &[holder.as_bytes()]))
+                && held.author != author
+            {
+                return Err(EntryError::DeviceKeyTaken { key: device.to_string(), asset: holder });
+            }
+            self.write(device_key, &id);
+        }
         let record = AssetState { author, manifest: asset.clone(), readings: 0, last_interval_start_s: 0 };
         self.write(key(ASSET, &[id.as_bytes()]), &record);
         for meter in asset.meters.as_slice() {

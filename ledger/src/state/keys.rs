@@ -60,6 +60,8 @@ pub(super) const JOBS_OPEN: u8 = b'W';
 pub(super) const PAIR: u8 = b'2';
 pub(super) const BARTER_LEG: u8 = b'3';
 pub(super) const BARTER_LEG_DUE: u8 = b'4';
+/// A device key's asset: `5 || kind code || key` → the asset's id.
+pub(super) const DEVICE_KEY: u8 = b'5';
 
 /// Every prefix, with its name (for the check that they are distinct).
 #[cfg(test)]
@@ -119,6 +121,7 @@ pub(super) const PREFIXES: &[(&str, u8)] = &[
     ("PAIR", PAIR),
     ("BARTER_LEG", BARTER_LEG),
     ("BARTER_LEG_DUE", BARTER_LEG_DUE),
+    ("DEVICE_KEY", DEVICE_KEY),
 ];
 
 pub(super) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {

@@ -25,6 +25,12 @@ impl Pending<'_> {
             .read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]))
             .map(|asset| key(ASSET, &[asset.as_bytes()]));
         let mut asset = asset_key.as_ref().and_then(|asset_key| self.read::<AssetState>(asset_key));
+        // The device the asset names signs its readings (the signature itself was checked at the door).
+        let named = asset.as_ref().and_then(|asset| asset.manifest.device.as_slice().first());
+        protocol::message::check_binding(named, reading).map_err(|error| EntryError::ReadingDevice {
+            meter: reading.meter.as_str().to_owned(),
+            reason: error.to_string(),
+        })?;
         let mut capacity = asset.as_ref().map_or(energy::reading::Capacity::RESIDENTIAL, AssetState::capacity);
         // An override may cap the device's import and export below what it is rated for.
         if let Some(cap) =

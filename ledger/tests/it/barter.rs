@@ -52,6 +52,7 @@ fn exported(meter: &str, export_wh: u64) -> Body {
     Body::Reading(Reading {
         meter: MeterId::new(meter).unwrap(),
         source: MeterSource::Simulated,
+        device: Default::default(),
         interval_start_s: DELIVERY_S,
         interval_s: BARTER_ENERGY_INTERVAL_S as u32,
         import_wh: 0,

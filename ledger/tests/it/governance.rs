@@ -342,6 +342,7 @@ fn stewards_pass_a_short_emergency_cap_on_a_device() {
         import_counter_wh: 0,
         export_counter_wh: export_wh,
         source: protocol::message::MeterSource::Simulated,
+        device: Default::default(),
     };
     let over = world.sign(4, Body::Reading(reading(500)));
     let block = world.block(vec![over]);
@@ -518,6 +519,7 @@ fn an_issuance_rule_passed_by_governance_changes_who_mints_and_the_export_reward
         import_counter_wh: 0,
         export_counter_wh: 1_000,
         source: protocol::message::MeterSource::Simulated,
+        device: Default::default(),
     };
     let reading = world.sign(3, Body::Reading(reading));
     assert_eq!(world.block(vec![reading]).kept, 1);

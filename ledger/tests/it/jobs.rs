@@ -437,6 +437,7 @@ fn reading(meter: &str, start_s: u64, export_counter_wh: u64, export_wh: u64) ->
     Body::Reading(Reading {
         meter: MeterId::new(meter).unwrap(),
         source: MeterSource::Simulated,
+        device: Default::default(),
         interval_start_s: start_s,
         interval_s: 60,
         import_wh: 0,
@@ -453,6 +454,7 @@ fn charging(meter: &str, start_s: u64, wh: u64) -> Body {
     Body::Reading(Reading {
         meter: MeterId::new(meter).unwrap(),
         source: MeterSource::Simulated,
+        device: Default::default(),
         interval_start_s: start_s,
         interval_s: 60,
         import_wh: wh,
@@ -505,6 +507,7 @@ fn battery(world: &mut World) -> Envelope {
         cell: Cell::new("u33db").unwrap(),
         commissioned_s: START_MS / 1000,
         maintenance_interval_s: 0,
+        device: Default::default(),
     };
     world.sign(5, Body::Asset(asset))
 }

@@ -294,6 +294,7 @@ fn impossible_readings_are_refused_and_counters_must_account_for_energy() {
             import_counter_wh: 10_600,
             export_counter_wh: 10_000,
             source: MeterSource::Simulated,
+            device: Default::default(),
         };
         edit(&mut reading);
         market.sign(1, Body::Reading(reading)).to_bytes()
@@ -345,6 +346,7 @@ fn readings_of_a_registered_asset_are_held_to_its_rated_limits() {
             cell: Cell::new("u33db").unwrap(),
             commissioned_s: start_s - 86_400,
             maintenance_interval_s: 365 * 86_400,
+            device: Default::default(),
         }),
     );
     let asset = manifest.id();
@@ -367,6 +369,106 @@ fn readings_of_a_registered_asset_are_held_to_its_rated_limits() {
     let other = market.reading(2, start_s, 1_000, 0);
     assert!(market.block(vec![other]).is_empty());
     assert_eq!(market.state.asset(&asset).unwrap().readings, 1);
+}
+
+/// A meter whose asset names a device key takes only readings that device signed for this account: an unsigned
+/// reading, one signed by another device and one whose device signature fails are refused; another account may not
+/// register the same device, while the owner may register it again.
+#[test]
+fn a_device_bound_meter_takes_only_readings_its_device_signed() {
+    use protocol::message::{Asset, AssetKind, Attestation, DeviceKey, DeviceSignature, Limits, device_reading_digest};
+    let mut market = Market::new("");
+    let start_s = START_MS / 1000;
+    market.now_ms = START_MS + 3_600_000;
+    let (device, stranger) = (Keypair::from_seed(&[99; 32]), Keypair::from_seed(&[98; 32]));
+    let manifest = |market: &mut Market, author: usize| {
+        let body = Body::Asset(Asset {
+            kind: AssetKind::Meter,
+            purpose: protocol::types::Text::new("smart meter with a signing chip").unwrap(),
+            owner: market.key(author),
+            meters: protocol::types::BoundedVec::new(vec![MeterId::new("home-1").unwrap()]).unwrap(),
+            limits: Limits {
+                generation_w_max: 10_000,
+                import_w_max: 10_000,
+                export_w_max: 10_000,
+                consumption_w_max: 10_000,
+                storage_w_max: 0,
+                storage_wh: 0,
+            },
+            cell: Cell::new("u33db").unwrap(),
+            commissioned_s: start_s - 86_400,
+            maintenance_interval_s: 0,
+            device: protocol::types::BoundedVec::new(vec![DeviceKey::Ed25519(device.public())]).unwrap(),
+        });
+        market.sign(author, body).to_bytes()
+    };
+    let first = manifest(&mut market, 1);
+    assert!(market.block(vec![first]).is_empty());
+    let reading =
+        |market: &mut Market, author: usize, interval_start_s: u64, signer: Option<&Keypair>, tamper: bool| {
+            let mut reading = Reading {
+                meter: MeterId::new("home-1").unwrap(),
+                interval_start_s,
+                interval_s: 900,
+                import_wh: 100,
+                export_wh: 0,
+                generation_wh: 0,
+                consumption_wh: 100,
+                import_counter_wh: 10_000 + 100 * (interval_start_s - start_s) / 900 + 100,
+                export_counter_wh: 0,
+                source: MeterSource::SunSpecModbus,
+                device: Default::default(),
+            };
+            if let Some(signer) = signer {
+                let digest =
+                    device_reading_digest(&NetworkId::new("kos-market").unwrap(), &market.key(author), &reading);
+                let signature = signer.sign_digest(&digest);
+                reading.device = protocol::types::BoundedVec::new(vec![Attestation::Ed25519(DeviceSignature {
+                    key: signer.public(),
+                    signature,
+                })])
+                .unwrap();
+                if tamper {
+                    reading.import_wh += 1;
+                    reading.import_counter_wh += 1;
+                }
+            }
+            market.sign(author, Body::Reading(reading)).to_bytes()
+        };
+    let unsigned = reading(&mut market, 1, start_s, None, false);
+    let other_device = reading(&mut market, 1, start_s, Some(&stranger), false);
+    let tampered = reading(&mut market, 1, start_s, Some(&device), true);
+    let refused = market.block(vec![unsigned, other_device, tampered]);
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        matches!(&refused[0], EntryError::ReadingDevice { reason, .. } if reason.contains("must carry")),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        matches!(&refused[1], EntryError::ReadingDevice { reason, .. } if reason.contains("names ed25519:")),
+        "{}",
+        refused[1]
+    );
+    assert!(
+        matches!(&refused[2], EntryError::Invalid(reason) if reason.contains("device signature")),
+        "{}",
+        refused[2]
+    );
+    let signed = reading(&mut market, 1, start_s, Some(&device), false);
+    assert_eq!(market.block(vec![signed]), vec![]);
+    // Another account's meter has no device: a reading its own chip signs is refused, an unsigned one anchored.
+    let unbound = reading(&mut market, 2, start_s, Some(&stranger), false);
+    let plain = reading(&mut market, 2, start_s, None, false);
+    let refused = market.block(vec![unbound, plain]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(matches!(&refused[0], EntryError::ReadingDevice { reason, .. } if reason.contains("names no device key")));
+    // The device belongs to account 1: account 2 may not claim it; account 1 may register it again.
+    let squat = manifest(&mut market, 2);
+    let refused = market.block(vec![squat]);
+    assert!(matches!(refused.as_slice(), [EntryError::DeviceKeyTaken { .. }]), "{refused:?}");
+    let again = manifest(&mut market, 1);
+    assert_eq!(market.block(vec![again]), vec![]);
 }
 
 /// A block's events say what its entries did, for the node's followers: each settled trade with its parties, pool
@@ -434,6 +536,7 @@ fn reading_after(
         import_counter_wh: *import_counter_wh,
         export_counter_wh: *export_counter_wh,
         source: MeterSource::Simulated,
+        device: Default::default(),
     };
     market.sign(author, Body::Reading(reading)).to_bytes()
 }

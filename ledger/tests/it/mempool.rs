@@ -53,6 +53,7 @@ impl World {
         let body = Body::Reading(Reading {
             meter: MeterId::new("main").unwrap(),
             source: MeterSource::Simulated,
+            device: Default::default(),
             interval_start_s: START_MS / 1000 - 60,
             interval_s: 60,
             import_wh: 10,

@@ -1524,6 +1524,10 @@ struct AssetRequest {
     /// Seconds between maintenance visits its owner promises; 0: none.
     #[serde(default)]
     maintenance_interval_s: u64,
+    /// The key of the device that signs its meters' readings: `ed25519:<64 hex digits>`, or `p256:<hex>` for an
+    /// OCMF meter (its 65-byte SEC1 point, its 64-byte X || Y, or its DER SubjectPublicKeyInfo as OCMF registers
+    /// publish it). Its meters' readings then count only with the device's signature.
+    device_key: Option<String>,
 }
 
 /// What kind of asset.
@@ -1596,6 +1600,17 @@ async fn post_asset(State(context): State<Context>, _: Authorized, body: Bytes) 
                 .map_err(|problem| format!("cell: {problem}"))?,
             commissioned_s: request.commissioned_s.unwrap_or(now_ms() / 1000),
             maintenance_interval_s: request.maintenance_interval_s,
+            device: protocol::types::BoundedVec::new(
+                request
+                    .device_key
+                    .as_deref()
+                    .map(protocol::message::DeviceKey::from_text)
+                    .transpose()
+                    .map_err(|problem| format!("device_key: {problem}"))?
+                    .into_iter()
+                    .collect(),
+            )
+            .map_err(|problem| format!("device_key: {problem}"))?,
         })
     })()
     .map_err(ApiError::bad_request)?;
@@ -1631,6 +1646,8 @@ pub struct AssetView {
     commissioned_s: u64,
     /// Seconds between promised maintenance visits; 0: none.
     maintenance_interval_s: u64,
+    /// The key of the device that signs its meters' readings (`ed25519:…` or `p256:…`); none: its author's node.
+    device_key: Option<String>,
     /// Readings anchored for its meters since it was registered.
     readings: u64,
     /// The interval start of the latest of them, Unix seconds (0: none yet).
@@ -1732,6 +1749,7 @@ async fn asset(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
         cell: manifest.cell.as_str().to_owned(),
         commissioned_s: manifest.commissioned_s,
         maintenance_interval_s: manifest.maintenance_interval_s,
+        device_key: manifest.device.as_slice().first().map(ToString::to_string),
         readings: asset.readings,
         last_interval_start_s: asset.last_interval_start_s,
         recent_readings,

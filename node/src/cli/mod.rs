@@ -428,6 +428,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for case in protocol::vectors::signature_cases() {
                 writeln!(out, "```text\n{}```\n", case.to_block())?;
             }
+            writeln!(out, "{DEVICE_CASES_INTRO}\n")?;
+            for case in protocol::vectors::device_cases() {
+                writeln!(out, "```text\n{}```\n", case.to_block())?;
+            }
             Ok(())
         }
     }
@@ -445,6 +449,16 @@ The crafted ones use a secret scalar `a = BLAKE3(\"kos signature case secret\") 
 `verify_strict`; *small-order-r* (`R = T`, `S = k·a`) and *small-order-key* (the key `T`, `S = r`) pass the
 cofactored equation but are refused for their small-order point; *s-not-reduced* is the honest signature with
 `S + ℓ`.";
+
+/// What `kos protocol vectors` prints before the device cases.
+#[cfg(feature = "tools")]
+const DEVICE_CASES_INTRO: &str = "### Device cases
+
+Each case is a reading (its canonical CBOR, `device` included), the account that relays it, and the verdict of the
+stateless device check of §5 (*Device-signed readings*). An ed25519 case shows the device digest and signature; an
+OCMF case the record and the registers the reading claims. The OCMF records are public samples from S.A.F.E. e.V.'s
+Transparenzsoftware (`src/test/resources/xml/test_ocmf_keba_kcp30.xml` and `VW_OCMF_load.xml`, Apache-2.0):
+*ocmf-kcp30-tampered* is the first with its first date changed (`2019-08-12`), as that project's own failing sample.";
 
 fn run_node(paths: &Paths, args: RunArgs) -> anyhow::Result<()> {
     let explicit = args.config.is_some();

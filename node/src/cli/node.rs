@@ -828,6 +828,10 @@ pub enum AssetAction {
         /// Days between maintenance visits (0: none).
         #[arg(long, default_value_t = 0)]
         maintenance_days: u64,
+        /// The device that signs its meters' readings: `ed25519:<hex>` (as `kos meter` shows a device key), or
+        /// `p256:<hex>` for an OCMF meter (its published public key, e.g. a DER SubjectPublicKeyInfo).
+        #[arg(long)]
+        device_key: Option<String>,
     },
     /// An asset's manifest and the readings anchored for it.
     Show { id: String },
@@ -849,6 +853,7 @@ pub fn asset(client: &Client, action: AssetAction) -> anyhow::Result<()> {
             storage_wh,
             cell,
             maintenance_days,
+            device_key,
         } => {
             let mut body = json!({
                 "kind": kind, "purpose": purpose, "meters": meters,
@@ -861,6 +866,9 @@ pub fn asset(client: &Client, action: AssetAction) -> anyhow::Result<()> {
             }
             if let Some(cell) = cell {
                 body["cell"] = json!(cell);
+            }
+            if let Some(device_key) = device_key {
+                body["device_key"] = json!(device_key);
             }
             let answer = client.post("/assets", &body)?;
             writeln!(out, "asset {} submitted", answer["id"].as_str().unwrap_or(""))?;
@@ -876,6 +884,9 @@ pub fn asset(client: &Client, action: AssetAction) -> anyhow::Result<()> {
             writeln!(out, "  owner {}", answer["owner"].as_str().unwrap_or(""))?;
             writeln!(out, "  meters {}", answer["meters"])?;
             writeln!(out, "  limits {}", answer["limits"])?;
+            if let Some(device_key) = answer["device_key"].as_str() {
+                writeln!(out, "  readings signed by device {device_key}")?;
+            }
             writeln!(out, "  readings anchored {}", answer["readings"])?;
             for alert in answer["alerts"].as_array().into_iter().flatten() {
                 writeln!(

@@ -98,6 +98,8 @@ pub struct Settings {
     pub tariffs: (u64, u64),
     /// Maintenance rules for the asset the meter is bound to.
     pub maintenance: energy::maintenance::Rules,
+    /// The meter's own signing key: every reading carries its signature too.
+    pub device: Option<Arc<protocol::Keypair>>,
 }
 
 /// Slots the home controller looks ahead.
@@ -140,6 +142,9 @@ pub struct Status {
     /// Maintenance alerts this node signed for it, and the latest.
     pub alerts: u64,
     pub last_alert: Option<String>,
+    /// The device key that signs this meter's readings besides the node (`ed25519:<hex>`), to name in its asset
+    /// manifest; none: the node's signature only.
+    pub device_key: Option<String>,
 }
 
 /// What a real home's forecaster knows and expects.
@@ -198,6 +203,8 @@ pub struct ReadingView {
     pub export_wh: u64,
     pub generation_wh: u64,
     pub consumption_wh: u64,
+    /// `node`, or `device` when the meter's device signed it too.
+    pub trust: &'static str,
 }
 
 /// Reads the actor's status.
@@ -227,6 +234,10 @@ pub fn spawn(
         meter: settings.id.as_str().to_owned(),
         source: source.kind().to_owned(),
         interval_s: settings.interval_s,
+        device_key: settings
+            .device
+            .as_ref()
+            .map(|device| protocol::message::DeviceKey::Ed25519(device.public()).to_string()),
         ..Status::default()
     };
     let (sender, receiver) = watch::channel(status.clone());
@@ -756,6 +767,11 @@ impl Actor {
             warn!(%invalid, meter = %self.settings.id, start = reading.interval_start_s, "not signing an impossible reading");
             return;
         }
+        // The meter's own chip signs it first (for this node: no other account can relay it as its own).
+        let reading = match &self.settings.device {
+            Some(device) => protocol::message::attest(&self.settings.network, &self.signer.public(), reading, device),
+            None => reading,
+        };
         let Some(envelope) = self.sign(Body::Reading(reading.clone()), now, now.saturating_add(READING_LIFETIME_MS))
         else {
             self.status.readings_refused += 1;
@@ -784,6 +800,7 @@ impl Actor {
             export_wh: reading.export_wh,
             generation_wh: reading.generation_wh,
             consumption_wh: reading.consumption_wh,
+            trust: protocol::message::Trust::of(&reading).name(),
         });
     }
 }

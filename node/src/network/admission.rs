@@ -211,13 +211,22 @@ impl Admission {
 }
 
 /// Signatures inside a message besides its own: the offers a settlement or barter cycle carries, the reading a
-/// report attaches.
+/// report or delivery attaches, a device's attestation of a reading (an OCMF record's P-256 check counts four).
 fn nested_signatures(body: &Body) -> u64 {
+    let inner = |envelope: &protocol::Envelope| 1 + nested_signatures(&envelope.body);
     match body {
         Body::Settlement(_) => 2,
         Body::BarterCycle(cycle) => cycle.legs.as_slice().len() as u64,
-        Body::Report(report) => report.reading.as_slice().len() as u64,
-        Body::Deliver(deliver) => u64::from(matches!(deliver.proof, protocol::message::Proof::Reading(_))),
+        Body::Reading(reading) => match reading.device.as_slice().first() {
+            Some(protocol::message::Attestation::Ed25519(_)) => 1,
+            Some(protocol::message::Attestation::Ocmf(_)) => 4,
+            None => 0,
+        },
+        Body::Report(report) => report.reading.as_slice().iter().map(inner).sum(),
+        Body::Deliver(deliver) => match &deliver.proof {
+            protocol::message::Proof::Reading(reading) => inner(reading),
+            _ => 0,
+        },
         _ => 0,
     }
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod cbor;
+mod device;
 mod properties;
 mod validation;
 mod vectors;

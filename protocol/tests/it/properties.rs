@@ -108,6 +108,7 @@ pub fn body() -> impl Strategy<Value = Body> {
                 import_counter_wh: values[4],
                 export_counter_wh: values[5],
                 source: MeterSource::Mqtt,
+                device: Default::default(),
             })
         ),
         (any::<[u8; 32]>(), token(), 1..=u64::MAX, ".{0,35}").prop_map(|(to, token, amount, memo)| {

@@ -71,7 +71,7 @@ fn vectors_verify_from_the_spec_alone() {
         assert_eq!(&envelope[envelope.len() - 66..envelope.len() - 64], &[0x58, 0x40], "{name}");
         // id = blake3("kos/v1/id/" || kind || 0x00 || unsigned); the kind is the name up to a '-side',
         // '-override' or '-proof' suffix.
-        let kind = ["-bid", "-ask", "-override", "-result", "-openings"]
+        let kind = ["-bid", "-ask", "-override", "-result", "-openings", "-device", "-ocmf"]
             .iter()
             .fold(name.as_str(), |name, suffix| name.strip_suffix(suffix).unwrap_or(name));
         let mut preimage = format!("kos/v1/id/{kind}\0").into_bytes();
@@ -140,4 +140,35 @@ fn protocol_md_lists_the_signature_cases_and_each_gets_its_verdict() {
     for (result, case) in verify_batch(&items).iter().zip(&parsed) {
         assert_eq!(result.is_ok(), case.3);
     }
+}
+
+#[test]
+fn protocol_md_lists_the_device_cases_and_their_verdicts() {
+    let documented = blocks("device-case");
+    let generated = vectors::device_cases();
+    assert_eq!(documented.len(), generated.len(), "regenerate with `kos protocol vectors`");
+    for (block, case) in documented.iter().zip(&generated) {
+        let expected: BTreeMap<String, String> = case
+            .to_block()
+            .lines()
+            .map(|line| line.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
+            .collect();
+        assert_eq!(block, &expected, "device case {} differs from PROTOCOL.md", case.name);
+    }
+    // The ed25519 digest is what §5 says: the domain, the network, the author and the unattested reading.
+    let case = &generated[0];
+    let reading: protocol::message::Reading =
+        protocol::codec::decode(&unhex(&documented[0]["reading"]), 16_384).unwrap();
+    let mut unattested = protocol::codec::encode(&reading);
+    // The reading's last item is its one-attestation array; the device signs it as the empty array.
+    let attestation_start = unattested.len() - protocol::codec::encode(&reading.device).len();
+    unattested.truncate(attestation_start);
+    unattested.push(0x80);
+    let mut preimage = format!("kos/v1/device-reading\0{}\0", vectors::NETWORK).into_bytes();
+    preimage.extend_from_slice(case.author.as_bytes());
+    preimage.extend_from_slice(&unattested);
+    assert_eq!(hex::encode(blake3::hash(&preimage).as_bytes()), documented[0]["device-digest"]);
+    let key = VerifyingKey::from_bytes(&unhex(&documented[0]["device-key"]).try_into().unwrap()).unwrap();
+    let signature = Signature::from_bytes(&unhex(&documented[0]["device-signature"]).try_into().unwrap());
+    key.verify(blake3::hash(&preimage).as_bytes(), &signature).unwrap();
 }

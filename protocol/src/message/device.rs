@@ -1,0 +1,276 @@
+//! Readings a device signs (PROTOCOL.md §5, *Device-signed readings*): the key an asset manifest names for its
+//! meters, the signature a reading then carries, and the checks of both. The node relays the device's signature
+//! inside its own envelope: the envelope says who claims the reading, the device's signature that the meter measured
+//! it.
+
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_tuple::{Deserialize_tuple, Serialize_tuple};
+
+use super::Reading;
+use crate::limits::{OCMF_LATE_SECONDS_MAX, OCMF_RECORD_BYTES_MAX};
+use crate::ocmf::{self, OcmfError};
+use crate::types::{BoundedVec, NetworkId, P256Key, PublicKey, Signature, Text};
+
+/// The key a device signs its readings with, as an asset manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DeviceKey {
+    /// A kos-native device (a meter or gateway running kos firmware, or a node's secure element).
+    Ed25519(PublicKey),
+    /// A calibration-law meter or charger that signs OCMF records.
+    P256(P256Key),
+}
+
+tagged_union!(DeviceKey, "device key", DeviceKeyKind {
+    0 => Ed25519(PublicKey), "ed25519";
+    1 => P256(P256Key), "p256";
+});
+
+impl DeviceKey {
+    /// The key's bytes, as the ledger indexes device keys (PROTOCOL.md §10: `kind code || key`).
+    pub fn index_bytes(&self) -> Vec<u8> {
+        match self {
+            DeviceKey::Ed25519(key) => [&[0u8][..], key.as_bytes()].concat(),
+            DeviceKey::P256(key) => [&[1u8][..], key.as_bytes()].concat(),
+        }
+    }
+}
+
+impl DeviceKey {
+    /// Reads `ed25519:<64 hex digits>` or `p256:<hex>` (the P-256 key in any form [`P256Key::from_text`] reads),
+    /// as [`fmt::Display`] writes them.
+    pub fn from_text(text: &str) -> Result<DeviceKey, String> {
+        match text.trim().split_once(':') {
+            Some(("ed25519", key)) => {
+                PublicKey::from_hex(key).map(DeviceKey::Ed25519).map_err(|error| error.to_string())
+            }
+            Some(("p256", key)) => P256Key::from_text(key).map(DeviceKey::P256).map_err(|error| error.to_string()),
+            _ => Err(format!("{text:?}: want ed25519:<64 hex digits> or p256:<hex of the key>")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceKey::Ed25519(key) => write!(f, "ed25519:{key}"),
+            DeviceKey::P256(key) => write!(f, "p256:{key}"),
+        }
+    }
+}
+
+/// A kos-native device's signature over a reading: ed25519 over [`device_reading_digest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct DeviceSignature {
+    pub key: PublicKey,
+    pub signature: Signature,
+}
+
+/// A meter's OCMF record, relayed as the device sent it: its signed registers are the reading's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct OcmfRecord {
+    pub key: P256Key,
+    /// `OCMF|<payload>|<signature>`, byte for byte as the device sent it.
+    pub record: Text<OCMF_RECORD_BYTES_MAX>,
+}
+
+/// How a device attests a reading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attestation {
+    Ed25519(DeviceSignature),
+    Ocmf(OcmfRecord),
+}
+
+tagged_union!(Attestation, "device attestation", AttestationKind {
+    0 => Ed25519(DeviceSignature), "ed25519";
+    1 => Ocmf(OcmfRecord), "ocmf";
+});
+
+impl Attestation {
+    /// The device key the attestation is made with.
+    pub fn key(&self) -> DeviceKey {
+        match self {
+            Attestation::Ed25519(signature) => DeviceKey::Ed25519(signature.key),
+            Attestation::Ocmf(record) => DeviceKey::P256(record.key),
+        }
+    }
+}
+
+/// What a kos-native device signs for a reading:
+/// `blake3("kos/v1/device-reading" || 0x00 || network || 0x00 || author || reading')`, where `author` is the key of
+/// the node that relays it (so no other account can claim the device's readings) and `reading'` is the reading's
+/// canonical CBOR with `device` empty (its last item `0x80`).
+pub fn device_reading_digest(network: &NetworkId, author: &PublicKey, reading: &Reading) -> [u8; 32] {
+    let unattested = Reading { device: BoundedVec::default(), ..reading.clone() };
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"kos/v1/device-reading");
+    hasher.update(&[0]);
+    hasher.update(network.as_str().as_bytes());
+    hasher.update(&[0]);
+    hasher.update(author.as_bytes());
+    hasher.update(&crate::codec::encode(&unattested));
+    *hasher.finalize().as_bytes()
+}
+
+/// The reading signed by a kos-native device for the node `author` relaying it on `network` (any earlier
+/// attestation replaced).
+pub fn attest(network: &NetworkId, author: &PublicKey, reading: Reading, device: &crate::Keypair) -> Reading {
+    let signature = device.sign_digest(&device_reading_digest(network, author, &reading));
+    let attestation = Attestation::Ed25519(DeviceSignature { key: device.public(), signature });
+    Reading { device: BoundedVec::new(vec![attestation]).unwrap_or_default(), ..reading }
+}
+
+/// Why a reading's device attestation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttestationError {
+    /// The ed25519 device signature does not verify.
+    BadSignature,
+    Ocmf(OcmfError),
+    /// The OCMF record attests neither lifetime register.
+    NoRegister,
+    /// A register the record attests differs from the reading's.
+    Mismatch {
+        register: &'static str,
+        signed_wh: u64,
+        claimed_wh: u64,
+    },
+    /// A register was read outside the reading's interval.
+    OutsideInterval {
+        register: &'static str,
+        time_s: i64,
+    },
+}
+
+impl fmt::Display for AttestationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttestationError::BadSignature => f.write_str("the device signature does not verify"),
+            AttestationError::Ocmf(error) => write!(f, "{error}"),
+            AttestationError::NoRegister => {
+                f.write_str("the OCMF record attests no lifetime import or export register (1.8.0, 2.8.0)")
+            }
+            AttestationError::Mismatch { register, signed_wh, claimed_wh } => {
+                write!(f, "the device signed {register} {signed_wh} Wh, the reading claims {claimed_wh} Wh")
+            }
+            AttestationError::OutsideInterval { register, time_s } => {
+                write!(f, "the device read {register} at {time_s}, outside the reading's interval")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AttestationError {}
+
+/// Checks a reading's device attestation, if it has one, on its own (no state): the signature verifies with the key
+/// it names, and an OCMF record's registers are the reading's. Whether the key is the one the meter's asset names
+/// is the ledger's check ([`check_binding`]).
+pub fn check_attestation(network: &NetworkId, author: &PublicKey, reading: &Reading) -> Result<(), AttestationError> {
+    let Some(attestation) = reading.device.as_slice().first() else { return Ok(()) };
+    match attestation {
+        Attestation::Ed25519(signed) => {
+            let digest = device_reading_digest(network, author, reading);
+            crate::keys::verify(&signed.key, &digest, &signed.signature).map_err(|_| AttestationError::BadSignature)
+        }
+        Attestation::Ocmf(record) => {
+            let parsed = ocmf::parse(record.record.as_str()).map_err(AttestationError::Ocmf)?;
+            ocmf::verify(&parsed, &record.key).map_err(AttestationError::Ocmf)?;
+            let registers = ocmf::registers(parsed.payload).map_err(AttestationError::Ocmf)?;
+            check_registers(&registers, reading)
+        }
+    }
+}
+
+/// An OCMF record's registers against a reading: at least one lifetime register; each one the record has equals
+/// the reading's counter and was read in `(interval start, interval end + OCMF_LATE_SECONDS_MAX]`.
+fn check_registers(registers: &ocmf::Registers, reading: &Reading) -> Result<(), AttestationError> {
+    if registers.import.is_none() && registers.export.is_none() {
+        return Err(AttestationError::NoRegister);
+    }
+    let start = i64::try_from(reading.interval_start_s).unwrap_or(i64::MAX);
+    let late =
+        reading.interval_start_s.saturating_add(u64::from(reading.interval_s)).saturating_add(OCMF_LATE_SECONDS_MAX);
+    let late = i64::try_from(late).unwrap_or(i64::MAX);
+    let pairs = [
+        ("import", registers.import, reading.import_counter_wh),
+        ("export", registers.export, reading.export_counter_wh),
+    ];
+    for (register, signed, claimed_wh) in pairs {
+        let Some(signed) = signed else { continue };
+        if signed.time_s <= start || signed.time_s > late {
+            return Err(AttestationError::OutsideInterval { register, time_s: signed.time_s });
+        }
+        if signed.wh != claimed_wh {
+            return Err(AttestationError::Mismatch { register, signed_wh: signed.wh, claimed_wh });
+        }
+    }
+    Ok(())
+}
+
+/// Why a reading does not fit the device its meter's asset names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindingError {
+    /// The asset names a device key (as written by [`DeviceKey`]'s `Display`) and the reading carries no
+    /// attestation.
+    Unattested { key: String },
+    /// The reading is attested with a key the asset does not name.
+    WrongKey { named: Option<String>, used: String },
+}
+
+impl fmt::Display for BindingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindingError::Unattested { key } => {
+                write!(f, "the meter's asset names device key {key}: its readings must carry the device's signature")
+            }
+            BindingError::WrongKey { named: Some(named), used } => {
+                write!(f, "signed by device key {used}, but the meter's asset names {named}")
+            }
+            BindingError::WrongKey { named: None, used } => {
+                write!(f, "signed by device key {used}, but the meter's asset names no device key")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BindingError {}
+
+/// The one rule binding a reading to its meter's device: a meter whose asset names a device key takes only readings
+/// attested with that key; a meter without one takes only readings without an attestation.
+pub fn check_binding(named: Option<&DeviceKey>, reading: &Reading) -> Result<(), BindingError> {
+    let used = reading.device.as_slice().first().map(Attestation::key);
+    match (named, used) {
+        (None, None) => Ok(()),
+        (Some(named), Some(used)) if *named == used => Ok(()),
+        (Some(named), None) => Err(BindingError::Unattested { key: named.to_string() }),
+        (named, Some(used)) => {
+            Err(BindingError::WrongKey { named: named.map(ToString::to_string), used: used.to_string() })
+        }
+    }
+}
+
+/// How a reading is attested, weakest first (PROTOCOL.md §5, *Device-signed readings*): shown with every reading, and what pool rules may ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trust {
+    /// Signed by its author's node only.
+    Node,
+    /// Also signed by the meter's registered device.
+    Device,
+}
+
+impl Trust {
+    /// The reading's level as it stands on its own.
+    pub fn of(reading: &Reading) -> Trust {
+        if reading.device.is_empty() { Trust::Node } else { Trust::Device }
+    }
+
+    /// The lowercase name the API shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trust::Node => "node",
+            Trust::Device => "device",
+        }
+    }
+}
