@@ -25,6 +25,11 @@ fn blocks(first_key: &str) -> Vec<BTreeMap<String, String>> {
     blocks
 }
 
+/// A generated block as the key → value map [`blocks`] reads.
+fn as_map(block: &str) -> BTreeMap<String, String> {
+    block.lines().map(|line| line.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap()).collect()
+}
+
 fn documented() -> Vec<BTreeMap<String, String>> {
     blocks("vector")
 }
@@ -41,11 +46,7 @@ fn protocol_md_lists_exactly_the_vectors_the_code_produces() {
         generated.len()
     );
     for (block, vector) in documented.iter().zip(&generated) {
-        let expected: BTreeMap<String, String> = vector
-            .to_block()
-            .lines()
-            .map(|line| line.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
-            .collect();
+        let expected = as_map(&vector.to_block());
         assert_eq!(
             block, &expected,
             "vector {} differs from PROTOCOL.md (regenerate with `kos protocol vectors`)",
@@ -116,11 +117,7 @@ fn protocol_md_lists_the_signature_cases_and_each_gets_its_verdict() {
     assert_eq!(documented.len(), generated.len());
     let mut parsed = Vec::new();
     for (block, case) in documented.iter().zip(&generated) {
-        let expected: BTreeMap<String, String> = case
-            .to_block()
-            .lines()
-            .map(|line| line.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
-            .collect();
+        let expected = as_map(&case.to_block());
         assert_eq!(block, &expected, "signature case {} differs from PROTOCOL.md", case.name);
         let key = PublicKey(unhex(&block["public-key"]).try_into().unwrap());
         let digest: [u8; 32] = unhex(&block["digest"]).try_into().unwrap();
@@ -148,11 +145,7 @@ fn protocol_md_lists_the_device_cases_and_their_verdicts() {
     let generated = vectors::device_cases();
     assert_eq!(documented.len(), generated.len(), "regenerate with `kos protocol vectors`");
     for (block, case) in documented.iter().zip(&generated) {
-        let expected: BTreeMap<String, String> = case
-            .to_block()
-            .lines()
-            .map(|line| line.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned())).unwrap())
-            .collect();
+        let expected = as_map(&case.to_block());
         assert_eq!(block, &expected, "device case {} differs from PROTOCOL.md", case.name);
     }
     // The ed25519 digest is what §5 says: the domain, the network, the author and the unattested reading.
