@@ -73,7 +73,7 @@ pub struct ReadingView {
     pub export_wh: u64,
     pub generation_wh: u64,
     pub consumption_wh: u64,
-    /// How it is attested (PROTOCOL.md §7): `node` (its author's signature only) or `device` (also the meter's
+    /// How it is attested (PROTOCOL.md §5): `node` (its author's signature only) or `device` (also the meter's
     /// registered device, which the ledger checked).
     pub trust: &'static str,
     /// The device key that signed it, when one did.

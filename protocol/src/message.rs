@@ -426,7 +426,7 @@ pub struct Reading {
     /// The meter's lifetime export register at the end of the interval, Wh (never decreases).
     pub export_counter_wh: u64,
     pub source: MeterSource,
-    /// The meter's own signature over the reading, when its asset names a device key (PROTOCOL.md §7,
+    /// The meter's own signature over the reading, when its asset names a device key (PROTOCOL.md §5,
     /// *Device-signed readings*); empty otherwise.
     pub device: BoundedVec<Attestation, 0, 1>,
 }

@@ -705,6 +705,11 @@ pub fn device_cases() -> Vec<DeviceCase> {
         ("ocmf-kcp30-other-register", author, kcp30(OCMF_KCP30, 260, 1_565_690_400)),
         ("ocmf-kcp30-other-interval", author, kcp30(OCMF_KCP30, 259, 1_565_691_300)),
         (
+            "ocmf-kcp30-unsigned-export",
+            author,
+            Reading { export_wh: 500, export_counter_wh: 500, ..kcp30(OCMF_KCP30, 259, 1_565_690_400) },
+        ),
+        (
             "ocmf-lem",
             author,
             attested(register_reading("dc-meter", 1_633_518_900, 58_685, 4_405), Attestation::Ocmf(lem)),

@@ -27,10 +27,16 @@ impl Pending<'_> {
         let mut asset = asset_key.as_ref().and_then(|asset_key| self.read::<AssetState>(asset_key));
         // The device the asset names signs its readings (the signature itself was checked at the door).
         let named = asset.as_ref().and_then(|asset| asset.manifest.device.as_slice().first());
-        protocol::message::check_binding(named, reading).map_err(|error| EntryError::ReadingDevice {
-            meter: reading.meter.as_str().to_owned(),
-            reason: error.to_string(),
-        })?;
+        let refuse = |reason: String| EntryError::ReadingDevice { meter: reading.meter.as_str().to_owned(), reason };
+        protocol::message::check_binding(named, reading).map_err(|error| refuse(error.to_string()))?;
+        // A device key counts for the asset that holds it (`5`) only: an older manifest naming it counts no more.
+        if let Some(named) = named {
+            let holder = self.read::<Id>(&key(DEVICE_KEY, &[&named.index_bytes()]));
+            let this = self.read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]));
+            if holder != this {
+                return Err(refuse(format!("device key {named} now belongs to another asset")));
+            }
+        }
         let mut capacity = asset.as_ref().map_or(energy::reading::Capacity::RESIDENTIAL, AssetState::capacity);
         // An override may cap the device's import and export below what it is rated for.
         if let Some(cap) =

@@ -381,12 +381,12 @@ fn a_device_bound_meter_takes_only_readings_its_device_signed() {
     let start_s = START_MS / 1000;
     market.now_ms = START_MS + 3_600_000;
     let (device, stranger) = (Keypair::from_seed(&[99; 32]), Keypair::from_seed(&[98; 32]));
-    let manifest = |market: &mut Market, author: usize| {
+    let manifest = |market: &mut Market, author: usize, meter: &str| {
         let body = Body::Asset(Asset {
             kind: AssetKind::Meter,
             purpose: protocol::types::Text::new("smart meter with a signing chip").unwrap(),
             owner: market.key(author),
-            meters: protocol::types::BoundedVec::new(vec![MeterId::new("home-1").unwrap()]).unwrap(),
+            meters: protocol::types::BoundedVec::new(vec![MeterId::new(meter).unwrap()]).unwrap(),
             limits: Limits {
                 generation_w_max: 10_000,
                 import_w_max: 10_000,
@@ -402,7 +402,7 @@ fn a_device_bound_meter_takes_only_readings_its_device_signed() {
         });
         market.sign(author, body).to_bytes()
     };
-    let first = manifest(&mut market, 1);
+    let first = manifest(&mut market, 1, "home-1");
     assert!(market.block(vec![first]).is_empty());
     let reading =
         |market: &mut Market, author: usize, interval_start_s: u64, signer: Option<&Keypair>, tamper: bool| {
@@ -464,11 +464,19 @@ fn a_device_bound_meter_takes_only_readings_its_device_signed() {
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert!(matches!(&refused[0], EntryError::ReadingDevice { reason, .. } if reason.contains("names no device key")));
     // The device belongs to account 1: account 2 may not claim it; account 1 may register it again.
-    let squat = manifest(&mut market, 2);
+    let squat = manifest(&mut market, 2, "home-1");
     let refused = market.block(vec![squat]);
     assert!(matches!(refused.as_slice(), [EntryError::DeviceKeyTaken { .. }]), "{refused:?}");
-    let again = manifest(&mut market, 1);
-    assert_eq!(market.block(vec![again]), vec![]);
+    // Account 1 moves the device to another meter's manifest: the first meter no longer counts its readings (one
+    // record may not count twice).
+    let moved = manifest(&mut market, 1, "home-2");
+    assert_eq!(market.block(vec![moved]), vec![]);
+    let stale = reading(&mut market, 1, start_s + 900, Some(&device), false);
+    let refused = market.block(vec![stale]);
+    assert!(
+        matches!(&refused[..], [EntryError::ReadingDevice { reason, .. }] if reason.contains("another asset")),
+        "{refused:?}"
+    );
 }
 
 /// A block's events say what its entries did, for the node's followers: each settled trade with its parties, pool

@@ -137,6 +137,11 @@ pub enum AttestationError {
         signed_wh: u64,
         claimed_wh: u64,
     },
+    /// The reading claims a flow on a register the record does not sign.
+    UnsignedFlow {
+        register: &'static str,
+        flow_wh: u64,
+    },
     /// A register was read outside the reading's interval.
     OutsideInterval {
         register: &'static str,
@@ -154,6 +159,9 @@ impl fmt::Display for AttestationError {
             }
             AttestationError::Mismatch { register, signed_wh, claimed_wh } => {
                 write!(f, "the device signed {register} {signed_wh} Wh, the reading claims {claimed_wh} Wh")
+            }
+            AttestationError::UnsignedFlow { register, flow_wh } => {
+                write!(f, "the reading claims {flow_wh} Wh of {register}, a register the OCMF record does not sign")
             }
             AttestationError::OutsideInterval { register, time_s } => {
                 write!(f, "the device read {register} at {time_s}, outside the reading's interval")
@@ -184,7 +192,8 @@ pub fn check_attestation(network: &NetworkId, author: &PublicKey, reading: &Read
 }
 
 /// An OCMF record's registers against a reading: at least one lifetime register; each one the record has equals
-/// the reading's counter and was read in `(interval start, interval end + OCMF_LATE_SECONDS_MAX]`.
+/// the reading's counter and was read in `(interval start, interval end + OCMF_LATE_SECONDS_MAX]`; a register the
+/// record does not sign claims no flow (its `import_wh` or `export_wh` is 0), so nothing unsigned earns rewards.
 fn check_registers(registers: &ocmf::Registers, reading: &Reading) -> Result<(), AttestationError> {
     if registers.import.is_none() && registers.export.is_none() {
         return Err(AttestationError::NoRegister);
@@ -198,7 +207,13 @@ fn check_registers(registers: &ocmf::Registers, reading: &Reading) -> Result<(),
         ("export", registers.export, reading.export_counter_wh),
     ];
     for (register, signed, claimed_wh) in pairs {
-        let Some(signed) = signed else { continue };
+        let Some(signed) = signed else {
+            let flow_wh = if register == "import" { reading.import_wh } else { reading.export_wh };
+            if flow_wh > 0 {
+                return Err(AttestationError::UnsignedFlow { register, flow_wh });
+            }
+            continue;
+        };
         if signed.time_s <= start || signed.time_s > late {
             return Err(AttestationError::OutsideInterval { register, time_s: signed.time_s });
         }

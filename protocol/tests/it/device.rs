@@ -27,6 +27,11 @@ fn every_device_case_gets_the_verdict_its_rule_gives() {
         Some("the device signed import 259 Wh, the reading claims 260 Wh")
     );
     assert!(refused("ocmf-kcp30-other-interval").unwrap().contains("outside the reading's interval"));
+    assert_eq!(
+        refused("ocmf-kcp30-unsigned-export").as_deref(),
+        Some("the reading claims 500 Wh of export, a register the OCMF record does not sign"),
+        "a charger's record signs import only: no export may ride on it"
+    );
     assert_eq!(refused("ocmf-lem"), None, "a DC meter's import and export registers, fields inherited");
 }
 
