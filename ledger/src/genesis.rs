@@ -140,6 +140,21 @@ pub struct Params {
     pub barter_collateral_per_unit: u64,
     /// How long the receiver of such a leg has to sign its receipt, or either party to dispute it, ms (more than 0).
     pub barter_receipt_window_ms: u64,
+    /// A cell's feeder balance holds when the members' net export and the feeder's differ by at most this many Wh
+    /// plus `feeder_tolerance_ppm` of the members' gross flows (governable).
+    pub feeder_tolerance_wh: u64,
+    /// See `feeder_tolerance_wh`: losses and metering error, ppm (governable, at most 10⁶).
+    pub feeder_tolerance_ppm: u64,
+    /// An interval's generation is implausible above this share of the cell's median yield per kW, ppm (governable,
+    /// at least 10⁶).
+    pub plausibility_ratio_ppm: u64,
+    /// ... plus this many Wh per kW installed per hour of the interval (governable).
+    pub plausibility_margin_wh_per_kw: u64,
+    /// Implausible intervals in a row that raise an alert and open a case (governable, 1 to 96).
+    pub plausibility_intervals: u64,
+    /// Fewest generating members a cell's interval needs for its median to judge by; 0: no plausibility check
+    /// (governable).
+    pub plausibility_members_min: u64,
 }
 
 impl Default for Params {
@@ -174,6 +189,12 @@ impl Default for Params {
             reputation_pair_epoch_ms: 86_400_000,
             barter_collateral_per_unit: 1_000,
             barter_receipt_window_ms: 86_400_000,
+            feeder_tolerance_wh: 50,
+            feeder_tolerance_ppm: 20_000,
+            plausibility_ratio_ppm: 1_500_000,
+            plausibility_margin_wh_per_kw: 100,
+            plausibility_intervals: 4,
+            plausibility_members_min: 4,
         }
     }
 }
@@ -199,6 +220,12 @@ impl Params {
         "maintenance_quest_reward",
         "maintenance_quest_bids_ms",
         "maintenance_quest_work_ms",
+        "feeder_tolerance_wh",
+        "feeder_tolerance_ppm",
+        "plausibility_ratio_ppm",
+        "plausibility_margin_wh_per_kw",
+        "plausibility_intervals",
+        "plausibility_members_min",
     ];
 
     /// Applies a governance change; `false` when the name is not governable or the value is out of range.
@@ -223,6 +250,12 @@ impl Params {
             "maintenance_quest_reward" => self.maintenance_quest_reward = value,
             "maintenance_quest_bids_ms" if value > 0 => self.maintenance_quest_bids_ms = value,
             "maintenance_quest_work_ms" if value > 0 => self.maintenance_quest_work_ms = value,
+            "feeder_tolerance_wh" => self.feeder_tolerance_wh = value,
+            "feeder_tolerance_ppm" if value <= ppm => self.feeder_tolerance_ppm = value,
+            "plausibility_ratio_ppm" if value >= ppm => self.plausibility_ratio_ppm = value,
+            "plausibility_margin_wh_per_kw" => self.plausibility_margin_wh_per_kw = value,
+            "plausibility_intervals" if (1..=96).contains(&value) => self.plausibility_intervals = value,
+            "plausibility_members_min" => self.plausibility_members_min = value,
             _ => return false,
         }
         true
@@ -249,6 +282,12 @@ impl Params {
             "maintenance_quest_reward" => self.maintenance_quest_reward,
             "maintenance_quest_bids_ms" => self.maintenance_quest_bids_ms,
             "maintenance_quest_work_ms" => self.maintenance_quest_work_ms,
+            "feeder_tolerance_wh" => self.feeder_tolerance_wh,
+            "feeder_tolerance_ppm" => self.feeder_tolerance_ppm,
+            "plausibility_ratio_ppm" => self.plausibility_ratio_ppm,
+            "plausibility_margin_wh_per_kw" => self.plausibility_margin_wh_per_kw,
+            "plausibility_intervals" => self.plausibility_intervals,
+            "plausibility_members_min" => self.plausibility_members_min,
             _ => return None,
         })
     }
@@ -643,6 +682,9 @@ fn check_params(params: &Params, tokens: &[Token]) -> anyhow::Result<()> {
     ensure!(params.commons_tax_ppm <= u64::from(market::PPM) / 2, "params.commons_tax_ppm: at most 500000");
     ensure!(params.reputation_pair_epoch_ms > 0, "params.reputation_pair_epoch_ms must be more than 0");
     ensure!(params.barter_receipt_window_ms > 0, "params.barter_receipt_window_ms must be more than 0");
+    ensure!(params.feeder_tolerance_ppm <= u64::from(market::PPM), "params.feeder_tolerance_ppm: at most 1000000");
+    ensure!(params.plausibility_ratio_ppm >= u64::from(market::PPM), "params.plausibility_ratio_ppm: at least 1000000");
+    ensure!((1..=96).contains(&params.plausibility_intervals), "params.plausibility_intervals: 1..=96");
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! simulations can run it under virtual time and faults.
 
 pub mod block;
+pub mod cellsim;
 pub mod consensus;
 pub mod genesis;
 pub mod hash;
@@ -24,5 +25,7 @@ pub use state::State;
 /// The named reads of the state, for any [`state::Kv`] (the ledger thread's [`State`], a
 /// [`store::StateSnapshot`]): `use ledger::reads::*`.
 pub mod reads {
-    pub use crate::state::{BarterReads, CommonsReads, GovernanceReads, JobReads, Kv, TokenReads, TradeReads};
+    pub use crate::state::{
+        BarterReads, CellReads, CommonsReads, GovernanceReads, JobReads, Kv, TokenReads, TradeReads,
+    };
 }

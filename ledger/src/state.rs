@@ -28,6 +28,7 @@ use crate::genesis::{self, Genesis, Params, VALIDATORS_MAX};
 use crate::hash::{self, Hash};
 
 mod barter;
+mod cells;
 mod commons;
 mod governance;
 mod jobs;
@@ -38,6 +39,10 @@ mod tokens;
 mod trade;
 
 pub use barter::{BARTER_LEGS_DUE_PER_BLOCK, BarterLegState, BarterReads, LegStatus, barter_escrow_account};
+pub use cells::{
+    CASE_NAMED_MAX, CaseKind, CaseStatus, CellCase, CellInterval, CellMember, CellReads, IntervalStatus,
+    PLAUSIBILITY_INTERVALS_MAX, SUSPECT_WINDOW, feeder_case_id, plausibility_case_id,
+};
 pub use commons::CommonsReads;
 pub use governance::{GovernanceError, GovernanceReads};
 pub use jobs::{
@@ -92,6 +97,10 @@ pub enum EntryError {
     ReadingDevice { meter: String, reason: String },
     #[error("device key {key} already belongs to asset {asset} of another account")]
     DeviceKeyTaken { key: String, asset: Id },
+    #[error("cell {cell} has a feeder already: asset {asset} of another account")]
+    FeederTaken { cell: String, asset: Id },
+    #[error("cell {cell}'s interval at {interval_start_s} is closed: its feeder balance was checked")]
+    CellIntervalClosed { cell: String, interval_start_s: u64 },
     #[error("proposal {0} is unknown or closed")]
     ProposalClosed(Id),
     #[error("{0} is not a validator and may not vote")]
@@ -332,6 +341,32 @@ pub enum Event {
     BarterLegDisputed {
         leg: Id,
         jurors: Vec<PublicKey>,
+    },
+    /// A case on a cell's readings opened (`kind` 0: a feeder balance that did not add up, 1: implausible
+    /// generation): `named` accounts, `held` energy escrows, a jury.
+    CellCaseOpened {
+        case: Id,
+        kind: u8,
+        cell: String,
+        interval_start_s: u64,
+        named: Vec<PublicKey>,
+        held: u64,
+        jurors: Vec<PublicKey>,
+    },
+    /// A cell's interval did not balance with its feeder's reading: the members' claimed net export beyond the
+    /// feeder's (`gap_wh`) was more than `tolerance_wh`; `named` members each got a case, `held` escrows wait.
+    CellUnbalanced {
+        cell: String,
+        interval_start_s: u64,
+        gap_wh: i64,
+        tolerance_wh: u64,
+        named: Vec<PublicKey>,
+        held: u64,
+    },
+    /// A case was decided (`status`: upheld or refuted).
+    CellCaseDecided {
+        case: Id,
+        status: String,
     },
     /// A guild spend reached its threshold: `amount` of `token` moved from the guild's account to `to`.
     GuildSpent {
@@ -1157,6 +1192,9 @@ impl<'s> Pending<'s> {
             Body::Award(award) => self.award_entry(&author, award),
             Body::Deliver(deliver) => self.deliver(&author, deliver),
             // A verdict or dispute names a job or a barter leg (PROTOCOL.md §10).
+            Body::Verdict(verdict) if self.cell_case(&verdict.job).is_some() => {
+                self.case_verdict(&author, &verdict.job, verdict.outcome)
+            }
             Body::Verdict(verdict) if self.barter_leg(&verdict.job).is_some() => {
                 self.barter_verdict(&author, &verdict.job, verdict.outcome)
             }
@@ -1172,6 +1210,8 @@ impl<'s> Pending<'s> {
     /// End of block: release due escrows, close proposals whose period ended, forget expired markers.
     fn end_block(&mut self) {
         let now = self.context.time_ms;
+        // Cells' intervals close before their escrows are released: a feeder case holds them.
+        self.cells_due();
         for index_key in self.due(ESCROW_BY_RELEASE, now) {
             self.delete(index_key.clone());
             let Some(id) = index_key.get(9..41).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()).map(Id) else {

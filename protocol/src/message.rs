@@ -751,6 +751,9 @@ pub enum AssetKind {
     /// An infrastructure pod: a shelter, a data-centre rack, a water pump.
     Pod = 4,
     Other = 5,
+    /// A cell's feeder meter, at its connection point to the grid: its import is what the cell took from the grid,
+    /// its export what it fed back (PROTOCOL.md §10, *the feeder balance*). Owned by a guild.
+    Feeder = 6,
 }
 
 /// An asset's rated limits, W and Wh; 0 where it has none (no storage, say).
@@ -798,6 +801,9 @@ pub enum AlertRule {
     Misuse = 2,
     /// The meter went silent (intervals).
     Silent = 3,
+    /// Generation far above the cell's median yield per installed kWp for several intervals (raised by the ledger
+    /// when a cell's interval closes, PROTOCOL.md §10, *plausibility*; ppm of the median).
+    Implausible = 4,
 }
 
 /// A maintenance alert about a registered asset, raised by a watcher's rules over its readings.

@@ -220,7 +220,12 @@ fn check_body(envelope: &Envelope, config: &Config, depth: Depth) -> Result<(), 
         Body::Asset(asset) => {
             ensure(!asset.purpose.as_str().trim().is_empty(), "empty purpose")?;
             let meters = asset.meters.as_slice();
-            ensure(meters.iter().enumerate().all(|(i, meter)| !meters[..i].contains(meter)), "a meter is named twice")
+            ensure(meters.iter().enumerate().all(|(i, meter)| !meters[..i].contains(meter)), "a meter is named twice")?;
+            if asset.kind == crate::message::AssetKind::Feeder {
+                ensure(meters.len() == 1, "a feeder names exactly one meter")?;
+                ensure(!asset.cell.as_str().is_empty(), "a feeder names its cell")?;
+            }
+            Ok(())
         }
         Body::GuildSpend(spend) => {
             ensure(spend.amount > 0, "amount is 0")?;
@@ -247,7 +252,13 @@ fn check_body(envelope: &Envelope, config: &Config, depth: Depth) -> Result<(), 
             .map_err(|reason| body_error(kind, reason)),
         Body::BarterCycle(cycle) => check_barter_cycle(envelope, cycle, config),
         Body::Proposal(proposal) => check_proposal(proposal).map_err(|reason| body_error(kind, reason)),
-        Body::Alert(alert) => ensure(alert.interval_start_s > 0, "interval_start_s is 0"),
+        Body::Alert(alert) => {
+            ensure(alert.interval_start_s > 0, "interval_start_s is 0")?;
+            ensure(
+                alert.rule != crate::message::AlertRule::Implausible,
+                "implausible generation is the ledger's to raise",
+            )
+        }
         Body::Job(job) => check_job(job).map_err(|reason| body_error(kind, reason)),
         Body::Bid(bid) => ensure(bid.collateral.checked_add(bid.price).is_some(), "price + collateral overflows"),
         Body::Award(_) | Body::Verdict(_) => Ok(()),

@@ -151,6 +151,10 @@ impl Pending<'_> {
         asset: &protocol::message::Asset,
     ) -> Result<(), EntryError> {
         let (author, id) = (*author, *id);
+        if asset.kind == protocol::message::AssetKind::Feeder {
+            self.check_feeder(&author, asset)?;
+            self.write(key(FEEDER, &[asset.cell.as_str().as_bytes()]), &id);
+        }
         // A device key belongs to one account's asset: another account may not claim a device's readings.
         if let Some(device) = asset.device.as_slice().first() {
             let device_key = key(DEVICE_KEY, &[&device.index_bytes()]);

@@ -62,6 +62,18 @@ pub(super) const BARTER_LEG: u8 = b'3';
 pub(super) const BARTER_LEG_DUE: u8 = b'4';
 /// A device key's asset: `5 || kind code || key` → the asset's id.
 pub(super) const DEVICE_KEY: u8 = b'5';
+/// A cell's feeder: `6 || cell` → the feeder asset's id.
+pub(super) const FEEDER: u8 = b'6';
+/// A member asset's readings in a cell's interval.
+pub(super) const CELL_MEMBER: u8 = b'7';
+/// A cell's interval: the feeder's reading and the close's outcome.
+pub(super) const CELL_INTERVAL: u8 = b'8';
+/// An energy escrow of a cell's pool, by the cell's interval (what a feeder case holds).
+pub(super) const CELL_ESCROW: u8 = b'9';
+/// Due closes of cells' intervals and ends of cases' juries.
+pub(super) const CELL_DUE: u8 = b'0';
+/// A case on a cell's readings.
+pub(super) const CELL_CASE: u8 = b'1';
 
 /// Every prefix, with its name (for the check that they are distinct).
 #[cfg(test)]
@@ -122,6 +134,12 @@ pub(super) const PREFIXES: &[(&str, u8)] = &[
     ("BARTER_LEG", BARTER_LEG),
     ("BARTER_LEG_DUE", BARTER_LEG_DUE),
     ("DEVICE_KEY", DEVICE_KEY),
+    ("FEEDER", FEEDER),
+    ("CELL_MEMBER", CELL_MEMBER),
+    ("CELL_INTERVAL", CELL_INTERVAL),
+    ("CELL_ESCROW", CELL_ESCROW),
+    ("CELL_DUE", CELL_DUE),
+    ("CELL_CASE", CELL_CASE),
 ];
 
 pub(super) fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {

@@ -21,9 +21,8 @@ impl Pending<'_> {
         });
         let now_s = self.context.time_ms / 1000;
         // A meter bound to a registered asset is held to the asset's rated limits; others to a household's.
-        let asset_key = self
-            .read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]))
-            .map(|asset| key(ASSET, &[asset.as_bytes()]));
+        let asset_id = self.read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]));
+        let asset_key = asset_id.map(|asset| key(ASSET, &[asset.as_bytes()]));
         let mut asset = asset_key.as_ref().and_then(|asset_key| self.read::<AssetState>(asset_key));
         // The device the asset names signs its readings (the signature itself was checked at the door).
         let named = asset.as_ref().and_then(|asset| asset.manifest.device.as_slice().first());
@@ -32,8 +31,7 @@ impl Pending<'_> {
         // A device key counts for the asset that holds it (`5`) only: an older manifest naming it counts no more.
         if let Some(named) = named {
             let holder = self.read::<Id>(&key(DEVICE_KEY, &[&named.index_bytes()]));
-            let this = self.read::<Id>(&key(ASSET_BY_METER, &[author.as_bytes(), reading.meter.as_str().as_bytes()]));
-            if holder != this {
+            if holder != asset_id {
                 return Err(refuse(format!("device key {named} now belongs to another asset")));
             }
         }
@@ -71,6 +69,23 @@ impl Pending<'_> {
             asset.last_interval_start_s = reading.interval_start_s;
             self.write(asset_key, asset);
         }
+        let anchor_key = key(ANCHOR, &[&reading.interval_start_s.to_be_bytes()]);
+        let previous: Hash = self.read(&anchor_key).unwrap_or(Hash::ZERO);
+        self.write(anchor_key, &hash::tagged("kos/v1/anchor", &[previous.as_bytes(), id.as_bytes()]));
+        self.reputation(author, |reputation| reputation.readings += 1);
+        // A feeder measures its cell, not its author's flows: its reading counts in the cell's balance only (while
+        // the cell is its), in no account's flows, trades or rewards.
+        let cell = asset.as_ref().map(|asset| asset.manifest.cell.clone()).filter(|cell| !cell.as_str().is_empty());
+        if let (Some(asset_id), Some(asset)) = (asset_id, asset.as_ref())
+            && asset.manifest.kind == protocol::message::AssetKind::Feeder
+        {
+            if let Some(cell) = cell
+                && self.read::<Id>(&key(FEEDER, &[cell.as_str().as_bytes()])) == Some(asset_id)
+            {
+                self.feeder_reading(&asset_id, &cell, reading)?;
+            }
+            return Ok(());
+        }
         // The account's energy flows per interval start, summed over its meters: what trades are checked against.
         let flow_key = interval_key(FLOW, author, reading.interval_start_s);
         let (import_wh, export_wh): (u64, u64) = self.read(&flow_key).unwrap_or((0, 0));
@@ -82,28 +97,15 @@ impl Pending<'_> {
             flow_key,
             &(import_wh.saturating_add(reading.import_wh), export_wh.saturating_add(reading.export_wh)),
         );
-        let anchor_key = key(ANCHOR, &[&reading.interval_start_s.to_be_bytes()]);
-        let previous: Hash = self.read(&anchor_key).unwrap_or(Hash::ZERO);
-        self.write(anchor_key, &hash::tagged("kos/v1/anchor", &[previous.as_bytes(), id.as_bytes()]));
-        self.reputation(author, |reputation| reputation.readings += 1);
         self.check_energy_job(author, reading.meter.as_str(), reading.export_counter_wh)?;
-        // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows.
-        let tokens: Vec<crate::genesis::Token> =
-            self.base.genesis.tokens.iter().filter_map(|token| self.token_rules(&token.id)).collect();
-        for token in &tokens {
-            if token.export_reward_per_kwh == 0 || reading.export_wh == 0 {
-                continue;
+        // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows; a member of a cell
+        // is rewarded when the cell's interval closes (PROTOCOL.md §10, *cells*), and not at all once it closed.
+        match (asset_id, cell) {
+            (Some(asset_id), Some(cell)) => {
+                self.member_reading(author, &asset_id, &cell, reading);
+                Ok(())
             }
-            let mut reward = protocol::message::value_milli(reading.export_wh, token.export_reward_per_kwh)
-                .ok_or(EntryError::Overflow)?;
-            if let Some(cap) = token.supply_max {
-                let supply: u64 = self.read(&key(SUPPLY, &[token.id.as_str().as_bytes()])).unwrap_or(0);
-                reward = reward.min(cap.saturating_sub(supply));
-            }
-            if reward > 0 {
-                self.mint(author, &token.id, reward)?;
-            }
+            _ => self.reward_export(author, reading.export_wh),
         }
-        Ok(())
     }
 }

@@ -392,8 +392,7 @@ impl Pending<'_> {
                 royalty,
                 royalty_account,
             };
-            self.write(key(ESCROW, &[id.as_bytes()]), &escrow);
-            self.put(key(ESCROW_BY_RELEASE, &[&release_ms.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
+            self.put_escrow(id, &escrow, pool);
         }
         self.add_to_price_index(pool, period_s, quantity, value);
         for party in [buyer, seller] {
@@ -403,6 +402,14 @@ impl Pending<'_> {
             });
         }
         Ok(())
+    }
+
+    /// Records an escrow, due at its release time; a feeder case on its cell's interval may hold it (PROTOCOL.md
+    /// §10, *cells*).
+    fn put_escrow(&mut self, id: &Id, escrow: &Escrow, pool: &PoolId) {
+        self.write(key(ESCROW, &[id.as_bytes()]), escrow);
+        self.put(key(ESCROW_BY_RELEASE, &[&escrow.release_ms.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
+        self.index_cell_escrow(id, pool, escrow.delivery_start_s);
     }
 
     /// A dynamic pool's floor: the pool's base price for the period. The anchor moves to the latest period settled.
@@ -521,9 +528,18 @@ impl Pending<'_> {
     /// Releases an escrow: checks an energy trade's delivery, takes penalties from collateral, pays tax and
     /// royalty, pays the seller and returns what is left to each party.
     pub(super) fn release(&mut self, id: Id, escrow: &Escrow) {
+        self.release_judged(id, escrow, &[]);
+    }
+
+    /// [`Pending::release`], where a party in `refuted` (a decided cell case did not believe its readings) falls
+    /// short by the whole quantity.
+    pub(super) fn release_judged(&mut self, id: Id, escrow: &Escrow, refuted: &[PublicKey]) {
         let rate = self.param("penalty_per_kwh");
         let (seller_short, buyer_short) = if escrow.metered == 1 {
-            let shortfall = |account, seller| {
+            let shortfall = |account: &PublicKey, seller| {
+                if refuted.contains(account) {
+                    return escrow.quantity;
+                }
                 let interval_s = u64::from(escrow.interval_s);
                 self.shortfall_wh(account, escrow.delivery_start_s, interval_s, escrow.quantity, seller)
             };
@@ -536,16 +552,18 @@ impl Pending<'_> {
         };
         let seller_penalty = penalty(seller_short, escrow.seller_collateral);
         let buyer_penalty = penalty(buyer_short, escrow.buyer_collateral);
+        // A seller whose readings a case refuted sold nothing: the value goes back to the buyer (no tax, no royalty).
+        let (value, tax, royalty, refund) = if refuted.contains(&escrow.seller) {
+            (0, 0, 0, escrow.amount)
+        } else {
+            (escrow.amount, escrow.tax, escrow.royalty, 0)
+        };
         // Every amount below is part of what the escrow holds, so the credits cannot overflow a supply.
-        let to_seller =
-            (escrow.amount - escrow.tax - escrow.royalty) + (escrow.seller_collateral - seller_penalty) + buyer_penalty;
-        let to_buyer = (escrow.buyer_collateral - buyer_penalty) + seller_penalty;
-        for (account, amount) in [
-            (escrow.seller, to_seller),
-            (escrow.buyer, to_buyer),
-            (COMMONS, escrow.tax),
-            (escrow.royalty_account, escrow.royalty),
-        ] {
+        let to_seller = (value - tax - royalty) + (escrow.seller_collateral - seller_penalty) + buyer_penalty;
+        let to_buyer = refund + (escrow.buyer_collateral - buyer_penalty) + seller_penalty;
+        for (account, amount) in
+            [(escrow.seller, to_seller), (escrow.buyer, to_buyer), (COMMONS, tax), (escrow.royalty_account, royalty)]
+        {
             if amount > 0 {
                 let _ = self.credit(&account, &escrow.token, amount);
             }

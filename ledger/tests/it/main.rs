@@ -3,6 +3,7 @@
 #![allow(clippy::too_many_lines)]
 
 mod barter;
+mod cells;
 mod engine;
 mod export;
 mod governance;

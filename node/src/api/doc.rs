@@ -65,22 +65,40 @@ pub const fn json<T: JsonSchema>() -> Reply {
 /// The form of an id or an account: 64 hex digits.
 pub(crate) const HEX_64: &str = "^[0-9a-fA-F]{64}$";
 
+/// The form of a location cell: a geohash of 1 to 12 characters.
+pub(crate) const CELL: &str = "^[0-9b-hjkmnp-z]{1,12}$";
+
+/// A path parameter's form.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// 64 hex digits: an id, an account.
+    Hex,
+    /// A block height (an integer).
+    Height,
+    /// A location cell (a geohash).
+    Cell,
+}
+
 /// A path parameter: what it is, and its form.
 #[derive(Clone, Copy)]
 pub struct Param {
     pub text: &'static str,
-    /// A block height (an integer) rather than 64 hex digits (an id, an account).
-    pub height: bool,
+    pub form: Form,
 }
 
 /// A path parameter of 64 hex digits: an id or an account.
 pub const fn hex(text: &'static str) -> Param {
-    Param { text, height: false }
+    Param { text, form: Form::Hex }
 }
 
 /// A path parameter that is a block height.
 pub const fn height(text: &'static str) -> Param {
-    Param { text, height: true }
+    Param { text, form: Form::Height }
+}
+
+/// A path parameter that is a location cell.
+pub const fn cell(text: &'static str) -> Param {
+    Param { text, form: Form::Cell }
 }
 
 /// Every error the API answers: `{"error": "…"}`, and the id of what it is about when the client may not know it.
@@ -330,10 +348,10 @@ fn path_parameters(route: &Route) -> Vec<Value> {
         .enumerate()
         .map(|(index, name)| {
             let param = route.about.get(index).copied().unwrap_or(hex(""));
-            let schema = if param.height {
-                json!({ "type": "integer", "minimum": 0 })
-            } else {
-                json!({ "type": "string", "pattern": HEX_64 })
+            let schema = match param.form {
+                Form::Height => json!({ "type": "integer", "minimum": 0 }),
+                Form::Hex => json!({ "type": "string", "pattern": HEX_64 }),
+                Form::Cell => json!({ "type": "string", "pattern": CELL }),
             };
             json!({ "name": name, "in": "path", "required": true, "description": param.text, "schema": schema })
         })

@@ -675,6 +675,9 @@ pub enum AlertRuleName {
     Misuse,
     /// The meter went silent (intervals).
     Silent,
+    /// Generation far above the cell's median yield per kW for several intervals (ppm of the median); raised by
+    /// the ledger, with a case a jury decides (`GET /cases/{id}`).
+    Implausible,
 }
 
 /// A maintenance alert about a registered asset, raised by a watcher's rules over its readings.
@@ -704,6 +707,7 @@ pub(crate) fn alert_view(alert: &ledger::state::AlertState) -> AlertView {
         AlertRule::Depletion => AlertRuleName::Depletion,
         AlertRule::Misuse => AlertRuleName::Misuse,
         AlertRule::Silent => AlertRuleName::Silent,
+        AlertRule::Implausible => AlertRuleName::Implausible,
     };
     AlertView {
         id: alert.id.to_hex(),

@@ -28,6 +28,7 @@ use tracing::info;
 use crate::ledger;
 
 mod barter;
+mod cells;
 pub mod doc;
 pub mod error;
 pub mod governance;
@@ -192,7 +193,7 @@ impl Route {
 
 /// Every route the API answers: [`ROUTES`], then the submodules'.
 pub fn routes() -> impl Iterator<Item = &'static Route> {
-    [ROUTES, live::ROUTES, governance::ROUTES, jobs::ROUTES, barter::ROUTES].into_iter().flatten()
+    [ROUTES, live::ROUTES, governance::ROUTES, jobs::ROUTES, barter::ROUTES, cells::ROUTES].into_iter().flatten()
 }
 
 const ACCOUNT: &str = "An account: its ed25519 public key, 64 hex digits";
@@ -1540,6 +1541,9 @@ enum AssetKindName {
     CommunityStorage,
     Pod,
     Other,
+    /// A cell's feeder meter at its connection point to the grid (its owner must be a guild the node is a member
+    /// of; PROTOCOL.md §10, *cells*).
+    Feeder,
 }
 
 impl AssetKindName {
@@ -1552,6 +1556,7 @@ impl AssetKindName {
             AssetKindName::CommunityStorage => AssetKind::CommunityStorage,
             AssetKindName::Pod => AssetKind::Pod,
             AssetKindName::Other => AssetKind::Other,
+            AssetKindName::Feeder => AssetKind::Feeder,
         }
     }
 
@@ -1564,6 +1569,7 @@ impl AssetKindName {
             AssetKind::CommunityStorage => AssetKindName::CommunityStorage,
             AssetKind::Pod => AssetKindName::Pod,
             AssetKind::Other => AssetKindName::Other,
+            AssetKind::Feeder => AssetKindName::Feeder,
         }
     }
 }

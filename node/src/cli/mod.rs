@@ -228,6 +228,22 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// A cell's feeder balance and plausibility through the state machine: a street of simulated homes (the H25
+    /// profile, one sky) and its feeder meter for a month, under several meter errors: how often honest homes are
+    /// flagged (false positives), and how often a home over-reporting its export is caught and named.
+    Cells {
+        /// Simulated days per run.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        /// The month (of 2025).
+        #[arg(long, default_value_t = 6)]
+        month: u32,
+        /// Line losses, ppm of the members' gross flows.
+        #[arg(long, default_value_t = 10_000)]
+        loss_ppm: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// Pools among strangers: N nodes in this process (real swarms, Kademlia, no mDNS) with a few providers per
     /// cell's pool; one newcomer per cell joins knowing none of them. The time until each newcomer holds its pool's
     /// book and until its bid reaches a provider, p50/p99, and the connections every node keeps for pools.

@@ -425,3 +425,41 @@ fn guilds_need_sorted_distinct_members_and_a_reachable_threshold() {
     assert_eq!(body_reason(check(&signed(1, spend(keys[0], 0)))), "amount is 0");
     assert_eq!(body_reason(check(&signed(1, spend(PublicKey([9; 32]), 5)))), "spend to the guild itself");
 }
+
+#[test]
+fn a_feeder_names_one_meter_and_its_cell_and_implausible_generation_is_the_ledgers_alert() {
+    use protocol::message::{Alert, AlertRule, Asset, AssetKind, Limits};
+    use protocol::types::MeterId;
+    let meters =
+        |names: &[&str]| BoundedVec::new(names.iter().map(|name| MeterId::new(*name).unwrap()).collect()).unwrap();
+    let feeder = |names: &[&str], cell: &str| {
+        Body::Asset(Asset {
+            kind: AssetKind::Feeder,
+            purpose: Text::new("the street's feeder").unwrap(),
+            owner: key(2).public(),
+            meters: meters(names),
+            limits: Limits {
+                generation_w_max: 0,
+                import_w_max: 100_000,
+                export_w_max: 100_000,
+                consumption_w_max: 0,
+                storage_w_max: 0,
+                storage_wh: 0,
+            },
+            cell: Cell::new(cell).unwrap(),
+            commissioned_s: 0,
+            maintenance_interval_s: 0,
+            device: BoundedVec::default(),
+        })
+    };
+    assert_eq!(check(&signed(1, feeder(&["feeder"], "u33db"))), Ok(()));
+    assert_eq!(body_reason(check(&signed(1, feeder(&["a", "b"], "u33db")))), "a feeder names exactly one meter");
+    assert_eq!(body_reason(check(&signed(1, feeder(&[], "u33db")))), "a feeder names exactly one meter");
+    assert_eq!(body_reason(check(&signed(1, feeder(&["feeder"], "")))), "a feeder names its cell");
+    let alert = |rule| {
+        Body::Alert(Alert { asset: protocol::Id([3; 32]), rule, measured: 2, threshold: 1, interval_start_s: 900 })
+    };
+    assert_eq!(check(&signed(1, alert(AlertRule::Silent))), Ok(()));
+    let reason = body_reason(check(&signed(1, alert(AlertRule::Implausible))));
+    assert_eq!(reason, "implausible generation is the ledger's to raise");
+}
