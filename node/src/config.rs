@@ -28,7 +28,71 @@ pub struct Config {
     pub api: Api,
     pub meter: Meter,
     pub island: Island,
+    pub feeder: Feeder,
 }
+
+/// A simulated feeder meter (a devnet's): the cell's members' meters as measured, summed at each interval's end
+/// and signed as the feeder's reading (PROTOCOL.md §10, *cells*). A real feeder is a `[meter]` like any other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Feeder {
+    /// The APIs of the kos nodes whose meters are the cell's (`http://127.0.0.1:7274`): their `GET /meter`
+    /// `measured` registers. Empty: no feeder.
+    pub meters: Vec<String>,
+    /// The feeder's meter id in its readings (its asset names it).
+    pub meter_id: String,
+    /// The members' interval, seconds.
+    pub interval_s: u32,
+    /// How often the members' meters are read, ms.
+    pub poll_ms: u64,
+}
+
+impl Default for Feeder {
+    fn default() -> Feeder {
+        Feeder { meters: Vec::new(), meter_id: "feeder".into(), interval_s: 900, poll_ms: 1_000 }
+    }
+}
+
+/// What the feeder actor takes.
+#[derive(Debug, Clone)]
+pub struct FeederChecked {
+    pub meters: Vec<String>,
+    pub meter_id: protocol::types::MeterId,
+    pub interval_s: u32,
+    pub poll: std::time::Duration,
+}
+
+impl Feeder {
+    /// `None` without meters.
+    fn checked(&self) -> anyhow::Result<Option<FeederChecked>> {
+        if self.meters.is_empty() {
+            return Ok(None);
+        }
+        if self.meters.len() > FEEDER_METERS_MAX {
+            bail!("feeder.meters: at most {FEEDER_METERS_MAX}");
+        }
+        for meter in &self.meters {
+            if !meter.starts_with("http://") {
+                bail!("feeder.meters: {meter:?} is not an http:// URL of a node's API");
+            }
+        }
+        if self.interval_s == 0 || self.interval_s > protocol::limits::INTERVAL_SECONDS_MAX {
+            bail!("feeder.interval_s must be between 1 and {}", protocol::limits::INTERVAL_SECONDS_MAX);
+        }
+        if self.poll_ms < 100 || self.poll_ms > u64::from(self.interval_s) * 1000 {
+            bail!("feeder.poll_ms must be at least 100 and at most the interval");
+        }
+        Ok(Some(FeederChecked {
+            meters: self.meters.clone(),
+            meter_id: protocol::types::MeterId::new(self.meter_id.clone()).context("feeder.meter_id")?,
+            interval_s: self.interval_s,
+            poll: std::time::Duration::from_millis(self.poll_ms),
+        }))
+    }
+}
+
+/// Most meters a simulated feeder sums.
+pub const FEEDER_METERS_MAX: usize = 256;
 
 /// The microgrid controller (island mode).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +207,9 @@ pub struct Meter {
     /// this device key (PROTOCOL.md §5, *Device-signed readings*). Created on first start when missing; `GET
     /// /meter` shows its public key, to name in the meter's asset manifest (`device_key`).
     pub device_key_file: Option<std::path::PathBuf>,
+    /// For a devnet only: a simulated home that lies, claiming this much more export (and generation) than its
+    /// meter measured, ppm — what a cell's feeder meter is there to catch (PROTOCOL.md §10, *cells*).
+    pub over_report_ppm: u32,
 }
 
 /// The home's trader: each interval it offers the next delivery interval's forecast surplus (an ask at the
@@ -295,6 +362,7 @@ impl Default for Meter {
             trade: Trade::default(),
             maintenance: energy::maintenance::Rules::default(),
             device_key_file: None,
+            over_report_ppm: 0,
         }
     }
 }
@@ -334,6 +402,8 @@ pub struct MeterChecked {
     pub tariffs: (u64, u64),
     /// The meter's own signing key file, as configured.
     pub device_key_file: Option<std::path::PathBuf>,
+    /// A devnet's lying home: its over-report, ppm (simulated meters only).
+    pub over_report_ppm: u32,
 }
 
 /// What to read.
@@ -425,6 +495,9 @@ impl Meter {
         if self.interval_s == 0 || self.interval_s > protocol::limits::INTERVAL_SECONDS_MAX {
             bail!("meter.interval_s must be between 1 and {}", protocol::limits::INTERVAL_SECONDS_MAX);
         }
+        if self.over_report_ppm > 0 && self.kind != MeterKind::Simulated {
+            bail!("meter.over_report_ppm: only a simulated home over-reports (a devnet's liar)");
+        }
         if self.poll_ms < 100 || self.poll_ms > u64::from(self.interval_s) * 1000 {
             bail!("meter.poll_ms must be at least 100 and at most the interval");
         }
@@ -439,6 +512,7 @@ impl Meter {
             trade,
             tariffs: (self.dispatch.sell_per_kwh, self.dispatch.buy_per_kwh),
             device_key_file: self.device_key_file.clone(),
+            over_report_ppm: self.over_report_ppm,
         }))
     }
 }
@@ -548,6 +622,7 @@ impl Default for Config {
             api: Api::default(),
             meter: Meter::default(),
             island: Island::default(),
+            feeder: Feeder::default(),
         }
     }
 }
@@ -598,6 +673,8 @@ pub struct Checked {
     pub meter: Option<MeterChecked>,
     /// `None`: not a microgrid controller.
     pub island: Option<crate::island::Settings>,
+    /// `None`: no simulated feeder.
+    pub feeder: Option<FeederChecked>,
     pub data_dir: PathBuf,
 }
 
@@ -732,6 +809,7 @@ impl Config {
             api,
             meter,
             island,
+            feeder: self.feeder.checked()?,
             data_dir: PathBuf::new(),
         })
     }

@@ -18,6 +18,10 @@ use crate::keyfile;
 
 /// The neighbourhood's energy pool: 15-second delivery intervals (a simulated quarter hour at 60×).
 pub const POOL: &str = "energy/credit/u33db/15";
+/// The neighbourhood's cell (its pool's): the homes' assets and the feeder's.
+pub const CELL: &str = "u33db";
+/// The lying home's over-report, ppm.
+const LIE_PPM: u32 = 200_000;
 /// Validators of the devnet.
 pub const VALIDATORS: usize = 4;
 /// Most homes `kos devnet` starts (each is a process).
@@ -56,6 +60,13 @@ pub struct DevnetArgs {
     /// on the machine overlaps and passes it here and to `devnet/docker-compose.yml` as `KOS_SUBNET`).
     #[arg(long, default_value = COMPOSE_SUBNET_PREFIX, value_parser = subnet_prefix, requires = "compose")]
     pub subnet: String,
+    /// The home that lies: it claims a fifth more export than its meter measured, which the cell's feeder (run
+    /// by validator-1) catches when each interval closes.
+    #[arg(long, default_value_t = 3)]
+    pub liar: usize,
+    /// No home lies.
+    #[arg(long)]
+    pub honest: bool,
     /// Start a node again (on its data directory) when it stops. Without it a stopped node stays down, the others
     /// go on, and the devnet exits with an error at the end. Either way the summary reports it.
     #[arg(long)]
@@ -119,6 +130,13 @@ fn config_text(args: &DevnetArgs, index: usize, home: Option<usize>, origins: (u
              pools = [\"{POOL}\"]\n\n[api]\nlisten = \"127.0.0.1:{api}\"\n"
         )
     };
+    // Validator 1 runs the cell's simulated feeder: the homes' meters as measured, summed (not in compose).
+    if index == 1 && !args.compose && args.homes > 0 {
+        let apis: Vec<String> = (0..args.homes)
+            .map(|home| format!("\"http://127.0.0.1:{}\"", u32::from(args.port) + 100 + (VALIDATORS + home) as u32))
+            .collect();
+        text.push_str(&format!("\n[feeder]\nmeters = [{}]\ninterval_s = 15\npoll_ms = 500\n", apis.join(", ")));
+    }
     if let Some(home) = home {
         let (pv, annual, battery) = home_profile(home);
         let battery = if battery {
@@ -127,8 +145,10 @@ fn config_text(args: &DevnetArgs, index: usize, home: Option<usize>, origins: (u
         } else {
             ""
         };
+        let lie =
+            if !args.honest && home == args.liar { format!("over_report_ppm = {LIE_PPM}\n") } else { String::new() };
         text.push_str(&format!(
-            "\n[meter]\nkind = \"simulated\"\ninterval_s = 15\npoll_ms = 1000\n\n[meter.simulated]\npv_kwp = {pv:.1}\n\
+            "\n[meter]\nkind = \"simulated\"\ninterval_s = 15\npoll_ms = 1000\n{lie}\n[meter.simulated]\npv_kwp = {pv:.1}\n\
              annual_kwh = {annual:.1}\nseed = 7\nload_seed = {load_seed}\nspeed = {speed}\nsimulated_origin_s = {sim}\n\
              wall_origin_s = {wall}\n{battery}\n\
              # Devnet credits are play money: tariffs of 300 and 80 credits per kWh make the Wh-sized trades visible.\n\
@@ -174,8 +194,9 @@ fn prepare(args: &DevnetArgs, dir: &Path) -> anyhow::Result<Vec<Node>> {
         .collect::<Result<_, _>>()
         .map_err(|problem| anyhow::anyhow!("a generated key: {problem}"))?;
     let mut genesis = ::ledger::Genesis::devnet_text("kos-devnet", now_s() * 1000, &validators, &funded, 1_000_000_000);
-    // Settle soon after delivery: the day runs fast.
-    genesis.push_str("\n[params]\nsettlement_grace_ms = 5000\n");
+    // Settle soon after delivery: the day runs fast. A 15-second interval moves a few Wh, so the feeder's tolerance
+    // is 1 Wh (and 2 %), and a case's jury has a minute.
+    genesis.push_str("\n[params]\nsettlement_grace_ms = 14000\nfeeder_tolerance_wh = 1\njury_period_ms = 60000\n");
     ::ledger::Genesis::parse(&genesis).context("the devnet genesis")?;
     std::fs::write(dir.join("genesis.toml"), &genesis)?;
     let origins = (midsummer(args.hour), now_s());
@@ -285,6 +306,101 @@ fn get(agent: &ureq::Agent, api: &str, path: &str) -> Option<Value> {
     serde_json::from_str(&response.body_mut().read_to_string().ok()?).ok()
 }
 
+fn post(agent: &ureq::Agent, node: &Node, path: &str, body: &Value) -> anyhow::Result<Value> {
+    let token = crate::api::token(&node.dir)?;
+    let mut response = agent
+        .post(format!("http://{}{path}", node.api))
+        .header("Authorization", &format!("Bearer {token}"))
+        .header("Content-Type", "application/json")
+        .send(serde_json::to_vec(body)?)
+        .with_context(|| format!("POST {path} to {}", node.name))?;
+    Ok(serde_json::from_str(&response.body_mut().read_to_string()?)?)
+}
+
+/// Waits (up to a minute) until `node` answers `path` with 200.
+fn wait_for(agent: &ureq::Agent, node: &Node, path: &str) -> anyhow::Result<Value> {
+    for _ in 0..120 {
+        if let Some(value) = get(agent, &node.api, path) {
+            return Ok(value);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("{} did not answer {path} within a minute", node.name)
+}
+
+/// Registers the cell: validator-1's guild and its feeder asset, and every home's meter as an asset of the cell
+/// (PROTOCOL.md §10, *cells*).
+fn register_cell(agent: &ureq::Agent, nodes: &[Node], args: &DevnetArgs) -> anyhow::Result<()> {
+    let operator = &nodes[1];
+    wait_for(agent, operator, "/status")?;
+    let guild = post(
+        agent,
+        operator,
+        "/guilds",
+        &serde_json::json!({"name": format!("Feeder {CELL}"), "members": [operator.account], "threshold": 1}),
+    )?;
+    let guild = guild["account"].as_str().context("the guild's account")?.to_owned();
+    wait_for(agent, operator, &format!("/guilds/{guild}"))?;
+    let big = 1_000_000;
+    let limits = serde_json::json!({"generation_w_max": big, "import_w_max": big, "export_w_max": big,
+        "consumption_w_max": big, "storage_w_max": 0, "storage_wh": 0});
+    let feeder = serde_json::json!({"kind": "feeder", "purpose": format!("the feeder of cell {CELL}"),
+        "owner": guild, "meters": ["feeder"], "limits": limits, "cell": CELL});
+    post(agent, operator, "/assets", &feeder)?;
+    for (index, node) in nodes[VALIDATORS..].iter().enumerate() {
+        let (pv, _, battery) = home_profile(index);
+        // Rated with a margin over the nominal peak (a roof makes up to about its kWp).
+        let limits = serde_json::json!({"generation_w_max": (pv * 1500.0) as u64, "import_w_max": 43_470,
+            "export_w_max": 43_470, "consumption_w_max": 63_470, "storage_w_max": if battery { 3_000 } else { 0 },
+            "storage_wh": if battery { 200 } else { 0 }});
+        let home = serde_json::json!({"kind": "meter", "purpose": "a home's grid meter", "meters": ["main"],
+            "limits": limits, "cell": CELL});
+        post(agent, node, "/assets", &home)?;
+    }
+    let liar = if args.honest || args.liar >= args.homes {
+        String::from("no home lies")
+    } else {
+        format!("home-{} claims {} % more export than it makes", args.liar, LIE_PPM / 10_000)
+    };
+    println!(
+        "devnet: cell {CELL}: validator-1 reads the feeder (guild {}…), {} homes registered; {liar} \
+         (GET /cells/{CELL}?interval_s=15, /cases, the dashboard's commons panel)",
+        &guild[..12],
+        args.homes
+    );
+    Ok(())
+}
+
+/// One line on the cell: how its latest intervals closed, and its open cases' named homes.
+fn cell_line(agent: &ureq::Agent, api: &str, nodes: &[Node]) -> Option<String> {
+    let cell = get(agent, api, &format!("/cells/{CELL}?interval_s=15&count=20"))?;
+    let intervals = cell["intervals"].as_array()?;
+    let count = |status: &str| intervals.iter().filter(|interval| interval["status"] == status).count();
+    let name = |account: &str| {
+        nodes
+            .iter()
+            .find(|node| node.account == account)
+            .map_or_else(|| account[..8].to_owned(), |node| node.name.clone())
+    };
+    let mut named: Vec<String> = cell["cases"]
+        .as_array()?
+        .iter()
+        .filter(|case| case["status"] == "open")
+        .flat_map(|case| case["named"].as_array().cloned().unwrap_or_default())
+        .filter_map(|account| account.as_str().map(name))
+        .collect();
+    named.sort();
+    named.dedup();
+    Some(format!(
+        "  cell {CELL}: last {} intervals {} balanced, {} unbalanced, {} unchecked; open cases name: {}",
+        intervals.len(),
+        count("balanced"),
+        count("unbalanced"),
+        count("unchecked"),
+        if named.is_empty() { "nobody".to_owned() } else { named.join(", ") }
+    ))
+}
+
 fn number(value: &Value) -> u64 {
     value.as_u64().unwrap_or(0)
 }
@@ -318,6 +434,9 @@ fn summary(
         status["peers"],
     );
     for line in stopped {
+        let _ = writeln!(out, "{line}");
+    }
+    if let Some(line) = cell_line(agent, api, nodes) {
         let _ = writeln!(out, "{line}");
     }
     for node in &nodes[VALIDATORS..] {
@@ -410,6 +529,14 @@ pub fn run(args: &DevnetArgs) -> anyhow::Result<()> {
         );
         let agent: ureq::Agent =
             ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(3))).build().into();
+        if args.homes > 0 {
+            let (agent, view, args_copy) = (agent.clone(), nodes.clone(), args.clone());
+            // The devnet runs without it if it fails (its cell then stays unchecked): said, not fatal.
+            let registered = tokio::task::spawn_blocking(move || register_cell(&agent, &view, &args_copy)).await?;
+            if let Err(error) = registered {
+                println!("devnet: the cell's feeder and homes could not be registered: {error:#}");
+            }
+        }
         let started = Instant::now();
         let mut every = tokio::time::interval(Duration::from_secs(args.every.max(1)));
         every.tick().await;

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod devnet;
 pub mod feed;
+pub mod feeder;
 pub mod island;
 pub mod jobs;
 pub mod keyfile;

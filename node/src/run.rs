@@ -215,6 +215,12 @@ async fn run_node(checked: Checked, keypair: Keypair, mut shutdown: Shutdown) ->
         }
         None => None,
     };
+    // A devnet's simulated feeder meter signs the cell's summed measurements.
+    let _feeder = match (&checked.feeder, &ledger) {
+        (Some(settings), Some(ledger)) => Some(crate::feeder::spawn(settings.clone(), signer.clone(), ledger.clone())),
+        (Some(_), None) => anyhow::bail!("[feeder] needs a ledger (a genesis file): its readings are ledger entries"),
+        _ => None,
+    };
     let metrics = crate::metrics::Metrics::default();
     let feed = match &ledger {
         Some(ledger) => crate::feed::Feed::spawn(ledger, metrics.clone()),
@@ -340,6 +346,7 @@ fn start_meter(
         trade: settings.trade.clone(),
         tariffs: settings.tariffs,
         device: device_key(settings.device_key_file.as_deref(), data_dir)?,
+        over_report_ppm: settings.over_report_ppm,
     };
     Ok(crate::meter::spawn(source, actor, signer.clone(), network.clone(), ledger, placer, island))
 }

@@ -320,6 +320,23 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
     );
     drop(browser);
 
+    // The cell's feeder (validator-1 sums the homes' meters) balances the homes' readings as intervals close.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let checked = loop {
+        let cell = json(&home, "/cells/u33db?interval_s=15&count=20").unwrap_or_default();
+        let closed = cell["intervals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|interval| interval["status"] == "balanced" || interval["status"] == "unbalanced");
+        if let Some(interval) = closed {
+            break interval.clone();
+        }
+        assert!(Instant::now() < deadline, "no interval of the cell was checked against its feeder: {cell:#}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert!(checked["feeder"].is_string() && checked["members"].as_array().unwrap().len() == 2, "{checked:#}");
+
     // SIGTERM stops the devnet and its nodes.
     devnet.signal("TERM").unwrap();
     let status = devnet.wait(Duration::from_secs(30)).expect("kos devnet did not stop");

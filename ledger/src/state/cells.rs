@@ -29,7 +29,10 @@ use super::read::{Kv, value};
 pub const CASE_NAMED_MAX: usize = 8;
 /// How many of a cell's intervals (this one and those before it) the suspects of a feeder gap are judged over.
 pub const SUSPECT_WINDOW: u64 = 96;
-/// Most intervals in a row a plausibility streak is counted over (`plausibility_intervals` is at most this).
+/// A case is decided (by its votes so far) at the latest this long after its interval's end: a day before the
+/// interval's records (the held escrows' index, the flows they are released by) are forgotten.
+pub const CASE_DECIDED_WITHIN_MS: u64 = INTERVAL_RECORDS_RETENTION_MS - 86_400_000;
+/// Most intervals a plausibility streak's records are walked back over (`plausibility_intervals` is at most this).
 pub const PLAUSIBILITY_INTERVALS_MAX: u64 = 96;
 
 /// A cell as a fixed-width key part: its characters, then zero bytes up to 12.
@@ -343,19 +346,19 @@ impl Pending<'_> {
         Ok(())
     }
 
-    /// A reading of a member asset of a cell: added to the asset's record of the interval. `false` when the
-    /// interval closed already (the reading then counts in no check and earns no reward).
+    /// A reading of a member asset of a cell: added to the asset's record of the interval. Refused once the
+    /// interval closed (it would count in no check, yet in its author's flows).
     pub(super) fn member_reading(
         &mut self,
         author: &PublicKey,
         asset: &Id,
         cell: &Cell,
         reading: &protocol::message::Reading,
-    ) -> bool {
+    ) -> Result<(), EntryError> {
         let (start_s, interval_s) = (reading.interval_start_s, reading.interval_s);
         let mut record = self.open_interval(cell.as_str(), start_s, interval_s);
         if record.status != IntervalStatus::Open {
-            return false;
+            return Err(EntryError::CellIntervalClosed { cell: cell.as_str().to_owned(), interval_start_s: start_s });
         }
         let member_key = member_key(cell.as_str(), start_s, interval_s, asset);
         let mut member = match self.read::<CellMember>(&member_key) {
@@ -381,7 +384,7 @@ impl Pending<'_> {
         member.generation_wh = member.generation_wh.saturating_add(reading.generation_wh);
         self.write(member_key, &member);
         self.write(interval_record_key(cell.as_str(), start_s, interval_s), &record);
-        true
+        Ok(())
     }
 
     /// Mission tokens with an export reward: `export_wh × reward / 1000` each to `account`, within their caps.
@@ -561,7 +564,11 @@ impl Pending<'_> {
     /// Records a case with its jury and its due time, and says so.
     fn open_case(&mut self, id: &Id, mut state: CellCase, parties: &[PublicKey]) {
         state.jurors = self.draw_jury(id, parties);
-        state.due_ms = self.context.time_ms.saturating_add(self.param("jury_period_ms").max(1));
+        // Decided while the interval's records (its held escrows' index, the flows they are judged by) live.
+        let end_ms = state.interval_start_s.saturating_add(u64::from(state.interval_s)).saturating_mul(1000);
+        let records_until = end_ms.saturating_add(CASE_DECIDED_WITHIN_MS);
+        let due_ms = self.context.time_ms.saturating_add(self.param("jury_period_ms").max(1));
+        state.due_ms = due_ms.min(records_until).max(self.context.time_ms.saturating_add(1));
         self.put(case_due_key(state.due_ms, id), Some(Vec::new()));
         self.events.push(Event::CellCaseOpened {
             case: *id,
@@ -615,7 +622,7 @@ impl Pending<'_> {
                     && self
                         .cell_case(&self.streak_case(asset, previous_start, interval_s, previous))
                         .is_some_and(|case| case.status != CaseStatus::Open);
-                let streak = if decided { 1 } else { previous.saturating_add(1).min(PLAUSIBILITY_INTERVALS_MAX) };
+                let streak = if decided { 1 } else { previous.saturating_add(1) };
                 (streak, true, yield_per_kw)
             })
             .collect();
@@ -661,7 +668,7 @@ impl Pending<'_> {
         }
         // The streak's intervals: their withheld export moves to the case.
         let mut withheld = 0u64;
-        for back in 0..member.streak {
+        for back in 0..member.streak.min(PLAUSIBILITY_INTERVALS_MAX) {
             let start = start_s.saturating_sub(back.saturating_mul(u64::from(interval_s)));
             if let Some(earlier) = self.read::<CellMember>(&member_key(cell, start, interval_s, asset)) {
                 withheld = withheld.saturating_add(earlier.withheld_wh);
@@ -860,25 +867,25 @@ impl Pending<'_> {
             add(members_net - feeder_net, &earlier_members);
         }
         // Candidates: members whose claims move with the gaps and whose claim now is in the gap's direction.
-        let mut candidates: Vec<(u128, i128, Id, PublicKey, i128)> = members
+        let mut candidates: Vec<(u8, u128, i128, Id, PublicKey, i128)> = members
             .iter()
             .filter_map(|(asset, member)| {
                 let (projected, squares) = *sums.get(asset)?;
                 let now = claim(member);
-                // A device vouches for its meter's readings: a member whose readings it signed is no suspect.
-                if member.attested == 1 || projected <= 0 || squares <= 0 || now.signum() != gap.signum() {
+                if projected <= 0 || squares <= 0 || now.signum() != gap.signum() {
                     return None;
                 }
                 let score = projected.unsigned_abs() / squares.unsigned_abs().isqrt().max(1);
                 // Its share of this gap: the regression of the gaps on its claims, times its claim now.
                 let share = projected.saturating_mul(now) / squares;
-                Some((score, now.abs(), *asset, member.author, share.abs()))
+                Some((member.attested, score, now.abs(), *asset, member.author, share.abs()))
             })
             .collect();
-        candidates.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        // A device vouches for its meter's readings: members whose device signed them are suspected last.
+        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3)));
         let mut named: Vec<PublicKey> = Vec::new();
         let mut covered = 0i128;
-        for (_, _, _, author, share) in candidates {
+        for (_, _, _, _, author, share) in candidates {
             if covered >= gap.abs() || named.len() >= CASE_NAMED_MAX {
                 break;
             }

@@ -101,10 +101,7 @@ impl Pending<'_> {
         // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows; a member of a cell
         // is rewarded when the cell's interval closes (PROTOCOL.md §10, *cells*), and not at all once it closed.
         match (asset_id, cell) {
-            (Some(asset_id), Some(cell)) => {
-                self.member_reading(author, &asset_id, &cell, reading);
-                Ok(())
-            }
+            (Some(asset_id), Some(cell)) => self.member_reading(author, &asset_id, &cell, reading),
             _ => self.reward_export(author, reading.export_wh),
         }
     }

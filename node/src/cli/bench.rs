@@ -75,14 +75,16 @@ fn cells_command(days: u32, month: u32, loss_ppm: u32, seed: u64) -> anyhow::Res
                 ::ledger::cellsim::run(&street(Noise::Bounded(5_000), Some(Liar { home: 3, over_ppm }), attested));
             writeln!(
                 out,
-                "{:>10} %  {:>10}  {:>15}  {:>10}  {:>10}  {:>12}  {:>18}",
+                "{:>10} %  {:>10}  {:>15}  {:>10}  {:>10} ({:>4})  {:>12}  {:>18}  {:>7}",
                 over_ppm / 10_000,
                 if attested { "device" } else { "node" },
                 report.lied,
                 report.unbalanced,
                 report.liar_named,
+                report.liar_first,
                 report.honest_named,
-                report.liar_alerts
+                report.liar_alerts,
+                report.refused
             )?;
         }
     }

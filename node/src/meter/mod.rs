@@ -100,6 +100,9 @@ pub struct Settings {
     pub maintenance: energy::maintenance::Rules,
     /// The meter's own signing key: every reading carries its signature too.
     pub device: Option<Arc<protocol::Keypair>>,
+    /// A devnet's lying home (simulated meters only): its readings claim this much more export (and the
+    /// generation behind it) than the meter measured, ppm.
+    pub over_report_ppm: u32,
 }
 
 /// Slots the home controller looks ahead.
@@ -145,6 +148,18 @@ pub struct Status {
     /// The device key that signs this meter's readings besides the node (`ed25519:<hex>`), to name in its asset
     /// manifest; none: the node's signature only.
     pub device_key: Option<String>,
+    /// The meter's registers at the end of the last interval, as it measured them (what a feeder that sums the
+    /// cell's meters reads; the signed reading's, unless a devnet home is told to over-report).
+    pub measured: Option<MeasuredView>,
+}
+
+/// A meter's registers at the end of an interval, Wh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct MeasuredView {
+    pub interval_start_s: u64,
+    pub interval_s: u32,
+    pub import_counter_wh: u64,
+    pub export_counter_wh: u64,
 }
 
 /// What a real home's forecaster knows and expects.
@@ -251,6 +266,7 @@ pub fn spawn(
         ledger,
         placer,
         island,
+        over_reported_wh: 0,
         grid_present: None,
         flexible_day: i64::MIN,
         flexible_done_wh: 0.0,
@@ -285,6 +301,8 @@ struct Actor {
     /// The maintenance watch over the meter's asset, once the ledger binds the meter to one.
     watch: Option<(protocol::Id, energy::maintenance::Watch)>,
     previous: Option<Previous>,
+    /// What a devnet's lying home has claimed beyond its meter so far, Wh.
+    over_reported_wh: u64,
     status: Status,
 }
 
@@ -339,6 +357,13 @@ impl Actor {
             Push::Inside | Push::Stale => {}
             Push::Closed(interval) => {
                 let reading = interval.reading(self.settings.id.clone(), self.source.source());
+                self.status.measured = Some(MeasuredView {
+                    interval_start_s: reading.interval_start_s,
+                    interval_s: reading.interval_s,
+                    import_counter_wh: reading.import_counter_wh,
+                    export_counter_wh: reading.export_counter_wh,
+                });
+                let reading = self.over_report(reading);
                 self.publish(reading, now).await;
                 let storage = self.storage().await;
                 self.learn(&interval, storage.map(|(_, stored)| stored), now);
@@ -756,6 +781,24 @@ impl Actor {
                 warn!(%problem, ?side, quantity, start_s, "the forecast offer was refused: the ledger would not settle it")
             }
             Err(problem) => debug!(%problem, ?side, quantity, start_s, "the forecast offer was not placed"),
+        }
+    }
+
+    /// A devnet's lying home: more export than measured (and as much more generation, so that the reading still
+    /// balances), its export register keeping the lie's running total.
+    fn over_report(&mut self, reading: Reading) -> Reading {
+        if self.settings.over_report_ppm == 0 {
+            return reading;
+        }
+        let extra =
+            u64::try_from(u128::from(reading.export_wh) * u128::from(self.settings.over_report_ppm) / 1_000_000)
+                .unwrap_or(0);
+        self.over_reported_wh = self.over_reported_wh.saturating_add(extra);
+        Reading {
+            export_wh: reading.export_wh.saturating_add(extra),
+            generation_wh: reading.generation_wh.saturating_add(extra),
+            export_counter_wh: reading.export_counter_wh.saturating_add(self.over_reported_wh),
+            ..reading
         }
     }
 
