@@ -6,7 +6,7 @@ use ::ledger::state::BarterLegState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use protocol::message::{Dispute, Verdict};
+use protocol::message::Dispute;
 use protocol::types::Text;
 use protocol::{Body, Id};
 use schemars::JsonSchema;
@@ -114,10 +114,7 @@ async fn verdict(
     _: Authorized,
     body: Bytes,
 ) -> Taken<Submitted> {
-    let id = parse_id(&id, "leg")?;
-    let request: VerdictRequest = parse(&body, "a verdict")?;
-    let id = super::submit_signed(&context, Body::Verdict(Verdict { job: id, outcome: request.outcome() })).await?;
-    Ok(Accepted(Submitted { id: id.to_hex() }))
+    super::jobs::submit_verdict(&context, parse_id(&id, "leg")?, &body).await
 }
 
 /// `POST /barter/legs/{id}/dispute`: as the leg's giver or receiver, the node asks for a jury.

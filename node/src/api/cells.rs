@@ -6,13 +6,12 @@ use ::ledger::state::{CellCase, CellInterval, CellMember};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
-use protocol::message::Verdict;
-use protocol::{Body, Id};
+use protocol::Id;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::jobs::VerdictRequest;
-use super::{Accepted, Answer, ApiError, Authorized, Context, Route, SUBMITTED, Submitted, Taken, doc, parse};
+use super::{Answer, ApiError, Authorized, Context, Route, SUBMITTED, Submitted, Taken, doc};
 
 /// Most intervals `GET /cells/{cell}` shows.
 const CELL_INTERVALS_MAX: u64 = 192;
@@ -275,10 +274,7 @@ async fn verdict(
     _: Authorized,
     body: Bytes,
 ) -> Taken<Submitted> {
-    let id = parse_id(&id)?;
-    let request: VerdictRequest = parse(&body, "a verdict")?;
-    let id = super::submit_signed(&context, Body::Verdict(Verdict { job: id, outcome: request.outcome() })).await?;
-    Ok(Accepted(Submitted { id: id.to_hex() }))
+    super::jobs::submit_verdict(&context, parse_id(&id)?, &body).await
 }
 
 const CELL: &str = "The cell, a geohash of 1 to 12 characters (0-9 b-z without a i l o)";

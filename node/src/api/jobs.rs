@@ -1149,6 +1149,13 @@ impl VerdictRequest {
     }
 }
 
+/// Signs and submits the node's verdict on what `id` names (a barter leg, a cell's case): the request's outcome.
+pub(super) async fn submit_verdict(context: &Context, id: Id, body: &Bytes) -> Taken<Submitted> {
+    let request: VerdictRequest = parse(body, "a verdict")?;
+    let id = submit_signed(context, Body::Verdict(Verdict { job: id, outcome: request.outcome() })).await?;
+    Ok(Accepted(Submitted { id: id.to_hex() }))
+}
+
 /// `POST /jobs/{id}/dispute`: the poster or the worker asks for a jury.
 pub async fn dispute(
     State(context): State<Context>,
