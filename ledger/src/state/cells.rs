@@ -545,20 +545,28 @@ impl Pending<'_> {
 
     /// Holds a cell's interval's energy escrows (their release index is deleted); how many.
     fn hold_escrows(&mut self, cell: &str, start_s: u64, interval_s: u32) -> u64 {
-        let prefix = key(CELL_ESCROW, &[&interval_part(cell, start_s, interval_s)]);
-        let mut end = prefix.clone();
-        end.push(0xff);
         let mut held = 0;
-        for (index_key, _) in self.scan(prefix, end) {
-            let Some(settlement) = index_key.get(25..57).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) else {
-                continue;
-            };
-            if let Some(escrow) = self.read::<Escrow>(&key(ESCROW, &[&settlement])) {
-                self.delete(key(ESCROW_BY_RELEASE, &[&escrow.release_ms.to_be_bytes(), &settlement]));
+        for (_, settlement) in self.cell_escrows(cell, start_s, interval_s) {
+            if let Some(escrow) = self.read::<Escrow>(&key(ESCROW, &[settlement.as_bytes()])) {
+                self.delete(key(ESCROW_BY_RELEASE, &[&escrow.release_ms.to_be_bytes(), settlement.as_bytes()]));
                 held += 1;
             }
         }
         held
+    }
+
+    /// The energy escrows indexed under a cell's interval (`9`): each index key and its settlement id.
+    fn cell_escrows(&self, cell: &str, start_s: u64, interval_s: u32) -> Vec<(Vec<u8>, Id)> {
+        let prefix = key(CELL_ESCROW, &[&interval_part(cell, start_s, interval_s)]);
+        let mut end = prefix.clone();
+        end.push(0xff);
+        self.scan(prefix, end)
+            .into_iter()
+            .filter_map(|(index_key, _)| {
+                let settlement = Id(index_key.get(25..57)?.try_into().ok()?);
+                Some((index_key, settlement))
+            })
+            .collect()
     }
 
     /// Records a case with its jury and its due time, and says so.
@@ -814,18 +822,12 @@ impl Pending<'_> {
             })
             .copied()
             .collect();
-        let prefix = key(CELL_ESCROW, &[&interval_part(cell, start_s, interval_s)]);
-        let mut end = prefix.clone();
-        end.push(0xff);
-        for (index_key, _) in self.scan(prefix, end) {
-            self.delete(index_key.clone());
-            let Some(settlement) = index_key.get(25..57).and_then(|bytes| <[u8; 32]>::try_from(bytes).ok()) else {
-                continue;
-            };
-            let escrow_key = key(ESCROW, &[&settlement]);
+        for (index_key, settlement) in self.cell_escrows(cell, start_s, interval_s) {
+            self.delete(index_key);
+            let escrow_key = key(ESCROW, &[settlement.as_bytes()]);
             if let Some(escrow) = self.read::<Escrow>(&escrow_key) {
                 self.delete(escrow_key);
-                self.release_judged(Id(settlement), &escrow, &refuted);
+                self.release_judged(settlement, &escrow, &refuted);
             }
         }
     }
