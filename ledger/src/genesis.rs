@@ -36,6 +36,9 @@
 //! tier_min = 0               # the lowest reputation tier (index in [[tiers]]) allowed to trade in the pool
 //! dynamic = { base = 200, min = 100, max = 400, capacity = 10000, target_ppm = 800000, step_ppm = 50000 }
 //!                            # a base price (floor) that follows usage per period (market::pricing)
+//! trust = "node"             # what a party's readings must reach to count as delivered in the pool's energy
+//!                            # trades: node, device (or balanced), balanced (the cell's feeder confirmed them) or
+//!                            # device+balanced (PROTOCOL.md §10, trust levels)
 //! essential = { essential_per_account = 500, per_account_max = 2000 }
 //!                            # short supply shared fairly, essential needs first (market::fairness); the share of
 //!                            # supply one account may get is the governable params.essential_share_max_ppm
@@ -155,6 +158,9 @@ pub struct Params {
     /// Fewest generating members a cell's interval needs for its median to judge by; 0: no plausibility check
     /// (governable).
     pub plausibility_members_min: u64,
+    /// The trust level (PROTOCOL.md §10, *trust levels*: 0 node, 1 device, 2 balanced, 3 device+balanced) a
+    /// reading must reach to earn mission tokens' export rewards (governable, 0 to 3).
+    pub reward_trust_min: u64,
 }
 
 impl Default for Params {
@@ -195,6 +201,7 @@ impl Default for Params {
             plausibility_margin_wh_per_kw: 100,
             plausibility_intervals: 4,
             plausibility_members_min: 4,
+            reward_trust_min: 0,
         }
     }
 }
@@ -226,6 +233,7 @@ impl Params {
         "plausibility_margin_wh_per_kw",
         "plausibility_intervals",
         "plausibility_members_min",
+        "reward_trust_min",
     ];
 
     /// Applies a governance change; `false` when the name is not governable or the value is out of range.
@@ -256,6 +264,9 @@ impl Params {
             "plausibility_margin_wh_per_kw" => self.plausibility_margin_wh_per_kw = value,
             "plausibility_intervals" if (1..=96).contains(&value) => self.plausibility_intervals = value,
             "plausibility_members_min" => self.plausibility_members_min = value,
+            "reward_trust_min" if protocol::message::Trust::from_level(value).is_some() => {
+                self.reward_trust_min = value;
+            }
             _ => return false,
         }
         true
@@ -288,6 +299,7 @@ impl Params {
             "plausibility_margin_wh_per_kw" => self.plausibility_margin_wh_per_kw,
             "plausibility_intervals" => self.plausibility_intervals,
             "plausibility_members_min" => self.plausibility_members_min,
+            "reward_trust_min" => self.reward_trust_min,
             _ => return None,
         })
     }
@@ -358,6 +370,10 @@ pub struct PoolRuleFile {
     /// The pool's resource is essential: short supply is shared fairly (`market::fairness`).
     #[serde(default)]
     pub essential: Option<EssentialFile>,
+    /// The trust level a party's readings must reach to count as delivered in the pool's energy trades: `node`
+    /// (default), `device`, `balanced` or `device+balanced` (PROTOCOL.md §10, *trust levels*).
+    #[serde(default)]
+    pub trust: Option<String>,
 }
 
 /// An essential pool's fairness rule, as written in the file.
@@ -543,6 +559,8 @@ pub struct PoolRule {
     pub dynamic: Option<market::pricing::Policy>,
     /// The pool's fairness rule, if its resource is essential.
     pub essential: Option<EssentialFile>,
+    /// The trust level a party's readings must reach to count in its energy trades' delivery (and reputation).
+    pub trust: protocol::message::Trust,
 }
 
 /// A reputation tier.
@@ -685,6 +703,7 @@ fn check_params(params: &Params, tokens: &[Token]) -> anyhow::Result<()> {
     ensure!(params.feeder_tolerance_ppm <= u64::from(market::PPM), "params.feeder_tolerance_ppm: at most 1000000");
     ensure!(params.plausibility_ratio_ppm >= u64::from(market::PPM), "params.plausibility_ratio_ppm: at least 1000000");
     ensure!((1..=96).contains(&params.plausibility_intervals), "params.plausibility_intervals: 1..=96");
+    ensure!(params.reward_trust_min <= 3, "params.reward_trust_min: 0 (node) to 3 (device+balanced)");
     Ok(())
 }
 
@@ -718,6 +737,12 @@ fn parse_pool_rule(rule: &PoolRuleFile) -> anyhow::Result<PoolRule> {
     if let Some(policy) = &rule.dynamic {
         policy.check().map_err(|problem| anyhow::anyhow!("{}: dynamic: {problem}", context()))?;
     }
+    let trust = match rule.trust.as_deref() {
+        None => protocol::message::Trust::Node,
+        Some(name) => protocol::message::Trust::from_name(name).with_context(|| {
+            format!("{}: trust {name:?} is not node, device, balanced or device+balanced", context())
+        })?,
+    };
     Ok(PoolRule {
         pattern,
         grid_fee,
@@ -727,6 +752,7 @@ fn parse_pool_rule(rule: &PoolRuleFile) -> anyhow::Result<PoolRule> {
         mechanism,
         dynamic: rule.dynamic,
         essential: rule.essential,
+        trust,
     })
 }
 

@@ -53,7 +53,8 @@ pub use jobs::{JobError, JobReads};
 use keys::*;
 pub use read::{Kv, Pairs};
 pub use tokens::TokenReads;
-pub use trade::TradeReads;
+use trade::Delivery;
+pub use trade::{Flows, TradeReads};
 
 /// The account that receives fees and escrow penalties: the all-zero key, for which nobody can sign.
 pub const COMMONS: PublicKey = PublicKey([0; 32]);
@@ -363,6 +364,15 @@ pub enum Event {
         named: Vec<PublicKey>,
         held: u64,
     },
+    /// The readings of these accounts in a cell's interval reached the `balanced` trust level (PROTOCOL.md §10,
+    /// *trust levels*): the feeder balanced the interval when it closed, the mismatch was laid on other members, or
+    /// a jury upheld their readings.
+    ReadingsBalanced {
+        cell: String,
+        interval_start_s: u64,
+        interval_s: u32,
+        authors: Vec<PublicKey>,
+    },
     /// A case was decided (`status`: upheld or refuted).
     CellCaseDecided {
         case: Id,
@@ -549,6 +559,9 @@ pub struct Escrow {
     /// Royalty taken from the payment at release, to `royalty_account`.
     pub royalty: u64,
     pub royalty_account: PublicKey,
+    /// The trust level (PROTOCOL.md §10, *trust levels*) a party's readings must reach to count as delivered: the
+    /// pool rule's when the trade settled (0 for trades that are not metered).
+    pub trust: u8,
 }
 
 impl Escrow {

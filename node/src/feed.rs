@@ -73,11 +73,24 @@ pub struct ReadingView {
     pub export_wh: u64,
     pub generation_wh: u64,
     pub consumption_wh: u64,
-    /// How it is attested (PROTOCOL.md §5): `node` (its author's signature only) or `device` (also the meter's
-    /// registered device, which the ledger checked).
+    /// How it is attested (PROTOCOL.md §10, *trust levels*): `node` (its author's signature only) or `device` (also
+    /// the meter's registered device, which the ledger checked); `balanced` or `device+balanced` once its cell's
+    /// feeder confirmed it (`GET /readings` shows the level now; the event stream, as anchored, then a `balanced`
+    /// event).
     pub trust: &'static str,
     /// The device key that signed it, when one did.
     pub device_key: Option<String>,
+}
+
+/// A cell's feeder confirmed these accounts' readings of an interval: they reached the `balanced` trust level.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct BalancedView {
+    pub height: u64,
+    pub cell: String,
+    pub interval_start_s: u64,
+    pub interval_s: u32,
+    /// Whose readings (64 hex digits each).
+    pub authors: Vec<String>,
 }
 
 /// One event of the stream.
@@ -87,6 +100,7 @@ pub enum Event {
     Block(BlockView),
     Trade(TradeView),
     Reading(ReadingView),
+    Balanced(BalancedView),
 }
 
 impl Event {
@@ -96,6 +110,7 @@ impl Event {
             Event::Block(_) => "block",
             Event::Trade(_) => "trade",
             Event::Reading(_) => "reading",
+            Event::Balanced(_) => "balanced",
         }
     }
 }
@@ -184,6 +199,15 @@ pub fn events_of(commit: &Commit) -> Vec<Event> {
                 trust: protocol::message::Trust::of(reading).name(),
                 device_key: reading.device.as_slice().first().map(|attestation| attestation.key().to_string()),
             })),
+            LedgerEvent::ReadingsBalanced { cell, interval_start_s, interval_s, authors } => {
+                events.push(Event::Balanced(BalancedView {
+                    height,
+                    cell: cell.clone(),
+                    interval_start_s: *interval_start_s,
+                    interval_s: *interval_s,
+                    authors: authors.iter().map(ToString::to_string).collect(),
+                }));
+            }
             _ => {}
         }
     }
@@ -220,6 +244,7 @@ impl Feed {
                 Event::Block(block) => push(&mut recent.blocks, block.clone(), RECENT_BLOCKS_MAX),
                 Event::Trade(trade) => push(&mut recent.trades, trade.clone(), RECENT_TRADES_MAX),
                 Event::Reading(reading) => push(&mut recent.readings, reading.clone(), RECENT_READINGS_MAX),
+                Event::Balanced(_) => {}
             }
         }
         true

@@ -336,6 +336,34 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
         std::thread::sleep(Duration::from_secs(2));
     };
     assert!(checked["feeder"].is_string() && checked["members"].as_array().unwrap().len() == 2, "{checked:#}");
+    // The homes are honest: the feeder confirms their readings, which then show the `balanced` trust level.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let readings = json(&home, "/readings?limit=500").unwrap_or_default();
+        let confirmed = readings["readings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|reading| reading["trust"] == "balanced" && reading["meter"] != "feeder");
+        if let Some(reading) = confirmed {
+            let cell = json(&home, "/cells/u33db?interval_s=15&count=40").unwrap_or_default();
+            let interval = cell["intervals"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|interval| interval["interval_start_s"] == reading["interval_start_s"]);
+            let member = interval
+                .and_then(|interval| interval["members"].as_array())
+                .into_iter()
+                .flatten()
+                .find(|member| member["author"] == reading["author"]);
+            assert!(member.is_some_and(|member| member["trust"] == "balanced"), "{reading:#}\n{cell:#}");
+            break;
+        }
+        let cell = json(&home, "/cells/u33db?interval_s=15&count=20").unwrap_or_default();
+        assert!(Instant::now() < deadline, "no reading shows the feeder's confirmation:\n{readings:#}\n{cell:#}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
 
     // SIGTERM stops the devnet and its nodes.
     devnet.signal("TERM").unwrap();

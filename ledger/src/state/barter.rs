@@ -381,13 +381,14 @@ impl Pending<'_> {
             let Some(state) = self.read::<BarterLegState>(&leg_key(&leg)) else { continue };
             match state.status {
                 LegStatus::Pending if state.resource == Resource::Energy => {
-                    let short = self.shortfall_wh(
-                        &state.giver,
-                        state.delivery_start_s,
-                        BARTER_ENERGY_INTERVAL_S,
-                        state.quantity,
-                        true,
-                    );
+                    // A barter pool has no rule: its energy legs count readings of any trust level.
+                    let delivery = Delivery {
+                        delivery_start_s: state.delivery_start_s,
+                        interval_s: BARTER_ENERGY_INTERVAL_S,
+                        quantity: state.quantity,
+                        trust: protocol::message::Trust::Node,
+                    };
+                    let short = self.shortfall_wh(&state.giver, &delivery, true);
                     if short == 0 {
                         self.close_leg(&leg, state, LegStatus::Released, 0, 0);
                     } else {

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use protocol::message::Outcome;
+use protocol::message::{Outcome, Trust};
 use protocol::types::Cell;
 
 use super::jobs::JobError;
@@ -148,6 +148,19 @@ pub struct CellMember {
     pub withheld_wh: u64,
     /// 1: every reading of the asset in the interval carried its device's attestation (PROTOCOL.md §5); else 0.
     pub attested: u8,
+    /// Of `import_wh` and `export_wh`, what readings carrying a device attestation claimed.
+    pub device_import_wh: u64,
+    pub device_export_wh: u64,
+    /// 1 once the readings reached the `balanced` trust level (PROTOCOL.md §10, *trust levels*), else 0.
+    pub balanced: u8,
+}
+
+impl CellMember {
+    /// The trust level of its readings (the weakest, when only some carried a device attestation).
+    pub fn trust(&self) -> Trust {
+        let signed = if self.attested == 1 { Trust::Device } else { Trust::Node };
+        if self.balanced == 1 { signed.balanced() } else { signed }
+    }
 }
 
 /// What a case is about.
@@ -256,6 +269,20 @@ pub trait CellReads: Kv {
         self.range(&prefix, &end)
             .filter_map(|(key, value)| Some((Id(key.get(25..57)?.try_into().ok()?), super::decode(&value)?)))
             .collect()
+    }
+
+    /// A reading's trust level now (PROTOCOL.md §10, *trust levels*): `signed` (what it carries), raised to
+    /// `balanced` once its cell's feeder confirmed its asset's readings of the interval (while the ledger keeps the
+    /// interval's records).
+    fn reading_trust(&self, author: &PublicKey, meter: &str, start_s: u64, interval_s: u32, signed: Trust) -> Trust {
+        let confirmed = || {
+            let asset: Id = value(self, &key(ASSET_BY_METER, &[author.as_bytes(), meter.as_bytes()]))?;
+            let state: AssetState = value(self, &key(ASSET, &[asset.as_bytes()]))?;
+            let cell = state.manifest.cell.as_str();
+            let member: CellMember = value(self, &member_key(cell, start_s, interval_s, &asset))?;
+            Some(member.balanced == 1 && member.author == *author)
+        };
+        if confirmed().unwrap_or(false) { signed.balanced() } else { signed }
     }
 
     fn cell_case(&self, case: &Id) -> Option<CellCase> {
@@ -375,12 +402,19 @@ impl Pending<'_> {
                     streak: 0,
                     withheld_wh: 0,
                     attested: u8::from(!reading.device.is_empty()),
+                    device_import_wh: 0,
+                    device_export_wh: 0,
+                    balanced: 0,
                 }
             }
         };
         member.attested &= u8::from(!reading.device.is_empty());
         member.import_wh = member.import_wh.saturating_add(reading.import_wh);
         member.export_wh = member.export_wh.saturating_add(reading.export_wh);
+        if !reading.device.is_empty() {
+            member.device_import_wh = member.device_import_wh.saturating_add(reading.import_wh);
+            member.device_export_wh = member.device_export_wh.saturating_add(reading.export_wh);
+        }
         member.generation_wh = member.generation_wh.saturating_add(reading.generation_wh);
         self.write(member_key, &member);
         self.write(interval_record_key(cell.as_str(), start_s, interval_s), &record);
@@ -409,6 +443,45 @@ impl Pending<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether readings of this trust level earn export rewards (`reward_trust_min`).
+    pub(super) fn rewarded(&self, trust: Trust) -> bool {
+        u64::from(trust.level()) >= self.param("reward_trust_min")
+    }
+
+    /// Of a member's export in an interval, what earns rewards: the device-attested part at the device's level, the
+    /// rest at the node's, each raised to `balanced` when `balanced`.
+    fn rewarded_export(&self, member: &CellMember, balanced: bool) -> u64 {
+        let raise = |trust: Trust| if balanced { trust.balanced() } else { trust };
+        let device = member.device_export_wh.min(member.export_wh);
+        let mut export = 0;
+        if self.rewarded(raise(Trust::Device)) {
+            export += device;
+        }
+        if self.rewarded(raise(Trust::Node)) {
+            export += member.export_wh - device;
+        }
+        export
+    }
+
+    /// A member's readings in an interval reach the `balanced` level: their flows count at the levels they gain.
+    fn confirm_member(&mut self, cell: &str, start_s: u64, interval_s: u32, asset: &Id, member: &mut CellMember) {
+        if member.balanced == 1 {
+            return;
+        }
+        member.balanced = 1;
+        let end_ms = start_s.saturating_add(u64::from(interval_s)).saturating_mul(1000);
+        let device = [member.device_import_wh.min(member.import_wh), member.device_export_wh.min(member.export_wh)];
+        let node = [member.import_wh - device[0], member.export_wh - device[1]];
+        // Node-signed readings rise from level 0 to 2, device-signed ones from 1 to 3.
+        if node != [0, 0] {
+            self.add_flows(&member.author, start_s, end_ms, node, 1..=2);
+        }
+        if device != [0, 0] {
+            self.add_flows(&member.author, start_s, end_ms, device, 2..=3);
+        }
+        self.write(member_key(cell, start_s, interval_s, asset), member);
     }
 
     /// End of block, first: cells' intervals whose close is due are closed, and cases whose jury's period ended are
@@ -440,16 +513,16 @@ impl Pending<'_> {
         }
     }
 
-    /// Closes a cell's interval: the feeder balance, then plausibility, then the members' rewards.
-    fn close_interval(&mut self, cell: &str, start_s: u64, interval_s: u32) {
-        let record_key = interval_record_key(cell, start_s, interval_s);
-        let Some(mut record) = self.read::<CellInterval>(&record_key) else { return };
-        if record.status != IntervalStatus::Open {
-            return;
-        }
-        let members = self.cell_members(cell, start_s, interval_s);
-        // The feeder balance.
-        let mut named: Vec<PublicKey> = Vec::new();
+    /// The feeder balance of a closing interval (PROTOCOL.md §10, *cells*, step 1): the record's status and named
+    /// members; unbalanced with named members, the interval's escrows held and the case to open for each of them.
+    fn feeder_balance(
+        &mut self,
+        record: &mut CellInterval,
+        cell: &str,
+        start_s: u64,
+        interval_s: u32,
+        members: &[(Id, CellMember)],
+    ) -> Option<CellCase> {
         let mut case: Option<CellCase> = None;
         record.status = IntervalStatus::Unchecked;
         if let Some(feeder) = record.feeder.first().copied() {
@@ -484,12 +557,12 @@ impl Pending<'_> {
                 record.status = IntervalStatus::Balanced;
             } else {
                 record.status = IntervalStatus::Unbalanced;
-                named = self.suspects(cell, start_s, interval_s, &members, gap);
+                let named = self.suspects(cell, start_s, interval_s, members, gap);
                 if !named.is_empty() {
                     state.held = self.hold_escrows(cell, start_s, interval_s);
                 }
-                record.named = named.clone();
                 record.cases_open = u32::try_from(named.len()).unwrap_or(u32::MAX);
+                record.named = named.clone();
                 self.events.push(Event::CellUnbalanced {
                     cell: cell.to_owned(),
                     interval_start_s: start_s,
@@ -501,32 +574,70 @@ impl Pending<'_> {
                 case = Some(state);
             }
         }
+        case
+    }
+
+    /// Closes a cell's interval: the feeder balance, then plausibility, then the members' rewards.
+    fn close_interval(&mut self, cell: &str, start_s: u64, interval_s: u32) {
+        let record_key = interval_record_key(cell, start_s, interval_s);
+        let Some(mut record) = self.read::<CellInterval>(&record_key) else { return };
+        if record.status != IntervalStatus::Open {
+            return;
+        }
+        let members = self.cell_members(cell, start_s, interval_s);
+        let case = self.feeder_balance(&mut record, cell, start_s, interval_s, &members);
+        let named = record.named.clone();
         self.write(record_key, &record);
+        // The feeder confirms its members' readings (trust level `balanced`) when the interval balanced, and when
+        // the mismatch was laid on named members, those not named (a named member's are confirmed if its case is
+        // upheld). Rewards follow the level the readings have or will have if their case is upheld.
+        let confirmed = |author: &PublicKey| {
+            record.status == IntervalStatus::Balanced
+                || (record.status == IntervalStatus::Unbalanced && !named.is_empty() && !named.contains(author))
+        };
+        let balanced_if_upheld = record.status == IntervalStatus::Balanced
+            || (record.status == IntervalStatus::Unbalanced && !named.is_empty());
         // Plausibility, then the rewards: a named member's waits on its feeder case, an implausible interval's on
         // its streak.
         let judgement = self.plausibility(cell, start_s, interval_s, &members);
         let mut withheld: Vec<(PublicKey, u64)> = Vec::new();
         let mut parties: Vec<PublicKey> = Vec::new();
+        let mut balanced: Vec<PublicKey> = Vec::new();
         for ((asset, mut member), (streak, implausible, yield_per_kw)) in members.into_iter().zip(judgement.members) {
             member.streak = streak;
             parties.push(member.author);
+            let export_wh = self.rewarded_export(&member, balanced_if_upheld);
             if named.contains(&member.author) {
-                if member.export_wh > 0 {
-                    add_withheld(&mut withheld, member.author, member.export_wh);
+                if export_wh > 0 {
+                    add_withheld(&mut withheld, member.author, export_wh);
                 }
             } else if implausible {
-                member.withheld_wh = member.export_wh;
+                member.withheld_wh = export_wh;
             } else {
-                let _ = self.reward_export(&member.author, member.export_wh);
+                let _ = self.reward_export(&member.author, export_wh);
             }
             if !implausible {
                 self.end_streak(cell, start_s, interval_s, &asset, &member.author);
             }
             self.write(member_key(cell, start_s, interval_s, &asset), &member);
+            if confirmed(&member.author) {
+                self.confirm_member(cell, start_s, interval_s, &asset, &mut member);
+                if !balanced.contains(&member.author) {
+                    balanced.push(member.author);
+                }
+            }
             if implausible && !named.contains(&member.author) {
                 let measured = [yield_per_kw, judgement.median, judgement.threshold];
                 self.implausible_interval(cell, start_s, interval_s, &asset, &member, measured);
             }
+        }
+        if !balanced.is_empty() {
+            self.events.push(Event::ReadingsBalanced {
+                cell: cell.to_owned(),
+                interval_start_s: start_s,
+                interval_s,
+                authors: balanced,
+            });
         }
         // One case per named member. Nobody with a reading in the interval, nor the feeder's author, sits on a jury.
         if let Some(state) = case {
@@ -799,7 +910,33 @@ impl Pending<'_> {
         self.write(case_key.clone(), &state);
         self.forget_at(state.closed_ms.saturating_add(NOTICE_RETENTION_MS), &case_key);
         if state.kind == CaseKind::Feeder {
+            if upheld {
+                self.confirm_named(&state);
+            }
             self.feeder_case_decided(&state);
+        }
+    }
+
+    /// A feeder case upheld: the named account's readings in the interval reach the `balanced` level (before the
+    /// interval's held escrows are released by them).
+    fn confirm_named(&mut self, state: &CellCase) {
+        let (cell, start_s, interval_s) = (state.cell.as_str(), state.interval_start_s, state.interval_s);
+        let mut authors = Vec::new();
+        for (asset, mut member) in self.cell_members(cell, start_s, interval_s) {
+            if state.named.contains(&member.author) {
+                self.confirm_member(cell, start_s, interval_s, &asset, &mut member);
+                if !authors.contains(&member.author) {
+                    authors.push(member.author);
+                }
+            }
+        }
+        if !authors.is_empty() {
+            self.events.push(Event::ReadingsBalanced {
+                cell: cell.to_owned(),
+                interval_start_s: start_s,
+                interval_s,
+                authors,
+            });
         }
     }
 

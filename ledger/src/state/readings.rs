@@ -86,23 +86,20 @@ impl Pending<'_> {
             }
             return Ok(());
         }
-        // The account's energy flows per interval start, summed over its meters: what trades are checked against.
-        let flow_key = interval_key(FLOW, author, reading.interval_start_s);
-        let (import_wh, export_wh): (u64, u64) = self.read(&flow_key).unwrap_or((0, 0));
-        if import_wh == 0 && export_wh == 0 && self.get(&flow_key).is_none() {
-            let end_ms = reading.interval_start_s.saturating_add(u64::from(reading.interval_s)).saturating_mul(1000);
-            self.forget_at(end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &flow_key);
-        }
-        self.write(
-            flow_key,
-            &(import_wh.saturating_add(reading.import_wh), export_wh.saturating_add(reading.export_wh)),
-        );
+        // The account's energy flows per interval start, summed over its meters and kept per trust level: what
+        // trades are checked against.
+        let trust = protocol::message::Trust::of(reading);
+        let end_ms = reading.interval_start_s.saturating_add(u64::from(reading.interval_s)).saturating_mul(1000);
+        let flows = [reading.import_wh, reading.export_wh];
+        self.add_flows(author, reading.interval_start_s, end_ms, flows, 0..=trust.level());
         self.check_energy_job(author, reading.meter.as_str(), reading.export_counter_wh)?;
-        // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows; a member of a cell
-        // is rewarded when the cell's interval closes (PROTOCOL.md §10, *cells*), and not at all once it closed.
+        // Issuance rules: mission tokens rewarded per kWh exported, as far as their cap allows, for readings of
+        // `reward_trust_min` or more; a member of a cell is rewarded when the cell's interval closes (PROTOCOL.md §10,
+        // *cells*: its feeder may raise the reading's level), and not at all once it closed.
         match (asset_id, cell) {
             (Some(asset_id), Some(cell)) => self.member_reading(author, &asset_id, &cell, reading),
-            _ => self.reward_export(author, reading.export_wh),
+            _ if self.rewarded(trust) => self.reward_export(author, reading.export_wh),
+            _ => Ok(()),
         }
     }
 }

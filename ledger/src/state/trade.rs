@@ -215,6 +215,28 @@ pub trait TradeReads: Kv {
 
 impl<K: Kv + ?Sized> TradeReads for K {}
 
+/// What an energy trade's delivery is checked for: `quantity` Wh in the interval `delivery_start_s` of
+/// `interval_s` seconds, by readings that reach `trust`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Delivery {
+    pub delivery_start_s: u64,
+    pub interval_s: u64,
+    pub quantity: u64,
+    pub trust: protocol::message::Trust,
+}
+
+/// An account's flows in an interval (key `l`): `[import_wh, export_wh]` summed over its readings of at least each
+/// trust level, level 0 (every reading) first (PROTOCOL.md §10, *trust levels*).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Flows(pub [u64; 8]);
+
+impl Flows {
+    /// Import (a buyer's delivery) or export (a seller's) over the readings of at least `trust`.
+    pub fn at(&self, trust: protocol::message::Trust, export: bool) -> u64 {
+        self.0[usize::from(trust.level()) * 2 + usize::from(export)]
+    }
+}
+
 /// What a trade asks of one party ([`TradeReads::check_means`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Obligation {
@@ -391,6 +413,7 @@ impl Pending<'_> {
                 tax,
                 royalty,
                 royalty_account,
+                trust: if metered { rule.map_or(0, |rule| rule.trust.level()) } else { 0 },
             };
             self.put_escrow(id, &escrow, pool);
         }
@@ -500,29 +523,52 @@ impl Pending<'_> {
     }
 
     /// An account's shortfall on one energy trade of `quantity` Wh: its measured flow (export for a seller, import
-    /// for a buyer, summed over the readings it anchored for the interval) is shared pro rata over everything it
-    /// traded for the interval; what this trade does not get is the shortfall. No reading counts as nothing
-    /// measured.
-    pub(super) fn shortfall_wh(
-        &self,
-        account: &PublicKey,
-        delivery_start_s: u64,
-        interval_s: u64,
-        quantity: u64,
-        seller: bool,
-    ) -> u64 {
+    /// for a buyer, summed over the readings it anchored for the interval that reach the `trust` level) is shared
+    /// pro rata over everything it traded for the interval; what this trade does not get is the shortfall. No
+    /// reading counts as nothing measured.
+    pub(super) fn shortfall_wh(&self, account: &PublicKey, trade: &Delivery, seller: bool) -> u64 {
+        let Delivery { delivery_start_s, interval_s, quantity, trust } = *trade;
         let end_s = delivery_start_s.saturating_add(interval_s);
         let flows = self.scan(interval_key(FLOW, account, delivery_start_s), interval_key(FLOW, account, end_s));
         let measured: u64 = flows
             .iter()
-            .filter_map(|(_, value)| decode::<(u64, u64)>(value))
-            .map(|(import_wh, export_wh)| if seller { export_wh } else { import_wh })
+            .filter_map(|(_, value)| decode::<Flows>(value))
+            .map(|flows| flows.at(trust, seller))
             .fold(0u64, u64::saturating_add);
         let prefix = if seller { SOLD } else { BOUGHT };
         let traded: u64 = self.read(&interval_key(prefix, account, delivery_start_s)).unwrap_or(quantity);
         let traded = traded.max(quantity).max(1);
         let met = u128::from(quantity) * u128::from(measured.min(traded)) / u128::from(traded);
         quantity - u64::try_from(met).unwrap_or(quantity)
+    }
+
+    /// Adds a reading's import and export to its author's flows of the interval starting `start_s` (`l`), at
+    /// every trust level from `from` to `to` (a reading anchored: from `node` to its own level; a reading its cell's
+    /// feeder confirmed: the levels it gained). The record is forgotten a while after `end_ms`.
+    pub(super) fn add_flows(
+        &mut self,
+        author: &PublicKey,
+        start_s: u64,
+        end_ms: u64,
+        [import_wh, export_wh]: [u64; 2],
+        levels: std::ops::RangeInclusive<u8>,
+    ) {
+        let flow_key = interval_key(FLOW, author, start_s);
+        let mut flows = match self.read::<Flows>(&flow_key) {
+            Some(flows) => flows,
+            None => {
+                self.forget_at(end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS), &flow_key);
+                Flows::default()
+            }
+        };
+        for level in levels {
+            let slot = usize::from(level) * 2;
+            if let Some(pair) = flows.0.get_mut(slot..slot + 2) {
+                pair[0] = pair[0].saturating_add(import_wh);
+                pair[1] = pair[1].saturating_add(export_wh);
+            }
+        }
+        self.write(flow_key, &flows);
     }
 
     /// Releases an escrow: checks an energy trade's delivery, takes penalties from collateral, pays tax and
@@ -540,8 +586,14 @@ impl Pending<'_> {
                 if refuted.contains(account) {
                     return escrow.quantity;
                 }
-                let interval_s = u64::from(escrow.interval_s);
-                self.shortfall_wh(account, escrow.delivery_start_s, interval_s, escrow.quantity, seller)
+                let delivery = Delivery {
+                    delivery_start_s: escrow.delivery_start_s,
+                    interval_s: u64::from(escrow.interval_s),
+                    quantity: escrow.quantity,
+                    trust: protocol::message::Trust::from_level(u64::from(escrow.trust))
+                        .unwrap_or(protocol::message::Trust::DeviceBalanced),
+                };
+                self.shortfall_wh(account, &delivery, seller)
             };
             (shortfall(&escrow.seller, true), shortfall(&escrow.buyer, false))
         } else {

@@ -14,8 +14,8 @@ use ledger::state::{
     BlockContext, CaseKind, CaseStatus, EntryError, Event, IntervalStatus, State, feeder_case_id, plausibility_case_id,
 };
 use protocol::message::{
-    AlertRule, Asset, AssetKind, Body, Guild, Limits, Mechanism, MeterSource, Offer, Outcome, PoolId, Reading,
-    Resource, Settlement, Side, Verdict, guild_account,
+    AlertRule, Asset, AssetKind, Body, DeviceKey, Guild, Limits, Mechanism, MeterSource, Offer, Outcome, PoolId,
+    Reading, Resource, Settlement, Side, Trust, Verdict, attest, guild_account,
 };
 use protocol::types::{BoundedVec, Cell, MeterId, Text, TokenId};
 use protocol::{Draft, Envelope, Id, Keypair, NetworkId, PublicKey};
@@ -36,16 +36,24 @@ struct Net {
     nonce: u64,
     counters: HashMap<usize, (u64, u64)>,
     events: Vec<Event>,
+    /// Homes whose meters' device signs their readings: the device's key.
+    devices: HashMap<usize, Keypair>,
 }
 
 impl Net {
     fn new(params: &str) -> Net {
+        Net::with_pools(params, "")
+    }
+
+    /// A net whose genesis also holds these `[[pools]]` rules.
+    fn with_pools(params: &str, pools: &str) -> Net {
         let keys: Vec<Keypair> = (0..12u8).map(|index| Keypair::from_seed(&[index + 150; 32])).collect();
         let public: Vec<PublicKey> = keys.iter().map(Keypair::public).collect();
         let mut text = Genesis::devnet_text("kos-cells", START_MS, &public[..2], &public, FUNDS);
         let params =
             format!("penalty_per_kwh = 1000\nsettlement_grace_ms = {GRACE_MS}\njury_period_ms = 3600000\n{params}");
         text = text.replacen("\n[[validators]]", &format!("\n[params]\n{params}\n\n[[validators]]"), 1);
+        text.push_str(pools);
         let genesis = Arc::new(Genesis::parse(&text).unwrap());
         Net {
             keys,
@@ -55,6 +63,7 @@ impl Net {
             nonce: 0,
             counters: HashMap::new(),
             events: Vec::new(),
+            devices: HashMap::new(),
         }
     }
 
@@ -114,6 +123,17 @@ impl Net {
         home.id()
     }
 
+    /// A home whose meter's device signs its readings (the asset names the device's key).
+    fn device_home(&mut self, index: usize, kw: u64) -> Id {
+        let device = Keypair::from_seed(&[index as u8 + 200; 32]);
+        let mut manifest = asset(AssetKind::Meter, self.key(index), &format!("home-{index}"), kw);
+        manifest.device = BoundedVec::new(vec![DeviceKey::Ed25519(device.public())]).unwrap();
+        self.devices.insert(index, device);
+        let home = self.sign(index, Body::Asset(manifest));
+        assert_eq!(self.block(vec![home.clone()]), []);
+        home.id()
+    }
+
     /// A reading of `index`'s meter (`feeder` for key 2) for the interval starting `start_s`.
     fn reading(&mut self, index: usize, start_s: u64, import_wh: u64, export_wh: u64, generation_wh: u64) -> Envelope {
         let (import_counter, export_counter) = self.counters.entry(index).or_insert((10_000, 10_000));
@@ -135,6 +155,13 @@ impl Net {
             source: MeterSource::Simulated,
             device: BoundedVec::default(),
         });
+        let body = match (body, self.devices.get(&index)) {
+            (Body::Reading(reading), Some(device)) => {
+                let network = NetworkId::new("kos-cells").unwrap();
+                Body::Reading(attest(&network, &self.keys[index].public(), reading, device))
+            }
+            (body, _) => body,
+        };
         self.sign(index, body)
     }
 
@@ -391,6 +418,188 @@ fn a_feeder_belongs_to_a_guild_and_holds_its_cell() {
 }
 
 /// Six homes of 4 kW under one sky; home 8 claims twice its neighbours' yield.
+/// A pool rule for every energy pool of credits asking readings of a trust level.
+fn pool_asking(trust: &str) -> String {
+    format!("\n[[pools]]\npool = \"energy/credit/*/*\"\ntrust = \"{trust}\"\n")
+}
+
+fn penalised(net: &Net, index: usize) -> bool {
+    net.events.iter().any(|event| matches!(event, Event::Penalty { account, .. } if *account == net.key(index)))
+}
+
+#[test]
+fn a_pool_asking_for_feeder_balanced_readings_counts_only_deliveries_the_feeder_confirmed() {
+    for trust in ["node", "balanced"] {
+        let mut net = Net::with_pools("", &pool_asking(trust));
+        net.feeder();
+        for home in [3, 4] {
+            net.home(home, 10);
+        }
+        // Home 3 sells 1 kWh to home 4 in two intervals; the feeder reads the first (its net flow is 0) and misses
+        // the second.
+        let (first, second) = (interval(0), interval(1));
+        let trades = vec![net.trade(4, 3, first, 1_000), net.trade(4, 3, second, 1_000)];
+        assert_eq!(net.block(trades), []);
+        for (start, feeder_reads) in [(first, true), (second, false)] {
+            net.block_at(after(start) - 500, vec![]);
+            let mut readings = vec![net.reading(3, start, 0, 1_000, 1_000), net.reading(4, start, 1_000, 0, 0)];
+            if feeder_reads {
+                readings.push(net.reading(2, start, 0, 0, 0));
+            }
+            assert_eq!(net.block_at(after(start), readings), []);
+            // Until the close, a reading is only as good as its signature.
+            let seller = net.key(3);
+            assert_eq!(net.state.reading_trust(&seller, "home-3", start, INTERVAL_S as u32, Trust::Node), Trust::Node);
+            net.block_at(closing(start), vec![]);
+            let expected = if feeder_reads { Trust::Balanced } else { Trust::Node };
+            for home in [3, 4] {
+                let account = net.key(home);
+                let meter = format!("home-{home}");
+                let trust = net.state.reading_trust(&account, &meter, start, INTERVAL_S as u32, Trust::Node);
+                assert_eq!(trust, expected, "home {home} in the interval {start}");
+            }
+        }
+        assert_eq!(net.state.escrows().count(), 0);
+        let confirmed: Vec<_> = net
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                Event::ReadingsBalanced { interval_start_s, authors, .. } => Some((*interval_start_s, authors.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(confirmed, [(first, vec![net.key(3), net.key(4)])]);
+        // The confirmed interval delivered in either pool; the unconfirmed one only where node keys suffice: in the
+        // other, both parties fell short by the whole quantity, paid their penalty and count a failure.
+        let (seller, buyer) = (net.state.reputation(&net.key(3)), net.state.reputation(&net.key(4)));
+        assert_eq!((seller.deliveries, buyer.deliveries), (1, 1), "one delivery a day counts per pair");
+        let failures = u64::from(trust == "balanced");
+        assert_eq!((seller.failures, buyer.failures), (failures, failures), "pool asking {trust}");
+        assert_eq!((penalised(&net, 3), penalised(&net, 4)), (trust == "balanced", trust == "balanced"));
+        net.supply_is_the_sum_of_balances();
+    }
+}
+
+#[test]
+fn a_pool_asking_for_device_signed_readings_takes_them_or_the_feeders_confirmation() {
+    let mut net = Net::with_pools("", &pool_asking("device"));
+    net.feeder();
+    net.device_home(3, 10);
+    net.home(4, 10);
+    net.device_home(5, 10);
+    // Homes 3 (its device signs) and 4 (its node alone) each sell 1 kWh to home 5 (device-signed) in two
+    // intervals; the feeder reads only the second.
+    let (first, second) = (interval(0), interval(1));
+    let mut trades = Vec::new();
+    for start in [first, second] {
+        trades.push(net.trade(5, 3, start, 1_000));
+        trades.push(net.trade(5, 4, start, 1_000));
+    }
+    assert_eq!(net.block(trades), []);
+    for (start, feeder_reads) in [(first, false), (second, true)] {
+        net.block_at(after(start) - 500, vec![]);
+        let mut readings = vec![
+            net.reading(3, start, 0, 1_000, 1_000),
+            net.reading(4, start, 0, 1_000, 1_000),
+            net.reading(5, start, 2_000, 0, 0),
+        ];
+        if feeder_reads {
+            readings.push(net.reading(2, start, 0, 0, 0));
+        }
+        assert_eq!(net.block_at(after(start), readings), []);
+        net.block_at(closing(start), vec![]);
+        let failures: Vec<u64> = [3, 4, 5].iter().map(|home| net.state.reputation(&net.key(*home)).failures).collect();
+        // Unchecked, home 4's node-signed export does not count; confirmed by the feeder, it does.
+        assert_eq!(failures, [0, 1, 0], "after the interval {start}");
+        let trust = |net: &Net, home: usize, signed| {
+            let meter = format!("home-{home}");
+            net.state.reading_trust(&net.key(home), &meter, start, INTERVAL_S as u32, signed)
+        };
+        if feeder_reads {
+            assert_eq!(
+                (trust(&net, 3, Trust::Device), trust(&net, 4, Trust::Node)),
+                (Trust::DeviceBalanced, Trust::Balanced)
+            );
+        } else {
+            assert_eq!((trust(&net, 3, Trust::Device), trust(&net, 4, Trust::Node)), (Trust::Device, Trust::Node));
+        }
+    }
+    assert_eq!(net.state.escrows().count(), 0);
+    net.supply_is_the_sum_of_balances();
+}
+
+#[test]
+fn export_rewards_may_ask_for_readings_the_feeder_confirmed() {
+    let mut net = Net::new("reward_trust_min = 2");
+    net.feeder();
+    net.home(3, 10);
+    net.device_home(4, 10);
+    net.home(5, 10);
+    // Interval 0 balances; in interval 1 the feeder reads nothing. Home 9's meter is bound to no asset (and no
+    // cell): no feeder ever checks it.
+    for (index, feeder_reads) in [(0, true), (1, false)] {
+        let start = interval(index);
+        net.block_at(after(start) - 500, vec![]);
+        let mut readings = vec![
+            net.reading(3, start, 0, 1_000, 1_000),
+            net.reading(4, start, 0, 500, 500),
+            net.reading(5, start, 1_500, 0, 0),
+            net.reading(9, start, 0, 700, 700),
+        ];
+        if feeder_reads {
+            readings.push(net.reading(2, start, 0, 0, 0));
+        }
+        assert_eq!(net.block_at(after(start), readings), []);
+        net.block_at(closing(start), vec![]);
+    }
+    // Only the confirmed interval's export earned: the device's signature alone is below the level asked.
+    assert_eq!((net.eco(3), net.eco(4), net.eco(5), net.eco(9)), (1_000, 500, 0, 0));
+    net.supply_is_the_sum_of_balances();
+}
+
+#[test]
+fn in_a_mismatch_the_readings_it_is_not_laid_on_count_as_balanced_and_a_jury_decides_the_rest() {
+    for outcome in [Outcome::Failed, Outcome::Done] {
+        let mut net = Net::with_pools("reward_trust_min = 2", &pool_asking("balanced"));
+        net.feeder();
+        for home in [3, 4, 5] {
+            net.home(home, 10);
+        }
+        let start = interval(0);
+        let trades = vec![net.trade(5, 4, start, 1_000), net.trade(5, 3, start, 500)];
+        assert_eq!(net.block(trades), []);
+        net.block_at(after(start) - 500, vec![]);
+        // Home 4 claims 1.2 kWh where it exported 1 kWh: the feeder's reading does not balance and home 4 is named.
+        let readings = vec![
+            net.reading(3, start, 0, 1_000, 1_400),
+            net.reading(4, start, 0, 1_200, 1_500),
+            net.reading(5, start, 1_500, 0, 0),
+            net.reading(2, start, 0, 495, 0),
+        ];
+        assert_eq!(net.block_at(after(start), readings), []);
+        net.block_at(closing(start), vec![]);
+        let case_id = feeder_case_id(CELL, start, INTERVAL_S as u32, &net.key(4));
+        assert_eq!(net.opened(), [(case_id, vec![net.key(4)], 2)]);
+        let trust = |net: &Net, home: usize| {
+            let meter = format!("home-{home}");
+            net.state.reading_trust(&net.key(home), &meter, start, INTERVAL_S as u32, Trust::Node)
+        };
+        // The members the mismatch is not laid on are confirmed at the close (and rewarded); the named waits.
+        assert_eq!([trust(&net, 3), trust(&net, 4), trust(&net, 5)], [Trust::Balanced, Trust::Node, Trust::Balanced]);
+        assert_eq!((net.eco(3), net.eco(4)), (1_000, 0));
+        let votes = vec![net.verdict(0, &case_id, outcome), net.verdict(1, &case_id, outcome)];
+        assert_eq!(net.block(votes), []);
+        assert_eq!(net.state.escrows().count(), 0, "the held trades are released");
+        let upheld = outcome == Outcome::Done;
+        // Upheld, home 4's readings are confirmed before the trades are released by them: it delivered.
+        assert_eq!(trust(&net, 4), if upheld { Trust::Balanced } else { Trust::Node });
+        assert_eq!(net.eco(4), if upheld { 1_200 } else { 0 });
+        assert_eq!(penalised(&net, 4), !upheld);
+        assert!(!penalised(&net, 3) && !penalised(&net, 5), "the honest homes delivered");
+        net.supply_is_the_sum_of_balances();
+    }
+}
+
 fn sunny_interval(net: &mut Net, start: u64, liar_factor: u64) -> Vec<Envelope> {
     (3..=8)
         .map(|home| {

@@ -30,6 +30,9 @@ pub struct MemberView {
     streak: u64,
     /// Export whose mission-token reward waits on plausibility, Wh.
     withheld_wh: u64,
+    /// The trust level of its readings (PROTOCOL.md §10, *trust levels*): node, device, balanced (the feeder
+    /// confirmed them) or device+balanced.
+    trust: &'static str,
 }
 
 impl MemberView {
@@ -42,6 +45,7 @@ impl MemberView {
             generation_wh: member.generation_wh,
             streak: member.streak,
             withheld_wh: member.withheld_wh,
+            trust: member.trust().name(),
         }
     }
 }

@@ -6,6 +6,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::message::Trust;
+
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -44,8 +46,8 @@ pub const ROUTES: &[Route] = &[
     Route::get("/metrics", "Prometheus metrics (OpenMetrics text)", || get(metrics), doc::Reply::Metrics),
     Route::get(
         "/events",
-        "Server-sent events: `block`, `trade`, `reading` as they commit (JSON data), `lagged` with how many a slow \
-         reader missed",
+        "Server-sent events: `block`, `trade`, `reading` as they commit, `balanced` when a cell's feeder confirmed \
+         readings (JSON data), `lagged` with how many a slow reader missed",
         || get(events),
         doc::Reply::Events(doc::schema::<EventData>),
     ),
@@ -157,10 +159,33 @@ pub async fn trades(State(context): State<Context>, Query(query): Query<TradesQu
     Ok(Json(Trades { trades: context.feed.trades(limit(query.limit, 50), query.pool.as_deref()) }))
 }
 
-/// Recent anchored readings, newest first; `author` filters.
+/// Recent anchored readings, newest first, with their trust level now; `author` filters.
 pub async fn readings(State(context): State<Context>, Query(query): Query<ReadingsQuery>) -> Answer<Readings> {
-    context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
-    Ok(Json(Readings { readings: context.feed.readings(limit(query.limit, 50), query.author.as_deref()) }))
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let readings = context.feed.readings(limit(query.limit, 50), query.author.as_deref());
+    // The level now: a cell's feeder may have confirmed a reading since it was anchored.
+    let readings = ledger
+        .query(move |state| {
+            readings
+                .into_iter()
+                .map(|mut reading| {
+                    let signed = if reading.device_key.is_some() { Trust::Device } else { Trust::Node };
+                    if let Ok(author) = protocol::PublicKey::from_hex(&reading.author) {
+                        let trust = state.reading_trust(
+                            &author,
+                            &reading.meter,
+                            reading.interval_start_s,
+                            reading.interval_s,
+                            signed,
+                        );
+                        reading.trust = trust.name();
+                    }
+                    reading
+                })
+                .collect()
+        })
+        .await?;
+    Ok(Json(Readings { readings }))
 }
 
 /// `/accounts`: a page of accounts, by key.

@@ -1019,6 +1019,9 @@ pub struct PoolView {
     digest: String,
     /// Its five best levels a side (null: no open offers).
     book: Option<BookView>,
+    /// The trust level (PROTOCOL.md §10, *trust levels*) a party's readings must reach to count as delivered in
+    /// its energy trades: node, device, balanced or device+balanced (the genesis's pool rule; null: no ledger).
+    trust: Option<&'static str>,
 }
 
 async fn pools(State(context): State<Context>) -> Answer<Pools> {
@@ -1026,10 +1029,15 @@ async fn pools(State(context): State<Context>) -> Answer<Pools> {
     let mut list = Vec::new();
     for pool in market.pools().await {
         let depth = market.depth(pool.clone(), 5).await;
+        let trust = context.ledger.as_ref().map(|ledger| {
+            let rule = ledger.genesis().pool_rule(&pool);
+            rule.map_or(protocol::message::Trust::Node, |rule| rule.trust).name()
+        });
         list.push(PoolView {
             pool: pool.to_string(),
             digest: pool.digest().to_hex(),
             book: depth.as_ref().map(BookView::from),
+            trust,
         });
     }
     let stats = market.stats();

@@ -266,26 +266,65 @@ pub fn check_binding(named: Option<&DeviceKey>, reading: &Reading) -> Result<(),
     }
 }
 
-/// How a reading is attested, weakest first (PROTOCOL.md §5, *Device-signed readings*): shown with every reading, and what pool rules may ask.
+/// How a reading is attested, weakest first (PROTOCOL.md §5, *Device-signed readings*, and §10, *trust levels*):
+/// shown with every reading, and what a pool rule or the export reward may ask. The level is a number: 1 for the
+/// device's signature plus 2 for the cell's feeder, so that a level asks for at least what its bits say, and a
+/// feeder's check of the whole cell weighs more than a device key its own owner registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Trust {
     /// Signed by its author's node only.
-    Node,
+    Node = 0,
     /// Also signed by the meter's registered device.
-    Device,
+    Device = 1,
+    /// Signed by its author's node, and its cell's feeder meter confirmed it when the interval closed.
+    Balanced = 2,
+    /// Signed by the meter's device, and confirmed by its cell's feeder.
+    DeviceBalanced = 3,
 }
 
 impl Trust {
-    /// The reading's level as it stands on its own.
+    /// Every level, weakest first.
+    pub const ALL: [Trust; 4] = [Trust::Node, Trust::Device, Trust::Balanced, Trust::DeviceBalanced];
+
+    /// The reading's level as it stands on its own (before its cell's interval closes).
     pub fn of(reading: &Reading) -> Trust {
         if reading.device.is_empty() { Trust::Node } else { Trust::Device }
     }
 
-    /// The lowercase name the API shows.
+    /// The level once the cell's feeder confirmed the reading.
+    #[must_use]
+    pub fn balanced(self) -> Trust {
+        match self {
+            Trust::Node | Trust::Balanced => Trust::Balanced,
+            Trust::Device | Trust::DeviceBalanced => Trust::DeviceBalanced,
+        }
+    }
+
+    /// Whether a device signed it.
+    pub fn device(self) -> bool {
+        matches!(self, Trust::Device | Trust::DeviceBalanced)
+    }
+
+    /// Its number: 0 to 3.
+    pub fn level(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_level(level: u64) -> Option<Trust> {
+        Trust::ALL.into_iter().find(|trust| u64::from(trust.level()) == level)
+    }
+
+    /// The lowercase name the API and the genesis file use.
     pub fn name(self) -> &'static str {
         match self {
             Trust::Node => "node",
             Trust::Device => "device",
+            Trust::Balanced => "balanced",
+            Trust::DeviceBalanced => "device+balanced",
         }
+    }
+
+    pub fn from_name(name: &str) -> Option<Trust> {
+        Trust::ALL.into_iter().find(|trust| trust.name() == name)
     }
 }
