@@ -743,6 +743,14 @@ fn parse_pool_rule(rule: &PoolRuleFile) -> anyhow::Result<PoolRule> {
             format!("{}: trust {name:?} is not node, device, balanced or device+balanced", context())
         })?,
     };
+    // Readings check the delivery of energy interval pools only: a trust level anywhere else would ask nothing.
+    let metered = pattern.resource.is_none_or(|resource| resource == protocol::message::Resource::Energy)
+        && pattern.interval_s.is_none_or(|interval| interval > 0);
+    ensure!(
+        trust == protocol::message::Trust::Node || metered,
+        "{}: trust asks readings of a level, which only energy interval pools are checked by",
+        context()
+    );
     Ok(PoolRule {
         pattern,
         grid_fee,
@@ -1001,6 +1009,27 @@ mod tests {
         ];
         for (text, expected) in cases {
             let error = format!("{:#}", Genesis::parse(text).unwrap_err());
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    /// A pool rule's trust level is one of the four names, and only where readings check deliveries.
+    #[test]
+    fn a_pool_rules_trust_level_is_named_and_asked_only_of_energy_interval_pools() {
+        let key = Keypair::from_seed(&[1; 32]).public();
+        let text = Genesis::devnet_text("kos-test", 1_000, &[key], &[key], 5_000);
+        let rule = |pool: &str, trust: &str| format!("{text}\n[[pools]]\npool = \"{pool}\"\ntrust = \"{trust}\"\n");
+        let genesis = Genesis::parse(&rule("energy/credit/u33/*", "device+balanced")).unwrap();
+        assert_eq!(genesis.pools[0].trust, protocol::message::Trust::DeviceBalanced);
+        assert!(Genesis::parse(&rule("*/credit/*/900", "balanced")).is_ok());
+        assert!(Genesis::parse(&rule("compute/credit/*/*", "node")).is_ok());
+        let cases = [
+            (rule("energy/credit/*/*", "feeder"), "is not node, device, balanced or device+balanced"),
+            (rule("compute/credit/*/*", "device"), "only energy interval pools"),
+            (rule("energy/credit/*/0", "balanced"), "only energy interval pools"),
+        ];
+        for (text, expected) in cases {
+            let error = format!("{:#}", Genesis::parse(&text).unwrap_err());
             assert!(error.contains(expected), "{error}");
         }
     }

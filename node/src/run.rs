@@ -324,6 +324,29 @@ fn device_key(
     Ok(Some(std::sync::Arc::new(keypair)))
 }
 
+/// What a home should know when its meter trades in a pool whose rule asks its readings a trust level (PROTOCOL.md
+/// §10, *trust levels*) they may not reach: its trades would count as undelivered.
+fn trust_warning(asked: protocol::message::Trust, device: bool) -> Option<String> {
+    use protocol::message::Trust;
+    let short = "its trades there count as undelivered (the penalty is paid) whenever its readings fall short";
+    match asked {
+        Trust::Node => None,
+        Trust::Device if device => None,
+        Trust::Device => Some(format!(
+            "the pool asks readings signed by the meter's device or confirmed by the cell's feeder, and this meter \
+             has no device key (meter.device_key_file): {short}"
+        )),
+        Trust::Balanced => Some(format!(
+            "the pool asks readings the cell's feeder confirmed (the meter's asset must name the cell, whose feeder \
+             must read every interval): {short}"
+        )),
+        Trust::DeviceBalanced => Some(format!(
+            "the pool asks readings signed by the meter's device{} and confirmed by the cell's feeder: {short}",
+            if device { "" } else { " (this meter has no device key: meter.device_key_file)" }
+        )),
+    }
+}
+
 /// Opens the configured meter and starts its actor.
 fn start_meter(
     settings: &crate::config::MeterChecked,
@@ -348,6 +371,12 @@ fn start_meter(
         device: device_key(settings.device_key_file.as_deref(), data_dir)?,
         over_report_ppm: settings.over_report_ppm,
     };
+    if let (Some((pool, _)), Some(ledger)) = (&actor.trade, &ledger) {
+        let asked = ledger.genesis().pool_rule(pool).map_or(protocol::message::Trust::Node, |rule| rule.trust);
+        if let Some(warning) = trust_warning(asked, actor.device.is_some()) {
+            tracing::warn!(%pool, "{warning}");
+        }
+    }
     Ok(crate::meter::spawn(source, actor, signer.clone(), network.clone(), ledger, placer, island))
 }
 
@@ -512,6 +541,21 @@ mod tests {
     use protocol::{Id, Keypair};
 
     use super::*;
+
+    /// A home trading in a pool whose readings' trust level its meter may not reach is told why its trades could
+    /// count as undelivered; a pool it reaches says nothing.
+    #[test]
+    fn a_meter_trading_in_a_pool_asking_more_trust_than_it_signs_is_warned() {
+        use protocol::message::Trust;
+        assert_eq!(trust_warning(Trust::Node, false), None);
+        assert_eq!(trust_warning(Trust::Device, true), None);
+        assert!(trust_warning(Trust::Device, false).is_some_and(|warning| warning.contains("device_key_file")));
+        assert!(trust_warning(Trust::Balanced, true).is_some_and(|warning| warning.contains("feeder")));
+        for device in [false, true] {
+            let warning = trust_warning(Trust::DeviceBalanced, device).unwrap();
+            assert_eq!(warning.contains("device_key_file"), !device, "{warning}");
+        }
+    }
 
     /// A meter's device key is created once, private, and read back the same on the next start; a key file that
     /// others can read is refused with the path in the error.

@@ -588,25 +588,20 @@ impl Pending<'_> {
         let case = self.feeder_balance(&mut record, cell, start_s, interval_s, &members);
         let named = record.named.clone();
         self.write(record_key, &record);
-        // The feeder confirms its members' readings (trust level `balanced`) when the interval balanced, and when
-        // the mismatch was laid on named members, those not named (a named member's are confirmed if its case is
-        // upheld). Rewards follow the level the readings have or will have if their case is upheld.
-        let confirmed = |author: &PublicKey| {
-            record.status == IntervalStatus::Balanced
-                || (record.status == IntervalStatus::Unbalanced && !named.is_empty() && !named.contains(author))
-        };
-        let balanced_if_upheld = record.status == IntervalStatus::Balanced
-            || (record.status == IntervalStatus::Unbalanced && !named.is_empty());
+        // The feeder confirms its members' readings (trust level `balanced`) when the interval balanced (an
+        // unbalanced one's, if a jury refutes a named member's: `feeder_case_decided`). Rewards follow the level
+        // the readings have at the close.
+        let balanced = record.status == IntervalStatus::Balanced;
         // Plausibility, then the rewards: a named member's waits on its feeder case, an implausible interval's on
         // its streak.
         let judgement = self.plausibility(cell, start_s, interval_s, &members);
         let mut withheld: Vec<(PublicKey, u64)> = Vec::new();
         let mut parties: Vec<PublicKey> = Vec::new();
-        let mut balanced: Vec<PublicKey> = Vec::new();
+        let mut confirmed: Vec<PublicKey> = Vec::new();
         for ((asset, mut member), (streak, implausible, yield_per_kw)) in members.into_iter().zip(judgement.members) {
             member.streak = streak;
             parties.push(member.author);
-            let export_wh = self.rewarded_export(&member, balanced_if_upheld);
+            let export_wh = self.rewarded_export(&member, balanced);
             if named.contains(&member.author) {
                 if export_wh > 0 {
                     add_withheld(&mut withheld, member.author, export_wh);
@@ -620,10 +615,10 @@ impl Pending<'_> {
                 self.end_streak(cell, start_s, interval_s, &asset, &member.author);
             }
             self.write(member_key(cell, start_s, interval_s, &asset), &member);
-            if confirmed(&member.author) {
+            if balanced {
                 self.confirm_member(cell, start_s, interval_s, &asset, &mut member);
-                if !balanced.contains(&member.author) {
-                    balanced.push(member.author);
+                if !confirmed.contains(&member.author) {
+                    confirmed.push(member.author);
                 }
             }
             if implausible && !named.contains(&member.author) {
@@ -631,12 +626,12 @@ impl Pending<'_> {
                 self.implausible_interval(cell, start_s, interval_s, &asset, &member, measured);
             }
         }
-        if !balanced.is_empty() {
+        if !confirmed.is_empty() {
             self.events.push(Event::ReadingsBalanced {
                 cell: cell.to_owned(),
                 interval_start_s: start_s,
                 interval_s,
-                authors: balanced,
+                authors: confirmed,
             });
         }
         // One case per named member. Nobody with a reading in the interval, nor the feeder's author, sits on a jury.
@@ -910,20 +905,16 @@ impl Pending<'_> {
         self.write(case_key.clone(), &state);
         self.forget_at(state.closed_ms.saturating_add(NOTICE_RETENTION_MS), &case_key);
         if state.kind == CaseKind::Feeder {
-            if upheld {
-                self.confirm_named(&state);
-            }
             self.feeder_case_decided(&state);
         }
     }
 
-    /// A feeder case upheld: the named account's readings in the interval reach the `balanced` level (before the
-    /// interval's held escrows are released by them).
-    fn confirm_named(&mut self, state: &CellCase) {
-        let (cell, start_s, interval_s) = (state.cell.as_str(), state.interval_start_s, state.interval_s);
+    /// An unbalanced interval whose mismatch a jury laid on the `refuted` members: every other member's readings
+    /// reach the `balanced` level (before the interval's held escrows are released by them).
+    fn confirm_all_but(&mut self, cell: &str, start_s: u64, interval_s: u32, refuted: &[PublicKey]) {
         let mut authors = Vec::new();
         for (asset, mut member) in self.cell_members(cell, start_s, interval_s) {
-            if state.named.contains(&member.author) {
+            if !refuted.contains(&member.author) {
                 self.confirm_member(cell, start_s, interval_s, &asset, &mut member);
                 if !authors.contains(&member.author) {
                     authors.push(member.author);
@@ -959,6 +950,11 @@ impl Pending<'_> {
             })
             .copied()
             .collect();
+        // A refuted member explains the mismatch: the others' readings stand confirmed. With none refuted, the
+        // feeder still disagrees with the members' sum, and nobody's readings are confirmed.
+        if !refuted.is_empty() {
+            self.confirm_all_but(cell, start_s, interval_s, &refuted);
+        }
         for (index_key, settlement) in self.cell_escrows(cell, start_s, interval_s) {
             self.delete(index_key);
             let escrow_key = key(ESCROW, &[settlement.as_bytes()]);

@@ -1020,7 +1020,8 @@ pub struct PoolView {
     /// Its five best levels a side (null: no open offers).
     book: Option<BookView>,
     /// The trust level (PROTOCOL.md §10, *trust levels*) a party's readings must reach to count as delivered in
-    /// its energy trades: node, device, balanced or device+balanced (the genesis's pool rule; null: no ledger).
+    /// its energy trades: node, device, balanced or device+balanced (the genesis's pool rule; null: no ledger, or
+    /// not an energy interval pool, whose trades no reading checks).
     trust: Option<&'static str>,
 }
 
@@ -1029,7 +1030,8 @@ async fn pools(State(context): State<Context>) -> Answer<Pools> {
     let mut list = Vec::new();
     for pool in market.pools().await {
         let depth = market.depth(pool.clone(), 5).await;
-        let trust = context.ledger.as_ref().map(|ledger| {
+        let metered = pool.resource == protocol::message::Resource::Energy && pool.interval_s > 0;
+        let trust = context.ledger.as_ref().filter(|_| metered).map(|ledger| {
             let rule = ledger.genesis().pool_rule(&pool);
             rule.map_or(protocol::message::Trust::Node, |rule| rule.trust).name()
         });
