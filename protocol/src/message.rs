@@ -101,8 +101,8 @@ macro_rules! tagged_union {
 
 mod device;
 pub use device::{
-    Attestation, AttestationError, AttestationKind, BindingError, DeviceKey, DeviceKeyKind, DeviceSignature,
-    OcmfRecord, Trust, attest, check_attestation, check_binding, device_reading_digest,
+    Attestation, AttestationError, AttestationKind, BindingError, Counters, DeviceKey, DeviceKeyKind, DeviceSignature,
+    OcmfReadingError, OcmfRecord, Trust, attest, check_attestation, check_binding, device_reading_digest, ocmf_reading,
 };
 mod job;
 pub use job::{

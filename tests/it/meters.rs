@@ -841,3 +841,75 @@ fn a_real_home_switches_its_flexible_load_through_an_mqtt_relay() {
     assert!(heard[first_on + 2..].iter().all(|command| command == "OFF"), "{heard:?}");
     counters.abort();
 }
+
+/// Issue 30, item 1: a charger's signed OCMF values become evidence as they are. The node relays the public KEBA
+/// KCP30 sample as its charger's reading (the asset names the charger's published key): it is anchored as a
+/// device-attested reading; a tampered record, the same record again and a meter without such an asset are refused
+/// with the reason.
+#[test]
+fn a_chargers_ocmf_record_is_relayed_as_its_meters_reading() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("home");
+    let (key, _) = keys(&dir);
+    let genesis = dir.join("genesis.toml");
+    kos(&["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap(), "--validator", &key]);
+    let args = ["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
+    let node = Process::kos(&kos_binary(), &dir, &args).unwrap();
+    let api = node.wait_for_field(Duration::from_secs(30), "API listening", "address").expect("no API address");
+    let token = std::fs::read_to_string(dir.join("api.token")).unwrap();
+    let token = token.trim();
+    let charger = serde_json::json!({"kind": "meter", "purpose": "wallbox, KEBA KCP30", "meters": ["charger-1"],
+        "limits": {"generation_w_max": 0, "import_w_max": 11000, "export_w_max": 0, "consumption_w_max": 11000,
+            "storage_w_max": 0, "storage_wh": 0},
+        "cell": "u33db", "commissioned_s": 1_565_000_000_u64,
+        "device_key": format!("p256:{}", protocol::vectors::OCMF_KCP30_KEY)});
+    let registered = post(&api, token, "/assets", &charger);
+    assert_eq!(registered.status, 202, "{}", registered.text());
+    let asset =
+        serde_json::from_slice::<serde_json::Value>(&registered.body).unwrap()["id"].as_str().unwrap().to_owned();
+    assert!(
+        wait_until(Duration::from_secs(30), || json(&api, &format!("/assets/{asset}")).is_some()),
+        "the charger was not registered: {:#?}",
+        node.lines()
+    );
+    let relay = |record: &str, meter: &str| {
+        post(&api, token, "/readings/ocmf", &serde_json::json!({"meter": meter, "record": record}))
+    };
+    // The operator hands the record to its node as the charger sent it (`kos asset ocmf`).
+    let record_file = root.path().join("session.ocmf");
+    std::fs::write(&record_file, format!("{}\n", protocol::vectors::OCMF_KCP30)).unwrap();
+    let relayed = std::process::Command::new(kos_binary())
+        .args(["--data-dir", dir.to_str().unwrap(), "asset", "ocmf", "--meter", "charger-1", "--record"])
+        .arg(&record_file)
+        .env("KOS_API", &api)
+        .output()
+        .unwrap();
+    assert!(relayed.status.success(), "{relayed:?}");
+    let id = String::from_utf8_lossy(&relayed.stdout).split_whitespace().nth(1).unwrap().to_owned();
+    let mut shown = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            shown = json(&api, "/readings").unwrap_or_default()["readings"]
+                .as_array()
+                .and_then(|readings| readings.iter().find(|reading| reading["id"] == id.as_str()).cloned())
+                .unwrap_or_default();
+            !shown.is_null()
+        }),
+        "the relayed reading was not anchored: {:#?}",
+        node.lines()
+    );
+    // The interval the record's last register was read in (2019-08-13 10:00 UTC), attested by the charger.
+    assert_eq!((shown["meter"].as_str(), shown["interval_start_s"].as_u64()), (Some("charger-1"), Some(1_565_690_400)));
+    assert_eq!(shown["trust"], "device", "{shown:#}");
+    assert!(shown["device_key"].as_str().is_some_and(|key| key.starts_with("p256:")), "{shown:#}");
+    // Refused with the reason: a tampered record, the same one again, a meter no asset binds to a P-256 key.
+    let tampered = relay(&protocol::vectors::OCMF_KCP30.replacen("0.2597", "0.2598", 1), "charger-1");
+    assert_eq!(tampered.status, 400, "{}", tampered.text());
+    assert!(tampered.text().contains("the signature does not verify"), "{}", tampered.text());
+    let again = relay(protocol::vectors::OCMF_KCP30, "charger-1");
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert!(again.text().contains("not after the meter's last reading"), "{}", again.text());
+    let unbound = relay(protocol::vectors::OCMF_KCP30, "charger-2");
+    assert_eq!(unbound.status, 400, "{}", unbound.text());
+    assert!(unbound.text().contains("no asset of this node's account binds it"), "{}", unbound.text());
+}

@@ -33,6 +33,11 @@ pub trait CommonsReads: Kv {
         value(self, &key(ASSET_BY_METER, &[author.as_bytes(), meter.as_bytes()]))
     }
 
+    /// Where a meter of `author` stood at its last anchored reading.
+    fn meter_state(&self, author: &PublicKey, meter: &str) -> Option<MeterState> {
+        value(self, &key(METER, &[author.as_bytes(), meter.as_bytes()]))
+    }
+
     /// An asset's alerts (of the last 30 days), oldest first.
     fn alerts_of(&self, asset: &Id) -> Vec<AlertState> {
         prefixed(self, &key(ALERT, &[asset.as_bytes()])).filter_map(|(_, value)| super::decode(&value)).collect()

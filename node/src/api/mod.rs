@@ -300,6 +300,15 @@ pub const ROUTES: &[Route] = &[
     )
     .statuses(SUBMITTED)
     .body(doc::json_body::<AssetRequest>()),
+    Route::post(
+        "/readings/ocmf",
+        "Relay a charger's or meter's signed OCMF record as its meter's reading, signed by the node (the meter's \
+         asset names the device's P-256 key; the flows are the registers' growth since the meter's last reading)",
+        || axum::routing::post(post_ocmf_reading),
+        doc::json::<Submitted>(),
+    )
+    .statuses(SUBMITTED)
+    .body(doc::json_body::<OcmfRequest>()),
     Route::get(
         "/assets/{id}",
         "An asset's manifest and history: readings anchored for it and the latest of them, its author's recent energy \
@@ -1513,6 +1522,62 @@ struct LimitsRequest {
     consumption_w_max: u64,
     storage_w_max: u64,
     storage_wh: u64,
+}
+
+/// An OCMF record of a meter's device, for the node to relay as the meter's reading (PROTOCOL.md §5, *OCMF
+/// records*).
+#[derive(Debug, serde::Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OcmfRequest {
+    /// The meter's id: a meter of this node's account, bound to an asset that names the device's P-256 key.
+    meter: String,
+    /// The record exactly as the device sent it: `OCMF|{payload}|{signature}`.
+    record: String,
+    /// The reading's interval length, seconds (default 900): the interval is the one the record's last register
+    /// was read in.
+    interval_s: Option<u32>,
+}
+
+/// `POST /readings/ocmf`: the reading an OCMF record attests, from the meter's last anchored one.
+async fn post_ocmf_reading(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
+    use protocol::message::{Counters, DeviceKey};
+    let request: OcmfRequest = parse(&body, "an OCMF record to relay")?;
+    let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
+    let meter = protocol::types::MeterId::new(request.meter.clone())
+        .map_err(|problem| ApiError::bad_request(format!("meter: {problem}")))?;
+    let (author, name) = (context.signer.public(), request.meter.clone());
+    let (key, previous) = ledger
+        .query(move |state| {
+            let asset = state.asset_of_meter(&author, &name).and_then(|id| state.asset(&id));
+            let key = asset.and_then(|asset| asset.manifest.device.as_slice().first().cloned());
+            let previous = state.meter_state(&author, &name).map(|last| Counters {
+                interval_start_s: last.interval_start_s,
+                import_counter_wh: last.import_counter_wh,
+                export_counter_wh: last.export_counter_wh,
+            });
+            (key, previous)
+        })
+        .await?;
+    let key = match key {
+        Some(DeviceKey::P256(key)) => key,
+        Some(DeviceKey::Ed25519(_)) => {
+            return Err(ApiError::bad_request(format!(
+                "meter {}: its asset names an ed25519 device key, whose device signs readings itself (not OCMF)",
+                request.meter
+            )));
+        }
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "meter {}: no asset of this node's account binds it with a P-256 device key (register one: kos asset \
+                 register --meter {} --device-key p256:<the key the device's register publishes>)",
+                request.meter, request.meter
+            )));
+        }
+    };
+    let reading =
+        protocol::message::ocmf_reading(meter, key, &request.record, request.interval_s.unwrap_or(900), previous)
+            .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
+    sign_and_submit(&context, Body::Reading(reading)).await
 }
 
 /// An asset's manifest as posted to `/assets`.

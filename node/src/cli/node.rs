@@ -835,6 +835,19 @@ pub enum AssetAction {
     },
     /// An asset's manifest and the readings anchored for it.
     Show { id: String },
+    /// Relay a signed OCMF record of a meter's device (a charger's, as it sent it) as the meter's reading: the
+    /// asset binding the meter names the device's P-256 key.
+    Ocmf {
+        /// The meter whose reading it is: `charger-1`.
+        #[arg(long)]
+        meter: String,
+        /// A file holding the record, `OCMF|{...}|{...}` (`-`: standard input). Surrounding whitespace is dropped.
+        #[arg(long)]
+        record: std::path::PathBuf,
+        /// The reading's interval length, seconds.
+        #[arg(long, default_value_t = 900)]
+        interval_s: u32,
+    },
 }
 
 pub fn asset(client: &Client, action: AssetAction) -> anyhow::Result<()> {
@@ -872,6 +885,16 @@ pub fn asset(client: &Client, action: AssetAction) -> anyhow::Result<()> {
             }
             let answer = client.post("/assets", &body)?;
             writeln!(out, "asset {} submitted", answer["id"].as_str().unwrap_or(""))?;
+        }
+        AssetAction::Ocmf { meter, record, interval_s } => {
+            let text = if record.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the OCMF record from standard input")?
+            } else {
+                std::fs::read_to_string(&record).with_context(|| format!("reading {}", record.display()))?
+            };
+            let body = json!({ "meter": meter, "record": text.trim(), "interval_s": interval_s });
+            let answer = client.post("/readings/ocmf", &body)?;
+            writeln!(out, "reading {} submitted", answer["id"].as_str().unwrap_or(""))?;
         }
         AssetAction::Show { id } => {
             let answer = client.get(&format!("/assets/{id}"))?;

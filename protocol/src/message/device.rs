@@ -328,3 +328,101 @@ impl Trust {
         Trust::ALL.into_iter().find(|trust| trust.name() == name)
     }
 }
+
+/// Where a meter's counters stood at its last anchored reading (the ledger's `m` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub interval_start_s: u64,
+    pub import_counter_wh: u64,
+    pub export_counter_wh: u64,
+}
+
+/// Why an OCMF record cannot become a reading of its meter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OcmfReadingError {
+    #[error("the OCMF record: {0}")]
+    Ocmf(OcmfError),
+    #[error("the OCMF record attests neither lifetime register (1.8.0 import, 2.8.0 export)")]
+    NoRegister,
+    #[error("interval_s must be more than 0")]
+    NoInterval,
+    #[error("the record's {register} register was read at {time_s}, before the interval its last register was read in")]
+    Apart { register: &'static str, time_s: i64 },
+    #[error("the record was read in the interval starting {start_s}, not after the meter's last reading's ({last_s})")]
+    NotNewer { start_s: u64, last_s: u64 },
+    #[error("the record's {register} register ({signed_wh} Wh) is below the meter's last reading's ({last_wh} Wh)")]
+    Backwards { register: &'static str, signed_wh: u64, last_wh: u64 },
+    #[error("the reading it makes: {0}")]
+    Reading(String),
+}
+
+/// The reading of `meter` that an OCMF record of its device attests (PROTOCOL.md §5, *OCMF records*), as a node
+/// relays a charger's signed values: its counters are the registers the record signs (one it does not sign stays
+/// where `previous` left it, with no flow); its interval, of `interval_s`, is the one holding the time the last of
+/// them was read; its import and export are the registers' growth since `previous` (the meter's last anchored
+/// reading; none: no flow, the record sets the counters), its consumption and generation the same (what went
+/// through the meter). The record must verify with `key`.
+pub fn ocmf_reading(
+    meter: super::MeterId,
+    key: P256Key,
+    record: &str,
+    interval_s: u32,
+    previous: Option<Counters>,
+) -> Result<Reading, OcmfReadingError> {
+    if interval_s == 0 {
+        return Err(OcmfReadingError::NoInterval);
+    }
+    let parsed = ocmf::parse(record).map_err(OcmfReadingError::Ocmf)?;
+    ocmf::verify(&parsed, &key).map_err(OcmfReadingError::Ocmf)?;
+    let registers = ocmf::registers(parsed.payload).map_err(OcmfReadingError::Ocmf)?;
+    let present = [("import", registers.import), ("export", registers.export)];
+    let last_s = present.iter().filter_map(|(_, register)| register.map(|register| register.time_s)).max();
+    let last_s = last_s.ok_or(OcmfReadingError::NoRegister)?;
+    let length = i64::from(interval_s);
+    // The interval (start, start + interval_s] holding the last read; every register must be read in it too.
+    let start = (last_s - 1).div_euclid(length) * length;
+    for (register, value) in present {
+        if let Some(value) = value
+            && value.time_s <= start
+        {
+            return Err(OcmfReadingError::Apart { register, time_s: value.time_s });
+        }
+    }
+    let interval_start_s = u64::try_from(start).map_err(|_| OcmfReadingError::Reading("read before 1970".into()))?;
+    if let Some(previous) = previous
+        && previous.interval_start_s >= interval_start_s
+    {
+        return Err(OcmfReadingError::NotNewer { start_s: interval_start_s, last_s: previous.interval_start_s });
+    }
+    // Each register: (counter, flow).
+    let register = |name: &'static str, signed: Option<ocmf::Register>, last: Option<u64>| match (signed, last) {
+        (Some(signed), Some(last)) if signed.wh < last => {
+            Err(OcmfReadingError::Backwards { register: name, signed_wh: signed.wh, last_wh: last })
+        }
+        (Some(signed), Some(last)) => Ok((signed.wh, signed.wh - last)),
+        (Some(signed), None) => Ok((signed.wh, 0)),
+        (None, last) => Ok((last.unwrap_or(0), 0)),
+    };
+    let (import_counter_wh, import_wh) =
+        register("import", registers.import, previous.map(|previous| previous.import_counter_wh))?;
+    let (export_counter_wh, export_wh) =
+        register("export", registers.export, previous.map(|previous| previous.export_counter_wh))?;
+    let reading = Reading {
+        meter,
+        interval_start_s,
+        interval_s,
+        import_wh,
+        export_wh,
+        generation_wh: export_wh,
+        consumption_wh: import_wh,
+        import_counter_wh,
+        export_counter_wh,
+        source: super::MeterSource::Manual,
+        device: BoundedVec::new(vec![Attestation::Ocmf(OcmfRecord {
+            key,
+            record: Text::new(record).map_err(|problem| OcmfReadingError::Reading(problem.to_string()))?,
+        })])
+        .map_err(|problem| OcmfReadingError::Reading(problem.to_string()))?,
+    };
+    Ok(reading)
+}

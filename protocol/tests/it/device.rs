@@ -170,3 +170,38 @@ fn a_meter_takes_only_readings_of_the_device_its_asset_names() {
     let swapped = Reading { device: BoundedVec::new(vec![Attestation::Ocmf(swapped)]).unwrap(), ..charger.clone() };
     assert!(check_attestation(&network(), &vectors::public_key(2), &swapped).is_err());
 }
+
+/// A charger's OCMF record becomes the reading its node relays: the registers it signs are the counters, the
+/// interval the one its last register was read in, the flows their growth since the meter's last reading.
+#[test]
+fn an_ocmf_record_becomes_the_reading_its_node_relays() {
+    use protocol::message::{Counters, OcmfReadingError, ocmf_reading};
+    let key = P256Key::from_text(vectors::OCMF_KCP30_KEY).unwrap();
+    let meter = protocol::types::MeterId::new("charger-1").unwrap();
+    let author = Keypair::from_seed(&[2; 32]).public();
+    let relay = |previous| ocmf_reading(meter.clone(), key, vectors::OCMF_KCP30, 900, previous);
+    // The sample's end was read at 2019-08-13 10:03:36: the interval from 10:00; 0.2597 kWh is 259 Wh.
+    let first = relay(None).unwrap();
+    assert_eq!((first.interval_start_s, first.interval_s), (1_565_690_400, 900));
+    assert_eq!((first.import_counter_wh, first.export_counter_wh, first.import_wh, first.export_wh), (259, 0, 0, 0));
+    assert_eq!(check_attestation(&network(), &author, &first), Ok(()));
+    // After a reading of the meter at 200 Wh: 59 Wh imported (and consumed), none exported.
+    let previous = Counters { interval_start_s: 1_565_689_500, import_counter_wh: 200, export_counter_wh: 0 };
+    let next = relay(Some(previous)).unwrap();
+    assert_eq!((next.import_wh, next.consumption_wh, next.export_wh, next.generation_wh), (59, 59, 0, 0));
+    assert_eq!(check_attestation(&network(), &author, &next), Ok(()));
+    // What cannot be relayed says why.
+    let ahead = Counters { import_counter_wh: 300, ..previous };
+    assert!(matches!(relay(Some(ahead)), Err(OcmfReadingError::Backwards { register: "import", .. })));
+    let same = Counters { interval_start_s: 1_565_690_400, ..previous };
+    assert!(matches!(relay(Some(same)), Err(OcmfReadingError::NotNewer { .. })));
+    let other = P256Key::from_text(vectors::OCMF_LEM_KEY).unwrap();
+    let wrong = ocmf_reading(meter.clone(), other, vectors::OCMF_KCP30, 900, None).unwrap_err();
+    assert_eq!(wrong.to_string(), "the OCMF record: OCMF: the signature does not verify over the payload");
+    assert_eq!(ocmf_reading(meter.clone(), key, vectors::OCMF_KCP30, 0, None), Err(OcmfReadingError::NoInterval));
+    // A DC meter's record signs both registers, read in one interval.
+    let lem = P256Key::from_text(vectors::OCMF_LEM_KEY).unwrap();
+    let reading = ocmf_reading(meter, lem, vectors::OCMF_LEM, 900, None).unwrap();
+    assert_eq!((reading.import_counter_wh, reading.export_counter_wh), (58_685, 4_405));
+    assert_eq!(check_attestation(&network(), &author, &reading), Ok(()));
+}
