@@ -320,15 +320,15 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
     );
     drop(browser);
 
-    // The cell's feeder (validator-1 sums the homes' meters) balances the homes' readings as intervals close.
+    // The cell's feeder (validator-1 sums the homes' meters) balances the homes' readings as intervals close (once
+    // the devnet registered both homes' meters in the cell: an interval before holds one member).
     let deadline = Instant::now() + Duration::from_secs(90);
     let checked = loop {
         let cell = json(&home, "/cells/u33db?interval_s=15&count=20").unwrap_or_default();
-        let closed = cell["intervals"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|interval| interval["status"] == "balanced" || interval["status"] == "unbalanced");
+        let closed = cell["intervals"].as_array().into_iter().flatten().find(|interval| {
+            (interval["status"] == "balanced" || interval["status"] == "unbalanced")
+                && interval["members"].as_array().is_some_and(|members| members.len() == 2)
+        });
         if let Some(interval) = closed {
             break interval.clone();
         }

@@ -910,11 +910,16 @@ impl Pending<'_> {
     }
 
     /// An unbalanced interval whose mismatch a jury laid on the `refuted` members: every other member's readings
-    /// reach the `balanced` level (before the interval's held escrows are released by them).
+    /// reach the `balanced` level (before the interval's held escrows are released by them), and a member whose
+    /// generation was plausible is paid the export reward the confirmation adds.
     fn confirm_all_but(&mut self, cell: &str, start_s: u64, interval_s: u32, refuted: &[PublicKey]) {
         let mut authors = Vec::new();
         for (asset, mut member) in self.cell_members(cell, start_s, interval_s) {
             if !refuted.contains(&member.author) {
+                let added = self.rewarded_export(&member, true).saturating_sub(self.rewarded_export(&member, false));
+                if member.streak == 0 && added > 0 {
+                    let _ = self.reward_export(&member.author, added);
+                }
                 self.confirm_member(cell, start_s, interval_s, &asset, &mut member);
                 if !authors.contains(&member.author) {
                     authors.push(member.author);

@@ -597,10 +597,13 @@ fn in_a_mismatch_only_a_jury_refuting_a_named_member_confirms_the_others() {
             // released by them, so the honest homes delivered and home 4 did not.
             assert_eq!(trust(&net), [Trust::Balanced, Trust::Node, Trust::Balanced]);
             assert_eq!([3, 4, 5].map(|home| penalised(&net, home)), [false, true, false]);
+            // The confirmation pays home 3 the reward its export now earns; the liar's is forfeit.
+            assert_eq!((net.eco(3), net.eco(4)), (1_000, 0));
         } else {
             // Upheld (as a silent jury would): the gap stays unexplained, and nobody's delivery is confirmed.
             assert_eq!(trust(&net), [Trust::Node; 3]);
             assert_eq!([3, 4, 5].map(|home| penalised(&net, home)), [true, true, true]);
+            assert_eq!((net.eco(3), net.eco(4)), (0, 0));
         }
         net.supply_is_the_sum_of_balances();
     }

@@ -1542,20 +1542,29 @@ pub struct OcmfRequest {
 async fn post_ocmf_reading(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
     use protocol::message::{Counters, DeviceKey};
     let request: OcmfRequest = parse(&body, "an OCMF record to relay")?;
+    let record = request.record.trim();
+    if record.len() > protocol::limits::OCMF_RECORD_BYTES_MAX {
+        return Err(ApiError::bad_request(format!(
+            "record: {} bytes, more than the {} an OCMF record may have",
+            record.len(),
+            protocol::limits::OCMF_RECORD_BYTES_MAX
+        )));
+    }
     let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
     let meter = protocol::types::MeterId::new(request.meter.clone())
         .map_err(|problem| ApiError::bad_request(format!("meter: {problem}")))?;
     let (author, name) = (context.signer.public(), request.meter.clone());
-    let (key, previous) = ledger
+    let (key, capacity, previous) = ledger
         .query(move |state| {
             let asset = state.asset_of_meter(&author, &name).and_then(|id| state.asset(&id));
+            let capacity = asset.as_ref().map(::ledger::state::AssetState::capacity);
             let key = asset.and_then(|asset| asset.manifest.device.as_slice().first().cloned());
             let previous = state.meter_state(&author, &name).map(|last| Counters {
                 interval_start_s: last.interval_start_s,
                 import_counter_wh: last.import_counter_wh,
                 export_counter_wh: last.export_counter_wh,
             });
-            (key, previous)
+            (key, capacity, previous)
         })
         .await?;
     let key = match key {
@@ -1574,9 +1583,32 @@ async fn post_ocmf_reading(State(context): State<Context>, _: Authorized, body: 
             )));
         }
     };
-    let reading =
-        protocol::message::ocmf_reading(meter, key, &request.record, request.interval_s.unwrap_or(900), previous)
-            .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
+    let reading = protocol::message::ocmf_reading(meter, key, record, request.interval_s.unwrap_or(900), previous)
+        .map_err(|problem| ApiError::bad_request(problem.to_string()))?;
+    // The ledger's own check (PROTOCOL.md §10, *reading*) first: a reading it would refuse is not submitted.
+    let last = previous.map(|previous| energy::reading::Previous {
+        interval_start_s: previous.interval_start_s,
+        interval_s: reading.interval_s,
+        import_counter_wh: previous.import_counter_wh,
+        export_counter_wh: previous.export_counter_wh,
+    });
+    let now_s = now_ms() / 1000;
+    let capacity = capacity.unwrap_or(energy::reading::Capacity::RESIDENTIAL);
+    if let Err(invalid) = energy::reading::check(&reading, last.as_ref(), &capacity, now_s) {
+        let end_s = reading.interval_start_s.saturating_add(u64::from(reading.interval_s));
+        let when = if end_s > now_s.saturating_add(30) {
+            format!(
+                " (its interval ends at Unix second {end_s}, in {} s: hand the record over after it)",
+                end_s - now_s
+            )
+        } else {
+            String::new()
+        };
+        return Err(ApiError::bad_request(format!(
+            "the reading the record makes (interval {}, import {} Wh, export {} Wh): {invalid}{when}",
+            reading.interval_start_s, reading.import_wh, reading.export_wh
+        )));
+    }
     sign_and_submit(&context, Body::Reading(reading)).await
 }
 

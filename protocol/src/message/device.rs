@@ -356,12 +356,13 @@ pub enum OcmfReadingError {
     Reading(String),
 }
 
-/// The reading of `meter` that an OCMF record of its device attests (PROTOCOL.md §5, *OCMF records*), as a node
-/// relays a charger's signed values: its counters are the registers the record signs (one it does not sign stays
-/// where `previous` left it, with no flow); its interval, of `interval_s`, is the one holding the time the last of
-/// them was read; its import and export are the registers' growth since `previous` (the meter's last anchored
-/// reading; none: no flow, the record sets the counters), its consumption and generation the same (what went
-/// through the meter). The record must verify with `key`.
+/// The reading of `meter` that an OCMF record of its device attests (PROTOCOL.md §5, *Relaying a record*), as a
+/// node relays a charger's signed values: its counters are the registers the record signs (one it does not sign
+/// stays where `previous` left it, with no flow); its interval, of `interval_s`, is the earliest whose window
+/// (`(start, end + 60 s]`) holds every register's read; its import and export are the registers' growth since
+/// `previous` when that is the interval right before (otherwise no flow: the record only moves the counters, as
+/// nobody knows in which intervals the energy flowed); its consumption is its import, its generation 0 (a
+/// charger's export is storage's). The record must verify with `key`.
 pub fn ocmf_reading(
     meter: super::MeterId,
     key: P256Key,
@@ -379,8 +380,14 @@ pub fn ocmf_reading(
     let last_s = present.iter().filter_map(|(_, register)| register.map(|register| register.time_s)).max();
     let last_s = last_s.ok_or(OcmfReadingError::NoRegister)?;
     let length = i64::from(interval_s);
-    // The interval (start, start + interval_s] holding the last read; every register must be read in it too.
-    let start = (last_s - 1).div_euclid(length) * length;
+    let late = i64::try_from(OCMF_LATE_SECONDS_MAX).unwrap_or(i64::MAX);
+    // The interval (start, start + interval_s] holding the last read, or the one before when the read came within
+    // its grace after that one's end (an interval already over); every register must be read after its start.
+    let mut start = (last_s - 1).div_euclid(length) * length;
+    let first_s = present.iter().filter_map(|(_, register)| register.map(|register| register.time_s)).min();
+    if last_s - start <= late && first_s.is_some_and(|first| first > start - length) {
+        start -= length;
+    }
     for (register, value) in present {
         if let Some(value) = value
             && value.time_s <= start
@@ -394,12 +401,15 @@ pub fn ocmf_reading(
     {
         return Err(OcmfReadingError::NotNewer { start_s: interval_start_s, last_s: previous.interval_start_s });
     }
-    // Each register: (counter, flow).
+    // Each register: (counter, flow). Its growth flowed in this interval only if the last reading was the one before.
+    let follows = previous
+        .is_some_and(|previous| previous.interval_start_s.checked_add(u64::from(interval_s)) == Some(interval_start_s));
     let register = |name: &'static str, signed: Option<ocmf::Register>, last: Option<u64>| match (signed, last) {
         (Some(signed), Some(last)) if signed.wh < last => {
             Err(OcmfReadingError::Backwards { register: name, signed_wh: signed.wh, last_wh: last })
         }
-        (Some(signed), Some(last)) => Ok((signed.wh, signed.wh - last)),
+        (Some(signed), Some(last)) if follows => Ok((signed.wh, signed.wh - last)),
+        (Some(signed), Some(_)) => Ok((signed.wh, 0)),
         (Some(signed), None) => Ok((signed.wh, 0)),
         (None, last) => Ok((last.unwrap_or(0), 0)),
     };
@@ -413,7 +423,7 @@ pub fn ocmf_reading(
         interval_s,
         import_wh,
         export_wh,
-        generation_wh: export_wh,
+        generation_wh: 0,
         consumption_wh: import_wh,
         import_counter_wh,
         export_counter_wh,

@@ -190,6 +190,11 @@ fn an_ocmf_record_becomes_the_reading_its_node_relays() {
     let next = relay(Some(previous)).unwrap();
     assert_eq!((next.import_wh, next.consumption_wh, next.export_wh, next.generation_wh), (59, 59, 0, 0));
     assert_eq!(check_attestation(&network(), &author, &next), Ok(()));
+    // After a reading two intervals back, nobody knows when the energy flowed: the counters move, nothing flows.
+    let earlier = Counters { interval_start_s: 1_565_688_600, ..previous };
+    let gap = relay(Some(earlier)).unwrap();
+    assert_eq!((gap.import_counter_wh, gap.import_wh, gap.consumption_wh), (259, 0, 0));
+    assert_eq!(check_attestation(&network(), &author, &gap), Ok(()));
     // What cannot be relayed says why.
     let ahead = Counters { import_counter_wh: 300, ..previous };
     assert!(matches!(relay(Some(ahead)), Err(OcmfReadingError::Backwards { register: "import", .. })));
