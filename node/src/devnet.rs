@@ -22,6 +22,9 @@ pub const POOL: &str = "energy/credit/u33db/15";
 pub const CELL: &str = "u33db";
 /// The lying home's over-report, ppm.
 const LIE_PPM: u32 = 200_000;
+/// The home whose meter signs its readings as its device would (`device_key_file`; its asset names the key): its
+/// readings show the `device` trust level, `device+balanced` once the feeder confirms them.
+const SIGNING_HOME: usize = 0;
 /// Validators of the devnet.
 pub const VALIDATORS: usize = 4;
 /// Most homes `kos devnet` starts (each is a process).
@@ -145,10 +148,14 @@ fn config_text(args: &DevnetArgs, index: usize, home: Option<usize>, origins: (u
         } else {
             ""
         };
-        let lie =
+        let mut extra =
             if !args.honest && home == args.liar { format!("over_report_ppm = {LIE_PPM}\n") } else { String::new() };
+        // Not in compose, which registers no asset: an unregistered meter's signed readings are refused.
+        if home == SIGNING_HOME && !args.compose {
+            extra.push_str("device_key_file = \"device.key\"\n");
+        }
         text.push_str(&format!(
-            "\n[meter]\nkind = \"simulated\"\ninterval_s = 15\npoll_ms = 1000\n{lie}\n[meter.simulated]\npv_kwp = {pv:.1}\n\
+            "\n[meter]\nkind = \"simulated\"\ninterval_s = 15\npoll_ms = 1000\n{extra}\n[meter.simulated]\npv_kwp = {pv:.1}\n\
              annual_kwh = {annual:.1}\nseed = 7\nload_seed = {load_seed}\nspeed = {speed}\nsimulated_origin_s = {sim}\n\
              wall_origin_s = {wall}\n{battery}\n\
              # Devnet credits are play money: tariffs of 300 and 80 credits per kWh make the Wh-sized trades visible.\n\
@@ -353,8 +360,13 @@ fn register_cell(agent: &ureq::Agent, nodes: &[Node], args: &DevnetArgs) -> anyh
         let limits = serde_json::json!({"generation_w_max": (pv * 1500.0) as u64, "import_w_max": 43_470,
             "export_w_max": 43_470, "consumption_w_max": 63_470, "storage_w_max": if battery { 3_000 } else { 0 },
             "storage_wh": if battery { 200 } else { 0 }});
-        let home = serde_json::json!({"kind": "meter", "purpose": "a home's grid meter", "meters": ["main"],
+        let mut home = serde_json::json!({"kind": "meter", "purpose": "a home's grid meter", "meters": ["main"],
             "limits": limits, "cell": CELL});
+        if index == SIGNING_HOME {
+            let meter = wait_for(agent, node, "/meter")?;
+            let key = meter["device_key"].as_str().context("the signing home's device key (GET /meter)")?;
+            home["device_key"] = serde_json::json!(key);
+        }
         post(agent, node, "/assets", &home)?;
     }
     let liar = if args.honest || args.liar >= args.homes {
@@ -363,8 +375,9 @@ fn register_cell(agent: &ureq::Agent, nodes: &[Node], args: &DevnetArgs) -> anyh
         format!("home-{} claims {} % more export than it makes", args.liar, LIE_PPM / 10_000)
     };
     println!(
-        "devnet: cell {CELL}: validator-1 reads the feeder (guild {}…), {} homes registered; {liar} \
-         (GET /cells/{CELL}?interval_s=15, /cases, the dashboard's commons panel)",
+        "devnet: cell {CELL}: validator-1 reads the feeder (guild {}…), {} homes registered, home-{SIGNING_HOME}'s \
+         meter signs as its device; {liar} (GET /cells/{CELL}?interval_s=15, /cases, /readings' trust, the \
+         dashboard)",
         &guild[..12],
         args.homes
     );

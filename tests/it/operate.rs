@@ -358,6 +358,14 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
                 .flatten()
                 .find(|member| member["author"] == reading["author"]);
             assert!(member.is_some_and(|member| member["trust"] == "balanced"), "{reading:#}\n{cell:#}");
+            // Home-0's meter signs as its device: its readings show it, and both once the feeder confirmed them.
+            let home_0 = readings["readings"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|reading| reading["trust"].as_str().is_some_and(|trust| trust.starts_with("device")))
+                .count();
+            assert!(home_0 > 0, "no reading of the signing home shows its device: {readings:#}");
             break;
         }
         let cell = json(&home, "/cells/u33db?interval_s=15&count=20").unwrap_or_default();
