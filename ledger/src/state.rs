@@ -251,6 +251,12 @@ pub enum Event {
         to: PublicKey,
         amount: u64,
     },
+    /// A party of an energy trade in a pool asking `balanced` delivered by its own readings, but its cell's feeder
+    /// did not confirm them: the trade is void (PROTOCOL.md §10, *release of an escrow*).
+    Unconfirmed {
+        settlement: Id,
+        account: PublicKey,
+    },
     /// A party of an energy trade under-delivered or under-consumed and paid `amount` from its collateral.
     Penalty {
         settlement: Id,

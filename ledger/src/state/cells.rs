@@ -915,7 +915,7 @@ impl Pending<'_> {
     fn confirm_all_but(&mut self, cell: &str, start_s: u64, interval_s: u32, refuted: &[PublicKey]) {
         let mut authors = Vec::new();
         for (asset, mut member) in self.cell_members(cell, start_s, interval_s) {
-            if !refuted.contains(&member.author) {
+            if !refuted.contains(&member.author) && member.balanced == 0 {
                 let added = self.rewarded_export(&member, true).saturating_sub(self.rewarded_export(&member, false));
                 if member.streak == 0 && added > 0 {
                     let _ = self.reward_export(&member.author, added);

@@ -581,31 +581,41 @@ impl Pending<'_> {
     /// short by the whole quantity.
     pub(super) fn release_judged(&mut self, id: Id, escrow: &Escrow, refuted: &[PublicKey]) {
         let rate = self.param("penalty_per_kwh");
-        let (seller_short, buyer_short) = if escrow.metered == 1 {
-            let shortfall = |account: &PublicKey, seller| {
-                if refuted.contains(account) {
-                    return escrow.quantity;
-                }
-                let delivery = Delivery {
-                    delivery_start_s: escrow.delivery_start_s,
-                    interval_s: u64::from(escrow.interval_s),
-                    quantity: escrow.quantity,
-                    trust: protocol::message::Trust::from_level(u64::from(escrow.trust))
-                        .unwrap_or(protocol::message::Trust::DeviceBalanced),
-                };
-                self.shortfall_wh(account, &delivery, seller)
+        let asked = protocol::message::Trust::from_level(u64::from(escrow.trust))
+            .unwrap_or(protocol::message::Trust::DeviceBalanced);
+        // Each party's shortfall, and whether it is only unconfirmed: in a pool asking `balanced`, its readings show
+        // the delivery at the level without the feeder's confirmation, which its cell's feeder did not give.
+        let judge = |account: &PublicKey, seller| {
+            if escrow.metered != 1 {
+                return (0, false);
+            }
+            if refuted.contains(account) {
+                return (escrow.quantity, false);
+            }
+            let delivery = |trust| Delivery {
+                delivery_start_s: escrow.delivery_start_s,
+                interval_s: u64::from(escrow.interval_s),
+                quantity: escrow.quantity,
+                trust,
             };
-            (shortfall(&escrow.seller, true), shortfall(&escrow.buyer, false))
-        } else {
-            (0, 0)
+            let short = self.shortfall_wh(account, &delivery(asked), seller);
+            let unconfirmed = short > 0
+                && asked >= protocol::message::Trust::Balanced
+                && self.shortfall_wh(account, &delivery(asked.unbalanced()), seller) == 0;
+            if unconfirmed { (0, true) } else { (short, false) }
         };
+        let (seller_short, seller_unconfirmed) = judge(&escrow.seller, true);
+        let (buyer_short, buyer_unconfirmed) = judge(&escrow.buyer, false);
+        // An unconfirmed party voids the trade: nobody is at fault for it, and nothing was proven delivered.
+        let void = seller_unconfirmed || buyer_unconfirmed;
         let penalty = |short: u64, collateral: u64| {
             protocol::message::value_milli(short, rate).unwrap_or(u64::MAX).min(collateral)
         };
         let seller_penalty = penalty(seller_short, escrow.seller_collateral);
         let buyer_penalty = penalty(buyer_short, escrow.buyer_collateral);
-        // A seller whose readings a case refuted sold nothing: the value goes back to the buyer (no tax, no royalty).
-        let (value, tax, royalty, refund) = if refuted.contains(&escrow.seller) {
+        // A seller whose readings a case refuted sold nothing, and a void trade sold nothing: the value goes back to
+        // the buyer (no tax, no royalty).
+        let (value, tax, royalty, refund) = if refuted.contains(&escrow.seller) || void {
             (0, 0, 0, escrow.amount)
         } else {
             (escrow.amount, escrow.tax, escrow.royalty, 0)
@@ -627,8 +637,13 @@ impl Pending<'_> {
             (escrow.buyer, escrow.seller, buyer_short, buyer_penalty),
         ];
         for (account, counterparty, short, paid) in parties.into_iter().filter(|_| escrow.metered == 1) {
-            if short == 0 {
+            if short == 0 && !void {
                 self.count_delivery(&account, &counterparty);
+            } else if short == 0 {
+                let unconfirmed = if account == escrow.seller { seller_unconfirmed } else { buyer_unconfirmed };
+                if unconfirmed {
+                    self.events.push(Event::Unconfirmed { settlement: id, account });
+                }
             } else {
                 self.reputation(&account, |reputation| reputation.failures += 1);
                 self.events.push(Event::Penalty { settlement: id, account, shortfall_wh: short, amount: paid });

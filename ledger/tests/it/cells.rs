@@ -428,6 +428,7 @@ fn penalised(net: &Net, index: usize) -> bool {
 
 #[test]
 fn a_pool_asking_for_feeder_balanced_readings_counts_only_deliveries_the_feeder_confirmed() {
+    let mut seller_credits = Vec::new();
     for trust in ["node", "balanced"] {
         let mut net = Net::with_pools("", &pool_asking(trust));
         net.feeder();
@@ -468,15 +469,27 @@ fn a_pool_asking_for_feeder_balanced_readings_counts_only_deliveries_the_feeder_
             })
             .collect();
         assert_eq!(confirmed, [(first, vec![net.key(3), net.key(4)])]);
-        // The confirmed interval delivered in either pool; the unconfirmed one only where node keys suffice: in the
-        // other, both parties fell short by the whole quantity, paid their penalty and count a failure.
+        // The confirmed interval delivered in either pool; the unconfirmed one only where node keys suffice. In
+        // the other, both parties' own readings show the delivery the feeder did not confirm: the trade is void —
+        // nobody is at fault (no penalty, no failure), nothing counts as delivered, the seller is not paid.
         let (seller, buyer) = (net.state.reputation(&net.key(3)), net.state.reputation(&net.key(4)));
         assert_eq!((seller.deliveries, buyer.deliveries), (1, 1), "one delivery a day counts per pair");
-        let failures = u64::from(trust == "balanced");
-        assert_eq!((seller.failures, buyer.failures), (failures, failures), "pool asking {trust}");
-        assert_eq!((penalised(&net, 3), penalised(&net, 4)), (trust == "balanced", trust == "balanced"));
+        assert_eq!((seller.failures, buyer.failures), (0, 0), "pool asking {trust}");
+        assert_eq!((penalised(&net, 3), penalised(&net, 4)), (false, false));
+        let unconfirmed: Vec<PublicKey> = net
+            .events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Unconfirmed { account, .. } => Some(*account),
+                _ => None,
+            })
+            .collect();
+        let expected = if trust == "balanced" { vec![net.key(3), net.key(4)] } else { Vec::new() };
+        assert_eq!(unconfirmed, expected, "pool asking {trust}");
+        seller_credits.push(net.credit(3));
         net.supply_is_the_sum_of_balances();
     }
+    assert_eq!(seller_credits[0] - seller_credits[1], 200, "the void trade's value went back to the buyer");
 }
 
 #[test]
@@ -600,9 +613,12 @@ fn in_a_mismatch_only_a_jury_refuting_a_named_member_confirms_the_others() {
             // The confirmation pays home 3 the reward its export now earns; the liar's is forfeit.
             assert_eq!((net.eco(3), net.eco(4)), (1_000, 0));
         } else {
-            // Upheld (as a silent jury would): the gap stays unexplained, and nobody's delivery is confirmed.
+            // Upheld (as a silent jury would): the gap stays unexplained, and nobody's delivery is confirmed: the
+            // trades are void, nobody is penalised.
             assert_eq!(trust(&net), [Trust::Node; 3]);
-            assert_eq!([3, 4, 5].map(|home| penalised(&net, home)), [true, true, true]);
+            assert_eq!([3, 4, 5].map(|home| penalised(&net, home)), [false, false, false]);
+            let void = net.events.iter().filter(|event| matches!(event, Event::Unconfirmed { .. })).count();
+            assert_eq!(void, 4, "both parties of both trades");
             assert_eq!((net.eco(3), net.eco(4)), (0, 0));
         }
         net.supply_is_the_sum_of_balances();

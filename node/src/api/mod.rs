@@ -1524,8 +1524,8 @@ struct LimitsRequest {
     storage_wh: u64,
 }
 
-/// An OCMF record of a meter's device, for the node to relay as the meter's reading (PROTOCOL.md §5, *OCMF
-/// records*).
+/// An OCMF record of a meter's device, for the node to relay as the meter's reading (PROTOCOL.md §5, *Relaying a
+/// record*).
 #[derive(Debug, serde::Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OcmfRequest {
@@ -1534,7 +1534,8 @@ pub struct OcmfRequest {
     /// The record exactly as the device sent it: `OCMF|{payload}|{signature}`.
     record: String,
     /// The reading's interval length, seconds (default 900): the interval is the one the record's last register
-    /// was read in.
+    /// was read in, or the one before when that read came within 60 s of its end (PROTOCOL.md §5, *Relaying a
+    /// record*).
     interval_s: Option<u32>,
 }
 
@@ -1557,7 +1558,12 @@ async fn post_ocmf_reading(State(context): State<Context>, _: Authorized, body: 
     let (key, capacity, previous) = ledger
         .query(move |state| {
             let asset = state.asset_of_meter(&author, &name).and_then(|id| state.asset(&id));
-            let capacity = asset.as_ref().map(::ledger::state::AssetState::capacity);
+            let mut capacity = asset.as_ref().map(::ledger::state::AssetState::capacity);
+            // An override may cap the device below its rating (the ledger's check, PROTOCOL.md §10, *reading*).
+            if let (Some(capacity), Some(cap)) = (capacity.as_mut(), state.device_cap(&author, &name)) {
+                capacity.import_w_max = capacity.import_w_max.min(cap.first);
+                capacity.export_w_max = capacity.export_w_max.min(cap.second);
+            }
             let key = asset.and_then(|asset| asset.manifest.device.as_slice().first().cloned());
             let previous = state.meter_state(&author, &name).map(|last| Counters {
                 interval_start_s: last.interval_start_s,

@@ -148,6 +148,8 @@ pub struct Status {
     /// The device key that signs this meter's readings besides the node (`ed25519:<hex>`), to name in its asset
     /// manifest; none: the node's signature only.
     pub device_key: Option<String>,
+    /// The device key is not (yet) named by the meter's asset on the ledger: readings go without its signature.
+    pub device_unregistered: bool,
     /// The meter's registers at the end of the last interval, as it measured them (what a feeder that sums the
     /// cell's meters reads; the signed reading's, unless a devnet home is told to over-report).
     pub measured: Option<MeasuredView>,
@@ -802,6 +804,28 @@ impl Actor {
         }
     }
 
+    /// Whether the ledger binds this meter to an asset naming the device's key (a node without a ledger assumes
+    /// so). A read that fails is taken as yes: the reading then says what its meter is.
+    async fn device_registered(&mut self, device: &protocol::Keypair) -> bool {
+        let Some(ledger) = &self.ledger else { return true };
+        let (author, meter) = (self.signer.public(), self.settings.id.as_str().to_owned());
+        let named = protocol::message::DeviceKey::Ed25519(device.public());
+        let registered = ledger
+            .query(move |state| {
+                use ::ledger::reads::CommonsReads as _;
+                let asset = state.asset_of_meter(&author, &meter).and_then(|id| state.asset(&id));
+                asset.is_some_and(|asset| asset.manifest.device.as_slice().first() == Some(&named))
+            })
+            .await
+            .unwrap_or(true);
+        if !registered && !self.status.device_unregistered {
+            warn!(meter = %self.settings.id, "the meter's asset does not name its device key yet: its readings go \
+                without the device's signature until it does (kos asset register --device-key ...)");
+        }
+        self.status.device_unregistered = !registered;
+        registered
+    }
+
     async fn publish(&mut self, reading: Reading, now: u64) {
         if let Err(invalid) =
             energy::reading::check(&reading, self.previous.as_ref(), &self.settings.capacity, now / 1000)
@@ -810,10 +834,14 @@ impl Actor {
             warn!(%invalid, meter = %self.settings.id, start = reading.interval_start_s, "not signing an impossible reading");
             return;
         }
-        // The meter's own chip signs it first (for this node: no other account can relay it as its own).
-        let reading = match &self.settings.device {
-            Some(device) => protocol::message::attest(&self.settings.network, &self.signer.public(), reading, device),
-            None => reading,
+        // The meter's own chip signs it first (for this node: no other account can relay it as its own) — once the
+        // meter's asset on the ledger names the chip's key: before, the ledger takes only unattested readings.
+        let device = self.settings.device.clone();
+        let reading = match device {
+            Some(device) if self.device_registered(&device).await => {
+                protocol::message::attest(&self.settings.network, &self.signer.public(), reading, &device)
+            }
+            _ => reading,
         };
         let Some(envelope) = self.sign(Body::Reading(reading.clone()), now, now.saturating_add(READING_LIFETIME_MS))
         else {

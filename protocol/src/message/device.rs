@@ -300,6 +300,12 @@ impl Trust {
         }
     }
 
+    /// The level without the feeder's confirmation.
+    #[must_use]
+    pub fn unbalanced(self) -> Trust {
+        if self.device() { Trust::Device } else { Trust::Node }
+    }
+
     /// Whether a device signed it.
     pub fn device(self) -> bool {
         matches!(self, Trust::Device | Trust::DeviceBalanced)
@@ -358,8 +364,9 @@ pub enum OcmfReadingError {
 
 /// The reading of `meter` that an OCMF record of its device attests (PROTOCOL.md §5, *Relaying a record*), as a
 /// node relays a charger's signed values: its counters are the registers the record signs (one it does not sign
-/// stays where `previous` left it, with no flow); its interval, of `interval_s`, is the earliest whose window
-/// (`(start, end + 60 s]`) holds every register's read; its import and export are the registers' growth since
+/// stays where `previous` left it, with no flow); its interval, of `interval_s`, is the one holding the last
+/// register's read — or the one before, when the reads came within 60 s of its end and after the last reading's
+/// interval (its window, `(start, end + 60 s]`, holds them); its import and export are the registers' growth since
 /// `previous` when that is the interval right before (otherwise no flow: the record only moves the counters, as
 /// nobody knows in which intervals the energy flowed); its consumption is its import, its generation 0 (a
 /// charger's export is storage's). The record must verify with `key`.
@@ -385,7 +392,10 @@ pub fn ocmf_reading(
     // its grace after that one's end (an interval already over); every register must be read after its start.
     let mut start = (last_s - 1).div_euclid(length) * length;
     let first_s = present.iter().filter_map(|(_, register)| register.map(|register| register.time_s)).min();
-    if last_s - start <= late && first_s.is_some_and(|first| first > start - length) {
+    let after_previous = |start: i64| {
+        previous.is_none_or(|previous| i64::try_from(previous.interval_start_s).is_ok_and(|last| start > last))
+    };
+    if last_s - start <= late && first_s.is_some_and(|first| first > start - length) && after_previous(start - length) {
         start -= length;
     }
     for (register, value) in present {

@@ -195,6 +195,15 @@ fn an_ocmf_record_becomes_the_reading_its_node_relays() {
     let gap = relay(Some(earlier)).unwrap();
     assert_eq!((gap.import_counter_wh, gap.import_wh, gap.consumption_wh), (259, 0, 0));
     assert_eq!(check_attestation(&network(), &author, &gap), Ok(()));
+    // Read 16 s after an interval's end (L = 200 s): the interval already over takes it — unless the meter's last
+    // reading is of that one, then the next.
+    let short = ocmf_reading(meter.clone(), key, vectors::OCMF_KCP30, 200, None).unwrap();
+    assert_eq!(short.interval_start_s, 1_565_690_400);
+    assert_eq!(check_attestation(&network(), &author, &short), Ok(()));
+    let last = Counters { interval_start_s: 1_565_690_400, import_counter_wh: 250, export_counter_wh: 0 };
+    let next_short = ocmf_reading(meter.clone(), key, vectors::OCMF_KCP30, 200, Some(last)).unwrap();
+    assert_eq!((next_short.interval_start_s, next_short.import_wh), (1_565_690_600, 9));
+    assert_eq!(check_attestation(&network(), &author, &next_short), Ok(()));
     // What cannot be relayed says why.
     let ahead = Counters { import_counter_wh: 300, ..previous };
     assert!(matches!(relay(Some(ahead)), Err(OcmfReadingError::Backwards { register: "import", .. })));
