@@ -542,9 +542,9 @@ impl Pending<'_> {
         quantity - u64::try_from(met).unwrap_or(quantity)
     }
 
-    /// Adds a reading's import and export to its author's flows of the interval starting `start_s` (`l`), at
-    /// every trust level from `from` to `to` (a reading anchored: from `node` to its own level; a reading its cell's
-    /// feeder confirmed: the levels it gained). The record is forgotten a while after `end_ms`.
+    /// Adds a reading's import and export to its author's flows of the interval starting `start_s` (`l`), at every
+    /// trust level in `levels` (a reading anchored: from `node` to its own level; a reading its cell's feeder
+    /// confirmed: the levels it gained). The record is forgotten a while after `end_ms`.
     pub(super) fn add_flows(
         &mut self,
         author: &PublicKey,

@@ -165,6 +165,16 @@ impl Net {
         self.sign(index, body)
     }
 
+    /// An interval's readings land just after it ends (with the feeder's, of no net flow, when `feeder_reads`), then
+    /// it closes.
+    fn read_and_close(&mut self, start: u64, mut readings: Vec<Envelope>, feeder_reads: bool) {
+        if feeder_reads {
+            readings.push(self.reading(2, start, 0, 0, 0));
+        }
+        assert_eq!(self.block_at(after(start), readings), []);
+        self.block_at(closing(start), vec![]);
+    }
+
     /// A settled energy trade of `quantity` Wh from `seller` to `buyer` for the interval starting `start_s`.
     fn trade(&mut self, buyer: usize, seller: usize, start_s: u64, quantity: u64) -> Envelope {
         let pool = PoolId {
@@ -510,16 +520,12 @@ fn a_pool_asking_for_device_signed_readings_takes_them_or_the_feeders_confirmati
     assert_eq!(net.block(trades), []);
     for (start, feeder_reads) in [(first, false), (second, true)] {
         net.block_at(after(start) - 500, vec![]);
-        let mut readings = vec![
+        let readings = vec![
             net.reading(3, start, 0, 1_000, 1_000),
             net.reading(4, start, 0, 1_000, 1_000),
             net.reading(5, start, 2_000, 0, 0),
         ];
-        if feeder_reads {
-            readings.push(net.reading(2, start, 0, 0, 0));
-        }
-        assert_eq!(net.block_at(after(start), readings), []);
-        net.block_at(closing(start), vec![]);
+        net.read_and_close(start, readings, feeder_reads);
         let failures: Vec<u64> = [3, 4, 5].iter().map(|home| net.state.reputation(&net.key(*home)).failures).collect();
         // Unchecked, home 4's node-signed export does not count; confirmed by the feeder, it does.
         assert_eq!(failures, [0, 1, 0], "after the interval {start}");
@@ -552,17 +558,13 @@ fn export_rewards_may_ask_for_readings_the_feeder_confirmed() {
     for (index, feeder_reads) in [(0, true), (1, false)] {
         let start = interval(index);
         net.block_at(after(start) - 500, vec![]);
-        let mut readings = vec![
+        let readings = vec![
             net.reading(3, start, 0, 1_000, 1_000),
             net.reading(4, start, 0, 500, 500),
             net.reading(5, start, 1_500, 0, 0),
             net.reading(9, start, 0, 700, 700),
         ];
-        if feeder_reads {
-            readings.push(net.reading(2, start, 0, 0, 0));
-        }
-        assert_eq!(net.block_at(after(start), readings), []);
-        net.block_at(closing(start), vec![]);
+        net.read_and_close(start, readings, feeder_reads);
     }
     // Only the confirmed interval's export earned: the device's signature alone is below the level asked.
     assert_eq!((net.eco(3), net.eco(4), net.eco(5), net.eco(9)), (1_000, 500, 0, 0));
