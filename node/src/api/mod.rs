@@ -303,7 +303,8 @@ pub const ROUTES: &[Route] = &[
     Route::post(
         "/readings/ocmf",
         "Relay a charger's or meter's signed OCMF record as its meter's reading, signed by the node (the meter's \
-         asset names the device's P-256 key; the flows are the registers' growth since the meter's last reading)",
+         asset names the device's P-256 key; the flows are the registers' growth when the meter's last reading is \
+         of the interval before)",
         || axum::routing::post(post_ocmf_reading),
         doc::json::<Submitted>(),
     )
