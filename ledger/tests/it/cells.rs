@@ -264,18 +264,24 @@ fn closing(start_s: u64) -> u64 {
     (start_s + INTERVAL_S) * 1000 + GRACE_MS
 }
 
+/// The cell's feeder and homes 3, 4 and 5 of 10 kWp; home 4 sells 1 kWh to home 5 and home 3 sells it 500 Wh, both
+/// in the cell's pool for the first interval, whose start it returns.
+fn street_of_three_trading(net: &mut Net) -> u64 {
+    net.feeder();
+    for home in [3, 4, 5] {
+        net.home(home, 10);
+    }
+    let start = interval(0);
+    let trades = vec![net.trade(5, 4, start, 1_000), net.trade(5, 3, start, 500)];
+    assert_eq!(net.block(trades), []);
+    start
+}
+
 #[test]
 fn a_home_over_reporting_its_export_by_a_fifth_is_caught_when_the_interval_closes() {
     for lie in [false, true] {
         let mut net = Net::new("");
-        net.feeder();
-        for home in [3, 4, 5] {
-            net.home(home, 10);
-        }
-        let start = interval(0);
-        // Home 4 sells 1 kWh to home 5, home 3 sells 500 Wh: both trades are in the cell's pool for the interval.
-        let trades = vec![net.trade(5, 4, start, 1_000), net.trade(5, 3, start, 500)];
-        assert_eq!(net.block(trades), []);
+        let start = street_of_three_trading(&mut net);
         let held_before = net.state.escrows().count();
         assert_eq!(held_before, 2);
         // The truth: homes 3 and 4 export 1 kWh each, home 5 imports the 1.5 kWh it bought; the feeder sees the
@@ -575,13 +581,7 @@ fn export_rewards_may_ask_for_readings_the_feeder_confirmed() {
 fn in_a_mismatch_only_a_jury_refuting_a_named_member_confirms_the_others() {
     for outcome in [Outcome::Failed, Outcome::Done] {
         let mut net = Net::with_pools("reward_trust_min = 2", &pool_asking("balanced"));
-        net.feeder();
-        for home in [3, 4, 5] {
-            net.home(home, 10);
-        }
-        let start = interval(0);
-        let trades = vec![net.trade(5, 4, start, 1_000), net.trade(5, 3, start, 500)];
-        assert_eq!(net.block(trades), []);
+        let start = street_of_three_trading(&mut net);
         net.block_at(after(start) - 500, vec![]);
         // Home 4 claims 1.2 kWh where it exported 1 kWh: the feeder's reading does not balance and home 4 is named.
         let readings = vec![
