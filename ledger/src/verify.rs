@@ -7,10 +7,10 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use malachite_types::{SigningProviderExt, ThresholdParams};
 
 use crate::block::Block;
-use crate::consensus::context::{Kos, Signer, ValidatorSet};
+use crate::consensus::check;
+use crate::consensus::context::ValidatorSet;
 use crate::consensus::wire;
 use crate::genesis::Genesis;
 use crate::hash::Hash;
@@ -20,10 +20,10 @@ use crate::store::{Store, Stored};
 
 /// Re-executes a chain block by block from genesis.
 pub struct Verifier {
-    ctx: Kos,
-    signer: Signer,
     state: State,
     parent: Hash,
+    /// The last verified block's time (the genesis time before block 1).
+    parent_time_ms: u64,
     height: u64,
     entries: u64,
 }
@@ -31,10 +31,8 @@ pub struct Verifier {
 impl Verifier {
     pub fn new(genesis: Arc<Genesis>) -> Verifier {
         Verifier {
-            ctx: Kos { network: genesis.network.clone() },
-            // Only used to verify; its key signs nothing.
-            signer: Signer::new(genesis.network.clone(), &[0; 32]),
             parent: genesis.hash,
+            parent_time_ms: genesis.time_ms,
             state: State::genesis(genesis),
             height: 0,
             entries: 0,
@@ -68,18 +66,21 @@ impl Verifier {
         let certificate = wire::certificate_from_bytes(&stored.certificate)
             .map_err(|error| format!("certificate {height}: {error}"))?;
         let header = block.header();
-        if header.height != height {
-            return Err(format!("block {height}: has height {}", header.height));
-        }
-        if header.parent != self.parent {
-            return Err(format!("block {height} does not follow its parent"));
-        }
+        let genesis = self.state.genesis_info().clone();
+        let validators = ValidatorSet::new(self.state.validators());
+        let parent = check::Parent {
+            network: &genesis.network,
+            height: self.height,
+            hash: self.parent,
+            time_ms: self.parent_time_ms,
+            validators: &validators,
+            entries_max: genesis.params.block_entries_max,
+        };
+        check::check_header(header, &parent).map_err(|what| format!("block {height}: bad {what}"))?;
         if certificate.value_id != block.hash() || certificate.height.0 != height {
             return Err(format!("certificate {height} is for another block"));
         }
-        let validators = ValidatorSet::new(self.state.validators());
-        self.signer
-            .verify_commit_certificate(&self.ctx, &certificate, &validators, ThresholdParams::default())
+        check::check_commit(&genesis.network, &validators, &certificate, &mut check::verify_signature)
             .map_err(|error| format!("certificate {height}: {error}"))?;
         let context = BlockContext { height, time_ms: header.time_ms, proposer: header.proposer };
         let executed = self
@@ -91,6 +92,7 @@ impl Verifier {
         }
         self.state.apply(executed.writes, executed.lattice);
         self.parent = block.hash();
+        self.parent_time_ms = header.time_ms;
         self.height = height;
         self.entries += block.entries().len() as u64;
         Ok(())

@@ -24,11 +24,12 @@ use malachite_consensus::{
     State as CoreState, ThresholdParams, WalEntry,
 };
 use malachite_types::{
-    CommitCertificate, Round, RoundCertificate, RoundCertificateType, SignedVote, SigningProvider, SigningProviderExt,
+    CommitCertificate, PolkaCertificate, Round, RoundCertificate, RoundCertificateType, SignedVote, SigningProvider,
     Timeout, TimeoutKind, ValidatorSet as _, Validity, ValueOrigin, ValuePayload, ValueResponse, Vote as _, VoteType,
 };
 use protocol::{Id, PublicKey};
 
+use super::check::{self, CertificateError};
 use super::context::{Address, Height, Kos, Sig, Signer, ValidatorSet, proposal_digest, vote_digest};
 use super::wire::{self, Message};
 use crate::block::{BLOCK_VERSION, Block, Header};
@@ -172,7 +173,6 @@ pub struct Engine<S: Store> {
 }
 
 struct Shell<S: Store> {
-    ctx: Kos,
     signer: Signer,
     config: Config,
     genesis: Arc<Genesis>,
@@ -253,9 +253,8 @@ impl<S: Store> Engine<S> {
             threshold_params: ThresholdParams::default(),
             value_payload: ValuePayload::ProposalOnly,
         };
-        let core = CoreState::new(ctx.clone(), params, 8);
+        let core = CoreState::new(ctx, params, 8);
         let shell = Shell {
-            ctx,
             signer,
             mempool: Mempool::new(config.mempool),
             config,
@@ -423,18 +422,16 @@ impl<S: Store> Engine<S> {
                 self.feed_checked(checked, Input::Vote(vote))
             }
             Message::Polka(certificate) => {
-                let shell = &self.shell;
-                let checked = shell
-                    .signer
-                    .verify_polka_certificate(&shell.ctx, &certificate, &shell.validators, ThresholdParams::default())
+                let checked = self
+                    .shell
+                    .check_certificate(Certificate::Polka(&certificate), None)
                     .map_err(|error| format!("bad polka certificate: {error}"));
                 self.feed_checked(checked, Input::PolkaCertificate(certificate))
             }
             Message::Round(certificate) => {
-                let shell = &self.shell;
-                let checked = shell
-                    .signer
-                    .verify_round_certificate(&shell.ctx, &certificate, &shell.validators, ThresholdParams::default())
+                let checked = self
+                    .shell
+                    .check_certificate(Certificate::Round(&certificate), None)
                     .map_err(|error| format!("bad round certificate: {error}"));
                 self.feed_checked(checked, Input::RoundCertificate(certificate))
             }
@@ -458,18 +455,12 @@ impl<S: Store> Engine<S> {
                 let digest = vote_digest(&shell.genesis.network, &vote.message);
                 shell.check_future_signed(digest, &vote.message.validator, &vote.signature)
             }
-            Message::Polka(certificate) => future_certificate(shell.signer.verify_polka_certificate(
-                &shell.ctx,
-                certificate,
-                &shell.validators,
-                ThresholdParams::default(),
-            )),
-            Message::Round(certificate) => future_certificate(shell.signer.verify_round_certificate(
-                &shell.ctx,
-                certificate,
-                &shell.validators,
-                ThresholdParams::default(),
-            )),
+            Message::Polka(certificate) => {
+                future_certificate(shell.check_certificate(Certificate::Polka(certificate), None))
+            }
+            Message::Round(certificate) => {
+                future_certificate(shell.check_certificate(Certificate::Round(certificate), None))
+            }
         };
         if checked != Verdict::Accept {
             return checked;
@@ -631,21 +622,13 @@ impl<S: Store> Engine<S> {
             return self.drain();
         }
         // Checked here as well as by the core, which drops a bad certificate without saying so: the peer that served
-        // it must be penalised. The verdict is remembered, so the core's check that follows is a lookup.
-        let shell = &mut self.shell;
-        let checked = shell.signer.verify_commit_certificate(
-            &shell.ctx,
-            &certificate,
-            &shell.validators,
-            ThresholdParams::default(),
-        );
-        if let Err(error) = checked {
+        // it must be penalised. Its good signatures are remembered, so the core's check that follows is lookups.
+        if let Err(error) = self.shell.check_certificate(Certificate::Commit(&certificate), None) {
             self.shell
                 .effects
                 .push(Effect::Misbehaved { peer, reason: format!("synced block's certificate: {error}") });
             return self.drain();
         }
-        shell.remember_verified(commit_key(&certificate));
         let proposer = super::context::proposer(&self.shell.validators, certificate.height, certificate.round).address;
         let response = ValueResponse::new(peer, proposer, bytes::Bytes::from(stored.block.clone()), certificate);
         self.feed(Input::SyncValueResponse(response));
@@ -699,7 +682,7 @@ impl<S: Store> Engine<S> {
                 .map(|validator| validator.power)
                 .sum();
             let total = self.shell.validators.total_voting_power();
-            if ThresholdParams::default().quorum.is_met(weight, total) {
+            if check::Threshold::TwoThirds.met(weight, total) {
                 let certificate =
                     RoundCertificate::new_from_votes(height, previous, RoundCertificateType::Precommit, precommits);
                 messages.push(Message::Round(certificate));
@@ -766,10 +749,17 @@ impl<S: Store> Engine<S> {
 
     fn commit(&mut self, certificate: CommitCertificate<Kos>, decided: Option<Block>) {
         let shell = &mut self.shell;
+        let certificate = check::commit_in_key_order(certificate);
         let Some(block) = decided.or_else(|| shell.blocks.get(&certificate.value_id).cloned()) else {
             shell.fail(format!("decided block {} is unknown", certificate.value_id));
             return;
         };
+        // A block this node proposed or voted for passed these checks already; a synced one has only its certificate
+        // behind it. More than two thirds signing a block that breaks a rule of the chain is a fault to stop at.
+        if let Err(reason) = check::check_header(block.header(), &shell.parent()) {
+            shell.fail(format!("decided block {} breaks a rule of the chain: {reason}", block.height()));
+            return;
+        }
         // The execution cached when the block was checked or built; taken, not cloned.
         let cached = shell.executed.remove(&block.hash());
         let executed = match cached.map_or_else(|| shell.run_block(&block), Ok) {
@@ -850,22 +840,37 @@ fn signature_key(digest: &Hash, signer: &Address, signature: &Sig) -> Hash {
 }
 
 /// The verdict on a certificate of a later height, checked against this height's validator set: good signatures
-/// of enough power prove that peers are there; a bad signature of a known validator is provably invalid; a signer
-/// this node does not know, or too little power, may be right for a set this node has not reached yet.
-fn future_certificate(checked: Result<(), malachite_types::CertificateError<Kos>>) -> Verdict {
-    use malachite_types::CertificateError;
+/// of enough power prove that peers are there; a bad signature of a known validator, or signatures out of order,
+/// are invalid under any set; a signer this node does not know, or too little power, may be right for a set this
+/// node has not reached yet.
+fn future_certificate(checked: Result<(), CertificateError>) -> Verdict {
     match checked {
         Ok(()) => Verdict::Accept,
-        Err(CertificateError::UnknownValidator(_) | CertificateError::NotEnoughVotingPower { .. }) => {
+        Err(CertificateError::UnknownSigner(_) | CertificateError::Power { .. }) => {
             Verdict::Ignore("a certificate of a later height this node cannot judge yet")
         }
         Err(error) => Verdict::Reject(format!("bad certificate of a later height: {error}")),
     }
 }
 
-/// The key under which a verified commit certificate is remembered.
-fn commit_key(certificate: &CommitCertificate<Kos>) -> Hash {
-    crate::hash::tagged("kos/v1/consensus/verified-commit", &[&wire::certificate_to_bytes(certificate)])
+/// A certificate of any of the three kinds, for [`Shell::check_certificate`].
+enum Certificate<'a> {
+    Commit(&'a CommitCertificate<Kos>),
+    Polka(&'a PolkaCertificate<Kos>),
+    Round(&'a RoundCertificate<Kos>),
+}
+
+/// The core's form of a certificate's fault (it only logs it).
+fn core_error(error: CertificateError) -> malachite_types::CertificateError<Kos> {
+    use malachite_types::CertificateError as Core;
+    match error {
+        CertificateError::Order(address) => Core::DuplicateVote(address),
+        CertificateError::UnknownSigner(address) => Core::UnknownValidator(address),
+        CertificateError::VoteType(address) => Core::InvalidVoteType(address),
+        CertificateError::BadSignature(_) | CertificateError::Power { .. } => {
+            Core::NotEnoughVotingPower { signed: 0, total: 0, expected: 0 }
+        }
+    }
 }
 
 impl<S: Store> Shell<S> {
@@ -906,12 +911,29 @@ impl<S: Store> Shell<S> {
         if self.verified.contains(&key) {
             return true;
         }
-        let valid =
-            protocol::keys::verify(&signer.0, digest.as_bytes(), &protocol::Signature(signature.0.to_bytes())).is_ok();
+        let valid = check::verify_signature(&digest, signer, signature);
         if valid {
             self.remember_verified(key);
         }
         valid
+    }
+
+    /// Checks a certificate by the one rule ([`check`]) against `validators`, or this height's set; good signatures
+    /// are remembered like those of votes.
+    fn check_certificate(
+        &mut self,
+        certificate: Certificate<'_>,
+        validators: Option<&ValidatorSet>,
+    ) -> Result<(), CertificateError> {
+        let validators = validators.unwrap_or(&self.validators).clone();
+        let network = self.genesis.network.clone();
+        let mut verify =
+            |digest: &Hash, signer: &Address, signature: &Sig| self.verified_signature(*digest, signer, signature);
+        match certificate {
+            Certificate::Commit(certificate) => check::check_commit(&network, &validators, certificate, &mut verify),
+            Certificate::Polka(certificate) => check::check_polka(&network, &validators, certificate, &mut verify),
+            Certificate::Round(certificate) => check::check_round(&network, &validators, certificate, &mut verify),
+        }
     }
 
     fn remember_verified(&mut self, key: Hash) {
@@ -976,27 +998,29 @@ impl<S: Store> Shell<S> {
         Ok(executed)
     }
 
+    /// What the block of this height must follow ([`check::check_header`]).
+    fn parent(&self) -> check::Parent<'_> {
+        check::Parent {
+            network: &self.genesis.network,
+            height: self.tip.0,
+            hash: self.tip.1,
+            time_ms: self.tip.2,
+            validators: &self.validators,
+            entries_max: self.genesis.params.block_entries_max,
+        }
+    }
+
     /// Everything a validator checks before it lets the core vote for a proposed block.
     fn check_block(&mut self, block: &Block, proposer: &PublicKey) -> Result<(), String> {
         let header = block.header();
-        let params = &self.genesis.params;
-        let checks = [
-            (header.version == BLOCK_VERSION, "version"),
-            (header.network == self.genesis.network, "network"),
-            (header.height == self.height, "height"),
-            (header.parent == self.tip.1, "parent"),
-            // The builder of the block must be a validator; a later round may re-propose another's block.
-            (
-                self.validators.contains(&Address(header.proposer)) && self.validators.contains(&Address(*proposer)),
-                "proposer",
-            ),
-            (header.validators_hash == validators_hash(&self.validators.pairs()), "validator set"),
-            (header.time_ms > self.tip.2, "time not after the parent's"),
-            (header.time_ms <= self.now_ms.saturating_add(params.clock_skew_ms_max), "time ahead of this clock"),
-            (u64::from(header.entry_count) <= u64::from(params.block_entries_max), "too many entries"),
-        ];
-        if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
-            return Err((*what).to_owned());
+        check::check_header(header, &self.parent())?;
+        // The proposal's signer must be a validator too (a later round may re-propose another's block); and a
+        // validator does not vote for a time ahead of its own clock (its judgement now, not a rule of the chain).
+        if !self.validators.contains(&Address(*proposer)) {
+            return Err("proposer".to_owned());
+        }
+        if header.time_ms > self.now_ms.saturating_add(self.genesis.params.clock_skew_ms_max) {
+            return Err("time ahead of this clock".to_owned());
         }
         self.execute(block)
     }
@@ -1059,9 +1083,10 @@ impl<S: Store> Shell<S> {
         !self.failed
     }
 
+    /// Publishes a message (a certificate's signatures in key order, as the rule wants them).
     fn broadcast(&mut self, message: Message) {
         if self.sync_wal() {
-            self.effects.push(Effect::Broadcast(message.to_bytes()));
+            self.effects.push(Effect::Broadcast(check::message_in_key_order(message).to_bytes()));
         }
     }
 
@@ -1138,20 +1163,16 @@ impl<S: Store> Shell<S> {
                 let signer = Address(PublicKey(public_key.to_bytes()));
                 r.resume_with(self.verified_signature(digest, &signer, &message.signature))
             }
-            CoreEffect::VerifyCommitCertificate(certificate, validators, thresholds, r) => {
-                let result = if self.verified.contains(&commit_key(&certificate)) {
-                    Ok(())
-                } else {
-                    self.signer.verify_commit_certificate(&self.ctx, &certificate, &validators, thresholds)
-                };
-                r.resume_with(result)
-            }
-            CoreEffect::VerifyPolkaCertificate(certificate, validators, thresholds, r) => {
-                r.resume_with(self.signer.verify_polka_certificate(&self.ctx, &certificate, &validators, thresholds))
-            }
-            CoreEffect::VerifyRoundCertificate(certificate, validators, thresholds, r) => {
-                r.resume_with(self.signer.verify_round_certificate(&self.ctx, &certificate, &validators, thresholds))
-            }
+            // The core's own checks go through the one rule too (its thresholds are the rule's: Malachite's defaults).
+            CoreEffect::VerifyCommitCertificate(certificate, validators, _thresholds, r) => r.resume_with(
+                self.check_certificate(Certificate::Commit(&certificate), Some(&validators)).map_err(core_error),
+            ),
+            CoreEffect::VerifyPolkaCertificate(certificate, validators, _thresholds, r) => r.resume_with(
+                self.check_certificate(Certificate::Polka(&certificate), Some(&validators)).map_err(core_error),
+            ),
+            CoreEffect::VerifyRoundCertificate(certificate, validators, _thresholds, r) => r.resume_with(
+                self.check_certificate(Certificate::Round(&certificate), Some(&validators)).map_err(core_error),
+            ),
             CoreEffect::WalAppend(entry, r) => {
                 self.wal_append(&entry);
                 r.resume_with(())

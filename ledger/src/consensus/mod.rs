@@ -1,6 +1,8 @@
-//! Consensus: Malachite's Tendermint core with kos's types ([`context`]), byte formats ([`wire`]) and the
-//! sans-IO driver that connects it to the ledger state, mempool and store ([`engine`]).
+//! Consensus: Malachite's Tendermint core with kos's types ([`context`]), byte formats ([`wire`]), the rules of a
+//! valid header and certificate ([`check`]) and the sans-IO driver that connects it to the ledger state, mempool
+//! and store ([`engine`]).
 
+pub mod check;
 pub mod context;
 pub mod engine;
 pub mod wire;

@@ -26,8 +26,9 @@ use super::context::{
 use crate::block::{BLOCK_BYTES_LIMIT, BLOCK_ENTRIES_LIMIT, Block};
 use crate::hash::Hash;
 
-/// Most signatures in one certificate.
-pub const CERTIFICATE_SIGNATURES_MAX: u64 = 1024;
+/// Most signatures in one certificate: one per validator, and a set has at most
+/// [`VALIDATORS_MAX`](crate::genesis::VALIDATORS_MAX) (PROTOCOL.md §11).
+pub const CERTIFICATE_SIGNATURES_MAX: u64 = crate::genesis::VALIDATORS_MAX as u64;
 
 type Bstr = serde_bytes::ByteBuf;
 

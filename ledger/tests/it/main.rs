@@ -4,6 +4,7 @@
 
 mod barter;
 mod cells;
+mod certificates;
 mod engine;
 mod export;
 mod governance;
