@@ -124,7 +124,13 @@ fn topic_score_parameters() -> gossipsub::TopicScoreParams {
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: -10.0,
-        invalid_message_deliveries_decay: gossipsub::score_parameter_decay(Duration::from_secs(600)),
+        // Halving every 10 minutes (a 1-second step is × 0.5^(1/600)). `score_parameter_decay(600 s)` takes a count
+        // to a tenth in that time: three invalid messages graylisted a peer for 15 s instead of 51 s.
+        invalid_message_deliveries_decay: gossipsub::score_parameter_decay_with_base(
+            Duration::from_secs(600),
+            Duration::from_secs(1),
+            0.5,
+        ),
         ..Default::default()
     }
 }
@@ -1413,6 +1419,25 @@ mod tests {
             sequence_number: Some(sequence_number),
             topic: topic.clone(),
         }
+    }
+
+    /// Issue 31, item 6: PROTOCOL.md said the invalid count halves in 10 minutes while the code took it to a tenth,
+    /// so a graylisted peer was back after 15 s. The rule, by score: three invalid messages graylist a peer with
+    /// nothing to its credit, two do not, and it is back above the graylist about 51 s later.
+    #[test]
+    fn three_invalid_messages_graylist_a_peer_without_credit_for_about_51_seconds() {
+        let (params, thresholds) = score_parameters();
+        let topic = topic_score_parameters();
+        assert!((params.decay_interval.as_secs_f64() - 1.0).abs() < 1e-9);
+        let after_ten_minutes = topic.invalid_message_deliveries_decay.powi(600);
+        assert!((after_ten_minutes - 0.5).abs() < 1e-9, "{after_ten_minutes}");
+        let score = |count: f64| topic.topic_weight * topic.invalid_message_deliveries_weight * count * count;
+        assert!(score(3.0) < thresholds.graylist_threshold);
+        assert!(score(2.0) > thresholds.graylist_threshold);
+        let back = (1..3_600).find(|seconds| {
+            score(3.0 * topic.invalid_message_deliveries_decay.powi(*seconds)) >= thresholds.graylist_threshold
+        });
+        assert_eq!(back, Some(51));
     }
 
     #[test]
