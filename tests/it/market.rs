@@ -462,9 +462,17 @@ fn a_newcomer_finds_a_pool_through_the_dht_receives_its_book_and_trades_in_it() 
     let late = start(4, &bootnodes, &["--log", "info"]);
     let height = validator.height().unwrap_or(0);
     assert!(wait_until(STARTUP, || late.height() >= Some(height)), "the late newcomer's ledger did not catch up");
-    let (status, answer) =
-        late.post("/offers", &serde_json::json!({"pool": POOL, "side": "ask", "quantity": 1000, "price": "9"}));
-    assert_eq!(status, 202, "{answer}");
+    // Its ledger may still be syncing the blocks decided since (a 503, "try again shortly"): it tries again, as a
+    // client would.
+    let ask = serde_json::json!({"pool": POOL, "side": "ask", "quantity": 1000, "price": "9"});
+    let mut answer = String::new();
+    let placed = wait_until(Duration::from_secs(20), || {
+        let (status, body) = late.post("/offers", &ask);
+        answer = body.to_string();
+        assert!(status == 202 || status == 503, "{status} {body}");
+        status == 202
+    });
+    assert!(placed, "the late newcomer's ask was never taken: {answer}");
     let filled = || late.get("/status").is_some_and(|status| !status["pools"][0]["book_filled_ms"].is_null());
     assert!(wait_until(Duration::from_secs(20), filled), "the late newcomer never received the book");
     std::thread::sleep(Duration::from_secs(1));
