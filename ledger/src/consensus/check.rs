@@ -61,6 +61,17 @@ impl Threshold {
     }
 }
 
+/// What a kind of certificate needs besides valid signatures of validators in key order.
+#[derive(Clone, Copy, Debug)]
+pub struct Needs {
+    pub threshold: Threshold,
+    /// A precommit round certificate holds nothing else.
+    pub precommits_only: bool,
+}
+
+/// Commit and polka certificates: more than 2/3, of their own vote type (their votes are made from the certificate).
+const QUORUM: Needs = Needs { threshold: Threshold::TwoThirds, precommits_only: false };
+
 /// One signature of a certificate: the signer, the vote it signed, its signature.
 pub struct Signed<'a> {
     pub signer: &'a Address,
@@ -68,24 +79,31 @@ pub struct Signed<'a> {
     pub signature: &'a Sig,
 }
 
-/// Checks signatures against a set by the rule above. `verify` checks one signature of a vote digest by a key (the
-/// consensus engine passes one that remembers what it verified). Cheap checks come first: a certificate of an
-/// outsider or out of order costs no signature verification.
+/// Checks signatures against a set by the rule above, in its order (PROTOCOL.md §11: the first failing step names
+/// the fault, and a node judging a later height's certificate ignores some faults and rejects others). `verify`
+/// checks one signature of a vote digest by a key (the consensus engine passes one that remembers what it
+/// verified). Signatures are verified last: a certificate of an outsider or out of order costs no verification.
 pub fn check(
     network: &NetworkId,
     validators: &ValidatorSet,
     signed: &[Signed<'_>],
-    threshold: Threshold,
+    needs: Needs,
     verify: &mut dyn FnMut(&Hash, &Address, &Sig) -> bool,
 ) -> Result<(), CertificateError> {
+    if let Some(pair) = signed.windows(2).find(|pair| pair[0].signer >= pair[1].signer) {
+        return Err(CertificateError::Order(*pair[1].signer));
+    }
     let mut power = 0u64;
-    for (index, one) in signed.iter().enumerate() {
-        if index > 0 && signed[index - 1].signer >= one.signer {
-            return Err(CertificateError::Order(*one.signer));
-        }
+    for one in signed {
         let validator = validators.get_by_address(one.signer).ok_or(CertificateError::UnknownSigner(*one.signer))?;
         power = power.saturating_add(validator.power);
     }
+    if needs.precommits_only
+        && let Some(prevote) = signed.iter().find(|one| one.vote.vote_type == VoteType::Prevote)
+    {
+        return Err(CertificateError::VoteType(*prevote.signer));
+    }
+    let threshold = needs.threshold;
     let total = validators.total_voting_power();
     if !threshold.met(power, total) {
         return Err(CertificateError::Power { signed: power, total, share: threshold.name() });
@@ -129,7 +147,7 @@ pub fn check_commit(
             signature: &one.signature,
         })
         .collect();
-    check(network, validators, &signed, Threshold::TwoThirds, verify)
+    check(network, validators, &signed, QUORUM, verify)
 }
 
 /// A polka certificate: prevotes for one block.
@@ -154,7 +172,7 @@ pub fn check_polka(
             signature: &one.signature,
         })
         .collect();
-    check(network, validators, &signed, Threshold::TwoThirds, verify)
+    check(network, validators, &signed, QUORUM, verify)
 }
 
 /// A round certificate: precommits of more than 2/3 (`Precommit`), or votes of any kind and value of more than 1/3
@@ -165,15 +183,10 @@ pub fn check_round(
     certificate: &RoundCertificate<Kos>,
     verify: &mut dyn FnMut(&Hash, &Address, &Sig) -> bool,
 ) -> Result<(), CertificateError> {
-    let threshold = match certificate.cert_type {
-        RoundCertificateType::Precommit => Threshold::TwoThirds,
-        RoundCertificateType::Skip => Threshold::OneThird,
+    let needs = match certificate.cert_type {
+        RoundCertificateType::Precommit => Needs { threshold: Threshold::TwoThirds, precommits_only: true },
+        RoundCertificateType::Skip => Needs { threshold: Threshold::OneThird, precommits_only: false },
     };
-    if threshold == Threshold::TwoThirds
-        && let Some(prevote) = certificate.round_signatures.iter().find(|one| one.vote_type == VoteType::Prevote)
-    {
-        return Err(CertificateError::VoteType(prevote.address));
-    }
     let signed: Vec<Signed<'_>> = certificate
         .round_signatures
         .iter()
@@ -183,7 +196,7 @@ pub fn check_round(
             signature: &one.signature,
         })
         .collect();
-    check(network, validators, &signed, threshold, verify)
+    check(network, validators, &signed, needs, verify)
 }
 
 /// What a block must follow: its parent and its height's validator set.
@@ -278,6 +291,18 @@ mod tests {
 
     fn round(cert_type: RoundCertificateType, signatures: Vec<RoundSignature<Kos>>) -> RoundCertificate<Kos> {
         RoundCertificate { height: Height(1), round: Round::new(0), cert_type, round_signatures: signatures }
+    }
+
+    /// The core counts votes with Malachite's default thresholds (engine.rs): they must be the rule's.
+    #[test]
+    fn the_cores_thresholds_are_the_rules() {
+        let core = malachite_types::ThresholdParams::default();
+        for total in 1..60 {
+            for signed in 0..=total {
+                assert_eq!(core.quorum.is_met(signed, total), Threshold::TwoThirds.met(signed, total));
+                assert_eq!(core.honest.is_met(signed, total), Threshold::OneThird.met(signed, total));
+            }
+        }
     }
 
     #[test]

@@ -403,7 +403,9 @@ pub fn proposal_digest(network: &NetworkId, proposal: &Proposal) -> Hash {
     digest("kos/v1/consensus/proposal", network, &fields)
 }
 
-/// Signs and verifies consensus messages with the node's key (ed25519-dalek, strict verification).
+/// Signs consensus messages with the node's key, and verifies them by the rule of every kos signature (PROTOCOL.md
+/// §3). Certificates are checked by [`super::check`], never by Malachite's `SigningProviderExt` (which skips bad
+/// signatures): clippy.toml disallows those methods.
 pub struct Signer {
     network: NetworkId,
     key: SigningKey,
@@ -425,8 +427,7 @@ impl Signer {
 
 /// Votes and proposals are verified by the rule of every kos signature (PROTOCOL.md §3).
 fn verify(digest: &Hash, signature: &Sig, key: &VerifyingKey) -> bool {
-    let key = protocol::PublicKey(key.to_bytes());
-    protocol::keys::verify(&key, &digest.0, &protocol::Signature(signature.0.to_bytes())).is_ok()
+    super::check::verify_signature(digest, &Address(PublicKey(key.to_bytes())), signature)
 }
 
 impl SigningProvider<Kos> for Signer {

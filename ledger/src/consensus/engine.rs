@@ -24,13 +24,14 @@ use malachite_consensus::{
     State as CoreState, ThresholdParams, WalEntry,
 };
 use malachite_types::{
-    CommitCertificate, PolkaCertificate, Round, RoundCertificate, RoundCertificateType, SignedVote, SigningProvider,
-    Timeout, TimeoutKind, ValidatorSet as _, Validity, ValueOrigin, ValuePayload, ValueResponse, Vote as _, VoteType,
+    CommitCertificate, NilOrVal, PolkaCertificate, Round, RoundCertificate, RoundCertificateType, SignedVote,
+    SigningProvider, Timeout, TimeoutKind, ValidatorSet as _, Validity, ValueOrigin, ValuePayload, ValueResponse,
+    Vote as _, VoteType,
 };
 use protocol::{Id, PublicKey};
 
 use super::check::{self, CertificateError};
-use super::context::{Address, Height, Kos, Sig, Signer, ValidatorSet, proposal_digest, vote_digest};
+use super::context::{Address, Height, Kos, Sig, Signer, ValidatorSet, Vote, proposal_digest, vote_digest};
 use super::wire::{self, Message};
 use crate::block::{BLOCK_VERSION, Block, Header};
 use crate::genesis::Genesis;
@@ -203,8 +204,10 @@ struct Shell<S: Store> {
     failed: bool,
     /// The highest height peers were seen at, and when sync was last asked for.
     behind_reported: (u64, u64),
-    /// Keys of the signatures and certificates verified at this height ([`signature_key`], [`commit_key`]).
+    /// Keys of the signatures verified at this height ([`signature_key`]).
     verified: HashSet<Hash>,
+    /// The first signature taken in for each vote (by its digest) at this height ([`Shell::first_signature`]).
+    signatures: HashMap<Hash, Sig>,
 }
 
 /// Why the engine could not start.
@@ -279,6 +282,7 @@ impl<S: Store> Engine<S> {
             failed: false,
             behind_reported: (0, 0),
             verified: HashSet::new(),
+            signatures: HashMap::new(),
         };
         Ok(Engine { core, shell })
     }
@@ -419,20 +423,48 @@ impl<S: Store> Engine<S> {
                     .shell
                     .check_signed(digest, &vote.message.validator, &vote.signature)
                     .map_err(|reason| format!("vote {reason}"));
+                if checked.is_ok() {
+                    match self.shell.first_signature(digest, vote.signature) {
+                        Some(first) if first == vote.signature => {}
+                        Some(_) => return Verdict::Ignore("a vote already taken, signed again"),
+                        None => return Verdict::Ignore("more votes at this height than a node keeps"),
+                    }
+                }
                 self.feed_checked(checked, Input::Vote(vote))
             }
-            Message::Polka(certificate) => {
+            Message::Polka(mut certificate) => {
                 let checked = self
                     .shell
                     .check_certificate(Certificate::Polka(&certificate), None)
                     .map_err(|error| format!("bad polka certificate: {error}"));
+                if checked.is_ok() {
+                    let (height, round, value) =
+                        (certificate.height, certificate.round, NilOrVal::Val(certificate.value_id));
+                    for one in &mut certificate.polka_signatures {
+                        let vote = Vote { height, round, vote_type: VoteType::Prevote, value, validator: one.address };
+                        one.signature = self.shell.taken_signature(&vote, one.signature);
+                    }
+                }
                 self.feed_checked(checked, Input::PolkaCertificate(certificate))
             }
-            Message::Round(certificate) => {
+            Message::Round(mut certificate) => {
                 let checked = self
                     .shell
                     .check_certificate(Certificate::Round(&certificate), None)
                     .map_err(|error| format!("bad round certificate: {error}"));
+                if checked.is_ok() {
+                    let (height, round) = (certificate.height, certificate.round);
+                    for one in &mut certificate.round_signatures {
+                        let vote = Vote {
+                            height,
+                            round,
+                            vote_type: one.vote_type,
+                            value: one.value_id,
+                            validator: one.address,
+                        };
+                        one.signature = self.shell.taken_signature(&vote, one.signature);
+                    }
+                }
                 self.feed_checked(checked, Input::RoundCertificate(certificate))
             }
         }
@@ -800,6 +832,7 @@ impl<S: Store> Engine<S> {
         shell.proposed.clear();
         // The validator set may have changed.
         shell.verified.clear();
+        shell.signatures.clear();
         shell.awaiting_value = None;
         shell.effects.push(Effect::CancelTimer(Timer::Build));
         shell.effects.push(Effect::CancelConsensusTimers);
@@ -838,6 +871,27 @@ fn signature_key(digest: &Hash, signer: &Address, signature: &Sig) -> Hash {
         &[digest.as_bytes(), signer.0.as_bytes(), &signature.0.to_bytes()],
     )
 }
+
+/// Verifies a consensus signature, or finds it among those verified (remembered until the next commit, at most
+/// [`VERIFIED_MAX`]).
+fn remembered_verify(verified: &mut HashSet<Hash>, digest: Hash, signer: &Address, signature: &Sig) -> bool {
+    let key = signature_key(&digest, signer, signature);
+    if verified.contains(&key) {
+        return true;
+    }
+    let valid = check::verify_signature(&digest, signer, signature);
+    if valid {
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(key);
+    }
+    valid
+}
+
+/// How many votes' first signatures a node keeps at a height ([`Shell::first_signature`]): a vote per validator,
+/// type and round, for 256 validators through 32 rounds.
+const VOTE_SIGNATURES_MAX: usize = 16_384;
 
 /// The verdict on a certificate of a later height, checked against this height's validator set: good signatures
 /// of enough power prove that peers are there; a bad signature of a known validator, or signatures out of order,
@@ -907,15 +961,7 @@ impl<S: Store> Shell<S> {
     /// Verifies a consensus signature, remembering good ones until the next commit: a message checked on arrival
     /// is checked again by the core, and that second check is a lookup.
     fn verified_signature(&mut self, digest: Hash, signer: &Address, signature: &Sig) -> bool {
-        let key = signature_key(&digest, signer, signature);
-        if self.verified.contains(&key) {
-            return true;
-        }
-        let valid = check::verify_signature(&digest, signer, signature);
-        if valid {
-            self.remember_verified(key);
-        }
-        valid
+        remembered_verify(&mut self.verified, digest, signer, signature)
     }
 
     /// Checks a certificate by the one rule ([`check`]) against `validators`, or this height's set; good signatures
@@ -925,22 +971,38 @@ impl<S: Store> Shell<S> {
         certificate: Certificate<'_>,
         validators: Option<&ValidatorSet>,
     ) -> Result<(), CertificateError> {
-        let validators = validators.unwrap_or(&self.validators).clone();
-        let network = self.genesis.network.clone();
+        let Shell { validators: own, genesis, verified, .. } = self;
+        let (validators, network) = (validators.unwrap_or(own), &genesis.network);
         let mut verify =
-            |digest: &Hash, signer: &Address, signature: &Sig| self.verified_signature(*digest, signer, signature);
+            |digest: &Hash, signer: &Address, signature: &Sig| remembered_verify(verified, *digest, signer, signature);
         match certificate {
-            Certificate::Commit(certificate) => check::check_commit(&network, &validators, certificate, &mut verify),
-            Certificate::Polka(certificate) => check::check_polka(&network, &validators, certificate, &mut verify),
-            Certificate::Round(certificate) => check::check_round(&network, &validators, certificate, &mut verify),
+            Certificate::Commit(certificate) => check::check_commit(network, validators, certificate, &mut verify),
+            Certificate::Polka(certificate) => check::check_polka(network, validators, certificate, &mut verify),
+            Certificate::Round(certificate) => check::check_round(network, validators, certificate, &mut verify),
         }
     }
 
-    fn remember_verified(&mut self, key: Hash) {
-        if self.verified.len() >= VERIFIED_MAX {
-            self.verified.clear();
+    /// The signature this node took in for the vote of `digest` — `signature` if it is the first — or `None` when
+    /// it keeps [`VOTE_SIGNATURES_MAX`] already. Ed25519 signatures are not unique: a validator can sign one vote
+    /// again with another nonce, and Malachite's vote keeper keeps both copies, then builds a certificate naming the
+    /// validator twice and stops on it (an assertion). One signature per vote keeps a Byzantine validator from
+    /// crashing every honest node that way.
+    fn first_signature(&mut self, digest: Hash, signature: Sig) -> Option<Sig> {
+        if let Some(first) = self.signatures.get(&digest) {
+            return Some(*first);
         }
-        self.verified.insert(key);
+        if self.signatures.len() >= VOTE_SIGNATURES_MAX {
+            return None;
+        }
+        self.signatures.insert(digest, signature);
+        Some(signature)
+    }
+
+    /// The signature of a certificate's vote to hand the core: the one taken in first for that vote (the
+    /// certificate's own when it is the first, or when the table is full).
+    fn taken_signature(&mut self, vote: &Vote, signature: Sig) -> Sig {
+        let digest = vote_digest(&self.genesis.network, vote);
+        self.first_signature(digest, signature).unwrap_or(signature)
     }
 
     fn fail(&mut self, reason: String) {

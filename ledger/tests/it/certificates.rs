@@ -208,9 +208,10 @@ fn a_certified_block_with_a_bad_header_is_refused_by_verify_and_stops_sync() {
     let net = net();
     let outsider = address(&OUTSIDER).0;
     let changes: Vec<(&str, HeaderChange)> = vec![
-        ("validators hash", Box::new(|header| header.validators_hash = Hash([7; 32]))),
-        ("proposer outside the set", Box::new(move |header| header.proposer = outsider)),
-        ("time not after the genesis", Box::new(|header| header.time_ms = START_MS)),
+        ("validator set", Box::new(|header| header.validators_hash = Hash([7; 32]))),
+        ("proposer not a validator", Box::new(move |header| header.proposer = outsider)),
+        ("time not after the parent's", Box::new(|header| header.time_ms = START_MS)),
+        ("network", Box::new(|header| header.network = NetworkId::new("kos-elsewhere").unwrap())),
     ];
     for (what, change) in changes {
         let block = block_1(&net, change);
@@ -220,11 +221,19 @@ fn a_certified_block_with_a_bad_header_is_refused_by_verify_and_stops_sync() {
             seeds.iter().map(|seed| (address(seed), signed(&net, seed, VoteType::Precommit, block.hash()))).collect();
         let stored = Stored { block: block.to_bytes(), certificate: certificate_to_bytes(&commit(&block, &signers)) };
         let verified = Verifier::new(net.genesis.clone()).push(&stored);
-        assert!(verified.is_err(), "verify, {what}");
+        assert_eq!(verified, Err(format!("block 1: bad {what}")), "verify");
         let mut engine = syncing_engine(&net);
-        let _ = engine.on_synced_block(peer(), &stored, START_MS + 2_000);
+        let effects = engine.on_synced_block(peer(), &stored, START_MS + 2_000);
         assert_eq!(engine.tip().0, 0, "sync, {what}");
         assert!(engine.failed(), "sync, {what}");
+        let fatal: Vec<&String> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Fatal(reason) => Some(reason),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fatal, [&format!("decided block 1 breaks a rule of the chain: {what}")], "sync");
     }
 }
 
@@ -247,4 +256,85 @@ fn a_certificate_of_more_than_256_signatures_does_not_decode() {
     };
     assert!(certificate_from_bytes(&certificate_to_bytes(&commit(&block, &signers(256)))).is_ok());
     assert!(certificate_from_bytes(&certificate_to_bytes(&commit(&block, &signers(257)))).is_err());
+}
+
+/// A second valid signature of `digest` by `seed`'s key: Ed25519 with another nonce than RFC 8032's deterministic
+/// one (what a Byzantine validator can make at will).
+fn signed_again(seed: &[u8; 32], digest: &[u8; 32]) -> Sig {
+    use curve25519_dalek::constants::ED25519_BASEPOINT_POINT;
+    use curve25519_dalek::scalar::Scalar;
+    use sha2::{Digest, Sha512};
+    let wide = |bytes: &[u8]| {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(bytes);
+        Scalar::from_bytes_mod_order_wide(&out)
+    };
+    let expanded = Sha512::digest(seed);
+    let mut secret = [0u8; 32];
+    secret.copy_from_slice(&expanded[..32]);
+    secret[0] &= 248;
+    secret[31] &= 127;
+    secret[31] |= 64;
+    let a = Scalar::from_bytes_mod_order(secret);
+    let public = (ED25519_BASEPOINT_POINT * a).compress();
+    let r = wide(&Sha512::digest(b"another nonce"));
+    let big_r = (ED25519_BASEPOINT_POINT * r).compress();
+    let k = wide(
+        &Sha512::new().chain_update(big_r.as_bytes()).chain_update(public.as_bytes()).chain_update(digest).finalize(),
+    );
+    let s = r + k * a;
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(big_r.as_bytes());
+    bytes[32..].copy_from_slice(s.as_bytes());
+    Sig(ed25519_dalek::Signature::from_bytes(&bytes))
+}
+
+/// A validator's precommit signed again with another nonce is one vote. Malachite's vote keeper kept both copies,
+/// then built the commit certificate naming the validator twice and stopped on its own assertion that the
+/// certificate is valid: one Byzantine validator crashed every honest node of the height (and again after each
+/// restart, the copies being in the WAL).
+#[test]
+fn a_vote_signed_again_is_one_vote_and_the_height_still_decides() {
+    use ledger::consensus::context::{Proposal, proposer, vote_digest};
+    use malachite_types::SignedMessage;
+    let net = net();
+    let block = block_1(&net, |_| {});
+    let mut engine = syncing_engine(&net);
+    let now = START_MS + 2_000;
+    let round_proposer = proposer(&net.validators, Height(1), Round::new(0)).address;
+    let seed_of = |who: Address| *SEEDS.iter().find(|seed| address(seed) == who).unwrap();
+    let proposal = Proposal {
+        height: Height(1),
+        round: Round::new(0),
+        block: block.clone(),
+        pol_round: Round::Nil,
+        proposer: round_proposer,
+    };
+    let signed = Signer::new(net.network.clone(), &seed_of(round_proposer)).sign_proposal(proposal);
+    let (verdict, _) = engine.on_message(peer(), &Message::Proposal(signed).to_bytes(), now);
+    assert_eq!(verdict, Verdict::Accept);
+    let mut seeds = SEEDS.to_vec();
+    seeds.sort_by_key(address);
+    for vote_type in [VoteType::Prevote, VoteType::Precommit] {
+        for seed in &seeds[..3] {
+            let vote = Vote {
+                height: Height(1),
+                round: Round::new(0),
+                vote_type,
+                value: NilOrVal::Val(block.hash()),
+                validator: address(seed),
+            };
+            let first = Signer::new(net.network.clone(), seed).sign_vote(vote.clone());
+            let again = SignedMessage::new(vote.clone(), signed_again(seed, &vote_digest(&net.network, &vote).0));
+            assert_ne!(again.signature, first.signature);
+            let (verdict, _) = engine.on_message(peer(), &Message::Vote(first).to_bytes(), now);
+            assert_eq!(verdict, Verdict::Accept, "{vote_type:?}");
+            if *seed == seeds[0] {
+                let (verdict, _) = engine.on_message(peer(), &Message::Vote(again).to_bytes(), now);
+                assert_eq!(verdict, Verdict::Ignore("a vote already taken, signed again"));
+            }
+        }
+    }
+    assert_eq!(engine.tip(), (1, block.hash()));
+    assert!(!engine.failed());
 }
