@@ -125,6 +125,23 @@ fn vote(height: Height, round: Round, vote_type: VoteType, value: NilOrVal<Hash>
     Vote { height, round, vote_type, value, validator: *signer }
 }
 
+/// The signed votes of a certificate whose signers all voted `vote_type` for one block.
+fn votes_for_block<'a>(
+    height: Height,
+    round: Round,
+    vote_type: VoteType,
+    block: Hash,
+    signatures: impl Iterator<Item = (&'a Address, &'a Sig)>,
+) -> Vec<Signed<'a>> {
+    signatures
+        .map(|(signer, signature)| Signed {
+            signer,
+            vote: vote(height, round, vote_type, NilOrVal::Val(block), signer),
+            signature,
+        })
+        .collect()
+}
+
 /// A commit certificate: precommits for its block.
 pub fn check_commit(
     network: &NetworkId,
@@ -132,21 +149,9 @@ pub fn check_commit(
     certificate: &CommitCertificate<Kos>,
     verify: &mut dyn FnMut(&Hash, &Address, &Sig) -> bool,
 ) -> Result<(), CertificateError> {
-    let signed: Vec<Signed<'_>> = certificate
-        .commit_signatures
-        .iter()
-        .map(|one| Signed {
-            signer: &one.address,
-            vote: vote(
-                certificate.height,
-                certificate.round,
-                VoteType::Precommit,
-                NilOrVal::Val(certificate.value_id),
-                &one.address,
-            ),
-            signature: &one.signature,
-        })
-        .collect();
+    let pairs = certificate.commit_signatures.iter().map(|one| (&one.address, &one.signature));
+    let signed =
+        votes_for_block(certificate.height, certificate.round, VoteType::Precommit, certificate.value_id, pairs);
     check(network, validators, &signed, QUORUM, verify)
 }
 
@@ -157,21 +162,8 @@ pub fn check_polka(
     certificate: &PolkaCertificate<Kos>,
     verify: &mut dyn FnMut(&Hash, &Address, &Sig) -> bool,
 ) -> Result<(), CertificateError> {
-    let signed: Vec<Signed<'_>> = certificate
-        .polka_signatures
-        .iter()
-        .map(|one| Signed {
-            signer: &one.address,
-            vote: vote(
-                certificate.height,
-                certificate.round,
-                VoteType::Prevote,
-                NilOrVal::Val(certificate.value_id),
-                &one.address,
-            ),
-            signature: &one.signature,
-        })
-        .collect();
+    let pairs = certificate.polka_signatures.iter().map(|one| (&one.address, &one.signature));
+    let signed = votes_for_block(certificate.height, certificate.round, VoteType::Prevote, certificate.value_id, pairs);
     check(network, validators, &signed, QUORUM, verify)
 }
 
