@@ -679,7 +679,11 @@ fn parse_tokens(files: &[TokenFile]) -> anyhow::Result<Vec<Token>> {
 }
 
 fn check_params(params: &Params, tokens: &[Token]) -> anyhow::Result<()> {
-    ensure!(params.block_entries_max > 0, "params.block_entries_max must be more than 0");
+    ensure!(
+        (1..=crate::block::BLOCK_ENTRIES_LIMIT).contains(&u64::from(params.block_entries_max)),
+        "params.block_entries_max: 1 to {}",
+        crate::block::BLOCK_ENTRIES_LIMIT
+    );
     ensure!(params.block_bytes_max >= 64 * 1024, "params.block_bytes_max must be at least 65536");
     ensure!((51..=100).contains(&params.governance_threshold_percent), "governance_threshold_percent: 51..=100");
     if params.fee_per_entry > 0 {
@@ -805,10 +809,21 @@ impl Genesis {
         let validators = parse_validators(&file.validators)?;
         let tokens = parse_tokens(&file.tokens)?;
         let mut balances = Vec::new();
+        let mut supplies: BTreeMap<&TokenId, u64> = BTreeMap::new();
         for balance in &file.balances {
             let account = parse_key(&balance.account)?;
             let token = TokenId::new(balance.token.clone()).map_err(|error| anyhow::anyhow!("{error}"))?;
-            ensure!(tokens.iter().any(|known| known.id == token), "balance in unknown token {}", balance.token);
+            let Some(known) = tokens.iter().find(|known| known.id == token) else {
+                bail!("balance in unknown token {}", balance.token);
+            };
+            // The supply is the sum of the balances: it must fit in 64 bits (and so does every balance).
+            let supply = supplies.entry(&known.id).or_default();
+            *supply = supply
+                .checked_add(balance.amount)
+                .with_context(|| format!("the balances of token {} sum above 2^64 - 1", balance.token))?;
+            if let Some(max) = known.supply_max {
+                ensure!(*supply <= max, "the balances of token {} exceed its supply_max {max}", balance.token);
+            }
             balances.push((account, token, balance.amount));
         }
         let params = file.params.clone();
@@ -873,6 +888,14 @@ impl Genesis {
             ));
         }
         text
+    }
+
+    /// Whether a `set-parameter` proposal could take effect: a governable parameter, a value within its range, and
+    /// a fee per entry only where the fee token is a token (else every later entry, the votes that could undo it
+    /// included, would be refused).
+    pub fn settable(&self, name: &str, value: u64) -> bool {
+        let fee_token_known = self.tokens.iter().any(|token| token.id.as_str() == self.params.fee_token);
+        self.params.clone().set(name, value) && (name != "fee_per_entry" || value == 0 || fee_token_known)
     }
 
     /// The token rules by id.
@@ -1011,6 +1034,41 @@ mod tests {
             let error = format!("{:#}", Genesis::parse(text).unwrap_err());
             assert!(error.contains(expected), "{error}");
         }
+    }
+
+    /// The genesis supply is the sum of its balances: it must fit in 64 bits and within the token's cap. (It
+    /// saturated at 2^64 - 1 before, so two balances of 2^63 made a supply smaller than their sum.)
+    #[test]
+    fn genesis_balances_must_sum_within_64_bits_and_the_tokens_cap() {
+        let one = Keypair::from_seed(&[1; 32]).public().to_hex();
+        let two = Keypair::from_seed(&[2; 32]).public().to_hex();
+        let head = format!(
+            "network = \"x\"\ntime_ms = 0\n[[validators]]\nname=\"a\"\nkey=\"{one}\"\npower=1\n\
+             [[tokens]]\nid=\"gold\"\nkind=\"stable\"\nsupply_max=100\n\
+             [[tokens]]\nid=\"credit\"\nkind=\"stable\"\n"
+        );
+        let balance = |account: &str, token: &str, amount: u64| {
+            format!("[[balances]]\naccount=\"{account}\"\ntoken=\"{token}\"\namount={amount}\n")
+        };
+        let half = i64::MAX as u64;
+        let cases = [
+            (
+                format!(
+                    "{head}{}{}{}",
+                    balance(&one, "credit", half),
+                    balance(&two, "credit", half),
+                    balance(&two, "credit", 2)
+                ),
+                "the balances of token credit sum above 2^64 - 1",
+            ),
+            (format!("{head}{}{}", balance(&one, "gold", 60), balance(&two, "gold", 41)), "exceed its supply_max 100"),
+        ];
+        for (text, expected) in cases {
+            let error = format!("{:#}", Genesis::parse(&text).unwrap_err());
+            assert!(error.contains(expected), "{error}");
+        }
+        let within = format!("{head}{}{}", balance(&one, "gold", 60), balance(&two, "gold", 40));
+        assert_eq!(Genesis::parse(&within).unwrap().balances.len(), 2);
     }
 
     /// A pool rule's trust level is one of the four names, and only where readings check deliveries.

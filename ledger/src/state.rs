@@ -394,6 +394,43 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// The event's kind, as `kos ledger verify --state` counts them.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::TradeSettled { .. } => "trade settled",
+            Event::ReadingAnchored { .. } => "reading anchored",
+            Event::BarterSettled { .. } => "barter settled",
+            Event::EscrowReleased { .. } => "escrow released",
+            Event::Unconfirmed { .. } => "unconfirmed",
+            Event::Penalty { .. } => "penalty",
+            Event::Redistributed { .. } => "redistributed",
+            Event::ProposalPassed(_) => "proposal passed",
+            Event::ProposalRejected(_) => "proposal rejected",
+            Event::ValidatorsChanging { .. } => "validators changing",
+            Event::OverrideInForce { .. } => "override in force",
+            Event::OverrideExpired(_) => "override expired",
+            Event::AlertRaised { .. } => "alert raised",
+            Event::Reported { .. } => "reported",
+            Event::JobPosted { .. } => "job posted",
+            Event::JobBid { .. } => "job bid",
+            Event::JobAwarded { .. } => "job awarded",
+            Event::JobDelivered { .. } => "job delivered",
+            Event::JobDone { .. } => "job done",
+            Event::JobFailed { .. } => "job failed",
+            Event::JobDisputed { .. } => "job disputed",
+            Event::JobClosed { .. } => "job closed",
+            Event::BarterLegClosed { .. } => "barter leg closed",
+            Event::BarterLegDisputed { .. } => "barter leg disputed",
+            Event::CellCaseOpened { .. } => "cell case opened",
+            Event::CellUnbalanced { .. } => "cell unbalanced",
+            Event::ReadingsBalanced { .. } => "readings balanced",
+            Event::CellCaseDecided { .. } => "cell case decided",
+            Event::GuildSpent { .. } => "guild spent",
+        }
+    }
+}
+
 /// The event an executed entry is itself: a settled trade, an anchored reading, a settled barter cycle (what a
 /// block's commit reports for it; followers and simulations build the same events with it).
 pub fn entry_event(id: &Id, envelope: &Envelope) -> Option<Event> {
@@ -813,7 +850,8 @@ impl State {
             let supply = supplies.get(&token.id).copied().unwrap_or(0);
             writes.insert(key(SUPPLY, &[token.id.as_str().as_bytes()]), Some(encode(&supply)));
         }
-        for (balance_key, amount) in balances {
+        // A balance of 0 is never stored (a `[[balances]]` line of 0 writes nothing).
+        for (balance_key, amount) in balances.into_iter().filter(|(_, amount)| *amount > 0) {
             writes.insert(balance_key, Some(encode(&amount)));
         }
         for member in &genesis.governance.members {
@@ -1308,7 +1346,8 @@ fn check_offer_pair(bid: &Offer, ask: &Offer, settlement: &Settlement) -> Result
     Ok(())
 }
 
-/// `blake3("kos/v1/validators" || 0x00 || CBOR([[key, power], ...]))` over the set in key order.
+/// `blake3("kos/v1/validators" || 0x00 || CBOR([key, power]) || CBOR([key, power]) || ...)` over the set in key
+/// order: the pairs' encodings one after the other, not one array.
 pub fn validators_hash(validators: &[(PublicKey, u64)]) -> Hash {
     let mut bytes = Vec::new();
     for (key, power) in validators {

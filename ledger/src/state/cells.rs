@@ -23,7 +23,7 @@ use protocol::message::{Outcome, Trust};
 use protocol::types::Cell;
 
 use super::jobs::JobError;
-use super::read::{Kv, value};
+use super::read::{Kv, prefixed, value};
 
 /// Most members a feeder case names.
 pub const CASE_NAMED_MAX: usize = 8;
@@ -263,10 +263,7 @@ pub trait CellReads: Kv {
 
     /// The members of a cell's interval, by asset id.
     fn cell_members(&self, cell: &str, start_s: u64, interval_s: u32) -> Vec<(Id, CellMember)> {
-        let prefix = key(CELL_MEMBER, &[&interval_part(cell, start_s, interval_s)]);
-        let mut end = prefix.clone();
-        end.push(0xff);
-        self.range(&prefix, &end)
+        prefixed(self, &key(CELL_MEMBER, &[&interval_part(cell, start_s, interval_s)]))
             .filter_map(|(key, value)| Some((Id(key.get(25..57)?.try_into().ok()?), super::decode(&value)?)))
             .collect()
     }
@@ -558,7 +555,12 @@ impl Pending<'_> {
             } else {
                 record.status = IntervalStatus::Unbalanced;
                 let named = self.suspects(cell, start_s, interval_s, members, gap);
-                if !named.is_empty() {
+                // A close this late (after a long outage) comes in the block that forgets the interval's records:
+                // its cases would be decided without the index of the escrows they hold, which would stay locked
+                // for good. Then nothing is held, and the escrows are released at their time.
+                let end_ms = start_s.saturating_add(u64::from(interval_s)).saturating_mul(1000);
+                let records_live = self.context.time_ms < end_ms.saturating_add(INTERVAL_RECORDS_RETENTION_MS);
+                if !named.is_empty() && records_live {
                     state.held = self.hold_escrows(cell, start_s, interval_s);
                 }
                 record.cases_open = u32::try_from(named.len()).unwrap_or(u32::MAX);
@@ -664,8 +666,8 @@ impl Pending<'_> {
     /// The energy escrows indexed under a cell's interval (`9`): each index key and its settlement id.
     fn cell_escrows(&self, cell: &str, start_s: u64, interval_s: u32) -> Vec<(Vec<u8>, Id)> {
         let prefix = key(CELL_ESCROW, &[&interval_part(cell, start_s, interval_s)]);
-        let mut end = prefix.clone();
-        end.push(0xff);
+        // Every key that starts with the prefix, ids beginning with 0xff included.
+        let end = super::read::end_of_prefix(&prefix).unwrap_or_else(|| vec![0xff; 64]);
         self.scan(prefix, end)
             .into_iter()
             .filter_map(|(index_key, _)| {

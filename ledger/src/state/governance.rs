@@ -10,7 +10,7 @@ use super::{
 };
 
 /// Why a governance entry was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GovernanceError {
     #[error("an emergency override lasts longer than allowed")]
     EmergencyTooLong,
@@ -20,6 +20,10 @@ pub enum GovernanceError {
     OverrideTooLong,
     #[error("too many proposals end at that height; choose another period")]
     TooManyEnding,
+    /// A `set-parameter` proposal that could never take effect: the name is not a governable parameter, or the
+    /// value is outside its range (PROTOCOL.md §10, the genesis file's `[params]`).
+    #[error("parameter {name} cannot be set to {value}: not a governable parameter, or out of its range")]
+    NotSettable { name: String, value: u64 },
 }
 
 /// Reads of governance (see [`Kv`]).
@@ -158,6 +162,13 @@ impl Pending<'_> {
             }
             Action::Override(measure) if measure.duration_blocks > OVERRIDE_BLOCKS_MAX => {
                 return Err(EntryError::Governance(GovernanceError::OverrideTooLong));
+            }
+            // One rule for what may be set: the one that applies it when the proposal passes.
+            Action::SetParameter(set) if !self.base.genesis.settable(set.name.as_str(), set.value) => {
+                return Err(EntryError::Governance(GovernanceError::NotSettable {
+                    name: set.name.as_str().to_owned(),
+                    value: set.value,
+                }));
             }
             _ => {}
         }

@@ -60,7 +60,7 @@ pub(crate) fn prefixed<'a>(kv: &'a (impl Kv + ?Sized), prefix: &[u8]) -> Pairs<'
 }
 
 /// The first key after every key that starts with `prefix` (`None`: the prefix is all `0xff`).
-fn end_of_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn end_of_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

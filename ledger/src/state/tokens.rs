@@ -83,7 +83,11 @@ impl Pending<'_> {
         self.change_supply(&burn.token, 0, burn.amount)
     }
 
+    /// Adds to a balance. A balance of 0 is never stored (PROTOCOL.md §10, `b`): crediting 0 writes nothing.
     pub(super) fn credit(&mut self, account: &PublicKey, token: &TokenId, amount: u64) -> Result<(), EntryError> {
+        if amount == 0 {
+            return Ok(());
+        }
         let balance = self.balance(account, token).checked_add(amount).ok_or(EntryError::Overflow)?;
         self.write(balance_key(account, token), &balance);
         Ok(())

@@ -7,7 +7,7 @@ use ledger::reads::*;
 use std::sync::Arc;
 
 use ledger::Genesis;
-use ledger::state::{BlockContext, EntryError, Event, ProposalStatus, State, vote_lock_account};
+use ledger::state::{BlockContext, EntryError, Event, GovernanceError, ProposalStatus, State, vote_lock_account};
 use protocol::message::{
     Action, AddValidator, Body, Choice, DeviceCap, Empty, Freeze, Measure, Mechanism, Offer, Override, PoolId,
     Proposal, Reading, Resource, SetParameter, Settlement, Side, Transfer, Vote,
@@ -128,6 +128,69 @@ impl World {
 
 fn grid_fee(value: u64) -> Action {
     Action::SetParameter(SetParameter { name: ParameterName::new("grid_fee_per_kwh").unwrap(), value })
+}
+
+/// A `set-parameter` proposal that could never take effect — a parameter governance may not set, or a value out of
+/// its range — is refused when it is proposed, with the reason (before, it was voted on and then changed nothing).
+#[test]
+fn a_parameter_proposal_that_could_never_take_effect_is_refused_when_proposed() {
+    let mut world = World::new("");
+    let set =
+        |name: &str, value: u64| Action::SetParameter(SetParameter { name: ParameterName::new(name).unwrap(), value });
+    let proposals = [
+        world.propose(1, set("block_entries_max", 5), 5),
+        world.propose(1, set("jury_size", 16), 5),
+        world.propose(1, set("no_such_parameter", 1), 5),
+        world.propose(1, set("jury_size", 15), 5),
+    ];
+    let block = world.block(proposals.to_vec());
+    assert_eq!(block.kept, 1, "only the settable proposal is kept: {:?}", block.rejected);
+    let reasons: Vec<String> = block.rejected.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reasons,
+        [
+            "parameter block_entries_max cannot be set to 5: not a governable parameter, or out of its range",
+            "parameter jury_size cannot be set to 16: not a governable parameter, or out of its range",
+            "parameter no_such_parameter cannot be set to 1: not a governable parameter, or out of its range",
+        ]
+    );
+    assert!(world.state.proposal(&proposals[3].id()).is_some());
+
+    // A fee per entry in a fee token that is no token would refuse every later entry, the votes to undo it too.
+    let mut world = World::new("\n[params]\nfee_token = \"nosuch\"\n");
+    let proposals = [world.propose(1, set("fee_per_entry", 5), 5), world.propose(1, set("fee_per_entry", 0), 5)];
+    let block = world.block(proposals.to_vec());
+    assert_eq!(block.kept, 1, "{:?}", block.rejected);
+    assert!(
+        matches!(&block.rejected[..], [EntryError::Governance(GovernanceError::NotSettable { value: 5, .. })]),
+        "{:?}",
+        block.rejected
+    );
+}
+
+/// A balance of 0 is never stored: the state holds `b` only for balances above 0 (PROTOCOL.md §10). A continuous
+/// trade without tax or royalty credited the commons 0 and so wrote a 0 balance under its key, and a genesis line of
+/// 0 did too: a rule a stranger's re-execution had to guess.
+#[test]
+fn no_balance_of_zero_is_stored() {
+    let zero_balances = |state: &State| -> Vec<Vec<u8>> {
+        state
+            .pairs()
+            .filter(|(key, value)| key.first() == Some(&b'b') && value.as_slice() == [0x00])
+            .map(|(key, _)| key.clone())
+            .collect()
+    };
+    let mut world = World::new("");
+    let trade = world.trade(1, 2);
+    assert_eq!(world.block(vec![trade]).kept, 1);
+    assert_eq!(zero_balances(&world.state), Vec::<Vec<u8>>::new(), "after a trade without tax or royalty");
+    let key = world.key(1).to_hex();
+    let text = format!(
+        "{}\n[[balances]]\naccount = \"{key}\"\ntoken = \"eco\"\namount = 0\n",
+        Genesis::devnet_text("kos-gov", START_MS, &[world.key(0)], &[], 0)
+    );
+    let genesis = State::genesis(Arc::new(Genesis::parse(&text).unwrap()));
+    assert_eq!(zero_balances(&genesis), Vec::<Vec<u8>>::new(), "a genesis line of 0");
 }
 
 const MEMBERS_DECIDE_FEES: &str = "\n[[governance.rules]]\nkind = \"set-parameter\"\nweight = \"members\"\nquorum_percent = 50\nthreshold_percent = 60\n";
