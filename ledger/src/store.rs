@@ -161,6 +161,42 @@ const CF_EVENTS: &str = "events";
 const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_EVENTS, CF_STATE, CF_INDEX, CF_WAL];
 const META_TIP: &[u8] = b"tip";
 const META_WAL_HEIGHT: &[u8] = b"wal-height";
+/// The database's format (a u64, big-endian) in the default family.
+const META_FORMAT: &[u8] = b"format";
+
+/// The format of the ledger database this kos writes, and the newest it reads. Format 1 is the layout before the
+/// format was recorded (the families of [`FAMILIES`], `events` created when missing); format 2 is the same layout
+/// with its format recorded. A kos opening an older format migrates it (each step one synced write, so a crash
+/// during a migration leaves the older format, migrated again at the next open); one opening a newer format refuses
+/// it, saying what to do, before changing anything.
+pub const FORMAT: u64 = 2;
+
+/// The format recorded in the database at `path` (1 when none is: a database made before formats were recorded),
+/// read without changing anything; `None` when there is no database there yet.
+fn stored_format(path: &Path) -> anyhow::Result<Option<u64>> {
+    let options = rocksdb::Options::default();
+    // Every family the database has, whatever kos made it: a newer one may have families this kos does not know.
+    let Ok(families) = rocksdb::DB::list_cf(&options, path) else { return Ok(None) };
+    let db = rocksdb::DB::open_cf_for_read_only(&options, path, &families, false)
+        .with_context(|| format!("opening the ledger database in {} to read its format", path.display()))?;
+    Ok(Some(match db.get(META_FORMAT)? {
+        Some(bytes) => read_u64(&bytes).context("the ledger database's format")?,
+        None => 1,
+    }))
+}
+
+/// Refuses a database of a format this kos cannot read.
+fn check_format(path: &Path, format: u64) -> anyhow::Result<()> {
+    if format > FORMAT {
+        anyhow::bail!(
+            "the ledger database in {} has format {format}, written by a newer kos; this kos reads formats up to \
+             {FORMAT}. Install the newer kos again (kos never converts a database back to an older format), or move \
+             the directory aside to sync the ledger from scratch",
+            path.display()
+        );
+    }
+    Ok(())
+}
 
 /// RocksDB storage: column families `blocks` (height → [block, certificate]), `events` (height → the block's
 /// events), `state`, `index` (entry id → height, position) and `wal` (sequence → record), plus tip and WAL height
@@ -181,8 +217,12 @@ fn read_u64(bytes: &[u8]) -> anyhow::Result<u64> {
 }
 
 impl RocksStore {
-    /// Opens (or creates) the store in `path`.
+    /// Opens (or creates) the store in `path`, migrating an older format (see [`FORMAT`]) and refusing a newer one.
     pub fn open(path: &Path) -> anyhow::Result<RocksStore> {
+        let format = stored_format(path)?;
+        if let Some(format) = format {
+            check_format(path, format)?;
+        }
         let mut options = rocksdb::Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
@@ -199,11 +239,21 @@ impl RocksStore {
             Some(item) => read_u64(&item?.0)? + 1,
             None => 0,
         };
+        // A new database, or format 1 (whose `events` family the open just created): record the format.
+        if format != Some(FORMAT) {
+            db.put_opt(META_FORMAT, be(FORMAT), &RocksStore::synced())?;
+            if let Some(old) = format {
+                tracing::info!(path = %path.display(), from = old, to = FORMAT, "migrated the ledger database");
+            }
+        }
         Ok(RocksStore { db: Arc::new(db), wal_height, wal_next, wal_buffer: rocksdb::WriteBatch::default() })
     }
 
     /// Opens a store read-only (also while a node has it open): for export and verification.
     pub fn open_read_only(path: &Path) -> anyhow::Result<RocksReader> {
+        if let Some(format) = stored_format(path)? {
+            check_format(path, format)?;
+        }
         let options = rocksdb::Options::default();
         // A database an older kos wrote has no `events` family, and a read-only open cannot create it.
         let existing = rocksdb::DB::list_cf(&options, path).unwrap_or_default();
@@ -619,5 +669,41 @@ mod tests {
         let store = RocksStore::open(dir.path()).unwrap();
         assert_eq!(store.block(1).unwrap().unwrap().block, b"b".to_vec());
         assert_eq!(store.events(1).unwrap(), None);
+        // Format 1 (nothing recorded) was migrated: the format is recorded, and the next open finds it.
+        assert_eq!(store.db.get(META_FORMAT).unwrap(), Some(be(FORMAT).to_vec()));
+        drop(store);
+        assert_eq!(stored_format(dir.path()).unwrap(), Some(FORMAT));
+    }
+
+    /// A new database records its format at once.
+    #[test]
+    fn a_new_database_records_its_format() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(stored_format(dir.path()).unwrap(), None);
+        drop(RocksStore::open(dir.path()).unwrap());
+        assert_eq!(stored_format(dir.path()).unwrap(), Some(FORMAT));
+    }
+
+    /// A database a newer kos wrote — a higher format, a column family this kos does not know — is refused with
+    /// what to do, by a read-write and a read-only open alike, and left as it was.
+    #[test]
+    fn a_database_of_a_newer_format_is_refused_and_left_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = rocksdb::Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let families = FAMILIES.iter().copied().chain(["snapshots"]);
+            let db = rocksdb::DB::open_cf(&options, dir.path(), families).unwrap();
+            db.put(META_FORMAT, be(FORMAT + 1)).unwrap();
+            db.put(META_TIP, be(7)).unwrap();
+        }
+        let Err(error) = RocksStore::open(dir.path()) else { panic!("a newer format opened") };
+        let error = format!("{error:#}");
+        assert!(error.contains(&format!("has format {}, written by a newer kos", FORMAT + 1)), "{error}");
+        assert!(error.contains(&format!("reads formats up to {FORMAT}")), "{error}");
+        let Err(error) = RocksStore::open_read_only(dir.path()) else { panic!("a newer format opened to read") };
+        assert!(format!("{error:#}").contains("written by a newer kos"), "{error:#}");
+        assert_eq!(stored_format(dir.path()).unwrap(), Some(FORMAT + 1), "left as it was");
     }
 }
