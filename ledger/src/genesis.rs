@@ -641,6 +641,10 @@ pub struct Genesis {
     pub text: String,
 }
 
+/// The largest `block_bytes_max` a genesis may set: a proposal carries its block on the consensus topic, whose
+/// messages are at most 4 MiB and 64 KiB (PROTOCOL.md §9).
+pub const BLOCK_BYTES_MAX: u32 = 4 * 1024 * 1024;
+
 /// Most validators a genesis (and governance) may name.
 pub const VALIDATORS_MAX: usize = 256;
 
@@ -679,6 +683,15 @@ fn parse_tokens(files: &[TokenFile]) -> anyhow::Result<Vec<Token>> {
 }
 
 fn check_params(params: &Params, tokens: &[Token]) -> anyhow::Result<()> {
+    // One rule for a governable parameter's value, whether the genesis or governance sets it.
+    for name in Params::GOVERNABLE {
+        let value = params.get(name).unwrap_or(0);
+        ensure!(Params::default().set(name, value), "params.{name}: {value} is out of its range (PROTOCOL.md §10)");
+    }
+    ensure!(
+        params.block_bytes_max <= BLOCK_BYTES_MAX,
+        "params.block_bytes_max: at most {BLOCK_BYTES_MAX} (a larger block cannot be gossiped)"
+    );
     ensure!(
         (1..=crate::block::BLOCK_ENTRIES_LIMIT).contains(&u64::from(params.block_entries_max)),
         "params.block_entries_max: 1 to {}",
@@ -890,12 +903,21 @@ impl Genesis {
         text
     }
 
-    /// Whether a `set-parameter` proposal could take effect: a governable parameter, a value within its range, and
-    /// a fee per entry only where the fee token is a token (else every later entry, the votes that could undo it
-    /// included, would be refused).
-    pub fn settable(&self, name: &str, value: u64) -> bool {
+    /// Whether a `set-parameter` proposal could take effect, and why not: a governable parameter, a value within
+    /// its range, and a fee per entry only where the fee token is a token (else every later entry, the votes that
+    /// could undo it included, would be refused).
+    pub fn settable(&self, name: &str, value: u64) -> Result<(), &'static str> {
+        if !Params::GOVERNABLE.contains(&name) {
+            return Err("not a parameter governance may set");
+        }
+        if !self.params.clone().set(name, value) {
+            return Err("out of its range");
+        }
         let fee_token_known = self.tokens.iter().any(|token| token.id.as_str() == self.params.fee_token);
-        self.params.clone().set(name, value) && (name != "fee_per_entry" || value == 0 || fee_token_known)
+        if name == "fee_per_entry" && value > 0 && !fee_token_known {
+            return Err("the genesis' fee token is not one of its tokens");
+        }
+        Ok(())
     }
 
     /// The token rules by id.
@@ -1069,6 +1091,30 @@ mod tests {
         }
         let within = format!("{head}{}{}", balance(&one, "gold", 60), balance(&two, "gold", 40));
         assert_eq!(Genesis::parse(&within).unwrap().balances.len(), 2);
+    }
+
+    /// Every parameter of the genesis is held to the rule PROTOCOL.md's table gives it — the governable ones to
+    /// the rule governance is held to — and the block limits to what the network can carry.
+    #[test]
+    fn genesis_parameters_are_held_to_their_rules() {
+        let key = Keypair::from_seed(&[1; 32]).public();
+        let text = Genesis::devnet_text("kos-test", 1_000, &[key], &[key], 5_000);
+        let with =
+            |params: &str| text.replacen("\n[[validators]]", &format!("\n[params]\n{params}\n\n[[validators]]"), 1);
+        for (params, expected) in [
+            ("jury_period_ms = 0", "params.jury_period_ms: 0 is out of its range"),
+            ("maintenance_quest_bids_ms = 0", "params.maintenance_quest_bids_ms: 0"),
+            ("maintenance_quest_work_ms = 0", "params.maintenance_quest_work_ms: 0"),
+            ("essential_share_max_ppm = 1000001", "params.essential_share_max_ppm: 1000001"),
+            ("block_bytes_max = 4194305", "params.block_bytes_max: at most 4194304"),
+            ("block_entries_max = 100001", "params.block_entries_max: 1 to 100000"),
+        ] {
+            let error = format!("{:#}", Genesis::parse(&with(params)).unwrap_err());
+            assert!(error.contains(expected), "{params}: {error}");
+        }
+        for params in ["block_entries_max = 100000\nblock_bytes_max = 4194304", "jury_period_ms = 1"] {
+            assert!(Genesis::parse(&with(params)).is_ok(), "{params}");
+        }
     }
 
     /// A pool rule's trust level is one of the four names, and only where readings check deliveries.

@@ -3,6 +3,7 @@
 //! the validators of the state before it, and re-execute to the state root it claims. And the export format
 //! (PROTOCOL.md §10) that carries a ledger between machines.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ pub struct Verifier {
     parent_time_ms: u64,
     height: u64,
     entries: u64,
+    /// Entries verified, by kind name (what a re-execution exercised).
+    kinds: BTreeMap<&'static str, u64>,
+    /// Effects of the verified blocks, by event name ([`crate::state::Event::name`]).
+    effects: BTreeMap<&'static str, u64>,
 }
 
 impl Verifier {
@@ -36,6 +41,8 @@ impl Verifier {
             state: State::genesis(genesis),
             height: 0,
             entries: 0,
+            kinds: BTreeMap::new(),
+            effects: BTreeMap::new(),
         }
     }
 
@@ -52,6 +59,16 @@ impl Verifier {
     /// Entries verified so far.
     pub fn entries(&self) -> u64 {
         self.entries
+    }
+
+    /// Entries verified so far, by kind name (`transfer`, `reading`, …).
+    pub fn kinds(&self) -> &BTreeMap<&'static str, u64> {
+        &self.kinds
+    }
+
+    /// Effects of the verified blocks so far, by event name (`escrow released`, `proposal passed`, …).
+    pub fn effects(&self) -> &BTreeMap<&'static str, u64> {
+        &self.effects
     }
 
     /// The state after the last verified block.
@@ -89,6 +106,15 @@ impl Verifier {
             .map_err(|(index, error)| format!("block {height} entry {index}: {error}"))?;
         if executed.state_root != header.state_root {
             return Err(format!("block {height}: the replayed state root differs from the block's"));
+        }
+        for entry in block.entries() {
+            // The block executed, so every entry decodes.
+            if let Ok(envelope) = protocol::Envelope::from_bytes(entry) {
+                *self.kinds.entry(envelope.kind().name()).or_default() += 1;
+            }
+        }
+        for event in &executed.events {
+            *self.effects.entry(event.name()).or_default() += 1;
         }
         self.state.apply(executed.writes, executed.lattice);
         self.parent = block.hash();

@@ -236,6 +236,19 @@ fn four_validators_survive_a_kill_9_and_agree_on_every_acknowledged_entry() {
     let unchecked = kos(&["ledger", "verify", export.to_str().unwrap()]);
     assert_eq!(genesis_line(&unchecked), genesis_line(&verified));
     assert!(unchecked.contains("the genesis is the export's own"), "{unchecked}");
+    // `--state` says what the re-execution exercised (issue 31, item 8): here transfers only, every one of them.
+    let state = kos(&["ledger", "verify", export.to_str().unwrap(), "--state"]);
+    let line = |start: &str| {
+        state.lines().find_map(|line| line.strip_prefix(start)).unwrap_or_else(|| panic!("no {start:?}: {state}"))
+    };
+    let transfers: usize = line("entries by kind: ")
+        .split(", ")
+        .find_map(|item| item.strip_prefix("transfer "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no transfers counted: {state}"));
+    assert_eq!(transfers, entries, "every entry is a transfer: {state}");
+    assert!(line("entry kinds not exercised: ").starts_with("cancel, reading, settlement,"), "{state}");
+    assert!(line("state: ").contains("; by prefix: ") && line("state: ").contains(", x "), "{state}");
     // A flipped byte anywhere in a block is caught.
     let mut bytes = std::fs::read(&export).unwrap();
     let middle = bytes.len() / 2;

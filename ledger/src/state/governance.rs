@@ -20,10 +20,9 @@ pub enum GovernanceError {
     OverrideTooLong,
     #[error("too many proposals end at that height; choose another period")]
     TooManyEnding,
-    /// A `set-parameter` proposal that could never take effect: the name is not a governable parameter, or the
-    /// value is outside its range (PROTOCOL.md §10, the genesis file's `[params]`).
-    #[error("parameter {name} cannot be set to {value}: not a governable parameter, or out of its range")]
-    NotSettable { name: String, value: u64 },
+    /// A `set-parameter` proposal that could never take effect (PROTOCOL.md §10, the genesis file's `[params]`).
+    #[error("parameter {name} cannot be set to {value}: {why}")]
+    NotSettable { name: String, value: u64, why: &'static str },
 }
 
 /// Reads of governance (see [`Kv`]).
@@ -164,11 +163,14 @@ impl Pending<'_> {
                 return Err(EntryError::Governance(GovernanceError::OverrideTooLong));
             }
             // One rule for what may be set: the one that applies it when the proposal passes.
-            Action::SetParameter(set) if !self.base.genesis.settable(set.name.as_str(), set.value) => {
-                return Err(EntryError::Governance(GovernanceError::NotSettable {
-                    name: set.name.as_str().to_owned(),
-                    value: set.value,
-                }));
+            Action::SetParameter(set) => {
+                if let Err(why) = self.base.genesis.settable(set.name.as_str(), set.value) {
+                    return Err(EntryError::Governance(GovernanceError::NotSettable {
+                        name: set.name.as_str().to_owned(),
+                        value: set.value,
+                        why,
+                    }));
+                }
             }
             _ => {}
         }

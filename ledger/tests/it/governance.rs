@@ -149,9 +149,9 @@ fn a_parameter_proposal_that_could_never_take_effect_is_refused_when_proposed() 
     assert_eq!(
         reasons,
         [
-            "parameter block_entries_max cannot be set to 5: not a governable parameter, or out of its range",
-            "parameter jury_size cannot be set to 16: not a governable parameter, or out of its range",
-            "parameter no_such_parameter cannot be set to 1: not a governable parameter, or out of its range",
+            "parameter block_entries_max cannot be set to 5: not a parameter governance may set",
+            "parameter jury_size cannot be set to 16: out of its range",
+            "parameter no_such_parameter cannot be set to 1: not a parameter governance may set",
         ]
     );
     assert!(world.state.proposal(&proposals[3].id()).is_some());
@@ -162,7 +162,14 @@ fn a_parameter_proposal_that_could_never_take_effect_is_refused_when_proposed() 
     let block = world.block(proposals.to_vec());
     assert_eq!(block.kept, 1, "{:?}", block.rejected);
     assert!(
-        matches!(&block.rejected[..], [EntryError::Governance(GovernanceError::NotSettable { value: 5, .. })]),
+        matches!(
+            &block.rejected[..],
+            [EntryError::Governance(GovernanceError::NotSettable {
+                value: 5,
+                why: "the genesis' fee token is not one of its tokens",
+                ..
+            })]
+        ),
         "{:?}",
         block.rejected
     );

@@ -624,6 +624,13 @@ pub async fn overview(State(context): State<Context>) -> Answer<Governance> {
 pub async fn propose(State(context): State<Context>, _: Authorized, body: Bytes) -> Taken<Submitted> {
     let request: ProposalRequest = parse(&body, "a proposal")?;
     let action = request.action.to_action().map_err(|problem| ApiError::bad_request(format!("action: {problem}")))?;
+    // The ledger refuses a parameter change that could never take effect (PROTOCOL.md §10): say so now, rather
+    // than accept a proposal no block will hold.
+    if let (Action::SetParameter(set), Some(ledger)) = (&action, context.ledger.as_ref())
+        && let Err(why) = ledger.genesis().settable(set.name.as_str(), set.value)
+    {
+        return Err(ApiError::bad_request(format!("parameter {} cannot be set to {}: {why}", set.name, set.value)));
+    }
     let (Ok(title), Ok(text)) = (Text::new(request.title.clone()), Text::new(request.text.clone())) else {
         return Err(ApiError::bad_request(format!(
             "title at most {PROPOSAL_TITLE_BYTES_MAX} bytes, text at most {PROPOSAL_TEXT_BYTES_MAX}"

@@ -15,12 +15,21 @@ use super::Paths;
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
     /// Write a genesis file for a new network: its validators (equal power), and accounts funded with credit.
+    /// With founders, also the bootnodes file joiners dial; prints the genesis hash to publish.
     Genesis {
         #[arg(long, default_value = "kos-devnet")]
         network: NetworkId,
         /// A validator's public key (hex; `kos keys show` prints it). Repeatable.
-        #[arg(long = "validator", required = true, value_parser = parse_key)]
+        #[arg(long = "validator", value_parser = parse_key)]
         validators: Vec<PublicKey>,
+        /// A founding validator and the address it listens on, `KEY@MULTIADDR`
+        /// (`3cac…bdc@/ip4/203.0.113.7/tcp/7070`): a validator of the genesis and a bootnode (its peer id, derived
+        /// from the key, is appended). Repeatable.
+        #[arg(long = "founder", value_parser = parse_founder)]
+        founders: Vec<(PublicKey, String)>,
+        /// Where to write the bootnodes file; default `bootnodes.txt` beside `--out` when founders are given.
+        #[arg(long)]
+        bootnodes: Option<PathBuf>,
         /// An account to fund with credit at genesis (hex public key). Repeatable.
         #[arg(long = "fund", value_parser = parse_key)]
         funded: Vec<PublicKey>,
@@ -33,6 +42,12 @@ pub enum LedgerCommand {
         /// Where to write it; default stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Check a genesis file (every rule of PROTOCOL.md §10; an error names what is wrong) and print its hash, the
+    /// one its network publishes.
+    GenesisHash {
+        /// The genesis file.
+        file: PathBuf,
     },
     /// Write the node's ledger (genesis, blocks, certificates) to a file anyone can verify (PROTOCOL.md §10).
     Export {
@@ -58,11 +73,27 @@ pub enum LedgerCommand {
         /// The ledger directory, when verifying the node's own ledger.
         #[arg(long)]
         ledger: Option<PathBuf>,
+        /// Also say what the re-execution exercised: the entries by kind, the effects by kind, the kinds of entry
+        /// that no block held, and the final state's keys by prefix.
+        #[arg(long)]
+        state: bool,
     },
 }
 
 fn parse_key(text: &str) -> Result<PublicKey, String> {
     PublicKey::from_hex(text).map_err(|error| error.to_string())
+}
+
+/// `KEY@MULTIADDR` of `--founder`: the key and the bootnode address with the key's peer id appended.
+fn parse_founder(text: &str) -> Result<(PublicKey, String), String> {
+    let (key, address) = text.split_once('@').ok_or_else(|| format!("{text:?} is not KEY@MULTIADDR"))?;
+    let key = parse_key(key)?;
+    let address: libp2p::Multiaddr = address.parse().map_err(|error| format!("{address:?}: {error}"))?;
+    if address.iter().any(|part| matches!(part, libp2p::multiaddr::Protocol::P2p(_))) {
+        return Err(format!("{address}: give the address without /p2p/ (the key gives the peer id)"));
+    }
+    let peer = crate::keyfile::peer_id_of(&key).map_err(|error| format!("{key}: {error}"))?;
+    Ok((key, format!("{address}/p2p/{peer}")))
 }
 
 /// The genesis and ledger directory of the node in `paths`, as `kos run` would find them.
@@ -83,20 +114,52 @@ fn local_ledger(
 
 pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
     match command {
-        LedgerCommand::Genesis { network, validators, funded, amount, time_ms, out } => {
+        LedgerCommand::Genesis { network, validators, founders, bootnodes, funded, amount, time_ms, out } => {
             let time_ms = match time_ms {
                 Some(time_ms) => time_ms,
                 None => super::now_ms()?,
             };
-            let text = Genesis::devnet_text(network.as_str(), time_ms, &validators, &funded, amount);
+            let mut all = validators;
+            all.extend(founders.iter().map(|(key, _)| *key));
+            if all.is_empty() {
+                bail!("name the network's validators: --founder KEY@ADDRESS or --validator KEY (repeatable)");
+            }
+            let text = Genesis::devnet_text(network.as_str(), time_ms, &all, &funded, amount);
             let genesis = Genesis::parse(&text).context("the generated genesis")?;
+            let bootnodes = match (bootnodes, &out) {
+                (Some(path), _) => Some(path),
+                (None, Some(out)) if !founders.is_empty() => {
+                    Some(out.parent().unwrap_or(Path::new(".")).join("bootnodes.txt"))
+                }
+                (None, _) if !founders.is_empty() => {
+                    bail!("--founder writes a bootnodes file: give --out or --bootnodes")
+                }
+                (None, _) => None,
+            };
             match out {
                 Some(path) => {
                     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("wrote {} (genesis hash {})", path.display(), genesis.hash);
+                    eprintln!("wrote {}", path.display());
                 }
                 None => std::io::stdout().lock().write_all(text.as_bytes())?,
             }
+            if let Some(path) = bootnodes {
+                let mut list =
+                    format!("# Bootnodes of {network}: its founding validators. Genesis hash {}\n", genesis.hash);
+                for (_, address) in &founders {
+                    list.push_str(address);
+                    list.push('\n');
+                }
+                std::fs::write(&path, list).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            }
+            // What the founders publish beside the files, and joiners check (`kos init --genesis-hash`).
+            eprintln!("genesis hash {}", genesis.hash);
+            Ok(())
+        }
+        LedgerCommand::GenesisHash { file } => {
+            let genesis = Genesis::load(&file)?;
+            println!("{}", genesis.hash);
             Ok(())
         }
         LedgerCommand::Export { out, genesis, ledger } => {
@@ -119,7 +182,7 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
             eprintln!("exported {tip} blocks of {} (genesis {})", genesis.network, genesis.hash);
             Ok(())
         }
-        LedgerCommand::Verify { file: Some(file), genesis, .. } => {
+        LedgerCommand::Verify { file: Some(file), genesis, state, .. } => {
             let mut input: Box<dyn std::io::Read> = if file == Path::new("-") {
                 Box::new(std::io::BufReader::new(std::io::stdin().lock()))
             } else {
@@ -131,9 +194,9 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
                 None => None,
             };
             let verifier = verify_export(&mut input, expected.as_ref())?;
-            report(&verifier, expected.is_some())
+            report(&verifier, expected.is_some(), state)
         }
-        LedgerCommand::Verify { file: None, genesis, ledger } => {
+        LedgerCommand::Verify { file: None, genesis, ledger, state } => {
             let (genesis, path) = local_ledger(paths, genesis, ledger)?;
             let reader = ledger::store::RocksStore::open_read_only(&path)?;
             let mut verifier = Verifier::new(genesis);
@@ -141,14 +204,14 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
                 let stored = reader.block(height)?.with_context(|| format!("block {height} is missing"))?;
                 verifier.push(&stored).map_err(|problem| anyhow::anyhow!("verification failed: {problem}"))?;
             }
-            report(&verifier, true)
+            report(&verifier, true, state)
         }
     }
 }
 
 /// What was verified. An export carries its own genesis, so a ledger verified without `--genesis` proves only that
 /// it follows from *a* genesis: the report names that genesis' hash for the reader to compare with their network's.
-fn report(verifier: &Verifier, genesis_compared: bool) -> anyhow::Result<()> {
+fn report(verifier: &Verifier, genesis_compared: bool, state: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let genesis = verifier.state().genesis_info();
     writeln!(out, "verified {} blocks, {} entries", verifier.height(), verifier.entries())?;
@@ -161,6 +224,39 @@ fn report(verifier: &Verifier, genesis_compared: bool) -> anyhow::Result<()> {
             "the genesis is the export's own: compare its hash with your network's genesis file (or pass --genesis)"
         )?;
     }
+    if state {
+        report_state(&mut out, verifier)?;
+    }
+    Ok(())
+}
+
+/// `--state`: what the re-execution exercised, so that whoever re-executes the ledger independently knows which
+/// rules its agreement covered (PROTOCOL.md §10, *export*).
+fn report_state(out: &mut dyn std::io::Write, verifier: &Verifier) -> anyhow::Result<()> {
+    let counts = |counts: &mut dyn Iterator<Item = (&str, u64)>| {
+        let listed: Vec<String> = counts.map(|(name, count)| format!("{name} {count}")).collect();
+        if listed.is_empty() { "none".to_owned() } else { listed.join(", ") }
+    };
+    let kinds = verifier.kinds();
+    writeln!(out, "entries by kind: {}", counts(&mut kinds.iter().map(|(name, count)| (*name, *count))))?;
+    let missing: Vec<&str> = protocol::message::Kind::ALL
+        .iter()
+        .filter(|kind| ledger::state::is_entry_kind(**kind) && !kinds.contains_key(kind.name()))
+        .map(|kind| kind.name())
+        .collect();
+    writeln!(
+        out,
+        "entry kinds not exercised: {}",
+        if missing.is_empty() { "none".to_owned() } else { missing.join(", ") }
+    )?;
+    writeln!(out, "effects: {}", counts(&mut verifier.effects().iter().map(|(name, count)| (*name, *count))))?;
+    let mut prefixes: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for (key, _) in verifier.state().pairs() {
+        let prefix = key.first().map_or_else(String::new, |byte| char::from(*byte).to_string());
+        *prefixes.entry(prefix).or_default() += 1;
+    }
+    let total: u64 = prefixes.values().sum();
+    writeln!(out, "state: {total} keys; by prefix: {}", counts(&mut prefixes.iter().map(|(p, n)| (p.as_str(), *n))))?;
     Ok(())
 }
 

@@ -153,3 +153,26 @@ fn vectors_command_matches_protocol_md() {
     let protocol_md = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
     assert!(protocol_md.ends_with(&vectors), "PROTOCOL.md must end with the output of `kos protocol vectors`");
 }
+
+/// `kos ledger verify --state` on PROTOCOL.md's every-kind chain (issue 31, item 8): it verifies, and says that the
+/// re-execution exercised every kind of ledger entry, what it did, and what the state holds.
+#[test]
+fn verify_state_says_what_the_every_kind_chain_exercised() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vectors/every-kind.export");
+    let verified = kos(dir.path(), &["ledger", "verify", file, "--state"]);
+    assert!(verified.status.success(), "{}", stderr(&verified));
+    let text = stdout(&verified);
+    assert!(text.starts_with("verified 12 blocks, 30 entries\n"), "{text}");
+    assert!(text.contains("\nentry kinds not exercised: none\n"), "{text}");
+    assert!(text.contains("transfer 2, verdict 2, vote 2\n"), "{text}");
+    assert!(
+        text.contains("\neffects: alert raised 1, barter leg closed 2, barter settled 1, escrow released 1,"),
+        "{text}"
+    );
+    assert!(text.contains("proposal rejected 1, reading anchored 3, redistributed 1,"), "{text}");
+    assert!(text.contains("\nstate: 66 keys; by prefix: "), "{text}");
+    // Without --state, none of it.
+    let plain = stdout(&kos(dir.path(), &["ledger", "verify", file]));
+    assert!(!plain.contains("entries by kind"), "{plain}");
+}
