@@ -85,6 +85,13 @@ pub fn write(path: &Path, keypair: &Keypair, force: bool) -> Result<(), Error> {
 }
 
 /// The libp2p peer id of a key (the same ed25519 key as the node's libp2p identity).
+/// The peer id of a node whose key is `key` (the libp2p identity is the node's ed25519 key).
+pub fn peer_id_of(key: &protocol::PublicKey) -> anyhow::Result<libp2p_identity::PeerId> {
+    let public = libp2p_identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
+        .map_err(|error| anyhow::anyhow!("not an ed25519 public key: {error}"))?;
+    Ok(libp2p_identity::PublicKey::from(public).to_peer_id())
+}
+
 pub fn peer_id(keypair: &Keypair) -> libp2p_identity::PeerId {
     let mut seed = *keypair.seed();
     match libp2p_identity::Keypair::ed25519_from_bytes(&mut seed) {
@@ -96,6 +103,15 @@ pub fn peer_id(keypair: &Keypair) -> libp2p_identity::PeerId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The peer id a founder's public key gives (for the bootnodes file) is the one its node has.
+    #[test]
+    fn the_peer_id_of_a_public_key_is_its_nodes() {
+        for seed in [[1u8; 32], [7; 32], [200; 32]] {
+            let keypair = Keypair::from_seed(&seed);
+            assert_eq!(peer_id_of(&keypair.public()).unwrap(), peer_id(&keypair));
+        }
+    }
 
     #[test]
     fn written_keys_are_private_and_read_back() {

@@ -678,6 +678,104 @@ fn a_peer_joins_with_kos_init_and_is_run_through_the_cli() {
 /// default range meanwhile, as on a shared CI engine (where Docker gave a project 172.29.0.0/16 and the drill failed
 /// with "Pool overlaps"): the drill must find a free range. Without a Docker engine it is skipped, saying so,
 /// except under CI (`CI` set), where a drill that cannot run is a failure, not a pass.
+/// The ceremony that starts a public network (issue 28, item 6): four founders give their keys and addresses, one
+/// command writes the genesis and the bootnodes file and prints the genesis hash to publish, each founder's node is
+/// initialised with the published hash and started, and a joiner that checks the hash syncs the ledger. A joiner
+/// given a file with another hash is refused before anything is written.
+#[test]
+fn four_founders_start_a_network_and_a_joiner_checks_its_genesis_hash() {
+    let root = tempfile::tempdir().unwrap();
+    let base = free_ports(5);
+    let founders: Vec<(std::path::PathBuf, String, String)> = (0..4)
+        .map(|index| {
+            let dir = root.path().join(format!("founder-{index}"));
+            let (key, peer) = keys(&dir);
+            (dir, key, peer)
+        })
+        .collect();
+    let joiner_dir = root.path().join("joiner");
+    let (joiner_key, _) = keys(&joiner_dir);
+    let network = root.path().join("testnet");
+    std::fs::create_dir_all(&network).unwrap();
+    let genesis = network.join("genesis.toml");
+    let mut args = vec![
+        "ledger".to_owned(),
+        "genesis".to_owned(),
+        "--network".to_owned(),
+        "kos-ceremony".to_owned(),
+        "--out".to_owned(),
+        genesis.to_str().unwrap().to_owned(),
+        "--fund".to_owned(),
+        joiner_key.clone(),
+    ];
+    for (index, (_, key, _)) in founders.iter().enumerate() {
+        args.push("--founder".to_owned());
+        args.push(format!("{key}@/ip4/127.0.0.1/tcp/{}", base + index as u16));
+    }
+    let written = Command::new(kos_binary()).args(&args).output().unwrap();
+    assert!(written.status.success(), "{written:?}");
+    let printed = String::from_utf8_lossy(&written.stderr).to_string();
+    let hash = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("genesis hash "))
+        .unwrap_or_else(|| panic!("no genesis hash printed: {printed}"))
+        .to_owned();
+    assert_eq!(kos(&["ledger", "genesis-hash", genesis.to_str().unwrap()]).trim(), hash, "the hash of the file");
+    let bootnodes = std::fs::read_to_string(network.join("bootnodes.txt")).unwrap();
+    for (index, (_, _, peer)) in founders.iter().enumerate() {
+        let line = format!("/ip4/127.0.0.1/tcp/{}/p2p/{peer}", base + index as u16);
+        assert!(bootnodes.lines().any(|listed| listed == line), "{line} not in:\n{bootnodes}");
+    }
+
+    let mut nodes = Vec::new();
+    for (index, (dir, _, _)) in founders.iter().enumerate() {
+        let listen = format!("/ip4/127.0.0.1/tcp/{}", base + index as u16);
+        let api = format!("127.0.0.1:{}", base + 100 + index as u16);
+        let init = ["init", "--network", genesis.to_str().unwrap(), "--genesis-hash", &hash, "--listen", &listen];
+        let printed = kos_in(dir, &[&init[..], &["--api", &api]].concat());
+        assert!(printed.contains("(this key is one of its validators)"), "{printed}");
+        assert!(printed.contains("bootnodes: 4"), "{printed}");
+        nodes.push((Process::kos(&kos_binary(), dir, &["run", "--mdns", "false"]).unwrap(), api));
+    }
+    let height = |api: &str| json(api, "/status").and_then(|status| status["ledger"]["height"].as_u64());
+    assert!(
+        wait_until(Duration::from_secs(90), || height(&nodes[0].1).is_some_and(|height| height >= 3)),
+        "the founders commit no blocks:\n{}",
+        nodes[0].0.lines().join("\n")
+    );
+
+    // A joiner holding a file with another hash (one byte changed) is refused, and nothing is written.
+    let altered = root.path().join("altered.toml");
+    std::fs::write(&altered, std::fs::read_to_string(&genesis).unwrap().replace("kos-ceremony", "kos-ceremonz"))
+        .unwrap();
+    let refused = Command::new(kos_binary())
+        .args(["--data-dir", joiner_dir.to_str().unwrap(), "init", "--network", altered.to_str().unwrap()])
+        .args(["--genesis-hash", &hash])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains(&format!("not the published {hash}")) && said.contains("nothing was written"), "{said}");
+    assert!(!joiner_dir.join("config.toml").exists() && !joiner_dir.join("genesis.toml").exists());
+
+    let api = format!("127.0.0.1:{}", base + 104);
+    let listen = format!("/ip4/127.0.0.1/tcp/{}", base + 4);
+    let init = ["init", "--network", genesis.to_str().unwrap(), "--genesis-hash", &hash, "--listen", &listen];
+    let printed = kos_in(&joiner_dir, &[&init[..], &["--api", &api]].concat());
+    assert!(printed.contains("network: kos-ceremony\n"), "{printed}");
+    assert!(printed.contains(&format!("genesis hash: {hash} ")), "{printed}");
+    let joiner = Process::kos(&kos_binary(), &joiner_dir, &["run", "--mdns", "false"]).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            matches!((height(&nodes[0].1), height(&api)), (Some(tip), Some(mine)) if mine >= 3 && mine + 2 >= tip)
+        }),
+        "the joiner did not sync:\n{}",
+        joiner.lines().join("\n")
+    );
+    let balance = kos_in(&joiner_dir, &["balance"]);
+    assert!(balance.contains(&joiner_key), "{balance}");
+}
+
 #[test]
 fn the_compose_devnet_survives_a_stopped_and_a_partitioned_validator() {
     let engine = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();

@@ -19,6 +19,10 @@ pub struct InitArgs {
     /// Without it the node only gossips until a genesis file is put there.
     #[arg(long, value_name = "GENESIS_FILE")]
     pub network: Option<PathBuf>,
+    /// The genesis hash the network's founders published (64 hex digits): the genesis file must have it, or
+    /// nothing is written. Check it: a node started from another file is on another network.
+    #[arg(long, requires = "network")]
+    pub genesis_hash: Option<String>,
     /// A file of bootnodes, one multiaddr per line (`#` comments); default `bootnodes.txt` beside the genesis file.
     #[arg(long)]
     pub bootnodes: Option<PathBuf>,
@@ -63,57 +67,24 @@ fn toml_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(", "))
 }
 
-/// `kos init`: key, genesis, bootnodes and config in the data directory.
-pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
-    let data_dir = &paths.data_dir;
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let key_file = paths.key_file();
-    let keypair = if key_file.exists() {
-        keyfile::read(&key_file)?
-    } else {
-        let keypair = protocol::Keypair::generate();
-        keyfile::write(&key_file, &keypair, false)?;
-        keypair
-    };
-    let config_path = crate::config::default_path(data_dir);
-    if config_path.exists() && !args.force {
-        bail!("{} exists; pass --force to replace it (the key and the ledger are kept)", config_path.display());
+/// Refuses a genesis file whose hash is not the one its network published.
+fn check_genesis_hash(path: &Path, genesis: &::ledger::genesis::Genesis, published: &str) -> anyhow::Result<()> {
+    let published = ::ledger::Hash::from_hex(published.trim())
+        .with_context(|| format!("--genesis-hash {published:?} is not 64 hex digits"))?;
+    if published != genesis.hash {
+        bail!(
+            "{} has the genesis hash {}, not the published {published}: it is another network's file, or a damaged \
+             or altered copy. Get the file again from the network's founders; nothing was written",
+            path.display(),
+            genesis.hash
+        );
     }
-    let mut network = "kos-local".to_string();
-    let mut validator = false;
-    let mut bootnodes = Vec::new();
-    if let Some(genesis_path) = &args.network {
-        let genesis = ::ledger::genesis::Genesis::load(genesis_path)
-            .with_context(|| format!("{} is not a kos genesis file", genesis_path.display()))?;
-        let target = data_dir.join("genesis.toml");
-        if target.exists() && !args.force {
-            let existing = std::fs::read_to_string(&target).unwrap_or_default();
-            if existing != genesis.text {
-                bail!("{} holds another genesis; pass --force to replace it", target.display());
-            }
-        }
-        // The file's bytes, not a re-encoding: its hash is the parent of block 1.
-        std::fs::write(&target, genesis.text.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
-        network = genesis.network.as_str().to_string();
-        validator = genesis.validators.iter().any(|member| member.key == keypair.public());
-        let list = match &args.bootnodes {
-            Some(path) => Some(path.clone()),
-            None => genesis_path.parent().map(|dir| dir.join("bootnodes.txt")).filter(|path| path.exists()),
-        };
-        if let Some(path) = list {
-            bootnodes = read_bootnodes(&path)?;
-        }
-    } else if let Some(path) = &args.bootnodes {
-        bootnodes = read_bootnodes(path)?;
-    }
-    for bootnode in &args.bootnode {
-        bootnode.parse::<libp2p::Multiaddr>().with_context(|| format!("--bootnode {bootnode:?} is not a multiaddr"))?;
-        bootnodes.push(bootnode.clone());
-    }
-    for pool in &args.pool {
-        pool.parse::<protocol::message::PoolKey>().map_err(|problem| anyhow::anyhow!("--pool {pool:?}: {problem}"))?;
-    }
-    let meter = if args.simulated_home {
+    Ok(())
+}
+
+/// The `[meter]` section `kos init` writes: a simulated home, or a commented example.
+fn meter_section(args: &InitArgs) -> String {
+    if args.simulated_home {
         // The home trades in the first pool of offers named (a barter pool has no prices to trade at).
         let trade = args
             .pool
@@ -134,7 +105,68 @@ pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
         "\n# The home's meter: kind = \"simulated\", \"sunspec\" (Modbus TCP) or \"mqtt\"; see README.md.\n\
          # [meter]\n# kind = \"sunspec\"\n# [meter.sunspec]\n# address = \"192.168.1.50:502\"\n"
             .to_string()
+    }
+}
+
+/// `kos init`: key, genesis, bootnodes and config in the data directory.
+pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
+    // The published hash is checked before anything is written.
+    if let (Some(genesis_path), Some(published)) = (&args.network, &args.genesis_hash) {
+        let genesis = ::ledger::genesis::Genesis::load(genesis_path)
+            .with_context(|| format!("{} is not a kos genesis file", genesis_path.display()))?;
+        check_genesis_hash(genesis_path, &genesis, published)?;
+    }
+    let data_dir = &paths.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let key_file = paths.key_file();
+    let keypair = if key_file.exists() {
+        keyfile::read(&key_file)?
+    } else {
+        let keypair = protocol::Keypair::generate();
+        keyfile::write(&key_file, &keypair, false)?;
+        keypair
     };
+    let config_path = crate::config::default_path(data_dir);
+    if config_path.exists() && !args.force {
+        bail!("{} exists; pass --force to replace it (the key and the ledger are kept)", config_path.display());
+    }
+    let mut network = "kos-local".to_string();
+    let mut genesis_hash = None;
+    let mut validator = false;
+    let mut bootnodes = Vec::new();
+    if let Some(genesis_path) = &args.network {
+        let genesis = ::ledger::genesis::Genesis::load(genesis_path)
+            .with_context(|| format!("{} is not a kos genesis file", genesis_path.display()))?;
+        let target = data_dir.join("genesis.toml");
+        if target.exists() && !args.force {
+            let existing = std::fs::read_to_string(&target).unwrap_or_default();
+            if existing != genesis.text {
+                bail!("{} holds another genesis; pass --force to replace it", target.display());
+            }
+        }
+        // The file's bytes, not a re-encoding: its hash is the parent of block 1.
+        std::fs::write(&target, genesis.text.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
+        network = genesis.network.as_str().to_string();
+        genesis_hash = Some(genesis.hash);
+        validator = genesis.validators.iter().any(|member| member.key == keypair.public());
+        let list = match &args.bootnodes {
+            Some(path) => Some(path.clone()),
+            None => genesis_path.parent().map(|dir| dir.join("bootnodes.txt")).filter(|path| path.exists()),
+        };
+        if let Some(path) = list {
+            bootnodes = read_bootnodes(&path)?;
+        }
+    } else if let Some(path) = &args.bootnodes {
+        bootnodes = read_bootnodes(path)?;
+    }
+    for bootnode in &args.bootnode {
+        bootnode.parse::<libp2p::Multiaddr>().with_context(|| format!("--bootnode {bootnode:?} is not a multiaddr"))?;
+        bootnodes.push(bootnode.clone());
+    }
+    for pool in &args.pool {
+        pool.parse::<protocol::message::PoolKey>().map_err(|problem| anyhow::anyhow!("--pool {pool:?}: {problem}"))?;
+    }
+    let meter = meter_section(&args);
     let config = format!(
         "# kos node configuration, written by `kos init`; every setting is described in README.md.\n\
          network = {network:?}\nlog = \"info\"\n\n[p2p]\nlisten = [{listen:?}]\nbootnodes = {bootnodes}\n\
@@ -155,6 +187,9 @@ pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
     writeln!(out, "account (public key): {}", keypair.public())?;
     writeln!(out, "peer id: {}", keyfile::peer_id(&keypair))?;
     writeln!(out, "network: {network}{}", if validator { " (this key is one of its validators)" } else { "" })?;
+    if let Some(hash) = genesis_hash {
+        writeln!(out, "genesis hash: {hash} (compare it with the one the network published, or pass --genesis-hash)")?;
+    }
     writeln!(out, "bootnodes: {}", bootnodes.len())?;
     writeln!(out, "config: {}", config_path.display())?;
     if args.network.is_none() {
