@@ -372,6 +372,81 @@ mod every_kind {
         chain.block(&[]);
     }
 
+    /// Blocks 13 to 16, a month in: the cell gets a feeder (of the guild of authors 1 and 2), two energy trades
+    /// in its pool for one interval (a dynamic price, tax and royalty), and that interval's readings: author 3
+    /// claims twice the export the feeder measured. The close finds the interval unbalanced, names author 3, holds
+    /// both escrows and opens its case; author 4, the one juror, refutes it; the held trades are released: author
+    /// 3's sale is void of value and penalised, author 2's paid with tax and royalty, its buyer (no meter) short.
+    fn feeder_blocks(chain: &mut Chain, guild: PublicKey) {
+        let credit = TokenId::new("credit").unwrap();
+        let cell = Cell::new("u33db").unwrap();
+        let start_s = GENESIS_MS / 1000 + 32 * 86_400;
+        let feeder = Asset {
+            kind: AssetKind::Feeder,
+            purpose: text("the street's feeder"),
+            owner: guild,
+            meters: BoundedVec::new(vec![MeterId::new("feeder").unwrap()]).unwrap(),
+            limits: Limits {
+                generation_w_max: 100_000,
+                import_w_max: 100_000,
+                export_w_max: 100_000,
+                consumption_w_max: 100_000,
+                storage_w_max: 0,
+                storage_wh: 0,
+            },
+            cell: cell.clone(),
+            commissioned_s: 0,
+            maintenance_interval_s: 0,
+            device: BoundedVec::default(),
+        };
+        let pool = PoolId { resource: Resource::Energy, token: credit.clone(), cell: cell.clone(), interval_s: 900 };
+        chain.now_ms = start_s * 1000 - 60_000;
+        let trade = |chain: &mut Chain, buyer: usize, seller: usize, quantity: u64| {
+            let offer =
+                |side, unit_price| Offer { pool: pool.clone(), side, quantity, unit_price, delivery_start_s: start_s };
+            let bid = chain.sign(buyer, Body::Offer(offer(Side::Bid, 250)));
+            let ask = chain.sign(seller, Body::Offer(offer(Side::Ask, 150)));
+            let settlement = Settlement {
+                bid: Box::new(bid),
+                ask: Box::new(ask),
+                quantity,
+                unit_price: 200,
+                mechanism: Mechanism::PayAsClear,
+            };
+            chain.sign(seller, Body::Settlement(settlement))
+        };
+        let thirteen = vec![chain.sign(1, Body::Asset(feeder)), trade(chain, 2, 3, 1_000), trade(chain, 4, 2, 500)];
+        chain.block(&thirteen);
+        // Block 14, just after the interval: the feeder measured 500 Wh leaving the cell; author 3 claims 1 kWh.
+        chain.now_ms = (start_s + 900) * 1000;
+        let reading = |meter: &str, import_wh, export_wh, generation_wh, counters: (u64, u64)| Reading {
+            meter: MeterId::new(meter).unwrap(),
+            interval_start_s: start_s,
+            interval_s: 900,
+            import_wh,
+            export_wh,
+            generation_wh,
+            consumption_wh: (generation_wh + import_wh).saturating_sub(export_wh),
+            import_counter_wh: counters.0,
+            export_counter_wh: counters.1,
+            source: MeterSource::Simulated,
+            device: BoundedVec::default(),
+        };
+        let fourteen = vec![
+            chain.sign(1, Body::Reading(reading("feeder", 0, 500, 500, (0, 500)))),
+            chain.sign(3, Body::Reading(reading("home-3", 0, 1_000, 1_000, (1_000, 4_000)))),
+            chain.sign(2, Body::Reading(reading("home-2", 1_000, 500, 0, (2_000, 500)))),
+        ];
+        chain.block(&fourteen);
+        // Block 15, at the close: unbalanced, author 3 named, both escrows held, a case with author 4 as its juror.
+        chain.now_ms = (start_s + 900) * 1000 + 900_000;
+        chain.block(&[]);
+        // Block 16: the juror refutes author 3's readings; the case is decided and the held trades released.
+        let case = ledger::state::feeder_case_id("u33db", start_s, 900, &chain.key(3));
+        let verdict = chain.sign(4, Body::Verdict(Verdict { job: case, outcome: Outcome::Failed }));
+        chain.block(&[verdict]);
+    }
+
     fn text<const N: usize>(text: &str) -> Text<N> {
         Text::new(text).unwrap()
     }
@@ -386,8 +461,11 @@ mod every_kind {
         let mut genesis_text = Genesis::devnet_text("kos-vectors", GENESIS_MS, &public[..1], &public, 1_000_000);
         genesis_text.push_str(&format!(
             "\n[governance]\nmembers = [\"{}\", \"{}\"]\n\n[params]\nredistribution_epoch_blocks = 10\n\
-             redistribution_balance_max = 100000000\n",
+             redistribution_balance_max = 100000000\ncommons_tax_ppm = 10000\n\n[[pools]]\n\
+             pool = \"energy/credit/u33db/900\"\nroyalty_ppm = 20000\nroyalty_account = \"{}\"\n\
+             dynamic = {{ base = 100, min = 50, max = 400, capacity = 10000, target_ppm = 500000, step_ppm = 100000 }}\n",
             public[2].to_hex(),
+            public[3].to_hex(),
             public[3].to_hex()
         ));
         let genesis = Arc::new(Genesis::parse(&genesis_text).unwrap());
@@ -596,6 +674,7 @@ mod every_kind {
         ];
         chain.block(&six);
         later_blocks(&mut chain, &asset_id);
+        feeder_blocks(&mut chain, guild);
 
         let mut bytes = Vec::new();
         let mut writer = ExportWriter::new(&mut bytes, &chain.genesis).unwrap();
