@@ -447,6 +447,69 @@ mod every_kind {
         chain.block(&[verdict]);
     }
 
+    /// Blocks 17 to 20, 33 days in: a meter asset naming a device key and a reading its device signed; a freeze of
+    /// author 2 for two blocks, passed by the validator in block 18 and lifted at the end of block 20; a text
+    /// proposal decided by stake (a rule of the genesis), author 3
+    /// locking 5,000 of its credit into its vote, given back when the proposal closes at the end of block 20.
+    fn device_and_override_blocks(chain: &mut Chain) {
+        let start_s = GENESIS_MS / 1000 + 33 * 86_400;
+        let device = Keypair::from_seed(&protocol::vectors::seed(9));
+        let manifest = Asset {
+            kind: AssetKind::Meter,
+            purpose: text("a home's meter with a signing device"),
+            owner: chain.key(4),
+            meters: BoundedVec::new(vec![MeterId::new("home-4").unwrap()]).unwrap(),
+            limits: Limits {
+                generation_w_max: 10_000,
+                import_w_max: 40_000,
+                export_w_max: 40_000,
+                consumption_w_max: 40_000,
+                storage_w_max: 0,
+                storage_wh: 0,
+            },
+            cell: Cell::new("").unwrap(),
+            commissioned_s: 0,
+            maintenance_interval_s: 0,
+            device: BoundedVec::new(vec![protocol::message::DeviceKey::Ed25519(device.public())]).unwrap(),
+        };
+        chain.now_ms = (start_s + 900) * 1000;
+        let freeze = Action::Override(protocol::message::Override {
+            measure: protocol::message::Measure::Freeze(protocol::message::Freeze { account: chain.key(2) }),
+            duration_blocks: 2,
+        });
+        let proposal =
+            |action, period| Proposal { action, title: text("a change"), text: text(""), voting_period_blocks: period };
+        let seventeen = vec![
+            chain.sign(4, Body::Asset(manifest)),
+            chain.sign(1, Body::Proposal(proposal(freeze, 5))),
+            chain.sign(3, Body::Proposal(proposal(Action::Text(Empty), 3))),
+        ];
+        chain.block(&seventeen);
+        let reading = Reading {
+            meter: MeterId::new("home-4").unwrap(),
+            interval_start_s: start_s,
+            interval_s: 900,
+            import_wh: 200,
+            export_wh: 300,
+            generation_wh: 400,
+            consumption_wh: 300,
+            import_counter_wh: 5_200,
+            export_counter_wh: 7_300,
+            source: MeterSource::Simulated,
+            device: BoundedVec::default(),
+        };
+        let network = NetworkId::new("kos-vectors").unwrap();
+        let attested = protocol::message::attest(&network, &chain.key(4), reading, &device);
+        let eighteen = vec![
+            chain.sign(1, Body::Vote(Vote { proposal: seventeen[1].id(), choice: Choice::Yes, stake: 0 })),
+            chain.sign(4, Body::Reading(attested)),
+            chain.sign(3, Body::Vote(Vote { proposal: seventeen[2].id(), choice: Choice::Yes, stake: 5_000 })),
+        ];
+        chain.block(&eighteen);
+        chain.block(&[]);
+        chain.block(&[]);
+    }
+
     fn text<const N: usize>(text: &str) -> Text<N> {
         Text::new(text).unwrap()
     }
@@ -463,7 +526,9 @@ mod every_kind {
             "\n[governance]\nmembers = [\"{}\", \"{}\"]\n\n[params]\nredistribution_epoch_blocks = 10\n\
              redistribution_balance_max = 100000000\ncommons_tax_ppm = 10000\n\n[[pools]]\n\
              pool = \"energy/credit/u33db/900\"\nroyalty_ppm = 20000\nroyalty_account = \"{}\"\n\
-             dynamic = {{ base = 100, min = 50, max = 400, capacity = 10000, target_ppm = 500000, step_ppm = 100000 }}\n",
+             dynamic = {{ base = 100, min = 50, max = 400, capacity = 10000, target_ppm = 500000, step_ppm = 100000 }}\n\n\
+             [[governance.rules]]\nkind = \"text\"\nweight = \"stake:credit\"\nquorum_percent = 0\n\
+             threshold_percent = 51\n",
             public[2].to_hex(),
             public[3].to_hex(),
             public[3].to_hex()
@@ -586,7 +651,7 @@ mod every_kind {
             deadline_ms: now_ms + 3_600_000,
         };
         let two = vec![
-            chain.sign(1, Body::Vote(Vote { proposal: proposal_id, choice: Choice::Yes, stake: 0 })),
+            chain.sign(1, Body::Vote(Vote { proposal: proposal_id, choice: Choice::Yes, stake: 1_000 })),
             chain.sign(1, Body::Transfer(Transfer { to: guild, token: credit.clone(), amount: 2_000, memo: memo() })),
             chain.sign(
                 1,
@@ -675,6 +740,7 @@ mod every_kind {
         chain.block(&six);
         later_blocks(&mut chain, &asset_id);
         feeder_blocks(&mut chain, guild);
+        device_and_override_blocks(&mut chain);
 
         let mut bytes = Vec::new();
         let mut writer = ExportWriter::new(&mut bytes, &chain.genesis).unwrap();

@@ -163,18 +163,18 @@ fn verify_state_says_what_the_every_kind_chain_exercised() {
     let verified = kos(dir.path(), &["ledger", "verify", file, "--state"]);
     assert!(verified.status.success(), "{}", stderr(&verified));
     let text = stdout(&verified);
-    assert!(text.starts_with("verified 16 blocks, 37 entries\n"), "{text}");
+    assert!(text.starts_with("verified 20 blocks, 43 entries\n"), "{text}");
     assert!(text.contains("\nentry kinds not exercised: none\n"), "{text}");
-    assert!(text.contains("transfer 2, verdict 3, vote 2\n"), "{text}");
+    assert!(text.contains("transfer 2, verdict 3, vote 4\n"), "{text}");
     assert!(
         text.contains("\neffects: alert raised 1, barter leg closed 2, barter settled 1, cell case decided 1,"),
         "{text}"
     );
     assert!(
-        text.contains("penalty 2, proposal passed 2, proposal rejected 1, reading anchored 6, redistributed 1,"),
+        text.contains("override expired 1, override in force 1, penalty 2, proposal passed 4, proposal rejected 1, reading anchored 7, redistributed 2,"),
         "{text}"
     );
-    assert!(text.contains("\nstate: 116 keys; by prefix: "), "{text}");
+    assert!(text.contains("\nstate: 122 keys; by prefix: "), "{text}");
     // Without --state, none of it.
     let plain = stdout(&kos(dir.path(), &["ledger", "verify", file]));
     assert!(!plain.contains("entries by kind"), "{plain}");
