@@ -171,6 +171,24 @@ const META_FORMAT: &[u8] = b"format";
 /// it, saying what to do, before changing anything.
 pub const FORMAT: u64 = 2;
 
+/// What one column family's memtable may hold before it is flushed to disk. RocksDB's default is 64 MiB a family:
+/// a home node writing a few kilobytes a block held every block of hours in memory, and grew by some 20 MB an hour.
+pub const MEMTABLE_BYTES: usize = 4 * 1024 * 1024;
+/// What the memtables of all the families may hold together: beyond it, the fullest is flushed.
+pub const MEMTABLES_TOTAL_BYTES: usize = 16 * 1024 * 1024;
+/// The cache of blocks read from disk (RocksDB's default is 32 MiB).
+pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
+/// Bounds the memory RocksDB holds for the ledger: memtables and the block cache (issue 28, item 7).
+fn bound_memory(options: &mut rocksdb::Options) {
+    options.set_write_buffer_size(MEMTABLE_BYTES);
+    options.set_max_write_buffer_number(2);
+    options.set_db_write_buffer_size(MEMTABLES_TOTAL_BYTES);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(&rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    options.set_block_based_table_factory(&table);
+}
+
 /// The format recorded in the database at `path` (1 when none is: a database made before formats were recorded),
 /// read without changing anything; `None` when there is no database there yet.
 fn stored_format(path: &Path) -> anyhow::Result<Option<u64>> {
@@ -228,6 +246,7 @@ impl RocksStore {
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_max_open_files(256);
+        bound_memory(&mut options);
         let db = rocksdb::DB::open_cf(&options, path, FAMILIES)
             .with_context(|| format!("opening the ledger database in {}", path.display()))?;
         let wal_height = match db.get(META_WAL_HEIGHT)? {
@@ -673,6 +692,31 @@ mod tests {
         assert_eq!(store.db.get(META_FORMAT).unwrap(), Some(be(FORMAT).to_vec()));
         drop(store);
         assert_eq!(stored_format(dir.path()).unwrap(), Some(FORMAT));
+    }
+
+    /// The memtables are bounded: 48 MiB of blocks written end up on disk, not in memory (with RocksDB's defaults
+    /// they all stayed in a 64 MiB memtable).
+    #[test]
+    fn the_memtables_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        for height in 1..=48u64 {
+            let stored = Stored { block: vec![u8::try_from(height % 256).unwrap(); 1 << 20], certificate: vec![1] };
+            store.commit(height, &stored, &Writes::new(), &Outcome::default()).unwrap();
+        }
+        let reader = store.reader();
+        let settled = (0..100).any(|_| {
+            let memtables: u64 = reader.sizes().iter().map(|family| family.memtable_bytes).sum();
+            if memtables <= (MEMTABLES_TOTAL_BYTES + MEMTABLE_BYTES) as u64 {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            false
+        });
+        let sizes = reader.sizes();
+        assert!(settled, "the memtables hold more than their bound: {sizes:?}");
+        let blocks = sizes.iter().find(|family| family.name == CF_BLOCKS).unwrap();
+        assert!(blocks.sst_bytes > 0, "the blocks were flushed to disk: {sizes:?}");
     }
 
     /// A new database records its format at once.
