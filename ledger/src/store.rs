@@ -171,30 +171,43 @@ const META_FORMAT: &[u8] = b"format";
 /// it, saying what to do, before changing anything.
 pub const FORMAT: u64 = 2;
 
-/// What one column family's memtable may hold before it is flushed to disk. RocksDB's default is 64 MiB a family:
-/// a home node writing a few kilobytes a block held every block of hours in memory, and grew by some 20 MB an hour.
+/// What one column family's memtable may hold before it is switched for a new one and flushed. RocksDB's default
+/// is 64 MiB a family: a home node writing a few kilobytes a block held every block of hours in memory, and grew by
+/// some 20 MB an hour.
 pub const MEMTABLE_BYTES: usize = 4 * 1024 * 1024;
+/// The `blocks` family's: a block may have 4 MiB (`block_bytes_max`), and one block should not fill a memtable.
+pub const BLOCKS_MEMTABLE_BYTES: usize = 8 * 1024 * 1024;
+/// Memtables a family may hold (the current one and those being flushed) before writes wait.
+pub const MEMTABLES_PER_FAMILY_MAX: i32 = 4;
 /// What the memtables of all the families may hold together: beyond it, the fullest is flushed.
 pub const MEMTABLES_TOTAL_BYTES: usize = 16 * 1024 * 1024;
-/// The cache of blocks read from disk (RocksDB's default is 32 MiB).
+/// The cache of blocks read from disk, shared by the families (RocksDB's default is 32 MiB a family).
 pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
-/// Bounds the memory RocksDB holds for the ledger: memtables and the block cache (issue 28, item 7).
-fn bound_memory(options: &mut rocksdb::Options) {
-    options.set_write_buffer_size(MEMTABLE_BYTES);
-    options.set_max_write_buffer_number(2);
-    options.set_db_write_buffer_size(MEMTABLES_TOTAL_BYTES);
+/// A column family's options: LZ4, bounded memtables, the shared block cache (issue 28, item 7).
+fn family_options(name: &str, cache: &rocksdb::Cache) -> rocksdb::Options {
+    let mut options = rocksdb::Options::default();
+    options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+    options.set_write_buffer_size(if name == CF_BLOCKS { BLOCKS_MEMTABLE_BYTES } else { MEMTABLE_BYTES });
+    options.set_max_write_buffer_number(MEMTABLES_PER_FAMILY_MAX);
     let mut table = rocksdb::BlockBasedOptions::default();
-    table.set_block_cache(&rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES));
+    table.set_block_cache(cache);
     options.set_block_based_table_factory(&table);
+    options
 }
 
 /// The format recorded in the database at `path` (1 when none is: a database made before formats were recorded),
 /// read without changing anything; `None` when there is no database there yet.
 fn stored_format(path: &Path) -> anyhow::Result<Option<u64>> {
     let options = rocksdb::Options::default();
+    // No database yet (RocksDB's `CURRENT` names the live manifest): nothing to read. Any other failure to read one
+    // is an error, never taken for "new" (which would write a format over whatever is there).
+    if !path.join("CURRENT").exists() {
+        return Ok(None);
+    }
     // Every family the database has, whatever kos made it: a newer one may have families this kos does not know.
-    let Ok(families) = rocksdb::DB::list_cf(&options, path) else { return Ok(None) };
+    let families = rocksdb::DB::list_cf(&options, path)
+        .with_context(|| format!("reading the column families of the ledger database in {}", path.display()))?;
     let db = rocksdb::DB::open_cf_for_read_only(&options, path, &families, false)
         .with_context(|| format!("opening the ledger database in {} to read its format", path.display()))?;
     Ok(Some(match db.get(META_FORMAT)? {
@@ -205,6 +218,9 @@ fn stored_format(path: &Path) -> anyhow::Result<Option<u64>> {
 
 /// Refuses a database of a format this kos cannot read.
 fn check_format(path: &Path, format: u64) -> anyhow::Result<()> {
+    if format == 0 {
+        anyhow::bail!("the ledger database in {} records format 0, which no kos writes: it is damaged", path.display());
+    }
     if format > FORMAT {
         anyhow::bail!(
             "the ledger database in {} has format {format}, written by a newer kos; this kos reads formats up to \
@@ -244,10 +260,15 @@ impl RocksStore {
         let mut options = rocksdb::Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_max_open_files(256);
-        bound_memory(&mut options);
-        let db = rocksdb::DB::open_cf(&options, path, FAMILIES)
+        // The database's own limit on all memtables together; each family gets its options below (`open_cf` would
+        // give every family RocksDB's defaults, whatever `options` says).
+        options.set_db_write_buffer_size(MEMTABLES_TOTAL_BYTES);
+        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let families = std::iter::once("default")
+            .chain(FAMILIES)
+            .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, family_options(name, &cache)));
+        let db = rocksdb::DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("opening the ledger database in {}", path.display()))?;
         let wal_height = match db.get(META_WAL_HEIGHT)? {
             Some(bytes) => read_u64(&bytes)?,
@@ -694,6 +715,35 @@ mod tests {
         assert_eq!(stored_format(dir.path()).unwrap(), Some(FORMAT));
     }
 
+    /// Every family has the options the store gives it, as RocksDB records them in the database's `OPTIONS` file:
+    /// LZ4, bounded memtables. (`open_cf` gave every family RocksDB's defaults — 64 MiB memtables, no compression —
+    /// whatever the options passed.)
+    #[test]
+    fn every_family_has_its_options() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RocksStore::open(dir.path()).unwrap());
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+            .collect();
+        files.sort();
+        let text = std::fs::read_to_string(files.last().expect("an OPTIONS file")).unwrap();
+        for family in std::iter::once("default").chain(FAMILIES) {
+            let section = text
+                .split("[CFOptions \"")
+                .find(|section| section.starts_with(&format!("{family}\"]")))
+                .unwrap_or_else(|| panic!("no options for {family}"));
+            let value = |name: &str| {
+                section.lines().find_map(|line| line.trim().strip_prefix(&format!("{name}="))).unwrap_or("").to_owned()
+            };
+            let memtable = if family == CF_BLOCKS { BLOCKS_MEMTABLE_BYTES } else { MEMTABLE_BYTES };
+            assert_eq!(value("write_buffer_size"), memtable.to_string(), "{family}");
+            assert_eq!(value("max_write_buffer_number"), MEMTABLES_PER_FAMILY_MAX.to_string(), "{family}");
+            assert_eq!(value("compression"), "kLZ4Compression", "{family}");
+        }
+    }
+
     /// The memtables are bounded: 48 MiB of blocks written end up on disk, not in memory (with RocksDB's defaults
     /// they all stayed in a 64 MiB memtable).
     #[test]
@@ -705,9 +755,9 @@ mod tests {
             store.commit(height, &stored, &Writes::new(), &Outcome::default()).unwrap();
         }
         let reader = store.reader();
-        let settled = (0..100).any(|_| {
+        let settled = (0..600).any(|_| {
             let memtables: u64 = reader.sizes().iter().map(|family| family.memtable_bytes).sum();
-            if memtables <= (MEMTABLES_TOTAL_BYTES + MEMTABLE_BYTES) as u64 {
+            if memtables <= (MEMTABLES_TOTAL_BYTES + BLOCKS_MEMTABLE_BYTES) as u64 {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
