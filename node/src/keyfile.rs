@@ -84,7 +84,6 @@ pub fn write(path: &Path, keypair: &Keypair, force: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// The libp2p peer id of a key (the same ed25519 key as the node's libp2p identity).
 /// The peer id of a node whose key is `key` (the libp2p identity is the node's ed25519 key).
 pub fn peer_id_of(key: &protocol::PublicKey) -> anyhow::Result<libp2p_identity::PeerId> {
     let public = libp2p_identity::ed25519::PublicKey::try_from_bytes(key.as_bytes())
@@ -92,6 +91,7 @@ pub fn peer_id_of(key: &protocol::PublicKey) -> anyhow::Result<libp2p_identity::
     Ok(libp2p_identity::PublicKey::from(public).to_peer_id())
 }
 
+/// The libp2p peer id of a key (the same ed25519 key as the node's libp2p identity).
 pub fn peer_id(keypair: &Keypair) -> libp2p_identity::PeerId {
     let mut seed = *keypair.seed();
     match libp2p_identity::Keypair::ed25519_from_bytes(&mut seed) {

@@ -20,9 +20,14 @@ fn json(api: &str, path: &str) -> Option<serde_json::Value> {
 
 /// A base port with `count` free ports after it and `count` free ports 100 above (the devnet's layout).
 fn free_ports(count: u16) -> u16 {
-    let seed = u16::try_from(std::process::id() % 1000).unwrap();
-    for attempt in 0..200u16 {
-        let base = 20_000 + (seed * 17 + attempt * 211) % 30_000;
+    // Tests run on threads of one process: each call starts elsewhere, so that two tests checking at once do not
+    // both take the same free range.
+    static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = std::process::id() % 1000 + u32::from(call) * 97;
+    for attempt in 0..200u32 {
+        // Below Linux's ephemeral ports (32768 on), which outgoing connections take.
+        let base = u16::try_from(20_000 + (seed * 17 + attempt * 211) % 12_000).unwrap();
         let free = (0..count).all(|i| {
             TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()
@@ -690,12 +695,6 @@ fn a_peer_joins_with_kos_init_and_is_run_through_the_cli() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("is the node running"), "{output:?}");
 }
 
-/// `devnet/compose test` on this machine's Docker engine: 4 validators and 2 homes in containers with their own
-/// addresses, from the FROM-scratch image of this build's `kos`; blocks and trades, a stopped and restarted
-/// validator, a validator cut off the network and reconnected. Another project's network holds the compose file's
-/// default range meanwhile, as on a shared CI engine (where Docker gave a project 172.29.0.0/16 and the drill failed
-/// with "Pool overlaps"): the drill must find a free range. Without a Docker engine it is skipped, saying so,
-/// except under CI (`CI` set), where a drill that cannot run is a failure, not a pass.
 /// The ceremony that starts a public network (issue 28, item 6): four founders give their keys and addresses, one
 /// command writes the genesis and the bootnodes file and prints the genesis hash to publish, each founder's node is
 /// initialised with the published hash and started, and a joiner that checks the hash syncs the ledger. A joiner
@@ -794,6 +793,12 @@ fn four_founders_start_a_network_and_a_joiner_checks_its_genesis_hash() {
     assert!(balance.contains(&joiner_key), "{balance}");
 }
 
+/// `devnet/compose test` on this machine's Docker engine: 4 validators and 2 homes in containers with their own
+/// addresses, from the FROM-scratch image of this build's `kos`; blocks and trades, a stopped and restarted
+/// validator, a validator cut off the network and reconnected. Another project's network holds the compose file's
+/// default range meanwhile, as on a shared CI engine (where Docker gave a project 172.29.0.0/16 and the drill failed
+/// with "Pool overlaps"): the drill must find a free range. Without a Docker engine it is skipped, saying so,
+/// except under CI (`CI` set), where a drill that cannot run is a failure, not a pass.
 #[test]
 fn the_compose_devnet_survives_a_stopped_and_a_partitioned_validator() {
     let engine = Command::new("docker").args(["info", "--format", "{{.ServerVersion}}"]).output();

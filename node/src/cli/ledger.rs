@@ -30,6 +30,9 @@ pub enum LedgerCommand {
         /// Where to write the bootnodes file; default `bootnodes.txt` beside `--out` when founders are given.
         #[arg(long)]
         bootnodes: Option<PathBuf>,
+        /// Replace existing files (a published genesis is never overwritten by accident).
+        #[arg(long)]
+        force: bool,
         /// An account to fund with credit at genesis (hex public key). Repeatable.
         #[arg(long = "fund", value_parser = parse_key)]
         funded: Vec<PublicKey>,
@@ -89,11 +92,89 @@ fn parse_founder(text: &str) -> Result<(PublicKey, String), String> {
     let (key, address) = text.split_once('@').ok_or_else(|| format!("{text:?} is not KEY@MULTIADDR"))?;
     let key = parse_key(key)?;
     let address: libp2p::Multiaddr = address.parse().map_err(|error| format!("{address:?}: {error}"))?;
-    if address.iter().any(|part| matches!(part, libp2p::multiaddr::Protocol::P2p(_))) {
+    use libp2p::multiaddr::Protocol;
+    if address.iter().any(|part| matches!(part, Protocol::P2p(_))) {
         return Err(format!("{address}: give the address without /p2p/ (the key gives the peer id)"));
+    }
+    // Joiners dial it: a host others can reach (not 0.0.0.0 or ::) and a TCP port, as `kos init --listen` sets.
+    let mut parts = address.iter();
+    let host_ok = match parts.next() {
+        Some(Protocol::Ip4(ip)) => !ip.is_unspecified(),
+        Some(Protocol::Ip6(ip)) => !ip.is_unspecified(),
+        Some(Protocol::Dns(_) | Protocol::Dns4(_) | Protocol::Dns6(_)) => true,
+        _ => false,
+    };
+    if !host_ok || !matches!(parts.next(), Some(Protocol::Tcp(port)) if port > 0) {
+        return Err(format!(
+            "{address:?}: give the address joiners dial, /ip4/ADDRESS/tcp/PORT (or /ip6/ or /dns/), not 0.0.0.0"
+        ));
     }
     let peer = crate::keyfile::peer_id_of(&key).map_err(|error| format!("{key}: {error}"))?;
     Ok((key, format!("{address}/p2p/{peer}")))
+}
+
+/// What `kos ledger genesis` was asked for.
+struct Founding {
+    network: NetworkId,
+    validators: Vec<PublicKey>,
+    founders: Vec<(PublicKey, String)>,
+    bootnodes: Option<PathBuf>,
+    force: bool,
+    funded: Vec<PublicKey>,
+    amount: u64,
+    time_ms: Option<u64>,
+    out: Option<PathBuf>,
+}
+
+/// `kos ledger genesis`: the genesis file, and with founders the bootnodes file; prints the genesis hash.
+fn write_genesis(founding: Founding) -> anyhow::Result<()> {
+    let Founding { network, validators, founders, bootnodes, force, funded, amount, time_ms, out } = founding;
+    let time_ms = match time_ms {
+        Some(time_ms) => time_ms,
+        None => super::now_ms()?,
+    };
+    let mut all = validators;
+    all.extend(founders.iter().map(|(key, _)| *key));
+    if all.is_empty() {
+        bail!("name the network's validators: --founder KEY@ADDRESS or --validator KEY (repeatable)");
+    }
+    let text = Genesis::devnet_text(network.as_str(), time_ms, &all, &funded, amount);
+    let genesis = Genesis::parse(&text).context("the generated genesis")?;
+    let bootnodes = match (bootnodes, &out) {
+        (Some(path), _) => Some(path),
+        (None, Some(out)) if !founders.is_empty() => Some(out.parent().unwrap_or(Path::new(".")).join("bootnodes.txt")),
+        (None, _) if !founders.is_empty() => {
+            bail!("--founder writes a bootnodes file: give --out or --bootnodes")
+        }
+        (None, _) => None,
+    };
+    if bootnodes.is_some() && founders.is_empty() {
+        bail!("--bootnodes lists the founders' addresses: give them with --founder KEY@ADDRESS");
+    }
+    for path in out.iter().chain(bootnodes.iter()) {
+        if path.exists() && !force {
+            bail!("{} exists; pass --force to replace it (a published genesis must never change)", path.display());
+        }
+    }
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => std::io::stdout().lock().write_all(text.as_bytes())?,
+    }
+    if let Some(path) = bootnodes {
+        let mut list = format!("# Bootnodes of {network}: its founding validators. Genesis hash {}\n", genesis.hash);
+        for (_, address) in &founders {
+            list.push_str(address);
+            list.push('\n');
+        }
+        std::fs::write(&path, list).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    // What the founders publish beside the files, and joiners check (`kos init --genesis-hash`).
+    eprintln!("genesis hash {}", genesis.hash);
+    Ok(())
 }
 
 /// The genesis and ledger directory of the node in `paths`, as `kos run` would find them.
@@ -114,48 +195,9 @@ fn local_ledger(
 
 pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
     match command {
-        LedgerCommand::Genesis { network, validators, founders, bootnodes, funded, amount, time_ms, out } => {
-            let time_ms = match time_ms {
-                Some(time_ms) => time_ms,
-                None => super::now_ms()?,
-            };
-            let mut all = validators;
-            all.extend(founders.iter().map(|(key, _)| *key));
-            if all.is_empty() {
-                bail!("name the network's validators: --founder KEY@ADDRESS or --validator KEY (repeatable)");
-            }
-            let text = Genesis::devnet_text(network.as_str(), time_ms, &all, &funded, amount);
-            let genesis = Genesis::parse(&text).context("the generated genesis")?;
-            let bootnodes = match (bootnodes, &out) {
-                (Some(path), _) => Some(path),
-                (None, Some(out)) if !founders.is_empty() => {
-                    Some(out.parent().unwrap_or(Path::new(".")).join("bootnodes.txt"))
-                }
-                (None, _) if !founders.is_empty() => {
-                    bail!("--founder writes a bootnodes file: give --out or --bootnodes")
-                }
-                (None, _) => None,
-            };
-            match out {
-                Some(path) => {
-                    std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
-                }
-                None => std::io::stdout().lock().write_all(text.as_bytes())?,
-            }
-            if let Some(path) = bootnodes {
-                let mut list =
-                    format!("# Bootnodes of {network}: its founding validators. Genesis hash {}\n", genesis.hash);
-                for (_, address) in &founders {
-                    list.push_str(address);
-                    list.push('\n');
-                }
-                std::fs::write(&path, list).with_context(|| format!("writing {}", path.display()))?;
-                eprintln!("wrote {}", path.display());
-            }
-            // What the founders publish beside the files, and joiners check (`kos init --genesis-hash`).
-            eprintln!("genesis hash {}", genesis.hash);
-            Ok(())
+        LedgerCommand::Genesis { network, validators, founders, bootnodes, force, funded, amount, time_ms, out } => {
+            let founding = Founding { network, validators, founders, bootnodes, force, funded, amount, time_ms, out };
+            write_genesis(founding)
         }
         LedgerCommand::GenesisHash { file } => {
             let genesis = Genesis::load(&file)?;

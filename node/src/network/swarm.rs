@@ -315,7 +315,10 @@ pub async fn spawn(
             warn!(%relay, %error, "reserving a relay slot failed");
         }
     }
-    for address in config.bootnodes.iter().filter(|address| !config.relays.contains(address)) {
+    let local = *swarm.local_peer_id();
+    // A founder's own address is in the bootnodes file it shares with the others: it does not dial itself.
+    let own = |address: &Multiaddr| address.iter().any(|part| part == Protocol::P2p(local));
+    for address in config.bootnodes.iter().filter(|address| !config.relays.contains(address) && !own(address)) {
         if let Err(error) = swarm.dial(address.clone()) {
             warn!(%address, %error, "dialing bootnode failed");
         }

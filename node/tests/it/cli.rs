@@ -179,3 +179,42 @@ fn verify_state_says_what_the_every_kind_chain_exercised() {
     let plain = stdout(&kos(dir.path(), &["ledger", "verify", file]));
     assert!(!plain.contains("entries by kind"), "{plain}");
 }
+
+/// The founders' command refuses what joiners could not use, and never overwrites a published genesis by accident;
+/// `kos init` refuses a genesis hash that is not one.
+#[test]
+fn the_founders_command_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = protocol::Keypair::from_seed(&[3; 32]).public().to_hex();
+    let out = dir.path().join("genesis.toml");
+    let out_arg = out.to_str().unwrap();
+    let genesis = |founder: &str, extra: &[&str]| {
+        let mut args = vec!["ledger", "genesis", "--network", "kos-t", "--out", out_arg, "--founder", founder];
+        args.extend_from_slice(extra);
+        kos(dir.path(), &args)
+    };
+    for (founder, expected) in [
+        (format!("{key}@/ip4/0.0.0.0/tcp/7070"), "not 0.0.0.0"),
+        (format!("{key}@/ip4/203.0.113.7/udp/7070/quic-v1"), "/ip4/ADDRESS/tcp/PORT"),
+        (format!("{key}@"), "/ip4/ADDRESS/tcp/PORT"),
+        (
+            format!("{key}@/ip4/203.0.113.7/tcp/7070/p2p/12D3KooWEo75C4mFb9dUN5cTGHtNopLnzq6TtWmhGd3uSaFDA9jz"),
+            "without /p2p/",
+        ),
+        ("3cac@/ip4/203.0.113.7/tcp/7070".to_owned(), "hex"),
+    ] {
+        let refused = genesis(&founder, &[]);
+        assert!(!refused.status.success(), "{founder} was taken");
+        assert!(stderr(&refused).contains(expected), "{founder}: {}", stderr(&refused));
+    }
+    let founder = format!("{key}@/ip4/203.0.113.7/tcp/7070");
+    assert!(genesis(&founder, &[]).status.success());
+    let again = genesis(&founder, &[]);
+    assert!(!again.status.success() && stderr(&again).contains("pass --force"), "{}", stderr(&again));
+    assert!(genesis(&founder, &["--force"]).status.success());
+    let hash = kos(dir.path(), &["ledger", "genesis-hash", out_arg]);
+    assert_eq!(stdout(&hash).trim().len(), 64);
+    let init = kos(&dir.path().join("node"), &["init", "--network", out_arg, "--genesis-hash", "not-hex"]);
+    assert!(!init.status.success() && stderr(&init).contains("is not 64 hex digits"), "{}", stderr(&init));
+    assert!(!dir.path().join("node").join("config.toml").exists());
+}
