@@ -380,23 +380,14 @@ mod every_kind {
         let credit = TokenId::new("credit").unwrap();
         let cell = Cell::new("u33db").unwrap();
         let start_s = GENESIS_MS / 1000 + 32 * 86_400;
-        let feeder = Asset {
-            kind: AssetKind::Feeder,
-            purpose: text("the street's feeder"),
-            owner: guild,
-            meters: BoundedVec::new(vec![MeterId::new("feeder").unwrap()]).unwrap(),
-            limits: Limits {
-                generation_w_max: 100_000,
-                import_w_max: 100_000,
-                export_w_max: 100_000,
-                consumption_w_max: 100_000,
-                storage_w_max: 0,
-                storage_wh: 0,
-            },
-            cell: cell.clone(),
-            commissioned_s: 0,
-            maintenance_interval_s: 0,
-            device: BoundedVec::default(),
+        let mut feeder = asset(AssetKind::Feeder, "the street's feeder", guild, "feeder", "u33db");
+        feeder.limits = Limits {
+            generation_w_max: 100_000,
+            import_w_max: 100_000,
+            export_w_max: 100_000,
+            consumption_w_max: 100_000,
+            storage_w_max: 0,
+            storage_wh: 0,
         };
         let pool = PoolId { resource: Resource::Energy, token: credit.clone(), cell: cell.clone(), interval_s: 900 };
         chain.now_ms = start_s * 1000 - 60_000;
@@ -453,24 +444,8 @@ mod every_kind {
     fn device_and_override_blocks(chain: &mut Chain) {
         let start_s = GENESIS_MS / 1000 + 33 * 86_400;
         let device = Keypair::from_seed(&protocol::vectors::seed(9));
-        let manifest = Asset {
-            kind: AssetKind::Meter,
-            purpose: text("a home's meter with a signing device"),
-            owner: chain.key(4),
-            meters: BoundedVec::new(vec![MeterId::new("home-4").unwrap()]).unwrap(),
-            limits: Limits {
-                generation_w_max: 10_000,
-                import_w_max: 40_000,
-                export_w_max: 40_000,
-                consumption_w_max: 40_000,
-                storage_w_max: 0,
-                storage_wh: 0,
-            },
-            cell: Cell::new("").unwrap(),
-            commissioned_s: 0,
-            maintenance_interval_s: 0,
-            device: BoundedVec::new(vec![protocol::message::DeviceKey::Ed25519(device.public())]).unwrap(),
-        };
+        let mut manifest = asset(AssetKind::Meter, "a home's meter with a signing device", chain.key(4), "home-4", "");
+        manifest.device = BoundedVec::new(vec![protocol::message::DeviceKey::Ed25519(device.public())]).unwrap();
         chain.now_ms = (start_s + 900) * 1000;
         let freeze = Action::Override(protocol::message::Override {
             measure: protocol::message::Measure::Freeze(protocol::message::Freeze { account: chain.key(2) }),
@@ -509,6 +484,28 @@ mod every_kind {
         chain.block(&[]);
     }
 
+    /// An asset of one meter: 10 kW of generation, 40 kW of import, export and consumption, no storage, no device.
+    fn asset(kind: AssetKind, purpose: &str, owner: PublicKey, meter: &str, cell: &str) -> Asset {
+        Asset {
+            kind,
+            purpose: text(purpose),
+            owner,
+            meters: BoundedVec::new(vec![MeterId::new(meter).unwrap()]).unwrap(),
+            limits: Limits {
+                generation_w_max: 10_000,
+                import_w_max: 40_000,
+                export_w_max: 40_000,
+                consumption_w_max: 40_000,
+                storage_w_max: 0,
+                storage_wh: 0,
+            },
+            cell: Cell::new(cell).unwrap(),
+            commissioned_s: 0,
+            maintenance_interval_s: 0,
+            device: BoundedVec::default(),
+        }
+    }
+
     fn text<const N: usize>(text: &str) -> Text<N> {
         Text::new(text).unwrap()
     }
@@ -542,24 +539,7 @@ mod every_kind {
         let cell = Cell::new("u33db").unwrap();
 
         // Block 1: tokens, an asset, a guild, a proposal, a cancel.
-        let asset = Asset {
-            kind: AssetKind::Meter,
-            purpose: text("a home's meter"),
-            owner: chain.key(3),
-            meters: BoundedVec::new(vec![MeterId::new("home-3").unwrap()]).unwrap(),
-            limits: Limits {
-                generation_w_max: 10_000,
-                import_w_max: 40_000,
-                export_w_max: 40_000,
-                consumption_w_max: 40_000,
-                storage_w_max: 0,
-                storage_wh: 0,
-            },
-            cell: cell.clone(),
-            commissioned_s: 0,
-            maintenance_interval_s: 0,
-            device: BoundedVec::default(),
-        };
+        let home = asset(AssetKind::Meter, "a home's meter", chain.key(3), "home-3", "u33db");
         let memo = || text("");
         let one = vec![
             chain.sign(
@@ -568,7 +548,7 @@ mod every_kind {
             ),
             chain.sign(1, Body::Mint(Mint { to: chain.key(3), token: credit.clone(), amount: 500, memo: memo() })),
             chain.sign(2, Body::Burn(Burn { token: credit.clone(), amount: 100, memo: memo() })),
-            chain.sign(3, Body::Asset(asset)),
+            chain.sign(3, Body::Asset(home)),
             chain.sign(
                 1,
                 Body::Guild(Guild {
