@@ -110,13 +110,50 @@ fn meter_section(args: &InitArgs) -> String {
 
 /// `kos init`: key, genesis, bootnodes and config in the data directory.
 pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
-    // The published hash is checked before anything is written.
-    if let (Some(genesis_path), Some(published)) = (&args.network, &args.genesis_hash) {
-        let genesis = ::ledger::genesis::Genesis::load(genesis_path)
-            .with_context(|| format!("{} is not a kos genesis file", genesis_path.display()))?;
-        check_genesis_hash(genesis_path, &genesis, published)?;
+    // Every input is read and checked before anything is written: a bad one leaves the data directory as it was.
+    let genesis = match &args.network {
+        Some(path) => {
+            let genesis = ::ledger::genesis::Genesis::load(path)
+                .with_context(|| format!("{} is not a kos genesis file", path.display()))?;
+            if let Some(published) = &args.genesis_hash {
+                check_genesis_hash(path, &genesis, published)?;
+            }
+            Some(genesis)
+        }
+        None => None,
+    };
+    let list = match (&args.bootnodes, &args.network) {
+        (Some(path), _) => Some(path.clone()),
+        (None, Some(genesis_path)) => {
+            genesis_path.parent().map(|dir| dir.join("bootnodes.txt")).filter(|path| path.exists())
+        }
+        (None, None) => None,
+    };
+    let mut bootnodes = match list {
+        Some(path) => read_bootnodes(&path)?,
+        None => Vec::new(),
+    };
+    for bootnode in &args.bootnode {
+        bootnode.parse::<libp2p::Multiaddr>().with_context(|| format!("--bootnode {bootnode:?} is not a multiaddr"))?;
+        bootnodes.push(bootnode.clone());
+    }
+    for pool in &args.pool {
+        pool.parse::<protocol::message::PoolKey>().map_err(|problem| anyhow::anyhow!("--pool {pool:?}: {problem}"))?;
     }
     let data_dir = &paths.data_dir;
+    let config_path = crate::config::default_path(data_dir);
+    if config_path.exists() && !args.force {
+        bail!("{} exists; pass --force to replace it (the key and the ledger are kept)", config_path.display());
+    }
+    let target = data_dir.join("genesis.toml");
+    if let Some(genesis) = &genesis
+        && target.exists()
+        && !args.force
+        && std::fs::read_to_string(&target).unwrap_or_default() != genesis.text
+    {
+        bail!("{} holds another genesis; pass --force to replace it", target.display());
+    }
+
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let key_file = paths.key_file();
     let keypair = if key_file.exists() {
@@ -126,45 +163,15 @@ pub fn init(paths: &Paths, args: InitArgs) -> anyhow::Result<()> {
         keyfile::write(&key_file, &keypair, false)?;
         keypair
     };
-    let config_path = crate::config::default_path(data_dir);
-    if config_path.exists() && !args.force {
-        bail!("{} exists; pass --force to replace it (the key and the ledger are kept)", config_path.display());
-    }
     let mut network = "kos-local".to_string();
     let mut genesis_hash = None;
     let mut validator = false;
-    let mut bootnodes = Vec::new();
-    if let Some(genesis_path) = &args.network {
-        let genesis = ::ledger::genesis::Genesis::load(genesis_path)
-            .with_context(|| format!("{} is not a kos genesis file", genesis_path.display()))?;
-        let target = data_dir.join("genesis.toml");
-        if target.exists() && !args.force {
-            let existing = std::fs::read_to_string(&target).unwrap_or_default();
-            if existing != genesis.text {
-                bail!("{} holds another genesis; pass --force to replace it", target.display());
-            }
-        }
+    if let Some(genesis) = &genesis {
         // The file's bytes, not a re-encoding: its hash is the parent of block 1.
         std::fs::write(&target, genesis.text.as_bytes()).with_context(|| format!("writing {}", target.display()))?;
         network = genesis.network.as_str().to_string();
         genesis_hash = Some(genesis.hash);
         validator = genesis.validators.iter().any(|member| member.key == keypair.public());
-        let list = match &args.bootnodes {
-            Some(path) => Some(path.clone()),
-            None => genesis_path.parent().map(|dir| dir.join("bootnodes.txt")).filter(|path| path.exists()),
-        };
-        if let Some(path) = list {
-            bootnodes = read_bootnodes(&path)?;
-        }
-    } else if let Some(path) = &args.bootnodes {
-        bootnodes = read_bootnodes(path)?;
-    }
-    for bootnode in &args.bootnode {
-        bootnode.parse::<libp2p::Multiaddr>().with_context(|| format!("--bootnode {bootnode:?} is not a multiaddr"))?;
-        bootnodes.push(bootnode.clone());
-    }
-    for pool in &args.pool {
-        pool.parse::<protocol::message::PoolKey>().map_err(|problem| anyhow::anyhow!("--pool {pool:?}: {problem}"))?;
     }
     let meter = meter_section(&args);
     let config = format!(

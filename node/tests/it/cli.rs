@@ -218,3 +218,28 @@ fn the_founders_command_says_what_is_wrong() {
     assert!(!init.status.success() && stderr(&init).contains("is not 64 hex digits"), "{}", stderr(&init));
     assert!(!dir.path().join("node").join("config.toml").exists());
 }
+
+/// `kos init` checks every input before it writes anything: a bad pool, bootnode or bootnodes file leaves no key,
+/// no genesis and no config behind (before, the key and the genesis were written first).
+#[test]
+fn kos_init_writes_nothing_when_an_input_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let genesis = dir.path().join("genesis.toml");
+    let key = protocol::Keypair::from_seed(&[4; 32]).public().to_hex();
+    let written = kos(dir.path(), &["ledger", "genesis", "--validator", &key, "--out", genesis.to_str().unwrap()]);
+    assert!(written.status.success(), "{}", stderr(&written));
+    let bad_list = dir.path().join("elsewhere.txt");
+    std::fs::write(&bad_list, "not a multiaddr\n").unwrap();
+    let node = dir.path().join("node");
+    for (args, expected) in [
+        (vec!["--pool", "energy/credit/u33db"], "--pool"),
+        (vec!["--bootnode", "nowhere"], "--bootnode"),
+        (vec!["--bootnodes", bad_list.to_str().unwrap()], "is not a multiaddr"),
+    ] {
+        let mut all = vec!["init", "--network", genesis.to_str().unwrap()];
+        all.extend(args);
+        let refused = kos(&node, &all);
+        assert!(!refused.status.success() && stderr(&refused).contains(expected), "{all:?}: {}", stderr(&refused));
+        assert!(!node.exists() || std::fs::read_dir(&node).unwrap().next().is_none(), "{all:?} wrote into {node:?}");
+    }
+}
