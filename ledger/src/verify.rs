@@ -94,7 +94,7 @@ impl Verifier {
             entries_max: genesis.params.block_entries_max,
         };
         check::check_header(header, &parent).map_err(|what| format!("block {height}: bad {what}"))?;
-        if certificate.value_id != block.hash() || certificate.height.0 != height {
+        if !check::certificate_is_for(&certificate, height, block.hash()) {
             return Err(format!("certificate {height} is for another block"));
         }
         check::check_commit(&genesis.network, &validators, &certificate, &mut check::verify_signature)

@@ -142,6 +142,12 @@ fn votes_for_block<'a>(
         .collect()
 }
 
+/// Whether a commit certificate is for the block of `height` with `hash` (PROTOCOL.md §11, *Certificates*: its
+/// height is the block's and its value the block's hash; its round is any). Checked before its signatures.
+pub fn certificate_is_for(certificate: &CommitCertificate<Kos>, height: u64, hash: Hash) -> bool {
+    certificate.height.0 == height && certificate.value_id == hash
+}
+
 /// A commit certificate: precommits for its block.
 pub fn check_commit(
     network: &NetworkId,

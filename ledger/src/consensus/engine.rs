@@ -1263,7 +1263,7 @@ impl<S: Store> Shell<S> {
             return;
         }
         let block = match Block::from_bytes(&response.value_bytes) {
-            Ok(block) if block.hash() == certificate.value_id => block,
+            Ok(block) if check::certificate_is_for(certificate, self.height, block.hash()) => block,
             _ => {
                 self.effects.push(Effect::Misbehaved {
                     peer: response.peer,
