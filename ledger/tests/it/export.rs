@@ -45,23 +45,25 @@ fn records(bytes: &[u8]) -> Vec<&[u8]> {
     records
 }
 
-/// PROTOCOL.md's export vector: the lines of the block that starts with `export-vector:`.
-fn documented() -> BTreeMap<String, String> {
+/// The lines of PROTOCOL.md's `text` block whose first line starts with `first`, from that line on.
+fn protocol_md_block(first: &str) -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
     let text = std::fs::read_to_string(path).expect("PROTOCOL.md at the repository root");
-    let mut block = BTreeMap::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if line.starts_with("export-vector: ") {
-            inside = true;
-        } else if inside && line.starts_with("```") {
-            break;
-        }
-        if inside && let Some((key, value)) = line.split_once(": ") {
-            block.insert(key.to_owned(), value.to_owned());
-        }
-    }
-    block
+    text.lines()
+        .skip_while(|line| !line.starts_with(first))
+        .take_while(|line| !line.starts_with("```"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A block's `key: value` lines.
+fn pairs(lines: &[String]) -> impl Iterator<Item = (String, String)> + '_ {
+    lines.iter().filter_map(|line| line.split_once(": ")).map(|(key, value)| (key.to_owned(), value.to_owned()))
+}
+
+/// PROTOCOL.md's export vector: the lines of the block that starts with `export-vector:`.
+fn documented() -> BTreeMap<String, String> {
+    pairs(&protocol_md_block("export-vector: ")).collect()
 }
 
 #[test]
@@ -124,21 +126,7 @@ fn no_truncation_of_an_export_verifies() {
 
 /// PROTOCOL.md §12's ledger vectors: the lines of the block that starts with `ledger-vectors:`, in order.
 fn documented_ledger_vectors() -> Vec<(String, String)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
-    let text = std::fs::read_to_string(path).expect("PROTOCOL.md at the repository root");
-    let mut lines = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if line.starts_with("ledger-vectors: ") {
-            inside = true;
-        } else if inside && line.starts_with("```") {
-            break;
-        }
-        if inside && let Some((key, value)) = line.split_once(": ") {
-            lines.push((key.to_owned(), value.to_owned()));
-        }
-    }
-    lines
+    pairs(&protocol_md_block("ledger-vectors: ")).collect()
 }
 
 /// What the code makes for §12's ledger vectors: everything a verifier hashes or signs besides messages, from the
@@ -737,21 +725,7 @@ mod every_kind {
 
 /// PROTOCOL.md §12's every-kind vector: the lines of the block that starts with `every-kind-vector:`.
 fn documented_every_kind() -> Vec<String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md");
-    let text = std::fs::read_to_string(path).expect("PROTOCOL.md at the repository root");
-    let mut lines = Vec::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if line.starts_with("every-kind-vector: ") {
-            inside = true;
-        } else if inside && line.starts_with("```") {
-            break;
-        }
-        if inside {
-            lines.push(line.to_owned());
-        }
-    }
-    lines
+    protocol_md_block("every-kind-vector: ")
 }
 
 /// Issue 31, items 7 and 8: a chain holding every kind of ledger entry re-executes, block by block, to the state
