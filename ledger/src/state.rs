@@ -35,6 +35,7 @@ mod jobs;
 mod keys;
 mod read;
 mod readings;
+pub mod suspects;
 mod tokens;
 mod trade;
 

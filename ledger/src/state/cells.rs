@@ -16,19 +16,20 @@
 //! The work is end-of-block work over the cell's records of the interval: one close per cell and interval with a
 //! reading, linear in the cell's members (its records are bounded by the readings the blocks held).
 
-use std::collections::BTreeMap;
-
 use super::*;
 use protocol::message::{Outcome, Trust};
 use protocol::types::Cell;
 
 use super::jobs::JobError;
 use super::read::{Kv, prefixed, value};
+use super::suspects::{self, GapFit, MemberFlows};
 
 /// Most members a feeder case names.
 pub const CASE_NAMED_MAX: usize = 8;
-/// How many of a cell's intervals (this one and those before it) the suspects of a feeder gap are judged over.
-pub const SUSPECT_WINDOW: u64 = 96;
+/// How many of a cell's intervals (this one and those before it) the suspects of a feeder gap are judged over: two
+/// days of quarter hours, as long as the ledger keeps an interval's records. Each unbalanced close reads the
+/// window's member records: at most this many times the cell's members.
+pub const SUSPECT_WINDOW: u64 = 192;
 /// A case is decided (by its votes so far) at the latest this long after its interval's end: a day before the
 /// interval's records (the held escrows' index, the flows they are released by) are forgotten.
 pub const CASE_DECIDED_WITHIN_MS: u64 = INTERVAL_RECORDS_RETENTION_MS - 86_400_000;
@@ -231,9 +232,14 @@ pub struct CellCase {
 impl CellCase {
     /// The members' net export claimed less the feeder's net export, Wh (a feeder case).
     pub fn gap_wh(&self) -> i128 {
-        let [members_import, members_export, feeder_import, feeder_export] = self.flows.map(i128::from);
-        (members_export - members_import) - (feeder_export - feeder_import)
+        gap_of(self.flows)
     }
+}
+
+/// `(Me − Mi) − (Fe − Fi)` of `[Mi, Me, Fi, Fe]`: the members' claimed net export beyond what the feeder measured.
+fn gap_of(flows: [u64; 4]) -> i128 {
+    let [members_import, members_export, feeder_import, feeder_export] = flows.map(i128::from);
+    (members_export - members_import) - (feeder_export - feeder_import)
 }
 
 /// Reads of cells (see [`Kv`]).
@@ -525,10 +531,7 @@ impl Pending<'_> {
         if let Some(feeder) = record.feeder.first().copied() {
             let members_import = members.iter().map(|(_, member)| member.import_wh).fold(0u64, u64::saturating_add);
             let members_export = members.iter().map(|(_, member)| member.export_wh).fold(0u64, u64::saturating_add);
-            let gross = u128::from(members_import) + u128::from(members_export);
-            let tolerance = u128::from(self.param("feeder_tolerance_wh"))
-                + gross * u128::from(self.param("feeder_tolerance_ppm")) / u128::from(market::PPM);
-            let tolerance = u64::try_from(tolerance).unwrap_or(u64::MAX);
+            let tolerance = self.tolerance(members_import, members_export);
             let flows = [members_import, members_export, record.feeder_import_wh, record.feeder_export_wh];
             let mut state = CellCase {
                 kind: CaseKind::Feeder,
@@ -554,7 +557,7 @@ impl Pending<'_> {
                 record.status = IntervalStatus::Balanced;
             } else {
                 record.status = IntervalStatus::Unbalanced;
-                let named = self.suspects(cell, start_s, interval_s, members, gap);
+                let named = self.suspects(cell, start_s, interval_s, members, gap, tolerance);
                 // A close this late (after a long outage) comes in the block that forgets the interval's records:
                 // its cases would be decided without the index of the escrows they hold, which would stay locked
                 // for good. Then nothing is held, and the escrows are released at their time.
@@ -972,10 +975,10 @@ impl Pending<'_> {
         }
     }
 
-    /// The members whose readings explain a feeder gap most (PROTOCOL.md §10, *cells*, step 1): over the cell's
-    /// last [`SUSPECT_WINDOW`] intervals with a feeder reading (this one included), how much of the gaps each
-    /// member's net export claims account for (the gaps' projection on its claims); named strongest first until
-    /// their shares of this gap cover it, at most [`CASE_NAMED_MAX`] accounts.
+    /// The members whose readings explain a feeder gap most (PROTOCOL.md §10, *cells*, step 1): the fit of the
+    /// gaps of the cell's last [`SUSPECT_WINDOW`] intervals with a feeder reading (this one included) on each
+    /// member's registers and on the line losses ([`suspects::GapFit`]); named strongest first until their shares
+    /// of this gap cover its excess over the tolerance, at most [`CASE_NAMED_MAX`] accounts.
     fn suspects(
         &self,
         cell: &str,
@@ -983,18 +986,18 @@ impl Pending<'_> {
         interval_s: u32,
         members: &[(Id, CellMember)],
         gap: i128,
+        tolerance: u64,
     ) -> Vec<PublicKey> {
-        let claim = |member: &CellMember| i128::from(member.export_wh) - i128::from(member.import_wh);
-        // Σ gap × claim and Σ claim² per asset over the window, this interval first.
-        let mut sums: BTreeMap<Id, (i128, i128)> = BTreeMap::new();
-        let mut add = |gap: i128, members: &[(Id, CellMember)]| {
-            for (asset, member) in members {
-                let entry = sums.entry(*asset).or_insert((0, 0));
-                entry.0 = entry.0.saturating_add(gap.saturating_mul(claim(member)));
-                entry.1 = entry.1.saturating_add(claim(member).saturating_mul(claim(member)));
-            }
+        let flows = |members: &[(Id, CellMember)]| -> Vec<(Id, MemberFlows)> {
+            members
+                .iter()
+                .map(|(asset, member)| {
+                    (*asset, MemberFlows { import_wh: member.import_wh, export_wh: member.export_wh })
+                })
+                .collect()
         };
-        add(gap, members);
+        let mut fit = GapFit::default();
+        fit.add(gap, tolerance, flows(members));
         for back in 1..SUSPECT_WINDOW {
             let earlier = start_s.saturating_sub(back.saturating_mul(u64::from(interval_s)));
             let Some(record) = self.read::<CellInterval>(&interval_record_key(cell, earlier, interval_s)) else {
@@ -1004,39 +1007,35 @@ impl Pending<'_> {
                 continue;
             }
             let earlier_members = self.cell_members(cell, earlier, interval_s);
-            let members_net = earlier_members.iter().map(|(_, member)| claim(member)).sum::<i128>();
-            let feeder_net = i128::from(record.feeder_export_wh) - i128::from(record.feeder_import_wh);
-            add(members_net - feeder_net, &earlier_members);
+            let (gap, tolerance) = self.gap_and_tolerance(&record, &earlier_members);
+            fit.add(gap, tolerance, flows(&earlier_members));
         }
-        // Candidates: members whose claims move with the gaps and whose claim now is in the gap's direction.
-        let mut candidates: Vec<(u8, u128, i128, Id, PublicKey, i128)> = members
+        let suspects = members
             .iter()
             .filter_map(|(asset, member)| {
-                let (projected, squares) = *sums.get(asset)?;
-                let now = claim(member);
-                if projected <= 0 || squares <= 0 || now.signum() != gap.signum() {
-                    return None;
-                }
-                let score = projected.unsigned_abs() / squares.unsigned_abs().isqrt().max(1);
-                // Its share of this gap: the regression of the gaps on its claims, times its claim now.
-                let share = projected.saturating_mul(now) / squares;
-                Some((member.attested, score, now.abs(), *asset, member.author, share.abs()))
+                let now = MemberFlows { import_wh: member.import_wh, export_wh: member.export_wh };
+                fit.suspect(*asset, member.author, member.attested, now, gap)
             })
             .collect();
-        // A device vouches for its meter's readings: members whose device signed them are suspected last.
-        candidates.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2)).then(a.3.cmp(&b.3)));
-        let mut named: Vec<PublicKey> = Vec::new();
-        let mut covered = 0i128;
-        for (_, _, _, _, author, share) in candidates {
-            if covered >= gap.abs() || named.len() >= CASE_NAMED_MAX {
-                break;
-            }
-            covered = covered.saturating_add(share);
-            if !named.contains(&author) {
-                named.push(author);
-            }
-        }
-        named
+        let excess = gap.unsigned_abs().saturating_sub(u128::from(tolerance));
+        suspects::named(suspects, excess, CASE_NAMED_MAX)
+    }
+
+    /// A closed interval's gap (`(Me − Mi) − (Fe − Fi)`) and tolerance (`feeder_tolerance_wh` plus
+    /// `feeder_tolerance_ppm` of the members' gross flows), with the parameters in force.
+    fn gap_and_tolerance(&self, record: &CellInterval, members: &[(Id, CellMember)]) -> (i128, u64) {
+        let import = members.iter().map(|(_, member)| member.import_wh).fold(0u64, u64::saturating_add);
+        let export = members.iter().map(|(_, member)| member.export_wh).fold(0u64, u64::saturating_add);
+        let flows = [import, export, record.feeder_import_wh, record.feeder_export_wh];
+        (gap_of(flows), self.tolerance(import, export))
+    }
+
+    /// `feeder_tolerance_wh + ⌊(Mi + Me) × feeder_tolerance_ppm / 10⁶⌋`.
+    fn tolerance(&self, members_import: u64, members_export: u64) -> u64 {
+        let gross = u128::from(members_import) + u128::from(members_export);
+        let tolerance = u128::from(self.param("feeder_tolerance_wh"))
+            + gross * u128::from(self.param("feeder_tolerance_ppm")) / u128::from(market::PPM);
+        u64::try_from(tolerance).unwrap_or(u64::MAX)
     }
 
     /// Indexes an energy escrow of a cell's pool under its interval, so a feeder case can hold it.

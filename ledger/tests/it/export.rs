@@ -189,7 +189,51 @@ fn ledger_vectors() -> Vec<(String, String)> {
     let proposal =
         Proposal { height: Height(1), round: Round::new(0), block, pol_round: Round::Nil, proposer: validator };
     line("proposal-digest".into(), proposal_digest(&network, &proposal).to_string());
+    suspects_vector(&mut line);
     lines
+}
+
+/// §10 *cells* step 1 on a window of four intervals of three members (assets `01…`, `02…`, `03…` of test
+/// authors 1 to 3): member 2 claims a fifth more export than it made. Each interval: its gap, its tolerance and
+/// the members' `import:export`; then each member's suspect register, score and share; then the named.
+fn suspects_vector(line: &mut impl FnMut(String, String)) {
+    use ledger::state::suspects::{GapFit, MemberFlows, named};
+    // (gap, tolerance, the members' (import, export)).
+    type Interval = (i128, u64, [(u64, u64); 3]);
+    let window: [Interval; 4] = [
+        (112, 84, [(0, 800), (0, 600), (300, 0)]),
+        (70, 70, [(0, 400), (0, 360), (250, 0)]),
+        (15, 61, [(100, 0), (0, 60), (400, 0)]),
+        (160, 90, [(0, 1_000), (0, 840), (200, 0)]),
+    ];
+    let asset = |member: usize| protocol::Id([u8::try_from(member + 1).unwrap(); 32]);
+    let mut fit = GapFit::default();
+    for (t, (gap, tolerance, members)) in window.iter().enumerate() {
+        let flows = members.map(|(import_wh, export_wh)| MemberFlows { import_wh, export_wh });
+        fit.add(*gap, *tolerance, (0..3).map(|member| (asset(member), flows[member])));
+        let listed: Vec<String> = members.iter().map(|(import, export)| format!("{import}:{export}")).collect();
+        line(format!("suspects-interval-{t}"), format!("gap {gap} tolerance {tolerance} members {}", listed.join(" ")));
+    }
+    let (gap, tolerance, now) = window[3];
+    let mut suspects = Vec::new();
+    for (member, (import_wh, export_wh)) in now.into_iter().enumerate() {
+        let author = protocol::vectors::public_key(u8::try_from(member + 1).unwrap());
+        let suspect = fit.suspect(asset(member), author, 0, MemberFlows { import_wh, export_wh }, gap);
+        let text = match &suspect {
+            Some(suspect) => format!(
+                "{} score {} share {}",
+                if suspect.register == 0 { "export" } else { "import" },
+                suspect.score,
+                suspect.share_wh
+            ),
+            None => "none".to_owned(),
+        };
+        line(format!("suspects-member-{}", member + 1), text);
+        suspects.extend(suspect);
+    }
+    let excess = gap.unsigned_abs() - u128::from(tolerance);
+    let named: Vec<String> = named(suspects, excess, 8).iter().map(protocol::PublicKey::to_hex).collect();
+    line("suspects-named".into(), named.join(" "));
 }
 
 /// Issue 31, item 7: everything that is hashed or signed has a vector — the genesis hash, the first state pair by
