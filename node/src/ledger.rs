@@ -560,24 +560,17 @@ impl Actor {
     async fn submit(&mut self, submissions: Vec<(Vec<u8>, Reply)>) -> anyhow::Result<()> {
         let (entries, replies): (Vec<Vec<u8>>, Vec<Reply>) = submissions.into_iter().unzip();
         let (results, effects) = self.engine.on_entries(entries.clone(), now_ms());
-        // Entries travel on the ledger topic (several at once in bundles), job postings and bids on the jobs topic
-        // (which every node also feeds to its mempool).
-        let mut ledger_entries = Vec::new();
+        // Each accepted entry travels on its own topic: readings on the readings topic, job postings and bids on the
+        // jobs topic (which every node also feeds to its mempool), the rest on the ledger topic (several at once in
+        // bundles).
+        let mut accepted = Vec::new();
         for ((bytes, result), reply) in entries.into_iter().zip(results).zip(replies) {
             if result.is_ok() {
-                let jobs = protocol::Envelope::from_bytes(&bytes)
-                    .ok()
-                    .and_then(|envelope| Topic::of(&envelope))
-                    .is_some_and(|topic| topic == Topic::Jobs);
-                if !jobs {
-                    ledger_entries.push(bytes);
-                } else if let Err(error) = self.network.publish_bytes(Topic::Jobs, bytes).await {
-                    debug!(%error, "gossiping a submitted entry");
-                }
+                accepted.push(bytes);
             }
             let _ = reply.send(result);
         }
-        if let Err(error) = self.network.publish_entries(&ledger_entries).await {
+        if let Err(error) = self.network.publish_entries(&accepted).await {
             // A lone validator has no peers to gossip to; its own mempool has the entries.
             debug!(%error, "gossiping submitted entries");
         }

@@ -662,6 +662,81 @@ async fn entries_travel_in_bundles_and_a_bundle_with_an_invalid_entry_goes_no_fu
     assert_eq!(stats(&nodes[2]), (50, 0, 1));
 }
 
+/// What a node's own clients submit to its ledger (a feeder's reading, transfers) it passes on each on its kind's
+/// topic. Every submitted entry went on the ledger topic or in a bundle: peers rejected a reading there (it belongs on
+/// the readings topic) and blamed the sender, so a validator running a cell's feeder, which submits a reading every
+/// interval, fell below its peers' gossip thresholds after five intervals, received nothing more and stalled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_entries_travel_each_on_its_own_topic_and_cost_the_sender_nothing() {
+    use protocol::message::{Body, MeterSource, Reading};
+    use protocol::types::MeterId;
+    let mut nodes = Vec::new();
+    for seed in 610..612 {
+        let node = local::start(seed, &network(), Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+        node.handle.subscribe(Topic::Ledger).await.unwrap();
+        node.handle.subscribe(Topic::Readings).await.unwrap();
+        nodes.push(node);
+    }
+    local::connect(&nodes[0], &nodes[1]).await.unwrap();
+    let peer = nodes[1].handle.peer_id();
+    for topic in [Topic::Ledger, Topic::Bundles, Topic::Readings] {
+        let meshed = wait_for(Duration::from_secs(15), || async {
+            nodes[0].handle.topic_peers(topic).await.unwrap().contains(&peer)
+        })
+        .await;
+        assert!(meshed, "no {topic:?} mesh link");
+    }
+    let last_interval = now_ms() / 1000 / 900 * 900 - 900;
+    let reading = |nonce: u64, start_s: u64| {
+        let reading = Reading {
+            meter: MeterId::new("feeder").unwrap(),
+            interval_start_s: start_s,
+            interval_s: 900,
+            import_wh: 0,
+            export_wh: 400,
+            generation_wh: 400,
+            consumption_wh: 0,
+            import_counter_wh: 0,
+            export_counter_wh: 400 * nonce,
+            source: MeterSource::Simulated,
+            device: Default::default(),
+        };
+        Draft {
+            network: network(),
+            nonce,
+            created_ms: now_ms(),
+            expires_ms: now_ms() + 600_000,
+            body: Body::Reading(reading),
+        }
+        .sign(&nodes[0].keypair)
+    };
+    let first = reading(1, last_interval - 900);
+    let second = reading(2, last_interval);
+    let transfers = [transfer(&nodes[0].keypair, 3), transfer(&nodes[0].keypair, 4)];
+    // A reading alone; then a reading with two transfers: the reading alone, the transfers in one bundle.
+    assert_eq!(nodes[0].handle.publish_entries(&[first.to_bytes()]).await.unwrap(), 1);
+    let together = [second.to_bytes(), transfers[0].to_bytes(), transfers[1].to_bytes()];
+    assert_eq!(nodes[0].handle.publish_entries(&together).await.unwrap(), 2);
+    let mut expected: HashSet<(protocol::Id, Topic)> = [(first.id(), Topic::Readings), (second.id(), Topic::Readings)]
+        .into_iter()
+        .chain(transfers.iter().map(|transfer| (transfer.id(), Topic::Ledger)))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while !expected.is_empty() {
+        let delivery = tokio::time::timeout_at(deadline, nodes[1].deliveries.recv()).await;
+        let delivery = delivery.unwrap_or_else(|_| panic!("b misses {expected:?}")).unwrap();
+        assert!(
+            expected.remove(&(delivery.id, delivery.topic)),
+            "unexpected: {:?} on {:?}",
+            delivery.id,
+            delivery.topic
+        );
+    }
+    assert_eq!(Stats::get(&nodes[1].handle.stats().rejected), 0);
+    let score = nodes[1].handle.peer_score(nodes[0].handle.peer_id()).await.unwrap().unwrap();
+    assert!(score >= 0.0, "a's score at b: {score}");
+}
+
 /// Review of issue 26: a node that cancels an offer while its pool's mesh is empty (a partition) sends the cancel
 /// again when the mesh comes back, so a peer that holds the offer stops matching it. Nothing else brings it: a
 /// pool's recent offers carry no cancels.

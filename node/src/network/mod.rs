@@ -432,22 +432,39 @@ impl Handle {
         self.ask(|reply| Command::Publish { topic, bytes, reply }).await?
     }
 
-    /// Publishes ledger-topic entries this node has validated: one alone on [`Topic::Ledger`], several in bundles on
-    /// [`Topic::Bundles`] (PROTOCOL.md §9), which peers take apart and check entry by entry. Returns how many gossip
-    /// messages were published.
+    /// Publishes ledger entries this node has validated, each on its own topic ([`Topic::of`], PROTOCOL.md §9):
+    /// readings one by one on [`Topic::Readings`], job postings and bids on [`Topic::Jobs`], and the entries of the
+    /// ledger topic one alone on [`Topic::Ledger`], several in bundles on [`Topic::Bundles`], which peers take apart
+    /// and check entry by entry. Peers reject an entry on another kind's topic and blame the node for it: a reading
+    /// on the ledger topic or in a bundle cost its sender its peers. Entries that do not decode are left out.
+    /// Returns how many gossip messages were published, or the first error when one failed (the others are still
+    /// published).
     pub async fn publish_entries(&self, entries: &[Vec<u8>]) -> Result<usize, Error> {
-        match entries {
-            [] => Ok(0),
-            [entry] => self.publish_bytes(Topic::Ledger, entry.clone()).await.map(|_| 1),
-            _ => {
-                let bundles = protocol::bundle::pack(entries.iter().map(Vec::as_slice));
-                let count = bundles.len();
-                for bundle in bundles {
-                    self.publish_bytes(Topic::Bundles, bundle).await?;
-                }
-                Ok(count)
+        let mut messages: Vec<(Topic, Vec<u8>)> = Vec::new();
+        let mut ledger = Vec::new();
+        for entry in entries {
+            match protocol::Envelope::from_bytes(entry).ok().as_ref().and_then(Topic::of) {
+                Some(Topic::Ledger) => ledger.push(entry.as_slice()),
+                Some(topic) => messages.push((topic, entry.clone())),
+                None => {}
             }
         }
+        match ledger[..] {
+            [] => {}
+            [entry] => messages.push((Topic::Ledger, entry.to_vec())),
+            _ => messages.extend(
+                protocol::bundle::pack(ledger.iter().copied()).into_iter().map(|bundle| (Topic::Bundles, bundle)),
+            ),
+        }
+        let mut published = 0;
+        let mut failed = None;
+        for (topic, bytes) in messages {
+            match self.publish_bytes(topic, bytes).await {
+                Ok(_) => published += 1,
+                Err(error) => failed = failed.or(Some(error)),
+            }
+        }
+        failed.map_or(Ok(published), Err)
     }
 
     /// Receives (and forwards) the messages of a topic; at most [`TOPICS_MAX`] topics.
