@@ -401,6 +401,79 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
     }
 }
 
+/// Issue 30 in the devnet: home-0 claims a fifth more export than its meter measured; validator-1 runs the cell's
+/// feeder (the homes' meters as measured, summed). The feeder's readings reach the ledger every interval, intervals
+/// in which home-0 lies close unbalanced, and the case names home-0. A validator running the feeder published its
+/// readings on the ledger topic, where peers reject them: after five it was cut off from gossip and stalled for good,
+/// and most intervals closed unchecked. So the validators must also keep up with each other.
+#[test]
+fn kos_devnet_names_the_home_that_lies_and_its_feeders_validator_keeps_up() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_ports(6);
+    let dir = root.path().join("devnet");
+    let port_text = port.to_string();
+    // Home-0 (10 kWp) sells to home-1 (no PV) and lies.
+    let args = [
+        "devnet",
+        "--homes",
+        "2",
+        "--liar",
+        "0",
+        "--hour",
+        "10",
+        "--every",
+        "5",
+        "--port",
+        &port_text,
+        "--dir",
+        dir.to_str().unwrap(),
+    ];
+    let mut devnet = Process::start({
+        let mut command = Command::new(kos_binary());
+        command.args(args).env_remove("RUST_LOG");
+        command
+    })
+    .unwrap();
+    devnet
+        .wait_for_line(Duration::from_secs(30), |line| line.starts_with("dashboard: http://"))
+        .expect("kos devnet prints the dashboard's address");
+    let api = |node: u16| format!("127.0.0.1:{}", port + 100 + node);
+    let account =
+        |node: u16| json(&api(node), "/status").and_then(|status| status["account"].as_str().map(str::to_owned));
+    let mut liar = None;
+    assert!(wait_until(Duration::from_secs(30), || {
+        liar = account(4);
+        liar.is_some()
+    }));
+    let liar = liar.unwrap();
+    // Six feeder intervals (15 s each) and more: long enough for the stall to have happened.
+    let mut cases = serde_json::Value::Null;
+    let named = wait_until(Duration::from_secs(150), || {
+        cases = json(&api(0), "/cases").unwrap_or_default();
+        let feeder_cases = cases["cases"].as_array().into_iter().flatten().filter(|case| case["kind"] == "feeder");
+        feeder_cases
+            .filter(|case| case["named"].as_array().is_some_and(|named| named.first() == Some(&liar.clone().into())))
+            .count()
+            >= 3
+    });
+    assert!(named, "no three feeder cases name home-0 ({liar}) first: {cases:#}\n{}", devnet.lines().join("\n"));
+    let cell = json(&api(0), "/cells/u33db?interval_s=15&count=20").unwrap_or_default();
+    let statuses: Vec<&str> =
+        cell["intervals"].as_array().into_iter().flatten().filter_map(|interval| interval["status"].as_str()).collect();
+    let unchecked = statuses.iter().filter(|status| **status == "unchecked").count();
+    assert!(unchecked * 4 <= statuses.len(), "the feeder's readings miss most intervals: {statuses:?}");
+    // No validator fell behind: each is within a few blocks of validator-0.
+    let height = |node: u16| json(&api(node), "/status").and_then(|status| status["ledger"]["height"].as_u64());
+    let lead = height(0).unwrap();
+    for validator in 1..4 {
+        let caught_up = wait_until(Duration::from_secs(10), || height(validator) >= Some(lead));
+        assert!(caught_up, "validator-{validator} is at {:?}, validator-0 was at {lead}", height(validator));
+    }
+    devnet.signal("TERM").unwrap();
+    let status = devnet.wait(Duration::from_secs(30)).expect("kos devnet did not stop");
+    assert!(status.success(), "{status:?}\n{}", devnet.lines().join("\n"));
+}
+
 /// Issue 25, defect 10: `kos devnet` stopped every node when one exited, so no crash drill could run on it. A node
 /// killed with SIGKILL is now reported in the summary while the others go on, and `--restart-crashed` starts it
 /// again on its data directory, where it catches up.
