@@ -160,6 +160,13 @@ const CF_EVENTS: &str = "events";
 /// Every column family, in the order they are opened.
 const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_EVENTS, CF_STATE, CF_INDEX, CF_WAL];
 const META_TIP: &[u8] = b"tip";
+/// The lowest height whose block the store keeps (a u64, big-endian; absent: 1, nothing pruned).
+const META_FIRST: &[u8] = b"first";
+/// Most heights one commit prunes: a node switched to `full` on a long archive catches up a few commits at a time
+/// instead of in one long write.
+pub const PRUNE_PER_COMMIT_MAX: u64 = 64;
+/// The fewest blocks a pruning store keeps: the sync protocol's peers and the API's recent blocks need some.
+pub const KEEP_BLOCKS_MIN: u64 = 16;
 const META_WAL_HEIGHT: &[u8] = b"wal-height";
 /// The database's format (a u64, big-endian) in the default family.
 const META_FORMAT: &[u8] = b"format";
@@ -240,6 +247,9 @@ pub struct RocksStore {
     wal_height: u64,
     wal_next: u64,
     wal_buffer: rocksdb::WriteBatch,
+    /// Pruning (issue 28, item 3): keep only the last this many blocks (their events and index entries); the state
+    /// is always whole. `None`: an archive, every block kept.
+    keep_blocks: Option<u64>,
 }
 
 fn be(value: u64) -> [u8; 8] {
@@ -286,7 +296,13 @@ impl RocksStore {
                 tracing::info!(path = %path.display(), from = old, to = FORMAT, "migrated the ledger database");
             }
         }
-        Ok(RocksStore { db: Arc::new(db), wal_height, wal_next, wal_buffer: rocksdb::WriteBatch::default() })
+        Ok(RocksStore {
+            db: Arc::new(db),
+            wal_height,
+            wal_next,
+            wal_buffer: rocksdb::WriteBatch::default(),
+            keep_blocks: None,
+        })
     }
 
     /// Opens a store read-only (also while a node has it open): for export and verification.
@@ -301,6 +317,44 @@ impl RocksStore {
         let db = rocksdb::DB::open_cf_for_read_only(&options, path, families, false)
             .with_context(|| format!("opening the ledger database in {} to read", path.display()))?;
         Ok(RocksReader { db: Arc::new(db) })
+    }
+
+    /// Prunes from now on: each commit deletes the blocks (with their events and index entries) older than the last
+    /// `keep` (at least [`KEEP_BLOCKS_MIN`]), at most [`PRUNE_PER_COMMIT_MAX`] heights at a time, in the commit's own
+    /// write. `None` keeps every block from now on (blocks pruned already stay pruned).
+    pub fn set_keep_blocks(&mut self, keep: Option<u64>) {
+        self.keep_blocks = keep.map(|keep| keep.max(KEEP_BLOCKS_MIN));
+    }
+
+    /// The lowest height whose block the store keeps (1 when nothing was pruned).
+    pub fn first(&self) -> anyhow::Result<u64> {
+        rocks_first(&self.db)
+    }
+
+    /// Adds to `batch` the deletion of the blocks a commit of `height` leaves beyond the ones to keep.
+    fn prune(&self, batch: &mut rocksdb::WriteBatch, height: u64) -> anyhow::Result<()> {
+        let Some(keep) = self.keep_blocks else { return Ok(()) };
+        let first = rocks_first(&self.db)?;
+        let wanted = height.saturating_sub(keep).saturating_add(1);
+        let until = wanted.min(first.saturating_add(PRUNE_PER_COMMIT_MAX));
+        if until <= first {
+            return Ok(());
+        }
+        let (blocks, events, index) = (self.cf(CF_BLOCKS)?, self.cf(CF_EVENTS)?, self.cf(CF_INDEX)?);
+        for pruned in first..until {
+            // A block that does not decode (damaged on disk) leaves its index entries, which then name a pruned
+            // height: pruning goes on.
+            let block = rocks_block(&self.db, pruned)?.and_then(|stored| crate::Block::from_bytes(&stored.block).ok());
+            for entry in block.iter().flat_map(crate::Block::entries) {
+                if let Ok(envelope) = protocol::Envelope::from_bytes(entry) {
+                    batch.delete_cf(index, envelope.id().as_bytes());
+                }
+            }
+        }
+        batch.delete_range_cf(blocks, be(first), be(until));
+        batch.delete_range_cf(events, be(first), be(until));
+        batch.put(META_FIRST, be(until));
+        Ok(())
     }
 
     /// A read-only view of the committed blocks and the entry index that other threads can use (to serve sync
@@ -334,6 +388,13 @@ impl RocksStore {
 #[derive(Clone)]
 pub struct RocksReader {
     db: Arc<rocksdb::DB>,
+}
+
+fn rocks_first(db: &rocksdb::DB) -> anyhow::Result<u64> {
+    match db.get(META_FIRST)? {
+        Some(bytes) => read_u64(&bytes),
+        None => Ok(1),
+    }
 }
 
 fn rocks_tip(db: &rocksdb::DB) -> anyhow::Result<u64> {
@@ -400,6 +461,11 @@ impl RocksReader {
     /// The height of the last committed block.
     pub fn tip(&self) -> anyhow::Result<u64> {
         rocks_tip(&self.db)
+    }
+
+    /// The lowest height whose block the store keeps (1 when nothing was pruned).
+    pub fn first(&self) -> anyhow::Result<u64> {
+        rocks_first(&self.db)
     }
 
     pub fn block(&self, height: u64) -> anyhow::Result<Option<Stored>> {
@@ -585,6 +651,7 @@ impl Store for RocksStore {
             batch.put_cf(index, id.as_bytes(), location);
         }
         batch.put(META_TIP, be(height));
+        self.prune(&mut batch, height)?;
         self.clear_wal(&mut batch, height + 1)?;
         self.db.write_opt(batch, &RocksStore::synced()).context("writing a committed block")?;
         Ok(())

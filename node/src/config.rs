@@ -29,6 +29,32 @@ pub struct Config {
     pub meter: Meter,
     pub island: Island,
     pub feeder: Feeder,
+    pub storage: Storage,
+}
+
+/// What the node keeps of the ledger's history (README, *Pruning*).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Storage {
+    /// `archive`: every block (what `kos ledger export` and peers syncing from the genesis need); `full`: the whole
+    /// state and the last `keep_blocks` blocks. Unset: `full` on a node with a meter (a home), `archive` otherwise.
+    pub mode: Option<StorageMode>,
+    /// Blocks a `full` node keeps (at least 16): 100,000 are about a day of a busy network's blocks.
+    pub keep_blocks: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Storage {
+        Storage { mode: None, keep_blocks: 100_000 }
+    }
+}
+
+/// See [`Storage::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageMode {
+    Archive,
+    Full,
 }
 
 /// A simulated feeder meter (a devnet's): the cell's members' meters as measured, summed at each interval's end
@@ -623,6 +649,7 @@ impl Default for Config {
             meter: Meter::default(),
             island: Island::default(),
             feeder: Feeder::default(),
+            storage: Storage::default(),
         }
     }
 }
@@ -734,10 +761,19 @@ impl Config {
         };
         engine.mempool.entries_max = ledger.mempool_entries_max;
         engine.mempool.per_author_max = ledger.mempool_entries_per_author_max;
+        let mode = self.storage.mode.unwrap_or(if self.meter.kind == MeterKind::None {
+            StorageMode::Archive
+        } else {
+            StorageMode::Full
+        });
+        if self.storage.keep_blocks < ledger::store::KEEP_BLOCKS_MIN {
+            bail!("storage.keep_blocks must be at least {}", ledger::store::KEEP_BLOCKS_MIN);
+        }
         Ok(Some(crate::ledger::Settings {
             genesis: std::sync::Arc::new(genesis),
             path: ledger.path.clone().unwrap_or_else(|| data_dir.join("ledger")),
             engine,
+            keep_blocks: (mode == StorageMode::Full).then_some(self.storage.keep_blocks),
         }))
     }
 

@@ -57,6 +57,8 @@ pub struct Settings {
     /// The RocksDB directory.
     pub path: PathBuf,
     pub engine: engine::Config,
+    /// `[storage]`: keep only the last this many blocks (a `full` node); `None` keeps every block (an archive).
+    pub keep_blocks: Option<u64>,
 }
 
 /// The ledger's state as the rest of the node sees it.
@@ -366,7 +368,8 @@ impl Opened {
 pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&settings.path)
         .with_context(|| format!("creating the ledger directory {}", settings.path.display()))?;
-    let store = RocksStore::open(&settings.path)?;
+    let mut store = RocksStore::open(&settings.path)?;
+    store.set_keep_blocks(settings.keep_blocks);
     let reader = store.reader();
     let engine = Engine::new(settings.genesis.clone(), keypair.seed(), store, settings.engine.clone(), now_ms())
         .map_err(|error| {

@@ -303,7 +303,7 @@ fn a_forged_far_vote_and_a_lying_peer_do_not_keep_a_node_syncing() {
         // The liar serves no block but claims the end of time; a watcher takes the consensus messages it is sent.
         let liar = local::start(7_101, &network, Transport::Tcp, |config| {
             config.kademlia = false;
-            config.blocks = Some(BlockSource(Arc::new(|_, _, _| (u64::MAX, Vec::new()))));
+            config.blocks = Some(BlockSource(Arc::new(|_, _, _| (u64::MAX, 1, Vec::new()))));
         })
         .await
         .unwrap();

@@ -359,3 +359,72 @@ fn a_refused_entry_is_answered_with_a_status_that_says_why() {
     assert_eq!(status, 503, "{answer}");
     assert!(answer["error"].as_str().unwrap().contains("mempool is full"), "{answer}");
 }
+
+/// Issue 28, item 3: a `full` node keeps the whole state but only its last blocks. Next to an archive validator it
+/// keeps committing the same chain, answers 410 for the blocks it pruned (and says from where it keeps them), and
+/// `kos ledger export` refuses its ledger. A newcomer that dials only the pruned node still syncs from the genesis:
+/// the pruned node answers that it keeps blocks from a later height, and the newcomer asks the archive.
+#[test]
+fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_from_the_archive() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["archive", "pruned", "newcomer"].iter().map(|name| root.path().join(name)).collect();
+    let (validator_key, validator_peer) = keys(&dirs[0]);
+    let (pruned_key, pruned_peer) = keys(&dirs[1]);
+    let (newcomer_key, newcomer_peer) = keys(&dirs[2]);
+    let genesis = root.path().join("genesis.toml");
+    kos(&[
+        "ledger",
+        "genesis",
+        "--network",
+        "kos-devnet",
+        "--out",
+        genesis.to_str().unwrap(),
+        "--validator",
+        &validator_key,
+    ]);
+    // Blocks every 100 ms, so that the pruned node has pruned within seconds.
+    let fast = "network = \"kos-devnet\"\n[ledger]\nempty_block_ms = 100\n";
+    for (dir, storage) in dirs.iter().zip(["", "[storage]\nmode = \"full\"\nkeep_blocks = 16\n", ""]) {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+        std::fs::write(dir.join("config.toml"), format!("{fast}{storage}")).unwrap();
+    }
+    let archive = kos_tests::cluster::Node::start(&dirs[0], &validator_key, &validator_peer, &[], &[]);
+    let pruned = kos_tests::cluster::Node::start(&dirs[1], &pruned_key, &pruned_peer, &[archive.bootnode()], &[]);
+    let first = |node: &kos_tests::cluster::Node| {
+        node.get("/status").and_then(|status| status["ledger"]["first_block"].as_u64())
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || height(&pruned.api) >= Some(60) && first(&pruned) > Some(1)),
+        "the full node did not prune: height {:?}, first {:?}\n{:#?}",
+        height(&pruned.api),
+        first(&pruned),
+        pruned.process.lines()
+    );
+    // It keeps at most the last 16 blocks plus what one commit prunes at a time, and follows the same chain.
+    let (tip, kept_from) = (height(&pruned.api).unwrap(), first(&pruned).unwrap());
+    assert!(kept_from + 16 + 64 >= tip && kept_from <= tip.saturating_sub(15), "keeps {kept_from}..={tip}");
+    assert_eq!(block_hash(&pruned.api, tip), block_hash(&archive.api, tip));
+    let old = http::get(&pruned.api, "/blocks/3").unwrap();
+    assert_eq!(old.status, 410, "{}", String::from_utf8_lossy(&old.body));
+    assert!(String::from_utf8_lossy(&old.body).contains("pruned"), "{}", String::from_utf8_lossy(&old.body));
+    assert_eq!(http::get(&pruned.api, "/blocks/3/raw").unwrap().status, 410);
+    assert_eq!(http::get(&archive.api, "/blocks/3").unwrap().status, 200, "the archive keeps every block");
+    assert!(wait_until(Duration::from_secs(20), || height(&pruned.api) > Some(tip + 10)), "it stopped committing");
+    // Export needs every block: the pruned ledger is refused with the reason, the archive's is exported.
+    let export = Command::new(kos_binary())
+        .args(["--data-dir", dirs[1].to_str().unwrap(), "ledger", "export", "--out", "-"])
+        .output()
+        .unwrap();
+    assert!(!export.status.success());
+    assert!(String::from_utf8_lossy(&export.stderr).contains("pruned"), "{}", String::from_utf8_lossy(&export.stderr));
+    // A newcomer given only the pruned node as bootnode syncs every block from the genesis.
+    let newcomer = kos_tests::cluster::Node::start(&dirs[2], &newcomer_key, &newcomer_peer, &[pruned.bootnode()], &[]);
+    let target = height(&archive.api).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || height(&newcomer.api) >= Some(target)),
+        "the newcomer did not sync: {:?} of {target}\n{:#?}",
+        height(&newcomer.api),
+        newcomer.process.lines()
+    );
+    assert_eq!(block_hash(&newcomer.api, 3), block_hash(&archive.api, 3));
+}

@@ -737,6 +737,33 @@ async fn submitted_entries_travel_each_on_its_own_topic_and_cost_the_sender_noth
     assert!(score >= 0.0, "a's score at b: {score}");
 }
 
+/// Issue 28, item 3: a node that prunes answers a request for blocks it no longer keeps with where it keeps them
+/// from (`Pruned`), not with an empty list (which the asker would take for a lie and penalise), and serves the
+/// blocks it keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_node_says_from_which_height_it_serves_blocks() {
+    use kos::network::BlockSource;
+    use std::sync::Arc;
+    let pruned = local::start(620, &network(), Transport::Tcp, |config| {
+        config.kademlia = false;
+        config.blocks = Some(BlockSource(Arc::new(move |from, _, _| {
+            // Keeps blocks 50 to 100.
+            let stored = ledger::store::Stored { block: vec![1, 2, 3], certificate: vec![4] };
+            let blocks = if (50..=100).contains(&from) { vec![stored] } else { Vec::new() };
+            (100, 50, blocks)
+        })));
+    })
+    .await
+    .unwrap();
+    let asker = local::start(621, &network(), Transport::Tcp, |config| config.kademlia = false).await.unwrap();
+    local::connect(&asker, &pruned).await.unwrap();
+    let peer = pruned.handle.peer_id();
+    let error = asker.handle.blocks(peer, 1, 10).await.expect_err("block 1 is pruned");
+    assert!(error.to_string().contains("keeps blocks from 50 on (tip 100)"), "{error}");
+    let (tip, blocks) = asker.handle.blocks(peer, 60, 10).await.unwrap();
+    assert_eq!((tip, blocks.len()), (100, 1));
+}
+
 /// Review of issue 26: a node that cancels an offer while its pool's mesh is empty (a partition) sends the cancel
 /// again when the mesh comes back, so a peer that holds the offer stops matching it. Nothing else brings it: a
 /// pool's recent offers carry no cancels.

@@ -139,6 +139,12 @@ const ERRORS: &[(u16, &str, &str)] = &[
         "The request conflicts with the current state (already known; the auction of its interval closed; the \
          account cannot pay); `error` says why; an entry already waiting or on the ledger is named by `id`",
     ),
+    (
+        410,
+        "Gone",
+        "This node no longer keeps it: a block below the lowest it keeps (`[storage] mode = \"full\"` prunes old \
+         blocks); an archive node has it",
+    ),
     (413, "TooLarge", "The request body is larger than the API takes"),
     (
         429,

@@ -74,6 +74,11 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// What was asked existed but this node no longer keeps it (a block it pruned); another node may.
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::GONE, message)
+    }
+
     /// The node cannot serve this now, nor says when it will (a part of it stopped, or is missing).
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)

@@ -214,7 +214,7 @@ pub const ROUTES: &[Route] = &[
         || get(block),
         doc::json::<BlockView>(),
     )
-    .statuses(&[200, 400, 404, 503])
+    .statuses(&[200, 400, 404, 410, 503])
     .about(&[doc::height("Block height")]),
     Route::get(
         "/blocks/{height}/raw",
@@ -222,7 +222,7 @@ pub const ROUTES: &[Route] = &[
         || get(block_raw),
         doc::json::<RawBlock>(),
     )
-    .statuses(&[200, 400, 404, 503])
+    .statuses(&[200, 400, 404, 410, 503])
     .about(&[doc::height("Block height")]),
     Route::post(
         "/entries",
@@ -558,6 +558,9 @@ pub struct LedgerStatus {
     syncing_to: Option<u64>,
     /// Proposers seen signing two blocks for one round since this node started.
     equivocations: u64,
+    /// The lowest height whose block this node keeps: 1 on an archive node, higher on a `full` one that pruned
+    /// (`[storage]`); older blocks answer 410.
+    first_block: u64,
 }
 
 /// Gossip messages since the node started.
@@ -586,6 +589,7 @@ async fn status(State(context): State<Context>) -> Json<Status> {
             committed_entries: status.committed_entries,
             syncing_to: status.syncing_to,
             equivocations: status.equivocations,
+            first_block: ledger.reader().first().unwrap_or(1),
         }
     });
     let pools: Vec<JoinedPool> =
@@ -667,8 +671,15 @@ fn stored_block(
     height: u64,
 ) -> Result<(ledger_crate::Block, ledger_crate::store::Stored), ApiError> {
     let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
-    let stored = ledger
-        .reader()
+    let reader = ledger.reader();
+    let first = reader.first().map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    if height < first {
+        return Err(ApiError::gone(format!(
+            "block {height} is pruned: this node keeps blocks from {first} on ([storage] mode = \"full\"); ask an \
+             archive node"
+        )));
+    }
+    let stored = reader
         .block(height)
         .map_err(|error| ApiError::internal(format!("{error:#}")))?
         .ok_or_else(|| ApiError::not_found(format!("no block at height {height} yet")))?;

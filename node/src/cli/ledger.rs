@@ -207,6 +207,7 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
         LedgerCommand::Export { out, genesis, ledger } => {
             let (genesis, path) = local_ledger(paths, genesis, ledger)?;
             let reader = ledger::store::RocksStore::open_read_only(&path)?;
+            every_block_kept(&reader)?;
             let tip = reader.tip()?;
             let mut file: Box<dyn std::io::Write> = if out == Path::new("-") {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
@@ -241,6 +242,7 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
         LedgerCommand::Verify { file: None, genesis, ledger, state } => {
             let (genesis, path) = local_ledger(paths, genesis, ledger)?;
             let reader = ledger::store::RocksStore::open_read_only(&path)?;
+            every_block_kept(&reader)?;
             let mut verifier = Verifier::new(genesis);
             for height in 1..=reader.tip()? {
                 let stored = reader.block(height)?.with_context(|| format!("block {height} is missing"))?;
@@ -249,6 +251,18 @@ pub fn run(paths: &Paths, command: LedgerCommand) -> anyhow::Result<()> {
             report(&verifier, true, state)
         }
     }
+}
+
+/// Export and verification replay every block from the genesis: a pruned ledger (`[storage] mode = "full"`) has
+/// not got them.
+fn every_block_kept(reader: &ledger::store::RocksReader) -> anyhow::Result<()> {
+    let first = reader.first()?;
+    anyhow::ensure!(
+        first <= 1,
+        "this ledger is pruned: it keeps blocks from height {first} on ([storage] mode = \"full\"), and exporting or \
+         verifying needs every block from 1; use an archive node's ledger (mode = \"archive\")"
+    );
+    Ok(())
 }
 
 /// What was verified. An export carries its own genesis, so a ledger verified without `--genesis` proves only that

@@ -74,8 +74,9 @@ pub struct Config {
     pub blocks: Option<BlockSource>,
 }
 
-/// Reads `(tip, blocks)` from a height: `(from, blocks_max, bytes_max)`.
-pub type ReadBlocks = dyn Fn(u64, usize, usize) -> (u64, Vec<ledger::store::Stored>) + Send + Sync;
+/// Reads `(tip, first, blocks)` from a height: `(from, blocks_max, bytes_max)`; `first` is the lowest height whose
+/// block the node keeps (1 unless it prunes).
+pub type ReadBlocks = dyn Fn(u64, usize, usize) -> (u64, u64, Vec<ledger::store::Stored>) + Send + Sync;
 
 /// Committed blocks a node serves to syncing peers (read from another thread than the engine's).
 #[derive(Clone)]
@@ -91,7 +92,7 @@ impl BlockSource {
     /// Serves the blocks of a RocksDB ledger.
     pub fn rocks(reader: ledger::store::RocksReader) -> BlockSource {
         BlockSource(Arc::new(move |from, max, bytes_max| {
-            (reader.tip().unwrap_or(0), reader.blocks_from(from, max, bytes_max))
+            (reader.tip().unwrap_or(0), reader.first().unwrap_or(1), reader.blocks_from(from, max, bytes_max))
         }))
     }
 }
@@ -212,6 +213,9 @@ pub enum Response {
     Blocks { tip: u64, blocks: Vec<SyncedBlock> },
     /// The request was refused (over budget, unknown pool).
     Refused { reason: String },
+    /// Blocks were asked from a height this node no longer keeps: it keeps them from `first` on (it prunes), and
+    /// its tip is `tip`. Not a fault: ask an archive node.
+    Pruned { first: u64, tip: u64 },
 }
 
 /// Most offers in one response.
@@ -559,7 +563,9 @@ impl Handle {
         let offers = match response {
             Response::RecentOffers { offers } => offers,
             Response::Refused { reason } => return Err(Error::Request(peer, reason)),
-            Response::Blocks { .. } => return Err(Error::Request(peer, "answered another request".into())),
+            Response::Blocks { .. } | Response::Pruned { .. } => {
+                return Err(Error::Request(peer, "answered another request".into()));
+            }
         };
         let topic = Topic::Pool(pool_digest);
         let mut valid = Vec::with_capacity(offers.len().min(RECENT_OFFERS_PER_RESPONSE_MAX));
@@ -593,6 +599,9 @@ impl Handle {
                     .collect(),
             )),
             Response::Refused { reason } => Err(Error::Request(peer, reason)),
+            Response::Pruned { first, tip } => {
+                Err(Error::Request(peer, format!("keeps blocks from {first} on (tip {tip}): a pruned node")))
+            }
             Response::RecentOffers { .. } => Err(Error::Request(peer, "answered another request".into())),
         }
     }

@@ -774,7 +774,7 @@ impl Task {
                 debug!(%peer, %reason, "a peer refused the pool's recent offers");
                 return self.discovery.fetched(&pool, None, now_ms);
             }
-            Response::Blocks { .. } => return self.discovery.fetched(&pool, None, now_ms),
+            Response::Blocks { .. } | Response::Pruned { .. } => return self.discovery.fetched(&pool, None, now_ms),
         };
         let offers: Vec<Vec<u8>> =
             offers.into_iter().take(RECENT_OFFERS_PER_RESPONSE_MAX).map(serde_bytes::ByteBuf::into_vec).collect();
@@ -981,15 +981,20 @@ impl Task {
         reads.fetch_add(1, Ordering::Relaxed);
         let max = usize::try_from(max).unwrap_or(usize::MAX).min(super::BLOCKS_PER_RESPONSE_MAX);
         tokio::task::spawn_blocking(move || {
-            let (tip, blocks) = (source.0)(from, max, super::BLOCKS_RESPONSE_BYTES_MAX);
-            let blocks = blocks
-                .into_iter()
-                .map(|stored| {
-                    (serde_bytes::ByteBuf::from(stored.block), serde_bytes::ByteBuf::from(stored.certificate))
-                })
-                .collect();
+            let (tip, first, blocks) = (source.0)(from, max, super::BLOCKS_RESPONSE_BYTES_MAX);
+            let response = if from < first && blocks.is_empty() {
+                Response::Pruned { first, tip }
+            } else {
+                let blocks = blocks
+                    .into_iter()
+                    .map(|stored| {
+                        (serde_bytes::ByteBuf::from(stored.block), serde_bytes::ByteBuf::from(stored.certificate))
+                    })
+                    .collect();
+                Response::Blocks { tip, blocks }
+            };
             reads.fetch_sub(1, Ordering::Relaxed);
-            let _ = commands.blocking_send(Command::Respond { channel, response: Response::Blocks { tip, blocks } });
+            let _ = commands.blocking_send(Command::Respond { channel, response });
         });
     }
 
