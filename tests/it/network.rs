@@ -662,8 +662,8 @@ async fn entries_travel_in_bundles_and_a_bundle_with_an_invalid_entry_goes_no_fu
     assert_eq!(stats(&nodes[2]), (50, 0, 1));
 }
 
-/// What a node's own clients submit to its ledger (a feeder's reading, transfers) it passes on each on its kind's
-/// topic. Every submitted entry went on the ledger topic or in a bundle: peers rejected a reading there (it belongs on
+/// What a node's own clients submit to its ledger (a feeder's reading, transfers, a cancel) it passes on each on its
+/// kind's topic. Every submitted entry went on the ledger topic or in a bundle: peers rejected a reading there (it belongs on
 /// the readings topic) and blamed the sender, so a validator running a cell's feeder, which submits a reading every
 /// interval, fell below its peers' gossip thresholds after five intervals, received nothing more and stalled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -713,13 +713,23 @@ async fn submitted_entries_travel_each_on_its_own_topic_and_cost_the_sender_noth
     let first = reading(1, last_interval - 900);
     let second = reading(2, last_interval);
     let transfers = [transfer(&nodes[0].keypair, 3), transfer(&nodes[0].keypair, 4)];
-    // A reading alone; then a reading with two transfers: the reading alone, the transfers in one bundle.
+    // A cancel is a ledger entry too: the validators need it, whether or not they are in its offer's pool.
+    let cancel = Draft {
+        network: network(),
+        nonce: 5,
+        created_ms: now_ms(),
+        expires_ms: now_ms() + 600_000,
+        body: Body::Cancel(protocol::message::Cancel { offer: protocol::Id([9; 32]) }),
+    }
+    .sign(&nodes[0].keypair);
+    // A reading alone; then a reading with two transfers and a cancel: the reading alone, the others in one bundle.
     assert_eq!(nodes[0].handle.publish_entries(&[first.to_bytes()]).await.unwrap(), 1);
-    let together = [second.to_bytes(), transfers[0].to_bytes(), transfers[1].to_bytes()];
+    let together = [second.to_bytes(), transfers[0].to_bytes(), transfers[1].to_bytes(), cancel.to_bytes()];
     assert_eq!(nodes[0].handle.publish_entries(&together).await.unwrap(), 2);
     let mut expected: HashSet<(protocol::Id, Topic)> = [(first.id(), Topic::Readings), (second.id(), Topic::Readings)]
         .into_iter()
         .chain(transfers.iter().map(|transfer| (transfer.id(), Topic::Ledger)))
+        .chain([(cancel.id(), Topic::Ledger)])
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while !expected.is_empty() {

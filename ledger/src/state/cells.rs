@@ -14,7 +14,8 @@
 //! so that these checks come first; a reading anchored after its cell's interval closed earns none.
 //!
 //! The work is end-of-block work over the cell's records of the interval: one close per cell and interval with a
-//! reading, linear in the cell's members (its records are bounded by the readings the blocks held).
+//! reading, linear in the cell's members (its records are bounded by the readings the blocks held); an unbalanced
+//! close also reads the members' records of up to [`SUSPECT_WINDOW`] intervals before it.
 
 use super::*;
 use protocol::message::{Outcome, Trust};
@@ -26,9 +27,9 @@ use super::suspects::{self, GapFit, MemberFlows};
 
 /// Most members a feeder case names.
 pub const CASE_NAMED_MAX: usize = 8;
-/// How many of a cell's intervals (this one and those before it) the suspects of a feeder gap are judged over: two
-/// days of quarter hours, as long as the ledger keeps an interval's records. Each unbalanced close reads the
-/// window's member records: at most this many times the cell's members.
+/// Most of a cell's intervals (this one and those before it) the suspects of a feeder gap are judged over: two days
+/// of quarter hours, as long as the ledger keeps an interval's records (longer intervals: fewer, within the two
+/// days). Each unbalanced close reads the window's member records: at most this many times the cell's members.
 pub const SUSPECT_WINDOW: u64 = 192;
 /// A case is decided (by its votes so far) at the latest this long after its interval's end: a day before the
 /// interval's records (the held escrows' index, the flows they are released by) are forgotten.
@@ -998,8 +999,12 @@ impl Pending<'_> {
         };
         let mut fit = GapFit::default();
         fit.add(gap, tolerance, flows(members));
-        for back in 1..SUSPECT_WINDOW {
-            let earlier = start_s.saturating_sub(back.saturating_mul(u64::from(interval_s)));
+        // No further back than the records are kept (two days: 192 quarter hours, 48 hours), nor before time 0.
+        let kept = INTERVAL_RECORDS_RETENTION_MS / 1000 / u64::from(interval_s.max(1));
+        for back in 1..SUSPECT_WINDOW.min(kept) {
+            let Some(earlier) = back.checked_mul(u64::from(interval_s)).and_then(|ago| start_s.checked_sub(ago)) else {
+                break;
+            };
             let Some(record) = self.read::<CellInterval>(&interval_record_key(cell, earlier, interval_s)) else {
                 continue;
             };

@@ -130,8 +130,9 @@ impl GapFit {
 }
 
 /// The named of an unbalanced interval: the suspects ordered (members not attested first, then score descending,
-/// then export before import, then the register now descending, then asset id), taken while their shares sum to less than the gap's excess
-/// over its tolerance and fewer than `named_max` accounts are named; each author once.
+/// then export before import, then the register now descending, then asset id ascending), taken while their shares
+/// sum to less than the gap's excess over its tolerance and fewer than `named_max` accounts are named; each author
+/// once.
 pub fn named(mut suspects: Vec<Suspect>, excess_wh: u128, named_max: usize) -> Vec<PublicKey> {
     suspects.sort_by(|a, b| {
         a.attested

@@ -193,32 +193,65 @@ fn ledger_vectors() -> Vec<(String, String)> {
     lines
 }
 
-/// §10 *cells* step 1 on a window of four intervals of three members (assets `01…`, `02…`, `03…` of test
-/// authors 1 to 3): member 2 claims a fifth more export than it made. Each interval: its gap, its tolerance and
-/// the members' `import:export`; then each member's suspect register, score and share; then the named.
+/// §10 *cells* step 1, three windows of members with asset ids of 32 bytes `n` and test author `n`: each interval
+/// (the judged one last) as its gap, its tolerance and its members' `n:import:export`; the attested members; then
+/// each judged member's suspect register with its score and share (or `none`), and the named. Window `a`: member 2
+/// claims a fifth more export than it made (and interval 2's gap is negative, so `s` rounds toward zero). Window `b`:
+/// member 1's device attests its readings (it explains the gaps best, yet is suspected after member 2), member 2
+/// under-reports its import and has no record in interval 0.
+/// Window `c`: a lone member in a window of one interval (`B = 0`).
+/// One interval of a suspects window: (gap, tolerance, the members' (n, import, export)).
+type SuspectsInterval = (i128, u64, Vec<(u8, u64, u64)>);
+
 fn suspects_vector(line: &mut impl FnMut(String, String)) {
-    use ledger::state::suspects::{GapFit, MemberFlows, named};
-    // (gap, tolerance, the members' (import, export)).
-    type Interval = (i128, u64, [(u64, u64); 3]);
-    let window: [Interval; 4] = [
-        (112, 84, [(0, 800), (0, 600), (300, 0)]),
-        (70, 70, [(0, 400), (0, 360), (250, 0)]),
-        (15, 61, [(100, 0), (0, 60), (400, 0)]),
-        (160, 90, [(0, 1_000), (0, 840), (200, 0)]),
+    let windows: [(&str, Vec<SuspectsInterval>, Vec<u8>); 3] = [
+        (
+            "a",
+            vec![
+                (112, 84, vec![(1, 0, 800), (2, 0, 600), (3, 300, 0)]),
+                (70, 70, vec![(1, 0, 400), (2, 0, 360), (3, 250, 0)]),
+                (-15, 61, vec![(1, 100, 0), (2, 0, 60), (3, 400, 0)]),
+                (160, 90, vec![(1, 0, 1_000), (2, 0, 840), (3, 200, 0)]),
+            ],
+            vec![],
+        ),
+        (
+            "b",
+            vec![
+                (40, 60, vec![(1, 0, 500), (3, 600, 0)]),
+                (90, 70, vec![(1, 0, 600), (2, 400, 0), (3, 200, 0)]),
+                (130, 75, vec![(1, 0, 700), (2, 500, 0), (3, 100, 0)]),
+            ],
+            vec![1],
+        ),
+        ("c", vec![(120, 60, vec![(1, 0, 600)])], vec![]),
     ];
-    let asset = |member: usize| protocol::Id([u8::try_from(member + 1).unwrap(); 32]);
+    for (name, window, attested) in windows {
+        suspects_case(line, name, &window, &attested);
+    }
+}
+
+fn suspects_case(line: &mut impl FnMut(String, String), name: &str, window: &[SuspectsInterval], attested: &[u8]) {
+    use ledger::state::suspects::{GapFit, MemberFlows, named};
+    let asset = |n: u8| protocol::Id([n; 32]);
     let mut fit = GapFit::default();
     for (t, (gap, tolerance, members)) in window.iter().enumerate() {
-        let flows = members.map(|(import_wh, export_wh)| MemberFlows { import_wh, export_wh });
-        fit.add(*gap, *tolerance, (0..3).map(|member| (asset(member), flows[member])));
-        let listed: Vec<String> = members.iter().map(|(import, export)| format!("{import}:{export}")).collect();
-        line(format!("suspects-interval-{t}"), format!("gap {gap} tolerance {tolerance} members {}", listed.join(" ")));
+        let flows = members.iter().map(|&(n, import_wh, export_wh)| (asset(n), MemberFlows { import_wh, export_wh }));
+        fit.add(*gap, *tolerance, flows);
+        let listed: Vec<String> = members.iter().map(|(n, import, export)| format!("{n}:{import}:{export}")).collect();
+        line(
+            format!("suspects-{name}-interval-{t}"),
+            format!("gap {gap} tolerance {tolerance} members {}", listed.join(" ")),
+        );
     }
-    let (gap, tolerance, now) = window[3];
+    let listed: Vec<String> = attested.iter().map(ToString::to_string).collect();
+    line(format!("suspects-{name}-attested"), if listed.is_empty() { "none".to_owned() } else { listed.join(" ") });
+    let (gap, tolerance, now) = window.last().unwrap();
     let mut suspects = Vec::new();
-    for (member, (import_wh, export_wh)) in now.into_iter().enumerate() {
-        let author = protocol::vectors::public_key(u8::try_from(member + 1).unwrap());
-        let suspect = fit.suspect(asset(member), author, 0, MemberFlows { import_wh, export_wh }, gap);
+    for &(n, import_wh, export_wh) in now {
+        let author = protocol::vectors::public_key(n);
+        let attested = u8::from(attested.contains(&n));
+        let suspect = fit.suspect(asset(n), author, attested, MemberFlows { import_wh, export_wh }, *gap);
         let text = match &suspect {
             Some(suspect) => format!(
                 "{} score {} share {}",
@@ -228,12 +261,12 @@ fn suspects_vector(line: &mut impl FnMut(String, String)) {
             ),
             None => "none".to_owned(),
         };
-        line(format!("suspects-member-{}", member + 1), text);
+        line(format!("suspects-{name}-member-{n}"), text);
         suspects.extend(suspect);
     }
-    let excess = gap.unsigned_abs() - u128::from(tolerance);
+    let excess = gap.unsigned_abs() - u128::from(*tolerance);
     let named: Vec<String> = named(suspects, excess, 8).iter().map(protocol::PublicKey::to_hex).collect();
-    line("suspects-named".into(), named.join(" "));
+    line(format!("suspects-{name}-named"), named.join(" "));
 }
 
 /// Issue 31, item 7: everything that is hashed or signed has a vector — the genesis hash, the first state pair by

@@ -849,16 +849,22 @@ impl Actor {
             return;
         };
         let id = envelope.id();
-        // Neighbours see it on the readings topic; the ledger anchors it (and gossips it to the validators).
-        if let Err(error) = self.network.publish(&envelope, Some(Topic::Readings), now).await {
-            debug!(%error, "publishing a reading (no peers yet?)");
-        }
-        if let Some(ledger) = &self.ledger
-            && let Err(error) = ledger.submit(envelope.to_bytes()).await
-        {
-            self.status.readings_refused += 1;
-            warn!(%error, meter = %self.settings.id, "the ledger refused a reading");
-            return;
+        // The ledger takes it and, once it did, gossips it on the readings topic, where neighbours and validators see
+        // it (published here too, the second copy would be a duplicate to gossipsub); a node without a ledger
+        // publishes it itself.
+        match &self.ledger {
+            Some(ledger) => {
+                if let Err(error) = ledger.submit(envelope.to_bytes()).await {
+                    self.status.readings_refused += 1;
+                    warn!(%error, meter = %self.settings.id, "the ledger refused a reading");
+                    return;
+                }
+            }
+            None => {
+                if let Err(error) = self.network.publish(&envelope, Some(Topic::Readings), now).await {
+                    debug!(%error, "publishing a reading (no peers yet?)");
+                }
+            }
         }
         self.previous = Some(Previous::from(&reading));
         self.status.readings_published += 1;

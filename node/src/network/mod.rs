@@ -438,8 +438,8 @@ impl Handle {
 
     /// Publishes ledger entries this node has validated, each on its own topic ([`Topic::of`], PROTOCOL.md §9):
     /// readings one by one on [`Topic::Readings`], job postings and bids on [`Topic::Jobs`], and the entries of the
-    /// ledger topic one alone on [`Topic::Ledger`], several in bundles on [`Topic::Bundles`], which peers take apart
-    /// and check entry by entry. Peers reject an entry on another kind's topic and blame the node for it: a reading
+    /// ledger topic (cancels too: the author publishes them on their pool's topic as well) one alone on
+    /// [`Topic::Ledger`], several in bundles on [`Topic::Bundles`], which peers take apart and check entry by entry. Peers reject an entry on another kind's topic and blame the node for it: a reading
     /// on the ledger topic or in a bundle cost its sender its peers. Entries that do not decode are left out.
     /// Returns how many gossip messages were published, or the first error when one failed (the others are still
     /// published).
@@ -447,10 +447,11 @@ impl Handle {
         let mut messages: Vec<(Topic, Vec<u8>)> = Vec::new();
         let mut ledger = Vec::new();
         for entry in entries {
-            match protocol::Envelope::from_bytes(entry).ok().as_ref().and_then(Topic::of) {
-                Some(Topic::Ledger) => ledger.push(entry.as_slice()),
-                Some(topic) => messages.push((topic, entry.clone())),
-                None => {}
+            let Ok(envelope) = protocol::Envelope::from_bytes(entry) else { continue };
+            // A cancel (whose pool topic only its author knows) goes to the validators on the ledger topic.
+            match Topic::of(&envelope).unwrap_or(Topic::Ledger) {
+                Topic::Ledger => ledger.push(entry.as_slice()),
+                topic => messages.push((topic, entry.clone())),
             }
         }
         match ledger[..] {

@@ -5,7 +5,7 @@
 //! | `/kos/<network>/pool/<pool-digest-hex>/1` | offers of that pool, and cancels of them |
 //! | `/kos/<network>/pool/<barter-pool-digest-hex>/1` | barter offers of that barter pool (its cell), and cancels |
 //! | `/kos/<network>/readings/1` | meter readings |
-//! | `/kos/<network>/ledger/1` | entries for the ledger: transfers, settlements, barter cycles, proposals, votes |
+//! | `/kos/<network>/ledger/1` | entries for the ledger: transfers, settlements, barter cycles, proposals, votes, cancels |
 //! | `/kos/<network>/bundles/1` | bundles of ledger-topic entries (PROTOCOL.md §9), not envelopes |
 //! | `/kos/<network>/jobs/1` | job postings and bids (ledger entries that job indexes also read) |
 //! | `/kos/<network>/consensus/1` | consensus messages (proposals with their blocks, votes, certificates), not envelopes |
@@ -92,7 +92,9 @@ impl Topic {
     /// Whether a message may travel on this topic (an offer only on its own pool's topic).
     pub fn allows(&self, envelope: &Envelope) -> bool {
         match (self, envelope.kind()) {
-            (Topic::Pool(_), Kind::Cancel) => true,
+            // A cancel travels on its offer's pool topic (to the books) and, as a ledger entry, on the ledger topic
+            // (to the validators, which need not be in the pool).
+            (Topic::Pool(_) | Topic::Ledger, Kind::Cancel) => true,
             (_, Kind::Cancel) => false,
             _ => Topic::of(envelope).as_ref() == Some(self),
         }
