@@ -52,7 +52,7 @@ pub use jobs::{
 };
 pub use jobs::{JobError, JobReads};
 use keys::*;
-pub use read::{Kv, Pairs};
+pub use read::{Kv, Pairs, entry_included};
 pub use tokens::TokenReads;
 use trade::Delivery;
 pub use trade::{Flows, TradeReads};

@@ -165,8 +165,10 @@ const META_FIRST: &[u8] = b"first";
 /// Most heights one commit prunes: a node switched to `full` on a long archive catches up a few commits at a time
 /// instead of in one long write.
 pub const PRUNE_PER_COMMIT_MAX: u64 = 64;
-/// The fewest blocks a pruning store keeps: the sync protocol's peers and the API's recent blocks need some.
-pub const KEEP_BLOCKS_MIN: u64 = 16;
+/// The fewest blocks a pruning store keeps: more than a lagging follower of the node's commits reads back from the
+/// store (the commit broadcast holds 256, the event feed starts 64 blocks back), with room to spare, and what
+/// syncing peers and the API's recent blocks need.
+pub const KEEP_BLOCKS_MIN: u64 = 1024;
 const META_WAL_HEIGHT: &[u8] = b"wal-height";
 /// The database's format (a u64, big-endian) in the default family.
 const META_FORMAT: &[u8] = b"format";
@@ -334,7 +336,7 @@ impl RocksStore {
     /// Adds to `batch` the deletion of the blocks a commit of `height` leaves beyond the ones to keep.
     fn prune(&self, batch: &mut rocksdb::WriteBatch, height: u64) -> anyhow::Result<()> {
         let Some(keep) = self.keep_blocks else { return Ok(()) };
-        let first = rocks_first(&self.db)?;
+        let Ok(first) = rocks_first(&self.db) else { return Ok(()) };
         let wanted = height.saturating_sub(keep).saturating_add(1);
         let until = wanted.min(first.saturating_add(PRUNE_PER_COMMIT_MAX));
         if until <= first {
@@ -342,9 +344,18 @@ impl RocksStore {
         }
         let (blocks, events, index) = (self.cf(CF_BLOCKS)?, self.cf(CF_EVENTS)?, self.cf(CF_INDEX)?);
         for pruned in first..until {
-            // A block that does not decode (damaged on disk) leaves its index entries, which then name a pruned
-            // height: pruning goes on.
-            let block = rocks_block(&self.db, pruned)?.and_then(|stored| crate::Block::from_bytes(&stored.block).ok());
+            // A block that cannot be read or decoded (damaged on disk) leaves its index entries, which then name a
+            // pruned height: pruning never fails a commit.
+            let block = match rocks_block(&self.db, pruned) {
+                Ok(stored) => stored.and_then(|stored| crate::Block::from_bytes(&stored.block).ok()),
+                Err(error) => {
+                    tracing::warn!(
+                        height = pruned,
+                        "{error:#}: pruning a block it cannot read; its index entries stay"
+                    );
+                    None
+                }
+            };
             for entry in block.iter().flat_map(crate::Block::entries) {
                 if let Ok(envelope) = protocol::Envelope::from_bytes(entry) {
                     batch.delete_cf(index, envelope.id().as_bytes());
@@ -696,6 +707,75 @@ impl Store for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Block `height` holding one transfer, stored and committed as the engine does (with its entry's id indexed).
+    fn commit_transfer(store: &mut RocksStore, height: u64) -> Id {
+        let body = protocol::Body::Transfer(protocol::message::Transfer {
+            to: protocol::Keypair::from_seed(&[2; 32]).public(),
+            token: protocol::types::TokenId::new("credit").unwrap(),
+            amount: height,
+            memo: protocol::types::Text::new("").unwrap(),
+        });
+        let draft = protocol::Draft {
+            network: protocol::NetworkId::new("kos-test").unwrap(),
+            nonce: height,
+            created_ms: 0,
+            expires_ms: 1,
+            body,
+        };
+        let envelope = draft.sign(&protocol::Keypair::from_seed(&[1; 32]));
+        let header = crate::block::Header {
+            version: crate::block::BLOCK_VERSION,
+            network: protocol::NetworkId::new("kos-test").unwrap(),
+            height,
+            time_ms: height,
+            parent: crate::Hash([0; 32]),
+            proposer: protocol::Keypair::from_seed(&[1; 32]).public(),
+            entries_root: crate::Hash([0; 32]),
+            entry_count: 0,
+            state_root: crate::Hash([0; 32]),
+            validators_hash: crate::Hash([0; 32]),
+        };
+        let block = crate::Block::new(header, vec![envelope.to_bytes()]);
+        let stored = Stored { block: block.to_bytes(), certificate: vec![1] };
+        let outcome = Outcome { entry_ids: vec![envelope.id()], events: Vec::new() };
+        store.commit(height, &stored, &Writes::new(), &outcome).unwrap();
+        envelope.id()
+    }
+
+    /// Issue 28, item 3: a `full` store keeps exactly the last `keep` blocks (with their events and index entries),
+    /// catches up on a long history at most 64 heights a commit, remembers where it keeps blocks from across a
+    /// restart, and stops pruning when told to.
+    #[test]
+    fn a_pruning_store_keeps_the_last_blocks_and_forgets_the_older_ones_with_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        // An archive's history first: 1,100 blocks, every one kept.
+        let ids: Vec<Id> = (1..=1_100).map(|height| commit_transfer(&mut store, height)).collect();
+        assert_eq!(store.first().unwrap(), 1);
+        // Switched to full with 1,024 kept: 77 heights to prune, 64 at the next commit, the rest at the one after.
+        store.set_keep_blocks(Some(10));
+        let id_1101 = commit_transfer(&mut store, 1_101);
+        assert_eq!(store.first().unwrap(), 65, "at most 64 heights a commit (the least kept is 1,024)");
+        commit_transfer(&mut store, 1_102);
+        assert_eq!(store.first().unwrap(), 1_102 - 1_024 + 1);
+        let first = store.first().unwrap();
+        let reader = store.reader();
+        assert_eq!(reader.block(first - 1).unwrap(), None);
+        assert_eq!(reader.events(first - 1).unwrap(), None);
+        assert!(reader.block(first).unwrap().is_some());
+        assert_eq!(reader.locate(&ids[usize::try_from(first).unwrap() - 2]).unwrap(), None, "the index forgets it");
+        assert_eq!(reader.locate(&ids[usize::try_from(first).unwrap() - 1]).unwrap(), Some((first, 0)));
+        assert_eq!(reader.locate(&id_1101).unwrap(), Some((1_101, 0)));
+        // Where it keeps blocks from survives a restart; without pruning, nothing more goes.
+        drop((store, reader));
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.first().unwrap(), first);
+        store.set_keep_blocks(None);
+        commit_transfer(&mut store, 1_103);
+        assert_eq!(store.first().unwrap(), first);
+        assert!(store.block(first).unwrap().is_some());
+    }
 
     fn exercise(store: &mut dyn Store) {
         assert_eq!(store.tip().unwrap(), 0);

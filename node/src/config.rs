@@ -39,7 +39,7 @@ pub struct Storage {
     /// `archive`: every block (what `kos ledger export` and peers syncing from the genesis need); `full`: the whole
     /// state and the last `keep_blocks` blocks. Unset: `full` on a node with a meter (a home), `archive` otherwise.
     pub mode: Option<StorageMode>,
-    /// Blocks a `full` node keeps (at least 16): 100,000 are about a day of a busy network's blocks.
+    /// Blocks a `full` node keeps (at least 1,024): 100,000 are about a day of a busy network's blocks.
     pub keep_blocks: u64,
 }
 

@@ -370,6 +370,14 @@ pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
         .with_context(|| format!("creating the ledger directory {}", settings.path.display()))?;
     let mut store = RocksStore::open(&settings.path)?;
     store.set_keep_blocks(settings.keep_blocks);
+    match settings.keep_blocks {
+        Some(keep) => tracing::info!(
+            keep_blocks = keep.max(ledger::store::KEEP_BLOCKS_MIN),
+            first = store.first().unwrap_or(1),
+            "storage mode full: the ledger keeps the state and only its last blocks"
+        ),
+        None => tracing::info!("storage mode archive: the ledger keeps every block"),
+    }
     let reader = store.reader();
     let engine = Engine::new(settings.genesis.clone(), keypair.seed(), store, settings.engine.clone(), now_ms())
         .map_err(|error| {
@@ -688,6 +696,8 @@ impl Actor {
             }
             peers.truncate(sync::PEERS_PER_ROUND_MAX);
             let mut empty = Vec::new();
+            let mut pruned = 0usize;
+            let asked = peers.len();
             for peer in peers {
                 match tokio::time::timeout(SYNC_REQUEST_TIMEOUT, network.blocks(peer, from, SYNC_BLOCKS_PER_REQUEST))
                     .await
@@ -697,9 +707,20 @@ impl Actor {
                         return;
                     }
                     Ok(Ok((tip, _))) => empty.push((peer, tip)),
+                    Ok(Err(error @ network::Error::Pruned { .. })) => {
+                        pruned += 1;
+                        debug!(%peer, %error, "sync request: a pruned peer");
+                    }
                     Ok(Err(error)) => debug!(%peer, %error, "sync request failed"),
                     Err(_) => debug!(%peer, "sync request timed out"),
                 }
+            }
+            if pruned > 0 && pruned == asked {
+                warn!(
+                    height = from,
+                    "no connected peer keeps block {from}: they all prune their history; connect to an archive \
+                     node ([storage] mode = \"archive\", e.g. a validator) to sync"
+                );
             }
             // Nobody had the next block yet: wait a little before asking again.
             tokio::time::sleep(Duration::from_millis(500)).await;

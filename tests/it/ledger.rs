@@ -372,6 +372,8 @@ fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_
     let (pruned_key, pruned_peer) = keys(&dirs[1]);
     let (newcomer_key, newcomer_peer) = keys(&dirs[2]);
     let genesis = root.path().join("genesis.toml");
+    let client = Keypair::from_seed(&[8; 32]);
+    let client_hex = client.public().to_hex();
     kos(&[
         "ledger",
         "genesis",
@@ -381,35 +383,58 @@ fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_
         genesis.to_str().unwrap(),
         "--validator",
         &validator_key,
+        "--fund",
+        &client_hex,
     ]);
-    // Blocks every 100 ms, so that the pruned node has pruned within seconds.
-    let fast = "network = \"kos-devnet\"\n[ledger]\nempty_block_ms = 100\n";
-    for (dir, storage) in dirs.iter().zip(["", "[storage]\nmode = \"full\"\nkeep_blocks = 16\n", ""]) {
+    // Empty blocks as fast as the validator commits, so that the pruned node has pruned within seconds.
+    let fast = "network = \"kos-devnet\"\n[ledger]\nempty_block_ms = 5\n";
+    for (dir, storage) in dirs.iter().zip(["", "[storage]\nmode = \"full\"\nkeep_blocks = 1024\n", ""]) {
         std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
         std::fs::write(dir.join("config.toml"), format!("{fast}{storage}")).unwrap();
     }
     let archive = kos_tests::cluster::Node::start(&dirs[0], &validator_key, &validator_peer, &[], &[]);
     let pruned = kos_tests::cluster::Node::start(&dirs[1], &pruned_key, &pruned_peer, &[archive.bootnode()], &[]);
-    let first = |node: &kos_tests::cluster::Node| {
-        node.get("/status").and_then(|status| status["ledger"]["first_block"].as_u64())
+    // An entry committed early, in a block the full node will prune.
+    let early = transfer(&NetworkId::new("kos-devnet").unwrap(), 1, &client, 5, "early");
+    let authorization = format!("Bearer {}", archive.token);
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
+    let posted = http::request(&archive.api, "POST", "/entries", &headers, &early.to_bytes()).unwrap();
+    assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
+    let entry = format!("/entries/{}", early.id().to_hex());
+    assert!(wait_until(Duration::from_secs(30), || archive.get(&entry).is_some()), "the transfer was not committed");
+    // The height and the lowest block kept, from one answer.
+    let kept = |node: &kos_tests::cluster::Node| {
+        let status = node.get("/status")?;
+        Some((status["ledger"]["height"].as_u64()?, status["ledger"]["first_block"].as_u64()?))
     };
     assert!(
-        wait_until(Duration::from_secs(60), || height(&pruned.api) >= Some(60) && first(&pruned) > Some(1)),
-        "the full node did not prune: height {:?}, first {:?}\n{:#?}",
-        height(&pruned.api),
-        first(&pruned),
+        wait_until(Duration::from_secs(120), || kept(&pruned).is_some_and(|(tip, first)| tip >= 1_200 && first > 1)),
+        "the full node did not prune: {:?}\n{:#?}",
+        kept(&pruned),
         pruned.process.lines()
     );
-    // It keeps at most the last 16 blocks plus what one commit prunes at a time, and follows the same chain.
-    let (tip, kept_from) = (height(&pruned.api).unwrap(), first(&pruned).unwrap());
-    assert!(kept_from + 16 + 64 >= tip && kept_from <= tip.saturating_sub(15), "keeps {kept_from}..={tip}");
+    // It keeps the last 1,024 blocks (the status's height may lag its store by a block or two), pruning at most 64
+    // a commit, and follows the same chain.
+    let (tip, kept_from) = kept(&pruned).unwrap();
+    assert!(kept_from + 1_024 + 64 >= tip && kept_from <= (tip + 3).saturating_sub(1_024), "keeps {kept_from}..={tip}");
     assert_eq!(block_hash(&pruned.api, tip), block_hash(&archive.api, tip));
     let old = http::get(&pruned.api, "/blocks/3").unwrap();
     assert_eq!(old.status, 410, "{}", String::from_utf8_lossy(&old.body));
     assert!(String::from_utf8_lossy(&old.body).contains("pruned"), "{}", String::from_utf8_lossy(&old.body));
     assert_eq!(http::get(&pruned.api, "/blocks/3/raw").unwrap().status, 410);
     assert_eq!(http::get(&archive.api, "/blocks/3").unwrap().status, 200, "the archive keeps every block");
+    // The early entry's block is pruned: the full node knows it is on the ledger, not where; the archive does.
+    let gone = http::get(&pruned.api, &entry).unwrap();
+    assert_eq!(gone.status, 410, "{}", String::from_utf8_lossy(&gone.body));
+    assert!(archive.get(&entry).is_some());
+    assert_eq!(http::get(&pruned.api, &format!("/entries/{}", "ab".repeat(32))).unwrap().status, 404);
     assert!(wait_until(Duration::from_secs(20), || height(&pruned.api) > Some(tip + 10)), "it stopped committing");
+    // The feed it started with replays its last blocks: none of them pruned, no follower passed over a block.
+    assert!(
+        !pruned.process.lines().iter().any(|line| line.contains("passes over this block")),
+        "{:#?}",
+        pruned.process.lines()
+    );
     // Export needs every block: the pruned ledger is refused with the reason, the archive's is exported.
     let export = Command::new(kos_binary())
         .args(["--data-dir", dirs[1].to_str().unwrap(), "ledger", "export", "--out", "-"])

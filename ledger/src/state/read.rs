@@ -46,6 +46,12 @@ impl Kv for State {
     }
 }
 
+/// Whether an entry with this id is on the ledger, as the state remembers it (for its lifetime: PROTOCOL.md §10,
+/// `x`), whichever block holds it and whether or not that block is still kept.
+pub fn entry_included(kv: &(impl Kv + ?Sized), id: &protocol::Id) -> bool {
+    kv.get(&super::keys::key(super::keys::INCLUDED, &[id.as_bytes()])).is_some()
+}
+
 /// The value under `key`, decoded.
 pub(crate) fn value<T: Serialize + DeserializeOwned>(kv: &(impl Kv + ?Sized), key: &[u8]) -> Option<T> {
     kv.get(key).and_then(|bytes| super::decode(&bytes))

@@ -234,11 +234,11 @@ pub const ROUTES: &[Route] = &[
     .body(doc::Payload::Envelope),
     Route::get(
         "/entries/{id}",
-        "Where a committed entry is (404 while it is not committed)",
+        "Where a committed entry is (404 while it is not committed, 410 when its block is pruned here)",
         || get(entry),
         doc::json::<EntryPlace>(),
     )
-    .statuses(&[200, 400, 404, 503])
+    .statuses(&[200, 400, 404, 410, 503])
     .about(&[doc::hex("Entry id, 64 hex digits")]),
     Route::get(
         "/accounts/{key}/balances",
@@ -672,6 +672,8 @@ fn stored_block(
 ) -> Result<(ledger_crate::Block, ledger_crate::store::Stored), ApiError> {
     let ledger = context.ledger.as_ref().ok_or_else(ApiError::no_ledger)?;
     let reader = ledger.reader();
+    let stored = reader.block(height).map_err(|error| ApiError::internal(format!("{error:#}")))?;
+    // Read after the block: a block pruned a moment ago is gone, not "not yet".
     let first = reader.first().map_err(|error| ApiError::internal(format!("{error:#}")))?;
     if height < first {
         return Err(ApiError::gone(format!(
@@ -679,10 +681,7 @@ fn stored_block(
              archive node"
         )));
     }
-    let stored = reader
-        .block(height)
-        .map_err(|error| ApiError::internal(format!("{error:#}")))?
-        .ok_or_else(|| ApiError::not_found(format!("no block at height {height} yet")))?;
+    let stored = stored.ok_or_else(|| ApiError::not_found(format!("no block at height {height} yet")))?;
     let block = ledger_crate::Block::from_bytes(&stored.block)
         .map_err(|problem| ApiError::internal(format!("stored block {height}: {problem}")))?;
     Ok((block, stored))
@@ -759,7 +758,20 @@ async fn entry(State(context): State<Context>, UrlPath(id): UrlPath<String>) -> 
     let id = Id::from_hex(&id).map_err(|_| ApiError::bad_request("an entry id is 64 hex digits"))?;
     match ledger.reader().locate(&id) {
         Ok(Some((height, position))) => Ok(Json(EntryPlace { id: id.to_hex(), height, position })),
-        Ok(None) => Err(ApiError::not_found("not committed (yet)")),
+        Ok(None) => {
+            // A node that prunes forgets where old entries are; the state still knows they are on the ledger.
+            let first = ledger.reader().first().unwrap_or(1);
+            let included =
+                first > 1 && ledger.query(move |state| ledger_crate::state::entry_included(state, &id)).await?;
+            if included {
+                Err(ApiError::gone(format!(
+                    "committed in a block this node pruned (it keeps blocks from {first} on); an archive node knows \
+                     where"
+                )))
+            } else {
+                Err(ApiError::not_found("not committed (yet)"))
+            }
+        }
         Err(problem) => Err(ApiError::internal(format!("{problem:#}"))),
     }
 }

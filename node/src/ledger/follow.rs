@@ -48,7 +48,8 @@ impl Follower {
     /// Follows from `from` on. `commits` must have been subscribed before this is called, so that no commit falls
     /// between the subscription and the store's tip read here.
     pub fn new(commits: broadcast::Receiver<Arc<Commit>>, reader: RocksReader, from: u64) -> Follower {
-        let next = from.max(1);
+        // A `full` node keeps blocks from `first` on (README, *Pruning*): there is nothing to follow below it.
+        let next = from.max(reader.first().unwrap_or(1)).max(1);
         let live_from = reader.tip().map_or(next, |tip| tip + 1);
         Follower { commits, reader, next, live_from, ahead: None, read_back: 0, last_read_back: false }
     }
@@ -124,6 +125,18 @@ impl Follower {
                 return Read::Failed;
             }
         };
+        // A block pruned while this follower lagged behind: the commits below the first block kept are gone.
+        let first = self.reader.first().unwrap_or(1);
+        if stored.is_none() && height < first {
+            warn!(
+                from = height,
+                to = first,
+                "a ledger follower fell behind past the blocks this node keeps ([storage] mode = \"full\"); it \
+                 skips the pruned commits"
+            );
+            self.next = first;
+            return Read::Damaged;
+        }
         self.next = height + 1;
         match stored
             .ok_or_else(|| anyhow::anyhow!("block {height} is not in the store"))
@@ -146,11 +159,16 @@ impl Follower {
 fn commit_of(reader: &RocksReader, height: u64, stored: ledger::store::Stored) -> anyhow::Result<Commit> {
     let block = ledger::Block::from_bytes(&stored.block)
         .map_err(|error| anyhow::anyhow!("block {height} in the store does not decode: {error}"))?;
-    let events = reader.events(height)?.unwrap_or_else(|| {
-        // Blocks an older kos stored have no events.
-        warn!(height, "block {height} was stored without its events (by an older kos); followers see none");
-        Vec::new()
-    });
+    let events = match reader.events(height)? {
+        Some(events) => events,
+        // Pruned between reading the block and its events: as if the block had been pruned already.
+        None if height < reader.first()? => anyhow::bail!("block {height} was pruned while it was read"),
+        None => {
+            // Blocks an older kos stored have no events.
+            warn!(height, "block {height} was stored without its events (by an older kos); followers see none");
+            Vec::new()
+        }
+    };
     // The ids are the entries' own (the store keeps them only in the index).
     let entry_ids = block
         .entries()
@@ -189,12 +207,19 @@ mod tests {
 
     /// Commits block `height` to a real store, as the engine does, and returns the commit it would broadcast.
     fn commit(store: &mut RocksStore, height: u64) -> Arc<Commit> {
-        let cycle = Id([u8::try_from(height).unwrap(); 32]);
+        let cycle = cycle(height);
         let commit = empty_commit(height, 1_000 * height, vec![Event::BarterSettled { cycle, legs: vec![] }]);
         let outcome = Outcome { entry_ids: Vec::new(), events: commit.events.clone() };
         let stored = Stored { block: commit.block.to_bytes(), certificate: commit.certificate.clone() };
         store.commit(height, &stored, &ledger::state::Writes::new(), &outcome).unwrap();
         Arc::new(commit)
+    }
+
+    /// The event's id of block `height`: the height, big-endian, then zeros.
+    fn cycle(height: u64) -> Id {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&height.to_be_bytes());
+        Id(id)
     }
 
     async fn heights(follower: &mut Follower, count: usize) -> Vec<(u64, Vec<Event>)> {
@@ -210,12 +235,7 @@ mod tests {
     }
 
     fn expected(heights: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<Event>)> {
-        heights
-            .map(|height| {
-                let cycle = Id([u8::try_from(height).unwrap(); 32]);
-                (height, vec![Event::BarterSettled { cycle, legs: vec![] }])
-            })
-            .collect()
+        heights.map(|height| (height, vec![Event::BarterSettled { cycle: cycle(height), legs: vec![] }])).collect()
     }
 
     #[tokio::test]
@@ -235,6 +255,24 @@ mod tests {
         assert_eq!(heights(&mut follower, 1).await, expected(41..=41));
         assert_eq!(follower.read_back(), 36);
         assert!(!follower.last_read_back());
+    }
+
+    /// Issue 28, item 3: on a `full` node, a follower that fell behind past the blocks the store keeps skips to the
+    /// first one kept (with a warning), and yields every commit from there, once, in order.
+    #[tokio::test]
+    async fn a_follower_that_fell_behind_past_the_pruned_blocks_goes_on_from_the_first_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        store.set_keep_blocks(Some(ledger::store::KEEP_BLOCKS_MIN));
+        let (sender, _) = broadcast::channel(4);
+        let mut follower = Follower::new(sender.subscribe(), store.reader(), 1);
+        for height in 1..=1_100 {
+            let _ = sender.send(commit(&mut store, height));
+        }
+        let first = 1_100 - ledger::store::KEEP_BLOCKS_MIN + 1;
+        assert_eq!(store.first().unwrap(), first);
+        let count = usize::try_from(ledger::store::KEEP_BLOCKS_MIN).unwrap();
+        assert_eq!(heights(&mut follower, count).await, expected(first..=1_100));
     }
 
     #[tokio::test]

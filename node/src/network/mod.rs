@@ -92,7 +92,11 @@ impl BlockSource {
     /// Serves the blocks of a RocksDB ledger.
     pub fn rocks(reader: ledger::store::RocksReader) -> BlockSource {
         BlockSource(Arc::new(move |from, max, bytes_max| {
-            (reader.tip().unwrap_or(0), reader.first().unwrap_or(1), reader.blocks_from(from, max, bytes_max))
+            let tip = reader.tip().unwrap_or(0);
+            let blocks = reader.blocks_from(from, max, bytes_max);
+            // Read after the blocks: a commit that pruned `from` meanwhile shows here, so an empty answer is
+            // never given for a height pruned a moment ago (the asker would take it for a lie).
+            (tip, reader.first().unwrap_or(1), blocks)
         }))
     }
 }
@@ -247,6 +251,8 @@ pub enum Error {
     Dial(Multiaddr, String),
     #[error("request to {0} failed: {1}")]
     Request(PeerId, String),
+    #[error("{peer} keeps blocks from {first} on (tip {tip}): a pruned node")]
+    Pruned { peer: PeerId, first: u64, tip: u64 },
     #[error("this node already takes part in {0} topics, the most it joins")]
     TooManyTopics(usize),
     #[error(transparent)]
@@ -600,9 +606,7 @@ impl Handle {
                     .collect(),
             )),
             Response::Refused { reason } => Err(Error::Request(peer, reason)),
-            Response::Pruned { first, tip } => {
-                Err(Error::Request(peer, format!("keeps blocks from {first} on (tip {tip}): a pruned node")))
-            }
+            Response::Pruned { first, tip } => Err(Error::Pruned { peer, first, tip }),
             Response::RecentOffers { .. } => Err(Error::Request(peer, "answered another request".into())),
         }
     }
