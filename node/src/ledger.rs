@@ -355,12 +355,18 @@ pub struct Opened {
     engine: Engine<RocksStore>,
     genesis: Arc<Genesis>,
     reader: RocksReader,
+    prunes: bool,
 }
 
 impl Opened {
     /// Reads of committed blocks, for the network to serve syncing peers.
     pub fn reader(&self) -> RocksReader {
         self.reader.clone()
+    }
+
+    /// Whether this ledger keeps every block from the genesis on (an archive that never pruned).
+    pub fn archive(&self) -> bool {
+        !self.prunes && self.reader.first().is_ok_and(|first| first <= 1)
     }
 }
 
@@ -387,7 +393,7 @@ pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
                 settings.path.display()
             )
         })?;
-    Ok(Opened { engine, genesis: settings.genesis.clone(), reader })
+    Ok(Opened { engine, genesis: settings.genesis.clone(), reader, prunes: settings.keep_blocks.is_some() })
 }
 
 /// Starts the ledger thread.
@@ -396,7 +402,7 @@ pub fn start(
     network: network::Handle,
     consensus: mpsc::Receiver<ConsensusDelivery>,
 ) -> anyhow::Result<Started> {
-    let Opened { engine, genesis, reader } = opened;
+    let Opened { engine, genesis, reader, .. } = opened;
     let (inputs, input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
     let (status_sender, status) = watch::channel(Status::default());
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
@@ -716,11 +722,25 @@ impl Actor {
                 }
             }
             if pruned > 0 && pruned == asked {
+                // Archive nodes announce themselves in the DHT: dial a few, whom the next round asks.
+                let key = network::archive_key(network.network());
+                let archives = network.find_providers(key).await.unwrap_or_default();
+                let connected: std::collections::HashSet<PeerId> =
+                    network.info().await.map(|info| info.peers.into_iter().collect()).unwrap_or_default();
+                let dial: Vec<PeerId> = archives
+                    .into_iter()
+                    .filter(|peer| !connected.contains(peer))
+                    .take(network::ARCHIVE_DIALS_MAX)
+                    .collect();
                 warn!(
                     height = from,
-                    "no connected peer keeps block {from}: they all prune their history; connect to an archive \
-                     node ([storage] mode = \"archive\", e.g. a validator) to sync"
+                    archives = dial.len(),
+                    "no connected peer keeps block {from}: they all prune their history; dialing archive nodes \
+                     found in the DHT ([storage] mode = \"archive\", e.g. validators)"
                 );
+                for peer in dial {
+                    network.dial_peer(peer).await;
+                }
             }
             // Nobody had the next block yet: wait a little before asking again.
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -315,6 +315,42 @@ async fn a_node_is_reachable_through_a_relay_circuit_and_upgraded_by_hole_punchi
     assert!(punched, "no direct connection upgrade (DCUtR) over the relayed connection");
 }
 
+/// Issue 28, item 3: an archive node (every block kept) announces itself in the DHT by itself, so that a node whose
+/// peers all prune their history finds one and dials it by its peer id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archive_node_announces_itself_in_the_dht_and_is_found_and_dialed() {
+    // a - b - c with the DHT on; c is an archive; a finds c although they are not connected, and dials it.
+    let network = network();
+    let mut nodes = Vec::new();
+    for seed in 630..633 {
+        nodes.push(local::start(seed, &network, Transport::Tcp, |config| config.archive = seed == 632).await.unwrap());
+    }
+    local::connect(&nodes[0], &nodes[1]).await.unwrap();
+    local::connect(&nodes[2], &nodes[1]).await.unwrap();
+    let (a, c) = (&nodes[0], nodes[2].handle.peer_id());
+    let key = kos::network::archive_key(&network);
+    let found = wait_for(Duration::from_secs(20), || async {
+        a.handle.disconnect(c).await.unwrap();
+        a.handle.find_providers(key).await.unwrap().contains(&c)
+    })
+    .await;
+    assert!(found, "the archive did not announce itself");
+    // b is no archive: only c is found.
+    assert_eq!(a.handle.find_providers(key).await.unwrap(), vec![c]);
+    // The lookup itself may have connected them: cut that link (again, while the DHT's own queries restore it).
+    let apart = wait_for(Duration::from_secs(10), || async {
+        a.handle.disconnect(c).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        !a.handle.info().await.unwrap().peers.contains(&c)
+    })
+    .await;
+    assert!(apart);
+    a.handle.dial_peer(c).await;
+    let dialed =
+        wait_for(Duration::from_secs(10), || async { a.handle.info().await.unwrap().peers.contains(&c) }).await;
+    assert!(dialed, "a did not reach the archive by its peer id");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joining_a_pool_finds_a_provider_and_fetches_its_recent_offers() {
     // a - b - c: b and c serve the pool; offers flow; a (a newcomer, not in the pool yet) finds c through the DHT
@@ -663,9 +699,10 @@ async fn entries_travel_in_bundles_and_a_bundle_with_an_invalid_entry_goes_no_fu
 }
 
 /// What a node's own clients submit to its ledger (a feeder's reading, transfers, a cancel) it passes on each on its
-/// kind's topic. Every submitted entry went on the ledger topic or in a bundle: peers rejected a reading there (it belongs on
-/// the readings topic) and blamed the sender, so a validator running a cell's feeder, which submits a reading every
-/// interval, fell below its peers' gossip thresholds after five intervals, received nothing more and stalled.
+/// kind's topic. Every submitted entry went on the ledger topic or in a bundle: peers rejected a reading there (it
+/// belongs on the readings topic) and blamed the sender, so a validator running a cell's feeder, which submits a
+/// reading every interval, fell below its peers' gossip thresholds after five intervals, received nothing more and
+/// stalled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submitted_entries_travel_each_on_its_own_topic_and_cost_the_sender_nothing() {
     use protocol::message::{Body, MeterSource, Reading};

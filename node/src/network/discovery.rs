@@ -497,9 +497,63 @@ impl<P: Ord + Copy + std::fmt::Debug> Discovery<P> {
     }
 }
 
+/// When a node announces a key of its own in the DHT (an archive node: [`super::archive_key`]): at once, again every
+/// [`PROVIDE_INTERVAL_MS`], and after a failure (too few peers known yet) soon, backing off from
+/// [`LOOKUP_BACKOFF_MIN_MS`] to the interval. Sans-IO: the swarm asks [`Announcement::due`] each tick.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub key: Id,
+    next_ms: u64,
+    backoff_ms: u64,
+    in_flight: bool,
+}
+
+impl Announcement {
+    pub fn new(key: Id) -> Announcement {
+        Announcement { key, next_ms: 0, backoff_ms: LOOKUP_BACKOFF_MIN_MS, in_flight: false }
+    }
+
+    /// Whether to start an announcement now (then it is in flight until [`Announcement::provided`]).
+    pub fn due(&mut self, now_ms: u64) -> bool {
+        if self.in_flight || now_ms < self.next_ms {
+            return false;
+        }
+        self.in_flight = true;
+        true
+    }
+
+    /// An announcement ended: stored by some peer (`ok`), or not.
+    pub fn provided(&mut self, ok: bool, now_ms: u64) {
+        self.in_flight = false;
+        if ok {
+            self.next_ms = now_ms + PROVIDE_INTERVAL_MS;
+            self.backoff_ms = LOOKUP_BACKOFF_MIN_MS;
+        } else {
+            self.next_ms = now_ms + self.backoff_ms;
+            self.backoff_ms = (self.backoff_ms * 2).min(PROVIDE_INTERVAL_MS);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_archive_announcement_repeats_every_interval_and_soon_after_a_failure() {
+        let mut announcement = Announcement::new(Id([7; 32]));
+        assert!(announcement.due(0));
+        assert!(!announcement.due(1), "one at a time");
+        announcement.provided(false, 10);
+        assert!(!announcement.due(10 + LOOKUP_BACKOFF_MIN_MS - 1));
+        assert!(announcement.due(10 + LOOKUP_BACKOFF_MIN_MS));
+        announcement.provided(false, 20_000);
+        assert!(!announcement.due(20_000 + LOOKUP_BACKOFF_MIN_MS), "backing off");
+        assert!(announcement.due(20_000 + 2 * LOOKUP_BACKOFF_MIN_MS));
+        announcement.provided(true, 40_000);
+        assert!(!announcement.due(40_000 + PROVIDE_INTERVAL_MS - 1));
+        assert!(announcement.due(40_000 + PROVIDE_INTERVAL_MS));
+    }
 
     fn pool(cell: &str) -> PoolKey {
         format!("energy/credit/{cell}/900").parse().unwrap()

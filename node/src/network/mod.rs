@@ -72,7 +72,18 @@ pub struct Config {
     pub consensus: Option<mpsc::Sender<ConsensusDelivery>>,
     /// The committed blocks this node serves to peers that sync; `None`: it serves none.
     pub blocks: Option<BlockSource>,
+    /// This node keeps every block (`[storage] mode = "archive"`): it announces so in the DHT under
+    /// [`archive_key`], where a syncing node whose peers all pruned finds it (PROTOCOL.md §9).
+    pub archive: bool,
 }
+
+/// The DHT key archive nodes announce themselves under: blake3 of the UTF-8 text `/kos/<network>/archive/1`.
+pub fn archive_key(network: &NetworkId) -> Id {
+    Id(*blake3::hash(format!("/kos/{}/archive/1", network.as_str()).as_bytes()).as_bytes())
+}
+
+/// Most archive nodes a syncing node dials at once when none of its peers keeps the block it needs.
+pub const ARCHIVE_DIALS_MAX: usize = 4;
 
 /// Reads `(tip, first, blocks)` from a height: `(from, blocks_max, bytes_max)`; `first` is the lowest height whose
 /// block the node keeps (1 unless it prunes).
@@ -143,6 +154,7 @@ impl Config {
             delivery_queue_len_max: 4096,
             consensus: None,
             blocks: None,
+            archive: false,
         }
     }
 }
@@ -313,6 +325,10 @@ pub(crate) enum Command {
         address: Multiaddr,
         reply: oneshot::Sender<Result<(), Error>>,
     },
+    /// Dial a peer by its id, at the addresses the DHT knows for it (unless connected or being dialed).
+    DialPeer {
+        peer: PeerId,
+    },
     Disconnect {
         peer: PeerId,
     },
@@ -445,8 +461,9 @@ impl Handle {
     /// Publishes ledger entries this node has validated, each on its own topic ([`Topic::of`], PROTOCOL.md §9):
     /// readings one by one on [`Topic::Readings`], job postings and bids on [`Topic::Jobs`], and the entries of the
     /// ledger topic (cancels too: the author publishes them on their pool's topic as well) one alone on
-    /// [`Topic::Ledger`], several in bundles on [`Topic::Bundles`], which peers take apart and check entry by entry. Peers reject an entry on another kind's topic and blame the node for it: a reading
-    /// on the ledger topic or in a bundle cost its sender its peers. Entries that do not decode are left out.
+    /// [`Topic::Ledger`], several in bundles on [`Topic::Bundles`], which peers take apart and check entry by entry.
+    /// Peers reject an entry on another kind's topic and blame the node for it: a reading on the ledger topic or in
+    /// a bundle cost its sender its peers. Entries that do not decode are left out.
     /// Returns how many gossip messages were published, or the first error when one failed (the others are still
     /// published).
     pub async fn publish_entries(&self, entries: &[Vec<u8>]) -> Result<usize, Error> {
@@ -529,6 +546,11 @@ impl Handle {
     /// Dials an address.
     pub async fn dial(&self, address: Multiaddr) -> Result<(), Error> {
         self.ask(|reply| Command::Dial { address, reply }).await?
+    }
+
+    /// Dials a peer found in the DHT (by its id: the DHT knows its addresses), unless already connected or dialing.
+    pub async fn dial_peer(&self, peer: PeerId) {
+        let _ = self.commands.send(Command::DialPeer { peer }).await;
     }
 
     /// Closes every connection to a peer.

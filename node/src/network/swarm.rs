@@ -261,15 +261,10 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
     Ok(swarm)
 }
 
-/// Starts the network: builds the swarm, listens, dials the bootnodes and spawns the network task. Returns once
-/// every listen address is bound, with the handle, the receiver of validated messages, and the task.
-pub async fn spawn(
-    config: Config,
-    keypair: &Keypair,
-) -> anyhow::Result<(Handle, mpsc::Receiver<Delivery>, JoinHandle<()>)> {
-    let mut swarm = build_swarm(&config, keypair)?;
+/// Listens on `addresses` and waits (at most 10 s) until each is bound: the addresses bound.
+async fn bind(swarm: &mut Swarm<Behaviour>, addresses: &[Multiaddr]) -> anyhow::Result<Vec<Multiaddr>> {
     let mut listeners = HashSet::new();
-    for address in &config.listen {
+    for address in addresses {
         listeners.insert(swarm.listen_on(address.clone()).with_context(|| format!("listening on {address}"))?);
     }
     let mut listen = Vec::new();
@@ -288,6 +283,17 @@ pub async fn spawn(
     })
     .await;
     bound.context("timed out binding the listen addresses")??;
+    Ok(listen)
+}
+
+/// Starts the network: builds the swarm, listens, dials the bootnodes and spawns the network task. Returns once
+/// every listen address is bound, with the handle, the receiver of validated messages, and the task.
+pub async fn spawn(
+    config: Config,
+    keypair: &Keypair,
+) -> anyhow::Result<(Handle, mpsc::Receiver<Delivery>, JoinHandle<()>)> {
+    let mut swarm = build_swarm(&config, keypair)?;
+    let listen = bind(&mut swarm, &config.listen).await?;
     for address in &listen {
         info!(%address, "listening");
     }
@@ -337,6 +343,7 @@ pub async fn spawn(
     // A node with a ledger fetches no book before its ledger is current (the node says when it is).
     discovery.ledger_current(config.consensus.is_none());
     let task = Task {
+        archive: archive_announcement(&config),
         author: keypair.public(),
         commands: handle.commands.downgrade(),
         block_reads: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -410,6 +417,14 @@ struct Task {
     own_cancels: HashMap<Id, VecDeque<(u64, Vec<u8>)>>,
     /// Seconds ticked, for work done every few ticks.
     ticks: u64,
+    /// An archive node's announcement of itself in the DHT ([`super::archive_key`]).
+    archive: Option<super::discovery::Announcement>,
+}
+
+/// An archive node's announcement of itself in the DHT (needs the DHT).
+fn archive_announcement(config: &Config) -> Option<super::discovery::Announcement> {
+    (config.archive && config.kademlia)
+        .then(|| super::discovery::Announcement::new(super::archive_key(&config.network)))
 }
 
 /// How often each connection is pinged, and how long a ping may take before the connection is closed.
@@ -517,6 +532,14 @@ impl Task {
             Command::Dial { address, reply } => {
                 let result = self.swarm.dial(address.clone()).map_err(|error| Error::Dial(address, error.to_string()));
                 let _ = reply.send(result);
+            }
+            Command::DialPeer { peer } => {
+                let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                if let Err(error) = self.swarm.dial(options) {
+                    debug!(%peer, %error, "dialing a peer found in the DHT");
+                }
             }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
@@ -1026,6 +1049,7 @@ impl Task {
     fn on_tick(&mut self) {
         self.ticks += 1;
         self.run_discovery(now_ms());
+        self.announce_archive(now_ms());
         self.trim();
         if self.ticks.is_multiple_of(REDIAL_BOOTNODES_TICKS) {
             self.redial_bootnodes();
@@ -1036,6 +1060,19 @@ impl Task {
             gossipsub.set_application_score(peer, -*penalty);
             *penalty > 0.01
         });
+    }
+
+    /// An archive node announces itself in the DHT when its [`super::discovery::Announcement`] is due.
+    fn announce_archive(&mut self, now_ms: u64) {
+        let Some(key) = self.archive.as_mut().and_then(|archive| archive.due(now_ms).then_some(archive.key)) else {
+            return;
+        };
+        if let Err(error) = self.start_providing(&key, None) {
+            debug!(%error, "announcing this archive node in the DHT");
+            if let Some(archive) = self.archive.as_mut() {
+                archive.provided(false, now_ms);
+            }
+        }
     }
 
     /// Closes the connections kept for nothing when the node is near its `peers_max` ([`super::discovery::to_trim`]):
@@ -1331,7 +1368,11 @@ impl Task {
             kad::QueryResult::StartProviding(result) => {
                 if let Some((key, reply)) = self.provider_queries.remove(&id) {
                     // Kademlia says Ok when the query ends even if no peer took the record: that is not announced.
-                    self.discovery.provided(&key, result.is_ok() && stats.num_successes() > 0, now_ms());
+                    let stored = result.is_ok() && stats.num_successes() > 0;
+                    match self.archive.as_mut() {
+                        Some(archive) if archive.key == key => archive.provided(stored, now_ms()),
+                        _ => self.discovery.provided(&key, stored, now_ms()),
+                    }
                     if let Some(reply) = reply {
                         let _ = reply.send(result.map(|_| ()).map_err(|error| Error::Publish(error.to_string())));
                     }

@@ -5,7 +5,7 @@
 //! | `/kos/<network>/pool/<pool-digest-hex>/1` | offers of that pool, and cancels of them |
 //! | `/kos/<network>/pool/<barter-pool-digest-hex>/1` | barter offers of that barter pool (its cell), and cancels |
 //! | `/kos/<network>/readings/1` | meter readings |
-//! | `/kos/<network>/ledger/1` | entries for the ledger: transfers, settlements, barter cycles, proposals, votes, cancels |
+//! | `/kos/<network>/ledger/1` | ledger entries: transfers, settlements, barter cycles, proposals, votes, cancels |
 //! | `/kos/<network>/bundles/1` | bundles of ledger-topic entries (PROTOCOL.md §9), not envelopes |
 //! | `/kos/<network>/jobs/1` | job postings and bids (ledger entries that job indexes also read) |
 //! | `/kos/<network>/consensus/1` | consensus messages (proposals with their blocks, votes, certificates), not envelopes |
