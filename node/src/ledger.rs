@@ -724,7 +724,9 @@ impl Actor {
             if pruned > 0 && pruned == asked {
                 // Archive nodes announce themselves in the DHT: dial a few, whom the next round asks.
                 let key = network::archive_key(network.network());
-                let archives = network.find_providers(key).await.unwrap_or_default();
+                // Bounded: the DHT query must not hold up the next round.
+                let lookup = tokio::time::timeout(SYNC_REQUEST_TIMEOUT, network.find_providers(key)).await;
+                let archives = lookup.ok().and_then(Result::ok).unwrap_or_default();
                 let connected: std::collections::HashSet<PeerId> =
                     network.info().await.map(|info| info.peers.into_iter().collect()).unwrap_or_default();
                 let dial: Vec<PeerId> = archives
