@@ -723,26 +723,12 @@ impl Actor {
             }
             if pruned > 0 && pruned == asked {
                 // Archive nodes announce themselves in the DHT: dial a few, whom the next round asks.
-                let key = network::archive_key(network.network());
-                // Bounded: the DHT query must not hold up the next round.
-                let lookup = tokio::time::timeout(SYNC_REQUEST_TIMEOUT, network.find_providers(key)).await;
-                let archives = lookup.ok().and_then(Result::ok).unwrap_or_default();
-                let connected: std::collections::HashSet<PeerId> =
-                    network.info().await.map(|info| info.peers.into_iter().collect()).unwrap_or_default();
-                let dial: Vec<PeerId> = archives
-                    .into_iter()
-                    .filter(|peer| !connected.contains(peer))
-                    .take(network::ARCHIVE_DIALS_MAX)
-                    .collect();
                 warn!(
                     height = from,
-                    archives = dial.len(),
                     "no connected peer keeps block {from}: they all prune their history; dialing archive nodes \
                      found in the DHT ([storage] mode = \"archive\", e.g. validators)"
                 );
-                for peer in dial {
-                    network.dial_peer(peer).await;
-                }
+                network.dial_archives().await;
             }
             // Nobody had the next block yet: wait a little before asking again.
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -345,10 +345,10 @@ async fn an_archive_node_announces_itself_in_the_dht_and_is_found_and_dialed() {
     })
     .await;
     assert!(apart);
-    a.handle.dial_peer(c).await;
+    a.handle.dial_archives().await;
     let dialed =
         wait_for(Duration::from_secs(10), || async { a.handle.info().await.unwrap().peers.contains(&c) }).await;
-    assert!(dialed, "a did not reach the archive by its peer id");
+    assert!(dialed, "a did not dial the archive it found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

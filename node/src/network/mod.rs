@@ -325,10 +325,8 @@ pub(crate) enum Command {
         address: Multiaddr,
         reply: oneshot::Sender<Result<(), Error>>,
     },
-    /// Dial a peer by its id, at the addresses the DHT knows for it (unless connected or being dialed).
-    DialPeer {
-        peer: PeerId,
-    },
+    /// Look up the archive nodes in the DHT and dial a few while the lookup runs (it holds their addresses).
+    DialArchives,
     Disconnect {
         peer: PeerId,
     },
@@ -548,9 +546,10 @@ impl Handle {
         self.ask(|reply| Command::Dial { address, reply }).await?
     }
 
-    /// Dials a peer found in the DHT (by its id: the DHT knows its addresses), unless already connected or dialing.
-    pub async fn dial_peer(&self, peer: PeerId) {
-        let _ = self.commands.send(Command::DialPeer { peer }).await;
+    /// Looks the archive nodes up in the DHT ([`archive_key`]) and dials up to [`ARCHIVE_DIALS_MAX`] it is not
+    /// connected to, within the node's dialing budget; returns at once (the dials happen as the lookup finds them).
+    pub async fn dial_archives(&self) {
+        let _ = self.commands.send(Command::DialArchives).await;
     }
 
     /// Closes every connection to a peer.

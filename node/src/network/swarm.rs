@@ -533,14 +533,7 @@ impl Task {
                 let result = self.swarm.dial(address.clone()).map_err(|error| Error::Dial(address, error.to_string()));
                 let _ = reply.send(result);
             }
-            Command::DialPeer { peer } => {
-                let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                if let Err(error) = self.swarm.dial(options) {
-                    debug!(%peer, %error, "dialing a peer found in the DHT");
-                }
-            }
+            Command::DialArchives => self.dial_archives(),
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
@@ -1060,6 +1053,25 @@ impl Task {
             gossipsub.set_application_score(peer, -*penalty);
             *penalty > 0.01
         });
+    }
+
+    /// Looks up the archive nodes' key and dials providers as the lookup finds them ([`Task::on_lookup`], which has
+    /// their addresses while the query runs), at most [`super::ARCHIVE_DIALS_MAX`].
+    fn dial_archives(&mut self) {
+        if self.lookups.len() >= super::discovery::LOOKUPS_MAX {
+            return debug!("too many DHT lookups in flight to look up archive nodes");
+        }
+        let key = super::archive_key(&self.config.network);
+        let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() else { return };
+        let query = kademlia.get_providers(RecordKey::new(&key.0));
+        let lookup = Lookup {
+            pool: key,
+            dial_max: super::ARCHIVE_DIALS_MAX,
+            exclude: HashSet::new(),
+            providers: HashSet::new(),
+            dialed: Vec::new(),
+        };
+        self.lookups.insert(query, lookup);
     }
 
     /// An archive node announces itself in the DHT when its [`super::discovery::Announcement`] is due.
