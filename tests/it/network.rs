@@ -402,6 +402,55 @@ async fn a_node_joining_a_pool_finds_a_provider_and_fetches_its_recent_offers() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_whose_record_carries_no_address_is_found_in_the_dht_and_dialed() {
+    // Nodes on loopback confirm no external address, so their provider records carry none. A newcomer that finds
+    // such a provider must still reach it: it walks the DHT toward the provider's id and dials what it finds.
+    // Keys are chosen so that the provider is the farthest node from the pool's key: none of the newcomer's own
+    // queries toward the key (its announcement, its lookup) contacts it by chance.
+    let network = network();
+    let digest = pool().digest();
+    let target = libp2p::kad::KBucketKey::new(libp2p::kad::RecordKey::new(&digest.0));
+    let peer_of = |seed: u64| {
+        let keypair = protocol::Keypair::from_seed(blake3::hash(&seed.to_le_bytes()).as_bytes());
+        let identity = libp2p::identity::Keypair::ed25519_from_bytes(*keypair.seed()).unwrap();
+        identity.public().to_peer_id()
+    };
+    let mut seeds: Vec<u64> = (900..1100).collect();
+    seeds.sort_by_key(|seed| libp2p::kad::KBucketKey::from(peer_of(*seed)).distance(&target));
+    // The closest is the bootnode, the next 22 fill the DHT, the farthest provides, the next farthest is new.
+    let (bootnode_seed, fillers, provider_seed, newcomer_seed) =
+        (seeds[0], seeds[1..23].to_vec(), seeds[199], seeds[198]);
+    let bootnode = local::start(bootnode_seed, &network, Transport::Tcp, |_| {}).await.unwrap();
+    let via_bootnode = |config: &mut kos::network::Config| config.bootnodes = vec![bootnode.address.clone()];
+    let mut others = Vec::new();
+    for seed in fillers {
+        others.push(local::start(seed, &network, Transport::Tcp, via_bootnode).await.unwrap());
+    }
+    let provider = local::start(provider_seed, &network, Transport::Tcp, via_bootnode).await.unwrap();
+    provider.handle.join_pool(&pool().into(), true).await.unwrap();
+    let offer = local::offer(&provider.keypair, &network, &pool(), 1, now_ms());
+    // Nobody else is in the pool yet: gossip has nobody to send it to, but the provider keeps it for fetches.
+    let _ = provider.handle.publish(&offer, Some(Topic::pool(&pool())), now_ms()).await;
+    let c = provider.handle.peer_id();
+    let announced = wait_for(Duration::from_secs(20), || async {
+        bootnode.handle.find_providers(digest).await.is_ok_and(|found| found.contains(&c))
+    })
+    .await;
+    assert!(announced, "the provider's record did not reach the node closest to the key");
+
+    let mut newcomer = local::start(newcomer_seed, &network, Transport::Tcp, via_bootnode).await.unwrap();
+    assert!(!newcomer.handle.info().await.unwrap().peers.contains(&c));
+    newcomer.handle.join_pool(&pool().into(), true).await.unwrap();
+    let dialed = wait_for(Duration::from_secs(10), || async {
+        let info = newcomer.handle.info().await.unwrap();
+        info.peers.contains(&c) && info.pool_peers >= 1
+    })
+    .await;
+    assert!(dialed, "the newcomer did not dial the provider it found: {:?}", newcomer.handle.pools().await.unwrap());
+    assert!(receive_until(&mut newcomer, offer.id(), Duration::from_secs(10)).await.is_some(), "no book");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limits_hold() {
     let network = network();
     let hub = local::start(900, &network, Transport::Tcp, |config| {

@@ -1,7 +1,8 @@
 //! `kos bench pools`: pools among strangers (issue 26). N full nodes in this process (real swarms, TCP on
 //! 127.0.0.1, Kademlia on, mDNS off), each started with two random earlier nodes as its bootnodes: no node knows the
-//! others of its pool. In each of C cells a few providers join the cell's compute pool and rest an ask there. Then
-//! one newcomer per cell joins its pool, all at once, knowing only two random background nodes. For each newcomer
+//! others of its pool. In each of C cells a few providers join the cell's compute pool and rest an ask there. Once
+//! the network is at rest (its nodes' DHT start-up over: [`quiet`]), one newcomer per cell joins its pool, one after
+//! another or all at once, knowing only two random background nodes. For each newcomer
 //! it measures:
 //! - **book**: from its start until it holds every ask of its pool (they came by a fetch of the book, or by gossip);
 //! - **first match**: from the publication of its bid, which crosses the asks, until a provider of the pool holds
@@ -33,6 +34,9 @@ pub struct PoolsArgs {
     pub seed: u64,
     /// All newcomers at once (else one after another, each measured alone).
     pub together: bool,
+    /// The newcomers come as soon as the providers found each other, while the network's nodes are still
+    /// starting (else once it is at rest: [`quiet`]).
+    pub at_start: bool,
 }
 
 /// What it measured.
@@ -53,17 +57,37 @@ pub struct PoolsReport {
     /// Seconds the providers took to settle (announced, in a mesh with each other) before the newcomers started.
     pub settle_s: f64,
     /// Over every node at the end: the most peers connected, and the most dialed for pools.
+    /// When the network was at rest before the newcomers came (from the providers' start; `None`: not waited for,
+    /// or not at rest within [`QUIET_DEADLINE`]).
+    pub quiet_s: Option<f64>,
     pub peers_max_seen: usize,
     pub pool_peers_max_seen: usize,
     pub pool_peers_mean: f64,
     /// The limits: `peers_max` and the pool budget (a quarter of it).
     pub peers_max: u32,
     pub pool_budget: usize,
-    /// Over every node, from the providers' start to the end: peers connected (a first connection), and peers the
-    /// trim disconnected; and how long that was, s.
-    pub peers_connected: u64,
-    pub peers_trimmed: u64,
-    pub churn_s: f64,
+    /// Over every node, from the providers' start until the newcomers came, and from then to the end: peers
+    /// connected (a first connection), peers the trim disconnected, and how long that was, s.
+    pub churn_before: Churn,
+    pub churn_newcomers: Churn,
+}
+
+/// Connections made and trimmed over all nodes in a while.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Churn {
+    pub connected: u64,
+    pub trimmed: u64,
+    pub seconds: f64,
+}
+
+impl Churn {
+    fn between(before: (u64, u64), after: (u64, u64), since: Instant) -> Churn {
+        Churn {
+            connected: after.0.saturating_sub(before.0),
+            trimmed: after.1.saturating_sub(before.1),
+            seconds: since.elapsed().as_secs_f64(),
+        }
+    }
 }
 
 /// How long a newcomer may take for its book and for its bid.
@@ -177,6 +201,31 @@ async fn background_network(
         collect(index, node.deliveries, arrivals.clone());
     }
     Ok((nodes, addresses))
+}
+
+/// The network is at rest when all its nodes together opened fewer connections than there are nodes over the last
+/// [`QUIET_WINDOW`].
+const QUIET_WINDOW: Duration = Duration::from_secs(5);
+/// The longest wait for the network to be at rest.
+const QUIET_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Waits until the network is at rest (at most [`QUIET_DEADLINE`]); when it was, in seconds from `started`.
+async fn quiet(nodes: &[(crate::network::Handle, protocol::Keypair)], started: Instant) -> Option<f64> {
+    let handles: Vec<&crate::network::Handle> = nodes.iter().map(|(handle, _)| handle).collect();
+    let deadline = Instant::now() + QUIET_DEADLINE;
+    let mut window: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+    while Instant::now() < deadline {
+        window.push_back(churn(&handles).0);
+        if window.len() > usize::try_from(QUIET_WINDOW.as_secs()).unwrap_or(5) {
+            window.pop_front();
+            let opened = window.back().copied().unwrap_or(0) - window.front().copied().unwrap_or(0);
+            if opened < nodes.len() as u64 {
+                return Some(started.elapsed().as_secs_f64());
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    None
 }
 
 /// Over every node: peers connected and trimmed since it started.
@@ -346,6 +395,12 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
         );
     }
     let settle_s = started.elapsed().as_secs_f64();
+    // The newcomers join a network at rest, not one whose hundred nodes all started seconds ago: each node's DHT
+    // start-up (Kademlia's bootstraps, tens of new connections a node on a loaded machine) is over first.
+    let quiet_s = if args.at_start { None } else { quiet(&nodes, started).await };
+    let churn_mid = churn(&nodes.iter().map(|(handle, _)| handle).collect::<Vec<_>>());
+    let churn_before = Churn::between(churn_before, churn_mid, started);
+    let newcomers_started = Instant::now();
 
     // The newcomers, one after another (or all at once), each knowing two random nodes that are not providers.
     let world = World { network, pools, asks, addresses, arrivals, providers_per_cell: providers, background };
@@ -366,8 +421,7 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
     }
     let mut handles: Vec<&crate::network::Handle> = nodes.iter().map(|(handle, _)| handle).collect();
     handles.extend(joined.iter());
-    let churn_after = churn(&handles);
-    let churn_s = started.elapsed().as_secs_f64();
+    let churn_newcomers = Churn::between(churn_mid, churn(&handles), newcomers_started);
     let (peers_seen, pool_peers) = connections(&handles).await?;
     Ok(PoolsReport {
         nodes: args.nodes,
@@ -381,13 +435,13 @@ pub async fn pools(args: &PoolsArgs) -> anyhow::Result<PoolsReport> {
         match_p99_ms: percentile(&matches, 0.99),
         steps,
         settle_s,
+        quiet_s,
         peers_max_seen: peers_seen,
         pool_peers_max_seen: pool_peers.iter().copied().max().unwrap_or(0),
         pool_peers_mean: pool_peers.iter().sum::<usize>() as f64 / pool_peers.len().max(1) as f64,
         peers_max,
         pool_budget: usize::try_from(peers_max).unwrap_or(0) * 25 / 100,
-        peers_connected: churn_after.0.saturating_sub(churn_before.0),
-        peers_trimmed: churn_after.1.saturating_sub(churn_before.1),
-        churn_s,
+        churn_before,
+        churn_newcomers,
     })
 }

@@ -20,8 +20,8 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
             market_command(operations, auction_orders, repetitions, seed)
         }
         BenchCommand::Cells { days, month, loss_ppm, seed } => cells_command(days, month, loss_ppm, seed),
-        BenchCommand::Pools { nodes, cells, providers, seed, together } => {
-            pools_command(crate::bench::pools::PoolsArgs { nodes, cells, providers, seed, together })
+        BenchCommand::Pools { nodes, cells, providers, seed, together, at_start } => {
+            pools_command(crate::bench::pools::PoolsArgs { nodes, cells, providers, seed, together, at_start })
         }
     }
 }
@@ -100,11 +100,16 @@ fn pools_command(args: crate::bench::pools::PoolsArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "nodes {} cells {} providers per pool {} (settled in {:.1} s); newcomers {}",
+        "nodes {} cells {} providers per pool {} (settled in {:.1} s, {}); newcomers {}",
         report.nodes,
         report.cells,
         report.providers,
         report.settle_s,
+        match (args.at_start, report.quiet_s) {
+            (true, _) => "newcomers while the network starts".to_string(),
+            (false, Some(quiet)) => format!("network at rest after {quiet:.1} s"),
+            (false, None) => "the network never came to rest".to_string(),
+        },
         if args.together { "all at once" } else { "one after another" }
     )?;
     writeln!(
@@ -137,16 +142,19 @@ fn pools_command(args: crate::bench::pools::PoolsArgs) -> anyhow::Result<()> {
         "connections: most peers of a node {} (peers_max {}); dialed for pools most {} mean {:.2} (budget {})",
         report.peers_max_seen, report.peers_max, report.pool_peers_max_seen, report.pool_peers_mean, report.pool_budget
     )?;
-    let per_s = |count: u64| count as f64 / report.churn_s.max(1e-3);
-    writeln!(
-        out,
-        "churn over {:.0} s, all nodes: {} peers connected ({:.0}/s), {} trimmed ({:.0}/s)",
-        report.churn_s,
-        report.peers_connected,
-        per_s(report.peers_connected),
-        report.peers_trimmed,
-        per_s(report.peers_trimmed)
-    )?;
+    for (when, churn) in [("before the newcomers", report.churn_before), ("with the newcomers", report.churn_newcomers)]
+    {
+        let per_s = |count: u64| count as f64 / churn.seconds.max(1e-3);
+        writeln!(
+            out,
+            "churn {when}, over {:.0} s, all nodes: {} peers connected ({:.0}/s), {} trimmed ({:.0}/s)",
+            churn.seconds,
+            churn.connected,
+            per_s(churn.connected),
+            churn.trimmed,
+            per_s(churn.trimmed)
+        )?;
+    }
     Ok(())
 }
 

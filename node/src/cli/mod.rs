@@ -263,6 +263,11 @@ pub enum BenchCommand {
         /// small machine, ten nodes booting at once slow each other down).
         #[arg(long)]
         together: bool,
+        /// Let the newcomers come as soon as the providers found each other, while the hundred nodes are still
+        /// starting (their DHT bootstraps open hundreds of connections a second), rather than once the network is at
+        /// rest.
+        #[arg(long)]
+        at_start: bool,
     },
     /// Order operations/s of the continuous double auction on one core, and the time to clear an interval
     /// auction of many orders.

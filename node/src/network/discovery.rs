@@ -8,7 +8,8 @@
 //!    the pool's gossip mesh, backing off from [`LOOKUP_BACKOFF_MIN_MS`] to [`LOOKUP_BACKOFF_MAX_MS`];
 //! 3. dials, during a lookup, providers it is not connected to: at most [`DIALS_PER_LOOKUP_MAX`] a lookup, never
 //!    more peers for pools than [`POOL_PEERS_SHARE_PERCENT`] of `peers_max`, and not a peer whose dial failed in the
-//!    last [`DIAL_RETRY_MS`];
+//!    last [`DIAL_RETRY_MS`]; a lookup stops once it has found [`LOOKUP_PROVIDERS_ENOUGH`] providers. A provider
+//!    whose record carries no address is looked up by its peer id in the DHT first (the shell's walk toward it);
 //! 4. fetches the pool's recent offers from up to [`FETCH_PEERS_MAX`] peers in the pool as soon as it has one, so
 //!    that a newcomer holds the book at once (a round that nobody answers is tried again after a backoff from
 //!    [`LOOKUP_BACKOFF_MIN_MS`] to [`LOOKUP_BACKOFF_MAX_MS`]); and when its mesh for the pool was empty and fills
@@ -42,6 +43,10 @@ pub const LOOKUP_BACKOFF_MAX_MS: u64 = PROVIDE_INTERVAL_MS;
 pub const PROVIDE_INTERVAL_MS: u64 = 600_000;
 /// Providers dialed during one lookup.
 pub const DIALS_PER_LOOKUP_MAX: usize = 3;
+/// A lookup stops once it has found this many providers (or as many as it may dial, if more): a lookup run to its
+/// end asks the twenty nodes closest to the pool's key, each over a connection of its own, while the first node that
+/// holds the pool's records answers with every provider it holds. More are looked up later if the mesh stays small.
+pub const LOOKUP_PROVIDERS_ENOUGH: usize = 3;
 /// The share of `peers_max` that peers dialed for pools may take, in percent: the rest stays for the ledger's
 /// validators, bootnodes and peers that dial in.
 pub const POOL_PEERS_SHARE_PERCENT: u32 = 25;

@@ -370,6 +370,7 @@ pub async fn spawn(
         fetches: HashMap::new(),
         provider_queries: HashMap::new(),
         find_queries: HashMap::new(),
+        provider_walks: HashMap::new(),
         requests: HashMap::new(),
         recent: HashMap::new(),
         own_cancels: HashMap::new(),
@@ -407,6 +408,9 @@ struct Task {
     /// Announcements in flight: the pool's key, and who waits for the outcome (none for discovery's own).
     provider_queries: HashMap<kad::QueryId, (Id, Option<Reply<()>>)>,
     find_queries: HashMap<kad::QueryId, FindQuery>,
+    /// Walks toward a provider found without an address, and the pool it was found for (at most
+    /// [`super::discovery::LOOKUPS_MAX`] × [`super::discovery::DIALS_PER_LOOKUP_MAX`]): [`Task::find_provider`].
+    provider_walks: HashMap<kad::QueryId, (PeerId, Id)>,
     /// Our requests in flight (at most [`QUERIES_MAX`]).
     requests: HashMap<request_response::OutboundRequestId, oneshot::Sender<Result<Response, Error>>>,
     /// Per pool we serve, the recent offers: (id, expires_ms, bytes), oldest first, at most
@@ -676,8 +680,10 @@ impl Task {
             self.discovery.forget(&digest);
             // What was in flight for the pool ends here: its answers would rebuild a book the node just dropped.
             self.fetches.retain(|_, pool| *pool != digest);
-            let lookups: Vec<kad::QueryId> =
+            let mut lookups: Vec<kad::QueryId> =
                 self.lookups.iter().filter(|(_, lookup)| lookup.pool == digest).map(|(id, _)| *id).collect();
+            lookups.extend(self.provider_walks.iter().filter(|(_, (_, pool))| *pool == digest).map(|(id, _)| *id));
+            self.provider_walks.retain(|_, (_, pool)| *pool != digest);
             if let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() {
                 kademlia.stop_providing(&RecordKey::new(&digest.0));
                 for id in &lookups {
@@ -1189,6 +1195,7 @@ impl Task {
             {
                 info!(peer = %peer_id, address = %endpoint.get_remote_address(), "connected");
                 Stats::bump(&self.stats.peers_connected);
+                self.provider_reached(&peer_id);
                 // The first connection: announcements and lookups that waited for one go now.
                 if self.swarm.network_info().num_peers() == 1 {
                     self.run_discovery(now_ms());
@@ -1390,6 +1397,7 @@ impl Task {
                     }
                 }
             }
+            kad::QueryResult::GetClosestPeers(result) if step.last => self.on_provider_walk(id, result),
             kad::QueryResult::GetProviders(result) => {
                 let finished = step.last
                     || matches!(result, Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_));
@@ -1411,10 +1419,66 @@ impl Task {
 }
 
 impl Task {
+    /// A provider found for `pool` with no address known: a DHT walk toward its id (Kademlia's FIND_NODE, as
+    /// libp2p's routed hosts do) ends at the nodes that know it, and at the provider itself. It counts against the
+    /// pool budget as a dial does; [`Task::on_provider_walk`] dials what it found.
+    fn find_provider(&mut self, peer: PeerId, pool: Id) {
+        let most = super::discovery::LOOKUPS_MAX * super::discovery::DIALS_PER_LOOKUP_MAX;
+        let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() else { return };
+        if self.provider_walks.len() >= most {
+            return debug!(%peer, "too many walks toward providers in flight");
+        }
+        debug!(%peer, %pool, "looking for a provider's address in the DHT");
+        let query = kademlia.get_closest_peers(peer);
+        self.provider_walks.insert(query, (peer, pool));
+        self.discovery.dialing(peer, &pool);
+    }
+
+    /// A walk toward a provider ended: the provider is dialed at the addresses found (unless the walk connected to
+    /// it already); found nowhere, it counts as a failed dial.
+    fn on_provider_walk(&mut self, id: kad::QueryId, result: kad::GetClosestPeersResult) {
+        let Some((peer, pool)) = self.provider_walks.remove(&id) else { return };
+        if self.swarm.is_connected(&peer) {
+            return;
+        }
+        let addresses: Vec<Multiaddr> = match result {
+            Ok(kad::GetClosestPeersOk { peers, .. }) => {
+                peers.into_iter().filter(|info| info.peer_id == peer).flat_map(|info| info.addrs).collect()
+            }
+            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => {
+                peers.into_iter().filter(|info| info.peer_id == peer).flat_map(|info| info.addrs).collect()
+            }
+        };
+        let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(addresses)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+            .build();
+        match self.swarm.dial(options) {
+            Ok(()) => debug!(%peer, %pool, "dialing a provider of the pool found in the DHT"),
+            Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+            Err(error) => {
+                debug!(%peer, %error, "a provider of the pool not found in the DHT");
+                self.discovery.disconnected(&peer, true, now_ms());
+            }
+        }
+    }
+
+    /// A walk toward a provider connected to it: the walk stops (its last step comes next).
+    fn provider_reached(&mut self, peer: &PeerId) {
+        let walks: Vec<kad::QueryId> =
+            self.provider_walks.iter().filter(|(_, (target, _))| target == peer).map(|(id, _)| *id).collect();
+        for id in walks {
+            if let Some(mut query) = self.swarm.behaviour_mut().kademlia.as_mut().and_then(|kad| kad.query_mut(&id)) {
+                query.finish();
+            }
+        }
+    }
+
     /// A step of a discovery lookup: providers this node is not connected to are dialed now, while the query still
     /// holds their addresses (within the lookup's budget); at its end, discovery hears what was found.
     fn on_lookup(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, finished: bool) {
         let local = *self.swarm.local_peer_id();
+        let mut walks = Vec::new();
         if let (Some(lookup), Ok(kad::GetProvidersOk::FoundProviders { providers, key })) =
             (self.lookups.get_mut(&id), &result)
         {
@@ -1458,9 +1522,26 @@ impl Task {
                         lookup.dialed.push(*peer);
                         self.discovery.dialing(*peer, &lookup.pool);
                     }
+                    // Its record carries no address (a node without a confirmed external address announces none)
+                    // and this node knows none: the DHT is asked where it is.
+                    Err(libp2p::swarm::DialError::NoAddresses) => {
+                        lookup.dialed.push(*peer);
+                        walks.push((*peer, lookup.pool));
+                    }
                     Err(error) => debug!(%peer, %error, "dialing a provider of the pool"),
                 }
             }
+        }
+        for (peer, pool) in walks {
+            self.find_provider(peer, pool);
+        }
+        // Enough found: the query stops rather than ask every node near the key (its last step comes next).
+        if !finished
+            && let Some(lookup) = self.lookups.get(&id)
+            && lookup.providers.len() >= super::discovery::LOOKUP_PROVIDERS_ENOUGH.max(lookup.dial_max)
+            && let Some(mut query) = self.swarm.behaviour_mut().kademlia.as_mut().and_then(|kad| kad.query_mut(&id))
+        {
+            query.finish();
         }
         if finished && let Some(lookup) = self.lookups.remove(&id) {
             debug!(pool = %lookup.pool, providers = lookup.providers.len(), dialed = lookup.dialed.len(), "pool lookup");
