@@ -403,10 +403,12 @@ async fn a_node_joining_a_pool_finds_a_provider_and_fetches_its_recent_offers() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_whose_record_carries_no_address_is_found_in_the_dht_and_dialed() {
-    // Nodes on loopback confirm no external address, so their provider records carry none. A newcomer that finds
-    // such a provider must still reach it: it walks the DHT toward the provider's id and dials what it finds.
-    // Keys are chosen so that the provider is the farthest node from the pool's key: none of the newcomer's own
-    // queries toward the key (its announcement, its lookup) contacts it by chance.
+    // A provider that confirmed no external address announces a record without one. A newcomer that finds such a
+    // provider must still reach it, at the addresses the DHT's answers and its routing table give (discarded by the
+    // dial before), or by walking the DHT toward the provider's id.
+    // Keys are chosen so that the provider is the farthest node from the pool's key, and the newcomer far from both:
+    // none of the newcomer's own queries toward the key (its announcement, its lookup) or its own id (its bootstrap)
+    // contacts the provider by chance.
     let network = network();
     let digest = pool().digest();
     let target = libp2p::kad::KBucketKey::new(libp2p::kad::RecordKey::new(&digest.0));
@@ -417,16 +419,28 @@ async fn a_provider_whose_record_carries_no_address_is_found_in_the_dht_and_dial
     };
     let mut seeds: Vec<u64> = (900..1100).collect();
     seeds.sort_by_key(|seed| libp2p::kad::KBucketKey::from(peer_of(*seed)).distance(&target));
-    // The closest is the bootnode, the next 22 fill the DHT, the farthest provides, the next farthest is new.
-    let (bootnode_seed, fillers, provider_seed, newcomer_seed) =
-        (seeds[0], seeds[1..23].to_vec(), seeds[199], seeds[198]);
+    // The closest is the bootnode, the next 22 fill the DHT, the farthest provides, and the newcomer is the one of
+    // the farther half farthest from the provider.
+    let (bootnode_seed, fillers, provider_seed) = (seeds[0], seeds[1..23].to_vec(), seeds[199]);
+    let provider_key = libp2p::kad::KBucketKey::from(peer_of(provider_seed));
+    let newcomer_seed = *seeds[100..199]
+        .iter()
+        .max_by_key(|seed| libp2p::kad::KBucketKey::from(peer_of(**seed)).distance(&provider_key))
+        .unwrap();
     let bootnode = local::start(bootnode_seed, &network, Transport::Tcp, |_| {}).await.unwrap();
     let via_bootnode = |config: &mut kos::network::Config| config.bootnodes = vec![bootnode.address.clone()];
     let mut others = Vec::new();
     for seed in fillers {
         others.push(local::start(seed, &network, Transport::Tcp, via_bootnode).await.unwrap());
     }
-    let provider = local::start(provider_seed, &network, Transport::Tcp, via_bootnode).await.unwrap();
+    // AutoNAT confirms no loopback address for it (the test harness lets others confirm theirs): its record carries
+    // no address, as a home's behind a NAT would.
+    let provider = local::start(provider_seed, &network, Transport::Tcp, |config| {
+        via_bootnode(config);
+        config.autonat_only_global = true;
+    })
+    .await
+    .unwrap();
     provider.handle.join_pool(&pool().into(), true).await.unwrap();
     let offer = local::offer(&provider.keypair, &network, &pool(), 1, now_ms());
     // Nobody else is in the pool yet: gossip has nobody to send it to, but the provider keeps it for fetches.

@@ -56,10 +56,10 @@ pub struct PoolsReport {
     pub steps: Steps,
     /// Seconds the providers took to settle (announced, in a mesh with each other) before the newcomers started.
     pub settle_s: f64,
-    /// Over every node at the end: the most peers connected, and the most dialed for pools.
     /// When the network was at rest before the newcomers came (from the providers' start; `None`: not waited for,
     /// or not at rest within [`QUIET_DEADLINE`]).
     pub quiet_s: Option<f64>,
+    /// Over every node at the end: the most peers connected, and the most dialed for pools.
     pub peers_max_seen: usize,
     pub pool_peers_max_seen: usize,
     pub pool_peers_mean: f64,
@@ -206,8 +206,9 @@ async fn background_network(
 /// The network is at rest when all its nodes together opened fewer connections than there are nodes over the last
 /// [`QUIET_WINDOW`].
 const QUIET_WINDOW: Duration = Duration::from_secs(5);
-/// The longest wait for the network to be at rest.
-const QUIET_DEADLINE: Duration = Duration::from_secs(300);
+/// The longest wait for the network to be at rest: below Kademlia's periodic bootstrap (every 5 minutes from each
+/// node's start), which would start the hundred nodes' walks again together.
+const QUIET_DEADLINE: Duration = Duration::from_secs(200);
 
 /// Waits until the network is at rest (at most [`QUIET_DEADLINE`]); when it was, in seconds from `started`.
 async fn quiet(nodes: &[(crate::network::Handle, protocol::Keypair)], started: Instant) -> Option<f64> {
@@ -216,7 +217,8 @@ async fn quiet(nodes: &[(crate::network::Handle, protocol::Keypair)], started: I
     let mut window: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
     while Instant::now() < deadline {
         window.push_back(churn(&handles).0);
-        if window.len() > usize::try_from(QUIET_WINDOW.as_secs()).unwrap_or(5) {
+        // One sample a second: the window's first and last are QUIET_WINDOW apart.
+        if window.len() > usize::try_from(QUIET_WINDOW.as_secs()).unwrap_or(5) + 1 {
             window.pop_front();
             let opened = window.back().copied().unwrap_or(0) - window.front().copied().unwrap_or(0);
             if opened < nodes.len() as u64 {

@@ -1402,7 +1402,8 @@ impl Task {
                 let finished = step.last
                     || matches!(result, Ok(kad::GetProvidersOk::FinishedWithNoAdditionalRecord { .. }) | Err(_));
                 if self.lookups.contains_key(&id) {
-                    return self.on_lookup(id, result, finished);
+                    // The answer from this node's own store comes first, before anyone was asked.
+                    return self.on_lookup(id, result, finished, stats.num_requests() > 0);
                 }
                 if let (Some((found, _)), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
                     (self.find_queries.get_mut(&id), &result)
@@ -1421,17 +1422,18 @@ impl Task {
 impl Task {
     /// A provider found for `pool` with no address known: a DHT walk toward its id (Kademlia's FIND_NODE, as
     /// libp2p's routed hosts do) ends at the nodes that know it, and at the provider itself. It counts against the
-    /// pool budget as a dial does; [`Task::on_provider_walk`] dials what it found.
+    /// pool budget as a dial does (the caller counted it); [`Task::on_provider_walk`] dials what it found.
     fn find_provider(&mut self, peer: PeerId, pool: Id) {
         let most = super::discovery::LOOKUPS_MAX * super::discovery::DIALS_PER_LOOKUP_MAX;
-        let Some(kademlia) = self.swarm.behaviour_mut().kademlia.as_mut() else { return };
-        if self.provider_walks.len() >= most {
-            return debug!(%peer, "too many walks toward providers in flight");
-        }
+        let walk = self.swarm.behaviour_mut().kademlia.as_mut().filter(|_| self.provider_walks.len() < most);
+        let Some(kademlia) = walk else {
+            debug!(%peer, "too many walks toward providers in flight");
+            return self.discovery.disconnected(&peer, false, now_ms());
+        };
         debug!(%peer, %pool, "looking for a provider's address in the DHT");
-        let query = kademlia.get_closest_peers(peer);
+        // The provider is at distance 0 from its own id: the walk ends once it answered (or nobody nearer is left).
+        let query = kademlia.get_n_closest_peers(peer, std::num::NonZeroUsize::MIN);
         self.provider_walks.insert(query, (peer, pool));
-        self.discovery.dialing(peer, &pool);
     }
 
     /// A walk toward a provider ended: the provider is dialed at the addresses found (unless the walk connected to
@@ -1451,11 +1453,21 @@ impl Task {
         };
         let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addresses)
+            .extend_addresses_through_behaviour()
             .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
             .build();
         match self.swarm.dial(options) {
-            Ok(()) => debug!(%peer, %pool, "dialing a provider of the pool found in the DHT"),
+            // Counted again: a failed dial of Kademlia's own during the walk may have released it.
+            Ok(()) => {
+                debug!(%peer, %pool, "dialing a provider of the pool found in the DHT");
+                self.discovery.dialing(peer, &pool);
+            }
             Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => {}
+            // This node's own limits refused it: nothing to hold against the provider.
+            Err(libp2p::swarm::DialError::Denied { cause }) => {
+                debug!(%peer, %cause, "a provider of the pool not dialed");
+                self.discovery.disconnected(&peer, false, now_ms());
+            }
             Err(error) => {
                 debug!(%peer, %error, "a provider of the pool not found in the DHT");
                 self.discovery.disconnected(&peer, true, now_ms());
@@ -1476,7 +1488,7 @@ impl Task {
 
     /// A step of a discovery lookup: providers this node is not connected to are dialed now, while the query still
     /// holds their addresses (within the lookup's budget); at its end, discovery hears what was found.
-    fn on_lookup(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, finished: bool) {
+    fn on_lookup(&mut self, id: kad::QueryId, result: kad::GetProvidersResult, finished: bool, asked: bool) {
         let local = *self.swarm.local_peer_id();
         let mut walks = Vec::new();
         if let (Some(lookup), Ok(kad::GetProvidersOk::FoundProviders { providers, key })) =
@@ -1514,6 +1526,7 @@ impl Task {
                     .unwrap_or_default();
                 let options = libp2p::swarm::dial_opts::DialOpts::peer_id(*peer)
                     .addresses(stored)
+                    .extend_addresses_through_behaviour()
                     .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
                     .build();
                 match self.swarm.dial(options) {
@@ -1526,6 +1539,7 @@ impl Task {
                     // and this node knows none: the DHT is asked where it is.
                     Err(libp2p::swarm::DialError::NoAddresses) => {
                         lookup.dialed.push(*peer);
+                        self.discovery.dialing(*peer, &lookup.pool);
                         walks.push((*peer, lookup.pool));
                     }
                     Err(error) => debug!(%peer, %error, "dialing a provider of the pool"),
@@ -1535,10 +1549,14 @@ impl Task {
         for (peer, pool) in walks {
             self.find_provider(peer, pool);
         }
-        // Enough found: the query stops rather than ask every node near the key (its last step comes next).
+        // Enough found by asking others (not only in this node's store, whose records may be stale), not counting
+        // providers whose dial failed lately: the query stops rather than ask every node near the key (its last step
+        // comes next).
         if !finished
+            && asked
             && let Some(lookup) = self.lookups.get(&id)
-            && lookup.providers.len() >= super::discovery::LOOKUP_PROVIDERS_ENOUGH.max(lookup.dial_max)
+            && lookup.providers.iter().filter(|peer| !lookup.exclude.contains(peer)).count()
+                >= super::discovery::LOOKUP_PROVIDERS_ENOUGH
             && let Some(mut query) = self.swarm.behaviour_mut().kademlia.as_mut().and_then(|kad| kad.query_mut(&id))
         {
             query.finish();
