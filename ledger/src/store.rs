@@ -193,11 +193,34 @@ pub const MEMTABLES_TOTAL_BYTES: usize = 16 * 1024 * 1024;
 /// The cache of blocks read from disk, shared by the families (RocksDB's default is 32 MiB a family).
 pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
 
+/// How much memory the store may use: RocksDB's memtables and block cache (issue 28, item 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// A validator's or an archive's: [`MEMTABLE_BYTES`], [`BLOCKS_MEMTABLE_BYTES`], [`MEMTABLES_TOTAL_BYTES`],
+    /// [`BLOCK_CACHE_BYTES`].
+    #[default]
+    Standard,
+    /// A home's (a small board, a few kilobytes written a block): a quarter of each.
+    Small,
+}
+
+impl Profile {
+    /// What memory goes to: (memtable, the `blocks` family's memtable, all memtables, block cache), bytes.
+    pub fn bytes(self) -> (usize, usize, usize, usize) {
+        let standard = (MEMTABLE_BYTES, BLOCKS_MEMTABLE_BYTES, MEMTABLES_TOTAL_BYTES, BLOCK_CACHE_BYTES);
+        match self {
+            Profile::Standard => standard,
+            Profile::Small => (standard.0 / 4, standard.1 / 4, standard.2 / 4, standard.3 / 4),
+        }
+    }
+}
+
 /// A column family's options: LZ4, bounded memtables, the shared block cache (issue 28, item 7).
-fn family_options(name: &str, cache: &rocksdb::Cache) -> rocksdb::Options {
+fn family_options(name: &str, cache: &rocksdb::Cache, profile: Profile) -> rocksdb::Options {
+    let (memtable, blocks_memtable, _, _) = profile.bytes();
     let mut options = rocksdb::Options::default();
     options.set_compression_type(rocksdb::DBCompressionType::Lz4);
-    options.set_write_buffer_size(if name == CF_BLOCKS { BLOCKS_MEMTABLE_BYTES } else { MEMTABLE_BYTES });
+    options.set_write_buffer_size(if name == CF_BLOCKS { blocks_memtable } else { memtable });
     options.set_max_write_buffer_number(MEMTABLES_PER_FAMILY_MAX);
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(cache);
@@ -263,8 +286,15 @@ fn read_u64(bytes: &[u8]) -> anyhow::Result<u64> {
 }
 
 impl RocksStore {
-    /// Opens (or creates) the store in `path`, migrating an older format (see [`FORMAT`]) and refusing a newer one.
+    /// Opens (or creates) the store in `path`, migrating an older format (see [`FORMAT`]) and refusing a newer one,
+    /// with the [`Profile::Standard`] memory.
     pub fn open(path: &Path) -> anyhow::Result<RocksStore> {
+        RocksStore::open_with(path, Profile::Standard)
+    }
+
+    /// [`RocksStore::open`] with the memory of `profile`.
+    pub fn open_with(path: &Path, profile: Profile) -> anyhow::Result<RocksStore> {
+        let (_, _, memtables_total, block_cache) = profile.bytes();
         let format = stored_format(path)?;
         if let Some(format) = format {
             check_format(path, format)?;
@@ -275,11 +305,11 @@ impl RocksStore {
         options.set_max_open_files(256);
         // The database's own limit on all memtables together; each family gets its options below (`open_cf` would
         // give every family RocksDB's defaults, whatever `options` says).
-        options.set_db_write_buffer_size(MEMTABLES_TOTAL_BYTES);
-        let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        options.set_db_write_buffer_size(memtables_total);
+        let cache = rocksdb::Cache::new_lru_cache(block_cache);
         let families = std::iter::once("default")
             .chain(FAMILIES)
-            .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, family_options(name, &cache)));
+            .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, family_options(name, &cache, profile)));
         let db = rocksdb::DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("opening the ledger database in {}", path.display()))?;
         let wal_height = match db.get(META_WAL_HEIGHT)? {
@@ -865,30 +895,38 @@ mod tests {
     /// Every family has the options the store gives it, as RocksDB records them in the database's `OPTIONS` file:
     /// LZ4, bounded memtables. (`open_cf` gave every family RocksDB's defaults — 64 MiB memtables, no compression —
     /// whatever the options passed.)
+    /// A home's profile gives each a quarter of the memory.
     #[test]
     fn every_family_has_its_options() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(RocksStore::open(dir.path()).unwrap());
-        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|entry| entry.unwrap().path())
-            .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
-            .collect();
-        files.sort();
-        let text = std::fs::read_to_string(files.last().expect("an OPTIONS file")).unwrap();
-        for family in std::iter::once("default").chain(FAMILIES) {
-            let section = text
-                .split("[CFOptions \"")
-                .find(|section| section.starts_with(&format!("{family}\"]")))
-                .unwrap_or_else(|| panic!("no options for {family}"));
-            let value = |name: &str| {
+        for profile in [Profile::Standard, Profile::Small] {
+            let dir = tempfile::tempdir().unwrap();
+            drop(RocksStore::open_with(dir.path(), profile).unwrap());
+            let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.file_name().unwrap().to_string_lossy().starts_with("OPTIONS-"))
+                .collect();
+            files.sort();
+            let text = std::fs::read_to_string(files.last().expect("an OPTIONS file")).unwrap();
+            let value = |section: &str, name: &str| {
                 section.lines().find_map(|line| line.trim().strip_prefix(&format!("{name}="))).unwrap_or("").to_owned()
             };
-            let memtable = if family == CF_BLOCKS { BLOCKS_MEMTABLE_BYTES } else { MEMTABLE_BYTES };
-            assert_eq!(value("write_buffer_size"), memtable.to_string(), "{family}");
-            assert_eq!(value("max_write_buffer_number"), MEMTABLES_PER_FAMILY_MAX.to_string(), "{family}");
-            assert_eq!(value("compression"), "kLZ4Compression", "{family}");
+            let (memtable, blocks_memtable, total, _) = profile.bytes();
+            let db = text.split("[DBOptions]").nth(1).expect("DB options");
+            assert_eq!(value(db, "db_write_buffer_size"), total.to_string(), "{profile:?}");
+            for family in std::iter::once("default").chain(FAMILIES) {
+                let section = text
+                    .split("[CFOptions \"")
+                    .find(|section| section.starts_with(&format!("{family}\"]")))
+                    .unwrap_or_else(|| panic!("no options for {family}"));
+                let memtable = if family == CF_BLOCKS { blocks_memtable } else { memtable };
+                assert_eq!(value(section, "write_buffer_size"), memtable.to_string(), "{family} {profile:?}");
+                let most = MEMTABLES_PER_FAMILY_MAX.to_string();
+                assert_eq!(value(section, "max_write_buffer_number"), most, "{family} {profile:?}");
+                assert_eq!(value(section, "compression"), "kLZ4Compression", "{family} {profile:?}");
+            }
         }
+        assert_eq!(Profile::Small.bytes(), (1 << 20, 2 << 20, 4 << 20, 2 << 20));
     }
 
     /// The memtables are bounded: 48 MiB of blocks written end up on disk, not in memory (with RocksDB's defaults

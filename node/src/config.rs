@@ -41,12 +41,33 @@ pub struct Storage {
     pub mode: Option<StorageMode>,
     /// Blocks a `full` node keeps (at least 1,024): 100,000 are about a day of a busy network's blocks.
     pub keep_blocks: u64,
+    /// The memory the ledger's database may use: `small` (a home: 4 MiB of memtables, a 2 MiB block cache) or
+    /// `standard` (16 MiB and 8 MiB). Unset: `small` on a node with a meter, `standard` otherwise.
+    pub profile: Option<StorageProfile>,
 }
 
 impl Default for Storage {
     fn default() -> Storage {
-        Storage { mode: None, keep_blocks: 100_000 }
+        Storage { mode: None, keep_blocks: 100_000, profile: None }
     }
+}
+
+impl Storage {
+    /// The ledger database's memory profile on a node with a meter (`home`) or without.
+    pub fn store_profile(&self, home: bool) -> ledger::store::Profile {
+        match (self.profile, home) {
+            (Some(StorageProfile::Small), _) | (None, true) => ledger::store::Profile::Small,
+            (Some(StorageProfile::Standard), _) | (None, false) => ledger::store::Profile::Standard,
+        }
+    }
+}
+
+/// See [`Storage::profile`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageProfile {
+    Small,
+    Standard,
 }
 
 /// See [`Storage::mode`].
@@ -766,6 +787,7 @@ impl Config {
         } else {
             StorageMode::Full
         });
+        let profile = self.storage.store_profile(self.meter.kind != MeterKind::None);
         if self.storage.keep_blocks < ledger::store::KEEP_BLOCKS_MIN {
             bail!("storage.keep_blocks must be at least {}", ledger::store::KEEP_BLOCKS_MIN);
         }
@@ -774,6 +796,7 @@ impl Config {
             path: ledger.path.clone().unwrap_or_else(|| data_dir.join("ledger")),
             engine,
             keep_blocks: (mode == StorageMode::Full).then_some(self.storage.keep_blocks),
+            profile,
         }))
     }
 
@@ -887,6 +910,19 @@ mod tests {
         assert!(bad(|c| c.p2p.pools = vec!["energy/credit".into()]).contains("p2p.pools"));
         assert!(bad(|c| c.limits.peer_messages_per_s = 0).contains("peer_messages_per_s"));
         assert!(bad(|c| c.limits.peer_bytes_burst = 100).contains("at least one message"));
+    }
+
+    #[test]
+    fn a_home_gets_the_small_storage_profile_unless_configured() {
+        let storage = |text: &str| toml::from_str::<Config>(text).unwrap().storage;
+        let unset = storage("");
+        assert_eq!(unset.store_profile(true), ledger::store::Profile::Small);
+        assert_eq!(unset.store_profile(false), ledger::store::Profile::Standard);
+        let standard = storage("[storage]\nprofile = \"standard\"\n");
+        assert_eq!(standard.store_profile(true), ledger::store::Profile::Standard);
+        let small = storage("[storage]\nprofile = \"small\"\n");
+        assert_eq!(small.store_profile(false), ledger::store::Profile::Small);
+        assert!(toml::from_str::<Config>("[storage]\nprofile = \"tiny\"\n").is_err());
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Settings {
     pub engine: engine::Config,
     /// `[storage]`: keep only the last this many blocks (a `full` node); `None` keeps every block (an archive).
     pub keep_blocks: Option<u64>,
+    /// The memory the database may use.
+    pub profile: ledger::store::Profile,
 }
 
 /// The ledger's state as the rest of the node sees it.
@@ -374,7 +376,7 @@ impl Opened {
 pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&settings.path)
         .with_context(|| format!("creating the ledger directory {}", settings.path.display()))?;
-    let mut store = RocksStore::open(&settings.path)?;
+    let mut store = RocksStore::open_with(&settings.path, settings.profile)?;
     store.set_keep_blocks(settings.keep_blocks);
     match settings.keep_blocks {
         Some(keep) => tracing::info!(

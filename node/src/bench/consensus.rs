@@ -101,7 +101,13 @@ pub(crate) async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> any
     let mut engine = ledger::consensus::Config { empty_block_ms: 200, ..Default::default() };
     engine.mempool.per_author_max = 1_000_000;
     engine.mempool.entries_max = 1_000_000;
-    let settings = Settings { genesis: genesis.clone(), path: dir.path().join("ledger"), engine, keep_blocks: None };
+    let settings = Settings {
+        genesis: genesis.clone(),
+        path: dir.path().join("ledger"),
+        engine,
+        keep_blocks: None,
+        profile: ledger::store::Profile::Standard,
+    };
     let opened = node_ledger::open(&settings, keypair)?;
     let (consensus_sender, consensus) = tokio::sync::mpsc::channel(node_ledger::CONSENSUS_QUEUE_LEN_MAX);
     let mut config = network_config(&genesis.network);
