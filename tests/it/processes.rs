@@ -49,6 +49,20 @@ fn kos_run_stops_cleanly_on_sigterm_and_sigint() {
     }
 }
 
+/// Issue 28, item 7: a node runs without transparent huge pages. With them, every corner of mimalloc's 2 MiB-aligned
+/// arenas the node touched became a 2 MiB page: half of a home's memory (BENCHMARKS.md).
+#[test]
+fn kos_run_keeps_transparent_huge_pages_off() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let node = run(dir.path(), &[]);
+    assert!(node.wait_for_line(STARTUP, |_| true).is_some(), "{:?}", node.lines());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.id())).unwrap();
+    let thp = status.lines().find_map(|line| line.strip_prefix("THP_enabled:")).map(str::trim);
+    node.signal("TERM").unwrap();
+    assert_eq!(thp, Some("0"), "{status}");
+}
+
 #[test]
 fn kos_run_refuses_a_bad_config_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
