@@ -188,7 +188,9 @@ pub const MEMTABLE_BYTES: usize = 4 * 1024 * 1024;
 pub const BLOCKS_MEMTABLE_BYTES: usize = 8 * 1024 * 1024;
 /// Memtables a family may hold (the current one and those being flushed) before writes wait.
 pub const MEMTABLES_PER_FAMILY_MAX: i32 = 4;
-/// What the memtables of all the families may hold together: beyond it, the fullest is flushed.
+/// What the memtables of all the families may hold together before RocksDB flushes one (the family whose current
+/// memtable is oldest, once they pass 7/8 of it): a flush trigger, not a hard cap — a memtable being flushed and a
+/// block larger than a memtable still take their room meanwhile.
 pub const MEMTABLES_TOTAL_BYTES: usize = 16 * 1024 * 1024;
 /// The cache of blocks read from disk, shared by the families (RocksDB's default is 32 MiB a family).
 pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
@@ -200,7 +202,8 @@ pub enum Profile {
     /// [`BLOCK_CACHE_BYTES`].
     #[default]
     Standard,
-    /// A home's (a small board, a few kilobytes written a block): a quarter of each.
+    /// A home's (a small board): a quarter of each. A block larger than its family's memtable (a block may have 4
+    /// MiB) still goes in whole; the memtable is then switched and flushed at once.
     Small,
 }
 

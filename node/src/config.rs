@@ -41,7 +41,7 @@ pub struct Storage {
     pub mode: Option<StorageMode>,
     /// Blocks a `full` node keeps (at least 1,024): 100,000 are about a day of a busy network's blocks.
     pub keep_blocks: u64,
-    /// The memory the ledger's database may use: `small` (a home: 4 MiB of memtables, a 2 MiB block cache) or
+    /// The memory the ledger's database may use: `small` (a home: memtables flushed at 4 MiB, a 2 MiB block cache) or
     /// `standard` (16 MiB and 8 MiB). Unset: `small` on a node with a meter, `standard` otherwise.
     pub profile: Option<StorageProfile>,
 }

@@ -33,6 +33,9 @@ pub struct LedgerArgs {
     /// Readers of the state at the first validator during the load, each reading an account's balances again as
     /// soon as it has the answer (the API's `GET /accounts/{key}/balances`, without HTTP).
     pub readers: usize,
+    /// The last two validators keep only this many blocks (`[storage] mode = "full"`); the first two keep every
+    /// block. `None`: all four keep every block.
+    pub keep_blocks: Option<u64>,
 }
 
 /// The results of one run.
@@ -58,6 +61,8 @@ pub struct LedgerReport {
     pub synced_entries: u64,
     pub sync_seconds: f64,
     pub sync_entries_per_s: f64,
+    /// Each validator's ledger directory at the end, bytes, and whether it pruned.
+    pub disk: Vec<(u64, bool)>,
     /// State reads answered during the load, and their latency.
     pub reads: usize,
     pub read_p50_ms: f64,
@@ -70,7 +75,22 @@ pub(crate) struct Node {
     address: Multiaddr,
     /// Resolves when the ledger thread has ended.
     done: tokio::sync::oneshot::Receiver<anyhow::Result<()>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    prunes: bool,
+}
+
+/// The bytes of the files under `path`.
+fn disk_bytes(path: &std::path::Path) -> u64 {
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|entry| match entry.metadata() {
+                Ok(meta) if meta.is_dir() => disk_bytes(&entry.path()),
+                Ok(meta) => meta.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
 
 /// Stops the nodes and waits for their ledger threads to end, before their directories go: a process that
@@ -96,7 +116,11 @@ fn network_config(id: &NetworkId) -> network::Config {
     config
 }
 
-pub(crate) async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> anyhow::Result<Node> {
+pub(crate) async fn start_node(
+    genesis: &Arc<Genesis>,
+    keypair: &Keypair,
+    keep_blocks: Option<u64>,
+) -> anyhow::Result<Node> {
     let dir = tempfile::tempdir().context("a temporary directory")?;
     let mut engine = ledger::consensus::Config { empty_block_ms: 200, ..Default::default() };
     engine.mempool.per_author_max = 1_000_000;
@@ -105,7 +129,7 @@ pub(crate) async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> any
         genesis: genesis.clone(),
         path: dir.path().join("ledger"),
         engine,
-        keep_blocks: None,
+        keep_blocks,
         profile: ledger::store::Profile::Standard,
     };
     let opened = node_ledger::open(&settings, keypair)?;
@@ -136,7 +160,7 @@ pub(crate) async fn start_node(genesis: &Arc<Genesis>, keypair: &Keypair) -> any
     let info = network.info().await?;
     let address =
         info.listen.first().cloned().context("not listening")?.with(libp2p::multiaddr::Protocol::P2p(info.peer_id));
-    Ok(Node { network, ledger, address, done, _dir: dir })
+    Ok(Node { network, ledger, address, done, dir, prunes: keep_blocks.is_some() })
 }
 
 pub(crate) async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
@@ -155,9 +179,18 @@ pub(crate) async fn start_cluster<'k>(
     genesis: &Arc<Genesis>,
     keys: impl IntoIterator<Item = &'k Keypair>,
 ) -> anyhow::Result<Vec<Node>> {
+    start_cluster_keeping(genesis, keys, None).await
+}
+
+/// [`start_cluster`], the nodes from the third on keeping only `keep_blocks` blocks when set.
+async fn start_cluster_keeping<'k>(
+    genesis: &Arc<Genesis>,
+    keys: impl IntoIterator<Item = &'k Keypair>,
+    keep_blocks: Option<u64>,
+) -> anyhow::Result<Vec<Node>> {
     let mut nodes = Vec::new();
-    for keypair in keys {
-        nodes.push(start_node(genesis, keypair).await?);
+    for (index, keypair) in keys.into_iter().enumerate() {
+        nodes.push(start_node(genesis, keypair, keep_blocks.filter(|_| index >= 2)).await?);
     }
     for (index, from) in nodes.iter().enumerate() {
         for to in &nodes[index + 1..] {
@@ -183,7 +216,7 @@ async fn sync_fresh_node(genesis: &Arc<Genesis>, nodes: &[Node]) -> anyhow::Resu
     // from all of them.
     let tip = nodes.iter().map(|node| node.ledger.status().height).max().unwrap_or(0);
     let sync_start = Instant::now();
-    let follower = start_node(genesis, &follower_key).await?;
+    let follower = start_node(genesis, &follower_key, None).await?;
     for node in nodes {
         connect(&follower, node).await?;
     }
@@ -282,13 +315,14 @@ impl Transfers<'_> {
 async fn start_validators(
     network: &NetworkId,
     funded: &[protocol::PublicKey],
+    keep_blocks: Option<u64>,
 ) -> anyhow::Result<(Arc<Genesis>, Vec<Node>)> {
     let validators: Vec<Keypair> =
         (0..4u8).map(|index| Keypair::from_seed(blake3::hash(&[b'v', index]).as_bytes())).collect();
     let keys: Vec<_> = validators.iter().map(Keypair::public).collect();
     let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, funded, 1_000_000_000_000);
     let genesis = Arc::new(Genesis::parse(&text)?);
-    let nodes = start_cluster(&genesis, &validators).await?;
+    let nodes = start_cluster_keeping(&genesis, &validators, keep_blocks).await?;
     // Let the meshes form and the first blocks commit.
     let ready =
         wait_for(Duration::from_secs(30), || async { nodes.iter().all(|node| node.ledger.status().height >= 2) }).await;
@@ -303,7 +337,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         .map(|index| Keypair::from_seed(blake3::hash(format!("client {index}").as_bytes()).as_bytes()))
         .collect();
     let funded: Vec<_> = clients.iter().map(Keypair::public).collect();
-    let (genesis, nodes) = start_validators(&network, &funded).await?;
+    let (genesis, nodes) = start_validators(&network, &funded, args.keep_blocks).await?;
 
     // Sign every entry before the clock starts.
     let rate = args.rate_per_s;
@@ -380,6 +414,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
 
     // Sync: a fresh node fetches the whole ledger from the validators.
     let (follower, synced_height, entries, sync_seconds) = sync_fresh_node(&genesis, &nodes).await?;
+    let disk = nodes.iter().map(|node| (disk_bytes(node.dir.path()), node.prunes)).collect();
     stop(nodes.into_iter().chain(std::iter::once(follower))).await;
     Ok(LedgerReport {
         submitted,
@@ -397,6 +432,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         synced_entries: entries,
         sync_seconds,
         sync_entries_per_s: entries as f64 / sync_seconds,
+        disk,
         reads: reads.len(),
         read_p50_ms: percentile(&reads, 0.5),
         read_p99_ms: percentile(&reads, 0.99),

@@ -10,7 +10,15 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gossip { peers, degree, messages, rate, seed } => {
             gossip_command(peers, degree, messages, rate, seed)
         }
-        BenchCommand::Ledger { rate, seconds, clients, readers } => ledger_command(rate, seconds, clients, readers),
+        BenchCommand::Ledger { rate, seconds, clients, readers, keep_blocks } => {
+            ledger_command(crate::bench::consensus::LedgerArgs {
+                rate_per_s: rate,
+                seconds,
+                clients,
+                readers,
+                keep_blocks,
+            })
+        }
         BenchCommand::Governance { rounds } => governance_command(rounds),
         BenchCommand::Jobs { jobs, searches, rounds } => jobs_command(jobs, searches, rounds),
         BenchCommand::Energy { homes, day, reading_homes, reading_intervals, block_entries, seed } => {
@@ -183,9 +191,15 @@ fn gossip_command(peers: usize, degree: usize, messages: usize, rate: u64, seed:
 }
 
 /// `kos bench ledger`: runs it and prints its report.
-fn ledger_command(rate: u64, seconds: u64, clients: usize, readers: usize) -> anyhow::Result<()> {
+fn ledger_command(args: crate::bench::consensus::LedgerArgs) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
-    let args = crate::bench::consensus::LedgerArgs { rate_per_s: rate, seconds, clients, readers };
+    if let Some(keep) = args.keep_blocks {
+        anyhow::ensure!(
+            keep >= ledger::store::KEEP_BLOCKS_MIN,
+            "--keep-blocks must be at least {}",
+            ledger::store::KEEP_BLOCKS_MIN
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(crate::bench::consensus::ledger(&args))?;
     let mut out = std::io::stdout().lock();
@@ -210,11 +224,15 @@ fn ledger_command(rate: u64, seconds: u64, clients: usize, readers: usize) -> an
         "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
         report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
     )?;
-    if readers > 0 {
+    for (index, (bytes, prunes)) in report.disk.iter().enumerate() {
+        let kept = if *prunes { "keeps the last blocks" } else { "keeps every block" };
+        writeln!(out, "validator {index} ({kept}): {:.1} MiB on disk", *bytes as f64 / (1 << 20) as f64)?;
+    }
+    if args.readers > 0 {
         writeln!(
             out,
-            "reads of account balances by {readers} readers: {} answered, p50 {:.2} ms, p99 {:.2} ms",
-            report.reads, report.read_p50_ms, report.read_p99_ms
+            "reads of account balances by {} readers: {} answered, p50 {:.2} ms, p99 {:.2} ms",
+            args.readers, report.reads, report.read_p50_ms, report.read_p99_ms
         )?;
     }
     Ok(())

@@ -186,6 +186,10 @@ pub enum BenchCommand {
         /// an answer); their read latency is reported.
         #[arg(long, default_value_t = 0)]
         readers: usize,
+        /// The last two validators keep only this many blocks (`[storage] mode = "full"`, at least 1,024); each
+        /// validator's disk use is reported.
+        #[arg(long)]
+        keep_blocks: Option<u64>,
     },
     /// Governance on 4 validators on loopback (real swarms and RocksDB): from a proposal's passing block to its
     /// effect on every node, and from a freeze passing to every node refusing the frozen account's offers.
