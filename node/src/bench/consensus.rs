@@ -406,11 +406,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     lowest_peer_score = lowest_peer_score.min(lowest_score(&nodes).await);
     let end_height = nodes[0].ledger.status().height;
     latencies.sort_by(f64::total_cmp);
-    let mut reads = Vec::new();
-    for reader in readers {
-        reads.extend(reader.await.context("a reader")?);
-    }
-    reads.sort_by(f64::total_cmp);
+    let reads = read_latencies(readers).await?;
 
     // Sync: a fresh node fetches the whole ledger from the validators.
     let (follower, synced_height, entries, sync_seconds) = sync_fresh_node(&genesis, &nodes).await?;
@@ -437,6 +433,16 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         read_p50_ms: percentile(&reads, 0.5),
         read_p99_ms: percentile(&reads, 0.99),
     })
+}
+
+/// The readers' latencies, sorted.
+async fn read_latencies(readers: Vec<tokio::task::JoinHandle<Vec<f64>>>) -> anyhow::Result<Vec<f64>> {
+    let mut reads = Vec::new();
+    for reader in readers {
+        reads.extend(reader.await.context("a reader")?);
+    }
+    reads.sort_by(f64::total_cmp);
+    Ok(reads)
 }
 
 /// `count` readers of account balances at `ledger` until `deadline`; each returns its read latencies, ms.
