@@ -454,6 +454,16 @@ struct Lookup {
     dialed: Vec<PeerId>,
 }
 
+/// A dial of a pool's provider at `addresses` and at those Kademlia knows (its routing table's, its running queries'),
+/// unless connected or being dialed already.
+fn provider_dial(peer: PeerId, addresses: Vec<Multiaddr>) -> libp2p::swarm::dial_opts::DialOpts {
+    libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+        .addresses(addresses)
+        .extend_addresses_through_behaviour()
+        .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+        .build()
+}
+
 /// How a message reached the door: gossiped, or fetched from a peer that kept it (a pool's recent offers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -1451,12 +1461,7 @@ impl Task {
                 peers.into_iter().filter(|info| info.peer_id == peer).flat_map(|info| info.addrs).collect()
             }
         };
-        let options = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .addresses(addresses)
-            .extend_addresses_through_behaviour()
-            .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-            .build();
-        match self.swarm.dial(options) {
+        match self.swarm.dial(provider_dial(peer, addresses)) {
             // Counted again: a failed dial of Kademlia's own during the walk may have released it.
             Ok(()) => {
                 debug!(%peer, %pool, "dialing a provider of the pool found in the DHT");
@@ -1524,12 +1529,7 @@ impl Task {
                             .collect()
                     })
                     .unwrap_or_default();
-                let options = libp2p::swarm::dial_opts::DialOpts::peer_id(*peer)
-                    .addresses(stored)
-                    .extend_addresses_through_behaviour()
-                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
-                    .build();
-                match self.swarm.dial(options) {
+                match self.swarm.dial(provider_dial(*peer, stored)) {
                     Ok(()) => {
                         debug!(%peer, pool = %lookup.pool, "dialing a provider of the pool");
                         lookup.dialed.push(*peer);
