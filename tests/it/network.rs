@@ -402,7 +402,7 @@ async fn a_node_joining_a_pool_finds_a_provider_and_fetches_its_recent_offers() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_provider_whose_record_carries_no_address_is_found_in_the_dht_and_dialed() {
+async fn a_newcomer_dials_a_provider_whose_record_carries_no_address() {
     // A provider that confirmed no external address announces a record without one. A newcomer that finds such a
     // provider must still reach it, at the addresses the DHT's answers and its routing table give (discarded by the
     // dial before), or by walking the DHT toward the provider's id.

@@ -1453,14 +1453,9 @@ impl Task {
         if self.swarm.is_connected(&peer) {
             return;
         }
-        let addresses: Vec<Multiaddr> = match result {
-            Ok(kad::GetClosestPeersOk { peers, .. }) => {
-                peers.into_iter().filter(|info| info.peer_id == peer).flat_map(|info| info.addrs).collect()
-            }
-            Err(kad::GetClosestPeersError::Timeout { peers, .. }) => {
-                peers.into_iter().filter(|info| info.peer_id == peer).flat_map(|info| info.addrs).collect()
-            }
-        };
+        let (Ok(kad::GetClosestPeersOk { peers, .. }) | Err(kad::GetClosestPeersError::Timeout { peers, .. })) = result;
+        let addresses: Vec<Multiaddr> =
+            peers.into_iter().filter(|info| info.peer_id == peer).flat_map(|info| info.addrs).collect();
         match self.swarm.dial(provider_dial(peer, addresses)) {
             // Counted again: a failed dial of Kademlia's own during the walk may have released it.
             Ok(()) => {
