@@ -13,8 +13,11 @@ pub mod hash;
 pub mod mempool;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod snapshot;
+pub mod snapshots;
 pub mod state;
 pub mod store;
+pub mod trust;
 pub mod verify;
 
 pub use block::{Block, Header};

@@ -61,6 +61,8 @@ pub use trade::{Flows, TradeReads};
 pub const COMMONS: PublicKey = PublicKey([0; 32]);
 
 const LANES: usize = 1024;
+/// The bytes of a lattice hash.
+pub const LATTICE_BYTES: usize = LANES * 2;
 
 /// An entry broke a rule of the state machine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,12 +195,36 @@ impl Lattice {
         }
     }
 
-    pub fn root(&self) -> Hash {
-        let mut bytes = Vec::with_capacity(LANES * 2);
+    /// Adds another lattice lane by lane (mod 2^16): the lattice of the union of two disjoint sets of pairs.
+    pub fn absorb(&mut self, other: &Lattice) {
+        for (lane, add) in self.0.iter_mut().zip(other.0.iter()) {
+            *lane = lane.wrapping_add(*add);
+        }
+    }
+
+    /// The 2048 bytes: each lane little-endian, in order.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(LATTICE_BYTES);
         for lane in self.0.iter() {
             bytes.extend_from_slice(&lane.to_le_bytes());
         }
-        hash::tagged("kos/v1/state", &[&bytes])
+        bytes
+    }
+
+    /// A lattice from [`Lattice::to_bytes`]; `None` unless there are exactly [`LATTICE_BYTES`].
+    pub fn from_bytes(bytes: &[u8]) -> Option<Lattice> {
+        if bytes.len() != LATTICE_BYTES {
+            return None;
+        }
+        let mut lattice = Lattice::default();
+        for (lane, chunk) in lattice.0.iter_mut().zip(bytes.chunks_exact(2)) {
+            *lane = u16::from_le_bytes([chunk[0], chunk[1]]);
+        }
+        Some(lattice)
+    }
+
+    pub fn root(&self) -> Hash {
+        hash::tagged("kos/v1/state", &[&self.to_bytes()])
     }
 }
 

@@ -32,6 +32,19 @@ pub struct Stored {
 pub struct Outcome {
     pub entry_ids: Vec<Id>,
     pub events: Vec<Event>,
+    /// The validators of the block's height (key, power), when they are not the previous height's: a change of the
+    /// set, recorded with the block's header and certificate for nodes that trace the set without executing the
+    /// blocks (PROTOCOL.md §11, *Tracing the validators*).
+    pub validators: Option<Vec<(protocol::PublicKey, u64)>>,
+}
+
+/// A change of the validator set as recorded: the header of the first block the new set signed, its certificate,
+/// and the set (key, power) in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub header: Vec<u8>,
+    pub certificate: Vec<u8>,
+    pub validators: Vec<(protocol::PublicKey, u64)>,
 }
 
 /// What the ledger needs from storage.
@@ -157,8 +170,9 @@ const CF_STATE: &str = "state";
 const CF_INDEX: &str = "index";
 const CF_WAL: &str = "wal";
 const CF_EVENTS: &str = "events";
+const CF_CHANGES: &str = "changes";
 /// Every column family, in the order they are opened.
-const FAMILIES: [&str; 5] = [CF_BLOCKS, CF_EVENTS, CF_STATE, CF_INDEX, CF_WAL];
+const FAMILIES: [&str; 6] = [CF_BLOCKS, CF_EVENTS, CF_STATE, CF_INDEX, CF_WAL, CF_CHANGES];
 const META_TIP: &[u8] = b"tip";
 /// The lowest height whose block the store keeps (a u64, big-endian; absent: 1, nothing pruned).
 const META_FIRST: &[u8] = b"first";
@@ -170,15 +184,22 @@ pub const PRUNE_PER_COMMIT_MAX: u64 = 64;
 /// syncing peers and the API's recent blocks need.
 pub const KEEP_BLOCKS_MIN: u64 = 1024;
 const META_WAL_HEIGHT: &[u8] = b"wal-height";
+/// The lowest height from which the `changes` family records every change of the validator set (a u64,
+/// big-endian; absent: 1). A database migrated from format 2 records changes only from then on.
+const META_CHANGES_FROM: &[u8] = b"changes-from";
+/// A state sync is writing the state of a snapshot (the height, a u64 big-endian): until it finishes, the `state`
+/// family holds part of a state, which an open throws away.
+const META_RESTORING: &[u8] = b"restoring";
 /// The database's format (a u64, big-endian) in the default family.
 const META_FORMAT: &[u8] = b"format";
 
 /// The format of the ledger database this kos writes, and the newest it reads. Format 1 is the layout before the
 /// format was recorded (the families of [`FAMILIES`], `events` created when missing); format 2 is the same layout
-/// with its format recorded. A kos opening an older format migrates it (each step one synced write, so a crash
+/// with its format recorded; format 3 adds the `changes` family (the validator set's changes, kept for ever,
+/// pruning or not), which records changes from the migration on. A kos opening an older format migrates it (each step one synced write, so a crash
 /// during a migration leaves the older format, migrated again at the next open); one opening a newer format refuses
 /// it, saying what to do, before changing anything.
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 3;
 
 /// What one column family's memtable may hold before it is switched for a new one and flushed. RocksDB's default
 /// is 64 MiB a family: a home node writing a few kilobytes a block held every block of hours in memory, and grew by
@@ -313,8 +334,15 @@ impl RocksStore {
         let families = std::iter::once("default")
             .chain(FAMILIES)
             .map(|name| rocksdb::ColumnFamilyDescriptor::new(name, family_options(name, &cache, profile)));
-        let db = rocksdb::DB::open_cf_descriptors(&options, path, families)
+        let mut db = rocksdb::DB::open_cf_descriptors(&options, path, families)
             .with_context(|| format!("opening the ledger database in {}", path.display()))?;
+        if let Some(height) = db.get(META_RESTORING)? {
+            // A state sync stopped before it finished: its part of a state goes, and the node starts afresh.
+            db.drop_cf(CF_STATE).context("dropping a state sync's unfinished state")?;
+            db.create_cf(CF_STATE, &family_options(CF_STATE, &cache, profile))?;
+            db.delete_opt(META_RESTORING, &RocksStore::synced())?;
+            tracing::warn!(height = read_u64(&height).unwrap_or(0), "a state sync did not finish: its state is gone");
+        }
         let wal_height = match db.get(META_WAL_HEIGHT)? {
             Some(bytes) => read_u64(&bytes)?,
             None => 0,
@@ -326,7 +354,13 @@ impl RocksStore {
         };
         // A new database, or format 1 (whose `events` family the open just created): record the format.
         if format != Some(FORMAT) {
-            db.put_opt(META_FORMAT, be(FORMAT), &RocksStore::synced())?;
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put(META_FORMAT, be(FORMAT));
+            // Before format 3 no change of the validator set was recorded: the record starts after the tip.
+            if format.is_some() {
+                batch.put(META_CHANGES_FROM, be(rocks_tip(&db)? + 1));
+            }
+            db.write_opt(batch, &RocksStore::synced())?;
             if let Some(old) = format {
                 tracing::info!(path = %path.display(), from = old, to = FORMAT, "migrated the ledger database");
             }
@@ -424,6 +458,100 @@ impl RocksStore {
         self.wal_buffer = rocksdb::WriteBatch::default();
         self.wal_next = 0;
         self.wal_height = height;
+        Ok(())
+    }
+}
+
+/// Most changes of the validator set one [`RocksReader::changes`] returns.
+pub const CHANGES_PER_READ_MAX: usize = 64;
+
+type ChangeWire = (serde_bytes::ByteBuf, serde_bytes::ByteBuf, Vec<(protocol::PublicKey, u64)>);
+
+impl Change {
+    /// `[header bstr, certificate bstr, [[key, power], ...]]`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        protocol::codec::encode(&(
+            serde_bytes::Bytes::new(&self.header),
+            serde_bytes::Bytes::new(&self.certificate),
+            &self.validators,
+        ))
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<Change> {
+        let (header, certificate, validators): ChangeWire =
+            protocol::codec::decode_with(bytes, 256 * 1024, crate::genesis::VALIDATORS_MAX as u64)
+                .context("a change of validators")?;
+        Ok(Change { header: header.into_vec(), certificate: certificate.into_vec(), validators })
+    }
+}
+
+impl RocksStore {
+    /// Starts writing the state of a snapshot of `height` into an empty store (state sync, PROTOCOL.md §9): until
+    /// [`RocksStore::restore_finish`], an open throws the state written so far away.
+    pub fn restore_begin(&mut self, height: u64) -> anyhow::Result<()> {
+        anyhow::ensure!(rocks_tip(&self.db)? == 0, "a state sync writes only into an empty ledger");
+        let state = self.cf(CF_STATE)?;
+        anyhow::ensure!(
+            self.db.iterator_cf(state, rocksdb::IteratorMode::Start).next().is_none(),
+            "a state sync writes only into an empty ledger"
+        );
+        self.db.put_opt(META_RESTORING, be(height), &RocksStore::synced())?;
+        Ok(())
+    }
+
+    /// Writes verified pairs of the snapshot (not synced: the finishing write makes them durable, and a crash
+    /// before it throws them away).
+    pub fn restore_pairs(&mut self, pairs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
+        anyhow::ensure!(self.db.get(META_RESTORING)?.is_some(), "no state sync is under way");
+        let state = self.cf(CF_STATE)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for (key, value) in pairs {
+            batch.put_cf(state, key, value);
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Gives a state sync up: what it wrote of the state goes, and the store is empty again.
+    pub fn restore_abandon(&mut self) -> anyhow::Result<()> {
+        let state = self.cf(CF_STATE)?;
+        let mut batch = rocksdb::WriteBatch::default();
+        for item in self.db.iterator_cf(state, rocksdb::IteratorMode::Start) {
+            batch.delete_cf(state, item?.0);
+            if batch.len() >= 10_000 {
+                self.db.write(std::mem::take(&mut batch))?;
+            }
+        }
+        batch.delete(META_RESTORING);
+        self.db.write_opt(batch, &RocksStore::synced()).context("giving a state sync up")?;
+        Ok(())
+    }
+
+    /// Ends a state sync in one synced write: the snapshot's block (its tip and the first block it keeps), the
+    /// changes of the validator set it traced (recorded from height 1), and the end of the restoring mark.
+    pub fn restore_finish(&mut self, height: u64, stored: &Stored, changes: &[(u64, Change)]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.db.get(META_RESTORING)?.map(|bytes| read_u64(&bytes)).transpose()? == Some(height),
+            "no state sync of block {height} is under way"
+        );
+        let mut batch = rocksdb::WriteBatch::default();
+        let record = serde_cbor::to_vec(&(
+            serde_bytes::Bytes::new(&stored.block),
+            serde_bytes::Bytes::new(&stored.certificate),
+        ))?;
+        batch.put_cf(self.cf(CF_BLOCKS)?, be(height), record);
+        // Its events are not known here (the block was not executed): none, so that followers read it as empty.
+        batch.put_cf(self.cf(CF_EVENTS)?, be(height), serde_cbor::to_vec(&Vec::<Event>::new())?);
+        let family = self.cf(CF_CHANGES)?;
+        for (at, change) in changes {
+            batch.put_cf(family, be(*at), change.to_bytes());
+        }
+        batch.put(META_CHANGES_FROM, be(1));
+        batch.put(META_TIP, be(height));
+        batch.put(META_FIRST, be(height));
+        batch.delete(META_RESTORING);
+        self.clear_wal(&mut batch, height + 1)?;
+        self.db.write_opt(batch, &RocksStore::synced()).context("finishing a state sync")?;
         Ok(())
     }
 }
@@ -526,6 +654,31 @@ impl RocksReader {
         rocks_locate(&self.db, id)
     }
 
+    /// The recorded changes of the validator set at heights after `after` and at most `upto`, in height order, at
+    /// most [`CHANGES_PER_READ_MAX`]; `None` when the record does not reach back to `after + 1` (a database
+    /// migrated from format 2 records changes from its migration on).
+    pub fn changes(&self, after: u64, upto: u64) -> anyhow::Result<Option<Vec<(u64, Change)>>> {
+        let from = match self.db.get(META_CHANGES_FROM)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 1,
+        };
+        if after.saturating_add(1) < from {
+            return Ok(None);
+        }
+        let Some(family) = self.db.cf_handle(CF_CHANGES) else { return Ok(None) };
+        let start = be(after.saturating_add(1));
+        let mut changes = Vec::new();
+        for item in self.db.iterator_cf(family, rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward)) {
+            let (key, value) = item?;
+            let height = read_u64(&key)?;
+            if height > upto || changes.len() >= CHANGES_PER_READ_MAX {
+                break;
+            }
+            changes.push((height, Change::from_bytes(&value)?));
+        }
+        Ok(Some(changes))
+    }
+
     /// Certified blocks from `from` on (see [`blocks_from`]).
     pub fn blocks_from(&self, from: u64, max: usize, bytes_max: usize) -> Vec<Stored> {
         blocks_from(|height| self.block(height), from, max, bytes_max)
@@ -577,6 +730,21 @@ impl StateSnapshot<'_> {
 
     fn failed(&self, error: rocksdb::Error) {
         self.failure.borrow_mut().get_or_insert(error);
+    }
+
+    /// Every pair of the state, in key order (a failed read ends it; see [`StateSnapshot::check`]).
+    pub fn all(&self) -> crate::state::Pairs<'_> {
+        if let Some(state) = &self.before_block_1 {
+            return Box::new(state.pairs().map(|(key, value)| (Cow::Borrowed(&key[..]), Cow::Borrowed(&value[..]))));
+        }
+        let items = self.snapshot.iterator_cf(self.family, rocksdb::IteratorMode::Start);
+        Box::new(items.map_while(move |item| match item {
+            Ok((key, value)) => Some((Cow::Owned(key.into_vec()), Cow::Owned(value.into_vec()))),
+            Err(error) => {
+                self.failed(error);
+                None
+            }
+        }))
     }
 }
 
@@ -694,6 +862,15 @@ impl Store for RocksStore {
             location.extend_from_slice(&u32::try_from(position).unwrap_or(u32::MAX).to_be_bytes());
             batch.put_cf(index, id.as_bytes(), location);
         }
+        if let Some(validators) = &outcome.validators {
+            let block = crate::Block::from_bytes(&stored.block).context("the block of a change of validators")?;
+            let change = Change {
+                header: protocol::codec::encode(block.header()),
+                certificate: stored.certificate.clone(),
+                validators: validators.clone(),
+            };
+            batch.put_cf(self.cf(CF_CHANGES)?, be(height), change.to_bytes());
+        }
         batch.put(META_TIP, be(height));
         self.prune(&mut batch, height)?;
         self.clear_wal(&mut batch, height + 1)?;
@@ -771,7 +948,7 @@ mod tests {
         };
         let block = crate::Block::new(header, vec![envelope.to_bytes()]);
         let stored = Stored { block: block.to_bytes(), certificate: vec![1] };
-        let outcome = Outcome { entry_ids: vec![envelope.id()], events: Vec::new() };
+        let outcome = Outcome { entry_ids: vec![envelope.id()], events: Vec::new(), validators: None };
         store.commit(height, &stored, &Writes::new(), &outcome).unwrap();
         envelope.id()
     }
@@ -824,6 +1001,7 @@ mod tests {
         let outcome = Outcome {
             entry_ids: vec![Id([5; 32])],
             events: vec![Event::BarterSettled { cycle: Id([5; 32]), legs: vec![(Id([6; 32]), 7)] }],
+            validators: None,
         };
         assert_eq!(store.events(1).unwrap(), None);
         store.commit(1, &stored, &writes, &outcome).unwrap();
@@ -955,6 +1133,92 @@ mod tests {
         assert!(settled, "the memtables hold more than their bound: {sizes:?}");
         let blocks = sizes.iter().find(|family| family.name == CF_BLOCKS).unwrap();
         assert!(blocks.sst_bytes > 0, "the blocks were flushed to disk: {sizes:?}");
+    }
+
+    /// Issue 28, item 4: a database of format 2 (before the validator changes were recorded) migrates: it gains the
+    /// `changes` family, and its record of changes starts after its tip, so it refuses older requests rather than
+    /// answering them incompletely. Changes committed after the migration are recorded and served.
+    #[test]
+    fn a_database_of_format_2_migrates_and_records_changes_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut options = rocksdb::Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db =
+                rocksdb::DB::open_cf(&options, dir.path(), [CF_BLOCKS, CF_EVENTS, CF_STATE, CF_INDEX, CF_WAL]).unwrap();
+            db.put(META_FORMAT, be(2)).unwrap();
+            db.put(META_TIP, be(5)).unwrap();
+        }
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.db.get(META_FORMAT).unwrap(), Some(be(FORMAT).to_vec()));
+        let reader = store.reader();
+        assert_eq!(reader.changes(0, 100).unwrap(), None, "no record before the migration");
+        assert_eq!(reader.changes(5, 100).unwrap(), Some(Vec::new()));
+        // A change at height 6: the header, certificate and set are kept (and never pruned).
+        let header = crate::block::Header {
+            version: crate::block::BLOCK_VERSION,
+            network: protocol::NetworkId::new("kos-test").unwrap(),
+            height: 6,
+            time_ms: 6,
+            parent: crate::Hash([0; 32]),
+            proposer: protocol::Keypair::from_seed(&[1; 32]).public(),
+            entries_root: crate::Hash([0; 32]),
+            entry_count: 0,
+            state_root: crate::Hash([0; 32]),
+            validators_hash: crate::Hash([7; 32]),
+        };
+        let block = crate::Block::new(header, Vec::new());
+        let validators = vec![(protocol::Keypair::from_seed(&[1; 32]).public(), 3)];
+        let outcome = Outcome { validators: Some(validators.clone()), ..Outcome::default() };
+        store.commit(6, &Stored { block: block.to_bytes(), certificate: vec![9] }, &Writes::new(), &outcome).unwrap();
+        store.commit(7, &Stored { block: vec![7], certificate: vec![7] }, &Writes::new(), &Outcome::default()).unwrap();
+        let changes = reader.changes(5, 100).unwrap().unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].0, 6);
+        assert_eq!(changes[0].1.header, protocol::codec::encode(block.header()));
+        assert_eq!(changes[0].1.certificate, vec![9]);
+        assert_eq!(changes[0].1.validators, validators);
+        assert_eq!(reader.changes(6, 100).unwrap(), Some(Vec::new()));
+        assert_eq!(reader.changes(5, 5).unwrap(), Some(Vec::new()), "only up to the height asked");
+    }
+
+    /// Issue 28, item 2: a state sync writes into an empty store only; a crash before it finishes (the store
+    /// dropped without the finishing write) leaves an empty ledger at the next open; a finished one has the
+    /// snapshot's state, its block as tip and first kept block, and the changes it traced; one given up is empty.
+    #[test]
+    fn a_state_sync_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = vec![(b"a".to_vec(), b"1".to_vec()), (b"b".to_vec(), b"2".to_vec())];
+        {
+            let mut store = RocksStore::open(dir.path()).unwrap();
+            store.restore_begin(40).unwrap();
+            store.restore_pairs(&pairs).unwrap();
+            // Crash: no finish.
+        }
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.tip().unwrap(), 0);
+        assert_eq!(store.state().unwrap(), Vec::new(), "the unfinished state is gone");
+        assert!(store.restore_pairs(&pairs).is_err(), "no state sync is under way");
+        store.restore_begin(40).unwrap();
+        store.restore_pairs(&pairs).unwrap();
+        store.restore_abandon().unwrap();
+        assert_eq!(store.state().unwrap(), Vec::new());
+        store.restore_begin(40).unwrap();
+        store.restore_pairs(&pairs).unwrap();
+        let stored = Stored { block: b"block-40".to_vec(), certificate: b"cert-40".to_vec() };
+        let change = Change { header: vec![1], certificate: vec![2], validators: Vec::new() };
+        assert!(store.restore_finish(41, &stored, &[]).is_err(), "another height than begun");
+        store.restore_finish(40, &stored, &[(12, change.clone())]).unwrap();
+        drop(store);
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.tip().unwrap(), 40);
+        assert_eq!(store.first().unwrap(), 40);
+        assert_eq!(store.block(40).unwrap(), Some(stored));
+        assert_eq!(store.state().unwrap(), pairs);
+        assert_eq!(store.reader().changes(0, 40).unwrap(), Some(vec![(12, change)]));
+        let mut store = store;
+        assert!(store.restore_begin(41).is_err(), "only into an empty ledger");
     }
 
     /// A new database records its format at once.

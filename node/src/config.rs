@@ -44,11 +44,14 @@ pub struct Storage {
     /// The memory the ledger's database may use: `small` (a home: memtables flushed at 4 MiB, a 2 MiB block cache) or
     /// `standard` (16 MiB and 8 MiB). Unset: `small` on a node with a meter, `standard` otherwise.
     pub profile: Option<StorageProfile>,
+    /// Write a snapshot of the state every this many blocks (at heights that are multiples of it), keep the last
+    /// two in `<ledger>/snapshots` and serve them to peers that sync the state; 0: none.
+    pub snapshot_interval: u64,
 }
 
 impl Default for Storage {
     fn default() -> Storage {
-        Storage { mode: None, keep_blocks: 100_000, profile: None }
+        Storage { mode: None, keep_blocks: 100_000, profile: None, snapshot_interval: 1_000 }
     }
 }
 
@@ -582,6 +585,12 @@ pub struct Ledger {
     /// Most entries waiting in the mempool, and per author.
     pub mempool_entries_max: usize,
     pub mempool_entries_per_author_max: usize,
+    /// A node whose ledger is empty takes a recent snapshot of the state from its peers instead of executing every
+    /// block since the genesis (PROTOCOL.md §9, *State sync*), when it has bootnodes to ask; `false` (or `kos run
+    /// --replay`) replays them.
+    pub state_sync: bool,
+    /// The lowest snapshot height worth a state sync: below it the blocks are replayed.
+    pub state_sync_min_height: u64,
 }
 
 /// The HTTP API.
@@ -610,6 +619,8 @@ impl Default for Ledger {
             propose_timeout_ms: engine.timeouts.propose_ms,
             mempool_entries_max: engine.mempool.entries_max,
             mempool_entries_per_author_max: engine.mempool.per_author_max,
+            state_sync: true,
+            state_sync_min_height: 1_000,
         }
     }
 }
@@ -797,6 +808,9 @@ impl Config {
             engine,
             keep_blocks: (mode == StorageMode::Full).then_some(self.storage.keep_blocks),
             profile,
+            snapshot_interval: self.storage.snapshot_interval,
+            // A node with no bootnode (the first of a network, or one on mDNS alone) has no one to ask at start.
+            state_sync: (ledger.state_sync && !self.p2p.bootnodes.is_empty()).then_some(ledger.state_sync_min_height),
         }))
     }
 

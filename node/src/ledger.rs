@@ -21,7 +21,8 @@ use anyhow::Context as _;
 use ledger::Genesis;
 use ledger::consensus::engine::{self, Commit, Effect, Engine, Timer};
 pub use ledger::mempool::Rejected;
-use ledger::store::{RocksReader, RocksStore, StateSnapshot, Stored};
+use ledger::snapshots::Snapshots;
+use ledger::store::{RocksReader, RocksStore, StateSnapshot, Store as _, Stored};
 use protocol::{Id, Keypair};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
@@ -29,6 +30,8 @@ use tracing::{debug, error, info, warn};
 use crate::network::{self, Acceptance, ConsensusDelivery, Delivery, PeerId, Topic};
 
 mod follow;
+mod restore;
+pub mod statesync;
 mod sync;
 
 #[cfg(test)]
@@ -61,6 +64,10 @@ pub struct Settings {
     pub keep_blocks: Option<u64>,
     /// The memory the database may use.
     pub profile: ledger::store::Profile,
+    /// Write a snapshot of the state every this many blocks; 0: none.
+    pub snapshot_interval: u64,
+    /// An empty ledger takes a snapshot of at least this height from its peers; `None`: it replays every block.
+    pub state_sync: Option<u64>,
 }
 
 /// The ledger's state as the rest of the node sees it.
@@ -82,6 +89,8 @@ pub struct Status {
     pub equivocations: u64,
     /// When (this node's clock) it last committed or synced a block since it started; 0 before the first.
     pub committed_ms: u64,
+    /// While the node takes a snapshot of the state from its peers (PROTOCOL.md §9, *State sync*): how far.
+    pub state_sync: Option<statesync::Progress>,
 }
 
 /// A ledger that committed no block for this long (by the node's own clock: a skewed clock elsewhere does not count)
@@ -94,6 +103,7 @@ impl Status {
     /// only as good as this.
     pub fn current(&self, now_ms: u64) -> bool {
         self.syncing_to.is_none()
+            && self.state_sync.is_none()
             && self.committed_ms > 0
             && self.committed_ms.saturating_add(CURRENT_WITHIN_MS) >= now_ms
     }
@@ -228,6 +238,8 @@ pub enum Error {
     Stopped,
     #[error("the ledger is busy; try again")]
     Busy,
+    #[error("the ledger is taking a snapshot of the state from its peers; try again when it is done")]
+    Syncing,
     #[error("entry refused: {0}")]
     Refused(Rejected),
     #[error("the ledger's store could not be read: {0:#}")]
@@ -237,6 +249,9 @@ pub enum Error {
 impl Handle {
     /// Adds a signed entry to the mempool (validating it as a block would) and gossips it to the validators.
     pub async fn submit(&self, bytes: Vec<u8>) -> Result<Id, Error> {
+        if self.status.borrow().state_sync.is_some() {
+            return Err(Error::Syncing);
+        }
         let (reply, answer) = oneshot::channel();
         self.inputs.try_send(Input::Submit { bytes, reply }).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => Error::Busy,
@@ -354,10 +369,20 @@ pub struct Started {
 
 /// An opened ledger, not yet running: the network needs its block reader before the ledger needs the network.
 pub struct Opened {
-    engine: Engine<RocksStore>,
+    ready: Ready,
     genesis: Arc<Genesis>,
     reader: RocksReader,
     prunes: bool,
+    snapshots: Arc<Snapshots>,
+    snapshot_interval: u64,
+}
+
+/// What the ledger thread starts from.
+enum Ready {
+    /// A ledger with blocks (or one that replays from the genesis).
+    Engine(Box<Engine<RocksStore>>),
+    /// An empty ledger that first tries to take a snapshot of at least `min_height` from its peers.
+    Empty { store: RocksStore, seed: [u8; 32], config: engine::Config, min_height: u64, path: PathBuf },
 }
 
 impl Opened {
@@ -370,6 +395,27 @@ impl Opened {
     pub fn archive(&self) -> bool {
         !self.prunes && self.reader.first().is_ok_and(|first| first <= 1)
     }
+
+    /// The snapshots this node keeps, for the network to serve.
+    pub fn snapshots(&self) -> Arc<Snapshots> {
+        self.snapshots.clone()
+    }
+}
+
+fn open_engine(
+    genesis: &Arc<Genesis>,
+    seed: &[u8; 32],
+    store: RocksStore,
+    config: engine::Config,
+    path: &std::path::Path,
+) -> anyhow::Result<Engine<RocksStore>> {
+    Engine::new(genesis.clone(), seed, store, config, now_ms()).map_err(|error| {
+        anyhow::anyhow!(
+            "{error}: the ledger in {} does not match the genesis file or is damaged; move it aside and the node will \
+             sync the ledger again from its peers",
+            path.display()
+        )
+    })
 }
 
 /// Opens the store and the engine, failing early with the reason.
@@ -386,16 +432,32 @@ pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
         ),
         None => tracing::info!("storage mode archive: the ledger keeps every block"),
     }
+    let snapshots = Arc::new(Snapshots::open(&settings.path.join("snapshots"))?);
     let reader = store.reader();
-    let engine = Engine::new(settings.genesis.clone(), keypair.seed(), store, settings.engine.clone(), now_ms())
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "{error}: the ledger in {} does not match the genesis file or is damaged; move it aside and the \
-                 node will sync the ledger again from its peers",
-                settings.path.display()
-            )
-        })?;
-    Ok(Opened { engine, genesis: settings.genesis.clone(), reader, prunes: settings.keep_blocks.is_some() })
+    let ready = match settings.state_sync {
+        Some(min_height) if store.tip()? == 0 => Ready::Empty {
+            store,
+            seed: *keypair.seed(),
+            config: settings.engine.clone(),
+            min_height,
+            path: settings.path.clone(),
+        },
+        _ => Ready::Engine(Box::new(open_engine(
+            &settings.genesis,
+            keypair.seed(),
+            store,
+            settings.engine.clone(),
+            &settings.path,
+        )?)),
+    };
+    Ok(Opened {
+        ready,
+        genesis: settings.genesis.clone(),
+        reader,
+        prunes: settings.keep_blocks.is_some(),
+        snapshots,
+        snapshot_interval: settings.snapshot_interval,
+    })
 }
 
 /// Starts the ledger thread.
@@ -404,8 +466,8 @@ pub fn start(
     network: network::Handle,
     consensus: mpsc::Receiver<ConsensusDelivery>,
 ) -> anyhow::Result<Started> {
-    let Opened { engine, genesis, reader, .. } = opened;
-    let (inputs, input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
+    let Opened { ready, genesis, reader, snapshots, snapshot_interval, .. } = opened;
+    let (inputs, mut input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
     let (status_sender, status) = watch::channel(Status::default());
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
     let reads = spawn_reader(reader.clone(), genesis.clone())?;
@@ -413,39 +475,97 @@ pub fn start(
         inputs: inputs.clone(),
         status,
         commits: commits.downgrade(),
-        reader,
-        genesis,
+        reader: reader.clone(),
+        genesis: genesis.clone(),
         queries: reads.jobs.clone(),
     };
     let (done_sender, done) = oneshot::channel();
-    let actor = Actor {
-        engine,
-        network,
-        inputs,
-        status: status_sender,
-        commits,
-        timers: HashMap::new(),
-        sync: Sync::default(),
-        committed_entries: 0,
-        equivocations: 0,
-        committed_ms: 0,
-    };
     std::thread::Builder::new()
         .name("kos-ledger".into())
         .spawn(move || {
             // The ledger has ended when its reads have too, however it ended (a panic included): declared before
             // the runtime, the guard stops the reader thread after the runtime is gone.
             let reads = StopOnDrop(Some(reads));
+            let run = async move {
+                let engine = match ready {
+                    Ready::Engine(engine) => *engine,
+                    Ready::Empty { store, seed, config, min_height, path } => {
+                        let sync = restore::Restore { network: &network, genesis: &genesis, status: &status_sender };
+                        let Some(store) = sync.run(store, min_height, &mut input_receiver).await? else {
+                            return Ok(());
+                        };
+                        open_engine(&genesis, &seed, store, config, &path)?
+                    }
+                };
+                let actor = Actor {
+                    engine,
+                    network,
+                    inputs,
+                    status: status_sender,
+                    commits,
+                    timers: HashMap::new(),
+                    sync: Sync::default(),
+                    committed_entries: 0,
+                    equivocations: 0,
+                    committed_ms: 0,
+                    snapshots: SnapshotWriter::new(snapshots, snapshot_interval, reader, genesis),
+                };
+                actor.run(input_receiver, consensus).await
+            };
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the ledger runtime")
-                .and_then(|runtime| runtime.block_on(actor.run(input_receiver, consensus)));
+                .and_then(|runtime| runtime.block_on(run));
             drop(reads);
             let _ = done_sender.send(result);
         })
         .context("starting the ledger thread")?;
     Ok(Started { handle, done })
+}
+
+/// Writes a snapshot every `interval` blocks, on a thread of its own (one at a time: a height that comes while one
+/// is written gets none).
+struct SnapshotWriter {
+    snapshots: Arc<Snapshots>,
+    interval: u64,
+    reader: RocksReader,
+    genesis: Arc<Genesis>,
+    writing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SnapshotWriter {
+    fn new(snapshots: Arc<Snapshots>, interval: u64, reader: RocksReader, genesis: Arc<Genesis>) -> SnapshotWriter {
+        SnapshotWriter { snapshots, interval, reader, genesis, writing: Arc::default() }
+    }
+
+    fn committed(&self, height: u64) {
+        use std::sync::atomic::Ordering;
+        if self.interval == 0 || !height.is_multiple_of(self.interval) || self.writing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (snapshots, reader, genesis, writing) =
+            (self.snapshots.clone(), self.reader.clone(), self.genesis.clone(), self.writing.clone());
+        let spawned = std::thread::Builder::new().name("kos-snapshot".into()).spawn(move || {
+            let started = Instant::now();
+            match snapshots.write(&reader, &genesis, height) {
+                Ok(Some(held)) => info!(
+                    height,
+                    chunks = held.chunks,
+                    manifest = %held.manifest_hash,
+                    ms = started.elapsed().as_millis() as u64,
+                    "wrote a snapshot of the state"
+                ),
+                Ok(None) => debug!(height, "no snapshot: the ledger moved on before it was taken"),
+                Err(error) => warn!(height, "writing a snapshot of the state: {error:#}"),
+            }
+            writing.store(false, Ordering::Release);
+        });
+        if let Err(error) = spawned {
+            warn!("starting the snapshot thread: {error}");
+            self.writing.store(false, Ordering::Release);
+        }
+    }
 }
 
 fn to_malachite(peer: &PeerId) -> Option<ledger::consensus::PeerId> {
@@ -481,6 +601,7 @@ struct Actor {
     committed_entries: u64,
     equivocations: u64,
     committed_ms: u64,
+    snapshots: SnapshotWriter,
 }
 
 impl Actor {
@@ -650,6 +771,7 @@ impl Actor {
     }
 
     fn on_commit(&mut self, commit: Arc<Commit>) {
+        self.snapshots.committed(commit.height);
         let entries = commit.entry_ids.len();
         self.committed_entries += entries as u64;
         self.committed_ms = crate::clock::now_ms();
@@ -674,6 +796,7 @@ impl Actor {
             syncing_to: self.sync.target.syncing(height),
             equivocations: self.equivocations,
             committed_ms: self.committed_ms,
+            state_sync: None,
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;
@@ -859,7 +982,7 @@ mod tests {
 
     /// Commits block `height` (empty) with `writes` to the store, as the ledger thread would.
     fn commit(store: &mut RocksStore, height: u64, writes: &ledger::state::Writes) {
-        let outcome = Outcome { entry_ids: Vec::new(), events: Vec::new() };
+        let outcome = Outcome::default();
         store.commit(height, &Stored { block: Vec::new(), certificate: Vec::new() }, writes, &outcome).unwrap();
     }
 

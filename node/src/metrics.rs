@@ -92,6 +92,8 @@ pub struct LedgerSnapshot {
     pub validator: bool,
     pub committed_entries: u64,
     pub syncing: bool,
+    /// While a state sync runs: (chunks written, chunks in all).
+    pub state_sync: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -169,6 +171,16 @@ fn encode_ledger(encoder: &mut DescriptorEncoder<'_>, ledger: &LedgerSnapshot) -
     gauge(encoder, "validators", "Validators in the current set.", None, signed(ledger.validators))?;
     gauge(encoder, "validator", "1 if this node is a validator.", None, i64::from(ledger.validator))?;
     gauge(encoder, "syncing", "1 while the node catches up with its peers.", None, i64::from(ledger.syncing))?;
+    let (done, chunks) = ledger.state_sync.unwrap_or((0, 0));
+    gauge(
+        encoder,
+        "state_sync",
+        "1 while the node takes a snapshot of the state from its peers (state sync).",
+        None,
+        i64::from(ledger.state_sync.is_some()),
+    )?;
+    gauge(encoder, "state_sync_chunks_done", "Snapshot chunks written by the state sync.", None, i64::from(done))?;
+    gauge(encoder, "state_sync_chunks", "Chunks of the snapshot the state sync takes.", None, i64::from(chunks))?;
     counter(
         encoder,
         "ledger_committed_entries",

@@ -160,6 +160,7 @@ fn network_config(
     if let Some(opened) = opened {
         config.consensus = Some(consensus);
         config.blocks = Some(network::BlockSource::rocks(opened.reader()));
+        config.snapshots = Some(network::SnapshotSource::new(opened.snapshots(), opened.reader()));
         config.archive = opened.archive();
     } else {
         warn!("no genesis file (ledger.genesis, or genesis.toml in the data directory): this node keeps no ledger");

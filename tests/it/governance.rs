@@ -2,7 +2,8 @@
 //! their APIs. A fee change passes with its quorum and takes effect at the block of the deciding vote on every
 //! node; one without quorum is rejected at its end; a validator set change adds a fifth validator and removes one
 //! while blocks keep coming; an override freezes the trading of a home (validator 3, whose simulated home offers
-//! its forecast every interval): every node's market refuses its offers until the override expires on time.
+//! its forecast every interval): every node's market refuses its offers until the override expires on time. Last,
+//! a newcomer takes a snapshot of the state made after both changes, tracing the validators from the genesis.
 
 use std::time::Duration;
 
@@ -88,7 +89,7 @@ fn advancing(nodes: &[&Node], blocks: u64) -> bool {
 fn proposals_overrides_and_validator_changes_take_effect_on_every_node() {
     let root = tempfile::tempdir().unwrap();
     let mut identities = Vec::new();
-    for index in 0..5 {
+    for index in 0..6 {
         let dir = root.path().join(format!("v{index}"));
         let (key, peer) = keys(&dir);
         identities.push((dir, key, peer));
@@ -111,6 +112,8 @@ fn proposals_overrides_and_validator_changes_take_effect_on_every_node() {
     std::fs::write(&genesis, text).unwrap();
     for (dir, _, _) in &identities {
         std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+        // Snapshots every 20 blocks, for the newcomer at the end.
+        std::fs::write(dir.join("config.toml"), "[storage]\nsnapshot_interval = 20\n").unwrap();
     }
     // Validator 3 runs a simulated home near noon, 180 times faster than the clock, that offers its forecast
     // surplus or deficit every 3-second interval in the pool.
@@ -119,7 +122,7 @@ fn proposals_overrides_and_validator_changes_take_effect_on_every_node() {
     std::fs::write(
         identities[3].0.join("config.toml"),
         format!(
-            "[meter]\nkind = \"simulated\"\ninterval_s = 3\npoll_ms = 500\n\n[meter.simulated]\npv_kwp = 8.0\n\
+            "[storage]\nsnapshot_interval = 20\n\n[meter]\nkind = \"simulated\"\ninterval_s = 3\npoll_ms = 500\n\n[meter.simulated]\npv_kwp = 8.0\n\
              speed = 180\nsimulated_origin_s = {noon}\nwall_origin_s = {now_s}\n\n[meter.trade]\npool = \"{POOL}\"\n"
         ),
     )
@@ -285,4 +288,44 @@ fn proposals_overrides_and_validator_changes_take_effect_on_every_node() {
     let hashes: Vec<Option<String>> =
         all.iter().map(|node| node.get(&format!("/blocks/{tip}")).map(|block| block["hash"].to_string())).collect();
     assert!(hashes.iter().all(|hash| hash.is_some() && *hash == hashes[0]), "{hashes:?}");
+
+    // Issue 28, item 2: a newcomer takes a snapshot made after both changes (none older is worth it to it): it
+    // traces the validators from the genesis through the two changes, keeps the snapshot's block as its first, and
+    // follows the chain from there with the set the changes made.
+    let after_changes = tip + 1;
+    assert!(
+        wait_until(Duration::from_secs(90), || all
+            .iter()
+            .all(|node| node.height().is_some_and(|height| height >= after_changes.next_multiple_of(20) + 2))),
+        "no snapshot after the changes"
+    );
+    let (dir, key, peer) = &identities[5];
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("[ledger]\nstate_sync_min_height = {after_changes}\n[storage]\nsnapshot_interval = 20\n"),
+    )
+    .unwrap();
+    let bootnodes: Vec<String> = nodes.iter().map(Node::bootnode).collect();
+    let newcomer = Node::start(dir, key, peer, &bootnodes, &[]);
+    let first_block = || newcomer.get("/status").and_then(|status| status["ledger"]["first_block"].as_u64());
+    assert!(
+        wait_until(Duration::from_secs(60), || first_block().is_some_and(|first| first >= after_changes)
+            && newcomer.height() >= nodes[0].height()),
+        "the newcomer did not take a snapshot after the changes: first block {:?}, height {:?}\n{:#?}",
+        first_block(),
+        newcomer.height(),
+        newcomer.process.lines()
+    );
+    let first = first_block().unwrap();
+    assert_eq!(first % 20, 0, "a snapshot height");
+    assert!(newcomer.process.lines().iter().any(|line| line.contains("took the snapshot")));
+    assert_eq!(validators(&newcomer), 4);
+    let tip = newcomer.height().unwrap();
+    assert_eq!(
+        newcomer.get(&format!("/blocks/{tip}")).map(|block| block["hash"].to_string()),
+        nodes[0].get(&format!("/blocks/{tip}")).map(|block| block["hash"].to_string())
+    );
+    assert_eq!(kos_tests::http::get(&newcomer.api, "/blocks/3").unwrap().status, 410, "it keeps no older block");
+    // The state is the validators': the same governance record.
+    assert_eq!(governance(&newcomer)["proposals"], governance(&nodes[0])["proposals"]);
 }

@@ -388,7 +388,9 @@ fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_
     ]);
     // Empty blocks as fast as the validator commits, so that the pruned node has pruned within seconds.
     let fast = "network = \"kos-devnet\"\n[ledger]\nempty_block_ms = 5\n";
-    for (dir, storage) in dirs.iter().zip(["", "[storage]\nmode = \"full\"\nkeep_blocks = 1024\n", ""]) {
+    // The newcomer replays from the genesis (it would take the archive's snapshot of block 1,000 otherwise).
+    let storages = ["", "[storage]\nmode = \"full\"\nkeep_blocks = 1024\n", "state_sync = false\n"];
+    for (dir, storage) in dirs.iter().zip(storages) {
         std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
         std::fs::write(dir.join("config.toml"), format!("{fast}{storage}")).unwrap();
     }
@@ -452,4 +454,149 @@ fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_
         newcomer.process.lines()
     );
     assert_eq!(block_hash(&newcomer.api, 3), block_hash(&archive.api, 3));
+}
+
+/// A peer that answers state-sync requests from a copy of another node's snapshots and database, and lies as
+/// `answer` makes it.
+fn lying_peer(
+    runtime: &tokio::runtime::Runtime,
+    seed: u64,
+    snapshots: &std::path::Path,
+    ledger: &std::path::Path,
+    answer: impl Fn(&kos::network::SnapshotSource, kos::network::Request) -> kos::network::Response + Send + Sync + 'static,
+) -> kos::network::local::Node {
+    use kos::network::SnapshotSource;
+    let inner = SnapshotSource::new(
+        Arc::new(ledger::snapshots::Snapshots::open(snapshots).unwrap()),
+        ledger::store::RocksStore::open_read_only(ledger).unwrap(),
+    );
+    let network = NetworkId::new("kos-devnet").unwrap();
+    let lying = SnapshotSource(Arc::new(move |request| answer(&inner, request)));
+    runtime
+        .block_on(kos::network::local::start(seed, &network, kos::network::local::Transport::Tcp, move |config| {
+            config.kademlia = false;
+            config.snapshots = Some(lying.clone());
+        }))
+        .unwrap()
+}
+
+/// Issue 28, items 1 and 2: a fresh node takes a snapshot of the state from its peers instead of replaying the
+/// blocks, past a peer that serves corrupted chunks and one that offers only a stale snapshot: it chooses the newest
+/// snapshot, penalises the corrupting peer and fetches its chunk from the honest one, keeps the snapshot's block as
+/// its first, and trades from there. (The genesis funds 40,000 accounts, so that the state is two chunks: the
+/// corrupting peer is asked for one of them.)
+#[test]
+fn a_fresh_node_takes_a_snapshot_past_a_corrupting_peer_and_a_stale_one() {
+    use kos::network::{Request, Response};
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["validator", "newcomer"].iter().map(|name| root.path().join(name)).collect();
+    let (validator_key, validator_peer) = keys(&dirs[0]);
+    let (newcomer_key, newcomer_peer) = keys(&dirs[1]);
+    let genesis = root.path().join("genesis.toml");
+    let client = Keypair::from_seed(&[8; 32]);
+    let client_hex = client.public().to_hex();
+    kos(&[
+        "ledger",
+        "genesis",
+        "--network",
+        "kos-devnet",
+        "--out",
+        genesis.to_str().unwrap(),
+        "--validator",
+        &validator_key,
+        "--fund",
+        &client_hex,
+    ]);
+    let mut text = std::fs::read_to_string(&genesis).unwrap();
+    for index in 0..40_000u32 {
+        let mut seed = [9; 32];
+        seed[..4].copy_from_slice(&index.to_be_bytes());
+        let account = Keypair::from_seed(&seed).public().to_hex();
+        text.push_str(&format!("\n[[balances]]\naccount = \"{account}\"\ntoken = \"credit\"\namount = 1\n"));
+    }
+    std::fs::write(&genesis, text).unwrap();
+    // The validator writes no snapshot of its own: the peers offer the ones the test makes from its database.
+    let configs =
+        ["[ledger]\nempty_block_ms = 5\n[storage]\nsnapshot_interval = 0\n", "[ledger]\nstate_sync_min_height = 1\n"];
+    for (dir, config) in dirs.iter().zip(configs) {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+    }
+    let validator = Node::start(&dirs[0], &validator_key, &validator_peer, &[], &[]);
+    let ledger_dir = dirs[0].join("ledger");
+    let genesis = Arc::new(ledger::Genesis::load(&genesis).unwrap());
+    let copy = root.path().join("copied");
+    let snapshots = ledger::snapshots::Snapshots::open(&copy).unwrap();
+    // Two snapshots of the validator's state, taken a few blocks apart from its database (read while it runs).
+    let mut heights = Vec::new();
+    for after in [20, 60] {
+        assert!(wait_until(Duration::from_secs(60), || height(&validator.api) > Some(after)), "no blocks");
+        let reader = ledger::store::RocksStore::open_read_only(&ledger_dir).unwrap();
+        let held = snapshots.write(&reader, &genesis, reader.tip().unwrap()).unwrap().expect("a snapshot");
+        assert_eq!(held.chunks, 2, "40,000 balances are two chunks");
+        heights.push(held.height);
+    }
+    drop(snapshots);
+    let (stale, newest) = (heights[0], heights[1]);
+    let only = |height: u64| {
+        move |inner: &kos::network::SnapshotSource, request: Request| match (inner.0)(request) {
+            Response::Snapshots { snapshots } => {
+                Response::Snapshots { snapshots: snapshots.into_iter().filter(|offer| offer.0 == height).collect() }
+            }
+            other => other,
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let corrupting =
+        lying_peer(&runtime, 7_001, &copy, &ledger_dir, move |inner, request| match only(newest)(inner, request) {
+            Response::SnapshotChunk { chunk } => {
+                let mut chunk = chunk.into_vec();
+                let last = chunk.len() - 1;
+                chunk[last] ^= 1;
+                Response::SnapshotChunk { chunk: chunk.into() }
+            }
+            other => other,
+        });
+    let stale_peer = lying_peer(&runtime, 7_002, &copy, &ledger_dir, only(stale));
+    let honest = lying_peer(&runtime, 7_003, &copy, &ledger_dir, only(newest));
+    let bootnode = |node: &kos::network::local::Node| format!("{}/p2p/{}", node.address, node.handle.peer_id());
+    let bootnodes = [bootnode(&corrupting), bootnode(&stale_peer), bootnode(&honest), validator.bootnode()];
+    let newcomer = Node::start(&dirs[1], &newcomer_key, &newcomer_peer, &bootnodes, &[]);
+    let first_block = || newcomer.get("/status").and_then(|status| status["ledger"]["first_block"].as_u64());
+    assert!(
+        wait_until(Duration::from_secs(90), || first_block() == Some(newest) && newcomer.height() >= Some(newest + 5)),
+        "the newcomer did not take the newest snapshot ({newest}): first block {:?}, height {:?}\n{:#?}",
+        first_block(),
+        newcomer.height(),
+        newcomer.process.lines()
+    );
+    let lines = newcomer.process.lines();
+    let corrupting_id = corrupting.handle.peer_id().to_string();
+    assert!(
+        lines.iter().any(|line| line.contains("bad snapshot chunk") && line.contains(&corrupting_id)),
+        "the corrupting peer was not penalised: {lines:#?}"
+    );
+    let honest_ids = [stale_peer.handle.peer_id().to_string(), honest.handle.peer_id().to_string(), validator_peer];
+    assert!(
+        !lines
+            .iter()
+            .any(|line| line.contains("sent something wrong") && honest_ids.iter().any(|id| line.contains(id))),
+        "an honest peer was blamed: {lines:#?}"
+    );
+    let tip = newcomer.height().unwrap();
+    assert_eq!(block_hash(&newcomer.api, tip), block_hash(&validator.api, tip));
+    assert_eq!(http::get(&newcomer.api, "/blocks/3").unwrap().status, 410, "it keeps no block before the snapshot");
+    // The state is whole: a genesis balance, and the client trades through the newcomer.
+    let balances =
+        |node: &Node| node.get(&format!("/accounts/{client_hex}/balances")).map(|answer| answer["balances"].clone());
+    assert_eq!(balances(&newcomer), balances(&validator));
+    assert!(balances(&newcomer).is_some_and(|balances| balances["credit"].as_u64() > Some(0)));
+    let sent = transfer(&NetworkId::new("kos-devnet").unwrap(), 1, &client, 5, "after a state sync");
+    let authorization = format!("Bearer {}", newcomer.token);
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
+    let posted = http::request(&newcomer.api, "POST", "/entries", &headers, &sent.to_bytes()).unwrap();
+    assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
+    let entry = format!("/entries/{}", sent.id().to_hex());
+    assert!(wait_until(Duration::from_secs(30), || validator.get(&entry).is_some()), "the transfer was not committed");
+    assert!(wait_until(Duration::from_secs(30), || newcomer.get(&entry).is_some()), "the newcomer did not follow it");
 }

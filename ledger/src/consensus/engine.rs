@@ -206,6 +206,8 @@ struct Shell<S: Store> {
     behind_reported: (u64, u64),
     /// Keys of the signatures verified at this height ([`signature_key`]).
     verified: HashSet<Hash>,
+    /// This height's validators are not the previous height's: its block's commit records the change.
+    set_changed: bool,
     /// The first signature taken in for each vote (by its digest) at this height ([`Shell::first_signature`]).
     signatures: HashMap<Hash, Sig>,
 }
@@ -231,6 +233,7 @@ impl<S: Store> Engine<S> {
         let ctx = Kos { network: genesis.network.clone() };
         let signer = Signer::new(genesis.network.clone(), seed);
         let tip_height = store.tip()?;
+        let mut last_set = None;
         let (state, tip) = if tip_height == 0 {
             (State::genesis(genesis.clone()), (0, genesis.hash, genesis.time_ms))
         } else {
@@ -245,9 +248,11 @@ impl<S: Store> Engine<S> {
                     reason: "state does not match the block's state root".into(),
                 });
             }
+            last_set = Some(block.header().validators_hash);
             (state, (tip_height, block.hash(), block.header().time_ms))
         };
         let validators = ValidatorSet::new(state.validators());
+        let set_changed = last_set.is_some_and(|last| last != validators_hash(&validators.pairs()));
         let address = signer.address();
         let params = Params {
             initial_height: Height(tip.0 + 1),
@@ -282,6 +287,7 @@ impl<S: Store> Engine<S> {
             failed: false,
             behind_reported: (0, 0),
             verified: HashSet::new(),
+            set_changed,
             signatures: HashMap::new(),
         };
         Ok(Engine { core, shell })
@@ -803,7 +809,8 @@ impl<S: Store> Engine<S> {
                 return;
             }
         };
-        let outcome = crate::store::Outcome { entry_ids: executed.ids, events: executed.events };
+        let validators = shell.set_changed.then(|| shell.validators.pairs());
+        let outcome = crate::store::Outcome { entry_ids: executed.ids, events: executed.events, validators };
         let stored = Stored { block: block.to_bytes(), certificate: wire::certificate_to_bytes(&certificate) };
         // The store holds the whole state: block 1 writes the genesis pairs too.
         let genesis_writes;
@@ -826,7 +833,9 @@ impl<S: Store> Engine<S> {
         shell.tip = (block.height(), block.hash(), block.header().time_ms);
         shell.height = block.height() + 1;
         shell.round = Round::Nil;
-        shell.validators = ValidatorSet::new(shell.state.validators());
+        let validators = ValidatorSet::new(shell.state.validators());
+        shell.set_changed = validators.pairs() != shell.validators.pairs();
+        shell.validators = validators;
         shell.executed.clear();
         shell.blocks.clear();
         shell.proposed.clear();

@@ -189,8 +189,25 @@ fn ledger_vectors() -> Vec<(String, String)> {
     let proposal =
         Proposal { height: Height(1), round: Round::new(0), block, pol_round: Round::Nil, proposer: validator };
     line("proposal-digest".into(), proposal_digest(&network, &proposal).to_string());
+    snapshot_vector(&bytes, &genesis, &mut line);
     suspects_vector(&mut line);
     lines
+}
+
+/// §10 *Snapshots*: the state after the export vector's block 1, as one chunk, and its manifest with its hash.
+fn snapshot_vector(export: &[u8], genesis: &Genesis, line: &mut impl FnMut(String, String)) {
+    let verifier = verify_export(&mut &export[..], Some(genesis)).unwrap();
+    let state = verifier.state();
+    let mut chunker = ledger::snapshot::Chunker::new();
+    let mut chunks: Vec<Vec<u8>> = state.pairs().filter_map(|(key, value)| chunker.push(key, value)).collect();
+    let (last, manifest) = chunker.finish(1, state.root());
+    chunks.extend(last);
+    manifest.check(1, &state.root()).unwrap();
+    assert_eq!(chunks.len(), 1);
+    line("snapshot-chunk-0".into(), hex::encode(&chunks[0]));
+    let bytes = manifest.to_bytes();
+    line("snapshot-manifest".into(), hex::encode(&bytes));
+    line("snapshot-manifest-hash".into(), ledger::snapshot::manifest_hash(&bytes).to_string());
 }
 
 /// §10 *cells* step 1, three windows of members with asset ids of 32 bytes `n` and test author `n`: each interval

@@ -424,7 +424,8 @@ fn a_snapshot_of_the_store_reads_as_the_state_it_committed() {
         let context = BlockContext { height, time_ms: now_ms, proposer: accounts[0] };
         let built = state.build(context, vec![entry], &|_| false);
         assert_eq!(built.entries.len(), 1, "{:?}", built.rejected);
-        let outcome = Outcome { entry_ids: built.executed.ids.clone(), events: built.executed.events.clone() };
+        let outcome =
+            Outcome { entry_ids: built.executed.ids.clone(), events: built.executed.events.clone(), validators: None };
         let mut writes = built.executed.writes.clone();
         state.apply(built.executed.writes, built.executed.lattice);
         if height == 1 {

@@ -130,7 +130,7 @@ impl From<&crate::ledger::Error> for ApiError {
         match refused {
             // A store that cannot be read is the operator's problem, not a refusal that passes.
             Error::Stopped | Error::Unreadable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
-            Error::Busy => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
+            Error::Busy | Error::Syncing => ApiError::passing(StatusCode::SERVICE_UNAVAILABLE, message),
             Error::Refused(rejected) => match rejected {
                 Rejected::Invalid(_) | Rejected::NotAnEntry(_) => ApiError::bad_request(message),
                 Rejected::Duplicate | Rejected::Included | Rejected::CannotPay { .. } => {

@@ -494,6 +494,7 @@ pub async fn metrics(State(context): State<Context>) -> Response {
             validator: status.validator,
             committed_entries: status.committed_entries,
             syncing: status.syncing_to.is_some(),
+            state_sync: status.state_sync.map(|progress| (progress.done, progress.chunks)),
         }
     });
     let meter = context.meter.as_ref().map(|meter| {

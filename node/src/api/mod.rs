@@ -559,8 +559,19 @@ pub struct LedgerStatus {
     /// Proposers seen signing two blocks for one round since this node started.
     equivocations: u64,
     /// The lowest height whose block this node keeps: 1 on an archive node, higher on a `full` one that pruned
-    /// (`[storage]`); older blocks answer 410.
+    /// (`[storage]`) or took a snapshot of the state (state sync); older blocks answer 410.
     first_block: u64,
+    /// While the node takes a snapshot of the state from its peers instead of replaying the blocks (PROTOCOL.md §9,
+    /// *State sync*): the snapshot's height (0 while it is being chosen), chunks written and chunks in all.
+    state_sync: Option<StateSyncStatus>,
+}
+
+/// How far a state sync is.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StateSyncStatus {
+    height: u64,
+    chunks_done: u32,
+    chunks: u32,
 }
 
 /// Gossip messages since the node started.
@@ -590,6 +601,11 @@ async fn status(State(context): State<Context>) -> Json<Status> {
             syncing_to: status.syncing_to,
             equivocations: status.equivocations,
             first_block: ledger.reader().first().unwrap_or(1),
+            state_sync: status.state_sync.map(|progress| StateSyncStatus {
+                height: progress.height,
+                chunks_done: progress.done,
+                chunks: progress.chunks,
+            }),
         }
     });
     let pools: Vec<JoinedPool> =

@@ -131,6 +131,8 @@ pub(crate) async fn start_node(
         engine,
         keep_blocks,
         profile: ledger::store::Profile::Standard,
+        snapshot_interval: 0,
+        state_sync: None,
     };
     let opened = node_ledger::open(&settings, keypair)?;
     let (consensus_sender, consensus) = tokio::sync::mpsc::channel(node_ledger::CONSENSUS_QUEUE_LEN_MAX);

@@ -165,6 +165,9 @@ pub struct RunArgs {
     /// Address of the HTTP API (default 127.0.0.1:7080); `""` turns it off.
     #[arg(long)]
     pub api: Option<String>,
+    /// Execute every block from the genesis, never a state snapshot from peers (`[ledger] state_sync = false`).
+    #[arg(long)]
+    pub replay: bool,
 }
 
 #[cfg(feature = "tools")]
@@ -508,6 +511,9 @@ fn run_node(paths: &Paths, args: RunArgs) -> anyhow::Result<()> {
     }
     if let Some(api) = args.api {
         config.api.listen = api;
+    }
+    if args.replay {
+        config.ledger.state_sync = false;
     }
     let mut checked = config.validate().with_context(|| format!("invalid configuration ({})", path.display()))?;
     checked.ledger = config.ledger_settings(&paths.data_dir)?;

@@ -128,12 +128,17 @@ impl Follower {
         // A block pruned while this follower lagged behind: the commits below the first block kept are gone.
         let first = self.reader.first().unwrap_or(1);
         if stored.is_none() && height < first {
-            warn!(
-                from = height,
-                to = first,
-                "a ledger follower fell behind past the blocks this node keeps ([storage] mode = \"full\"); it \
-                 skips the pruned commits"
-            );
+            if height == 1 && self.read_back == 0 {
+                // Made before the ledger had a block, which then took a snapshot of the state (state sync).
+                tracing::info!(first, "the ledger starts at a snapshot of the state: a follower starts there");
+            } else {
+                warn!(
+                    from = height,
+                    to = first,
+                    "a ledger follower fell behind past the blocks this node keeps ([storage] mode = \"full\"); it \
+                     skips the pruned commits"
+                );
+            }
             self.next = first;
             return Read::Damaged;
         }
@@ -209,7 +214,7 @@ mod tests {
     fn commit(store: &mut RocksStore, height: u64) -> Arc<Commit> {
         let cycle = cycle(height);
         let commit = empty_commit(height, 1_000 * height, vec![Event::BarterSettled { cycle, legs: vec![] }]);
-        let outcome = Outcome { entry_ids: Vec::new(), events: commit.events.clone() };
+        let outcome = Outcome { events: commit.events.clone(), ..Outcome::default() };
         let stored = Stored { block: commit.block.to_bytes(), certificate: commit.certificate.clone() };
         store.commit(height, &stored, &ledger::state::Writes::new(), &outcome).unwrap();
         Arc::new(commit)

@@ -72,6 +72,8 @@ pub struct Config {
     pub consensus: Option<mpsc::Sender<ConsensusDelivery>>,
     /// The committed blocks this node serves to peers that sync; `None`: it serves none.
     pub blocks: Option<BlockSource>,
+    /// The snapshots and validator changes this node serves to peers that sync the state; `None`: none.
+    pub snapshots: Option<SnapshotSource>,
     /// This node keeps every block (`[storage] mode = "archive"`): it announces so in the DHT under
     /// [`archive_key`], where a syncing node whose peers all pruned finds it (PROTOCOL.md §9).
     pub archive: bool,
@@ -154,6 +156,7 @@ impl Config {
             delivery_queue_len_max: 4096,
             consensus: None,
             blocks: None,
+            snapshots: None,
             archive: false,
         }
     }
@@ -214,7 +217,21 @@ pub enum Request {
     /// Committed blocks with their certificates from height `from` on, at most `max` (capped at
     /// [`BLOCKS_PER_RESPONSE_MAX`] and [`BLOCKS_RESPONSE_BYTES_MAX`]).
     Blocks { from: u64, max: u32 },
+    /// The state snapshots the peer holds (PROTOCOL.md §9, *State sync*).
+    Snapshots {},
+    /// A held snapshot's block with its commit certificate, and its manifest.
+    SnapshotManifest { height: u64 },
+    /// Chunk `index` of a held snapshot.
+    SnapshotChunk { height: u64, index: u32 },
+    /// The recorded changes of the validator set at heights after `after`, up to `upto`.
+    ValidatorChanges { after: u64, upto: u64 },
 }
+
+/// A snapshot as a peer offers it: `[height, manifest hash, chunks]`.
+pub type SnapshotOffer = (u64, serde_bytes::ByteBuf, u32);
+
+/// A change of the validator set as sync carries it: `[height, header, certificate, [[key, power], ...]]`.
+pub type ValidatorChange = (u64, serde_bytes::ByteBuf, serde_bytes::ByteBuf, Vec<(protocol::PublicKey, u64)>);
 
 /// A block and its commit certificate, as sync carries them.
 pub type SyncedBlock = (serde_bytes::ByteBuf, serde_bytes::ByteBuf);
@@ -223,15 +240,120 @@ pub type SyncedBlock = (serde_bytes::ByteBuf, serde_bytes::ByteBuf);
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Response {
     /// Signed envelopes as they were gossiped; the receiver validates each one.
-    RecentOffers { offers: Vec<serde_bytes::ByteBuf> },
+    RecentOffers {
+        offers: Vec<serde_bytes::ByteBuf>,
+    },
     /// The responder's last committed height, and its blocks from the requested height on (none if it has
     /// none); the receiver verifies each certificate and block.
-    Blocks { tip: u64, blocks: Vec<SyncedBlock> },
+    Blocks {
+        tip: u64,
+        blocks: Vec<SyncedBlock>,
+    },
     /// The request was refused (over budget, unknown pool).
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Blocks were asked from a height this node no longer keeps: it keeps them from `first` on (it prunes), and
     /// its tip is `tip`. Not a fault: ask an archive node.
-    Pruned { first: u64, tip: u64 },
+    Pruned {
+        first: u64,
+        tip: u64,
+    },
+    /// The snapshots held, newest first (at most [`SNAPSHOTS_OFFERED_MAX`]).
+    Snapshots {
+        snapshots: Vec<SnapshotOffer>,
+    },
+    /// A snapshot's block, its certificate and its manifest.
+    SnapshotManifest {
+        block: serde_bytes::ByteBuf,
+        certificate: serde_bytes::ByteBuf,
+        manifest: serde_bytes::ByteBuf,
+    },
+    SnapshotChunk {
+        chunk: serde_bytes::ByteBuf,
+    },
+    /// The changes asked for, in height order (at most [`ledger::store::CHANGES_PER_READ_MAX`]).
+    ValidatorChanges {
+        changes: Vec<ValidatorChange>,
+    },
+}
+
+impl Response {
+    /// What a response answers, for errors ("answered another request").
+    fn name(&self) -> &'static str {
+        match self {
+            Response::RecentOffers { .. } => "RecentOffers",
+            Response::Blocks { .. } => "Blocks",
+            Response::Refused { .. } => "Refused",
+            Response::Pruned { .. } => "Pruned",
+            Response::Snapshots { .. } => "Snapshots",
+            Response::SnapshotManifest { .. } => "SnapshotManifest",
+            Response::SnapshotChunk { .. } => "SnapshotChunk",
+            Response::ValidatorChanges { .. } => "ValidatorChanges",
+        }
+    }
+}
+
+/// Most snapshots a node offers in one answer.
+pub const SNAPSHOTS_OFFERED_MAX: usize = 4;
+
+/// Answers the state-sync requests ([`Request::Snapshots`], [`Request::SnapshotManifest`],
+/// [`Request::SnapshotChunk`], [`Request::ValidatorChanges`]) off the network task: they read files and the
+/// database.
+pub type AnswerSnapshots = dyn Fn(Request) -> Response + Send + Sync;
+
+/// What a node serves to peers that sync the state.
+#[derive(Clone)]
+pub struct SnapshotSource(pub Arc<AnswerSnapshots>);
+
+impl std::fmt::Debug for SnapshotSource {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SnapshotSource")
+    }
+}
+
+impl SnapshotSource {
+    /// Serves a node's snapshots and its record of the validator set's changes.
+    pub fn new(snapshots: Arc<ledger::snapshots::Snapshots>, reader: ledger::store::RocksReader) -> SnapshotSource {
+        let refuse = |reason: String| Response::Refused { reason };
+        SnapshotSource(Arc::new(move |request| match request {
+            Request::Snapshots {} => Response::Snapshots {
+                snapshots: snapshots
+                    .held()
+                    .into_iter()
+                    .take(SNAPSHOTS_OFFERED_MAX)
+                    .map(|held| (held.height, serde_bytes::ByteBuf::from(held.manifest_hash.0.to_vec()), held.chunks))
+                    .collect(),
+            },
+            Request::SnapshotManifest { height } => match snapshots.manifest(height) {
+                Ok(Some((stored, manifest))) => Response::SnapshotManifest {
+                    block: stored.block.into(),
+                    certificate: stored.certificate.into(),
+                    manifest: manifest.into(),
+                },
+                Ok(None) => refuse(format!("no snapshot of height {height}")),
+                Err(error) => refuse(format!("reading the snapshot: {error:#}")),
+            },
+            Request::SnapshotChunk { height, index } => match snapshots.chunk(height, index) {
+                Ok(Some(chunk)) => Response::SnapshotChunk { chunk: chunk.into() },
+                Ok(None) => refuse(format!("no chunk {index} of a snapshot of height {height}")),
+                Err(error) => refuse(format!("reading the snapshot: {error:#}")),
+            },
+            Request::ValidatorChanges { after, upto } => match reader.changes(after, upto) {
+                Ok(Some(changes)) => Response::ValidatorChanges {
+                    changes: changes
+                        .into_iter()
+                        .map(|(height, change)| {
+                            (height, change.header.into(), change.certificate.into(), change.validators)
+                        })
+                        .collect(),
+                },
+                Ok(None) => refuse(format!("this node's record of validator changes does not reach back to {after}")),
+                Err(error) => refuse(format!("reading validator changes: {error:#}")),
+            },
+            _ => refuse("not a state-sync request".into()),
+        }))
+    }
 }
 
 /// Most offers in one response.
@@ -591,9 +713,7 @@ impl Handle {
         let offers = match response {
             Response::RecentOffers { offers } => offers,
             Response::Refused { reason } => return Err(Error::Request(peer, reason)),
-            Response::Blocks { .. } | Response::Pruned { .. } => {
-                return Err(Error::Request(peer, "answered another request".into()));
-            }
+            other => return Err(Error::Request(peer, format!("answered another request ({})", other.name()))),
         };
         let topic = Topic::Pool(pool_digest);
         let mut valid = Vec::with_capacity(offers.len().min(RECENT_OFFERS_PER_RESPONSE_MAX));
@@ -628,7 +748,15 @@ impl Handle {
             )),
             Response::Refused { reason } => Err(Error::Request(peer, reason)),
             Response::Pruned { first, tip } => Err(Error::Pruned { peer, first, tip }),
-            Response::RecentOffers { .. } => Err(Error::Request(peer, "answered another request".into())),
+            other => Err(Error::Request(peer, format!("answered another request ({})", other.name()))),
+        }
+    }
+
+    /// Sends a state-sync request to a peer and returns its answer, unverified (a `Refused` as an error).
+    pub async fn state_sync(&self, peer: PeerId, request: Request) -> Result<Response, Error> {
+        match self.ask(|reply| Command::Request { peer, request, reply }).await?? {
+            Response::Refused { reason } => Err(Error::Request(peer, reason)),
+            response => Ok(response),
         }
     }
 

@@ -806,7 +806,7 @@ impl Task {
                 debug!(%peer, %reason, "a peer refused the pool's recent offers");
                 return self.discovery.fetched(&pool, None, now_ms);
             }
-            Response::Blocks { .. } | Response::Pruned { .. } => return self.discovery.fetched(&pool, None, now_ms),
+            _ => return self.discovery.fetched(&pool, None, now_ms),
         };
         let offers: Vec<Vec<u8>> =
             offers.into_iter().take(RECENT_OFFERS_PER_RESPONSE_MAX).map(serde_bytes::ByteBuf::into_vec).collect();
@@ -956,6 +956,15 @@ impl Task {
                 request_response::Message::Request { request: Request::Blocks { from, max }, channel, .. } => {
                     self.serve_blocks(&peer, from, max, channel)
                 }
+                request_response::Message::Request {
+                    request:
+                        request @ (Request::Snapshots {}
+                        | Request::SnapshotManifest { .. }
+                        | Request::SnapshotChunk { .. }
+                        | Request::ValidatorChanges { .. }),
+                    channel,
+                    ..
+                } => self.serve_snapshots(&peer, request, channel),
                 request_response::Message::Request { request, channel, .. } => {
                     let response = self.answer(&peer, request);
                     let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
@@ -981,6 +990,41 @@ impl Task {
             }
             request_response::Event::ResponseSent { .. } => {}
         }
+    }
+
+    /// Answers a state-sync request off the task (it reads files and the database), bounded with the block reads
+    /// by [`BLOCK_READS_MAX`].
+    fn serve_snapshots(
+        &mut self,
+        peer: &PeerId,
+        request: Request,
+        channel: request_response::ResponseChannel<Response>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let refuse = |reason: &str| Response::Refused { reason: reason.into() };
+        let refusal = if !self.admission.charge(peer, REQUEST_BYTES_MAX, now_ms()) {
+            Stats::bump(&self.stats.throttled);
+            Some(refuse("over budget"))
+        } else if self.config.snapshots.is_none() {
+            Some(refuse("this node serves no snapshots"))
+        } else if self.block_reads.load(Ordering::Relaxed) >= BLOCK_READS_MAX {
+            Some(refuse("busy"))
+        } else {
+            None
+        };
+        let (Some(source), Some(commands), None) = (self.config.snapshots.clone(), self.commands.upgrade(), &refusal)
+        else {
+            let response = refusal.unwrap_or_else(|| refuse("shutting down"));
+            let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+            return;
+        };
+        let reads = self.block_reads.clone();
+        reads.fetch_add(1, Ordering::Relaxed);
+        tokio::task::spawn_blocking(move || {
+            let response = (source.0)(request);
+            reads.fetch_sub(1, Ordering::Relaxed);
+            let _ = commands.blocking_send(Command::Respond { channel, response });
+        });
     }
 
     /// Answers a request for blocks off the task (reading them may take a while), bounded by [`BLOCK_READS_MAX`].
@@ -1050,7 +1094,7 @@ impl Task {
                     live.into_iter().skip(skip).map(|bytes| serde_bytes::ByteBuf::from(bytes.clone())).collect();
                 Response::RecentOffers { offers }
             }
-            Request::Blocks { .. } => Response::Refused { reason: "blocks are served apart".into() },
+            _ => Response::Refused { reason: "served apart".into() },
         }
     }
 
