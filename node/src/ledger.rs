@@ -249,7 +249,9 @@ pub enum Error {
 impl Handle {
     /// Adds a signed entry to the mempool (validating it as a block would) and gossips it to the validators.
     pub async fn submit(&self, bytes: Vec<u8>) -> Result<Id, Error> {
-        if self.status.borrow().state_sync.is_some() {
+        // While a state sync chooses its snapshot (at most seconds) entries wait for the ledger; once it fetches
+        // one, they are refused until it is done.
+        if self.status.borrow().state_sync.is_some_and(|progress| progress.height > 0) {
             return Err(Error::Syncing);
         }
         let (reply, answer) = oneshot::channel();
@@ -487,11 +489,13 @@ pub fn start(
             // the runtime, the guard stops the reader thread after the runtime is gone.
             let reads = StopOnDrop(Some(reads));
             let run = async move {
+                // Submissions that came while a state sync chose its snapshot: handled first once the ledger runs.
+                let mut held = Vec::new();
                 let engine = match ready {
                     Ready::Engine(engine) => *engine,
                     Ready::Empty { store, seed, config, min_height, path } => {
                         let sync = restore::Restore { network: &network, genesis: &genesis, status: &status_sender };
-                        let Some(store) = sync.run(store, min_height, &mut input_receiver).await? else {
+                        let Some(store) = sync.run(store, min_height, &mut input_receiver, &mut held).await? else {
                             return Ok(());
                         };
                         open_engine(&genesis, &seed, store, config, &path)?
@@ -510,7 +514,7 @@ pub fn start(
                     committed_ms: 0,
                     snapshots: SnapshotWriter::new(snapshots, snapshot_interval, reader, genesis),
                 };
-                actor.run(input_receiver, consensus).await
+                actor.run(input_receiver, consensus, held).await
             };
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -609,6 +613,7 @@ impl Actor {
         mut self,
         mut inputs: mpsc::Receiver<Input>,
         mut consensus: mpsc::Receiver<ConsensusDelivery>,
+        held: Vec<Input>,
     ) -> anyhow::Result<()> {
         let (height, hash) = self.engine.tip();
         info!(
@@ -620,6 +625,9 @@ impl Actor {
         );
         let effects = self.engine.start(now_ms());
         self.apply(effects).await?;
+        for input in held {
+            self.on_input(input, &mut inputs).await?;
+        }
         loop {
             let deadline = self.timers.values().min().copied();
             tokio::select! {

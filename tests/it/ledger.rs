@@ -600,3 +600,78 @@ fn a_fresh_node_takes_a_snapshot_past_a_corrupting_peer_and_a_stale_one() {
     assert!(wait_until(Duration::from_secs(30), || validator.get(&entry).is_some()), "the transfer was not committed");
     assert!(wait_until(Duration::from_secs(30), || newcomer.get(&entry).is_some()), "the newcomer did not follow it");
 }
+
+/// Issue 28, item 1: a node killed (`kill -9`) while it writes a snapshot leaves no partial snapshot behind: the
+/// unfinished one is removed when it starts again, every snapshot it offers afterwards is whole (a manifest and every
+/// chunk it names, adding up to its block's state root), and the ledger goes on. (200,000 funded accounts make the
+/// state eight chunks, so that a snapshot takes long enough to be caught while it is written.)
+#[test]
+fn a_node_killed_while_it_writes_a_snapshot_offers_only_whole_ones_after() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("validator");
+    let (key, peer) = keys(&dir);
+    let genesis = dir.join("genesis.toml");
+    kos(&["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap(), "--validator", &key]);
+    let mut text = std::fs::read_to_string(&genesis).unwrap();
+    for index in 0..200_000u32 {
+        let mut seed = [7; 32];
+        seed[..4].copy_from_slice(&index.to_be_bytes());
+        let account = Keypair::from_seed(&seed).public().to_hex();
+        text.push_str(&format!("\n[[balances]]\naccount = \"{account}\"\ntoken = \"credit\"\namount = 1\n"));
+    }
+    std::fs::write(&genesis, text).unwrap();
+    std::fs::write(dir.join("config.toml"), "[ledger]\nempty_block_ms = 5\n[storage]\nsnapshot_interval = 10\n")
+        .unwrap();
+    let snapshots = dir.join("ledger").join("snapshots");
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(&snapshots)
+            .map(|entries| entries.filter_map(|entry| Some(entry.ok()?.file_name().to_str()?.to_owned())).collect())
+            .unwrap_or_default()
+    };
+    let mut node = Node::start(&dir, &key, &peer, &[], &[]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !entries().iter().any(|name| name.starts_with("tmp-")) {
+        assert!(std::time::Instant::now() < deadline, "no snapshot was being written: {:?}", entries());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    node.process.signal("KILL").unwrap();
+    node.process.wait(Duration::from_secs(10)).expect("kill -9 did not stop it");
+    let unfinished: Vec<String> = entries().into_iter().filter(|name| name.starts_with("tmp-")).collect();
+    assert!(!unfinished.is_empty(), "the kill came after the snapshot was finished");
+    drop(node);
+    let node = Node::start(&dir, &key, &peer, &[], &[]);
+    assert!(
+        node.process
+            .wait_for_line(Duration::from_secs(30), |line| line
+                .contains("removing a snapshot whose writing was interrupted"))
+            .is_some(),
+        "{:#?}",
+        node.process.lines()
+    );
+    let start = height(&node.api).unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(60), || height(&node.api) > Some(start + 30)), "the ledger stopped");
+    // A snapshot written whole after the restart.
+    assert!(
+        wait_until(Duration::from_secs(120), || entries()
+            .iter()
+            .any(|name| name.parse::<u64>().is_ok_and(|height| height > start))),
+        "no snapshot was written after the restart: {:?}",
+        entries()
+    );
+    // What it offers now is whole: the node's own check of each snapshot directory at open, and each manifest
+    // adding up to its block's root.
+    drop(node);
+    let held = ledger::snapshots::Snapshots::open(&snapshots).unwrap();
+    assert!(!held.held().is_empty());
+    for one in held.held() {
+        let (stored, manifest) = held.manifest(one.height).unwrap().unwrap();
+        let block = ledger::Block::from_bytes(&stored.block).unwrap();
+        let manifest = ledger::snapshot::Manifest::from_bytes(&manifest).unwrap();
+        manifest.check(one.height, &block.header().state_root).unwrap();
+        for index in 0..one.chunks {
+            let chunk = held.chunk(one.height, index).unwrap().unwrap();
+            manifest.chunk(index as usize, &chunk).unwrap();
+        }
+    }
+    assert!(!entries().iter().any(|name| unfinished.contains(name)), "the unfinished snapshot is still there");
+}

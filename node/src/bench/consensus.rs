@@ -36,6 +36,24 @@ pub struct LedgerArgs {
     /// The last two validators keep only this many blocks (`[storage] mode = "full"`); the first two keep every
     /// block. `None`: all four keep every block.
     pub keep_blocks: Option<u64>,
+    /// The validators write a snapshot every this many blocks, and a fresh node takes the newest after the load
+    /// (state sync); 0: none.
+    pub snapshot_interval: u64,
+}
+
+/// How a fresh node took a snapshot of the state (`kos bench ledger --snapshot-interval`).
+#[derive(Debug, Clone)]
+pub struct StateSyncReport {
+    /// The snapshot's height, its pairs, chunks and bytes.
+    pub height: u64,
+    pub pairs: u64,
+    pub chunks: u32,
+    pub bytes: u64,
+    /// Blocks synced after it.
+    pub blocks_after: u64,
+    /// From the node's start to its state sync's end, and to a current ledger at the validators' tip.
+    pub snapshot_seconds: f64,
+    pub seconds: f64,
 }
 
 /// The results of one run.
@@ -67,6 +85,7 @@ pub struct LedgerReport {
     pub reads: usize,
     pub read_p50_ms: f64,
     pub read_p99_ms: f64,
+    pub state_sync: Option<StateSyncReport>,
 }
 
 pub(crate) struct Node {
@@ -116,10 +135,21 @@ fn network_config(id: &NetworkId) -> network::Config {
     config
 }
 
+/// What a bench node keeps and how it starts: (blocks kept, snapshot interval, state sync from this height).
+type Storage = (Option<u64>, u64, Option<u64>);
+
 pub(crate) async fn start_node(
     genesis: &Arc<Genesis>,
     keypair: &Keypair,
     keep_blocks: Option<u64>,
+) -> anyhow::Result<Node> {
+    start_node_with(genesis, keypair, (keep_blocks, 0, None)).await
+}
+
+async fn start_node_with(
+    genesis: &Arc<Genesis>,
+    keypair: &Keypair,
+    (keep_blocks, snapshot_interval, state_sync): Storage,
 ) -> anyhow::Result<Node> {
     let dir = tempfile::tempdir().context("a temporary directory")?;
     let mut engine = ledger::consensus::Config { empty_block_ms: 200, ..Default::default() };
@@ -131,14 +161,15 @@ pub(crate) async fn start_node(
         engine,
         keep_blocks,
         profile: ledger::store::Profile::Standard,
-        snapshot_interval: 0,
-        state_sync: None,
+        snapshot_interval,
+        state_sync,
     };
     let opened = node_ledger::open(&settings, keypair)?;
     let (consensus_sender, consensus) = tokio::sync::mpsc::channel(node_ledger::CONSENSUS_QUEUE_LEN_MAX);
     let mut config = network_config(&genesis.network);
     config.consensus = Some(consensus_sender);
     config.blocks = Some(network::BlockSource::rocks(opened.reader()));
+    config.snapshots = Some(network::SnapshotSource::new(opened.snapshots(), opened.reader()));
     let (network, mut deliveries, _task) = network::spawn(config, keypair).await?;
     for topic in [Topic::Ledger, Topic::Consensus] {
         network.subscribe(topic).await?;
@@ -181,18 +212,21 @@ pub(crate) async fn start_cluster<'k>(
     genesis: &Arc<Genesis>,
     keys: impl IntoIterator<Item = &'k Keypair>,
 ) -> anyhow::Result<Vec<Node>> {
-    start_cluster_keeping(genesis, keys, None).await
+    start_cluster_keeping(genesis, keys, None, 0).await
 }
 
-/// [`start_cluster`], the nodes from the third on keeping only `keep_blocks` blocks when set.
+/// [`start_cluster`], the nodes from the third on keeping only `keep_blocks` blocks when set, each writing a
+/// snapshot every `snapshot_interval` blocks.
 async fn start_cluster_keeping<'k>(
     genesis: &Arc<Genesis>,
     keys: impl IntoIterator<Item = &'k Keypair>,
     keep_blocks: Option<u64>,
+    snapshot_interval: u64,
 ) -> anyhow::Result<Vec<Node>> {
     let mut nodes = Vec::new();
     for (index, keypair) in keys.into_iter().enumerate() {
-        nodes.push(start_node(genesis, keypair, keep_blocks.filter(|_| index >= 2)).await?);
+        let storage = (keep_blocks.filter(|_| index >= 2), snapshot_interval, None);
+        nodes.push(start_node_with(genesis, keypair, storage).await?);
     }
     for (index, from) in nodes.iter().enumerate() {
         for to in &nodes[index + 1..] {
@@ -233,6 +267,83 @@ async fn sync_fresh_node(genesis: &Arc<Genesis>, nodes: &[Node]) -> anyhow::Resu
         }
     }
     Ok((follower, synced_height, entries, sync_seconds))
+}
+
+/// The snapshots a node holds on disk, newest first: (height, chunks, bytes of its chunks).
+fn held_snapshots(node: &Node) -> Vec<(u64, u32, u64)> {
+    let dir = node.dir.path().join("ledger").join("snapshots");
+    let mut held: Vec<(u64, u32, u64)> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let height = entry.file_name().to_str()?.parse().ok()?;
+            let chunks: Vec<u64> = std::fs::read_dir(entry.path())
+                .ok()?
+                .filter_map(|file| {
+                    let file = file.ok()?;
+                    file.file_name().to_str()?.starts_with("chunk-").then(|| file.metadata().ok().map(|m| m.len()))?
+                })
+                .collect();
+            Some((height, u32::try_from(chunks.len()).unwrap_or(u32::MAX), chunks.iter().sum()))
+        })
+        .collect();
+    held.sort_unstable_by_key(|one| std::cmp::Reverse(one.0));
+    held
+}
+
+/// A fresh node takes the validators' newest snapshot and syncs the blocks after it; measured until its ledger is
+/// current at the validators' tip (as it is when it starts).
+async fn state_sync_fresh_node(genesis: &Arc<Genesis>, nodes: &[Node]) -> anyhow::Result<(Node, StateSyncReport)> {
+    let held = wait_for(Duration::from_secs(600), || async { !held_snapshots(&nodes[0]).is_empty() }).await;
+    anyhow::ensure!(held, "the validators wrote no snapshot in 10 minutes");
+    let key = Keypair::from_seed(blake3::hash(b"state sync").as_bytes());
+    let tip = nodes.iter().map(|node| node.ledger.status().height).max().unwrap_or(0);
+    let start = Instant::now();
+    let node = start_node_with(genesis, &key, (None, 0, Some(1))).await?;
+    for validator in nodes {
+        connect(&node, validator).await?;
+    }
+    let mut snapshot_seconds = None;
+    let current = wait_for(Duration::from_secs(600), || {
+        let status = node.ledger.status();
+        if status.state_sync.is_none() && status.height > 0 && snapshot_seconds.is_none() {
+            snapshot_seconds = Some(start.elapsed().as_secs_f64());
+        }
+        let done = status.height >= tip && status.current(now_ms());
+        async move { done }
+    })
+    .await;
+    let seconds = start.elapsed().as_secs_f64();
+    anyhow::ensure!(current, "the state-syncing node was not current in 10 minutes");
+    let first = node.ledger.reader().first()?;
+    anyhow::ensure!(first > 1, "the fresh node replayed from the genesis instead of taking a snapshot");
+    let (_, chunks, bytes) = held_snapshots(&nodes[0]).into_iter().find(|one| one.0 == first).unwrap_or((first, 0, 0));
+    let pairs = node.ledger.reader().snapshot(genesis)?.all().count() as u64;
+    let report = StateSyncReport {
+        height: first,
+        pairs,
+        chunks,
+        bytes,
+        blocks_after: node.ledger.status().height.saturating_sub(first),
+        snapshot_seconds: snapshot_seconds.unwrap_or(seconds),
+        seconds,
+    };
+    Ok((node, report))
+}
+
+/// With snapshots, another fresh node takes the newest one instead of replaying.
+async fn state_sync_if_asked(
+    args: &LedgerArgs,
+    genesis: &Arc<Genesis>,
+    nodes: &[Node],
+) -> anyhow::Result<Option<StateSyncReport>> {
+    if args.snapshot_interval == 0 {
+        return Ok(None);
+    }
+    let (node, report) = state_sync_fresh_node(genesis, nodes).await?;
+    stop(std::iter::once(node)).await;
+    Ok(Some(report))
 }
 
 /// Every validator's commits, timed as they happen: (validator, when, commit).
@@ -318,13 +429,14 @@ async fn start_validators(
     network: &NetworkId,
     funded: &[protocol::PublicKey],
     keep_blocks: Option<u64>,
+    snapshot_interval: u64,
 ) -> anyhow::Result<(Arc<Genesis>, Vec<Node>)> {
     let validators: Vec<Keypair> =
         (0..4u8).map(|index| Keypair::from_seed(blake3::hash(&[b'v', index]).as_bytes())).collect();
     let keys: Vec<_> = validators.iter().map(Keypair::public).collect();
     let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, funded, 1_000_000_000_000);
     let genesis = Arc::new(Genesis::parse(&text)?);
-    let nodes = start_cluster_keeping(&genesis, &validators, keep_blocks).await?;
+    let nodes = start_cluster_keeping(&genesis, &validators, keep_blocks, snapshot_interval).await?;
     // Let the meshes form and the first blocks commit.
     let ready =
         wait_for(Duration::from_secs(30), || async { nodes.iter().all(|node| node.ledger.status().height >= 2) }).await;
@@ -339,7 +451,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         .map(|index| Keypair::from_seed(blake3::hash(format!("client {index}").as_bytes()).as_bytes()))
         .collect();
     let funded: Vec<_> = clients.iter().map(Keypair::public).collect();
-    let (genesis, nodes) = start_validators(&network, &funded, args.keep_blocks).await?;
+    let (genesis, nodes) = start_validators(&network, &funded, args.keep_blocks, args.snapshot_interval).await?;
 
     // Sign every entry before the clock starts.
     let rate = args.rate_per_s;
@@ -412,8 +524,10 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
 
     // Sync: a fresh node fetches the whole ledger from the validators.
     let (follower, synced_height, entries, sync_seconds) = sync_fresh_node(&genesis, &nodes).await?;
+    stop(std::iter::once(follower)).await;
+    let state_sync = state_sync_if_asked(args, &genesis, &nodes).await?;
     let disk = nodes.iter().map(|node| (disk_bytes(node.dir.path()), node.prunes)).collect();
-    stop(nodes.into_iter().chain(std::iter::once(follower))).await;
+    stop(nodes).await;
     Ok(LedgerReport {
         submitted,
         refused,
@@ -434,6 +548,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         reads: reads.len(),
         read_p50_ms: percentile(&reads, 0.5),
         read_p99_ms: percentile(&reads, 0.99),
+        state_sync,
     })
 }
 

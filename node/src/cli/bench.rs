@@ -10,13 +10,14 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gossip { peers, degree, messages, rate, seed } => {
             gossip_command(peers, degree, messages, rate, seed)
         }
-        BenchCommand::Ledger { rate, seconds, clients, readers, keep_blocks } => {
+        BenchCommand::Ledger { rate, seconds, clients, readers, keep_blocks, snapshot_interval } => {
             ledger_command(crate::bench::consensus::LedgerArgs {
                 rate_per_s: rate,
                 seconds,
                 clients,
                 readers,
                 keep_blocks,
+                snapshot_interval,
             })
         }
         BenchCommand::Governance { rounds } => governance_command(rounds),
@@ -224,6 +225,20 @@ fn ledger_command(args: crate::bench::consensus::LedgerArgs) -> anyhow::Result<(
         "sync of a fresh node: {} blocks, {} entries in {:.1} s: {:.0} entries/s",
         report.synced_blocks, report.synced_entries, report.sync_seconds, report.sync_entries_per_s
     )?;
+    if let Some(state_sync) = &report.state_sync {
+        writeln!(
+            out,
+            "state sync of a fresh node: the snapshot of block {} ({} pairs, {} chunks, {:.1} MiB), then {} blocks: \
+             current in {:.1} s (the snapshot taken in {:.1} s)",
+            state_sync.height,
+            state_sync.pairs,
+            state_sync.chunks,
+            state_sync.bytes as f64 / (1 << 20) as f64,
+            state_sync.blocks_after,
+            state_sync.seconds,
+            state_sync.snapshot_seconds
+        )?;
+    }
     for (index, (bytes, prunes)) in report.disk.iter().enumerate() {
         let kept = if *prunes { "keeps the last blocks" } else { "keeps every block" };
         writeln!(out, "validator {index} ({kept}): {:.1} MiB on disk", *bytes as f64 / (1 << 20) as f64)?;

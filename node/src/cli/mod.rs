@@ -193,6 +193,11 @@ pub enum BenchCommand {
         /// validator's disk use is reported.
         #[arg(long)]
         keep_blocks: Option<u64>,
+        /// The validators write a snapshot of the state every this many blocks (`[storage] snapshot_interval`); after
+        /// the replay, a second fresh node takes the newest one (state sync), and its time to a current ledger is
+        /// reported. 0: no snapshots, no state sync.
+        #[arg(long, default_value_t = 0)]
+        snapshot_interval: u64,
     },
     /// Governance on 4 validators on loopback (real swarms and RocksDB): from a proposal's passing block to its
     /// effect on every node, and from a freeze passing to every node refusing the frozen account's offers.

@@ -1,6 +1,7 @@
 //! The IO of state sync (the rules are [`super::statesync`]'s): the requests to peers, the writes into the empty
-//! store, the status and the progress shown in the log. Runs on the ledger thread before the engine exists; entries
-//! submitted meanwhile are refused ([`super::Error::Syncing`]).
+//! store, the status and the progress shown in the log. Runs on the ledger thread before the engine exists: entries
+//! submitted while the snapshot is chosen wait for the ledger, those submitted while it is fetched are refused
+//! ([`super::Error::Syncing`]).
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,7 @@ impl Restore<'_> {
         mut store: RocksStore,
         min_height: u64,
         inputs: &mut mpsc::Receiver<Input>,
+        held: &mut Vec<Input>,
     ) -> anyhow::Result<Option<RocksStore>> {
         let started = Instant::now();
         let mut machine: StateSync<PeerId> = StateSync::new(self.genesis, min_height, now_ms());
@@ -86,7 +88,16 @@ impl Restore<'_> {
                 },
                 input = inputs.recv() => match input {
                     None | Some(Input::Shutdown) => return Ok(None),
-                    // Entries wait for the ledger; submissions are refused by the handle while this runs.
+                    // Submissions made while the snapshot is chosen wait for the ledger (the handle refuses them
+                    // once one is fetched), at most a queue's worth; gossiped entries reach the validators anyway.
+                    Some(Input::Submit { bytes, reply }) => {
+                        if held.len() < super::INPUT_QUEUE_LEN_MAX {
+                            held.push(Input::Submit { bytes, reply });
+                        } else {
+                            let _ = reply.send(Err(ledger::mempool::Rejected::Full));
+                        }
+                        Vec::new()
+                    }
                     Some(_) => Vec::new(),
                 },
             };
