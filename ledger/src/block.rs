@@ -16,8 +16,11 @@ use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 
 use crate::hash::{self, Hash};
 
-/// The block format version.
+/// The first protocol version: the version of every block until an upgrade (PROTOCOL.md §10, *Protocol versions*).
 pub const BLOCK_VERSION: u8 = 1;
+/// The highest protocol version this kos supports. Version 2 has the rules of version 1: it exists so that an
+/// upgrade is exercised end to end.
+pub const PROTOCOL_VERSION_MAX: u8 = 2;
 /// Decoding bound on the number of entries of a block, whatever the genesis says.
 pub const BLOCK_ENTRIES_LIMIT: u64 = 100_000;
 /// Decoding bound on a block's bytes, whatever the genesis says.
@@ -131,7 +134,7 @@ impl Block {
     /// Decodes a block and checks that the header commits to its entries.
     pub fn from_bytes(bytes: &[u8]) -> Result<Block, DecodeError> {
         let BlockWire(header, entries) = codec::decode_with(bytes, BLOCK_BYTES_LIMIT, BLOCK_ENTRIES_LIMIT)?;
-        if header.version != BLOCK_VERSION {
+        if header.version == 0 || header.version > PROTOCOL_VERSION_MAX {
             return Err(DecodeError::Version(header.version));
         }
         if usize::try_from(header.entry_count).ok() != Some(entries.len()) {

@@ -45,7 +45,7 @@ pub use cells::{
     PLAUSIBILITY_INTERVALS_MAX, SUSPECT_WINDOW, feeder_case_id, plausibility_case_id,
 };
 pub use commons::CommonsReads;
-pub use governance::{GovernanceError, GovernanceReads};
+pub use governance::{GovernanceError, GovernanceReads, UpgradeState};
 pub use jobs::{
     BIDS_PER_JOB_MAX, BidState, JOBS_DUE_PER_BLOCK, JOBS_PER_POSTER_MAX, JobState, JobStatus, bid_cost,
     job_escrow_account, winner,
@@ -304,6 +304,17 @@ pub enum Event {
         proposal: Id,
         at_height: u64,
     },
+    /// A passed upgrade: blocks carry `version` from `at_height` on.
+    UpgradeScheduled {
+        proposal: Id,
+        version: u8,
+        at_height: u64,
+    },
+    /// The next block, `at_height`, is the first of protocol version `version`.
+    Upgraded {
+        version: u8,
+        at_height: u64,
+    },
     /// An override passed: in force until the end of block `until_height`.
     OverrideInForce {
         proposal: Id,
@@ -435,6 +446,8 @@ impl Event {
             Event::ProposalPassed(_) => "proposal passed",
             Event::ProposalRejected(_) => "proposal rejected",
             Event::ValidatorsChanging { .. } => "validators changing",
+            Event::UpgradeScheduled { .. } => "upgrade scheduled",
+            Event::Upgraded { .. } => "upgraded",
             Event::OverrideInForce { .. } => "override in force",
             Event::OverrideExpired(_) => "override expired",
             Event::AlertRaised { .. } => "alert raised",
@@ -1354,6 +1367,8 @@ impl<'s> Pending<'s> {
 
     fn finish(mut self) -> Executed {
         self.end_block();
+        // Last of all (PROTOCOL.md §10, *end of each block*).
+        self.apply_upgrade();
         // Drop writes that change nothing, so the lattice and the store see only real changes.
         let base = self.base;
         let writes: Writes =

@@ -18,7 +18,9 @@
 use malachite_types::{CommitCertificate, ValidatorSet as _};
 use protocol::{NetworkId, PublicKey};
 
-use crate::block::{BLOCK_VERSION, Header};
+#[cfg(test)]
+use crate::block::BLOCK_VERSION;
+use crate::block::{Header, PROTOCOL_VERSION_MAX};
 use crate::consensus::check::{self, CertificateError, Threshold};
 use crate::consensus::context::{Kos, ValidatorSet};
 use crate::genesis::Genesis;
@@ -80,7 +82,7 @@ impl Trusted {
         if height <= self.height {
             return Err(TrustError::NotLater { trusted: self.height, found: height });
         }
-        if header.version != BLOCK_VERSION || &header.network != network {
+        if header.version == 0 || header.version > PROTOCOL_VERSION_MAX || &header.network != network {
             return Err(TrustError::Header(header.version));
         }
         if !check::certificate_is_for(certificate, height, header.hash()) {

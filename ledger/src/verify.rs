@@ -92,6 +92,7 @@ impl Verifier {
             time_ms: self.parent_time_ms,
             validators: &validators,
             entries_max: genesis.params.block_entries_max,
+            version: self.state.protocol_version(),
         };
         check::check_header(header, &parent).map_err(|what| format!("block {height}: bad {what}"))?;
         if !check::certificate_is_for(&certificate, height, block.hash()) {

@@ -65,6 +65,20 @@ impl Storage {
     }
 }
 
+/// The environment variable that makes this kos run ledger protocol versions up to a lower one than it supports, as
+/// an older kos would (for tests of upgrades: PROTOCOL.md §10, *Protocol versions*).
+pub const LEDGER_VERSION_MAX_VARIABLE: &str = "KOS_LEDGER_VERSION_MAX";
+
+/// The highest ledger protocol version this node runs: [`ledger::block::PROTOCOL_VERSION_MAX`], or lower when
+/// [`LEDGER_VERSION_MAX_VARIABLE`] says so.
+pub fn ledger_version_max() -> u8 {
+    let supported = ledger::block::PROTOCOL_VERSION_MAX;
+    std::env::var(LEDGER_VERSION_MAX_VARIABLE)
+        .ok()
+        .and_then(|text| text.trim().parse::<u8>().ok())
+        .map_or(supported, |lower| lower.clamp(1, supported))
+}
+
 /// See [`Storage::profile`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -792,6 +806,7 @@ impl Config {
             step_ms: (third / 2).max(25),
         };
         engine.mempool.entries_max = ledger.mempool_entries_max;
+        engine.version_max = ledger_version_max();
         engine.mempool.per_author_max = ledger.mempool_entries_per_author_max;
         let mode = self.storage.mode.unwrap_or(if self.meter.kind == MeterKind::None {
             StorageMode::Archive
@@ -853,6 +868,7 @@ impl Config {
         network.relay_server = self.p2p.relay_server;
         network.external_addresses = addresses("p2p.external_addresses", &self.p2p.external_addresses)?;
         network.mdns = self.p2p.mdns;
+        network.ledger_version_max = ledger_version_max();
         network.kademlia = self.p2p.kademlia;
         network.autonat_only_global = self.p2p.autonat_only_global;
         network.peers_max = self.p2p.peers_max;

@@ -20,6 +20,8 @@ pub const REPORT_TEXT_BYTES_MAX: usize = 1024;
 pub const PROPOSAL_TITLE_BYTES_MAX: usize = 120;
 /// Governance proposal text, UTF-8 bytes.
 pub const PROPOSAL_TEXT_BYTES_MAX: usize = 4096;
+/// An upgrade's `info` (what to install), UTF-8 bytes.
+pub const UPGRADE_INFO_BYTES_MAX: usize = 120;
 /// Governance parameter name, bytes of `[a-z0-9._-]`.
 pub const PARAMETER_NAME_BYTES_MAX: usize = 64;
 /// Legs of one barter cycle (a cycle has at least 2).

@@ -18,7 +18,7 @@ use serde_tuple::{Deserialize_tuple, Serialize_tuple};
 use crate::envelope::Envelope;
 use crate::limits::{
     ASSET_METERS_MAX, BARTER_LEGS_MAX, BARTER_LEGS_MIN, GUILD_MEMBERS_MAX, GUILD_NAME_BYTES_MAX, MEMO_BYTES_MAX,
-    PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX, REPORT_TEXT_BYTES_MAX,
+    PROPOSAL_TEXT_BYTES_MAX, PROPOSAL_TITLE_BYTES_MAX, REPORT_TEXT_BYTES_MAX, UPGRADE_INFO_BYTES_MAX,
 };
 use crate::types::{BoundedVec, Cell, Id, Invalid, MeterId, ParameterName, PublicKey, Text, TokenId};
 
@@ -563,6 +563,16 @@ pub struct AddValidator {
     pub power: u64,
 }
 
+/// Schedules the ledger's protocol version `version` from block `height` on (PROTOCOL.md §10, *Protocol versions*).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
+pub struct Upgrade {
+    /// 2 to 255.
+    pub version: u8,
+    pub height: u64,
+    /// What the operators of nodes that do not support the version must install.
+    pub info: Text<UPGRADE_INFO_BYTES_MAX>,
+}
+
 /// Removes a validator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize_tuple, Deserialize_tuple)]
 pub struct RemoveValidator {
@@ -667,6 +677,8 @@ pub enum Action {
     PoolFee(PoolFee),
     /// A quest: a job the commons posts (its reward paid from the commons' account, with fuel and eco-tokens).
     Quest(Job),
+    /// A coordinated upgrade of the ledger's protocol version.
+    Upgrade(Upgrade),
 }
 
 tagged_union!(Action, "proposal action", ActionKind {
@@ -680,6 +692,7 @@ tagged_union!(Action, "proposal action", ActionKind {
     7 => IssuanceRule(IssuanceRule), "issuance-rule";
     8 => PoolFee(PoolFee), "pool-fee";
     9 => Quest(Job), "quest";
+    10 => Upgrade(Upgrade), "upgrade";
 });
 
 /// A governance proposal, voted on for `voting_period_blocks` blocks after the one that includes it.

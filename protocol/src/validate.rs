@@ -418,6 +418,8 @@ fn check_proposal(proposal: &Proposal) -> Result<(), &'static str> {
     use crate::message::Action;
     match &proposal.action {
         Action::AddValidator(add) if add.power == 0 => return Err("validator power is 0"),
+        Action::Upgrade(upgrade) if upgrade.version < 2 => return Err("an upgrade's version is below 2"),
+        Action::Upgrade(upgrade) if upgrade.height == 0 => return Err("an upgrade's height is 0"),
         Action::Override(measure) | Action::Emergency(measure) if measure.duration_blocks == 0 => {
             return Err("override duration_blocks is 0");
         }

@@ -9,7 +9,7 @@ use crate::keys::Keypair;
 use crate::message::{
     Action, AddValidator, Alert, AlertRule, Asset, AssetKind, BarterCycle, BarterLeg, BarterOffer, Body, Burn, Cancel,
     Choice, Freeze, Guild, GuildApproval, GuildSpend, Limits, Measure, Mechanism, MeterSource, Mint, Offer, Override,
-    PoolId, Proposal, Reading, Report, Resource, Settlement, Severity, Side, Transfer, Vote, guild_account,
+    PoolId, Proposal, Reading, Report, Resource, Settlement, Severity, Side, Transfer, Upgrade, Vote, guild_account,
 };
 use crate::message::{Attestation, DeviceKey, OcmfRecord, check_attestation, device_reading_digest};
 use crate::message::{
@@ -251,6 +251,20 @@ fn governance_vectors() -> Vec<Vector> {
                     title: text("Freeze the runaway trading agent"),
                     text: text("It has placed thousands of offers it never settles."),
                     voting_period_blocks: 100,
+                }),
+            ),
+        ),
+        vector(
+            "proposal-upgrade",
+            2,
+            sign(
+                2,
+                11,
+                Body::Proposal(Proposal {
+                    action: Action::Upgrade(Upgrade { version: 2, height: 250_000, info: text("kos 0.2 or later") }),
+                    title: text("Ledger protocol version 2"),
+                    text: text("Every node runs kos 0.2 or later by block 250,000."),
+                    voting_period_blocks: 10_000,
                 }),
             ),
         ),

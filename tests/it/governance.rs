@@ -329,3 +329,97 @@ fn proposals_overrides_and_validator_changes_take_effect_on_every_node() {
     // The state is the validators': the same governance record.
     assert_eq!(governance(&newcomer)["proposals"], governance(&nodes[0])["proposals"]);
 }
+
+/// Issue 28, item 5: a coordinated upgrade. Four validators vote an upgrade to protocol version 2 at a height;
+/// validator 3 runs as a kos that supports only version 1 would (`KOS_LEDGER_VERSION_MAX=1`). Every block before the
+/// height is of version 1 and every block from it of version 2; validator 3 stops cleanly before deciding it,
+/// saying what to install, while the three others (three quarters of the power) go on; `GET /governance` showed
+/// which validators run the version. Started again with a kos that supports it, validator 3 goes on from there.
+#[test]
+fn an_upgrade_height_switches_the_validators_and_stops_an_old_kos_cleanly() {
+    let root = tempfile::tempdir().unwrap();
+    let mut identities = Vec::new();
+    for index in 0..4 {
+        let dir = root.path().join(format!("v{index}"));
+        let (key, peer) = keys(&dir);
+        identities.push((dir, key, peer));
+    }
+    let genesis = root.path().join("genesis.toml");
+    let mut args = vec!["ledger", "genesis", "--network", "kos-devnet", "--out", genesis.to_str().unwrap()];
+    for (_, key, _) in &identities {
+        args.extend(["--validator", key.as_str()]);
+    }
+    kos(&args);
+    for (dir, _, _) in &identities {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+    }
+    let old = [(kos::config::LEDGER_VERSION_MAX_VARIABLE, "1")];
+    let mut nodes: Vec<Node> = Vec::new();
+    for (index, (dir, key, peer)) in identities.iter().enumerate() {
+        let bootnodes: Vec<String> = nodes.iter().map(Node::bootnode).collect();
+        let env: &[(&str, &str)] = if index == 3 { &old } else { &[] };
+        nodes.push(Node::start_with_env(dir, key, peer, &bootnodes, &[], env));
+    }
+    let all: Vec<&Node> = nodes.iter().collect();
+    assert!(
+        wait_until(STARTUP, || all.iter().all(|node| node.height().is_some_and(|height| height >= 2))),
+        "the validators did not start committing"
+    );
+    let upgrade_height = nodes[0].height().unwrap() + 25;
+    let upgrade = proposal(
+        &nodes[0],
+        "Protocol version 2",
+        5,
+        serde_json::json!({"kind": "upgrade", "version": 2, "height": upgrade_height, "info": "kos 0.2"}),
+    );
+    committed(&all, &upgrade);
+    let yes = vote(&[&nodes[0], &nodes[1], &nodes[2]], &upgrade, "yes");
+    for id in &yes {
+        committed(&all, id);
+    }
+    let scheduled = governance(&nodes[0]);
+    assert_eq!(scheduled["protocol_version"], 1, "{scheduled}");
+    assert_eq!(scheduled["upgrade"]["version"], 2, "{scheduled}");
+    assert_eq!(scheduled["upgrade"]["height"], upgrade_height, "{scheduled}");
+    // Which validators run version 2, as they announced it: all but validator 3.
+    let runs = |answer: &serde_json::Value, key: &str| {
+        answer["upgrade"]["validators"]
+            .as_array()
+            .and_then(|validators| validators.iter().find(|validator| validator["key"] == key))
+            .map(|validator| validator["runs"].clone())
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let answer = governance(&nodes[0]);
+            identities[..3].iter().all(|(_, key, _)| runs(&answer, key) == Some(serde_json::json!(true)))
+                && runs(&answer, &identities[3].1) == Some(serde_json::json!(false))
+        }),
+        "{}",
+        governance(&nodes[0])
+    );
+    // Validator 3 stops before the upgrade height, saying what to install; the others go past it.
+    let stopped = nodes[3].process.wait_for_line(Duration::from_secs(90), |line| line.contains("install \"kos 0.2\""));
+    assert!(stopped.is_some(), "{:#?}", nodes[3].process.lines());
+    assert!(nodes[3].process.wait(Duration::from_secs(30)).is_some(), "the old kos did not exit");
+    assert!(
+        wait_until(Duration::from_secs(60), || nodes[..3].iter().all(|node| node.height() > Some(upgrade_height + 3))),
+        "the three did not go past the upgrade"
+    );
+    let version =
+        |node: &Node, height: u64| node.get(&format!("/blocks/{height}")).map(|block| block["version"].clone());
+    assert_eq!(version(&nodes[0], upgrade_height - 1), Some(serde_json::json!(1)));
+    assert_eq!(version(&nodes[0], upgrade_height), Some(serde_json::json!(2)));
+    assert_eq!(version(&nodes[1], upgrade_height + 1), Some(serde_json::json!(2)));
+    assert_eq!(governance(&nodes[0])["protocol_version"], 2);
+    // Validator 3 with a kos that runs version 2 goes on from where it stopped.
+    let (dir, key, peer) = &identities[3];
+    let bootnodes: Vec<String> = nodes[..3].iter().map(Node::bootnode).collect();
+    nodes[3] = Node::start(dir, key, peer, &bootnodes, &[]);
+    let target = nodes[0].height().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || nodes[3].height() >= Some(target)),
+        "validator 3 did not go on after the upgrade: {:#?}",
+        nodes[3].process.lines()
+    );
+    assert_eq!(version(&nodes[3], upgrade_height), Some(serde_json::json!(2)));
+}

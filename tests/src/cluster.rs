@@ -23,13 +23,24 @@ pub struct Node {
 
 /// Starts `kos run` in `dir` (keys and config already there), dialling `bootnodes`, with `extra` arguments.
 pub fn start(dir: &Path, bootnodes: &[String], extra: &[&str]) -> (Process, String, String) {
+    start_with_env(dir, bootnodes, extra, &[])
+}
+
+/// [`start`] with environment variables set.
+pub fn start_with_env(
+    dir: &Path,
+    bootnodes: &[String],
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Process, String, String) {
     let mut args = vec!["run", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns", "false", "--api", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     for bootnode in bootnodes {
         args.push("--bootnode");
         args.push(bootnode);
     }
-    let process = Process::kos(&kos_binary(), dir, &args).unwrap_or_else(|error| panic!("starting kos: {error}"));
+    let process =
+        Process::kos_with_env(&kos_binary(), dir, &args, env).unwrap_or_else(|error| panic!("starting kos: {error}"));
     let api = process.wait_for_field(STARTUP, "API listening", "address").unwrap_or_else(|| {
         panic!("no API address: {:#?}", process.lines());
     });
@@ -42,7 +53,19 @@ pub fn start(dir: &Path, bootnodes: &[String], extra: &[&str]) -> (Process, Stri
 impl Node {
     /// Starts a node whose keys are in `dir`, dialling `bootnodes`.
     pub fn start(dir: &Path, key: &str, peer: &str, bootnodes: &[String], extra: &[&str]) -> Node {
-        let (process, api, p2p) = start(dir, bootnodes, extra);
+        Node::start_with_env(dir, key, peer, bootnodes, extra, &[])
+    }
+
+    /// [`Node::start`] with environment variables set.
+    pub fn start_with_env(
+        dir: &Path,
+        key: &str,
+        peer: &str,
+        bootnodes: &[String],
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Node {
+        let (process, api, p2p) = start_with_env(dir, bootnodes, extra, env);
         let token = std::fs::read_to_string(dir.join("api.token")).unwrap_or_default().trim().to_owned();
         Node { dir: dir.to_owned(), peer: peer.to_owned(), key: key.to_owned(), process, api, p2p, token }
     }

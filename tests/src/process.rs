@@ -38,8 +38,14 @@ impl Process {
 
     /// Starts the `kos` binary at `kos` with a data directory and arguments.
     pub fn kos(kos: &Path, data_dir: &Path, args: &[&str]) -> std::io::Result<Process> {
+        Process::kos_with_env(kos, data_dir, args, &[])
+    }
+
+    /// [`Process::kos`] with environment variables set.
+    pub fn kos_with_env(kos: &Path, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Process> {
         let mut command = Command::new(kos);
         command.arg("--data-dir").arg(data_dir).args(args).env_remove("KOS_KEY_FILE").env_remove("RUST_LOG");
+        command.envs(env.iter().copied());
         Process::start(command)
     }
 

@@ -15,7 +15,7 @@ use malachite_types::{
 use protocol::NetworkId;
 
 use super::context::{Address, Height, Kos, Sig, ValidatorSet, Vote, vote_digest};
-use crate::block::{BLOCK_VERSION, Header};
+use crate::block::Header;
 use crate::hash::Hash;
 use crate::state::validators_hash;
 
@@ -207,13 +207,15 @@ pub struct Parent<'a> {
     /// The validators of the block's height (the state after the parent).
     pub validators: &'a ValidatorSet,
     pub entries_max: u32,
+    /// The protocol version in force at the block's height (the state after the parent).
+    pub version: u8,
 }
 
 /// A block header's checks against its parent (PROTOCOL.md §10, *a block is valid when*, 1 to 5; decoding checked
 /// the entries' count and root): the one rule of `kos ledger verify`, sync and consensus. Returns what is wrong.
 pub fn check_header(header: &Header, parent: &Parent<'_>) -> Result<(), String> {
     let checks = [
-        (header.version == BLOCK_VERSION, "version"),
+        (header.version == parent.version, "version"),
         (&header.network == parent.network, "network"),
         (Some(header.height) == parent.height.checked_add(1), "height"),
         (header.parent == parent.hash, "parent"),

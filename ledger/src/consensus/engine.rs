@@ -33,7 +33,7 @@ use protocol::{Id, PublicKey};
 use super::check::{self, CertificateError};
 use super::context::{Address, Height, Kos, Sig, Signer, ValidatorSet, Vote, proposal_digest, vote_digest};
 use super::wire::{self, Message};
-use crate::block::{BLOCK_VERSION, Block, Header};
+use crate::block::{Block, Header, PROTOCOL_VERSION_MAX};
 use crate::genesis::Genesis;
 use crate::hash::Hash;
 use crate::mempool::{self, Mempool, Rejected};
@@ -83,6 +83,9 @@ pub struct Config {
     pub mempool: mempool::Config,
     /// Consensus messages buffered for the next heights while this one finishes, at most.
     pub future_messages_max: usize,
+    /// The highest protocol version this node runs ([`PROTOCOL_VERSION_MAX`]; lower only to act as an older kos
+    /// would, in tests): before a height of a later version it stops, saying what to install.
+    pub version_max: u8,
 }
 
 impl Default for Config {
@@ -93,6 +96,7 @@ impl Default for Config {
             commit_wait_ms: 0,
             mempool: mempool::Config::default(),
             future_messages_max: 4_096,
+            version_max: PROTOCOL_VERSION_MAX,
         }
     }
 }
@@ -340,6 +344,21 @@ impl<S: Store> Engine<S> {
 
     fn start_height(&mut self) {
         let height = Height(self.shell.height);
+        // A height of a protocol version this node does not run: stop before deciding it (PROTOCOL.md §10,
+        // *Protocol versions*).
+        let version = self.shell.state.protocol_version();
+        if version > self.shell.config.version_max {
+            let info = self.shell.state.upgrade_in_force().map(|upgrade| upgrade.info).unwrap_or_default();
+            self.shell.fail(format!(
+                "the network runs ledger protocol version {version} from block {} on, and this kos supports \
+                 versions 1 to {}: install {info:?} (or a later kos) and start the node again; it goes on from \
+                 block {}",
+                self.shell.state.upgrade_in_force().map_or(height.0, |upgrade| upgrade.height),
+                self.shell.config.version_max,
+                height.0
+            ));
+            return;
+        }
         let records = match self.shell.store.wal(self.shell.height) {
             Ok(records) => records,
             Err(error) => {
@@ -1078,6 +1097,7 @@ impl<S: Store> Shell<S> {
             time_ms: self.tip.2,
             validators: &self.validators,
             entries_max: self.genesis.params.block_entries_max,
+            version: self.state.protocol_version(),
         }
     }
 
@@ -1125,7 +1145,7 @@ impl<S: Store> Shell<S> {
         }
         self.mempool.remove_all(&rejected_ids);
         let header = Header {
-            version: BLOCK_VERSION,
+            version: self.state.protocol_version(),
             network: self.genesis.network.clone(),
             height: height.0,
             time_ms,

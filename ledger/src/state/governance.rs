@@ -6,7 +6,7 @@ use protocol::{Id, PublicKey};
 use super::read::{Kv, prefixed, value};
 use super::{
     BALLOT, DEVICE_CAP, FROZEN, FUEL_CAP, ISLAND_ORDER, InForce, MEMBER, OVERRIDE, OverrideState, PARAM, PROPOSAL,
-    ProposalState, REDISTRIBUTION, VALIDATOR, VALIDATOR_PENDING, key,
+    ProposalState, REDISTRIBUTION, UPGRADE, UPGRADED, VALIDATOR, VALIDATOR_PENDING, key,
 };
 
 /// Why a governance entry was refused.
@@ -23,6 +23,18 @@ pub enum GovernanceError {
     /// A `set-parameter` proposal that could never take effect (PROTOCOL.md §10, the genesis file's `[params]`).
     #[error("parameter {name} cannot be set to {value}: {why}")]
     NotSettable { name: String, value: u64, why: &'static str },
+    #[error("an upgrade to version {version} is not above the version in force ({in_force})")]
+    UpgradeVersion { version: u8, in_force: u8 },
+    #[error("an upgrade at height {height} comes before the vote ends (block {end_height})")]
+    UpgradeTooSoon { height: u64, end_height: u64 },
+}
+
+/// An upgrade of the protocol version, as the state keeps it (`+` scheduled, `^` in force).
+#[derive(Debug, Clone, PartialEq, Eq, serde_tuple::Serialize_tuple, serde_tuple::Deserialize_tuple)]
+pub struct UpgradeState {
+    pub version: u8,
+    pub height: u64,
+    pub info: String,
 }
 
 /// Reads of governance (see [`Kv`]).
@@ -30,6 +42,21 @@ pub trait GovernanceReads: Kv {
     /// A governable parameter's value (PROTOCOL.md §10; 0 for a name that is not one).
     fn param(&self, name: &str) -> u64 {
         value(self, &key(PARAM, &[name.as_bytes()])).unwrap_or(0)
+    }
+
+    /// The protocol version in force for the next block (PROTOCOL.md §10, *Protocol versions*): 1 until an upgrade.
+    fn protocol_version(&self) -> u8 {
+        self.upgrade_in_force().map_or(1, |upgrade| upgrade.version)
+    }
+
+    /// The upgrade in force, if one took effect.
+    fn upgrade_in_force(&self) -> Option<UpgradeState> {
+        value(self, &key(UPGRADED, &[]))
+    }
+
+    /// The upgrade scheduled and not yet in force.
+    fn scheduled_upgrade(&self) -> Option<UpgradeState> {
+        value(self, &key(UPGRADE, &[]))
     }
 
     /// The validators (key, power) that certify the next block, in key order.
@@ -175,6 +202,21 @@ impl Pending<'_> {
             _ => {}
         }
         let end_height = self.context.height.saturating_add(u64::from(proposal.voting_period_blocks));
+        if let Action::Upgrade(upgrade) = &proposal.action {
+            let in_force = self.protocol_version();
+            if upgrade.version <= in_force {
+                return Err(EntryError::Governance(GovernanceError::UpgradeVersion {
+                    version: upgrade.version,
+                    in_force,
+                }));
+            }
+            if upgrade.height <= end_height {
+                return Err(EntryError::Governance(GovernanceError::UpgradeTooSoon {
+                    height: upgrade.height,
+                    end_height,
+                }));
+            }
+        }
         // Closing proposals is end-of-block work: a bounded number may end at one height.
         let ending = key(PROPOSAL_BY_END, &[&end_height.to_be_bytes()]);
         let after = key(PROPOSAL_BY_END, &[&end_height.saturating_add(1).to_be_bytes()]);
@@ -323,6 +365,20 @@ impl Pending<'_> {
                 self.events.push(Event::ValidatorsChanging { proposal: *id, at_height });
             }
             Action::PoolFee(fee) => self.write(key(POOL_FEE, &[fee.pool.digest().as_bytes()]), fee),
+            Action::Upgrade(upgrade) => {
+                // A later upgrade replaces one scheduled (the proposal's rule put its height after this block).
+                let record = UpgradeState {
+                    version: upgrade.version,
+                    height: upgrade.height,
+                    info: upgrade.info.as_str().to_owned(),
+                };
+                self.write(key(UPGRADE, &[]), &record);
+                self.events.push(Event::UpgradeScheduled {
+                    proposal: *id,
+                    version: upgrade.version,
+                    at_height: upgrade.height,
+                });
+            }
             Action::Quest(job) => {
                 // The job is the proposal's: its id, the commons its poster. A quest that can no longer be posted
                 // (its bidding over, say) is void.
@@ -360,6 +416,20 @@ impl Pending<'_> {
                 self.put(key(OVERRIDE_BY_END, &[&until_height.to_be_bytes(), id.as_bytes()]), Some(Vec::new()));
                 self.events.push(Event::OverrideInForce { proposal: *id, until_height });
             }
+        }
+    }
+
+    /// The upgrade scheduled for the next height takes effect: the next block carries its version.
+    pub(super) fn apply_upgrade(&mut self) {
+        let Some(upgrade) = self.read::<UpgradeState>(&key(UPGRADE, &[])) else { return };
+        if upgrade.height > self.context.height.saturating_add(1) {
+            return;
+        }
+        self.delete(key(UPGRADE, &[]));
+        // One whose height passed while it was scheduled (it cannot: the proposal's rule) is dropped.
+        if upgrade.height == self.context.height.saturating_add(1) {
+            self.events.push(Event::Upgraded { version: upgrade.version, at_height: upgrade.height });
+            self.write(key(UPGRADED, &[]), &upgrade);
         }
     }
 

@@ -74,10 +74,16 @@ pub(super) const CELL_ESCROW: u8 = b'9';
 pub(super) const CELL_DUE: u8 = b'0';
 /// A case on a cell's readings.
 pub(super) const CELL_CASE: u8 = b'1';
+/// The scheduled upgrade of the protocol version (PROTOCOL.md §10, *Protocol versions*).
+pub(super) const UPGRADE: u8 = b'+';
+/// The upgrade in force (absent: version 1).
+pub(super) const UPGRADED: u8 = b'^';
 
 /// Every prefix, with its name (for the check that they are distinct).
 #[cfg(test)]
 pub(super) const PREFIXES: &[(&str, u8)] = &[
+    ("UPGRADE", UPGRADE),
+    ("UPGRADED", UPGRADED),
     ("BALANCE", BALANCE),
     ("SUPPLY", SUPPLY),
     ("VALIDATOR", VALIDATOR),

@@ -10,7 +10,7 @@ use ledger::Genesis;
 use ledger::state::{BlockContext, EntryError, Event, GovernanceError, ProposalStatus, State, vote_lock_account};
 use protocol::message::{
     Action, AddValidator, Body, Choice, DeviceCap, Empty, Freeze, Measure, Mechanism, Offer, Override, PoolId,
-    Proposal, Reading, Resource, SetParameter, Settlement, Side, Transfer, Vote,
+    Proposal, Reading, Resource, SetParameter, Settlement, Side, Transfer, Upgrade, Vote,
 };
 use protocol::types::{Cell, MeterId, ParameterName, Text, TokenId};
 use protocol::{Draft, Envelope, Keypair, NetworkId, PublicKey};
@@ -691,4 +691,52 @@ fn the_proposals_that_end_last_are_those_a_full_sort_puts_first() {
         let kept: Vec<_> = world.state.proposals_ending_last(count).into_iter().map(|(id, _)| id).collect();
         assert_eq!(kept, expected, "the {count} that end last");
     }
+}
+
+/// Issue 28, item 5: an upgrade proposal schedules a protocol version at a height after its vote; it is refused
+/// for a version not above the one in force or a height before the vote ends; when it passes, the version in force
+/// is still 1 for every block before its height and becomes its version for exactly that block on; a later upgrade
+/// replaces a scheduled one.
+#[test]
+fn an_upgrade_switches_the_protocol_version_at_exactly_its_height() {
+    let mut world = World::new("");
+    let upgrade =
+        |version: u8, height: u64| Action::Upgrade(Upgrade { version, height, info: Text::new("kos 0.2").unwrap() });
+    assert_eq!(world.state.protocol_version(), 1);
+    // Too soon: the vote of 10 blocks ends at block 11.
+    let early = world.propose(1, upgrade(2, 11), 10);
+    let refused = world.block(vec![early]);
+    assert_eq!(refused.kept, 0);
+    assert!(matches!(refused.rejected[..], [EntryError::Governance(GovernanceError::UpgradeTooSoon { .. })]));
+    let same = world.propose(1, upgrade(1, 50), 10);
+    assert_eq!(world.block(vec![same]).kept, 0, "version 1 is in force (and below 2)");
+    // To version 3 at block 40, then replaced by version 2 at block 30.
+    let first = world.propose(1, upgrade(3, 40), 5);
+    world.block(vec![first.clone()]);
+    let yes = world.vote(0, &first, Choice::Yes);
+    let passed = world.block(vec![yes]);
+    assert!(
+        passed.events.iter().any(|event| matches!(event, Event::UpgradeScheduled { version: 3, at_height: 40, .. }))
+    );
+    let second = world.propose(1, upgrade(2, 30), 5);
+    world.block(vec![second.clone()]);
+    let yes = world.vote(0, &second, Choice::Yes);
+    world.block(vec![yes]);
+    assert_eq!(world.state.scheduled_upgrade().map(|upgrade| (upgrade.version, upgrade.height)), Some((2, 30)));
+    // Blocks up to 29 are of version 1; the state after block 29 says block 30 is of version 2.
+    while world.height < 28 {
+        world.block(vec![]);
+        assert_eq!(world.state.protocol_version(), 1, "switched early, after block {}", world.height);
+    }
+    let last_of_1 = world.block(vec![]);
+    assert_eq!(world.height, 29);
+    assert!(last_of_1.events.contains(&Event::Upgraded { version: 2, at_height: 30 }), "{:?}", last_of_1.events);
+    assert_eq!(world.state.protocol_version(), 2);
+    assert_eq!(world.state.scheduled_upgrade(), None);
+    assert_eq!(world.state.upgrade_in_force().map(|upgrade| upgrade.info), Some("kos 0.2".to_owned()));
+    // Version 2 in force: an upgrade to 2 again is refused, one to 3 later is taken.
+    let again = world.propose(1, upgrade(2, 100), 5);
+    assert_eq!(world.block(vec![again]).kept, 0);
+    let next = world.propose(1, upgrade(3, 100), 5);
+    assert_eq!(world.block(vec![next]).kept, 1);
 }

@@ -113,6 +113,19 @@ pub enum ActionRequest {
     Override(OverrideRequest),
     /// An override decided by the emergency rule (k of n stewards), for a short bounded time.
     Emergency(OverrideRequest),
+    /// A coordinated upgrade: blocks carry ledger protocol version `version` from block `height` on (after the
+    /// vote's end); nodes whose kos does not support it stop before that block.
+    Upgrade {
+        /// 2 to 255, above the version in force.
+        #[schemars(range(min = 2, max = 255))]
+        version: u8,
+        /// The first block of the new version; after the vote's end.
+        #[schemars(range(min = 1))]
+        height: u64,
+        /// What the operators of nodes that do not support it must install (at most 120 bytes).
+        #[schemars(length(max = 120))]
+        info: String,
+    },
     /// A job the commons posts if the proposal passes, its reward paid from the commons' account (its bidding must
     /// end after the vote).
     Quest {
@@ -223,6 +236,11 @@ impl ActionRequest {
             ActionRequest::Override(request) => Action::Override(request.to_override()?),
             ActionRequest::Emergency(request) => Action::Emergency(request.to_override()?),
             ActionRequest::Quest { job } => Action::Quest(super::jobs::build_job((**job).clone(), "credit")?),
+            ActionRequest::Upgrade { version, height, info } => Action::Upgrade(protocol::message::Upgrade {
+                version: *version,
+                height: *height,
+                info: protocol::types::Text::new(info.clone()).map_err(|error| format!("info: {error}"))?,
+            }),
         })
     }
 }
@@ -326,6 +344,13 @@ pub enum ActionView {
         /// Its public key, 64 hex digits.
         key: String,
     },
+    /// Blocks carry ledger protocol version `version` from block `height` on.
+    Upgrade {
+        version: u8,
+        height: u64,
+        /// What to install.
+        info: String,
+    },
     /// Admits an account to the members who vote one account, one vote.
     AdmitMember {
         /// Its public key, 64 hex digits.
@@ -370,6 +395,11 @@ pub fn action_view(action: &Action) -> ActionView {
         Action::SetParameter(set) => ActionView::SetParameter { name: set.name.as_str().to_owned(), value: set.value },
         Action::AddValidator(add) => ActionView::AddValidator { key: add.key.to_string(), power: add.power },
         Action::RemoveValidator(remove) => ActionView::RemoveValidator { key: remove.key.to_string() },
+        Action::Upgrade(upgrade) => ActionView::Upgrade {
+            version: upgrade.version,
+            height: upgrade.height,
+            info: upgrade.info.as_str().to_owned(),
+        },
         Action::AdmitMember(admit) => ActionView::AdmitMember { key: admit.key.to_string() },
         Action::PoolFee(fee) => {
             ActionView::PoolFee { pool: fee.pool.to_string(), fee_per_kwh: fee.fee_per_kwh, fee_ppm: fee.fee_ppm }
@@ -422,6 +452,31 @@ pub struct Governance {
     pub validator_changes: Vec<ValidatorChange>,
     /// The governable parameters' values by name (each in its own unit).
     pub params: BTreeMap<String, u64>,
+    /// The ledger protocol version of the next block (PROTOCOL.md §10, *Protocol versions*).
+    pub protocol_version: u8,
+    /// The upgrade scheduled, if one is, with which validators announced that they run its version.
+    pub upgrade: Option<UpgradeView>,
+}
+
+/// An upgrade scheduled.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpgradeView {
+    /// The ledger protocol version of blocks from `height` on.
+    pub version: u8,
+    pub height: u64,
+    /// What to install.
+    pub info: String,
+    /// Each validator of the current set, and whether it runs the version: as it announced to this node (`null`:
+    /// not connected, or it announced nothing), or this node itself.
+    pub validators: Vec<UpgradeReadiness>,
+}
+
+/// Whether a validator runs an upgrade's version.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpgradeReadiness {
+    /// Its public key, 64 hex digits.
+    pub key: String,
+    pub runs: Option<bool>,
 }
 
 /// A redistribution: the commons' pot shared among the accounts with the least.
@@ -538,6 +593,42 @@ pub struct ValidatorChange {
     pub power: u64,
 }
 
+/// The upgrade scheduled in `state`, its validators' readiness not yet known.
+fn upgrade_view(state: &impl ledger::reads::GovernanceReads) -> Option<UpgradeView> {
+    state.scheduled_upgrade().map(|upgrade| UpgradeView {
+        version: upgrade.version,
+        height: upgrade.height,
+        info: upgrade.info,
+        validators: state
+            .validators()
+            .into_iter()
+            .map(|(key, _)| UpgradeReadiness { key: key.to_string(), runs: None })
+            .collect(),
+    })
+}
+
+/// Which validators run an upgrade's version: this node by its own kos, the others as they announced it.
+async fn readiness(context: &Context, upgrade: &mut UpgradeView) {
+    let announced: std::collections::HashMap<crate::network::PeerId, u8> =
+        context.network.peer_versions().await.unwrap_or_default().into_iter().collect();
+    let own = context.signer.public().to_string();
+    let own_max = crate::config::ledger_version_max();
+    for validator in &mut upgrade.validators {
+        validator.runs = if validator.key == own {
+            Some(own_max >= upgrade.version)
+        } else {
+            peer_of(&validator.key).and_then(|peer| announced.get(&peer)).map(|highest| *highest >= upgrade.version)
+        };
+    }
+}
+
+/// The libp2p peer id of a node whose key is `hex` (a kos node's peer id is its ed25519 key's).
+fn peer_of(hex: &str) -> Option<crate::network::PeerId> {
+    let key = protocol::PublicKey::from_hex(hex).ok()?;
+    let key = libp2p_identity::ed25519::PublicKey::try_from_bytes(key.as_bytes()).ok()?;
+    Some(libp2p_identity::PublicKey::from(key).to_peer_id())
+}
+
 /// `GET /governance`: the proposals that end last (newest end first) with their ballots, overrides in force,
 /// validator changes.
 pub async fn overview(State(context): State<Context>) -> Answer<Governance> {
@@ -614,9 +705,25 @@ pub async fn overview(State(context): State<Context>) -> Answer<Governance> {
                     time_ms,
                 })
                 .collect();
-            Governance { height, redistributions, alerts, reports, proposals, overrides, validator_changes, params }
+            let upgrade = upgrade_view(state);
+            Governance {
+                height,
+                redistributions,
+                alerts,
+                reports,
+                proposals,
+                overrides,
+                validator_changes,
+                params,
+                protocol_version: state.protocol_version(),
+                upgrade,
+            }
         })
         .await?;
+    let mut governance = governance;
+    if let Some(upgrade) = &mut governance.upgrade {
+        readiness(&context, upgrade).await;
+    }
     Ok(Json(governance))
 }
 

@@ -708,6 +708,8 @@ use ::ledger as ledger_crate;
 /// A committed block: its header's fields and its entries' ids.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct BlockView {
+    /// The ledger protocol version the block was made under (PROTOCOL.md §10, *Protocol versions*).
+    version: u8,
     height: u64,
     /// 64 hex digits, as every hash and id here.
     hash: String,
@@ -732,6 +734,7 @@ async fn block(State(context): State<Context>, UrlPath(height): UrlPath<u64>) ->
         .map(|bytes| protocol::Envelope::from_bytes(bytes).map_or_else(|_| "undecodable".into(), |e| e.id().to_hex()))
         .collect();
     Ok(Json(BlockView {
+        version: header.version,
         height: header.height,
         hash: block.hash().to_string(),
         parent: header.parent.to_string(),

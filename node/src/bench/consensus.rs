@@ -86,6 +86,8 @@ pub struct LedgerReport {
     pub read_p50_ms: f64,
     pub read_p99_ms: f64,
     pub state_sync: Option<StateSyncReport>,
+    /// Opening validator 0's ledger again after the run, as a restart does, seconds.
+    pub reopen_seconds: f64,
 }
 
 pub(crate) struct Node {
@@ -527,7 +529,6 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     stop(std::iter::once(follower)).await;
     let state_sync = state_sync_if_asked(args, &genesis, &nodes).await?;
     let disk = nodes.iter().map(|node| (disk_bytes(node.dir.path()), node.prunes)).collect();
-    stop(nodes).await;
     Ok(LedgerReport {
         submitted,
         refused,
@@ -549,7 +550,34 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         read_p50_ms: percentile(&reads, 0.5),
         read_p99_ms: percentile(&reads, 0.99),
         state_sync,
+        reopen_seconds: reopen(&genesis, nodes).await?,
     })
+}
+
+/// Stops the nodes, then opens validator 0's ledger again as `kos run` does at a restart (RocksDB, the state loaded
+/// and its root checked against the tip's block): the seconds it takes.
+async fn reopen(genesis: &Arc<Genesis>, mut nodes: Vec<Node>) -> anyhow::Result<f64> {
+    let first = nodes.remove(0);
+    stop(nodes).await;
+    let Node { network, ledger, done, dir, .. } = first;
+    ledger.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(30), done).await;
+    network.shutdown().await;
+    let settings = Settings {
+        genesis: genesis.clone(),
+        path: dir.path().join("ledger"),
+        engine: ledger::consensus::Config::default(),
+        keep_blocks: None,
+        profile: ledger::store::Profile::Standard,
+        snapshot_interval: 0,
+        state_sync: None,
+    };
+    let keypair = Keypair::from_seed(blake3::hash(b"reopen").as_bytes());
+    let start = Instant::now();
+    let opened = tokio::task::block_in_place(|| node_ledger::open(&settings, &keypair))?;
+    let seconds = start.elapsed().as_secs_f64();
+    drop(opened);
+    Ok(seconds)
 }
 
 /// The readers' latencies, sorted.

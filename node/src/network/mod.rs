@@ -74,6 +74,8 @@ pub struct Config {
     pub blocks: Option<BlockSource>,
     /// The snapshots and validator changes this node serves to peers that sync the state; `None`: none.
     pub snapshots: Option<SnapshotSource>,
+    /// The highest ledger protocol version this node runs, announced to peers (identify's agent).
+    pub ledger_version_max: u8,
     /// This node keeps every block (`[storage] mode = "archive"`): it announces so in the DHT under
     /// [`archive_key`], where a syncing node whose peers all pruned finds it (PROTOCOL.md §9).
     pub archive: bool,
@@ -157,6 +159,7 @@ impl Config {
             consensus: None,
             blocks: None,
             snapshots: None,
+            ledger_version_max: ledger::block::PROTOCOL_VERSION_MAX,
             archive: false,
         }
     }
@@ -467,6 +470,9 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<u64>,
     },
+    PeerVersions {
+        reply: oneshot::Sender<Vec<(PeerId, u8)>>,
+    },
     Request {
         peer: PeerId,
         request: Request,
@@ -692,6 +698,11 @@ impl Handle {
     /// The peers in this node's mesh for a topic.
     pub async fn topic_peers(&self, topic: Topic) -> Result<Vec<PeerId>, Error> {
         self.ask(|reply| Command::TopicPeers { topic, reply }).await
+    }
+
+    /// The highest ledger protocol version each connected peer announced (PROTOCOL.md §9, identify).
+    pub async fn peer_versions(&self) -> Result<Vec<(PeerId, u8)>, Error> {
+        self.ask(|reply| Command::PeerVersions { reply }).await
     }
 
     /// How many messages from a peer were dropped for being over its budget.

@@ -245,7 +245,7 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
                 ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT)),
                 identify: identify::Behaviour::new(
                     identify::Config::new(format!("/kos/{}/1.0.0", config.network), identity.public())
-                        .with_agent_version(format!("kos/{}", env!("CARGO_PKG_VERSION"))),
+                        .with_agent_version(agent_version(config.ledger_version_max)),
                 ),
                 kademlia: Toggle::from(kademlia),
                 gossipsub: gossipsub_behaviour(identity, &config.network)?,
@@ -375,6 +375,7 @@ pub async fn spawn(
         recent: HashMap::new(),
         own_cancels: HashMap::new(),
         ticks: 0,
+        peer_versions: HashMap::new(),
     };
     let join = tokio::spawn(task.run(command_receiver));
     Ok((handle, delivery_receiver, join))
@@ -423,6 +424,20 @@ struct Task {
     ticks: u64,
     /// An archive node's announcement of itself in the DHT ([`super::archive_key`]).
     archive: Option<super::discovery::Announcement>,
+    /// The highest ledger protocol version each connected peer announced (at most one entry a connected peer).
+    peer_versions: HashMap<PeerId, u8>,
+}
+
+/// The identify agent: the release and the ledger protocol versions the node runs (PROTOCOL.md §9).
+pub fn agent_version(ledger_version_max: u8) -> String {
+    format!("kos/{} ledger/1-{ledger_version_max}", env!("CARGO_PKG_VERSION"))
+}
+
+/// The highest ledger protocol version an identify agent announces (`None`: not a kos agent that says).
+pub fn announced_version_max(agent: &str) -> Option<u8> {
+    let versions = agent.split(' ').find_map(|part| part.strip_prefix("ledger/"))?;
+    let (_, highest) = versions.split_once('-')?;
+    highest.parse().ok()
 }
 
 /// An archive node's announcement of itself in the DHT (needs the DHT).
@@ -563,6 +578,9 @@ impl Task {
             }
             Command::OverBudget { peer, reply } => {
                 let _ = reply.send(self.admission.over_total(&peer));
+            }
+            Command::PeerVersions { reply } => {
+                let _ = reply.send(self.peer_versions.iter().map(|(peer, highest)| (*peer, *highest)).collect());
             }
             Command::Request { peer, request, reply } => {
                 if self.requests.len() >= QUERIES_MAX {
@@ -1217,6 +1235,11 @@ impl Task {
                 self.run_discovery(now_ms());
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                if let Some(highest) = announced_version_max(&info.agent_version)
+                    && self.swarm.is_connected(&peer_id)
+                {
+                    self.peer_versions.insert(peer_id, highest);
+                }
                 let serves_dht = info.protocols.contains(&self.kademlia_protocol);
                 if let (true, Some(kademlia)) = (serves_dht, self.swarm.behaviour_mut().kademlia.as_mut()) {
                     for address in info.listen_addrs {
@@ -1261,6 +1284,7 @@ impl Task {
                 self.discovery.disconnected(&peer_id, false, now_ms());
                 self.admission.forget_peer(&peer_id);
                 self.penalties.remove(&peer_id);
+                self.peer_versions.remove(&peer_id);
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");

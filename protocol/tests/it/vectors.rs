@@ -72,7 +72,7 @@ fn vectors_verify_from_the_spec_alone() {
         assert_eq!(&envelope[envelope.len() - 66..envelope.len() - 64], &[0x58, 0x40], "{name}");
         // id = blake3("kos/v1/id/" || kind || 0x00 || unsigned); the kind is the name up to a '-side',
         // '-override' or '-proof' suffix.
-        let kind = ["-bid", "-ask", "-override", "-result", "-openings", "-device", "-ocmf"]
+        let kind = ["-bid", "-ask", "-override", "-upgrade", "-result", "-openings", "-device", "-ocmf"]
             .iter()
             .fold(name.as_str(), |name, suffix| name.strip_suffix(suffix).unwrap_or(name));
         let mut preimage = format!("kos/v1/id/{kind}\0").into_bytes();
