@@ -528,8 +528,15 @@ impl RocksStore {
     }
 
     /// Ends a state sync in one synced write: the snapshot's block (its tip and the first block it keeps), the
-    /// changes of the validator set it traced (recorded from height 1), and the end of the restoring mark.
-    pub fn restore_finish(&mut self, height: u64, stored: &Stored, changes: &[(u64, Change)]) -> anyhow::Result<()> {
+    /// changes of the validator set it traced — a record complete from height 1 when `complete` (no change was
+    /// skipped), else only from the next block on — and the end of the restoring mark.
+    pub fn restore_finish(
+        &mut self,
+        height: u64,
+        stored: &Stored,
+        changes: &[(u64, Change)],
+        complete: bool,
+    ) -> anyhow::Result<()> {
         anyhow::ensure!(
             self.db.get(META_RESTORING)?.map(|bytes| read_u64(&bytes)).transpose()? == Some(height),
             "no state sync of block {height} is under way"
@@ -546,7 +553,7 @@ impl RocksStore {
         for (at, change) in changes {
             batch.put_cf(family, be(*at), change.to_bytes());
         }
-        batch.put(META_CHANGES_FROM, be(1));
+        batch.put(META_CHANGES_FROM, be(if complete { 1 } else { height + 1 }));
         batch.put(META_TIP, be(height));
         batch.put(META_FIRST, be(height));
         batch.delete(META_RESTORING);
@@ -1208,8 +1215,8 @@ mod tests {
         store.restore_pairs(&pairs).unwrap();
         let stored = Stored { block: b"block-40".to_vec(), certificate: b"cert-40".to_vec() };
         let change = Change { header: vec![1], certificate: vec![2], validators: Vec::new() };
-        assert!(store.restore_finish(41, &stored, &[]).is_err(), "another height than begun");
-        store.restore_finish(40, &stored, &[(12, change.clone())]).unwrap();
+        assert!(store.restore_finish(41, &stored, &[], true).is_err(), "another height than begun");
+        store.restore_finish(40, &stored, &[(12, change.clone())], true).unwrap();
         drop(store);
         let store = RocksStore::open(dir.path()).unwrap();
         assert_eq!(store.tip().unwrap(), 40);

@@ -31,8 +31,13 @@ use crate::state::validators_hash;
 pub enum TrustError {
     #[error("block {found} is not after the trusted height {trusted}")]
     NotLater { trusted: u64, found: u64 },
-    #[error("the header is of version {0} or of another network")]
+    #[error("the header is of another network")]
     Header(u8),
+    /// A version this kos does not run: not the sender's fault (the network upgraded; install a newer kos).
+    #[error("block {height} is of ledger protocol version {version}, which this kos does not run")]
+    Version { height: u64, version: u8 },
+    #[error("block {0} is not the block traced at that height")]
+    NotTraced(u64),
     #[error("the certificate is not for block {0}")]
     CertificateFor(u64),
     #[error("the validator set given is not the one block {0} names")]
@@ -46,10 +51,11 @@ pub enum TrustError {
     Overlap { height: u64, signed: u64, total: u64 },
 }
 
-/// A validator set trusted at a height.
+/// A validator set trusted at a height, with the hash of the block traced there (none for the genesis).
 #[derive(Debug, Clone)]
 pub struct Trusted {
     height: u64,
+    hash: Option<crate::hash::Hash>,
     validators: ValidatorSet,
 }
 
@@ -57,7 +63,7 @@ impl Trusted {
     /// The genesis' set: trusted at height 0 (it signs block 1).
     pub fn genesis(genesis: &Genesis) -> Trusted {
         let pairs = genesis.validators.iter().map(|validator| (validator.key, validator.power)).collect();
-        Trusted { height: 0, validators: ValidatorSet::new(pairs) }
+        Trusted { height: 0, hash: None, validators: ValidatorSet::new(pairs) }
     }
 
     /// The height of the last header trusted (0: the genesis).
@@ -70,7 +76,8 @@ impl Trusted {
     }
 
     /// Checks a later block's header, its commit certificate and the set that signed it by the rule of the module
-    /// docs, and returns the trust it gives (its set at its height).
+    /// docs, and returns the trust it gives (its set at its height). The block traced last may be given again: it
+    /// is then checked to be that very block, with a valid certificate.
     pub fn step(
         &self,
         network: &NetworkId,
@@ -79,11 +86,18 @@ impl Trusted {
         validators: Vec<(PublicKey, u64)>,
     ) -> Result<Trusted, TrustError> {
         let height = header.height;
-        if height <= self.height {
+        if height == self.height && self.hash.is_some() {
+            if Some(header.hash()) != self.hash {
+                return Err(TrustError::NotTraced(height));
+            }
+        } else if height <= self.height {
             return Err(TrustError::NotLater { trusted: self.height, found: height });
         }
-        if header.version == 0 || header.version > PROTOCOL_VERSION_MAX || &header.network != network {
+        if &header.network != network {
             return Err(TrustError::Header(header.version));
+        }
+        if header.version == 0 || header.version > PROTOCOL_VERSION_MAX {
+            return Err(TrustError::Version { height, version: header.version });
         }
         if !check::certificate_is_for(certificate, height, header.hash()) {
             return Err(TrustError::CertificateFor(height));
@@ -106,7 +120,7 @@ impl Trusted {
                 return Err(TrustError::Overlap { height, signed, total });
             }
         }
-        Ok(Trusted { height, validators: set })
+        Ok(Trusted { height, hash: Some(header.hash()), validators: set })
     }
 }
 
@@ -174,7 +188,7 @@ mod tests {
     }
 
     fn trusted(set: &[(u8, u64)]) -> Trusted {
-        Trusted { height: 0, validators: ValidatorSet::new(pairs(set)) }
+        Trusted { height: 0, hash: None, validators: ValidatorSet::new(pairs(set)) }
     }
 
     #[test]
@@ -230,14 +244,30 @@ mod tests {
             TrustError::CertificateFor(10)
         );
         let later = start.step(&network(), &good, &certificate(&good, &[1, 2, 3]), pairs(&first)).unwrap();
+        let earlier = header(9, &first);
         assert!(matches!(
-            later.step(&network(), &good, &certificate(&good, &[1, 2, 3]), pairs(&first)),
+            later.step(&network(), &earlier, &certificate(&earlier, &[1, 2, 3]), pairs(&first)),
             Err(TrustError::NotLater { .. })
         ));
         let elsewhere = NetworkId::new("kos-other").unwrap();
         assert_eq!(
             start.step(&elsewhere, &good, &certificate(&good, &[1, 2, 3]), pairs(&first)).unwrap_err(),
             TrustError::Header(BLOCK_VERSION)
+        );
+        // The block traced last, given again: that very block passes, another of its height does not.
+        assert_eq!(later.step(&network(), &good, &certificate(&good, &[1, 2, 3]), pairs(&first)).unwrap().height(), 10);
+        let mut twin = good.clone();
+        twin.time_ms += 1;
+        assert_eq!(
+            later.step(&network(), &twin, &certificate(&twin, &[1, 2, 3]), pairs(&first)).unwrap_err(),
+            TrustError::NotTraced(10)
+        );
+        // A version this kos does not run is nobody's fault.
+        let mut newer = header(11, &first);
+        newer.version = crate::block::PROTOCOL_VERSION_MAX + 1;
+        assert_eq!(
+            later.step(&network(), &newer, &certificate(&newer, &[1, 2, 3]), pairs(&first)).unwrap_err(),
+            TrustError::Version { height: 11, version: crate::block::PROTOCOL_VERSION_MAX + 1 }
         );
     }
 }

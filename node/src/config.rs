@@ -825,7 +825,11 @@ impl Config {
             profile,
             snapshot_interval: self.storage.snapshot_interval,
             // A node with no bootnode (the first of a network, or one on mDNS alone) has no one to ask at start.
-            state_sync: (ledger.state_sync && !self.p2p.bootnodes.is_empty()).then_some(ledger.state_sync_min_height),
+            // An archive by choice keeps every block from the genesis: it replays them.
+            state_sync: (ledger.state_sync
+                && !self.p2p.bootnodes.is_empty()
+                && self.storage.mode != Some(StorageMode::Archive))
+            .then_some(ledger.state_sync_min_height),
         }))
     }
 

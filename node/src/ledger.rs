@@ -393,9 +393,10 @@ impl Opened {
         self.reader.clone()
     }
 
-    /// Whether this ledger keeps every block from the genesis on (an archive that never pruned).
+    /// Whether this ledger keeps every block from the genesis on (an archive that never pruned). An empty ledger
+    /// that may take a snapshot is not (yet): it announces itself once it replays instead.
     pub fn archive(&self) -> bool {
-        !self.prunes && self.reader.first().is_ok_and(|first| first <= 1)
+        !self.prunes && !matches!(self.ready, Ready::Empty { .. }) && self.reader.first().is_ok_and(|first| first <= 1)
     }
 
     /// The snapshots this node keeps, for the network to serve.
@@ -468,7 +469,7 @@ pub fn start(
     network: network::Handle,
     consensus: mpsc::Receiver<ConsensusDelivery>,
 ) -> anyhow::Result<Started> {
-    let Opened { ready, genesis, reader, snapshots, snapshot_interval, .. } = opened;
+    let Opened { ready, genesis, reader, snapshots, snapshot_interval, prunes } = opened;
     let (inputs, mut input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
     let (status_sender, status) = watch::channel(Status::default());
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
@@ -495,9 +496,14 @@ pub fn start(
                     Ready::Engine(engine) => *engine,
                     Ready::Empty { store, seed, config, min_height, path } => {
                         let sync = restore::Restore { network: &network, genesis: &genesis, status: &status_sender };
-                        let Some(store) = sync.run(store, min_height, &mut input_receiver, &mut held).await? else {
+                        let Some((store, restored)) =
+                            sync.run(store, min_height, &mut input_receiver, &mut held).await?
+                        else {
                             return Ok(());
                         };
+                        if !restored && !prunes {
+                            network.announce_archive().await;
+                        }
                         open_engine(&genesis, &seed, store, config, &path)?
                     }
                 };

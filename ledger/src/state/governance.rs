@@ -366,7 +366,11 @@ impl Pending<'_> {
             }
             Action::PoolFee(fee) => self.write(key(POOL_FEE, &[fee.pool.digest().as_bytes()]), fee),
             Action::Upgrade(upgrade) => {
-                // A later upgrade replaces one scheduled (the proposal's rule put its height after this block).
+                // Void when, by now, it would not raise the version in force or its height is not after this block
+                // (another upgrade took effect while it was voted on); otherwise it replaces one scheduled.
+                if upgrade.version <= self.protocol_version() || upgrade.height <= height {
+                    return;
+                }
                 let record = UpgradeState {
                     version: upgrade.version,
                     height: upgrade.height,

@@ -86,8 +86,8 @@ pub struct LedgerReport {
     pub read_p50_ms: f64,
     pub read_p99_ms: f64,
     pub state_sync: Option<StateSyncReport>,
-    /// Opening validator 0's ledger again after the run, as a restart does, seconds.
-    pub reopen_seconds: f64,
+    /// Opening validator 0's ledger again after the run, as a restart does, seconds (`None`: it could not be).
+    pub reopen_seconds: Option<f64>,
 }
 
 pub(crate) struct Node {
@@ -556,7 +556,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
 
 /// Stops the nodes, then opens validator 0's ledger again as `kos run` does at a restart (RocksDB, the state loaded
 /// and its root checked against the tip's block): the seconds it takes.
-async fn reopen(genesis: &Arc<Genesis>, mut nodes: Vec<Node>) -> anyhow::Result<f64> {
+async fn reopen(genesis: &Arc<Genesis>, mut nodes: Vec<Node>) -> anyhow::Result<Option<f64>> {
     let first = nodes.remove(0);
     stop(nodes).await;
     let Node { network, ledger, done, dir, .. } = first;
@@ -573,11 +573,25 @@ async fn reopen(genesis: &Arc<Genesis>, mut nodes: Vec<Node>) -> anyhow::Result<
         state_sync: None,
     };
     let keypair = Keypair::from_seed(blake3::hash(b"reopen").as_bytes());
-    let start = Instant::now();
-    let opened = tokio::task::block_in_place(|| node_ledger::open(&settings, &keypair))?;
-    let seconds = start.elapsed().as_secs_f64();
-    drop(opened);
-    Ok(seconds)
+    // The network task lets go of the database (its block and snapshot sources) a moment after it stops.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let start = Instant::now();
+        match tokio::task::block_in_place(|| node_ledger::open(&settings, &keypair)) {
+            Ok(opened) => {
+                let seconds = start.elapsed().as_secs_f64();
+                drop(opened);
+                return Ok(Some(seconds));
+            }
+            Err(error) if format!("{error:#}").contains("lock") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => {
+                tracing::warn!("opening the ledger again: {error:#}");
+                return Ok(None);
+            }
+        }
+    }
 }
 
 /// The readers' latencies, sorted.

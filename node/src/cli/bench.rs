@@ -239,11 +239,9 @@ fn ledger_command(args: crate::bench::consensus::LedgerArgs) -> anyhow::Result<(
             state_sync.snapshot_seconds
         )?;
     }
-    writeln!(
-        out,
-        "restart: validator 0's ledger opened again (state loaded, root checked) in {:.2} s",
-        report.reopen_seconds
-    )?;
+    if let Some(seconds) = report.reopen_seconds {
+        writeln!(out, "restart: validator 0's ledger opened again (state loaded, root checked) in {seconds:.2} s")?;
+    }
     for (index, (bytes, prunes)) in report.disk.iter().enumerate() {
         let kept = if *prunes { "keeps the last blocks" } else { "keeps every block" };
         writeln!(out, "validator {index} ({kept}): {:.1} MiB on disk", *bytes as f64 / (1 << 20) as f64)?;

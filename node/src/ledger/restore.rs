@@ -56,15 +56,15 @@ fn bar(progress: Progress) -> String {
 }
 
 impl Restore<'_> {
-    /// Takes a snapshot of at least `min_height` from peers into the empty `store`, or leaves it empty when none
-    /// can be had (the node then replays the blocks). `None`: the node shut down meanwhile.
+    /// Takes a snapshot of at least `min_height` from peers into the empty `store` (`true`), or leaves it empty when
+    /// none can be had (`false`: the node replays the blocks). `None`: the node shut down meanwhile.
     pub async fn run(
         &self,
         mut store: RocksStore,
         min_height: u64,
         inputs: &mut mpsc::Receiver<Input>,
         held: &mut Vec<Input>,
-    ) -> anyhow::Result<Option<RocksStore>> {
+    ) -> anyhow::Result<Option<(RocksStore, bool)>> {
         let started = Instant::now();
         let mut machine: StateSync<PeerId> = StateSync::new(self.genesis, min_height, now_ms());
         let mut requests: JoinSet<Answer> = JoinSet::new();
@@ -127,15 +127,15 @@ impl Restore<'_> {
                         began = true;
                     }
                     Effect::Write(pairs) => store.restore_pairs(&pairs)?,
-                    Effect::Finish { height, stored, changes } => {
-                        store.restore_finish(height, &stored, &changes)?;
+                    Effect::Finish { height, stored, changes, complete } => {
+                        store.restore_finish(height, &stored, &changes, complete)?;
                         info!(
                             height,
                             seconds = started.elapsed().as_secs_f64(),
                             "state sync: took the snapshot; syncing the blocks after it"
                         );
                         self.publish_done();
-                        return Ok(Some(store));
+                        return Ok(Some((store, true)));
                     }
                     Effect::GiveUp(reason) => {
                         if began {
@@ -143,7 +143,7 @@ impl Restore<'_> {
                         }
                         info!(%reason, "state sync: none; the ledger replays the blocks from the genesis");
                         self.publish_done();
-                        return Ok(Some(store));
+                        return Ok(Some((store, false)));
                     }
                 }
             }

@@ -6,14 +6,20 @@
 //!    that were asked did and [`SETTLE_MS`] passed, or [`DISCOVERY_MS`] passed. The snapshot chosen is the highest
 //!    at or above the node's threshold; at one height, the manifest most peers offer.
 //! 2. **Validators.** A peer that offers it is asked for the changes of the validator set from the genesis up to
-//!    the snapshot's height; each is checked by the tracing rule ([`ledger::trust`]). A change that breaks it
-//!    otherwise than by too little overlap is its sender's fault.
+//!    the snapshot's height, a page after the last change it sent; each is checked by the tracing rule
+//!    ([`ledger::trust`]). A change out of order, or that breaks the rule otherwise than by too little overlap or a
+//!    version this kos does not run, is its sender's fault. When the snapshot's block cannot be traced from what one
+//!    peer sent, another offerer is asked before the node gives up.
 //! 3. **Manifest.** The snapshot's block, its certificate and its manifest: the header must be traced from the
 //!    genesis, the manifest hash to what was offered, and the manifest's lattices add up to the header's state
 //!    root. A manifest that does not is the fault of every peer that offered it.
 //! 4. **Chunks.** Fetched from the peers that offered that manifest, at most [`CHUNKS_IN_FLIGHT_MAX`] at once; each
 //!    is checked against the manifest when it arrives. A bad chunk is its sender's fault (it offered the manifest):
 //!    the sender is penalised, asked for nothing more, and the chunk fetched from another peer.
+//!
+//! Requests that fail (timeouts, refusals) prove nothing: a snapshot whose requests fail [`FAILURES_PER_OFFERER`]
+//! times per peer offering it is given up for another, all failures together are bounded, and a state sync with
+//! no progress for [`STALL_MS`] gives up: the node then replays the blocks.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -40,6 +46,10 @@ pub const CHUNKS_IN_FLIGHT_MAX: usize = 4;
 pub const CHUNKS_PER_PEER_MAX: usize = 2;
 /// Failed requests (timeouts, refusals: no fault proven) a state sync tolerates, besides one per chunk.
 pub const FAILURES_SPARE: u32 = 32;
+/// Failed requests for one snapshot before it is given up for another, per peer offering it.
+pub const FAILURES_PER_OFFERER: u32 = 2;
+/// How long a state sync may go without progress (an answer that checks out) before it is given up.
+pub const STALL_MS: u64 = 60_000;
 
 /// A request to a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,11 +72,13 @@ pub enum Effect<P> {
     },
     /// Verified pairs of the state to write.
     Write(Vec<(Vec<u8>, Vec<u8>)>),
-    /// Every chunk is written: end with the snapshot's block and the changes traced.
+    /// Every chunk is written: end with the snapshot's block and the changes traced (`complete`: every change of
+    /// the validator set up to the snapshot was traced, none skipped).
     Finish {
         height: u64,
         stored: Stored,
         changes: Vec<(u64, Change)>,
+        complete: bool,
     },
     /// No usable snapshot (or none worth it): replay the blocks. After [`Effect::Begin`], what was written must go.
     GiveUp(String),
@@ -88,8 +100,8 @@ pub type SentChange = (u64, Vec<u8>, Vec<u8>, Vec<(protocol::PublicKey, u64)>);
 
 enum Phase {
     Discover,
-    Trace { target: Target, asking: Option<usize> },
-    Manifest { target: Target, asking: Option<usize> },
+    Trace { target: Target, asking: usize },
+    Manifest { target: Target, asking: usize },
     Chunks { target: Target, chunks: Chunks },
     Ended,
 }
@@ -102,41 +114,67 @@ struct Chunks {
     done: u32,
 }
 
+/// The validator trace so far: the trust it gives, the changes it took, and from where the next page is asked.
+#[derive(Clone)]
+struct Trace {
+    trusted: Trusted,
+    changes: Vec<(u64, Change)>,
+    /// The height of the last change received (taken or skipped): the next page starts after it.
+    after: u64,
+    /// No change was skipped.
+    complete: bool,
+}
+
 /// The state sync of one node.
 pub struct StateSync<P> {
     network: NetworkId,
-    trusted: Trusted,
-    changes: Vec<(u64, Change)>,
+    genesis: Trace,
+    trace: Trace,
     /// Snapshots below this height are not worth it: the blocks are replayed.
     min_height: u64,
     started_ms: u64,
+    now_ms: u64,
+    /// When something last checked out (or the phase began).
+    progress_ms: u64,
     phase: Phase,
     /// Peers by index (effects and inputs name peers; the machine keeps them in this list).
     peers: Vec<P>,
     asked: BTreeSet<usize>,
     answered: BTreeSet<usize>,
     offers: BTreeMap<Target, BTreeSet<usize>>,
+    /// Snapshots given up (their requests kept failing, or their manifest was wrong).
+    dead: BTreeSet<Target>,
     /// Peers that sent something provably wrong: asked nothing more.
     excluded: BTreeSet<usize>,
+    /// Offerers of the current snapshot asked for its validator changes.
+    tracers: BTreeSet<usize>,
+    /// Failed requests in all, and for the current snapshot.
     failures: u32,
+    target_failures: u32,
     effects: Vec<Effect<P>>,
 }
 
 impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
     pub fn new(genesis: &Genesis, min_height: u64, now_ms: u64) -> StateSync<P> {
+        let trace = Trace { trusted: Trusted::genesis(genesis), changes: Vec::new(), after: 0, complete: true };
         StateSync {
             network: genesis.network.clone(),
-            trusted: Trusted::genesis(genesis),
-            changes: Vec::new(),
+            genesis: trace.clone(),
+            trace,
             min_height: min_height.max(1),
             started_ms: now_ms,
+            now_ms,
+            progress_ms: now_ms,
             phase: Phase::Discover,
             peers: Vec::new(),
             asked: BTreeSet::new(),
             answered: BTreeSet::new(),
             offers: BTreeMap::new(),
+            dead: BTreeSet::new(),
             excluded: BTreeSet::new(),
+            tracers: BTreeSet::new(),
             failures: 0,
+            target_failures: 0,
             effects: Vec::new(),
         }
     }
@@ -183,6 +221,10 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
         self.effects.push(Effect::GiveUp(reason));
     }
 
+    fn progressed(&mut self) {
+        self.progress_ms = self.now_ms;
+    }
+
     fn drain(&mut self) -> Vec<Effect<P>> {
         std::mem::take(&mut self.effects)
     }
@@ -203,15 +245,26 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
         self.tick(now_ms)
     }
 
-    /// Time passes: the choice is made when enough peers answered or the wait is over.
+    /// Time passes: the choice is made when enough peers answered or the wait is over; a state sync without
+    /// progress for [`STALL_MS`] gives up.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Effect<P>> {
-        if matches!(self.phase, Phase::Discover) {
-            let elapsed = now_ms.saturating_sub(self.started_ms);
-            let all_answered = !self.asked.is_empty() && self.answered.len() == self.asked.len();
-            if self.answered.len() >= OFFERS_ENOUGH || (all_answered && elapsed >= SETTLE_MS) || elapsed >= DISCOVERY_MS
-            {
-                self.choose();
+        self.now_ms = self.now_ms.max(now_ms);
+        match self.phase {
+            Phase::Discover => {
+                let elapsed = self.now_ms.saturating_sub(self.started_ms);
+                let all_answered = !self.asked.is_empty() && self.answered.len() == self.asked.len();
+                if self.answered.len() >= OFFERS_ENOUGH
+                    || (all_answered && elapsed >= SETTLE_MS)
+                    || elapsed >= DISCOVERY_MS
+                {
+                    self.choose();
+                }
             }
+            Phase::Ended => {}
+            _ if self.now_ms.saturating_sub(self.progress_ms) >= STALL_MS => {
+                self.give_up(format!("no progress for {} s", STALL_MS / 1_000));
+            }
+            _ => {}
         }
         self.drain()
     }
@@ -234,85 +287,117 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
             .unwrap_or_default()
     }
 
-    /// Picks the snapshot: the highest offered at or above the threshold by a peer not excluded; at one height, the
-    /// manifest most peers offer (then the lowest hash).
+    /// Picks the snapshot: among those at or above the threshold, not given up, offered by a peer not excluded —
+    /// one offered by at least two peers before one offered by a single peer, then the highest, then the one most
+    /// peers offer, then the lowest hash.
     fn choose(&mut self) {
         let best = self
             .offers
             .keys()
-            .filter(|target| target.0 >= self.min_height && !self.offerers(target).is_empty())
-            .max_by(|a, b| a.0.cmp(&b.0).then(self.offerers(a).len().cmp(&self.offerers(b).len())).then(b.1.cmp(&a.1)))
-            .copied();
-        match best {
-            None => self.give_up(format!(
-                "no peer offers a snapshot at height {} or above ({} asked, {} answered)",
+            .filter(|target| target.0 >= self.min_height && !self.dead.contains(target))
+            .map(|target| (*target, self.offerers(target).len()))
+            .filter(|(_, offerers)| *offerers > 0)
+            .max_by_key(|(target, offerers)| ((*offerers).min(2), target.0, *offerers, std::cmp::Reverse(target.1)))
+            .map(|(target, _)| target);
+        let Some(target) = best else {
+            return self.give_up(format!(
+                "no peer offers a usable snapshot at height {} or above ({} asked, {} answered)",
                 self.min_height,
                 self.asked.len(),
                 self.answered.len()
-            )),
-            Some(target) => {
-                self.phase = Phase::Trace { target, asking: None };
-                self.ask_changes();
-            }
-        }
-    }
-
-    /// Asks an offerer of the target for the validator changes after the trusted height; with none left to ask,
-    /// goes on to the manifest (the header may still be traced in one step).
-    fn ask_changes(&mut self) {
-        let Phase::Trace { target, .. } = self.phase else { return };
-        let offerers = self.offerers(&target);
-        let Some(&peer) = offerers.get(self.failures as usize % offerers.len().max(1)) else {
-            return self.choose_again();
+            ));
         };
-        self.phase = Phase::Trace { target, asking: Some(peer) };
-        let after = self.trusted.height();
-        self.send(peer, Ask::Changes { after, upto: target.0 });
+        // What was traced stays valid below the new snapshot; above it, it is of no use.
+        if self.trace.trusted.height() > target.0 {
+            self.trace = self.genesis.clone();
+        }
+        self.trace.after = self.trace.trusted.height();
+        self.tracers.clear();
+        self.target_failures = 0;
+        self.progressed();
+        self.ask_changes(target);
     }
 
-    /// The chosen snapshot cannot be had from anyone: choose another.
-    fn choose_again(&mut self) {
+    /// The chosen snapshot cannot be had: it is given up, and another chosen.
+    fn give_up_target(&mut self, target: Target) {
+        self.dead.insert(target);
         self.phase = Phase::Discover;
         self.choose();
+    }
+
+    /// A request for `target` failed: after too many, the snapshot (or the whole state sync) is given up.
+    /// Returns whether to go on with it.
+    fn failed(&mut self, target: Target) -> bool {
+        self.failures += 1;
+        self.target_failures += 1;
+        if self.failures > FAILURES_SPARE * 4 {
+            self.give_up(format!("{} requests failed", self.failures));
+            return false;
+        }
+        let offerers = u32::try_from(self.offerers(&target).len()).unwrap_or(u32::MAX);
+        if self.target_failures > FAILURES_PER_OFFERER.saturating_mul(offerers.max(1)) {
+            self.give_up_target(target);
+            return false;
+        }
+        true
+    }
+
+    /// Asks an offerer of the target not yet asked for the validator changes after the last one received; with
+    /// none left, goes on to the manifest (the block may still be traced in one step).
+    fn ask_changes(&mut self, target: Target) {
+        let offerers = self.offerers(&target);
+        match offerers.iter().find(|peer| !self.tracers.contains(peer)) {
+            Some(&peer) => {
+                self.tracers.insert(peer);
+                self.phase = Phase::Trace { target, asking: peer };
+                let after = self.trace.after;
+                self.send(peer, Ask::Changes { after, upto: target.0 });
+            }
+            None => self.ask_manifest(target),
+        }
     }
 
     /// A peer's validator changes (`None`: the request failed or was refused).
     pub fn on_changes(&mut self, peer: &P, changes: Option<Vec<SentChange>>) -> Vec<Effect<P>> {
         let index = self.index(peer);
-        let Phase::Trace { target, asking: Some(asking) } = self.phase else { return self.drain() };
+        let Phase::Trace { target, asking } = self.phase else { return self.drain() };
         if asking != index {
             return self.drain();
         }
         let Some(changes) = changes else {
-            self.failures += 1;
-            // Nobody else to ask: the header may be traced in one step.
-            if self.offerers(&target).len() <= 1 || self.failures > FAILURES_SPARE {
-                self.ask_manifest(target);
-            } else {
-                self.ask_changes();
+            if self.failed(target) {
+                self.ask_changes(target);
             }
             return self.drain();
         };
         let full = changes.len() >= CHANGES_PER_READ_MAX;
         for (height, header, certificate, validators) in changes.into_iter().take(CHANGES_PER_READ_MAX) {
-            if height <= self.trusted.height() || height > target.0 {
-                self.penalize(index, format!("a validator change of height {height} was not asked for"));
-                self.ask_changes();
+            if height <= self.trace.after || height > target.0 {
+                self.penalize(index, format!("a validator change of height {height} out of order or not asked for"));
+                self.ask_changes(target);
                 return self.drain();
             }
+            self.trace.after = height;
             match self.trace(height, &header, &certificate, validators) {
                 Ok(()) => {}
-                // A genuine change too large to trace in one step: the next one (or the header) may be.
-                Err(TrustError::Overlap { .. }) => {}
+                // A genuine change too large to trace in one step: the next one (or the block) may be.
+                Err(TrustError::Overlap { .. }) => self.trace.complete = false,
+                Err(TrustError::Version { height, version }) => {
+                    self.give_up(newer(height, version));
+                    return self.drain();
+                }
                 Err(error) => {
                     self.penalize(index, format!("a bad validator change: {error}"));
-                    self.ask_changes();
+                    self.ask_changes(target);
                     return self.drain();
                 }
             }
         }
-        if full && self.trusted.height() < target.0 {
-            self.ask_changes();
+        self.progressed();
+        if full && self.trace.after < target.0 {
+            self.phase = Phase::Trace { target, asking: index };
+            let after = self.trace.after;
+            self.send(index, Ask::Changes { after, upto: target.0 });
         } else {
             self.ask_manifest(target);
         }
@@ -332,33 +417,38 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
         if header.height != height {
             return Err(TrustError::CertificateFor(height));
         }
-        self.trusted = self.trusted.step(&self.network, &header, &certificate, validators.clone())?;
-        self.changes.push((
-            height,
-            Change { header: header_bytes.to_vec(), certificate: certificate_bytes.to_vec(), validators },
-        ));
+        let trusted = self.trace.trusted.step(&self.network, &header, &certificate, validators)?;
+        // The set as the header names it (key order, nothing of power 0): what the node serves on.
+        let change = Change {
+            header: header_bytes.to_vec(),
+            certificate: certificate_bytes.to_vec(),
+            validators: trusted.validators().pairs(),
+        };
+        self.trace.changes.push((height, change));
+        self.trace.trusted = trusted;
         Ok(())
     }
 
     fn ask_manifest(&mut self, target: Target) {
         let offerers = self.offerers(&target);
-        let Some(&peer) = offerers.get(self.failures as usize % offerers.len().max(1)) else {
-            return self.choose_again();
+        let Some(&peer) = offerers.get(self.target_failures as usize % offerers.len().max(1)) else {
+            return self.give_up_target(target);
         };
-        self.phase = Phase::Manifest { target, asking: Some(peer) };
+        self.phase = Phase::Manifest { target, asking: peer };
         self.send(peer, Ask::Manifest { height: target.0 });
     }
 
     /// A peer's snapshot block, certificate and manifest (`None`: the request failed or was refused).
     pub fn on_manifest(&mut self, peer: &P, answer: Option<(Stored, Vec<u8>)>) -> Vec<Effect<P>> {
         let index = self.index(peer);
-        let Phase::Manifest { target, asking: Some(asking) } = self.phase else { return self.drain() };
+        let Phase::Manifest { target, asking } = self.phase else { return self.drain() };
         if asking != index {
             return self.drain();
         }
         let Some((stored, bytes)) = answer else {
-            self.failures += 1;
-            self.ask_manifest(target);
+            if self.failed(target) {
+                self.ask_manifest(target);
+            }
             return self.drain();
         };
         if manifest_hash(&bytes) != target.1 {
@@ -372,6 +462,7 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
                 let chunks = Chunks { manifest, stored, missing, in_flight: BTreeMap::new(), done: 0 };
                 self.effects.push(Effect::Begin { height: target.0 });
                 self.phase = Phase::Chunks { target, chunks };
+                self.progressed();
                 self.schedule();
             }
             Err(Blame::Sender(reason)) => {
@@ -383,7 +474,16 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
                 for offerer in self.offerers(&target) {
                     self.penalize(offerer, reason.clone());
                 }
-                self.choose_again();
+                self.give_up_target(target);
+            }
+            // The changes one peer sent do not reach the block: another offerer may send them all.
+            Err(Blame::Untraced(reason)) => {
+                if self.offerers(&target).iter().any(|peer| !self.tracers.contains(peer)) {
+                    self.trace = self.genesis.clone();
+                    self.ask_changes(target);
+                } else {
+                    self.give_up(reason);
+                }
             }
             Err(Blame::Nobody(reason)) => self.give_up(reason),
         }
@@ -391,25 +491,26 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
     }
 
     fn check_manifest(&self, height: u64, stored: &Stored, bytes: &[u8]) -> Result<Manifest, Blame> {
-        let block =
-            Block::from_bytes(&stored.block).map_err(|error| Blame::Sender(format!("snapshot block: {error}")))?;
+        let block = match Block::from_bytes(&stored.block) {
+            Ok(block) => block,
+            Err(ledger::block::DecodeError::Version(version)) => return Err(Blame::Nobody(newer(height, version))),
+            Err(error) => return Err(Blame::Sender(format!("snapshot block: {error}"))),
+        };
         let certificate = wire::certificate_from_bytes(&stored.certificate)
             .map_err(|error| Blame::Sender(format!("snapshot certificate: {error}")))?;
         if block.height() != height {
             return Err(Blame::Sender(format!("sent block {} for a snapshot of {height}", block.height())));
         }
-        let validators = self.trusted.validators().pairs();
-        match self.trusted.step(&self.network, block.header(), &certificate, validators) {
+        let validators = self.trace.trusted.validators().pairs();
+        match self.trace.trusted.step(&self.network, block.header(), &certificate, validators) {
             Ok(_) => {}
-            Err(TrustError::Set(_)) => {
-                return Err(Blame::Nobody(format!(
+            Err(TrustError::Set(_) | TrustError::Overlap { .. }) => {
+                return Err(Blame::Untraced(format!(
                     "the validators of block {height} could not be traced from the genesis (the changes in between \
-                     were not served)"
+                     were not served, or changed too much)"
                 )));
             }
-            Err(TrustError::Overlap { .. }) => {
-                return Err(Blame::Nobody(format!("the validators of block {height} changed too much to trace")));
-            }
+            Err(TrustError::Version { height, version }) => return Err(Blame::Nobody(newer(height, version))),
             Err(error) => return Err(Blame::Sender(format!("snapshot block: {error}"))),
         }
         let manifest = Manifest::from_bytes(bytes).map_err(|error| Blame::Offerers(format!("manifest: {error}")))?;
@@ -466,12 +567,12 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
         }
         chunks.in_flight.remove(&index);
         let height = target.0;
+        let chunk_count = u32::try_from(chunks.manifest.chunks.len()).unwrap_or(u32::MAX);
         let verdict = bytes.map(|bytes| chunks.manifest.chunk(index as usize, &bytes));
         match verdict {
             None => {
                 self.failures += 1;
-                let tolerated = u32::try_from(chunks.manifest.chunks.len()).unwrap_or(u32::MAX) + FAILURES_SPARE;
-                if self.failures > tolerated {
+                if self.failures > chunk_count.saturating_add(FAILURES_SPARE) {
                     self.give_up(format!("too many failed requests for the snapshot of height {height}"));
                     return self.drain();
                 }
@@ -483,16 +584,30 @@ impl<P: Clone + Ord + std::fmt::Display> StateSync<P> {
                 self.effects.push(Effect::Write(pairs));
                 if chunks.missing.is_empty() {
                     let stored = chunks.stored.clone();
-                    let changes = std::mem::take(&mut self.changes);
+                    let trace = std::mem::replace(&mut self.trace, self.genesis.clone());
                     self.phase = Phase::Ended;
-                    self.effects.push(Effect::Finish { height, stored, changes });
+                    self.effects.push(Effect::Finish {
+                        height,
+                        stored,
+                        changes: trace.changes,
+                        complete: trace.complete,
+                    });
                     return self.drain();
                 }
+                self.progressed();
             }
         }
         self.schedule();
         self.drain()
     }
+}
+
+/// Why the node stops its state sync when the network runs a version this kos does not.
+fn newer(height: u64, version: u8) -> String {
+    format!(
+        "block {height} is of ledger protocol version {version}, which this kos does not run: install a kos that \
+         does (see the network's upgrade announcement)"
+    )
 }
 
 /// Whose fault a manifest that does not verify is.
@@ -501,7 +616,9 @@ enum Blame {
     Sender(String),
     /// Every peer that offered it (the manifest is the one they offered, and it is wrong).
     Offerers(String),
-    /// No one's provably: the node cannot trace the validators this far.
+    /// No one's provably: the validator changes served so far do not reach the block.
+    Untraced(String),
+    /// No one's: the node cannot go on (a version it does not run).
     Nobody(String),
 }
 
@@ -610,7 +727,7 @@ mod tests {
             panic!("{effects:?}")
         };
         assert_eq!(pairs, &store.state().unwrap());
-        assert!(effects.contains(&Effect::Finish { height: 12, stored, changes: Vec::new() }));
+        assert!(effects.contains(&Effect::Finish { height: 12, stored, changes: Vec::new(), complete: true }));
         assert!(sync.ended());
     }
 
@@ -661,5 +778,83 @@ mod tests {
         let mut alone: StateSync<u8> = StateSync::new(&genesis, 1_000, 0);
         assert!(alone.tick(DISCOVERY_MS - 1).is_empty(), "it waits for peers");
         assert!(matches!(alone.tick(DISCOVERY_MS)[..], [Effect::GiveUp(_)]));
+    }
+
+    /// Review of issue 28: a snapshot offered high by peers that then refuse every request is given up after a
+    /// bounded number of failures, and one offered by two peers is preferred over a higher one offered by one.
+    #[test]
+    fn a_snapshot_whose_offerers_refuse_everything_is_given_up_for_another() {
+        let (genesis, store) = chain(12);
+        let (stored, manifest, _) = snapshot(&store, 12);
+        let hash = manifest_hash(&manifest);
+        let fake = Hash([9; 32]);
+        // One peer alone offers a higher snapshot: the one two peers offer comes first.
+        let mut sync: StateSync<u8> = StateSync::new(&genesis, 3, 0);
+        let _ = sync.peers(&[1, 2, 3], 0);
+        let _ = sync.on_offers(&1, Some(vec![(500, fake, 1)]), 10);
+        let _ = sync.on_offers(&2, Some(vec![(12, hash, 1)]), 10);
+        let effects = sync.on_offers(&3, Some(vec![(12, hash, 1)]), 10);
+        assert!(matches!(sends(&effects)[..], [(2 | 3, Ask::Changes { upto: 12, .. })]), "{effects:?}");
+        // Two peers offer the higher one and refuse everything: after two failures per offerer it is given up.
+        let mut sync: StateSync<u8> = StateSync::new(&genesis, 3, 0);
+        let _ = sync.peers(&[1, 4, 2], 0);
+        let _ = sync.on_offers(&1, Some(vec![(500, fake, 1)]), 10);
+        let _ = sync.on_offers(&4, Some(vec![(500, fake, 1)]), 10);
+        let mut effects = sync.on_offers(&2, Some(vec![(12, hash, 1)]), 10);
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            assert!(rounds < 20, "the refused snapshot was never given up: {effects:?}");
+            let asked = sends(&effects);
+            let Some((peer, ask)) = asked.first().cloned() else { panic!("nothing asked: {effects:?}") };
+            effects = match ask {
+                Ask::Changes { upto: 500, .. } => sync.on_changes(&peer, None),
+                Ask::Manifest { height: 500 } => sync.on_manifest(&peer, None),
+                Ask::Changes { upto: 12, .. } => break,
+                other => panic!("{other:?}"),
+            };
+            assert!(penalized(&effects).is_empty(), "refusals prove nothing");
+        }
+        assert!(
+            sync.on_changes(&2, Some(Vec::new()))
+                .iter()
+                .any(|effect| matches!(effect, Effect::Send(2, Ask::Manifest { height: 12 })))
+        );
+        let effects = sync.on_manifest(&2, Some((stored, manifest)));
+        assert!(effects.contains(&Effect::Begin { height: 12 }));
+        // Without progress for a minute, the state sync gives up.
+        assert!(sync.tick(STALL_MS - 1).is_empty());
+        assert!(matches!(sync.tick(STALL_MS + 10)[..], [Effect::GiveUp(_)]));
+    }
+
+    /// Review of issue 28: a validator change at the snapshot's own height traces the snapshot's block; the
+    /// manifest's block must then be that very block (it was taken for a later one, and every honest offerer was
+    /// penalised). Changes out of order are their sender's fault.
+    #[test]
+    fn a_change_at_the_snapshots_height_traces_its_block_and_changes_must_ascend() {
+        let (genesis, store) = chain(12);
+        let (stored, manifest, _) = snapshot(&store, 12);
+        let hash = manifest_hash(&manifest);
+        let block = Block::from_bytes(&stored.block).unwrap();
+        let set = ledger::consensus::ValidatorSet::new(
+            genesis.validators.iter().map(|validator| (validator.key, validator.power)).collect(),
+        );
+        let header = protocol::codec::encode(block.header());
+        let change = |height: u64| (height, header.clone(), stored.certificate.clone(), set.pairs());
+        let mut sync: StateSync<u8> = StateSync::new(&genesis, 3, 0);
+        let _ = sync.peers(&[1, 2], 0);
+        let _ = sync.on_offers(&1, Some(vec![(12, hash, 1)]), 10);
+        let effects = sync.on_offers(&2, Some(vec![(12, hash, 1)]), 2_000);
+        let (tracer, _) = sends(&effects)[0].clone();
+        // Out of order: the sender is penalised, and the other offerer asked.
+        let effects = sync.on_changes(&tracer, Some(vec![change(12), change(12)]));
+        assert_eq!(penalized(&effects), vec![tracer]);
+        let (other, ask) = sends(&effects)[0].clone();
+        assert_eq!(ask, Ask::Changes { after: 12, upto: 12 }, "the change it took stays traced");
+        let effects = sync.on_changes(&other, Some(Vec::new()));
+        let (server, Ask::Manifest { height: 12 }) = sends(&effects)[0].clone() else { panic!("{effects:?}") };
+        let effects = sync.on_manifest(&server, Some((stored, manifest)));
+        assert!(penalized(&effects).is_empty(), "{effects:?}");
+        assert!(effects.contains(&Effect::Begin { height: 12 }), "{effects:?}");
     }
 }

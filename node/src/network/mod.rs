@@ -452,6 +452,7 @@ pub(crate) enum Command {
     },
     /// Look up the archive nodes in the DHT and dial a few while the lookup runs (it holds their addresses).
     DialArchives,
+    AnnounceArchive,
     Disconnect {
         peer: PeerId,
     },
@@ -680,6 +681,12 @@ impl Handle {
         let _ = self.commands.send(Command::DialArchives).await;
     }
 
+    /// This node keeps every block from 1 after all (an empty ledger that replayed instead of taking a snapshot):
+    /// it announces itself as an archive from now on.
+    pub async fn announce_archive(&self) {
+        let _ = self.commands.send(Command::AnnounceArchive).await;
+    }
+
     /// Closes every connection to a peer.
     pub async fn disconnect(&self, peer: PeerId) -> Result<(), Error> {
         self.commands.send(Command::Disconnect { peer }).await.map_err(|_| Error::Stopped)
@@ -808,5 +815,60 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use libp2p::request_response::Codec as _;
+
+    use super::*;
+
+    /// The lines of PROTOCOL.md's `text` block that starts with `sync-vectors:`, as (name, hex).
+    fn documented() -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../PROTOCOL.md")).unwrap();
+        let Some(start) = text.find("sync-vectors: ") else { return Vec::new() };
+        let block = &text[start..text[start..].find("```").map_or(text.len(), |end| start + end)];
+        block.lines().skip(1).filter_map(|line| line.split_once(": ")).map(|(a, b)| (a.into(), b.into())).collect()
+    }
+
+    /// PROTOCOL.md §9's state-sync requests and answers, byte for byte as the network's codec writes them: what a
+    /// stranger's implementation checks its encoding against.
+    #[tokio::test]
+    async fn the_state_sync_messages_are_encoded_as_protocol_md_lists_them() {
+        let mut codec = libp2p::request_response::cbor::codec::Codec::<Request, Response>::default();
+        let protocol = libp2p::StreamProtocol::new("/kos/kos-vectors/sync/1");
+        let requests = [
+            ("snapshots", Request::Snapshots {}),
+            ("snapshot-manifest", Request::SnapshotManifest { height: 1_000 }),
+            ("snapshot-chunk", Request::SnapshotChunk { height: 1_000, index: 3 }),
+            ("validator-changes", Request::ValidatorChanges { after: 0, upto: 1_000 }),
+        ];
+        let mut produced = Vec::new();
+        for (name, request) in requests {
+            let mut out = libp2p::futures::io::Cursor::new(Vec::new());
+            codec.write_request(&protocol, &mut out, request).await.unwrap();
+            produced.push((format!("request-{name}"), hex::encode(out.into_inner())));
+        }
+        let key = protocol::Keypair::from_seed(&[1; 32]).public();
+        let responses = [
+            ("snapshots", Response::Snapshots { snapshots: vec![(1_000, serde_bytes::ByteBuf::from(vec![7; 32]), 2)] }),
+            ("snapshot-chunk", Response::SnapshotChunk { chunk: serde_bytes::ByteBuf::from(vec![0x80]) }),
+            (
+                "validator-changes",
+                Response::ValidatorChanges { changes: vec![(5, vec![1].into(), vec![2].into(), vec![(key, 1)])] },
+            ),
+            ("refused", Response::Refused { reason: "busy".into() }),
+        ];
+        for (name, response) in responses {
+            let mut out = libp2p::futures::io::Cursor::new(Vec::new());
+            codec.write_response(&protocol, &mut out, response).await.unwrap();
+            produced.push((format!("response-{name}"), hex::encode(out.into_inner())));
+        }
+        let documented = documented();
+        if documented != produced {
+            let text: String = produced.iter().map(|(name, hex)| format!("{name}: {hex}\n")).collect();
+            panic!("PROTOCOL.md §9's sync vectors differ from the code's; the code makes:\nsync-vectors: kos\n{text}");
+        }
     }
 }

@@ -563,6 +563,12 @@ impl Task {
                 let _ = reply.send(result);
             }
             Command::DialArchives => self.dial_archives(),
+            Command::AnnounceArchive => {
+                if self.archive.is_none() {
+                    self.config.archive = true;
+                    self.archive = archive_announcement(&self.config);
+                }
+            }
             Command::Disconnect { peer } => {
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
