@@ -563,6 +563,8 @@ async fn reopen(genesis: &Arc<Genesis>, mut nodes: Vec<Node>) -> anyhow::Result<
     ledger.shutdown().await;
     let _ = tokio::time::timeout(Duration::from_secs(30), done).await;
     network.shutdown().await;
+    // The handles hold the database's reader: let go of them before the database is opened again.
+    drop((ledger, network));
     let settings = Settings {
         genesis: genesis.clone(),
         path: dir.path().join("ledger"),
