@@ -1016,42 +1016,23 @@ impl Task {
         }
     }
 
-    /// Answers a state-sync request off the task (it reads files and the database), bounded with the block reads
-    /// by [`BLOCK_READS_MAX`].
+    /// Answers a state-sync request off the task (it reads files and the database).
     fn serve_snapshots(
         &mut self,
         peer: &PeerId,
         request: Request,
         channel: request_response::ResponseChannel<Response>,
     ) {
-        use std::sync::atomic::Ordering;
-        let refuse = |reason: &str| Response::Refused { reason: reason.into() };
-        let refusal = if !self.admission.charge(peer, REQUEST_BYTES_MAX, now_ms()) {
-            Stats::bump(&self.stats.throttled);
-            Some(refuse("over budget"))
-        } else if self.config.snapshots.is_none() {
-            Some(refuse("this node serves no snapshots"))
-        } else if self.block_reads.load(Ordering::Relaxed) >= BLOCK_READS_MAX {
-            Some(refuse("busy"))
-        } else {
-            None
-        };
-        let (Some(source), Some(commands), None) = (self.config.snapshots.clone(), self.commands.upgrade(), &refusal)
-        else {
-            let response = refusal.unwrap_or_else(|| refuse("shutting down"));
-            let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
-            return;
-        };
-        let reads = self.block_reads.clone();
-        reads.fetch_add(1, Ordering::Relaxed);
-        tokio::task::spawn_blocking(move || {
-            let response = (source.0)(request);
-            reads.fetch_sub(1, Ordering::Relaxed);
-            let _ = commands.blocking_send(Command::Respond { channel, response });
-        });
+        let answer = self
+            .config
+            .snapshots
+            .clone()
+            .map(|source| move || (source.0)(request))
+            .ok_or("this node serves no snapshots");
+        self.serve_off_task(peer, channel, answer);
     }
 
-    /// Answers a request for blocks off the task (reading them may take a while), bounded by [`BLOCK_READS_MAX`].
+    /// Answers a request for blocks off the task (reading them may take a while).
     fn serve_blocks(
         &mut self,
         peer: &PeerId,
@@ -1059,40 +1040,60 @@ impl Task {
         max: u32,
         channel: request_response::ResponseChannel<Response>,
     ) {
+        let max = usize::try_from(max).unwrap_or(usize::MAX).min(super::BLOCKS_PER_RESPONSE_MAX);
+        let answer = self
+            .config
+            .blocks
+            .clone()
+            .map(|source| {
+                move || {
+                    let (tip, first, blocks) = (source.0)(from, max, super::BLOCKS_RESPONSE_BYTES_MAX);
+                    if from < first && blocks.is_empty() {
+                        return Response::Pruned { first, tip };
+                    }
+                    let blocks = blocks
+                        .into_iter()
+                        .map(|stored| {
+                            (serde_bytes::ByteBuf::from(stored.block), serde_bytes::ByteBuf::from(stored.certificate))
+                        })
+                        .collect();
+                    Response::Blocks { tip, blocks }
+                }
+            })
+            .ok_or("this node serves no blocks");
+        self.serve_off_task(peer, channel, answer);
+    }
+
+    /// Answers a request whose answer reads the store (`Err`: what this node does not serve) on a blocking thread:
+    /// charged against the peer's budget like gossip, and at most [`BLOCK_READS_MAX`] at once.
+    fn serve_off_task<F>(
+        &mut self,
+        peer: &PeerId,
+        channel: request_response::ResponseChannel<Response>,
+        answer: Result<F, &'static str>,
+    ) where
+        F: FnOnce() -> Response + Send + 'static,
+    {
         use std::sync::atomic::Ordering;
-        let refuse = |reason: &str| Response::Refused { reason: reason.into() };
         let refusal = if !self.admission.charge(peer, REQUEST_BYTES_MAX, now_ms()) {
             Stats::bump(&self.stats.throttled);
-            Some(refuse("over budget"))
-        } else if self.config.blocks.is_none() {
-            Some(refuse("this node serves no blocks"))
+            Some("over budget")
+        } else if let Err(why) = &answer {
+            Some(*why)
         } else if self.block_reads.load(Ordering::Relaxed) >= BLOCK_READS_MAX {
-            Some(refuse("busy"))
+            Some("busy")
         } else {
             None
         };
-        let (Some(source), Some(commands), None) = (self.config.blocks.clone(), self.commands.upgrade(), &refusal)
-        else {
-            let response = refusal.unwrap_or_else(|| refuse("shutting down"));
-            let _ = self.swarm.behaviour_mut().sync.send_response(channel, response);
+        let (Ok(answer), Some(commands), None) = (answer, self.commands.upgrade(), refusal) else {
+            let reason = refusal.unwrap_or("shutting down");
+            let _ = self.swarm.behaviour_mut().sync.send_response(channel, Response::Refused { reason: reason.into() });
             return;
         };
         let reads = self.block_reads.clone();
         reads.fetch_add(1, Ordering::Relaxed);
-        let max = usize::try_from(max).unwrap_or(usize::MAX).min(super::BLOCKS_PER_RESPONSE_MAX);
         tokio::task::spawn_blocking(move || {
-            let (tip, first, blocks) = (source.0)(from, max, super::BLOCKS_RESPONSE_BYTES_MAX);
-            let response = if from < first && blocks.is_empty() {
-                Response::Pruned { first, tip }
-            } else {
-                let blocks = blocks
-                    .into_iter()
-                    .map(|stored| {
-                        (serde_bytes::ByteBuf::from(stored.block), serde_bytes::ByteBuf::from(stored.certificate))
-                    })
-                    .collect();
-                Response::Blocks { tip, blocks }
-            };
+            let response = answer();
             reads.fetch_sub(1, Ordering::Relaxed);
             let _ = commands.blocking_send(Command::Respond { channel, response });
         });
