@@ -39,6 +39,11 @@ const CONNECTIONS_PER_PEER_MAX: u32 = 4;
 const QUERIES_MAX: usize = 64;
 /// Room for gossipsub's own fields (source, sequence number, signature, key) around our envelope.
 const GOSSIP_OVERHEAD_BYTES: usize = 1024;
+/// Gossipsub's queue of RPCs to one connection (half for published messages and control, half for forwards and
+/// gossip, which are dropped when it is full and repaired by IHAVE/IWANT). Gossipsub allocates the forwards' half
+/// up front: its default of 5,000 took 580 KB a connection (232-byte slots), 6 MB of a devnet home's 18 MB heap
+/// with 11 peers (BENCHMARKS.md, *A home's memory*); at 1,024 a connection holds 119 KB.
+const GOSSIP_CONNECTION_QUEUE: usize = 1024;
 /// Largest consensus message: a proposal carrying a block of up to the genesis' default `block_bytes_max`
 /// (4 MiB), with room for its header and signature.
 pub const CONSENSUS_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024 + 64 * 1024;
@@ -153,6 +158,17 @@ fn gossipsub_behaviour(
     identity: &libp2p::identity::Keypair,
     network: &protocol::NetworkId,
 ) -> anyhow::Result<gossipsub::Behaviour> {
+    let mut behaviour = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Author(identity.public().to_peer_id()),
+        gossipsub_config(network)?,
+    )
+    .map_err(|error| anyhow::anyhow!("gossipsub: {error}"))?;
+    let (params, thresholds) = score_parameters();
+    behaviour.with_peer_score(params, thresholds).map_err(|error| anyhow::anyhow!("gossipsub scoring: {error}"))?;
+    Ok(behaviour)
+}
+
+fn gossipsub_config(network: &protocol::NetworkId) -> anyhow::Result<gossipsub::Config> {
     let mut builder = gossipsub::ConfigBuilder::default();
     // Consensus proposals carry whole blocks; the envelope topics known in advance keep the envelope limit
     // (pool topics are checked by envelope validation, which rejects anything larger).
@@ -164,7 +180,7 @@ fn gossipsub_behaviour(
     let bundles = gossipsub::IdentTopic::new(Topic::Bundles.name(network)).hash();
     builder.max_transmit_size_for_topic(protocol::limits::BUNDLE_BYTES_MAX + GOSSIP_OVERHEAD_BYTES, bundles);
     let consensus = gossipsub::IdentTopic::new(Topic::Consensus.name(network)).hash();
-    let gossip_config = builder
+    builder
         // Gossipsub does not sign (PROTOCOL.md §9): every kos message is signed already — an envelope by its
         // author, a consensus message by its validator — and checked at the door, while a libp2p signature by the
         // publishing node's key proves nothing kos relies on (any node can make a key). It cost every node one
@@ -181,16 +197,9 @@ fn gossipsub_behaviour(
         .max_messages_per_rpc(Some(512))
         .heartbeat_interval(Duration::from_millis(700))
         .heartbeat_initial_delay(Duration::from_millis(100))
+        .connection_handler_queue_len(GOSSIP_CONNECTION_QUEUE)
         .build()
-        .map_err(|error| anyhow::anyhow!("gossipsub config: {error}"))?;
-    let mut behaviour = gossipsub::Behaviour::new(
-        gossipsub::MessageAuthenticity::Author(identity.public().to_peer_id()),
-        gossip_config,
-    )
-    .map_err(|error| anyhow::anyhow!("gossipsub: {error}"))?;
-    let (params, thresholds) = score_parameters();
-    behaviour.with_peer_score(params, thresholds).map_err(|error| anyhow::anyhow!("gossipsub scoring: {error}"))?;
-    Ok(behaviour)
+        .map_err(|error| anyhow::anyhow!("gossipsub config: {error}"))
 }
 
 fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behaviour>> {
@@ -1641,6 +1650,16 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 28, item 7: gossipsub's default queue (5,000 RPCs, half of them allocated when a connection opens)
+    /// took 580 KB a connection; heaptrack found 6 MB of a devnet home's heap there.
+    #[test]
+    fn a_connections_gossip_queue_is_small() {
+        let config = gossipsub_config(&protocol::NetworkId::new("kos-test").unwrap()).unwrap();
+        assert_eq!(config.connection_handler_queue_len(), GOSSIP_CONNECTION_QUEUE);
+        // Gossipsub 0.49's slot of a queued RPC is 232 bytes.
+        assert!(config.connection_handler_queue_len() / 2 * 232 <= 128 * 1024);
+    }
 
     fn message(topic: &gossipsub::TopicHash, source: PeerId, sequence_number: u64, data: &[u8]) -> gossipsub::Message {
         gossipsub::Message {
