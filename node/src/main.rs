@@ -1,7 +1,11 @@
 //! The `kos` command; all wiring lives in the `kos` library so tests reuse it.
 
 // A node allocates and frees many small buffers (entries, keys, gossip frames) across threads; mimalloc does that
-// with less work than the system allocator (BENCHMARKS.md, ledger).
+// with less work than the system allocator (BENCHMARKS.md, ledger), and RocksDB's C++ allocates through it too
+// (mimalloc's `override`), so a home's heap is one allocator's, not also glibc's per-thread arenas. Built without the
+// `mimalloc` feature (`--no-default-features --features tools`), kos uses the system's malloc, which heap profilers
+// such as heaptrack follow.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -65,6 +65,23 @@ fn kos_run_keeps_transparent_huge_pages_off() {
     assert_eq!(thp, Some("0"), "{status}");
 }
 
+/// Issue 28, item 7: RocksDB's C++ allocates through mimalloc, as kos's Rust does (mimalloc's `override`): the kos
+/// binary defines `malloc` and C++'s `operator new` for the libraries it loads. Before, RocksDB's allocations went
+/// to glibc's per-thread arenas, which held some 6 MB free in a devnet home (BENCHMARKS.md, *A home's memory*).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_kos_binary_allocates_rocksdbs_memory_through_mimalloc() {
+    let output = Command::new("nm").args(["--dynamic", "--defined-only"]).arg(kos_binary()).output().expect("nm");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let symbols = String::from_utf8_lossy(&output.stdout);
+    for symbol in ["malloc", "free", "posix_memalign"] {
+        assert!(
+            symbols.lines().any(|line| line.split_whitespace().skip(1).eq(["T", symbol])),
+            "the kos binary does not define {symbol}"
+        );
+    }
+}
+
 #[test]
 fn kos_run_refuses_a_bad_config_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
