@@ -615,6 +615,8 @@ pub struct FamilySize {
     pub live_bytes: u64,
     /// Bytes in memtables (not yet flushed).
     pub memtable_bytes: u64,
+    /// Memory held by the readers of its SST files (their indexes and filters) outside the block cache.
+    pub table_readers_bytes: u64,
 }
 
 impl RocksReader {
@@ -632,6 +634,7 @@ impl RocksReader {
                     sst_bytes: property(cf, "rocksdb.total-sst-files-size"),
                     live_bytes: property(cf, "rocksdb.estimate-live-data-size"),
                     memtable_bytes: property(cf, "rocksdb.cur-size-all-mem-tables"),
+                    table_readers_bytes: property(cf, "rocksdb.estimate-table-readers-mem"),
                 })
             })
             .collect()

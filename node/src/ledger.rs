@@ -91,6 +91,8 @@ pub struct Status {
     pub committed_ms: u64,
     /// While the node takes a snapshot of the state from its peers (PROTOCOL.md §9, *State sync*): how far.
     pub state_sync: Option<statesync::Progress>,
+    /// Key-value pairs in the ledger's state (PROTOCOL.md §10), which the ledger thread holds in memory.
+    pub state_pairs: usize,
 }
 
 /// A ledger that committed no block for this long (by the node's own clock: a skewed clock elsewhere does not count)
@@ -811,6 +813,7 @@ impl Actor {
             equivocations: self.equivocations,
             committed_ms: self.committed_ms,
             state_sync: None,
+            state_pairs: self.engine.state().len(),
         };
         self.status.send_if_modified(|current| {
             let changed = *current != status;

@@ -79,7 +79,7 @@ pub struct Snapshot {
     pub ledger: Option<LedgerSnapshot>,
     pub market: Option<crate::market::Stats>,
     pub meter: Option<MeterSnapshot>,
-    /// RocksDB column families: (name, SST bytes, live data estimate bytes, memtable bytes).
+    /// RocksDB column families: their files, live data, memtables and table readers.
     pub rocksdb: Vec<::ledger::store::FamilySize>,
 }
 
@@ -94,6 +94,7 @@ pub struct LedgerSnapshot {
     pub syncing: bool,
     /// While a state sync runs: (chunks written, chunks in all).
     pub state_sync: Option<(u32, u32)>,
+    pub state_pairs: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -181,6 +182,13 @@ fn encode_ledger(encoder: &mut DescriptorEncoder<'_>, ledger: &LedgerSnapshot) -
     )?;
     gauge(encoder, "state_sync_chunks_done", "Snapshot chunks written by the state sync.", None, i64::from(done))?;
     gauge(encoder, "state_sync_chunks", "Chunks of the snapshot the state sync takes.", None, i64::from(chunks))?;
+    gauge(
+        encoder,
+        "ledger_state_pairs",
+        "Key-value pairs in the ledger's state.",
+        None,
+        i64::try_from(ledger.state_pairs).unwrap_or(i64::MAX),
+    )?;
     counter(
         encoder,
         "ledger_committed_entries",
@@ -230,6 +238,11 @@ fn encode_rocksdb(encoder: &mut DescriptorEncoder<'_>, sizes: &[::ledger::store:
         ),
         ("rocksdb_live_data", "Estimated live data of the ledger database by column family.", |size| size.live_bytes),
         ("rocksdb_memtables", "Memtables of the ledger database by column family.", |size| size.memtable_bytes),
+        (
+            "rocksdb_table_readers",
+            "Memory of the ledger database's SST readers (indexes, filters) outside the block cache, by column family.",
+            |size| size.table_readers_bytes,
+        ),
     ] {
         let metric = ConstGauge::new(0i64);
         let mut family = encoder.encode_descriptor(name, help, Some(&bytes), metric.metric_type())?;
@@ -372,7 +385,13 @@ mod tests {
             peers: 3,
             churn: vec![("connected", 5), ("trimmed", 1)],
             gossip: vec![("accepted", "", 42), ("fuel_throttled", "", 2)],
-            ledger: Some(LedgerSnapshot { height: 7, mempool_entries: 5, validators: 4, ..Default::default() }),
+            ledger: Some(LedgerSnapshot {
+                height: 7,
+                mempool_entries: 5,
+                validators: 4,
+                state_pairs: 717,
+                ..Default::default()
+            }),
             market: None,
             meter: None,
             rocksdb: vec![::ledger::store::FamilySize {
@@ -380,6 +399,7 @@ mod tests {
                 sst_bytes: 123,
                 live_bytes: 100,
                 memtable_bytes: 4096,
+                table_readers_bytes: 512,
             }],
         };
         let text = render(&metrics, snapshot).unwrap();
@@ -389,6 +409,7 @@ mod tests {
             "kos_blocks_committed_total 1",
             "kos_peers 3",
             "kos_ledger_height 7",
+            "kos_ledger_state_pairs 717",
             "kos_mempool_entries 5",
             "kos_validators 4",
             "kos_gossip_messages_total{outcome=\"accepted\"} 42",
@@ -396,6 +417,7 @@ mod tests {
             "kos_peer_events_total{event=\"trimmed\"} 1",
             "kos_rocksdb_sst_files_bytes{family=\"blocks\"} 123",
             "kos_rocksdb_memtables_bytes{family=\"blocks\"} 4096",
+            "kos_rocksdb_table_readers_bytes{family=\"blocks\"} 512",
             "# UNIT kos_finality_latency_seconds seconds",
             "# HELP kos_finality_latency_seconds Time from a block's proposal (its timestamp) to its commit on this node.",
             "kos_finality_latency_seconds_count 1",

@@ -495,6 +495,7 @@ pub async fn metrics(State(context): State<Context>) -> Response {
             committed_entries: status.committed_entries,
             syncing: status.syncing_to.is_some(),
             state_sync: status.state_sync.map(|progress| (progress.done, progress.chunks)),
+            state_pairs: status.state_pairs as u64,
         }
     });
     let meter = context.meter.as_ref().map(|meter| {

@@ -564,6 +564,8 @@ pub struct LedgerStatus {
     /// While the node takes a snapshot of the state from its peers instead of replaying the blocks (PROTOCOL.md §9,
     /// *State sync*): the snapshot's height (0 while it is being chosen), chunks written and chunks in all.
     state_sync: Option<StateSyncStatus>,
+    /// Key-value pairs in the ledger's state (PROTOCOL.md §10).
+    state_pairs: usize,
 }
 
 /// How far a state sync is.
@@ -606,6 +608,7 @@ async fn status(State(context): State<Context>) -> Json<Status> {
                 chunks_done: progress.done,
                 chunks: progress.chunks,
             }),
+            state_pairs: status.state_pairs,
         }
     });
     let pools: Vec<JoinedPool> =
