@@ -835,6 +835,15 @@ impl Config {
 
     /// Checks every field and builds the subsystems' settings; the ledger's come from
     /// [`Config::ledger_settings`].
+    /// Gossipsub's queue to one peer: small on a node with the small storage profile (a home), gossipsub's default
+    /// elsewhere (validators relay blocks and votes in bursts).
+    fn gossip_peer_queue(&self) -> usize {
+        match self.storage.store_profile(self.meter.kind != MeterKind::None) {
+            ledger::store::Profile::Small => network::GOSSIP_PEER_QUEUE_SMALL,
+            ledger::store::Profile::Standard => network::GOSSIP_PEER_QUEUE,
+        }
+    }
+
     pub fn validate(&self) -> anyhow::Result<Checked> {
         let network_id = NetworkId::new(self.network.clone()).context("network")?;
         let listen = addresses("p2p.listen", &self.p2p.listen)?;
@@ -881,6 +890,7 @@ impl Config {
             bytes: budget::Rate { per_s: limits.peer_bytes_per_s, burst: limits.peer_bytes_burst },
         };
         network.delivery_queue_len_max = limits.delivery_queue_len_max.max(1);
+        network.gossip_peer_queue = self.gossip_peer_queue();
         network.validation = protocol::Config {
             network: network_id,
             clock_skew_ms_max: limits.clock_skew_ms_max,
@@ -957,6 +967,18 @@ mod tests {
         let small = storage("[storage]\nprofile = \"small\"\n");
         assert_eq!(small.store_profile(false), ledger::store::Profile::Small);
         assert!(toml::from_str::<Config>("[storage]\nprofile = \"tiny\"\n").is_err());
+    }
+
+    /// Issue 28, item 7: gossipsub's default queue to a peer (5,000 RPCs, half of them allocated when the peer
+    /// connects) took 580 KB a peer, 5.2 MB of a devnet home's heap; a home's is 1,024, a validator's the default.
+    #[test]
+    fn a_home_keeps_small_gossip_queues() {
+        let queue = |text: &str| toml::from_str::<Config>(text).unwrap().gossip_peer_queue();
+        assert_eq!(queue(""), network::GOSSIP_PEER_QUEUE);
+        assert_eq!(queue("[meter]\nkind = \"simulated\"\n"), network::GOSSIP_PEER_QUEUE_SMALL);
+        assert_eq!(queue("[storage]\nprofile = \"small\"\n"), network::GOSSIP_PEER_QUEUE_SMALL);
+        let config: Config = toml::from_str("[storage]\nprofile = \"small\"\n").unwrap();
+        assert_eq!(config.validate().unwrap().network.gossip_peer_queue, network::GOSSIP_PEER_QUEUE_SMALL);
     }
 
     #[test]

@@ -79,7 +79,19 @@ pub struct Config {
     /// This node keeps every block (`[storage] mode = "archive"`): it announces so in the DHT under
     /// [`archive_key`], where a syncing node whose peers all pruned finds it (PROTOCOL.md §9).
     pub archive: bool,
+    /// Gossipsub's queue of RPCs to one peer ([`GOSSIP_PEER_QUEUE`] or [`GOSSIP_PEER_QUEUE_SMALL`]).
+    pub gossip_peer_queue: usize,
 }
+
+/// Gossipsub's queue of RPCs to one peer (its default): half for published messages, half for forwards and
+/// IHAVE/IWANT, which are dropped when it is full (control messages are not bounded). Gossipsub allocates the
+/// forwards' half when a peer connects: 580 KB a peer at this length (232-byte slots).
+pub const GOSSIP_PEER_QUEUE: usize = 5_000;
+/// The queue on a node with the small storage profile (a home): 119 KB a peer. Its peers' bursts are a home's
+/// readings and offers, not a validator's blocks and votes; at the default the queues were 5.2 MB of a devnet
+/// home's heap with its 11 peers (BENCHMARKS.md, *A home's memory*). A message dropped for a full queue counts
+/// against the peer's gossipsub score, as at any length.
+pub const GOSSIP_PEER_QUEUE_SMALL: usize = 1_024;
 
 /// The DHT key archive nodes announce themselves under: blake3 of the UTF-8 text `/kos/<network>/archive/1`.
 pub fn archive_key(network: &NetworkId) -> Id {
@@ -161,6 +173,7 @@ impl Config {
             snapshots: None,
             ledger_version_max: ledger::block::PROTOCOL_VERSION_MAX,
             archive: false,
+            gossip_peer_queue: GOSSIP_PEER_QUEUE,
         }
     }
 }

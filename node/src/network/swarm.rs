@@ -39,11 +39,6 @@ const CONNECTIONS_PER_PEER_MAX: u32 = 4;
 const QUERIES_MAX: usize = 64;
 /// Room for gossipsub's own fields (source, sequence number, signature, key) around our envelope.
 const GOSSIP_OVERHEAD_BYTES: usize = 1024;
-/// Gossipsub's queue of RPCs to one connection (half for published messages and control, half for forwards and
-/// gossip, which are dropped when it is full and repaired by IHAVE/IWANT). Gossipsub allocates the forwards' half
-/// up front: its default of 5,000 took 580 KB a connection (232-byte slots), 6 MB of a devnet home's 18 MB heap
-/// with 11 peers (BENCHMARKS.md, *A home's memory*); at 1,024 a connection holds 119 KB.
-const GOSSIP_CONNECTION_QUEUE: usize = 1024;
 /// Largest consensus message: a proposal carrying a block of up to the genesis' default `block_bytes_max`
 /// (4 MiB), with room for its header and signature.
 pub const CONSENSUS_MESSAGE_BYTES_MAX: usize = 4 * 1024 * 1024 + 64 * 1024;
@@ -157,10 +152,11 @@ fn message_id(consensus: &gossipsub::TopicHash, message: &gossipsub::Message) ->
 fn gossipsub_behaviour(
     identity: &libp2p::identity::Keypair,
     network: &protocol::NetworkId,
+    peer_queue: usize,
 ) -> anyhow::Result<gossipsub::Behaviour> {
     let mut behaviour = gossipsub::Behaviour::new(
         gossipsub::MessageAuthenticity::Author(identity.public().to_peer_id()),
-        gossipsub_config(network)?,
+        gossipsub_config(network, peer_queue)?,
     )
     .map_err(|error| anyhow::anyhow!("gossipsub: {error}"))?;
     let (params, thresholds) = score_parameters();
@@ -168,7 +164,7 @@ fn gossipsub_behaviour(
     Ok(behaviour)
 }
 
-fn gossipsub_config(network: &protocol::NetworkId) -> anyhow::Result<gossipsub::Config> {
+fn gossipsub_config(network: &protocol::NetworkId, peer_queue: usize) -> anyhow::Result<gossipsub::Config> {
     let mut builder = gossipsub::ConfigBuilder::default();
     // Consensus proposals carry whole blocks; the envelope topics known in advance keep the envelope limit
     // (pool topics are checked by envelope validation, which rejects anything larger).
@@ -197,7 +193,7 @@ fn gossipsub_config(network: &protocol::NetworkId) -> anyhow::Result<gossipsub::
         .max_messages_per_rpc(Some(512))
         .heartbeat_interval(Duration::from_millis(700))
         .heartbeat_initial_delay(Duration::from_millis(100))
-        .connection_handler_queue_len(GOSSIP_CONNECTION_QUEUE)
+        .connection_handler_queue_len(peer_queue)
         .build()
         .map_err(|error| anyhow::anyhow!("gossipsub config: {error}"))
 }
@@ -257,7 +253,7 @@ fn build_swarm(config: &Config, keypair: &Keypair) -> anyhow::Result<Swarm<Behav
                         .with_agent_version(agent_version(config.ledger_version_max)),
                 ),
                 kademlia: Toggle::from(kademlia),
-                gossipsub: gossipsub_behaviour(identity, &config.network)?,
+                gossipsub: gossipsub_behaviour(identity, &config.network, config.gossip_peer_queue)?,
                 mdns: Toggle::from(mdns),
                 autonat: autonat::Behaviour::new(local_peer_id, autonat_config),
                 dcutr: dcutr::Behaviour::new(local_peer_id),
@@ -1650,16 +1646,6 @@ impl Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Issue 28, item 7: gossipsub's default queue (5,000 RPCs, half of them allocated when a connection opens)
-    /// took 580 KB a connection; heaptrack found 6 MB of a devnet home's heap there.
-    #[test]
-    fn a_connections_gossip_queue_is_small() {
-        let config = gossipsub_config(&protocol::NetworkId::new("kos-test").unwrap()).unwrap();
-        assert_eq!(config.connection_handler_queue_len(), GOSSIP_CONNECTION_QUEUE);
-        // Gossipsub 0.49's slot of a queued RPC is 232 bytes.
-        assert!(config.connection_handler_queue_len() / 2 * 232 <= 128 * 1024);
-    }
 
     fn message(topic: &gossipsub::TopicHash, source: PeerId, sequence_number: u64, data: &[u8]) -> gossipsub::Message {
         gossipsub::Message {
