@@ -66,8 +66,9 @@ fn kos_run_keeps_transparent_huge_pages_off() {
 }
 
 /// Issue 28, item 7: RocksDB's C++ allocates through mimalloc, as kos's Rust does (mimalloc's `override`): the kos
-/// binary defines `malloc` and C++'s `operator new` for the libraries it loads. Before, RocksDB's allocations went
-/// to glibc's per-thread arenas, which held some 6 MB free in a devnet home (BENCHMARKS.md, *A home's memory*).
+/// binary defines `malloc` and `free`, which RocksDB (linked in; C++'s `operator new` calls `malloc`) then uses.
+/// Before, RocksDB's allocations went to glibc's per-thread arenas, which held some 6 MB free in a devnet home
+/// (BENCHMARKS.md, *A home's memory*).
 #[cfg(target_os = "linux")]
 #[test]
 fn the_kos_binary_allocates_rocksdbs_memory_through_mimalloc() {
