@@ -833,8 +833,6 @@ impl Config {
         }))
     }
 
-    /// Checks every field and builds the subsystems' settings; the ledger's come from
-    /// [`Config::ledger_settings`].
     /// Gossipsub's queue to one peer: small on a node with the small storage profile (a home), gossipsub's default
     /// elsewhere (validators relay blocks and votes in bursts).
     fn gossip_peer_queue(&self) -> usize {
@@ -844,6 +842,8 @@ impl Config {
         }
     }
 
+    /// Checks every field and builds the subsystems' settings; the ledger's come from
+    /// [`Config::ledger_settings`].
     pub fn validate(&self) -> anyhow::Result<Checked> {
         let network_id = NetworkId::new(self.network.clone()).context("network")?;
         let listen = addresses("p2p.listen", &self.p2p.listen)?;
