@@ -217,7 +217,7 @@ impl Street<'_> {
         // Only a liar's reading is refused: one beyond its asset's rated limits.
         self.report.refused += built.rejected.len() as u64;
         let events = built.executed.events.clone();
-        self.state.apply(built.executed.writes, built.executed.lattice);
+        self.state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         events
     }
 

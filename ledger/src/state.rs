@@ -61,6 +61,13 @@ pub use trade::{Flows, TradeReads};
 pub const COMMONS: PublicKey = PublicKey([0; 32]);
 
 const LANES: usize = 1024;
+/// Most threads that hash a whole state's pairs into its lattice ([`Lattice::of`]).
+pub const LATTICE_THREADS_MAX: usize = 8;
+/// Fewer pairs than this are hashed on one thread.
+const LATTICE_PARALLEL_MIN: usize = 1_024;
+/// Pairs of a state on disk read at once and hashed together when it is opened ([`State::on_disk`]): the memory
+/// it takes (about a megabyte) while the lattice is summed.
+const LATTICE_BATCH: usize = 8_192;
 /// The bytes of a lattice hash.
 pub const LATTICE_BYTES: usize = LANES * 2;
 
@@ -195,6 +202,34 @@ impl Lattice {
         }
     }
 
+    /// The lattice of `pairs` (distinct keys), hashed on up to [`LATTICE_THREADS_MAX`] threads: a restart sums the
+    /// whole state, and the sum does not depend on how the pairs are split.
+    pub fn of<K: AsRef<[u8]> + Sync, V: AsRef<[u8]> + Sync>(pairs: &[(K, V)]) -> Lattice {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(LATTICE_THREADS_MAX);
+        let serial = |part: &[(K, V)]| {
+            let mut lattice = Lattice::default();
+            for (key, value) in part {
+                lattice.add(key.as_ref(), value.as_ref());
+            }
+            lattice
+        };
+        if threads < 2 || pairs.len() < LATTICE_PARALLEL_MIN {
+            return serial(pairs);
+        }
+        std::thread::scope(|scope| {
+            let parts: Vec<_> =
+                pairs.chunks(pairs.len().div_ceil(threads)).map(|part| scope.spawn(move || serial(part))).collect();
+            let mut sum = Lattice::default();
+            for part in parts {
+                match part.join() {
+                    Ok(lattice) => sum.absorb(&lattice),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            sum
+        })
+    }
+
     /// Adds another lattice lane by lane (mod 2^16): the lattice of the union of two disjoint sets of pairs.
     pub fn absorb(&mut self, other: &Lattice) {
         for (lane, add) in self.0.iter_mut().zip(other.0.iter()) {
@@ -239,6 +274,8 @@ pub struct Executed {
     pub writes: Writes,
     pub state_root: Hash,
     pub lattice: Lattice,
+    /// How many pairs the state holds after the block.
+    pub pairs: usize,
     pub events: Vec<Event>,
 }
 
@@ -513,14 +550,39 @@ pub struct Built {
 type Undo = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 /// The ledger state.
+///
+/// Its pairs live in memory ([`State::genesis`], [`State::from_pairs`]: validators, simulations) or in the node's
+/// store ([`State::on_disk`]: a home, whose memory must not grow with the state, issue 28). Either way the lattice
+/// is in memory. A clone of a state on disk reads the same store: it is not a snapshot.
 #[derive(Debug, Clone)]
 pub struct State {
     genesis: Arc<Genesis>,
-    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    map: Map,
     lattice: Lattice,
-    /// The ids under `x` (replay guards), mirrored from `map` for the check every entry needs: a hash lookup
+    /// How many pairs the state holds.
+    len: usize,
+}
+
+/// Where a state's pairs live.
+#[derive(Debug, Clone)]
+enum Map {
+    /// In memory, with the ids under `x` (replay guards) mirrored for the check every entry needs: a hash lookup
     /// instead of a search among all the keys.
-    included: HashSet<Id>,
+    Memory { map: BTreeMap<Vec<u8>, Vec<u8>>, included: HashSet<Id> },
+    /// In the node's store, read through on every access.
+    Disk(Arc<dyn Backing>),
+}
+
+/// A committed state's pairs kept outside the process's memory (a home's RocksDB: issue 28, item 7), read through
+/// by a [`State::on_disk`]. The store writes them when it commits a block, before the engine calls
+/// [`State::apply`], so between blocks the backing holds exactly the state. A read that fails reads as absent and
+/// is remembered ([`Backing::failure`]): the engine stops on it before it votes, proposes or commits.
+pub trait Backing: Send + Sync + std::fmt::Debug {
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>>;
+    /// The pairs with keys in `start..end` (none when `start >= end`), in key order; a failed read ends them.
+    fn range<'a>(&'a self, start: &[u8], end: &[u8]) -> Pairs<'a>;
+    /// The first read that failed, if one did.
+    fn failure(&self) -> Option<String>;
 }
 
 /// Most one-account-one-vote members (genesis and admitted).
@@ -870,9 +932,9 @@ impl State {
     pub fn genesis(genesis: Arc<Genesis>) -> State {
         let mut state = State {
             genesis: genesis.clone(),
-            map: BTreeMap::new(),
+            map: Map::Memory { map: BTreeMap::new(), included: HashSet::new() },
             lattice: Lattice::default(),
-            included: HashSet::new(),
+            len: 0,
         };
         let mut writes = Writes::new();
         for validator in &genesis.validators {
@@ -904,23 +966,60 @@ impl State {
             let value = genesis.params.get(name).unwrap_or(0);
             writes.insert(key(PARAM, &[name.as_bytes()]), Some(encode(&value)));
         }
-        let lattice = state.lattice_after(&writes);
-        state.apply(writes, lattice);
+        let (writes, lattice, pairs) = state.summarize(writes);
+        state.apply(writes, lattice, pairs);
         state
     }
 
     /// A state from stored pairs (after a restart); the lattice is recomputed.
     pub fn from_pairs(genesis: Arc<Genesis>, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> State {
-        let mut lattice = Lattice::default();
         let map: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
-        let mut included = HashSet::new();
-        for (key, value) in &map {
-            lattice.add(key, value);
-            if let Some(id) = included_id(key) {
-                included.insert(id);
+        let lattice = Lattice::of(&map.iter().collect::<Vec<_>>());
+        let included: HashSet<Id> = map.keys().filter_map(|key| included_id(key)).collect();
+        let len = map.len();
+        State { genesis, map: Map::Memory { map, included }, lattice, len }
+    }
+
+    /// The state whose pairs `backing` holds, read through from now on; the lattice is recomputed from one pass
+    /// over them. Fails if a read fails.
+    pub fn on_disk(genesis: Arc<Genesis>, backing: Arc<dyn Backing>) -> Result<State, String> {
+        let mut lattice = Lattice::default();
+        let mut len = 0;
+        let mut batch = Vec::with_capacity(LATTICE_BATCH);
+        for pair in backing.range(&[], &[0xff; 64]) {
+            batch.push(pair);
+            len += 1;
+            if batch.len() == LATTICE_BATCH {
+                lattice.absorb(&Lattice::of(&batch));
+                batch.clear();
             }
         }
-        State { genesis, map, lattice, included }
+        lattice.absorb(&Lattice::of(&batch));
+        if let Some(failure) = backing.failure() {
+            return Err(failure);
+        }
+        Ok(State { genesis, map: Map::Disk(backing), lattice, len })
+    }
+
+    /// Moves the pairs out of memory to `backing`, which must hold exactly them (the store after the commit of
+    /// block 1, which writes the genesis pairs too). A state on disk already stays as it is.
+    pub fn spill(&mut self, backing: Arc<dyn Backing>) {
+        if matches!(self.map, Map::Memory { .. }) {
+            self.map = Map::Disk(backing);
+        }
+    }
+
+    /// Whether the pairs are read through a [`Backing`] rather than held in memory.
+    pub fn is_on_disk(&self) -> bool {
+        matches!(self.map, Map::Disk(_))
+    }
+
+    /// The first read of the backing that failed, if one did (a state in memory never fails).
+    pub fn failure(&self) -> Option<String> {
+        match &self.map {
+            Map::Memory { .. } => None,
+            Map::Disk(backing) => backing.failure(),
+        }
     }
 
     pub fn genesis_info(&self) -> &Arc<Genesis> {
@@ -931,51 +1030,67 @@ impl State {
         self.lattice.root()
     }
 
-    pub fn pairs(&self) -> impl Iterator<Item = (&Vec<u8>, &Vec<u8>)> {
-        self.map.iter()
+    /// Every pair, in key order.
+    pub fn pairs(&self) -> Pairs<'_> {
+        Kv::range(self, &[], &[0xff; 64])
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
-    fn lattice_after(&self, writes: &Writes) -> Lattice {
+    /// A block's writes without those that change nothing, with the lattice and the number of pairs after them.
+    fn summarize(&self, writes: Writes) -> (Writes, Lattice, usize) {
         let mut lattice = self.lattice.clone();
+        let mut len = self.len;
+        let mut changes = Writes::new();
         for (key, value) in writes {
-            if let Some(old) = self.map.get(key) {
-                lattice.remove(key, old);
+            let old = Kv::get(self, &key);
+            if old.as_deref() == value.as_deref() {
+                continue;
             }
-            if let Some(new) = value {
-                lattice.add(key, new);
+            if let Some(old) = &old {
+                lattice.remove(&key, old);
+                len = len.saturating_sub(1);
             }
+            if let Some(new) = &value {
+                lattice.add(&key, new);
+                len = len.saturating_add(1);
+            }
+            changes.insert(key, value);
         }
-        lattice
+        (changes, lattice, len)
     }
 
-    /// Applies a block's writes (from [`State::execute`]).
-    pub fn apply(&mut self, writes: Writes, lattice: Lattice) {
-        for (key, value) in writes {
-            if let Some(id) = included_id(&key) {
-                if value.is_some() {
-                    self.included.insert(id);
-                } else {
-                    self.included.remove(&id);
+    /// Applies a block's writes, lattice and count of pairs (from [`State::execute`]). A state on disk only takes
+    /// the lattice and count: the store's commit wrote the pairs.
+    pub fn apply(&mut self, writes: Writes, lattice: Lattice, pairs: usize) {
+        if let Map::Memory { map, included } = &mut self.map {
+            for (key, value) in writes {
+                if let Some(id) = included_id(&key) {
+                    if value.is_some() {
+                        included.insert(id);
+                    } else {
+                        included.remove(&id);
+                    }
+                }
+                match value {
+                    Some(value) => {
+                        map.insert(key, value);
+                    }
+                    None => {
+                        map.remove(&key);
+                    }
                 }
             }
-            match value {
-                Some(value) => {
-                    self.map.insert(key, value);
-                }
-                None => {
-                    self.map.remove(&key);
-                }
-            }
+            debug_assert_eq!(map.len(), pairs, "the pairs counted by the execution");
         }
         self.lattice = lattice;
+        self.len = pairs;
     }
 
     /// The stateless validation rules entries are checked with at a block's time.
@@ -989,7 +1104,10 @@ impl State {
 
     /// Whether an entry with this id is on the ledger (within its lifetime; afterwards it could not be included).
     pub fn includes(&self, id: &Id) -> bool {
-        self.included.contains(id)
+        match &self.map {
+            Map::Memory { included, .. } => included.contains(id),
+            Map::Disk(_) => entry_included(self, id),
+        }
     }
 
     /// Executes a block's entries at `context`. `verified` says whether this process already verified the
@@ -1117,7 +1235,7 @@ impl<'s> Pending<'s> {
         match self.writes.get(key) {
             Some(Some(value)) => Some(Cow::Borrowed(value)),
             Some(None) => None,
-            None => self.base.map.get(key).map(|value| Cow::Borrowed(value.as_slice())),
+            None => Kv::get(self.base, key),
         }
     }
 
@@ -1157,11 +1275,8 @@ impl<'s> Pending<'s> {
         let start = vec![prefix];
         let mut end = vec![prefix];
         end.extend_from_slice(&limit.saturating_add(1).to_be_bytes());
-        let mut keys: Vec<Vec<u8>> = self
-            .base
-            .map
-            .range(start.clone()..end.clone())
-            .map(|(key, _)| key.clone())
+        let mut keys: Vec<Vec<u8>> = Kv::range(self.base, &start, &end)
+            .map(|(key, _)| key.into_owned())
             .filter(|key| !matches!(self.writes.get(key), Some(None)))
             .collect();
         keys.extend(self.writes.range(start..end).filter(|(_, value)| value.is_some()).map(|(key, _)| key.clone()));
@@ -1176,7 +1291,7 @@ impl<'s> Pending<'s> {
             return Vec::new();
         }
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> =
-            self.base.map.range(start.clone()..end.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            Kv::range(self.base, &start, &end).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         for (key, value) in self.writes.range(start..end) {
             match value {
                 Some(value) => merged.insert(key.clone(), value.clone()),
@@ -1370,11 +1485,8 @@ impl<'s> Pending<'s> {
         // Last of all (PROTOCOL.md §10, *end of each block*).
         self.apply_upgrade();
         // Drop writes that change nothing, so the lattice and the store see only real changes.
-        let base = self.base;
-        let writes: Writes =
-            self.writes.into_iter().filter(|(key, value)| base.map.get(key) != value.as_ref()).collect();
-        let lattice = base.lattice_after(&writes);
-        Executed { state_root: lattice.root(), lattice, writes, events: self.events, ids: self.ids }
+        let (writes, lattice, pairs) = self.base.summarize(self.writes);
+        Executed { state_root: lattice.root(), lattice, pairs, writes, events: self.events, ids: self.ids }
     }
 }
 

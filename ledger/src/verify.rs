@@ -117,7 +117,7 @@ impl Verifier {
         for event in &executed.events {
             *self.effects.entry(event.name()).or_default() += 1;
         }
-        self.state.apply(executed.writes, executed.lattice);
+        self.state.apply(executed.writes, executed.lattice, executed.pairs);
         self.parent = block.hash();
         self.parent_time_ms = header.time_ms;
         self.height = height;

@@ -386,7 +386,7 @@ enum Ready {
     /// A ledger with blocks (or one that replays from the genesis).
     Engine(Box<Engine<RocksStore>>),
     /// An empty ledger that first tries to take a snapshot of at least `min_height` from its peers.
-    Empty { store: RocksStore, seed: [u8; 32], config: engine::Config, min_height: u64, path: PathBuf },
+    Empty { store: Box<RocksStore>, seed: [u8; 32], config: engine::Config, min_height: u64, path: PathBuf },
 }
 
 impl Opened {
@@ -441,7 +441,7 @@ pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
     let reader = store.reader();
     let ready = match settings.state_sync {
         Some(min_height) if store.tip()? == 0 => Ready::Empty {
-            store,
+            store: Box::new(store),
             seed: *keypair.seed(),
             config: settings.engine.clone(),
             min_height,
@@ -499,7 +499,7 @@ pub fn start(
                     Ready::Empty { store, seed, config, min_height, path } => {
                         let sync = restore::Restore { network: &network, genesis: &genesis, status: &status_sender };
                         let Some((store, restored)) =
-                            sync.run(store, min_height, &mut input_receiver, &mut held).await?
+                            sync.run(*store, min_height, &mut input_receiver, &mut held).await?
                         else {
                             return Ok(());
                         };
@@ -1005,7 +1005,10 @@ mod tests {
 
     /// The genesis pairs, which block 1 writes to the store.
     fn genesis_writes(genesis: &Arc<Genesis>) -> ledger::state::Writes {
-        State::genesis(genesis.clone()).pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect()
+        State::genesis(genesis.clone())
+            .pairs()
+            .map(|(key, value)| (key.into_owned(), Some(value.into_owned())))
+            .collect()
     }
 
     /// Sends a read that holds the reader thread, and its snapshot, until it is let go; returns once it runs. The

@@ -245,7 +245,12 @@ impl<S: Store> Engine<S> {
                 store.block(tip_height)?.ok_or(StartError::Corrupt { height: tip_height, reason: "missing".into() })?;
             let block = Block::from_bytes(&stored.block)
                 .map_err(|error| StartError::Corrupt { height: tip_height, reason: error.to_string() })?;
-            let state = State::from_pairs(genesis.clone(), store.state()?);
+            // A home's state stays on disk and is read through; a validator's is loaded into memory.
+            let state = match store.backing() {
+                Some(backing) => State::on_disk(genesis.clone(), backing)
+                    .map_err(|reason| StartError::Corrupt { height: tip_height, reason })?,
+                None => State::from_pairs(genesis.clone(), store.state()?),
+            };
             if state.root() != block.header().state_root {
                 return Err(StartError::Corrupt {
                     height: tip_height,
@@ -835,18 +840,29 @@ impl<S: Store> Engine<S> {
         let genesis_writes;
         let writes = if block.height() == 1 {
             let mut all: crate::state::Writes =
-                shell.state.pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect();
+                shell.state.pairs().map(|(key, value)| (key.into_owned(), Some(value.into_owned()))).collect();
             all.extend(executed.writes.iter().map(|(key, value)| (key.clone(), value.clone())));
             genesis_writes = all;
             &genesis_writes
         } else {
             &executed.writes
         };
+        // An execution that read through a failed read of the state is not committed.
+        if let Some(failure) = shell.state.failure() {
+            shell.fail(format!("block {} not committed: {failure}", block.height()));
+            return;
+        }
         if let Err(error) = shell.store.commit(block.height(), &stored, writes, &outcome) {
             shell.fail(format!("writing block {}: {error:#}", block.height()));
             return;
         }
-        shell.state.apply(executed.writes, executed.lattice);
+        shell.state.apply(executed.writes, executed.lattice, executed.pairs);
+        // Block 1 wrote the genesis pairs to the store: a home's state leaves memory from here.
+        if !shell.state.is_on_disk()
+            && let Some(backing) = shell.store.backing()
+        {
+            shell.state.spill(backing);
+        }
         shell.mempool.remove_all(&outcome.entry_ids);
         shell.mempool.prune_expired(block.header().time_ms);
         shell.tip = (block.height(), block.hash(), block.header().time_ms);
@@ -879,6 +895,11 @@ impl<S: Store> Engine<S> {
     }
 
     fn drain(&mut self) -> Vec<Effect> {
+        // A read of a state on disk that failed (whatever asked for it): the node can no longer trust what it
+        // executes, so it stops.
+        if let Some(failure) = self.shell.state.failure() {
+            self.shell.fail(failure);
+        }
         std::mem::take(&mut self.shell.effects)
     }
 
@@ -1078,10 +1099,12 @@ impl<S: Store> Shell<S> {
     fn run_block(&self, block: &Block) -> Result<Executed, String> {
         let context = self.context(block.header());
         let mempool = &self.mempool;
-        let executed = self
-            .state
-            .execute(context, block.entries(), &|bytes| mempool.verified(bytes))
-            .map_err(|(index, error)| format!("entry {index}: {error}"))?;
+        let executed = self.state.execute(context, block.entries(), &|bytes| mempool.verified(bytes));
+        // A failed read of a state on disk, not the block, is then at fault.
+        if let Some(failure) = self.state.failure() {
+            return Err(failure);
+        }
+        let executed = executed.map_err(|(index, error)| format!("entry {index}: {error}"))?;
         if executed.state_root != block.header().state_root {
             return Err("state root does not match".into());
         }
@@ -1136,6 +1159,10 @@ impl<S: Store> Shell<S> {
         let mempool = &self.mempool;
         let crate::state::Built { entries, executed, rejected } =
             self.state.build(context, candidates, &|bytes| mempool.verified(bytes));
+        // Built on a failed read of the state: not proposed ([`Engine::drain`] stops the node).
+        if self.state.failure().is_some() {
+            return;
+        }
         let rejected_ids: Vec<Id> = rejected
             .iter()
             .filter_map(|(bytes, _)| protocol::Envelope::from_bytes(bytes).ok().map(|envelope| envelope.id()))

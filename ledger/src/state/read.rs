@@ -31,18 +31,23 @@ impl Kv for State {
     }
 
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        self.map.get(key).map(|value| Cow::Borrowed(value.as_slice()))
+        match &self.map {
+            super::Map::Memory { map, .. } => map.get(key).map(|value| Cow::Borrowed(value.as_slice())),
+            super::Map::Disk(backing) => backing.get(key).map(Cow::Owned),
+        }
     }
 
     fn range<'a>(&'a self, start: &[u8], end: &[u8]) -> Pairs<'a> {
         if start >= end {
             return Box::new(std::iter::empty());
         }
-        Box::new(
-            self.map
-                .range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Excluded(end)))
-                .map(|(key, value)| (Cow::Borrowed(key.as_slice()), Cow::Borrowed(value.as_slice()))),
-        )
+        match &self.map {
+            super::Map::Memory { map, .. } => Box::new(
+                map.range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Excluded(end)))
+                    .map(|(key, value)| (Cow::Borrowed(key.as_slice()), Cow::Borrowed(value.as_slice()))),
+            ),
+            super::Map::Disk(backing) => backing.range(start, end),
+        }
     }
 }
 

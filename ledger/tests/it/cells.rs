@@ -91,7 +91,7 @@ impl Net {
         let context = BlockContext { height: self.height, time_ms: at_ms, proposer: self.key(0) };
         let built = self.state.build(context, entries.iter().map(Envelope::to_bytes).collect(), &|_| false);
         self.events.extend(built.executed.events.iter().cloned());
-        self.state.apply(built.executed.writes, built.executed.lattice);
+        self.state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         built.rejected.into_iter().map(|(_, error)| error).collect()
     }
 

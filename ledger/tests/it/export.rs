@@ -144,7 +144,7 @@ fn ledger_vectors() -> Vec<(String, String)> {
     line("genesis-hash".into(), genesis.hash.to_string());
     let first = ledger::State::genesis(genesis.clone());
     for (index, (key, value)) in first.pairs().enumerate() {
-        line(format!("first-state-pair-{index:02}"), format!("{} {}", hex::encode(key), hex::encode(value)));
+        line(format!("first-state-pair-{index:02}"), format!("{} {}", hex::encode(&key), hex::encode(&value)));
     }
     line("first-state-root".into(), first.root().to_string());
     line("empty-state-root".into(), Lattice::default().root().to_string());
@@ -199,7 +199,7 @@ fn snapshot_vector(export: &[u8], genesis: &Genesis, line: &mut impl FnMut(Strin
     let verifier = verify_export(&mut &export[..], Some(genesis)).unwrap();
     let state = verifier.state();
     let mut chunker = ledger::snapshot::Chunker::new();
-    let mut chunks: Vec<Vec<u8>> = state.pairs().filter_map(|(key, value)| chunker.push(key, value)).collect();
+    let mut chunks: Vec<Vec<u8>> = state.pairs().filter_map(|(key, value)| chunker.push(&key, &value)).collect();
     let (last, manifest) = chunker.finish(1, state.root());
     chunks.extend(last);
     manifest.check(1, &state.root()).unwrap();

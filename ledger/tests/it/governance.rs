@@ -75,7 +75,7 @@ impl World {
             rejected: built.rejected.into_iter().map(|(_, error)| error).collect(),
             events: built.executed.events.clone(),
         };
-        self.state.apply(built.executed.writes, built.executed.lattice);
+        self.state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         block
     }
 
@@ -183,8 +183,8 @@ fn no_balance_of_zero_is_stored() {
     let zero_balances = |state: &State| -> Vec<Vec<u8>> {
         state
             .pairs()
-            .filter(|(key, value)| key.first() == Some(&b'b') && value.as_slice() == [0x00])
-            .map(|(key, _)| key.clone())
+            .filter(|(key, value)| key.first() == Some(&b'b') && value[..] == [0x00])
+            .map(|(key, _)| key.into_owned())
             .collect()
     };
     let mut world = World::new("");

@@ -88,7 +88,7 @@ impl World {
             rejected: built.rejected.into_iter().map(|(_, error)| error).collect(),
             events: built.executed.events.clone(),
         };
-        self.state.apply(built.executed.writes, built.executed.lattice);
+        self.state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         block
     }
 

@@ -99,7 +99,7 @@ impl Market {
         let context = BlockContext { height: self.height, time_ms: self.now_ms, proposer: self.key(0) };
         let built = self.state.build(context, candidates, &|_| false);
         self.events.extend(built.executed.events.iter().cloned());
-        self.state.apply(built.executed.writes, built.executed.lattice);
+        self.state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         built.rejected.into_iter().map(|(_, error)| error).collect()
     }
 

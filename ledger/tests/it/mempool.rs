@@ -97,7 +97,7 @@ fn duplicates_and_entries_already_on_the_ledger_are_refused() {
     let context = BlockContext { height: 1, time_ms: START_MS + 1, proposer: world.keys[0].public() };
     let bytes = entry.to_bytes();
     let executed = world.state.execute(context, [bytes.as_slice()], &|_| false).unwrap();
-    world.state.apply(executed.writes, executed.lattice);
+    world.state.apply(executed.writes, executed.lattice, executed.pairs);
     mempool.remove_all(&[entry.id()]);
     assert!(mempool.is_empty());
     assert!(!mempool.verified(&bytes), "a removed entry's bytes are no longer vouched for");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ledger::Genesis;
 use ledger::reads::*;
-use ledger::state::{BlockContext, Event, SpendStatus, State};
+use ledger::state::{BlockContext, Event, Lattice, SpendStatus, State};
 use proptest::prelude::*;
 use protocol::message::{Body, Burn, Mechanism, Mint, Offer, PoolId, Settlement, Side, Transfer};
 use protocol::types::{Text, TokenId};
@@ -190,7 +190,7 @@ proptest! {
                     prop_assert!(false, "issuer mint of {} refused: {}", mint.amount, error);
                 }
             }
-            state.apply(built.executed.writes, built.executed.lattice);
+            state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
             prop_assert_eq!(state.supply(&credit), supply_before + minted - burned);
             check_conservation(&state)?;
             for entry in &built.entries {
@@ -233,7 +233,7 @@ fn a_replay_guard_lasts_until_the_entry_expires_and_survives_a_rebuild() {
 
     let built = state.build(context(1, START_MS + 10), vec![transfer.clone()], &|_| false);
     assert_eq!(built.entries.len(), 1);
-    state.apply(built.executed.writes, built.executed.lattice);
+    state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
     assert!(state.includes(&id));
     assert_eq!(guards(&state), 2, "the guard and its expiry index");
 
@@ -242,7 +242,8 @@ fn a_replay_guard_lasts_until_the_entry_expires_and_survives_a_rebuild() {
     assert!(matches!(replay.rejected[0].1, ledger::state::EntryError::Duplicate(_)));
 
     // A restart rebuilds the state from its pairs: same root, same guard.
-    let rebuilt = State::from_pairs(world.genesis.clone(), state.pairs().map(|(k, v)| (k.clone(), v.clone())));
+    let rebuilt =
+        State::from_pairs(world.genesis.clone(), state.pairs().map(|(k, v)| (k.into_owned(), v.into_owned())));
     assert_eq!(rebuilt.root(), state.root());
     assert!(rebuilt.includes(&id));
     let replay = rebuilt.build(context(2, START_MS + 20), vec![transfer.clone()], &|_| false);
@@ -250,10 +251,11 @@ fn a_replay_guard_lasts_until_the_entry_expires_and_survives_a_rebuild() {
 
     // The first block at or after the entry's expiry forgets the guard.
     let empty = state.build(context(2, envelope.expires_ms), Vec::new(), &|_| false);
-    state.apply(empty.executed.writes, empty.executed.lattice);
+    state.apply(empty.executed.writes, empty.executed.lattice, empty.executed.pairs);
     assert!(!state.includes(&id));
     assert_eq!(guards(&state), 0);
-    let rebuilt = State::from_pairs(world.genesis.clone(), state.pairs().map(|(k, v)| (k.clone(), v.clone())));
+    let rebuilt =
+        State::from_pairs(world.genesis.clone(), state.pairs().map(|(k, v)| (k.into_owned(), v.into_owned())));
     assert!(!rebuilt.includes(&id));
     assert_eq!(rebuilt.root(), state.root());
 }
@@ -275,7 +277,7 @@ fn a_guild_spends_only_with_enough_of_its_members_approvals() {
         let built = state.build(context, entries, &|_| false);
         let rejected: Vec<String> = built.rejected.iter().map(|(_, error)| error.to_string()).collect();
         let events = built.executed.events.clone();
-        state.apply(built.executed.writes, built.executed.lattice);
+        state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         check_conservation(state).unwrap();
         (built.entries.len(), rejected, events)
     };
@@ -427,10 +429,10 @@ fn a_snapshot_of_the_store_reads_as_the_state_it_committed() {
         let outcome =
             Outcome { entry_ids: built.executed.ids.clone(), events: built.executed.events.clone(), validators: None };
         let mut writes = built.executed.writes.clone();
-        state.apply(built.executed.writes, built.executed.lattice);
+        state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         if height == 1 {
             // The engine's first commit writes the genesis pairs too.
-            writes = state.pairs().map(|(key, value)| (key.clone(), Some(value.clone()))).collect();
+            writes = state.pairs().map(|(key, value)| (key.into_owned(), Some(value.into_owned()))).collect();
         }
         store.commit(height, &Stored { block: vec![], certificate: vec![] }, &writes, &outcome).unwrap();
         let snapshot = reader.snapshot(&genesis).unwrap();
@@ -445,4 +447,88 @@ fn a_snapshot_of_the_store_reads_as_the_state_it_committed() {
     assert_ne!(state_at_1.balances().collect::<Vec<_>>(), state.balances().collect::<Vec<_>>());
     assert_eq!(snapshot_at_1.height(), 1);
     assert_eq!(snapshot_at_1.balances().collect::<Vec<_>>(), state_at_1.balances().collect::<Vec<_>>());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// A home's state on disk (issue 28, item 7: read through RocksDB, never held in memory) executes every block
+    /// as one in memory does: the same writes, root and count of pairs, the same replay guards (which a state on
+    /// disk reads from the store), and the same state again after the store is reopened (a restart).
+    #[test]
+    fn a_state_on_disk_executes_as_one_in_memory(
+        blocks in proptest::collection::vec((proptest::collection::vec(op(), 1..10), 0..1_500_000u64), 1..10)
+    ) {
+        use ledger::store::{Outcome, Profile, RocksStore, Store, Stored};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open_with(dir.path(), Profile::Small).unwrap();
+        let mut world = World::new();
+        let mut memory = State::genesis(world.genesis.clone());
+        let mut disk = State::genesis(world.genesis.clone());
+        let mut now_ms = START_MS;
+        let mut last: Option<Vec<u8>> = None;
+        for (index, (ops, step_ms)) in blocks.into_iter().enumerate() {
+            let height = index as u64 + 1;
+            now_ms += 1 + step_ms;
+            let candidates: Vec<Vec<u8>> = ops.iter().filter_map(|op| world.entry(op, now_ms, &last)).collect();
+            if let Some(first) = candidates.first() {
+                last = Some(first.clone());
+            }
+            let context = BlockContext { height, time_ms: now_ms, proposer: world.keys[0].public() };
+            let built = memory.build(context, candidates.clone(), &|_| false);
+            let executed = disk.execute(context, built.entries.iter().map(Vec::as_slice), &|_| false).unwrap();
+            prop_assert_eq!(&executed.writes, &built.executed.writes);
+            prop_assert_eq!(executed.state_root, built.executed.state_root);
+            prop_assert_eq!(executed.pairs, built.executed.pairs);
+            // A state on disk refuses what one in memory refuses, replays among them.
+            let rebuilt = disk.build(context, candidates, &|_| false);
+            prop_assert_eq!(&rebuilt.entries, &built.entries);
+            let outcome = Outcome { entry_ids: executed.ids.clone(), events: executed.events.clone(), validators: None };
+            let mut writes = executed.writes.clone();
+            if height == 1 {
+                // The engine's first commit writes the genesis pairs too.
+                writes.extend(disk.pairs().map(|(key, value)| (key.into_owned(), Some(value.into_owned()))));
+                writes.extend(executed.writes.clone());
+            }
+            store.commit(height, &Stored { block: vec![], certificate: vec![] }, &writes, &outcome).unwrap();
+            memory.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
+            disk.apply(executed.writes, executed.lattice, executed.pairs);
+            if height == 1 {
+                disk.spill(store.backing().unwrap());
+            }
+            prop_assert!(disk.is_on_disk());
+            prop_assert_eq!(disk.root(), memory.root());
+            prop_assert_eq!(disk.len(), memory.len());
+            let all = |state: &State| state.pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect::<Vec<_>>();
+            prop_assert_eq!(all(&disk), all(&memory));
+            for entry in &built.entries {
+                let id = Envelope::from_bytes(entry).unwrap().id();
+                prop_assert!(disk.includes(&id));
+            }
+            prop_assert_eq!(disk.failure(), None);
+        }
+        drop(disk);
+        drop(store);
+        let store = RocksStore::open_with(dir.path(), Profile::Small).unwrap();
+        let reopened = State::on_disk(world.genesis.clone(), store.backing().unwrap()).unwrap();
+        prop_assert_eq!(reopened.root(), memory.root());
+        prop_assert_eq!(reopened.len(), memory.len());
+    }
+}
+
+/// A whole state's lattice hashed on several threads (as a restart sums it) is the one its pairs add up to one by
+/// one, however many there are.
+#[test]
+fn a_lattice_hashed_on_several_threads_is_the_sum_of_its_pairs() {
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..5_001u32)
+        .map(|index| (index.to_be_bytes().to_vec(), vec![u8::try_from(index % 251).unwrap(); (index % 50) as usize]))
+        .collect();
+    for count in [0, 1, 1_023, 1_024, 1_025, 5_001] {
+        let mut serial = Lattice::default();
+        for (key, value) in &pairs[..count] {
+            serial.add(key, value);
+        }
+        assert_eq!(Lattice::of(&pairs[..count]), serial, "{count} pairs");
+    }
 }

@@ -730,7 +730,7 @@ mod tests {
                 let context = BlockContext { height: self.height, time_ms: now_ms, proposer: self.keys[0].public() };
                 let built = self.state.build(context, entries, &|_| false);
                 let events = built.executed.events.clone();
-                self.state.apply(built.executed.writes, built.executed.lattice);
+                self.state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
                 (built.rejected.into_iter().map(|(_, error)| error).collect(), events)
             }
         }

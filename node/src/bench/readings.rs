@@ -250,7 +250,7 @@ pub fn readings(args: &EnergyArgs) -> anyhow::Result<ReadingsReport> {
             let context = BlockContext { height, time_ms, proposer: public[0] };
             let built = state.build(context, chunk.to_vec(), &|_| false);
             refused += built.rejected.len();
-            state.apply(built.executed.writes, built.executed.lattice);
+            state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
             blocks += 1;
         }
     }
