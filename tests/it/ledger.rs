@@ -282,6 +282,43 @@ fn validators_under_load_keep_each_other_s_gossip_score() {
     assert!(lowest >= 0.0, "a validator penalised another under load:\n{text}");
 }
 
+/// Issue 28: a ledger killed with `kill -9` under load opens again as `kos run` opens it at a restart (RocksDB
+/// recovers its log, the engine checks the state against the tip's root and replays its consensus WAL), every one
+/// of the four validators'. `kos bench ledger --keep-dir` keeps their ledgers and `kos bench reopen` opens one: the
+/// restart figure of BENCHMARKS.md is taken this way on a million entries.
+#[test]
+fn ledgers_killed_under_load_open_again() {
+    let root = tempfile::tempdir().unwrap();
+    let kept = root.path().join("kept");
+    let mut bench = Command::new(kos_binary())
+        .args(["bench", "ledger", "--rate", "2000", "--seconds", "120", "--clients", "32", "--keep-dir"])
+        .arg(&kept)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The validators commit a block every 200 ms at least, from when their ledgers exist.
+    let started = wait_until(Duration::from_secs(60), || kept.join("validator-3/ledger/CURRENT").exists());
+    assert!(started, "the bench did not start its validators");
+    std::thread::sleep(Duration::from_secs(10));
+    bench.kill().unwrap();
+    bench.wait().unwrap();
+    for validator in ["0", "1", "2", "3"] {
+        let text = kos(&["bench", "reopen", kept.to_str().unwrap(), "--validator", validator]);
+        // "opened validator-0's ledger (height H, P state pairs, Standard profile) in S s"
+        let height: u64 = text
+            .split("(height ")
+            .nth(1)
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|height| height.parse().ok())
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(height >= 2, "validator {validator} lost its blocks: {text}");
+    }
+    // A home opens the same ledger with its state read through RocksDB.
+    let text = kos(&["bench", "reopen", kept.to_str().unwrap(), "--small"]);
+    assert!(text.contains("Small profile"), "{text}");
+}
+
 /// An entry the ledger does not take is answered with a status that says whose move it is (issue 27: the mempool's
 /// reasons were flattened to a string, and every refusal was a 400, "the mempool is full" included): the entry's own
 /// fault 400, a duplicate or an author who cannot pay the fee 409, too many of one author's entries waiting 429, a

@@ -7,6 +7,7 @@
 //! whole ledger from the validators.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +40,21 @@ pub struct LedgerArgs {
     /// The validators write a snapshot every this many blocks, and a fresh node takes the newest after the load
     /// (state sync); 0: none.
     pub snapshot_interval: u64,
+    /// Where the validators' directories go (`validator-0` …, with `genesis.toml` beside them) and stay after the
+    /// run, for `kos bench reopen`; `None`: temporary directories.
+    pub keep_dir: Option<std::path::PathBuf>,
+}
+
+impl LedgerArgs {
+    /// What the validators keep.
+    fn storage(&self) -> Storage {
+        Storage {
+            keep_blocks: self.keep_blocks,
+            snapshot_interval: self.snapshot_interval,
+            dir: self.keep_dir.clone(),
+            ..Storage::default()
+        }
+    }
 }
 
 /// How a fresh node took a snapshot of the state (`kos bench ledger --snapshot-interval`).
@@ -96,7 +112,10 @@ pub(crate) struct Node {
     address: Multiaddr,
     /// Resolves when the ledger thread has ended.
     done: tokio::sync::oneshot::Receiver<anyhow::Result<()>>,
-    dir: tempfile::TempDir,
+    /// The node's directory (its ledger is `ledger/` in it).
+    dir: std::path::PathBuf,
+    /// Removes `dir` when the node goes, unless the bench keeps it (`--keep-dir`).
+    _temporary: Option<tempfile::TempDir>,
     prunes: bool,
 }
 
@@ -137,29 +156,47 @@ fn network_config(id: &NetworkId) -> network::Config {
     config
 }
 
-/// What a bench node keeps and how it starts: (blocks kept, snapshot interval, state sync from this height).
-type Storage = (Option<u64>, u64, Option<u64>);
+/// What a bench node keeps and how it starts.
+#[derive(Debug, Clone, Default)]
+struct Storage {
+    keep_blocks: Option<u64>,
+    snapshot_interval: u64,
+    /// State sync from this height.
+    state_sync: Option<u64>,
+    /// Its directory, kept after the run; `None`: a temporary one.
+    dir: Option<std::path::PathBuf>,
+}
 
 pub(crate) async fn start_node(
     genesis: &Arc<Genesis>,
     keypair: &Keypair,
     keep_blocks: Option<u64>,
 ) -> anyhow::Result<Node> {
-    start_node_with(genesis, keypair, (keep_blocks, 0, None)).await
+    start_node_with(genesis, keypair, Storage { keep_blocks, ..Storage::default() }).await
 }
 
 async fn start_node_with(
     genesis: &Arc<Genesis>,
     keypair: &Keypair,
-    (keep_blocks, snapshot_interval, state_sync): Storage,
+    Storage { keep_blocks, snapshot_interval, state_sync, dir }: Storage,
 ) -> anyhow::Result<Node> {
-    let dir = tempfile::tempdir().context("a temporary directory")?;
+    let (dir, temporary) = match dir {
+        Some(path) => {
+            anyhow::ensure!(!path.exists(), "{} exists already: give --keep-dir a new directory", path.display());
+            std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+            (path, None)
+        }
+        None => {
+            let temporary = tempfile::tempdir().context("a temporary directory")?;
+            (temporary.path().to_owned(), Some(temporary))
+        }
+    };
     let mut engine = ledger::consensus::Config { empty_block_ms: 200, ..Default::default() };
     engine.mempool.per_author_max = 1_000_000;
     engine.mempool.entries_max = 1_000_000;
     let settings = Settings {
         genesis: genesis.clone(),
-        path: dir.path().join("ledger"),
+        path: dir.join("ledger"),
         engine,
         keep_blocks,
         profile: ledger::store::Profile::Standard,
@@ -195,7 +232,7 @@ async fn start_node_with(
     let info = network.info().await?;
     let address =
         info.listen.first().cloned().context("not listening")?.with(libp2p::multiaddr::Protocol::P2p(info.peer_id));
-    Ok(Node { network, ledger, address, done, dir, prunes: keep_blocks.is_some() })
+    Ok(Node { network, ledger, address, done, dir, _temporary: temporary, prunes: keep_blocks.is_some() })
 }
 
 pub(crate) async fn connect(from: &Node, to: &Node) -> anyhow::Result<()> {
@@ -214,21 +251,25 @@ pub(crate) async fn start_cluster<'k>(
     genesis: &Arc<Genesis>,
     keys: impl IntoIterator<Item = &'k Keypair>,
 ) -> anyhow::Result<Vec<Node>> {
-    start_cluster_keeping(genesis, keys, None, 0).await
+    start_cluster_keeping(genesis, keys, Storage::default()).await
 }
 
-/// [`start_cluster`], the nodes from the third on keeping only `keep_blocks` blocks when set, each writing a
-/// snapshot every `snapshot_interval` blocks.
+/// [`start_cluster`], the nodes from the third on keeping only `storage.keep_blocks` blocks when set, each writing
+/// a snapshot every `storage.snapshot_interval` blocks, node `i`'s directory under `storage.dir/validator-i` when
+/// set.
 async fn start_cluster_keeping<'k>(
     genesis: &Arc<Genesis>,
     keys: impl IntoIterator<Item = &'k Keypair>,
-    keep_blocks: Option<u64>,
-    snapshot_interval: u64,
+    storage: Storage,
 ) -> anyhow::Result<Vec<Node>> {
     let mut nodes = Vec::new();
     for (index, keypair) in keys.into_iter().enumerate() {
-        let storage = (keep_blocks.filter(|_| index >= 2), snapshot_interval, None);
-        nodes.push(start_node_with(genesis, keypair, storage).await?);
+        let node = Storage {
+            keep_blocks: storage.keep_blocks.filter(|_| index >= 2),
+            dir: storage.dir.as_ref().map(|dir| dir.join(format!("validator-{index}"))),
+            ..storage.clone()
+        };
+        nodes.push(start_node_with(genesis, keypair, node).await?);
     }
     for (index, from) in nodes.iter().enumerate() {
         for to in &nodes[index + 1..] {
@@ -273,7 +314,7 @@ async fn sync_fresh_node(genesis: &Arc<Genesis>, nodes: &[Node]) -> anyhow::Resu
 
 /// The snapshots a node holds on disk, newest first: (height, chunks, bytes of its chunks).
 fn held_snapshots(node: &Node) -> Vec<(u64, u32, u64)> {
-    let dir = node.dir.path().join("ledger").join("snapshots");
+    let dir = node.dir.join("ledger").join("snapshots");
     let mut held: Vec<(u64, u32, u64)> = std::fs::read_dir(&dir)
         .into_iter()
         .flatten()
@@ -302,7 +343,7 @@ async fn state_sync_fresh_node(genesis: &Arc<Genesis>, nodes: &[Node]) -> anyhow
     let key = Keypair::from_seed(blake3::hash(b"state sync").as_bytes());
     let tip = nodes.iter().map(|node| node.ledger.status().height).max().unwrap_or(0);
     let start = Instant::now();
-    let node = start_node_with(genesis, &key, (None, 0, Some(1))).await?;
+    let node = start_node_with(genesis, &key, Storage { state_sync: Some(1), ..Storage::default() }).await?;
     for validator in nodes {
         connect(&node, validator).await?;
     }
@@ -430,15 +471,18 @@ impl Transfers<'_> {
 async fn start_validators(
     network: &NetworkId,
     funded: &[protocol::PublicKey],
-    keep_blocks: Option<u64>,
-    snapshot_interval: u64,
+    storage: Storage,
 ) -> anyhow::Result<(Arc<Genesis>, Vec<Node>)> {
     let validators: Vec<Keypair> =
         (0..4u8).map(|index| Keypair::from_seed(blake3::hash(&[b'v', index]).as_bytes())).collect();
     let keys: Vec<_> = validators.iter().map(Keypair::public).collect();
     let text = Genesis::devnet_text(network.as_str(), now_ms(), &keys, funded, 1_000_000_000_000);
     let genesis = Arc::new(Genesis::parse(&text)?);
-    let nodes = start_cluster_keeping(&genesis, &validators, keep_blocks, snapshot_interval).await?;
+    if let Some(dir) = &storage.dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("genesis.toml"), &text).context("writing the genesis")?;
+    }
+    let nodes = start_cluster_keeping(&genesis, &validators, storage).await?;
     // Let the meshes form and the first blocks commit.
     let ready =
         wait_for(Duration::from_secs(30), || async { nodes.iter().all(|node| node.ledger.status().height >= 2) }).await;
@@ -453,7 +497,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
         .map(|index| Keypair::from_seed(blake3::hash(format!("client {index}").as_bytes()).as_bytes()))
         .collect();
     let funded: Vec<_> = clients.iter().map(Keypair::public).collect();
-    let (genesis, nodes) = start_validators(&network, &funded, args.keep_blocks, args.snapshot_interval).await?;
+    let (genesis, nodes) = start_validators(&network, &funded, args.storage()).await?;
 
     // Sign every entry before the clock starts.
     let rate = args.rate_per_s;
@@ -528,7 +572,7 @@ pub async fn ledger(args: &LedgerArgs) -> anyhow::Result<LedgerReport> {
     let (follower, synced_height, entries, sync_seconds) = sync_fresh_node(&genesis, &nodes).await?;
     stop(std::iter::once(follower)).await;
     let state_sync = state_sync_if_asked(args, &genesis, &nodes).await?;
-    let disk = nodes.iter().map(|node| (disk_bytes(node.dir.path()), node.prunes)).collect();
+    let disk = nodes.iter().map(|node| (disk_bytes(&node.dir), node.prunes)).collect();
     Ok(LedgerReport {
         submitted,
         refused,
@@ -567,7 +611,7 @@ async fn reopen(genesis: &Arc<Genesis>, mut nodes: Vec<Node>) -> anyhow::Result<
     drop((ledger, network));
     let settings = Settings {
         genesis: genesis.clone(),
-        path: dir.path().join("ledger"),
+        path: dir.join("ledger"),
         engine: ledger::consensus::Config::default(),
         keep_blocks: None,
         profile: ledger::store::Profile::Standard,
@@ -594,6 +638,48 @@ async fn reopen(genesis: &Arc<Genesis>, mut nodes: Vec<Node>) -> anyhow::Result<
             }
         }
     }
+}
+
+/// What `kos bench reopen` measured.
+#[derive(Debug, Clone)]
+pub struct ReopenReport {
+    /// Opening the ledger as `kos run` does at a restart, seconds.
+    pub seconds: f64,
+    /// The tip it opened at.
+    pub height: u64,
+    /// The state's pairs.
+    pub pairs: u64,
+}
+
+/// `kos bench reopen`: opens the ledger of validator `validator` that `kos bench ledger --keep-dir dir` kept (after
+/// the bench ended, or after it was killed with `kill -9`) as `kos run` opens it at a restart: RocksDB recovers its
+/// log, the engine loads the state (or, with `profile` small, reads it through) and checks it against the tip's
+/// root, and replays its consensus WAL.
+pub fn reopen_kept(dir: &Path, validator: usize, profile: ledger::store::Profile) -> anyhow::Result<ReopenReport> {
+    let genesis_path = dir.join("genesis.toml");
+    let text = std::fs::read_to_string(&genesis_path)
+        .with_context(|| format!("reading {} (written by kos bench ledger --keep-dir)", genesis_path.display()))?;
+    let genesis = Arc::new(Genesis::parse(&text).with_context(|| format!("parsing {}", genesis_path.display()))?);
+    let path = dir.join(format!("validator-{validator}")).join("ledger");
+    anyhow::ensure!(path.is_dir(), "{} is not a kept ledger", path.display());
+    let settings = Settings {
+        genesis: genesis.clone(),
+        path,
+        engine: ledger::consensus::Config::default(),
+        keep_blocks: None,
+        profile,
+        snapshot_interval: 0,
+        state_sync: None,
+    };
+    let keypair = Keypair::from_seed(blake3::hash(b"reopen").as_bytes());
+    let start = Instant::now();
+    let opened = node_ledger::open(&settings, &keypair)?;
+    let seconds = start.elapsed().as_secs_f64();
+    let reader = opened.reader();
+    let snapshot = reader.snapshot(&genesis)?;
+    let pairs = snapshot.all().count() as u64;
+    snapshot.check()?;
+    Ok(ReopenReport { seconds, height: snapshot.height(), pairs })
 }
 
 /// The readers' latencies, sorted.

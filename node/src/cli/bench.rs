@@ -10,7 +10,7 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Gossip { peers, degree, messages, rate, seed } => {
             gossip_command(peers, degree, messages, rate, seed)
         }
-        BenchCommand::Ledger { rate, seconds, clients, readers, keep_blocks, snapshot_interval } => {
+        BenchCommand::Ledger { rate, seconds, clients, readers, keep_blocks, snapshot_interval, keep_dir } => {
             ledger_command(crate::bench::consensus::LedgerArgs {
                 rate_per_s: rate,
                 seconds,
@@ -18,8 +18,10 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
                 readers,
                 keep_blocks,
                 snapshot_interval,
+                keep_dir,
             })
         }
+        BenchCommand::Reopen { dir, validator, small } => reopen_command(&dir, validator, small),
         BenchCommand::Governance { rounds } => governance_command(rounds),
         BenchCommand::Jobs { jobs, searches, rounds } => jobs_command(jobs, searches, rounds),
         BenchCommand::Energy { homes, day, reading_homes, reading_intervals, block_entries, seed } => {
@@ -257,6 +259,21 @@ fn ledger_command(args: crate::bench::consensus::LedgerArgs) -> anyhow::Result<(
 }
 
 /// `kos bench governance`: runs it and prints its report.
+/// `kos bench reopen`: see [`crate::bench::consensus::reopen_kept`].
+fn reopen_command(dir: &std::path::Path, validator: usize, small: bool) -> anyhow::Result<()> {
+    crate::run::init_logging("warn");
+    let profile = if small { ledger::store::Profile::Small } else { ledger::store::Profile::Standard };
+    let report = crate::bench::consensus::reopen_kept(dir, validator, profile)?;
+    writeln!(
+        std::io::stdout().lock(),
+        "opened validator-{validator}'s ledger (height {}, {} state pairs, {profile:?} profile) in {:.2} s",
+        report.height,
+        report.pairs,
+        report.seconds
+    )?;
+    Ok(())
+}
+
 fn governance_command(rounds: usize) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

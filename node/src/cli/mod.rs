@@ -198,6 +198,22 @@ pub enum BenchCommand {
         /// reported. 0: no snapshots, no state sync.
         #[arg(long, default_value_t = 0)]
         snapshot_interval: u64,
+        /// Keep the validators' directories here (`validator-0` …, and `genesis.toml`) after the run, for `kos
+        /// bench reopen`; the directory must not exist yet. Unset: temporary directories.
+        #[arg(long)]
+        keep_dir: Option<std::path::PathBuf>,
+    },
+    /// Open a ledger that `kos bench ledger --keep-dir` kept (after the bench, or after `kill -9` of it) as `kos
+    /// run` opens it at a restart, and print the time it took.
+    Reopen {
+        /// The directory given to `--keep-dir`.
+        dir: std::path::PathBuf,
+        /// Whose ledger: validator 0 to 3.
+        #[arg(long, default_value_t = 0)]
+        validator: usize,
+        /// Open it with the small storage profile (a home's: the state read through RocksDB, not loaded).
+        #[arg(long)]
+        small: bool,
     },
     /// Governance on 4 validators on loopback (real swarms and RocksDB): from a proposal's passing block to its
     /// effect on every node, and from a freeze passing to every node refusing the frozen account's offers.
