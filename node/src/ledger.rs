@@ -91,7 +91,8 @@ pub struct Status {
     pub committed_ms: u64,
     /// While the node takes a snapshot of the state from its peers (PROTOCOL.md §9, *State sync*): how far.
     pub state_sync: Option<statesync::Progress>,
-    /// Key-value pairs in the ledger's state (PROTOCOL.md §10), which the ledger thread holds in memory.
+    /// Key-value pairs in the ledger's state (PROTOCOL.md §10): in the ledger thread's memory on a node of the
+    /// standard storage profile, read through RocksDB on one of the small profile (a home).
     pub state_pairs: usize,
 }
 

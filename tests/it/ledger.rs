@@ -283,7 +283,7 @@ fn validators_under_load_keep_each_other_s_gossip_score() {
 }
 
 /// Issue 28: a ledger killed with `kill -9` under load opens again as `kos run` opens it at a restart (RocksDB
-/// recovers its log, the engine checks the state against the tip's root and replays its consensus WAL), every one
+/// recovers its log, the engine loads the state and checks it against the tip's root), every one
 /// of the four validators'. `kos bench ledger --keep-dir` keeps their ledgers and `kos bench reopen` opens one: the
 /// restart figure of BENCHMARKS.md is taken this way on a million entries.
 #[test]

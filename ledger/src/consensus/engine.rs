@@ -587,6 +587,11 @@ impl<S: Store> Engine<S> {
         let checked = shell.check_block(&block, &message.proposer.0);
         shell.proposed.insert(round, (hash, checked.is_ok()));
         if let Err(reason) = checked {
+            // A read of this node's state on disk failed: the block is not shown to be invalid, and the node stops
+            // ([`Engine::drain`]) rather than blame the peer.
+            if shell.state.failure().is_some() {
+                return Verdict::Ignore("this node could not read its state");
+            }
             return Verdict::Reject(format!("invalid block proposed: {reason}"));
         }
         shell.remember(&block);

@@ -346,3 +346,65 @@ fn only_a_checked_message_of_a_later_height_says_the_node_is_behind() {
     let (verdict, _) = engine.on_message(from, &Message::Vote(validator.sign_vote(vote(0))).to_bytes(), now);
     assert!(matches!(verdict, Verdict::Ignore(_)), "{verdict:?}");
 }
+
+/// Issue 28, item 7: a home's engine (the small storage profile) keeps the ledger's state in RocksDB and reads it
+/// through. The genesis state is in memory until block 1 writes it to the store; from then on the state is on
+/// disk, a block's entries execute against it, the mempool's replay check reads it, and a restart opens it again
+/// (summing its lattice from the store) at the same root.
+#[test]
+fn a_home_s_engine_keeps_its_state_in_rocksdb() {
+    use ledger::reads::*;
+    use ledger::store::{Profile, RocksStore, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let seed = [7u8; 32];
+    let validator = Keypair::from_seed(&seed);
+    let client = Keypair::from_seed(&[9u8; 32]);
+    let text = Genesis::devnet_text("kos-engine", START_MS, &[validator.public()], &[client.public()], 1_000_000);
+    let genesis = Arc::new(Genesis::parse(&text).unwrap());
+    let config = Config { empty_block_ms: 1_000, ..Config::default() };
+    let credit = TokenId::new("credit").unwrap();
+    let mut now = START_MS + 1_000;
+    let store = RocksStore::open_with(dir.path(), Profile::Small).unwrap();
+    let mut engine = Engine::new(genesis.clone(), &seed, store, config.clone(), now).unwrap();
+    assert!(!engine.state().is_on_disk(), "the genesis state is in memory until block 1 writes it");
+    engine.start(now);
+    now += 1_000;
+    assert_eq!(committed(&engine.on_timer(Timer::Build, now)), vec![1]);
+    assert!(engine.state().is_on_disk());
+
+    now += 10;
+    let entry = Draft {
+        network: NetworkId::new("kos-engine").unwrap(),
+        nonce: 1,
+        created_ms: now,
+        expires_ms: now + 60_000,
+        body: Body::Transfer(Transfer {
+            to: validator.public(),
+            token: credit.clone(),
+            amount: 5,
+            memo: Text::new("engine").unwrap(),
+        }),
+    }
+    .sign(&client);
+    let (result, effects) = engine.on_entry(entry.to_bytes(), now);
+    assert_eq!(result.unwrap(), entry.id());
+    assert_eq!(committed(&effects), vec![2]);
+    let state = engine.state();
+    assert_eq!(state.balance(&validator.public(), &credit), 5);
+    assert!(state.includes(&entry.id()));
+    assert_eq!(state.failure(), None);
+    assert_eq!(state.len(), engine.store().state().unwrap().len());
+    // The replay check reads the guard from the store.
+    let (replayed, _) = engine.on_entry(entry.to_bytes(), now + 10);
+    assert!(replayed.is_err(), "a replay was taken");
+    let root = engine.state().root();
+    drop(engine);
+
+    let store = RocksStore::open_with(dir.path(), Profile::Small).unwrap();
+    let engine = Engine::new(genesis, &seed, store, config, now + 100).unwrap();
+    assert!(engine.state().is_on_disk());
+    assert_eq!(engine.tip().0, 2);
+    assert_eq!(engine.state().root(), root);
+    assert_eq!(engine.state().balance(&validator.public(), &credit), 5);
+}

@@ -653,8 +653,8 @@ pub struct ReopenReport {
 
 /// `kos bench reopen`: opens the ledger of validator `validator` that `kos bench ledger --keep-dir dir` kept (after
 /// the bench ended, or after it was killed with `kill -9`) as `kos run` opens it at a restart: RocksDB recovers its
-/// log, the engine loads the state (or, with `profile` small, reads it through) and checks it against the tip's
-/// root, and replays its consensus WAL.
+/// log, and the engine loads the state (or, with `profile` small, reads it through) and checks it against the tip's
+/// root. (The engine's consensus WAL, one height's messages, is replayed after this, when the node starts.)
 pub fn reopen_kept(dir: &Path, validator: usize, profile: ledger::store::Profile) -> anyhow::Result<ReopenReport> {
     let genesis_path = dir.join("genesis.toml");
     let text = std::fs::read_to_string(&genesis_path)

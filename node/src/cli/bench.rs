@@ -258,7 +258,6 @@ fn ledger_command(args: crate::bench::consensus::LedgerArgs) -> anyhow::Result<(
     Ok(())
 }
 
-/// `kos bench governance`: runs it and prints its report.
 /// `kos bench reopen`: see [`crate::bench::consensus::reopen_kept`].
 fn reopen_command(dir: &std::path::Path, validator: usize, small: bool) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
@@ -274,6 +273,7 @@ fn reopen_command(dir: &std::path::Path, validator: usize, small: bool) -> anyho
     Ok(())
 }
 
+/// `kos bench governance`: runs it and prints its report.
 fn governance_command(rounds: usize) -> anyhow::Result<()> {
     crate::run::init_logging("warn");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
