@@ -220,6 +220,17 @@ pub const MEMTABLES_PER_FAMILY_MAX: i32 = 4;
 pub const MEMTABLES_TOTAL_BYTES: usize = 16 * 1024 * 1024;
 /// The cache of blocks read from disk, shared by the families (RocksDB's default is 32 MiB a family).
 pub const BLOCK_CACHE_BYTES: usize = 8 * 1024 * 1024;
+/// A home's [`MEMTABLE_BYTES`]. A home writes some 6 MB an hour (a devnet home: blocks, events, state), so its
+/// memtables, [`SMALL_MEMTABLES_TOTAL_BYTES`] together, are flushed every ten minutes or so; at a quarter of the
+/// standard ones (4 MiB together) they were 3.5 MB of a 40 MB home.
+pub const SMALL_MEMTABLE_BYTES: usize = 256 * 1024;
+/// A home's [`BLOCKS_MEMTABLE_BYTES`].
+pub const SMALL_BLOCKS_MEMTABLE_BYTES: usize = 1024 * 1024;
+/// A home's [`MEMTABLES_TOTAL_BYTES`].
+pub const SMALL_MEMTABLES_TOTAL_BYTES: usize = 1024 * 1024;
+/// A home's [`BLOCK_CACHE_BYTES`]: its state is read through it (and its tables' index and filter blocks are kept
+/// in it).
+pub const SMALL_BLOCK_CACHE_BYTES: usize = 2 * 1024 * 1024;
 
 /// How much memory the store may use: RocksDB's memtables and block cache (issue 28, item 7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -228,19 +239,24 @@ pub enum Profile {
     /// [`BLOCK_CACHE_BYTES`].
     #[default]
     Standard,
-    /// A home's (a small board): a quarter of each. A block larger than its family's memtable (a block may have 4
-    /// MiB) still goes in whole; the memtable is then switched and flushed at once. The ledger state stays on disk
-    /// and is read through ([`Profile::state_on_disk`]).
+    /// A home's (a small board): [`SMALL_MEMTABLE_BYTES`], [`SMALL_BLOCKS_MEMTABLE_BYTES`],
+    /// [`SMALL_MEMTABLES_TOTAL_BYTES`], [`SMALL_BLOCK_CACHE_BYTES`]. A block larger than its family's memtable (a
+    /// block may have 4 MiB) still goes in whole; the memtable is then switched and flushed at once. The ledger state
+    /// stays on disk and is read through ([`Profile::state_on_disk`]).
     Small,
 }
 
 impl Profile {
     /// What memory goes to: (memtable, the `blocks` family's memtable, all memtables, block cache), bytes.
     pub fn bytes(self) -> (usize, usize, usize, usize) {
-        let standard = (MEMTABLE_BYTES, BLOCKS_MEMTABLE_BYTES, MEMTABLES_TOTAL_BYTES, BLOCK_CACHE_BYTES);
         match self {
-            Profile::Standard => standard,
-            Profile::Small => (standard.0 / 4, standard.1 / 4, standard.2 / 4, standard.3 / 4),
+            Profile::Standard => (MEMTABLE_BYTES, BLOCKS_MEMTABLE_BYTES, MEMTABLES_TOTAL_BYTES, BLOCK_CACHE_BYTES),
+            Profile::Small => (
+                SMALL_MEMTABLE_BYTES,
+                SMALL_BLOCKS_MEMTABLE_BYTES,
+                SMALL_MEMTABLES_TOTAL_BYTES,
+                SMALL_BLOCK_CACHE_BYTES,
+            ),
         }
     }
 
@@ -1185,7 +1201,7 @@ mod tests {
     /// Every family has the options the store gives it, as RocksDB records them in the database's `OPTIONS` file:
     /// LZ4, bounded memtables. (`open_cf` gave every family RocksDB's defaults — 64 MiB memtables, no compression —
     /// whatever the options passed.)
-    /// A home's profile gives each a quarter of the memory.
+    /// A home's profile gives it less memory (`SMALL_*`).
     #[test]
     fn every_family_has_its_options() {
         for profile in [Profile::Standard, Profile::Small] {
@@ -1224,7 +1240,7 @@ mod tests {
                 assert_eq!(family == CF_STATE, filter.contains("bloomfilter"), "{family} {profile:?}: {filter}");
             }
         }
-        assert_eq!(Profile::Small.bytes(), (1 << 20, 2 << 20, 4 << 20, 2 << 20));
+        assert_eq!(Profile::Small.bytes(), (256 << 10, 1 << 20, 1 << 20, 2 << 20));
     }
 
     /// The memtables are bounded: 48 MiB of blocks written end up on disk, not in memory (with RocksDB's defaults
