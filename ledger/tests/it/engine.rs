@@ -32,6 +32,23 @@ fn build_timer(effects: &[Effect]) -> Option<u64> {
     })
 }
 
+/// `from` sends `to` 5 credits, signed at `now_ms`.
+fn transfer(from: &Keypair, to: &Keypair, now_ms: u64) -> protocol::Envelope {
+    Draft {
+        network: NetworkId::new("kos-engine").unwrap(),
+        nonce: 1,
+        created_ms: now_ms,
+        expires_ms: now_ms + 60_000,
+        body: Body::Transfer(Transfer {
+            to: to.public(),
+            token: TokenId::new("credit").unwrap(),
+            amount: 5,
+            memo: Text::new("engine").unwrap(),
+        }),
+    }
+    .sign(from)
+}
+
 /// A lone validator decides with its own votes, so everything that happens between "this node proposes" and "the
 /// block is committed" happens inside the call that made it propose. A block it built used to sit in the engine's
 /// queue until the next message or timeout (the 2 s rebroadcast): idle heights took 2 s and a lone entry 2–4 s.
@@ -59,19 +76,7 @@ fn a_block_this_validator_builds_goes_to_consensus_in_the_same_call() {
 
     // An entry reaching the waiting proposer is proposed and committed in the call that delivered it.
     now += 10;
-    let entry = Draft {
-        network: NetworkId::new("kos-engine").unwrap(),
-        nonce: 1,
-        created_ms: now,
-        expires_ms: now + 60_000,
-        body: Body::Transfer(Transfer {
-            to: validator.public(),
-            token: TokenId::new("credit").unwrap(),
-            amount: 5,
-            memo: Text::new("engine").unwrap(),
-        }),
-    }
-    .sign(&client);
+    let entry = transfer(&client, &validator, now);
     let (result, effects) = engine.on_entry(entry.to_bytes(), now);
     assert_eq!(result.unwrap(), entry.id());
     assert_eq!(committed(&effects), vec![2], "{effects:?}");
@@ -374,19 +379,7 @@ fn a_home_s_engine_keeps_its_state_in_rocksdb() {
     assert!(engine.state().is_on_disk());
 
     now += 10;
-    let entry = Draft {
-        network: NetworkId::new("kos-engine").unwrap(),
-        nonce: 1,
-        created_ms: now,
-        expires_ms: now + 60_000,
-        body: Body::Transfer(Transfer {
-            to: validator.public(),
-            token: credit.clone(),
-            amount: 5,
-            memo: Text::new("engine").unwrap(),
-        }),
-    }
-    .sign(&client);
+    let entry = transfer(&client, &validator, now);
     let (result, effects) = engine.on_entry(entry.to_bytes(), now);
     assert_eq!(result.unwrap(), entry.id());
     assert_eq!(committed(&effects), vec![2]);
