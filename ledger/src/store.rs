@@ -692,6 +692,12 @@ impl RocksReader {
             .collect()
     }
 
+    /// What the block cache the families share holds now, bytes (data blocks, and on a home the tables' index and
+    /// filter blocks); 0 where RocksDB does not say.
+    pub fn block_cache_bytes(&self) -> u64 {
+        self.db.property_int_value("rocksdb.block-cache-usage").ok().flatten().unwrap_or(0)
+    }
+
     /// The height of the last committed block.
     pub fn tip(&self) -> anyhow::Result<u64> {
         rocks_tip(&self.db)
@@ -1392,6 +1398,7 @@ mod tests {
             let store = RocksStore::open_with(dir.path(), Profile::Small).unwrap();
             let state = crate::State::on_disk(genesis.clone(), store.backing().unwrap()).unwrap();
             assert_eq!(state.len(), pairs.len());
+            assert!(store.reader().block_cache_bytes() > 0, "the reads went through the block cache");
         }
         assert!(!tables.is_empty());
         for table in &tables {

@@ -81,6 +81,8 @@ pub struct Snapshot {
     pub meter: Option<MeterSnapshot>,
     /// RocksDB column families: their files, live data, memtables and table readers.
     pub rocksdb: Vec<::ledger::store::FamilySize>,
+    /// What RocksDB's block cache holds (`None` without a ledger).
+    pub rocksdb_block_cache: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -313,6 +315,10 @@ impl Collector for Scrape {
             }
         }
         encode_rocksdb(&mut encoder, &snapshot.rocksdb)?;
+        if let Some(bytes) = snapshot.rocksdb_block_cache {
+            let help = "What the ledger database's block cache holds (shared by its column families).";
+            gauge(&mut encoder, "rocksdb_block_cache", help, Some(&Unit::Bytes), signed(bytes))?;
+        }
         Ok(())
     }
 }
@@ -401,6 +407,7 @@ mod tests {
                 memtable_bytes: 4096,
                 table_readers_bytes: 512,
             }],
+            rocksdb_block_cache: Some(2048),
         };
         let text = render(&metrics, snapshot).unwrap();
         for line in [
@@ -418,6 +425,7 @@ mod tests {
             "kos_rocksdb_sst_files_bytes{family=\"blocks\"} 123",
             "kos_rocksdb_memtables_bytes{family=\"blocks\"} 4096",
             "kos_rocksdb_table_readers_bytes{family=\"blocks\"} 512",
+            "kos_rocksdb_block_cache_bytes 2048",
             "# UNIT kos_finality_latency_seconds seconds",
             "# HELP kos_finality_latency_seconds Time from a block's proposal (its timestamp) to its commit on this node.",
             "kos_finality_latency_seconds_count 1",

@@ -268,6 +268,7 @@ fn kos_devnet_trades_and_its_dashboard_api_and_metrics_show_it_live() {
         "kos_fuel_throttled_messages",
         "kos_rocksdb_sst_files_bytes",
         "kos_readings_exported_watt_hours",
+        "kos_rocksdb_block_cache_bytes",
     ] {
         assert!(text.contains(&format!("# HELP {name} ")), "no help for {name}:\n{text}");
     }

@@ -508,12 +508,13 @@ pub async fn metrics(State(context): State<Context>) -> Response {
             intervals_missed: status.intervals_missed,
         }
     });
-    let rocksdb = match context.ledger.as_ref() {
+    let (rocksdb, rocksdb_block_cache) = match context.ledger.as_ref() {
         Some(ledger) => {
             let reader = ledger.reader().clone();
-            tokio::task::spawn_blocking(move || reader.sizes()).await.unwrap_or_default()
+            let sizes = tokio::task::spawn_blocking(move || (reader.sizes(), reader.block_cache_bytes())).await;
+            sizes.map_or_else(|_| (Vec::new(), None), |(sizes, cache)| (sizes, Some(cache)))
         }
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
     let snapshot = Snapshot {
         peers,
@@ -523,6 +524,7 @@ pub async fn metrics(State(context): State<Context>) -> Response {
         market: context.market.as_ref().map(crate::market::Handle::stats),
         meter,
         rocksdb,
+        rocksdb_block_cache,
     };
     match metrics::render(&context.metrics, snapshot) {
         Ok(text) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
