@@ -49,17 +49,22 @@ fn transfer(from: &Keypair, to: &Keypair, now_ms: u64) -> protocol::Envelope {
     .sign(from)
 }
 
-/// A lone validator decides with its own votes, so everything that happens between "this node proposes" and "the
-/// block is committed" happens inside the call that made it propose. A block it built used to sit in the engine's
-/// queue until the next message or timeout (the 2 s rebroadcast): idle heights took 2 s and a lone entry 2–4 s.
-#[test]
-fn a_block_this_validator_builds_goes_to_consensus_in_the_same_call() {
+/// A network of one validator (seed 7) and a funded client (seed 9), whose empty blocks wait 1 s.
+fn lone_validator() -> ([u8; 32], Keypair, Keypair, Arc<Genesis>, Config) {
     let seed = [7u8; 32];
     let validator = Keypair::from_seed(&seed);
     let client = Keypair::from_seed(&[9u8; 32]);
     let text = Genesis::devnet_text("kos-engine", START_MS, &[validator.public()], &[client.public()], 1_000_000);
     let genesis = Arc::new(Genesis::parse(&text).unwrap());
-    let config = Config { empty_block_ms: 1_000, ..Config::default() };
+    (seed, validator, client, genesis, Config { empty_block_ms: 1_000, ..Config::default() })
+}
+
+/// A lone validator decides with its own votes, so everything that happens between "this node proposes" and "the
+/// block is committed" happens inside the call that made it propose. A block it built used to sit in the engine's
+/// queue until the next message or timeout (the 2 s rebroadcast): idle heights took 2 s and a lone entry 2–4 s.
+#[test]
+fn a_block_this_validator_builds_goes_to_consensus_in_the_same_call() {
+    let (seed, validator, client, genesis, config) = lone_validator();
     let mut now = START_MS + 1_000;
     let mut engine = Engine::new(genesis, &seed, MemoryStore::new(), config, now).unwrap();
 
@@ -362,12 +367,7 @@ fn a_home_s_engine_keeps_its_state_in_rocksdb() {
     use ledger::store::{Profile, RocksStore, Store};
 
     let dir = tempfile::tempdir().unwrap();
-    let seed = [7u8; 32];
-    let validator = Keypair::from_seed(&seed);
-    let client = Keypair::from_seed(&[9u8; 32]);
-    let text = Genesis::devnet_text("kos-engine", START_MS, &[validator.public()], &[client.public()], 1_000_000);
-    let genesis = Arc::new(Genesis::parse(&text).unwrap());
-    let config = Config { empty_block_ms: 1_000, ..Config::default() };
+    let (seed, validator, client, genesis, config) = lone_validator();
     let credit = TokenId::new("credit").unwrap();
     let mut now = START_MS + 1_000;
     let store = RocksStore::open_with(dir.path(), Profile::Small).unwrap();
