@@ -222,18 +222,26 @@ fn slow_api_clients_cannot_starve_the_node_of_descriptors() {
         "{:#?}",
         node.lines().iter().filter(|line| line.contains("Too many")).collect::<Vec<_>>()
     );
-    // The slow clients are cut off: after the header timeout they read the end of their connections.
-    std::thread::sleep(kos::api::server::HEADER_READ_TIMEOUT + Duration::from_secs(2));
-    let mut closed = 0;
-    for stream in &mut slow {
-        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let mut buffer = [0u8; 256];
-        // The end of the stream (or an answer before it); a timeout means the node still holds it open.
-        if stream.read(&mut buffer).is_ok() {
-            closed += 1;
-        }
+    // The slow clients are cut off: after the header timeout each reads the end of its connection (after an answer,
+    // if any) or a reset. The burst overflowed the kernel's listen queue of 1,024: a connection it dropped is reset
+    // when the client sends again, and one whose handshake finished on a retry is accepted late and timed from then.
+    // So each is read until a deadline; only a read that times out is a connection the node still holds open.
+    let deadline = Instant::now() + kos::api::server::HEADER_READ_TIMEOUT * 3 + Duration::from_secs(15);
+    std::thread::sleep(kos::api::server::HEADER_READ_TIMEOUT);
+    let mut open: Vec<TcpStream> = slow;
+    let total = open.len();
+    while !open.is_empty() && Instant::now() < deadline {
+        open.retain_mut(|stream| {
+            stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+            let mut buffer = [0u8; 256];
+            // Bytes before the end (an answer) leave it to be read again; the end or a reset closes it.
+            match stream.read(&mut buffer) {
+                Ok(read) => read > 0,
+                Err(error) => matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            }
+        });
     }
-    assert!(closed >= 1_000, "{closed} of {} slow connections were closed", slow.len());
+    assert!(open.is_empty(), "{} of {total} slow connections were still open at the deadline", open.len());
 }
 
 /// Defect 4, the busy side: connections that hold an event stream, or a write's body sent slowly without the token,
