@@ -67,7 +67,7 @@ pub const LATTICE_THREADS_MAX: usize = 8;
 const LATTICE_PARALLEL_MIN: usize = 1_024;
 /// Pairs of a state on disk read at once and hashed together when it is opened ([`State::on_disk`]): the memory
 /// it takes (about a megabyte) while the lattice is summed.
-const LATTICE_BATCH: usize = 8_192;
+pub const LATTICE_BATCH: usize = 8_192;
 /// The bytes of a lattice hash.
 pub const LATTICE_BYTES: usize = LANES * 2;
 
@@ -973,11 +973,31 @@ impl State {
 
     /// A state from stored pairs (after a restart); the lattice is recomputed.
     pub fn from_pairs(genesis: Arc<Genesis>, pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) -> State {
+        let mut state = State::from_pairs_summarized(genesis, pairs, Lattice::default());
+        if let Map::Memory { map, .. } = &state.map {
+            state.lattice = Lattice::of(&map.iter().collect::<Vec<_>>());
+        }
+        state
+    }
+
+    /// A state from stored pairs whose lattice is known (the store's summary of them, checked against the tip's
+    /// state root): nothing is hashed, and the pairs are checked against it after the start
+    /// ([`crate::store::RocksReader::verify_state`]).
+    pub fn from_pairs_summarized(
+        genesis: Arc<Genesis>,
+        pairs: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
+        lattice: Lattice,
+    ) -> State {
         let map: BTreeMap<Vec<u8>, Vec<u8>> = pairs.into_iter().collect();
-        let lattice = Lattice::of(&map.iter().collect::<Vec<_>>());
         let included: HashSet<Id> = map.keys().filter_map(|key| included_id(key)).collect();
         let len = map.len();
         State { genesis, map: Map::Memory { map, included }, lattice, len }
+    }
+
+    /// The state whose pairs `backing` holds, with its lattice and number of pairs known (the store's summary,
+    /// checked against the tip's state root): read through from now on, with nothing read at the start.
+    pub fn on_disk_summarized(genesis: Arc<Genesis>, backing: Arc<dyn Backing>, lattice: Lattice, len: usize) -> State {
+        State { genesis, map: Map::Disk(backing), lattice, len }
     }
 
     /// The state whose pairs `backing` holds, read through from now on; the lattice is recomputed from one pass

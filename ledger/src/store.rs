@@ -36,6 +36,9 @@ pub struct Outcome {
     /// set, recorded with the block's header and certificate for nodes that trace the set without executing the
     /// blocks (PROTOCOL.md §11, *Tracing the validators*).
     pub validators: Option<Vec<(protocol::PublicKey, u64)>>,
+    /// The state's lattice and its number of pairs after the block, kept with it so that a restart need not sum
+    /// the whole state before it runs ([`Store::summary`]); `None`: the store forgets any it kept.
+    pub summary: Option<(crate::state::Lattice, u64)>,
 }
 
 /// A change of the validator set as recorded: the header of the first block the new set signed, its certificate,
@@ -67,6 +70,11 @@ pub trait Store: Send {
     fn wal_sync(&mut self) -> anyhow::Result<()>;
     /// The durable WAL records of `height`, in order (empty if the WAL belongs to another height).
     fn wal(&self, height: u64) -> anyhow::Result<Vec<Vec<u8>>>;
+    /// The summary the last commit kept with the state ([`Outcome::summary`]): its height, lattice and number of
+    /// pairs; `None` when that commit kept none.
+    fn summary(&self) -> anyhow::Result<Option<(u64, crate::state::Lattice, u64)>> {
+        Ok(None)
+    }
     /// The committed state's pairs to read through, when the state is kept out of memory (a home's
     /// [`Profile::Small`]); `None`: the engine holds the state in memory.
     fn backing(&self) -> Option<Arc<dyn crate::state::Backing>> {
@@ -195,6 +203,9 @@ const META_CHANGES_FROM: &[u8] = b"changes-from";
 /// A state sync is writing the state of a snapshot (the height, a u64 big-endian): until it finishes, the `state`
 /// family holds part of a state, which an open throws away.
 const META_RESTORING: &[u8] = b"restoring";
+/// The state's summary after the tip's block ([`Outcome::summary`]): its height and number of pairs (u64s,
+/// big-endian) and its lattice (2,048 bytes). Written with each commit that has one, deleted by any that has none.
+const META_SUMMARY: &[u8] = b"summary";
 /// The database's format (a u64, big-endian) in the default family.
 const META_FORMAT: &[u8] = b"format";
 
@@ -538,16 +549,37 @@ impl Change {
 }
 
 impl RocksStore {
-    /// Starts writing the state of a snapshot of `height` into an empty store (state sync, PROTOCOL.md §9): until
-    /// [`RocksStore::restore_finish`], an open throws the state written so far away.
+    /// Starts writing the state of a snapshot of `height` (state sync, PROTOCOL.md §9). A store with blocks (a node
+    /// far behind) is emptied first: its blocks, events, index, state, consensus log and record of validator changes
+    /// go, in the same synced write as the mark that a state sync is under way, so that a crash leaves either the
+    /// old ledger or an empty one. Until [`RocksStore::restore_finish`], an open throws the state written so far
+    /// away and the store is empty.
     pub fn restore_begin(&mut self, height: u64) -> anyhow::Result<()> {
-        anyhow::ensure!(rocks_tip(&self.db)? == 0, "a state sync writes only into an empty ledger");
-        let state = self.cf(CF_STATE)?;
-        anyhow::ensure!(
-            self.db.iterator_cf(state, rocksdb::IteratorMode::Start).next().is_none(),
-            "a state sync writes only into an empty ledger"
-        );
-        self.db.put_opt(META_RESTORING, be(height), &RocksStore::synced())?;
+        let tip = rocks_tip(&self.db)?;
+        anyhow::ensure!(height > tip, "a state sync of block {height} would take the ledger back from block {tip}");
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put(META_RESTORING, be(height));
+        for family in FAMILIES {
+            self.empty_family(&mut batch, family)?;
+        }
+        for key in [META_TIP, META_FIRST, META_CHANGES_FROM, META_SUMMARY] {
+            batch.delete(key);
+        }
+        self.clear_wal(&mut batch, 0)?;
+        self.db.write_opt(batch, &RocksStore::synced()).context("starting a state sync")?;
+        Ok(())
+    }
+
+    /// Adds to `batch` the deletion of every key of `family` (a range from its first key to its last, and the last):
+    /// two seeks, whatever the family holds.
+    fn empty_family(&self, batch: &mut rocksdb::WriteBatch, family: &str) -> anyhow::Result<()> {
+        let cf = self.cf(family)?;
+        let first = self.db.iterator_cf(cf, rocksdb::IteratorMode::Start).next().transpose()?;
+        let last = self.db.iterator_cf(cf, rocksdb::IteratorMode::End).next().transpose()?;
+        if let (Some((first, _)), Some((last, _))) = (first, last) {
+            batch.delete_range_cf(cf, &first, &last);
+            batch.delete_cf(cf, &last);
+        }
         Ok(())
     }
 
@@ -566,14 +598,8 @@ impl RocksStore {
 
     /// Gives a state sync up: what it wrote of the state goes, and the store is empty again.
     pub fn restore_abandon(&mut self) -> anyhow::Result<()> {
-        let state = self.cf(CF_STATE)?;
         let mut batch = rocksdb::WriteBatch::default();
-        for item in self.db.iterator_cf(state, rocksdb::IteratorMode::Start) {
-            batch.delete_cf(state, item?.0);
-            if batch.len() >= 10_000 {
-                self.db.write(std::mem::take(&mut batch))?;
-            }
-        }
+        self.empty_family(&mut batch, CF_STATE)?;
         batch.delete(META_RESTORING);
         self.db.write_opt(batch, &RocksStore::synced()).context("giving a state sync up")?;
         Ok(())
@@ -626,6 +652,20 @@ fn rocks_first(db: &rocksdb::DB) -> anyhow::Result<u64> {
         Some(bytes) => read_u64(&bytes),
         None => Ok(1),
     }
+}
+
+/// [`META_SUMMARY`], read through `get` (the database, or a snapshot of it).
+fn read_summary(
+    get: impl FnOnce(&[u8]) -> Result<Option<Vec<u8>>, rocksdb::Error>,
+) -> anyhow::Result<Option<(u64, crate::state::Lattice, u64)>> {
+    let Some(bytes) = get(META_SUMMARY)? else { return Ok(None) };
+    anyhow::ensure!(bytes.len() == 16 + crate::state::LATTICE_BYTES, "the state's summary is {} bytes", bytes.len());
+    let lattice = crate::state::Lattice::from_bytes(&bytes[16..]).context("the state's summary")?;
+    Ok(Some((read_u64(&bytes[..8])?, lattice, read_u64(&bytes[8..16])?)))
+}
+
+fn rocks_summary(db: &rocksdb::DB) -> anyhow::Result<Option<(u64, crate::state::Lattice, u64)>> {
+    read_summary(|key| db.get(key))
 }
 
 fn rocks_tip(db: &rocksdb::DB) -> anyhow::Result<u64> {
@@ -750,6 +790,46 @@ impl RocksReader {
     /// Certified blocks from `from` on (see [`blocks_from`]).
     pub fn blocks_from(&self, from: u64, max: usize, bytes_max: usize) -> Vec<Stored> {
         blocks_from(|height| self.block(height), from, max, bytes_max)
+    }
+
+    /// Checks the state against the summary kept with it (a restart trusts the summary, and checks the pairs after
+    /// it started, here): from one RocksDB snapshot, the lattice of every pair of the state must be the summary's,
+    /// their number its count, and the summary's root the state root of its block's header. `Ok(None)`: the store
+    /// keeps no summary (nothing to check); `Ok(Some(height))`: the state of `height` checks out. Reads in batches
+    /// of [`crate::state::LATTICE_BATCH`] pairs, hashed on several threads.
+    pub fn verify_state(&self) -> anyhow::Result<Option<u64>> {
+        let family = self.db.cf_handle(CF_STATE).context("column family state")?;
+        let snapshot = self.db.snapshot();
+        let Some((height, expected, count)) = read_summary(|key| snapshot.get(key))? else { return Ok(None) };
+        let blocks = self.db.cf_handle(CF_BLOCKS).context("column family blocks")?;
+        let record = snapshot
+            .get_cf(blocks, be(height))?
+            .with_context(|| format!("block {height}, whose state is summarized, is not in the store"))?;
+        let (block, _): (serde_bytes::ByteBuf, serde_bytes::ByteBuf) =
+            serde_cbor::from_slice(&record).context("stored block record")?;
+        let block = crate::Block::from_bytes(&block).context("the summarized block")?;
+        anyhow::ensure!(
+            expected.root() == block.header().state_root,
+            "the state's summary of block {height} does not match the block's state root"
+        );
+        let mut lattice = crate::state::Lattice::default();
+        let mut pairs = 0u64;
+        let mut batch = Vec::with_capacity(crate::state::LATTICE_BATCH);
+        for item in snapshot.iterator_cf(family, rocksdb::IteratorMode::Start) {
+            batch.push(item.context("reading the state")?);
+            pairs += 1;
+            if batch.len() == crate::state::LATTICE_BATCH {
+                lattice.absorb(&crate::state::Lattice::of(&batch));
+                batch.clear();
+            }
+        }
+        lattice.absorb(&crate::state::Lattice::of(&batch));
+        anyhow::ensure!(
+            lattice == expected && pairs == count,
+            "the state of block {height} ({pairs} pairs) does not add up to its state root ({count} pairs): the \
+             ledger database is damaged"
+        );
+        Ok(Some(height))
     }
 
     /// The state as of the last commit, with its height, read from a RocksDB snapshot: a commit writes a block's
@@ -1009,6 +1089,12 @@ impl Store for RocksStore {
             };
             batch.put_cf(self.cf(CF_CHANGES)?, be(height), change.to_bytes());
         }
+        match &outcome.summary {
+            Some((lattice, pairs)) => {
+                batch.put(META_SUMMARY, [&be(height)[..], &be(*pairs), &lattice.to_bytes()].concat())
+            }
+            None => batch.delete(META_SUMMARY),
+        }
         batch.put(META_TIP, be(height));
         self.prune(&mut batch, height)?;
         self.clear_wal(&mut batch, height + 1)?;
@@ -1037,6 +1123,10 @@ impl Store for RocksStore {
         Ok(())
     }
 
+    fn summary(&self) -> anyhow::Result<Option<(u64, crate::state::Lattice, u64)>> {
+        rocks_summary(&self.db)
+    }
+
     fn wal(&self, height: u64) -> anyhow::Result<Vec<Vec<u8>>> {
         // Nothing appended since the WAL was last cleared (or since opening, when `wal_next` counts what is on
         // disk): no read. This is every height's start in normal running, and the read is not cheap: the records of
@@ -1058,6 +1148,17 @@ mod tests {
 
     /// Block `height` holding one transfer, stored and committed as the engine does (with its entry's id indexed).
     fn commit_transfer(store: &mut RocksStore, height: u64) -> Id {
+        commit_block(store, height, &Writes::new(), None)
+    }
+
+    /// Block `height` holding one transfer, with `writes` to the state and, when `validators` is set, a change of
+    /// the validator set to it.
+    fn commit_block(
+        store: &mut RocksStore,
+        height: u64,
+        writes: &Writes,
+        validators: Option<Vec<(protocol::PublicKey, u64)>>,
+    ) -> Id {
         let body = protocol::Body::Transfer(protocol::message::Transfer {
             to: protocol::Keypair::from_seed(&[2; 32]).public(),
             token: protocol::types::TokenId::new("credit").unwrap(),
@@ -1086,8 +1187,8 @@ mod tests {
         };
         let block = crate::Block::new(header, vec![envelope.to_bytes()]);
         let stored = Stored { block: block.to_bytes(), certificate: vec![1] };
-        let outcome = Outcome { entry_ids: vec![envelope.id()], events: Vec::new(), validators: None };
-        store.commit(height, &stored, &Writes::new(), &outcome).unwrap();
+        let outcome = Outcome { entry_ids: vec![envelope.id()], events: Vec::new(), validators, summary: None };
+        store.commit(height, &stored, writes, &outcome).unwrap();
         envelope.id()
     }
 
@@ -1140,6 +1241,7 @@ mod tests {
             entry_ids: vec![Id([5; 32])],
             events: vec![Event::BarterSettled { cycle: Id([5; 32]), legs: vec![(Id([6; 32]), 7)] }],
             validators: None,
+            summary: None,
         };
         assert_eq!(store.events(1).unwrap(), None);
         store.commit(1, &stored, &writes, &outcome).unwrap();
@@ -1366,7 +1468,88 @@ mod tests {
         assert_eq!(store.state().unwrap(), pairs);
         assert_eq!(store.reader().changes(0, 40).unwrap(), Some(vec![(12, change)]));
         let mut store = store;
-        assert!(store.restore_begin(41).is_err(), "only into an empty ledger");
+        assert!(store.restore_begin(40).is_err(), "a state sync only moves a ledger forward");
+        assert!(store.restore_begin(12).is_err(), "a state sync only moves a ledger forward");
+        assert_eq!(store.tip().unwrap(), 40, "a refused state sync leaves the ledger as it was");
+    }
+
+    /// The state's summary kept with a block ([`Outcome::summary`]) is read back as that block's; the next commit
+    /// without one forgets it, and so does a state sync, so that no summary outlives the state it summarized.
+    #[test]
+    fn a_summary_is_kept_with_its_block_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        let mut lattice = crate::state::Lattice::default();
+        lattice.add(b"k", b"v");
+        let summarized = Outcome { summary: Some((lattice.clone(), 1)), ..Outcome::default() };
+        let stored = |height: u64| Stored { block: vec![u8::try_from(height).unwrap()], certificate: vec![1] };
+        assert_eq!(store.summary().unwrap(), None);
+        store.commit(1, &stored(1), &Writes::new(), &summarized).unwrap();
+        assert_eq!(store.summary().unwrap(), Some((1, lattice.clone(), 1)));
+        drop(store);
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.summary().unwrap(), Some((1, lattice.clone(), 1)), "kept across a restart");
+        store.commit(2, &stored(2), &Writes::new(), &Outcome::default()).unwrap();
+        assert_eq!(store.summary().unwrap(), None);
+        assert_eq!(store.reader().verify_state().unwrap(), None, "nothing to check");
+        store.commit(3, &stored(3), &Writes::new(), &summarized).unwrap();
+        store.restore_begin(10).unwrap();
+        assert_eq!(store.summary().unwrap(), None);
+    }
+
+    /// Issue 28, item 2: a node far behind takes a snapshot in place of its ledger. Until the state sync begins,
+    /// its ledger is whole; from the synced write that begins it, the ledger is empty (blocks, events, index,
+    /// state, consensus log, changes), so that a crash then leaves an empty ledger, never old blocks under a new
+    /// state; the finished state sync holds only the snapshot's state and block.
+    #[test]
+    fn a_state_sync_of_a_node_far_behind_replaces_its_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        let ids: Vec<Id> = (1..=30).map(|height| commit_transfer(&mut store, height)).collect();
+        let mut writes = Writes::new();
+        writes.insert(b"old".to_vec(), Some(b"pair".to_vec()));
+        let validators = vec![(protocol::Keypair::from_seed(&[3; 32]).public(), 1)];
+        commit_block(&mut store, 31, &writes, Some(validators.clone()));
+        assert_eq!(store.reader().changes(0, 31).unwrap().map(|changes| changes.len()), Some(1));
+        store.wal_append(32, b"a vote".to_vec()).unwrap();
+        store.wal_sync().unwrap();
+        assert_eq!(store.wal(32).unwrap().len(), 1);
+        // Interrupted right after it began: the old ledger is gone whole, and the start is an empty ledger's.
+        store.restore_begin(500).unwrap();
+        store.restore_pairs(&[(b"new".to_vec(), b"pair".to_vec())]).unwrap();
+        drop(store);
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!(store.tip().unwrap(), 0);
+        assert_eq!(store.first().unwrap(), 1);
+        assert_eq!(store.state().unwrap(), Vec::new());
+        for height in [1, 30, 31] {
+            assert_eq!(store.block(height).unwrap(), None);
+            assert_eq!(store.events(height).unwrap(), None);
+        }
+        assert_eq!(store.locate(&ids[0]).unwrap(), None);
+        assert!(store.wal(32).unwrap().is_empty());
+        // Nothing of the record of changes is left; the empty ledger's record starts at height 1 again.
+        assert_eq!(store.reader().changes(0, 1_000).unwrap(), Some(Vec::new()));
+        // A ledger far behind again, and a state sync that finishes: only the snapshot's state and block.
+        for height in 1..=30 {
+            commit_transfer(&mut store, height);
+        }
+        commit_block(&mut store, 31, &writes, Some(validators));
+        store.restore_begin(500).unwrap();
+        assert_eq!(store.tip().unwrap(), 0, "a state sync under way leaves an empty ledger");
+        let pairs = vec![(b"new".to_vec(), b"pair".to_vec())];
+        store.restore_pairs(&pairs).unwrap();
+        let stored = Stored { block: b"block-500".to_vec(), certificate: b"cert-500".to_vec() };
+        let change = Change { header: vec![1], certificate: vec![2], validators: Vec::new() };
+        store.restore_finish(500, &stored, &[(400, change.clone())], true).unwrap();
+        drop(store);
+        let store = RocksStore::open(dir.path()).unwrap();
+        assert_eq!((store.tip().unwrap(), store.first().unwrap()), (500, 500));
+        assert_eq!(store.state().unwrap(), pairs);
+        assert_eq!(store.block(500).unwrap(), Some(stored));
+        assert_eq!(store.block(31).unwrap(), None);
+        assert_eq!(store.locate(&ids[29]).unwrap(), None);
+        assert_eq!(store.reader().changes(0, 500).unwrap(), Some(vec![(400, change)]));
     }
 
     /// A home's state is read through the store (issue 28, item 7): a read that fails, here in a damaged table of

@@ -380,14 +380,17 @@ pub struct Opened {
     prunes: bool,
     snapshots: Arc<Snapshots>,
     snapshot_interval: u64,
+    /// The ledger's directory, for errors that name it.
+    path: PathBuf,
 }
 
 /// What the ledger thread starts from.
 enum Ready {
     /// A ledger with blocks (or one that replays from the genesis).
     Engine(Box<Engine<RocksStore>>),
-    /// An empty ledger that first tries to take a snapshot of at least `min_height` from its peers.
-    Empty { store: Box<RocksStore>, seed: [u8; 32], config: engine::Config, min_height: u64, path: PathBuf },
+    /// An empty ledger, or one far behind, that first tries to take a snapshot of at least `min_height` from its
+    /// peers.
+    Sync { store: Box<RocksStore>, seed: [u8; 32], config: engine::Config, min_height: u64, path: PathBuf },
 }
 
 impl Opened {
@@ -399,7 +402,7 @@ impl Opened {
     /// Whether this ledger keeps every block from the genesis on (an archive that never pruned). An empty ledger
     /// that may take a snapshot is not (yet): it announces itself once it replays instead.
     pub fn archive(&self) -> bool {
-        !self.prunes && !matches!(self.ready, Ready::Empty { .. }) && self.reader.first().is_ok_and(|first| first <= 1)
+        !self.prunes && !matches!(self.ready, Ready::Sync { .. }) && self.reader.first().is_ok_and(|first| first <= 1)
     }
 
     /// The snapshots this node keeps, for the network to serve.
@@ -424,6 +427,39 @@ fn open_engine(
     })
 }
 
+/// The lowest snapshot height worth a state sync for this ledger, or `None` when it does not ask for one (PROTOCOL.md
+/// §9, *State sync*): an empty ledger asks for one of at least `state_sync_min_height`; a `full` ledger far behind
+/// (see [`far_behind`]) for one at least that many blocks past its tip. An archive, or a ledger near its network's
+/// tip, syncs blocks.
+fn sync_from(settings: &Settings, store: &RocksStore, now_ms: u64) -> anyhow::Result<Option<u64>> {
+    let Some(min_height) = settings.state_sync else { return Ok(None) };
+    let tip = store.tip()?;
+    if tip == 0 {
+        return Ok(Some(min_height));
+    }
+    if settings.keep_blocks.is_none() {
+        return Ok(None);
+    }
+    let Some(stored) = store.block(tip)? else { return Ok(None) };
+    let time_ms = ledger::Block::from_bytes(&stored.block)
+        .with_context(|| format!("reading the ledger's last block ({tip})"))?
+        .header()
+        .time_ms;
+    if !far_behind(time_ms, now_ms, min_height, settings.engine.empty_block_ms) {
+        return Ok(None);
+    }
+    let minutes = now_ms.saturating_sub(time_ms) / 60_000;
+    tracing::info!(tip, minutes, "the ledger's last block is old: it asks its peers for a snapshot past it");
+    Ok(Some(tip.saturating_add(min_height)))
+}
+
+/// Whether a ledger whose last block was made at `tip_ms` is far behind at `now_ms`: older than the time its network
+/// takes to make `min_height` empty blocks, one every `empty_block_ms` (busy, it makes them faster). A guess that
+/// only decides whether to ask: the snapshots offered decide whether to take one.
+fn far_behind(tip_ms: u64, now_ms: u64, min_height: u64, empty_block_ms: u64) -> bool {
+    now_ms.saturating_sub(tip_ms) > min_height.saturating_mul(empty_block_ms.max(1))
+}
+
 /// Opens the store and the engine, failing early with the reason.
 pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
     std::fs::create_dir_all(&settings.path)
@@ -440,15 +476,15 @@ pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
     }
     let snapshots = Arc::new(Snapshots::open(&settings.path.join("snapshots"))?);
     let reader = store.reader();
-    let ready = match settings.state_sync {
-        Some(min_height) if store.tip()? == 0 => Ready::Empty {
+    let ready = match sync_from(settings, &store, now_ms())? {
+        Some(min_height) => Ready::Sync {
             store: Box::new(store),
             seed: *keypair.seed(),
             config: settings.engine.clone(),
             min_height,
             path: settings.path.clone(),
         },
-        _ => Ready::Engine(Box::new(open_engine(
+        None => Ready::Engine(Box::new(open_engine(
             &settings.genesis,
             keypair.seed(),
             store,
@@ -463,6 +499,7 @@ pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
         prunes: settings.keep_blocks.is_some(),
         snapshots,
         snapshot_interval: settings.snapshot_interval,
+        path: settings.path.clone(),
     })
 }
 
@@ -472,7 +509,7 @@ pub fn start(
     network: network::Handle,
     consensus: mpsc::Receiver<ConsensusDelivery>,
 ) -> anyhow::Result<Started> {
-    let Opened { ready, genesis, reader, snapshots, snapshot_interval, prunes } = opened;
+    let Opened { ready, genesis, reader, snapshots, snapshot_interval, prunes, path: path_for_errors } = opened;
     let (inputs, mut input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
     let (status_sender, status) = watch::channel(Status::default());
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
@@ -497,7 +534,7 @@ pub fn start(
                 let mut held = Vec::new();
                 let engine = match ready {
                     Ready::Engine(engine) => *engine,
-                    Ready::Empty { store, seed, config, min_height, path } => {
+                    Ready::Sync { store, seed, config, min_height, path } => {
                         let sync = restore::Restore { network: &network, genesis: &genesis, status: &status_sender };
                         let Some((store, restored)) =
                             sync.run(*store, min_height, &mut input_receiver, &mut held).await?
@@ -510,6 +547,11 @@ pub fn start(
                         open_engine(&genesis, &seed, store, config, &path)?
                     }
                 };
+                // The engine trusted the state's summary kept with its tip rather than summing the whole state
+                // (a restart that does not grow with it): the pairs are checked against it now, beside the running
+                // ledger, and a state that does not add up stops it.
+                let verify_reader = reader.clone();
+                let verify = tokio::task::spawn_blocking(move || verify_reader.verify_state());
                 let actor = Actor {
                     engine,
                     network,
@@ -523,7 +565,25 @@ pub fn start(
                     committed_ms: 0,
                     snapshots: SnapshotWriter::new(snapshots, snapshot_interval, reader, genesis),
                 };
-                actor.run(input_receiver, consensus, held).await
+                let run = actor.run(input_receiver, consensus, held);
+                tokio::pin!(run);
+                tokio::select! {
+                    result = &mut run => return result,
+                    verified = verify => match verified {
+                        Ok(Ok(Some(height))) => info!(height, "the ledger's state adds up to its block's state root"),
+                        Ok(Ok(None)) => {}
+                        Ok(Err(error)) => {
+                            error!("{error:#}");
+                            return Err(error.context(format!(
+                                "checking the ledger's state after the start: move {} aside and the node will sync \
+                                 the ledger again from its peers",
+                                path_for_errors.display()
+                            )));
+                        }
+                        Err(error) => warn!("the check of the ledger's state did not run: {error}"),
+                    },
+                }
+                run.await
             };
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -1153,5 +1213,53 @@ mod tests {
         commit(&mut store, 1, &writes);
         assert_eq!(read(ledger.clone()).await, (1, genesis_balance + 7));
         stop(reads).await;
+    }
+
+    /// Issue 28, item 2: which ledgers ask their peers for a snapshot at start, and of what height. An empty one
+    /// does; a `full` one whose last block is older than `state_sync_min_height` empty blocks asks for one that many
+    /// blocks past its tip; an archive, one near the tip, and one told to replay do not.
+    #[test]
+    fn an_empty_ledger_or_a_full_one_far_behind_asks_for_a_snapshot() {
+        let (genesis, keys) = test_genesis();
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(dir.path()).unwrap();
+        let engine = engine::Config { empty_block_ms: 1_000, ..engine::Config::default() };
+        let mut settings = Settings {
+            genesis: genesis.clone(),
+            path: dir.path().to_path_buf(),
+            engine,
+            keep_blocks: Some(1_024),
+            profile: ledger::store::Profile::Small,
+            snapshot_interval: 1_000,
+            state_sync: Some(1_000),
+        };
+        let now = 1_700_000_000_000;
+        assert_eq!(sync_from(&settings, &store, now).unwrap(), Some(1_000), "an empty ledger");
+        // Block 40, made at `made`.
+        let made = now - 1_000 * 1_000;
+        let header = ledger::block::Header {
+            version: ledger::block::BLOCK_VERSION,
+            network: genesis.network.clone(),
+            height: 40,
+            time_ms: made,
+            parent: ledger::hash::Hash([0; 32]),
+            proposer: keys[0],
+            entries_root: ledger::hash::Hash([0; 32]),
+            entry_count: 0,
+            state_root: ledger::hash::Hash([0; 32]),
+            validators_hash: ledger::hash::Hash([0; 32]),
+        };
+        let stored = Stored { block: ledger::Block::new(header, Vec::new()).to_bytes(), certificate: Vec::new() };
+        store.commit(40, &stored, &ledger::state::Writes::new(), &Outcome::default()).unwrap();
+        // 1,000 empty blocks of 1 s: exactly that old is not yet far behind; a millisecond more is.
+        assert_eq!(sync_from(&settings, &store, now).unwrap(), None, "near the tip");
+        assert_eq!(sync_from(&settings, &store, now + 1).unwrap(), Some(1_040), "far behind");
+        settings.engine.empty_block_ms = 5;
+        assert_eq!(sync_from(&settings, &store, made + 5_001).unwrap(), Some(1_040), "fast empty blocks");
+        settings.keep_blocks = None;
+        assert_eq!(sync_from(&settings, &store, now * 2).unwrap(), None, "an archive keeps every block");
+        settings.keep_blocks = Some(1_024);
+        settings.state_sync = None;
+        assert_eq!(sync_from(&settings, &store, now * 2).unwrap(), None, "--replay");
     }
 }

@@ -638,6 +638,99 @@ fn a_fresh_node_takes_a_snapshot_past_a_corrupting_peer_and_a_stale_one() {
     assert!(wait_until(Duration::from_secs(30), || newcomer.get(&entry).is_some()), "the newcomer did not follow it");
 }
 
+/// Issue 28, item 2: a `full` node far behind takes a snapshot rather than the blocks it missed. A home that first
+/// replayed (`--replay`), stopped, and started again once its validator had made more than `state_sync_min_height`
+/// blocks (200 here) past its tip, asks for a snapshot past them, throws its old ledger away for it, keeps the
+/// snapshot's block as its first, follows the chain and trades. Stopped again and started with `--replay`, it syncs
+/// the blocks it missed instead.
+#[test]
+fn a_full_node_far_behind_takes_a_snapshot_rather_than_the_blocks_it_missed() {
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = ["validator", "home"].iter().map(|name| root.path().join(name)).collect();
+    let (validator_key, validator_peer) = keys(&dirs[0]);
+    let (home_key, home_peer) = keys(&dirs[1]);
+    let genesis = root.path().join("genesis.toml");
+    let client = Keypair::from_seed(&[8; 32]);
+    let client_hex = client.public().to_hex();
+    kos(&[
+        "ledger",
+        "genesis",
+        "--network",
+        "kos-devnet",
+        "--out",
+        genesis.to_str().unwrap(),
+        "--validator",
+        &validator_key,
+        "--fund",
+        &client_hex,
+    ]);
+    let configs = [
+        "[ledger]\nempty_block_ms = 5\n[storage]\nsnapshot_interval = 100\n",
+        "[ledger]\nempty_block_ms = 5\nstate_sync_min_height = 200\n[storage]\nmode = \"full\"\nkeep_blocks = 1024\n",
+    ];
+    for (dir, config) in dirs.iter().zip(configs) {
+        std::fs::copy(&genesis, dir.join("genesis.toml")).unwrap();
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+    }
+    let validator = Node::start(&dirs[0], &validator_key, &validator_peer, &[], &[]);
+    let bootnodes = [validator.bootnode()];
+    let first_block = |node: &Node| node.get("/status").and_then(|status| status["ledger"]["first_block"].as_u64());
+    let home = Node::start(&dirs[1], &home_key, &home_peer, &bootnodes, &["--replay"]);
+    assert!(wait_until(Duration::from_secs(60), || home.height() >= Some(30)), "the home did not sync");
+    assert_eq!(first_block(&home), Some(1), "with --replay it replays from the genesis");
+    drop(home);
+    let stopped_at = height(&validator.api).unwrap();
+    // Past a snapshot (every 100 blocks) at least 200 blocks past the home's tip.
+    assert!(
+        wait_until(Duration::from_secs(120), || height(&validator.api) > Some(stopped_at + 420)),
+        "the validator did not go on"
+    );
+    let home = Node::start(&dirs[1], &home_key, &home_peer, &bootnodes, &[]);
+    assert!(
+        wait_until(Duration::from_secs(90), || first_block(&home).is_some_and(|first| first > stopped_at + 200)
+            && home.height() > first_block(&home).map(|first| first + 5)),
+        "the home did not take a snapshot past block {}: first block {:?}, height {:?}\n{:#?}",
+        stopped_at + 200,
+        first_block(&home),
+        home.height(),
+        home.process.lines()
+    );
+    let lines = home.process.lines();
+    for said in ["the ledger's last block is old", "state sync: took the snapshot"] {
+        assert!(lines.iter().any(|line| line.contains(said)), "{said:?} not logged: {lines:#?}");
+    }
+    assert!(!lines.iter().any(|line| line.contains("passes over this block")), "{lines:#?}");
+    let snapshot = first_block(&home).unwrap();
+    assert_eq!(snapshot % 100, 0, "the validator's snapshot of block {snapshot}");
+    let tip = home.height().unwrap();
+    assert_eq!(block_hash(&home.api, tip), block_hash(&validator.api, tip));
+    assert_eq!(http::get(&home.api, &format!("/blocks/{}", snapshot - 1)).unwrap().status, 410);
+    let balances =
+        |node: &Node| node.get(&format!("/accounts/{client_hex}/balances")).map(|answer| answer["balances"].clone());
+    assert_eq!(balances(&home), balances(&validator));
+    let sent = transfer(&NetworkId::new("kos-devnet").unwrap(), 1, &client, 5, "after catching up by a snapshot");
+    let authorization = format!("Bearer {}", home.token);
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
+    let posted = http::request(&home.api, "POST", "/entries", &headers, &sent.to_bytes()).unwrap();
+    assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
+    let entry = format!("/entries/{}", sent.id().to_hex());
+    assert!(wait_until(Duration::from_secs(30), || home.get(&entry).is_some()), "the transfer was not committed");
+    // Far behind again, with --replay: it syncs the blocks it missed and keeps its first block.
+    drop(home);
+    let stopped_at = height(&validator.api).unwrap();
+    assert!(wait_until(Duration::from_secs(120), || height(&validator.api) > Some(stopped_at + 420)));
+    let home = Node::start(&dirs[1], &home_key, &home_peer, &bootnodes, &["--replay"]);
+    let target = height(&validator.api).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || home.height() >= Some(target)),
+        "the home did not sync the blocks: {:?} of {target}\n{:#?}",
+        home.height(),
+        home.process.lines()
+    );
+    assert_eq!(first_block(&home), Some(snapshot), "it kept its blocks");
+    assert!(!home.process.lines().iter().any(|line| line.contains("state sync")), "{:#?}", home.process.lines());
+}
+
 /// Issue 28, item 1: a node killed (`kill -9`) while it writes a snapshot leaves no partial snapshot behind: the
 /// unfinished one is removed when it starts again, every snapshot it offers afterwards is whole (a manifest and every
 /// chunk it names, adding up to its block's state root), and the ledger goes on. (200,000 funded accounts make the

@@ -245,11 +245,32 @@ impl<S: Store> Engine<S> {
                 store.block(tip_height)?.ok_or(StartError::Corrupt { height: tip_height, reason: "missing".into() })?;
             let block = Block::from_bytes(&stored.block)
                 .map_err(|error| StartError::Corrupt { height: tip_height, reason: error.to_string() })?;
-            // A home's state stays on disk and is read through; a validator's is loaded into memory.
-            let state = match store.backing() {
-                Some(backing) => State::on_disk(genesis.clone(), backing)
+            // A home's state stays on disk and is read through; a validator's is loaded into memory. The summary
+            // kept with the tip's block, when it matches the block's state root, spares summing the whole state: the
+            // node checks the pairs against it after the start (`RocksReader::verify_state`).
+            let summary = store
+                .summary()?
+                .filter(|(height, lattice, _)| *height == tip_height && lattice.root() == block.header().state_root);
+            let state = match (store.backing(), summary) {
+                (Some(backing), Some((_, lattice, pairs))) => State::on_disk_summarized(
+                    genesis.clone(),
+                    backing,
+                    lattice,
+                    usize::try_from(pairs).unwrap_or(usize::MAX),
+                ),
+                (Some(backing), None) => State::on_disk(genesis.clone(), backing)
                     .map_err(|reason| StartError::Corrupt { height: tip_height, reason })?,
-                None => State::from_pairs(genesis.clone(), store.state()?),
+                (None, Some((_, lattice, pairs))) => {
+                    let state = State::from_pairs_summarized(genesis.clone(), store.state()?, lattice);
+                    if state.len() as u64 != pairs {
+                        return Err(StartError::Corrupt {
+                            height: tip_height,
+                            reason: format!("the state holds {} pairs, its summary {pairs}", state.len()),
+                        });
+                    }
+                    state
+                }
+                (None, None) => State::from_pairs(genesis.clone(), store.state()?),
             };
             if state.root() != block.header().state_root {
                 return Err(StartError::Corrupt {
@@ -839,7 +860,8 @@ impl<S: Store> Engine<S> {
             }
         };
         let validators = shell.set_changed.then(|| shell.validators.pairs());
-        let outcome = crate::store::Outcome { entry_ids: executed.ids, events: executed.events, validators };
+        let summary = Some((executed.lattice.clone(), u64::try_from(executed.pairs).unwrap_or(u64::MAX)));
+        let outcome = crate::store::Outcome { entry_ids: executed.ids, events: executed.events, validators, summary };
         let stored = Stored { block: block.to_bytes(), certificate: wire::certificate_to_bytes(&certificate) };
         // The store holds the whole state: block 1 writes the genesis pairs too.
         let genesis_writes;

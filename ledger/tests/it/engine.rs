@@ -401,3 +401,53 @@ fn a_home_s_engine_keeps_its_state_in_rocksdb() {
     assert_eq!(engine.state().root(), root);
     assert_eq!(engine.state().balance(&validator.public(), &credit), 5);
 }
+
+/// Issue 28, restart after `kill -9`: a restart does not sum the whole state. Each commit keeps the state's lattice
+/// and number of pairs with its block; the engine opens from them when they match the tip's state root, and the
+/// pairs are checked against them after the start (`RocksReader::verify_state`). Here a pair changed behind the
+/// store's back (a damaged database): the engine still opens at the tip's root — before, it summed the pairs at the
+/// open and refused — and the check after the start finds the damage; for both storage profiles.
+#[test]
+fn a_restart_takes_the_state_s_summary_and_checks_the_pairs_after() {
+    use ledger::store::{Profile, RocksStore, Store};
+
+    for profile in [Profile::Standard, Profile::Small] {
+        let dir = tempfile::tempdir().unwrap();
+        let (seed, validator, client, genesis, config) = lone_validator();
+        let mut now = START_MS + 1_000;
+        let store = RocksStore::open_with(dir.path(), profile).unwrap();
+        let mut engine = Engine::new(genesis.clone(), &seed, store, config.clone(), now).unwrap();
+        engine.start(now);
+        now += 1_000;
+        assert_eq!(committed(&engine.on_timer(Timer::Build, now)), vec![1]);
+        now += 10;
+        let (result, effects) = engine.on_entry(transfer(&client, &validator, now).to_bytes(), now);
+        result.unwrap();
+        assert_eq!(committed(&effects), vec![2]);
+        let (root, pairs) = (engine.state().root(), engine.state().len() as u64);
+        drop(engine);
+
+        let store = RocksStore::open_with(dir.path(), profile).unwrap();
+        let summary = store.summary().unwrap().map(|(height, lattice, count)| (height, lattice.root(), count));
+        assert_eq!(summary, Some((2, root, pairs)), "{profile:?}");
+        assert_eq!(store.reader().verify_state().unwrap(), Some(2), "{profile:?}");
+        drop(store);
+
+        // The validator's balance changed behind the store's back.
+        let path = dir.path();
+        {
+            let families = rocksdb::DB::list_cf(&rocksdb::Options::default(), path).unwrap();
+            let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path, &families).unwrap();
+            let key = [&b"b"[..], validator.public().as_bytes(), b"credit"].concat();
+            let state = db.cf_handle("state").unwrap();
+            assert!(db.get_cf(state, &key).unwrap().is_some(), "the balance's key");
+            db.put_cf(state, &key, protocol::codec::encode(&999u64)).unwrap();
+        }
+        let store = RocksStore::open_with(path, profile).unwrap();
+        let reader = store.reader();
+        let engine = Engine::new(genesis, &seed, store, config, now + 100).unwrap();
+        assert_eq!(engine.state().root(), root, "{profile:?}: opened from the summary");
+        let error = reader.verify_state().unwrap_err().to_string();
+        assert!(error.contains("damaged"), "{profile:?}: {error}");
+    }
+}

@@ -426,8 +426,12 @@ fn a_snapshot_of_the_store_reads_as_the_state_it_committed() {
         let context = BlockContext { height, time_ms: now_ms, proposer: accounts[0] };
         let built = state.build(context, vec![entry], &|_| false);
         assert_eq!(built.entries.len(), 1, "{:?}", built.rejected);
-        let outcome =
-            Outcome { entry_ids: built.executed.ids.clone(), events: built.executed.events.clone(), validators: None };
+        let outcome = Outcome {
+            entry_ids: built.executed.ids.clone(),
+            events: built.executed.events.clone(),
+            validators: None,
+            summary: None,
+        };
         let mut writes = built.executed.writes.clone();
         state.apply(built.executed.writes, built.executed.lattice, built.executed.pairs);
         if height == 1 {
@@ -484,7 +488,12 @@ proptest! {
             // A state on disk refuses what one in memory refuses, replays among them.
             let rebuilt = disk.build(context, candidates, &|_| false);
             prop_assert_eq!(&rebuilt.entries, &built.entries);
-            let outcome = Outcome { entry_ids: executed.ids.clone(), events: executed.events.clone(), validators: None };
+            let outcome = Outcome {
+                entry_ids: executed.ids.clone(),
+                events: executed.events.clone(),
+                validators: None,
+                summary: None,
+            };
             let mut writes = executed.writes.clone();
             if height == 1 {
                 // The engine's first commit writes the genesis pairs too.

@@ -649,6 +649,9 @@ pub struct ReopenReport {
     pub height: u64,
     /// The state's pairs.
     pub pairs: u64,
+    /// Checking the state's pairs against the summary kept with it, as a node does after it started, seconds;
+    /// `None`: the ledger kept no summary (an older kos wrote it), so the open summed the state instead.
+    pub verify_seconds: Option<f64>,
 }
 
 /// `kos bench reopen`: opens the ledger of validator `validator` that `kos bench ledger --keep-dir dir` kept (after
@@ -679,7 +682,10 @@ pub fn reopen_kept(dir: &Path, validator: usize, profile: ledger::store::Profile
     let snapshot = reader.snapshot(&genesis)?;
     let pairs = snapshot.all().count() as u64;
     snapshot.check()?;
-    Ok(ReopenReport { seconds, height: snapshot.height(), pairs })
+    let start = Instant::now();
+    let verified = reader.verify_state()?;
+    let verify_seconds = verified.map(|_| start.elapsed().as_secs_f64());
+    Ok(ReopenReport { seconds, height: snapshot.height(), pairs, verify_seconds })
 }
 
 /// The readers' latencies, sorted.

@@ -125,6 +125,10 @@ impl Follower {
                 return Read::Failed;
             }
         };
+        // A ledger far behind that is taking a snapshot (state sync) is empty until it has: wait for it.
+        if stored.is_none() && self.reader.tip().is_ok_and(|tip| tip < height) {
+            return Read::Failed;
+        }
         // A block pruned while this follower lagged behind: the commits below the first block kept are gone.
         let first = self.reader.first().unwrap_or(1);
         if stored.is_none() && height < first {

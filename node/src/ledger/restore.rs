@@ -1,5 +1,5 @@
-//! The IO of state sync (the rules are [`super::statesync`]'s): the requests to peers, the writes into the empty
-//! store, the status and the progress shown in the log. Runs on the ledger thread before the engine exists: entries
+//! The IO of state sync (the rules are [`super::statesync`]'s): the requests to peers, the writes into the store
+//! (emptied first when it was far behind), the status and the progress shown in the log. Runs on the ledger thread before the engine exists: entries
 //! submitted while the snapshot is chosen wait for the ledger, those submitted while it is fetched are refused
 //! ([`super::Error::Syncing`]).
 
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use ledger::Genesis;
 use ledger::hash::Hash;
-use ledger::store::{RocksStore, Stored};
+use ledger::store::{RocksStore, Store as _, Stored};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -56,8 +56,9 @@ fn bar(progress: Progress) -> String {
 }
 
 impl Restore<'_> {
-    /// Takes a snapshot of at least `min_height` from peers into the empty `store` (`true`), or leaves it empty when
-    /// none can be had (`false`: the node replays the blocks). `None`: the node shut down meanwhile.
+    /// Takes a snapshot of at least `min_height` from peers into `store` (`true`), or leaves it as it was when none
+    /// can be had (`false`: the node syncs the blocks; empty, if the state sync had begun). `None`: the node shut
+    /// down meanwhile.
     pub async fn run(
         &self,
         mut store: RocksStore,
@@ -141,7 +142,8 @@ impl Restore<'_> {
                         if began {
                             store.restore_abandon()?;
                         }
-                        info!(%reason, "state sync: none; the ledger replays the blocks from the genesis");
+                        let from = store.tip()?.saturating_add(1);
+                        info!(%reason, from, "state sync: none; the ledger syncs the blocks from this height on");
                         self.publish_done();
                         return Ok(Some((store, false)));
                     }
