@@ -794,13 +794,22 @@ impl RocksReader {
 
     /// Checks the state against the summary kept with it (a restart trusts the summary, and checks the pairs after
     /// it started, here): from one RocksDB snapshot, the lattice of every pair of the state must be the summary's,
-    /// their number its count, and the summary's root the state root of its block's header. `Ok(None)`: the store
-    /// keeps no summary (nothing to check); `Ok(Some(height))`: the state of `height` checks out. Reads in batches
-    /// of [`crate::state::LATTICE_BATCH`] pairs, hashed on several threads.
-    pub fn verify_state(&self) -> anyhow::Result<Option<u64>> {
+    /// their number its count, and the summary's root the state root of its block's header. `Ok(None)`: nothing
+    /// checked — the store keeps no summary of its tip (none, or one an older kos left behind at an earlier height),
+    /// or `cancel` was set (the check looks at it between batches); `Ok(Some(height))`: the state of `height` checks
+    /// out. Reads in batches of [`crate::state::LATTICE_BATCH`] pairs, hashed on several threads, without filling
+    /// the block cache.
+    pub fn verify_state(&self, cancel: &std::sync::atomic::AtomicBool) -> anyhow::Result<Option<u64>> {
         let family = self.db.cf_handle(CF_STATE).context("column family state")?;
         let snapshot = self.db.snapshot();
         let Some((height, expected, count)) = read_summary(|key| snapshot.get(key))? else { return Ok(None) };
+        let tip = match snapshot.get(META_TIP)? {
+            Some(bytes) => read_u64(&bytes)?,
+            None => 0,
+        };
+        if height != tip {
+            return Ok(None);
+        }
         let blocks = self.db.cf_handle(CF_BLOCKS).context("column family blocks")?;
         let record = snapshot
             .get_cf(blocks, be(height))?
@@ -810,15 +819,21 @@ impl RocksReader {
         let block = crate::Block::from_bytes(&block).context("the summarized block")?;
         anyhow::ensure!(
             expected.root() == block.header().state_root,
-            "the state's summary of block {height} does not match the block's state root"
+            "the state's summary of block {height} does not match the block's state root: the ledger database is \
+             damaged"
         );
         let mut lattice = crate::state::Lattice::default();
         let mut pairs = 0u64;
         let mut batch = Vec::with_capacity(crate::state::LATTICE_BATCH);
-        for item in snapshot.iterator_cf(family, rocksdb::IteratorMode::Start) {
+        let mut options = rocksdb::ReadOptions::default();
+        options.fill_cache(false);
+        for item in snapshot.iterator_cf_opt(family, options, rocksdb::IteratorMode::Start) {
             batch.push(item.context("reading the state")?);
             pairs += 1;
             if batch.len() == crate::state::LATTICE_BATCH {
+                if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Ok(None);
+                }
                 lattice.absorb(&crate::state::Lattice::of(&batch));
                 batch.clear();
             }
@@ -1433,7 +1448,7 @@ mod tests {
         assert_eq!(reader.changes(5, 5).unwrap(), Some(Vec::new()), "only up to the height asked");
     }
 
-    /// Issue 28, item 2: a state sync writes into an empty store only; a crash before it finishes (the store
+    /// Issue 28, item 2: a state sync moves a ledger forward only; a crash before it finishes (the store
     /// dropped without the finishing write) leaves an empty ledger at the next open; a finished one has the
     /// snapshot's state, its block as tip and first kept block, and the changes it traced; one given up is empty.
     #[test]
@@ -1491,8 +1506,17 @@ mod tests {
         assert_eq!(store.summary().unwrap(), Some((1, lattice.clone(), 1)), "kept across a restart");
         store.commit(2, &stored(2), &Writes::new(), &Outcome::default()).unwrap();
         assert_eq!(store.summary().unwrap(), None);
-        assert_eq!(store.reader().verify_state().unwrap(), None, "nothing to check");
+        assert_eq!(
+            store.reader().verify_state(&std::sync::atomic::AtomicBool::new(false)).unwrap(),
+            None,
+            "nothing to check"
+        );
+        // Committed by an older kos, which keeps no summary: the summary left is of an earlier block than the tip,
+        // and the check after a start has nothing to check.
         store.commit(3, &stored(3), &Writes::new(), &summarized).unwrap();
+        store.db.put(META_TIP, be(4)).unwrap();
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        assert_eq!(store.reader().verify_state(&cancel).unwrap(), None, "a summary of block 3 at tip 4");
         store.restore_begin(10).unwrap();
         assert_eq!(store.summary().unwrap(), None);
     }
@@ -1514,6 +1538,9 @@ mod tests {
         store.wal_append(32, b"a vote".to_vec()).unwrap();
         store.wal_sync().unwrap();
         assert_eq!(store.wal(32).unwrap().len(), 1);
+        // As if it had pruned: blocks kept from 5 on.
+        store.db.put(META_FIRST, be(5)).unwrap();
+        assert_eq!(store.first().unwrap(), 5);
         // Interrupted right after it began: the old ledger is gone whole, and the start is an empty ledger's.
         store.restore_begin(500).unwrap();
         store.restore_pairs(&[(b"new".to_vec(), b"pair".to_vec())]).unwrap();
@@ -1526,8 +1553,13 @@ mod tests {
             assert_eq!(store.block(height).unwrap(), None);
             assert_eq!(store.events(height).unwrap(), None);
         }
-        assert_eq!(store.locate(&ids[0]).unwrap(), None);
-        assert!(store.wal(32).unwrap().is_empty());
+        for id in &ids {
+            assert_eq!(store.locate(id).unwrap(), None);
+        }
+        for family in FAMILIES {
+            let cf = store.cf(family).unwrap();
+            assert!(store.db.iterator_cf(cf, rocksdb::IteratorMode::Start).next().is_none(), "{family} is empty");
+        }
         // Nothing of the record of changes is left; the empty ledger's record starts at height 1 again.
         assert_eq!(store.reader().changes(0, 1_000).unwrap(), Some(Vec::new()));
         // A ledger far behind again, and a state sync that finishes: only the snapshot's state and block.
@@ -1537,6 +1569,10 @@ mod tests {
         commit_block(&mut store, 31, &writes, Some(validators));
         store.restore_begin(500).unwrap();
         assert_eq!(store.tip().unwrap(), 0, "a state sync under way leaves an empty ledger");
+        for family in FAMILIES {
+            let cf = store.cf(family).unwrap();
+            assert!(store.db.iterator_cf(cf, rocksdb::IteratorMode::Start).next().is_none(), "{family} is empty");
+        }
         let pairs = vec![(b"new".to_vec(), b"pair".to_vec())];
         store.restore_pairs(&pairs).unwrap();
         let stored = Stored { block: b"block-500".to_vec(), certificate: b"cert-500".to_vec() };

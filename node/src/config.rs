@@ -599,11 +599,13 @@ pub struct Ledger {
     /// Most entries waiting in the mempool, and per author.
     pub mempool_entries_max: usize,
     pub mempool_entries_per_author_max: usize,
-    /// A node whose ledger is empty takes a recent snapshot of the state from its peers instead of executing every
-    /// block since the genesis (PROTOCOL.md §9, *State sync*), when it has bootnodes to ask; `false` (or `kos run
-    /// --replay`) replays them.
+    /// A node whose ledger is empty, or a `full` one far behind, takes a recent snapshot of the state from its peers
+    /// instead of executing every block since the genesis, or since its tip (PROTOCOL.md §9, *State sync*), when it
+    /// has bootnodes to ask; `false` (or `kos run --replay`) syncs the blocks.
     pub state_sync: bool,
-    /// The lowest snapshot height worth a state sync: below it the blocks are replayed.
+    /// The lowest snapshot height worth a state sync for an empty ledger, and how many blocks past its tip one must
+    /// be for a `full` ledger whose last block is older than this many empty blocks (`× empty_block_ms`): short of
+    /// it, the blocks are synced.
     pub state_sync_min_height: u64,
 }
 

@@ -66,7 +66,8 @@ pub struct Settings {
     pub profile: ledger::store::Profile,
     /// Write a snapshot of the state every this many blocks; 0: none.
     pub snapshot_interval: u64,
-    /// An empty ledger takes a snapshot of at least this height from its peers; `None`: it replays every block.
+    /// An empty ledger takes a snapshot of at least this height from its peers, and a `full` one far behind one at
+    /// least this many blocks past its tip ([`sync_from`]); `None`: it syncs every block.
     pub state_sync: Option<u64>,
 }
 
@@ -303,6 +304,14 @@ impl Handle {
         &self,
         query: impl Fn(&StateSnapshot<'_>) -> T + Clone + Send + 'static,
     ) -> Option<T> {
+        // During a state sync the store holds the state the snapshot is about to replace (the genesis', or a ledger
+        // far behind's): a follower that reads the state at its start reads the snapshot's, once it is taken.
+        let mut status = self.status.clone();
+        while status.borrow_and_update().state_sync.is_some() {
+            if status.changed().await.is_err() {
+                return None;
+            }
+        }
         for failures in 1u64.. {
             match self.query(query.clone()).await {
                 Ok(value) => return Some(value),
@@ -475,6 +484,7 @@ pub fn open(settings: &Settings, keypair: &Keypair) -> anyhow::Result<Opened> {
         None => tracing::info!("storage mode archive: the ledger keeps every block"),
     }
     let snapshots = Arc::new(Snapshots::open(&settings.path.join("snapshots"))?);
+    restore::clean_staging(&settings.path)?;
     let reader = store.reader();
     let ready = match sync_from(settings, &store, now_ms())? {
         Some(min_height) => Ready::Sync {
@@ -511,7 +521,9 @@ pub fn start(
 ) -> anyhow::Result<Started> {
     let Opened { ready, genesis, reader, snapshots, snapshot_interval, prunes, path: path_for_errors } = opened;
     let (inputs, mut input_receiver) = mpsc::channel(INPUT_QUEUE_LEN_MAX);
-    let (status_sender, status) = watch::channel(Status::default());
+    // A ledger that starts with a state sync says so from the start, so that no follower reads the state before it.
+    let syncing = matches!(ready, Ready::Sync { .. }).then(statesync::Progress::default);
+    let (status_sender, status) = watch::channel(Status { state_sync: syncing, ..Status::default() });
     let (commits, _) = broadcast::channel(COMMIT_CHANNEL_LEN);
     let reads = spawn_reader(reader.clone(), genesis.clone())?;
     let handle = Handle {
@@ -535,7 +547,12 @@ pub fn start(
                 let engine = match ready {
                     Ready::Engine(engine) => *engine,
                     Ready::Sync { store, seed, config, min_height, path } => {
-                        let sync = restore::Restore { network: &network, genesis: &genesis, status: &status_sender };
+                        let sync = restore::Restore {
+                            network: &network,
+                            genesis: &genesis,
+                            status: &status_sender,
+                            path: &path,
+                        };
                         let Some((store, restored)) =
                             sync.run(*store, min_height, &mut input_receiver, &mut held).await?
                         else {
@@ -549,9 +566,12 @@ pub fn start(
                 };
                 // The engine trusted the state's summary kept with its tip rather than summing the whole state
                 // (a restart that does not grow with it): the pairs are checked against it now, beside the running
-                // ledger, and a state that does not add up stops it.
+                // ledger, and a state that does not add up stops it. A ledger that stops first cancels the check.
                 let verify_reader = reader.clone();
-                let verify = tokio::task::spawn_blocking(move || verify_reader.verify_state());
+                let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let cancelled = cancel.clone();
+                let verify = tokio::task::spawn_blocking(move || verify_reader.verify_state(&cancelled));
+                let stop = inputs.clone();
                 let actor = Actor {
                     engine,
                     network,
@@ -567,23 +587,33 @@ pub fn start(
                 };
                 let run = actor.run(input_receiver, consensus, held);
                 tokio::pin!(run);
-                tokio::select! {
-                    result = &mut run => return result,
+                let damaged = tokio::select! {
+                    result = &mut run => {
+                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return result;
+                    }
                     verified = verify => match verified {
-                        Ok(Ok(Some(height))) => info!(height, "the ledger's state adds up to its block's state root"),
-                        Ok(Ok(None)) => {}
-                        Ok(Err(error)) => {
-                            error!("{error:#}");
-                            return Err(error.context(format!(
-                                "checking the ledger's state after the start: move {} aside and the node will sync \
-                                 the ledger again from its peers",
-                                path_for_errors.display()
-                            )));
+                        Ok(Ok(Some(height))) => {
+                            info!(height, "the ledger's state adds up to its block's state root");
+                            None
                         }
-                        Err(error) => warn!("the check of the ledger's state did not run: {error}"),
+                        Ok(Ok(None)) => None,
+                        Ok(Err(error)) => Some(error),
+                        Err(error) => {
+                            warn!("the check of the ledger's state did not run: {error}");
+                            None
+                        }
                     },
-                }
-                run.await
+                };
+                let Some(error) = damaged else { return run.await };
+                // Stopped as at a shutdown, then reported: the node ends with the reason.
+                let _ = stop.send(Input::Shutdown).await;
+                let _ = run.await;
+                Err(error.context(format!(
+                    "checking the ledger's state after the start: move {} aside and the node will sync the ledger \
+                     again from its peers",
+                    path_for_errors.display()
+                )))
             };
             let result = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -715,7 +715,8 @@ fn a_full_node_far_behind_takes_a_snapshot_rather_than_the_blocks_it_missed() {
     assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
     let entry = format!("/entries/{}", sent.id().to_hex());
     assert!(wait_until(Duration::from_secs(30), || home.get(&entry).is_some()), "the transfer was not committed");
-    // Far behind again, with --replay: it syncs the blocks it missed and keeps its first block.
+    // Far behind again, with --replay: it syncs the blocks it missed (it keeps blocks from before its stop).
+    let before = home.height().unwrap();
     drop(home);
     let stopped_at = height(&validator.api).unwrap();
     assert!(wait_until(Duration::from_secs(120), || height(&validator.api) > Some(stopped_at + 420)));
@@ -727,7 +728,7 @@ fn a_full_node_far_behind_takes_a_snapshot_rather_than_the_blocks_it_missed() {
         home.height(),
         home.process.lines()
     );
-    assert_eq!(first_block(&home), Some(snapshot), "it kept its blocks");
+    assert!(first_block(&home).is_some_and(|first| first <= before), "no snapshot: {:?}", first_block(&home));
     assert!(!home.process.lines().iter().any(|line| line.contains("state sync")), "{:#?}", home.process.lines());
 }
 

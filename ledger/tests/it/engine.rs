@@ -430,7 +430,11 @@ fn a_restart_takes_the_state_s_summary_and_checks_the_pairs_after() {
         let store = RocksStore::open_with(dir.path(), profile).unwrap();
         let summary = store.summary().unwrap().map(|(height, lattice, count)| (height, lattice.root(), count));
         assert_eq!(summary, Some((2, root, pairs)), "{profile:?}");
-        assert_eq!(store.reader().verify_state().unwrap(), Some(2), "{profile:?}");
+        assert_eq!(
+            store.reader().verify_state(&std::sync::atomic::AtomicBool::new(false)).unwrap(),
+            Some(2),
+            "{profile:?}"
+        );
         drop(store);
 
         // The validator's balance changed behind the store's back.
@@ -447,7 +451,7 @@ fn a_restart_takes_the_state_s_summary_and_checks_the_pairs_after() {
         let reader = store.reader();
         let engine = Engine::new(genesis, &seed, store, config, now + 100).unwrap();
         assert_eq!(engine.state().root(), root, "{profile:?}: opened from the summary");
-        let error = reader.verify_state().unwrap_err().to_string();
+        let error = reader.verify_state(&std::sync::atomic::AtomicBool::new(false)).unwrap_err().to_string();
         assert!(error.contains("damaged"), "{profile:?}: {error}");
     }
 }

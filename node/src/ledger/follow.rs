@@ -33,6 +33,8 @@ pub struct Follower {
     read_back: u64,
     /// Whether the last commit yielded was read back from the store (it is late: not a measure of finality).
     last_read_back: bool,
+    /// Whether any commit was yielded yet.
+    yielded: bool,
 }
 
 /// What reading one height from the store gave.
@@ -51,7 +53,7 @@ impl Follower {
         // A `full` node keeps blocks from `first` on (README, *Pruning*): there is nothing to follow below it.
         let next = from.max(reader.first().unwrap_or(1)).max(1);
         let live_from = reader.tip().map_or(next, |tip| tip + 1);
-        Follower { commits, reader, next, live_from, ahead: None, read_back: 0, last_read_back: false }
+        Follower { commits, reader, next, live_from, ahead: None, read_back: 0, last_read_back: false, yielded: false }
     }
 
     /// Commits this follower read back from the store because it fell behind or started below the tip.
@@ -75,6 +77,7 @@ impl Follower {
                 Some(commit) if commit.height == self.next => {
                     self.next += 1;
                     self.last_read_back = false;
+                    self.yielded = true;
                     return Some(commit);
                 }
                 Some(commit) if commit.height > self.next => {
@@ -89,7 +92,10 @@ impl Follower {
             };
             if let Some(height) = wanted {
                 match self.read(height) {
-                    Read::Commit(commit) => return Some(commit),
+                    Read::Commit(commit) => {
+                        self.yielded = true;
+                        return Some(commit);
+                    }
                     Read::Damaged => {}
                     Read::Failed => tokio::time::sleep(STORE_RETRY).await,
                 }
@@ -118,6 +124,9 @@ impl Follower {
     /// cannot decode, is a damaged store: it is logged as such and passed over, so that a follower does not stop.
     /// A read that failed (I/O) moves past nothing: the caller tries again.
     fn read(&mut self, height: u64) -> Read {
+        // The tip first: a commit writes its block and the tip in one batch, so a tip at or above `height` read
+        // before the block means the block is there unless pruned or thrown away.
+        let tip = self.reader.tip();
         let stored = match self.reader.block(height) {
             Ok(stored) => stored,
             Err(error) => {
@@ -126,21 +135,22 @@ impl Follower {
             }
         };
         // A ledger far behind that is taking a snapshot (state sync) is empty until it has: wait for it.
-        if stored.is_none() && self.reader.tip().is_ok_and(|tip| tip < height) {
+        if stored.is_none() && tip.is_ok_and(|tip| tip < height) {
             return Read::Failed;
         }
         // A block pruned while this follower lagged behind: the commits below the first block kept are gone.
         let first = self.reader.first().unwrap_or(1);
         if stored.is_none() && height < first {
-            if height == 1 && self.read_back == 0 {
-                // Made before the ledger had a block, which then took a snapshot of the state (state sync).
+            if !self.yielded {
+                // Made before the ledger took a snapshot of the state (state sync: an empty ledger, or one far
+                // behind, whose blocks the snapshot replaced).
                 tracing::info!(first, "the ledger starts at a snapshot of the state: a follower starts there");
             } else {
                 warn!(
                     from = height,
                     to = first,
-                    "a ledger follower fell behind past the blocks this node keeps ([storage] mode = \"full\"); it \
-                     skips the pruned commits"
+                    "a ledger follower fell behind past the blocks this node keeps (pruned by [storage] mode = \
+                     \"full\", or replaced by a snapshot of the state); it skips the commits it cannot read"
                 );
             }
             self.next = first;

@@ -1,9 +1,12 @@
 //! The IO of state sync (the rules are [`super::statesync`]'s): the requests to peers, the writes into the store
-//! (emptied first when it was far behind), the status and the progress shown in the log. Runs on the ledger thread before the engine exists: entries
-//! submitted while the snapshot is chosen wait for the ledger, those submitted while it is fetched are refused
-//! ([`super::Error::Syncing`]).
+//! (through files kept aside when it has blocks: [`Writer`]), the status and the progress shown in the log. Runs on
+//! the ledger thread before the engine exists: entries submitted while the snapshot is chosen wait for the ledger,
+//! those submitted while it is fetched are refused ([`super::Error::Syncing`]).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use ledger::Genesis;
 use ledger::hash::Hash;
@@ -31,6 +34,108 @@ pub(super) struct Restore<'a> {
     pub network: &'a network::Handle,
     pub genesis: &'a std::sync::Arc<Genesis>,
     pub status: &'a watch::Sender<Status>,
+    /// The ledger's directory: a state sync into a ledger with blocks keeps its chunks in [`STAGING_DIR`] there.
+    pub path: &'a Path,
+}
+
+/// The directory, in the ledger's, where a ledger far behind keeps the chunks of a state sync until every one has
+/// checked out.
+pub const STAGING_DIR: &str = "restore";
+
+/// Removes what an interrupted state sync kept aside (at every open: a node that stopped during one, or crashed).
+pub fn clean_staging(path: &Path) -> anyhow::Result<()> {
+    let dir = path.join(STAGING_DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(anyhow::Error::new(error).context(format!("removing {}", dir.display()))),
+    }
+}
+
+/// Where the checked pairs of a snapshot go. Into an empty ledger, straight to its store. A ledger with blocks (a
+/// `full` node far behind) keeps them aside, a file per chunk, until every chunk has checked out, and only then
+/// trades its ledger for them: a state sync that fails (peers that vanish or never serve a chunk) leaves it as it
+/// was.
+enum Writer {
+    Direct {
+        began: bool,
+    },
+    /// `path`: the ledger's directory, which holds [`STAGING_DIR`].
+    Staged {
+        path: PathBuf,
+        files: u32,
+    },
+}
+
+impl Writer {
+    fn new(store: &RocksStore, path: &Path) -> anyhow::Result<Writer> {
+        if store.tip()? == 0 {
+            return Ok(Writer::Direct { began: false });
+        }
+        clean_staging(path)?;
+        Ok(Writer::Staged { path: path.to_path_buf(), files: 0 })
+    }
+
+    fn begin(&mut self, store: &mut RocksStore, height: u64) -> anyhow::Result<()> {
+        match self {
+            Writer::Direct { began } => {
+                store.restore_begin(height)?;
+                *began = true;
+            }
+            Writer::Staged { path, files } => {
+                let dir = path.join(STAGING_DIR);
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                *files = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, store: &mut RocksStore, pairs: &[(Vec<u8>, Vec<u8>)]) -> anyhow::Result<()> {
+        match self {
+            Writer::Direct { .. } => store.restore_pairs(pairs),
+            Writer::Staged { path, files } => {
+                let wire: Vec<(&serde_bytes::Bytes, &serde_bytes::Bytes)> = pairs
+                    .iter()
+                    .map(|(key, value)| (serde_bytes::Bytes::new(key), serde_bytes::Bytes::new(value)))
+                    .collect();
+                let file = path.join(STAGING_DIR).join(format!("{:08}.cbor", *files));
+                std::fs::write(&file, protocol::codec::encode(&wire))
+                    .with_context(|| format!("writing {}", file.display()))?;
+                *files += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Every chunk checked out: a ledger with blocks is emptied now (one synced write), and the pairs kept aside
+    /// written into it, a chunk at a time.
+    fn finish(&mut self, store: &mut RocksStore, height: u64) -> anyhow::Result<()> {
+        let Writer::Staged { path, files } = self else { return Ok(()) };
+        store.restore_begin(height)?;
+        for index in 0..*files {
+            let file = path.join(STAGING_DIR).join(format!("{index:08}.cbor"));
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let wire: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> = protocol::codec::decode_with(
+                &bytes,
+                ledger::snapshot::CHUNK_BYTES_MAX,
+                ledger::snapshot::CHUNK_PAIRS_MAX,
+            )
+            .with_context(|| format!("decoding {}", file.display()))?;
+            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+                wire.into_iter().map(|(key, value)| (key.into_vec(), value.into_vec())).collect();
+            store.restore_pairs(&pairs)?;
+        }
+        clean_staging(path)
+    }
+
+    fn give_up(&mut self, store: &mut RocksStore) -> anyhow::Result<()> {
+        match self {
+            Writer::Direct { began: true } => store.restore_abandon(),
+            Writer::Direct { began: false } => Ok(()),
+            Writer::Staged { path, .. } => clean_staging(path),
+        }
+    }
 }
 
 fn request(ask: &Ask) -> Request {
@@ -71,7 +176,7 @@ impl Restore<'_> {
         let mut requests: JoinSet<Answer> = JoinSet::new();
         let mut tick = tokio::time::interval(TICK);
         let mut logged = Instant::now();
-        let mut began = false;
+        let mut writer = Writer::new(&store, self.path)?;
         self.publish(machine.progress());
         info!(min_height, "state sync: asking peers for a snapshot of the state");
         loop {
@@ -123,12 +228,10 @@ impl Restore<'_> {
                         warn!(%peer, %reason, "state sync: a peer sent something wrong");
                         self.network.penalize(peer, reason).await;
                     }
-                    Effect::Begin { height } => {
-                        store.restore_begin(height)?;
-                        began = true;
-                    }
-                    Effect::Write(pairs) => store.restore_pairs(&pairs)?,
+                    Effect::Begin { height } => writer.begin(&mut store, height)?,
+                    Effect::Write(pairs) => writer.write(&mut store, &pairs)?,
                     Effect::Finish { height, stored, changes, complete } => {
+                        writer.finish(&mut store, height)?;
                         store.restore_finish(height, &stored, &changes, complete)?;
                         info!(
                             height,
@@ -139,9 +242,7 @@ impl Restore<'_> {
                         return Ok(Some((store, true)));
                     }
                     Effect::GiveUp(reason) => {
-                        if began {
-                            store.restore_abandon()?;
-                        }
+                        writer.give_up(&mut store)?;
                         let from = store.tip()?.saturating_add(1);
                         info!(%reason, from, "state sync: none; the ledger syncs the blocks from this height on");
                         self.publish_done();
@@ -209,5 +310,79 @@ fn answered(
             machine.on_chunk(peer, *index, Some(chunk.into_vec()))
         }
         (Ask::Chunk { index, .. }, _) => machine.on_chunk(peer, *index, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger::state::Writes;
+    use ledger::store::{Outcome, Store as _, Stored};
+
+    use super::*;
+
+    /// A ledger with blocks 1 to 3 and one pair of state.
+    fn ledger_with_blocks(path: &Path) -> RocksStore {
+        let mut store = RocksStore::open(path).unwrap();
+        let mut writes = Writes::new();
+        writes.insert(b"old".to_vec(), Some(b"pair".to_vec()));
+        for height in 1..=3u8 {
+            let stored = Stored { block: vec![height], certificate: vec![height] };
+            store.commit(u64::from(height), &stored, &writes, &Outcome::default()).unwrap();
+        }
+        store
+    }
+
+    /// Issue 28, item 2: a ledger far behind keeps its blocks and state until every chunk of the snapshot has
+    /// checked out. Chunks wait in files beside it; a state sync given up after some (peers that vanish, or never
+    /// serve a chunk) leaves the ledger as it was, and one that finishes replaces it with the snapshot's state
+    /// only. An empty ledger takes the pairs straight.
+    #[test]
+    fn a_ledger_with_blocks_is_kept_until_every_chunk_checked_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ledger_with_blocks(dir.path());
+        let old = store.state().unwrap();
+        let chunks = [vec![(b"a".to_vec(), b"1".to_vec())], vec![(b"b".to_vec(), b"2".to_vec())]];
+
+        let mut writer = Writer::new(&store, dir.path()).unwrap();
+        writer.begin(&mut store, 500).unwrap();
+        writer.write(&mut store, &chunks[0]).unwrap();
+        assert_eq!((store.tip().unwrap(), store.state().unwrap()), (3, old.clone()), "nothing replaced yet");
+        assert!(dir.path().join(STAGING_DIR).is_dir());
+        writer.give_up(&mut store).unwrap();
+        assert_eq!((store.tip().unwrap(), store.state().unwrap()), (3, old.clone()), "a failed sync keeps it");
+        assert!(store.block(3).unwrap().is_some());
+        assert!(!dir.path().join(STAGING_DIR).exists());
+
+        // A stop in the middle leaves files, which the next open of the ledger removes.
+        let mut writer = Writer::new(&store, dir.path()).unwrap();
+        writer.begin(&mut store, 500).unwrap();
+        writer.write(&mut store, &chunks[0]).unwrap();
+        clean_staging(dir.path()).unwrap();
+        assert!(!dir.path().join(STAGING_DIR).exists());
+
+        let mut writer = Writer::new(&store, dir.path()).unwrap();
+        writer.begin(&mut store, 500).unwrap();
+        for chunk in &chunks {
+            writer.write(&mut store, chunk).unwrap();
+        }
+        assert_eq!(store.tip().unwrap(), 3);
+        writer.finish(&mut store, 500).unwrap();
+        let stored = Stored { block: b"block-500".to_vec(), certificate: b"cert-500".to_vec() };
+        store.restore_finish(500, &stored, &[], true).unwrap();
+        assert_eq!(store.tip().unwrap(), 500);
+        assert_eq!(store.state().unwrap(), chunks.concat(), "only the snapshot's state");
+        assert_eq!(store.block(3).unwrap(), None);
+        assert!(!dir.path().join(STAGING_DIR).exists());
+
+        // An empty ledger: straight into the store.
+        let empty = tempfile::tempdir().unwrap();
+        let mut store = RocksStore::open(empty.path()).unwrap();
+        let mut writer = Writer::new(&store, empty.path()).unwrap();
+        writer.begin(&mut store, 40).unwrap();
+        writer.write(&mut store, &chunks[0]).unwrap();
+        assert_eq!(store.state().unwrap(), chunks[0]);
+        assert!(!empty.path().join(STAGING_DIR).exists());
+        writer.give_up(&mut store).unwrap();
+        assert_eq!(store.state().unwrap(), Vec::new());
     }
 }

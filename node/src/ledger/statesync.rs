@@ -1,5 +1,5 @@
-//! State sync (sans-IO): how a node with an empty ledger gets a recent state from its peers instead of replaying
-//! every block (PROTOCOL.md §9, *State sync*). Inputs are the peers and their answers, with the time; effects are
+//! State sync (sans-IO): how a node with an empty ledger, or one far behind, gets a recent state from its peers
+//! instead of replaying every block (PROTOCOL.md §9, *State sync*). Inputs are the peers and their answers, with the time; effects are
 //! the requests to send, the penalties, and what to write. The node's ledger thread does the IO.
 //!
 //! 1. **Offers.** Connected peers are asked which snapshots they hold, until [`OFFERS_ENOUGH`] answered, or all
