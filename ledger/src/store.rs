@@ -206,6 +206,9 @@ const META_RESTORING: &[u8] = b"restoring";
 /// The state's summary after the tip's block ([`Outcome::summary`]): its height and number of pairs (u64s,
 /// big-endian) and its lattice (2,048 bytes). Written with each commit that has one, deleted by any that has none.
 const META_SUMMARY: &[u8] = b"summary";
+/// The height of the snapshot of the state the ledger was last restored from (state sync; a u64, big-endian): its
+/// first block kept, until pruning moves past it.
+const META_RESTORED: &[u8] = b"restored";
 /// The database's format (a u64, big-endian) in the default family.
 const META_FORMAT: &[u8] = b"format";
 
@@ -562,7 +565,7 @@ impl RocksStore {
         for family in FAMILIES {
             self.empty_family(&mut batch, family)?;
         }
-        for key in [META_TIP, META_FIRST, META_CHANGES_FROM, META_SUMMARY] {
+        for key in [META_TIP, META_FIRST, META_CHANGES_FROM, META_SUMMARY, META_RESTORED] {
             batch.delete(key);
         }
         self.clear_wal(&mut batch, 0)?;
@@ -634,6 +637,7 @@ impl RocksStore {
         batch.put(META_CHANGES_FROM, be(if complete { 1 } else { height + 1 }));
         batch.put(META_TIP, be(height));
         batch.put(META_FIRST, be(height));
+        batch.put(META_RESTORED, be(height));
         batch.delete(META_RESTORING);
         self.clear_wal(&mut batch, height + 1)?;
         self.db.write_opt(batch, &RocksStore::synced()).context("finishing a state sync")?;
@@ -785,6 +789,11 @@ impl RocksReader {
             changes.push((height, Change::from_bytes(&value)?));
         }
         Ok(Some(changes))
+    }
+
+    /// The height of the snapshot the ledger was last restored from by a state sync, if it was.
+    pub fn restored(&self) -> anyhow::Result<Option<u64>> {
+        self.db.get(META_RESTORED)?.map(|bytes| read_u64(&bytes)).transpose()
     }
 
     /// Certified blocks from `from` on (see [`blocks_from`]).
@@ -1482,6 +1491,7 @@ mod tests {
         assert_eq!(store.block(40).unwrap(), Some(stored));
         assert_eq!(store.state().unwrap(), pairs);
         assert_eq!(store.reader().changes(0, 40).unwrap(), Some(vec![(12, change)]));
+        assert_eq!(store.reader().restored().unwrap(), Some(40));
         let mut store = store;
         assert!(store.restore_begin(40).is_err(), "a state sync only moves a ledger forward");
         assert!(store.restore_begin(12).is_err(), "a state sync only moves a ledger forward");

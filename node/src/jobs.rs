@@ -60,9 +60,14 @@ pub fn announce(network: &network::Handle, job: &Job) {
     });
 }
 
-/// Keeps the index in step with the ledger: committed postings in, awarded and closed jobs out. On start it reads
-/// every open job from the ledger's state (the follower was made before, so no commit falls in between).
+/// Keeps the index in step with the ledger: committed postings in, awarded and closed jobs out. On start (after a
+/// state sync, if one is under way) it reads every open job from the ledger's state (the follower was made before,
+/// so no commit falls in between).
 pub async fn follow(index: Index, ledger: crate::ledger::Handle, mut commits: crate::ledger::Follower) {
+    // The open jobs of the snapshot a state sync takes, not of the state it replaces.
+    if !ledger.state_synced().await {
+        return;
+    }
     let now = crate::clock::now_ms();
     let open = ledger
         .query_until_read(|state| {

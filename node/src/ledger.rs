@@ -304,14 +304,6 @@ impl Handle {
         &self,
         query: impl Fn(&StateSnapshot<'_>) -> T + Clone + Send + 'static,
     ) -> Option<T> {
-        // During a state sync the store holds the state the snapshot is about to replace (the genesis', or a ledger
-        // far behind's): a follower that reads the state at its start reads the snapshot's, once it is taken.
-        let mut status = self.status.clone();
-        while status.borrow_and_update().state_sync.is_some() {
-            if status.changed().await.is_err() {
-                return None;
-            }
-        }
         for failures in 1u64.. {
             match self.query(query.clone()).await {
                 Ok(value) => return Some(value),
@@ -327,6 +319,19 @@ impl Handle {
             }
         }
         None
+    }
+
+    /// Returns once no state sync is under way (at once, mostly): during one the store holds the state the
+    /// snapshot is about to replace (the genesis', or a ledger far behind's), which a follower that builds what it
+    /// keeps from the state at its start should not read. `false`: the ledger stopped.
+    pub async fn state_synced(&self) -> bool {
+        let mut status = self.status.clone();
+        while status.borrow_and_update().state_sync.is_some() {
+            if status.changed().await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     pub fn status(&self) -> Status {
@@ -606,9 +611,9 @@ pub fn start(
                     },
                 };
                 let Some(error) = damaged else { return run.await };
-                // Stopped as at a shutdown, then reported: the node ends with the reason.
-                let _ = stop.send(Input::Shutdown).await;
-                let _ = run.await;
+                // Stopped as at a shutdown, then reported: the node ends with the reason. The actor runs while the
+                // stop waits for room in its queue (it ends the wait by ending, if it ends first).
+                let _ = tokio::join!(stop.send(Input::Shutdown), &mut run);
                 Err(error.context(format!(
                     "checking the ledger's state after the start: move {} aside and the node will sync the ledger \
                      again from its peers",

@@ -56,8 +56,8 @@ fn fuel_credits(events: &[::ledger::state::Event]) -> Vec<(protocol::PublicKey, 
 }
 
 /// Enforces the overrides in force on the ledger at the node's edges: fuel caps in the network's fuel model, an
-/// island order for the microgrid this node controls. Read at start (a restarted node keeps enforcing) and again
-/// at every commit that puts an override in force or lifts one. (Freezes and device caps are enforced where
+/// island order for the microgrid this node controls. Read at start (a restarted node keeps enforcing), again at
+/// every commit that puts an override in force or lifts one, and after a state sync. (Freezes and device caps are enforced where
 /// offers and readings are checked: the market actor and the ledger's state machine.)
 async fn enforce_overrides(
     mut commits: crate::ledger::Follower,
@@ -66,8 +66,12 @@ async fn enforce_overrides(
     island: Option<(crate::island::Handle, protocol::types::Cell)>,
 ) {
     let mut changed = true;
+    // Read during a state sync, the overrides are the old state's (kept enforced meanwhile): read again once the
+    // snapshot is taken.
+    let mut read_while_syncing = false;
     loop {
         if changed {
+            read_while_syncing = ledger.status().state_sync.is_some();
             let cell = island.as_ref().map(|(_, cell)| cell.as_str().to_owned());
             let read = ledger
                 .query_until_read(move |state| {
@@ -94,7 +98,7 @@ async fn enforce_overrides(
         let Some(commit) = commits.next().await else { return };
         changed = commit.events.iter().any(|event| {
             matches!(event, ::ledger::state::Event::OverrideInForce { .. } | ::ledger::state::Event::OverrideExpired(_))
-        });
+        }) || (read_while_syncing && ledger.status().state_sync.is_none());
     }
 }
 

@@ -33,8 +33,6 @@ pub struct Follower {
     read_back: u64,
     /// Whether the last commit yielded was read back from the store (it is late: not a measure of finality).
     last_read_back: bool,
-    /// Whether any commit was yielded yet.
-    yielded: bool,
 }
 
 /// What reading one height from the store gave.
@@ -53,7 +51,7 @@ impl Follower {
         // A `full` node keeps blocks from `first` on (README, *Pruning*): there is nothing to follow below it.
         let next = from.max(reader.first().unwrap_or(1)).max(1);
         let live_from = reader.tip().map_or(next, |tip| tip + 1);
-        Follower { commits, reader, next, live_from, ahead: None, read_back: 0, last_read_back: false, yielded: false }
+        Follower { commits, reader, next, live_from, ahead: None, read_back: 0, last_read_back: false }
     }
 
     /// Commits this follower read back from the store because it fell behind or started below the tip.
@@ -77,7 +75,6 @@ impl Follower {
                 Some(commit) if commit.height == self.next => {
                     self.next += 1;
                     self.last_read_back = false;
-                    self.yielded = true;
                     return Some(commit);
                 }
                 Some(commit) if commit.height > self.next => {
@@ -92,10 +89,7 @@ impl Follower {
             };
             if let Some(height) = wanted {
                 match self.read(height) {
-                    Read::Commit(commit) => {
-                        self.yielded = true;
-                        return Some(commit);
-                    }
+                    Read::Commit(commit) => return Some(commit),
                     Read::Damaged => {}
                     Read::Failed => tokio::time::sleep(STORE_RETRY).await,
                 }
@@ -134,17 +128,22 @@ impl Follower {
                 return Read::Failed;
             }
         };
-        // A ledger far behind that is taking a snapshot (state sync) is empty until it has: wait for it.
-        if stored.is_none() && tip.is_ok_and(|tip| tip < height) {
+        // A ledger taking a snapshot (state sync) is empty while it writes it: wait. The tip is read again, since a
+        // state sync may have emptied the ledger between the reads of the tip and the block.
+        if stored.is_none() && (tip.is_ok_and(|tip| tip < height) || self.reader.tip().is_ok_and(|tip| tip < height)) {
             return Read::Failed;
         }
         // A block pruned while this follower lagged behind: the commits below the first block kept are gone.
         let first = self.reader.first().unwrap_or(1);
         if stored.is_none() && height < first {
-            if !self.yielded {
-                // Made before the ledger took a snapshot of the state (state sync: an empty ledger, or one far
-                // behind, whose blocks the snapshot replaced).
-                tracing::info!(first, "the ledger starts at a snapshot of the state: a follower starts there");
+            if self.reader.restored().ok().flatten() == Some(first) {
+                // The ledger took a snapshot of the state (state sync: an empty ledger, or one far behind, whose
+                // blocks the snapshot replaced) after this follower was made.
+                tracing::info!(
+                    from = height,
+                    first,
+                    "the ledger starts at a snapshot of the state: a follower goes on there"
+                );
             } else {
                 warn!(
                     from = height,

@@ -52,6 +52,15 @@ pub fn clean_staging(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The pairs of a chunk kept aside.
+fn staged_pairs(file: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let wire: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> =
+        protocol::codec::decode_with(&bytes, ledger::snapshot::CHUNK_BYTES_MAX, ledger::snapshot::CHUNK_PAIRS_MAX)
+            .with_context(|| format!("decoding {}", file.display()))?;
+    Ok(wire.into_iter().map(|(key, value)| (key.into_vec(), value.into_vec())).collect())
+}
+
 /// Where the checked pairs of a snapshot go. Into an empty ledger, straight to its store. A ledger with blocks (a
 /// `full` node far behind) keeps them aside, a file per chunk, until every chunk has checked out, and only then
 /// trades its ledger for them: a state sync that fails (peers that vanish or never serve a chunk) leaves it as it
@@ -108,23 +117,26 @@ impl Writer {
         }
     }
 
+    /// Reads and decodes every file kept aside, before [`Writer::finish`] empties the ledger: one that cannot be
+    /// read fails the state sync while the ledger is still whole.
+    fn check(&self) -> anyhow::Result<()> {
+        let Writer::Staged { path, files } = self else { return Ok(()) };
+        for index in 0..*files {
+            staged_pairs(&path.join(STAGING_DIR).join(format!("{index:08}.cbor")))?;
+        }
+        Ok(())
+    }
+
     /// Every chunk checked out: a ledger with blocks is emptied now (one synced write), and the pairs kept aside
-    /// written into it, a chunk at a time.
+    /// written into it, a chunk at a time, each file removed once its pairs are written. (A crash after the ledger
+    /// was emptied leaves an empty ledger, which takes a snapshot again at the next start.)
     fn finish(&mut self, store: &mut RocksStore, height: u64) -> anyhow::Result<()> {
         let Writer::Staged { path, files } = self else { return Ok(()) };
+        let file = |index: u32| path.join(STAGING_DIR).join(format!("{index:08}.cbor"));
         store.restore_begin(height)?;
         for index in 0..*files {
-            let file = path.join(STAGING_DIR).join(format!("{index:08}.cbor"));
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let wire: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)> = protocol::codec::decode_with(
-                &bytes,
-                ledger::snapshot::CHUNK_BYTES_MAX,
-                ledger::snapshot::CHUNK_PAIRS_MAX,
-            )
-            .with_context(|| format!("decoding {}", file.display()))?;
-            let pairs: Vec<(Vec<u8>, Vec<u8>)> =
-                wire.into_iter().map(|(key, value)| (key.into_vec(), value.into_vec())).collect();
-            store.restore_pairs(&pairs)?;
+            store.restore_pairs(&staged_pairs(&file(index))?)?;
+            std::fs::remove_file(file(index)).with_context(|| format!("removing {}", file(index).display()))?;
         }
         clean_staging(path)
     }
@@ -228,9 +240,20 @@ impl Restore<'_> {
                         warn!(%peer, %reason, "state sync: a peer sent something wrong");
                         self.network.penalize(peer, reason).await;
                     }
-                    Effect::Begin { height } => writer.begin(&mut store, height)?,
-                    Effect::Write(pairs) => writer.write(&mut store, &pairs)?,
+                    Effect::Begin { height } => {
+                        if let Err(error) = writer.begin(&mut store, height) {
+                            return self.staging_failed(store, &mut writer, &error);
+                        }
+                    }
+                    Effect::Write(pairs) => {
+                        if let Err(error) = writer.write(&mut store, &pairs) {
+                            return self.staging_failed(store, &mut writer, &error);
+                        }
+                    }
                     Effect::Finish { height, stored, changes, complete } => {
+                        if let Err(error) = writer.check() {
+                            return self.staging_failed(store, &mut writer, &error);
+                        }
                         writer.finish(&mut store, height)?;
                         store.restore_finish(height, &stored, &changes, complete)?;
                         info!(
@@ -256,6 +279,23 @@ impl Restore<'_> {
                 info!("state sync: snapshot of height {} {}", machine.progress().height, bar(machine.progress()));
             }
         }
+    }
+
+    /// A write the node could not make: into an empty ledger, an error that stops the node; kept aside for a ledger
+    /// far behind (a full disk, typically), the state sync is given up and the ledger, untouched, syncs the blocks.
+    fn staging_failed(
+        &self,
+        mut store: RocksStore,
+        writer: &mut Writer,
+        error: &anyhow::Error,
+    ) -> anyhow::Result<Option<(RocksStore, bool)>> {
+        if !matches!(writer, Writer::Staged { .. }) {
+            return Err(anyhow::anyhow!("{error:#}"));
+        }
+        warn!("state sync: {error:#}; given up, the ledger syncs the blocks it missed");
+        writer.give_up(&mut store)?;
+        self.publish_done();
+        Ok(Some((store, false)))
     }
 
     fn publish(&self, progress: Progress) {
@@ -360,16 +400,27 @@ mod tests {
         clean_staging(dir.path()).unwrap();
         assert!(!dir.path().join(STAGING_DIR).exists());
 
+        // A file kept aside that cannot be read back fails the state sync before the ledger is emptied.
+        let mut writer = Writer::new(&store, dir.path()).unwrap();
+        writer.begin(&mut store, 500).unwrap();
+        writer.write(&mut store, &chunks[0]).unwrap();
+        std::fs::write(dir.path().join(STAGING_DIR).join("00000000.cbor"), b"\xff").unwrap();
+        assert!(writer.check().is_err());
+        assert_eq!((store.tip().unwrap(), store.state().unwrap()), (3, old.clone()));
+        writer.give_up(&mut store).unwrap();
+
         let mut writer = Writer::new(&store, dir.path()).unwrap();
         writer.begin(&mut store, 500).unwrap();
         for chunk in &chunks {
             writer.write(&mut store, chunk).unwrap();
         }
         assert_eq!(store.tip().unwrap(), 3);
+        writer.check().unwrap();
         writer.finish(&mut store, 500).unwrap();
         let stored = Stored { block: b"block-500".to_vec(), certificate: b"cert-500".to_vec() };
         store.restore_finish(500, &stored, &[], true).unwrap();
-        assert_eq!(store.tip().unwrap(), 500);
+        assert_eq!((store.tip().unwrap(), store.first().unwrap()), (500, 500));
+        assert_eq!(store.reader().restored().unwrap(), Some(500));
         assert_eq!(store.state().unwrap(), chunks.concat(), "only the snapshot's state");
         assert_eq!(store.block(3).unwrap(), None);
         assert!(!dir.path().join(STAGING_DIR).exists());

@@ -66,7 +66,8 @@ pub enum Effect<P> {
     Send(P, Ask),
     /// The peer sent something provably wrong.
     Penalize(P, String),
-    /// Start writing the snapshot of `height` into the (empty) ledger.
+    /// Start writing the snapshot of `height` (into an empty ledger; a ledger with blocks keeps the pairs aside
+    /// until [`Effect::Finish`]).
     Begin {
         height: u64,
     },
@@ -80,7 +81,8 @@ pub enum Effect<P> {
         changes: Vec<(u64, Change)>,
         complete: bool,
     },
-    /// No usable snapshot (or none worth it): replay the blocks. After [`Effect::Begin`], what was written must go.
+    /// No usable snapshot (or none worth it): sync the blocks. After [`Effect::Begin`], what was written (or kept
+    /// aside) must go.
     GiveUp(String),
 }
 
