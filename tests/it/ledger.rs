@@ -409,20 +409,7 @@ fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_
     let (pruned_key, pruned_peer) = keys(&dirs[1]);
     let (newcomer_key, newcomer_peer) = keys(&dirs[2]);
     let genesis = root.path().join("genesis.toml");
-    let client = Keypair::from_seed(&[8; 32]);
-    let client_hex = client.public().to_hex();
-    kos(&[
-        "ledger",
-        "genesis",
-        "--network",
-        "kos-devnet",
-        "--out",
-        genesis.to_str().unwrap(),
-        "--validator",
-        &validator_key,
-        "--fund",
-        &client_hex,
-    ]);
+    let (client, _) = one_validator_genesis(&genesis, &validator_key);
     // Empty blocks as fast as the validator commits, so that the pruned node has pruned within seconds.
     let fast = "network = \"kos-devnet\"\n[ledger]\nempty_block_ms = 5\n";
     // The newcomer replays from the genesis (it would take the archive's snapshot of block 1,000 otherwise).
@@ -435,11 +422,7 @@ fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_
     let pruned = kos_tests::cluster::Node::start(&dirs[1], &pruned_key, &pruned_peer, &[archive.bootnode()], &[]);
     // An entry committed early, in a block the full node will prune.
     let early = transfer(&NetworkId::new("kos-devnet").unwrap(), 1, &client, 5, "early");
-    let authorization = format!("Bearer {}", archive.token);
-    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
-    let posted = http::request(&archive.api, "POST", "/entries", &headers, &early.to_bytes()).unwrap();
-    assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
-    let entry = format!("/entries/{}", early.id().to_hex());
+    let entry = post_entry(&archive, &early);
     assert!(wait_until(Duration::from_secs(30), || archive.get(&entry).is_some()), "the transfer was not committed");
     // The height and the lowest block kept, from one answer.
     let kept = |node: &kos_tests::cluster::Node| {
@@ -493,6 +476,34 @@ fn a_pruned_node_keeps_committing_answers_410_for_old_blocks_and_newcomers_sync_
     assert_eq!(block_hash(&newcomer.api, 3), block_hash(&archive.api, 3));
 }
 
+/// Writes a devnet genesis with one validator and one funded client (seed 8s) to `path`; returns the client.
+fn one_validator_genesis(path: &std::path::Path, validator_key: &str) -> (Keypair, String) {
+    let client = Keypair::from_seed(&[8; 32]);
+    let client_hex = client.public().to_hex();
+    kos(&[
+        "ledger",
+        "genesis",
+        "--network",
+        "kos-devnet",
+        "--out",
+        path.to_str().unwrap(),
+        "--validator",
+        validator_key,
+        "--fund",
+        &client_hex,
+    ]);
+    (client, client_hex)
+}
+
+/// Posts `entry` to `node` with its API token, which must take it (202); returns the entry's API path.
+fn post_entry(node: &Node, entry: &protocol::Envelope) -> String {
+    let authorization = format!("Bearer {}", node.token);
+    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
+    let posted = http::request(&node.api, "POST", "/entries", &headers, &entry.to_bytes()).unwrap();
+    assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
+    format!("/entries/{}", entry.id().to_hex())
+}
+
 /// A peer that answers state-sync requests from a copy of another node's snapshots and database, and lies as
 /// `answer` makes it.
 fn lying_peer(
@@ -530,20 +541,7 @@ fn a_fresh_node_takes_a_snapshot_past_a_corrupting_peer_and_a_stale_one() {
     let (validator_key, validator_peer) = keys(&dirs[0]);
     let (newcomer_key, newcomer_peer) = keys(&dirs[1]);
     let genesis = root.path().join("genesis.toml");
-    let client = Keypair::from_seed(&[8; 32]);
-    let client_hex = client.public().to_hex();
-    kos(&[
-        "ledger",
-        "genesis",
-        "--network",
-        "kos-devnet",
-        "--out",
-        genesis.to_str().unwrap(),
-        "--validator",
-        &validator_key,
-        "--fund",
-        &client_hex,
-    ]);
+    let (client, client_hex) = one_validator_genesis(&genesis, &validator_key);
     let mut text = std::fs::read_to_string(&genesis).unwrap();
     for index in 0..40_000u32 {
         let mut seed = [9; 32];
@@ -629,11 +627,7 @@ fn a_fresh_node_takes_a_snapshot_past_a_corrupting_peer_and_a_stale_one() {
     assert_eq!(balances(&newcomer), balances(&validator));
     assert!(balances(&newcomer).is_some_and(|balances| balances["credit"].as_u64() > Some(0)));
     let sent = transfer(&NetworkId::new("kos-devnet").unwrap(), 1, &client, 5, "after a state sync");
-    let authorization = format!("Bearer {}", newcomer.token);
-    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
-    let posted = http::request(&newcomer.api, "POST", "/entries", &headers, &sent.to_bytes()).unwrap();
-    assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
-    let entry = format!("/entries/{}", sent.id().to_hex());
+    let entry = post_entry(&newcomer, &sent);
     assert!(wait_until(Duration::from_secs(30), || validator.get(&entry).is_some()), "the transfer was not committed");
     assert!(wait_until(Duration::from_secs(30), || newcomer.get(&entry).is_some()), "the newcomer did not follow it");
 }
@@ -650,20 +644,7 @@ fn a_full_node_far_behind_takes_a_snapshot_rather_than_the_blocks_it_missed() {
     let (validator_key, validator_peer) = keys(&dirs[0]);
     let (home_key, home_peer) = keys(&dirs[1]);
     let genesis = root.path().join("genesis.toml");
-    let client = Keypair::from_seed(&[8; 32]);
-    let client_hex = client.public().to_hex();
-    kos(&[
-        "ledger",
-        "genesis",
-        "--network",
-        "kos-devnet",
-        "--out",
-        genesis.to_str().unwrap(),
-        "--validator",
-        &validator_key,
-        "--fund",
-        &client_hex,
-    ]);
+    let (client, client_hex) = one_validator_genesis(&genesis, &validator_key);
     let configs = [
         "[ledger]\nempty_block_ms = 5\n[storage]\nsnapshot_interval = 100\n",
         "[ledger]\nempty_block_ms = 5\nstate_sync_min_height = 200\n[storage]\nmode = \"full\"\nkeep_blocks = 1024\n",
@@ -709,11 +690,7 @@ fn a_full_node_far_behind_takes_a_snapshot_rather_than_the_blocks_it_missed() {
         |node: &Node| node.get(&format!("/accounts/{client_hex}/balances")).map(|answer| answer["balances"].clone());
     assert_eq!(balances(&home), balances(&validator));
     let sent = transfer(&NetworkId::new("kos-devnet").unwrap(), 1, &client, 5, "after catching up by a snapshot");
-    let authorization = format!("Bearer {}", home.token);
-    let headers = [("Authorization", authorization.as_str()), ("Content-Type", "application/octet-stream")];
-    let posted = http::request(&home.api, "POST", "/entries", &headers, &sent.to_bytes()).unwrap();
-    assert_eq!(posted.status, 202, "{}", String::from_utf8_lossy(&posted.body));
-    let entry = format!("/entries/{}", sent.id().to_hex());
+    let entry = post_entry(&home, &sent);
     assert!(wait_until(Duration::from_secs(30), || home.get(&entry).is_some()), "the transfer was not committed");
     // Far behind again, with --replay: it syncs the blocks it missed (it keeps blocks from before its stop).
     let before = home.height().unwrap();
