@@ -52,6 +52,11 @@ pub fn clean_staging(path: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The file of the `index`th chunk kept aside in the ledger's directory `path`.
+fn staged_file(path: &Path, index: u32) -> PathBuf {
+    path.join(STAGING_DIR).join(format!("{index:08}.cbor"))
+}
+
 /// The pairs of a chunk kept aside.
 fn staged_pairs(file: &Path) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -108,7 +113,7 @@ impl Writer {
                     .iter()
                     .map(|(key, value)| (serde_bytes::Bytes::new(key), serde_bytes::Bytes::new(value)))
                     .collect();
-                let file = path.join(STAGING_DIR).join(format!("{:08}.cbor", *files));
+                let file = staged_file(path, *files);
                 std::fs::write(&file, protocol::codec::encode(&wire))
                     .with_context(|| format!("writing {}", file.display()))?;
                 *files += 1;
@@ -122,7 +127,7 @@ impl Writer {
     fn check(&self) -> anyhow::Result<()> {
         let Writer::Staged { path, files } = self else { return Ok(()) };
         for index in 0..*files {
-            staged_pairs(&path.join(STAGING_DIR).join(format!("{index:08}.cbor")))?;
+            staged_pairs(&staged_file(path, index))?;
         }
         Ok(())
     }
@@ -132,11 +137,11 @@ impl Writer {
     /// was emptied leaves an empty ledger, which takes a snapshot again at the next start.)
     fn finish(&mut self, store: &mut RocksStore, height: u64) -> anyhow::Result<()> {
         let Writer::Staged { path, files } = self else { return Ok(()) };
-        let file = |index: u32| path.join(STAGING_DIR).join(format!("{index:08}.cbor"));
         store.restore_begin(height)?;
         for index in 0..*files {
-            store.restore_pairs(&staged_pairs(&file(index))?)?;
-            std::fs::remove_file(file(index)).with_context(|| format!("removing {}", file(index).display()))?;
+            let file = staged_file(path, index);
+            store.restore_pairs(&staged_pairs(&file)?)?;
+            std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))?;
         }
         clean_staging(path)
     }
@@ -404,7 +409,7 @@ mod tests {
         let mut writer = Writer::new(&store, dir.path()).unwrap();
         writer.begin(&mut store, 500).unwrap();
         writer.write(&mut store, &chunks[0]).unwrap();
-        std::fs::write(dir.path().join(STAGING_DIR).join("00000000.cbor"), b"\xff").unwrap();
+        std::fs::write(staged_file(dir.path(), 0), b"\xff").unwrap();
         assert!(writer.check().is_err());
         assert_eq!((store.tip().unwrap(), store.state().unwrap()), (3, old.clone()));
         writer.give_up(&mut store).unwrap();
